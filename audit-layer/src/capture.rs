@@ -1,0 +1,257 @@
+//! The record of one request while it is being served, and the guard that emits it exactly
+//! once: at the end of the response body, or wherever the exchange is abandoned.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::identity::{AuditHandle, Identity};
+use crate::policy::{OperationPlan, PathIds};
+use crate::record::{
+    Account, Action, ActionResult, ActionType, Actor, AuditRecord, Raw, Resource, Timestamp, Token,
+    Zone,
+};
+use crate::sink::AuditSink;
+
+/// Status recorded when the client went away before a response was produced (as nginx does).
+pub(crate) const STATUS_CLIENT_GONE: u16 = 499;
+/// Status recorded when the handler panicked and nothing turned the panic into a response.
+const STATUS_PANIC: u16 = 500;
+
+/// What became of the request body.
+#[derive(Debug, Default)]
+pub(crate) enum RequestBody {
+    /// Not captured: a `view` action, a metadata-only operation, or not read yet.
+    #[default]
+    NotCaptured,
+    /// Read whole (and handed to the handler unchanged).
+    Complete(Bytes),
+    /// Longer than the body limit; none of it is kept.
+    OverLimit(usize),
+    /// The body could not be read to its end (the client went away, or sent a broken body).
+    Incomplete,
+}
+
+/// The parts of a record known when the request arrives.
+pub(crate) struct Capture {
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) plan: Option<Arc<OperationPlan>>,
+    pub(crate) id: Uuid,
+    pub(crate) time: Timestamp,
+    pub(crate) method: Method,
+    pub(crate) action: ActionType,
+    pub(crate) uri: String,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ray_id: String,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) ids: PathIds,
+    pub(crate) handle: AuditHandle,
+    pub(crate) request: RequestBody,
+    /// Filled in as the exchange goes on.
+    pub(crate) status: Option<u16>,
+    pub(crate) header_identity: Option<Identity>,
+    pub(crate) response: ResponseCopy,
+}
+
+/// A copy of the response body, up to a limit, taken as frames pass.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseCopy {
+    /// `None` when the response body is not recorded.
+    pub(crate) limit: Option<usize>,
+    buf: BytesMut,
+    over_limit: bool,
+}
+
+impl ResponseCopy {
+    pub(crate) fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            buf: BytesMut::new(),
+            over_limit: false,
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        let Some(limit) = self.limit else { return };
+        if self.over_limit {
+            return;
+        }
+        if self.buf.len() + data.len() > limit {
+            self.over_limit = true;
+            self.buf = BytesMut::new();
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+    }
+}
+
+/// How the exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The response body was sent to its end.
+    Complete,
+    /// The exchange was abandoned: the client went away, the handler panicked or failed, or
+    /// the response body failed mid-stream.
+    Abandoned,
+}
+
+/// Emits its record exactly once: through [`finish`](Self::finish), or on drop.
+pub(crate) struct AuditGuard(Option<Box<Capture>>);
+
+impl AuditGuard {
+    pub(crate) fn new(capture: Capture) -> Self {
+        Self(Some(Box::new(capture)))
+    }
+
+    /// A guard that records nothing (for operations that are not audited).
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> Option<&mut Capture> {
+        self.0.as_deref_mut()
+    }
+
+    pub(crate) fn set_request(&mut self, request: RequestBody) {
+        if let Some(capture) = self.get_mut() {
+            capture.request = request;
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Self {
+        Self(self.0.take())
+    }
+
+    pub(crate) fn finish(&mut self, ending: Ending) {
+        if let Some(capture) = self.0.take() {
+            capture.emit(ending);
+        }
+    }
+}
+
+impl Drop for AuditGuard {
+    fn drop(&mut self) {
+        // Dropped before `finish`: the exchange was abandoned midway.
+        self.finish(Ending::Abandoned);
+    }
+}
+
+impl Capture {
+    fn emit(self: Box<Self>, ending: Ending) {
+        let sink = Arc::clone(&self.sink);
+        sink.submit(self.into_record(ending));
+    }
+
+    fn into_record(self: Box<Self>, ending: Ending) -> AuditRecord {
+        let Capture {
+            sink: _,
+            plan,
+            id,
+            time,
+            method,
+            action,
+            uri,
+            user_agent,
+            ray_id,
+            ip,
+            ids,
+            handle,
+            request,
+            status,
+            header_identity,
+            response,
+        } = *self;
+        let status = status.unwrap_or(if std::thread::panicking() {
+            STATUS_PANIC
+        } else {
+            STATUS_CLIENT_GONE
+        });
+        let complete = ending == Ending::Complete;
+        let result = if complete {
+            ActionResult::from_status(status)
+        } else {
+            ActionResult::Failure
+        };
+        let identity = handle.resolve(header_identity).unwrap_or_default();
+
+        let request = match request {
+            RequestBody::NotCaptured => None,
+            RequestBody::Complete(bytes) => plan.as_ref().and_then(|p| p.request.redact(&bytes)),
+            RequestBody::OverLimit(limit) => Some(marker(
+                "_truncated",
+                format!("the request body exceeded the audit body limit of {limit} bytes"),
+            )),
+            RequestBody::Incomplete => Some(marker(
+                "_truncated",
+                "the request body ended before it was complete".to_owned(),
+            )),
+        };
+        let response = match (&plan, response.limit) {
+            (Some(plan), Some(limit)) => {
+                if response.over_limit {
+                    Some(marker(
+                        "_truncated",
+                        format!("the response body exceeded the audit body limit of {limit} bytes"),
+                    ))
+                } else if !complete && !response.buf.is_empty() {
+                    Some(marker(
+                        "_truncated",
+                        "the response ended before it was complete".to_owned(),
+                    ))
+                } else {
+                    plan.response.redact(&response.buf)
+                }
+            }
+            _ => None,
+        };
+
+        let account_id = ids.account.or(identity.account_id);
+        AuditRecord {
+            id,
+            account: account_id.map(|id| Account { id, name: None }),
+            action: Action {
+                description: plan.as_ref().and_then(|p| p.summary.clone()),
+                result,
+                time,
+                kind: action,
+            },
+            actor: Actor {
+                context: identity.context,
+                email: identity.email,
+                id: identity.id,
+                ip_address: ip,
+                token: Token {
+                    id: identity.token_id,
+                    name: identity.token_name,
+                },
+                kind: identity.kind,
+            },
+            raw: Raw {
+                method: method.as_str().to_owned(),
+                ray_id,
+                status_code: status,
+                uri,
+                user_agent,
+            },
+            resource: Resource {
+                id: identity.resource_id.or(ids.resource),
+                product: plan.as_ref().and_then(|p| p.product.clone()),
+                request,
+                response,
+                scope: plan.as_ref().and_then(|p| p.scope.clone()),
+                kind: plan.as_ref().and_then(|p| p.kind.clone()),
+            },
+            zone: ids.zone.map(|id| Zone { id, name: None }),
+        }
+    }
+}
+
+fn marker(key: &str, reason: String) -> Value {
+    let mut map = Map::with_capacity(1);
+    map.insert(key.to_owned(), Value::String(reason));
+    Value::Object(map)
+}

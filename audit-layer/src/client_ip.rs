@@ -1,0 +1,176 @@
+//! The client's IP address: the socket peer, or the client a trusted proxy forwarded for.
+//!
+//! `X-Forwarded-For` and `Forwarded` are written by whoever sends the request, so they are
+//! believed only when the socket peer is a configured trusted proxy. The chain is then read from
+//! the right (the hop closest to us) and the first address that is not itself a trusted proxy is
+//! the client. `Forwarded` (RFC 7239) is preferred over `X-Forwarded-For` when both are present.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderMap, Extensions};
+use ipnet::IpNet;
+
+/// The proxies whose forwarding headers are believed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub(crate) fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        Self {
+            nets: nets.into_iter().collect(),
+        }
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address for a request whose socket peer is `peer`.
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = canonical(peer?);
+        if self.nets.is_empty() || !self.trusts(peer) {
+            return Some(peer);
+        }
+        let mut hops = forwarded_for(headers);
+        // Right to left: skip our own proxies; the first other address is the client. An
+        // unparseable hop ends the walk at the last trusted address: it cannot be verified.
+        let mut client = peer;
+        while let Some(hop) = hops.pop() {
+            match hop {
+                Some(ip) => {
+                    client = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Some(client)
+    }
+}
+
+/// The socket peer, from axum's `ConnectInfo` (or a bare `SocketAddr` in the extensions).
+pub(crate) fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The forwarded-for chain, left (original client) to right (nearest proxy). `None` marks a
+/// hop that is not an IP address (`unknown`, an obfuscated identifier, garbage).
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let forwarded: Vec<_> = headers.get_all(http::header::FORWARDED).iter().collect();
+    if !forwarded.is_empty() {
+        return forwarded
+            .into_iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(|element| {
+                element
+                    .split(';')
+                    .find_map(|pair| {
+                        let (key, value) = pair.trim().split_once('=')?;
+                        key.eq_ignore_ascii_case("for").then_some(value)
+                    })
+                    .and_then(parse_forwarded_node)
+            })
+            .collect();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(|hop| parse_node(hop.trim()))
+        .collect()
+}
+
+/// A `for=` node of RFC 7239: `192.0.2.43`, `"[2001:db8::1]:4711"`, `"192.0.2.43:47011"`.
+fn parse_forwarded_node(value: &str) -> Option<IpAddr> {
+    parse_node(value.trim().trim_matches('"'))
+}
+
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(addr) = node.parse::<SocketAddr>() {
+        return Some(canonical(addr.ip()));
+    }
+    node.strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(ip, _)| ip.parse().ok())
+        .map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn proxies() -> TrustedProxies {
+        TrustedProxies::new(["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        assert_eq!(proxies().client_ip(Some(ip("203.0.113.9")), &h), Some(ip("203.0.113.9")));
+        assert_eq!(TrustedProxies::default().client_ip(Some(ip("10.0.0.1")), &h), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn the_first_untrusted_hop_from_the_right_is_the_client() {
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
+        assert_eq!(proxies().client_ip(Some(ip("10.0.0.1")), &h), Some(ip("198.51.100.7")));
+    }
+
+    #[test]
+    fn forwarded_is_preferred_and_parsed_per_rfc_7239() {
+        let h = headers(&[
+            ("x-forwarded-for", "9.9.9.9"),
+            ("forwarded", r#"for="[2001:db8::1]:4711";proto=https, for=10.2.2.2"#),
+        ]);
+        assert_eq!(proxies().client_ip(Some(ip("::1")), &h), Some(ip("2001:db8::1")));
+        let h = headers(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]);
+        assert_eq!(proxies().client_ip(Some(ip("10.0.0.1")), &h), Some(ip("192.0.2.60")));
+    }
+
+    #[test]
+    fn an_unverifiable_hop_stops_at_the_last_trusted_address() {
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, garbage, 10.3.3.3")]);
+        assert_eq!(proxies().client_ip(Some(ip("10.0.0.1")), &h), Some(ip("10.3.3.3")));
+        let h = headers(&[("forwarded", "for=unknown")]);
+        assert_eq!(proxies().client_ip(Some(ip("10.0.0.1")), &h), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_matched_as_ipv4() {
+        let h = headers(&[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(proxies().client_ip(Some(ip("::ffff:10.0.0.5")), &h), Some(ip("198.51.100.1")));
+        assert_eq!(proxies().client_ip(None, &h), None);
+    }
+}

@@ -1,0 +1,143 @@
+use std::sync::Arc;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use tower_layer::Layer;
+
+use crate::client_ip::TrustedProxies;
+use crate::policy::{AuditPolicy, IntoAuditPolicy, PolicyError};
+use crate::service::Audit;
+use crate::sink::{AuditSink, TracingSink};
+
+/// The default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The default request-id header: `x-request-id`.
+pub const DEFAULT_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Layer that applies the [`Audit`] middleware: every request becomes one audit record.
+///
+/// The layer holds configuration only and is cheap to clone; the compiled policy sits behind
+/// an `Arc`. See the [crate docs](crate) for an overview.
+///
+/// ```
+/// use audit_layer::{AuditLayer, AuditPolicy, Operation, sink::MemorySink};
+/// use axum::{Router, routing::put};
+/// use http::Method;
+///
+/// let policy = AuditPolicy::builder()
+///     .operation(Operation::new(Method::PUT, "/zones/{zone_id}").summary("Update a zone"))
+///     .build()?;
+/// let records = MemorySink::new();
+/// let app: Router = Router::new()
+///     .route("/zones/{zone_id}", put(|| async { "ok" }))
+///     .layer(
+///         AuditLayer::new(policy)
+///             .sink(records.clone())
+///             .body_limit(64 * 1024)
+///             .trusted_proxies(["10.0.0.0/8".parse()?])
+///             .request_id_header(http::HeaderName::from_static("x-ray-id")),
+///     );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct AuditLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) policy: Arc<AuditPolicy>,
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) body_limit: usize,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) request_id_header: HeaderName,
+}
+
+impl std::fmt::Debug for AuditLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLayer")
+            .field("policy", &self.config.policy)
+            .field("body_limit", &self.config.body_limit)
+            .field("trusted_proxies", &self.config.trusted_proxies)
+            .field("request_id_header", &self.config.request_id_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLayer {
+    /// A layer that audits by `spec`, the compiled policy of the API.
+    ///
+    /// # Panics
+    ///
+    /// If the spec cannot be compiled. The message says where and how to fix it; this happens
+    /// at start-up, like axum's panics on conflicting routes. Use [`try_new`](Self::try_new) to
+    /// handle the error instead.
+    #[track_caller]
+    pub fn new(spec: impl IntoAuditPolicy) -> Self {
+        match Self::try_new(spec) {
+            Ok(layer) => layer,
+            Err(e) => panic!("audit policy: {e}"),
+        }
+    }
+
+    /// A layer that audits by `spec`, or why the spec cannot be compiled.
+    ///
+    /// # Errors
+    ///
+    /// When the spec cannot be compiled into a policy.
+    pub fn try_new(spec: impl IntoAuditPolicy) -> Result<Self, PolicyError> {
+        Ok(Self {
+            config: Arc::new(Config {
+                policy: spec.into_audit_policy()?,
+                sink: Arc::new(TracingSink),
+                body_limit: DEFAULT_BODY_LIMIT,
+                trusted_proxies: TrustedProxies::default(),
+                request_id_header: DEFAULT_REQUEST_ID_HEADER,
+            }),
+        })
+    }
+
+    /// Where finished records go. Defaults to [`TracingSink`], which logs each record.
+    pub fn sink(mut self, sink: impl AuditSink) -> Self {
+        Arc::make_mut(&mut self.config).sink = Arc::new(sink);
+        self
+    }
+
+    /// The largest request body the layer reads ahead of the handler, and the most of a
+    /// response body it copies for the record. Defaults to 1 MiB.
+    ///
+    /// Only operations that record bodies are limited. A request body over the limit (by its
+    /// `Content-Length`, or as it arrives) is answered `413 Payload Too Large` without running
+    /// the handler, and recorded as a failure with a `_truncated` marker. A response body over
+    /// the limit is sent whole; its record carries the marker instead of the body.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).body_limit = bytes;
+        self
+    }
+
+    /// The proxies whose `Forwarded` and `X-Forwarded-For` headers are believed. Defaults to
+    /// none: the client IP is the socket peer's.
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
+        Arc::make_mut(&mut self.config).trusted_proxies = TrustedProxies::new(proxies);
+        self
+    }
+
+    /// The header carrying the request's trace id (`raw.ray_id`). Defaults to `x-request-id`.
+    ///
+    /// A well-formed incoming value (1–128 characters of `A-Z a-z 0-9 . _ : -`) is kept;
+    /// otherwise the layer generates one. Either way the handler sees it in the request and the
+    /// client in the response.
+    pub fn request_id_header(mut self, header: HeaderName) -> Self {
+        Arc::make_mut(&mut self.config).request_id_header = header;
+        self
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit::new(inner, Arc::clone(&self.config))
+    }
+}

@@ -1,0 +1,506 @@
+//! The compiled audit policy: what to record for each operation of an API.
+//!
+//! An [`AuditPolicy`] maps (method, path template) to a per-operation plan: its summary (the
+//! record's `action.description`), action type, resource naming, how much of the exchange to
+//! record ([`AuditLevel`]), and how to redact bodies and query strings. It is compiled once at
+//! start-up; a request only looks its operation up.
+//!
+//! Requests to routes the policy does not describe are still recorded, with metadata only (no
+//! bodies): their resource names come from axum's `MatchedPath` when the layer sits inside a
+//! `Router`.
+//!
+//! ```
+//! use audit_layer::{AuditLevel, AuditPolicy, Operation};
+//! use audit_layer::record::ActionType;
+//! use http::Method;
+//!
+//! let policy = AuditPolicy::builder()
+//!     .operation(
+//!         Operation::new(Method::PUT, "/accounts/{account_id}/alerting/v3/policies/{policy_id}")
+//!             .summary("Update a Notification policy"),
+//!     )
+//!     .operation(Operation::new(Method::POST, "/login").action(ActionType::Login).product("auth"))
+//!     .operation(Operation::new(Method::GET, "/healthz").not_audited())
+//!     .build()?;
+//! assert_eq!(policy.len(), 3);
+//! # Ok::<(), audit_layer::PolicyError>(())
+//! ```
+
+mod template;
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use http::Method;
+
+use crate::record::ActionType;
+use crate::redact::{QueryPlan, RedactionPlan};
+pub(crate) use template::{PathIds, RouteTemplate};
+
+/// How many undescribed routes' plans are cached; an app has far fewer routes than this.
+const MAX_UNDESCRIBED_ROUTES: usize = 4096;
+
+/// A policy that cannot be compiled. Reported at start-up, never per request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A path template that is not of the form `/segment/{param}/...`.
+    #[error("invalid path template {template:?}: {why}")]
+    InvalidTemplate {
+        /// The template as given.
+        template: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The same method and template described twice.
+    #[error("operation {method} {template} is described twice: describe each operation once")]
+    DuplicateOperation {
+        /// The method.
+        method: String,
+        /// The path template.
+        template: String,
+    },
+    /// Two templates that match the same paths (e.g. `/a/{x}` and `/a/{y}`).
+    #[error("path template {template:?} conflicts with another template: {why}")]
+    ConflictingTemplate {
+        /// The template that could not be added.
+        template: String,
+        /// The router's explanation.
+        why: String,
+    },
+}
+
+/// How much of an exchange an operation's records keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AuditLevel {
+    /// Who, what, when, where and how; no bodies.
+    Metadata,
+    /// Metadata and the redacted request body.
+    Request,
+    /// Metadata and the redacted request and response bodies. The default for described
+    /// operations.
+    #[default]
+    RequestResponse,
+}
+
+impl std::str::FromStr for AuditLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "metadata" => Ok(Self::Metadata),
+            "request" => Ok(Self::Request),
+            "request_response" => Ok(Self::RequestResponse),
+            other => Err(format!(
+                "unknown audit level {other:?}: expected metadata, request or request_response"
+            )),
+        }
+    }
+}
+
+/// One operation of the API, as the policy should record it.
+///
+/// Every setting is optional; an operation with none records the method's action type, the
+/// names derived from its template, and bodies redacted by its plans (until redaction plans are
+/// set, nothing of a body is kept).
+#[derive(Clone, Debug)]
+pub struct Operation {
+    method: Method,
+    template: String,
+    summary: Option<String>,
+    action: Option<ActionType>,
+    scope: Option<String>,
+    product: Option<String>,
+    resource_type: Option<String>,
+    level: AuditLevel,
+    audited: bool,
+    request: RedactionPlan,
+    response: RedactionPlan,
+    query: QueryPlan,
+}
+
+impl Operation {
+    /// An operation by method and path template (`/zones/{zone_id}`).
+    pub fn new(method: Method, template: impl Into<String>) -> Self {
+        Self {
+            method,
+            template: template.into(),
+            summary: None,
+            action: None,
+            scope: None,
+            product: None,
+            resource_type: None,
+            level: AuditLevel::default(),
+            audited: true,
+            request: RedactionPlan::default(),
+            response: RedactionPlan::default(),
+            query: QueryPlan::default(),
+        }
+    }
+
+    /// The record's `action.description`. Defaults to none.
+    pub fn summary(mut self, summary: impl Into<String>) -> Self {
+        self.summary = Some(summary.into());
+        self
+    }
+
+    /// The record's `action.type`. Defaults to the method's (`POST` is `create`, ...).
+    pub fn action(mut self, action: ActionType) -> Self {
+        self.action = Some(action);
+        self
+    }
+
+    /// The record's `resource.scope`. Defaults to the template's first segment.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The record's `resource.product`. Defaults to the first segment after the scope and its
+    /// id that is not a version (`alerting` in `/accounts/{account_id}/alerting/v3/policies`).
+    pub fn product(mut self, product: impl Into<String>) -> Self {
+        self.product = Some(product.into());
+        self
+    }
+
+    /// The record's `resource.type`. Defaults to the template's last literal segment
+    /// (`policies`).
+    pub fn resource_type(mut self, resource_type: impl Into<String>) -> Self {
+        self.resource_type = Some(resource_type.into());
+        self
+    }
+
+    /// How much of the exchange to keep. Defaults to [`AuditLevel::RequestResponse`].
+    pub fn level(mut self, level: AuditLevel) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Records nothing at all for this operation (health checks, metrics scrapes).
+    pub fn not_audited(mut self) -> Self {
+        self.audited = false;
+        self
+    }
+
+    /// How request bodies are redacted. Defaults to keeping nothing.
+    pub fn request_plan(mut self, plan: RedactionPlan) -> Self {
+        self.request = plan;
+        self
+    }
+
+    /// How response bodies are redacted. Defaults to keeping nothing.
+    pub fn response_plan(mut self, plan: RedactionPlan) -> Self {
+        self.response = plan;
+        self
+    }
+
+    /// Which query parameters keep their values in `raw.uri`. Defaults to none.
+    pub fn query_plan(mut self, plan: QueryPlan) -> Self {
+        self.query = plan;
+        self
+    }
+}
+
+/// The compiled plan of one operation.
+#[derive(Debug)]
+pub(crate) struct OperationPlan {
+    pub(crate) template: RouteTemplate,
+    pub(crate) summary: Option<Arc<str>>,
+    pub(crate) action: ActionType,
+    pub(crate) scope: Option<Arc<str>>,
+    pub(crate) product: Option<Arc<str>>,
+    pub(crate) kind: Option<Arc<str>>,
+    pub(crate) level: AuditLevel,
+    pub(crate) audited: bool,
+    pub(crate) request: RedactionPlan,
+    pub(crate) response: RedactionPlan,
+    pub(crate) query: QueryPlan,
+}
+
+impl OperationPlan {
+    fn compile(op: Operation) -> Result<Self, PolicyError> {
+        let template = RouteTemplate::parse(&op.template)?;
+        let name = |explicit: Option<String>, derived: &Option<Arc<str>>| {
+            explicit.map(Arc::from).or_else(|| derived.clone())
+        };
+        Ok(Self {
+            summary: op.summary.map(Arc::from),
+            action: op.action.unwrap_or_else(|| ActionType::from_method(&op.method)),
+            scope: name(op.scope, &template.scope),
+            product: name(op.product, &template.product),
+            kind: name(op.resource_type, &template.kind),
+            level: op.level,
+            audited: op.audited,
+            request: op.request,
+            response: op.response,
+            query: op.query,
+            template,
+        })
+    }
+
+    /// The plan for a route the policy does not describe: metadata only, names from the
+    /// template axum matched.
+    pub(crate) fn undescribed(method: &Method, template: RouteTemplate) -> Self {
+        Self {
+            summary: None,
+            action: ActionType::from_method(method),
+            scope: template.scope.clone(),
+            product: template.product.clone(),
+            kind: template.kind.clone(),
+            level: AuditLevel::Metadata,
+            audited: true,
+            request: RedactionPlan::default(),
+            response: RedactionPlan::default(),
+            query: QueryPlan::default(),
+            template,
+        }
+    }
+}
+
+/// Builds an [`AuditPolicy`] from [`Operation`]s.
+#[derive(Debug, Default)]
+pub struct AuditPolicyBuilder {
+    operations: Vec<Operation>,
+}
+
+impl AuditPolicyBuilder {
+    /// Adds one operation.
+    pub fn operation(mut self, operation: Operation) -> Self {
+        self.operations.push(operation);
+        self
+    }
+
+    /// Compiles the policy.
+    ///
+    /// # Errors
+    ///
+    /// A malformed path template, an operation described twice, or two templates that match
+    /// the same paths.
+    pub fn build(self) -> Result<AuditPolicy, PolicyError> {
+        let mut policy = AuditPolicy::default();
+        for op in self.operations {
+            let method = op.method.clone();
+            let plan = OperationPlan::compile(op)?;
+            let template = plan.template.as_str().to_owned();
+            let index = match policy.by_template.get(&template) {
+                Some(&index) => index,
+                None => {
+                    let index = policy.routes.len();
+                    policy
+                        .router
+                        .insert(template.clone(), index)
+                        .map_err(|e| PolicyError::ConflictingTemplate {
+                            template: template.clone(),
+                            why: e.to_string(),
+                        })?;
+                    policy.routes.push(Vec::new());
+                    policy.by_template.insert(template.clone(), index);
+                    index
+                }
+            };
+            let methods = &mut policy.routes[index];
+            if methods.iter().any(|(m, _)| *m == method) {
+                return Err(PolicyError::DuplicateOperation {
+                    method: method.to_string(),
+                    template,
+                });
+            }
+            methods.push((method, Arc::new(plan)));
+            policy.operations += 1;
+        }
+        Ok(policy)
+    }
+}
+
+/// The compiled audit policy of an API. See the [module docs](self).
+///
+/// The default policy describes no operation: every request is recorded with metadata only.
+#[derive(Default)]
+pub struct AuditPolicy {
+    router: matchit::Router<usize>,
+    routes: Vec<Vec<(Method, Arc<OperationPlan>)>>,
+    by_template: HashMap<String, usize>,
+    operations: usize,
+    /// Plans for the routes axum matched that the policy does not describe, compiled on
+    /// first use. Keys are route templates, so the map is bounded by the app's routes.
+    undescribed: RwLock<HashMap<Box<str>, Vec<(Method, Arc<OperationPlan>)>>>,
+}
+
+impl std::fmt::Debug for AuditPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditPolicy")
+            .field("operations", &self.operations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditPolicy {
+    /// A builder to describe operations one by one.
+    pub fn builder() -> AuditPolicyBuilder {
+        AuditPolicyBuilder::default()
+    }
+
+    /// How many operations the policy describes.
+    pub fn len(&self) -> usize {
+        self.operations
+    }
+
+    /// Whether the policy describes no operation.
+    pub fn is_empty(&self) -> bool {
+        self.operations == 0
+    }
+
+    /// The plan for a request: by the template axum matched when there is one, otherwise by
+    /// matching the path against the policy's own templates.
+    pub(crate) fn plan_for(
+        &self,
+        method: &Method,
+        matched_template: Option<&str>,
+        path: &str,
+    ) -> Option<Arc<OperationPlan>> {
+        let index = match matched_template {
+            Some(template) => self.by_template.get(template).copied(),
+            None => None,
+        }
+        .or_else(|| self.router.at(path).ok().map(|m| *m.value))?;
+        let methods = &self.routes[index];
+        let find = |wanted: &Method| methods.iter().find(|(m, _)| m == wanted);
+        // A HEAD is a GET without a body; axum routes it to the GET handler too.
+        find(method)
+            .or_else(|| (*method == Method::HEAD).then(|| find(&Method::GET)).flatten())
+            .map(|(_, plan)| Arc::clone(plan))
+    }
+
+    /// The metadata-only plan for a route axum matched that the policy does not describe.
+    pub(crate) fn undescribed_plan(
+        &self,
+        method: &Method,
+        matched_template: &str,
+    ) -> Option<Arc<OperationPlan>> {
+        let cache = &self.undescribed;
+        let cached = |methods: &Vec<(Method, Arc<OperationPlan>)>| {
+            methods.iter().find(|(m, _)| m == method).map(|(_, p)| Arc::clone(p))
+        };
+        if let Some(plan) = cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(matched_template)
+            .and_then(cached)
+        {
+            return Some(plan);
+        }
+        let template = RouteTemplate::parse(matched_template).ok()?;
+        let plan = Arc::new(OperationPlan::undescribed(method, template));
+        let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() < MAX_UNDESCRIBED_ROUTES {
+            cache
+                .entry(matched_template.into())
+                .or_default()
+                .push((method.clone(), Arc::clone(&plan)));
+        }
+        Some(plan)
+    }
+}
+
+/// Anything the layer can compile an [`AuditPolicy`] from.
+pub trait IntoAuditPolicy {
+    /// Compiles the policy.
+    ///
+    /// # Errors
+    ///
+    /// When the description is inconsistent; the error says where and how to fix it.
+    fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError>;
+}
+
+impl IntoAuditPolicy for AuditPolicy {
+    fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
+        Ok(Arc::new(self))
+    }
+}
+
+impl IntoAuditPolicy for Arc<AuditPolicy> {
+    fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
+        Ok(self)
+    }
+}
+
+impl IntoAuditPolicy for AuditPolicyBuilder {
+    fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
+        self.build().map(Arc::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> AuditPolicy {
+        AuditPolicy::builder()
+            .operation(
+                Operation::new(Method::PUT, "/accounts/{account_id}/alerting/v3/policies/{policy_id}")
+                    .summary("Update a Notification policy"),
+            )
+            .operation(Operation::new(Method::GET, "/accounts/{account_id}/alerting/v3/policies/{policy_id}"))
+            .operation(
+                Operation::new(Method::POST, "/login")
+                    .action(ActionType::Login)
+                    .scope("user")
+                    .product("auth")
+                    .resource_type("session"),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn operations_are_found_by_template_or_by_path() {
+        let policy = policy();
+        let path = "/accounts/a/alerting/v3/policies/p";
+        let by_path = policy.plan_for(&Method::PUT, None, path).unwrap();
+        assert_eq!(by_path.summary.as_deref(), Some("Update a Notification policy"));
+        assert_eq!(by_path.action, ActionType::Update);
+        let template = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
+        let by_template = policy.plan_for(&Method::PUT, Some(template), path).unwrap();
+        assert!(Arc::ptr_eq(&by_path, &by_template));
+        assert!(policy.plan_for(&Method::DELETE, None, path).is_none());
+        assert!(policy.plan_for(&Method::GET, None, "/nowhere").is_none());
+        assert_eq!(policy.plan_for(&Method::HEAD, None, path).unwrap().action, ActionType::View);
+    }
+
+    #[test]
+    fn overrides_replace_derived_names() {
+        let plan = policy().plan_for(&Method::POST, None, "/login").unwrap();
+        assert_eq!(plan.action, ActionType::Login);
+        assert_eq!(plan.scope.as_deref(), Some("user"));
+        assert_eq!(plan.product.as_deref(), Some("auth"));
+        assert_eq!(plan.kind.as_deref(), Some("session"));
+    }
+
+    #[test]
+    fn inconsistent_policies_fail_to_build() {
+        let twice = AuditPolicy::builder()
+            .operation(Operation::new(Method::GET, "/zones"))
+            .operation(Operation::new(Method::GET, "/zones"))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            "operation GET /zones is described twice: describe each operation once"
+        );
+        let conflict = AuditPolicy::builder()
+            .operation(Operation::new(Method::GET, "/zones/{zone_id}"))
+            .operation(Operation::new(Method::GET, "/zones/{id}"))
+            .build()
+            .unwrap_err();
+        assert!(matches!(conflict, PolicyError::ConflictingTemplate { .. }), "{conflict}");
+    }
+
+    #[test]
+    fn audit_levels_parse_with_a_helpful_error() {
+        assert_eq!("request".parse(), Ok(AuditLevel::Request));
+        assert_eq!(
+            "everything".parse::<AuditLevel>().unwrap_err(),
+            "unknown audit level \"everything\": expected metadata, request or request_response"
+        );
+    }
+}

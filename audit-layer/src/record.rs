@@ -1,0 +1,568 @@
+//! The audit record: one JSON object per request, answering who, what, when, where and how.
+//!
+//! The shape follows the sample record of the original automatic audit log system field for
+//! field, and is described precisely by `schemas/audit-log.schema.json` (JSON Schema 2020-12).
+//! Optional fields are omitted from the JSON when unknown, except `actor.token`, which is always
+//! present (an empty object when the actor did not use a token), as in the original.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One audit record, as stored and as served by the query API.
+///
+/// ```
+/// use audit_layer::record::{ActionResult, ActionType, AuditRecord};
+///
+/// let json = r#"{
+///   "id": "01948c5e-9a2d-7b3c-8f00-0123456789ab",
+///   "account": {"id": "acc_demo"},
+///   "action": {"result": "success", "time": "2025-01-23T18:25:14.749Z", "type": "update"},
+///   "actor": {"ip_address": "127.0.0.1", "token": {}},
+///   "raw": {"method": "PUT", "ray_id": "8f3a", "status_code": 200, "uri": "/accounts/acc_demo"},
+///   "resource": {"scope": "accounts"}
+/// }"#;
+/// let record: AuditRecord = serde_json::from_str(json)?;
+/// assert_eq!(record.action.kind, ActionType::Update);
+/// assert_eq!(record.action.result, ActionResult::Success);
+/// assert_eq!(record.action.time.to_string(), "2025-01-23T18:25:14.749Z");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unique, time-ordered id (UUIDv7); the idempotency key for retried writes.
+    pub id: Uuid,
+    /// The account the action belongs to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Account>,
+    /// What was done, when, and whether it worked.
+    pub action: Action,
+    /// Who did it, from where, and how they were authenticated.
+    pub actor: Actor,
+    /// The raw HTTP exchange, for tracing a record back to one request.
+    pub raw: Raw,
+    /// What the action touched, with the redacted request and response bodies.
+    pub resource: Resource,
+    /// The zone the action belongs to, when the route has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<Zone>,
+}
+
+/// The account an action belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The account id, from the path (`{account_id}`) or from the actor's handle.
+    pub id: String,
+    /// The account's display name, filled in by the ingest pipeline's directory lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The zone an action belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zone {
+    /// The zone id, from the path (`{zone_id}`).
+    pub id: String,
+    /// The zone's display name, filled in by the ingest pipeline's directory lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What was done.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// The operation's summary from the API description, e.g. `Update a Notification policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Arc<str>>,
+    /// `success` for statuses below 400, otherwise `failure`.
+    pub result: ActionResult,
+    /// When the request arrived, UTC, millisecond precision.
+    pub time: Timestamp,
+    /// The kind of action.
+    #[serde(rename = "type")]
+    pub kind: ActionType,
+}
+
+/// Whether an action succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionResult {
+    /// The response status was below 400.
+    Success,
+    /// The response status was 400 or above, or the exchange did not complete.
+    Failure,
+}
+
+impl ActionResult {
+    /// The result a response status stands for: `success` below 400, otherwise `failure`.
+    ///
+    /// ```
+    /// use audit_layer::record::ActionResult;
+    /// assert_eq!(ActionResult::from_status(204), ActionResult::Success);
+    /// assert_eq!(ActionResult::from_status(404), ActionResult::Failure);
+    /// ```
+    pub fn from_status(status: u16) -> Self {
+        if status < 400 {
+            Self::Success
+        } else {
+            Self::Failure
+        }
+    }
+
+    /// The wire name, as in the JSON record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// The kind of action a request performed.
+///
+/// Derived from the HTTP method unless the operation overrides it (`x-audit-action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionType {
+    /// A read: `GET`, `HEAD` (and `OPTIONS`).
+    View,
+    /// `POST`.
+    Create,
+    /// `PUT` or `PATCH`.
+    Update,
+    /// `DELETE`.
+    Delete,
+    /// A sign-in attempt.
+    Login,
+    /// A sign-out.
+    Logout,
+}
+
+impl ActionType {
+    /// The action type a method stands for when the operation does not say otherwise.
+    ///
+    /// ```
+    /// use audit_layer::record::ActionType;
+    /// use http::Method;
+    /// assert_eq!(ActionType::from_method(&Method::PATCH), ActionType::Update);
+    /// assert_eq!(ActionType::from_method(&Method::HEAD), ActionType::View);
+    /// ```
+    pub fn from_method(method: &http::Method) -> Self {
+        match *method {
+            http::Method::POST => Self::Create,
+            http::Method::PUT | http::Method::PATCH => Self::Update,
+            http::Method::DELETE => Self::Delete,
+            _ => Self::View,
+        }
+    }
+
+    /// The wire name, as in the JSON record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::View => "view",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Login => "login",
+            Self::Logout => "logout",
+        }
+    }
+}
+
+impl fmt::Display for ActionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ActionType {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "view" => Self::View,
+            "create" => Self::Create,
+            "update" => Self::Update,
+            "delete" => Self::Delete,
+            "login" => Self::Login,
+            "logout" => Self::Logout,
+            _ => return Err(UnknownVariant::new("action type", s, "view, create, update, delete, login, logout")),
+        })
+    }
+}
+
+/// Who acted, from where, and how they were authenticated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// How the actor reached the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ActorContext>,
+    /// The actor's email address, for users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The actor's id in the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The client's IP address (the socket peer, or the forwarded client behind a trusted proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<std::net::IpAddr>,
+    /// The API token used, if any; an empty object otherwise.
+    #[serde(default)]
+    pub token: Token,
+    /// What kind of principal acted; absent when authentication failed or was not attempted.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ActorType>,
+}
+
+/// The API token an actor used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The token's id (never its secret value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The token's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What kind of principal acted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    /// A person.
+    User,
+    /// An account-owned credential acting on the account's behalf.
+    Account,
+    /// The system itself (scheduled jobs, automation).
+    System,
+}
+
+impl ActorType {
+    /// The wire name, as in the JSON record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Account => "account",
+            Self::System => "system",
+        }
+    }
+}
+
+impl std::str::FromStr for ActorType {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "user" => Self::User,
+            "account" => Self::Account,
+            "system" => Self::System,
+            _ => return Err(UnknownVariant::new("actor type", s, "user, account, system")),
+        })
+    }
+}
+
+/// How an actor was authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorContext {
+    /// A bearer API token.
+    ApiToken,
+    /// A legacy API key.
+    ApiKey,
+    /// A dashboard session (cookie).
+    Dash,
+    /// An OAuth access token.
+    Oauth,
+    /// The system itself.
+    System,
+}
+
+impl ActorContext {
+    /// The wire name, as in the JSON record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiToken => "api_token",
+            Self::ApiKey => "api_key",
+            Self::Dash => "dash",
+            Self::Oauth => "oauth",
+            Self::System => "system",
+        }
+    }
+}
+
+impl std::str::FromStr for ActorContext {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "api_token" => Self::ApiToken,
+            "api_key" => Self::ApiKey,
+            "dash" => Self::Dash,
+            "oauth" => Self::Oauth,
+            "system" => Self::System,
+            _ => {
+                return Err(UnknownVariant::new(
+                    "actor context",
+                    s,
+                    "api_token, api_key, dash, oauth, system",
+                ));
+            }
+        })
+    }
+}
+
+/// A string that names no variant of one of the record's enums.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}: expected one of {expected}")]
+pub struct UnknownVariant {
+    what: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl UnknownVariant {
+    fn new(what: &'static str, value: &str, expected: &'static str) -> Self {
+        // Bounded and escaped: the value may come from an untrusted header.
+        let value = crate::escape::visible(value.as_bytes()).chars().take(64).collect();
+        Self {
+            what,
+            value,
+            expected,
+        }
+    }
+}
+
+/// The raw HTTP exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Raw {
+    /// The request method.
+    pub method: String,
+    /// The request's trace id: the configured request-id header, or one the layer generated.
+    pub ray_id: String,
+    /// The response status; `499` when the client went away before a response, `500` when the
+    /// handler panicked.
+    pub status_code: u16,
+    /// Path and query, with query values the schema does not mark auditable replaced by
+    /// `REDACTED` and control characters escaped.
+    pub uri: String,
+    /// The `User-Agent` header, control characters escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// What an action touched.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// The resource id: the path parameter that names the resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The product, e.g. `alerting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<Arc<str>>,
+    /// The redacted request body; absent for `view` actions and bodiless requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    /// The redacted response body; absent for `view` actions and bodiless responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    /// The scope, e.g. `accounts` or `zones`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Arc<str>>,
+    /// The resource type, e.g. `policies`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Arc<str>>,
+}
+
+/// A point in time with millisecond precision, serialized as RFC 3339 in UTC
+/// (`2025-01-23T18:25:14.749Z`).
+///
+/// ```
+/// use audit_layer::record::Timestamp;
+///
+/// let t = Timestamp::from_unix_millis(1_737_656_714_749);
+/// assert_eq!(t.to_string(), "2025-01-23T18:25:14.749Z");
+/// assert_eq!("2025-01-23T18:25:14.749Z".parse::<Timestamp>()?, t);
+/// # Ok::<(), audit_layer::record::InvalidTimestamp>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time, truncated to milliseconds.
+    pub fn now() -> Self {
+        Self::from_system_time(SystemTime::now())
+    }
+
+    /// A system time, truncated to milliseconds.
+    pub fn from_system_time(time: SystemTime) -> Self {
+        match time.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Err(e) => Self(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn from_unix_millis(millis: i64) -> Self {
+        Self(millis)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// This time as a [`SystemTime`].
+    pub fn to_system_time(self) -> SystemTime {
+        let magnitude = Duration::from_millis(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            UNIX_EPOCH + magnitude
+        } else {
+            UNIX_EPOCH - magnitude
+        }
+    }
+
+    fn to_offset_date_time(self) -> Option<time::OffsetDateTime> {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()
+    }
+}
+
+const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let formatted = self
+            .to_offset_date_time()
+            .and_then(|t| t.format(RFC3339_MILLIS).ok())
+            .ok_or(fmt::Error)?;
+        f.write_str(&formatted)
+    }
+}
+
+/// A string that is not an RFC 3339 time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid timestamp {0:?}: expected RFC 3339, e.g. 2025-01-23T18:25:14.749Z")]
+pub struct InvalidTimestamp(String);
+
+impl std::str::FromStr for Timestamp {
+    type Err = InvalidTimestamp;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidTimestamp(s.chars().take(64).collect());
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| invalid())?;
+        let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
+        i64::try_from(millis).map(Self).map_err(|_| invalid())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_with_millisecond_precision() {
+        for millis in [0, 1, 999, 1_737_656_714_749, 253_402_300_799_999] {
+            let t = Timestamp::from_unix_millis(millis);
+            assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t), "{t}");
+            assert_eq!(Timestamp::from_system_time(t.to_system_time()), t);
+        }
+        assert_eq!(Timestamp::from_unix_millis(0).to_string(), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn offsets_are_normalized_to_utc() {
+        let t: Timestamp = "2025-01-23T19:25:14.749+01:00".parse().unwrap();
+        assert_eq!(t.to_string(), "2025-01-23T18:25:14.749Z");
+    }
+
+    #[test]
+    fn a_bad_timestamp_names_the_input() {
+        let err = "yesterday".parse::<Timestamp>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid timestamp \"yesterday\": expected RFC 3339, e.g. 2025-01-23T18:25:14.749Z"
+        );
+    }
+
+    #[test]
+    fn minimal_record_serializes_like_the_original() {
+        let record = AuditRecord {
+            id: Uuid::nil(),
+            account: Some(Account {
+                id: "acc".into(),
+                name: None,
+            }),
+            action: Action {
+                description: None,
+                result: ActionResult::Success,
+                time: Timestamp::from_unix_millis(0),
+                kind: ActionType::View,
+            },
+            actor: Actor::default(),
+            raw: Raw {
+                method: "GET".into(),
+                ray_id: "r".into(),
+                status_code: 200,
+                uri: "/".into(),
+                user_agent: None,
+            },
+            resource: Resource::default(),
+            zone: None,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"00000000-0000-0000-0000-000000000000","account":{"id":"acc"},"action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#
+        );
+        assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn enum_names_match_the_wire() {
+        for t in [
+            ActionType::View,
+            ActionType::Create,
+            ActionType::Update,
+            ActionType::Delete,
+            ActionType::Login,
+            ActionType::Logout,
+        ] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+            assert_eq!(t.as_str().parse::<ActionType>(), Ok(t));
+        }
+        for c in [
+            ActorContext::ApiToken,
+            ActorContext::ApiKey,
+            ActorContext::Dash,
+            ActorContext::Oauth,
+            ActorContext::System,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(c.as_str().parse::<ActorContext>(), Ok(c));
+        }
+        let err = "root\u{1b}[31m".parse::<ActorType>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"unknown actor type "root\\x1b[31m": expected one of user, account, system"#
+        );
+    }
+}

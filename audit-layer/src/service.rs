@@ -1,0 +1,177 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::MatchedPath;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+use uuid::Uuid;
+
+use crate::body::{AuditBody, AuditRequestBody};
+use crate::capture::{AuditGuard, Capture, RequestBody, ResponseCopy};
+use crate::client_ip::peer_addr;
+use crate::escape;
+use crate::future::{ResponseFuture, read_body};
+use crate::identity::AuditHandle;
+use crate::layer::Config;
+use crate::policy::{AuditLevel, OperationPlan};
+use crate::record::{ActionType, Timestamp};
+
+/// Middleware that records every request it serves as an audit record.
+///
+/// Created by [`AuditLayer`](crate::AuditLayer); see there for configuration.
+#[derive(Clone)]
+pub struct Audit<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> std::fmt::Debug for Audit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").finish_non_exhaustive()
+    }
+}
+
+impl<S> Audit<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S>
+where
+    S: Service<Request<AuditRequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<AuditBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let plan = plan_for(config, &req);
+        if plan.as_ref().is_some_and(|p| !p.audited) {
+            let req = req.map(AuditRequestBody::streaming);
+            return ResponseFuture::calling(self.inner.call(req), AuditGuard::none(), None);
+        }
+
+        let time = Timestamp::now();
+        let id = Uuid::now_v7();
+        let ray_id = ray_id(config, &mut req, id);
+        let method = req.method().clone();
+        let action = plan
+            .as_ref()
+            .map_or_else(|| ActionType::from_method(&method), |p| p.action);
+        let records_bodies = action != ActionType::View
+            && method != Method::GET
+            && method != Method::HEAD
+            && plan.as_ref().is_some_and(|p| p.level >= AuditLevel::Request);
+        let records_response = records_bodies
+            && plan
+                .as_ref()
+                .is_some_and(|p| p.level >= AuditLevel::RequestResponse);
+
+        let handle = AuditHandle::default();
+        req.extensions_mut().insert(handle.clone());
+        let ip = config
+            .trusted_proxies
+            .client_ip(peer_addr(req.extensions()), req.headers());
+        let uri = match &plan {
+            Some(plan) => plan.query.redact_uri(req.uri()),
+            None => crate::redact::QueryPlan::default().redact_uri(req.uri()),
+        };
+        let ids = plan
+            .as_ref()
+            .map(|p| p.template.ids(req.uri().path()))
+            .unwrap_or_default();
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .map(|v| escape::visible(v.as_bytes()).into_owned());
+
+        let capture = Capture {
+            sink: Arc::clone(&config.sink),
+            plan,
+            id,
+            time,
+            method,
+            action,
+            uri,
+            user_agent,
+            ray_id: ray_id.0,
+            ip,
+            ids,
+            handle,
+            request: RequestBody::NotCaptured,
+            status: None,
+            header_identity: None,
+            response: ResponseCopy::new(records_response.then_some(config.body_limit)),
+        };
+        let mut guard = AuditGuard::new(capture);
+
+        if !records_bodies {
+            let req = req.map(AuditRequestBody::streaming);
+            return ResponseFuture::calling(self.inner.call(req), guard, Some(ray_id.1));
+        }
+
+        let limit = config.body_limit;
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            guard.set_request(RequestBody::OverLimit(limit));
+            return ResponseFuture::rejected(guard, ray_id.1);
+        }
+        // The inner service was made ready for this call; keep that one and leave a fresh
+        // clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        ResponseFuture::reading(read_body(body, limit), inner, parts, guard, ray_id.1)
+    }
+}
+
+fn plan_for<B>(config: &Config, req: &Request<B>) -> Option<Arc<OperationPlan>> {
+    let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    config
+        .policy
+        .plan_for(req.method(), matched, req.uri().path())
+        .or_else(|| matched.and_then(|m| config.policy.undescribed_plan(req.method(), m)))
+}
+
+/// The request's trace id, as a string for the record and as a header to echo.
+fn ray_id<B>(config: &Config, req: &mut Request<B>, id: Uuid) -> (String, (HeaderName, HeaderValue)) {
+    let header = &config.request_id_header;
+    if let Some(value) = req.headers().get(header) {
+        if is_valid_ray_id(value.as_bytes()) {
+            if let Ok(s) = value.to_str() {
+                return (s.to_owned(), (header.clone(), value.clone()));
+            }
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let generated: &str = id.simple().encode_lower(&mut buf);
+    let value = HeaderValue::from_str(generated).unwrap_or(HeaderValue::from_static("0"));
+    req.headers_mut().insert(header.clone(), value.clone());
+    (generated.to_owned(), (header.clone(), value))
+}
+
+fn is_valid_ray_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
