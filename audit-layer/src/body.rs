@@ -161,10 +161,10 @@ where
                 (frame, Some(Ending::Complete))
             }
         };
-        if let (Some(Ok(frame)), Some(capture)) = (&frame, this.guard.get_mut()) {
-            if let Some(data) = frame.data_ref() {
-                capture.response.push(data);
-            }
+        if let (Some(Ok(frame)), Some(capture)) = (&frame, this.guard.get_mut())
+            && let Some(data) = frame.data_ref()
+        {
+            capture.response.push(data);
         }
         // Fire as soon as the end is known: the server may never poll again.
         if let Some(ending) = ended {
@@ -187,5 +187,21 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
+    }
+}
+
+impl<B> std::fmt::Debug for AuditRequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            RequestKind::Streaming { .. } => "streaming",
+            RequestKind::Buffered { .. } => "buffered",
+        };
+        f.debug_struct("AuditRequestBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B> std::fmt::Debug for AuditBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditBody").finish_non_exhaustive()
     }
 }

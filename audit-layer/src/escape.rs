@@ -21,10 +21,10 @@ use std::fmt::Write;
 /// assert_eq!(visible(b"caf\xc3\xa9 \xff"), r"café \xff");
 /// ```
 pub fn visible(bytes: &[u8]) -> Cow<'_, str> {
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        if !s.chars().any(needs_escape) {
-            return Cow::Borrowed(s);
-        }
+    if let Ok(s) = std::str::from_utf8(bytes)
+        && !s.chars().any(needs_escape)
+    {
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(bytes.len() + 16);
     for chunk in bytes.utf8_chunks() {

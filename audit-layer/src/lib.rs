@@ -70,6 +70,13 @@ pub mod redact;
 pub mod schema;
 mod service;
 pub mod sink;
+#[cfg(test)]
+mod tests;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 pub use body::{AuditBody, AuditRequestBody};
 pub use future::ResponseFuture;

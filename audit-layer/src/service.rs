@@ -155,12 +155,11 @@ fn plan_for<B>(config: &Config, req: &Request<B>) -> Option<Arc<OperationPlan>> 
 /// The request's trace id, as a string for the record and as a header to echo.
 fn ray_id<B>(config: &Config, req: &mut Request<B>, id: Uuid) -> (String, (HeaderName, HeaderValue)) {
     let header = &config.request_id_header;
-    if let Some(value) = req.headers().get(header) {
-        if is_valid_ray_id(value.as_bytes()) {
-            if let Ok(s) = value.to_str() {
-                return (s.to_owned(), (header.clone(), value.clone()));
-            }
-        }
+    if let Some(value) = req.headers().get(header)
+        && is_valid_ray_id(value.as_bytes())
+        && let Ok(s) = value.to_str()
+    {
+        return (s.to_owned(), (header.clone(), value.clone()));
     }
     let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     let generated: &str = id.simple().encode_lower(&mut buf);

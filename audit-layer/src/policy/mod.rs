@@ -257,6 +257,9 @@ impl OperationPlan {
     }
 }
 
+/// The plans of one path template, by method.
+type MethodPlans = Vec<(Method, Arc<OperationPlan>)>;
+
 /// Builds an [`AuditPolicy`] from [`Operation`]s.
 #[derive(Debug, Default)]
 pub struct AuditPolicyBuilder {
@@ -318,12 +321,12 @@ impl AuditPolicyBuilder {
 #[derive(Default)]
 pub struct AuditPolicy {
     router: matchit::Router<usize>,
-    routes: Vec<Vec<(Method, Arc<OperationPlan>)>>,
+    routes: Vec<MethodPlans>,
     by_template: HashMap<String, usize>,
     operations: usize,
     /// Plans for the routes axum matched that the policy does not describe, compiled on
     /// first use. Keys are route templates, so the map is bounded by the app's routes.
-    undescribed: RwLock<HashMap<Box<str>, Vec<(Method, Arc<OperationPlan>)>>>,
+    undescribed: RwLock<HashMap<Box<str>, MethodPlans>>,
 }
 
 impl std::fmt::Debug for AuditPolicy {
@@ -378,7 +381,7 @@ impl AuditPolicy {
         matched_template: &str,
     ) -> Option<Arc<OperationPlan>> {
         let cache = &self.undescribed;
-        let cached = |methods: &Vec<(Method, Arc<OperationPlan>)>| {
+        let cached = |methods: &MethodPlans| {
             methods.iter().find(|(m, _)| m == method).map(|(_, p)| Arc::clone(p))
         };
         if let Some(plan) = cache
