@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::Method;
+use http::{HeaderValue, Method};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -51,7 +51,9 @@ pub(crate) struct Capture {
     pub(crate) ids: PathIds,
     pub(crate) handle: AuditHandle,
     pub(crate) request: RequestBody,
+    pub(crate) request_type: Option<HeaderValue>,
     /// Filled in as the exchange goes on.
+    pub(crate) response_type: Option<HeaderValue>,
     pub(crate) status: Option<u16>,
     pub(crate) header_identity: Option<Identity>,
     pub(crate) response: ResponseCopy,
@@ -161,6 +163,8 @@ impl Capture {
             ids,
             handle,
             request,
+            request_type,
+            response_type,
             status,
             header_identity,
             response,
@@ -180,7 +184,10 @@ impl Capture {
 
         let request = match request {
             RequestBody::NotCaptured => None,
-            RequestBody::Complete(bytes) => plan.as_ref().and_then(|p| p.request.redact(&bytes)),
+            RequestBody::Complete(bytes) => plan
+                .as_ref()
+                .and_then(|p| p.request.redact(request_type.as_ref(), &bytes))
+                .map(into_value),
             RequestBody::OverLimit(limit) => Some(marker(
                 "_truncated",
                 format!("the request body exceeded the audit body limit of {limit} bytes"),
@@ -203,7 +210,9 @@ impl Capture {
                         "the response ended before it was complete".to_owned(),
                     ))
                 } else {
-                    plan.response.redact(&response.buf)
+                    plan.response
+                        .redact(status, response_type.as_ref(), &response.buf)
+                        .map(into_value)
                 }
             }
             _ => None,
@@ -248,6 +257,10 @@ impl Capture {
             zone: ids.zone.map(|id| Zone { id, name: None }),
         }
     }
+}
+
+fn into_value(raw: crate::redact::RecordedBody) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_default()
 }
 
 fn marker(key: &str, reason: String) -> Value {

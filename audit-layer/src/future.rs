@@ -174,6 +174,10 @@ where
                     if let Some(capture) = this.guard.get_mut() {
                         capture.status = Some(response.status().as_u16());
                         capture.header_identity = identity;
+                        if capture.response.limit.is_some() {
+                            capture.response_type =
+                                response.headers().get(http::header::CONTENT_TYPE).cloned();
+                        }
                     }
                     if let Some((name, value)) = this.ray_id.take() {
                         response.headers_mut().insert(name, value);

@@ -115,6 +115,10 @@ where
             ids,
             handle,
             request: RequestBody::NotCaptured,
+            request_type: records_bodies
+                .then(|| req.headers().get(http::header::CONTENT_TYPE).cloned())
+                .flatten(),
+            response_type: None,
             status: None,
             header_identity: None,
             response: ResponseCopy::new(records_response.then_some(config.body_limit)),

@@ -65,6 +65,9 @@ fn echo(calls: Arc<AtomicUsize>) -> impl Service<
             let request_id = req.headers().get("x-request-id").cloned();
             let body = req.into_body().collect().await?.to_bytes();
             let mut response = Response::new(Full::new(body));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             if let Some(id) = request_id {
                 response.headers_mut().insert("x-seen-request-id", id);
             }

@@ -34,7 +34,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use http::Method;
 
 use crate::record::ActionType;
-use crate::redact::{QueryPlan, RedactionPlan};
+use crate::redact::{ContentPlans, QueryPlan, RedactionPlan, ResponsePlans};
 pub(crate) use template::{PathIds, RouteTemplate};
 
 /// How many undescribed routes' plans are cached; an app has far fewer routes than this.
@@ -114,8 +114,8 @@ pub struct Operation {
     resource_type: Option<String>,
     level: AuditLevel,
     audited: bool,
-    request: RedactionPlan,
-    response: RedactionPlan,
+    request: ContentPlans,
+    response: ResponsePlans,
     query: QueryPlan,
 }
 
@@ -132,8 +132,8 @@ impl Operation {
             resource_type: None,
             level: AuditLevel::default(),
             audited: true,
-            request: RedactionPlan::default(),
-            response: RedactionPlan::default(),
+            request: ContentPlans::default(),
+            response: ResponsePlans::default(),
             query: QueryPlan::default(),
         }
     }
@@ -182,15 +182,28 @@ impl Operation {
         self
     }
 
-    /// How request bodies are redacted. Defaults to keeping nothing.
+    /// How JSON request bodies are redacted. Defaults to keeping nothing.
     pub fn request_plan(mut self, plan: RedactionPlan) -> Self {
-        self.request = plan;
+        self.request = ContentPlans::json(plan);
         self
     }
 
-    /// How response bodies are redacted. Defaults to keeping nothing.
+    /// How JSON response bodies are redacted, whatever the status. Defaults to keeping
+    /// nothing.
     pub fn response_plan(mut self, plan: RedactionPlan) -> Self {
-        self.response = plan;
+        self.response = ResponsePlans::json(plan);
+        self
+    }
+
+    /// Request plans by media type, as compiled from an API description.
+    pub(crate) fn request_plans(mut self, plans: ContentPlans) -> Self {
+        self.request = plans;
+        self
+    }
+
+    /// Response plans by status and media type, as compiled from an API description.
+    pub(crate) fn response_plans(mut self, plans: ResponsePlans) -> Self {
+        self.response = plans;
         self
     }
 
@@ -212,8 +225,8 @@ pub(crate) struct OperationPlan {
     pub(crate) kind: Option<Arc<str>>,
     pub(crate) level: AuditLevel,
     pub(crate) audited: bool,
-    pub(crate) request: RedactionPlan,
-    pub(crate) response: RedactionPlan,
+    pub(crate) request: ContentPlans,
+    pub(crate) response: ResponsePlans,
     pub(crate) query: QueryPlan,
 }
 
@@ -249,8 +262,8 @@ impl OperationPlan {
             kind: template.kind.clone(),
             level: AuditLevel::Metadata,
             audited: true,
-            request: RedactionPlan::default(),
-            response: RedactionPlan::default(),
+            request: ContentPlans::default(),
+            response: ResponsePlans::default(),
             query: QueryPlan::default(),
             template,
         }

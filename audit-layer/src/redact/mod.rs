@@ -1,0 +1,402 @@
+//! Redaction: what of a body and a query string may enter a record.
+//!
+//! Default deny. A body is reduced by its operation's [`RedactionPlan`], compiled once from the
+//! API description: a value reaches the record only if the schema marks it `x-auditable: true`
+//! (see the crate's `spec` module for the rules). A query value is kept only if its parameter is
+//! listed in the operation's [`QueryPlan`], and is otherwise replaced by `REDACTED`.
+//!
+//! Bodies that are not what the schema says — not JSON, invalid JSON, trailing bytes, duplicate
+//! keys, nesting deeper than 128 levels, numbers beyond `f64`, a content type the operation does
+//! not describe — are replaced by a marker, `{"_unparsed": "<reason>"}`, that quotes none of the
+//! body. The request itself is served normally.
+
+mod json;
+mod plan;
+
+use std::borrow::Cow;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use percent_encoding::percent_decode_str;
+use serde_json::value::RawValue;
+
+use crate::escape;
+pub use json::Unparsed;
+pub(crate) use plan::{DROP, KEEP, Node, NodeId, PlanArena};
+
+/// The text that replaces a query value that is not auditable.
+pub const REDACTED: &str = "REDACTED";
+
+/// Query parameter names longer than this, or with characters outside `[A-Za-z0-9_.\-\[\]]`,
+/// are replaced too: a "name" like that is more likely a pasted secret than a parameter.
+const MAX_PLAIN_QUERY_NAME: usize = 32;
+
+/// How to reduce one JSON body to what may be recorded: a compiled tree of keep/drop
+/// decisions, shared by all operations of a policy.
+///
+/// The default plan keeps nothing: an object body becomes `{}`, which says that a body was
+/// sent and nothing of it was auditable.
+///
+/// ```
+/// use audit_layer::redact::RedactionPlan;
+///
+/// let plan = RedactionPlan::keep_nothing();
+/// assert_eq!(plan.redact_json(br#"{"password": "hunter2"}"#).unwrap(), "{}");
+/// assert_eq!(
+///     plan.redact_json(br#"{"a": 1} trailing"#).unwrap_err().to_string(),
+///     "trailing characters after the JSON value at byte 9"
+/// );
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedactionPlan {
+    arena: Arc<PlanArena>,
+    root: NodeId,
+}
+
+impl Default for RedactionPlan {
+    fn default() -> Self {
+        Self::keep_nothing()
+    }
+}
+
+impl RedactionPlan {
+    /// A plan that keeps nothing of the body.
+    pub fn keep_nothing() -> Self {
+        Self::keep_nothing_in(Arc::new(PlanArena::default()))
+    }
+
+    pub(crate) fn keep_nothing_in(arena: Arc<PlanArena>) -> Self {
+        Self { arena, root: DROP }
+    }
+
+    pub(crate) fn new(arena: Arc<PlanArena>, root: NodeId) -> Self {
+        Self { arena, root }
+    }
+
+    /// Redacts a JSON body: the kept values, as JSON text in the body's own spelling, or why
+    /// the body could not be read (a reason that quotes none of it).
+    ///
+    /// # Errors
+    ///
+    /// When `body` is not exactly one valid JSON object or array (see the [module docs](self)).
+    pub fn redact_json(&self, body: &[u8]) -> Result<String, Unparsed> {
+        json::redact(&self.arena, self.root, body)
+    }
+}
+
+/// The request (or response) body plans of one operation, by media type.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ContentPlans {
+    entries: Box<[(Box<str>, Option<RedactionPlan>)]>,
+}
+
+/// What a record says about a body.
+pub(crate) type RecordedBody = Box<RawValue>;
+
+impl ContentPlans {
+    /// Plans for the given media types; `None` marks a described media type whose bodies are
+    /// not JSON and so are not recorded.
+    pub(crate) fn new(entries: Vec<(Box<str>, Option<RedactionPlan>)>) -> Self {
+        Self {
+            entries: entries.into(),
+        }
+    }
+
+    /// One plan for every JSON body.
+    pub(crate) fn json(plan: RedactionPlan) -> Self {
+        Self::new(vec![("application/json".into(), Some(plan))])
+    }
+
+    /// The body as a record holds it: `None` for an empty body, the redacted JSON, or a marker.
+    pub(crate) fn redact(&self, content_type: Option<&HeaderValue>, body: &[u8]) -> Option<RecordedBody> {
+        if body.is_empty() {
+            return None;
+        }
+        if self.entries.is_empty() {
+            // Nothing described: whatever the body is, nothing of it is kept.
+            return Some(match RedactionPlan::keep_nothing().redact_json(body) {
+                Ok(kept) => raw(kept),
+                Err(e) => marker("_unparsed", &e.to_string()),
+            });
+        }
+        let essence = content_type
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let Some(essence) = essence.filter(|e| !e.is_empty()) else {
+            return Some(marker("_unparsed", "the body has no content type"));
+        };
+        let entry = self
+            .entries
+            .iter()
+            .find(|(media, _)| **media == *essence)
+            .or_else(|| {
+                is_json(&essence)
+                    .then(|| self.entries.iter().find(|(media, _)| is_json(media)))
+                    .flatten()
+            })
+            .or_else(|| self.entries.iter().find(|(media, _)| &**media == "*/*"));
+        Some(match entry {
+            None => marker("_unparsed", "the content type is not described for this operation"),
+            Some((_, None)) => marker("_unparsed", "bodies of this content type are not recorded"),
+            Some((_, Some(plan))) => match plan.redact_json(body) {
+                Ok(kept) => raw(kept),
+                Err(e) => marker("_unparsed", &e.to_string()),
+            },
+        })
+    }
+}
+
+fn is_json(media: &str) -> bool {
+    media == "application/json" || media.ends_with("+json")
+}
+
+fn raw(json: String) -> RecordedBody {
+    // The scanner produced valid JSON; a failure here would be a bug, recorded as such.
+    RawValue::from_string(json).unwrap_or_else(|_| marker("_unparsed", "internal redaction error"))
+}
+
+/// `{"<key>": "<reason>"}`, the marker that replaces a body.
+pub(crate) fn marker(key: &str, reason: &str) -> RecordedBody {
+    let mut text = String::with_capacity(key.len() + reason.len() + 8);
+    text.push('{');
+    text.push_str(&serde_json::Value::from(key).to_string());
+    text.push(':');
+    text.push_str(&serde_json::Value::from(reason).to_string());
+    text.push('}');
+    RawValue::from_string(text).unwrap_or_else(|_| {
+        RawValue::from_string(r#"{"_unparsed":"marker"}"#.to_owned()).unwrap_or_default()
+    })
+}
+
+/// Response body plans of one operation, by status.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ResponsePlans {
+    /// `(status pattern, plans)`: an exact status (`200`), a class (`2XX`), or `default`.
+    entries: Box<[(StatusPattern, ContentPlans)]>,
+}
+
+/// Which statuses a response description covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatusPattern {
+    Exact(u16),
+    Class(u16),
+    Default,
+}
+
+impl StatusPattern {
+    /// Parses an OpenAPI responses key: `200`, `2XX`, `default`.
+    pub(crate) fn parse(key: &str) -> Option<Self> {
+        if key == "default" {
+            return Some(Self::Default);
+        }
+        if let Ok(code) = key.parse::<u16>() {
+            return (100..600).contains(&code).then_some(Self::Exact(code));
+        }
+        let bytes = key.as_bytes();
+        match bytes {
+            [d @ b'1'..=b'5', x, y] if x.eq_ignore_ascii_case(&b'X') && y.eq_ignore_ascii_case(&b'X') => {
+                Some(Self::Class(u16::from(d - b'0')))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ResponsePlans {
+    pub(crate) fn new(entries: Vec<(StatusPattern, ContentPlans)>) -> Self {
+        Self {
+            entries: entries.into(),
+        }
+    }
+
+    /// One plan for every JSON response, whatever its status.
+    pub(crate) fn json(plan: RedactionPlan) -> Self {
+        Self::new(vec![(StatusPattern::Default, ContentPlans::json(plan))])
+    }
+
+    /// The plans for a status: exact, then class, then `default`.
+    pub(crate) fn for_status(&self, status: u16) -> Option<&ContentPlans> {
+        let find = |wanted: StatusPattern| self.entries.iter().find(|(p, _)| *p == wanted).map(|(_, c)| c);
+        find(StatusPattern::Exact(status))
+            .or_else(|| find(StatusPattern::Class(status / 100)))
+            .or_else(|| find(StatusPattern::Default))
+    }
+
+    pub(crate) fn redact(&self, status: u16, content_type: Option<&HeaderValue>, body: &[u8]) -> Option<RecordedBody> {
+        if body.is_empty() {
+            return None;
+        }
+        match self.for_status(status) {
+            Some(plans) => plans.redact(content_type, body),
+            None if self.entries.is_empty() => ContentPlans::default().redact(content_type, body),
+            None => Some(marker("_unparsed", "the response status is not described for this operation")),
+        }
+    }
+}
+
+/// Which query parameters of an operation keep their values in `raw.uri`.
+///
+/// ```
+/// use audit_layer::redact::QueryPlan;
+///
+/// let plan = QueryPlan::new(["page", "per_page"]);
+/// assert!(plan.is_auditable("page"));
+/// assert!(!plan.is_auditable("api_key"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct QueryPlan {
+    auditable: Arc<[Box<str>]>,
+}
+
+impl QueryPlan {
+    /// A plan that keeps the values of the named parameters.
+    pub fn new<I, S>(auditable: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        Self {
+            auditable: auditable.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Whether the value of parameter `name` may be recorded.
+    pub fn is_auditable(&self, name: &str) -> bool {
+        self.auditable.iter().any(|n| **n == *name)
+    }
+
+    /// `path?query` as it may be recorded: query values redacted unless auditable, control
+    /// characters and invalid UTF-8 escaped.
+    pub(crate) fn redact_uri(&self, uri: &http::Uri) -> String {
+        let path = escape::visible(uri.path().as_bytes());
+        let Some(query) = uri.query() else {
+            return path.into_owned();
+        };
+        let mut out = String::with_capacity(path.len() + query.len() + 16);
+        out.push_str(&path);
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            let (raw_name, value) = match pair.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (pair, None),
+            };
+            let name: Cow<'_, str> = percent_decode_str(raw_name).decode_utf8_lossy();
+            if !is_plain_name(&name) {
+                out.push_str(REDACTED);
+                if value.is_some() {
+                    let _ = write!(out, "={REDACTED}");
+                }
+                continue;
+            }
+            out.push_str(raw_name);
+            match value {
+                Some(value) if self.is_auditable(&name) => {
+                    out.push('=');
+                    out.push_str(&escape::visible(value.as_bytes()));
+                }
+                Some(_) => {
+                    let _ = write!(out, "={REDACTED}");
+                }
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PLAIN_QUERY_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redact(plan: &QueryPlan, uri: &str) -> String {
+        plan.redact_uri(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn only_auditable_query_values_are_kept() {
+        let plan = QueryPlan::new(["page"]);
+        assert_eq!(redact(&plan, "/zones?page=2&token=s3cret&flag"), "/zones?page=2&token=REDACTED&flag");
+        assert_eq!(redact(&plan, "/zones"), "/zones");
+        assert_eq!(redact(&QueryPlan::default(), "/z?page=2"), "/z?page=REDACTED");
+    }
+
+    #[test]
+    fn names_that_look_like_secrets_are_redacted_too() {
+        let plan = QueryPlan::new(["page"]);
+        let secret = "sk_live_51HqLyjWDarjtT1zdp7dcXYZabcdefgh";
+        assert_eq!(redact(&plan, &format!("/a?{secret}")), "/a?REDACTED");
+        assert_eq!(redact(&plan, "/a?we%20ird=1&=x"), "/a?REDACTED=REDACTED&REDACTED=REDACTED");
+        assert_eq!(redact(&plan, "/a?filter[name]=x"), "/a?filter[name]=REDACTED");
+    }
+
+    #[test]
+    fn auditable_values_are_escaped() {
+        let plan = QueryPlan::new(["q"]);
+        let uri = http::Uri::from_maybe_shared(bytes::Bytes::from_static(b"/a%1b?q=%1b[31m")).unwrap();
+        assert_eq!(plan.redact_uri(&uri), "/a%1b?q=%1b[31m");
+    }
+
+    fn json_type() -> HeaderValue {
+        HeaderValue::from_static("application/json; charset=utf-8")
+    }
+
+    #[test]
+    fn the_default_plans_keep_nothing() {
+        let plans = ContentPlans::default();
+        let kept = plans.redact(Some(&json_type()), br#"{"password":"hunter2"}"#).unwrap();
+        assert_eq!(kept.get(), "{}");
+        assert!(plans.redact(Some(&json_type()), b"").is_none());
+    }
+
+    #[test]
+    fn bodies_are_chosen_by_content_type() {
+        let plans = ContentPlans::new(vec![
+            ("application/json".into(), Some(RedactionPlan::keep_nothing())),
+            ("multipart/form-data".into(), None),
+        ]);
+        let body = br#"{"a":1}"#;
+        let redact = |ct: &'static str| plans.redact(Some(&HeaderValue::from_static(ct)), body).unwrap().get().to_owned();
+        assert_eq!(redact("application/json"), "{}");
+        assert_eq!(redact("Application/JSON; charset=utf-8"), "{}");
+        assert_eq!(redact("application/merge-patch+json"), "{}");
+        assert_eq!(redact("multipart/form-data; boundary=x"), r#"{"_unparsed":"bodies of this content type are not recorded"}"#);
+        assert_eq!(redact("text/plain"), r#"{"_unparsed":"the content type is not described for this operation"}"#);
+        assert_eq!(plans.redact(None, body).unwrap().get(), r#"{"_unparsed":"the body has no content type"}"#);
+        let bad = plans.redact(Some(&json_type()), b"{\"a\":1,\"a\":2}").unwrap();
+        assert_eq!(bad.get(), r#"{"_unparsed":"duplicate key in an object at byte 7"}"#);
+    }
+
+    #[test]
+    fn responses_are_chosen_by_status() {
+        assert_eq!(StatusPattern::parse("2XX"), Some(StatusPattern::Class(2)));
+        assert_eq!(StatusPattern::parse("4xx"), Some(StatusPattern::Class(4)));
+        assert_eq!(StatusPattern::parse("600"), None);
+        let mut arena = PlanArena::default();
+        let ok = arena.object(vec![("id".into(), KEEP)], DROP);
+        let arena = Arc::new(arena);
+        let plans = ResponsePlans::new(vec![
+            (StatusPattern::Exact(200), ContentPlans::json(RedactionPlan::new(arena.clone(), ok))),
+            (StatusPattern::Class(4), ContentPlans::json(RedactionPlan::keep_nothing_in(arena))),
+        ]);
+        let body = br#"{"id":"p1","secret":"x"}"#;
+        let ct = json_type();
+        assert_eq!(plans.redact(200, Some(&ct), body).unwrap().get(), r#"{"id":"p1"}"#);
+        assert_eq!(plans.redact(404, Some(&ct), body).unwrap().get(), "{}");
+        assert_eq!(
+            plans.redact(500, Some(&ct), body).unwrap().get(),
+            r#"{"_unparsed":"the response status is not described for this operation"}"#
+        );
+    }
+}
