@@ -70,6 +70,7 @@ pub mod redact;
 pub mod schema;
 mod service;
 pub mod sink;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 

@@ -60,6 +60,22 @@ pub enum PolicyError {
         /// The path template.
         template: String,
     },
+    /// A fault in an OpenAPI description, at a JSON pointer.
+    #[error("audit spec error at {pointer}: {message}")]
+    Spec {
+        /// Where in the document, as a JSON pointer fragment (`#/paths/~1login/post`).
+        pointer: String,
+        /// What is wrong, and how to fix it.
+        message: String,
+    },
+    /// An OpenAPI description that could not be read or parsed.
+    #[error("cannot read {source_name}: {message}")]
+    Parse {
+        /// The file, or what was being read.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
     /// Two templates that match the same paths (e.g. `/a/{x}` and `/a/{y}`).
     #[error("path template {template:?} conflicts with another template: {why}")]
     ConflictingTemplate {
