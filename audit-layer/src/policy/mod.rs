@@ -403,6 +403,69 @@ impl AuditPolicy {
             .map(|(_, plan)| Arc::clone(plan))
     }
 
+    /// The request body of `method path` as a record would hold it: the kept fields as JSON
+    /// text, a `{"_unparsed": ...}` marker, or `None` when nothing is recorded (an empty body,
+    /// an operation the policy does not describe or does not record bodies of).
+    ///
+    /// The layer does this for every request; it is public for tools, tests and fuzzing.
+    ///
+    /// ```
+    /// use audit_layer::spec::OpenApiDocument;
+    /// use http::Method;
+    ///
+    /// let policy = OpenApiDocument::from_yaml_str(r#"
+    /// openapi: 3.1.0
+    /// info: {title: t, version: "1"}
+    /// paths:
+    ///   /login:
+    ///     post:
+    ///       requestBody:
+    ///         content:
+    ///           application/json:
+    ///             schema:
+    ///               type: object
+    ///               properties:
+    ///                 email: {type: string, x-auditable: true}
+    ///                 password: {type: string, format: password}
+    /// "#)?.compile()?;
+    /// let body = br#"{"email": "alice@example.com", "password": "hunter2"}"#;
+    /// let kept = policy.redact_request_body(&Method::POST, "/login", Some("application/json"), body);
+    /// assert_eq!(kept.unwrap().get(), r#"{"email":"alice@example.com"}"#);
+    /// # Ok::<(), audit_layer::PolicyError>(())
+    /// ```
+    pub fn redact_request_body(
+        &self,
+        method: &Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Option<Box<serde_json::value::RawValue>> {
+        let plan = self.plan_for(method, None, path)?;
+        if !plan.audited || plan.level < AuditLevel::Request {
+            return None;
+        }
+        let content_type = content_type.and_then(|c| http::HeaderValue::from_str(c).ok());
+        plan.request.redact(content_type.as_ref(), body)
+    }
+
+    /// The response body of `method path` with `status`, as a record would hold it; see
+    /// [`redact_request_body`](Self::redact_request_body).
+    pub fn redact_response_body(
+        &self,
+        method: &Method,
+        path: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Option<Box<serde_json::value::RawValue>> {
+        let plan = self.plan_for(method, None, path)?;
+        if !plan.audited || plan.level < AuditLevel::RequestResponse {
+            return None;
+        }
+        let content_type = content_type.and_then(|c| http::HeaderValue::from_str(c).ok());
+        plan.response.redact(status, content_type.as_ref(), body)
+    }
+
     /// The metadata-only plan for a route axum matched that the policy does not describe.
     pub(crate) fn undescribed_plan(
         &self,
