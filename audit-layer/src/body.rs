@@ -119,7 +119,6 @@ impl<B: Body> AuditBody<B> {
             guard,
         }
     }
-
 }
 
 impl<B> AuditBody<B> {
@@ -146,22 +145,28 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let (frame, ended) = match this.kind.project() {
+        let (frame, ended, copy) = match this.kind.project() {
             ResponseKindProj::Inner { mut body } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
+                let frame = ready!(poll_watched(
+                    this.guard,
+                    |cx| body.as_mut().poll_frame(cx),
+                    cx
+                ));
                 let ended = match &frame {
                     None => Some(Ending::Complete),
                     Some(Err(_)) => Some(Ending::Abandoned),
                     Some(Ok(_)) => body.is_end_stream().then_some(Ending::Complete),
                 };
-                (frame, ended)
+                (frame, ended, true)
             }
             ResponseKindProj::Layer { data } => {
+                // The layer's own refusal message is not the operation's response.
                 let frame = data.take().map(|d| Ok(Frame::data(d)));
-                (frame, Some(Ending::Complete))
+                (frame, Some(Ending::Complete), false)
             }
         };
-        if let (Some(Ok(frame)), Some(capture)) = (&frame, this.guard.get_mut())
+        if copy
+            && let (Some(Ok(frame)), Some(capture)) = (&frame, this.guard.get_mut())
             && let Some(data) = frame.data_ref()
         {
             capture.response.push(data);
@@ -190,13 +195,28 @@ where
     }
 }
 
+/// Polls `poll` with the guard's capture marked as inside the service, so that a guard dropped
+/// in the middle (a panic caught further out) knows the service panicked.
+pub(crate) fn poll_watched<T>(
+    guard: &mut AuditGuard,
+    poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    cx: &mut Context<'_>,
+) -> Poll<T> {
+    guard.set_in_service(true);
+    let result = poll(cx);
+    guard.set_in_service(false);
+    result
+}
+
 impl<B> std::fmt::Debug for AuditRequestBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
             RequestKind::Streaming { .. } => "streaming",
             RequestKind::Buffered { .. } => "buffered",
         };
-        f.debug_struct("AuditRequestBody").field("kind", &kind).finish()
+        f.debug_struct("AuditRequestBody")
+            .field("kind", &kind)
+            .finish()
     }
 }
 

@@ -57,6 +57,9 @@ pub(crate) struct Capture {
     pub(crate) status: Option<u16>,
     pub(crate) header_identity: Option<Identity>,
     pub(crate) response: ResponseCopy,
+    /// Set while the inner service (or its body) is being polled: a guard dropped while it is
+    /// set was dropped by a panic, even one caught further out.
+    pub(crate) in_service: bool,
 }
 
 /// A copy of the response body, up to a limit, taken as frames pass.
@@ -124,6 +127,12 @@ impl AuditGuard {
         }
     }
 
+    pub(crate) fn set_in_service(&mut self, in_service: bool) {
+        if let Some(capture) = self.get_mut() {
+            capture.in_service = in_service;
+        }
+    }
+
     pub(crate) fn take(&mut self) -> Self {
         Self(self.0.take())
     }
@@ -168,8 +177,9 @@ impl Capture {
             status,
             header_identity,
             response,
+            in_service,
         } = *self;
-        let status = status.unwrap_or(if std::thread::panicking() {
+        let status = status.unwrap_or(if in_service || std::thread::panicking() {
             STATUS_PANIC
         } else {
             STATUS_CLIENT_GONE

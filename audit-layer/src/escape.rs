@@ -68,7 +68,10 @@ mod tests {
             let c = char::from_u32(c).unwrap();
             let s = c.to_string();
             let escaped = visible(s.as_bytes());
-            assert!(!escaped.chars().any(char::is_control), "{c:?} -> {escaped:?}");
+            assert!(
+                !escaped.chars().any(char::is_control),
+                "{c:?} -> {escaped:?}"
+            );
             assert!(escaped.starts_with('\\'), "{c:?} -> {escaped:?}");
         }
         assert_eq!(visible("a\u{85}b".as_bytes()), r"a\u{85}b");

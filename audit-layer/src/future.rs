@@ -9,8 +9,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{AuditBody, AuditRequestBody};
-use crate::capture::{AuditGuard, Ending, RequestBody};
+use crate::body::{AuditBody, AuditRequestBody, poll_watched};
+use crate::capture::{AuditGuard, Ending, RequestBody, ResponseCopy};
 use crate::identity::Identity;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -154,12 +154,14 @@ where
                         }
                     };
                     this.guard.set_request(RequestBody::Complete(data.clone()));
-                    let req = Request::from_parts(parts, AuditRequestBody::buffered(data, trailers));
+                    let req =
+                        Request::from_parts(parts, AuditRequestBody::buffered(data, trailers));
                     let future = service.call(req);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
-                    let mut response = match ready!(future.poll(cx)) {
+                    let polled = poll_watched(this.guard, |cx| future.poll(cx), cx);
+                    let mut response = match ready!(polled) {
                         Ok(response) => response,
                         Err(e) => {
                             // The server turns this into a dropped connection: abandoned.
@@ -182,6 +184,20 @@ where
                     if let Some((name, value)) = this.ray_id.take() {
                         response.headers_mut().insert(name, value);
                     }
+                    // No body follows a HEAD response or a 1xx/204/304: servers (and axum, for
+                    // HEAD) drop it unread, so the exchange is complete with the head.
+                    let status = response.status();
+                    let head = this
+                        .guard
+                        .get_mut()
+                        .is_some_and(|c| c.method == http::Method::HEAD);
+                    if head
+                        || status.is_informational()
+                        || status == StatusCode::NO_CONTENT
+                        || status == StatusCode::NOT_MODIFIED
+                    {
+                        this.guard.finish(Ending::Complete);
+                    }
                     let guard = this.guard.take();
                     return Poll::Ready(Ok(response.map(|body| AuditBody::new(body, guard))));
                 }
@@ -189,6 +205,7 @@ where
                     let status = *status;
                     if let Some(capture) = this.guard.get_mut() {
                         capture.status = Some(status.as_u16());
+                        capture.response = ResponseCopy::new(None);
                     }
                     let message = match status {
                         StatusCode::PAYLOAD_TOO_LARGE => "request body too large",

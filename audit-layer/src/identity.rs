@@ -175,13 +175,21 @@ impl Identity {
     /// variant is ignored.
     pub(crate) fn take_from_headers(headers: &mut HeaderMap) -> Option<Self> {
         // Fast path: almost every response carries no actor header.
-        if !headers.keys().any(|name| name.as_str().starts_with(headers::PREFIX)) {
+        if !headers
+            .keys()
+            .any(|name| name.as_str().starts_with(headers::PREFIX))
+        {
             return None;
         }
         let mut take = |name: &'static str| -> Option<String> {
             // Only the first value counts; all are removed.
             let value = headers.remove(name)?;
-            Some(escape::visible(value.as_bytes()).chars().take(MAX_HEADER_VALUE).collect())
+            Some(
+                escape::visible(value.as_bytes())
+                    .chars()
+                    .take(MAX_HEADER_VALUE)
+                    .collect(),
+            )
         };
         let identity = Self {
             id: take(headers::ID),
@@ -285,7 +293,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         let long = "x".repeat(1000);
         headers.insert(headers::ID, HeaderValue::from_str(&long).unwrap());
-        headers.insert(headers::EMAIL, HeaderValue::from_bytes(b"a\xff\tb@x").unwrap());
+        headers.insert(
+            headers::EMAIL,
+            HeaderValue::from_bytes(b"a\xff\tb@x").unwrap(),
+        );
         headers.insert(headers::TYPE, HeaderValue::from_static("root"));
         let identity = Identity::take_from_headers(&mut headers).unwrap();
         assert_eq!(identity.id.unwrap().len(), MAX_HEADER_VALUE);

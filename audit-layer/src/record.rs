@@ -190,7 +190,13 @@ impl std::str::FromStr for ActionType {
             "delete" => Self::Delete,
             "login" => Self::Login,
             "logout" => Self::Logout,
-            _ => return Err(UnknownVariant::new("action type", s, "view, create, update, delete, login, logout")),
+            _ => {
+                return Err(UnknownVariant::new(
+                    "action type",
+                    s,
+                    "view, create, update, delete, login, logout",
+                ));
+            }
         })
     }
 }
@@ -260,7 +266,13 @@ impl std::str::FromStr for ActorType {
             "user" => Self::User,
             "account" => Self::Account,
             "system" => Self::System,
-            _ => return Err(UnknownVariant::new("actor type", s, "user, account, system")),
+            _ => {
+                return Err(UnknownVariant::new(
+                    "actor type",
+                    s,
+                    "user, account, system",
+                ));
+            }
         })
     }
 }
@@ -327,7 +339,10 @@ pub struct UnknownVariant {
 impl UnknownVariant {
     fn new(what: &'static str, value: &str, expected: &'static str) -> Self {
         // Bounded and escaped: the value may come from an untrusted header.
-        let value = crate::escape::visible(value.as_bytes()).chars().take(64).collect();
+        let value = crate::escape::visible(value.as_bytes())
+            .chars()
+            .take(64)
+            .collect();
         Self {
             what,
             value,
@@ -485,7 +500,10 @@ mod tests {
             assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t), "{t}");
             assert_eq!(Timestamp::from_system_time(t.to_system_time()), t);
         }
-        assert_eq!(Timestamp::from_unix_millis(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_unix_millis(0).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

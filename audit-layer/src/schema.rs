@@ -58,7 +58,11 @@ pub fn validate_json(json: &Value) -> Result<(), SchemaViolation> {
         return Ok(());
     }
     Err(SchemaViolation {
-        id: json.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_owned(),
+        id: json
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("<no id>")
+            .to_owned(),
         problems: problems.join("; "),
     })
 }

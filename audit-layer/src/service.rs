@@ -77,7 +77,9 @@ where
         let records_bodies = action != ActionType::View
             && method != Method::GET
             && method != Method::HEAD
-            && plan.as_ref().is_some_and(|p| p.level >= AuditLevel::Request);
+            && plan
+                .as_ref()
+                .is_some_and(|p| p.level >= AuditLevel::Request);
         let records_response = records_bodies
             && plan
                 .as_ref()
@@ -122,6 +124,7 @@ where
             status: None,
             header_identity: None,
             response: ResponseCopy::new(records_response.then_some(config.body_limit)),
+            in_service: false,
         };
         let mut guard = AuditGuard::new(capture);
 
@@ -149,7 +152,10 @@ where
 }
 
 fn plan_for<B>(config: &Config, req: &Request<B>) -> Option<Arc<OperationPlan>> {
-    let matched = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     config
         .policy
         .plan_for(req.method(), matched, req.uri().path())
@@ -157,7 +163,11 @@ fn plan_for<B>(config: &Config, req: &Request<B>) -> Option<Arc<OperationPlan>> 
 }
 
 /// The request's trace id, as a string for the record and as a header to echo.
-fn ray_id<B>(config: &Config, req: &mut Request<B>, id: Uuid) -> (String, (HeaderName, HeaderValue)) {
+fn ray_id<B>(
+    config: &Config,
+    req: &mut Request<B>,
+    id: Uuid,
+) -> (String, (HeaderName, HeaderValue)) {
     let header = &config.request_id_header;
     if let Some(value) = req.headers().get(header)
         && is_valid_ray_id(value.as_bytes())

@@ -78,7 +78,9 @@ impl AuditSink for TracingSink {
     fn submit(&self, record: AuditRecord) {
         match serde_json::to_string(&record) {
             Ok(json) => tracing::info!(target: "audit", record = %json),
-            Err(e) => tracing::error!(target: "audit", id = %record.id, "unserializable audit record: {e}"),
+            Err(e) => {
+                tracing::error!(target: "audit", id = %record.id, "unserializable audit record: {e}")
+            }
         }
     }
 }

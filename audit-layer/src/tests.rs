@@ -47,12 +47,19 @@ async fn only_record(sink: &MemorySink) -> AuditRecord {
     let mut records = sink.wait_for(1, WAIT).await;
     // Give a duplicate emission the chance to show up before asserting there is none.
     tokio::task::yield_now().await;
-    assert_eq!(sink.len(), 1, "exactly one record per request: {:#?}", sink.records());
+    assert_eq!(
+        sink.len(),
+        1,
+        "exactly one record per request: {:#?}",
+        sink.records()
+    );
     records.remove(0)
 }
 
 /// An inner service that echoes the request body and counts its calls.
-fn echo(calls: Arc<AtomicUsize>) -> impl Service<
+fn echo(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
     Request<AuditRequestBody<Full<Bytes>>>,
     Response = Response<Full<Bytes>>,
     Error = BoxError,
@@ -80,14 +87,21 @@ fn echo(calls: Arc<AtomicUsize>) -> impl Service<
 async fn a_request_becomes_exactly_one_record_and_the_handler_sees_identical_bytes() {
     let sink = MemorySink::new();
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new().layer(layer(&sink)).service(echo(calls.clone()));
+    let svc = ServiceBuilder::new()
+        .layer(layer(&sink))
+        .service(echo(calls.clone()));
     let body = r#"{"name":"Advanced Security Events Alert","enabled":false}"#;
 
     let response = svc.oneshot(put(body)).await.expect("served");
     assert_eq!(response.status(), StatusCode::OK);
     let request_id = response.headers()["x-request-id"].clone();
     assert_eq!(response.headers()["x-seen-request-id"], request_id);
-    let echoed = response.into_body().collect().await.expect("body").to_bytes();
+    let echoed = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     assert_eq!(echoed, body.as_bytes());
 
     let record = only_record(&sink).await;
@@ -99,7 +113,10 @@ async fn a_request_becomes_exactly_one_record_and_the_handler_sees_identical_byt
     assert_eq!(record.raw.user_agent.as_deref(), Some("Postman"));
     assert_eq!(record.action.kind, ActionType::Update);
     assert_eq!(record.action.result, ActionResult::Success);
-    assert_eq!(record.action.description.as_deref(), Some("Update a Notification policy"));
+    assert_eq!(
+        record.action.description.as_deref(),
+        Some("Update a Notification policy")
+    );
     assert_eq!(record.account.map(|a| a.id).as_deref(), Some("acc_1"));
     assert_eq!(record.resource.id.as_deref(), Some("pol_1"));
     assert_eq!(record.resource.scope.as_deref(), Some("accounts"));
@@ -133,11 +150,25 @@ async fn operations_not_audited_leave_no_record() {
     let mut svc = ServiceBuilder::new()
         .layer(layer(&sink))
         .service(echo(Arc::default()));
-    let health = Request::get("/healthz").body(Full::default()).expect("valid request");
-    let response = svc.ready().await.expect("ready").call(health).await.expect("served");
+    let health = Request::get("/healthz")
+        .body(Full::default())
+        .expect("valid request");
+    let response = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(health)
+        .await
+        .expect("served");
     assert!(!response.headers().contains_key("x-request-id"));
     response.into_body().collect().await.expect("body");
-    let response = svc.ready().await.expect("ready").call(put("{}")).await.expect("served");
+    let response = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(put("{}"))
+        .await
+        .expect("served");
     response.into_body().collect().await.expect("body");
     assert_eq!(only_record(&sink).await.raw.uri, POLICY_PATH);
 }
@@ -147,15 +178,25 @@ async fn a_client_gone_before_the_response_is_recorded_as_499() {
     let sink = MemorySink::new();
     let svc = ServiceBuilder::new()
         .layer(layer(&sink))
-        .service(service_fn(|_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-            std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>().await
-        }));
+        .service(service_fn(
+            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
+                std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>().await
+            },
+        ));
     let call = svc.oneshot(put("{}"));
-    assert!(tokio::time::timeout(Duration::from_millis(20), call).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), call)
+            .await
+            .is_err()
+    );
     let record = only_record(&sink).await;
     assert_eq!(record.raw.status_code, 499);
     assert_eq!(record.action.result, ActionResult::Failure);
-    assert_eq!(record.resource.request, Some(json!({})), "the body had been read");
+    assert_eq!(
+        record.resource.request,
+        Some(json!({})),
+        "the body had been read"
+    );
 }
 
 #[tokio::test]
@@ -163,12 +204,14 @@ async fn a_handler_panic_is_recorded_as_a_500_failure() {
     let sink = MemorySink::new();
     let svc = ServiceBuilder::new()
         .layer(layer(&sink))
-        .service(service_fn(|_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-            if true {
-                panic!("handler bug");
-            }
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }));
+        .service(service_fn(
+            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
+                if true {
+                    panic!("handler bug");
+                }
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            },
+        ));
     let joined = tokio::spawn(svc.oneshot(put("{}"))).await;
     assert!(joined.expect_err("the panic propagates").is_panic());
     let record = only_record(&sink).await;
@@ -181,13 +224,21 @@ async fn an_inner_service_error_is_recorded_and_passed_on() {
     let sink = MemorySink::new();
     let svc = ServiceBuilder::new()
         .layer(layer(&sink))
-        .service(service_fn(|_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-            Err::<Response<Empty<Bytes>>, BoxError>("upstream refused".into())
-        }));
-    let err = svc.oneshot(put("{}")).await.expect_err("the error passes through");
+        .service(service_fn(
+            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
+                Err::<Response<Empty<Bytes>>, BoxError>("upstream refused".into())
+            },
+        ));
+    let err = svc
+        .oneshot(put("{}"))
+        .await
+        .expect_err("the error passes through");
     assert_eq!(err.to_string(), "upstream refused");
     let record = only_record(&sink).await;
-    assert_eq!((record.raw.status_code, record.action.result), (500, ActionResult::Failure));
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (500, ActionResult::Failure)
+    );
 }
 
 type Chunks = StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
@@ -200,23 +251,25 @@ fn streaming_service(
     Error = Infallible,
     Future = impl Send,
 > + Clone {
-    service_fn(move |_req: Request<AuditRequestBody<Full<Bytes>>>| async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            for i in 0..chunks {
-                let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; 64 * 1024]);
-                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-                    return;
+    service_fn(
+        move |_req: Request<AuditRequestBody<Full<Bytes>>>| async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                for i in 0..chunks {
+                    let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; 64 * 1024]);
+                    if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                        return;
+                    }
                 }
-            }
-            let mut trailers = HeaderMap::new();
-            trailers.insert("x-checksum", HeaderValue::from_static("abc"));
-            let _ = tx.send(Ok(Frame::trailers(trailers))).await;
-        });
-        Ok(Response::new(StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    })
+                let mut trailers = HeaderMap::new();
+                trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+            });
+            Ok(Response::new(StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        },
+    )
 }
 
 #[tokio::test]
@@ -240,12 +293,17 @@ async fn streaming_responses_pass_through_and_are_recorded_at_their_end() {
         }
     }
     assert_eq!(received, 32 * 64 * 1024);
-    assert_eq!(trailers.expect("trailers pass through")["x-checksum"], "abc");
+    assert_eq!(
+        trailers.expect("trailers pass through")["x-checksum"],
+        "abc"
+    );
     let record = only_record(&sink).await;
     assert_eq!(record.action.result, ActionResult::Success);
     assert_eq!(
         record.resource.response,
-        Some(json!({"_truncated": "the response body exceeded the audit body limit of 1024 bytes"}))
+        Some(
+            json!({"_truncated": "the response body exceeded the audit body limit of 1024 bytes"})
+        )
     );
 }
 
@@ -273,15 +331,20 @@ async fn an_empty_response_is_complete_even_if_never_polled() {
     let sink = MemorySink::new();
     let svc = ServiceBuilder::new()
         .layer(layer(&sink))
-        .service(service_fn(|_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-            let mut response = Response::new(Empty::<Bytes>::new());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            Ok::<_, Infallible>(response)
-        }));
+        .service(service_fn(
+            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
+                let mut response = Response::new(Empty::<Bytes>::new());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                Ok::<_, Infallible>(response)
+            },
+        ));
     let response: Response<AuditBody<Empty<Bytes>>> = svc.oneshot(put("{}")).await.expect("served");
     drop(response);
     let record = only_record(&sink).await;
-    assert_eq!((record.raw.status_code, record.action.result), (204, ActionResult::Success));
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (204, ActionResult::Success)
+    );
 }
 
 #[tokio::test]
@@ -297,11 +360,19 @@ async fn a_declared_body_over_the_limit_is_refused_without_running_the_handler()
         .expect("served");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(response.headers().contains_key("x-request-id"));
-    let text = response.into_body().collect().await.expect("body").to_bytes();
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     assert_eq!(text, "request body too large");
     let record = only_record(&sink).await;
     assert_eq!(calls.load(Ordering::SeqCst), 0);
-    assert_eq!((record.raw.status_code, record.action.result), (413, ActionResult::Failure));
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (413, ActionResult::Failure)
+    );
     assert_eq!(
         record.resource.request,
         Some(json!({"_truncated": "the request body exceeded the audit body limit of 16 bytes"}))
@@ -313,12 +384,14 @@ async fn a_streamed_body_over_the_limit_is_refused_as_it_arrives() {
     let sink = MemorySink::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let calls_in = calls.clone();
-    let svc = ServiceBuilder::new().layer(layer(&sink).body_limit(100)).service(service_fn(
-        move |_req: Request<AuditRequestBody<StreamBody<_>>>| {
-            calls_in.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
-        },
-    ));
+    let svc = ServiceBuilder::new()
+        .layer(layer(&sink).body_limit(100))
+        .service(service_fn(
+            move |_req: Request<AuditRequestBody<StreamBody<_>>>| {
+                calls_in.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
+            },
+        ));
     let chunks = (0..10).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[b'x'; 30]))));
     let req = Request::put(POLICY_PATH)
         .body(StreamBody::new(tokio_stream::iter(chunks)))
@@ -336,14 +409,19 @@ async fn a_body_that_fails_midway_is_recorded_as_truncated() {
     let sink = MemorySink::new();
     let svc = ServiceBuilder::new()
         .layer(layer(&sink))
-        .service(service_fn(|_req: Request<AuditRequestBody<StreamBody<_>>>| async {
-            unreachable!("the handler must not run without its body");
-            #[allow(unreachable_code)]
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }));
+        .service(service_fn(
+            |_req: Request<AuditRequestBody<StreamBody<_>>>| async {
+                unreachable!("the handler must not run without its body");
+                #[allow(unreachable_code)]
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            },
+        ));
     let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
         Ok(Frame::data(Bytes::from_static(b"{\"na"))),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer reset")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "peer reset",
+        )),
     ];
     let req = Request::put(POLICY_PATH)
         .body(StreamBody::new(tokio_stream::iter(chunks)))
@@ -369,12 +447,23 @@ async fn undescribed_requests_still_produce_a_metadata_record() {
         .body(Full::new(Bytes::from_static(b"{\"password\":\"hunter2\"}")))
         .expect("valid request");
     let response = svc.oneshot(req).await.expect("served");
-    let echoed = response.into_body().collect().await.expect("body").to_bytes();
-    assert_eq!(echoed, "{\"password\":\"hunter2\"}", "the body reaches the handler");
+    let echoed = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        echoed, "{\"password\":\"hunter2\"}",
+        "the body reaches the handler"
+    );
     let record = only_record(&sink).await;
     assert_eq!(record.action.kind, ActionType::Create);
     assert_eq!(record.raw.uri, "/somewhere/else?secret=REDACTED");
     assert_eq!(record.resource.request, None);
     let json = serde_json::to_string(&record).expect("serializes");
-    assert!(!json.contains("hunter2") && !json.contains("s3cr3t"), "{json}");
+    assert!(
+        !json.contains("hunter2") && !json.contains("s3cr3t"),
+        "{json}"
+    );
 }

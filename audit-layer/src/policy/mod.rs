@@ -254,7 +254,9 @@ impl OperationPlan {
         };
         Ok(Self {
             summary: op.summary.map(Arc::from),
-            action: op.action.unwrap_or_else(|| ActionType::from_method(&op.method)),
+            action: op
+                .action
+                .unwrap_or_else(|| ActionType::from_method(&op.method)),
             scope: name(op.scope, &template.scope),
             product: name(op.product, &template.product),
             kind: name(op.resource_type, &template.kind),
@@ -318,13 +320,12 @@ impl AuditPolicyBuilder {
                 Some(&index) => index,
                 None => {
                     let index = policy.routes.len();
-                    policy
-                        .router
-                        .insert(template.clone(), index)
-                        .map_err(|e| PolicyError::ConflictingTemplate {
+                    policy.router.insert(template.clone(), index).map_err(|e| {
+                        PolicyError::ConflictingTemplate {
                             template: template.clone(),
                             why: e.to_string(),
-                        })?;
+                        }
+                    })?;
                     policy.routes.push(Vec::new());
                     policy.by_template.insert(template.clone(), index);
                     index
@@ -399,7 +400,11 @@ impl AuditPolicy {
         let find = |wanted: &Method| methods.iter().find(|(m, _)| m == wanted);
         // A HEAD is a GET without a body; axum routes it to the GET handler too.
         find(method)
-            .or_else(|| (*method == Method::HEAD).then(|| find(&Method::GET)).flatten())
+            .or_else(|| {
+                (*method == Method::HEAD)
+                    .then(|| find(&Method::GET))
+                    .flatten()
+            })
             .map(|(_, plan)| Arc::clone(plan))
     }
 
@@ -474,7 +479,10 @@ impl AuditPolicy {
     ) -> Option<Arc<OperationPlan>> {
         let cache = &self.undescribed;
         let cached = |methods: &MethodPlans| {
-            methods.iter().find(|(m, _)| m == method).map(|(_, p)| Arc::clone(p))
+            methods
+                .iter()
+                .find(|(m, _)| m == method)
+                .map(|(_, p)| Arc::clone(p))
         };
         if let Some(plan) = cache
             .read()
@@ -532,10 +540,16 @@ mod tests {
     fn policy() -> AuditPolicy {
         AuditPolicy::builder()
             .operation(
-                Operation::new(Method::PUT, "/accounts/{account_id}/alerting/v3/policies/{policy_id}")
-                    .summary("Update a Notification policy"),
+                Operation::new(
+                    Method::PUT,
+                    "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+                )
+                .summary("Update a Notification policy"),
             )
-            .operation(Operation::new(Method::GET, "/accounts/{account_id}/alerting/v3/policies/{policy_id}"))
+            .operation(Operation::new(
+                Method::GET,
+                "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+            ))
             .operation(
                 Operation::new(Method::POST, "/login")
                     .action(ActionType::Login)
@@ -552,14 +566,20 @@ mod tests {
         let policy = policy();
         let path = "/accounts/a/alerting/v3/policies/p";
         let by_path = policy.plan_for(&Method::PUT, None, path).unwrap();
-        assert_eq!(by_path.summary.as_deref(), Some("Update a Notification policy"));
+        assert_eq!(
+            by_path.summary.as_deref(),
+            Some("Update a Notification policy")
+        );
         assert_eq!(by_path.action, ActionType::Update);
         let template = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
         let by_template = policy.plan_for(&Method::PUT, Some(template), path).unwrap();
         assert!(Arc::ptr_eq(&by_path, &by_template));
         assert!(policy.plan_for(&Method::DELETE, None, path).is_none());
         assert!(policy.plan_for(&Method::GET, None, "/nowhere").is_none());
-        assert_eq!(policy.plan_for(&Method::HEAD, None, path).unwrap().action, ActionType::View);
+        assert_eq!(
+            policy.plan_for(&Method::HEAD, None, path).unwrap().action,
+            ActionType::View
+        );
     }
 
     #[test]
@@ -587,7 +607,10 @@ mod tests {
             .operation(Operation::new(Method::GET, "/zones/{id}"))
             .build()
             .unwrap_err();
-        assert!(matches!(conflict, PolicyError::ConflictingTemplate { .. }), "{conflict}");
+        assert!(
+            matches!(conflict, PolicyError::ConflictingTemplate { .. }),
+            "{conflict}"
+        );
     }
 
     #[test]

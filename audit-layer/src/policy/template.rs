@@ -94,7 +94,9 @@ impl RouteTemplate {
         };
 
         // /{scope}/{scope_id}/{product}/v3/.../{type}/{resource_id}
-        let scope_at = segments.iter().position(|s| matches!(s, Segment::Literal(_)));
+        let scope_at = segments
+            .iter()
+            .position(|s| matches!(s, Segment::Literal(_)));
         let scope = scope_at.and_then(literal);
         let scope_param = scope_at.map(|i| i + 1).filter(|&i| is_param(i));
         let after_scope = scope_at.map_or(0, |i| scope_param.unwrap_or(i) + 1);
@@ -136,7 +138,10 @@ impl RouteTemplate {
             return PathIds::default();
         }
         let mut found: [Option<String>; 3] = Default::default();
-        let mut parts = path.strip_prefix('/').unwrap_or(path).splitn(self.segments.len().max(1), '/');
+        let mut parts = path
+            .strip_prefix('/')
+            .unwrap_or(path)
+            .splitn(self.segments.len().max(1), '/');
         for (i, segment) in self.segments.iter().enumerate() {
             let Some(part) = parts.next() else { break };
             if matches!(segment, Segment::Literal(_)) {
@@ -189,8 +194,14 @@ mod tests {
             names("/accounts/{account_id}/alerting/v3/policies/{policy_id}"),
             (o("accounts"), o("alerting"), o("policies"))
         );
-        assert_eq!(names("/accounts/{account_id}"), (o("accounts"), o("accounts"), o("accounts")));
-        assert_eq!(names("/accounts/{account_id}/members"), (o("accounts"), o("members"), o("members")));
+        assert_eq!(
+            names("/accounts/{account_id}"),
+            (o("accounts"), o("accounts"), o("accounts"))
+        );
+        assert_eq!(
+            names("/accounts/{account_id}/members"),
+            (o("accounts"), o("members"), o("members"))
+        );
         assert_eq!(
             names("/zones/{zone_id}/dns_records/{record_id}"),
             (o("zones"), o("dns_records"), o("dns_records"))
@@ -202,7 +213,8 @@ mod tests {
 
     #[test]
     fn ids_come_from_the_path() {
-        let t = RouteTemplate::parse("/accounts/{account_id}/alerting/v3/policies/{policy_id}").unwrap();
+        let t = RouteTemplate::parse("/accounts/{account_id}/alerting/v3/policies/{policy_id}")
+            .unwrap();
         assert_eq!(
             t.ids("/accounts/acc_1/alerting/v3/policies/p%2F1"),
             PathIds {

@@ -49,7 +49,8 @@ impl std::error::Error for Unparsed {}
 
 /// Redacts `body` by the plan rooted at `root`, returning the kept JSON text.
 pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<String, Unparsed> {
-    let text = std::str::from_utf8(body).map_err(|e| Unparsed::new("invalid UTF-8", e.valid_up_to()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| Unparsed::new("invalid UTF-8", e.valid_up_to()))?;
     let mut scanner = Scanner {
         text,
         b: body,
@@ -63,7 +64,9 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
             // A root that keeps nothing is still read as a container, so that its own keys
             // are checked for duplicates.
             let wrote = match (arena.get(root), open) {
-                (Node::Drop, b'{') => scanner.object(arena, &[], super::plan::DROP, &mut out, 1, true)?,
+                (Node::Drop, b'{') => {
+                    scanner.object(arena, &[], super::plan::DROP, &mut out, 1, true)?
+                }
                 _ => scanner.value(arena, root, &mut out, 0, true)?,
             };
             if !wrote {
@@ -72,12 +75,20 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
                 out.push_str(if open == b'{' { "{}" } else { "[]" });
             }
         }
-        Some(_) => return Err(Unparsed::new("the body is not a JSON object or array", scanner.pos)),
+        Some(_) => {
+            return Err(Unparsed::new(
+                "the body is not a JSON object or array",
+                scanner.pos,
+            ));
+        }
         None => return Err(Unparsed::new("the body is empty", scanner.pos)),
     }
     scanner.ws();
     if scanner.pos != body.len() {
-        return Err(Unparsed::new("trailing characters after the JSON value", scanner.pos));
+        return Err(Unparsed::new(
+            "trailing characters after the JSON value",
+            scanner.pos,
+        ));
     }
     Ok(out)
 }
@@ -456,7 +467,9 @@ impl<'a> Scanner<'a> {
             }
         }
         if kept {
-            let finite = self.text[start..self.pos].parse::<f64>().is_ok_and(f64::is_finite);
+            let finite = self.text[start..self.pos]
+                .parse::<f64>()
+                .is_ok_and(f64::is_finite);
             if !finite {
                 return Err(Unparsed::new("number out of range", start));
             }
@@ -552,7 +565,10 @@ mod tests {
     /// policy's markings.
     fn policy_plan() -> (PlanArena, NodeId) {
         let mut arena = PlanArena::default();
-        let filters = arena.object(vec![("services".into(), KEEP), ("zones".into(), KEEP)], DROP);
+        let filters = arena.object(
+            vec![("services".into(), KEEP), ("zones".into(), KEEP)],
+            DROP,
+        );
         let webhook = arena.object(vec![("id".into(), KEEP), ("url".into(), DROP)], DROP);
         let webhooks = arena.array(webhook);
         let mechanisms = arena.object(vec![("webhooks".into(), webhooks)], DROP);
@@ -588,13 +604,19 @@ mod tests {
 
     #[test]
     fn empty_containers_are_omitted_but_the_root_stays() {
-        assert_eq!(run(r#"{"secret":"x","filters":{"other":1}}"#).unwrap(), "{}");
+        assert_eq!(
+            run(r#"{"secret":"x","filters":{"other":1}}"#).unwrap(),
+            "{}"
+        );
         assert_eq!(run("[]").unwrap(), "[]");
     }
 
     #[test]
     fn values_of_the_wrong_shape_are_dropped() {
-        assert_eq!(run(r#"{"filters":"s3cr3t","mechanisms":[1]}"#).unwrap(), "{}");
+        assert_eq!(
+            run(r#"{"filters":"s3cr3t","mechanisms":[1]}"#).unwrap(),
+            "{}"
+        );
     }
 
     #[test]
@@ -610,19 +632,34 @@ mod tests {
             (b"", "the body is empty"),
             (b"   ", "the body is empty"),
             (b"\"s3cr3t\"", "the body is not a JSON object or array"),
-            (b"{\"name\":\"x\"} trailing", "trailing characters after the JSON value"),
-            (b"{\"name\":\"x\"}{}", "trailing characters after the JSON value"),
-            (b"{\"secret\":\"a\",\"secret\":\"b\"}", "duplicate key in an object"),
+            (
+                b"{\"name\":\"x\"} trailing",
+                "trailing characters after the JSON value",
+            ),
+            (
+                b"{\"name\":\"x\"}{}",
+                "trailing characters after the JSON value",
+            ),
+            (
+                b"{\"secret\":\"a\",\"secret\":\"b\"}",
+                "duplicate key in an object",
+            ),
             (b"{\"name\":\"\xff\"}", "invalid UTF-8"),
             (b"{\"name\":1e999}", "number out of range"),
             (b"{\"name\":01}", "expected ',' or '}' in an object"),
             (b"{\"name\":\"a\x01b\"}", "control character in a string"),
-            (b"{\"name\":\"\\ud800\"}", "lone surrogate in a string escape"),
+            (
+                b"{\"name\":\"\\ud800\"}",
+                "lone surrogate in a string escape",
+            ),
             (b"{\"name\":\"\\x\"}", "invalid escape in a string"),
             (b"{\"name\":tru}", "invalid literal"),
             (b"{\"name\" \"x\"}", "expected ':' after a key"),
             (b"{\"secret\":[1,2}", "expected ',' or ']' in an array"),
-            (b"{\"secret\":{\"a\":1]}", "expected ',' or '}' in an object"),
+            (
+                b"{\"secret\":{\"a\":1]}",
+                "expected ',' or '}' in an object",
+            ),
             (b"{name:1}", "expected a string key"),
             (b"{\"secret\":\"unterminated", "unterminated string"),
             (b"{\"secret\":1,}", "expected a string key"),
@@ -636,15 +673,24 @@ mod tests {
 
     #[test]
     fn huge_numbers_in_dropped_fields_do_not_matter() {
-        assert_eq!(run(r#"{"secret":1e999,"name":123456789012345678901234567890}"#).unwrap(),
-            r#"{"name":123456789012345678901234567890}"#);
+        assert_eq!(
+            run(r#"{"secret":1e999,"name":123456789012345678901234567890}"#).unwrap(),
+            r#"{"name":123456789012345678901234567890}"#
+        );
     }
 
     #[test]
     fn deep_nesting_is_refused_without_exhausting_the_stack() {
         for (open, close) in [("[", "]"), ("{\"secret\":", "}"), ("{\"filters\":", "}")] {
-            let body = format!("{{\"secret\":{}1{}}}", open.repeat(10_000), close.repeat(10_000));
-            assert_eq!(run(&body).unwrap_err().reason(), "nested deeper than 128 levels");
+            let body = format!(
+                "{{\"secret\":{}1{}}}",
+                open.repeat(10_000),
+                close.repeat(10_000)
+            );
+            assert_eq!(
+                run(&body).unwrap_err().reason(),
+                "nested deeper than 128 levels"
+            );
         }
         let within = format!("{{\"secret\":{}1{}}}", "[".repeat(120), "]".repeat(120));
         assert_eq!(run(&within).unwrap(), "{}");
@@ -654,17 +700,38 @@ mod tests {
     fn objects_with_many_keys_still_catch_duplicates() {
         let mut body: String = (0..1000).map(|i| format!("\"k{i}\":{i},")).collect();
         body = format!("{{{body}\"k500\":1}}");
-        assert_eq!(run(&body).unwrap_err().reason(), "duplicate key in an object");
-        let unique: String = (0..1000).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(",");
-        assert_eq!(run(&format!("{{{unique},\"name\":\"n\"}}")).unwrap(), r#"{"name":"n"}"#);
+        assert_eq!(
+            run(&body).unwrap_err().reason(),
+            "duplicate key in an object"
+        );
+        let unique: String = (0..1000)
+            .map(|i| format!("\"k{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            run(&format!("{{{unique},\"name\":\"n\"}}")).unwrap(),
+            r#"{"name":"n"}"#
+        );
     }
 
     #[test]
     fn the_validator_agrees_with_serde_json_on_samples() {
         let samples: &[&[u8]] = &[
-            b"{}", b"[]", b"[1,-0,0.5e-3,1E+2,true,false,null,\"\\u00e9\\ud83d\\ude00\"]",
-            b"{\"a\":{\"b\":[{}]}}", b"[1,]", b"[01]", b"[1.]", b"[.5]", b"[-]", b"{\"a\"}",
-            b"[\"\\u12\"]", b"[\"\t\"]", b" [ 1 , 2 ] ", b"[1 2]", b"{\"a\":1 \"b\":2}",
+            b"{}",
+            b"[]",
+            b"[1,-0,0.5e-3,1E+2,true,false,null,\"\\u00e9\\ud83d\\ude00\"]",
+            b"{\"a\":{\"b\":[{}]}}",
+            b"[1,]",
+            b"[01]",
+            b"[1.]",
+            b"[.5]",
+            b"[-]",
+            b"{\"a\"}",
+            b"[\"\\u12\"]",
+            b"[\"\t\"]",
+            b" [ 1 , 2 ] ",
+            b"[1 2]",
+            b"{\"a\":1 \"b\":2}",
         ];
         for sample in samples {
             let ours = validate(sample).is_ok();

@@ -109,7 +109,11 @@ impl ContentPlans {
     }
 
     /// The body as a record holds it: `None` for an empty body, the redacted JSON, or a marker.
-    pub(crate) fn redact(&self, content_type: Option<&HeaderValue>, body: &[u8]) -> Option<RecordedBody> {
+    pub(crate) fn redact(
+        &self,
+        content_type: Option<&HeaderValue>,
+        body: &[u8],
+    ) -> Option<RecordedBody> {
         if body.is_empty() {
             return None;
         }
@@ -120,9 +124,13 @@ impl ContentPlans {
                 Err(e) => marker("_unparsed", &e.to_string()),
             });
         }
-        let essence = content_type
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let essence = content_type.and_then(|v| v.to_str().ok()).map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
         let Some(essence) = essence.filter(|e| !e.is_empty()) else {
             return Some(marker("_unparsed", "the body has no content type"));
         };
@@ -137,7 +145,10 @@ impl ContentPlans {
             })
             .or_else(|| self.entries.iter().find(|(media, _)| &**media == "*/*"));
         Some(match entry {
-            None => marker("_unparsed", "the content type is not described for this operation"),
+            None => marker(
+                "_unparsed",
+                "the content type is not described for this operation",
+            ),
             Some((_, None)) => marker("_unparsed", "bodies of this content type are not recorded"),
             Some((_, Some(plan))) => match plan.redact_json(body) {
                 Ok(kept) => raw(kept),
@@ -195,7 +206,9 @@ impl StatusPattern {
         }
         let bytes = key.as_bytes();
         match bytes {
-            [d @ b'1'..=b'5', x, y] if x.eq_ignore_ascii_case(&b'X') && y.eq_ignore_ascii_case(&b'X') => {
+            [d @ b'1'..=b'5', x, y]
+                if x.eq_ignore_ascii_case(&b'X') && y.eq_ignore_ascii_case(&b'X') =>
+            {
                 Some(Self::Class(u16::from(d - b'0')))
             }
             _ => None,
@@ -217,20 +230,33 @@ impl ResponsePlans {
 
     /// The plans for a status: exact, then class, then `default`.
     pub(crate) fn for_status(&self, status: u16) -> Option<&ContentPlans> {
-        let find = |wanted: StatusPattern| self.entries.iter().find(|(p, _)| *p == wanted).map(|(_, c)| c);
+        let find = |wanted: StatusPattern| {
+            self.entries
+                .iter()
+                .find(|(p, _)| *p == wanted)
+                .map(|(_, c)| c)
+        };
         find(StatusPattern::Exact(status))
             .or_else(|| find(StatusPattern::Class(status / 100)))
             .or_else(|| find(StatusPattern::Default))
     }
 
-    pub(crate) fn redact(&self, status: u16, content_type: Option<&HeaderValue>, body: &[u8]) -> Option<RecordedBody> {
+    pub(crate) fn redact(
+        &self,
+        status: u16,
+        content_type: Option<&HeaderValue>,
+        body: &[u8],
+    ) -> Option<RecordedBody> {
         if body.is_empty() {
             return None;
         }
         match self.for_status(status) {
             Some(plans) => plans.redact(content_type, body),
             None if self.entries.is_empty() => ContentPlans::default().redact(content_type, body),
-            None => Some(marker("_unparsed", "the response status is not described for this operation")),
+            None => Some(marker(
+                "_unparsed",
+                "the response status is not described for this operation",
+            )),
         }
     }
 }
@@ -327,9 +353,15 @@ mod tests {
     #[test]
     fn only_auditable_query_values_are_kept() {
         let plan = QueryPlan::new(["page"]);
-        assert_eq!(redact(&plan, "/zones?page=2&token=s3cret&flag"), "/zones?page=2&token=REDACTED&flag");
+        assert_eq!(
+            redact(&plan, "/zones?page=2&token=s3cret&flag"),
+            "/zones?page=2&token=REDACTED&flag"
+        );
         assert_eq!(redact(&plan, "/zones"), "/zones");
-        assert_eq!(redact(&QueryPlan::default(), "/z?page=2"), "/z?page=REDACTED");
+        assert_eq!(
+            redact(&QueryPlan::default(), "/z?page=2"),
+            "/z?page=REDACTED"
+        );
     }
 
     #[test]
@@ -337,14 +369,21 @@ mod tests {
         let plan = QueryPlan::new(["page"]);
         let secret = "sk_live_51HqLyjWDarjtT1zdp7dcXYZabcdefgh";
         assert_eq!(redact(&plan, &format!("/a?{secret}")), "/a?REDACTED");
-        assert_eq!(redact(&plan, "/a?we%20ird=1&=x"), "/a?REDACTED=REDACTED&REDACTED=REDACTED");
-        assert_eq!(redact(&plan, "/a?filter[name]=x"), "/a?filter[name]=REDACTED");
+        assert_eq!(
+            redact(&plan, "/a?we%20ird=1&=x"),
+            "/a?REDACTED=REDACTED&REDACTED=REDACTED"
+        );
+        assert_eq!(
+            redact(&plan, "/a?filter[name]=x"),
+            "/a?filter[name]=REDACTED"
+        );
     }
 
     #[test]
     fn auditable_values_are_escaped() {
         let plan = QueryPlan::new(["q"]);
-        let uri = http::Uri::from_maybe_shared(bytes::Bytes::from_static(b"/a%1b?q=%1b[31m")).unwrap();
+        let uri =
+            http::Uri::from_maybe_shared(bytes::Bytes::from_static(b"/a%1b?q=%1b[31m")).unwrap();
         assert_eq!(plan.redact_uri(&uri), "/a%1b?q=%1b[31m");
     }
 
@@ -355,7 +394,9 @@ mod tests {
     #[test]
     fn the_default_plans_keep_nothing() {
         let plans = ContentPlans::default();
-        let kept = plans.redact(Some(&json_type()), br#"{"password":"hunter2"}"#).unwrap();
+        let kept = plans
+            .redact(Some(&json_type()), br#"{"password":"hunter2"}"#)
+            .unwrap();
         assert_eq!(kept.get(), "{}");
         assert!(plans.redact(Some(&json_type()), b"").is_none());
     }
@@ -363,19 +404,42 @@ mod tests {
     #[test]
     fn bodies_are_chosen_by_content_type() {
         let plans = ContentPlans::new(vec![
-            ("application/json".into(), Some(RedactionPlan::keep_nothing())),
+            (
+                "application/json".into(),
+                Some(RedactionPlan::keep_nothing()),
+            ),
             ("multipart/form-data".into(), None),
         ]);
         let body = br#"{"a":1}"#;
-        let redact = |ct: &'static str| plans.redact(Some(&HeaderValue::from_static(ct)), body).unwrap().get().to_owned();
+        let redact = |ct: &'static str| {
+            plans
+                .redact(Some(&HeaderValue::from_static(ct)), body)
+                .unwrap()
+                .get()
+                .to_owned()
+        };
         assert_eq!(redact("application/json"), "{}");
         assert_eq!(redact("Application/JSON; charset=utf-8"), "{}");
         assert_eq!(redact("application/merge-patch+json"), "{}");
-        assert_eq!(redact("multipart/form-data; boundary=x"), r#"{"_unparsed":"bodies of this content type are not recorded"}"#);
-        assert_eq!(redact("text/plain"), r#"{"_unparsed":"the content type is not described for this operation"}"#);
-        assert_eq!(plans.redact(None, body).unwrap().get(), r#"{"_unparsed":"the body has no content type"}"#);
-        let bad = plans.redact(Some(&json_type()), b"{\"a\":1,\"a\":2}").unwrap();
-        assert_eq!(bad.get(), r#"{"_unparsed":"duplicate key in an object at byte 7"}"#);
+        assert_eq!(
+            redact("multipart/form-data; boundary=x"),
+            r#"{"_unparsed":"bodies of this content type are not recorded"}"#
+        );
+        assert_eq!(
+            redact("text/plain"),
+            r#"{"_unparsed":"the content type is not described for this operation"}"#
+        );
+        assert_eq!(
+            plans.redact(None, body).unwrap().get(),
+            r#"{"_unparsed":"the body has no content type"}"#
+        );
+        let bad = plans
+            .redact(Some(&json_type()), b"{\"a\":1,\"a\":2}")
+            .unwrap();
+        assert_eq!(
+            bad.get(),
+            r#"{"_unparsed":"duplicate key in an object at byte 7"}"#
+        );
     }
 
     #[test]
@@ -387,12 +451,21 @@ mod tests {
         let ok = arena.object(vec![("id".into(), KEEP)], DROP);
         let arena = Arc::new(arena);
         let plans = ResponsePlans::new(vec![
-            (StatusPattern::Exact(200), ContentPlans::json(RedactionPlan::new(arena.clone(), ok))),
-            (StatusPattern::Class(4), ContentPlans::json(RedactionPlan::keep_nothing_in(arena))),
+            (
+                StatusPattern::Exact(200),
+                ContentPlans::json(RedactionPlan::new(arena.clone(), ok)),
+            ),
+            (
+                StatusPattern::Class(4),
+                ContentPlans::json(RedactionPlan::keep_nothing_in(arena)),
+            ),
         ]);
         let body = br#"{"id":"p1","secret":"x"}"#;
         let ct = json_type();
-        assert_eq!(plans.redact(200, Some(&ct), body).unwrap().get(), r#"{"id":"p1"}"#);
+        assert_eq!(
+            plans.redact(200, Some(&ct), body).unwrap().get(),
+            r#"{"id":"p1"}"#
+        );
         assert_eq!(plans.redact(404, Some(&ct), body).unwrap().get(), "{}");
         assert_eq!(
             plans.redact(500, Some(&ct), body).unwrap().get(),

@@ -64,7 +64,11 @@ impl PlanArena {
     }
 
     /// An object node, with its properties sorted for lookup.
-    pub(crate) fn object(&mut self, mut props: Vec<(Box<str>, NodeId)>, additional: NodeId) -> NodeId {
+    pub(crate) fn object(
+        &mut self,
+        mut props: Vec<(Box<str>, NodeId)>,
+        additional: NodeId,
+    ) -> NodeId {
         props.sort_by(|a, b| a.0.cmp(&b.0));
         self.push(Node::Object {
             props: props.into(),
@@ -81,7 +85,12 @@ impl PlanArena {
     }
 
     /// The plan for a key of an object node.
-    pub(crate) fn child(&self, props: &[(Box<str>, NodeId)], additional: NodeId, key: &str) -> Option<NodeId> {
+    pub(crate) fn child(
+        &self,
+        props: &[(Box<str>, NodeId)],
+        additional: NodeId,
+        key: &str,
+    ) -> Option<NodeId> {
         match props.binary_search_by(|(name, _)| (**name).cmp(key)) {
             Ok(i) => Some(props[i].1),
             Err(_) => (additional != DROP).then_some(additional),
@@ -94,7 +103,12 @@ impl PlanArena {
         self.intersect_inner(a, b, &mut Vec::new())
     }
 
-    fn intersect_inner(&mut self, a: NodeId, b: NodeId, seen: &mut Vec<(NodeId, NodeId, NodeId)>) -> NodeId {
+    fn intersect_inner(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        seen: &mut Vec<(NodeId, NodeId, NodeId)>,
+    ) -> NodeId {
         if a == b {
             return a;
         }
@@ -149,9 +163,8 @@ impl PlanArena {
             },
             // An object plan and an array plan: a value is one or the other, and each shape
             // keeps only what its own plan keeps.
-            (Node::Object { .. }, Node::Array { .. }) | (Node::Array { .. }, Node::Object { .. }) => {
-                Node::Drop
-            }
+            (Node::Object { .. }, Node::Array { .. })
+            | (Node::Array { .. }, Node::Object { .. }) => Node::Drop,
             (x, _) => x,
         };
         self.set(id, node);
@@ -166,7 +179,14 @@ mod tests {
     #[test]
     fn intersection_keeps_what_every_declaring_side_keeps() {
         let mut arena = PlanArena::default();
-        let a = arena.object(vec![("name".into(), KEEP), ("secret".into(), KEEP), ("only_a".into(), KEEP)], DROP);
+        let a = arena.object(
+            vec![
+                ("name".into(), KEEP),
+                ("secret".into(), KEEP),
+                ("only_a".into(), KEEP),
+            ],
+            DROP,
+        );
         let b = arena.object(vec![("name".into(), KEEP), ("secret".into(), DROP)], DROP);
         let both = arena.intersect(a, b);
         let Node::Object { props, .. } = arena.get(both).clone() else {
@@ -180,9 +200,21 @@ mod tests {
     fn intersection_of_cyclic_plans_terminates() {
         let mut arena = PlanArena::default();
         let a = arena.reserve();
-        arena.set(a, Node::Object { props: vec![("child".into(), a), ("v".into(), KEEP)].into(), additional: DROP });
+        arena.set(
+            a,
+            Node::Object {
+                props: vec![("child".into(), a), ("v".into(), KEEP)].into(),
+                additional: DROP,
+            },
+        );
         let b = arena.reserve();
-        arena.set(b, Node::Object { props: vec![("child".into(), b), ("v".into(), DROP)].into(), additional: DROP });
+        arena.set(
+            b,
+            Node::Object {
+                props: vec![("child".into(), b), ("v".into(), DROP)].into(),
+                additional: DROP,
+            },
+        );
         let both = arena.intersect(a, b);
         let Node::Object { props, .. } = arena.get(both).clone() else {
             panic!("an object")

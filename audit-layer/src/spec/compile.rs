@@ -56,7 +56,14 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
             for (name, method) in &METHODS {
                 if let Some(op) = item.get(*name) {
                     let op_ptr = format!("{item_ptr}/{name}");
-                    pending.push(compiler.operation(template, method.clone(), op, &op_ptr, shared_params, &item_ptr)?);
+                    pending.push(compiler.operation(
+                        template,
+                        method.clone(),
+                        op,
+                        &op_ptr,
+                        shared_params,
+                        &item_ptr,
+                    )?);
                 }
             }
         }
@@ -64,11 +71,20 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
     let arena = Arc::new(compiler.arena);
     let plan = |node: Option<NodeId>| node.map(|root| RedactionPlan::new(Arc::clone(&arena), root));
     let content = |entries: Vec<(Box<str>, Option<NodeId>)>| {
-        ContentPlans::new(entries.into_iter().map(|(media, node)| (media, plan(node))).collect())
+        ContentPlans::new(
+            entries
+                .into_iter()
+                .map(|(media, node)| (media, plan(node)))
+                .collect(),
+        )
     };
     let mut builder = AuditPolicy::builder();
     for p in pending {
-        let responses = p.responses.into_iter().map(|(status, entries)| (status, content(entries))).collect();
+        let responses = p
+            .responses
+            .into_iter()
+            .map(|(status, entries)| (status, content(entries)))
+            .collect();
         builder = builder.operation(
             p.operation
                 .request_plans(content(p.request))
@@ -98,7 +114,10 @@ impl<'d> Compiler<'d> {
             value = target;
             ptr = target_ptr;
         }
-        Err(spec_error(&ptr, "a chain of more than 64 $refs: is it a loop?"))
+        Err(spec_error(
+            &ptr,
+            "a chain of more than 64 $refs: is it a loop?",
+        ))
     }
 
     /// The value a `$ref` points at.
@@ -142,12 +161,17 @@ impl<'d> Compiler<'d> {
         match op.get("x-audit") {
             None | Some(Value::Bool(true)) => {}
             Some(Value::Bool(false)) => operation = operation.not_audited(),
-            Some(_) => return Err(spec_error(&format!("{ptr}/x-audit"), "x-audit must be true or false")),
+            Some(_) => {
+                return Err(spec_error(
+                    &format!("{ptr}/x-audit"),
+                    "x-audit must be true or false",
+                ));
+            }
         }
         if let Some(action) = extension_str(op, "x-audit-action", ptr)? {
-            let action: ActionType = action.parse().map_err(|e| {
-                spec_error(&format!("{ptr}/x-audit-action"), format!("{e}"))
-            })?;
+            let action: ActionType = action
+                .parse()
+                .map_err(|e| spec_error(&format!("{ptr}/x-audit-action"), format!("{e}")))?;
             operation = operation.action(action);
         }
         if let Some(level) = extension_str(op, "x-audit-level", ptr)? {
@@ -166,7 +190,8 @@ impl<'d> Compiler<'d> {
             operation = operation.resource_type(kind);
         }
 
-        let auditable = self.auditable_query_params(shared_params, item_ptr, op.get("parameters"), ptr)?;
+        let auditable =
+            self.auditable_query_params(shared_params, item_ptr, op.get("parameters"), ptr)?;
         operation = operation.query_plan(QueryPlan::new(auditable));
 
         let request = match op.get("requestBody") {
@@ -183,11 +208,14 @@ impl<'d> Compiler<'d> {
                 let Some(pattern) = StatusPattern::parse(status) else {
                     return Err(spec_error(
                         &status_ptr,
-                        format!("{status:?} is not a response status: expected e.g. 200, 2XX or default"),
+                        format!(
+                            "{status:?} is not a response status: expected e.g. 200, 2XX or default"
+                        ),
                     ));
                 };
                 let (response, response_ptr) = self.resolve(response, &status_ptr)?;
-                let content = self.content(response.get("content"), &format!("{response_ptr}/content"))?;
+                let content =
+                    self.content(response.get("content"), &format!("{response_ptr}/content"))?;
                 responses.push((pattern, content));
             }
         }
@@ -230,7 +258,8 @@ impl<'d> Compiler<'d> {
                     };
                 if is_marked {
                     if let Some(schema) = schema {
-                        let (schema, schema_ptr) = self.resolve(schema, &format!("{param_ptr}/schema"))?;
+                        let (schema, schema_ptr) =
+                            self.resolve(schema, &format!("{param_ptr}/schema"))?;
                         forbid_secret(schema, &schema_ptr)?;
                     }
                 }
@@ -238,7 +267,11 @@ impl<'d> Compiler<'d> {
                 marked.push((name.to_owned(), is_marked));
             }
         }
-        Ok(marked.into_iter().filter(|(_, m)| *m).map(|(n, _)| n).collect())
+        Ok(marked
+            .into_iter()
+            .filter(|(_, m)| *m)
+            .map(|(n, _)| n)
+            .collect())
     }
 
     /// Plans by media type for a `content` map.
@@ -253,11 +286,19 @@ impl<'d> Compiler<'d> {
         let mut entries = Vec::new();
         for (media, media_object) in as_object(content, ptr)? {
             let media_ptr = format!("{ptr}/{}", escape_pointer(media));
-            let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            let json = essence == "application/json" || essence.ends_with("+json") || essence == "*/*";
+            let essence = media
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let json =
+                essence == "application/json" || essence.ends_with("+json") || essence == "*/*";
             let node = if json {
                 match media_object.get("schema") {
-                    Some(schema) => Some(self.schema(schema, &format!("{media_ptr}/schema"), false, 0)?),
+                    Some(schema) => {
+                        Some(self.schema(schema, &format!("{media_ptr}/schema"), false, 0)?)
+                    }
                     None => Some(DROP),
                 }
             } else {
@@ -269,7 +310,13 @@ impl<'d> Compiler<'d> {
     }
 
     /// Compiles one schema. `marked`: the property holding this value is marked auditable.
-    fn schema(&mut self, schema: &'d Value, ptr: &str, marked: bool, depth: usize) -> Result<NodeId, PolicyError> {
+    fn schema(
+        &mut self,
+        schema: &'d Value,
+        ptr: &str,
+        marked: bool,
+        depth: usize,
+    ) -> Result<NodeId, PolicyError> {
         if depth > 256 {
             return Err(spec_error(ptr, "schema nested deeper than 256 levels"));
         }
@@ -318,9 +365,14 @@ impl<'d> Compiler<'d> {
     ) -> Result<NodeId, PolicyError> {
         let mut parts = Vec::new();
         for keyword in ["allOf", "oneOf", "anyOf"] {
-            let Some(branches) = object.get(keyword) else { continue };
+            let Some(branches) = object.get(keyword) else {
+                continue;
+            };
             let Some(branches) = branches.as_array() else {
-                return Err(spec_error(&format!("{ptr}/{keyword}"), format!("{keyword} must be an array")));
+                return Err(spec_error(
+                    &format!("{ptr}/{keyword}"),
+                    format!("{keyword} must be an array"),
+                ));
             };
             let combinator = if keyword == "allOf" {
                 Combinator::All
@@ -333,7 +385,12 @@ impl<'d> Compiler<'d> {
                 if combinator == Combinator::Alternatives && is_null_schema(branch) {
                     continue;
                 }
-                compiled.push(self.schema(branch, &format!("{ptr}/{keyword}/{i}"), marked, depth + 1)?);
+                compiled.push(self.schema(
+                    branch,
+                    &format!("{ptr}/{keyword}/{i}"),
+                    marked,
+                    depth + 1,
+                )?);
             }
             parts.push(self.combine(&compiled, marked, combinator));
         }
@@ -347,19 +404,29 @@ impl<'d> Compiler<'d> {
                 props.push((Box::<str>::from(name.as_str()), node));
             }
             let additional = match object.get("additionalProperties") {
-                Some(schema @ Value::Object(_)) => {
-                    self.schema(schema, &format!("{ptr}/additionalProperties"), false, depth + 1)?
-                }
+                Some(schema @ Value::Object(_)) => self.schema(
+                    schema,
+                    &format!("{ptr}/additionalProperties"),
+                    false,
+                    depth + 1,
+                )?,
                 _ => DROP,
             };
-            parts.push(if props.iter().all(|(_, n)| *n == DROP) && additional == DROP {
-                DROP
-            } else {
-                self.arena.object(props, additional)
-            });
+            parts.push(
+                if props.iter().all(|(_, n)| *n == DROP) && additional == DROP {
+                    DROP
+                } else {
+                    self.arena.object(props, additional)
+                },
+            );
         } else if let Some(schema @ Value::Object(_)) = object.get("additionalProperties") {
             // A map: every value by the value schema; marking the map marks its values.
-            let values = self.schema(schema, &format!("{ptr}/additionalProperties"), marked, depth + 1)?;
+            let values = self.schema(
+                schema,
+                &format!("{ptr}/additionalProperties"),
+                marked,
+                depth + 1,
+            )?;
             parts.push(match values {
                 DROP => DROP,
                 KEEP => KEEP,
@@ -412,7 +479,9 @@ impl<'d> Compiler<'d> {
 
     /// Whether `id` is a `$ref` still being compiled (a cycle back to it).
     fn is_pending(&self, id: NodeId) -> bool {
-        id > KEEP && matches!(self.arena.get(id), Node::Drop) && self.memo.values().any(|&m| m == id)
+        id > KEEP
+            && matches!(self.arena.get(id), Node::Drop)
+            && self.memo.values().any(|&m| m == id)
     }
 }
 
@@ -428,7 +497,10 @@ enum Combinator {
 fn is_null_schema(schema: &Value) -> bool {
     schema.get("type").and_then(Value::as_str) == Some("null")
         || schema.get("const") == Some(&Value::Null)
-        || schema.get("enum").and_then(Value::as_array).is_some_and(|e| e.len() == 1 && e[0].is_null())
+        || schema
+            .get("enum")
+            .and_then(Value::as_array)
+            .is_some_and(|e| e.len() == 1 && e[0].is_null())
 }
 
 /// Whether a schema (or parameter) carries `x-auditable: true`.
@@ -461,14 +533,24 @@ fn forbid_secret(schema: &Value, ptr: &str) -> Result<(), PolicyError> {
 }
 
 fn is_structural(keyword: &str) -> bool {
-    matches!(keyword, "properties" | "additionalProperties" | "items" | "allOf" | "oneOf" | "anyOf")
+    matches!(
+        keyword,
+        "properties" | "additionalProperties" | "items" | "allOf" | "oneOf" | "anyOf"
+    )
 }
 
-fn extension_str<'a>(op: &'a Map<String, Value>, name: &str, ptr: &str) -> Result<Option<&'a str>, PolicyError> {
+fn extension_str<'a>(
+    op: &'a Map<String, Value>,
+    name: &str,
+    ptr: &str,
+) -> Result<Option<&'a str>, PolicyError> {
     match op.get(name) {
         None => Ok(None),
         Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
-        Some(_) => Err(spec_error(&format!("{ptr}/{name}"), format!("{name} must be a non-empty string"))),
+        Some(_) => Err(spec_error(
+            &format!("{ptr}/{name}"),
+            format!("{name} must be a non-empty string"),
+        )),
     }
 }
 

@@ -139,7 +139,9 @@ impl OpenApiDocument {
             source_name: name.clone(),
             message: format!("cannot read the file: {e}"),
         })?;
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let parsed = if is_json {
             Self::from_json_str(&text)
         } else {

@@ -28,11 +28,16 @@ fn doc_with(schema: Value, components: Value) -> Value {
 }
 
 fn compile(doc: Value) -> AuditPolicy {
-    OpenApiDocument::from_value(doc).compile().expect("the document compiles")
+    OpenApiDocument::from_value(doc)
+        .compile()
+        .expect("the document compiles")
 }
 
 fn compile_err(doc: Value) -> String {
-    OpenApiDocument::from_value(doc).compile().expect_err("the document is refused").to_string()
+    OpenApiDocument::from_value(doc)
+        .compile()
+        .expect_err("the document is refused")
+        .to_string()
 }
 
 /// The request body as the record keeps it.
@@ -63,7 +68,10 @@ fn leaves_are_kept_iff_marked() {
     }});
     let body = json!({"name": "n", "secret": "s", "count": 3, "tags": ["a"], "ids": ["x"],
                       "meta": {"free": "form"}, "opaque": {"k": "v"}, "undeclared": "u"});
-    assert_eq!(kept(schema, json!({}), body), json!({"name": "n", "count": 3, "tags": ["a"], "meta": {"free": "form"}}));
+    assert_eq!(
+        kept(schema, json!({}), body),
+        json!({"name": "n", "count": 3, "tags": ["a"], "meta": {"free": "form"}})
+    );
 }
 
 #[test]
@@ -79,7 +87,10 @@ fn declared_objects_are_descended_through_refs_and_all_of() {
         {"type": "object", "properties": {"filters": {"$ref": "#/components/schemas/Filters"}}, "required": ["filters"]}
     ]});
     let body = json!({"name": "n", "filters": {"zones": ["z"], "secret": "s"}});
-    assert_eq!(kept(schema, components, body), json!({"name": "n", "filters": {"zones": ["z"]}}));
+    assert_eq!(
+        kept(schema, components, body),
+        json!({"name": "n", "filters": {"zones": ["z"]}})
+    );
 }
 
 #[test]
@@ -92,7 +103,10 @@ fn nullable_forms_are_seen_through() {
         "d": {"type": "object", "nullable": true, "properties": {"v": {"type": "string", "x-auditable": true}}}
     }});
     let body = json!({"a": {"v": 1, "s": 2}, "b": {"v": 3, "s": 4}, "c": null, "d": {"v": "x"}});
-    assert_eq!(kept(schema, components, body), json!({"a": {"v": 1}, "b": {"v": 3}, "c": null, "d": {"v": "x"}}));
+    assert_eq!(
+        kept(schema, components, body),
+        json!({"a": {"v": 1}, "b": {"v": 3}, "c": null, "d": {"v": "x"}})
+    );
 }
 
 #[test]
@@ -102,7 +116,10 @@ fn one_of_keeps_a_key_only_if_every_declaring_branch_marks_it() {
         {"type": "object", "properties": {"kind": {"type": "string", "x-auditable": true}, "value": {"type": "string"}}}
     ]});
     let body = json!({"kind": "k", "value": "v", "only_a": "o"});
-    assert_eq!(kept(schema, json!({}), body), json!({"kind": "k", "only_a": "o"}));
+    assert_eq!(
+        kept(schema, json!({}), body),
+        json!({"kind": "k", "only_a": "o"})
+    );
 }
 
 #[test]
@@ -110,7 +127,10 @@ fn arrays_apply_the_item_plan_to_each_element() {
     let schema = json!({"type": "object", "properties": {"hooks": {"type": "array", "items": {
         "type": "object", "properties": {"id": {"type": "string", "x-auditable": true}, "url": {"type": "string"}}}}}});
     let body = json!({"hooks": [{"id": "1", "url": "u"}, {"url": "only"}, {"id": "2"}]});
-    assert_eq!(kept(schema, json!({}), body), json!({"hooks": [{"id": "1"}, {"id": "2"}]}));
+    assert_eq!(
+        kept(schema, json!({}), body),
+        json!({"hooks": [{"id": "1"}, {"id": "2"}]})
+    );
 }
 
 #[test]
@@ -122,7 +142,10 @@ fn additional_properties_maps_are_explicit() {
             "max": {"type": "integer", "x-auditable": true}, "key": {"type": "string"}}}}
     }});
     let body = json!({"labels": {"env": "prod"}, "secrets": {"db": "pw"}, "limits": {"cpu": {"max": 2, "key": "k"}}});
-    assert_eq!(kept(schema, json!({}), body), json!({"labels": {"env": "prod"}, "limits": {"cpu": {"max": 2}}}));
+    assert_eq!(
+        kept(schema, json!({}), body),
+        json!({"labels": {"env": "prod"}, "limits": {"cpu": {"max": 2}}})
+    );
 }
 
 #[test]
@@ -133,7 +156,10 @@ fn recursive_schemas_compile_and_redact() {
         "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}}});
     let schema = json!({"$ref": "#/components/schemas/Node"});
     let body = json!({"name": "root", "secret": "s", "children": [{"name": "kid", "secret": "s", "children": []}]});
-    assert_eq!(kept(schema, components, body), json!({"name": "root", "children": [{"name": "kid"}]}));
+    assert_eq!(
+        kept(schema, components, body),
+        json!({"name": "root", "children": [{"name": "kid"}]})
+    );
 }
 
 #[test]
@@ -145,7 +171,10 @@ fn marks_beside_a_ref_are_honoured() {
         "wrapped": {"allOf": [{"$ref": "#/components/schemas/Status"}], "x-auditable": true}
     }});
     let body = json!({"status": "on", "other": "off", "wrapped": "on"});
-    assert_eq!(kept(schema, components, body), json!({"status": "on", "wrapped": "on"}));
+    assert_eq!(
+        kept(schema, components, body),
+        json!({"status": "on", "wrapped": "on"})
+    );
 }
 
 #[test]
@@ -153,7 +182,10 @@ fn responses_are_redacted_by_their_own_schema() {
     let policy = compile(doc_with(json!({"type": "object"}), json!({})));
     let plan = policy.plan_for(&Method::PUT, None, URI).expect("operation");
     let ct = http::HeaderValue::from_static("application/json");
-    let kept = plan.response.redact(200, Some(&ct), br#"{"id":"t1","token":"secret"}"#).expect("a body");
+    let kept = plan
+        .response
+        .redact(200, Some(&ct), br#"{"id":"t1","token":"secret"}"#)
+        .expect("a body");
     assert_eq!(kept.get(), r#"{"id":"t1"}"#);
 }
 
@@ -166,9 +198,16 @@ fn query_parameters_are_auditable_only_when_marked() {
             "get": {"parameters": [{"$ref": "#/components/parameters/Page"}, {"name": "token", "in": "query", "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "ok"}}}}}});
     let policy = compile(doc);
-    let plan = policy.plan_for(&Method::GET, None, "/zones").expect("operation");
-    let uri: http::Uri = "/zones?page=2&name=example.com&token=s3cr3t".parse().expect("uri");
-    assert_eq!(plan.query.redact_uri(&uri), "/zones?page=2&name=example.com&token=REDACTED");
+    let plan = policy
+        .plan_for(&Method::GET, None, "/zones")
+        .expect("operation");
+    let uri: http::Uri = "/zones?page=2&name=example.com&token=s3cr3t"
+        .parse()
+        .expect("uri");
+    assert_eq!(
+        plan.query.redact_uri(&uri),
+        "/zones?page=2&name=example.com&token=REDACTED"
+    );
 }
 
 #[test]
@@ -178,37 +217,76 @@ fn operation_extensions_set_the_plan() {
                             "x-audit-scope": "user", "x-audit-level": "request", "responses": {}}},
         "/healthz": {"get": {"x-audit": false, "responses": {}}}}});
     let policy = compile(doc);
-    let login = policy.plan_for(&Method::POST, None, "/login").expect("login");
+    let login = policy
+        .plan_for(&Method::POST, None, "/login")
+        .expect("login");
     assert_eq!(login.action, ActionType::Login);
-    assert_eq!((login.product.as_deref(), login.kind.as_deref(), login.scope.as_deref()), (Some("auth"), Some("session"), Some("user")));
+    assert_eq!(
+        (
+            login.product.as_deref(),
+            login.kind.as_deref(),
+            login.scope.as_deref()
+        ),
+        (Some("auth"), Some("session"), Some("user"))
+    );
     assert_eq!(login.level, AuditLevel::Request);
-    assert!(!policy.plan_for(&Method::GET, None, "/healthz").expect("health").audited);
+    assert!(
+        !policy
+            .plan_for(&Method::GET, None, "/healthz")
+            .expect("health")
+            .audited
+    );
 }
 
 #[test]
 fn spec_errors_name_the_pointer_and_the_fix() {
-    let password = doc_with(json!({"type": "object", "properties": {"password": {"type": "string", "format": "password", "x-auditable": true}}}), json!({}));
-    assert_eq!(compile_err(password),
-        "audit spec error at #/paths/~1accounts~1{account_id}~1things~1{thing_id}/put/requestBody/content/application~1json/schema/properties/password: x-auditable is set on a field with format: password: passwords are never auditable; remove x-auditable");
-    let write_only = doc_with(json!({"type": "object", "properties": {"key": {"type": "string", "writeOnly": true, "x-auditable": true}}}), json!({}));
-    assert!(compile_err(write_only).contains("/schema/properties/key: x-auditable is set on a writeOnly field"));
+    let password = doc_with(
+        json!({"type": "object", "properties": {"password": {"type": "string", "format": "password", "x-auditable": true}}}),
+        json!({}),
+    );
+    assert_eq!(
+        compile_err(password),
+        "audit spec error at #/paths/~1accounts~1{account_id}~1things~1{thing_id}/put/requestBody/content/application~1json/schema/properties/password: x-auditable is set on a field with format: password: passwords are never auditable; remove x-auditable"
+    );
+    let write_only = doc_with(
+        json!({"type": "object", "properties": {"key": {"type": "string", "writeOnly": true, "x-auditable": true}}}),
+        json!({}),
+    );
+    assert!(
+        compile_err(write_only)
+            .contains("/schema/properties/key: x-auditable is set on a writeOnly field")
+    );
     let dangling = doc_with(json!({"$ref": "#/components/schemas/Missing"}), json!({}));
-    assert!(compile_err(dangling).contains("/schema: dangling $ref \"#/components/schemas/Missing\""));
+    assert!(
+        compile_err(dangling).contains("/schema: dangling $ref \"#/components/schemas/Missing\"")
+    );
     let external = doc_with(json!({"$ref": "other.yaml#/X"}), json!({}));
     assert!(compile_err(external).contains("external $ref \"other.yaml#/X\" is not supported"));
     let mut level = doc_with(json!({}), json!({}));
     level["paths"][PATH]["put"]["x-audit-level"] = json!("everything");
     assert!(compile_err(level).ends_with("/put/x-audit-level: unknown audit level \"everything\": expected metadata, request or request_response"));
-    let not_bool = doc_with(json!({"type": "object", "properties": {"a": {"type": "string", "x-auditable": "yes"}}}), json!({}));
-    assert!(compile_err(not_bool).ends_with("/properties/a/x-auditable: x-auditable must be true or false"));
+    let not_bool = doc_with(
+        json!({"type": "object", "properties": {"a": {"type": "string", "x-auditable": "yes"}}}),
+        json!({}),
+    );
+    assert!(
+        compile_err(not_bool)
+            .ends_with("/properties/a/x-auditable: x-auditable must be true or false")
+    );
     assert!(compile_err(json!({"openapi": "2.0"})).contains("unsupported OpenAPI version \"2.0\""));
 }
 
 #[test]
 fn a_secret_behind_a_marked_ref_is_refused() {
     let components = json!({"Secret": {"type": "string", "format": "password"}});
-    let doc = doc_with(json!({"type": "object", "properties": {"p": {"$ref": "#/components/schemas/Secret", "x-auditable": true}}}), components);
-    assert!(matches!(OpenApiDocument::from_value(doc).compile(), Err(PolicyError::Spec { .. })));
+    let doc = doc_with(
+        json!({"type": "object", "properties": {"p": {"$ref": "#/components/schemas/Secret", "x-auditable": true}}}),
+        components,
+    );
+    assert!(matches!(
+        OpenApiDocument::from_value(doc).compile(),
+        Err(PolicyError::Spec { .. })
+    ));
 }
 
 #[test]
@@ -218,8 +296,18 @@ fn yaml_and_json_documents_are_read_alike() {
     let json_text = serde_json::to_string(from_yaml.as_value()).expect("json");
     let from_json = OpenApiDocument::from_str_any(&json_text).expect("json");
     assert_eq!(from_yaml.as_value(), from_json.as_value());
-    let err = OpenApiDocument::from_yaml_str("openapi: [unclosed").expect_err("bad yaml").to_string();
-    assert!(err.starts_with("cannot read the OpenAPI document: invalid YAML"), "{err}");
-    let err = OpenApiDocument::from_path("/nonexistent/api.yaml").expect_err("no file").to_string();
-    assert!(err.starts_with("cannot read /nonexistent/api.yaml: cannot read the file"), "{err}");
+    let err = OpenApiDocument::from_yaml_str("openapi: [unclosed")
+        .expect_err("bad yaml")
+        .to_string();
+    assert!(
+        err.starts_with("cannot read the OpenAPI document: invalid YAML"),
+        "{err}"
+    );
+    let err = OpenApiDocument::from_path("/nonexistent/api.yaml")
+        .expect_err("no file")
+        .to_string();
+    assert!(
+        err.starts_with("cannot read /nonexistent/api.yaml: cannot read the file"),
+        "{err}"
+    );
 }
