@@ -140,6 +140,10 @@ pub enum ActionType {
     Login,
     /// A sign-out.
     Logout,
+    /// Written by the storage pipeline, not by a request: records of this account were lost
+    /// (the queue was full or the spool out of budget). The description says how many and
+    /// between which times; `resource.request` holds `{"lost", "first", "last"}`.
+    Gap,
 }
 
 impl ActionType {
@@ -169,6 +173,7 @@ impl ActionType {
             Self::Delete => "delete",
             Self::Login => "login",
             Self::Logout => "logout",
+            Self::Gap => "gap",
         }
     }
 }
@@ -190,11 +195,12 @@ impl std::str::FromStr for ActionType {
             "delete" => Self::Delete,
             "login" => Self::Login,
             "logout" => Self::Logout,
+            "gap" => Self::Gap,
             _ => {
                 return Err(UnknownVariant::new(
                     "action type",
                     s,
-                    "view, create, update, delete, login, logout",
+                    "view, create, update, delete, login, logout, gap",
                 ));
             }
         })
@@ -563,6 +569,7 @@ mod tests {
             ActionType::Delete,
             ActionType::Login,
             ActionType::Logout,
+            ActionType::Gap,
         ] {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
             assert_eq!(t.as_str().parse::<ActionType>(), Ok(t));

@@ -1,0 +1,780 @@
+//! The ingest pipeline: the layer's sink, and the background work that enriches, batches and
+//! writes records, spilling to a local spool while the database is unavailable.
+//!
+//! ```no_run
+//! use audit_layer::{AuditLayer, AuditPolicy};
+//! use audit_store::{SqliteStore, pipeline};
+//! use audit_store::store::AuditStore;
+//!
+//! # async fn run() -> audit_store::Result<()> {
+//! let store = SqliteStore::open("audit.db").await?;
+//! store.migrate().await?;
+//! let (sink, pipeline) = pipeline::builder(store)
+//!     .spool("audit-spool", 256 * 1024 * 1024)
+//!     .build()
+//!     .await?;
+//! let worker = tokio::spawn(pipeline.run());
+//! let layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
+//! // ... serve with the layer; on shutdown:
+//! sink.shutdown().await;
+//! worker.await.ok();
+//! # Ok(()) }
+//! ```
+//!
+//! # What happens to a record
+//!
+//! [`IngestSink::submit`] puts the record on a bounded in-memory queue and returns at once:
+//! a request never waits for storage. The pipeline takes records off the queue in batches
+//! (by size, or after a short interval), fills in account and zone names from the
+//! application's [`Directory`] through a cache, and writes each batch in one transaction.
+//!
+//! A failed write is retried with backoff. When the retries are exhausted and a spool is
+//! configured, the pipeline becomes *degraded*: batches go to the spool on disk, in order,
+//! and a probe replays them, oldest first, as soon as the database answers again — also after
+//! a restart, since the spool is read when the pipeline starts. Without a spool, the batch is
+//! retried until it is written, and the queue absorbs what arrives meanwhile.
+//!
+//! Nothing is dropped silently. A record is dropped only when the queue is full or the spool
+//! is out of its byte budget; drops are counted, and once storage works again a *gap record*
+//! is written into each affected account's log saying how many records were lost and between
+//! which times.
+//!
+//! # Ordering
+//!
+//! Records are spread over the writers by account: all records of one account go through one
+//! writer, in the order they were submitted. That is the one ordering point per account that
+//! a per-account hash chain needs.
+
+mod enrich;
+mod metrics;
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use audit_layer::record::{
+    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
+    Resource, Timestamp,
+};
+use audit_layer::sink::AuditSink;
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+pub use enrich::{BoxError, Directory, Lookup};
+use enrich::Enricher;
+use metrics::Counters;
+pub use metrics::PipelineMetrics;
+
+use crate::Result;
+use crate::row::StoredRecord;
+use crate::spool::{Appended, Spool};
+use crate::store::AuditStore;
+
+/// Why a record submitted for durable commit was not committed to the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotCommitted {
+    /// The queue was full or the pipeline shut down.
+    #[error("the audit pipeline could not accept the record")]
+    Rejected,
+    /// The database was unavailable; the record went to the local spool.
+    #[error("the audit database is unavailable; the record was spooled")]
+    Spooled,
+    /// The record was lost (spool out of budget, or unwritable).
+    #[error("the audit record was dropped")]
+    Dropped,
+}
+
+/// How a batch write is retried before the pipeline turns to the spool.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    attempts: u32,
+    first_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Retry {
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.first_backoff
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_backoff)
+    }
+}
+
+/// Configures a pipeline; see [`builder`].
+#[must_use]
+pub struct PipelineBuilder<S> {
+    store: S,
+    queue_capacity: usize,
+    batch_size: usize,
+    flush_interval: Duration,
+    writers: usize,
+    directory: Option<Arc<dyn Directory>>,
+    cache_capacity: u64,
+    cache_ttl: Duration,
+    spool: Option<(PathBuf, u64)>,
+    retry: Retry,
+    probe_interval: Duration,
+}
+
+impl<S> std::fmt::Debug for PipelineBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("queue_capacity", &self.queue_capacity)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("writers", &self.writers)
+            .field("spool", &self.spool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pipeline writing into `store`, with the defaults documented on each setting.
+pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
+    PipelineBuilder {
+        store,
+        queue_capacity: 65_536,
+        batch_size: 1000,
+        flush_interval: Duration::from_millis(20),
+        writers: 1,
+        directory: None,
+        cache_capacity: 10_000,
+        cache_ttl: Duration::from_secs(300),
+        spool: None,
+        retry: Retry {
+            attempts: 3,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        },
+        probe_interval: Duration::from_millis(250),
+    }
+}
+
+impl<S: AuditStore> PipelineBuilder<S> {
+    /// How many records may wait in memory. Defaults to 65,536 (about 40 MiB of records).
+    pub fn queue_capacity(mut self, records: usize) -> Self {
+        self.queue_capacity = records.max(1);
+        self
+    }
+
+    /// The most records written in one transaction. Defaults to 1,000.
+    pub fn batch_size(mut self, records: usize) -> Self {
+        self.batch_size = records.max(1);
+        self
+    }
+
+    /// How long a partial batch waits for more records. Defaults to 20 ms.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// How many batches are written concurrently. Defaults to 1, right for SQLite (one
+    /// writer at a time); PostgreSQL benefits from 2–4.
+    pub fn writers(mut self, writers: usize) -> Self {
+        self.writers = writers.max(1);
+        self
+    }
+
+    /// Where account and zone names come from. Defaults to none: records keep only ids.
+    pub fn directory(mut self, directory: impl Directory) -> Self {
+        self.directory = Some(Arc::new(directory));
+        self
+    }
+
+    /// The directory cache's size and entry lifetime. Defaults to 10,000 names for 5 minutes.
+    pub fn directory_cache(mut self, capacity: u64, ttl: Duration) -> Self {
+        self.cache_capacity = capacity;
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Spills records to `dir` while the database is unavailable, up to `budget_bytes`.
+    /// Defaults to none.
+    pub fn spool(mut self, dir: impl Into<PathBuf>, budget_bytes: u64) -> Self {
+        self.spool = Some((dir.into(), budget_bytes));
+        self
+    }
+
+    /// How often a failed write is retried, and the first and longest pause between tries.
+    /// Defaults to 3 attempts, from 50 ms up to 5 s.
+    pub fn retry(mut self, attempts: u32, first_backoff: Duration, max_backoff: Duration) -> Self {
+        self.retry = Retry {
+            attempts: attempts.max(1),
+            first_backoff,
+            max_backoff,
+        };
+        self
+    }
+
+    /// How often a degraded pipeline checks whether the database is back. Defaults to 250 ms.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
+    /// The sink to give the layer, and the pipeline to run.
+    ///
+    /// # Errors
+    ///
+    /// When the spool directory cannot be opened.
+    pub async fn build(self) -> Result<(IngestSink, Pipeline<S>)> {
+        let spool = match &self.spool {
+            Some((dir, budget)) => Some(Spool::open(dir.clone(), *budget).await?),
+            None => None,
+        };
+        let per_lane = self.queue_capacity.div_ceil(self.writers).max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..self.writers).map(|_| mpsc::channel(per_lane)).unzip();
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            degraded: AtomicBool::new(spool.as_ref().is_some_and(|s| !s.is_empty())),
+            closing: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            done: Notify::new(),
+            gaps: Mutex::default(),
+            spool_bytes: std::sync::atomic::AtomicU64::new(spool.as_ref().map_or(0, Spool::used_bytes)),
+            per_lane,
+        });
+        let sink = IngestSink {
+            shared: Arc::clone(&shared),
+            lanes: senders.into(),
+        };
+        let enricher = self
+            .directory
+            .map(|d| Enricher::new(d, self.cache_capacity, self.cache_ttl));
+        let pipeline = Pipeline {
+            ctx: Arc::new(Context {
+                store: self.store,
+                shared,
+                enricher,
+                spool: tokio::sync::Mutex::new(spool),
+                has_spool: self.spool.is_some(),
+                batch_size: self.batch_size,
+                flush_interval: self.flush_interval,
+                retry: self.retry,
+                probe_interval: self.probe_interval,
+            }),
+            lanes: receivers,
+        };
+        Ok((sink, pipeline))
+    }
+}
+
+/// One record on its way, with whoever waits for its commit.
+struct Envelope {
+    record: AuditRecord,
+    committed: Option<oneshot::Sender<Result<(), NotCommitted>>>,
+}
+
+enum Message {
+    Record(Envelope),
+    Shutdown,
+}
+
+/// Drops waiting to be reported by a gap record, by account.
+#[derive(Debug, Default)]
+struct Gaps {
+    spans: HashMap<Option<String>, GapSpan>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct GapSpan {
+    lost: u64,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+impl Gaps {
+    fn note(&mut self, account: Option<&str>, time_ms: i64) {
+        let span = self
+            .spans
+            .entry(account.map(str::to_owned))
+            .or_insert(GapSpan {
+                lost: 0,
+                first_ms: time_ms,
+                last_ms: time_ms,
+            });
+        span.lost += 1;
+        span.first_ms = span.first_ms.min(time_ms);
+        span.last_ms = span.last_ms.max(time_ms);
+    }
+}
+
+struct Shared {
+    counters: Counters,
+    /// The database is failing: writes go to the spool, strict requests are refused.
+    degraded: AtomicBool,
+    closing: AtomicBool,
+    finished: AtomicBool,
+    done: Notify,
+    gaps: Mutex<Gaps>,
+    spool_bytes: std::sync::atomic::AtomicU64,
+    per_lane: usize,
+}
+
+impl Shared {
+    fn drop_record(&self, account: Option<&str>, time_ms: i64) {
+        Counters::add(&self.counters.dropped, 1);
+        self.gaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(account, time_ms);
+    }
+}
+
+/// The layer's sink: hands records to the pipeline without waiting.
+///
+/// Cheap to clone. Give one to the `AuditLayer`, keep one to read [`metrics`](Self::metrics)
+/// and to [`shutdown`](Self::shutdown) the pipeline.
+#[derive(Clone)]
+pub struct IngestSink {
+    shared: Arc<Shared>,
+    lanes: Arc<[mpsc::Sender<Message>]>,
+}
+
+impl std::fmt::Debug for IngestSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSink")
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+impl IngestSink {
+    fn lane_for(&self, record: &AuditRecord) -> &mpsc::Sender<Message> {
+        let lane = match (&record.account, self.lanes.len()) {
+            (_, 1) | (None, _) => 0,
+            (Some(account), n) => {
+                let mut hasher = DefaultHasher::new();
+                account.id.hash(&mut hasher);
+                (hasher.finish() % n as u64) as usize
+            }
+        };
+        &self.lanes[lane]
+    }
+
+    fn enqueue(&self, envelope: Envelope) -> std::result::Result<(), Envelope> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(envelope);
+        }
+        match self.lane_for(&envelope.record).try_send(Message::Record(envelope)) {
+            Ok(()) => {
+                Counters::add(&self.shared.counters.enqueued, 1);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+            | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Err(e),
+            Err(_) => unreachable!("only records are sent by submit"),
+        }
+    }
+
+    /// Submits a record and waits until it is committed to the database (strict mode).
+    ///
+    /// Many waiting records share a batch, and so a transaction (group commit).
+    ///
+    /// # Errors
+    ///
+    /// When the record was not committed: see [`NotCommitted`].
+    pub async fn submit_and_commit(&self, record: AuditRecord) -> std::result::Result<(), NotCommitted> {
+        let (tx, rx) = oneshot::channel();
+        let envelope = Envelope {
+            record,
+            committed: Some(tx),
+        };
+        if let Err(envelope) = self.enqueue(envelope) {
+            let record = &envelope.record;
+            self.shared
+                .drop_record(record.account.as_ref().map(|a| a.id.as_str()), record.action.time.unix_millis());
+            return Err(NotCommitted::Rejected);
+        }
+        rx.await.unwrap_or(Err(NotCommitted::Dropped))
+    }
+
+    /// Whether the database is taking records now (not degraded).
+    pub fn is_available(&self) -> bool {
+        !self.shared.degraded.load(Ordering::Acquire) && !self.shared.closing.load(Ordering::Acquire)
+    }
+
+    /// The counters now.
+    pub fn metrics(&self) -> PipelineMetrics {
+        let depth: usize = self
+            .lanes
+            .iter()
+            .map(|l| self.shared.per_lane.saturating_sub(l.capacity()))
+            .sum();
+        self.shared.counters.snapshot(
+            depth as u64,
+            self.shared.spool_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops accepting records, writes (or spools) everything accepted, and waits until the
+    /// pipeline's [`run`](Pipeline::run) has finished. Records submitted afterwards are
+    /// dropped and counted.
+    pub async fn shutdown(&self) {
+        let finished = self.shared.done.notified();
+        self.shared.closing.store(true, Ordering::Release);
+        for lane in self.lanes.iter() {
+            // Waits behind what is queued; a lane already gone has nothing left to flush.
+            let _ = lane.send(Message::Shutdown).await;
+        }
+        if !self.shared.finished.load(Ordering::Acquire) {
+            finished.await;
+        }
+    }
+}
+
+impl AuditSink for IngestSink {
+    fn submit(&self, record: AuditRecord) {
+        let envelope = Envelope {
+            record,
+            committed: None,
+        };
+        if let Err(envelope) = self.enqueue(envelope) {
+            let record = &envelope.record;
+            self.shared
+                .drop_record(record.account.as_ref().map(|a| a.id.as_str()), record.action.time.unix_millis());
+        }
+    }
+}
+
+/// The pipeline's background work; run it with [`run`](Self::run) on the runtime.
+#[must_use = "the pipeline does nothing unless run"]
+pub struct Pipeline<S> {
+    ctx: Arc<Context<S>>,
+    lanes: Vec<mpsc::Receiver<Message>>,
+}
+
+impl<S> std::fmt::Debug for Pipeline<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("writers", &self.lanes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Context<S> {
+    store: S,
+    shared: Arc<Shared>,
+    enricher: Option<Enricher>,
+    spool: tokio::sync::Mutex<Option<Spool>>,
+    has_spool: bool,
+    batch_size: usize,
+    flush_interval: Duration,
+    retry: Retry,
+    probe_interval: Duration,
+}
+
+impl<S: AuditStore> Pipeline<S> {
+    /// Runs until [`IngestSink::shutdown`] is called and everything accepted is written or
+    /// spooled. Spawn it: `tokio::spawn(pipeline.run())`.
+    pub async fn run(self) {
+        let Self { ctx, lanes } = self;
+        let mut writers = tokio::task::JoinSet::new();
+        for lane in lanes {
+            writers.spawn(Arc::clone(&ctx).lane(lane));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let recovery = tokio::spawn(Arc::clone(&ctx).recover(Arc::clone(&stop)));
+        while writers.join_next().await.is_some() {}
+        stop.store(true, Ordering::Release);
+        let _ = recovery.await;
+        ctx.shared.finished.store(true, Ordering::Release);
+        ctx.shared.done.notify_waiters();
+    }
+}
+
+impl<S: AuditStore> Context<S> {
+    async fn lane(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
+        let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_size);
+        let mut closing = false;
+        while !closing {
+            match rx.recv().await {
+                None | Some(Message::Shutdown) => closing = true,
+                Some(Message::Record(e)) => batch.push(e),
+            }
+            let deadline = tokio::time::Instant::now() + self.flush_interval;
+            while !closing && batch.len() < self.batch_size {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(Message::Record(e))) => batch.push(e),
+                    Ok(None | Some(Message::Shutdown)) => closing = true,
+                    Err(_) => break,
+                }
+            }
+            if closing {
+                // Take what raced the shutdown in, too.
+                rx.close();
+                while let Ok(message) = rx.try_recv() {
+                    if let Message::Record(e) = message {
+                        batch.push(e);
+                    }
+                }
+            }
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(self.batch_size));
+                let full = std::mem::replace(&mut batch, rest);
+                self.process(full, closing).await;
+            }
+        }
+    }
+
+    async fn process(&self, batch: Vec<Envelope>, closing: bool) {
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::new();
+        for Envelope { mut record, committed } in batch {
+            if let Some(enricher) = &self.enricher {
+                enricher.enrich(&mut record).await;
+            }
+            match StoredRecord::from_record(&record) {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    tracing::error!(target: "audit_store", id = %record.id, "unstorable audit record: {e}");
+                    self.shared
+                        .drop_record(record.account.as_ref().map(|a| a.id.as_str()), record.action.time.unix_millis());
+                    if let Some(tx) = committed {
+                        let _ = tx.send(Err(NotCommitted::Dropped));
+                    }
+                    continue;
+                }
+            }
+            waiters.push(committed);
+        }
+        let outcome = self.write(rows, closing).await;
+        for tx in waiters.into_iter().flatten() {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Writes one batch: to the database with retries, else to the spool.
+    async fn write(&self, rows: Vec<StoredRecord>, closing: bool) -> std::result::Result<(), NotCommitted> {
+        let mut attempt = 0;
+        loop {
+            if self.has_spool && self.shared.degraded.load(Ordering::Acquire) {
+                match self.to_spool(&rows).await {
+                    Some(outcome) => return outcome,
+                    // Recovered while we waited for the spool: write directly.
+                    None => continue,
+                }
+            }
+            let started = Instant::now();
+            match self.store.insert(&rows).await {
+                Ok(new) => {
+                    self.committed(&rows, new, started);
+                    if !self.has_spool {
+                        self.shared.degraded.store(false, Ordering::Release);
+                    }
+                    self.write_gaps().await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    Counters::add(&self.shared.counters.failed_writes, 1);
+                    attempt += 1;
+                    tracing::warn!(target: "audit_store", attempt, records = rows.len(), "audit batch write failed: {e}");
+                    if attempt >= self.retry.attempts {
+                        if self.has_spool {
+                            self.shared.degraded.store(true, Ordering::Release);
+                            continue;
+                        }
+                        // No spool: keep the batch in memory and keep trying, but not
+                        // forever once shutting down.
+                        self.shared.degraded.store(true, Ordering::Release);
+                        if closing && attempt >= self.retry.attempts + 10 {
+                            for row in &rows {
+                                self.shared.drop_record(row.account_id.as_deref(), row.time_ms);
+                            }
+                            tracing::error!(target: "audit_store", records = rows.len(), "audit database unavailable at shutdown and no spool: records dropped");
+                            return Err(NotCommitted::Dropped);
+                        }
+                    }
+                    tokio::time::sleep(self.retry.backoff(attempt.saturating_sub(1))).await;
+                }
+            }
+        }
+    }
+
+    fn committed(&self, rows: &[StoredRecord], new: u64, started: Instant) {
+        let counters = &self.shared.counters;
+        Counters::add(&counters.stored, new);
+        Counters::add(&counters.duplicates, (rows.len() as u64).saturating_sub(new));
+        counters.batch_took(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Appends a batch to the spool. `None` when the pipeline recovered meanwhile.
+    async fn to_spool(&self, rows: &[StoredRecord]) -> Option<std::result::Result<(), NotCommitted>> {
+        let mut guard = self.spool.lock().await;
+        // Checked under the lock: recovery clears the flag while holding it.
+        if !self.shared.degraded.load(Ordering::Acquire) {
+            return None;
+        }
+        let spool = guard.as_mut()?;
+        let texts: Vec<String> = rows.iter().map(|r| r.record.clone()).collect();
+        let outcome = match spool.append(&texts).await {
+            Ok(Appended::Stored) => {
+                Counters::add(&self.shared.counters.spooled, rows.len() as u64);
+                Err(NotCommitted::Spooled)
+            }
+            Ok(Appended::OverBudget) => {
+                tracing::error!(target: "audit_store", records = rows.len(), "audit spool out of budget: records dropped");
+                Err(NotCommitted::Dropped)
+            }
+            Err(e) => {
+                tracing::error!(target: "audit_store", records = rows.len(), "audit spool write failed, records dropped: {e}");
+                Err(NotCommitted::Dropped)
+            }
+        };
+        if outcome == Err(NotCommitted::Dropped) {
+            for row in rows {
+                self.shared.drop_record(row.account_id.as_deref(), row.time_ms);
+            }
+        }
+        self.shared.spool_bytes.store(spool.used_bytes(), Ordering::Relaxed);
+        Some(outcome)
+    }
+
+    /// While degraded: probe the database, and replay the spool in order once it answers.
+    async fn recover(self: Arc<Self>, stop: Arc<AtomicBool>) {
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            if self.shared.degraded.load(Ordering::Acquire) && self.has_spool {
+                if self.store.ping().await.is_ok() {
+                    self.replay().await;
+                }
+            } else if !self.shared.degraded.load(Ordering::Acquire) {
+                self.write_gaps().await;
+            }
+            if stopping {
+                return;
+            }
+            tokio::time::sleep(self.probe_interval).await;
+        }
+    }
+
+    /// Writes the spool's segments to the database, oldest first, removing each once
+    /// committed; clears the degraded state when the spool is empty.
+    async fn replay(&self) {
+        let mut guard = self.spool.lock().await;
+        let Some(spool) = guard.as_mut() else { return };
+        loop {
+            let (id, texts) = match spool.oldest().await {
+                Ok(Some(segment)) => segment,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(target: "audit_store", "cannot read the audit spool: {e}");
+                    return;
+                }
+            };
+            let mut rows = Vec::with_capacity(texts.len());
+            for text in texts {
+                match StoredRecord::from_json(text) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => {
+                        tracing::error!(target: "audit_store", "unreadable record in the audit spool, dropped: {e}");
+                        Counters::add(&self.shared.counters.dropped, 1);
+                    }
+                }
+            }
+            let started = Instant::now();
+            match self.store.insert(&rows).await {
+                Ok(new) => {
+                    self.committed(&rows, new, started);
+                    Counters::add(&self.shared.counters.replayed, rows.len() as u64);
+                    if let Err(e) = spool.remove(id).await {
+                        tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
+                        return;
+                    }
+                    self.shared.spool_bytes.store(spool.used_bytes(), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    Counters::add(&self.shared.counters.failed_writes, 1);
+                    tracing::warn!(target: "audit_store", "audit spool replay failed, will retry: {e}");
+                    return;
+                }
+            }
+        }
+        self.shared.degraded.store(false, Ordering::Release);
+        drop(guard);
+        self.write_gaps().await;
+    }
+
+    /// Writes one gap record per account that lost records, if any did.
+    async fn write_gaps(&self) {
+        let spans: Vec<(Option<String>, GapSpan)> = {
+            let mut gaps = self.shared.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+            if gaps.spans.is_empty() {
+                return;
+            }
+            gaps.spans.drain().collect()
+        };
+        let rows: Vec<StoredRecord> = spans
+            .iter()
+            .filter_map(|(account, span)| StoredRecord::from_record(&gap_record(account.clone(), *span)).ok())
+            .collect();
+        match self.store.insert(&rows).await {
+            Ok(new) => {
+                Counters::add(&self.shared.counters.gap_records, new);
+            }
+            Err(e) => {
+                tracing::warn!(target: "audit_store", "cannot write audit gap records yet: {e}");
+                let mut gaps = self.shared.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+                for (account, span) in spans {
+                    gaps.spans
+                        .entry(account)
+                        .and_modify(|e| {
+                            e.lost += span.lost;
+                            e.first_ms = e.first_ms.min(span.first_ms);
+                            e.last_ms = e.last_ms.max(span.last_ms);
+                        })
+                        .or_insert(span);
+                }
+            }
+        }
+    }
+}
+
+/// The record that says an account's log lost `span.lost` records.
+fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord {
+    let id = Uuid::now_v7();
+    let first = Timestamp::from_unix_millis(span.first_ms);
+    let last = Timestamp::from_unix_millis(span.last_ms);
+    AuditRecord {
+        id,
+        account: account.map(|id| Account { id, name: None }),
+        action: Action {
+            description: Some(
+                format!("{} audit records were lost between {first} and {last}", span.lost).into(),
+            ),
+            result: ActionResult::Failure,
+            time: Timestamp::now(),
+            kind: ActionType::Gap,
+        },
+        actor: Actor {
+            context: Some(ActorContext::System),
+            kind: Some(ActorType::System),
+            ..Actor::default()
+        },
+        raw: Raw {
+            method: "-".into(),
+            ray_id: id.simple().to_string(),
+            status_code: 500,
+            uri: "-".into(),
+            user_agent: None,
+        },
+        resource: Resource {
+            id: None,
+            product: Some("audit_log".into()),
+            request: Some(serde_json::json!({
+                "lost": span.lost,
+                "first": first.to_string(),
+                "last": last.to_string(),
+            })),
+            response: None,
+            scope: Some("accounts".into()),
+            kind: Some("gap".into()),
+        },
+        zone: None,
+    }
+}

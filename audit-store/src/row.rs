@@ -1,0 +1,136 @@
+//! A record as stored: typed columns for every query filter, plus the record's JSON.
+//!
+//! This module owns the column list; both backends insert and select through it.
+
+use audit_layer::record::AuditRecord;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// The stored columns, in insert order. `record` holds the record's JSON exactly as
+/// serialized, so a record read back is byte-for-byte the one written.
+pub(crate) const COLUMNS: [&str; 24] = [
+    "id",
+    "time_ms",
+    "account_id",
+    "account_name",
+    "zone_id",
+    "zone_name",
+    "action_type",
+    "action_result",
+    "actor_email",
+    "actor_id",
+    "actor_ip_address",
+    "actor_type",
+    "actor_context",
+    "actor_token_id",
+    "actor_token_name",
+    "raw_ray_id",
+    "raw_method",
+    "raw_status_code",
+    "raw_uri",
+    "resource_id",
+    "resource_product",
+    "resource_type",
+    "resource_scope",
+    "record",
+];
+
+/// One record flattened into its columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// `id`.
+    pub id: Uuid,
+    /// `action.time`, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// `account.id`.
+    pub account_id: Option<String>,
+    /// `account.name`.
+    pub account_name: Option<String>,
+    /// `zone.id`.
+    pub zone_id: Option<String>,
+    /// `zone.name`.
+    pub zone_name: Option<String>,
+    /// `action.type`.
+    pub action_type: &'static str,
+    /// `action.result`.
+    pub action_result: &'static str,
+    /// `actor.email`.
+    pub actor_email: Option<String>,
+    /// `actor.id`.
+    pub actor_id: Option<String>,
+    /// `actor.ip_address`.
+    pub actor_ip_address: Option<String>,
+    /// `actor.type`.
+    pub actor_type: Option<&'static str>,
+    /// `actor.context`.
+    pub actor_context: Option<&'static str>,
+    /// `actor.token.id`.
+    pub actor_token_id: Option<String>,
+    /// `actor.token.name`.
+    pub actor_token_name: Option<String>,
+    /// `raw.ray_id`.
+    pub raw_ray_id: String,
+    /// `raw.method`.
+    pub raw_method: String,
+    /// `raw.status_code`.
+    pub raw_status_code: i32,
+    /// `raw.uri`.
+    pub raw_uri: String,
+    /// `resource.id`.
+    pub resource_id: Option<String>,
+    /// `resource.product`.
+    pub resource_product: Option<String>,
+    /// `resource.type`.
+    pub resource_type: Option<String>,
+    /// `resource.scope`.
+    pub resource_scope: Option<String>,
+    /// The record as JSON.
+    pub record: String,
+}
+
+impl StoredRecord {
+    /// Flattens a record given as the JSON it was serialized to, keeping that text as is (a
+    /// record replayed from the spool is stored byte for byte as first written).
+    pub fn from_json(json: String) -> Result<Self> {
+        let record: AuditRecord = serde_json::from_str(&json)?;
+        let mut stored = Self::flatten(&record, String::new());
+        stored.record = json;
+        Ok(stored)
+    }
+
+    /// Flattens a record, serializing it once.
+    pub fn from_record(record: &AuditRecord) -> Result<Self> {
+        Ok(Self::flatten(record, serde_json::to_string(record)?))
+    }
+
+    fn flatten(record: &AuditRecord, json: String) -> Self {
+        let s = |v: &Option<std::sync::Arc<str>>| v.as_deref().map(str::to_owned);
+        Self {
+            id: record.id,
+            time_ms: record.action.time.unix_millis(),
+            account_id: record.account.as_ref().map(|a| a.id.clone()),
+            account_name: record.account.as_ref().and_then(|a| a.name.clone()),
+            zone_id: record.zone.as_ref().map(|z| z.id.clone()),
+            zone_name: record.zone.as_ref().and_then(|z| z.name.clone()),
+            action_type: record.action.kind.as_str(),
+            action_result: record.action.result.as_str(),
+            actor_email: record.actor.email.clone(),
+            actor_id: record.actor.id.clone(),
+            actor_ip_address: record.actor.ip_address.map(|ip| ip.to_string()),
+            actor_type: record.actor.kind.map(|k| k.as_str()),
+            actor_context: record.actor.context.map(|c| c.as_str()),
+            actor_token_id: record.actor.token.id.clone(),
+            actor_token_name: record.actor.token.name.clone(),
+            raw_ray_id: record.raw.ray_id.clone(),
+            raw_method: record.raw.method.clone(),
+            raw_status_code: i32::from(record.raw.status_code),
+            raw_uri: record.raw.uri.clone(),
+            resource_id: record.resource.id.clone(),
+            resource_product: s(&record.resource.product),
+            resource_type: s(&record.resource.kind),
+            resource_scope: s(&record.resource.scope),
+            record: json,
+        }
+    }
+}

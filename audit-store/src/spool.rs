@@ -1,0 +1,719 @@
+//! The local disk spool: where records wait while the database is down or slow.
+//!
+//! When the pipeline cannot hand a batch to the store, it appends the batch here; when the
+//! store is back it replays the spool oldest segment first, and removes each segment once its
+//! records are committed. Segments survive a restart, so records spooled before a crash are
+//! replayed by the next process.
+//!
+//! # Format
+//!
+//! A spool is one directory owned by one [`Spool`] (two processes must not share it). Each
+//! appended batch becomes one *segment*: a file named by its sequence number, zero-padded to
+//! 20 digits so that lexical order is numeric order (`00000000000000000042.seg`). A segment holds
+//! the batch's records as JSON lines: each record's JSON text (`StoredRecord::record`, compact
+//! `serde_json` output, which never contains a newline) followed by `\n`, in batch order.
+//! Nothing else is in the file, so a segment's size is exactly the sum of its lines' lengths.
+//!
+//! # Atomicity
+//!
+//! A segment is whole or absent. [`Spool::append`] writes the batch to
+//! `<sequence>.seg.tmp`, fsyncs it, renames it to `<sequence>.seg` and fsyncs the directory
+//! (on Unix; elsewhere the rename is the last step). A crash before the rename leaves only a
+//! temp file, which [`Spool::open`] deletes: a batch whose append did not return
+//! [`Appended::Stored`] was never promised. Only names of exactly those two shapes are
+//! touched; any other file in the directory is ignored and left alone.
+//!
+//! Removal is not fsync'd: a removal lost in a crash replays that segment once more, which
+//! is harmless because a record's `id` is the store's key (retries never duplicate).
+//!
+//! # Ordering
+//!
+//! Sequence numbers only grow: a new spool continues at the highest existing segment's
+//! number plus one, so segments are replayed in the order they were appended, across
+//! restarts. Within a segment, records keep their batch order.
+//!
+//! # Budget
+//!
+//! The spool holds at most `budget_bytes` of segment data ([`Spool::used_bytes`], the sum of
+//! the segment file sizes, counted from the files on open). An append that would go past the
+//! budget writes nothing and returns [`Appended::OverBudget`]; the caller counts those
+//! records as dropped (and reports the gap). Space comes back as replayed segments are
+//! removed. A spool reopened with a smaller budget than it already uses takes no new batch
+//! until it has drained below the budget.
+//!
+//! # Damaged segments
+//!
+//! Segments are only ever written whole, but a file can still be damaged by hand or by the
+//! disk. Replay must not crash or stall on one, so [`Spool::oldest`] returns the lines that
+//! are readable audit records (UTF-8 text that deserializes as an
+//! [`AuditRecord`](audit_layer::record::AuditRecord)) and skips the rest, logging with
+//! `tracing::warn!` which file, how many lines and the first reason. A segment with no
+//! readable line, or one deleted behind the spool's back, comes back with no records, so the
+//! caller removes it and replay moves on. Blank lines carry no record and are skipped
+//! silently. I/O errors (as opposed to damaged content) are returned as errors.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use audit_layer::record::AuditRecord;
+
+use crate::{Result, StoreError};
+
+/// The suffix of a complete segment's file name.
+const SEGMENT_SUFFIX: &str = ".seg";
+/// The suffix of a segment still being written.
+const TEMP_SUFFIX: &str = ".seg.tmp";
+
+/// A directory of segments waiting to be replayed, oldest first. See the module docs.
+#[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct Spool {
+    /// The spool's directory.
+    dir: PathBuf,
+    /// The most segment bytes the spool holds.
+    budget_bytes: u64,
+    /// Segment sequence number → file size in bytes, oldest first.
+    segments: BTreeMap<u64, u64>,
+    /// The sum of the segment sizes.
+    used_bytes: u64,
+    /// The sequence number of the next appended segment.
+    next_seq: u64,
+}
+
+/// A segment's identity: its sequence number. Older segments compare smaller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct SegmentId(u64);
+
+/// What [`Spool::append`] did with a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum Appended {
+    /// The batch is on disk (fsync'd) as one new segment.
+    Stored,
+    /// The batch would have passed the byte budget: nothing was written; the caller counts
+    /// the records as dropped.
+    OverBudget,
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl Spool {
+    /// Opens the spool in `dir`, creating the directory if needed.
+    ///
+    /// Finds the complete segments already there (left by an earlier process), deletes the
+    /// temp files of appends that a crash interrupted, and checks that the directory takes a
+    /// new file, so that a spool that cannot work fails at startup rather than during an
+    /// outage. New segments are numbered from the highest existing one plus one.
+    pub(crate) async fn open(dir: impl Into<PathBuf>, budget_bytes: u64) -> Result<Self> {
+        let dir = dir.into();
+        let scan_dir = dir.clone();
+        let (segments, next_seq) = blocking(&dir, move || scan(&scan_dir)).await??;
+        let used_bytes = segments.values().sum();
+        Ok(Self {
+            dir,
+            budget_bytes,
+            segments,
+            used_bytes,
+            next_seq,
+        })
+    }
+
+    /// Whether no segment is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The bytes the segments take, counted against the budget.
+    pub(crate) fn used_bytes(&self) -> u64 {
+        self.used_bytes
+    }
+
+    /// The number of segments waiting.
+    pub(crate) fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends one batch as one new segment, durably: see the module docs.
+    ///
+    /// `records` are the records' JSON texts (`StoredRecord::record`), one line each. If the
+    /// spool's used bytes plus this batch's size (each text's length plus one for its newline)
+    /// would pass the budget, nothing is written and the answer is [`Appended::OverBudget`].
+    /// An empty batch writes nothing and is [`Appended::Stored`]. A text containing a newline
+    /// is refused with an error (it would split into two lines), and nothing is written.
+    ///
+    /// On an I/O error the batch is not promised to be on disk. In the one case where the
+    /// segment is already in place but the directory fsync failed (and the file could not
+    /// be removed again), the spool keeps it and will replay it: a record may then be both
+    /// counted as dropped and stored, never lost twice or stored twice.
+    pub(crate) async fn append(&mut self, records: &[String]) -> Result<Appended> {
+        if records.is_empty() {
+            return Ok(Appended::Stored);
+        }
+        let size: u64 = records.iter().map(|r| r.len() as u64 + 1).sum();
+        if self.used_bytes.saturating_add(size) > self.budget_bytes {
+            return Ok(Appended::OverBudget);
+        }
+        let seq = self.next_seq;
+        let path = self.segment_path(seq);
+        if let Some(index) = records.iter().position(|r| r.contains('\n')) {
+            return Err(spool_error(
+                &path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "record {index} of the batch contains a newline; spooled records must be single-line JSON"
+                    ),
+                ),
+            ));
+        }
+        // Advance first: whatever happens below, this number is never reused in this process.
+        self.next_seq = seq.checked_add(1).ok_or_else(|| {
+            spool_error(
+                &path,
+                io::Error::other("segment sequence numbers exhausted"),
+            )
+        })?;
+
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for record in records {
+            bytes.extend_from_slice(record.as_bytes());
+            bytes.push(b'\n');
+        }
+        let dir = self.dir.clone();
+        let tmp = self.temp_path(seq);
+        let final_path = path.clone();
+        let written = blocking(&path, move || {
+            write_segment(&dir, &tmp, &final_path, &bytes)
+        })
+        .await?;
+        match written {
+            Ok(()) => {
+                self.track(seq, size);
+                Ok(Appended::Stored)
+            }
+            Err(WriteFailure { error, landed }) => {
+                if landed {
+                    self.track(seq, size);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The oldest segment, if any: its id and its records' JSON texts, in order.
+    ///
+    /// Damaged lines are skipped and logged; a segment whose file has vanished comes back
+    /// with no records (see the module docs). Remove the segment with [`Spool::remove`] once
+    /// its records are committed.
+    pub(crate) async fn oldest(&self) -> Result<Option<(SegmentId, Vec<String>)>> {
+        let Some((&seq, _)) = self.segments.first_key_value() else {
+            return Ok(None);
+        };
+        let path = self.segment_path(seq);
+        let read_path = path.clone();
+        let records = blocking(&path, move || read_segment(&read_path)).await??;
+        Ok(Some((SegmentId(seq), records)))
+    }
+
+    /// Deletes a replayed segment (after its records were committed). Removing a segment
+    /// that is not (or no longer) in the spool does nothing.
+    pub(crate) async fn remove(&mut self, id: SegmentId) -> Result<()> {
+        let Some(&size) = self.segments.get(&id.0) else {
+            return Ok(());
+        };
+        let path = self.segment_path(id.0);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(spool_error(&path, e)),
+        }
+        self.segments.remove(&id.0);
+        self.used_bytes = self.used_bytes.saturating_sub(size);
+        Ok(())
+    }
+
+    /// Counts a segment that is in place.
+    fn track(&mut self, seq: u64, size: u64) {
+        self.segments.insert(seq, size);
+        self.used_bytes = self.used_bytes.saturating_add(size);
+    }
+
+    /// The path of segment `seq`.
+    fn segment_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}{SEGMENT_SUFFIX}"))
+    }
+
+    /// The temp path segment `seq` is written to before its rename.
+    fn temp_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}{TEMP_SUFFIX}"))
+    }
+}
+
+/// The spool error naming `path`.
+fn spool_error(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Spool {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Runs blocking file work off the async runtime. A panic in `work` comes back as an error
+/// naming `path`, not as a panic.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| spool_error(path, io::Error::other(e)))
+}
+
+/// The sequence number in a name of the form `<digits><suffix>`.
+fn parse_seq(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Opens the directory: creates it, lists its segments, deletes leftover temp files and
+/// checks that it is writable. Returns the segments and the next sequence number.
+fn scan(dir: &Path) -> Result<(BTreeMap<u64, u64>, u64)> {
+    fs::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
+    let mut segments = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(|e| spool_error(dir, e))? {
+        let entry = entry.map_err(|e| spool_error(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(seq) = parse_seq(name, SEGMENT_SUFFIX) {
+            let meta = fs::metadata(&path).map_err(|e| spool_error(&path, e))?;
+            if meta.is_file() {
+                segments.insert(seq, meta.len());
+            } else {
+                tracing::warn!(path = %path.display(), "ignoring a spool entry that is not a file");
+            }
+        } else if parse_seq(name, TEMP_SUFFIX).is_some() {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an unfinished spool segment left by an interrupted append");
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(spool_error(&path, e)),
+            }
+        }
+    }
+    let next_seq = match segments.last_key_value() {
+        None => 0,
+        Some((&last, _)) => last.checked_add(1).ok_or_else(|| {
+            spool_error(dir, io::Error::other("segment sequence numbers exhausted"))
+        })?,
+    };
+    // A spool that cannot create files fails now, not when the database goes down. The probe
+    // has a temp name, so a crash right here leaves nothing the next open keeps.
+    let probe = dir.join(format!("{next_seq:020}{TEMP_SUFFIX}"));
+    fs::File::create(&probe).map_err(|e| spool_error(&probe, e))?;
+    fs::remove_file(&probe).map_err(|e| spool_error(&probe, e))?;
+    Ok((segments, next_seq))
+}
+
+/// Why a segment write failed, and whether the segment file is in place anyway.
+struct WriteFailure {
+    /// The error, naming the file or directory.
+    error: StoreError,
+    /// The renamed segment is in place (the directory fsync failed and it could not be removed).
+    landed: bool,
+}
+
+/// Writes `bytes` to `tmp`, fsyncs it, renames it to `path` and fsyncs `dir`. On failure,
+/// cleans up so that the segment is absent, where it can.
+fn write_segment(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> std::result::Result<(), WriteFailure> {
+    let write = || -> io::Result<()> {
+        let mut file = fs::File::create(tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(tmp);
+        return Err(WriteFailure {
+            error: spool_error(tmp, e),
+            landed: false,
+        });
+    }
+    if let Err(e) = fs::rename(tmp, path) {
+        let _ = fs::remove_file(tmp);
+        return Err(WriteFailure {
+            error: spool_error(path, e),
+            landed: false,
+        });
+    }
+    if let Err(e) = sync_dir(dir) {
+        let landed = fs::remove_file(path).is_err();
+        return Err(WriteFailure {
+            error: spool_error(dir, e),
+            landed,
+        });
+    }
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Reads a segment's records, skipping (and logging) damaged lines; a vanished file has none.
+fn read_segment(path: &Path) -> Result<Vec<String>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "spool segment vanished before replay; nothing to replay from it");
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(spool_error(path, e)),
+    };
+    let mut records = Vec::new();
+    let mut skipped = 0_usize;
+    let mut first_skip: Option<(usize, String)> = None;
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let problem = match std::str::from_utf8(line) {
+            Err(e) => Some(format!("not UTF-8: {e}")),
+            Ok(text) => match serde_json::from_str::<AuditRecord>(text) {
+                Ok(_) => {
+                    records.push(text.to_owned());
+                    None
+                }
+                Err(e) => Some(format!("not an audit record: {e}")),
+            },
+        };
+        if let Some(problem) = problem {
+            skipped += 1;
+            first_skip.get_or_insert((index + 1, problem));
+        }
+    }
+    if let Some((first_line, reason)) = first_skip {
+        tracing::warn!(
+            path = %path.display(),
+            skipped,
+            kept = records.len(),
+            first_line,
+            reason = %reason,
+            "damaged spool segment: skipping its unreadable lines"
+        );
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// A compact audit record JSON text, distinct per `n`.
+    fn record(n: u32) -> String {
+        let json = format!(
+            r#"{{
+              "id": "01948c5e-9a2d-7b3c-8f00-{n:012x}",
+              "account": {{"id": "acc_demo"}},
+              "action": {{"result": "success", "time": "2025-01-23T18:25:14.749Z", "type": "update"}},
+              "actor": {{"ip_address": "127.0.0.1", "token": {{}}}},
+              "raw": {{"method": "PUT", "ray_id": "8f3a", "status_code": 200, "uri": "/items/{n}"}},
+              "resource": {{"scope": "accounts"}}
+            }}"#
+        );
+        let parsed: AuditRecord = serde_json::from_str(&json).expect("test record parses");
+        serde_json::to_string(&parsed).expect("test record serializes")
+    }
+
+    fn batch(range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(record).collect()
+    }
+
+    fn size(records: &[String]) -> u64 {
+        records.iter().map(|r| r.len() as u64 + 1).sum()
+    }
+
+    /// The file names in `dir`, sorted.
+    fn names(dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn seg(seq: u64) -> String {
+        format!("{seq:020}.seg")
+    }
+
+    #[tokio::test]
+    async fn append_oldest_remove_in_order() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        assert!(spool.is_empty());
+        assert_eq!(spool.oldest().await?, None);
+
+        let batches = [batch(0..3), batch(3..4), batch(4..9)];
+        for b in &batches {
+            assert_eq!(spool.append(b).await?, Appended::Stored);
+        }
+        assert_eq!(spool.segments(), 3);
+        assert!(!spool.is_empty());
+        let total: u64 = batches.iter().map(|b| size(b)).sum();
+        assert_eq!(spool.used_bytes(), total);
+        assert_eq!(names(tmp.path())?, vec![seg(0), seg(1), seg(2)]);
+
+        let mut previous = None;
+        for b in &batches {
+            let (id, records) = spool.oldest().await?.ok_or("segment expected")?;
+            assert_eq!(&records, b);
+            assert!(previous < Some(id), "segment ids grow");
+            previous = Some(id);
+            // Reading does not consume.
+            assert_eq!(spool.oldest().await?, Some((id, records)));
+            spool.remove(id).await?;
+            // Removing twice is a no-op.
+            spool.remove(id).await?;
+        }
+        assert!(spool.is_empty());
+        assert_eq!(spool.used_bytes(), 0);
+        assert_eq!(spool.oldest().await?, None);
+        assert!(names(tmp.path())?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn over_budget_writes_nothing() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let first = batch(0..2);
+        let second = batch(2..4);
+        // Room for the first batch and all but one byte of the second.
+        let budget = size(&first) + size(&second) - 1;
+        let mut spool = Spool::open(tmp.path(), budget).await?;
+
+        assert_eq!(spool.append(&first).await?, Appended::Stored);
+        let used = spool.used_bytes();
+        assert_eq!(used, size(&first));
+
+        assert_eq!(spool.append(&second).await?, Appended::OverBudget);
+        assert_eq!(spool.used_bytes(), used);
+        assert_eq!(spool.segments(), 1);
+        assert_eq!(names(tmp.path())?, vec![seg(0)]);
+
+        // A batch that fills the budget exactly fits.
+        let rest = budget - used;
+        let exact = vec!["x".repeat(usize::try_from(rest - 1)?)];
+        assert_eq!(spool.append(&exact).await?, Appended::Stored);
+        assert_eq!(spool.used_bytes(), budget);
+        // Now even one byte is too much.
+        assert_eq!(spool.append(&[String::new()]).await?, Appended::OverBudget);
+        assert_eq!(spool.used_bytes(), budget);
+
+        // Space comes back as segments are removed.
+        let (id, _) = spool.oldest().await?.ok_or("segment expected")?;
+        spool.remove(id).await?;
+        assert_eq!(spool.used_bytes(), budget - size(&first));
+        assert_eq!(spool.append(&first).await?, Appended::Stored);
+
+        // A batch bigger than the whole budget never fits.
+        let mut empty = Spool::open(tmp.path().join("small"), 10).await?;
+        assert_eq!(empty.append(&first).await?, Appended::OverBudget);
+        assert_eq!(empty.used_bytes(), 0);
+        assert!(names(&tmp.path().join("small"))?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn reopen_sees_segments_in_order_and_continues_numbering() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let batches = [batch(0..2), batch(2..3), batch(3..6)];
+        let used = {
+            let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+            for b in &batches {
+                spool.append(b).await?;
+            }
+            // The first segment is replayed before the "restart".
+            let (id, _) = spool.oldest().await?.ok_or("segment expected")?;
+            spool.remove(id).await?;
+            spool.used_bytes()
+        };
+
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        assert_eq!(spool.segments(), 2);
+        assert_eq!(spool.used_bytes(), used);
+        let fourth = batch(6..8);
+        assert_eq!(spool.append(&fourth).await?, Appended::Stored);
+        assert_eq!(names(tmp.path())?, vec![seg(1), seg(2), seg(3)]);
+
+        for b in [&batches[1], &batches[2], &fourth] {
+            let (id, records) = spool.oldest().await?.ok_or("segment expected")?;
+            assert_eq!(&records, b);
+            spool.remove(id).await?;
+        }
+        assert!(spool.is_empty());
+        drop(spool);
+
+        // A reopened spool counts its existing bytes against the budget.
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        spool.append(&batches[0]).await?;
+        drop(spool);
+        let mut spool = Spool::open(tmp.path(), size(&batches[0])).await?;
+        assert_eq!(spool.used_bytes(), size(&batches[0]));
+        assert_eq!(spool.append(&batches[1]).await?, Appended::OverBudget);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_file_is_ignored_and_removed() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        {
+            let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+            spool.append(&batch(0..2)).await?;
+        }
+        // A crash in the middle of the next append left its temp file, half written.
+        let half = record(2);
+        fs::write(tmp.path().join(format!("{:020}.seg.tmp", 1)), &half[..10])?;
+        // Someone else's file is left alone.
+        fs::write(tmp.path().join("notes.txt"), "not a segment")?;
+
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        assert_eq!(names(tmp.path())?, vec![seg(0), "notes.txt".to_owned()]);
+        assert_eq!(spool.segments(), 1);
+        assert_eq!(spool.used_bytes(), size(&batch(0..2)));
+
+        spool.append(&batch(3..4)).await?;
+        assert_eq!(
+            names(tmp.path())?,
+            vec![seg(0), seg(1), "notes.txt".to_owned()]
+        );
+        let (_, records) = spool.oldest().await?.ok_or("segment expected")?;
+        assert_eq!(records, batch(0..2));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn spool_path_that_is_a_file_is_a_spool_error() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let file = tmp.path().join("spool");
+        fs::write(&file, "a file where the spool directory should be")?;
+
+        for dir in [file.clone(), file.join("inside")] {
+            match Spool::open(&dir, 1 << 20).await {
+                Err(StoreError::Spool { path, source }) => {
+                    assert_eq!(path, dir.display().to_string());
+                    let message = StoreError::Spool { path, source }.to_string();
+                    assert!(message.contains(&dir.display().to_string()), "{message}");
+                }
+                other => panic!(
+                    "expected a spool error for {}, got {other:?}",
+                    dir.display()
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn append_into_vanished_directory_is_a_spool_error() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("spool");
+        let mut spool = Spool::open(&dir, 1 << 20).await?;
+        spool.append(&batch(0..1)).await?;
+        let used = spool.used_bytes();
+
+        // The directory is replaced by a file: nothing can be written there any more.
+        fs::remove_dir_all(&dir)?;
+        fs::write(&dir, "not a directory")?;
+        match spool.append(&batch(1..2)).await {
+            Err(StoreError::Spool { path, .. }) => {
+                assert!(path.starts_with(&dir.display().to_string()), "{path}");
+                assert!(path.ends_with(".seg.tmp"), "{path}");
+            }
+            other => panic!("expected a spool error, got {other:?}"),
+        }
+        assert_eq!(spool.used_bytes(), used);
+        assert_eq!(spool.segments(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn damaged_segment_returns_its_readable_lines() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        spool.append(&batch(0..1)).await?;
+        spool.append(&batch(1..2)).await?;
+
+        // Damage the oldest segment by hand.
+        let mut damaged = Vec::new();
+        damaged.extend_from_slice(record(10).as_bytes());
+        damaged.extend_from_slice(b"\n{\"id\": truncated garbage\n\n");
+        damaged.extend_from_slice(b"\xff\xfe not utf-8\n");
+        damaged.extend_from_slice(b"{\"valid\": \"json\", \"but\": \"no record\"}\n");
+        // The last line lacks its newline but is whole.
+        damaged.extend_from_slice(record(11).as_bytes());
+        fs::write(tmp.path().join(seg(0)), damaged)?;
+
+        let (id, records) = spool.oldest().await?.ok_or("segment expected")?;
+        assert_eq!(records, vec![record(10), record(11)]);
+        spool.remove(id).await?;
+
+        // Replay goes on with the next segment.
+        let (id, records) = spool.oldest().await?.ok_or("segment expected")?;
+        assert_eq!(records, batch(1..2));
+        spool.remove(id).await?;
+
+        // A segment with nothing readable, or one deleted by hand, yields no records, so it
+        // can be removed instead of blocking replay.
+        spool.append(&batch(2..3)).await?;
+        spool.append(&batch(3..4)).await?;
+        fs::write(tmp.path().join(seg(2)), b"\x00\x01\x02 complete garbage")?;
+        fs::remove_file(tmp.path().join(seg(3)))?;
+        for _ in 0..2 {
+            let (id, records) = spool.oldest().await?.ok_or("segment expected")?;
+            assert!(records.is_empty());
+            spool.remove(id).await?;
+        }
+        assert!(spool.is_empty());
+        assert_eq!(spool.used_bytes(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn batch_with_a_newline_or_empty_writes_nothing() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+
+        assert_eq!(spool.append(&[]).await?, Appended::Stored);
+        assert!(spool.is_empty());
+
+        let bad = vec![record(0), "{\"a\":\n1}".to_owned()];
+        match spool.append(&bad).await {
+            Err(StoreError::Spool { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::InvalidInput);
+            }
+            other => panic!("expected a spool error, got {other:?}"),
+        }
+        assert!(spool.is_empty());
+        assert_eq!(spool.used_bytes(), 0);
+        assert!(names(tmp.path())?.is_empty());
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! The embedded SQLite store, the default.
+//!
+//! One file in WAL mode; records are written by multi-row `INSERT OR IGNORE` statements of up
+//! to 1,000 rows (24 columns each, well under SQLite's 32,766 bind parameters), all of a batch
+//! in one transaction: never one commit per record.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::AuditStore;
+use crate::Result;
+use crate::row::{COLUMNS, StoredRecord};
+
+/// Rows per `INSERT` statement.
+const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per `DELETE` step of retention: short transactions that never hold the write lock long.
+const DELETE_CHUNK: i64 = 5000;
+
+/// Audit records in an embedded SQLite database.
+///
+/// ```no_run
+/// use audit_store::SqliteStore;
+/// use audit_store::store::AuditStore;
+///
+/// # async fn run() -> audit_store::Result<()> {
+/// let store = SqliteStore::open("audit.db").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// A store on an existing pool. The caller chooses its options; [`open`](Self::open) sets
+    /// the recommended ones.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Opens (creating if missing) the database file at `path`, in WAL mode with
+    /// `synchronous = NORMAL`: a commit survives a crash of the process, and readers never
+    /// block the writer.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened or created.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { pool })
+    }
+
+    /// Opens a database from a `sqlite:` URL (`sqlite://demo-data/audit.db`), with the same
+    /// settings as [`open`](Self::open).
+    ///
+    /// # Errors
+    ///
+    /// When the URL is not a SQLite URL or the file cannot be opened.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn insert_statement(rows: &[StoredRecord]) -> QueryBuilder<Sqlite> {
+    let mut builder = QueryBuilder::new("INSERT OR IGNORE INTO audit_logs (");
+    builder.push(COLUMNS.join(", "));
+    builder.push(") ");
+    builder.push_values(rows, |mut b, r| {
+        b.push_bind(r.id)
+            .push_bind(r.time_ms)
+            .push_bind(r.account_id.clone())
+            .push_bind(r.account_name.clone())
+            .push_bind(r.zone_id.clone())
+            .push_bind(r.zone_name.clone())
+            .push_bind(r.action_type)
+            .push_bind(r.action_result)
+            .push_bind(r.actor_email.clone())
+            .push_bind(r.actor_id.clone())
+            .push_bind(r.actor_ip_address.clone())
+            .push_bind(r.actor_type)
+            .push_bind(r.actor_context)
+            .push_bind(r.actor_token_id.clone())
+            .push_bind(r.actor_token_name.clone())
+            .push_bind(r.raw_ray_id.clone())
+            .push_bind(r.raw_method.clone())
+            .push_bind(r.raw_status_code)
+            .push_bind(r.raw_uri.clone())
+            .push_bind(r.resource_id.clone())
+            .push_bind(r.resource_product.clone())
+            .push_bind(r.resource_type.clone())
+            .push_bind(r.resource_scope.clone())
+            .push_bind(r.record.clone());
+    });
+    builder
+}
+
+impl AuditStore for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, records: &[StoredRecord]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            stored += insert_statement(chunk).build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let step = sqlx::query(
+                "DELETE FROM audit_logs WHERE id IN \
+                 (SELECT id FROM audit_logs WHERE time_ms < ? ORDER BY time_ms LIMIT ?)",
+            )
+            .bind(cutoff_ms)
+            .bind(DELETE_CHUNK)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += step;
+            if step < DELETE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn get(&self, account_id: &str, id: Uuid) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT record FROM audit_logs WHERE id = ? AND account_id = ?")
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
