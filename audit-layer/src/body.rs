@@ -1,5 +1,6 @@
 //! The request and response bodies of an audited service.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -104,6 +105,8 @@ pin_project! {
     enum ResponseKind<B> {
         Inner { #[pin] body: B },
         Layer { data: Option<Bytes> },
+        // Strict mode: frames read ahead of the commit, then the rest of the body.
+        Replay { frames: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>> },
     }
 }
 
@@ -122,6 +125,14 @@ impl<B: Body> AuditBody<B> {
 }
 
 impl<B> AuditBody<B> {
+    /// A body whose first `frames` were read ahead (strict mode), followed by `rest`.
+    pub(crate) fn replay(frames: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>>) -> Self {
+        Self {
+            kind: ResponseKind::Replay { frames, rest },
+            guard: AuditGuard::none(),
+        }
+    }
+
     /// A response the layer itself produced (a request it refused).
     pub(crate) fn layer(message: &'static str, guard: AuditGuard) -> Self {
         Self {
@@ -164,6 +175,16 @@ where
                 let frame = data.take().map(|d| Ok(Frame::data(d)));
                 (frame, Some(Ending::Complete), false)
             }
+            ResponseKindProj::Replay { frames, rest } => {
+                // The record was committed before this body was released.
+                if let Some(frame) = frames.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                return match rest.as_mut() {
+                    Some(body) => body.as_mut().poll_frame(cx),
+                    None => Poll::Ready(None),
+                };
+            }
         };
         if copy
             && let (Some(Ok(frame)), Some(capture)) = (&frame, this.guard.get_mut())
@@ -182,6 +203,9 @@ where
         match &self.kind {
             ResponseKind::Inner { body } => body.is_end_stream(),
             ResponseKind::Layer { data } => data.is_none(),
+            ResponseKind::Replay { frames, rest } => {
+                frames.is_empty() && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         }
     }
 
@@ -190,6 +214,20 @@ where
             ResponseKind::Inner { body } => body.size_hint(),
             ResponseKind::Layer { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseKind::Replay { frames, rest } => {
+                let held: u64 = frames
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum();
+                let mut hint = rest
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), |b| b.size_hint());
+                hint.set_lower(hint.lower() + held);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + held);
+                }
+                hint
             }
         }
     }

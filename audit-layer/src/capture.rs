@@ -60,6 +60,8 @@ pub(crate) struct Capture {
     /// Set while the inner service (or its body) is being polled: a guard dropped while it is
     /// set was dropped by a panic, even one caught further out.
     pub(crate) in_service: bool,
+    /// Strict mode: the response waits for the record's commit.
+    pub(crate) strict: bool,
 }
 
 /// A copy of the response body, up to a limit, taken as frames pass.
@@ -78,6 +80,10 @@ impl ResponseCopy {
             buf: BytesMut::new(),
             over_limit: false,
         }
+    }
+
+    pub(crate) fn is_over_limit(&self) -> bool {
+        self.over_limit
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {
@@ -137,6 +143,16 @@ impl AuditGuard {
         Self(self.0.take())
     }
 
+    /// The finished record and its sink, for a caller that submits it itself (strict mode).
+    pub(crate) fn take_record(
+        &mut self,
+        ending: Ending,
+    ) -> Option<(AuditRecord, Arc<dyn AuditSink>)> {
+        let capture = self.0.take()?;
+        let sink = Arc::clone(&capture.sink);
+        Some((capture.into_record(ending), sink))
+    }
+
     pub(crate) fn finish(&mut self, ending: Ending) {
         if let Some(capture) = self.0.take() {
             capture.emit(ending);
@@ -178,6 +194,7 @@ impl Capture {
             header_identity,
             response,
             in_service,
+            strict: _,
         } = *self;
         let status = status.unwrap_or(if in_service || std::thread::panicking() {
             STATUS_PANIC
@@ -197,7 +214,7 @@ impl Capture {
             RequestBody::Complete(bytes) => plan
                 .as_ref()
                 .and_then(|p| p.request.redact(request_type.as_ref(), &bytes))
-                .map(into_value),
+                .map(|raw| into_value(&raw)),
             RequestBody::OverLimit(limit) => Some(marker(
                 "_truncated",
                 format!("the request body exceeded the audit body limit of {limit} bytes"),
@@ -222,7 +239,7 @@ impl Capture {
                 } else {
                     plan.response
                         .redact(status, response_type.as_ref(), &response.buf)
-                        .map(into_value)
+                        .map(|raw| into_value(&raw))
                 }
             }
             _ => None,
@@ -269,7 +286,7 @@ impl Capture {
     }
 }
 
-fn into_value(raw: crate::redact::RecordedBody) -> Value {
+fn into_value(raw: &serde_json::value::RawValue) -> Value {
     serde_json::from_str(raw.get()).unwrap_or_default()
 }
 

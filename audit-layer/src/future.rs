@@ -1,10 +1,12 @@
+use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, request};
-use http_body::Body;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, request, response};
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -12,6 +14,7 @@ use tower_service::Service;
 use crate::body::{AuditBody, AuditRequestBody, poll_watched};
 use crate::capture::{AuditGuard, Ending, RequestBody, ResponseCopy};
 use crate::identity::Identity;
+use crate::sink::Commit;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,12 +47,12 @@ where
 
 pin_project! {
     /// Response future of [`Audit`](crate::Audit).
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, RB>
     where
         S: Service<Request<AuditRequestBody<B>>>,
     {
         #[pin]
-        state: State<S::Future, S, B>,
+        state: State<S::Future, S, B, RB>,
         guard: AuditGuard,
         ray_id: Option<(HeaderName, HeaderValue)>,
     }
@@ -57,19 +60,26 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, B> {
+    enum State<F, S, B, RB> {
         Reading {
             read: ReadFuture,
             service: Option<S>,
             parts: Option<request::Parts>,
-            _body: std::marker::PhantomData<fn(B)>,
+            _body: PhantomData<fn(B)>,
         },
         Calling { #[pin] future: F },
+        // Strict mode: the response is held until its record is committed.
+        Committing {
+            parts: Option<response::Parts>,
+            body: Option<Pin<Box<RB>>>,
+            frames: VecDeque<Frame<Bytes>>,
+            commit: Option<Commit>,
+        },
         Rejected { status: StatusCode },
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B, RB> ResponseFuture<S, B, RB>
 where
     S: Service<Request<AuditRequestBody<B>>>,
 {
@@ -97,30 +107,33 @@ where
                 read,
                 service: Some(service),
                 parts: Some(parts),
-                _body: std::marker::PhantomData,
+                _body: PhantomData,
             },
             guard,
             ray_id: Some(ray_id),
         }
     }
 
-    pub(crate) fn rejected(guard: AuditGuard, ray_id: (HeaderName, HeaderValue)) -> Self {
+    /// A response the layer gives itself, without calling the service.
+    pub(crate) fn rejected(
+        status: StatusCode,
+        guard: AuditGuard,
+        ray_id: (HeaderName, HeaderValue),
+    ) -> Self {
         Self {
-            state: State::Rejected {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-            },
+            state: State::Rejected { status },
             guard,
             ray_id: Some(ray_id),
         }
     }
 }
 
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
+impl<S, B, RB> Future for ResponseFuture<S, B, RB>
 where
-    S: Service<Request<AuditRequestBody<B>>, Response = Response<ResBody>>,
-    ResBody: Body<Data = Bytes>,
+    S: Service<Request<AuditRequestBody<B>>, Response = Response<RB>>,
+    RB: Body<Data = Bytes>,
 {
-    type Output = Result<Response<AuditBody<ResBody>>, S::Error>;
+    type Output = Result<Response<AuditBody<RB>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -173,6 +186,7 @@ where
                         }
                     };
                     let identity = Identity::take_from_headers(response.headers_mut());
+                    let mut strict = false;
                     if let Some(capture) = this.guard.get_mut() {
                         capture.status = Some(response.status().as_u16());
                         capture.header_identity = identity;
@@ -180,9 +194,20 @@ where
                             capture.response_type =
                                 response.headers().get(http::header::CONTENT_TYPE).cloned();
                         }
+                        strict = capture.strict;
                     }
-                    if let Some((name, value)) = this.ray_id.take() {
-                        response.headers_mut().insert(name, value);
+                    if let Some((name, value)) = this.ray_id.as_ref() {
+                        response.headers_mut().insert(name.clone(), value.clone());
+                    }
+                    if strict {
+                        let (parts, body) = response.into_parts();
+                        this.state.set(State::Committing {
+                            parts: Some(parts),
+                            body: Some(Box::pin(body)),
+                            frames: VecDeque::new(),
+                            commit: None,
+                        });
+                        continue;
                     }
                     // No body follows a HEAD response or a 1xx/204/304: servers (and axum, for
                     // HEAD) drop it unread, so the exchange is complete with the head.
@@ -201,22 +226,47 @@ where
                     let guard = this.guard.take();
                     return Poll::Ready(Ok(response.map(|body| AuditBody::new(body, guard))));
                 }
+                StateProj::Committing {
+                    parts,
+                    body,
+                    frames,
+                    commit,
+                } => {
+                    if commit.is_none() {
+                        ready!(read_held_body(this.guard, body, frames, cx));
+                        // The record is complete as far as it goes: the rest of an over-limit
+                        // body streams after the commit, unrecorded.
+                        match this.guard.take_record(Ending::Complete) {
+                            Some((record, sink)) => *commit = Some(sink.submit_and_commit(record)),
+                            None => *commit = Some(Box::pin(std::future::ready(Ok(())))),
+                        }
+                    }
+                    let Some(pending) = commit.as_mut() else {
+                        unreachable!("set above");
+                    };
+                    let committed = ready!(pending.as_mut().poll(cx));
+                    let Some(parts) = parts.take() else {
+                        unreachable!("the response is released once");
+                    };
+                    if let Err(e) = committed {
+                        tracing::error!(target: "audit", "strict mode: {e}; answering 503");
+                        let mut refusal =
+                            layer_response(StatusCode::SERVICE_UNAVAILABLE, AuditGuard::none());
+                        if let Some((name, value)) = this.ray_id.take() {
+                            refusal.headers_mut().insert(name, value);
+                        }
+                        return Poll::Ready(Ok(refusal));
+                    }
+                    let body = AuditBody::replay(std::mem::take(frames), body.take());
+                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                }
                 StateProj::Rejected { status } => {
                     let status = *status;
                     if let Some(capture) = this.guard.get_mut() {
                         capture.status = Some(status.as_u16());
                         capture.response = ResponseCopy::new(None);
                     }
-                    let message = match status {
-                        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
-                        _ => "request body incomplete",
-                    };
-                    let mut response = Response::new(AuditBody::layer(message, this.guard.take()));
-                    *response.status_mut() = status;
-                    response.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
+                    let mut response = layer_response(status, this.guard.take());
                     if let Some((name, value)) = this.ray_id.take() {
                         response.headers_mut().insert(name, value);
                     }
@@ -227,7 +277,65 @@ where
     }
 }
 
-impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+/// Reads a held response body into `frames`, copying data for the record, until it ends or
+/// passes the body limit. A body that fails is recorded as abandoned.
+fn read_held_body<RB>(
+    guard: &mut AuditGuard,
+    body: &mut Option<Pin<Box<RB>>>,
+    frames: &mut VecDeque<Frame<Bytes>>,
+    cx: &mut Context<'_>,
+) -> Poll<()>
+where
+    RB: Body<Data = Bytes>,
+{
+    loop {
+        let Some(inner) = body.as_mut() else {
+            return Poll::Ready(());
+        };
+        if inner.is_end_stream() {
+            *body = None;
+            return Poll::Ready(());
+        }
+        if guard.get_mut().is_some_and(|c| c.response.is_over_limit()) {
+            return Poll::Ready(());
+        }
+        match ready!(poll_watched(guard, |cx| inner.as_mut().poll_frame(cx), cx)) {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(capture)) = (frame.data_ref(), guard.get_mut()) {
+                    capture.response.push(data);
+                }
+                frames.push_back(frame);
+            }
+            Some(Err(_)) => {
+                *body = None;
+                guard.finish(Ending::Abandoned);
+                return Poll::Ready(());
+            }
+            None => {
+                *body = None;
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+/// A plain-text response the layer produces itself.
+fn layer_response<RB>(status: StatusCode, guard: AuditGuard) -> Response<AuditBody<RB>> {
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
+        StatusCode::SERVICE_UNAVAILABLE => "audit log unavailable",
+        _ => "request body incomplete",
+    };
+    let mut response = Response::new(AuditBody::layer(message, guard));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl<S, B, RB> std::fmt::Debug for ResponseFuture<S, B, RB>
 where
     S: Service<Request<AuditRequestBody<B>>>,
 {

@@ -52,6 +52,7 @@ pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) request_id_header: HeaderName,
+    pub(crate) strict: bool,
 }
 
 impl std::fmt::Debug for AuditLayer {
@@ -94,6 +95,7 @@ impl AuditLayer {
                 body_limit: DEFAULT_BODY_LIMIT,
                 trusted_proxies: TrustedProxies::default(),
                 request_id_header: DEFAULT_REQUEST_ID_HEADER,
+                strict: false,
             }),
         })
     }
@@ -120,6 +122,20 @@ impl AuditLayer {
     /// none: the client IP is the socket peer's.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         Arc::make_mut(&mut self.config).trusted_proxies = TrustedProxies::new(proxies);
+        self
+    }
+
+    /// Strict mode for every operation that does not say otherwise (`x-audit-strict`).
+    /// Defaults to off.
+    ///
+    /// In strict mode a response is released only once its record is durably stored (the
+    /// sink's [`submit_and_commit`](crate::AuditSink::submit_and_commit)); if the sink
+    /// reports it cannot store records ([`is_available`](crate::AuditSink::is_available)), the
+    /// request is answered `503 Service Unavailable` before the handler runs, and if the
+    /// commit fails after the handler ran, the client gets a `503` instead of the response.
+    /// The response body is held (up to the body limit) until the commit.
+    pub fn strict(mut self, strict: bool) -> Self {
+        Arc::make_mut(&mut self.config).strict = strict;
         self
     }
 

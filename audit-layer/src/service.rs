@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 use uuid::Uuid;
@@ -53,7 +53,7 @@ where
 {
     type Response = Response<AuditBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -67,6 +67,10 @@ where
             return ResponseFuture::calling(self.inner.call(req), AuditGuard::none(), None);
         }
 
+        let strict = plan
+            .as_ref()
+            .and_then(|p| p.strict)
+            .unwrap_or(config.strict);
         let time = Timestamp::now();
         let id = Uuid::now_v7();
         let ray_id = ray_id(config, &mut req, id);
@@ -125,8 +129,17 @@ where
             header_identity: None,
             response: ResponseCopy::new(records_response.then_some(config.body_limit)),
             in_service: false,
+            strict,
         };
         let mut guard = AuditGuard::new(capture);
+
+        // Strict mode fails closed: no handler runs while its record could not be stored.
+        if strict && !config.sink.is_available() {
+            if let Some(capture) = guard.get_mut() {
+                capture.strict = false;
+            }
+            return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, guard, ray_id.1);
+        }
 
         if !records_bodies {
             let req = req.map(AuditRequestBody::streaming);
@@ -140,7 +153,7 @@ where
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
             guard.set_request(RequestBody::OverLimit(limit));
-            return ResponseFuture::rejected(guard, ray_id.1);
+            return ResponseFuture::rejected(StatusCode::PAYLOAD_TOO_LARGE, guard, ray_id.1);
         }
         // The inner service was made ready for this call; keep that one and leave a fresh
         // clone in its place.

@@ -20,6 +20,8 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -33,9 +35,49 @@ use crate::record::AuditRecord;
 /// `submit` is called on the request path, once per request, after the response has been
 /// handed to the server (at the end of the response body, or when it is dropped). It must
 /// return promptly: queue the record, never perform I/O inline.
+///
+/// Sinks that can confirm a durable write also support strict mode
+/// ([`AuditLayer::strict`](crate::AuditLayer::strict)) by overriding
+/// [`submit_and_commit`](Self::submit_and_commit) and [`is_available`](Self::is_available).
 pub trait AuditSink: Send + Sync + 'static {
     /// Takes one finished record.
     fn submit(&self, record: AuditRecord);
+
+    /// Takes one record and completes once it is durably stored (strict mode). The response
+    /// waits for this future; many waiting records should share a write (group commit).
+    ///
+    /// The default submits and completes at once: a sink that cannot confirm durability
+    /// claims nothing more than it can.
+    fn submit_and_commit(&self, record: AuditRecord) -> Commit {
+        self.submit(record);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Whether the sink can store records durably right now. In strict mode a request is
+    /// answered `503 Service Unavailable`, without running the handler, when it cannot.
+    /// Defaults to `true`.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// The future of [`AuditSink::submit_and_commit`].
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), NotCommitted>> + Send>>;
+
+/// A record that strict mode could not get durably stored.
+#[derive(Debug, thiserror::Error)]
+#[error("audit record not committed: {reason}")]
+pub struct NotCommitted {
+    reason: Box<str>,
+}
+
+impl NotCommitted {
+    /// The record was not stored durably, for `reason`.
+    pub fn new(reason: impl Into<Box<str>>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
 }
 
 impl<F> AuditSink for F
@@ -50,6 +92,14 @@ where
 impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     fn submit(&self, record: AuditRecord) {
         (**self).submit(record)
+    }
+
+    fn submit_and_commit(&self, record: AuditRecord) -> Commit {
+        (**self).submit_and_commit(record)
+    }
+
+    fn is_available(&self) -> bool {
+        (**self).is_available()
     }
 }
 

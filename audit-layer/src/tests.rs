@@ -467,3 +467,141 @@ async fn undescribed_requests_still_produce_a_metadata_record() {
         "{json}"
     );
 }
+
+/// A sink for strict mode: availability and commit outcomes set by the test.
+#[derive(Clone, Default)]
+struct CommitSink {
+    records: MemorySink,
+    unavailable: Arc<std::sync::atomic::AtomicBool>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl crate::AuditSink for CommitSink {
+    fn submit(&self, record: AuditRecord) {
+        crate::AuditSink::submit(&self.records, record);
+    }
+
+    fn submit_and_commit(&self, record: AuditRecord) -> crate::Commit {
+        let this = self.clone();
+        Box::pin(async move {
+            this.release.notified().await;
+            if this.fail.load(Ordering::SeqCst) {
+                return Err(crate::NotCommitted::new("disk on fire"));
+            }
+            crate::AuditSink::submit(&this.records, record);
+            Ok(())
+        })
+    }
+
+    fn is_available(&self) -> bool {
+        !self.unavailable.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn strict_mode_releases_the_response_only_after_the_commit() {
+    let sink = CommitSink::default();
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(policy()).sink(sink.clone()).strict(true))
+        .service(echo(Arc::default()));
+    let call = tokio::spawn(svc.oneshot(put(r#"{"name":"x"}"#)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!call.is_finished(), "the response waits for the commit");
+    assert!(sink.records.is_empty());
+    sink.release.notify_one();
+    let response = call.await.expect("joined").expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        sink.records.len(),
+        1,
+        "committed before the response was released"
+    );
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body, r#"{"name":"x"}"#);
+    let record = sink.records.records().remove(0);
+    assert_eq!(record.resource.response, Some(json!({})));
+}
+
+#[tokio::test]
+async fn strict_mode_fails_closed_before_the_handler_when_the_store_is_unavailable() {
+    let sink = CommitSink::default();
+    sink.unavailable.store(true, Ordering::SeqCst);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(policy()).sink(sink.clone()).strict(true))
+        .service(echo(calls.clone()));
+    let response = svc.oneshot(put("{}")).await.expect("served");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(text, "audit log unavailable");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran");
+    let record = only_record(&sink.records).await;
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (503, ActionResult::Failure)
+    );
+}
+
+#[tokio::test]
+async fn strict_mode_answers_503_when_the_commit_fails() {
+    let sink = CommitSink::default();
+    sink.fail.store(true, Ordering::SeqCst);
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(policy()).sink(sink.clone()).strict(true))
+        .service(echo(Arc::default()));
+    let call = tokio::spawn(svc.oneshot(put("{}")));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sink.release.notify_one();
+    let response = call.await.expect("joined").expect("served");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn strictness_is_set_per_operation_too() {
+    let sink = CommitSink::default();
+    sink.unavailable.store(true, Ordering::SeqCst);
+    let template = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
+    let policy = AuditPolicy::builder()
+        .operation(Operation::new(Method::PUT, template).strict(true))
+        .operation(Operation::new(Method::GET, template))
+        .build()
+        .expect("valid policy");
+    let mut svc = ServiceBuilder::new()
+        .layer(AuditLayer::new(policy).sink(sink.clone()))
+        .service(echo(Arc::default()));
+    let put_response = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(put("{}"))
+        .await
+        .expect("served");
+    assert_eq!(put_response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let get = Request::get(POLICY_PATH)
+        .body(Full::default())
+        .expect("request");
+    let get_response = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(get)
+        .await
+        .expect("served");
+    assert_eq!(
+        get_response.status(),
+        StatusCode::OK,
+        "the GET is not strict"
+    );
+}

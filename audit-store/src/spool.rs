@@ -163,7 +163,8 @@ impl Spool {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "record {index} of the batch contains a newline; spooled records must be single-line JSON"
+                        "record {index} of the batch contains a newline; \
+                         spooled records must be single-line JSON"
                     ),
                 ),
             ));
@@ -301,7 +302,10 @@ fn scan(dir: &Path) -> Result<(BTreeMap<u64, u64>, u64)> {
         } else if parse_seq(name, TEMP_SUFFIX).is_some() {
             match fs::remove_file(&path) {
                 Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed an unfinished spool segment left by an interrupted append");
+                    tracing::info!(
+                        path = %path.display(),
+                        "removed an unfinished spool segment left by an interrupted append"
+                    );
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(spool_error(&path, e)),
@@ -381,7 +385,10 @@ fn read_segment(path: &Path) -> Result<Vec<String>> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "spool segment vanished before replay; nothing to replay from it");
+            tracing::warn!(
+                path = %path.display(),
+                "spool segment vanished before replay; nothing to replay from it"
+            );
             return Ok(Vec::new());
         }
         Err(e) => return Err(spool_error(path, e)),
@@ -433,7 +440,8 @@ mod tests {
             r#"{{
               "id": "01948c5e-9a2d-7b3c-8f00-{n:012x}",
               "account": {{"id": "acc_demo"}},
-              "action": {{"result": "success", "time": "2025-01-23T18:25:14.749Z", "type": "update"}},
+              "action": {{"result": "success", "time": "2025-01-23T18:25:14.749Z",
+                         "type": "update"}},
               "actor": {{"ip_address": "127.0.0.1", "token": {{}}}},
               "raw": {{"method": "PUT", "ray_id": "8f3a", "status_code": 200, "uri": "/items/{n}"}},
               "resource": {{"scope": "accounts"}}

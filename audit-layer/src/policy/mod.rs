@@ -130,6 +130,7 @@ pub struct Operation {
     resource_type: Option<String>,
     level: AuditLevel,
     audited: bool,
+    strict: Option<bool>,
     request: ContentPlans,
     response: ResponsePlans,
     query: QueryPlan,
@@ -148,6 +149,7 @@ impl Operation {
             resource_type: None,
             level: AuditLevel::default(),
             audited: true,
+            strict: None,
             request: ContentPlans::default(),
             response: ResponsePlans::default(),
             query: QueryPlan::default(),
@@ -189,6 +191,13 @@ impl Operation {
     /// How much of the exchange to keep. Defaults to [`AuditLevel::RequestResponse`].
     pub fn level(mut self, level: AuditLevel) -> Self {
         self.level = level;
+        self
+    }
+
+    /// Strict mode for this operation, whatever the layer's setting
+    /// ([`AuditLayer::strict`](crate::AuditLayer::strict)). Defaults to the layer's.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = Some(strict);
         self
     }
 
@@ -241,6 +250,7 @@ pub(crate) struct OperationPlan {
     pub(crate) kind: Option<Arc<str>>,
     pub(crate) level: AuditLevel,
     pub(crate) audited: bool,
+    pub(crate) strict: Option<bool>,
     pub(crate) request: ContentPlans,
     pub(crate) response: ResponsePlans,
     pub(crate) query: QueryPlan,
@@ -262,6 +272,7 @@ impl OperationPlan {
             kind: name(op.resource_type, &template.kind),
             level: op.level,
             audited: op.audited,
+            strict: op.strict,
             request: op.request,
             response: op.response,
             query: op.query,
@@ -280,6 +291,7 @@ impl OperationPlan {
             kind: template.kind.clone(),
             level: AuditLevel::Metadata,
             audited: true,
+            strict: None,
             request: ContentPlans::default(),
             response: ResponsePlans::default(),
             query: QueryPlan::default(),

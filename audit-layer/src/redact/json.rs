@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use super::plan::{Node, NodeId, PlanArena};
+use super::plan::{Node, NodeId, PlanArena, types};
 
 /// The deepest nesting accepted (as serde_json's default recursion limit).
 pub(crate) const MAX_DEPTH: usize = 128;
@@ -165,28 +165,78 @@ impl<'a> Scanner<'a> {
                 self.skip_value(depth, false)?;
                 Ok(false)
             }
-            Node::Keep => {
+            Node::Keep(mask) => {
+                let mask = *mask;
                 let start = self.pos;
-                self.skip_value(depth, true)?;
-                out.push_str(&self.text[start..self.pos]);
-                Ok(true)
+                let kind = match self.peek() {
+                    Some(b'{') => types::OBJECT,
+                    Some(b'[') => types::ARRAY,
+                    Some(b'"') => types::STRING,
+                    Some(b't' | b'f') => types::BOOLEAN,
+                    Some(b'n') => types::NULL,
+                    _ => types::NUMBER,
+                };
+                let numeric = types::NUMBER | types::INTEGER;
+                let may_keep = if kind == types::NUMBER {
+                    mask & numeric != 0
+                } else {
+                    mask & kind != 0
+                };
+                self.skip_value(depth, may_keep)?;
+                let text = &self.text[start..self.pos];
+                let keep = may_keep
+                    && (kind != types::NUMBER
+                        || mask & types::NUMBER != 0
+                        || !text.contains(['.', 'e', 'E']));
+                if keep {
+                    out.push_str(text);
+                }
+                Ok(keep)
             }
             Node::Object { props, additional } => {
+                // A marked map of scalars is kept whole: even empty or null (it was cleared).
+                let whole = props.is_empty() && matches!(arena.get(*additional), Node::Keep(_));
                 if self.peek() != Some(b'{') {
                     // Not the declared shape: nothing of it is kept.
-                    self.skip_value(depth, false)?;
-                    return Ok(false);
+                    return self.keep_null_or_skip(whole, out, depth);
                 }
-                self.object(arena, props, *additional, out, depth + 1, force)
+                let cleared = whole && self.is_empty_container();
+                self.object(arena, props, *additional, out, depth + 1, force || cleared)
             }
             Node::Array { items } => {
+                // A marked array of scalars is kept whole: even empty or null (it was cleared).
+                let whole = matches!(arena.get(*items), Node::Keep(_));
                 if self.peek() != Some(b'[') {
-                    self.skip_value(depth, false)?;
-                    return Ok(false);
+                    return self.keep_null_or_skip(whole, out, depth);
                 }
-                self.array(arena, *items, out, depth + 1, force)
+                let cleared = whole && self.is_empty_container();
+                self.array(arena, *items, out, depth + 1, force || cleared)
             }
         }
+    }
+
+    /// Whether the container opening at the cursor is empty (`{}`, `[ ]`).
+    fn is_empty_container(&self) -> bool {
+        let rest = &self.b[self.pos + 1..];
+        let close = rest.iter().find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+        matches!((self.b[self.pos], close), (b'{', Some(b'}')) | (b'[', Some(b']')))
+    }
+
+    /// A value that is not the container the plan expects: kept only if it is `null` and the
+    /// container would have been kept whole; otherwise skipped.
+    fn keep_null_or_skip(
+        &mut self,
+        whole: bool,
+        out: &mut String,
+        depth: usize,
+    ) -> Result<bool, Unparsed> {
+        if whole && self.b[self.pos..].starts_with(b"null") {
+            self.pos += 4;
+            out.push_str("null");
+            return Ok(true);
+        }
+        self.skip_value(depth, false)?;
+        Ok(false)
     }
 
     fn object(
@@ -344,6 +394,8 @@ impl<'a> Scanner<'a> {
     /// Skips one value, validating it. Iterative: any nesting depth costs no stack.
     /// `kept` also rejects numbers that do not fit an `f64` (they could not be read back).
     fn skip_value(&mut self, depth: usize, kept: bool) -> Result<(), Unparsed> {
+        // For a kept value, the keys of each open object, to refuse duplicates.
+        let mut key_sets: Vec<(usize, Option<HashSet<Cow<'a, str>>>)> = Vec::new();
         let mut open: Vec<Container> = Vec::new();
         'value: loop {
             self.ws();
@@ -358,7 +410,10 @@ impl<'a> Scanner<'a> {
                         self.pos += 1;
                     } else {
                         open.push(Container::Object);
-                        self.key()?;
+                        if kept {
+                            key_sets.push((self.keys.len(), None));
+                        }
+                        self.skipped_key(kept, &mut key_sets)?;
                         continue 'value;
                     }
                 }
@@ -393,14 +448,21 @@ impl<'a> Scanner<'a> {
                 match (self.peek(), container) {
                     (Some(b','), Container::Object) => {
                         self.pos += 1;
-                        self.key()?;
+                        self.skipped_key(kept, &mut key_sets)?;
                         continue 'value;
                     }
                     (Some(b','), Container::Array) => {
                         self.pos += 1;
                         continue 'value;
                     }
-                    (Some(b'}'), Container::Object) | (Some(b']'), Container::Array) => {
+                    (Some(b'}'), Container::Object) => {
+                        self.pos += 1;
+                        open.pop();
+                        if let Some((base, _)) = key_sets.pop() {
+                            self.keys.truncate(base);
+                        }
+                    }
+                    (Some(b']'), Container::Array) => {
                         self.pos += 1;
                         open.pop();
                     }
@@ -411,13 +473,28 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A key and its colon, inside a skipped object.
-    fn key(&mut self) -> Result<(), Unparsed> {
+    /// A key and its colon, inside a skipped object; inside a kept one (`kept`), also
+    /// checked against the object's other keys.
+    fn skipped_key(
+        &mut self,
+        kept: bool,
+        key_sets: &mut [(usize, Option<HashSet<Cow<'a, str>>>)],
+    ) -> Result<(), Unparsed> {
         self.ws();
         if self.peek() != Some(b'"') {
             return self.err("expected a string key");
         }
-        self.string()?;
+        let start = self.pos;
+        let escaped = self.string()?;
+        if kept && let Some((base, many)) = key_sets.last_mut() {
+            let raw = &self.text[start + 1..self.pos - 1];
+            let key = if escaped {
+                Cow::Owned(unescape(raw))
+            } else {
+                Cow::Borrowed(raw)
+            };
+            self.note_key(*base, many, key, start)?;
+        }
         self.ws();
         self.expect(b':', "expected ':' after a key")
     }

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 
 use crate::escape;
 pub use json::Unparsed;
-pub(crate) use plan::{DROP, KEEP, Node, NodeId, PlanArena};
+pub(crate) use plan::{DROP, KEEP, Node, NodeId, PlanArena, TypeMask, types};
 
 /// The text that replaces a query value that is not auditable.
 pub const REDACTED: &str = "REDACTED";

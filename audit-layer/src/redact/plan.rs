@@ -9,16 +9,35 @@ pub(crate) type NodeId = u32;
 
 /// Keeps nothing of the value.
 pub(crate) const DROP: NodeId = 0;
-/// Keeps the whole value.
+/// Keeps the whole value, whatever its type.
 pub(crate) const KEEP: NodeId = 1;
+
+/// The JSON types a kept value may have; a value of another type is dropped, so a client
+/// cannot slip an object full of secrets into a field declared as a string.
+pub(crate) type TypeMask = u8;
+
+/// Bits of a [`TypeMask`].
+pub(crate) mod types {
+    use super::TypeMask;
+    pub(crate) const NULL: TypeMask = 1;
+    pub(crate) const BOOLEAN: TypeMask = 1 << 1;
+    /// Integers only (no fraction, no exponent).
+    pub(crate) const INTEGER: TypeMask = 1 << 2;
+    /// Any number.
+    pub(crate) const NUMBER: TypeMask = 1 << 3;
+    pub(crate) const STRING: TypeMask = 1 << 4;
+    pub(crate) const ARRAY: TypeMask = 1 << 5;
+    pub(crate) const OBJECT: TypeMask = 1 << 6;
+    pub(crate) const ANY: TypeMask = (1 << 7) - 1;
+}
 
 /// What to keep of one JSON value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Node {
     /// Nothing.
     Drop,
-    /// All of it.
-    Keep,
+    /// All of it, if it is of one of these types.
+    Keep(TypeMask),
     /// An object with declared properties: each declared key by its own plan, every other key
     /// by `additional` (a map's value plan, or [`DROP`]). Sorted by key for binary search.
     Object {
@@ -38,7 +57,7 @@ pub(crate) struct PlanArena {
 impl Default for PlanArena {
     fn default() -> Self {
         Self {
-            nodes: vec![Node::Drop, Node::Keep],
+            nodes: vec![Node::Drop, Node::Keep(types::ANY)],
         }
     }
 }
@@ -76,11 +95,21 @@ impl PlanArena {
         })
     }
 
+    /// An array node: each element by `items`. Even with `items` keeping everything, only an
+    /// array is kept.
     pub(crate) fn array(&mut self, items: NodeId) -> NodeId {
         match items {
             DROP => DROP,
-            KEEP => KEEP,
             items => self.push(Node::Array { items }),
+        }
+    }
+
+    /// A node keeping values of the `mask` types.
+    pub(crate) fn keep(&mut self, mask: TypeMask) -> NodeId {
+        match mask {
+            0 => DROP,
+            types::ANY => KEEP,
+            mask => self.push(Node::Keep(mask)),
         }
     }
 
@@ -161,6 +190,10 @@ impl PlanArena {
             (Node::Array { items: ia }, Node::Array { items: ib }) => Node::Array {
                 items: self.intersect_inner(ia, ib, seen),
             },
+            (Node::Keep(ma), Node::Keep(mb)) if ma & mb == 0 => Node::Drop,
+            (Node::Keep(ma), Node::Keep(mb)) => Node::Keep(ma & mb),
+            // A typed keep and a structure: the structure decides (a scalar is dropped by it).
+            (Node::Keep(_), other) | (other, Node::Keep(_)) => other,
             // An object plan and an array plan: a value is one or the other, and each shape
             // keeps only what its own plan keeps.
             (Node::Object { .. }, Node::Array { .. })

@@ -10,7 +10,7 @@ use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError};
 use crate::record::ActionType;
 use crate::redact::{
     ContentPlans, DROP, KEEP, Node, NodeId, PlanArena, QueryPlan, RedactionPlan, ResponsePlans,
-    StatusPattern,
+    StatusPattern, TypeMask, types,
 };
 
 const METHODS: [(&str, Method); 8] = [
@@ -24,11 +24,14 @@ const METHODS: [(&str, Method); 8] = [
     ("trace", Method::TRACE),
 ];
 
+/// Plan roots by media type; `None` for a media type whose bodies are not recorded.
+type MediaPlans = Vec<(Box<str>, Option<NodeId>)>;
+
 /// An operation whose body plans are still arena node ids.
 struct Pending {
     operation: Operation,
-    request: Vec<(Box<str>, Option<NodeId>)>,
-    responses: Vec<(StatusPattern, Vec<(Box<str>, Option<NodeId>)>)>,
+    request: MediaPlans,
+    responses: Vec<(StatusPattern, MediaPlans)>,
 }
 
 /// Compiles a whole document.
@@ -174,6 +177,16 @@ impl<'d> Compiler<'d> {
                 .map_err(|e| spec_error(&format!("{ptr}/x-audit-action"), format!("{e}")))?;
             operation = operation.action(action);
         }
+        match op.get("x-audit-strict") {
+            None => {}
+            Some(Value::Bool(strict)) => operation = operation.strict(*strict),
+            Some(_) => {
+                return Err(spec_error(
+                    &format!("{ptr}/x-audit-strict"),
+                    "x-audit-strict must be true or false",
+                ));
+            }
+        }
         if let Some(level) = extension_str(op, "x-audit-level", ptr)? {
             let level: AuditLevel = level
                 .parse()
@@ -256,12 +269,10 @@ impl<'d> Compiler<'d> {
                         Some(schema) => mark(schema, &format!("{param_ptr}/schema"))?,
                         None => false,
                     };
-                if is_marked {
-                    if let Some(schema) = schema {
-                        let (schema, schema_ptr) =
-                            self.resolve(schema, &format!("{param_ptr}/schema"))?;
-                        forbid_secret(schema, &schema_ptr)?;
-                    }
+                if is_marked && let Some(schema) = schema {
+                    let (schema, schema_ptr) =
+                        self.resolve(schema, &format!("{param_ptr}/schema"))?;
+                    forbid_secret(schema, &schema_ptr)?;
                 }
                 marked.retain(|(n, _)| n != name);
                 marked.push((name.to_owned(), is_marked));
@@ -279,7 +290,7 @@ impl<'d> Compiler<'d> {
         &mut self,
         content: Option<&'d Value>,
         ptr: &str,
-    ) -> Result<Vec<(Box<str>, Option<NodeId>)>, PolicyError> {
+    ) -> Result<MediaPlans, PolicyError> {
         let Some(content) = content else {
             return Ok(Vec::new());
         };
@@ -344,7 +355,7 @@ impl<'d> Compiler<'d> {
             let siblings = object.keys().any(|k| is_structural(k));
             let node = if siblings {
                 let own = self.structure(object, ptr, marked, depth)?;
-                self.combine(&[compiled, own], marked, Combinator::All)
+                self.combine(&[compiled, own], Combinator::All)
             } else {
                 compiled
             };
@@ -392,7 +403,7 @@ impl<'d> Compiler<'d> {
                     depth + 1,
                 )?);
             }
-            parts.push(self.combine(&compiled, marked, combinator));
+            parts.push(self.combine(&compiled, combinator));
         }
 
         if let Some(properties) = object.get("properties") {
@@ -429,7 +440,6 @@ impl<'d> Compiler<'d> {
             )?;
             parts.push(match values {
                 DROP => DROP,
-                KEEP => KEEP,
                 values => self.arena.object(Vec::new(), values),
             });
         } else if let Some(items) = object.get("items") {
@@ -438,14 +448,9 @@ impl<'d> Compiler<'d> {
         }
 
         Ok(match parts.len() {
-            0 => {
-                if marked {
-                    KEEP
-                } else {
-                    DROP
-                }
-            }
-            _ => self.combine(&parts, marked, Combinator::All),
+            0 if marked => self.arena.keep(type_mask(object)),
+            0 => DROP,
+            _ => self.combine(&parts, Combinator::All),
         })
     }
 
@@ -456,7 +461,7 @@ impl<'d> Compiler<'d> {
     /// list, a description) take no part in that. If no part declares structure the value is a
     /// scalar: kept if marked, or if every alternative (`oneOf`/`anyOf`) or any part (`allOf`)
     /// is kept.
-    fn combine(&mut self, parts: &[NodeId], marked: bool, combinator: Combinator) -> NodeId {
+    fn combine(&mut self, parts: &[NodeId], combinator: Combinator) -> NodeId {
         let structural: Vec<NodeId> = parts
             .iter()
             .copied()
@@ -470,11 +475,23 @@ impl<'d> Compiler<'d> {
                 .iter()
                 .fold(first, |acc, &next| self.arena.intersect(acc, next));
         }
+        let masks: Vec<TypeMask> = parts
+            .iter()
+            .filter_map(|&p| match self.arena.get(p) {
+                Node::Keep(mask) => Some(*mask),
+                _ => None,
+            })
+            .collect();
         let kept = match combinator {
-            Combinator::All => parts.contains(&KEEP),
-            Combinator::Alternatives => !parts.is_empty() && parts.iter().all(|&p| p == KEEP),
+            Combinator::All => !masks.is_empty(),
+            Combinator::Alternatives => !parts.is_empty() && masks.len() == parts.len(),
         };
-        if marked || kept { KEEP } else { DROP }
+        if kept {
+            let union = masks.iter().fold(0, |acc, m| acc | m);
+            self.arena.keep(union)
+        } else {
+            DROP
+        }
     }
 
     /// Whether `id` is a `$ref` still being compiled (a cycle back to it).
@@ -491,6 +508,49 @@ enum Combinator {
     All,
     /// `oneOf`/`anyOf`: the value is one of them.
     Alternatives,
+}
+
+/// The JSON types a schema allows: from `type` (a name or, in 3.1, a list), else from the
+/// values of `enum`/`const`, else any. `null` is always allowed: it carries nothing.
+fn type_mask(schema: &Map<String, Value>) -> TypeMask {
+    fn of_name(name: &str) -> TypeMask {
+        match name {
+            "null" => types::NULL,
+            "boolean" => types::BOOLEAN,
+            "integer" => types::INTEGER,
+            "number" => types::NUMBER,
+            "string" => types::STRING,
+            "array" => types::ARRAY,
+            "object" => types::OBJECT,
+            _ => types::ANY,
+        }
+    }
+    fn of_value(value: &Value) -> TypeMask {
+        match value {
+            Value::Null => types::NULL,
+            Value::Bool(_) => types::BOOLEAN,
+            Value::Number(n) if n.is_f64() => types::NUMBER,
+            Value::Number(_) => types::INTEGER,
+            Value::String(_) => types::STRING,
+            Value::Array(_) => types::ARRAY,
+            Value::Object(_) => types::OBJECT,
+        }
+    }
+    let mask = match (schema.get("type"), schema.get("enum"), schema.get("const")) {
+        (Some(Value::String(name)), _, _) => of_name(name),
+        (Some(Value::Array(names)), _, _) => names
+            .iter()
+            .map(|n| n.as_str().map_or(types::ANY, of_name))
+            .fold(0, |acc, m| acc | m),
+        (None, Some(Value::Array(values)), _) => values.iter().fold(0, |acc, v| acc | of_value(v)),
+        (None, None, Some(value)) => of_value(value),
+        _ => types::ANY,
+    };
+    if mask == 0 {
+        types::ANY
+    } else {
+        mask | types::NULL
+    }
 }
 
 /// `{"type": "null"}`, `{"const": null}`, `{"enum": [null]}`.

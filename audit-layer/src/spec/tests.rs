@@ -102,10 +102,11 @@ fn nullable_forms_are_seen_through() {
         "c": {"type": ["string", "null"], "x-auditable": true},
         "d": {"type": "object", "nullable": true, "properties": {"v": {"type": "string", "x-auditable": true}}}
     }});
-    let body = json!({"a": {"v": 1, "s": 2}, "b": {"v": 3, "s": 4}, "c": null, "d": {"v": "x"}});
+    let body =
+        json!({"a": {"v": "1", "s": "2"}, "b": {"v": "3", "s": "4"}, "c": null, "d": {"v": "x"}});
     assert_eq!(
         kept(schema, components, body),
-        json!({"a": {"v": 1}, "b": {"v": 3}, "c": null, "d": {"v": "x"}})
+        json!({"a": {"v": "1"}, "b": {"v": "3"}, "c": null, "d": {"v": "x"}})
     );
 }
 
@@ -159,6 +160,47 @@ fn recursive_schemas_compile_and_redact() {
     assert_eq!(
         kept(schema, components, body),
         json!({"name": "root", "children": [{"name": "kid"}]})
+    );
+}
+
+#[test]
+fn a_kept_value_must_have_its_declared_type() {
+    let schema = json!({"type": "object", "properties": {
+        "name": {"type": "string", "x-auditable": true},
+        "count": {"type": "integer", "x-auditable": true},
+        "ratio": {"type": "number", "x-auditable": true},
+        "tags": {"type": "array", "items": {"type": "string"}, "x-auditable": true},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}, "x-auditable": true},
+        "status": {"enum": ["on", "off"], "x-auditable": true}
+    }});
+    let sneaky = json!({"name": {"password": "p"}, "count": 1.5, "ratio": "r", "tags": [{"token": "t"}, "ok"],
+                        "labels": {"env": {"secret": "s"}, "team": "a"}, "status": ["on"]});
+    assert_eq!(
+        kept(schema.clone(), json!({}), sneaky),
+        json!({"tags": ["ok"], "labels": {"team": "a"}})
+    );
+    let honest =
+        json!({"name": "n", "count": 2, "ratio": 0.5, "tags": [], "labels": {}, "status": "on"});
+    assert_eq!(
+        kept(schema, json!({}), honest),
+        json!({"name": "n", "count": 2, "ratio": 0.5, "tags": [], "labels": {}, "status": "on"})
+    );
+}
+
+#[test]
+fn duplicate_keys_inside_a_kept_value_are_refused() {
+    let schema =
+        json!({"type": "object", "properties": {"meta": {"type": "object", "x-auditable": true}}});
+    let policy = compile(doc_with(schema, json!({})));
+    let plan = policy.plan_for(&Method::PUT, None, URI).expect("operation");
+    let ct = http::HeaderValue::from_static("application/json");
+    let kept = plan
+        .request
+        .redact(Some(&ct), br#"{"meta":{"a":{"x":1,"x":2}}}"#)
+        .expect("a body");
+    assert_eq!(
+        kept.get(),
+        r#"{"_unparsed":"duplicate key in an object at byte 20"}"#
     );
 }
 

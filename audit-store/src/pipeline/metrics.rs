@@ -43,7 +43,9 @@ impl Counters {
             failed_writes: get(&self.failed_writes),
             gap_records: get(&self.gap_records),
             batches,
-            batch_latency_avg_micros: get(&self.batch_micros_sum).checked_div(batches).unwrap_or(0),
+            batch_latency_avg_micros: get(&self.batch_micros_sum)
+                .checked_div(batches)
+                .unwrap_or(0),
             batch_latency_max_micros: get(&self.batch_micros_max),
             queue_depth,
             spool_bytes,
@@ -95,21 +97,89 @@ impl PipelineMetrics {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("audit_records_enqueued_total", "counter", "Records accepted into the ingest queue.", self.enqueued);
-        metric("audit_records_stored_total", "counter", "Records written to the database.", self.stored);
-        metric("audit_records_duplicate_total", "counter", "Records the database already held.", self.duplicates);
-        metric("audit_records_spooled_total", "counter", "Records written to the local spool.", self.spooled);
-        metric("audit_records_replayed_total", "counter", "Spooled records since written to the database.", self.replayed);
-        metric("audit_records_dropped_total", "counter", "Records lost (queue full or spool out of budget).", self.dropped);
-        metric("audit_batch_write_failures_total", "counter", "Failed batch writes.", self.failed_writes);
-        metric("audit_gap_records_total", "counter", "Gap records written.", self.gap_records);
-        metric("audit_batches_total", "counter", "Batches written.", self.batches);
-        metric("audit_batch_latency_avg_microseconds", "gauge", "Mean batch write time.", self.batch_latency_avg_micros);
-        metric("audit_batch_latency_max_microseconds", "gauge", "Longest batch write time.", self.batch_latency_max_micros);
-        metric("audit_queue_depth", "gauge", "Records waiting in the ingest queue.", self.queue_depth);
-        metric("audit_spool_bytes", "gauge", "Bytes in the local spool.", self.spool_bytes);
+        metric(
+            "audit_records_enqueued_total",
+            "counter",
+            "Records accepted into the ingest queue.",
+            self.enqueued,
+        );
+        metric(
+            "audit_records_stored_total",
+            "counter",
+            "Records written to the database.",
+            self.stored,
+        );
+        metric(
+            "audit_records_duplicate_total",
+            "counter",
+            "Records the database already held.",
+            self.duplicates,
+        );
+        metric(
+            "audit_records_spooled_total",
+            "counter",
+            "Records written to the local spool.",
+            self.spooled,
+        );
+        metric(
+            "audit_records_replayed_total",
+            "counter",
+            "Spooled records since written to the database.",
+            self.replayed,
+        );
+        metric(
+            "audit_records_dropped_total",
+            "counter",
+            "Records lost (queue full or spool out of budget).",
+            self.dropped,
+        );
+        metric(
+            "audit_batch_write_failures_total",
+            "counter",
+            "Failed batch writes.",
+            self.failed_writes,
+        );
+        metric(
+            "audit_gap_records_total",
+            "counter",
+            "Gap records written.",
+            self.gap_records,
+        );
+        metric(
+            "audit_batches_total",
+            "counter",
+            "Batches written.",
+            self.batches,
+        );
+        metric(
+            "audit_batch_latency_avg_microseconds",
+            "gauge",
+            "Mean batch write time.",
+            self.batch_latency_avg_micros,
+        );
+        metric(
+            "audit_batch_latency_max_microseconds",
+            "gauge",
+            "Longest batch write time.",
+            self.batch_latency_max_micros,
+        );
+        metric(
+            "audit_queue_depth",
+            "gauge",
+            "Records waiting in the ingest queue.",
+            self.queue_depth,
+        );
+        metric(
+            "audit_spool_bytes",
+            "gauge",
+            "Bytes in the local spool.",
+            self.spool_bytes,
+        );
         out
     }
 }

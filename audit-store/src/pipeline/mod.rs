@@ -64,8 +64,8 @@ use audit_layer::sink::AuditSink;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-pub use enrich::{BoxError, Directory, Lookup};
 use enrich::Enricher;
+pub use enrich::{BoxError, Directory, Lookup};
 use metrics::Counters;
 pub use metrics::PipelineMetrics;
 
@@ -228,7 +228,8 @@ impl<S: AuditStore> PipelineBuilder<S> {
             None => None,
         };
         let per_lane = self.queue_capacity.div_ceil(self.writers).max(1);
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..self.writers).map(|_| mpsc::channel(per_lane)).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..self.writers).map(|_| mpsc::channel(per_lane)).unzip();
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             degraded: AtomicBool::new(spool.as_ref().is_some_and(|s| !s.is_empty())),
@@ -236,7 +237,9 @@ impl<S: AuditStore> PipelineBuilder<S> {
             finished: AtomicBool::new(false),
             done: Notify::new(),
             gaps: Mutex::default(),
-            spool_bytes: std::sync::atomic::AtomicU64::new(spool.as_ref().map_or(0, Spool::used_bytes)),
+            spool_bytes: std::sync::atomic::AtomicU64::new(
+                spool.as_ref().map_or(0, Spool::used_bytes),
+            ),
             per_lane,
         });
         let sink = IngestSink {
@@ -270,6 +273,8 @@ struct Envelope {
     committed: Option<oneshot::Sender<Result<(), NotCommitted>>>,
 }
 
+// Records travel unboxed: a box per record would be an allocation on the request path.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Record(Envelope),
     Shutdown,
@@ -357,18 +362,35 @@ impl IngestSink {
         &self.lanes[lane]
     }
 
-    fn enqueue(&self, envelope: Envelope) -> std::result::Result<(), Envelope> {
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Err(envelope);
-        }
-        match self.lane_for(&envelope.record).try_send(Message::Record(envelope)) {
-            Ok(()) => {
-                Counters::add(&self.shared.counters.enqueued, 1);
-                Ok(())
+    /// Queues a record; when the queue is full or closed, counts it as dropped and returns
+    /// `false`.
+    fn enqueue(&self, envelope: Envelope) -> bool {
+        let rejected = if self.shared.closing.load(Ordering::Acquire) {
+            Some(envelope)
+        } else {
+            match self
+                .lane_for(&envelope.record)
+                .try_send(Message::Record(envelope))
+            {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+                | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
+                Err(_) => unreachable!("only records are sent by submit"),
             }
-            Err(mpsc::error::TrySendError::Full(Message::Record(e)))
-            | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Err(e),
-            Err(_) => unreachable!("only records are sent by submit"),
+        };
+        match rejected {
+            None => {
+                Counters::add(&self.shared.counters.enqueued, 1);
+                true
+            }
+            Some(envelope) => {
+                let record = &envelope.record;
+                self.shared.drop_record(
+                    record.account.as_ref().map(|a| a.id.as_str()),
+                    record.action.time.unix_millis(),
+                );
+                false
+            }
         }
     }
 
@@ -379,16 +401,13 @@ impl IngestSink {
     /// # Errors
     ///
     /// When the record was not committed: see [`NotCommitted`].
-    pub async fn submit_and_commit(&self, record: AuditRecord) -> std::result::Result<(), NotCommitted> {
+    pub async fn commit(&self, record: AuditRecord) -> std::result::Result<(), NotCommitted> {
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope {
             record,
             committed: Some(tx),
         };
-        if let Err(envelope) = self.enqueue(envelope) {
-            let record = &envelope.record;
-            self.shared
-                .drop_record(record.account.as_ref().map(|a| a.id.as_str()), record.action.time.unix_millis());
+        if !self.enqueue(envelope) {
             return Err(NotCommitted::Rejected);
         }
         rx.await.unwrap_or(Err(NotCommitted::Dropped))
@@ -396,7 +415,8 @@ impl IngestSink {
 
     /// Whether the database is taking records now (not degraded).
     pub fn is_available(&self) -> bool {
-        !self.shared.degraded.load(Ordering::Acquire) && !self.shared.closing.load(Ordering::Acquire)
+        !self.shared.degraded.load(Ordering::Acquire)
+            && !self.shared.closing.load(Ordering::Acquire)
     }
 
     /// The counters now.
@@ -429,16 +449,25 @@ impl IngestSink {
 }
 
 impl AuditSink for IngestSink {
+    fn submit_and_commit(&self, record: AuditRecord) -> audit_layer::Commit {
+        let sink = self.clone();
+        Box::pin(async move {
+            sink.commit(record)
+                .await
+                .map_err(|e| audit_layer::NotCommitted::new(e.to_string()))
+        })
+    }
+
+    fn is_available(&self) -> bool {
+        IngestSink::is_available(self)
+    }
+
     fn submit(&self, record: AuditRecord) {
         let envelope = Envelope {
             record,
             committed: None,
         };
-        if let Err(envelope) = self.enqueue(envelope) {
-            let record = &envelope.record;
-            self.shared
-                .drop_record(record.account.as_ref().map(|a| a.id.as_str()), record.action.time.unix_millis());
-        }
+        self.enqueue(envelope);
     }
 }
 
@@ -525,7 +554,11 @@ impl<S: AuditStore> Context<S> {
     async fn process(&self, batch: Vec<Envelope>, closing: bool) {
         let mut rows = Vec::with_capacity(batch.len());
         let mut waiters = Vec::new();
-        for Envelope { mut record, committed } in batch {
+        for Envelope {
+            mut record,
+            committed,
+        } in batch
+        {
             if let Some(enricher) = &self.enricher {
                 enricher.enrich(&mut record).await;
             }
@@ -533,8 +566,10 @@ impl<S: AuditStore> Context<S> {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     tracing::error!(target: "audit_store", id = %record.id, "unstorable audit record: {e}");
-                    self.shared
-                        .drop_record(record.account.as_ref().map(|a| a.id.as_str()), record.action.time.unix_millis());
+                    self.shared.drop_record(
+                        record.account.as_ref().map(|a| a.id.as_str()),
+                        record.action.time.unix_millis(),
+                    );
                     if let Some(tx) = committed {
                         let _ = tx.send(Err(NotCommitted::Dropped));
                     }
@@ -550,7 +585,11 @@ impl<S: AuditStore> Context<S> {
     }
 
     /// Writes one batch: to the database with retries, else to the spool.
-    async fn write(&self, rows: Vec<StoredRecord>, closing: bool) -> std::result::Result<(), NotCommitted> {
+    async fn write(
+        &self,
+        rows: Vec<StoredRecord>,
+        closing: bool,
+    ) -> std::result::Result<(), NotCommitted> {
         let mut attempt = 0;
         loop {
             if self.has_spool && self.shared.degraded.load(Ordering::Acquire) {
@@ -584,7 +623,8 @@ impl<S: AuditStore> Context<S> {
                         self.shared.degraded.store(true, Ordering::Release);
                         if closing && attempt >= self.retry.attempts + 10 {
                             for row in &rows {
-                                self.shared.drop_record(row.account_id.as_deref(), row.time_ms);
+                                self.shared
+                                    .drop_record(row.account_id.as_deref(), row.time_ms);
                             }
                             tracing::error!(target: "audit_store", records = rows.len(), "audit database unavailable at shutdown and no spool: records dropped");
                             return Err(NotCommitted::Dropped);
@@ -599,12 +639,18 @@ impl<S: AuditStore> Context<S> {
     fn committed(&self, rows: &[StoredRecord], new: u64, started: Instant) {
         let counters = &self.shared.counters;
         Counters::add(&counters.stored, new);
-        Counters::add(&counters.duplicates, (rows.len() as u64).saturating_sub(new));
+        Counters::add(
+            &counters.duplicates,
+            (rows.len() as u64).saturating_sub(new),
+        );
         counters.batch_took(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
     /// Appends a batch to the spool. `None` when the pipeline recovered meanwhile.
-    async fn to_spool(&self, rows: &[StoredRecord]) -> Option<std::result::Result<(), NotCommitted>> {
+    async fn to_spool(
+        &self,
+        rows: &[StoredRecord],
+    ) -> Option<std::result::Result<(), NotCommitted>> {
         let mut guard = self.spool.lock().await;
         // Checked under the lock: recovery clears the flag while holding it.
         if !self.shared.degraded.load(Ordering::Acquire) {
@@ -628,10 +674,13 @@ impl<S: AuditStore> Context<S> {
         };
         if outcome == Err(NotCommitted::Dropped) {
             for row in rows {
-                self.shared.drop_record(row.account_id.as_deref(), row.time_ms);
+                self.shared
+                    .drop_record(row.account_id.as_deref(), row.time_ms);
             }
         }
-        self.shared.spool_bytes.store(spool.used_bytes(), Ordering::Relaxed);
+        self.shared
+            .spool_bytes
+            .store(spool.used_bytes(), Ordering::Relaxed);
         Some(outcome)
     }
 
@@ -686,7 +735,9 @@ impl<S: AuditStore> Context<S> {
                         tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
                         return;
                     }
-                    self.shared.spool_bytes.store(spool.used_bytes(), Ordering::Relaxed);
+                    self.shared
+                        .spool_bytes
+                        .store(spool.used_bytes(), Ordering::Relaxed);
                 }
                 Err(e) => {
                     Counters::add(&self.shared.counters.failed_writes, 1);
@@ -703,7 +754,11 @@ impl<S: AuditStore> Context<S> {
     /// Writes one gap record per account that lost records, if any did.
     async fn write_gaps(&self) {
         let spans: Vec<(Option<String>, GapSpan)> = {
-            let mut gaps = self.shared.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut gaps = self
+                .shared
+                .gaps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if gaps.spans.is_empty() {
                 return;
             }
@@ -711,7 +766,9 @@ impl<S: AuditStore> Context<S> {
         };
         let rows: Vec<StoredRecord> = spans
             .iter()
-            .filter_map(|(account, span)| StoredRecord::from_record(&gap_record(account.clone(), *span)).ok())
+            .filter_map(|(account, span)| {
+                StoredRecord::from_record(&gap_record(account.clone(), *span)).ok()
+            })
             .collect();
         match self.store.insert(&rows).await {
             Ok(new) => {
@@ -719,7 +776,11 @@ impl<S: AuditStore> Context<S> {
             }
             Err(e) => {
                 tracing::warn!(target: "audit_store", "cannot write audit gap records yet: {e}");
-                let mut gaps = self.shared.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut gaps = self
+                    .shared
+                    .gaps
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 for (account, span) in spans {
                     gaps.spans
                         .entry(account)
@@ -745,7 +806,11 @@ fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord {
         account: account.map(|id| Account { id, name: None }),
         action: Action {
             description: Some(
-                format!("{} audit records were lost between {first} and {last}", span.lost).into(),
+                format!(
+                    "{} audit records were lost between {first} and {last}",
+                    span.lost
+                )
+                .into(),
             ),
             result: ActionResult::Failure,
             time: Timestamp::now(),

@@ -32,7 +32,11 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
     fn delete_before(&self, cutoff_ms: i64) -> impl Future<Output = Result<u64>> + Send;
 
     /// The JSON of one record of one account, exactly as written.
-    fn get(&self, account_id: &str, id: Uuid) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn get(
+        &self,
+        account_id: &str,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
 
     /// How many records are stored (all accounts). For tests and operators; it scans.
     fn count(&self) -> impl Future<Output = Result<u64>> + Send;

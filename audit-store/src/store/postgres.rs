@@ -73,7 +73,10 @@ impl PostgresStore {
     async fn ensure_partitions(&self, records: &[StoredRecord]) -> Result<()> {
         let months: BTreeSet<i64> = records.iter().map(|r| month_of(r.time_ms)).collect();
         let missing: Vec<i64> = {
-            let known = self.partitions.lock().unwrap_or_else(PoisonError::into_inner);
+            let known = self
+                .partitions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             months.into_iter().filter(|m| !known.contains(m)).collect()
         };
         for month in missing {
@@ -115,7 +118,11 @@ fn month_start_ms(month: i64) -> i64 {
 }
 
 fn partition_name(month: i64) -> String {
-    format!("audit_logs_p{:04}_{:02}", month.div_euclid(12), month.rem_euclid(12) + 1)
+    format!(
+        "audit_logs_p{:04}_{:02}",
+        month.div_euclid(12),
+        month.rem_euclid(12) + 1
+    )
 }
 
 /// Days since 1970-01-01 → (year, month 1-12, day), proleptic Gregorian (H. Hinnant).
@@ -144,7 +151,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 impl AuditStore for PostgresStore {
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -205,11 +214,14 @@ impl AuditStore for PostgresStore {
         let mut deleted = 0;
         for row in rows {
             let name: String = row.get(0);
-            let Some(month) = parse_partition_name(&name) else { continue };
+            let Some(month) = parse_partition_name(&name) else {
+                continue;
+            };
             if month_start_ms(month + 1) <= cutoff_ms {
-                let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
-                    .fetch_one(&self.pool)
-                    .await?;
+                let n: i64 =
+                    sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
+                        .fetch_one(&self.pool)
+                        .await?;
                 sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
                     .execute(&self.pool)
                     .await?;
