@@ -1,6 +1,5 @@
 //! Counters for every path a record can take, as a snapshot struct and in Prometheus text.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Live counters, shared by the sink and the pipeline.
@@ -88,13 +87,15 @@ pub struct PipelineMetrics {
 }
 
 impl PipelineMetrics {
-    /// The counters in the Prometheus text exposition format.
+    /// The counters in the Prometheus text exposition format (feature `prometheus`).
     ///
     /// ```
     /// let text = audit_store::pipeline::PipelineMetrics::default().to_prometheus();
     /// assert!(text.contains("audit_records_stored_total 0\n"));
     /// ```
+    #[cfg(feature = "prometheus")]
     pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
         let mut out = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
