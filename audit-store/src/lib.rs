@@ -7,6 +7,7 @@
 
 mod error;
 pub mod pipeline;
+pub mod query;
 pub mod row;
 mod spool;
 pub mod store;

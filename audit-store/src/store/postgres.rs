@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::postgres::PgPool;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::AuditStore;
+use super::sql::{self, QueryTarget};
+use super::{AuditStore, PageRow, RecordQuery};
 use crate::Result;
 use crate::row::StoredRecord;
 
@@ -149,7 +150,40 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+impl QueryTarget for QueryBuilder<Postgres> {
+    fn sql(&mut self, sql: &str) {
+        self.push(sql);
+    }
+    fn text(&mut self, value: String) {
+        self.push_bind(value);
+    }
+    fn int(&mut self, value: i32) {
+        self.push_bind(value);
+    }
+    fn bigint(&mut self, value: i64) {
+        self.push_bind(value);
+    }
+    fn uuid(&mut self, value: Uuid) {
+        self.push_bind(value);
+    }
+}
+
 impl AuditStore for PostgresStore {
+    async fn page(&self, query: &RecordQuery) -> Result<Vec<PageRow>> {
+        let mut builder = QueryBuilder::<Postgres>::new("");
+        sql::page(&mut builder, query);
+        let rows = builder.build().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(PageRow {
+                    time_ms: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    record: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)

@@ -14,7 +14,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::AuditStore;
+use super::sql::{self, QueryTarget};
+use super::{AuditStore, PageRow, RecordQuery};
 use crate::Result;
 use crate::row::{COLUMNS, StoredRecord};
 
@@ -125,7 +126,40 @@ fn insert_statement(rows: &[StoredRecord]) -> QueryBuilder<Sqlite> {
     builder
 }
 
+impl QueryTarget for QueryBuilder<Sqlite> {
+    fn sql(&mut self, sql: &str) {
+        self.push(sql);
+    }
+    fn text(&mut self, value: String) {
+        self.push_bind(value);
+    }
+    fn int(&mut self, value: i32) {
+        self.push_bind(value);
+    }
+    fn bigint(&mut self, value: i64) {
+        self.push_bind(value);
+    }
+    fn uuid(&mut self, value: Uuid) {
+        self.push_bind(value);
+    }
+}
+
 impl AuditStore for SqliteStore {
+    async fn page(&self, query: &RecordQuery) -> Result<Vec<PageRow>> {
+        let mut builder = QueryBuilder::<Sqlite>::new("");
+        sql::page(&mut builder, query);
+        let rows = builder.build().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(PageRow {
+                    time_ms: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    record: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
         Ok(())

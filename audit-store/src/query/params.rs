@@ -1,0 +1,446 @@
+//! The query parameters of `GET /accounts/{account_id}/logs/audit`, validated.
+//!
+//! Every problem is a [`BadParameter`] that names the parameter and what was expected, in
+//! the words a person reading a 400 needs.
+
+use std::fmt::Write;
+
+use audit_layer::record::{ActionType, ActorContext, ActorType, Timestamp};
+use uuid::Uuid;
+
+use crate::store::{Column, ColumnFilter, Direction, FilterValue};
+
+/// The most values all filters together may carry.
+pub(crate) const MAX_FILTER_VALUES: usize = 100;
+/// The largest page.
+pub(crate) const MAX_LIMIT: u32 = 1000;
+/// The page size when none is asked for.
+pub(crate) const DEFAULT_LIMIT: u32 = 100;
+/// Longest filter value accepted.
+const MAX_VALUE_LEN: usize = 1024;
+
+/// A parameter that cannot be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadParameter(pub(crate) String);
+
+/// A validated audit log query (without its account).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LogQuery {
+    pub(crate) since_ms: i64,
+    pub(crate) before_ms: i64,
+    pub(crate) filters: Vec<ColumnFilter>,
+    pub(crate) direction: Direction,
+    pub(crate) limit: u32,
+    pub(crate) cursor: Option<String>,
+}
+
+impl LogQuery {
+    /// What a cursor for this query is bound to: the account, the filters, the range and the
+    /// direction (not the limit, which a client may change between pages).
+    pub(crate) fn binding(&self, account_id: &str) -> String {
+        let mut binding = format!(
+            "v1|{account_id}|{}|{}|{}",
+            self.since_ms,
+            self.before_ms,
+            self.direction.as_str()
+        );
+        let mut filters: Vec<String> = self
+            .filters
+            .iter()
+            .map(|f| {
+                let mut values: Vec<String> = f.values.iter().map(FilterValue::canonical).collect();
+                values.sort();
+                format!(
+                    "{}{}={}",
+                    f.column.name(),
+                    if f.negated { ".not" } else { "" },
+                    values.join("\u{1f}")
+                )
+            })
+            .collect();
+        filters.sort();
+        for f in filters {
+            let _ = write!(binding, "|{f}");
+        }
+        binding
+    }
+}
+
+/// The kind of values a filter takes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    ActionType,
+    ActionResult,
+    ActorType,
+    ActorContext,
+    StatusCode,
+    Ip,
+    Id,
+}
+
+/// Filter parameter names: the original API's, with its aliases.
+fn filter(name: &str) -> Option<(Column, Kind)> {
+    Some(match name {
+        "action_type" => (Column::ActionType, Kind::ActionType),
+        "action_result" => (Column::ActionResult, Kind::ActionResult),
+        "actor_email" => (Column::ActorEmail, Kind::Text),
+        "actor_id" => (Column::ActorId, Kind::Text),
+        "actor_ip_address" => (Column::ActorIpAddress, Kind::Ip),
+        "actor_type" => (Column::ActorType, Kind::ActorType),
+        "actor_context" => (Column::ActorContext, Kind::ActorContext),
+        "actor_token_id" => (Column::ActorTokenId, Kind::Text),
+        "actor_token_name" => (Column::ActorTokenName, Kind::Text),
+        "id" | "audit_log_id" => (Column::Id, Kind::Id),
+        "raw_ray_id" | "raw_cf_ray_id" => (Column::RawRayId, Kind::Text),
+        "raw_method" => (Column::RawMethod, Kind::Text),
+        "raw_status_code" => (Column::RawStatusCode, Kind::StatusCode),
+        "raw_uri" => (Column::RawUri, Kind::Text),
+        "resource_id" => (Column::ResourceId, Kind::Text),
+        "resource_product" => (Column::ResourceProduct, Kind::Text),
+        "resource_type" => (Column::ResourceType, Kind::Text),
+        "resource_scope" => (Column::ResourceScope, Kind::Text),
+        "zone_id" => (Column::ZoneId, Kind::Text),
+        "zone_name" => (Column::ZoneName, Kind::Text),
+        "account_name" => (Column::AccountName, Kind::Text),
+        _ => return None,
+    })
+}
+
+/// A value quoted for an error message: escaped, and cut to 64 characters.
+fn quoted(value: &str) -> String {
+    let visible = audit_layer::escape::visible(value.as_bytes());
+    let cut: String = visible.chars().take(64).collect();
+    if cut.len() < visible.len() {
+        format!("{:?}...", cut)
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+fn bad(message: String) -> BadParameter {
+    BadParameter(message)
+}
+
+/// Parses `since`/`before`: a date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339 time.
+fn parse_time(name: &str, value: &str) -> Result<i64, BadParameter> {
+    let expected = || {
+        bad(format!(
+            "invalid value for '{name}': expected YYYY-MM-DD or RFC 3339, got {}",
+            quoted(value)
+        ))
+    };
+    if let Ok(t) = value.parse::<Timestamp>() {
+        return Ok(t.unix_millis());
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(value, &format).map_err(|_| expected())?;
+    Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadParameter> {
+    let enum_error = |expected: &str| {
+        bad(format!(
+            "invalid value for '{name}': expected one of {expected}, got {}",
+            quoted(value)
+        ))
+    };
+    if value.len() > MAX_VALUE_LEN {
+        return Err(bad(format!(
+            "invalid value for '{name}': longer than {MAX_VALUE_LEN} bytes"
+        )));
+    }
+    Ok(match kind {
+        Kind::Text => FilterValue::Text(value.to_owned()),
+        Kind::ActionType => FilterValue::Text(
+            value
+                .parse::<ActionType>()
+                .map_err(|_| enum_error("view, create, update, delete, login, logout, gap"))?
+                .as_str()
+                .to_owned(),
+        ),
+        Kind::ActionResult => match value {
+            "success" | "failure" => FilterValue::Text(value.to_owned()),
+            _ => return Err(enum_error("success, failure")),
+        },
+        Kind::ActorType => FilterValue::Text(
+            value
+                .parse::<ActorType>()
+                .map_err(|_| enum_error("user, account, system"))?
+                .as_str()
+                .to_owned(),
+        ),
+        Kind::ActorContext => FilterValue::Text(
+            value
+                .parse::<ActorContext>()
+                .map_err(|_| enum_error("api_token, api_key, dash, oauth, system"))?
+                .as_str()
+                .to_owned(),
+        ),
+        Kind::StatusCode => {
+            // Clients that type numbers as floats send "200.0".
+            let code = value
+                .strip_suffix(".0")
+                .unwrap_or(value)
+                .parse::<i32>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "invalid value for '{name}': expected an HTTP status code (an integer from 100 to 599), got {}",
+                        quoted(value)
+                    ))
+                })?;
+            FilterValue::Int(code)
+        }
+        Kind::Ip => {
+            let ip = value.parse::<std::net::IpAddr>().map_err(|_| {
+                bad(format!(
+                    "invalid value for '{name}': expected an IPv4 or IPv6 address, got {}",
+                    quoted(value)
+                ))
+            })?;
+            FilterValue::Text(ip.to_string())
+        }
+        Kind::Id => FilterValue::Uuid(value.parse::<Uuid>().map_err(|_| {
+            bad(format!(
+                "invalid value for '{name}': expected an audit log id (a UUID), got {}",
+                quoted(value)
+            ))
+        })?),
+    })
+}
+
+/// Parses a raw query string.
+pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
+    let mut since = None;
+    let mut before = None;
+    let mut direction = None;
+    let mut limit = None;
+    let mut cursor = None;
+    let mut filters: Vec<ColumnFilter> = Vec::new();
+    let mut values = 0usize;
+
+    let once = |slot: &Option<String>, name: &str| {
+        if slot.is_some() {
+            Err(bad(format!(
+                "'{name}' is given more than once: give it once"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let (name, negated) = match key.strip_suffix(".not") {
+            Some(name) => (name, true),
+            None => (&*key, false),
+        };
+        match (name, negated) {
+            ("since", false) => {
+                once(&since, "since")?;
+                since = Some(value.into_owned());
+            }
+            ("before", false) => {
+                once(&before, "before")?;
+                before = Some(value.into_owned());
+            }
+            ("direction", false) => {
+                once(&direction, "direction")?;
+                direction = Some(value.into_owned());
+            }
+            ("limit", false) => {
+                once(&limit, "limit")?;
+                limit = Some(value.into_owned());
+            }
+            ("cursor", false) => {
+                once(&cursor, "cursor")?;
+                cursor = Some(value.into_owned());
+            }
+            _ => {
+                let Some((column, kind)) = filter(name) else {
+                    return Err(bad(format!(
+                        "unknown parameter {}: see the audit log API's parameters",
+                        quoted(&key)
+                    )));
+                };
+                values += 1;
+                if values > MAX_FILTER_VALUES {
+                    return Err(bad(format!(
+                        "too many filter values: at most {MAX_FILTER_VALUES} in one query"
+                    )));
+                }
+                let value = parse_value(&key, kind, &value)?;
+                match filters
+                    .iter_mut()
+                    .find(|f| f.column == column && f.negated == negated)
+                {
+                    Some(existing) => existing.values.push(value),
+                    None => filters.push(ColumnFilter {
+                        column,
+                        negated,
+                        values: vec![value],
+                    }),
+                }
+            }
+        }
+    }
+
+    let since = since.ok_or_else(|| {
+        bad("missing required parameter 'since': expected YYYY-MM-DD or RFC 3339".into())
+    })?;
+    let before = before.ok_or_else(|| {
+        bad("missing required parameter 'before': expected YYYY-MM-DD or RFC 3339".into())
+    })?;
+    let since_ms = parse_time("since", &since)?;
+    let before_ms = parse_time("before", &before)?;
+    if before_ms <= since_ms {
+        return Err(bad(format!(
+            "invalid value for 'before': must be after 'since' ({} is not after {})",
+            quoted(&before),
+            quoted(&since)
+        )));
+    }
+    let direction = match direction.as_deref() {
+        None | Some("desc") => Direction::Desc,
+        Some("asc") => Direction::Asc,
+        Some(other) => {
+            return Err(bad(format!(
+                "invalid value for 'direction': expected desc or asc, got {}",
+                quoted(other)
+            )));
+        }
+    };
+    let limit = match limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .strip_suffix(".0")
+            .unwrap_or(text)
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                bad(format!(
+                    "invalid value for 'limit': expected an integer from 1 to {MAX_LIMIT}, got {}",
+                    quoted(text)
+                ))
+            })?,
+    };
+    Ok(LogQuery {
+        since_ms,
+        before_ms,
+        filters,
+        direction,
+        limit,
+        cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(query: &str) -> String {
+        parse(query).expect_err(query).to_string()
+    }
+
+    #[test]
+    fn a_full_query_parses() {
+        let q = parse("since=2025-01-01&before=2025-01-23T18:25:14.749Z&action_type=update&action_type=create&action_type.not=view&raw_status_code=200.0&direction=asc&limit=50&cursor=abc").unwrap();
+        assert_eq!(q.since_ms, 1_735_689_600_000);
+        assert_eq!(q.before_ms, 1_737_656_714_749);
+        assert_eq!(q.direction, Direction::Asc);
+        assert_eq!(q.limit, 50);
+        assert_eq!(q.cursor.as_deref(), Some("abc"));
+        assert_eq!(q.filters.len(), 3);
+        assert_eq!(
+            q.filters[0].values.len(),
+            2,
+            "repeats are OR-ed in one filter"
+        );
+        assert!(q.filters[1].negated);
+        assert_eq!(q.filters[2].values, vec![FilterValue::Int(200)]);
+    }
+
+    #[test]
+    fn aliases_of_the_original_api_are_accepted() {
+        let q = parse("since=2025-01-01&before=2025-01-02&raw_cf_ray_id=r1&audit_log_id=01948c5e-9a2d-7b3c-8f00-0123456789ab").unwrap();
+        assert_eq!(q.filters[0].column, Column::RawRayId);
+        assert_eq!(q.filters[1].column, Column::Id);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        let base = "since=2025-01-01&before=2025-01-02";
+        assert_eq!(
+            err("before=2025-01-02"),
+            "missing required parameter 'since': expected YYYY-MM-DD or RFC 3339"
+        );
+        assert_eq!(
+            err("since=yesterday&before=2025-01-02"),
+            "invalid value for 'since': expected YYYY-MM-DD or RFC 3339, got \"yesterday\""
+        );
+        assert_eq!(
+            err("since=2025-01-02&before=2025-01-01"),
+            "invalid value for 'before': must be after 'since' (\"2025-01-01\" is not after \"2025-01-02\")"
+        );
+        assert_eq!(
+            err(&format!("{base}&limit=0")),
+            "invalid value for 'limit': expected an integer from 1 to 1000, got \"0\""
+        );
+        assert_eq!(
+            err(&format!("{base}&limit=1001")),
+            "invalid value for 'limit': expected an integer from 1 to 1000, got \"1001\""
+        );
+        assert_eq!(
+            err(&format!("{base}&action_type=edit")),
+            "invalid value for 'action_type': expected one of view, create, update, delete, login, logout, gap, got \"edit\""
+        );
+        assert_eq!(
+            err(&format!("{base}&raw_status_code=ok")),
+            "invalid value for 'raw_status_code': expected an HTTP status code (an integer from 100 to 599), got \"ok\""
+        );
+        assert_eq!(
+            err(&format!("{base}&id=1")),
+            "invalid value for 'id': expected an audit log id (a UUID), got \"1\""
+        );
+        assert_eq!(
+            err(&format!("{base}&actor_ip_address=1.2.3")),
+            "invalid value for 'actor_ip_address': expected an IPv4 or IPv6 address, got \"1.2.3\""
+        );
+        assert_eq!(
+            err(&format!("{base}&direction=up")),
+            "invalid value for 'direction': expected desc or asc, got \"up\""
+        );
+        assert_eq!(
+            err(&format!("{base}&colour=red")),
+            "unknown parameter \"colour\": see the audit log API's parameters"
+        );
+        assert_eq!(
+            err(&format!("{base}&since=2025-01-01")),
+            "'since' is given more than once: give it once"
+        );
+        let many: String = (0..101).map(|i| format!("&actor_email=a{i}@x")).collect();
+        assert_eq!(
+            err(&format!("{base}{many}")),
+            "too many filter values: at most 100 in one query"
+        );
+        assert!(
+            err(&format!("{base}&x\u{1b}[2J=1")).contains("\\x1b"),
+            "escaped in the message"
+        );
+    }
+
+    #[test]
+    fn the_binding_ignores_order_and_limit() {
+        let a = parse("since=2025-01-01&before=2025-01-02&actor_email=a&actor_email=b&limit=5")
+            .unwrap();
+        let b = parse("actor_email=b&since=2025-01-01&actor_email=a&before=2025-01-02&limit=7")
+            .unwrap();
+        assert_eq!(a.binding("acc"), b.binding("acc"));
+        assert_ne!(a.binding("acc"), a.binding("other"));
+        let c =
+            parse("since=2025-01-01&before=2025-01-02&actor_email.not=a&actor_email=b").unwrap();
+        assert_ne!(a.binding("acc"), c.binding("acc"));
+    }
+}
