@@ -1154,8 +1154,14 @@ fn huge_numbers_become_a_marker_only_where_they_would_be_kept() {
         );
         // `labels` is a map of strings: a number there is dropped for its type, not read.
         assert_eq!(
-            request_text(&policy, &Method::PUT, POLICY_URI, JSON, br#"{"labels":{"a":-1e999}}"#)
-                .as_deref(),
+            request_text(
+                &policy,
+                &Method::PUT,
+                POLICY_URI,
+                JSON,
+                br#"{"labels":{"a":-1e999}}"#
+            )
+            .as_deref(),
             Some("{}"),
             "{source}"
         );

@@ -218,8 +218,13 @@ impl<'a> Scanner<'a> {
     /// Whether the container opening at the cursor is empty (`{}`, `[ ]`).
     fn is_empty_container(&self) -> bool {
         let rest = &self.b[self.pos + 1..];
-        let close = rest.iter().find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
-        matches!((self.b[self.pos], close), (b'{', Some(b'}')) | (b'[', Some(b']')))
+        let close = rest
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+        matches!(
+            (self.b[self.pos], close),
+            (b'{', Some(b'}')) | (b'[', Some(b']'))
+        )
     }
 
     /// A value that is not the container the plan expects: kept only if it is `null` and the
