@@ -208,6 +208,8 @@ impl Capture {
             ActionResult::Failure
         };
         let identity = handle.resolve(header_identity).unwrap_or_default();
+        // The app's own strings too may carry control characters.
+        let clean = |s: Option<String>| s.map(escaped);
 
         let request = match request {
             RequestBody::NotCaptured => None,
@@ -245,7 +247,7 @@ impl Capture {
             _ => None,
         };
 
-        let account_id = ids.account.or(identity.account_id);
+        let account_id = ids.account.or(clean(identity.account_id));
         AuditRecord {
             id,
             account: account_id.map(|id| Account { id, name: None }),
@@ -257,12 +259,12 @@ impl Capture {
             },
             actor: Actor {
                 context: identity.context,
-                email: identity.email,
-                id: identity.id,
+                email: clean(identity.email),
+                id: clean(identity.id),
                 ip_address: ip,
                 token: Token {
-                    id: identity.token_id,
-                    name: identity.token_name,
+                    id: clean(identity.token_id),
+                    name: clean(identity.token_name),
                 },
                 kind: identity.kind,
             },
@@ -274,7 +276,7 @@ impl Capture {
                 user_agent,
             },
             resource: Resource {
-                id: identity.resource_id.or(ids.resource),
+                id: clean(identity.resource_id).or(ids.resource),
                 product: plan.as_ref().and_then(|p| p.product.clone()),
                 request,
                 response,
@@ -283,6 +285,15 @@ impl Capture {
             },
             zone: ids.zone.map(|id| Zone { id, name: None }),
         }
+    }
+}
+
+/// `s` with control characters escaped, reusing it when it has none.
+fn escaped(s: String) -> String {
+    if s.chars().any(char::is_control) {
+        crate::escape::visible(s.as_bytes()).into_owned()
+    } else {
+        s
     }
 }
 

@@ -26,5 +26,21 @@ pub enum StoreError {
     Config(String),
 }
 
+impl StoreError {
+    /// Whether the database refused the data itself (a value it cannot store, a violated
+    /// constraint) rather than failed: retrying the same rows cannot help.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(e)) => {
+                let class = e.code().map(|c| c.chars().take(2).collect::<String>());
+                !matches!(e.kind(), sqlx::error::ErrorKind::Other)
+                    || matches!(class.as_deref(), Some("22" | "23"))
+            }
+            Self::Json(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -105,28 +105,32 @@ impl StoredRecord {
     }
 
     fn flatten(record: &AuditRecord, json: String) -> Self {
-        let s = |v: &Option<std::sync::Arc<str>>| v.as_deref().map(str::to_owned);
+        // Columns are for filtering; the JSON keeps the exact text. Control characters (a NUL
+        // is refused by PostgreSQL's text type) are written visibly, as the layer does.
+        let t = |v: &str| audit_layer::escape::visible(v.as_bytes()).into_owned();
+        let o = |v: &Option<String>| v.as_deref().map(t);
+        let s = |v: &Option<std::sync::Arc<str>>| v.as_deref().map(t);
         Self {
             id: record.id,
             time_ms: record.action.time.unix_millis(),
-            account_id: record.account.as_ref().map(|a| a.id.clone()),
-            account_name: record.account.as_ref().and_then(|a| a.name.clone()),
-            zone_id: record.zone.as_ref().map(|z| z.id.clone()),
-            zone_name: record.zone.as_ref().and_then(|z| z.name.clone()),
+            account_id: record.account.as_ref().map(|a| t(&a.id)),
+            account_name: record.account.as_ref().and_then(|a| o(&a.name)),
+            zone_id: record.zone.as_ref().map(|z| t(&z.id)),
+            zone_name: record.zone.as_ref().and_then(|z| o(&z.name)),
             action_type: record.action.kind.as_str(),
             action_result: record.action.result.as_str(),
-            actor_email: record.actor.email.clone(),
-            actor_id: record.actor.id.clone(),
+            actor_email: o(&record.actor.email),
+            actor_id: o(&record.actor.id),
             actor_ip_address: record.actor.ip_address.map(|ip| ip.to_string()),
             actor_type: record.actor.kind.map(|k| k.as_str()),
             actor_context: record.actor.context.map(|c| c.as_str()),
-            actor_token_id: record.actor.token.id.clone(),
-            actor_token_name: record.actor.token.name.clone(),
-            raw_ray_id: record.raw.ray_id.clone(),
-            raw_method: record.raw.method.clone(),
+            actor_token_id: o(&record.actor.token.id),
+            actor_token_name: o(&record.actor.token.name),
+            raw_ray_id: t(&record.raw.ray_id),
+            raw_method: t(&record.raw.method),
             raw_status_code: i32::from(record.raw.status_code),
-            raw_uri: record.raw.uri.clone(),
-            resource_id: record.resource.id.clone(),
+            raw_uri: t(&record.raw.uri),
+            resource_id: o(&record.resource.id),
             resource_product: s(&record.resource.product),
             resource_type: s(&record.resource.kind),
             resource_scope: s(&record.resource.scope),

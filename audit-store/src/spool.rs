@@ -148,11 +148,26 @@ impl Spool {
     /// be removed again), the spool keeps it and will replay it: a record may then be both
     /// counted as dropped and stored, never lost twice or stored twice.
     pub(crate) async fn append(&mut self, records: &[String]) -> Result<Appended> {
+        self.append_within(records, self.budget_bytes).await
+    }
+
+    /// Appends like [`append`](Self::append), allowing `reserve` bytes beyond the budget:
+    /// for the gap records that report what the budget made the spool drop.
+    pub(crate) async fn append_reserved(
+        &mut self,
+        records: &[String],
+        reserve: u64,
+    ) -> Result<Appended> {
+        self.append_within(records, self.budget_bytes.saturating_add(reserve))
+            .await
+    }
+
+    async fn append_within(&mut self, records: &[String], limit: u64) -> Result<Appended> {
         if records.is_empty() {
             return Ok(Appended::Stored);
         }
         let size: u64 = records.iter().map(|r| r.len() as u64 + 1).sum();
-        if self.used_bytes.saturating_add(size) > self.budget_bytes {
+        if self.used_bytes.saturating_add(size) > limit {
             return Ok(Appended::OverBudget);
         }
         let seq = self.next_seq;

@@ -6,7 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use audit_layer::record::AuditRecord;
+use futures_util::FutureExt;
 
 /// The error a directory lookup may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -46,10 +49,16 @@ pub(crate) struct Enricher {
     directory: Arc<dyn Directory>,
     accounts: moka::future::Cache<String, Option<String>>,
     zones: moka::future::Cache<String, Option<String>>,
+    timeout: Duration,
 }
 
 impl Enricher {
-    pub(crate) fn new(directory: Arc<dyn Directory>, capacity: u64, ttl: Duration) -> Self {
+    pub(crate) fn new(
+        directory: Arc<dyn Directory>,
+        capacity: u64,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
         let cache = || {
             moka::future::Cache::builder()
                 .max_capacity(capacity)
@@ -60,6 +69,7 @@ impl Enricher {
             directory,
             accounts: cache(),
             zones: cache(),
+            timeout,
         }
     }
 
@@ -81,14 +91,23 @@ impl Enricher {
         let directory = &self.directory;
         // Concurrent misses for the same id share one lookup.
         let lookup = async {
-            if account {
-                directory.account_name(id).await
-            } else {
-                directory.zone_name(id).await
+            let lookup = async {
+                if account {
+                    directory.account_name(id).await
+                } else {
+                    directory.zone_name(id).await
+                }
+            };
+            // A directory that hangs or panics is a failed lookup, not a stalled pipeline.
+            match tokio::time::timeout(self.timeout, AssertUnwindSafe(lookup).catch_unwind()).await
+            {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(BoxError::from("the directory panicked")),
+                Err(_) => Err(BoxError::from("the directory lookup timed out")),
             }
         };
         match cache.try_get_with(id.to_owned(), lookup).await {
-            Ok(name) => name,
+            Ok(name) => name.map(|n| audit_layer::escape::visible(n.as_bytes()).into_owned()),
             Err(e) => {
                 // Errors are not cached: the next record asks again.
                 let what = if account { "account" } else { "zone" };

@@ -61,6 +61,8 @@ use audit_layer::record::{
     Resource, Timestamp,
 };
 use audit_layer::sink::AuditSink;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -89,6 +91,9 @@ pub enum NotCommitted {
     Dropped,
 }
 
+/// Bytes the spool may exceed its budget by to keep gap records.
+const GAP_RESERVE: u64 = 1024 * 1024;
+
 /// How a batch write is retried before the pipeline turns to the spool.
 #[derive(Clone, Copy, Debug)]
 struct Retry {
@@ -116,6 +121,7 @@ pub struct PipelineBuilder<S> {
     directory: Option<Arc<dyn Directory>>,
     cache_capacity: u64,
     cache_ttl: Duration,
+    lookup_timeout: Duration,
     spool: Option<(PathBuf, u64)>,
     retry: Retry,
     probe_interval: Duration,
@@ -144,6 +150,7 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
         directory: None,
         cache_capacity: 10_000,
         cache_ttl: Duration::from_secs(300),
+        lookup_timeout: Duration::from_secs(2),
         spool: None,
         retry: Retry {
             attempts: 3,
@@ -190,6 +197,13 @@ impl<S: AuditStore> PipelineBuilder<S> {
     pub fn directory_cache(mut self, capacity: u64, ttl: Duration) -> Self {
         self.cache_capacity = capacity;
         self.cache_ttl = ttl;
+        self
+    }
+
+    /// How long a directory lookup may take before it counts as failed (the record is stored
+    /// without the name). Defaults to 2 s.
+    pub fn directory_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = timeout;
         self
     }
 
@@ -248,7 +262,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
         };
         let enricher = self
             .directory
-            .map(|d| Enricher::new(d, self.cache_capacity, self.cache_ttl));
+            .map(|d| Enricher::new(d, self.cache_capacity, self.cache_ttl, self.lookup_timeout));
         let pipeline = Pipeline {
             ctx: Arc::new(Context {
                 store: self.store,
@@ -509,9 +523,15 @@ impl<S: AuditStore> Pipeline<S> {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let recovery = tokio::spawn(Arc::clone(&ctx).recover(Arc::clone(&stop)));
-        while writers.join_next().await.is_some() {}
+        while let Some(joined) = writers.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(target: "audit_store", "an audit writer stopped: {e}");
+            }
+        }
         stop.store(true, Ordering::Release);
         let _ = recovery.await;
+        // Drops not yet reported: to the database, or to the spool for the next start.
+        ctx.write_gaps().await;
         ctx.shared.finished.store(true, Ordering::Release);
         ctx.shared.done.notify_waiters();
     }
@@ -546,7 +566,25 @@ impl<S: AuditStore> Context<S> {
             while !batch.is_empty() {
                 let rest = batch.split_off(batch.len().min(self.batch_size));
                 let full = std::mem::replace(&mut batch, rest);
-                self.process(full, closing).await;
+                let count = full.len();
+                let accounts: Vec<(Option<String>, i64)> = full
+                    .iter()
+                    .map(|e| {
+                        let account = e.record.account.as_ref().map(|a| a.id.clone());
+                        (account, e.record.action.time.unix_millis())
+                    })
+                    .collect();
+                let processed = AssertUnwindSafe(self.process(full, closing))
+                    .catch_unwind()
+                    .await;
+                if processed.is_err() {
+                    // A bug (a panicking directory, say) must not stop ingestion: the batch is
+                    // counted as lost, and the lane goes on.
+                    tracing::error!(target: "audit_store", records = count, "an audit batch panicked and was dropped");
+                    for (account, time_ms) in accounts {
+                        self.shared.drop_record(account.as_deref(), time_ms);
+                    }
+                }
             }
         }
     }
@@ -609,6 +647,13 @@ impl<S: AuditStore> Context<S> {
                     self.write_gaps().await;
                     return Ok(());
                 }
+                Err(e) if e.is_data_error() => {
+                    // The database refuses some row itself: retrying the batch cannot help.
+                    // Write row by row and drop only what it refuses.
+                    Counters::add(&self.shared.counters.failed_writes, 1);
+                    tracing::warn!(target: "audit_store", records = rows.len(), "audit batch refused, writing row by row: {e}");
+                    return self.write_each(rows, closing).await;
+                }
                 Err(e) => {
                     Counters::add(&self.shared.counters.failed_writes, 1);
                     attempt += 1;
@@ -634,6 +679,52 @@ impl<S: AuditStore> Context<S> {
                 }
             }
         }
+    }
+
+    /// Writes rows one at a time, dropping (counted, and reported by a gap record) those the
+    /// database refuses; the rest go through [`write`](Self::write) again if the database
+    /// fails meanwhile.
+    async fn write_each(
+        &self,
+        rows: Vec<StoredRecord>,
+        closing: bool,
+    ) -> std::result::Result<(), NotCommitted> {
+        let mut outcome = Ok(());
+        let mut rows = rows.into_iter();
+        while let Some(row) = rows.next() {
+            let started = Instant::now();
+            match self.store.insert(std::slice::from_ref(&row)).await {
+                Ok(new) => self.committed(std::slice::from_ref(&row), new, started),
+                Err(e) if e.is_data_error() => {
+                    tracing::error!(target: "audit_store", id = %row.id, "the audit database refuses this record, dropped: {e}");
+                    self.shared
+                        .drop_record(row.account_id.as_deref(), row.time_ms);
+                    outcome = Err(NotCommitted::Dropped);
+                }
+                Err(_) => {
+                    let rest: Vec<StoredRecord> = std::iter::once(row).chain(rows).collect();
+                    return Box::pin(self.write(rest, closing)).await.and(outcome);
+                }
+            }
+        }
+        self.write_gaps().await;
+        outcome
+    }
+
+    /// Counts rows replayed from the spool: gap records the spool kept count as gap
+    /// records, everything else as stored and replayed.
+    fn replayed(&self, rows: &[StoredRecord], new: u64, started: Instant) {
+        let counters = &self.shared.counters;
+        let gaps = rows.iter().filter(|r| r.action_type == "gap").count() as u64;
+        let records = rows.len() as u64 - gaps;
+        Counters::add(&counters.gap_records, gaps.min(new));
+        Counters::add(&counters.stored, new.saturating_sub(gaps));
+        Counters::add(
+            &counters.duplicates,
+            records.saturating_sub(new.saturating_sub(gaps)),
+        );
+        Counters::add(&counters.replayed, records);
+        counters.batch_took(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
     fn committed(&self, rows: &[StoredRecord], new: u64, started: Instant) {
@@ -729,8 +820,34 @@ impl<S: AuditStore> Context<S> {
             let started = Instant::now();
             match self.store.insert(&rows).await {
                 Ok(new) => {
-                    self.committed(&rows, new, started);
-                    Counters::add(&self.shared.counters.replayed, rows.len() as u64);
+                    self.replayed(&rows, new, started);
+                    if let Err(e) = spool.remove(id).await {
+                        tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
+                        return;
+                    }
+                    self.shared
+                        .spool_bytes
+                        .store(spool.used_bytes(), Ordering::Relaxed);
+                }
+                Err(e) if e.is_data_error() => {
+                    Counters::add(&self.shared.counters.failed_writes, 1);
+                    tracing::warn!(target: "audit_store", "a spooled batch is refused, replaying row by row: {e}");
+                    for row in &rows {
+                        match self.store.insert(std::slice::from_ref(row)).await {
+                            Ok(new) => {
+                                self.replayed(std::slice::from_ref(row), new, Instant::now());
+                            }
+                            Err(e) if e.is_data_error() => {
+                                tracing::error!(target: "audit_store", id = %row.id, "the audit database refuses this spooled record, dropped: {e}");
+                                self.shared
+                                    .drop_record(row.account_id.as_deref(), row.time_ms);
+                            }
+                            Err(e) => {
+                                tracing::warn!(target: "audit_store", "audit spool replay failed, will retry: {e}");
+                                return;
+                            }
+                        }
+                    }
                     if let Err(e) = spool.remove(id).await {
                         tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
                         return;
@@ -776,6 +893,22 @@ impl<S: AuditStore> Context<S> {
             }
             Err(e) => {
                 tracing::warn!(target: "audit_store", "cannot write audit gap records yet: {e}");
+                // With a spool, the report of the loss is kept on disk beyond the budget (it
+                // is small), so it survives a restart and replays in order.
+                if self.has_spool {
+                    let texts: Vec<String> = rows.iter().map(|r| r.record.clone()).collect();
+                    let mut guard = self.spool.lock().await;
+                    if let Some(spool) = guard.as_mut()
+                        && let Ok(Appended::Stored) =
+                            spool.append_reserved(&texts, GAP_RESERVE).await
+                    {
+                        self.shared.degraded.store(true, Ordering::Release);
+                        self.shared
+                            .spool_bytes
+                            .store(spool.used_bytes(), Ordering::Relaxed);
+                        return;
+                    }
+                }
                 let mut gaps = self
                     .shared
                     .gaps

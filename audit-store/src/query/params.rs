@@ -152,7 +152,10 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
         )));
     }
     Ok(match kind {
-        Kind::Text => FilterValue::Text(value.to_owned()),
+        // Stored columns hold control characters escaped; so must the value compared.
+        Kind::Text => {
+            FilterValue::Text(audit_layer::escape::visible(value.as_bytes()).into_owned())
+        }
         Kind::ActionType => FilterValue::Text(
             value
                 .parse::<ActionType>()

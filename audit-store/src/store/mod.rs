@@ -16,8 +16,8 @@ use crate::row::StoredRecord;
 
 /// A database that holds audit records.
 ///
-/// Writes are idempotent: a record whose `id` is already stored is skipped, so a retried batch
-/// never duplicates a record.
+/// Writes are idempotent: a record already stored (same `id` and time, as in a retried batch)
+/// is skipped, so a retry never duplicates a record.
 pub trait AuditStore: Clone + Send + Sync + 'static {
     /// Creates or updates the schema. Safe to run on every start, from several instances.
     fn migrate(&self) -> impl Future<Output = Result<()>> + Send;

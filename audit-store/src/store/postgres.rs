@@ -70,6 +70,44 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// One `INSERT ... SELECT FROM UNNEST` of all `records`.
+    async fn insert_rows(&self, records: &[StoredRecord]) -> Result<u64> {
+        macro_rules! column {
+            ($field:ident) => {
+                records.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+            };
+        }
+        let stored = sqlx::query(INSERT)
+            .bind(column!(id))
+            .bind(column!(time_ms))
+            .bind(column!(account_id))
+            .bind(column!(account_name))
+            .bind(column!(zone_id))
+            .bind(column!(zone_name))
+            .bind(records.iter().map(|r| r.action_type).collect::<Vec<_>>())
+            .bind(records.iter().map(|r| r.action_result).collect::<Vec<_>>())
+            .bind(column!(actor_email))
+            .bind(column!(actor_id))
+            .bind(column!(actor_ip_address))
+            .bind(records.iter().map(|r| r.actor_type).collect::<Vec<_>>())
+            .bind(records.iter().map(|r| r.actor_context).collect::<Vec<_>>())
+            .bind(column!(actor_token_id))
+            .bind(column!(actor_token_name))
+            .bind(column!(raw_ray_id))
+            .bind(column!(raw_method))
+            .bind(column!(raw_status_code))
+            .bind(column!(raw_uri))
+            .bind(column!(resource_id))
+            .bind(column!(resource_product))
+            .bind(column!(resource_type))
+            .bind(column!(resource_scope))
+            .bind(column!(record))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(stored)
+    }
+
     /// Creates the monthly partitions `records` need that are not known to exist.
     async fn ensure_partitions(&self, records: &[StoredRecord]) -> Result<()> {
         let months: BTreeSet<i64> = records.iter().map(|r| month_of(r.time_ms)).collect();
@@ -196,40 +234,21 @@ impl AuditStore for PostgresStore {
             return Ok(0);
         }
         self.ensure_partitions(records).await?;
-        macro_rules! column {
-            ($field:ident) => {
-                records.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-            };
+        match self.insert_rows(records).await {
+            // "no partition of relation found for row": another instance dropped a month this
+            // one believed existed. Forget what we knew and create what is missing.
+            Err(crate::StoreError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("23514") =>
+            {
+                self.partitions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+                self.ensure_partitions(records).await?;
+                self.insert_rows(records).await
+            }
+            other => other,
         }
-        let stored = sqlx::query(INSERT)
-            .bind(column!(id))
-            .bind(column!(time_ms))
-            .bind(column!(account_id))
-            .bind(column!(account_name))
-            .bind(column!(zone_id))
-            .bind(column!(zone_name))
-            .bind(records.iter().map(|r| r.action_type).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.action_result).collect::<Vec<_>>())
-            .bind(column!(actor_email))
-            .bind(column!(actor_id))
-            .bind(column!(actor_ip_address))
-            .bind(records.iter().map(|r| r.actor_type).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.actor_context).collect::<Vec<_>>())
-            .bind(column!(actor_token_id))
-            .bind(column!(actor_token_name))
-            .bind(column!(raw_ray_id))
-            .bind(column!(raw_method))
-            .bind(column!(raw_status_code))
-            .bind(column!(raw_uri))
-            .bind(column!(resource_id))
-            .bind(column!(resource_product))
-            .bind(column!(resource_type))
-            .bind(column!(resource_scope))
-            .bind(column!(record))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(stored)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,0 +1,740 @@
+//! Shared helpers for the audit-store integration tests: per-test databases (a SQLite file in
+//! a temp dir, or a PostgreSQL schema of its own), record builders, a fault-injecting store
+//! wrapper, and the `backend_tests!` macro that runs one test body against every backend.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use audit_layer::record::{
+    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
+    Resource, Timestamp, Token, Zone,
+};
+use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
+use audit_store::row::StoredRecord;
+use audit_store::store::{AuditStore, PageRow, RecordQuery};
+use audit_store::{PostgresStore, SqliteStore, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{AssertSqlSafe, Connection, Row};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// What every test returns.
+pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The environment variable naming the PostgreSQL server the Postgres tests use.
+pub(crate) const POSTGRES_URL_VAR: &str = "AUDIT_TEST_POSTGRES_URL";
+
+/// No test may take longer than this; a hang fails instead of stalling the run.
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Instantiates each listed test body once per backend, the way tower-sessions runs one set
+/// of route tests against every session store.
+///
+/// Each name must be an `async fn name<S: AuditStore>(fx: &Fixture<S>) -> TestResult` in the
+/// invoking file. The macro generates `mod sqlite` and `mod postgres`, each holding one
+/// `#[tokio::test]` per name that sets up a fresh database for that backend, runs the body
+/// (with a time limit) and tears the database down again. Without `AUDIT_TEST_POSTGRES_URL`
+/// the Postgres instances print why they were skipped and pass.
+macro_rules! backend_tests {
+    (@backend $module:ident, $backend:ident, $($test:ident),+) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() -> $crate::common::TestResult {
+                    let Some(fixture) =
+                        <$crate::common::$backend as $crate::common::Backend>::setup().await?
+                    else {
+                        return Ok(());
+                    };
+                    let outcome = $crate::common::time_limit(super::$test(&fixture)).await;
+                    fixture.teardown().await?;
+                    outcome
+                }
+            )+
+        }
+    };
+    ($($test:ident),+ $(,)?) => {
+        backend_tests!(@backend sqlite, Sqlite, $($test),+);
+        backend_tests!(@backend postgres, Postgres, $($test),+);
+    };
+}
+
+/// Runs a test body, failing it if it takes longer than [`TEST_TIMEOUT`].
+pub(crate) async fn time_limit<T>(body: impl Future<Output = TestResult<T>>) -> TestResult<T> {
+    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("test did not finish within {TEST_TIMEOUT:?}").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends and fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// A database to run a test against.
+pub(crate) trait Backend {
+    /// The store type.
+    type Store: AuditStore;
+    /// A fresh, migrated, empty database; `None` when the backend is not configured here.
+    async fn setup() -> TestResult<Option<Fixture<Self::Store>>>;
+}
+
+/// The embedded SQLite backend: a fresh database file in a temp dir per test.
+pub(crate) struct Sqlite;
+
+/// The PostgreSQL backend: a fresh schema per test on `AUDIT_TEST_POSTGRES_URL`.
+pub(crate) struct Postgres;
+
+/// Direct access to the test's database, for what the store trait does not expose.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A stored row, as read back directly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DbRow {
+    pub(crate) id: Uuid,
+    pub(crate) account_id: Option<String>,
+    pub(crate) time_ms: i64,
+    pub(crate) action_type: String,
+    pub(crate) record: String,
+}
+
+/// The typed columns compared against [`StoredRecord`], in this order (everything but `id`
+/// and `record`).
+pub(crate) const TEXT_COLUMNS: [&str; 20] = [
+    "account_id",
+    "account_name",
+    "zone_id",
+    "zone_name",
+    "action_type",
+    "action_result",
+    "actor_email",
+    "actor_id",
+    "actor_ip_address",
+    "actor_type",
+    "actor_context",
+    "actor_token_id",
+    "actor_token_name",
+    "raw_ray_id",
+    "raw_method",
+    "raw_uri",
+    "resource_id",
+    "resource_product",
+    "resource_type",
+    "resource_scope",
+];
+
+impl Db {
+    /// Every row, ordered by time then id.
+    pub(crate) async fn rows(&self) -> TestResult<Vec<DbRow>> {
+        const SQL: &str = "SELECT id, account_id, time_ms, action_type, record FROM audit_logs \
+                           ORDER BY time_ms, id";
+        type Tuple = (Uuid, Option<String>, i64, String, String);
+        let tuples: Vec<Tuple> = match self {
+            Self::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+            Self::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+        };
+        Ok(tuples
+            .into_iter()
+            .map(|(id, account_id, time_ms, action_type, record)| DbRow {
+                id,
+                account_id,
+                time_ms,
+                action_type,
+                record,
+            })
+            .collect())
+    }
+
+    /// The rows whose `action_type` is `gap`.
+    pub(crate) async fn gap_rows(&self) -> TestResult<Vec<DbRow>> {
+        Ok(self
+            .rows()
+            .await?
+            .into_iter()
+            .filter(|r| r.action_type == "gap")
+            .collect())
+    }
+
+    /// `time_ms`, `raw_status_code` and the [`TEXT_COLUMNS`] of the row with `id`.
+    pub(crate) async fn columns(
+        &self,
+        id: Uuid,
+    ) -> TestResult<Option<(i64, i32, Vec<Option<String>>)>> {
+        let select = format!(
+            "SELECT time_ms, raw_status_code, {} FROM audit_logs WHERE id = ",
+            TEXT_COLUMNS.join(", ")
+        );
+        match self {
+            Self::Sqlite(pool) => {
+                let row = sqlx::query(AssertSqlSafe(format!("{select}?")))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|r| r.read()).transpose()
+            }
+            Self::Postgres(pool) => {
+                let row = sqlx::query(AssertSqlSafe(format!("{select}$1")))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|r| r.read()).transpose()
+            }
+        }
+    }
+
+    /// The partitions of `audit_logs` (PostgreSQL), sorted; empty for SQLite.
+    pub(crate) async fn partitions(&self) -> TestResult<Vec<String>> {
+        match self {
+            Self::Sqlite(_) => Ok(Vec::new()),
+            Self::Postgres(pool) => Ok(sqlx::query_scalar(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = to_regclass('audit_logs') ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await?),
+        }
+    }
+
+    /// Whether this is PostgreSQL.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+}
+
+/// Reads the [`Db::columns`] tuple from either backend's row type.
+trait RowAccess {
+    fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)>;
+}
+
+macro_rules! row_access {
+    ($row:ty) => {
+        impl RowAccess for $row {
+            fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)> {
+                let mut texts = Vec::with_capacity(TEXT_COLUMNS.len());
+                for i in 0..TEXT_COLUMNS.len() {
+                    texts.push(self.try_get::<Option<String>, _>(i + 2)?);
+                }
+                Ok((self.try_get(0)?, self.try_get(1)?, texts))
+            }
+        }
+    };
+}
+row_access!(sqlx::sqlite::SqliteRow);
+row_access!(sqlx::postgres::PgRow);
+
+/// One test's database: the store, direct access to it, and what cleans it up.
+pub(crate) struct Fixture<S> {
+    pub(crate) store: S,
+    pub(crate) db: Db,
+    pub(crate) backend: &'static str,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    /// The SQLite file's directory, deleted on drop.
+    Dir(tempfile::TempDir),
+    /// The Postgres schema, dropped by [`Fixture::teardown`] or, if the test panicked, by
+    /// the guard's `Drop`.
+    Schema(SchemaGuard),
+}
+
+impl<S> Fixture<S> {
+    /// Removes the test's database.
+    pub(crate) async fn teardown(self) -> TestResult {
+        match self.cleanup {
+            Cleanup::Dir(dir) => {
+                dir.close()?;
+                Ok(())
+            }
+            Cleanup::Schema(guard) => guard.drop_now().await,
+        }
+    }
+}
+
+impl Backend for Sqlite {
+    type Store = SqliteStore;
+
+    async fn setup() -> TestResult<Option<Fixture<SqliteStore>>> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
+        store.migrate().await?;
+        Ok(Some(Fixture {
+            db: Db::Sqlite(store.pool().clone()),
+            store,
+            backend: "sqlite",
+            cleanup: Cleanup::Dir(dir),
+        }))
+    }
+}
+
+/// Drops a test's Postgres schema (CASCADE) when dropped, unless already dropped.
+pub(crate) struct SchemaGuard {
+    url: String,
+    schema: String,
+    armed: bool,
+}
+
+impl SchemaGuard {
+    async fn drop_now(mut self) -> TestResult {
+        self.armed = false;
+        drop_schema(&self.url, &self.schema).await
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Reached when a test panicked (or returned early): clean up on a thread of its own,
+        // since `Drop` cannot await and the test's runtime may be the one unwinding.
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let cleanup = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(drop_schema(&url, &schema))
+                .map_err(|e| e.to_string())
+        });
+        match cleanup.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test schema {}: {e}", self.schema),
+            Err(_) => eprintln!(
+                "could not drop test schema {}: cleanup panicked",
+                self.schema
+            ),
+        }
+    }
+}
+
+async fn drop_schema(url: &str, schema: &str) -> TestResult {
+    let mut conn = PgConnection::connect(url).await?;
+    // Never wait forever on a lock a leaked connection still holds.
+    sqlx::query("SET lock_timeout = '10s'")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// The Postgres URL for tests, or `None` (after saying so on stderr) when it is not set.
+pub(crate) fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: {POSTGRES_URL_VAR} is not set");
+            None
+        }
+    }
+}
+
+impl Backend for Postgres {
+    type Store = PostgresStore;
+
+    async fn setup() -> TestResult<Option<Fixture<PostgresStore>>> {
+        let Some(url) = postgres_url() else {
+            return Ok(None);
+        };
+        // Letters, digits and `_` only: safe to splice into SQL as an identifier.
+        let schema = format!("audit_test_{}", Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(&url).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let guard = SchemaGuard {
+            url: url.clone(),
+            schema: schema.clone(),
+            armed: true,
+        };
+        let options = PgConnectOptions::from_str(&url)?.options([("search_path", &schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let store = PostgresStore::new(pool.clone());
+        store.migrate().await?;
+        Ok(Some(Fixture {
+            store,
+            db: Db::Postgres(pool),
+            backend: "postgres",
+            cleanup: Cleanup::Schema(guard),
+        }))
+    }
+}
+
+/// A fresh SQLite fixture, for tests that run on SQLite only.
+pub(crate) async fn sqlite() -> TestResult<Fixture<SqliteStore>> {
+    Sqlite::setup()
+        .await?
+        .ok_or_else(|| "the SQLite backend is always available".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------------------------
+
+/// `2025-03-10T09:00:00.000Z`: a fixed base time for records whose time matters.
+pub(crate) const BASE_MS: i64 = 1_741_597_200_000;
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub(crate) fn ms(rfc3339: &str) -> TestResult<i64> {
+    Ok(rfc3339.parse::<Timestamp>()?.unix_millis())
+}
+
+/// A typical record of `account` at `time_ms`, with a fresh id. Records of the same account
+/// serialize to the same length (ids and times have fixed widths).
+pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
+    let id = Uuid::now_v7();
+    AuditRecord {
+        id,
+        account: account.map(|id| Account {
+            id: id.to_owned(),
+            name: None,
+        }),
+        action: Action {
+            description: Some("Update a Notification policy".into()),
+            result: ActionResult::Success,
+            time: Timestamp::from_unix_millis(time_ms),
+            kind: ActionType::Update,
+        },
+        actor: Actor {
+            context: Some(ActorContext::ApiToken),
+            email: Some("alice@example.com".to_owned()),
+            id: Some("user_1".to_owned()),
+            ip_address: Some(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+            token: Token {
+                id: Some("tok_1".to_owned()),
+                name: Some("deploy".to_owned()),
+            },
+            kind: Some(ActorType::User),
+        },
+        raw: Raw {
+            method: "PUT".to_owned(),
+            ray_id: id.simple().to_string(),
+            status_code: 200,
+            uri: "/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned(),
+            user_agent: Some("curl/8.5.0".to_owned()),
+        },
+        resource: Resource {
+            id: Some("pol_1".to_owned()),
+            product: Some("alerting".into()),
+            request: Some(serde_json::json!({"name": "page me", "enabled": true})),
+            response: Some(serde_json::json!({"id": "pol_1"})),
+            scope: Some("accounts".into()),
+            kind: Some("policies".into()),
+        },
+        zone: None,
+    }
+}
+
+/// [`record`] with a zone.
+pub(crate) fn zoned_record(account: &str, zone: &str, time_ms: i64) -> AuditRecord {
+    let mut r = record(Some(account), time_ms);
+    r.zone = Some(Zone {
+        id: zone.to_owned(),
+        name: None,
+    });
+    r
+}
+
+/// The JSON the store must hold for `record`.
+pub(crate) fn json(record: &AuditRecord) -> TestResult<String> {
+    Ok(serde_json::to_string(record)?)
+}
+
+/// `records` flattened for [`AuditStore::insert`].
+pub(crate) fn rows(records: &[AuditRecord]) -> TestResult<Vec<StoredRecord>> {
+    records
+        .iter()
+        .map(|r| StoredRecord::from_record(r).map_err(Into::into))
+        .collect()
+}
+
+/// The account id of a record, or `""` without one.
+pub(crate) fn account_of(record: &AuditRecord) -> &str {
+    record.account.as_ref().map_or("", |a| a.id.as_str())
+}
+
+/// The bytes a record takes in the spool: its JSON line and the newline.
+pub(crate) fn spool_line_len(record: &AuditRecord) -> TestResult<u64> {
+    Ok(json(record)?.len() as u64 + 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelines
+// ---------------------------------------------------------------------------------------------
+
+/// A builder with test-speed timings: short flushes, quick retries and probes.
+pub(crate) fn fast<S: AuditStore>(store: S) -> PipelineBuilder<S> {
+    pipeline::builder(store)
+        .flush_interval(Duration::from_millis(5))
+        .retry(3, Duration::from_millis(1), Duration::from_millis(4))
+        .probe_interval(Duration::from_millis(10))
+}
+
+/// Builds the pipeline and spawns it.
+pub(crate) async fn start<S: AuditStore>(
+    builder: PipelineBuilder<S>,
+) -> TestResult<(IngestSink, JoinHandle<()>)> {
+    let (sink, pipeline) = builder.build().await?;
+    Ok((sink, tokio::spawn(pipeline.run())))
+}
+
+/// Shuts the pipeline down and waits for its task, then returns the final counters.
+pub(crate) async fn stop(sink: &IngestSink, worker: JoinHandle<()>) -> TestResult<PipelineMetrics> {
+    sink.shutdown().await;
+    worker.await?;
+    Ok(sink.metrics())
+}
+
+/// Waits (polling) until `condition` holds, for up to 10 s.
+pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Waits (polling) until the store holds `n` records, for up to 10 s.
+pub(crate) async fn until_count<S: AuditStore>(store: &S, n: u64) -> TestResult {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = store.count().await?;
+        if count == n {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {n} stored records (have {count})").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The `*.seg` files in a spool directory and their total size.
+pub(crate) fn spool_segments(dir: &std::path::Path) -> TestResult<(usize, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(".seg") {
+            files += 1;
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok((files, bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// FlakyStore
+// ---------------------------------------------------------------------------------------------
+
+/// A test double wrapping a real store: `insert` fails for the next N calls, or while "down"
+/// is set (then `ping` fails too), or waits while "held". Everything else, and every insert
+/// it lets through, is the real store's.
+#[derive(Clone)]
+pub(crate) struct FlakyStore<S> {
+    inner: S,
+    state: Arc<FlakyState>,
+}
+
+struct FlakyState {
+    /// Inserts still to fail.
+    fail_next: AtomicUsize,
+    /// A failing insert writes the batch first, then reports an error (an "unclear" failure,
+    /// as when the commit succeeded but the answer was lost).
+    fail_after_writing: AtomicBool,
+    /// The database is unreachable: inserts and pings fail.
+    down: AtomicBool,
+    /// Inserts wait while this is true.
+    held: watch::Sender<bool>,
+    /// Inserts waiting on `held` now.
+    waiting: AtomicUsize,
+    /// Insert calls, including failed ones.
+    calls: AtomicUsize,
+    /// Insert calls that reported failure.
+    failures: AtomicUsize,
+    /// The rows of every insert that succeeded, in call order: (account, time, id).
+    written: Mutex<Vec<(Option<String>, i64, Uuid)>>,
+}
+
+impl<S: AuditStore> FlakyStore<S> {
+    /// Wraps `inner`; initially it behaves exactly like `inner`.
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            state: Arc::new(FlakyState {
+                fail_next: AtomicUsize::new(0),
+                fail_after_writing: AtomicBool::new(false),
+                down: AtomicBool::new(false),
+                held: watch::Sender::new(false),
+                waiting: AtomicUsize::new(0),
+                calls: AtomicUsize::new(0),
+                failures: AtomicUsize::new(0),
+                written: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The next `n` inserts fail; with `after_writing`, each writes its batch first.
+    pub(crate) fn fail_next(&self, n: usize, after_writing: bool) {
+        self.state
+            .fail_after_writing
+            .store(after_writing, Ordering::SeqCst);
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Takes the database down (or brings it back).
+    pub(crate) fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes inserts wait until [`release`](Self::release).
+    pub(crate) fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// Lets waiting and later inserts through.
+    pub(crate) fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// Inserts waiting on [`hold`](Self::hold) now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Insert calls so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Insert calls that failed so far.
+    pub(crate) fn failures(&self) -> usize {
+        self.state.failures.load(Ordering::SeqCst)
+    }
+
+    /// The rows of the successful inserts, in the order they were written.
+    pub(crate) fn written(&self) -> Vec<(Option<String>, i64, Uuid)> {
+        self.state
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn unavailable(&self) -> StoreError {
+        self.state.failures.fetch_add(1, Ordering::SeqCst);
+        StoreError::Database(sqlx::Error::Io(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "flaky test store: database unavailable",
+        )))
+    }
+}
+
+impl<S: AuditStore> AuditStore for FlakyStore<S> {
+    async fn migrate(&self) -> audit_store::Result<()> {
+        self.inner.migrate().await
+    }
+
+    async fn insert(&self, records: &[StoredRecord]) -> audit_store::Result<u64> {
+        self.state.calls.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.state.held.subscribe();
+        if *held.borrow_and_update() {
+            self.state.waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = held.wait_for(|held| !*held).await;
+            self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.state.down.load(Ordering::SeqCst) {
+            return Err(self.unavailable());
+        }
+        let fail = self
+            .state
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            if self.state.fail_after_writing.load(Ordering::SeqCst) {
+                self.inner.insert(records).await?;
+            }
+            return Err(self.unavailable());
+        }
+        let new = self.inner.insert(records).await?;
+        self.state
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(
+                records
+                    .iter()
+                    .map(|r| (r.account_id.clone(), r.time_ms, r.id)),
+            );
+        Ok(new)
+    }
+
+    async fn ping(&self) -> audit_store::Result<()> {
+        if self.state.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Database(sqlx::Error::Io(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "flaky test store: database unavailable",
+            ))));
+        }
+        self.inner.ping().await
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> audit_store::Result<u64> {
+        self.inner.delete_before(cutoff_ms).await
+    }
+
+    async fn get(&self, account_id: &str, id: Uuid) -> audit_store::Result<Option<String>> {
+        self.inner.get(account_id, id).await
+    }
+
+    async fn count(&self) -> audit_store::Result<u64> {
+        self.inner.count().await
+    }
+
+    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
+        self.inner.page(query).await
+    }
+}
+
+/// Checks that, within each account, `written` holds records in increasing time order, and
+/// that no id was written twice.
+pub(crate) fn assert_in_order_per_account(written: &[(Option<String>, i64, Uuid)]) {
+    let mut last: std::collections::HashMap<Option<String>, i64> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    for (account, time, id) in written {
+        assert!(seen.insert(*id), "record {id} was written twice");
+        if let Some(previous) = last.insert(account.clone(), *time) {
+            assert!(
+                previous < *time,
+                "account {account:?}: a record of {time} was written after one of {previous}"
+            );
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! The ingest pipeline end to end: the sink, batching, enrichment, strict commits, and what
+//! happens when the database fails (retries, spool, replay, drops and gap records).
+//!
+//! The important tests run on SQLite and PostgreSQL (see `backend_tests!`); the rest on
+//! SQLite, through `FlakyStore` where a fault is needed.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use audit_layer::AuditSink;
+use audit_layer::record::{AuditRecord, Timestamp};
+use audit_store::PostgresStore;
+use audit_store::pipeline::{Directory, Lookup, NotCommitted, PipelineMetrics};
+use audit_store::store::AuditStore;
+use common::{
+    BASE_MS, DbRow, Fixture, FlakyStore, TestResult, account_of, assert_in_order_per_account,
+    eventually, fast, json, record, spool_line_len, spool_segments, start, stop, until_count,
+    zoned_record,
+};
+use sqlx::postgres::PgPoolOptions;
+
+backend_tests!(
+    sink_records_are_all_stored_after_shutdown,
+    strict_commit_resolves_after_the_record_is_stored,
+    enrichment_fills_account_and_zone_names,
+    writer_failures_then_recovery_lose_and_duplicate_nothing,
+    outage_at_startup_spools_then_replays_in_order,
+    spool_is_replayed_after_a_restart,
+    queue_overflow_counts_drops_and_writes_a_gap_record,
+    shutdown_flushes_a_full_queue,
+    unstorable_record_does_not_block_the_pipeline,
+);
+
+/// `(enqueued, stored, duplicates, spooled, replayed, dropped, gap_records)`.
+fn counts(m: &PipelineMetrics) -> (u64, u64, u64, u64, u64, u64, u64) {
+    (
+        m.enqueued,
+        m.stored,
+        m.duplicates,
+        m.spooled,
+        m.replayed,
+        m.dropped,
+        m.gap_records,
+    )
+}
+
+/// Submits every record through the layer's trait, without waiting.
+fn submit_all(sink: &impl AuditSink, records: &[AuditRecord]) {
+    for r in records {
+        sink.submit(r.clone());
+    }
+}
+
+/// Checks a gap row: in `account`'s log, saying `lost` records were lost between the times
+/// `first_ms` and `last_ms`, and valid against the record schema.
+fn assert_gap(row: &DbRow, account: &str, lost: u64, first_ms: i64, last_ms: i64) -> TestResult {
+    assert_eq!(row.account_id.as_deref(), Some(account));
+    assert_eq!(row.action_type, "gap");
+    let value: serde_json::Value = serde_json::from_str(&row.record)?;
+    audit_layer::schema::validate_json(&value)?;
+    let gap: AuditRecord = serde_json::from_value(value)?;
+    assert_eq!(account_of(&gap), account);
+    assert_eq!(gap.action.kind.as_str(), "gap");
+    let first = Timestamp::from_unix_millis(first_ms).to_string();
+    let last = Timestamp::from_unix_millis(last_ms).to_string();
+    assert_eq!(
+        gap.resource.request,
+        Some(serde_json::json!({"lost": lost, "first": first, "last": last})),
+        "gap record {}",
+        row.record
+    );
+    let description = gap.action.description.as_deref().unwrap_or_default();
+    assert!(
+        description.contains(&format!("{lost} audit records were lost")),
+        "{description}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// On every backend
+// ---------------------------------------------------------------------------------------------
+
+async fn sink_records_are_all_stored_after_shutdown<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+    let flaky = FlakyStore::new(fx.store.clone());
+    let (sink, worker) = start(fast(flaky.clone()).writers(2).batch_size(64)).await?;
+    let accounts = ["acc_a", "acc_b", "acc_c"];
+    let mut records: Vec<AuditRecord> = (0..300)
+        .map(|i| record(Some(accounts[i % 3]), BASE_MS + i as i64))
+        .collect();
+    records.extend((0..20).map(|i| record(None, BASE_MS + 1_000 + i)));
+    submit_all(&sink, &records);
+    let m = stop(&sink, worker).await?;
+
+    assert_eq!(fx.store.count().await?, 320);
+    for r in &records[..300] {
+        assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    let stored = fx.db.rows().await?;
+    let anonymous: Vec<&DbRow> = stored.iter().filter(|r| r.account_id.is_none()).collect();
+    assert_eq!(anonymous.len(), 20);
+    for (row, r) in anonymous.iter().zip(&records[300..]) {
+        assert_eq!((row.id, &row.record), (r.id, &json(r)?));
+    }
+    assert_in_order_per_account(&flaky.written());
+
+    assert_eq!(counts(&m), (320, 320, 0, 0, 0, 0, 0));
+    assert_eq!((m.queue_depth, m.spool_bytes, m.failed_writes), (0, 0, 0));
+    assert!(m.batches >= 5, "320 records in batches of 64: {m:?}");
+    let text = m.to_prometheus();
+    assert!(
+        text.contains("\naudit_records_enqueued_total 320\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\naudit_records_stored_total 320\n"),
+        "{text}"
+    );
+    assert!(text.contains("\naudit_records_dropped_total 0\n"), "{text}");
+
+    // After shutdown: nothing more is taken, and what is refused is counted.
+    assert!(!sink.is_available());
+    sink.submit(record(Some("acc_a"), BASE_MS + 5_000));
+    assert_eq!(
+        sink.commit(record(Some("acc_a"), BASE_MS + 5_001)).await,
+        Err(NotCommitted::Rejected)
+    );
+    let m = sink.metrics();
+    assert_eq!((m.enqueued, m.dropped), (320, 2));
+    assert_eq!(fx.store.count().await?, 320);
+    Ok(())
+}
+
+async fn strict_commit_resolves_after_the_record_is_stored<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let (sink, worker) =
+        start(fast(fx.store.clone()).flush_interval(Duration::from_millis(30))).await?;
+    for i in 0..5 {
+        let r = record(Some("acc_strict"), BASE_MS + i);
+        sink.commit(r.clone()).await?;
+        // Committed means readable, right now.
+        assert_eq!(fx.store.get("acc_strict", r.id).await?, Some(json(&r)?));
+    }
+    let r = record(Some("acc_strict"), BASE_MS + 5);
+    AuditSink::submit_and_commit(&sink, r.clone()).await?;
+    assert_eq!(fx.store.get("acc_strict", r.id).await?, Some(json(&r)?));
+    assert!(AuditSink::is_available(&sink));
+
+    // Many waiting commits share batches (group commit), and each resolves once stored.
+    let mut waiting = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (sink, store) = (sink.clone(), fx.store.clone());
+        let r = record(Some("acc_strict"), BASE_MS + 100 + i);
+        waiting.spawn(async move {
+            sink.commit(r.clone()).await?;
+            let stored = store.get("acc_strict", r.id).await?;
+            TestResult::Ok(stored == Some(json(&r)?))
+        });
+    }
+    while let Some(joined) = waiting.join_next().await {
+        assert!(
+            joined??,
+            "a committed record was not readable right after its commit"
+        );
+    }
+    assert_eq!(fx.store.count().await?, 46);
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (46, 46, 0, 0, 0, 0, 0));
+    assert!(m.batches < 46, "no commit was grouped: {m:?}");
+    Ok(())
+}
+
+/// A directory that names every account and zone, counting its lookups.
+#[derive(Clone, Default)]
+struct Names {
+    accounts: Arc<AtomicUsize>,
+    zones: Arc<AtomicUsize>,
+}
+
+impl Directory for Names {
+    fn account_name<'a>(&'a self, account_id: &'a str) -> Lookup<'a> {
+        self.accounts.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(Some(format!("Account {account_id}"))) })
+    }
+
+    fn zone_name<'a>(&'a self, zone_id: &'a str) -> Lookup<'a> {
+        self.zones.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(Some(format!("{zone_id}.example.com"))) })
+    }
+}
+
+/// A directory that always fails, counting its lookups.
+#[derive(Clone, Default)]
+struct Broken {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Directory for Broken {
+    fn account_name<'a>(&'a self, _: &'a str) -> Lookup<'a> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err("directory unavailable".into()) })
+    }
+
+    fn zone_name<'a>(&'a self, _: &'a str) -> Lookup<'a> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err("directory unavailable".into()) })
+    }
+}
+
+async fn enrichment_fills_account_and_zone_names<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+    let names = Names::default();
+    let (sink, worker) = start(fast(fx.store.clone()).directory(names.clone())).await?;
+    let zoned = zoned_record("acc_e", "zone_e", BASE_MS);
+    let plain = record(Some("acc_e"), BASE_MS + 1);
+    let anonymous = record(None, BASE_MS + 2);
+    let mut named = zoned_record("acc_named", "zone_e", BASE_MS + 3);
+    named.account.as_mut().ok_or("account")?.name = Some("Already Named".to_owned());
+    submit_all(
+        &sink,
+        &[
+            zoned.clone(),
+            plain.clone(),
+            anonymous.clone(),
+            named.clone(),
+        ],
+    );
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (4, 4, 0, 0, 0, 0, 0));
+
+    let mut want = zoned.clone();
+    want.account.as_mut().ok_or("account")?.name = Some("Account acc_e".to_owned());
+    want.zone.as_mut().ok_or("zone")?.name = Some("zone_e.example.com".to_owned());
+    let stored = fx.store.get("acc_e", zoned.id).await?.ok_or("not stored")?;
+    assert_eq!(stored, json(&want)?);
+    let (_, _, columns) = fx.db.columns(zoned.id).await?.ok_or("row missing")?;
+    assert_eq!(columns[1].as_deref(), Some("Account acc_e"));
+    assert_eq!(columns[3].as_deref(), Some("zone_e.example.com"));
+
+    let mut want = plain.clone();
+    want.account.as_mut().ok_or("account")?.name = Some("Account acc_e".to_owned());
+    assert_eq!(fx.store.get("acc_e", plain.id).await?, Some(json(&want)?));
+
+    let mut want = named.clone();
+    want.zone.as_mut().ok_or("zone")?.name = Some("zone_e.example.com".to_owned());
+    assert_eq!(
+        fx.store.get("acc_named", named.id).await?,
+        Some(json(&want)?)
+    );
+
+    let rows = fx.db.rows().await?;
+    let row = rows
+        .iter()
+        .find(|r| r.id == anonymous.id)
+        .ok_or("anonymous record not stored")?;
+    assert_eq!(row.record, json(&anonymous)?);
+
+    // One lookup per id: acc_e once (cached for the second record), acc_named never (it had
+    // a name), zone_e once.
+    assert_eq!(names.accounts.load(Ordering::SeqCst), 1);
+    assert_eq!(names.zones.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let flaky = FlakyStore::new(fx.store.clone());
+    // More failures than attempts: without a spool the batch stays in memory and is retried.
+    flaky.fail_next(5, false);
+    let (sink, worker) = start(fast(flaky.clone())).await?;
+    let first: Vec<AuditRecord> = (0..50)
+        .map(|i| record(Some(["acc_w1", "acc_w2"][i % 2]), BASE_MS + i as i64))
+        .collect();
+    submit_all(&sink, &first);
+    until_count(&fx.store, 50).await?;
+    assert_eq!(flaky.failures(), 5);
+    eventually("the pipeline to be available again", || sink.is_available()).await?;
+    let m = sink.metrics();
+    assert_eq!(counts(&m), (50, 50, 0, 0, 0, 0, 0));
+    assert_eq!(m.failed_writes, 5);
+
+    // Unclear failures: the transaction committed but the answer was lost, twice. The
+    // retries find the records already there and add nothing.
+    flaky.fail_next(2, true);
+    let second: Vec<AuditRecord> = (50..100)
+        .map(|i| record(Some(["acc_w1", "acc_w2"][i % 2]), BASE_MS + i as i64))
+        .collect();
+    submit_all(&sink, &second);
+    eventually("the second batch to be settled", || {
+        let m = sink.metrics();
+        m.stored + m.duplicates == 100
+    })
+    .await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (100, 50, 50, 0, 0, 0, 0));
+    assert_eq!(m.failed_writes, 7);
+    assert_eq!(flaky.failures(), 7);
+    assert_eq!(fx.store.count().await?, 100);
+    for r in first.iter().chain(&second) {
+        assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    assert_in_order_per_account(&flaky.written());
+    Ok(())
+}
+
+async fn outage_at_startup_spools_then_replays_in_order<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let spool = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.set_down(true);
+    let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), 1 << 20)).await?;
+    assert!(sink.is_available(), "nothing has failed yet");
+
+    let spooled: Vec<AuditRecord> = (0..30)
+        .map(|i| record(Some(["acc_o1", "acc_o2"][i % 2]), BASE_MS + i as i64))
+        .collect();
+    submit_all(&sink, &spooled);
+    eventually("30 records spooled", || sink.metrics().spooled == 30).await?;
+    assert!(!sink.is_available());
+    assert_eq!(fx.store.count().await?, 0);
+
+    // Strict mode while degraded: the record is kept (spooled), but not committed.
+    let strict = record(Some("acc_o1"), BASE_MS + 30);
+    assert_eq!(
+        sink.commit(strict.clone()).await,
+        Err(NotCommitted::Spooled)
+    );
+    let mut bytes = 0;
+    for r in spooled.iter().chain([&strict]) {
+        bytes += spool_line_len(r)?;
+    }
+    let m = sink.metrics();
+    assert_eq!(counts(&m), (31, 0, 0, 31, 0, 0, 0));
+    assert_eq!(m.spool_bytes, bytes);
+    assert_eq!(spool_segments(spool.path())?.1, bytes);
+
+    // The database comes back: the spool is replayed, then records go straight in again.
+    flaky.set_down(false);
+    eventually("the spool to be replayed", || sink.metrics().replayed == 31).await?;
+    until_count(&fx.store, 31).await?;
+    eventually("the pipeline to be available again", || sink.is_available()).await?;
+    let after: Vec<AuditRecord> = (31..41)
+        .map(|i| record(Some(["acc_o1", "acc_o2"][i % 2]), BASE_MS + i as i64))
+        .collect();
+    submit_all(&sink, &after);
+    let m = stop(&sink, worker).await?;
+
+    assert_eq!(counts(&m), (41, 41, 0, 31, 31, 0, 0));
+    assert_eq!(m.spool_bytes, 0);
+    assert_eq!(spool_segments(spool.path())?, (0, 0));
+    assert_eq!(fx.store.count().await?, 41);
+    for r in spooled.iter().chain([&strict]).chain(&after) {
+        assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    // In order: within each account by time, and the spool before anything newer.
+    let written = flaky.written();
+    assert_in_order_per_account(&written);
+    let order: Vec<_> = written.iter().map(|(_, _, id)| *id).collect();
+    let mut want: Vec<_> = spooled.iter().map(|r| r.id).collect();
+    want.push(strict.id);
+    want.extend(after.iter().map(|r| r.id));
+    assert_eq!(order, want);
+    Ok(())
+}
+
+async fn spool_is_replayed_after_a_restart<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+    let spool = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.set_down(true);
+    let records: Vec<AuditRecord> = (0..40)
+        .map(|i| record(Some(["acc_r1", "acc_r2"][i % 2]), BASE_MS + i as i64))
+        .collect();
+    let mut bytes = 0;
+    for r in &records {
+        bytes += spool_line_len(r)?;
+    }
+
+    // First process: the database is down the whole time; shutdown leaves everything spooled.
+    {
+        let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), 1 << 20)).await?;
+        submit_all(&sink, &records);
+        let m = stop(&sink, worker).await?;
+        assert_eq!(counts(&m), (40, 0, 0, 40, 0, 0, 0));
+        assert_eq!(m.spool_bytes, bytes);
+    }
+    assert_eq!(fx.store.count().await?, 0);
+    assert_eq!(spool_segments(spool.path())?.1, bytes);
+
+    // Second process, database up: it starts degraded, replays everything, and recovers.
+    flaky.set_down(false);
+    let (sink, pipeline) = fast(flaky.clone())
+        .spool(spool.path(), 1 << 20)
+        .build()
+        .await?;
+    assert!(
+        !sink.is_available(),
+        "a non-empty spool must be replayed first"
+    );
+    assert_eq!(sink.metrics().spool_bytes, bytes);
+    let worker = tokio::spawn(pipeline.run());
+    eventually("the spool to be replayed", || sink.metrics().replayed == 40).await?;
+    eventually("the pipeline to be available", || sink.is_available()).await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (0, 40, 0, 0, 40, 0, 0));
+    assert_eq!(m.spool_bytes, 0);
+    assert_eq!(spool_segments(spool.path())?, (0, 0));
+    assert_eq!(fx.store.count().await?, 40);
+    for r in &records {
+        assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    let written = flaky.written();
+    assert_in_order_per_account(&written);
+    assert_eq!(
+        written.iter().map(|(_, _, id)| *id).collect::<Vec<_>>(),
+        records.iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.hold();
+    let (sink, worker) = start(fast(flaky.clone()).queue_capacity(10)).await?;
+    let records: Vec<AuditRecord> = (0..31)
+        .map(|i| record(Some("acc_q"), BASE_MS + i))
+        .collect();
+    // The first record is taken off the queue and its write hangs...
+    sink.submit(records[0].clone());
+    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    // ...so of the next 30, the queue holds 10 and the other 20 are dropped.
+    submit_all(&sink, &records[1..]);
+    let m = sink.metrics();
+    assert_eq!((m.enqueued, m.dropped, m.queue_depth), (11, 20, 10));
+    assert_eq!(fx.store.count().await?, 0);
+
+    flaky.release();
+    until_count(&fx.store, 12).await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (11, 11, 0, 0, 0, 20, 1));
+    assert_eq!(fx.store.count().await?, 12);
+    for r in &records[..11] {
+        assert_eq!(fx.store.get("acc_q", r.id).await?, Some(json(r)?));
+    }
+    for r in &records[11..] {
+        assert_eq!(fx.store.get("acc_q", r.id).await?, None);
+    }
+    let gaps = fx.db.gap_rows().await?;
+    assert_eq!(gaps.len(), 1);
+    assert_gap(&gaps[0], "acc_q", 20, BASE_MS + 11, BASE_MS + 30)?;
+    assert_eq!(
+        fx.store.get("acc_q", gaps[0].id).await?.as_ref(),
+        Some(&gaps[0].record)
+    );
+    Ok(())
+}
+
+async fn shutdown_flushes_a_full_queue<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+    let (sink, worker) =
+        start(fast(fx.store.clone()).queue_capacity(5_000).batch_size(500)).await?;
+    let records: Vec<AuditRecord> = (0..5_000)
+        .map(|i| {
+            record(
+                Some(["acc_s1", "acc_s2", "acc_s3"][i % 3]),
+                BASE_MS + i as i64,
+            )
+        })
+        .collect();
+    submit_all(&sink, &records);
+    let m = sink.metrics();
+    assert_eq!((m.enqueued, m.dropped), (5_000, 0));
+    // Shutdown right away, with the queue (nearly) full.
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (5_000, 5_000, 0, 0, 0, 0, 0));
+    assert_eq!(m.queue_depth, 0);
+    assert_eq!(fx.store.count().await?, 5_000);
+    for r in records.iter().step_by(499) {
+        assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    Ok(())
+}
+
+/// A directory whose name for `acc_poison` holds a NUL character (legal in a Rust string and
+/// in JSON, where it is escaped, but not in a PostgreSQL text column).
+struct NulNames;
+
+impl Directory for NulNames {
+    fn account_name<'a>(&'a self, account_id: &'a str) -> Lookup<'a> {
+        Box::pin(
+            async move { Ok((account_id == "acc_poison").then(|| "Evil\u{0}Corp".to_owned())) },
+        )
+    }
+
+    fn zone_name<'a>(&'a self, _: &'a str) -> Lookup<'a> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// One record the database refuses must not hold back every record after it (a poison
+/// batch retried or replayed forever).
+async fn unstorable_record_does_not_block_the_pipeline<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let spool = tempfile::tempdir()?;
+    let (sink, worker) = start(
+        fast(fx.store.clone())
+            .directory(NulNames)
+            .spool(spool.path(), 1 << 20),
+    )
+    .await?;
+    let poison = record(Some("acc_poison"), BASE_MS);
+    let others: Vec<AuditRecord> = (1..11)
+        .map(|i| record(Some("acc_ok"), BASE_MS + i))
+        .collect();
+    sink.submit(poison);
+    submit_all(&sink, &others);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut stored = 0;
+    while tokio::time::Instant::now() < deadline {
+        stored = 0;
+        for r in &others {
+            if fx.store.get("acc_ok", r.id).await?.is_some() {
+                stored += 1;
+            }
+        }
+        if stored == others.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = stop(&sink, worker).await?;
+    assert_eq!(
+        stored,
+        others.len(),
+        "{}: records behind an unstorable one were not stored within 3 s: {m:?}",
+        fx.backend
+    );
+    // The refused record is accounted for: stored (sanitized) or dropped, never in limbo.
+    assert_eq!(m.stored + m.dropped, 11, "{m:?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite only
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn failing_directory_stores_records_without_names() -> TestResult {
+    let fx = common::sqlite().await?;
+    let broken = Broken::default();
+    let (sink, worker) = start(fast(fx.store.clone()).directory(broken.clone())).await?;
+    let records: Vec<AuditRecord> = (0..10)
+        .map(|i| zoned_record("acc_f", "zone_f", BASE_MS + i))
+        .collect();
+    submit_all(&sink, &records);
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (10, 10, 0, 0, 0, 0, 0));
+    for r in &records {
+        // Stored as submitted: no name, nothing dropped.
+        assert_eq!(fx.store.get("acc_f", r.id).await?, Some(json(r)?));
+    }
+    // Failures are not cached: every record asked again, for its account and its zone.
+    assert_eq!(broken.calls.load(Ordering::SeqCst), 20);
+    fx.teardown().await
+}
+
+#[tokio::test]
+async fn directory_is_asked_once_per_id_thanks_to_the_cache() -> TestResult {
+    let fx = common::sqlite().await?;
+    let names = Names::default();
+    let (sink, worker) = start(fast(fx.store.clone()).directory(names.clone())).await?;
+    let first: Vec<AuditRecord> = (0..100)
+        .map(|i| zoned_record("acc_c", "zone_c", BASE_MS + i))
+        .collect();
+    submit_all(&sink, &first);
+    until_count(&fx.store, 100).await?;
+    // Later batches hit the cache too.
+    let second: Vec<AuditRecord> = (100..200)
+        .map(|i| zoned_record(["acc_c", "acc_d"][(i % 2) as usize], "zone_c", BASE_MS + i))
+        .collect();
+    submit_all(&sink, &second);
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (200, 200, 0, 0, 0, 0, 0));
+    assert_eq!(names.accounts.load(Ordering::SeqCst), 2, "acc_c and acc_d");
+    assert_eq!(names.zones.load(Ordering::SeqCst), 1, "zone_c");
+    for r in first.iter().chain(&second) {
+        let stored = fx
+            .store
+            .get(account_of(r), r.id)
+            .await?
+            .ok_or("not stored")?;
+        let back: AuditRecord = serde_json::from_str(&stored)?;
+        let want = format!("Account {}", account_of(r));
+        assert_eq!(back.account.and_then(|a| a.name), Some(want));
+        assert_eq!(
+            back.zone.and_then(|z| z.name).as_deref(),
+            Some("zone_c.example.com")
+        );
+    }
+
+    // Entries expire: past the TTL the directory is asked again.
+    let names = Names::default();
+    let (sink, worker) = start(
+        fast(fx.store.clone())
+            .directory(names.clone())
+            .directory_cache(100, Duration::from_millis(300)),
+    )
+    .await?;
+    sink.submit(record(Some("acc_ttl"), BASE_MS));
+    sink.submit(record(Some("acc_ttl"), BASE_MS + 1));
+    until_count(&fx.store, 202).await?;
+    assert_eq!(names.accounts.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sink.submit(record(Some("acc_ttl"), BASE_MS + 2));
+    stop(&sink, worker).await?;
+    assert_eq!(fx.store.count().await?, 203);
+    assert_eq!(names.accounts.load(Ordering::SeqCst), 2);
+    fx.teardown().await
+}
+
+#[tokio::test]
+async fn spool_over_budget_counts_drops_and_writes_a_gap_record() -> TestResult {
+    let fx = common::sqlite().await?;
+    let spool = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.set_down(true);
+    let records: Vec<AuditRecord> = (0..12)
+        .map(|i| record(Some("acc_b"), BASE_MS + i))
+        .collect();
+    let line = spool_line_len(&records[0])?;
+    for r in &records {
+        assert_eq!(spool_line_len(r)?, line, "records of equal size");
+    }
+    // Room for exactly five one-record batches.
+    let (sink, worker) = start(
+        fast(flaky.clone())
+            .batch_size(1)
+            .spool(spool.path(), 5 * line),
+    )
+    .await?;
+    submit_all(&sink, &records);
+    eventually("all 12 records spooled or dropped", || {
+        let m = sink.metrics();
+        m.spooled + m.dropped == 12
+    })
+    .await?;
+    let m = sink.metrics();
+    assert_eq!(counts(&m), (12, 0, 0, 5, 0, 7, 0));
+    assert_eq!(m.spool_bytes, 5 * line);
+    assert_eq!(spool_segments(spool.path())?, (5, 5 * line));
+
+    flaky.set_down(false);
+    eventually("the gap record", || sink.metrics().gap_records == 1).await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (12, 5, 0, 5, 5, 7, 1));
+    assert_eq!(fx.store.count().await?, 6);
+    for r in &records[..5] {
+        assert_eq!(fx.store.get("acc_b", r.id).await?, Some(json(r)?));
+    }
+    let gaps = fx.db.gap_rows().await?;
+    assert_eq!(gaps.len(), 1);
+    assert_gap(&gaps[0], "acc_b", 7, BASE_MS + 5, BASE_MS + 11)?;
+    fx.teardown().await
+}
+
+/// A directory that panics for one account.
+struct Panicky;
+
+impl Directory for Panicky {
+    fn account_name<'a>(&'a self, account_id: &'a str) -> Lookup<'a> {
+        assert_ne!(account_id, "acc_panic", "test directory panics on purpose");
+        Box::pin(async { Ok(None) })
+    }
+
+    fn zone_name<'a>(&'a self, _: &'a str) -> Lookup<'a> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The directory is application code: if it panics, the record is stored without the name
+/// (or at least counted as dropped) and ingestion goes on.
+#[tokio::test]
+async fn panicking_directory_does_not_stop_ingestion() -> TestResult {
+    let fx = common::sqlite().await?;
+    let (sink, worker) = start(fast(fx.store.clone()).directory(Panicky)).await?;
+    let victim = record(Some("acc_panic"), BASE_MS);
+    sink.submit(victim.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after: Vec<AuditRecord> = (1..11)
+        .map(|i| record(Some("acc_fine"), BASE_MS + i))
+        .collect();
+    submit_all(&sink, &after);
+    let m = stop(&sink, worker).await?;
+    let mut stored = 0;
+    for r in &after {
+        if fx.store.get("acc_fine", r.id).await?.is_some() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 10, "records after the panic were lost: {m:?}");
+    assert_eq!(m.stored + m.dropped, 11, "{m:?}");
+    fx.teardown().await
+}
+
+/// Drops counted while the database is down must still be reported (by a gap record) when
+/// the process stops before the database comes back: "nothing is dropped silently".
+#[tokio::test]
+async fn drops_during_an_outage_are_reported_after_a_restart() -> TestResult {
+    let fx = common::sqlite().await?;
+    let spool = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.set_down(true);
+    let records: Vec<AuditRecord> = (0..5).map(|i| record(Some("acc_g"), BASE_MS + i)).collect();
+    let budget = 2 * spool_line_len(&records[0])?;
+    let (sink, worker) = start(
+        fast(flaky.clone())
+            .batch_size(1)
+            .spool(spool.path(), budget),
+    )
+    .await?;
+    submit_all(&sink, &records);
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (5, 0, 0, 2, 0, 3, 0));
+
+    flaky.set_down(false);
+    let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), budget)).await?;
+    eventually("the spool to be replayed", || sink.metrics().replayed == 2).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop(&sink, worker).await?;
+    let gaps = fx.db.gap_rows().await?;
+    assert_eq!(
+        gaps.len(),
+        1,
+        "3 records were dropped before the restart, but no gap record says so"
+    );
+    assert_gap(&gaps[0], "acc_g", 3, BASE_MS + 2, BASE_MS + 4)?;
+    fx.teardown().await
+}
+
+/// PostgreSQL that cannot be reached at all at start-up: records go to the spool, the sink
+/// says it is unavailable, and nothing panics or hangs.
+#[tokio::test]
+async fn postgres_unreachable_at_startup_spools() -> TestResult {
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")?;
+    let store = PostgresStore::new(pool);
+    assert!(store.ping().await.is_err());
+    let spool = tempfile::tempdir()?;
+    let (sink, worker) = start(
+        fast(store)
+            .retry(2, Duration::from_millis(1), Duration::from_millis(2))
+            .probe_interval(Duration::from_millis(50))
+            .spool(spool.path(), 1 << 20),
+    )
+    .await?;
+    let records: Vec<AuditRecord> = (0..10)
+        .map(|i| record(Some("acc_pg"), BASE_MS + i))
+        .collect();
+    submit_all(&sink, &records);
+    eventually("10 records spooled", || sink.metrics().spooled == 10).await?;
+    assert!(!sink.is_available());
+    assert!(!AuditSink::is_available(&sink));
+    let strict = record(Some("acc_pg"), BASE_MS + 10);
+    assert_eq!(
+        sink.commit(strict.clone()).await,
+        Err(NotCommitted::Spooled)
+    );
+
+    let m = common::time_limit(async { stop(&sink, worker).await }).await;
+    let m = m?;
+    assert_eq!(counts(&m), (11, 0, 0, 11, 0, 0, 0));
+    assert!(m.failed_writes >= 2, "{m:?}");
+    let mut bytes = 0;
+    for r in records.iter().chain([&strict]) {
+        bytes += spool_line_len(r)?;
+    }
+    assert_eq!(m.spool_bytes, bytes);
+    assert_eq!(spool_segments(spool.path())?.1, bytes);
+    Ok(())
+}

@@ -1,0 +1,807 @@
+//! The app assembled by [`router`], as `main` assembles it, on a seeded SQLite database in a
+//! temporary directory, driven request by request. Records go to a `MemorySink`, or through
+//! the real ingest pipeline into a real `SqliteStore` where a test needs what the pipeline adds
+//! (account names) or what is actually stored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use audit_layer::record::AuditRecord;
+use audit_layer::sink::MemorySink;
+use audit_store::SqliteStore;
+use audit_store::pipeline::{self, IngestSink};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use super::*;
+use crate::auth::sha256_hex;
+use crate::db::seed_ids::{
+    ALICE, BOB, DEMO_ACCOUNT, EXAMPLE_ZONE, OTHER_ACCOUNT, OTHER_ZONE, POLICY,
+};
+use crate::db::tests::{seeded_db, test_seed_config};
+
+const REGENERATE: &str =
+    "regenerate it with: cargo run -p demo-app -- --print-openapi > schemas/demo-openapi.json";
+
+/// Who sends a request.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    Anonymous,
+    Token(&'a str),
+    Session(&'a str),
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// The app on a seeded database, with the seeded tokens.
+struct TestApp {
+    router: Router,
+    admin_token: String,
+    other_token: String,
+    password: String,
+    _dir: TempDir,
+}
+
+/// The real pipeline and store behind a [`TestApp`].
+struct Stored {
+    sink: IngestSink,
+    store: SqliteStore,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Stored {
+    /// Flushes the pipeline and returns every stored record's JSON text, in time order.
+    async fn records(self) -> Vec<String> {
+        self.sink.shutdown().await;
+        self.worker.await.unwrap();
+        sqlx::query_scalar("SELECT record FROM audit_logs ORDER BY time_ms, id")
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+impl TestApp {
+    async fn build(dir: TempDir, db: Db, sink: impl AuditSink) -> Self {
+        let state = AppState { db };
+        let config = test_seed_config();
+        let router = router(state, sink, Router::new()).unwrap();
+        Self {
+            router,
+            admin_token: config.admin_token.unwrap(),
+            other_token: config.other_token.unwrap(),
+            password: config.password,
+            _dir: dir,
+        }
+    }
+
+    async fn with_memory_sink() -> (Self, MemorySink) {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = seeded_db(dir.path()).await;
+        let records = MemorySink::new();
+        (Self::build(dir, db, records.clone()).await, records)
+    }
+
+    async fn with_store() -> (Self, Stored) {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = seeded_db(dir.path()).await;
+        let store = SqliteStore::open(dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        audit_store::store::AuditStore::migrate(&store)
+            .await
+            .unwrap();
+        let (sink, pipeline) = pipeline::builder(store.clone())
+            .spool(dir.path().join("spool"), 16 * 1024 * 1024)
+            .directory(AppDirectory(db.clone()))
+            .build()
+            .await
+            .unwrap();
+        let worker = tokio::spawn(pipeline.run());
+        let app = Self::build(dir, db, sink.clone()).await;
+        (
+            app,
+            Stored {
+                sink,
+                store,
+                worker,
+            },
+        )
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        caller: Caller<'_>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(USER_AGENT, "Postman");
+        match caller {
+            Caller::Anonymous => {}
+            Caller::Token(token) => {
+                request = request.header(AUTHORIZATION, format!("Bearer {token}"))
+            }
+            Caller::Session(session) => {
+                request = request.header(COOKIE, format!("theme=dark; demo_session={session}"));
+            }
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut request = request.body(body).unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 51000))));
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        // Read to the end: the layer emits the record when the response body ends.
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Logs in and returns the session cookie's value.
+    async fn login(&self, email: &str, password: &str) -> String {
+        let reply = self
+            .send(
+                Method::POST,
+                "/login",
+                Caller::Anonymous,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let cookie = reply.headers[SET_COOKIE].to_str().unwrap();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        cookie
+            .split(';')
+            .next()
+            .and_then(|c| c.strip_prefix("demo_session="))
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn policy_uri(account: &str, policy: &str) -> String {
+    format!("/accounts/{account}/alerting/v3/policies/{policy}")
+}
+
+/// The announcement's sample request, plus what must not be recorded.
+fn sample_policy_update() -> Value {
+    json!({
+        "name": "Advanced Security Events Alert",
+        "enabled": false,
+        "alert_type": "clickhouse_alert_fw_ent_anomaly",
+        "filters": {
+            "services": ["securitylevel", "ratelimit", "firewallrules"],
+            "zones": [EXAMPLE_ZONE],
+        },
+        "mechanisms": {
+            "email": [{"id": "soc@example.com"}],
+            "webhooks": [{"url": "https://hooks.example.com/services/T0/B0/CANARY-webhook-secret"}],
+        },
+        "undeclared": "CANARY-undeclared",
+    })
+}
+
+fn parse(records: &[String]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|text| {
+            let record: AuditRecord = serde_json::from_str(text).unwrap();
+            audit_layer::schema::validate(&record).unwrap();
+            serde_json::from_str(text).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_committed_openapi_document_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/demo-openapi.json");
+    let committed = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGENERATE}", path.display()));
+    let committed: Value = serde_json::from_str(&committed)
+        .unwrap_or_else(|e| panic!("schemas/demo-openapi.json is not JSON ({e}); {REGENERATE}"));
+    let current: Value = serde_json::from_str(openapi_json_text()).unwrap();
+    assert!(
+        committed == current,
+        "schemas/demo-openapi.json differs from the document the app serves; {REGENERATE}"
+    );
+}
+
+#[test]
+fn the_document_compiles_into_an_audit_policy() {
+    AuditLayer::try_new(openapi()).unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_update_is_recorded_like_the_announcements_sample() {
+    let (app, stored) = TestApp::with_store().await;
+    let session = app.login("alice@example.com", &app.password).await;
+    let uri = policy_uri(DEMO_ACCOUNT, POLICY);
+    let reply = app
+        .send(
+            Method::PUT,
+            &uri,
+            Caller::Session(&session),
+            Some(sample_policy_update()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, json!({"id": POLICY}));
+    let ray_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    // The write happened.
+    let read = app
+        .send(Method::GET, &uri, Caller::Session(&session), None)
+        .await;
+    assert_eq!(read.body["enabled"], json!(false));
+    assert_eq!(read.body["mechanisms"]["email"][0]["id"], "soc@example.com");
+
+    let records = parse(&stored.records().await);
+    let record = records
+        .iter()
+        .find(|r| r["raw"]["method"] == "PUT")
+        .expect("a record of the PUT");
+
+    let mut keys: Vec<&str> = record
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["account", "action", "actor", "id", "raw", "resource"]
+    );
+    let id = uuid::Uuid::parse_str(record["id"].as_str().unwrap()).unwrap();
+    assert_eq!(id.get_version_num(), 7);
+
+    assert_eq!(record["account"]["id"], DEMO_ACCOUNT);
+    assert_eq!(record["account"]["name"], "Example account");
+
+    assert_eq!(
+        record["action"]["description"],
+        "Update a Notification policy"
+    );
+    assert_eq!(record["action"]["result"], "success");
+    assert_eq!(record["action"]["type"], "update");
+    let time = record["action"]["time"].as_str().unwrap();
+    assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+
+    assert_eq!(record["actor"]["context"], "dash");
+    assert_eq!(record["actor"]["email"], "alice@example.com");
+    assert_eq!(record["actor"]["id"], ALICE);
+    assert_eq!(record["actor"]["ip_address"], "127.0.0.1");
+    assert_eq!(record["actor"]["token"], json!({}));
+    assert_eq!(record["actor"]["type"], "user");
+
+    assert_eq!(record["raw"]["ray_id"], ray_id);
+    assert_eq!(record["raw"]["method"], "PUT");
+    assert_eq!(record["raw"]["status_code"], 200);
+    assert_eq!(record["raw"]["uri"], uri);
+    assert_eq!(record["raw"]["user_agent"], "Postman");
+
+    assert_eq!(record["resource"]["id"], POLICY);
+    assert_eq!(record["resource"]["product"], "alerting");
+    assert_eq!(record["resource"]["scope"], "accounts");
+    assert_eq!(record["resource"]["type"], "policies");
+    assert_eq!(
+        record["resource"]["request"],
+        json!({
+            "alert_type": "clickhouse_alert_fw_ent_anomaly",
+            "enabled": false,
+            "filters": {
+                "services": ["securitylevel", "ratelimit", "firewallrules"],
+                "zones": [EXAMPLE_ZONE],
+            },
+            "name": "Advanced Security Events Alert",
+        })
+    );
+    assert_eq!(record["resource"]["response"], json!({"id": POLICY}));
+}
+
+#[tokio::test]
+async fn no_password_or_token_value_reaches_a_record() {
+    let (app, stored) = TestApp::with_store().await;
+    let wrong_password = "CANARY-wrong-password";
+    let bogus_token = "demo_CANARY0000000000000000000000000000000000000";
+
+    let failed = app
+        .send(
+            Method::POST,
+            "/login",
+            Caller::Anonymous,
+            Some(json!({"email": "alice@example.com", "password": wrong_password})),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
+    let unknown = app
+        .send(
+            Method::POST,
+            "/login",
+            Caller::Anonymous,
+            Some(json!({"email": "nobody@example.com", "password": wrong_password})),
+        )
+        .await;
+    assert_eq!(
+        unknown.body, failed.body,
+        "an unknown email is answered like a wrong password"
+    );
+    let session = app.login("alice@example.com", &app.password).await;
+
+    let created = app
+        .send(
+            Method::POST,
+            &format!("/accounts/{DEMO_ACCOUNT}/tokens"),
+            Caller::Session(&session),
+            Some(json!({"name": "CI deploys"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let token_id = created.body["id"].as_str().unwrap().to_owned();
+    let token = created.body["value"].as_str().unwrap().to_owned();
+    let zones = app
+        .send(Method::GET, "/zones", Caller::Token(&token), None)
+        .await;
+    assert_eq!(zones.status, StatusCode::OK);
+    app.send(
+        Method::PUT,
+        &policy_uri(DEMO_ACCOUNT, POLICY),
+        Caller::Token(&app.admin_token),
+        Some(sample_policy_update()),
+    )
+    .await;
+    app.send(Method::GET, "/zones", Caller::Token(&app.other_token), None)
+        .await;
+    let revoked = app
+        .send(
+            Method::DELETE,
+            &format!("/accounts/{DEMO_ACCOUNT}/tokens/{token_id}"),
+            Caller::Token(&token),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    let after = app
+        .send(Method::GET, "/zones", Caller::Token(&token), None)
+        .await;
+    assert_eq!(
+        after.status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token no longer works"
+    );
+    let bogus = app
+        .send(Method::GET, "/zones", Caller::Token(bogus_token), None)
+        .await;
+    assert_eq!(bogus.status, StatusCode::UNAUTHORIZED);
+
+    let texts = stored.records().await;
+    let records = parse(&texts);
+    assert_eq!(records.len(), 10, "{texts:#?}");
+    let secrets = [
+        app.password.as_str(),
+        wrong_password,
+        app.admin_token.as_str(),
+        app.other_token.as_str(),
+        token.as_str(),
+        session.as_str(),
+        bogus_token,
+        "CANARY",
+    ];
+    for text in &texts {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret:?} leaked into {text}");
+            assert!(
+                !text.contains(&sha256_hex(secret)),
+                "a hash of {secret:?} leaked into {text}"
+            );
+        }
+    }
+
+    let logins: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"]["type"] == "login")
+        .collect();
+    assert_eq!(logins.len(), 3);
+    let wrong = logins[0];
+    assert_eq!(wrong["action"]["result"], "failure");
+    assert_eq!(wrong["raw"]["status_code"], 401);
+    assert_eq!(
+        wrong["account"]["id"], DEMO_ACCOUNT,
+        "filed in the email's account"
+    );
+    assert_eq!(
+        wrong["actor"],
+        json!({"ip_address": "127.0.0.1", "token": {}})
+    );
+    assert_eq!(
+        logins[1]["account"],
+        Value::Null,
+        "an unknown email belongs to no account"
+    );
+    assert_eq!(logins[2]["action"]["result"], "success");
+    assert_eq!(logins[2]["actor"]["context"], "dash");
+    assert_eq!(
+        logins[2]["resource"]["response"],
+        json!({"user": {"id": ALICE}})
+    );
+
+    let creation = &records[3];
+    assert_eq!(creation["action"]["type"], "create");
+    assert_eq!(creation["resource"]["id"], token_id.as_str());
+    assert_eq!(
+        creation["resource"]["request"],
+        json!({"name": "CI deploys"})
+    );
+    assert_eq!(
+        creation["resource"]["response"],
+        json!({"id": token_id, "name": "CI deploys"})
+    );
+    let used = &records[4];
+    assert_eq!(used["actor"]["context"], "api_token");
+    assert_eq!(
+        used["actor"]["token"],
+        json!({"id": token_id, "name": "CI deploys"})
+    );
+    assert_eq!(used["account"]["id"], DEMO_ACCOUNT);
+    let other = &records[6];
+    assert_eq!(other["account"]["id"], OTHER_ACCOUNT);
+    assert_eq!(other["account"]["name"], "Other account");
+    assert_eq!(other["actor"]["id"], BOB);
+    let unauthenticated = &records[9];
+    assert_eq!(unauthenticated["raw"]["status_code"], 401);
+    assert_eq!(
+        unauthenticated["actor"],
+        json!({"ip_address": "127.0.0.1", "token": {}})
+    );
+}
+
+#[tokio::test]
+async fn another_accounts_resources_are_not_found() {
+    let (app, records) = TestApp::with_memory_sink().await;
+    let bob = Caller::Token(&app.other_token);
+    let alice = Caller::Token(&app.admin_token);
+
+    let theirs = app
+        .send(Method::GET, &format!("/accounts/{DEMO_ACCOUNT}"), bob, None)
+        .await;
+    let nobodys = app
+        .send(Method::GET, "/accounts/acc_nobody", alice, None)
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(theirs.body, nobodys.body, "no hint that the account exists");
+
+    let write = app
+        .send(
+            Method::PUT,
+            &policy_uri(DEMO_ACCOUNT, POLICY),
+            bob,
+            Some(sample_policy_update()),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::NOT_FOUND);
+    let policy = app
+        .send(Method::GET, &policy_uri(DEMO_ACCOUNT, POLICY), alice, None)
+        .await;
+    assert_eq!(policy.body["enabled"], json!(true), "unchanged");
+
+    for method in [Method::GET, Method::DELETE] {
+        let reply = app
+            .send(method, &format!("/zones/{EXAMPLE_ZONE}"), bob, None)
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+    let dns = app
+        .send(
+            Method::GET,
+            &format!("/zones/{EXAMPLE_ZONE}/dns_records"),
+            bob,
+            None,
+        )
+        .await;
+    assert_eq!(dns.status, StatusCode::NOT_FOUND);
+    let create = app
+        .send(
+            Method::POST,
+            "/zones",
+            bob,
+            Some(json!({"name": "sneaky.example.net", "account": {"id": DEMO_ACCOUNT}})),
+        )
+        .await;
+    assert_eq!(create.status, StatusCode::NOT_FOUND);
+    let zone = app
+        .send(Method::GET, &format!("/zones/{EXAMPLE_ZONE}"), alice, None)
+        .await;
+    assert_eq!(zone.status, StatusCode::OK, "still there");
+    let listed = app.send(Method::GET, "/zones", bob, None).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+    assert_eq!(listed.body[0]["id"], OTHER_ZONE);
+
+    let anonymous = app
+        .send(
+            Method::GET,
+            &format!("/accounts/{DEMO_ACCOUNT}"),
+            Caller::Anonymous,
+            None,
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    let records = records.records();
+    let attempt = records
+        .iter()
+        .find(|r| r.raw.method == "PUT")
+        .expect("the refused write is recorded");
+    assert_eq!(attempt.raw.status_code, 404);
+    assert_eq!(
+        attempt.account.as_ref().unwrap().id,
+        DEMO_ACCOUNT,
+        "the owner sees the attempt"
+    );
+    assert_eq!(attempt.actor.id.as_deref(), Some(BOB));
+    let probe = records
+        .iter()
+        .find(|r| r.raw.method == "GET" && r.raw.uri == format!("/zones/{EXAMPLE_ZONE}"))
+        .unwrap();
+    assert_eq!(probe.raw.status_code, 404);
+    assert_eq!(
+        probe.account.as_ref().unwrap().id,
+        DEMO_ACCOUNT,
+        "filed with the zone's owner, never in the prober's log under the zone's name"
+    );
+    let last = records.last().unwrap();
+    assert_eq!(last.raw.status_code, 401);
+    assert_eq!(last.actor.id, None);
+    assert_eq!(last.account.as_ref().unwrap().id, DEMO_ACCOUNT);
+}
+
+#[tokio::test]
+async fn products_keep_their_state_and_record_what_changed() {
+    let (app, records) = TestApp::with_memory_sink().await;
+    let alice = Caller::Token(&app.admin_token);
+
+    // Zones and DNS records.
+    let zone = app
+        .send(
+            Method::POST,
+            "/zones",
+            alice,
+            Some(json!({"name": "Shop.Example.NET."})),
+        )
+        .await;
+    assert_eq!(zone.status, StatusCode::OK, "{}", zone.body);
+    assert_eq!(zone.body["name"], "shop.example.net");
+    assert_eq!(zone.body["account"]["id"], DEMO_ACCOUNT);
+    let zone_id = zone.body["id"].as_str().unwrap().to_owned();
+    let again = app
+        .send(
+            Method::POST,
+            "/zones",
+            alice,
+            Some(json!({"name": "shop.example.net"})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let records_uri = format!("/zones/{zone_id}/dns_records");
+    let record = app
+        .send(
+            Method::POST,
+            &records_uri,
+            alice,
+            Some(json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true, "comment": "ask Bob"})),
+        )
+        .await;
+    assert_eq!(record.status, StatusCode::OK, "{}", record.body);
+    assert_eq!(record.body["name"], "www.shop.example.net");
+    let record_id = record.body["id"].as_str().unwrap().to_owned();
+    let invalid = app
+        .send(
+            Method::POST,
+            &records_uri,
+            alice,
+            Some(json!({"type": "A", "name": "www", "content": "nope"})),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    assert!(
+        invalid.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'content'")
+    );
+    let record_uri = format!("{records_uri}/{record_id}");
+    let updated = app
+        .send(
+            Method::PUT,
+            &record_uri,
+            alice,
+            Some(json!({"type": "A", "name": "www", "content": "192.0.2.8", "ttl": 300})),
+        )
+        .await;
+    assert_eq!(updated.body["content"], "192.0.2.8");
+    assert_eq!(updated.body["ttl"], 300);
+    let listed = app
+        .send(Method::GET, &format!("{records_uri}?type=a"), alice, None)
+        .await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+    let deleted = app.send(Method::DELETE, &record_uri, alice, None).await;
+    assert_eq!(deleted.body, json!({"id": record_id}));
+    let gone = app.send(Method::GET, &record_uri, alice, None).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+    // Members.
+    let added = app
+        .send(
+            Method::POST,
+            &format!("/accounts/{DEMO_ACCOUNT}/members"),
+            alice,
+            Some(json!({"email": "carol@example.com", "role": "member"})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(added.body["status"], "pending");
+    let carol = added.body["id"].as_str().unwrap().to_owned();
+    let members = app
+        .send(
+            Method::GET,
+            &format!("/accounts/{DEMO_ACCOUNT}/members"),
+            alice,
+            None,
+        )
+        .await;
+    assert_eq!(members.body.as_array().unwrap().len(), 2);
+    let last_admin = app
+        .send(
+            Method::DELETE,
+            &format!("/accounts/{DEMO_ACCOUNT}/members/{ALICE}"),
+            alice,
+            None,
+        )
+        .await;
+    assert_eq!(last_admin.status, StatusCode::BAD_REQUEST);
+    let removed = app
+        .send(
+            Method::DELETE,
+            &format!("/accounts/{DEMO_ACCOUNT}/members/{carol}"),
+            alice,
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK);
+
+    // The account.
+    let renamed = app
+        .send(
+            Method::PATCH,
+            &format!("/accounts/{DEMO_ACCOUNT}"),
+            alice,
+            Some(json!({"name": "Example account (renamed)", "settings": {"enforce_twofactor": true}})),
+        )
+        .await;
+    assert_eq!(renamed.body["name"], "Example account (renamed)");
+    assert_eq!(renamed.body["settings"]["enforce_twofactor"], true);
+
+    // Policies: create, list, delete.
+    let created = app
+        .send(
+            Method::POST,
+            &format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies"),
+            alice,
+            Some(
+                json!({"name": "DNS changes", "enabled": true, "alert_type": "dns_record_change",
+                        "filters": {"zones": [OTHER_ZONE]}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::BAD_REQUEST,
+        "another account's zone"
+    );
+    let created = app
+        .send(
+            Method::POST,
+            &format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies"),
+            alice,
+            Some(
+                json!({"name": "DNS changes", "enabled": true, "alert_type": "dns_record_change"}),
+            ),
+        )
+        .await;
+    let policy_id = created.body["id"].as_str().unwrap().to_owned();
+    let policies = app
+        .send(
+            Method::GET,
+            &format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies"),
+            alice,
+            None,
+        )
+        .await;
+    assert_eq!(policies.body.as_array().unwrap().len(), 2);
+    let deleted = app
+        .send(
+            Method::DELETE,
+            &policy_uri(DEMO_ACCOUNT, &policy_id),
+            alice,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK);
+
+    let health = app
+        .send(Method::GET, "/healthz", Caller::Anonymous, None)
+        .await;
+    assert_eq!(health.status, StatusCode::OK);
+    let document = app
+        .send(Method::GET, "/openapi.json", Caller::Anonymous, None)
+        .await;
+    assert_eq!(document.body["openapi"], "3.1.0");
+
+    let records = records.records();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.raw.uri == "/healthz" || r.raw.uri == "/openapi.json"),
+        "x-audit: false operations are not recorded"
+    );
+    let zone_created = records.iter().find(|r| r.raw.uri == "/zones").unwrap();
+    assert_eq!(zone_created.resource.id.as_deref(), Some(zone_id.as_str()));
+    assert_eq!(zone_created.account.as_ref().unwrap().id, DEMO_ACCOUNT);
+    assert_eq!(
+        zone_created.resource.request,
+        Some(json!({"name": "Shop.Example.NET."}))
+    );
+    let dns_created = records
+        .iter()
+        .find(|r| r.raw.uri == records_uri && r.raw.status_code == 200)
+        .unwrap();
+    assert_eq!(dns_created.zone.as_ref().unwrap().id, zone_id);
+    assert_eq!(dns_created.account.as_ref().unwrap().id, DEMO_ACCOUNT);
+    assert_eq!(dns_created.resource.product.as_deref(), Some("dns"));
+    assert_eq!(dns_created.resource.id.as_deref(), Some(record_id.as_str()));
+    assert_eq!(
+        dns_created.resource.request,
+        Some(json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true})),
+        "the comment is not recorded"
+    );
+    let listing = records
+        .iter()
+        .find(|r| r.raw.uri.starts_with(&format!("{records_uri}?")))
+        .unwrap();
+    assert_eq!(
+        listing.raw.uri,
+        format!("{records_uri}?type=a"),
+        "marked query values are kept"
+    );
+}

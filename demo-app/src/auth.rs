@@ -1,0 +1,377 @@
+//! Authentication and access: who the caller is (an API token or a dashboard session), which
+//! accounts and zones they may touch, and telling the audit layer who acted.
+//!
+//! [`require_auth`] runs inside the `AuditLayer`, on every route but the public ones
+//! (`/login`, `/logout`, `/healthz`, `/openapi.json`):
+//!
+//! - `Authorization: Bearer <token>` is an API token (`actor.context: api_token`); it acts on
+//!   the one account it was created in.
+//! - the `demo_session` cookie set by `POST /login` is a dashboard session
+//!   (`actor.context: dash`); it acts on every account its user is a member of.
+//! - anything else is answered `401` — still audited, with the actor unknown and its IP known.
+//!
+//! Access is checked here, before any handler runs, from the path's `{account_id}` and
+//! `{zone_id}`. An account or zone the caller may not touch is answered `404 Not Found`, for
+//! reads and writes alike and with the same body as one that does not exist: a caller learns
+//! nothing about other accounts, not even that an id is taken. The record of such a request is
+//! filed in the log of the account the path names, or of the zone's account: its owners see
+//! the attempt, and the caller's own log never gets another account's account or zone name
+//! (which the audit pipeline fills in). A zone id that does not exist files the record in the
+//! caller's home account.
+//!
+//! Secrets are stored hashed only: passwords with argon2id ([`hash_password`]), API tokens
+//! and session ids, which are long random values, with SHA-256 ([`sha256_hex`]).
+
+use std::fmt::Write as _;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use audit_layer::record::ActorContext;
+use audit_layer::{AuditHandle, Identity};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::db::{Db, on_db};
+use crate::products::{ApiError, now_ms};
+
+/// The name of the dashboard session cookie.
+pub(crate) const SESSION_COOKIE: &str = "demo_session";
+
+/// How long a dashboard session lasts: 8 hours.
+pub(crate) const SESSION_TTL_MS: i64 = 8 * 60 * 60 * 1000;
+
+/// The prefix of every API token and session id the app generates.
+const SECRET_PREFIX: &str = "demo_";
+
+/// An authenticated caller, in the request's extensions for the handlers.
+#[derive(Clone, Debug)]
+pub(crate) struct Principal {
+    /// The user's id.
+    pub(crate) user_id: String,
+    /// The user's email.
+    pub(crate) email: String,
+    /// How the caller authenticated: `ApiToken` or `Dash`.
+    pub(crate) context: ActorContext,
+    /// The API token used, by id and name.
+    pub(crate) token: Option<(String, String)>,
+    /// The accounts the caller may act on; the first is their home account.
+    pub(crate) accounts: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the caller may act on `account_id`.
+    pub(crate) fn can_access(&self, account_id: &str) -> bool {
+        self.accounts.iter().any(|a| a == account_id)
+    }
+
+    /// The account the caller acts for when the path names none.
+    pub(crate) fn home_account(&self) -> Option<&str> {
+        self.accounts.first().map(String::as_str)
+    }
+
+    /// What the audit record says about this caller.
+    fn identity(&self) -> Identity {
+        let mut identity = Identity::user(&self.user_id)
+            .email(&self.email)
+            .context(self.context);
+        if let Some((id, name)) = &self.token {
+            identity = identity.token(id, name);
+        }
+        if let Some(account) = self.home_account() {
+            identity = identity.account(account);
+        }
+        identity
+    }
+}
+
+/// The request's [`AuditHandle`], for handlers that tell the record what the path cannot (the
+/// id of a created resource, the account a login belongs to).
+///
+/// Absent only when the app runs without the audit layer; then telling is a no-op.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AuditFacts(Option<AuditHandle>);
+
+impl AuditFacts {
+    /// Adds to what the record says about the actor and the resource.
+    pub(crate) fn identify(&self, identity: Identity) {
+        if let Some(handle) = &self.0 {
+            handle.identify(identity);
+        }
+    }
+
+    /// Sets the record's `resource.id`, for a resource the path does not name (a created one).
+    pub(crate) fn resource_id(&self, id: &str) {
+        self.identify(Identity::anonymous().resource_id(id));
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditFacts {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<AuditHandle>().cloned()))
+    }
+}
+
+/// The middleware that authenticates every protected request and checks its access to the
+/// path's account and zone. See the [module docs](self).
+pub(crate) async fn require_auth(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let facts = AuditFacts(parts.extensions.get::<AuditHandle>().cloned());
+    let principal = match authenticate(&state.db, &parts.headers).await {
+        Ok(Some(principal)) => principal,
+        Ok(None) => return ApiError::Unauthenticated.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    facts.identify(principal.identity());
+
+    let params = RawPathParams::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    let param = |name: &str| {
+        params.as_ref().and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
+    };
+    if let Some(account_id) = param("account_id")
+        && !principal.can_access(&account_id)
+    {
+        return ApiError::NotFound("account").into_response();
+    }
+    if let Some(zone_id) = param("zone_id") {
+        match zone_account(&state.db, &zone_id).await {
+            Ok(Some(account)) => {
+                // Filed with the zone's owner, also when the caller may not touch the zone:
+                // in the caller's own log the record would carry the zone's name.
+                let allowed = principal.can_access(&account);
+                facts.identify(Identity::anonymous().account(account));
+                if !allowed {
+                    return ApiError::NotFound("zone").into_response();
+                }
+            }
+            Ok(None) => return ApiError::NotFound("zone").into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    parts.extensions.insert(principal);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The account that owns `zone_id`, if the zone exists.
+async fn zone_account(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
+    on_db!(db, p => sqlx::query_scalar("SELECT account_id FROM zones WHERE id = $1")
+        .bind(zone_id)
+        .fetch_optional(p)
+        .await)
+}
+
+/// Who sent `headers`: the API token in `Authorization`, else the session cookie. `None`
+/// when neither is present and valid.
+///
+/// # Errors
+///
+/// When the database fails.
+pub(crate) async fn authenticate(
+    db: &Db,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        return match token {
+            Some(token) if !token.is_empty() => by_token(db, token).await,
+            _ => Ok(None),
+        };
+    }
+    match session_cookie(headers) {
+        Some(session) => by_session(db, &session).await,
+        None => Ok(None),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    token_id: String,
+    token_name: String,
+    account_id: String,
+    user_id: String,
+    email: String,
+}
+
+async fn by_token(db: &Db, token: &str) -> Result<Option<Principal>, ApiError> {
+    const SQL: &str = "SELECT t.id AS token_id, t.name AS token_name, t.account_id, u.id AS user_id, u.email \
+        FROM api_tokens t JOIN users u ON u.id = t.user_id \
+        JOIN members m ON m.account_id = t.account_id AND m.user_id = t.user_id \
+        WHERE t.token_hash = $1 AND t.revoked_ms IS NULL";
+    let hash = sha256_hex(token);
+    let row: Option<TokenRow> =
+        on_db!(db, p => sqlx::query_as(SQL).bind(&hash).fetch_optional(p).await)?;
+    Ok(row.map(|r| Principal {
+        user_id: r.user_id,
+        email: r.email,
+        context: ActorContext::ApiToken,
+        token: Some((r.token_id, r.token_name)),
+        accounts: vec![r.account_id],
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    user_id: String,
+    email: String,
+}
+
+async fn by_session(db: &Db, session: &str) -> Result<Option<Principal>, ApiError> {
+    const SQL: &str = "SELECT u.id AS user_id, u.email FROM sessions s JOIN users u ON u.id = s.user_id \
+        WHERE s.id_hash = $1 AND s.expires_ms > $2";
+    let hash = sha256_hex(session);
+    let row: Option<SessionRow> =
+        on_db!(db, p => sqlx::query_as(SQL).bind(&hash).bind(now_ms()).fetch_optional(p).await)?;
+    let Some(row) = row else { return Ok(None) };
+    let accounts = accounts_of(db, &row.user_id).await?;
+    Ok(Some(Principal {
+        user_id: row.user_id,
+        email: row.email,
+        context: ActorContext::Dash,
+        token: None,
+        accounts,
+    }))
+}
+
+/// The accounts `user_id` is a member of, oldest membership first.
+pub(crate) async fn accounts_of(db: &Db, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    on_db!(db, p => sqlx::query_scalar(
+        "SELECT account_id FROM members WHERE user_id = $1 ORDER BY created_ms, account_id",
+    )
+    .bind(user_id)
+    .fetch_all(p)
+    .await)
+}
+
+/// The value of the session cookie, if the request carries one.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A new random secret (API token value or session id): `demo_` and 48 hex digits, 192 bits
+/// from the operating system's CSPRNG.
+///
+/// # Panics
+///
+/// If the operating system has no randomness to give, which leaves nothing safe to do.
+pub(crate) fn new_secret() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    let mut secret = String::from(SECRET_PREFIX);
+    secret.push_str(&hex(&bytes));
+    secret
+}
+
+/// The SHA-256 of `secret`, in hex: how API tokens and session ids are stored and looked up.
+/// A fast hash is right for them: they are long random values, not guessable passwords.
+pub(crate) fn sha256_hex(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The argon2id hasher: the crate's defaults (19 MiB, 2 passes), the OWASP recommendation.
+/// Unit tests use the cheapest parameters, since debug builds of argon2 are slow.
+fn argon2() -> Argon2<'static> {
+    if cfg!(test) {
+        argon2::Params::new(8, 1, 1, None).map_or_else(|_| Argon2::default(), Argon2::from)
+    } else {
+        Argon2::default()
+    }
+}
+
+/// Hashes a password with argon2id and a random salt, as a PHC string.
+///
+/// # Panics
+///
+/// If the operating system has no randomness to give, or argon2 rejects its own defaults.
+pub(crate) fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random number generator failed");
+    argon2()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .expect("argon2 hashes with its default parameters")
+        .to_string()
+}
+
+/// Whether `password` matches the PHC string `hash`. A malformed hash matches nothing.
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
+    argon2().verify_password(password.as_bytes(), hash).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn passwords_are_salted_and_verified() {
+        let a = hash_password("hunter2 hunter2");
+        let b = hash_password("hunter2 hunter2");
+        assert_ne!(a, b, "each hash has its own salt");
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert!(verify_password("hunter2 hunter2", &a));
+        assert!(!verify_password("hunter3 hunter3", &a));
+        assert!(!verify_password("hunter2 hunter2", "not a hash"));
+    }
+
+    #[test]
+    fn secrets_are_random_and_stored_as_sha256() {
+        let a = new_secret();
+        assert_eq!(a.len(), SECRET_PREFIX.len() + 48);
+        assert_ne!(a, new_secret());
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("theme=dark; demo_session=demo_abc"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("demo_abc"));
+        headers.clear();
+        headers.append(COOKIE, HeaderValue::from_static("demo_session="));
+        assert_eq!(session_cookie(&headers), None);
+    }
+}

@@ -1,0 +1,379 @@
+//! Alerting (notification) policies: `GET/POST /accounts/{account_id}/alerting/v3/policies`,
+//! `GET/PUT/DELETE /accounts/{account_id}/alerting/v3/policies/{policy_id}`.
+//!
+//! Auditable: what a policy alerts on — `name`, `description`, `enabled`, `alert_type` and
+//! `filters.{services, zones}`. Not its `mechanisms`: webhook URLs carry secrets in their
+//! paths and queries, and email targets are personal data the log does not need. Writes answer
+//! `{"id": ...}`, so a record's `resource.response` is the policy id, as in the original
+//! system's sample record.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, ErrorBody, ResourceId, check_name, new_id, now_ms, rfc3339};
+use crate::app::AppState;
+use crate::auth::AuditFacts;
+use crate::db::{Db, on_db};
+
+/// A notification policy, as read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Policy {
+    /// The policy id.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) id: String,
+    /// The policy's name.
+    pub(crate) name: String,
+    /// What the policy is for.
+    pub(crate) description: Option<String>,
+    /// Whether alerts are sent.
+    pub(crate) enabled: bool,
+    /// The kind of alert, e.g. `clickhouse_alert_fw_ent_anomaly`.
+    pub(crate) alert_type: String,
+    /// Which events alert.
+    pub(crate) filters: Filters,
+    /// Where alerts go.
+    pub(crate) mechanisms: Mechanisms,
+    /// When the policy was created (RFC 3339).
+    pub(crate) created: String,
+    /// When the policy last changed (RFC 3339).
+    pub(crate) modified: String,
+}
+
+/// A notification policy, as written by `POST` and `PUT`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct PolicyInput {
+    /// The policy's name (1–256 characters).
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) name: String,
+    /// What the policy is for (up to 1024 characters).
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) description: Option<String>,
+    /// Whether alerts are sent.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) enabled: bool,
+    /// The kind of alert: lowercase letters, digits and `_`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) alert_type: String,
+    /// Which events alert; all when absent.
+    pub(crate) filters: Option<Filters>,
+    /// Where alerts go. Never recorded.
+    pub(crate) mechanisms: Option<Mechanisms>,
+}
+
+/// Which events alert.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Filters {
+    /// Only events of these services (e.g. `securitylevel`, `ratelimit`, `firewallrules`).
+    #[serde(default)]
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) services: Vec<String>,
+    /// Only events of these zones (ids of the account's zones).
+    #[serde(default)]
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) zones: Vec<String>,
+}
+
+/// Where alerts go.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Mechanisms {
+    /// Email targets.
+    #[serde(default)]
+    pub(crate) email: Vec<EmailTarget>,
+    /// Webhook targets.
+    #[serde(default)]
+    pub(crate) webhooks: Vec<WebhookTarget>,
+}
+
+/// An email target.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct EmailTarget {
+    /// The address.
+    pub(crate) id: String,
+}
+
+/// A webhook target.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct WebhookTarget {
+    /// The URL alerts are posted to; it often carries a secret.
+    pub(crate) url: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PolicyRow {
+    id: String,
+    name: String,
+    description: Option<String>,
+    enabled: bool,
+    alert_type: String,
+    filters: String,
+    mechanisms: String,
+    created_ms: i64,
+    modified_ms: i64,
+}
+
+impl TryFrom<PolicyRow> for Policy {
+    type Error = ApiError;
+
+    fn try_from(r: PolicyRow) -> Result<Self, ApiError> {
+        let corrupt = |e: serde_json::Error| {
+            tracing::error!(target: "demo_app", policy = %r.id, "stored policy is not valid JSON: {e}");
+            ApiError::Internal
+        };
+        Ok(Self {
+            filters: serde_json::from_str(&r.filters).map_err(corrupt)?,
+            mechanisms: serde_json::from_str(&r.mechanisms).map_err(corrupt)?,
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            enabled: r.enabled,
+            alert_type: r.alert_type,
+            created: rfc3339(r.created_ms),
+            modified: rfc3339(r.modified_ms),
+        })
+    }
+}
+
+/// The columns of [`PolicyRow`]; `WHERE` follows.
+macro_rules! select_policies {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, name, description, enabled, alert_type, filters, mechanisms, created_ms, modified_ms ",
+            "FROM alerting_policies ",
+            $where
+        )
+    };
+}
+
+/// The input, checked, with `filters` and `mechanisms` as stored (JSON text).
+struct Checked {
+    input: PolicyInput,
+    filters: String,
+    mechanisms: String,
+}
+
+async fn check(db: &Db, account_id: &str, mut input: PolicyInput) -> Result<Checked, ApiError> {
+    let bad = |field: &str, why: &str| {
+        ApiError::BadRequest(format!("invalid value for '{field}': {why}"))
+    };
+    check_name("name", &input.name, 256)?;
+    if input
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1024)
+    {
+        return Err(bad("description", "at most 1024 characters"));
+    }
+    if input.alert_type.is_empty()
+        || input.alert_type.len() > 100
+        || !input
+            .alert_type
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(bad(
+            "alert_type",
+            "expected lowercase letters, digits and '_', like clickhouse_alert_fw_ent_anomaly",
+        ));
+    }
+    let filters = input.filters.take().unwrap_or_default();
+    for zone in &filters.zones {
+        let owner: Option<String> = on_db!(db, p => sqlx::query_scalar("SELECT account_id FROM zones WHERE id = $1")
+            .bind(zone)
+            .fetch_optional(p)
+            .await)?;
+        if owner.as_deref() != Some(account_id) {
+            return Err(ApiError::BadRequest(format!(
+                "invalid value for 'filters.zones': {zone:?} is not a zone of this account"
+            )));
+        }
+    }
+    let mechanisms = input.mechanisms.take().unwrap_or_default();
+    for webhook in &mechanisms.webhooks {
+        if !(webhook.url.starts_with("https://") || webhook.url.starts_with("http://")) {
+            return Err(bad("mechanisms.webhooks.url", "expected an http(s) URL"));
+        }
+    }
+    let to_json = |e: serde_json::Error| {
+        tracing::error!(target: "demo_app", "policy does not serialize: {e}");
+        ApiError::Internal
+    };
+    Ok(Checked {
+        filters: serde_json::to_string(&filters).map_err(to_json)?,
+        mechanisms: serde_json::to_string(&mechanisms).map_err(to_json)?,
+        input,
+    })
+}
+
+/// List Notification policies
+#[utoipa::path(
+    get,
+    path = "/accounts/{account_id}/alerting/v3/policies",
+    tag = "alerting",
+    params(("account_id" = String, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account's policies", body = Vec<Policy>),
+        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_policies(
+    State(state): State<AppState>,
+    Path(account_id): Path<String>,
+) -> Result<Json<Vec<Policy>>, ApiError> {
+    const SQL: &str = select_policies!("WHERE account_id = $1 ORDER BY created_ms, id");
+    let rows: Vec<PolicyRow> =
+        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
+    rows.into_iter()
+        .map(Policy::try_from)
+        .collect::<Result<_, _>>()
+        .map(Json)
+}
+
+/// Create a Notification policy
+#[utoipa::path(
+    post,
+    path = "/accounts/{account_id}/alerting/v3/policies",
+    tag = "alerting",
+    params(("account_id" = String, Path, description = "The account id")),
+    request_body = PolicyInput,
+    responses(
+        (status = 200, description = "The new policy's id", body = ResourceId),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_policy(
+    State(state): State<AppState>,
+    facts: AuditFacts,
+    Path(account_id): Path<String>,
+    ApiJson(input): ApiJson<PolicyInput>,
+) -> Result<Json<ResourceId>, ApiError> {
+    let checked = check(&state.db, &account_id, input).await?;
+    let id = new_id();
+    let now = now_ms();
+    on_db!(&state.db, p => sqlx::query(
+        "INSERT INTO alerting_policies (id, account_id, name, description, enabled, alert_type, filters, mechanisms, created_ms, modified_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+    )
+    .bind(&id)
+    .bind(&account_id)
+    .bind(&checked.input.name)
+    .bind(checked.input.description.as_deref())
+    .bind(checked.input.enabled)
+    .bind(&checked.input.alert_type)
+    .bind(&checked.filters)
+    .bind(&checked.mechanisms)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    facts.resource_id(&id);
+    Ok(Json(ResourceId { id }))
+}
+
+/// Get a Notification policy
+#[utoipa::path(
+    get,
+    path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+    tag = "alerting",
+    params(
+        ("account_id" = String, Path, description = "The account id"),
+        ("policy_id" = String, Path, description = "The policy id"),
+    ),
+    responses(
+        (status = 200, description = "The policy", body = Policy),
+        (status = 404, description = "No such policy", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_policy(
+    State(state): State<AppState>,
+    Path((account_id, policy_id)): Path<(String, String)>,
+) -> Result<Json<Policy>, ApiError> {
+    const SQL: &str = select_policies!("WHERE account_id = $1 AND id = $2");
+    let row: Option<PolicyRow> = on_db!(&state.db, p => sqlx::query_as(SQL)
+        .bind(&account_id)
+        .bind(&policy_id)
+        .fetch_optional(p)
+        .await)?;
+    row.map(Policy::try_from)
+        .transpose()?
+        .map(Json)
+        .ok_or(ApiError::NotFound("policy"))
+}
+
+/// Update a Notification policy
+#[utoipa::path(
+    put,
+    path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+    tag = "alerting",
+    params(
+        ("account_id" = String, Path, description = "The account id"),
+        ("policy_id" = String, Path, description = "The policy id"),
+    ),
+    request_body = PolicyInput,
+    responses(
+        (status = 200, description = "The policy's id", body = ResourceId),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn update_policy(
+    State(state): State<AppState>,
+    Path((account_id, policy_id)): Path<(String, String)>,
+    ApiJson(input): ApiJson<PolicyInput>,
+) -> Result<Json<ResourceId>, ApiError> {
+    let checked = check(&state.db, &account_id, input).await?;
+    let changed = on_db!(&state.db, p => sqlx::query(
+        "UPDATE alerting_policies SET name = $1, description = $2, enabled = $3, alert_type = $4, \
+         filters = $5, mechanisms = $6, modified_ms = $7 WHERE account_id = $8 AND id = $9",
+    )
+    .bind(&checked.input.name)
+    .bind(checked.input.description.as_deref())
+    .bind(checked.input.enabled)
+    .bind(&checked.input.alert_type)
+    .bind(&checked.filters)
+    .bind(&checked.mechanisms)
+    .bind(now_ms())
+    .bind(&account_id)
+    .bind(&policy_id)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if changed == 0 {
+        return Err(ApiError::NotFound("policy"));
+    }
+    Ok(Json(ResourceId { id: policy_id }))
+}
+
+/// Delete a Notification policy
+#[utoipa::path(
+    delete,
+    path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+    tag = "alerting",
+    params(
+        ("account_id" = String, Path, description = "The account id"),
+        ("policy_id" = String, Path, description = "The policy id"),
+    ),
+    responses(
+        (status = 200, description = "The deleted policy's id", body = ResourceId),
+        (status = 404, description = "No such policy", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_policy(
+    State(state): State<AppState>,
+    Path((account_id, policy_id)): Path<(String, String)>,
+) -> Result<Json<ResourceId>, ApiError> {
+    let deleted = on_db!(&state.db, p => sqlx::query(
+        "DELETE FROM alerting_policies WHERE account_id = $1 AND id = $2",
+    )
+    .bind(&account_id)
+    .bind(&policy_id)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound("policy"));
+    }
+    Ok(Json(ResourceId { id: policy_id }))
+}

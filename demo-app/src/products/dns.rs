@@ -1,0 +1,486 @@
+//! DNS records: `GET/POST /zones/{zone_id}/dns_records`,
+//! `GET/PUT/DELETE /zones/{zone_id}/dns_records/{record_id}`.
+//!
+//! Auditable: the record's type, name, content, TTL and proxy status — "who pointed `www` at
+//! this address" is the question a DNS audit log answers. Not the free-text `comment`, which
+//! people use for notes that may hold anything.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, ErrorBody, ResourceId, limit_offset, new_id, now_ms, rfc3339};
+use crate::app::AppState;
+use crate::auth::AuditFacts;
+use crate::db::{Db, on_db};
+use crate::products::zones::zone_name;
+
+/// The record types the demo serves.
+pub(crate) const TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "MX", "NS", "TXT"];
+
+/// A DNS record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DnsRecord {
+    /// The record id.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) id: String,
+    /// The zone the record belongs to.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) zone_id: String,
+    /// `A`, `AAAA`, `CNAME`, `MX`, `NS` or `TXT`.
+    #[serde(rename = "type")]
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) kind: String,
+    /// The fully qualified name, e.g. `www.example.com`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) name: String,
+    /// The value: an address, a host name or text.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) content: String,
+    /// Time to live in seconds; `1` means automatic.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) ttl: i64,
+    /// Whether traffic to the name is proxied.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) proxied: bool,
+    /// A note for people. Not recorded.
+    pub(crate) comment: Option<String>,
+    /// When the record was created (RFC 3339).
+    pub(crate) created_on: String,
+    /// When the record last changed (RFC 3339).
+    pub(crate) modified_on: String,
+}
+
+/// A DNS record to create, or to replace an existing one with.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DnsRecordInput {
+    /// `A`, `AAAA`, `CNAME`, `MX`, `NS` or `TXT`.
+    #[serde(rename = "type")]
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) kind: String,
+    /// The name: `@` for the zone apex, a name relative to the zone (`www`), or a fully
+    /// qualified name inside the zone.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) name: String,
+    /// The value: an IPv4 address (`A`), an IPv6 address (`AAAA`), a host name (`CNAME`,
+    /// `MX`, `NS`) or text (`TXT`, up to 2048 characters).
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) content: String,
+    /// Time to live in seconds (30–86400), or `1` for automatic (the default).
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) ttl: Option<i64>,
+    /// Whether to proxy traffic to the name (`A`, `AAAA` and `CNAME` only). Defaults to `false`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) proxied: Option<bool>,
+    /// A note for people (up to 100 characters). Not recorded.
+    pub(crate) comment: Option<String>,
+}
+
+/// The filters of the record list.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DnsQuery {
+    /// Only records of this type.
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
+    /// Only records with this fully qualified name.
+    pub(crate) name: Option<String>,
+    /// The page, from 1.
+    pub(crate) page: Option<u32>,
+    /// Records per page.
+    pub(crate) per_page: Option<u32>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DnsRow {
+    id: String,
+    zone_id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    name: String,
+    content: String,
+    ttl: i64,
+    proxied: bool,
+    comment: Option<String>,
+    created_ms: i64,
+    modified_ms: i64,
+}
+
+impl From<DnsRow> for DnsRecord {
+    fn from(r: DnsRow) -> Self {
+        Self {
+            id: r.id,
+            zone_id: r.zone_id,
+            kind: r.kind,
+            name: r.name,
+            content: r.content,
+            ttl: r.ttl,
+            proxied: r.proxied,
+            comment: r.comment,
+            created_on: rfc3339(r.created_ms),
+            modified_on: rfc3339(r.modified_ms),
+        }
+    }
+}
+
+/// A validated record, normalized: uppercase type, fully qualified lowercase name.
+struct Checked {
+    kind: String,
+    name: String,
+    content: String,
+    ttl: i64,
+    proxied: bool,
+    comment: Option<String>,
+}
+
+fn check(input: DnsRecordInput, zone: &str) -> Result<Checked, ApiError> {
+    let bad = |field: &str, why: String| {
+        ApiError::BadRequest(format!("invalid value for '{field}': {why}"))
+    };
+    let kind = input.kind.to_ascii_uppercase();
+    if !TYPES.contains(&kind.as_str()) {
+        return Err(bad(
+            "type",
+            format!("expected one of {TYPES:?}, got {:?}", input.kind),
+        ));
+    }
+    let raw = input.name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = if raw == "@" || raw.is_empty() {
+        zone.to_owned()
+    } else if raw == zone || raw.ends_with(&format!(".{zone}")) {
+        raw
+    } else {
+        format!("{raw}.{zone}")
+    };
+    if !is_record_name(&name) {
+        return Err(bad(
+            "name",
+            format!("expected a host name inside {zone}, got {:?}", input.name),
+        ));
+    }
+    let content = input.content.trim().to_owned();
+    let content_ok = match kind.as_str() {
+        "A" => content.parse::<Ipv4Addr>().is_ok(),
+        "AAAA" => content.parse::<Ipv6Addr>().is_ok(),
+        "TXT" => !content.is_empty() && content.chars().count() <= 2048,
+        _ => is_record_name(content.trim_end_matches('.')),
+    };
+    if !content_ok {
+        return Err(bad(
+            "content",
+            format!("not a valid {kind} value: {content:?}"),
+        ));
+    }
+    let ttl = input.ttl.unwrap_or(1);
+    if ttl != 1 && !(30..=86_400).contains(&ttl) {
+        return Err(bad(
+            "ttl",
+            format!("expected 1 (automatic) or 30 to 86400, got {ttl}"),
+        ));
+    }
+    let proxied = input.proxied.unwrap_or(false);
+    if proxied && !matches!(kind.as_str(), "A" | "AAAA" | "CNAME") {
+        return Err(bad("proxied", format!("{kind} records cannot be proxied")));
+    }
+    if let Some(comment) = &input.comment
+        && comment.chars().count() > 100
+    {
+        return Err(bad("comment", "at most 100 characters".into()));
+    }
+    Ok(Checked {
+        kind,
+        name,
+        content,
+        ttl,
+        proxied,
+        comment: input.comment,
+    })
+}
+
+/// A host name as records use it: labels of letters, digits, `-` and `_` (`_dmarc`), a
+/// leading `*` wildcard allowed.
+fn is_record_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').enumerate().all(|(i, label)| {
+            (i == 0 && label == "*")
+                || (!label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        })
+}
+
+async fn load(db: &Db, zone_id: &str, record_id: &str) -> Result<Option<DnsRecord>, ApiError> {
+    const SQL: &str = "SELECT id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms \
+        FROM dns_records WHERE zone_id = $1 AND id = $2";
+    let row: Option<DnsRow> = on_db!(db, p => sqlx::query_as(SQL)
+        .bind(zone_id)
+        .bind(record_id)
+        .fetch_optional(p)
+        .await)?;
+    Ok(row.map(DnsRecord::from))
+}
+
+async fn zone_of(db: &Db, zone_id: &str) -> Result<String, ApiError> {
+    zone_name(db, zone_id)
+        .await?
+        .ok_or(ApiError::NotFound("zone"))
+}
+
+/// List DNS Records
+#[utoipa::path(
+    get,
+    path = "/zones/{zone_id}/dns_records",
+    tag = "dns",
+    params(
+        ("zone_id" = String, Path, description = "The zone id"),
+        ("type" = Option<String>, Query, description = "Only records of this type", extensions(("x-auditable" = json!(true)))),
+        ("name" = Option<String>, Query, description = "Only records with this name", extensions(("x-auditable" = json!(true)))),
+        ("page" = Option<u32>, Query, description = "Page, from 1", extensions(("x-auditable" = json!(true)))),
+        ("per_page" = Option<u32>, Query, description = "Records per page (1–500, default 50)", extensions(("x-auditable" = json!(true)))),
+    ),
+    responses(
+        (status = 200, description = "The zone's records", body = Vec<DnsRecord>),
+        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+    ),
+    extensions(("x-audit-product" = json!("dns"))),
+)]
+pub(crate) async fn list_records(
+    State(state): State<AppState>,
+    Path(zone_id): Path<String>,
+    Query(query): Query<DnsQuery>,
+) -> Result<Json<Vec<DnsRecord>>, ApiError> {
+    const SQL: &str = "SELECT id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms \
+        FROM dns_records WHERE zone_id = $1 AND ($2 IS NULL OR type = $2) AND ($3 IS NULL OR name = $3) \
+        ORDER BY name, type, id LIMIT $4 OFFSET $5";
+    let (limit, offset) = limit_offset(query.page, query.per_page)?;
+    let kind = query.kind.map(|k| k.to_ascii_uppercase());
+    let name = query.name.map(|n| n.to_ascii_lowercase());
+    let rows: Vec<DnsRow> = on_db!(&state.db, p => sqlx::query_as(SQL)
+        .bind(&zone_id)
+        .bind(kind.as_deref())
+        .bind(name.as_deref())
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(p)
+        .await)?;
+    Ok(Json(rows.into_iter().map(DnsRecord::from).collect()))
+}
+
+/// Create DNS Record
+#[utoipa::path(
+    post,
+    path = "/zones/{zone_id}/dns_records",
+    tag = "dns",
+    params(("zone_id" = String, Path, description = "The zone id")),
+    request_body = DnsRecordInput,
+    responses(
+        (status = 200, description = "The new record", body = DnsRecord),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+    ),
+    extensions(("x-audit-product" = json!("dns"))),
+)]
+pub(crate) async fn create_record(
+    State(state): State<AppState>,
+    facts: AuditFacts,
+    Path(zone_id): Path<String>,
+    ApiJson(input): ApiJson<DnsRecordInput>,
+) -> Result<Json<DnsRecord>, ApiError> {
+    let zone = zone_of(&state.db, &zone_id).await?;
+    let record = check(input, &zone)?;
+    let id = new_id();
+    let now = now_ms();
+    on_db!(&state.db, p => sqlx::query(
+        "INSERT INTO dns_records (id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+    )
+    .bind(&id)
+    .bind(&zone_id)
+    .bind(&record.kind)
+    .bind(&record.name)
+    .bind(&record.content)
+    .bind(record.ttl)
+    .bind(record.proxied)
+    .bind(record.comment.as_deref())
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    facts.resource_id(&id);
+    load(&state.db, &zone_id, &id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::Internal)
+}
+
+/// DNS Record Details
+#[utoipa::path(
+    get,
+    path = "/zones/{zone_id}/dns_records/{record_id}",
+    tag = "dns",
+    params(
+        ("zone_id" = String, Path, description = "The zone id"),
+        ("record_id" = String, Path, description = "The record id"),
+    ),
+    responses(
+        (status = 200, description = "The record", body = DnsRecord),
+        (status = 404, description = "No such record", body = ErrorBody),
+    ),
+    extensions(("x-audit-product" = json!("dns"))),
+)]
+pub(crate) async fn get_record(
+    State(state): State<AppState>,
+    Path((zone_id, record_id)): Path<(String, String)>,
+) -> Result<Json<DnsRecord>, ApiError> {
+    load(&state.db, &zone_id, &record_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("DNS record"))
+}
+
+/// Overwrite DNS Record
+#[utoipa::path(
+    put,
+    path = "/zones/{zone_id}/dns_records/{record_id}",
+    tag = "dns",
+    params(
+        ("zone_id" = String, Path, description = "The zone id"),
+        ("record_id" = String, Path, description = "The record id"),
+    ),
+    request_body = DnsRecordInput,
+    responses(
+        (status = 200, description = "The updated record", body = DnsRecord),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 404, description = "No such record", body = ErrorBody),
+    ),
+    extensions(("x-audit-product" = json!("dns"))),
+)]
+pub(crate) async fn update_record(
+    State(state): State<AppState>,
+    Path((zone_id, record_id)): Path<(String, String)>,
+    ApiJson(input): ApiJson<DnsRecordInput>,
+) -> Result<Json<DnsRecord>, ApiError> {
+    let zone = zone_of(&state.db, &zone_id).await?;
+    let record = check(input, &zone)?;
+    let changed = on_db!(&state.db, p => sqlx::query(
+        "UPDATE dns_records SET type = $1, name = $2, content = $3, ttl = $4, proxied = $5, comment = $6, \
+         modified_ms = $7 WHERE zone_id = $8 AND id = $9",
+    )
+    .bind(&record.kind)
+    .bind(&record.name)
+    .bind(&record.content)
+    .bind(record.ttl)
+    .bind(record.proxied)
+    .bind(record.comment.as_deref())
+    .bind(now_ms())
+    .bind(&zone_id)
+    .bind(&record_id)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if changed == 0 {
+        return Err(ApiError::NotFound("DNS record"));
+    }
+    get_record(State(state), Path((zone_id, record_id))).await
+}
+
+/// Delete DNS Record
+#[utoipa::path(
+    delete,
+    path = "/zones/{zone_id}/dns_records/{record_id}",
+    tag = "dns",
+    params(
+        ("zone_id" = String, Path, description = "The zone id"),
+        ("record_id" = String, Path, description = "The record id"),
+    ),
+    responses(
+        (status = 200, description = "The deleted record's id", body = ResourceId),
+        (status = 404, description = "No such record", body = ErrorBody),
+    ),
+    extensions(("x-audit-product" = json!("dns"))),
+)]
+pub(crate) async fn delete_record(
+    State(state): State<AppState>,
+    Path((zone_id, record_id)): Path<(String, String)>,
+) -> Result<Json<ResourceId>, ApiError> {
+    let deleted = on_db!(&state.db, p => sqlx::query("DELETE FROM dns_records WHERE zone_id = $1 AND id = $2")
+        .bind(&zone_id)
+        .bind(&record_id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound("DNS record"));
+    }
+    Ok(Json(ResourceId { id: record_id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(kind: &str, name: &str, content: &str) -> DnsRecordInput {
+        DnsRecordInput {
+            kind: kind.into(),
+            name: name.into(),
+            content: content.into(),
+            ttl: None,
+            proxied: None,
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn names_are_made_fully_qualified_inside_the_zone() {
+        let apex = check(input("a", "@", "192.0.2.1"), "example.com")
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (apex.kind.as_str(), apex.name.as_str()),
+            ("A", "example.com")
+        );
+        let www = check(input("CNAME", "www", "example.com"), "example.com")
+            .ok()
+            .unwrap();
+        assert_eq!(www.name, "www.example.com");
+        let fq = check(
+            input("TXT", "_dmarc.example.com", "v=DMARC1; p=none"),
+            "example.com",
+        );
+        assert_eq!(fq.ok().unwrap().name, "_dmarc.example.com");
+    }
+
+    #[test]
+    fn invalid_records_are_refused_naming_the_field() {
+        let cases = [
+            (input("A", "www", "not-an-ip"), "'content'"),
+            (input("AAAA", "www", "192.0.2.1"), "'content'"),
+            (input("SRV", "www", "x"), "'type'"),
+            (input("A", "bad name", "192.0.2.1"), "'name'"),
+            (
+                DnsRecordInput {
+                    ttl: Some(5),
+                    ..input("A", "www", "192.0.2.1")
+                },
+                "'ttl'",
+            ),
+            (
+                DnsRecordInput {
+                    proxied: Some(true),
+                    ..input("TXT", "www", "x")
+                },
+                "'proxied'",
+            ),
+        ];
+        for (case, field) in cases {
+            match check(case, "example.com") {
+                Err(ApiError::BadRequest(message)) => assert!(message.contains(field), "{message}"),
+                _ => panic!("expected a 400 naming {field}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Dashboard sign-in: `POST /login` and `POST /logout`.
+//!
+//! A login checks the email and password (argon2id) and sets the `demo_session` cookie; later
+//! requests with it act as the user, `actor.context: dash`. Nothing of the request body is
+//! auditable. A failed login is recorded (`action.type: login`, `result: failure`) in the log
+//! of the account the email belongs to, so the account's owners see attempts on their users;
+//! the actor stays unknown, as authentication failed.
+
+use std::sync::OnceLock;
+
+use audit_layer::Identity;
+use audit_layer::record::ActorContext;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, ErrorBody, now_ms, rfc3339};
+use crate::app::AppState;
+use crate::auth::{
+    AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, hash_password, new_secret,
+    session_cookie, sha256_hex, verify_password,
+};
+use crate::db::on_db;
+
+/// Credentials.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LoginRequest {
+    /// The user's email.
+    pub(crate) email: String,
+    /// The user's password.
+    #[schema(format = Password, write_only)]
+    pub(crate) password: String,
+}
+
+/// A successful login. The session itself is in the `Set-Cookie` header only.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LoginResponse {
+    /// Who logged in.
+    pub(crate) user: LoginUser,
+    /// The accounts the session may act on.
+    pub(crate) accounts: Vec<String>,
+    /// When the session ends (RFC 3339).
+    pub(crate) expires_on: String,
+}
+
+/// The user who logged in.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LoginUser {
+    /// The user id.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) id: String,
+    /// The user's email.
+    pub(crate) email: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    password_hash: Option<String>,
+}
+
+/// A hash to verify against when the email is unknown, so that a login takes as long whether
+/// or not the email exists.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password("no user has this password"))
+}
+
+/// Log in
+///
+/// Checks the email and password and starts a dashboard session (the `demo_session` cookie,
+/// HttpOnly, SameSite=Lax, 8 hours).
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
+            headers(("set-cookie" = String, description = "demo_session=...; HttpOnly; SameSite=Lax"))),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+    ),
+    security(()),
+    extensions(
+        ("x-audit-action" = json!("login")),
+        ("x-audit-scope" = json!("user")),
+        ("x-audit-product" = json!("auth")),
+        ("x-audit-resource-type" = json!("sessions")),
+    ),
+)]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    facts: AuditFacts,
+    ApiJson(input): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let email = input.email.trim().to_ascii_lowercase();
+    let user: Option<UserRow> = on_db!(&state.db, p => sqlx::query_as(
+        "SELECT id, email, password_hash FROM users WHERE email = $1",
+    )
+    .bind(&email)
+    .fetch_optional(p)
+    .await)?;
+    if let Some(user) = &user
+        && let Some(home) = accounts_of(&state.db, &user.id).await?.first()
+    {
+        facts.identify(Identity::anonymous().account(home));
+    }
+    let hash = user
+        .as_ref()
+        .and_then(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_owned());
+    let password = input.password;
+    // argon2 takes tens of milliseconds of CPU: off the async workers.
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let user = match user {
+        Some(user) if matches && user.password_hash.is_some() => user,
+        _ => return Err(ApiError::InvalidCredentials),
+    };
+
+    let session = new_secret();
+    let now = now_ms();
+    let expires = now + SESSION_TTL_MS;
+    on_db!(&state.db, p => sqlx::query(
+        "INSERT INTO sessions (id_hash, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(sha256_hex(&session))
+    .bind(&user.id)
+    .bind(now)
+    .bind(expires)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    let accounts = accounts_of(&state.db, &user.id).await?;
+    facts.identify(
+        Identity::user(&user.id)
+            .email(&user.email)
+            .context(ActorContext::Dash)
+            .resource_id(&user.id),
+    );
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}",
+        SESSION_TTL_MS / 1000
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| ApiError::Internal)?,
+    );
+    let body = LoginResponse {
+        user: LoginUser {
+            id: user.id,
+            email: user.email,
+        },
+        accounts,
+        expires_on: rfc3339(expires),
+    };
+    Ok((headers, Json(body)).into_response())
+}
+
+/// Log out
+///
+/// Ends the dashboard session of the `demo_session` cookie, if any, and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "login",
+    responses((status = 204, description = "Logged out; the session cookie is cleared")),
+    security(()),
+    extensions(
+        ("x-audit-action" = json!("logout")),
+        ("x-audit-scope" = json!("user")),
+        ("x-audit-product" = json!("auth")),
+        ("x-audit-resource-type" = json!("sessions")),
+    ),
+)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    facts: AuditFacts,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(session) = session_cookie(&headers) {
+        let hash = sha256_hex(&session);
+        let user: Option<UserRow> = on_db!(&state.db, p => sqlx::query_as(
+            "SELECT u.id, u.email, u.password_hash FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(p)
+        .await)?;
+        if let Some(user) = user {
+            let mut identity = Identity::user(&user.id)
+                .email(&user.email)
+                .context(ActorContext::Dash)
+                .resource_id(&user.id);
+            if let Some(home) = accounts_of(&state.db, &user.id).await?.first() {
+                identity = identity.account(home);
+            }
+            facts.identify(identity);
+        }
+        on_db!(&state.db, p => sqlx::query("DELETE FROM sessions WHERE id_hash = $1 OR expires_ms <= $2")
+            .bind(&hash)
+            .bind(now_ms())
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        SET_COOKIE,
+        HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?,
+    );
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}

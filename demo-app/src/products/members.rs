@@ -1,0 +1,244 @@
+//! Account members: `GET/POST /accounts/{account_id}/members`,
+//! `DELETE /accounts/{account_id}/members/{member_id}`.
+//!
+//! Auditable: who was added or removed (user id and email) and with which role: who may act on
+//! an account is exactly what an audit has to answer.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, ErrorBody, ResourceId, is_unique_violation, new_id, now_ms};
+use crate::app::AppState;
+use crate::auth::AuditFacts;
+use crate::db::on_db;
+
+/// The roles a member may have.
+pub(crate) const ROLES: [&str; 2] = ["administrator", "member"];
+
+/// A member of an account.
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub(crate) struct Member {
+    /// The member's user id.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) id: String,
+    /// The member's email.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) email: String,
+    /// `administrator` or `member`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) role: String,
+    /// `accepted`, or `pending` until an invited user sets a password.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) status: String,
+}
+
+/// A member to add: an existing user by email, or a new (pending) one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct MemberCreate {
+    /// The user's email.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) email: String,
+    /// `administrator` or `member`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) role: String,
+}
+
+/// The columns of [`Member`]; `WHERE` follows.
+macro_rules! select_members {
+    ($where:literal) => {
+        concat!(
+            "SELECT u.id, u.email, m.role, ",
+            "CASE WHEN u.password_hash IS NULL THEN 'pending' ELSE 'accepted' END AS status ",
+            "FROM members m JOIN users u ON u.id = m.user_id ",
+            $where
+        )
+    };
+}
+
+/// List Members
+#[utoipa::path(
+    get,
+    path = "/accounts/{account_id}/members",
+    tag = "members",
+    params(("account_id" = String, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account's members", body = Vec<Member>),
+        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_members(
+    State(state): State<AppState>,
+    Path(account_id): Path<String>,
+) -> Result<Json<Vec<Member>>, ApiError> {
+    const SQL: &str = select_members!("WHERE m.account_id = $1 ORDER BY m.created_ms, u.email");
+    let members: Vec<Member> =
+        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
+    Ok(Json(members))
+}
+
+/// Add Member
+#[utoipa::path(
+    post,
+    path = "/accounts/{account_id}/members",
+    tag = "members",
+    params(("account_id" = String, Path, description = "The account id")),
+    request_body = MemberCreate,
+    responses(
+        (status = 200, description = "The new member", body = Member),
+        (status = 400, description = "Invalid email or role", body = ErrorBody),
+        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        (status = 409, description = "Already a member", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn add_member(
+    State(state): State<AppState>,
+    facts: AuditFacts,
+    Path(account_id): Path<String>,
+    ApiJson(input): ApiJson<MemberCreate>,
+) -> Result<Json<Member>, ApiError> {
+    let email = input.email.trim().to_ascii_lowercase();
+    if !is_email(&email) {
+        return Err(ApiError::BadRequest(
+            "invalid value for 'email': expected an address like name@example.com".into(),
+        ));
+    }
+    if !ROLES.contains(&input.role.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid value for 'role': expected one of {ROLES:?}, got {:?}",
+            input.role
+        )));
+    }
+    let now = now_ms();
+    let result: Result<String, sqlx::Error> = on_db!(&state.db, p => async {
+        let mut tx = p.begin().await?;
+        // A new user is pending: it has no password until it accepts the invitation.
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_ms) VALUES ($1, $2, NULL, $3) ON CONFLICT (email) DO NOTHING")
+            .bind(new_id()).bind(&email).bind(now)
+            .execute(&mut *tx).await?;
+        let user_id: String = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_one(&mut *tx).await?;
+        sqlx::query("INSERT INTO members (account_id, user_id, role, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(&account_id).bind(&user_id).bind(&input.role).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(user_id)
+    }.await);
+    let user_id = match result {
+        Ok(id) => id,
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!(
+                "{email} is already a member of this account"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    facts.resource_id(&user_id);
+    const SQL: &str = select_members!("WHERE m.account_id = $1 AND u.id = $2");
+    let member: Member = on_db!(&state.db, p => sqlx::query_as(SQL)
+        .bind(&account_id)
+        .bind(&user_id)
+        .fetch_one(p)
+        .await)?;
+    Ok(Json(member))
+}
+
+/// Remove Member
+///
+/// Also revokes the API tokens the member holds on this account. The account's last
+/// administrator cannot be removed.
+#[utoipa::path(
+    delete,
+    path = "/accounts/{account_id}/members/{member_id}",
+    tag = "members",
+    params(
+        ("account_id" = String, Path, description = "The account id"),
+        ("member_id" = String, Path, description = "The member's user id"),
+    ),
+    responses(
+        (status = 200, description = "The removed member's id", body = ResourceId),
+        (status = 400, description = "The last administrator", body = ErrorBody),
+        (status = 404, description = "No such member", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    Path((account_id, member_id)): Path<(String, String)>,
+) -> Result<Json<ResourceId>, ApiError> {
+    enum Outcome {
+        Removed,
+        NotMember,
+        LastAdministrator,
+    }
+    let now = now_ms();
+    let outcome: Result<Outcome, sqlx::Error> = on_db!(&state.db, p => async {
+        let mut tx = p.begin().await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM members WHERE account_id = $1 AND user_id = $2")
+            .bind(&account_id).bind(&member_id)
+            .fetch_optional(&mut *tx).await?;
+        let Some(role) = role else { return Ok(Outcome::NotMember) };
+        if role == "administrator" {
+            let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE account_id = $1 AND role = 'administrator'")
+                .bind(&account_id)
+                .fetch_one(&mut *tx).await?;
+            if admins <= 1 {
+                return Ok(Outcome::LastAdministrator);
+            }
+        }
+        sqlx::query("DELETE FROM members WHERE account_id = $1 AND user_id = $2")
+            .bind(&account_id).bind(&member_id)
+            .execute(&mut *tx).await?;
+        sqlx::query("UPDATE api_tokens SET revoked_ms = $1 WHERE account_id = $2 AND user_id = $3 AND revoked_ms IS NULL")
+            .bind(now).bind(&account_id).bind(&member_id)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Outcome::Removed)
+    }.await);
+    match outcome? {
+        Outcome::Removed => Ok(Json(ResourceId { id: member_id })),
+        Outcome::NotMember => Err(ApiError::NotFound("member")),
+        Outcome::LastAdministrator => Err(ApiError::BadRequest(
+            "cannot remove the account's last administrator".into(),
+        )),
+    }
+}
+
+/// A plausible email address: one `@` between a non-empty local part and a dotted domain, no
+/// spaces or control characters, at most 254 bytes.
+pub(crate) fn is_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && email.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ','))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_checked() {
+        assert!(is_email("alice@example.com"));
+        for bad in [
+            "alice",
+            "@example.com",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@.com",
+            "a@b.com.",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! API tokens: `GET/POST /accounts/{account_id}/tokens`,
+//! `DELETE /accounts/{account_id}/tokens/{token_id}`.
+//!
+//! A token acts as the user who created it, on this account only. Its value is answered once,
+//! by the create call, and stored only as a SHA-256 hash; it is never auditable. The id and
+//! the name are, so that a record of the token's later use (`actor.token`) can be traced back
+//! to the record of its creation.
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, ErrorBody, ResourceId, check_name, new_id, now_ms, rfc3339};
+use crate::app::AppState;
+use crate::auth::{AuditFacts, Principal, new_secret, sha256_hex};
+use crate::db::on_db;
+
+/// An API token, without its value.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Token {
+    /// The token id.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) id: String,
+    /// The token's display name.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) name: String,
+    /// `active` or `revoked`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) status: String,
+    /// The user the token acts as.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) user_id: String,
+    /// When the token was created (RFC 3339).
+    pub(crate) created_on: String,
+    /// When the token was revoked (RFC 3339).
+    pub(crate) revoked_on: Option<String>,
+}
+
+/// A token to create.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct TokenCreate {
+    /// A display name (1–100 characters), e.g. `CI deploys`.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) name: String,
+}
+
+/// A created token, with its value: the only time the value is shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct TokenCreated {
+    /// The token id.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) id: String,
+    /// The token's display name.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) name: String,
+    /// The secret to send as `Authorization: Bearer <value>`. Store it now: it cannot be read
+    /// again. Never recorded.
+    pub(crate) value: String,
+    /// When the token was created (RFC 3339).
+    pub(crate) created_on: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    user_id: String,
+    created_ms: i64,
+    revoked_ms: Option<i64>,
+}
+
+/// List Tokens
+#[utoipa::path(
+    get,
+    path = "/accounts/{account_id}/tokens",
+    tag = "tokens",
+    params(("account_id" = String, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account's tokens, without values", body = Vec<Token>),
+        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    Path(account_id): Path<String>,
+) -> Result<Json<Vec<Token>>, ApiError> {
+    const SQL: &str = "SELECT id, name, user_id, created_ms, revoked_ms FROM api_tokens \
+        WHERE account_id = $1 ORDER BY created_ms, id";
+    let rows: Vec<TokenRow> =
+        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| Token {
+                id: r.id,
+                name: r.name,
+                status: if r.revoked_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                }
+                .into(),
+                user_id: r.user_id,
+                created_on: rfc3339(r.created_ms),
+                revoked_on: r.revoked_ms.map(rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+/// Create Token
+#[utoipa::path(
+    post,
+    path = "/accounts/{account_id}/tokens",
+    tag = "tokens",
+    params(("account_id" = String, Path, description = "The account id")),
+    request_body = TokenCreate,
+    responses(
+        (status = 200, description = "The new token, with its value (shown once)", body = TokenCreated),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_token(
+    State(state): State<AppState>,
+    facts: AuditFacts,
+    Extension(principal): Extension<Principal>,
+    Path(account_id): Path<String>,
+    ApiJson(input): ApiJson<TokenCreate>,
+) -> Result<Json<TokenCreated>, ApiError> {
+    check_name("name", &input.name, 100)?;
+    let id = new_id();
+    let value = new_secret();
+    let now = now_ms();
+    on_db!(&state.db, p => sqlx::query(
+        "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_ms, revoked_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+    )
+    .bind(&id)
+    .bind(&account_id)
+    .bind(&principal.user_id)
+    .bind(&input.name)
+    .bind(sha256_hex(&value))
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    facts.resource_id(&id);
+    Ok(Json(TokenCreated {
+        id,
+        name: input.name,
+        value,
+        created_on: rfc3339(now),
+    }))
+}
+
+/// Revoke Token
+#[utoipa::path(
+    delete,
+    path = "/accounts/{account_id}/tokens/{token_id}",
+    tag = "tokens",
+    params(
+        ("account_id" = String, Path, description = "The account id"),
+        ("token_id" = String, Path, description = "The token id"),
+    ),
+    responses(
+        (status = 200, description = "The revoked token's id", body = ResourceId),
+        (status = 404, description = "No such active token in this account", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    Path((account_id, token_id)): Path<(String, String)>,
+) -> Result<Json<ResourceId>, ApiError> {
+    let revoked = on_db!(&state.db, p => sqlx::query(
+        "UPDATE api_tokens SET revoked_ms = $1 WHERE id = $2 AND account_id = $3 AND revoked_ms IS NULL",
+    )
+    .bind(now_ms())
+    .bind(&token_id)
+    .bind(&account_id)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if revoked == 0 {
+        return Err(ApiError::NotFound("token"));
+    }
+    Ok(Json(ResourceId { id: token_id }))
+}
