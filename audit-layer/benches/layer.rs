@@ -149,7 +149,7 @@ fn audited() -> Router {
 /// A `tracing_subscriber::fmt()` subscriber at INFO writing into `std::io::sink()` through a
 /// non-blocking writer, and the guard of that writer's worker thread.
 fn log_subscriber() -> (Dispatch, WorkerGuard) {
-    let (writer, worker) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, worker) = tracing_appender::non_blocking(std::io::sink());
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(Level::INFO)
         .with_ansi(false)

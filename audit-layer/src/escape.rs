@@ -21,6 +21,10 @@ use std::fmt::Write;
 /// assert_eq!(visible(b"caf\xc3\xa9 \xff"), r"café \xff");
 /// ```
 pub fn visible(bytes: &[u8]) -> Cow<'_, str> {
+    // The common case, printable ASCII, needs no decoding.
+    if bytes.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        return Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default());
+    }
     if let Ok(s) = std::str::from_utf8(bytes)
         && !s.chars().any(needs_escape)
     {

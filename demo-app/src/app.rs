@@ -8,11 +8,13 @@ use std::sync::OnceLock;
 
 use audit_layer::{AuditLayer, AuditSink, PolicyError};
 use audit_store::pipeline::{Directory, Lookup};
+use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
 use audit_store::store::AuditStore;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -179,17 +181,26 @@ pub(crate) fn router(
     Ok(app.with_state(state).merge(audit_log).layer(layer))
 }
 
-/// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`.
-///
-/// TODO(audit-store `query` module, in progress): return
-/// `audit_store::query::AuditLogRouter::new(store, authorizer).into_router()`, where the
-/// authorizer is an `audit_store::query::Authorizer` over `state.db` that answers
-/// `crate::auth::authenticate(&state.db, &parts.headers)`: `None` → `Access::Unauthenticated`,
-/// a principal whose `can_access(account_id)` holds → `Access::Allowed`, any other →
-/// `Access::Denied` (the router's 404). Until then the route is not served (404).
+/// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`, guarded
+/// by the demo's own credentials: an account's token (or a member's session) reads only that
+/// account's log; no credentials is a 401, another account a 404.
 pub(crate) fn audit_log_router<S: AuditStore>(store: S, state: AppState) -> Router {
-    let _ = (store, state);
-    Router::new()
+    AuditLogRouter::new(store, DemoAuthorizer(state.db.clone())).into_router()
+}
+
+/// Decides audit log access with the demo's tokens and sessions.
+struct DemoAuthorizer(Db);
+
+impl Authorizer for DemoAuthorizer {
+    fn authorize<'a>(&'a self, request: &'a Parts, account_id: &'a str) -> Authorization<'a> {
+        Box::pin(async move {
+            match crate::auth::authenticate(&self.0, &request.headers).await {
+                Ok(Some(principal)) if principal.can_access(account_id) => Access::Allowed,
+                Ok(Some(_)) => Access::Denied,
+                Ok(None) | Err(_) => Access::Unauthenticated,
+            }
+        })
+    }
 }
 
 /// Account and zone names for the audit pipeline, read from the app's own tables.

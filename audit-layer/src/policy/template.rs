@@ -164,9 +164,19 @@ impl RouteTemplate {
 
 /// A percent-decoded, escaped, bounded path parameter value.
 fn path_value(raw: &str) -> String {
+    if raw.len() <= MAX_ID && !raw.contains('%') && raw.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return raw.to_owned();
+    }
     let decoded: Cow<'_, [u8]> = percent_decode_str(raw).into();
-    escape::visible(&decoded).chars().take(256).collect()
+    let visible = escape::visible(&decoded);
+    match visible.char_indices().nth(MAX_ID) {
+        Some((cut, _)) => visible[..cut].to_owned(),
+        None => visible.into_owned(),
+    }
 }
+
+/// The most characters of a path parameter a record keeps.
+const MAX_ID: usize = 256;
 
 /// `v3`, `v1.1`, `2`: version segments name no product or resource.
 fn is_version(segment: &str) -> bool {

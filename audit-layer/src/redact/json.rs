@@ -565,12 +565,7 @@ impl<'a> Scanner<'a> {
         self.pos += 1; // '"'
         let mut escaped = false;
         loop {
-            while let Some(&c) = self.b.get(self.pos) {
-                if STRING_STOP[c as usize] {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.skip_plain_chars();
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
@@ -583,6 +578,40 @@ impl<'a> Scanner<'a> {
                 Some(_) => return self.err("control character in a string"),
                 None => return self.err("unterminated string"),
             }
+        }
+    }
+
+    /// Moves to the next quote, backslash or control character (or the end), eight bytes at a
+    /// time while none is in sight.
+    fn skip_plain_chars(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // Bytes that are zero in `v` set their high bit (exactly, for the lowest one; a rare
+        // false positive above it only sends that word to the byte loop).
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        loop {
+            let Some(chunk) = self.b.get(self.pos..self.pos + 8) else {
+                while let Some(&c) = self.b.get(self.pos) {
+                    if STRING_STOP[c as usize] {
+                        return;
+                    }
+                    self.pos += 1;
+                }
+                return;
+            };
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(word);
+            let special = zero(w ^ (ONES * u64::from(b'"')))
+                | zero(w ^ (ONES * u64::from(b'\\')))
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+            if special != 0
+                && let Some(i) = chunk.iter().position(|&c| STRING_STOP[c as usize])
+            {
+                self.pos += i;
+                return;
+            }
+            self.pos += 8;
         }
     }
 

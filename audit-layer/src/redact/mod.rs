@@ -119,7 +119,9 @@ impl ContentPlans {
         }
         if self.entries.is_empty() {
             // Nothing described: whatever the body is, nothing of it is kept.
-            return Some(match RedactionPlan::keep_nothing().redact_json(body) {
+            static KEEP_NOTHING: std::sync::OnceLock<RedactionPlan> = std::sync::OnceLock::new();
+            let plan = KEEP_NOTHING.get_or_init(RedactionPlan::keep_nothing);
+            return Some(match plan.redact_json(body) {
                 Ok(kept) => raw(kept),
                 Err(e) => marker("_unparsed", &e.to_string()),
             });
