@@ -74,10 +74,6 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
 
 pub use body::{AuditBody, AuditRequestBody};
 pub use future::ResponseFuture;

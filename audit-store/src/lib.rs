@@ -12,6 +12,11 @@ pub mod row;
 mod spool;
 pub mod store;
 
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use error::{Result, StoreError};
 pub use sqlx;
 #[cfg(feature = "postgres")]
