@@ -74,7 +74,6 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
-
 pub use body::{AuditBody, AuditRequestBody};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use audit_layer::{AuditLayer, AuditSink, PolicyError};
+use audit_layer::{AuditHandle, AuditLayer, AuditSink, PolicyError};
 use audit_store::pipeline::{Directory, Lookup};
 use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
 use audit_store::store::AuditStore;
@@ -194,10 +194,18 @@ struct DemoAuthorizer(Db);
 impl Authorizer for DemoAuthorizer {
     fn authorize<'a>(&'a self, request: &'a Parts, account_id: &'a str) -> Authorization<'a> {
         Box::pin(async move {
-            match crate::auth::authenticate(&self.0, &request.headers).await {
-                Ok(Some(principal)) if principal.can_access(account_id) => Access::Allowed,
-                Ok(Some(_)) => Access::Denied,
-                Ok(None) | Err(_) => Access::Unauthenticated,
+            let principal = match crate::auth::authenticate(&self.0, &request.headers).await {
+                Ok(Some(principal)) => principal,
+                Ok(None) | Err(_) => return Access::Unauthenticated,
+            };
+            // Reads of the log are audited like any request: say who read it.
+            if let Some(audit) = request.extensions.get::<AuditHandle>() {
+                audit.identify(principal.identity());
+            }
+            if principal.can_access(account_id) {
+                Access::Allowed
+            } else {
+                Access::Denied
             }
         })
     }

@@ -75,7 +75,7 @@ impl Principal {
     }
 
     /// What the audit record says about this caller.
-    fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         let mut identity = Identity::user(&self.user_id)
             .email(&self.email)
             .context(self.context);

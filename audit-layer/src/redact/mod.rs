@@ -308,6 +308,10 @@ impl QueryPlan {
             if i > 0 {
                 out.push('&');
             }
+            if pair.is_empty() {
+                // `?` alone, or `a=1&&b=2`: nothing was sent, so nothing is redacted.
+                continue;
+            }
             let (raw_name, value) = match pair.split_once('=') {
                 Some((name, value)) => (name, Some(value)),
                 None => (pair, None),
@@ -360,6 +364,11 @@ mod tests {
             "/zones?page=2&token=REDACTED&flag"
         );
         assert_eq!(redact(&plan, "/zones"), "/zones");
+        assert_eq!(redact(&plan, "/login?"), "/login?");
+        assert_eq!(
+            redact(&plan, "/zones?page=1&&token=x"),
+            "/zones?page=1&&token=REDACTED"
+        );
         assert_eq!(
             redact(&QueryPlan::default(), "/z?page=2"),
             "/z?page=REDACTED"
