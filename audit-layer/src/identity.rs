@@ -217,7 +217,8 @@ impl Identity {
 /// A handle to the audit record of the request being served, found in the request's
 /// extensions.
 ///
-/// Cloning is cheap; all clones refer to the same record. See the [module docs](self).
+/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it
+/// with `Extension<AuditHandle>` and call [`identify`](Self::identify).
 #[derive(Clone, Debug, Default)]
 pub struct AuditHandle {
     identity: Arc<Mutex<Option<Identity>>>,

@@ -61,7 +61,7 @@ mod capture;
 mod client_ip;
 pub mod escape;
 mod future;
-mod identity;
+pub mod identity;
 mod layer;
 pub mod policy;
 pub mod record;
