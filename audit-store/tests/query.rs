@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use audit_layer::escape::visible;
 use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Zone,
@@ -538,6 +539,12 @@ fn dataset() -> Vec<AuditRecord> {
     }));
     special.actor.email = Some("ünïcødé+tag@exämple.com".to_owned());
     out.push(special);
+    // Control characters in filterable fields (a record replayed from elsewhere).
+    let mut control = make_record(&mut rng, Some(ALPHA), ms("2025-03-05T05:05:05.505Z"));
+    control.actor.email = Some("mallory\u{7}@example.com".to_owned());
+    control.actor.token.name = Some("tab\there\u{0}".to_owned());
+    control.raw.uri = "/accounts/acc_alpha/members?q=\u{1b}[31m\u{85}".to_owned();
+    out.push(control);
     // Inserted in a scrambled order: storage order must not matter.
     let mut scrambled = Vec::with_capacity(out.len());
     while !out.is_empty() {
@@ -571,8 +578,18 @@ fn canonical_name(name: &str) -> &str {
     }
 }
 
-/// A record's value for a filter, as text.
+/// A record's value for a filter, as text. Text columns hold control characters escaped
+/// (`\x07`), the way the layer writes them; a text filter's value is escaped the same way.
 fn field(r: &AuditRecord, name: &str) -> Option<String> {
+    let value = record_field(r, name)?;
+    Some(if TEXT_FILTERS.contains(&name) {
+        visible(value.as_bytes()).into_owned()
+    } else {
+        value
+    })
+}
+
+fn record_field(r: &AuditRecord, name: &str) -> Option<String> {
     let owned = |v: &Option<String>| v.clone();
     let arc = |v: &Option<std::sync::Arc<str>>| v.as_deref().map(str::to_owned);
     match canonical_name(name) {
@@ -616,6 +633,7 @@ fn normalize(name: &str, value: &str) -> String {
             .unwrap_or(value)
             .parse::<u16>()
             .map_or_else(|_| value.to_owned(), |c| c.to_string()),
+        _ if TEXT_FILTERS.contains(&name) => visible(value.as_bytes()).into_owned(),
         _ => value.to_owned(),
     }
 }
@@ -2082,6 +2100,35 @@ async fn one_record_is_served_byte_for_byte<S: AuditStore>(fx: &Fixture<S>) -> T
         )
         .await?;
     assert_eq!(got, vec![special]);
+
+    // Control characters: a filter value holding them finds the record holding them, which
+    // is served as written.
+    let control = data
+        .records
+        .iter()
+        .find(|r| r.action.time.unix_millis() == ms("2025-03-05T05:05:05.505Z"))
+        .ok_or("the record with control characters")?
+        .id;
+    for (name, value) in [
+        ("actor_email", "mallory\u{7}@example.com"),
+        ("actor_token_name", "tab\there\u{0}"),
+        ("raw_uri", "/accounts/acc_alpha/members?q=\u{1b}[31m\u{85}"),
+    ] {
+        let got = api.check(&data, ALPHA, &q(&[(name, value)])).await?;
+        assert_eq!(got, vec![control], "{name}={value:?}");
+    }
+    let reply = api
+        .send(
+            &format!("/accounts/{ALPHA}/logs/audit/{control}"),
+            Some(&bearer(ALPHA)),
+            None,
+        )
+        .await?;
+    let envelope: HashMap<String, Box<RawValue>> = serde_json::from_slice(&reply.body)?;
+    assert_eq!(
+        Some(&envelope["result"].get().to_owned()),
+        data.json.get(&control)
+    );
     Ok(())
 }
 

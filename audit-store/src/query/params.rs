@@ -3,8 +3,6 @@
 //! Every problem is a [`BadParameter`] that names the parameter and what was expected, in
 //! the words a person reading a 400 needs.
 
-use std::fmt::Write;
-
 use audit_layer::record::{ActionType, ActorContext, ActorType, Timestamp};
 use uuid::Uuid;
 
@@ -39,31 +37,26 @@ impl LogQuery {
     /// What a cursor for this query is bound to: the account, the filters, the range and the
     /// direction (not the limit, which a client may change between pages).
     pub(crate) fn binding(&self, account_id: &str) -> String {
-        let mut binding = format!(
-            "v1|{account_id}|{}|{}|{}",
-            self.since_ms,
-            self.before_ms,
-            self.direction.as_str()
-        );
-        let mut filters: Vec<String> = self
+        // JSON: every part quoted and delimited, so no two queries share a binding.
+        let mut filters: Vec<(&str, bool, Vec<String>)> = self
             .filters
             .iter()
             .map(|f| {
                 let mut values: Vec<String> = f.values.iter().map(FilterValue::canonical).collect();
                 values.sort();
-                format!(
-                    "{}{}={}",
-                    f.column.name(),
-                    if f.negated { ".not" } else { "" },
-                    values.join("\u{1f}")
-                )
+                (f.column.name(), f.negated, values)
             })
             .collect();
         filters.sort();
-        for f in filters {
-            let _ = write!(binding, "|{f}");
-        }
-        binding
+        serde_json::json!([
+            1,
+            account_id,
+            self.since_ms,
+            self.before_ms,
+            self.direction.as_str(),
+            filters
+        ])
+        .to_string()
     }
 }
 
@@ -270,7 +263,8 @@ pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
                 values += 1;
                 if values > MAX_FILTER_VALUES {
                     return Err(bad(format!(
-                        "too many filter values: at most {MAX_FILTER_VALUES} in one query"
+                        "too many filter values at {}: at most {MAX_FILTER_VALUES} in one query",
+                        quoted(&key)
                     )));
                 }
                 let value = parse_value(&key, kind, &value)?;
@@ -426,7 +420,7 @@ mod tests {
         let many: String = (0..101).map(|i| format!("&actor_email=a{i}@x")).collect();
         assert_eq!(
             err(&format!("{base}{many}")),
-            "too many filter values: at most 100 in one query"
+            "too many filter values at \"actor_email\": at most 100 in one query"
         );
         assert!(
             err(&format!("{base}&x\u{1b}[2J=1")).contains("\\x1b"),

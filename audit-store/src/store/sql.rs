@@ -21,12 +21,21 @@ fn value(target: &mut impl QueryTarget, value: &FilterValue) {
 
 /// `SELECT time_ms, id, record FROM audit_logs WHERE ... ORDER BY ... LIMIT ...`.
 pub(crate) fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
+    // After a cursor, the cursor's time narrows the scanned range itself: a bound the index
+    // scan starts from, so a deep page costs what the first one does.
+    let (since_ms, before_ms) = match (query.after, query.direction) {
+        (None, _) => (query.since_ms, query.before_ms),
+        (Some((t, _)), Direction::Desc) => {
+            (query.since_ms, query.before_ms.min(t.saturating_add(1)))
+        }
+        (Some((t, _)), Direction::Asc) => (query.since_ms.max(t), query.before_ms),
+    };
     target.sql("SELECT time_ms, id, record FROM audit_logs WHERE account_id = ");
     target.text(query.account_id.clone());
     target.sql(" AND time_ms >= ");
-    target.bigint(query.since_ms);
+    target.bigint(since_ms);
     target.sql(" AND time_ms < ");
-    target.bigint(query.before_ms);
+    target.bigint(before_ms);
     for filter in &query.filters {
         let column = filter.column.name();
         if filter.negated {

@@ -1,0 +1,435 @@
+//! The official `cloudflare` Python SDK (5.x), pointed at the audit log router, lists and
+//! paginates unchanged: `tests/sdk/list_audit.py` is run against a real server on
+//! `127.0.0.1:0` with the Python named by `AUDIT_SDK_PYTHON` (a venv with `cloudflare`
+//! installed); without it the test says so and passes.
+//!
+//! ```sh
+//! python3 -m venv target/sdkvenv && target/sdkvenv/bin/pip install 'cloudflare>=5,<6'
+//! AUDIT_SDK_PYTHON=target/sdkvenv/bin/python cargo test -p audit-store --test sdk_compat
+//! ```
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use audit_layer::record::{
+    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
+    Resource, Timestamp, Token,
+};
+use audit_store::SqliteStore;
+use audit_store::query::{Access, AuditLogRouter};
+use audit_store::row::StoredRecord;
+use audit_store::store::AuditStore;
+use axum::Router;
+use http::request::Parts;
+
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const ACCOUNT: &str = "acc_sdk";
+const OTHER: &str = "acc_sdk_other";
+const TOKEN: &str = "sdk-test-token";
+
+fn ms(rfc3339: &str) -> i64 {
+    rfc3339
+        .parse::<Timestamp>()
+        .expect("a valid test time")
+        .unix_millis()
+}
+
+/// The SDK authenticates with `Authorization: Bearer <api_token>`.
+fn authorize(request: &Parts, account_id: &str) -> Access {
+    match request
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => Access::Unauthenticated,
+        Some(value) if value == format!("Bearer {TOKEN}") && account_id == ACCOUNT => {
+            Access::Allowed
+        }
+        Some(_) => Access::Denied,
+    }
+}
+
+/// splitmix64: the same records on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&rng.next().to_be_bytes());
+    random[8..].copy_from_slice(&rng.next().to_be_bytes()[..2]);
+    let id = uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid();
+    let (kind, method) = [
+        (ActionType::View, "GET"),
+        (ActionType::View, "GET"),
+        (ActionType::View, "HEAD"),
+        (ActionType::Create, "POST"),
+        (ActionType::Update, "PATCH"),
+        (ActionType::Delete, "DELETE"),
+        (ActionType::Login, "POST"),
+    ][rng.below(7) as usize];
+    let status = [200, 201, 204, 403, 404, 500][rng.below(6) as usize];
+    let policy = format!("pol_{}", rng.below(20));
+    AuditRecord {
+        id,
+        account: Some(Account {
+            id: account.to_owned(),
+            name: Some("SDK Test Account".to_owned()),
+        }),
+        action: Action {
+            description: Some("Update a Notification policy".into()),
+            result: ActionResult::from_status(status),
+            time: Timestamp::from_unix_millis(time_ms),
+            kind,
+        },
+        actor: Actor {
+            context: Some(ActorContext::ApiToken),
+            email: Some("sdk@example.com".to_owned()),
+            id: Some("user_sdk".to_owned()),
+            ip_address: Some("192.0.2.44".parse().expect("an IP")),
+            token: Token {
+                id: Some("tok_sdk".to_owned()),
+                name: Some("SDK test".to_owned()),
+            },
+            kind: Some(ActorType::User),
+        },
+        raw: Raw {
+            method: method.to_owned(),
+            ray_id: format!("{:016x}", rng.next()),
+            status_code: status,
+            uri: format!("/accounts/{account}/alerting/v3/policies/{policy}"),
+            user_agent: Some("cloudflare-python".to_owned()),
+        },
+        resource: Resource {
+            id: Some(policy),
+            product: Some("alerting".into()),
+            request: (kind != ActionType::View).then(|| serde_json::json!({"name": "page me"})),
+            response: None,
+            scope: Some("accounts".into()),
+            kind: Some("policies".into()),
+        },
+        zone: None,
+    }
+}
+
+/// A few hundred records of the account over March 2025 (with same-millisecond ties), some
+/// just outside the range, and another account's records in the same times.
+fn records() -> Vec<AuditRecord> {
+    let mut rng = Rng(0x5d4);
+    let mut out = Vec::new();
+    let mut t = ms("2025-03-01T00:00:00Z");
+    for i in 0..360 {
+        if i % 9 != 4 {
+            t += 1 + rng.below(3 * 3_600_000) as i64;
+        }
+        out.push(record(&mut rng, ACCOUNT, t));
+        if i % 5 == 0 {
+            out.push(record(&mut rng, OTHER, t));
+        }
+    }
+    assert!(t < ms("2025-04-01T00:00:00Z"));
+    for edge in ["2025-02-28T23:59:59.999Z", "2025-04-01T00:00:00Z"] {
+        let mut r = record(&mut rng, ACCOUNT, ms(edge));
+        r.action.kind = ActionType::Create;
+        out.push(r);
+    }
+    out
+}
+
+/// The ids the SDK must see: the account's records in `[since, before)` whose action type is
+/// not excluded, in `(time, id)` order.
+fn expected(
+    records: &[AuditRecord],
+    since: i64,
+    before: i64,
+    excluded: &[ActionType],
+    asc: bool,
+) -> Vec<String> {
+    let mut hits: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.account.as_ref().is_some_and(|a| a.id == ACCOUNT))
+        .filter(|r| (since..before).contains(&r.action.time.unix_millis()))
+        .filter(|r| !excluded.contains(&r.action.kind))
+        .collect();
+    hits.sort_by_key(|r| (r.action.time.unix_millis(), r.id));
+    if !asc {
+        hits.reverse();
+    }
+    hits.into_iter().map(|r| r.id.to_string()).collect()
+}
+
+/// A running server, and the URIs it was asked for.
+struct Server {
+    base_url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(records: &[AuditRecord]) -> TestResult<Server> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path().join("audit.db")).await?;
+    store.migrate().await?;
+    let rows: Vec<StoredRecord> = records
+        .iter()
+        .map(StoredRecord::from_record)
+        .collect::<Result<_, _>>()?;
+    for chunk in rows.chunks(100) {
+        store.insert(chunk).await?;
+    }
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&requests);
+    let app: Router =
+        AuditLogRouter::new(store, authorize)
+            .into_router()
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    log.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(request.uri().to_string());
+                    next.run(request)
+                },
+            ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("test server failed: {e}");
+        }
+    });
+    Ok(Server {
+        base_url: format!("http://{address}"),
+        requests,
+        task,
+        _dir: dir,
+    })
+}
+
+/// Runs `tests/sdk/list_audit.py` with `args` and returns the ids it printed.
+async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec<String>> {
+    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sdk", "list_audit.py"]
+        .iter()
+        .collect();
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(&script)
+        .args(["--base-url", &server.base_url, "--token", TOKEN])
+        .args(["--account", ACCOUNT])
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true);
+    for proxy in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        command.env_remove(proxy);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .map_err(|_| "the SDK script did not finish within 60 s")??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("{} failed ({}): {stderr}", script.display(), output.status).into());
+    }
+    let ids: Vec<String> = serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "the script printed no JSON array ({e}): {}\n{stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })?;
+    Ok(ids)
+}
+
+fn python() -> Option<String> {
+    match std::env::var("AUDIT_SDK_PYTHON") {
+        Ok(python) if !python.trim().is_empty() => Some(python),
+        _ => {
+            eprintln!("skipped: AUDIT_SDK_PYTHON is not set");
+            None
+        }
+    }
+}
+
+/// The list requests the server saw since `from`.
+fn list_requests(server: &Server, from: usize) -> Vec<String> {
+    server
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)[from..]
+        .iter()
+        .filter(|uri| uri.starts_with(&format!("/accounts/{ACCOUNT}/logs/audit?")))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn the_python_sdk_lists_and_paginates_unchanged() -> TestResult {
+    let Some(python) = python() else {
+        return Ok(());
+    };
+    let records = records();
+    let server = serve(&records).await?;
+    let (since, before) = (ms("2025-03-01T00:00:00Z"), ms("2025-04-01T00:00:00Z"));
+
+    // Newest first (the default), RFC 3339 times, `action_type.not=view`, 7 per page.
+    let want = expected(&records, since, before, &[ActionType::View], false);
+    assert!(want.len() > 150, "{} records: many pages", want.len());
+    let ids = run_sdk(
+        &python,
+        &server,
+        &[
+            "--since",
+            "2025-03-01T00:00:00Z",
+            "--before",
+            "2025-04-01T00:00:00Z",
+            "--limit",
+            "7",
+        ],
+    )
+    .await?;
+    assert_eq!(ids.len(), want.len(), "the SDK saw every record once");
+    assert_eq!(
+        ids, want,
+        "the SDK saw exactly the non-view records, newest first"
+    );
+    let requests = list_requests(&server, 0);
+    assert_eq!(
+        requests.len(),
+        want.len().div_ceil(7),
+        "one request per page: {requests:#?}"
+    );
+    for (i, uri) in requests.iter().enumerate() {
+        assert!(uri.contains("action_type.not=view"), "{uri}");
+        assert_eq!(uri.contains("cursor="), i > 0, "{uri}");
+    }
+    eprintln!("the SDK's first request: {}", requests[0]);
+
+    // Oldest first, dates as `datetime.date` objects, two excluded types, 13 per page.
+    let seen = server
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len();
+    let want = expected(
+        &records,
+        since,
+        before,
+        &[ActionType::View, ActionType::Delete],
+        true,
+    );
+    let ids = run_sdk(
+        &python,
+        &server,
+        &[
+            "--since",
+            "2025-03-01",
+            "--before",
+            "2025-04-01",
+            "--dates-as-objects",
+            "--direction",
+            "asc",
+            "--limit",
+            "13",
+            "--not-action-type",
+            "view",
+            "--not-action-type",
+            "delete",
+        ],
+    )
+    .await?;
+    assert_eq!(ids, want, "oldest first, without views and deletes");
+    let requests = list_requests(&server, seen);
+    assert_eq!(requests.len(), want.len().div_ceil(13));
+    assert!(requests[0].contains("action_type.not=view&action_type.not=delete"));
+
+    // The default page size (no limit given).
+    let want = expected(&records, since, before, &[ActionType::View], false);
+    let ids = run_sdk(
+        &python,
+        &server,
+        &["--since", "2025-03-01", "--before", "2025-04-01"],
+    )
+    .await?;
+    assert_eq!(ids, want);
+    server.task.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
+    let Some(python) = python() else {
+        return Ok(());
+    };
+    let records = records();
+    let server = serve(&records).await?;
+    // Denied: the SDK raises for the 404 (the script exits 2 and prints the body).
+    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sdk", "list_audit.py"]
+        .iter()
+        .collect();
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(["--base-url", &server.base_url, "--token", "someone-else"])
+        .args([
+            "--account",
+            OTHER,
+            "--since",
+            "2025-03-01",
+            "--before",
+            "2025-04-01",
+        ])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("HTTP 404"), "{stderr}");
+    assert!(!stderr.contains(OTHER), "the 404 names nothing: {stderr}");
+    // A bad parameter: the SDK surfaces the 400 and its message.
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(["--base-url", &server.base_url, "--token", TOKEN])
+        .args([
+            "--account",
+            ACCOUNT,
+            "--since",
+            "2025-03-01",
+            "--before",
+            "2025-04-01",
+        ])
+        .args(["--limit", "5000"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 400") && stderr.contains("'limit'"),
+        "{stderr}"
+    );
+    server.task.abort();
+    Ok(())
+}
