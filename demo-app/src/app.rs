@@ -171,13 +171,14 @@ pub(crate) fn router(
     state: AppState,
     sink: impl AuditSink,
     audit_log: Router,
+    strict: bool,
 ) -> Result<Router, PolicyError> {
     let (protected, public) = routes();
     let (app, spec) = protected
         .route_layer(from_fn_with_state(state.clone(), require_auth))
         .merge(public)
         .split_for_parts();
-    let layer = AuditLayer::try_new(&spec)?.sink(sink);
+    let layer = AuditLayer::try_new(&spec)?.sink(sink).strict(strict);
     Ok(app.with_state(state).merge(audit_log).layer(layer))
 }
 

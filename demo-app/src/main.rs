@@ -60,6 +60,14 @@ struct Args {
     /// Where the default SQLite files and the audit spool live.
     #[arg(long, env = "DEMO_DATA_DIR", default_value = "demo-data")]
     data_dir: PathBuf,
+    /// Strict audit mode: a response is released only once its record is committed, and
+    /// requests are refused with 503 while the audit database is unavailable.
+    #[arg(long, env = "DEMO_STRICT")]
+    strict: bool,
+    /// The audit spool's disk budget in bytes (records beyond it are dropped, counted, and
+    /// reported by a gap record). Default: 256 MiB.
+    #[arg(long, env = "DEMO_SPOOL_BUDGET", default_value_t = SPOOL_BUDGET_BYTES)]
+    spool_budget: u64,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     print_openapi: bool,
@@ -83,6 +91,8 @@ struct Config {
     data_dir: PathBuf,
     seed: SeedConfig,
     password_from_env: bool,
+    strict: bool,
+    spool_budget: u64,
 }
 
 /// Why the app did not start: bad configuration (exit code 2) or a failure at start-up (1).
@@ -249,6 +259,8 @@ impl Config {
             database,
             data_dir: args.data_dir,
             password_from_env: password.is_some(),
+            strict: args.strict,
+            spool_budget: args.spool_budget,
             seed: SeedConfig {
                 admin_token,
                 other_token,
@@ -333,14 +345,14 @@ async fn serve<S: AuditStore>(
         .map_err(|e| runtime("cannot migrate the audit database", &e))?;
     let spool = config.data_dir.join("spool");
     let (sink, pipeline) = pipeline::builder(store.clone())
-        .spool(&spool, SPOOL_BUDGET_BYTES)
+        .spool(&spool, config.spool_budget)
         .directory(AppDirectory(state.db.clone()))
         .build()
         .await
         .map_err(|e| runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
     let audit_log = app::audit_log_router(store, state.clone());
-    let app = app::router(state, sink.clone(), audit_log).map_err(|e| {
+    let app = app::router(state, sink.clone(), audit_log, config.strict).map_err(|e| {
         runtime(
             "the OpenAPI document does not compile into an audit policy",
             &e,
