@@ -339,7 +339,7 @@ const REASONS: &[&str] = &[
     "the body is not a JSON object or array",
     "the body is empty",
     "trailing characters after the JSON value",
-    "nested deeper than 128 levels",
+    "nested deeper than 100 levels",
     "expected a string key",
     "duplicate key in an object",
     "expected ':' after a key",
@@ -1096,7 +1096,7 @@ fn ten_thousand_levels_of_nesting_become_a_marker_without_overflowing_the_stack(
                 "[".repeat(DEPTH),
                 "]".repeat(DEPTH)
             ),
-            11 + 127,
+            11 + 99,
         ),
         // A kept field (copied).
         (
@@ -1105,7 +1105,7 @@ fn ten_thousand_levels_of_nesting_become_a_marker_without_overflowing_the_stack(
                 r#"{"k":"#.repeat(DEPTH),
                 "}".repeat(DEPTH)
             ),
-            10 + 127 * 5,
+            10 + 99 * 5,
         ),
         // The recursive schema (walked by the plan).
         (
@@ -1114,14 +1114,14 @@ fn ten_thousand_levels_of_nesting_become_a_marker_without_overflowing_the_stack(
                 r#"{"children":["#.repeat(DEPTH),
                 "]}".repeat(DEPTH)
             ),
-            13 + 63 * 13 + 12,
+            13 + 49 * 13 + 12,
         ),
     ];
     for (source, policy) in sources() {
         for (body, at) in &cases {
             assert_eq!(
                 put_marker(&policy, JSON, body.as_bytes()),
-                marker(&format!("nested deeper than 128 levels at byte {at}")),
+                marker(&format!("nested deeper than 100 levels at byte {at}")),
                 "{source}"
             );
         }

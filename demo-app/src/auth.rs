@@ -134,9 +134,12 @@ pub(crate) async fn require_auth(
     };
     facts.identify(principal.identity());
 
-    let params = RawPathParams::from_request_parts(&mut parts, &state)
-        .await
-        .ok();
+    // A path whose parameters cannot be decoded names no resource anyone may touch: refuse it
+    // here rather than skip the access checks below.
+    let params = match RawPathParams::from_request_parts(&mut parts, &state).await {
+        Ok(params) => Some(params),
+        Err(_) => return ApiError::NotFound("resource").into_response(),
+    };
     let param = |name: &str| {
         params.as_ref().and_then(|p| {
             p.iter()

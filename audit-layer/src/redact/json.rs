@@ -15,8 +15,9 @@ use std::fmt;
 
 use super::plan::{Node, NodeId, PlanArena, types};
 
-/// The deepest nesting accepted (as serde_json's default recursion limit).
-pub(crate) const MAX_DEPTH: usize = 128;
+/// The deepest nesting accepted: below serde_json's limit of 128, so a kept value can always be
+/// read back.
+pub(crate) const MAX_DEPTH: usize = 100;
 
 /// Objects with more keys than this switch duplicate detection from a scan to a hash set.
 const LINEAR_KEY_CHECK: usize = 32;
@@ -55,9 +56,11 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
         text,
         b: body,
         pos: 0,
-        keys: Vec::new(),
+        keys: Vec::with_capacity(LINEAR_KEY_CHECK),
+        open: Vec::new(),
     };
-    let mut out = String::with_capacity(128);
+    // The output is never longer than the body.
+    let mut out = String::with_capacity(body.len());
     scanner.ws();
     match scanner.peek() {
         Some(open @ (b'{' | b'[')) => {
@@ -105,6 +108,8 @@ struct Scanner<'a> {
     pos: usize,
     /// Keys of the objects being walked, innermost last, for duplicate detection.
     keys: Vec<Cow<'a, str>>,
+    /// The containers a skipped value has open (reused: skipping never nests).
+    open: Vec<Container>,
 }
 
 /// Bytes that end the fast path inside a string: the quote, the backslash, control characters.
@@ -254,7 +259,7 @@ impl<'a> Scanner<'a> {
         force: bool,
     ) -> Result<bool, Unparsed> {
         if depth > MAX_DEPTH {
-            return self.err("nested deeper than 128 levels");
+            return self.err("nested deeper than 100 levels");
         }
         self.pos += 1; // '{'
         let mark = out.len();
@@ -355,7 +360,7 @@ impl<'a> Scanner<'a> {
         force: bool,
     ) -> Result<bool, Unparsed> {
         if depth > MAX_DEPTH {
-            return self.err("nested deeper than 128 levels");
+            return self.err("nested deeper than 100 levels");
         }
         self.pos += 1; // '['
         let mark = out.len();
@@ -401,13 +406,26 @@ impl<'a> Scanner<'a> {
     fn skip_value(&mut self, depth: usize, kept: bool) -> Result<(), Unparsed> {
         // For a kept value, the keys of each open object, to refuse duplicates.
         let mut key_sets: Vec<(usize, Option<HashSet<Cow<'a, str>>>)> = Vec::new();
-        let mut open: Vec<Container> = Vec::new();
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        let result = self.skip_in(depth, kept, &mut open, &mut key_sets);
+        self.open = open;
+        result
+    }
+
+    fn skip_in(
+        &mut self,
+        depth: usize,
+        kept: bool,
+        open: &mut Vec<Container>,
+        key_sets: &mut Vec<(usize, Option<HashSet<Cow<'a, str>>>)>,
+    ) -> Result<(), Unparsed> {
         'value: loop {
             self.ws();
             match self.peek() {
                 Some(b'{') => {
                     if depth + open.len() >= MAX_DEPTH {
-                        return self.err("nested deeper than 128 levels");
+                        return self.err("nested deeper than 100 levels");
                     }
                     self.pos += 1;
                     self.ws();
@@ -418,13 +436,13 @@ impl<'a> Scanner<'a> {
                         if kept {
                             key_sets.push((self.keys.len(), None));
                         }
-                        self.skipped_key(kept, &mut key_sets)?;
+                        self.skipped_key(kept, key_sets)?;
                         continue 'value;
                     }
                 }
                 Some(b'[') => {
                     if depth + open.len() >= MAX_DEPTH {
-                        return self.err("nested deeper than 128 levels");
+                        return self.err("nested deeper than 100 levels");
                     }
                     self.pos += 1;
                     self.ws();
@@ -453,7 +471,7 @@ impl<'a> Scanner<'a> {
                 match (self.peek(), container) {
                     (Some(b','), Container::Object) => {
                         self.pos += 1;
-                        self.skipped_key(kept, &mut key_sets)?;
+                        self.skipped_key(kept, key_sets)?;
                         continue 'value;
                     }
                     (Some(b','), Container::Array) => {
@@ -586,8 +604,8 @@ impl<'a> Scanner<'a> {
     fn skip_plain_chars(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
-        // Bytes that are zero in `v` set their high bit (exactly, for the lowest one; a rare
-        // false positive above it only sends that word to the byte loop).
+        // Bytes that are zero in `v` set their high bit: exactly for the lowest one, with rare
+        // false positives only above it.
         let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
         loop {
             let Some(chunk) = self.b.get(self.pos..self.pos + 8) else {
@@ -605,10 +623,10 @@ impl<'a> Scanner<'a> {
             let special = zero(w ^ (ONES * u64::from(b'"')))
                 | zero(w ^ (ONES * u64::from(b'\\')))
                 | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
-            if special != 0
-                && let Some(i) = chunk.iter().position(|&c| STRING_STOP[c as usize])
-            {
-                self.pos += i;
+            if special != 0 {
+                // The lowest flagged byte is exact (false positives only ever sit above a
+                // true match).
+                self.pos += (special.trailing_zeros() / 8) as usize;
                 return;
             }
             self.pos += 8;
@@ -800,10 +818,10 @@ mod tests {
             );
             assert_eq!(
                 run(&body).unwrap_err().reason(),
-                "nested deeper than 128 levels"
+                "nested deeper than 100 levels"
             );
         }
-        let within = format!("{{\"secret\":{}1{}}}", "[".repeat(120), "]".repeat(120));
+        let within = format!("{{\"secret\":{}1{}}}", "[".repeat(90), "]".repeat(90));
         assert_eq!(run(&within).unwrap(), "{}");
     }
 

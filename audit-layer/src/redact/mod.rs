@@ -6,7 +6,7 @@
 //! listed in the operation's [`QueryPlan`], and is otherwise replaced by `REDACTED`.
 //!
 //! Bodies that are not what the schema says — not JSON, invalid JSON, trailing bytes, duplicate
-//! keys, nesting deeper than 128 levels, numbers beyond `f64`, a content type the operation does
+//! keys, nesting deeper than 100 levels, numbers beyond `f64`, a content type the operation does
 //! not describe — are replaced by a marker, `{"_unparsed": "<reason>"}`, that quotes none of the
 //! body. The request itself is served normally.
 
