@@ -297,8 +297,11 @@ fn escaped(s: String) -> String {
     }
 }
 
-fn into_value(raw: &serde_json::value::RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or_default()
+/// The recorded body as a JSON value. The text is valid by construction; were it not, the
+/// record says so rather than holding `null`.
+fn into_value(text: &crate::redact::RedactedBody) -> Value {
+    serde_json::from_str(text.get())
+        .unwrap_or_else(|_| marker("_unparsed", "internal redaction error".to_owned()))
 }
 
 fn marker(key: &str, reason: String) -> Value {

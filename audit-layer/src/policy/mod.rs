@@ -34,7 +34,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use http::Method;
 
 use crate::record::ActionType;
-use crate::redact::{ContentPlans, QueryPlan, RedactionPlan, ResponsePlans};
+use crate::redact::{ContentPlans, QueryPlan, RedactedBody, RedactionPlan, ResponsePlans};
 pub(crate) use template::{PathIds, RouteTemplate};
 
 /// How many undescribed routes' plans are cached; an app has far fewer routes than this.
@@ -456,7 +456,7 @@ impl AuditPolicy {
         path: &str,
         content_type: Option<&str>,
         body: &[u8],
-    ) -> Option<Box<serde_json::value::RawValue>> {
+    ) -> Option<RedactedBody> {
         let plan = self.plan_for(method, None, path)?;
         if !plan.audited || plan.level < AuditLevel::Request {
             return None;
@@ -474,7 +474,7 @@ impl AuditPolicy {
         status: u16,
         content_type: Option<&str>,
         body: &[u8],
-    ) -> Option<Box<serde_json::value::RawValue>> {
+    ) -> Option<RedactedBody> {
         let plan = self.plan_for(method, None, path)?;
         if !plan.audited || plan.level < AuditLevel::RequestResponse {
             return None;

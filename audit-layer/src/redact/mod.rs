@@ -92,7 +92,32 @@ pub(crate) struct ContentPlans {
 }
 
 /// What a record says about a body.
-pub(crate) type RecordedBody = Box<RawValue>;
+pub(crate) type RecordedBody = RedactedBody;
+
+/// A body as a record holds it: the kept fields, or a marker, as JSON text.
+///
+/// The text is valid JSON by construction (the redactor's output, or a marker it built), so it
+/// is not validated again on the request path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedactedBody(String);
+
+impl RedactedBody {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// The text as a [`RawValue`], checked.
+    pub fn into_raw_value(self) -> Option<Box<RawValue>> {
+        RawValue::from_string(self.0).ok()
+    }
+}
+
+impl std::fmt::Display for RedactedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl ContentPlans {
     /// Plans for the given media types; `None` marks a described media type whose bodies are
@@ -165,21 +190,12 @@ fn is_json(media: &str) -> bool {
 }
 
 fn raw(json: String) -> RecordedBody {
-    // The scanner produced valid JSON; a failure here would be a bug, recorded as such.
-    RawValue::from_string(json).unwrap_or_else(|_| marker("_unparsed", "internal redaction error"))
+    RedactedBody(json)
 }
 
 /// `{"<key>": "<reason>"}`, the marker that replaces a body.
 pub(crate) fn marker(key: &str, reason: &str) -> RecordedBody {
-    let mut text = String::with_capacity(key.len() + reason.len() + 8);
-    text.push('{');
-    text.push_str(&serde_json::Value::from(key).to_string());
-    text.push(':');
-    text.push_str(&serde_json::Value::from(reason).to_string());
-    text.push('}');
-    RawValue::from_string(text).unwrap_or_else(|_| {
-        RawValue::from_string(r#"{"_unparsed":"marker"}"#.to_owned()).unwrap_or_default()
-    })
+    RedactedBody(serde_json::json!({ key: reason }).to_string())
 }
 
 /// Response body plans of one operation, by status.

@@ -138,10 +138,16 @@ pub(crate) fn check_spec(data: &[u8]) {
                 continue;
             }
             let request = |body: &[u8]| {
-                policy.redact_request_body(&method, &path, Some("application/json"), body)
+                raw(policy.redact_request_body(&method, &path, Some("application/json"), body))
             };
             let response = |body: &[u8]| {
-                policy.redact_response_body(&method, &path, 200, Some("application/json"), body)
+                raw(policy.redact_response_body(
+                    &method,
+                    &path,
+                    200,
+                    Some("application/json"),
+                    body,
+                ))
             };
             for facts in &bodies {
                 check_output(
@@ -161,6 +167,15 @@ pub(crate) fn check_spec(data: &[u8]) {
             }
         }
     }
+}
+
+/// The redactor's output as a checked `RawValue`: output that is not valid JSON fails here.
+fn raw(body: Option<audit_layer::redact::RedactedBody>) -> Option<Box<RawValue>> {
+    body.map(|b| {
+        let text = b.get().to_owned();
+        b.into_raw_value()
+            .unwrap_or_else(|| panic!("the redactor's output is not valid JSON: {text}"))
+    })
 }
 
 /// Bodies a fuzzed policy redacts: a realistic one, nesting, a root array, a scalar.
@@ -501,10 +516,10 @@ struct Case {
 impl Case {
     fn redact(&self, policy: &AuditPolicy, body: &[u8]) -> Option<Box<RawValue>> {
         let ct = Some("application/json");
-        match self.status {
+        raw(match self.status {
             None => policy.redact_request_body(&self.method, self.path, ct, body),
             Some(status) => policy.redact_response_body(&self.method, self.path, status, ct, body),
-        }
+        })
     }
 }
 
