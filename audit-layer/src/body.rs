@@ -220,13 +220,15 @@ where
                     .iter()
                     .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
                     .sum();
-                let mut hint = rest
+                let rest = rest
                     .as_ref()
                     .map_or(SizeHint::with_exact(0), |b| b.size_hint());
-                hint.set_lower(hint.lower() + held);
-                if let Some(upper) = hint.upper() {
+                // Upper first: `set_lower` past the current upper bound panics.
+                let mut hint = SizeHint::new();
+                if let Some(upper) = rest.upper() {
                     hint.set_upper(upper + held);
                 }
+                hint.set_lower(rest.lower() + held);
                 hint
             }
         }

@@ -517,6 +517,8 @@ async fn strict_mode_releases_the_response_only_after_the_commit() {
         1,
         "committed before the response was released"
     );
+    let hint = http_body::Body::size_hint(response.body());
+    assert_eq!(hint.exact(), Some(12), "a held body keeps its exact size");
     let body = response
         .into_body()
         .collect()

@@ -21,6 +21,9 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A write took longer than the pipeline's write timeout.
+    #[error("audit store write timed out after {0:?}")]
+    Timeout(std::time::Duration),
     /// A setting that cannot work.
     #[error("invalid audit store configuration: {0}")]
     Config(String),

@@ -125,6 +125,7 @@ pub struct PipelineBuilder<S> {
     spool: Option<(PathBuf, u64)>,
     retry: Retry,
     probe_interval: Duration,
+    write_timeout: Duration,
 }
 
 impl<S> std::fmt::Debug for PipelineBuilder<S> {
@@ -158,6 +159,7 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
             max_backoff: Duration::from_secs(5),
         },
         probe_interval: Duration::from_millis(250),
+        write_timeout: Duration::from_secs(10),
     }
 }
 
@@ -225,6 +227,12 @@ impl<S: AuditStore> PipelineBuilder<S> {
         self
     }
 
+    /// The longest one batch write may take before it counts as failed. Defaults to 10 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// How often a degraded pipeline checks whether the database is back. Defaults to 250 ms.
     pub fn probe_interval(mut self, interval: Duration) -> Self {
         self.probe_interval = interval;
@@ -274,6 +282,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
                 flush_interval: self.flush_interval,
                 retry: self.retry,
                 probe_interval: self.probe_interval,
+                write_timeout: self.write_timeout,
             }),
             lanes: receivers,
         };
@@ -510,6 +519,7 @@ struct Context<S> {
     flush_interval: Duration,
     retry: Retry,
     probe_interval: Duration,
+    write_timeout: Duration,
 }
 
 impl<S: AuditStore> Pipeline<S> {
@@ -538,6 +548,16 @@ impl<S: AuditStore> Pipeline<S> {
 }
 
 impl<S: AuditStore> Context<S> {
+    /// One write, bounded in time: a database that hangs fails like one that refuses, so the
+    /// pipeline retries and then spools. A write that timed out may have committed; its
+    /// retry then finds the records stored and skips them.
+    async fn insert(&self, rows: &[StoredRecord]) -> Result<u64> {
+        match tokio::time::timeout(self.write_timeout, self.store.insert(rows)).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::StoreError::Timeout(self.write_timeout)),
+        }
+    }
+
     async fn lane(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_size);
         let mut closing = false;
@@ -638,7 +658,7 @@ impl<S: AuditStore> Context<S> {
                 }
             }
             let started = Instant::now();
-            match self.store.insert(&rows).await {
+            match self.insert(&rows).await {
                 Ok(new) => {
                     self.committed(&rows, new, started);
                     if !self.has_spool {
@@ -693,7 +713,7 @@ impl<S: AuditStore> Context<S> {
         let mut rows = rows.into_iter();
         while let Some(row) = rows.next() {
             let started = Instant::now();
-            match self.store.insert(std::slice::from_ref(&row)).await {
+            match self.insert(std::slice::from_ref(&row)).await {
                 Ok(new) => self.committed(std::slice::from_ref(&row), new, started),
                 Err(e) if e.is_data_error() => {
                     tracing::error!(target: "audit_store", id = %row.id, "the audit database refuses this record, dropped: {e}");
@@ -818,7 +838,7 @@ impl<S: AuditStore> Context<S> {
                 }
             }
             let started = Instant::now();
-            match self.store.insert(&rows).await {
+            match self.insert(&rows).await {
                 Ok(new) => {
                     self.replayed(&rows, new, started);
                     if let Err(e) = spool.remove(id).await {
@@ -833,7 +853,7 @@ impl<S: AuditStore> Context<S> {
                     Counters::add(&self.shared.counters.failed_writes, 1);
                     tracing::warn!(target: "audit_store", "a spooled batch is refused, replaying row by row: {e}");
                     for row in &rows {
-                        match self.store.insert(std::slice::from_ref(row)).await {
+                        match self.insert(std::slice::from_ref(row)).await {
                             Ok(new) => {
                                 self.replayed(std::slice::from_ref(row), new, Instant::now());
                             }
@@ -887,7 +907,7 @@ impl<S: AuditStore> Context<S> {
                 StoredRecord::from_record(&gap_record(account.clone(), *span)).ok()
             })
             .collect();
-        match self.store.insert(&rows).await {
+        match self.insert(&rows).await {
             Ok(new) => {
                 Counters::add(&self.shared.counters.gap_records, new);
             }

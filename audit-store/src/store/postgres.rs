@@ -56,13 +56,21 @@ impl PostgresStore {
         }
     }
 
-    /// Connects to `url` (`postgres://user@host/db`).
+    /// Connects to `url` (`postgres://user@host/db`), with a 2 s acquire timeout so that an
+    /// unreachable database fails writes fast (and the pipeline spools) rather than waiting
+    /// sqlx's default 30 s.
     ///
     /// # Errors
     ///
     /// When the database cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(Self::new(PgPool::connect(url).await?))
+        // A short acquire timeout: while the database is down, a write must fail fast so the
+        // pipeline turns to its spool instead of holding records in memory.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect(url)
+            .await?;
+        Ok(Self::new(pool))
     }
 
     /// The connection pool.
