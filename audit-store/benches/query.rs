@@ -1,0 +1,2278 @@
+//! Query benchmark: one account's audit log page at 1,000,000 stored records, through the real
+//! request path (the axum router in-process) and through `AuditStore::page` alone, on SQLite and
+//! PostgreSQL.
+//!
+//! ```text
+//! cargo bench -p audit-store --bench query                          # 1M rows, both backends
+//! AUDIT_BENCH_ROWS=100000 cargo bench -p audit-store --bench query  # quick, CI smoke
+//! cargo bench -p audit-store --bench query -- postgres/http         # criterion filter
+//! cargo test -p audit-store --benches                               # 2,000 rows, each once
+//! ```
+//!
+//! # Environment
+//!
+//! - `AUDIT_BENCH_ROWS`: records stored (default 1,000,000; `100000` is a quick mode). Under
+//!   `cargo test --benches` (criterion's test mode: no `--bench` argument, or `--test`) the
+//!   default is 2,000 and every benchmark runs once.
+//! - `AUDIT_BENCH_BACKENDS`: `sqlite`, `postgres` or `sqlite,postgres` (the default).
+//! - `AUDIT_BENCH_POSTGRES_URL`, else `AUDIT_TEST_POSTGRES_URL`, else
+//!   `postgres://postgres@127.0.0.1:5432/test`. An unreachable server is skipped with a
+//!   message. The data lives in the schemas `audit_bench_query` and `audit_bench_query_noidx`
+//!   (`audit_bench_query_smoke*` in test mode); nothing else is touched.
+//! - `AUDIT_BENCH_CACHE_DIR`: where the SQLite databases are kept between runs (default
+//!   `<target>/audit-bench-cache/`); `AUDIT_BENCH_CACHE=0` builds them in a temp dir instead.
+//!   A database (SQLite file or PostgreSQL schema) is reused when it holds the same data set
+//!   (row count, generator version, seed, migrations' text) — checked from a `bench_meta` table
+//!   and a `count(*)` — so only the first run pays for the load. `AUDIT_BENCH_REBUILD=1` loads
+//!   again anyway.
+//! - `AUDIT_BENCH_NO_INDEX=0` skips the comparison without the composite filter indexes.
+//! - `AUDIT_BENCH_NO_STATS=0` skips the SQLite comparison without `ANALYZE` statistics.
+//! - `AUDIT_BENCH_POOL_VARIANTS=0` skips the comparisons with other sqlx pool settings.
+//!
+//! # Data
+//!
+//! Deterministic (fixed seed, fixed end time 2025-11-04T12:00Z): records of ~600 bytes of JSON
+//! over the 30 days before the end, in time order, ids UUIDv7 of their time, inserted through
+//! `store.insert` in batches of 1,000 (the generator is the ingest benchmark's, with ~50 actors
+//! per account whose activity is Zipf-distributed, as bots and CI tokens dominate real logs).
+//! 100 accounts; the first holds 10% of the rows. ~12 products, every action type.
+//! Then `VACUUM ANALYZE` (PostgreSQL) / `ANALYZE` (SQLite).
+//!
+//! # Measured
+//!
+//! For the big account, `since` = end − 7 days, `before` = end, `limit=100`, newest first:
+//!
+//! 1. no filter;
+//! 2. `actor_email` = the account's most active email (and, as "2b", one with ~2% of the
+//!    account's rows);
+//! 3. `resource_product=workers`;
+//! 4. `action_type=update`;
+//! 5. the second page of (1), through its cursor.
+//!
+//! - `http/*`: `tower::ServiceExt::oneshot` on `AuditLogRouter::new(store, |_, _|
+//!   Access::Allowed).into_router()`, body collected: routing, parameter parsing, the cursor's
+//!   HMAC, the store query (limit + 1 rows) and the envelope.
+//! - `page/*`: the same `RecordQuery` (limit 101) through `store.page()` alone.
+//! - `*-noindex` groups: (2)–(4) on a copy of the data without the three composite filter
+//!   indexes (`(account_id, actor_email|resource_product|action_type, time_ms)`).
+//! - `sqlite-nostats`: the queries whose plan changes without `ANALYZE` statistics, on a copy
+//!   without `sqlite_stat1`. The store never runs `ANALYZE` (nor `PRAGMA optimize`), so this
+//!   is what a deployed SQLite database plans with.
+//! - Pool variants, (1), (2) and (6) on the same data through pools opened like the stores'
+//!   own but: `sqlite-rowbuf` with `row_buffer_size(1024)` (sqlx hands rows from its SQLite
+//!   worker thread to the caller through a channel of 50, so a page of 101 blocks the worker
+//!   and costs extra thread wake-ups); `*-noping` with `test_before_acquire(false)` (by default
+//!   every `acquire` first pings the connection: one more round trip to the SQLite worker
+//!   thread or the PostgreSQL server per query); `sqlite-tuned` with both.
+//!
+//! Before measuring, every query is checked (status, page size, filter, order, cursor) and its
+//! plan printed: SQLite's `EXPLAIN QUERY PLAN` with and without `ANALYZE` statistics, and
+//! PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of both the custom and the generic plan (sqlx
+//! keeps statements prepared, so after five executions PostgreSQL may switch to the generic
+//! one; the plan counts of the benchmark connection are printed at the end). The PostgreSQL
+//! store is given a one-connection pool so that this is observable; the benchmark is
+//! sequential, so one connection is all it would use anyway.
+//!
+//! At the end, a table of criterion's median estimates per backend and query.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use audit_layer::record::{
+    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
+    Resource, Timestamp, Token, Zone,
+};
+use audit_store::query::{Access, AuditLogRouter};
+use audit_store::row::StoredRecord;
+use audit_store::store::{AuditStore, Column, ColumnFilter, Direction, FilterValue, RecordQuery};
+use audit_store::{PostgresStore, SqliteStore};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, SamplingMode};
+use http_body_util::BodyExt as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection as _, Executor as _, Row as _};
+use tokio::runtime::Runtime;
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxResult<T> = Result<T, BoxError>;
+
+const DEFAULT_ROWS: usize = 1_000_000;
+/// Rows under `cargo test --benches`.
+const SMOKE_ROWS: usize = 2_000;
+/// Records per `store.insert`.
+const BATCH: usize = 1_000;
+const SEED: u64 = 0x0051_ce0f_a11a_ccee;
+/// Bump when the generator changes: cached databases are then rebuilt.
+const GENERATOR_VERSION: u32 = 1;
+const DAY_MS: i64 = 86_400_000;
+/// The page size asked for.
+const LIMIT: u32 = 100;
+const SCHEMA: &str = "audit_bench_query";
+const SMOKE_SCHEMA: &str = "audit_bench_query_smoke";
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The indexes dropped for the "without a composite index" comparison.
+const FILTER_INDEXES: [&str; 3] = [
+    "audit_logs_account_actor_email",
+    "audit_logs_account_product",
+    "audit_logs_account_action",
+];
+/// The product filtered on (10% of the traffic).
+const PRODUCT: &str = "workers";
+
+/// The data's end: "now" for the queries (fixed, so a cached database stays valid).
+fn end_ms() -> i64 {
+    time::macros::datetime!(2025-11-04 12:00 UTC).unix_timestamp() * 1000
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("query bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+#[derive(Debug)]
+struct Config {
+    rows: usize,
+    /// `cargo test --benches`: tiny data, every benchmark once.
+    smoke: bool,
+    sqlite: bool,
+    postgres: bool,
+    /// Where SQLite databases are kept between runs; `None`: a temp dir.
+    cache_dir: Option<PathBuf>,
+    rebuild: bool,
+    no_index: bool,
+    no_stats: bool,
+    pool_variants: bool,
+    pg_url: String,
+}
+
+impl Config {
+    fn from_env() -> BoxResult<Self> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        // Criterion's own rule: `cargo bench` passes `--bench`; `cargo test --benches` does
+        // not; `--test` asks for test mode explicitly.
+        let smoke = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test");
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let rows = match var("AUDIT_BENCH_ROWS") {
+            Some(v) => v
+                .replace(['_', ','], "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1_000)
+                .ok_or_else(|| {
+                    format!("AUDIT_BENCH_ROWS={v}: expected a count of at least 1000")
+                })?,
+            None if smoke => SMOKE_ROWS,
+            None => DEFAULT_ROWS,
+        };
+        let backends = var("AUDIT_BENCH_BACKENDS").unwrap_or_else(|| "sqlite,postgres".into());
+        let mut sqlite = false;
+        let mut postgres = false;
+        for b in backends.split(',').map(str::trim) {
+            match b {
+                "sqlite" => sqlite = true,
+                "postgres" | "postgresql" => postgres = true,
+                "both" => (sqlite, postgres) = (true, true),
+                other => {
+                    return Err(format!(
+                        "AUDIT_BENCH_BACKENDS: unknown backend {other:?} (sqlite, postgres)"
+                    )
+                    .into());
+                }
+            }
+        }
+        let flag = |name: &str, default: bool| {
+            var(name).map_or(default, |v| !matches!(v.as_str(), "0" | "false" | "no"))
+        };
+        let cache_dir = if smoke || !flag("AUDIT_BENCH_CACHE", true) {
+            None
+        } else {
+            var("AUDIT_BENCH_CACHE_DIR").map(PathBuf::from).or_else(|| {
+                target_dir()
+                    .map(|t| t.join("audit-bench-cache"))
+                    .or_else(|| Some(std::env::temp_dir().join("audit-bench-cache")))
+            })
+        };
+        let pg_url = var("AUDIT_BENCH_POSTGRES_URL")
+            .or_else(|| var("AUDIT_TEST_POSTGRES_URL"))
+            .unwrap_or_else(|| DEFAULT_PG_URL.to_owned());
+        Ok(Self {
+            rows,
+            smoke,
+            sqlite,
+            postgres,
+            cache_dir,
+            rebuild: flag("AUDIT_BENCH_REBUILD", false),
+            no_index: flag("AUDIT_BENCH_NO_INDEX", true),
+            no_stats: flag("AUDIT_BENCH_NO_STATS", true),
+            pool_variants: flag("AUDIT_BENCH_POOL_VARIANTS", true),
+            pg_url,
+        })
+    }
+
+    fn schema(&self) -> &'static str {
+        if self.smoke { SMOKE_SCHEMA } else { SCHEMA }
+    }
+}
+
+/// Cargo's target directory: the first ancestor of this executable holding `CACHEDIR.TAG`.
+fn target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Where criterion writes its estimates, found the way criterion finds it.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    target_dir().map_or_else(
+        || PathBuf::from("target/criterion"),
+        |t| t.join("criterion"),
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records (the ingest benchmark's generator, with ~50 Zipf-weighted actors per account)
+
+/// SplitMix64: small, fast, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.next_u64() % 100 < p
+    }
+
+    fn hex(&mut self, len: usize) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        (0..len)
+            .map(|_| char::from(DIGITS[(self.next_u64() & 15) as usize]))
+            .collect()
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// An index drawn with the given weights.
+    fn weighted(&mut self, weights: &[u32]) -> usize {
+        let total: u32 = weights.iter().sum();
+        let mut x = (self.next_u64() % u64::from(total.max(1))) as u32;
+        for (i, w) in weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        weights.len() - 1
+    }
+}
+
+struct Principal {
+    context: ActorContext,
+    kind: ActorType,
+    email: Option<String>,
+    id: String,
+    ip: IpAddr,
+    token: Token,
+    user_agent: &'static str,
+}
+
+struct Tenant {
+    id: String,
+    zones: Vec<String>,
+    principals: Vec<Principal>,
+    /// Zipf (s = 1) over `principals`: the first is the most active.
+    weights: Vec<u32>,
+}
+
+struct Endpoint {
+    product: Arc<str>,
+    scope: Arc<str>,
+    kind: Arc<str>,
+    path: &'static str,
+    zoned: bool,
+    /// List, get, create, update, delete.
+    descriptions: [Arc<str>; 5],
+}
+
+struct World {
+    tenants: Vec<Tenant>,
+    endpoints: Vec<Endpoint>,
+    endpoint_weights: Vec<u32>,
+}
+
+const USER_AGENTS: [&str; 8] = [
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Terraform/1.9.8 terraform-provider-cloudflare/4.48.0",
+    "curl/8.5.0",
+    "python-requests/2.32.3",
+    "Go-http-client/2.0",
+    "axios/1.7.9",
+];
+const FIRST_NAMES: [&str; 10] = [
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+];
+const LAST_NAMES: [&str; 8] = [
+    "smith", "garcia", "chen", "müller", "okafor", "tanaka", "novak", "silva",
+];
+const TOKEN_NAMES: [&str; 6] = [
+    "terraform-ci",
+    "deploy-bot",
+    "Edit zone DNS",
+    "monitoring (read only)",
+    "github-actions",
+    "backup exporter",
+];
+/// product, scope, type, path, zoned, weight, one, many.
+type EndpointSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    u32,
+    &'static str,
+    &'static str,
+);
+const ENDPOINTS: [EndpointSpec; 12] = [
+    (
+        "alerting",
+        "accounts",
+        "policies",
+        "alerting/v3/policies",
+        false,
+        20,
+        "Notification policy",
+        "Notification policies",
+    ),
+    (
+        "dns",
+        "zones",
+        "dns_records",
+        "dns_records",
+        true,
+        25,
+        "DNS record",
+        "DNS records",
+    ),
+    (
+        "workers",
+        "accounts",
+        "scripts",
+        "workers/scripts",
+        false,
+        10,
+        "Worker script",
+        "Worker scripts",
+    ),
+    (
+        "firewall",
+        "zones",
+        "rules",
+        "firewall/rules",
+        true,
+        10,
+        "firewall rule",
+        "firewall rules",
+    ),
+    (
+        "access",
+        "accounts",
+        "apps",
+        "access/apps",
+        false,
+        6,
+        "Access application",
+        "Access applications",
+    ),
+    (
+        "r2",
+        "accounts",
+        "buckets",
+        "r2/buckets",
+        false,
+        4,
+        "R2 bucket",
+        "R2 buckets",
+    ),
+    (
+        "ssl",
+        "zones",
+        "certificate_packs",
+        "ssl/certificate_packs",
+        true,
+        3,
+        "certificate pack",
+        "certificate packs",
+    ),
+    (
+        "members",
+        "accounts",
+        "members",
+        "members",
+        false,
+        3,
+        "account member",
+        "account members",
+    ),
+    (
+        "load_balancing",
+        "zones",
+        "load_balancers",
+        "load_balancers",
+        true,
+        5,
+        "load balancer",
+        "load balancers",
+    ),
+    (
+        "rulesets", "zones", "rulesets", "rulesets", true, 8, "ruleset", "rulesets",
+    ),
+    (
+        "tunnels",
+        "accounts",
+        "cfd_tunnel",
+        "cfd_tunnel",
+        false,
+        3,
+        "Cloudflare Tunnel",
+        "Cloudflare Tunnels",
+    ),
+    (
+        "zone_settings",
+        "zones",
+        "settings",
+        "settings",
+        true,
+        3,
+        "zone setting",
+        "zone settings",
+    ),
+];
+
+impl World {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng(seed ^ 0x5_eed0_fa11);
+        let endpoints: Vec<Endpoint> = ENDPOINTS
+            .iter()
+            .map(
+                |&(product, scope, kind, path, zoned, _, one, many)| Endpoint {
+                    product: product.into(),
+                    scope: scope.into(),
+                    kind: kind.into(),
+                    path,
+                    zoned,
+                    descriptions: [
+                        format!("List {many}").into(),
+                        format!("Get a {one}").into(),
+                        format!("Create a {one}").into(),
+                        format!("Update a {one}").into(),
+                        format!("Delete a {one}").into(),
+                    ],
+                },
+            )
+            .collect();
+        let endpoint_weights = ENDPOINTS.iter().map(|e| e.5).collect();
+        let tenants = (0..100)
+            .map(|a| {
+                let company = format!("example-{a:02}.com");
+                let zones = (0..1 + rng.below(if a == 0 { 20 } else { 5 }))
+                    .map(|_| rng.hex(32))
+                    .collect();
+                let people = if a == 0 { 50 } else { 30 + rng.below(41) };
+                let principals: Vec<Principal> = (0..people)
+                    .map(|p| principal(&mut rng, &company, p))
+                    .collect();
+                let weights = (0..principals.len())
+                    .map(|rank| (1_000_000 / (rank + 1)) as u32)
+                    .collect();
+                Tenant {
+                    id: rng.hex(32),
+                    zones,
+                    principals,
+                    weights,
+                }
+            })
+            .collect();
+        Self {
+            tenants,
+            endpoints,
+            endpoint_weights,
+        }
+    }
+
+    /// One record at `time_ms`.
+    fn record(&self, rng: &mut Rng, time_ms: i64) -> AuditRecord {
+        // Account 0 holds 10% of the traffic; the other 99 share the rest.
+        let tenant = if rng.percent(10) {
+            &self.tenants[0]
+        } else {
+            &self.tenants[1 + rng.below(self.tenants.len() - 1)]
+        };
+        let principal = &tenant.principals[rng.weighted(&tenant.weights)];
+        let endpoint = &self.endpoints[rng.weighted(&self.endpoint_weights)];
+        // list, get, create, put, patch, delete
+        let op = rng.weighted(&[35, 27, 12, 8, 10, 8]);
+        let (method, description) = match op {
+            0 => ("GET", 0),
+            1 => ("GET", 1),
+            2 => ("POST", 2),
+            3 => ("PUT", 3),
+            4 => ("PATCH", 3),
+            _ => ("DELETE", 4),
+        };
+        let status: u16 = match (op, rng.below(100)) {
+            (_, 99) => 500,
+            (0..=1, 0..=2) => 404,
+            (0..=1, 3..=4) => 403,
+            (2, 0..=7) => 400,
+            (2, 8..=10) => 409,
+            (3..=4, 0..=5) => 400,
+            (3..=5, 6..=9) => 404,
+            (2, _) => 201,
+            _ => 200,
+        };
+        let zone = endpoint.zoned.then(|| rng.pick(&tenant.zones).clone());
+        let resource_id = (op != 0 && op != 2).then(|| rng.hex(32));
+        let mut uri = match &zone {
+            Some(z) => format!("/client/v4/zones/{z}/{}", endpoint.path),
+            None => format!("/client/v4/accounts/{}/{}", tenant.id, endpoint.path),
+        };
+        if let Some(id) = &resource_id {
+            uri.push('/');
+            uri.push_str(id);
+        }
+        if op == 0 && rng.percent(50) {
+            let _ = write!(uri, "?page={}&per_page=50", 1 + rng.below(5));
+        }
+        let name = format!("{}-{}", endpoint.kind, rng.below(500));
+        let (request, response) = match op {
+            0 | 1 => (None, None),
+            2 | 3 => (
+                Some(serde_json::json!({
+                    "name": name,
+                    "enabled": rng.percent(80),
+                    "description": "REDACTED",
+                    "settings": {"mode": *rng.pick(&["block", "challenge", "log"]), "ttl": 60 * (1 + rng.below(60))},
+                })),
+                Some(response_body(rng, status, &name, resource_id.as_deref())),
+            ),
+            4 => (
+                Some(serde_json::json!({"enabled": rng.percent(50)})),
+                Some(response_body(rng, status, &name, resource_id.as_deref())),
+            ),
+            _ => (
+                None,
+                Some(response_body(rng, status, &name, resource_id.as_deref())),
+            ),
+        };
+        let mut random = [0_u8; 10];
+        random[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+        random[8..].copy_from_slice(&rng.next_u64().to_le_bytes()[..2]);
+        let id = uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid();
+        AuditRecord {
+            id,
+            account: Some(Account {
+                id: tenant.id.clone(),
+                name: None,
+            }),
+            action: Action {
+                description: Some(Arc::clone(&endpoint.descriptions[description])),
+                result: ActionResult::from_status(status),
+                time: Timestamp::from_unix_millis(time_ms),
+                kind: action_type(method),
+            },
+            actor: Actor {
+                context: Some(principal.context),
+                email: principal.email.clone(),
+                id: Some(principal.id.clone()),
+                ip_address: Some(principal.ip),
+                token: principal.token.clone(),
+                kind: Some(principal.kind),
+            },
+            raw: Raw {
+                method: method.to_owned(),
+                ray_id: rng.hex(16),
+                status_code: status,
+                uri,
+                user_agent: Some(principal.user_agent.to_owned()),
+            },
+            resource: Resource {
+                id: resource_id,
+                product: Some(Arc::clone(&endpoint.product)),
+                request,
+                response,
+                scope: Some(Arc::clone(&endpoint.scope)),
+                kind: Some(Arc::clone(&endpoint.kind)),
+            },
+            zone: zone.map(|id| Zone { id, name: None }),
+        }
+    }
+
+    /// The big account's actor email at (or after) Zipf rank `rank`, and its share of the
+    /// account's records.
+    fn email_at_rank(&self, rank: usize) -> Option<(String, f64)> {
+        let tenant = &self.tenants[0];
+        let total: f64 = tenant.weights.iter().map(|w| f64::from(*w)).sum();
+        tenant
+            .principals
+            .iter()
+            .zip(&tenant.weights)
+            .skip(rank)
+            .find_map(|(p, w)| Some((p.email.clone()?, f64::from(*w) / total)))
+    }
+}
+
+fn principal(rng: &mut Rng, company: &str, p: usize) -> Principal {
+    let email = format!(
+        "{}.{}{p}@{company}",
+        rng.pick(&FIRST_NAMES),
+        rng.pick(&LAST_NAMES)
+    );
+    let ip = if rng.percent(20) {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0x0db8,
+            rng.next_u64() as u16,
+            rng.next_u64() as u16,
+            0,
+            0,
+            0,
+            rng.next_u64() as u16,
+        ))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32))
+    };
+    let token = |rng: &mut Rng| Token {
+        id: Some(rng.hex(32)),
+        name: Some((*rng.pick(&TOKEN_NAMES)).to_owned()),
+    };
+    let (context, kind, email, token, user_agent) = match rng.below(20) {
+        0..=11 => (
+            ActorContext::Dash,
+            ActorType::User,
+            Some(email),
+            Token::default(),
+            USER_AGENTS[rng.below(3)],
+        ),
+        12..=16 => {
+            let t = token(rng);
+            (
+                ActorContext::ApiToken,
+                ActorType::User,
+                Some(email),
+                t,
+                USER_AGENTS[3 + rng.below(5)],
+            )
+        }
+        17..=18 => {
+            let t = token(rng);
+            (
+                ActorContext::ApiToken,
+                ActorType::Account,
+                None,
+                t,
+                USER_AGENTS[3 + rng.below(5)],
+            )
+        }
+        _ => (
+            ActorContext::ApiKey,
+            ActorType::User,
+            Some(email),
+            Token::default(),
+            USER_AGENTS[3 + rng.below(5)],
+        ),
+    };
+    Principal {
+        context,
+        kind,
+        email,
+        id: rng.hex(32),
+        ip,
+        token,
+        user_agent,
+    }
+}
+
+fn action_type(method: &str) -> ActionType {
+    match method {
+        "POST" => ActionType::Create,
+        "PUT" | "PATCH" => ActionType::Update,
+        "DELETE" => ActionType::Delete,
+        _ => ActionType::View,
+    }
+}
+
+fn response_body(rng: &mut Rng, status: u16, name: &str, id: Option<&str>) -> serde_json::Value {
+    if status < 400 {
+        let id = id.map_or_else(|| rng.hex(32), str::to_owned);
+        serde_json::json!({
+            "success": true,
+            "errors": [],
+            "result": {"id": id, "name": name},
+        })
+    } else {
+        serde_json::json!({
+            "success": false,
+            "errors": [{"code": 1000 + u32::from(status), "message": "REDACTED"}],
+            "result": null,
+        })
+    }
+}
+
+/// `n` records over the 30 days before `end_ms`, in time order.
+#[derive(Clone)]
+struct Dataset {
+    world: Arc<World>,
+    n: usize,
+    end_ms: i64,
+}
+
+impl Dataset {
+    fn new(n: usize) -> Self {
+        Self {
+            world: Arc::new(World::new(SEED)),
+            n,
+            end_ms: end_ms(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = AuditRecord> + '_ {
+        let span = 30 * DAY_MS;
+        let start = self.end_ms - span;
+        let step = (span / self.n as i64).max(1);
+        let mut rng = Rng(SEED ^ (self.n as u64).rotate_left(32));
+        (0..self.n).map(move |i| {
+            let base = start + (i128::from(span) * i as i128 / self.n as i128) as i64;
+            let jitter = (rng.next_u64() % step as u64) as i64;
+            self.world.record(&mut rng, base + jitter)
+        })
+    }
+
+    /// What a cached database must have been built from.
+    fn signature(&self, migrations: &str) -> String {
+        format!(
+            "generator={GENERATOR_VERSION};rows={};seed={SEED:#x};end={};migrations={:016x}",
+            self.n,
+            self.end_ms,
+            migrations_hash(migrations)
+        )
+    }
+
+    fn account(&self) -> &str {
+        &self.world.tenants[0].id
+    }
+}
+
+/// FNV-1a over the backend's migration files: a changed migration invalidates the cache.
+fn migrations_hash(backend: &str) -> u64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for file in files {
+        for b in std::fs::read(&file).unwrap_or_default() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Inserts the data set through `store.insert` in batches of [`BATCH`], `writers` at a time,
+/// records generated on another thread meanwhile. Returns the wall time and the mean JSON size.
+async fn load<S: AuditStore>(
+    store: &S,
+    data: &Dataset,
+    writers: usize,
+) -> BoxResult<(Duration, f64)> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<StoredRecord>>(8);
+    let json_bytes = Arc::new(AtomicUsize::new(0));
+    let generator = {
+        let data = data.clone();
+        let json_bytes = Arc::clone(&json_bytes);
+        std::thread::spawn(move || -> BoxResult<()> {
+            let mut batch = Vec::with_capacity(BATCH);
+            for record in data.iter() {
+                let row = StoredRecord::from_record(&record)?;
+                json_bytes.fetch_add(row.record.len(), Ordering::Relaxed);
+                batch.push(row);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if tx.blocking_send(full).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            Ok(())
+        })
+    };
+    let started = Instant::now();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let done = Arc::new(AtomicUsize::new(0));
+    let step = (data.n / 10).max(BATCH);
+    let mut tasks = Vec::new();
+    for _ in 0..writers.max(1) {
+        let (store, rx, done) = (store.clone(), Arc::clone(&rx), Arc::clone(&done));
+        let n = data.n;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(batch) = rx.lock().await.recv().await else {
+                    return Ok::<(), audit_store::StoreError>(());
+                };
+                store.insert(&batch).await?;
+                let before = done.fetch_add(batch.len(), Ordering::Relaxed);
+                let after = before + batch.len();
+                if after / step != before / step || after == n {
+                    let secs = started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "    {after:>9} / {n} rows  {:>6.1} s  {:>7.0} rows/s",
+                        secs,
+                        after as f64 / secs
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    generator
+        .join()
+        .map_err(|_| BoxError::from("the record generator panicked"))??;
+    let avg = json_bytes.load(Ordering::Relaxed) as f64 / data.n as f64;
+    Ok((started.elapsed(), avg))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queries
+
+#[derive(Clone, Debug)]
+struct Filter {
+    param: &'static str,
+    column: Column,
+    value: String,
+    /// Where the value is in a record's JSON.
+    pointer: &'static str,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// Criterion's id within a group.
+    key: &'static str,
+    what: String,
+    filter: Option<Filter>,
+    /// Records before the measured page, reached through cursors (0: the first page).
+    skip: usize,
+}
+
+fn cases(data: &Dataset, smoke: bool) -> BoxResult<Vec<Case>> {
+    let (top, top_share) = data
+        .world
+        .email_at_rank(0)
+        .ok_or("the big account has no actor with an email")?;
+    let (typical, typical_share) = data
+        .world
+        .email_at_rank(9)
+        .ok_or("the big account has too few actors with an email")?;
+    let email = |value: String| Filter {
+        param: "actor_email",
+        column: Column::ActorEmail,
+        value,
+        pointer: "/actor/email",
+    };
+    // The smoke data set has ~30 records in the window.
+    let (page2, deep) = if smoke { (5, 10) } else { (100, 5_000) };
+    Ok(vec![
+        Case {
+            key: "1_unfiltered",
+            what: "account + 7 days".into(),
+            filter: None,
+            skip: 0,
+        },
+        Case {
+            key: "2_actor_email",
+            what: format!(
+                "+ actor_email={top} (most active, {:.0}% of the account)",
+                top_share * 100.0
+            ),
+            filter: Some(email(top)),
+            skip: 0,
+        },
+        Case {
+            key: "2b_actor_email_2pct",
+            what: format!(
+                "+ actor_email={typical} ({:.1}% of the account)",
+                typical_share * 100.0
+            ),
+            filter: Some(email(typical)),
+            skip: 0,
+        },
+        Case {
+            key: "3_resource_product",
+            what: format!("+ resource_product={PRODUCT} (~10%)"),
+            filter: Some(Filter {
+                param: "resource_product",
+                column: Column::ResourceProduct,
+                value: PRODUCT.into(),
+                pointer: "/resource/product",
+            }),
+            skip: 0,
+        },
+        Case {
+            key: "4_action_type",
+            what: "+ action_type=update (~18%)".into(),
+            filter: Some(Filter {
+                param: "action_type",
+                column: Column::ActionType,
+                value: "update".into(),
+                pointer: "/action/type",
+            }),
+            skip: 0,
+        },
+        Case {
+            key: "5_second_page",
+            what: format!("account + 7 days, next page after {page2} (cursor)"),
+            filter: None,
+            skip: page2,
+        },
+        Case {
+            key: "6_deep_page",
+            what: format!("account + 7 days, next page after {deep} (cursor)"),
+            filter: None,
+            skip: deep,
+        },
+    ])
+}
+
+/// A case made concrete against one store: the request and the store query it runs.
+struct Prepared {
+    case: Case,
+    uri: String,
+    query: RecordQuery,
+    /// Rows the page returned (the check's finding).
+    rows: usize,
+}
+
+fn window(data: &Dataset) -> (i64, i64) {
+    (data.end_ms - 7 * DAY_MS, data.end_ms)
+}
+
+fn rfc3339(ms: i64) -> BoxResult<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)?;
+    Ok(t.format(&time::format_description::well_known::Rfc3339)?)
+}
+
+fn uri(data: &Dataset, case: &Case, limit: u32, cursor: Option<&str>) -> BoxResult<String> {
+    let (since, before) = window(data);
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("since", &rfc3339(since)?)
+        .append_pair("before", &rfc3339(before)?)
+        .append_pair("limit", &limit.to_string());
+    if let Some(f) = &case.filter {
+        query.append_pair(f.param, &f.value);
+    }
+    if let Some(c) = cursor {
+        query.append_pair("cursor", c);
+    }
+    Ok(format!(
+        "/accounts/{}/logs/audit?{}",
+        data.account(),
+        query.finish()
+    ))
+}
+
+fn record_query(
+    data: &Dataset,
+    case: &Case,
+    limit: u32,
+    after: Option<(i64, Uuid)>,
+) -> RecordQuery {
+    let (since_ms, before_ms) = window(data);
+    RecordQuery {
+        account_id: data.account().to_owned(),
+        since_ms,
+        before_ms,
+        filters: case
+            .filter
+            .iter()
+            .map(|f| ColumnFilter {
+                column: f.column,
+                negated: false,
+                values: vec![FilterValue::Text(f.value.clone())],
+            })
+            .collect(),
+        direction: Direction::Desc,
+        after,
+        // What the router asks for: one more than the page, to know whether another exists.
+        limit: limit + 1,
+    }
+}
+
+async fn get(router: &Router, uri: &str) -> BoxResult<(StatusCode, Bytes)> {
+    let request = Request::get(uri).body(Body::empty())?;
+    let response = router.clone().oneshot(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// A page's `(time_ms, id)` positions, newest first, and its cursor.
+type Page = (Vec<(i64, Uuid)>, Option<String>);
+
+/// A page's records' positions and its cursor, checked against the case.
+fn check_page(case: &Case, data: &Dataset, status: StatusCode, body: &[u8]) -> BoxResult<Page> {
+    let text = String::from_utf8_lossy(body);
+    if status != StatusCode::OK {
+        return Err(format!("{}: status {status}: {text}", case.key).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    let records = v["result"]
+        .as_array()
+        .ok_or_else(|| format!("{}: no result array: {text}", case.key))?;
+    let (since, before) = window(data);
+    let mut positions = Vec::with_capacity(records.len());
+    for r in records {
+        let time = r["action"]["time"]
+            .as_str()
+            .ok_or("a record without action.time")?
+            .parse::<Timestamp>()
+            .map_err(|e| format!("action.time: {e:?}"))?
+            .unix_millis();
+        let id = r["id"]
+            .as_str()
+            .ok_or("a record without id")?
+            .parse::<Uuid>()?;
+        if r["account"]["id"].as_str() != Some(data.account()) {
+            return Err(format!("{}: a record of another account", case.key).into());
+        }
+        if !(since..before).contains(&time) {
+            return Err(format!("{}: a record outside the time range", case.key).into());
+        }
+        if let Some(f) = &case.filter
+            && r.pointer(f.pointer).and_then(|v| v.as_str()) != Some(f.value.as_str())
+        {
+            return Err(format!(
+                "{}: a record not matching {}={}",
+                case.key, f.param, f.value
+            )
+            .into());
+        }
+        if positions.last().is_some_and(|last| *last <= (time, id)) {
+            return Err(format!("{}: records out of order", case.key).into());
+        }
+        positions.push((time, id));
+    }
+    let cursor = v["result_info"]["cursor"].as_str().map(str::to_owned);
+    Ok((positions, cursor))
+}
+
+/// Checks every case against `store` through `router` and returns what to measure.
+async fn prepare<S: AuditStore>(
+    store: &S,
+    router: &Router,
+    data: &Dataset,
+    cases: &[Case],
+    smoke: bool,
+) -> BoxResult<Vec<Prepared>> {
+    let mut prepared = Vec::new();
+    for case in cases {
+        // Page to the position through cursors, 1,000 records at a time (a cursor is bound to
+        // the query, not to its limit).
+        let mut cursor: Option<String> = None;
+        let mut after: Option<(i64, Uuid)> = None;
+        let mut skipped = 0;
+        while skipped < case.skip {
+            let step = (case.skip - skipped).min(1000) as u32;
+            let u = uri(data, case, step, cursor.as_deref())?;
+            let (status, body) = get(router, &u).await?;
+            let (positions, next) = check_page(case, data, status, &body)?;
+            if let (Some(a), Some(first)) = (after, positions.first())
+                && *first >= a
+            {
+                return Err(format!("{}: a page does not follow the previous", case.key).into());
+            }
+            skipped += positions.len();
+            after = positions.last().copied().or(after);
+            cursor = Some(next.ok_or_else(|| {
+                format!("{}: no page after {skipped} records in this data", case.key)
+            })?);
+        }
+        let measured = uri(data, case, LIMIT, cursor.as_deref())?;
+        let (status, body) = get(router, &measured).await?;
+        let (positions, next) = check_page(case, data, status, &body)?;
+        if !smoke && (positions.len() != LIMIT as usize || next.is_none()) {
+            return Err(format!(
+                "{}: expected a full page of {LIMIT} with a cursor, got {} rows",
+                case.key,
+                positions.len()
+            )
+            .into());
+        }
+        if let (Some(a), Some(first)) = (after, positions.first())
+            && *first >= a
+        {
+            return Err(format!("{}: the page does not follow the previous", case.key).into());
+        }
+        let query = record_query(data, case, LIMIT, after);
+        let direct: Vec<(i64, Uuid)> = store
+            .page(&query)
+            .await?
+            .iter()
+            .map(|r| (r.time_ms, r.id))
+            .collect();
+        if direct[..direct.len().min(LIMIT as usize)] != positions[..] {
+            return Err(format!("{}: store.page and the router disagree", case.key).into());
+        }
+        prepared.push(Prepared {
+            case: case.clone(),
+            uri: measured,
+            query,
+            rows: positions.len(),
+        });
+    }
+    Ok(prepared)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page query's SQL, for EXPLAIN (mirrors `src/store/sql.rs`, which is crate-private)
+
+#[derive(Clone, Debug)]
+enum Param {
+    Text(String),
+    Int8(i64),
+    Uuid(Uuid),
+}
+
+impl Param {
+    fn pg_type(&self) -> &'static str {
+        match self {
+            Self::Text(_) => "text",
+            Self::Int8(_) => "int8",
+            Self::Uuid(_) => "uuid",
+        }
+    }
+
+    /// A literal; the values are the benchmark's own (hex, emails, numbers).
+    fn pg_literal(&self) -> String {
+        match self {
+            Self::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            Self::Int8(i) => i.to_string(),
+            Self::Uuid(u) => format!("'{u}'"),
+        }
+    }
+}
+
+/// The page query (or, with `count`, how many rows match it without the limit), with
+/// placeholders from `placeholder(n)` (1-based).
+fn page_sql(
+    query: &RecordQuery,
+    count: bool,
+    placeholder: &dyn Fn(usize) -> String,
+) -> (String, Vec<Param>) {
+    let mut params = Vec::new();
+    let mut p = |v: Param| {
+        params.push(v);
+        placeholder(params.len())
+    };
+    let mut sql = String::from(if count {
+        "SELECT count(*) FROM audit_logs WHERE account_id = "
+    } else {
+        "SELECT time_ms, id, record FROM audit_logs WHERE account_id = "
+    });
+    // After a cursor, its time narrows the range (as `sql.rs` does since 7d30077).
+    let (since_ms, before_ms) = match (query.after, query.direction) {
+        (None, _) => (query.since_ms, query.before_ms),
+        (Some((t, _)), Direction::Desc) => {
+            (query.since_ms, query.before_ms.min(t.saturating_add(1)))
+        }
+        (Some((t, _)), Direction::Asc) => (query.since_ms.max(t), query.before_ms),
+    };
+    sql += &p(Param::Text(query.account_id.clone()));
+    sql += " AND time_ms >= ";
+    sql += &p(Param::Int8(since_ms));
+    sql += " AND time_ms < ";
+    sql += &p(Param::Int8(before_ms));
+    for f in &query.filters {
+        let _ = write!(sql, " AND {} IN (", f.column.name());
+        for (i, v) in f.values.iter().enumerate() {
+            if i > 0 {
+                sql += ", ";
+            }
+            sql += &p(match v {
+                FilterValue::Text(t) => Param::Text(t.clone()),
+                FilterValue::Int(i) => Param::Int8(i64::from(*i)),
+                FilterValue::Uuid(u) => Param::Uuid(*u),
+            });
+        }
+        sql += ")";
+    }
+    if count {
+        return (sql, params);
+    }
+    if let Some((time_ms, id)) = query.after {
+        sql += " AND (time_ms < ";
+        sql += &p(Param::Int8(time_ms));
+        sql += " OR (time_ms = ";
+        sql += &p(Param::Int8(time_ms));
+        sql += " AND id < ";
+        sql += &p(Param::Uuid(id));
+        sql += "))";
+    }
+    sql += " ORDER BY time_ms DESC, id DESC LIMIT ";
+    sql += &p(Param::Int8(i64::from(query.limit)));
+    (sql, params)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+async fn sqlite_signature(pool: &SqlitePool) -> Option<String> {
+    sqlx::query_scalar("SELECT v FROM bench_meta WHERE k = 'signature'")
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn sqlite_set_signature(pool: &SqlitePool, signature: &str) -> BoxResult<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+        .execute(pool)
+        .await?;
+    sqlx::query("INSERT OR REPLACE INTO bench_meta (k, v) VALUES ('signature', ?)")
+        .bind(signature)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn remove_sqlite(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// Opens the database at `path` if it holds `signature` and `rows` records.
+async fn sqlite_reuse(path: &Path, signature: &str, rows: usize) -> Option<SqliteStore> {
+    if !path.is_file() {
+        return None;
+    }
+    let store = SqliteStore::open(path).await.ok()?;
+    let ok = sqlite_signature(store.pool()).await.as_deref() == Some(signature)
+        && store.count().await.ok() == Some(rows as u64);
+    if ok {
+        Some(store)
+    } else {
+        store.pool().close().await;
+        None
+    }
+}
+
+async fn sqlite_finish(store: &SqliteStore, signature: &str) -> BoxResult<()> {
+    let started = Instant::now();
+    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await?;
+    sqlite_set_signature(store.pool(), signature).await?;
+    eprintln!(
+        "    ANALYZE + checkpoint: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The benchmark database: reused from the cache, or built (migrate, load, ANALYZE).
+async fn sqlite_main(
+    config: &Config,
+    dir: &Path,
+    data: &Dataset,
+) -> BoxResult<(SqliteStore, PathBuf)> {
+    let path = dir.join(format!("query-sqlite-{}.db", data.n));
+    let signature = data.signature("sqlite");
+    if !config.rebuild
+        && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
+    {
+        eprintln!("  sqlite: reusing {} ({} rows)", path.display(), data.n);
+        store.migrate().await?;
+        return Ok((store, path));
+    }
+    remove_sqlite(&path);
+    eprintln!("  sqlite: loading {} rows into {}", data.n, path.display());
+    let store = SqliteStore::open(&path).await?;
+    store.migrate().await?;
+    let (wall, avg) = load(&store, data, 1).await?;
+    eprintln!(
+        "    loaded in {:.1} s ({:.0} rows/s), mean record JSON {avg:.0} bytes",
+        wall.as_secs_f64(),
+        data.n as f64 / wall.as_secs_f64()
+    );
+    sqlite_finish(&store, &signature).await?;
+    Ok((store, path))
+}
+
+/// A copy of the benchmark database without the composite filter indexes.
+async fn sqlite_noidx(
+    config: &Config,
+    main: &SqliteStore,
+    dir: &Path,
+    data: &Dataset,
+) -> BoxResult<SqliteStore> {
+    let path = dir.join(format!("query-sqlite-{}-noidx.db", data.n));
+    let signature = format!("{};noidx", data.signature("sqlite"));
+    if !config.rebuild
+        && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
+    {
+        eprintln!("  sqlite: reusing {}", path.display());
+        return Ok(store);
+    }
+    remove_sqlite(&path);
+    eprintln!(
+        "  sqlite: copying to {} and dropping the filter indexes",
+        path.display()
+    );
+    let started = Instant::now();
+    sqlx::query("VACUUM INTO ?")
+        .bind(path.to_string_lossy().into_owned())
+        .execute(main.pool())
+        .await?;
+    let store = SqliteStore::open(&path).await?;
+    for index in FILTER_INDEXES {
+        sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
+            .execute(store.pool())
+            .await?;
+    }
+    eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
+    sqlite_finish(&store, &signature).await?;
+    Ok(store)
+}
+
+/// A copy of the benchmark database without `ANALYZE` statistics.
+async fn sqlite_nostats(
+    config: &Config,
+    main: &SqliteStore,
+    dir: &Path,
+    data: &Dataset,
+) -> BoxResult<SqliteStore> {
+    let path = dir.join(format!("query-sqlite-{}-nostats.db", data.n));
+    let signature = format!("{};nostats2", data.signature("sqlite"));
+    if !config.rebuild
+        && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
+    {
+        eprintln!("  sqlite: reusing {}", path.display());
+        return Ok(store);
+    }
+    remove_sqlite(&path);
+    eprintln!("  sqlite: copying to {} without statistics", path.display());
+    let started = Instant::now();
+    sqlx::query("VACUUM INTO ?")
+        .bind(path.to_string_lossy().into_owned())
+        .execute(main.pool())
+        .await?;
+    // A fresh pool: no connection has loaded the statistics being dropped.
+    let store = SqliteStore::open(&path).await?;
+    // The bundled SQLite is built with STAT4: drop both tables.
+    sqlx::raw_sql("DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4")
+        .execute(store.pool())
+        .await?;
+    sqlite_set_signature(store.pool(), &signature).await?;
+    store.pool().close().await;
+    eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(SqliteStore::open(&path).await?)
+}
+
+async fn sqlite_plan(pool: &SqlitePool, sql: &str, params: &[Param]) -> BoxResult<Vec<String>> {
+    let mut conn = pool.acquire().await?;
+    sqlite_plan_on(&mut conn, sql, params).await
+}
+
+async fn sqlite_plan_on(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    params: &[Param],
+) -> BoxResult<Vec<String>> {
+    let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+    for p in params {
+        query = match p {
+            Param::Text(t) => query.bind(t.clone()),
+            Param::Int8(i) => query.bind(*i),
+            Param::Uuid(u) => query.bind(*u),
+        };
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut depth: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for row in rows {
+        let (id, parent, detail): (i64, i64, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(3)?);
+        let d = depth.get(&parent).map_or(0, |d| d + 1);
+        depth.insert(id, d);
+        lines.push(format!("{}{detail}", "  ".repeat(d)));
+    }
+    Ok(lines)
+}
+
+async fn sqlite_count(pool: &SqlitePool, query: &RecordQuery) -> BoxResult<i64> {
+    let (sql, params) = page_sql(query, true, &|_| "?".to_owned());
+    let mut q = sqlx::query_scalar(AssertSqlSafe(sql));
+    for p in params {
+        q = match p {
+            Param::Text(t) => q.bind(t),
+            Param::Int8(i) => q.bind(i),
+            Param::Uuid(u) => q.bind(u),
+        };
+    }
+    Ok(q.fetch_one(pool).await?)
+}
+
+/// Prints each query's plan with the statistics, and without them where that differs.
+async fn sqlite_explain(label: &str, pool: &SqlitePool, prepared: &[Prepared]) -> BoxResult<()> {
+    println!("\n=== SQLite EXPLAIN QUERY PLAN ({label}) ===");
+    // A connection that forgets the ANALYZE statistics (in a transaction rolled back, then
+    // closed): the plans a database that was never analyzed gets (the store never runs ANALYZE).
+    let mut bare = pool.acquire().await?.detach();
+    let stat4: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat4'")
+            .fetch_one(&mut bare)
+            .await?;
+    bare.execute(if stat4 > 0 {
+        "BEGIN; DELETE FROM sqlite_stat1; DELETE FROM sqlite_stat4; ANALYZE sqlite_schema"
+    } else {
+        "BEGIN; DELETE FROM sqlite_stat1; ANALYZE sqlite_schema"
+    })
+    .await?;
+    for p in prepared {
+        let (sql, params) = page_sql(&p.query, false, &|_| "?".to_owned());
+        let plan = sqlite_plan(pool, &sql, &params).await?;
+        let without = sqlite_plan_on(&mut bare, &sql, &params).await?;
+        let matching = sqlite_count(pool, &p.query).await?;
+        println!(
+            "-- {} {}: {} rows match in the window, page of {}",
+            p.case.key, p.case.what, matching, p.rows
+        );
+        if p.case.key == "1_unfiltered" || p.case.key == "5_second_page" {
+            println!("   {sql}");
+        }
+        for line in &plan {
+            println!("   {line}");
+        }
+        if without != plan {
+            println!("   without ANALYZE statistics:");
+            for line in &without {
+                println!("   {line}");
+            }
+        }
+    }
+    bare.execute("ROLLBACK").await?;
+    bare.close().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+struct Pg {
+    url: String,
+}
+
+impl Pg {
+    async fn connect(url: &str) -> Result<Self, String> {
+        let pool = tokio::time::timeout(
+            Duration::from_secs(5),
+            PgPoolOptions::new().max_connections(1).connect(url),
+        )
+        .await
+        .map_err(|_| format!("PostgreSQL at {url} did not answer within 5 s"))?
+        .map_err(|e| format!("PostgreSQL at {url} is unreachable: {e}"))?;
+        pool.close().await;
+        Ok(Self {
+            url: url.to_owned(),
+        })
+    }
+
+    fn options(&self, schema: &str) -> BoxResult<PgConnectOptions> {
+        Ok(PgConnectOptions::from_str(&self.url)?.options([("search_path", schema)]))
+    }
+
+    async fn pool(&self, schema: &str, connections: u32) -> BoxResult<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(connections)
+            .connect_with(self.options(schema)?)
+            .await?)
+    }
+
+    async fn connection(&self, schema: &str) -> BoxResult<PgConnection> {
+        Ok(PgConnection::connect_with(&self.options(schema)?).await?)
+    }
+
+    /// Whether `schema` holds the data set `signature` describes.
+    async fn holds(&self, schema: &str, signature: &str, rows: usize) -> bool {
+        let Ok(mut conn) = self.connection(schema).await else {
+            return false;
+        };
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT v FROM bench_meta WHERE k = 'signature'")
+                .fetch_optional(&mut conn)
+                .await
+                .ok()
+                .flatten();
+        let ok = found.as_deref() == Some(signature)
+            && sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_logs")
+                .fetch_one(&mut conn)
+                .await
+                .ok()
+                == Some(rows as i64);
+        let _ = conn.close().await;
+        ok
+    }
+
+    async fn recreate(&self, schema: &str) -> BoxResult<()> {
+        let mut conn = self.connection("public").await?;
+        conn.execute(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        )))
+        .await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// VACUUM ANALYZE (no autovacuum in the middle of the measurements), then the signature.
+    async fn finish(&self, schema: &str, signature: &str) -> BoxResult<()> {
+        let started = Instant::now();
+        let mut conn = self.connection(schema).await?;
+        conn.execute("VACUUM (ANALYZE) audit_logs").await?;
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_meta (k text PRIMARY KEY, v text NOT NULL)")
+            .await?;
+        sqlx::query(
+            "INSERT INTO bench_meta (k, v) VALUES ('signature', $1) \
+             ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        )
+        .bind(signature)
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        eprintln!(
+            "    VACUUM ANALYZE: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// The benchmark schema: reused, or built (migrate, load, VACUUM ANALYZE).
+    async fn main(&self, config: &Config, data: &Dataset) -> BoxResult<()> {
+        let schema = config.schema();
+        let signature = data.signature("postgres");
+        if !config.rebuild && self.holds(schema, &signature, data.n).await {
+            eprintln!("  postgres: reusing schema {schema} ({} rows)", data.n);
+            return Ok(());
+        }
+        eprintln!("  postgres: loading {} rows into schema {schema}", data.n);
+        self.recreate(schema).await?;
+        let pool = self.pool(schema, 4).await?;
+        let store = PostgresStore::new(pool);
+        store.migrate().await?;
+        let (wall, avg) = load(&store, data, 2).await?;
+        eprintln!(
+            "    loaded in {:.1} s ({:.0} rows/s, 2 writers), mean record JSON {avg:.0} bytes",
+            wall.as_secs_f64(),
+            data.n as f64 / wall.as_secs_f64()
+        );
+        store.pool().close().await;
+        self.finish(schema, &signature).await
+    }
+
+    /// A copy of the benchmark schema without the composite filter indexes: same partitions,
+    /// `INSERT ... SELECT` from the main schema.
+    async fn noidx(&self, config: &Config, data: &Dataset) -> BoxResult<String> {
+        let main = config.schema();
+        let schema = format!("{main}_noidx");
+        let signature = format!("{};noidx", data.signature("postgres"));
+        if !config.rebuild && self.holds(&schema, &signature, data.n).await {
+            eprintln!("  postgres: reusing schema {schema}");
+            return Ok(schema);
+        }
+        eprintln!("  postgres: copying {main} to {schema} without the filter indexes");
+        let started = Instant::now();
+        self.recreate(&schema).await?;
+        let pool = self.pool(&schema, 1).await?;
+        PostgresStore::new(pool.clone()).migrate().await?;
+        for index in FILTER_INDEXES {
+            sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
+                .execute(&pool)
+                .await?;
+        }
+        let partitions: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{main}.audit_logs'::regclass"
+        )))
+        .fetch_all(&pool)
+        .await?;
+        for (name, bound) in partitions {
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE TABLE {schema}.{name} PARTITION OF {schema}.audit_logs {bound}"
+            )))
+            .execute(&pool)
+            .await?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {schema}.audit_logs SELECT * FROM {main}.audit_logs"
+        )))
+        .execute(&pool)
+        .await?;
+        pool.close().await;
+        eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
+        self.finish(&schema, &signature).await?;
+        Ok(schema)
+    }
+
+    async fn drop_smoke_schemas(&self) {
+        if let Ok(mut conn) = self.connection("public").await {
+            let _ = conn
+                .execute(AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {SMOKE_SCHEMA} CASCADE; \
+                     DROP SCHEMA IF EXISTS {SMOKE_SCHEMA}_noidx CASCADE"
+                )))
+                .await;
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Prints each query's custom and generic plan, executed (`EXPLAIN (ANALYZE, BUFFERS)`).
+    async fn explain(&self, label: &str, schema: &str, prepared: &[Prepared]) -> BoxResult<()> {
+        println!("\n=== PostgreSQL EXPLAIN (ANALYZE, BUFFERS) ({label}) ===");
+        let mut conn = self.connection(schema).await?;
+        for p in prepared {
+            let (sql, params) = page_sql(&p.query, false, &|n| format!("${n}"));
+            let (count_sql, count_params) = page_sql(&p.query, true, &|n| format!("${n}"));
+            let types: Vec<&str> = params.iter().map(Param::pg_type).collect();
+            let literals: Vec<String> = params.iter().map(Param::pg_literal).collect();
+            let count_literals: Vec<String> = count_params.iter().map(Param::pg_literal).collect();
+            let count_types: Vec<&str> = count_params.iter().map(Param::pg_type).collect();
+            conn.execute(AssertSqlSafe(format!(
+                "PREPARE bench_count({}) AS {count_sql}",
+                count_types.join(", ")
+            )))
+            .await?;
+            let matching: i64 = sqlx::raw_sql(AssertSqlSafe(format!(
+                "EXECUTE bench_count({})",
+                count_literals.join(", ")
+            )))
+            .fetch_one(&mut conn)
+            .await?
+            .try_get(0)?;
+            conn.execute("DEALLOCATE bench_count").await?;
+            println!(
+                "-- {} {}: {} rows match in the window, page of {}",
+                p.case.key, p.case.what, matching, p.rows
+            );
+            if p.case.key == "1_unfiltered" || p.case.key == "5_second_page" {
+                println!("   {sql}");
+            }
+            for mode in ["custom", "generic"] {
+                conn.execute(AssertSqlSafe(format!(
+                    "SET plan_cache_mode = force_{mode}_plan; PREPARE bench_q({}) AS {sql}",
+                    types.join(", ")
+                )))
+                .await?;
+                let rows = sqlx::raw_sql(AssertSqlSafe(format!(
+                    "EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_q({})",
+                    literals.join(", ")
+                )))
+                .fetch_all(&mut conn)
+                .await?;
+                conn.execute("DEALLOCATE bench_q; RESET plan_cache_mode")
+                    .await?;
+                println!("   [{mode} plan]");
+                for row in rows {
+                    let line: String = row.try_get(0)?;
+                    println!("   {line}");
+                }
+            }
+        }
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+/// Whether the EXPLAIN mirror of the page query still matches what the store sends: every
+/// statement text the mirror builds must be one the store prepared on the benchmark
+/// connection. Prints a warning when not (the measurements stay valid, the plans would not).
+async fn pg_check_mirror(pool: &PgPool, prepared: &[Prepared]) -> BoxResult<()> {
+    let statements: Vec<String> =
+        sqlx::query_scalar("SELECT statement FROM pg_prepared_statements")
+            .fetch_all(pool)
+            .await?;
+    let stale: Vec<&str> = prepared
+        .iter()
+        .filter(|p| {
+            let (sql, _) = page_sql(&p.query, false, &|n| format!("${n}"));
+            !statements.contains(&sql)
+        })
+        .map(|p| p.case.key)
+        .collect();
+    if stale.is_empty() {
+        println!(
+            "\n  EXPLAIN mirror: the page SQL matches what the store prepared, for every case"
+        );
+    } else {
+        println!(
+            "\n  WARNING: the EXPLAIN mirror of src/store/sql.rs is out of date for {}: \
+             the plans below are not those of the measured queries",
+            stale.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The generic/custom plan counts of the page statements on the benchmark connection.
+async fn pg_plan_cache(pool: &PgPool) -> BoxResult<()> {
+    let rows = sqlx::query(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'SELECT time_ms, id, record FROM audit_logs%' ORDER BY statement",
+    )
+    .fetch_all(pool)
+    .await?;
+    println!("\n  prepared page statements on the benchmark connection (generic / custom plans):");
+    for row in rows {
+        let (statement, generic, custom): (String, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        // What follows the account and time range: the filters and the cursor condition.
+        let rest = statement
+            .split_once("time_ms < $3")
+            .map_or(statement.as_str(), |(_, rest)| rest);
+        let rest = rest.split(" ORDER BY").next().unwrap_or("").trim();
+        let shape = rest.strip_prefix("AND ").unwrap_or(rest).to_owned();
+        println!(
+            "    {:<50} generic {generic:>8}  custom {custom:>8}",
+            if shape.is_empty() {
+                "(no filter)".to_owned()
+            } else {
+                shape
+            }
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+fn bench_group<S: AuditStore>(
+    c: &mut Criterion,
+    rt: &Runtime,
+    group: &str,
+    store: &S,
+    router: &Router,
+    prepared: &[Prepared],
+    slow: bool,
+) {
+    let mut g = c.benchmark_group(group);
+    if slow {
+        // Tens of ms per query: flat sampling keeps the run to seconds.
+        g.sampling_mode(SamplingMode::Flat)
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(5));
+    }
+    for p in prepared {
+        let failed = |what: &str, e: String| {
+            FAILURES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(format!("{group}/{what}/{}", p.case.key))
+                .or_insert((0, e))
+                .0 += 1;
+        };
+        g.bench_function(BenchmarkId::new("http", p.case.key), |b| {
+            b.to_async(rt).iter(|| async {
+                match get(router, &p.uri).await {
+                    Ok((StatusCode::OK, body)) => black_box(body.len()),
+                    Ok((status, body)) => {
+                        failed(
+                            "http",
+                            format!("{status}: {}", String::from_utf8_lossy(&body)),
+                        );
+                        0
+                    }
+                    Err(e) => {
+                        failed("http", e.to_string());
+                        0
+                    }
+                }
+            });
+        });
+        g.bench_function(BenchmarkId::new("page", p.case.key), |b| {
+            b.to_async(rt).iter(|| async {
+                match store.page(&p.query).await {
+                    Ok(rows) if rows.len() >= p.rows => black_box(rows.len()),
+                    Ok(rows) => {
+                        failed("page", format!("{} rows, {} expected", rows.len(), p.rows));
+                        0
+                    }
+                    Err(e) => {
+                        failed("page", e.to_string());
+                        0
+                    }
+                }
+            });
+        });
+    }
+    g.finish();
+}
+
+/// Measured calls that failed (a benchmark of errors is no benchmark): id → (count, first).
+static FAILURES: Mutex<BTreeMap<String, (u64, String)>> = Mutex::new(BTreeMap::new());
+
+/// The cases a pool variant is measured with.
+const VARIANT_CASES: [&str; 3] = ["1_unfiltered", "2_actor_email", "6_deep_page"];
+
+/// Measures [`VARIANT_CASES`] on `store` as the group `{backend}-{variant}`.
+#[allow(clippy::too_many_arguments)]
+fn bench_variant<S: AuditStore>(
+    c: &mut Criterion,
+    rt: &Runtime,
+    config: &Config,
+    data: &Dataset,
+    cases: &[Case],
+    measured: &mut Vec<Measured>,
+    backend: &'static str,
+    variant: &'static str,
+    store: &S,
+) -> BoxResult<()> {
+    let router = router_for(store.clone());
+    let wanted: Vec<Case> = cases
+        .iter()
+        .filter(|c| VARIANT_CASES.contains(&c.key))
+        .cloned()
+        .collect();
+    let prepared = rt.block_on(prepare(store, &router, data, &wanted, config.smoke))?;
+    let group = format!("{backend}-{variant}");
+    bench_group(c, rt, &group, store, &router, &prepared, false);
+    measured.push(Measured {
+        backend,
+        group,
+        variant,
+        cases: prepared
+            .iter()
+            .map(|p| (p.case.key, p.case.what.clone()))
+            .collect(),
+    });
+    Ok(())
+}
+
+/// A measured group, for the summary.
+struct Measured {
+    backend: &'static str,
+    group: String,
+    /// `all`, `no-comp` (without the composite filter indexes), `no-stats`, or a pool
+    /// variant.
+    variant: &'static str,
+    cases: Vec<(&'static str, String)>,
+}
+
+fn only_filtered(prepared: Vec<Prepared>) -> Vec<Prepared> {
+    prepared
+        .into_iter()
+        .filter(|p| p.case.filter.is_some())
+        .collect()
+}
+
+fn router_for<S: AuditStore>(store: S) -> Router {
+    AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed).into_router()
+}
+
+fn run_sqlite(
+    c: &mut Criterion,
+    rt: &Runtime,
+    config: &Config,
+    data: &Dataset,
+    cases: &[Case],
+    measured: &mut Vec<Measured>,
+) -> BoxResult<()> {
+    let temp;
+    let dir = match &config.cache_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let (store, path) = rt.block_on(sqlite_main(config, &dir, data))?;
+    let router = router_for(store.clone());
+    let prepared = rt.block_on(async {
+        let prepared = prepare(&store, &router, data, cases, config.smoke).await?;
+        sqlite_explain("composite indexes", store.pool(), &prepared).await?;
+        Ok::<_, BoxError>(prepared)
+    })?;
+    let group = "sqlite".to_owned();
+    bench_group(c, rt, &group, &store, &router, &prepared, false);
+    measured.push(Measured {
+        backend: "sqlite",
+        group,
+        variant: "all",
+        cases: prepared
+            .iter()
+            .map(|p| (p.case.key, p.case.what.clone()))
+            .collect(),
+    });
+    if config.pool_variants {
+        // (variant, row buffer of 1024 instead of 50, ping before every acquire)
+        for (variant, row_buffer, ping) in [
+            ("rowbuf", true, true),
+            ("noping", false, false),
+            ("tuned", true, false),
+        ] {
+            let mut options = SqliteConnectOptions::new()
+                .filename(&path)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            if row_buffer {
+                options = options.row_buffer_size(1024);
+            }
+            let pool = rt.block_on(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .test_before_acquire(ping)
+                    .connect_with(options),
+            )?;
+            let store = SqliteStore::new(pool);
+            bench_variant(
+                c, rt, config, data, cases, measured, "sqlite", variant, &store,
+            )?;
+            rt.block_on(store.pool().close());
+        }
+    }
+    if config.no_index {
+        let noidx = rt.block_on(sqlite_noidx(config, &store, &dir, data))?;
+        let router = router_for(noidx.clone());
+        let filtered: Vec<Case> = cases
+            .iter()
+            .filter(|c| c.filter.is_some())
+            .cloned()
+            .collect();
+        let prepared = rt.block_on(async {
+            let prepared =
+                only_filtered(prepare(&noidx, &router, data, &filtered, config.smoke).await?);
+            sqlite_explain(
+                "without the composite filter indexes",
+                noidx.pool(),
+                &prepared,
+            )
+            .await?;
+            Ok::<_, BoxError>(prepared)
+        })?;
+        let group = "sqlite-noindex".to_owned();
+        bench_group(c, rt, &group, &noidx, &router, &prepared, !config.smoke);
+        measured.push(Measured {
+            backend: "sqlite",
+            group,
+            variant: "no-comp",
+            cases: prepared
+                .iter()
+                .map(|p| (p.case.key, p.case.what.clone()))
+                .collect(),
+        });
+        rt.block_on(noidx.pool().close());
+    }
+    if config.no_stats {
+        let nostats = rt.block_on(sqlite_nostats(config, &store, &dir, data))?;
+        let router = router_for(nostats.clone());
+        let prepared = rt.block_on(async {
+            let mut differing = Vec::new();
+            for p in prepare(&nostats, &router, data, cases, config.smoke).await? {
+                let (sql, params) = page_sql(&p.query, false, &|_| "?".to_owned());
+                let with = sqlite_plan(store.pool(), &sql, &params).await?;
+                let without = sqlite_plan(nostats.pool(), &sql, &params).await?;
+                if with != without {
+                    differing.push(p);
+                }
+            }
+            Ok::<_, BoxError>(differing)
+        })?;
+        if prepared.is_empty() {
+            println!("\nsqlite: every query plans the same without ANALYZE statistics");
+        } else {
+            println!(
+                "\nsqlite: without ANALYZE statistics these plan differently (see above): {}",
+                prepared
+                    .iter()
+                    .map(|p| p.case.key)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let group = "sqlite-nostats".to_owned();
+            bench_group(c, rt, &group, &nostats, &router, &prepared, !config.smoke);
+            measured.push(Measured {
+                backend: "sqlite",
+                group,
+                variant: "no-stats",
+                cases: prepared
+                    .iter()
+                    .map(|p| (p.case.key, p.case.what.clone()))
+                    .collect(),
+            });
+        }
+        rt.block_on(nostats.pool().close());
+    }
+    rt.block_on(store.pool().close());
+    Ok(())
+}
+
+fn run_postgres(
+    c: &mut Criterion,
+    rt: &Runtime,
+    config: &Config,
+    data: &Dataset,
+    cases: &[Case],
+    measured: &mut Vec<Measured>,
+) -> BoxResult<()> {
+    let pg = match rt.block_on(Pg::connect(&config.pg_url)) {
+        Ok(pg) => pg,
+        Err(e) => {
+            println!("\npostgres: skipped ({e}); set AUDIT_BENCH_POSTGRES_URL to run it");
+            return Ok(());
+        }
+    };
+    let schema = config.schema();
+    rt.block_on(pg.main(config, data))?;
+    // One connection: the benchmark is sequential, and the plan counts of
+    // `pg_prepared_statements` are then those of every measured query.
+    let store = PostgresStore::new(rt.block_on(pg.pool(schema, 1))?);
+    let router = router_for(store.clone());
+    let prepared = rt.block_on(async {
+        let prepared = prepare(&store, &router, data, cases, config.smoke).await?;
+        pg_check_mirror(store.pool(), &prepared).await?;
+        pg.explain("composite indexes", schema, &prepared).await?;
+        Ok::<_, BoxError>(prepared)
+    })?;
+    let group = "postgres".to_owned();
+    bench_group(c, rt, &group, &store, &router, &prepared, false);
+    measured.push(Measured {
+        backend: "postgres",
+        group,
+        variant: "all",
+        cases: prepared
+            .iter()
+            .map(|p| (p.case.key, p.case.what.clone()))
+            .collect(),
+    });
+    rt.block_on(pg_plan_cache(store.pool()))?;
+    if config.pool_variants {
+        let pool = rt.block_on(
+            PgPoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .connect_with(pg.options(schema)?),
+        )?;
+        let noping = PostgresStore::new(pool);
+        bench_variant(
+            c, rt, config, data, cases, measured, "postgres", "noping", &noping,
+        )?;
+        rt.block_on(noping.pool().close());
+    }
+    if config.no_index {
+        let noidx_schema = rt.block_on(pg.noidx(config, data))?;
+        let noidx = PostgresStore::new(rt.block_on(pg.pool(&noidx_schema, 1))?);
+        let router = router_for(noidx.clone());
+        let filtered: Vec<Case> = cases
+            .iter()
+            .filter(|c| c.filter.is_some())
+            .cloned()
+            .collect();
+        let prepared = rt.block_on(async {
+            let prepared =
+                only_filtered(prepare(&noidx, &router, data, &filtered, config.smoke).await?);
+            pg.explain(
+                "without the composite filter indexes",
+                &noidx_schema,
+                &prepared,
+            )
+            .await?;
+            Ok::<_, BoxError>(prepared)
+        })?;
+        let group = "postgres-noindex".to_owned();
+        bench_group(c, rt, &group, &noidx, &router, &prepared, !config.smoke);
+        measured.push(Measured {
+            backend: "postgres",
+            group,
+            variant: "no-comp",
+            cases: prepared
+                .iter()
+                .map(|p| (p.case.key, p.case.what.clone()))
+                .collect(),
+        });
+        rt.block_on(pg_plan_cache(noidx.pool()))?;
+        rt.block_on(noidx.pool().close());
+    }
+    rt.block_on(store.pool().close());
+    if config.smoke {
+        rt.block_on(pg.drop_smoke_schemas());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summary
+
+/// Criterion's median estimate (ns) of `group/function/key`, if written during this run.
+fn median_ns(group: &str, function: &str, key: &str, since: SystemTime) -> Option<f64> {
+    let path = criterion_dir()
+        .join(group)
+        .join(function)
+        .join(key)
+        .join("new")
+        .join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn show(ns: Option<f64>) -> String {
+    match ns {
+        None => "-".into(),
+        Some(ns) if ns < 1e6 => format!("{:.0} µs", ns / 1e3),
+        Some(ns) => format!("{:.2} ms", ns / 1e6),
+    }
+}
+
+fn summary(measured: &[Measured], since: SystemTime, rows: usize) {
+    println!(
+        "\n=== Medians (criterion median estimates), {rows} rows, load average now {} ===",
+        load_average()
+    );
+    println!(
+        "{:<9} {:<8} {:<20} {:>10} {:>10} {:>10}  {:<5}  query",
+        "backend", "variant", "case", "http", "page()", "http-page", "<1ms"
+    );
+    for m in measured {
+        for (key, what) in &m.cases {
+            let http = median_ns(&m.group, "http", key, since);
+            let page = median_ns(&m.group, "page", key, since);
+            let envelope = http.zip(page).map(|(h, p)| h - p);
+            let goal = http.map_or("-", |h| if h < 1e6 { "yes" } else { "NO" });
+            println!(
+                "{:<9} {:<8} {:<20} {:>10} {:>10} {:>10}  {:<5}  {what}",
+                m.backend,
+                m.variant,
+                key,
+                show(http),
+                show(page),
+                show(envelope),
+                goal,
+            );
+        }
+    }
+    println!(
+        "(criterion's estimates are under {})",
+        criterion_dir().display()
+    );
+}
+
+fn run() -> BoxResult<()> {
+    let config = Config::from_env()?;
+    let started = SystemTime::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    println!(
+        "query bench: {} rows{}, backends: {}{}; load average {}; {} CPUs",
+        config.rows,
+        if config.smoke {
+            " (test mode: each benchmark once)"
+        } else {
+            ""
+        },
+        if config.sqlite { "sqlite " } else { "" },
+        if config.postgres { "postgres" } else { "" },
+        load_average(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+    );
+    let data = Dataset::new(config.rows);
+    let cases = cases(&data, config.smoke)?;
+    let mut measured = Vec::new();
+    if config.sqlite {
+        run_sqlite(&mut c, &rt, &config, &data, &cases, &mut measured)?;
+    }
+    if config.postgres {
+        run_postgres(&mut c, &rt, &config, &data, &cases, &mut measured)?;
+    }
+    c.final_summary();
+    if !config.smoke {
+        summary(&measured, started, config.rows);
+    }
+    let failures = std::mem::take(&mut *FAILURES.lock().unwrap_or_else(PoisonError::into_inner));
+    if !failures.is_empty() {
+        for (id, (count, first)) in &failures {
+            eprintln!("query bench: {id}: {count} measured calls failed; first: {first}");
+        }
+        return Err(format!("{} benchmarks measured failing calls", failures.len()).into());
+    }
+    if config.smoke {
+        println!("query bench: test mode passed ({} rows)", config.rows);
+    }
+    Ok(())
+}
