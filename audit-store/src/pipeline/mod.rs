@@ -145,7 +145,7 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
     PipelineBuilder {
         store,
         queue_capacity: 65_536,
-        batch_size: 1000,
+        batch_size: 10_000,
         flush_interval: Duration::from_millis(20),
         writers: 1,
         directory: None,
@@ -170,7 +170,10 @@ impl<S: AuditStore> PipelineBuilder<S> {
         self
     }
 
-    /// The most records written in one transaction. Defaults to 1,000.
+    /// The most records written in one transaction. Defaults to 10,000 (SQLite writes them as
+    /// statements of 1,000 rows; the ingest benchmark measured 10,000-row transactions 1.6x
+    /// faster than 1,000-row ones). Under light load batches are smaller: a partial batch is
+    /// written after the flush interval.
     pub fn batch_size(mut self, records: usize) -> Self {
         self.batch_size = records.max(1);
         self

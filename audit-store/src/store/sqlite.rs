@@ -55,17 +55,7 @@ impl SqliteStore {
     ///
     /// When the file cannot be opened or created.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
+        Self::with_options(SqliteConnectOptions::new().filename(path)).await
     }
 
     /// Opens a database from a `sqlite:` URL (`sqlite://demo-data/audit.db`), with the same
@@ -75,8 +65,18 @@ impl SqliteStore {
     ///
     /// When the URL is not a SQLite URL or the file cannot be opened.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
+        Self::with_options(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    /// The store's settings on top of `options`: WAL, `synchronous = NORMAL`, a 10 s busy
+    /// timeout, 8 KiB pages for new files (a ~2 KiB row of this `WITHOUT ROWID` table spills
+    /// into overflow pages of 4 KiB ones) and a 32 MiB page cache for the writer's index
+    /// updates. Chosen by the ingest benchmark's experiments (see BENCHMARKS.md).
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+        let options = options
             .create_if_missing(true)
+            .pragma("page_size", "8192")
+            .pragma("cache_size", "-32768")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
