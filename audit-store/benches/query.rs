@@ -23,7 +23,8 @@
 //!   `<target>/audit-bench-cache/`); `AUDIT_BENCH_CACHE=0` builds them in a temp dir instead.
 //!   A database (SQLite file or PostgreSQL schema) is reused when it holds the same data set
 //!   (row count, generator version, seed, migrations' text) — checked from a `bench_meta` table
-//!   and a `count(*)` — so only the first run pays for the load. `AUDIT_BENCH_REBUILD=1` loads
+//!   and a `count(*)`; for SQLite also the page size a new `SqliteStore::open` file gets — so
+//!   only the first run pays for the load. `AUDIT_BENCH_REBUILD=1` loads
 //!   again anyway.
 //! - `AUDIT_BENCH_NO_INDEX=0` skips the comparison without the composite filter indexes.
 //! - `AUDIT_BENCH_NO_STATS=0` skips the SQLite comparison without `ANALYZE` statistics.
@@ -31,10 +32,11 @@
 //!
 //! # Data
 //!
-//! Deterministic (fixed seed, fixed end time 2025-11-04T12:00Z): records of ~600 bytes of JSON
-//! over the 30 days before the end, in time order, ids UUIDv7 of their time, inserted through
-//! `store.insert` in batches of 1,000 (the generator is the ingest benchmark's, with ~50 actors
-//! per account whose activity is Zipf-distributed, as bots and CI tokens dominate real logs).
+//! Deterministic (fixed seed, fixed end time 2025-11-04T12:00Z): records of ~830 bytes of JSON
+//! (~1.3 KB stored with their columns) over the 30 days before the end, in time order, ids
+//! UUIDv7 of their time, inserted through `store.insert` in batches of 1,000 (the generator is
+//! the ingest benchmark's, with ~50 actors per account whose activity is Zipf-distributed, as
+//! bots and CI tokens dominate real logs).
 //! 100 accounts; the first holds 10% of the rows. ~12 products, every action type.
 //! Then `VACUUM ANALYZE` (PostgreSQL) / `ANALYZE` (SQLite).
 //!
@@ -47,7 +49,8 @@
 //!    account's rows);
 //! 3. `resource_product=workers`;
 //! 4. `action_type=update`;
-//! 5. the second page of (1), through its cursor.
+//! 5. the second page of (1), through its cursor;
+//! 6. the page of (1) after 5,000 records (page 51), through its cursor.
 //!
 //! - `http/*`: `tower::ServiceExt::oneshot` on `AuditLogRouter::new(store, |_, _|
 //!   Access::Allowed).into_router()`, body collected: routing, parameter parsing, the cursor's
@@ -56,14 +59,20 @@
 //! - `*-noindex` groups: (2)–(4) on a copy of the data without the three composite filter
 //!   indexes (`(account_id, actor_email|resource_product|action_type, time_ms)`).
 //! - `sqlite-nostats`: the queries whose plan changes without `ANALYZE` statistics, on a copy
-//!   without `sqlite_stat1`. The store never runs `ANALYZE` (nor `PRAGMA optimize`), so this
-//!   is what a deployed SQLite database plans with.
+//!   without `sqlite_stat1` and `sqlite_stat4`. The store never runs `ANALYZE` (nor
+//!   `PRAGMA optimize`), so this is what a deployed SQLite database plans with.
 //! - Pool variants, (1), (2) and (6) on the same data through pools opened like the stores'
 //!   own but: `sqlite-rowbuf` with `row_buffer_size(1024)` (sqlx hands rows from its SQLite
 //!   worker thread to the caller through a channel of 50, so a page of 101 blocks the worker
 //!   and costs extra thread wake-ups); `*-noping` with `test_before_acquire(false)` (by default
 //!   every `acquire` first pings the connection: one more round trip to the SQLite worker
 //!   thread or the PostgreSQL server per query); `sqlite-tuned` with both.
+//! - `sqlite-sqlx` / `postgres-sqlx`: below the store, on the raw pool: `SELECT 1`, the page
+//!   query of (1) fetched as its 101 rows, and the same scan aggregated into one row.
+//!
+//! A full run measures ~80 benchmarks: ~17 minutes, plus the first load of 1M records (~5 min
+//! for SQLite, ~1 min for PostgreSQL, on 2 busy cores). `AUDIT_BENCH_NO_INDEX=0
+//! AUDIT_BENCH_NO_STATS=0 AUDIT_BENCH_POOL_VARIANTS=0` keeps the 28 core ones (~4 minutes).
 //!
 //! Before measuring, every query is checked (status, page size, filter, order, cursor) and its
 //! plan printed: SQLite's `EXPLAIN QUERY PLAN` with and without `ANALYZE` statistics, and
@@ -1306,13 +1315,43 @@ fn remove_sqlite(path: &Path) {
     }
 }
 
-/// Opens the database at `path` if it holds `signature` and `rows` records.
+async fn page_size(pool: &SqlitePool) -> Option<i64> {
+    sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(pool)
+        .await
+        .ok()
+}
+
+/// The file's size and page size.
+async fn sqlite_layout(store: &SqliteStore, path: &Path) -> String {
+    let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    format!(
+        "{:.2} GB in pages of {} bytes",
+        bytes as f64 / 1e9,
+        page_size(store.pool()).await.unwrap_or(0)
+    )
+}
+
+/// The page size `SqliteStore::open` gives a new file (the store may set one): a cached
+/// database built with another is stale.
+async fn fresh_page_size() -> Option<i64> {
+    let dir = tempfile::tempdir().ok()?;
+    let store = SqliteStore::open(dir.path().join("probe.db")).await.ok()?;
+    store.migrate().await.ok()?;
+    let size = page_size(store.pool()).await;
+    store.pool().close().await;
+    size
+}
+
+/// Opens the database at `path` if it holds `signature` and `rows` records, in pages of the
+/// size the store now creates.
 async fn sqlite_reuse(path: &Path, signature: &str, rows: usize) -> Option<SqliteStore> {
     if !path.is_file() {
         return None;
     }
     let store = SqliteStore::open(path).await.ok()?;
     let ok = sqlite_signature(store.pool()).await.as_deref() == Some(signature)
+        && page_size(store.pool()).await == fresh_page_size().await
         && store.count().await.ok() == Some(rows as u64);
     if ok {
         Some(store)
@@ -1347,7 +1386,12 @@ async fn sqlite_main(
     if !config.rebuild
         && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
     {
-        eprintln!("  sqlite: reusing {} ({} rows)", path.display(), data.n);
+        eprintln!(
+            "  sqlite: reusing {} ({} rows, {})",
+            path.display(),
+            data.n,
+            sqlite_layout(&store, &path).await
+        );
         store.migrate().await?;
         return Ok((store, path));
     }
@@ -1362,6 +1406,7 @@ async fn sqlite_main(
         data.n as f64 / wall.as_secs_f64()
     );
     sqlite_finish(&store, &signature).await?;
+    eprintln!("    {}", sqlite_layout(&store, &path).await);
     Ok((store, path))
 }
 
@@ -1876,6 +1921,63 @@ fn bench_group<S: AuditStore>(
 /// Measured calls that failed (a benchmark of errors is no benchmark): id → (count, first).
 static FAILURES: Mutex<BTreeMap<String, (u64, String)>> = Mutex::new(BTreeMap::new());
 
+/// Where a query's time goes below the store, on the raw pool: `select_1` (one round trip to
+/// the SQLite worker thread or the server, plus the pool's ping), `rows_101` (the page query of
+/// case 1, all 101 rows fetched: what `page()` runs) and `one_row` (the same scan, reading every
+/// record, aggregated into one row: the engine's work without handing over 101 rows).
+fn bench_diag<DB: sqlx::Database>(
+    c: &mut Criterion,
+    rt: &Runtime,
+    backend: &'static str,
+    pool: &sqlx::Pool<DB>,
+    first: &Prepared,
+    placeholder: &dyn Fn(usize) -> String,
+    measured: &mut Vec<Measured>,
+) where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let (sql, params) = page_sql(&first.query, false, placeholder);
+    let one_row = format!("SELECT count(*), sum(length(record)) FROM ({sql}) AS page");
+    let run = |text: String| {
+        let mut q = sqlx::query(AssertSqlSafe(text));
+        for p in &params {
+            q = match p {
+                Param::Text(t) => q.bind(t.clone()),
+                Param::Int8(i) => q.bind(*i),
+                Param::Uuid(u) => q.bind(*u),
+            };
+        }
+        q
+    };
+    let group = format!("{backend}-sqlx");
+    let mut g = c.benchmark_group(&group);
+    g.bench_function("select_1", |b| {
+        b.to_async(rt)
+            .iter(|| async { black_box(sqlx::query("SELECT 1").fetch_one(pool).await.is_ok()) });
+    });
+    g.bench_function("rows_101", |b| {
+        b.to_async(rt).iter(|| async {
+            black_box(run(sql.clone()).fetch_all(pool).await.map(|r| r.len()).ok())
+        });
+    });
+    g.bench_function("one_row", |b| {
+        b.to_async(rt)
+            .iter(|| async { black_box(run(one_row.clone()).fetch_one(pool).await.is_ok()) });
+    });
+    g.finish();
+    measured.push(Measured {
+        backend,
+        group,
+        variant: "raw-sqlx",
+        cases: Vec::new(),
+    });
+}
+
 /// The cases a pool variant is measured with.
 const VARIANT_CASES: [&str; 3] = ["1_unfiltered", "2_actor_email", "6_deep_page"];
 
@@ -1962,6 +2064,17 @@ fn run_sqlite(
     })?;
     let group = "sqlite".to_owned();
     bench_group(c, rt, &group, &store, &router, &prepared, false);
+    if config.pool_variants {
+        bench_diag(
+            c,
+            rt,
+            "sqlite",
+            store.pool(),
+            &prepared[0],
+            &|_| "?".to_owned(),
+            measured,
+        );
+    }
     measured.push(Measured {
         backend: "sqlite",
         group,
@@ -2104,6 +2217,17 @@ fn run_postgres(
     })?;
     let group = "postgres".to_owned();
     bench_group(c, rt, &group, &store, &router, &prepared, false);
+    if config.pool_variants {
+        bench_diag(
+            c,
+            rt,
+            "postgres",
+            store.pool(),
+            &prepared[0],
+            &|n| format!("${n}"),
+            measured,
+        );
+    }
     measured.push(Measured {
         backend: "postgres",
         group,
@@ -2173,12 +2297,16 @@ fn run_postgres(
 
 /// Criterion's median estimate (ns) of `group/function/key`, if written during this run.
 fn median_ns(group: &str, function: &str, key: &str, since: SystemTime) -> Option<f64> {
-    let path = criterion_dir()
-        .join(group)
-        .join(function)
-        .join(key)
-        .join("new")
-        .join("estimates.json");
+    estimate(&criterion_dir().join(group).join(function).join(key), since)
+}
+
+/// Criterion's median estimate (ns) of `group/function`, if written during this run.
+fn median_ns_fn(group: &str, function: &str, since: SystemTime) -> Option<f64> {
+    estimate(&criterion_dir().join(group).join(function), since)
+}
+
+fn estimate(dir: &Path, since: SystemTime) -> Option<f64> {
+    let path = dir.join("new").join("estimates.json");
     let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
     if modified < since {
         return None;
@@ -2204,6 +2332,17 @@ fn summary(measured: &[Measured], since: SystemTime, rows: usize) {
         "{:<9} {:<8} {:<20} {:>10} {:>10} {:>10}  {:<5}  query",
         "backend", "variant", "case", "http", "page()", "http-page", "<1ms"
     );
+    for m in measured.iter().filter(|m| m.variant == "raw-sqlx") {
+        let get = |f: &str| show(median_ns_fn(&m.group, f, since));
+        println!(
+            "{:<9} raw sqlx on the pool: SELECT 1 {}, page query of (1) fetched as 101 rows {}, \
+             the same scan aggregated into one row {}",
+            m.backend,
+            get("select_1"),
+            get("rows_101"),
+            get("one_row"),
+        );
+    }
     for m in measured {
         for (key, what) in &m.cases {
             let http = median_ns(&m.group, "http", key, since);

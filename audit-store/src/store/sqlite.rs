@@ -6,6 +6,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -18,6 +20,9 @@ use super::sql::{self, QueryTarget};
 use super::{AuditStore, PageRow, RecordQuery};
 use crate::Result;
 use crate::row::{COLUMNS, StoredRecord};
+
+/// Rows written between refreshes of the planner's statistics.
+const ANALYZE_EVERY: u64 = 100_000;
 
 /// Rows per `INSERT` statement.
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -38,13 +43,18 @@ const DELETE_CHUNK: i64 = 5000;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Rows written since the planner's statistics were last refreshed.
+    unanalyzed: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
     /// A store on an existing pool. The caller chooses its options; [`open`](Self::open) sets
     /// the recommended ones.
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            unanalyzed: Arc::default(),
+        }
     }
 
     /// Opens (creating if missing) the database file at `path`, in WAL mode with
@@ -84,12 +94,31 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Refreshes the planner's statistics where they are stale (`PRAGMA optimize`, bounded by
+    /// `analysis_limit`). Without statistics SQLite does not pick the composite indexes, and a
+    /// filtered query in a large account takes 6–100 ms instead of under 1 ms (measured by the
+    /// query benchmark). Run by [`migrate`](AuditStore::migrate) and by retention.
+    ///
+    /// # Errors
+    ///
+    /// When the database refuses the pragmas.
+    pub async fn optimize(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA analysis_limit = 1000")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA optimize = 0x10002")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -162,7 +191,7 @@ impl AuditStore for SqliteStore {
 
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
-        Ok(())
+        self.optimize().await
     }
 
     async fn insert(&self, records: &[StoredRecord]) -> Result<u64> {
@@ -176,6 +205,12 @@ impl AuditStore for SqliteStore {
                 .rows_affected();
         }
         tx.commit().await?;
+        // Statistics follow the data as it grows (see `optimize`).
+        let written = self.unanalyzed.fetch_add(stored, Ordering::Relaxed) + stored;
+        if written >= ANALYZE_EVERY {
+            self.unanalyzed.store(0, Ordering::Relaxed);
+            self.optimize().await?;
+        }
         Ok(stored)
     }
 
@@ -198,6 +233,7 @@ impl AuditStore for SqliteStore {
             .rows_affected();
             deleted += step;
             if step < DELETE_CHUNK as u64 {
+                self.optimize().await?;
                 return Ok(deleted);
             }
         }
