@@ -78,7 +78,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Executor as _};
+use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -122,6 +122,8 @@ const CHECK_EVERY: usize = 64;
 /// The index every query uses; the one kept by the "one index" configuration.
 const MAIN_INDEX: &str = "audit_logs_account_time";
 const DAY_MS: i64 = 86_400_000;
+/// The advisory lock that keeps concurrent runs out of each other's schema.
+const LOCK_KEY: i64 = 0x6175_6469_745f_6263;
 
 fn main() {
     let args = match Args::parse() {
@@ -1369,6 +1371,9 @@ struct Postgres {
     url: String,
     /// The server's postmaster, when its processes are visible in /proc.
     local: Option<u32>,
+    /// Holds an advisory lock for the whole run, so two benchmarks (say, one under
+    /// `cargo test --benches`) never drop each other's schema.
+    _lock: sqlx::PgConnection,
 }
 
 impl Postgres {
@@ -1692,7 +1697,27 @@ async fn connect_postgres() -> Result<Postgres, String> {
             std::fs::read_to_string(format!("/proc/{pm}/comm"))
                 .is_ok_and(|c| c.trim_end() == "postgres")
         });
-    Ok(Postgres { url, local })
+    let mut lock = sqlx::PgConnection::connect(&url)
+        .await
+        .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut lock)
+        .await
+        .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+    if !locked {
+        println!("  another ingest benchmark is using schema {SCHEMA}; waiting for it to finish");
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut lock)
+            .await
+            .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+    }
+    Ok(Postgres {
+        url,
+        local,
+        _lock: lock,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
