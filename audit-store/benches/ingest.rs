@@ -2200,10 +2200,11 @@ fn goals(results: &[Measured], notes: &mut Vec<String>) {
             Some(r) => {
                 let ratio = ours.rate() / r.rate();
                 notes.push(format!(
-                    "{:<9} ours {:.0} rows/s ({}) vs {reference} {:.0} rows/s = {:.2}x, goal ≥ {goal:.1}x: {}",
+                    "{:<9} ours {:.0} rows/s ({}) vs {} {:.0} rows/s = {:.2}x, goal ≥ {goal:.1}x: {}",
                     backend.name(),
                     ours.rate(),
                     ours.tool_name(),
+                    r.tool_name(),
                     r.rate(),
                     ratio,
                     if ratio >= goal { "MET" } else { "MISSED" }
