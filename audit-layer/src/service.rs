@@ -96,7 +96,14 @@ where
             .client_ip(peer_addr(req.extensions()), req.headers());
         let uri = match &plan {
             Some(plan) => plan.query.redact_uri(req.uri()),
-            None => crate::redact::QueryPlan::default().redact_uri(req.uri()),
+            // Undescribed and unmatched: no parameter is auditable. Built once, not per request.
+            None => {
+                static NONE_AUDITABLE: std::sync::OnceLock<crate::redact::QueryPlan> =
+                    std::sync::OnceLock::new();
+                NONE_AUDITABLE
+                    .get_or_init(Default::default)
+                    .redact_uri(req.uri())
+            }
         };
         let ids = plan
             .as_ref()

@@ -68,7 +68,6 @@ const TEMP_SUFFIX: &str = ".seg.tmp";
 
 /// A directory of segments waiting to be replayed, oldest first. See the module docs.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Spool {
     /// The spool's directory.
     dir: PathBuf,
@@ -84,12 +83,10 @@ pub(crate) struct Spool {
 
 /// A segment's identity: its sequence number. Older segments compare smaller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct SegmentId(u64);
 
 /// What [`Spool::append`] did with a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Appended {
     /// The batch is on disk (fsync'd) as one new segment.
     Stored,
@@ -98,7 +95,6 @@ pub(crate) enum Appended {
     OverBudget,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Spool {
     /// Opens the spool in `dir`, creating the directory if needed.
     ///
@@ -131,6 +127,7 @@ impl Spool {
     }
 
     /// The number of segments waiting.
+    #[cfg(test)]
     pub(crate) fn segments(&self) -> usize {
         self.segments.len()
     }
