@@ -1,0 +1,888 @@
+//! The driver: starts each server, loads it, measures it, stops it, counts its records.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use audit_store::sqlx::{self, Row};
+use serde::Serialize;
+
+use crate::load::{self, LoadOutcome, LoadPlan};
+use crate::stats::{Spread, group, quantile};
+use crate::{BoxError, Kind, ServerReport, Variant, unix_ms};
+
+const HELP: &str = "\
+loadbench: whole axum servers under HTTP load, with and without auditing
+
+USAGE: loadbench [OPTIONS]
+
+  --rounds N            rounds; every variant and kind once per round, interleaved [3]
+  --seconds S           measured load per server, seconds [10]
+  --warmup S            warm-up before measuring, seconds [1]
+  --connections N       concurrent keep-alive connections [16]
+  --rates LIST          load levels: 'sat' (closed loop, as fast as answered) and/or
+                        requests per second, comma-separated [sat]
+  --variants LIST       bare,trace,audit-discard,audit-sqlite,audit-postgres,rune [all]
+  --kinds LIST          GET,POST [both]
+  --postgres-url URL    the PostgreSQL the audit-postgres server writes to; its tables go into
+                        a schema of this run, dropped at the end
+                        [$AUDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test]
+  --queue-capacity N    the audit pipeline's queue, records [16384]
+  --spool-budget BYTES  the audit pipeline's spool budget [268435456]
+  --rss-bound MIB       the peak RSS the storing variants must stay under [64]
+  --out FILE            every run as a JSON line [target/loadbench/runs.jsonl]
+  --smoke               one round of 2 s per server and 0.5 s warm-up (CI)
+
+Exits non-zero when any answered request has no stored record, or a request failed.
+";
+
+/// The driver's options.
+#[derive(Debug)]
+struct Options {
+    rounds: usize,
+    seconds: f64,
+    warmup: f64,
+    connections: usize,
+    rates: Vec<Option<f64>>,
+    variants: Vec<Variant>,
+    kinds: Vec<Kind>,
+    postgres_url: String,
+    queue_capacity: usize,
+    spool_budget: u64,
+    rss_bound_mib: f64,
+    out: PathBuf,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Option<Self>, BoxError> {
+        let mut options = Self {
+            rounds: 3,
+            seconds: 10.0,
+            warmup: 1.0,
+            connections: 16,
+            rates: vec![None],
+            variants: Variant::ALL.to_vec(),
+            kinds: vec![Kind::Get, Kind::Post],
+            postgres_url: std::env::var("AUDIT_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            queue_capacity: 16_384,
+            spool_budget: 256 << 20,
+            rss_bound_mib: 64.0,
+            out: PathBuf::from("target/loadbench/runs.jsonl"),
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = || {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "-h" | "--help" => {
+                    print!("{HELP}");
+                    return Ok(None);
+                }
+                "--rounds" => options.rounds = value()?.parse()?,
+                "--seconds" => options.seconds = value()?.parse()?,
+                "--warmup" => options.warmup = value()?.parse()?,
+                "--connections" => options.connections = value()?.parse()?,
+                "--rates" => {
+                    options.rates = value()?
+                        .split(',')
+                        .map(|r| match r {
+                            "sat" => Ok(None),
+                            r => r.parse().map(Some).map_err(|e| {
+                                format!("invalid rate {r:?}: {e} (a number or 'sat')")
+                            }),
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "--variants" => {
+                    options.variants = value()?
+                        .split(',')
+                        .map(Variant::parse)
+                        .collect::<Result<_, _>>()?
+                }
+                "--kinds" => {
+                    options.kinds = value()?
+                        .split(',')
+                        .map(|k| match k.to_ascii_uppercase().as_str() {
+                            "GET" => Ok(Kind::Get),
+                            "POST" => Ok(Kind::Post),
+                            _ => Err(format!("invalid kind {k:?}: expected GET or POST")),
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "--postgres-url" => options.postgres_url = value()?,
+                "--queue-capacity" => options.queue_capacity = value()?.parse()?,
+                "--spool-budget" => options.spool_budget = value()?.parse()?,
+                "--rss-bound" => options.rss_bound_mib = value()?.parse()?,
+                "--out" => options.out = PathBuf::from(value()?),
+                "--smoke" => {
+                    options.rounds = 1;
+                    options.seconds = 2.0;
+                    options.warmup = 0.5;
+                }
+                other => return Err(format!("unknown option {other:?}; see --help").into()),
+            }
+        }
+        if options.rounds == 0 || options.connections == 0 || options.seconds <= 0.0 {
+            return Err("--rounds, --connections and --seconds must be positive".into());
+        }
+        Ok(Some(options))
+    }
+}
+
+/// One server run, as measured; written as a JSON line.
+#[derive(Debug, Default, Serialize)]
+struct RunResult {
+    round: usize,
+    kind: &'static str,
+    variant: &'static str,
+    /// `None`: saturation (closed loop).
+    rate: Option<f64>,
+    requests: u64,
+    window_s: f64,
+    rps: f64,
+    p50_us: u32,
+    p99_us: u32,
+    p999_us: u32,
+    /// Server CPU from the window's start to the process's exit (flush included), per request.
+    cpu_us_per_request: f64,
+    /// The same, counting only the measured window.
+    cpu_us_per_request_window: f64,
+    peak_rss_kib: u64,
+    errors: u64,
+    first_error: Option<String>,
+    /// Requests answered `200`, warm-up included.
+    answered: u64,
+    /// Of those, how many have their record in the database after the server exited.
+    stored: u64,
+    /// Answered requests without a record (lost).
+    missing: u64,
+    /// Records in the database that match no answered request (or repeat one).
+    extra: u64,
+    /// Records committed when the load stopped (the `SIGTERM`), from the server's commit log.
+    committed_at_stop: u64,
+    /// Records committed per second during the measured window.
+    committed_per_s: f64,
+    lag_p50_ms: u32,
+    lag_p99_ms: u32,
+    lag_max_ms: u32,
+    shutdown_ms: u64,
+    dropped: u64,
+    spooled: u64,
+    load_avg: String,
+}
+
+/// `loadbench [options]`: the benchmark.
+pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
+    let Some(options) = Options::parse(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exe = std::env::current_exe()?;
+    let scratch = std::env::temp_dir().join(format!("loadbench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let postgres = if options.variants.contains(&Variant::AuditPostgres) {
+        Some(runtime.block_on(Postgres::prepare(&options.postgres_url))?)
+    } else {
+        None
+    };
+    if let Some(parent) = options.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut out = std::fs::File::create(&options.out)?;
+    let started = Instant::now();
+    eprintln!(
+        "loadbench: {} rounds x {} kinds x {} variants x {} levels, {} s each (+{} s warm-up), {} connections; load {}",
+        options.rounds,
+        options.kinds.len(),
+        options.variants.len(),
+        options.rates.len(),
+        options.seconds,
+        options.warmup,
+        options.connections,
+        load_average()
+    );
+    let mut results = Vec::new();
+    let outcome = (|| -> Result<(), BoxError> {
+        for round in 0..options.rounds {
+            for &rate in &options.rates {
+                for &kind in &options.kinds {
+                    // Rotated each round, so no variant always runs first or last.
+                    let mut order = options.variants.clone();
+                    let shift = round % order.len().max(1);
+                    order.rotate_left(shift);
+                    for variant in order {
+                        let run = Run {
+                            options: &options,
+                            exe: &exe,
+                            scratch: &scratch,
+                            postgres: postgres.as_ref(),
+                            round,
+                            kind,
+                            variant,
+                            rate,
+                        };
+                        let result = runtime.block_on(run.execute())?;
+                        eprintln!(
+                            "  round {} {:>4} {:<14} {:>9} req/s  p99 {:>7.2} ms  cpu {:>6.1} µs/req  rss {:>5.1} MiB{}",
+                            round + 1,
+                            kind.name(),
+                            variant.name(),
+                            group(result.rps, 0),
+                            f64::from(result.p99_us) / 1000.0,
+                            result.cpu_us_per_request,
+                            result.peak_rss_kib as f64 / 1024.0,
+                            if variant.stores() {
+                                format!(
+                                    "  stored {}/{} (lost {}), lag p99 {} ms, {} rows/s",
+                                    result.stored,
+                                    result.answered,
+                                    result.missing,
+                                    result.lag_p99_ms,
+                                    group(result.committed_per_s, 0)
+                                )
+                            } else {
+                                String::new()
+                            }
+                        );
+                        use std::io::Write;
+                        writeln!(out, "{}", serde_json::to_string(&result)?)?;
+                        results.push(result);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Some(pg) = &postgres {
+        runtime.block_on(pg.drop_schema());
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome?;
+
+    let report = tables(&options, &results);
+    println!("{report}");
+    eprintln!(
+        "loadbench: done in {:.0} s; load {}; runs in {}",
+        started.elapsed().as_secs_f64(),
+        load_average(),
+        options.out.display()
+    );
+    let failed: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| r.missing > 0 || r.extra > 0 || r.errors > 0)
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for r in failed {
+            eprintln!(
+                "FAILED: round {} {} {}: {} lost, {} unexpected records, {} failed requests {}",
+                r.round + 1,
+                r.kind,
+                r.variant,
+                r.missing,
+                r.extra,
+                r.errors,
+                r.first_error.as_deref().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The PostgreSQL schema the audit-postgres servers write into.
+struct Postgres {
+    pool: sqlx::PgPool,
+    schema: String,
+    server_url: String,
+}
+
+impl Postgres {
+    async fn prepare(url: &str) -> Result<Self, BoxError> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                format!("PostgreSQL at {url}: {e} (start it, pass --postgres-url, or leave audit-postgres out with --variants)")
+            })?;
+        let schema = format!("loadbench_{}", std::process::id());
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let server_url = format!("{url}{separator}options[search_path]={schema}");
+        Ok(Self {
+            pool,
+            schema,
+            server_url,
+        })
+    }
+
+    /// An empty schema for the next server.
+    async fn reset(&self) -> Result<(), BoxError> {
+        let schema = &self.schema;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn drop_schema(&self) {
+        let schema = &self.schema;
+        let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = dropped {
+            eprintln!("loadbench: could not drop schema {schema}: {e}");
+        }
+    }
+
+    async fn ray_ids(&self) -> Result<Vec<String>, BoxError> {
+        let schema = &self.schema;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT raw_ray_id FROM {schema}.audit_logs WHERE action_type <> 'gap'"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// One server, one kind, one level, one round.
+struct Run<'a> {
+    options: &'a Options,
+    exe: &'a Path,
+    scratch: &'a Path,
+    postgres: Option<&'a Postgres>,
+    round: usize,
+    kind: Kind,
+    variant: Variant,
+    rate: Option<f64>,
+}
+
+impl Run<'_> {
+    async fn execute(&self) -> Result<RunResult, BoxError> {
+        let dir = self.scratch.join(format!(
+            "{}-{}-{}",
+            self.round,
+            self.kind.name(),
+            self.variant.name()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let addr = free_port()?;
+        let report_path = dir.join("report.json");
+        let mut command = Command::new(self.exe);
+        command
+            .arg("serve")
+            .args(["--variant", self.variant.name()])
+            .args(["--listen", &addr.to_string()])
+            .arg("--report")
+            .arg(&report_path)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--queue-capacity", &self.options.queue_capacity.to_string()])
+            .args(["--spool-budget", &self.options.spool_budget.to_string()])
+            .stdin(Stdio::null())
+            // rune's sink prints every event here.
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log"))?);
+        if self.variant == Variant::AuditPostgres {
+            let pg = self.postgres.ok_or("no PostgreSQL prepared")?;
+            pg.reset().await?;
+            command.args(["--postgres-url", &pg.server_url]);
+        }
+        let mut child = ServerProcess(command.spawn()?);
+        wait_until_listening(&mut child.0, addr, &dir).await?;
+        let pid = child.0.id();
+
+        let plan = LoadPlan {
+            addr,
+            kind: self.kind,
+            connections: self.options.connections,
+            warmup: Duration::from_secs_f64(self.options.warmup),
+            duration: Duration::from_secs_f64(self.options.seconds),
+            rate: self.rate,
+        };
+        let mut at_start = None;
+        let mut at_end = None;
+        let load: LoadOutcome = load::run(
+            &plan,
+            || at_start = Some(process_usage(pid)),
+            || at_end = Some((process_usage(pid), unix_ms())),
+        )
+        .await?;
+        // The load stopped: every connection has its last answer.
+        let stopped_ms = unix_ms();
+        let window_start_ms = stopped_ms - i64::try_from(load.window.as_millis()).unwrap_or(0);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(i32::try_from(pid)?).ok_or("no pid")?,
+            rustix::process::Signal::TERM,
+        )?;
+        let status = child.wait(crate::server::EXIT_TIMEOUT).await?;
+        if !status.success() {
+            return Err(format!(
+                "{} server exited with {status}; see {}",
+                self.variant.name(),
+                dir.join("server.log").display()
+            )
+            .into());
+        }
+        let report: ServerReport = serde_json::from_slice(&std::fs::read(&report_path)?)?;
+
+        let (start_ticks, _) = at_start.ok_or("no CPU sample at the window's start")??;
+        let ((end_ticks, _), end_ms) = match at_end {
+            Some((usage, ms)) => (usage?, ms),
+            None => return Err("no CPU sample at the window's end".into()),
+        };
+        let tick_us = 1e6 / rustix::param::clock_ticks_per_second() as f64;
+        let requests = load.measured.max(1) as f64;
+        let mut latencies = load.latencies_us.clone();
+        latencies.sort_unstable();
+        let mut result = RunResult {
+            round: self.round,
+            kind: self.kind.name(),
+            variant: self.variant.name(),
+            rate: self.rate,
+            requests: load.measured,
+            window_s: load.window.as_secs_f64(),
+            rps: load.measured as f64 / load.window.as_secs_f64(),
+            p50_us: quantile(&latencies, 0.5),
+            p99_us: quantile(&latencies, 0.99),
+            p999_us: quantile(&latencies, 0.999),
+            cpu_us_per_request: report.cpu_ticks.saturating_sub(start_ticks) as f64 * tick_us
+                / requests,
+            cpu_us_per_request_window: end_ticks.saturating_sub(start_ticks) as f64 * tick_us
+                / requests,
+            peak_rss_kib: report.peak_rss_kib,
+            errors: load.errors,
+            first_error: load.first_error.clone(),
+            answered: load.answered_total(),
+            shutdown_ms: report.shutdown_ms,
+            dropped: report.dropped,
+            spooled: report.spooled,
+            load_avg: load_average(),
+            ..RunResult::default()
+        };
+        if self.variant.stores() {
+            let ids = match self.variant {
+                Variant::AuditSqlite => sqlite_ray_ids(&dir.join("audit.db")).await?,
+                _ => {
+                    self.postgres
+                        .ok_or("no PostgreSQL prepared")?
+                        .ray_ids()
+                        .await?
+                }
+            };
+            let (found, extra) = match_ids(&load.answered, &ids);
+            result.stored = found;
+            result.extra = extra;
+            result.missing = result.answered - found;
+            result.committed_at_stop = committed_by(&report.commits, end_ms.max(stopped_ms));
+            let in_window = committed_by(&report.commits, end_ms)
+                .saturating_sub(committed_by(&report.commits, window_start_ms));
+            result.committed_per_s = in_window as f64 / load.window.as_secs_f64();
+            let mut lags = report.lags_ms;
+            lags.sort_unstable();
+            result.lag_p50_ms = quantile(&lags, 0.5);
+            result.lag_p99_ms = quantile(&lags, 0.99);
+            result.lag_max_ms = lags.last().copied().unwrap_or(0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(result)
+    }
+}
+
+/// A server process, killed if the driver gives up on it.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    async fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, BoxError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("the server did not exit within {timeout:?} of SIGTERM").into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A loopback address with a port free right now.
+fn free_port() -> Result<SocketAddr, BoxError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+async fn wait_until_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    dir: &Path,
+) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            return Err(format!("the server exited with {status} before listening:\n{log}").into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the server did not listen on {addr} within 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// utime + stime (clock ticks) and `VmHWM` (KiB) of process `pid`.
+pub(crate) fn process_usage(pid: u32) -> Result<(u64, u64), BoxError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("unreadable /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; `after` starts at field 3.
+    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Ok((utime + stime, hwm))
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Records committed at or before `at_ms`, from the server's commit log.
+fn committed_by(commits: &[(i64, u64)], at_ms: i64) -> u64 {
+    commits
+        .iter()
+        .take_while(|(ms, _)| *ms <= at_ms)
+        .last()
+        .map_or(0, |(_, n)| *n)
+}
+
+async fn sqlite_ray_ids(db: &Path) -> Result<Vec<String>, BoxError> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    let rows = sqlx::query("SELECT raw_ray_id FROM audit_logs WHERE action_type <> 'gap'")
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?)
+}
+
+/// How many of the answered requests (`answered[i]` on connection `i`, ids `c<i>-<n>`) have a
+/// stored id, and how many stored ids match none (or repeat one).
+fn match_ids(answered: &[u64], stored: &[String]) -> (u64, u64) {
+    let mut seen: Vec<Vec<bool>> = answered
+        .iter()
+        .map(|&n| vec![false; usize::try_from(n).unwrap_or(0)])
+        .collect();
+    let (mut found, mut extra) = (0, 0);
+    for id in stored {
+        let parsed = id
+            .strip_prefix('c')
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(c, n)| Some((c.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+        match parsed.and_then(|(c, n)| seen.get_mut(c)?.get_mut(n)) {
+            Some(slot) if !*slot => {
+                *slot = true;
+                found += 1;
+            }
+            _ => extra += 1,
+        }
+    }
+    (found, extra)
+}
+
+/// The Markdown tables: medians with min–max over rounds, ratios within each round.
+fn tables(options: &Options, results: &[RunResult]) -> String {
+    let mut out = String::new();
+    let by = |kind: &str, variant: &str, rate: Option<f64>| -> Vec<&RunResult> {
+        results
+            .iter()
+            .filter(|r| r.kind == kind && r.variant == variant && r.rate == rate)
+            .collect()
+    };
+    // Per round, the same kind and level's baseline.
+    let baseline = |r: &RunResult, variant: Variant| -> Option<&RunResult> {
+        results.iter().find(|b| {
+            b.round == r.round
+                && b.kind == r.kind
+                && b.rate == r.rate
+                && b.variant == variant.name()
+        })
+    };
+    let _ = writeln!(
+        out,
+        "{} round(s) × {} s per server (after {} s warm-up), {} connections; load average at the end: {}\n",
+        options.rounds,
+        options.seconds,
+        options.warmup,
+        options.connections,
+        load_average()
+    );
+    for &rate in &options.rates {
+        let level = match rate {
+            None => "saturation (closed loop)".to_owned(),
+            Some(r) => format!("{} req/s offered", group(r, 0)),
+        };
+        let _ = writeln!(out, "### Throughput, latency, CPU — {level}\n");
+        let _ = writeln!(
+            out,
+            "| request | variant | req/s | ÷ bare | ÷ trace | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | + vs bare µs | peak RSS MiB |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for &kind in &options.kinds {
+            for &variant in &options.variants {
+                let runs = by(kind.name(), variant.name(), rate);
+                if runs.is_empty() {
+                    continue;
+                }
+                let show = |f: &dyn Fn(&RunResult) -> Option<f64>, decimals: usize| {
+                    Spread::of(runs.iter().filter_map(|r| f(r)))
+                        .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
+                };
+                let ratio =
+                    |base: Variant| move |r: &RunResult| baseline(r, base).map(|b| r.rps / b.rps);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    kind.name(),
+                    variant.name(),
+                    show(&|r| Some(r.rps), 0),
+                    show(&ratio(Variant::Bare), 2),
+                    show(&ratio(Variant::Trace), 2),
+                    show(&|r| Some(f64::from(r.p50_us) / 1000.0), 2),
+                    show(&|r| Some(f64::from(r.p99_us) / 1000.0), 2),
+                    show(&|r| Some(f64::from(r.p999_us) / 1000.0), 2),
+                    show(&|r| Some(r.cpu_us_per_request), 1),
+                    show(
+                        &|r| baseline(r, Variant::Bare)
+                            .map(|b| r.cpu_us_per_request - b.cpu_us_per_request),
+                        1
+                    ),
+                    show(&|r| Some(r.peak_rss_kib as f64 / 1024.0), 1),
+                );
+            }
+        }
+        let storing: Vec<Variant> = options
+            .variants
+            .iter()
+            .copied()
+            .filter(|v| v.stores())
+            .collect();
+        if storing.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n### Storage — {level}\n");
+        let _ = writeln!(
+            out,
+            "| request | variant | answered | stored after SIGTERM | lost | committed when load stopped | committed rows/s under load | lag p50 ms | lag p99 ms | lag max ms | flush after SIGTERM ms | dropped | peak RSS MiB (bound {}) |",
+            options.rss_bound_mib
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for &kind in &options.kinds {
+            for &variant in &storing {
+                let runs = by(kind.name(), variant.name(), rate);
+                if runs.is_empty() {
+                    continue;
+                }
+                let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
+                    Spread::of(runs.iter().map(|r| f(r)))
+                        .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
+                };
+                let lost: u64 = runs.iter().map(|r| r.missing).sum();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | **{}** in {} runs | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    kind.name(),
+                    variant.name(),
+                    show(&|r| r.answered as f64, 0),
+                    show(&|r| r.stored as f64, 0),
+                    lost,
+                    runs.len(),
+                    show(
+                        &|r| 100.0 * r.committed_at_stop as f64 / r.answered.max(1) as f64,
+                        0
+                    ) + " %",
+                    show(&|r| r.committed_per_s, 0),
+                    show(&|r| f64::from(r.lag_p50_ms), 0),
+                    show(&|r| f64::from(r.lag_p99_ms), 0),
+                    show(&|r| f64::from(r.lag_max_ms), 0),
+                    show(&|r| r.shutdown_ms as f64, 0),
+                    show(&|r| r.dropped as f64, 0),
+                    show(&|r| r.peak_rss_kib as f64 / 1024.0, 1),
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "{}", goals(options, results));
+    out
+}
+
+/// The issue's goals, checked against the medians.
+fn goals(options: &Options, results: &[RunResult]) -> String {
+    let mut out = String::from("### Goals\n\n");
+    let median = |kind: Kind, variant: Variant, f: &dyn Fn(&RunResult) -> Option<f64>| {
+        let values: Vec<f64> = results
+            .iter()
+            .filter(|r| r.kind == kind.name() && r.variant == variant.name() && r.rate.is_none())
+            .filter_map(f)
+            .collect();
+        Spread::of(values).map(|s| s.median)
+    };
+    let same_round = |r: &RunResult, v: Variant| {
+        results.iter().find(|b| {
+            b.round == r.round && b.kind == r.kind && b.rate == r.rate && b.variant == v.name()
+        })
+    };
+    let extra_cpu = |kind, variant| {
+        median(kind, variant, &|r| {
+            same_round(r, Variant::Bare).map(|b| r.cpu_us_per_request - b.cpu_us_per_request)
+        })
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    for kind in [Kind::Get, Kind::Post] {
+        if let (Some(audit), Some(trace)) = (
+            extra_cpu(kind, Variant::AuditDiscard),
+            extra_cpu(kind, Variant::Trace),
+        ) {
+            let _ = writeln!(
+                out,
+                "- {}: audit-discard adds {audit:.1} µs CPU per request over bare, trace {trace:.1} µs: {}",
+                kind.name(),
+                verdict(audit <= trace)
+            );
+        }
+    }
+    let mut by_variant: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for r in results
+        .iter()
+        .filter(|r| r.variant == "audit-sqlite" || r.variant == "audit-postgres")
+    {
+        let entry = by_variant.entry(r.variant).or_default();
+        entry.0 += r.missing;
+        entry.1 += 1;
+    }
+    for (variant, (lost, runs)) in &by_variant {
+        let _ = writeln!(
+            out,
+            "- {variant}: {lost} records lost over {runs} runs (every level, SIGTERM included): {}",
+            verdict(*lost == 0)
+        );
+    }
+    for (variant, floor) in [(Variant::AuditPostgres, 0.5), (Variant::AuditSqlite, 0.4)] {
+        if let Some(ratio) = median(Kind::Post, variant, &|r| {
+            same_round(r, Variant::Bare).map(|b| r.rps / b.rps)
+        }) {
+            let _ = writeln!(
+                out,
+                "- {}: POST throughput {ratio:.2} of bare (goal ≥ {floor}): {}",
+                variant.name(),
+                verdict(ratio >= floor)
+            );
+        }
+    }
+    for variant in [Variant::AuditSqlite, Variant::AuditPostgres] {
+        let peak = results
+            .iter()
+            .filter(|r| r.variant == variant.name())
+            .map(|r| r.peak_rss_kib as f64 / 1024.0)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        if let Some(peak) = peak {
+            let _ = writeln!(
+                out,
+                "- {}: highest peak RSS {peak:.1} MiB (bound {} MiB): {}",
+                variant.name(),
+                options.rss_bound_mib,
+                verdict(peak < options.rss_bound_mib)
+            );
+        }
+        for kind in [Kind::Get, Kind::Post] {
+            if let (Some(lag), Some(rows)) = (
+                median(kind, variant, &|r| Some(f64::from(r.lag_p99_ms))),
+                median(kind, variant, &|r| Some(r.committed_per_s)),
+            ) {
+                let _ = writeln!(
+                    out,
+                    "- {} {}: capture-to-commit lag p99 {lag:.0} ms (goal < 1,000 ms: {}); {} rows/s committed under load, {:.1}x phoxia-auditlog's 8–10k (goal ≥ 3x: {})",
+                    variant.name(),
+                    kind.name(),
+                    verdict(lag < 1000.0),
+                    group(rows, 0),
+                    rows / 10_000.0,
+                    verdict(rows >= 30_000.0)
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_ids_are_matched_one_to_one() {
+        let stored: Vec<String> = ["c0-0", "c0-1", "c1-0", "c1-0", "c2-0", "x"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        // Connection 0 answered 3, connection 1 answered 1, connection 2 none.
+        assert_eq!(match_ids(&[3, 1, 0], &stored), (3, 3));
+    }
+
+    #[test]
+    fn commits_are_read_up_to_a_time() {
+        let log = [(100, 10), (200, 25), (300, 40)];
+        assert_eq!(committed_by(&log, 50), 0);
+        assert_eq!(committed_by(&log, 200), 25);
+        assert_eq!(committed_by(&log, 1000), 40);
+    }
+}

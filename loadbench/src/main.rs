@@ -1,0 +1,158 @@
+//! End-to-end load benchmark of whole HTTP servers: what does auditing cost a service?
+//!
+//! Run with: `cargo run --release -p loadbench -- --rounds 3 --seconds 10`
+//!
+//! One binary plays two roles. `loadbench serve --variant <v>` is the server under test: the
+//! same axum handlers (a `GET` of a policy, and a `POST` whose handler parses a 0.5 KB JSON
+//! policy) behind one of six stacks:
+//!
+//! | variant | what wraps the handlers |
+//! |---|---|
+//! | `bare` | nothing |
+//! | `trace` | tower-http `TraceLayer` (INFO span and response event) into a non-blocking file appender |
+//! | `audit-discard` | `AuditLayer` with a `DiscardSink`: capture and redaction alone |
+//! | `audit-sqlite` | `AuditLayer` into the ingest pipeline and the SQLite store |
+//! | `audit-postgres` | `AuditLayer` into the ingest pipeline and the PostgreSQL store |
+//! | `rune` | `rune-axum-audit`'s stdout sink, with stdout sent to `/dev/null` |
+//!
+//! Without `serve`, the binary is the driver and the load generator. For every round, request
+//! kind and variant (interleaved, the order rotated each round) it starts a fresh server
+//! process on 127.0.0.1, warms it up, drives it with a closed-loop HTTP/1.1 load from this
+//! process for a bounded time, samples the server's CPU (`/proc/<pid>/stat`) and peak RSS
+//! (`VmHWM`), sends `SIGTERM` the moment the load stops, waits for the server to flush and
+//! exit, and then reads the database: every request answered carried its own `x-request-id`,
+//! which the layer keeps as `raw.ray_id`, so the records stored are compared with the requests
+//! answered one by one. It prints Markdown tables of medians with min–max, ratios computed
+//! within each round, and writes every run as JSON lines.
+//!
+//! `--smoke` runs one short round (CI) and fails on any lost record.
+
+mod driver;
+mod load;
+mod server;
+mod stats;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = if args.first().map(String::as_str) == Some("serve") {
+        server::main(&args[1..])
+    } else {
+        driver::main(&args)
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors of the benchmark, as text for a person.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The variants, in the order the tables list them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Variant {
+    Bare,
+    Trace,
+    AuditDiscard,
+    AuditSqlite,
+    AuditPostgres,
+    Rune,
+}
+
+impl Variant {
+    const ALL: [Variant; 6] = [
+        Variant::Bare,
+        Variant::Trace,
+        Variant::AuditDiscard,
+        Variant::AuditSqlite,
+        Variant::AuditPostgres,
+        Variant::Rune,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Bare => "bare",
+            Variant::Trace => "trace",
+            Variant::AuditDiscard => "audit-discard",
+            Variant::AuditSqlite => "audit-sqlite",
+            Variant::AuditPostgres => "audit-postgres",
+            Variant::Rune => "rune",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self, BoxError> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown variant {name:?}: expected one of {}",
+                    Self::ALL.map(Variant::name).join(", ")
+                )
+                .into()
+            })
+    }
+
+    /// Whether every answered request must have a stored record.
+    fn stores(self) -> bool {
+        matches!(self, Variant::AuditSqlite | Variant::AuditPostgres)
+    }
+}
+
+/// The request kinds, each measured on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Kind {
+    Get,
+    Post,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Get => "GET",
+            Kind::Post => "POST",
+        }
+    }
+}
+
+/// The route of one policy (`GET`).
+const ITEM_ROUTE: &str = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
+
+/// The route of the policy collection (`POST` creates one).
+const COLLECTION_ROUTE: &str = "/accounts/{account_id}/alerting/v3/policies";
+
+/// The `POST` body: an alerting policy of about half a kilobyte (the layer benchmark's).
+const POLICY_JSON: &str = r#"{"name":"Origin error rate alert for production zones","description":"Notify the on-call team when the origin error rate of the production zones stays above the threshold for five consecutive minutes.","enabled":true,"alert_type":"http_alert_origin_error","filters":{"services":["cdn","load_balancing","waf"],"zones":["023e105f4ecef8ad9ca31a8372d0c353","9a7806061c88ada191ed06f989cc3dac"]},"mechanisms":{"webhooks":[{"id":"85c0a0c3b1a44d4b8b5e4e7c3e5f2d11","url":"https://hooks.example.com/services/T024BE7LD/B0AL6Q4HK/1ZPmNfZtLxJcLkVJvGEFwAZx"}]}}"#;
+
+/// What the server reports when it exits, read by the driver.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ServerReport {
+    /// utime + stime of the whole process at exit, in clock ticks.
+    cpu_ticks: u64,
+    /// Peak resident set size (`VmHWM`) at exit, KiB.
+    peak_rss_kib: u64,
+    /// How long the flush after `SIGTERM` took (server stop to pipeline done), ms.
+    shutdown_ms: u64,
+    /// The pipeline's counters at exit (audit-sqlite, audit-postgres).
+    enqueued: u64,
+    stored: u64,
+    dropped: u64,
+    spooled: u64,
+    gap_records: u64,
+    /// Per committed record: commit time minus the record's `action.time`, ms.
+    lags_ms: Vec<u32>,
+    /// Per committed batch: (unix ms when the insert returned, records committed so far).
+    commits: Vec<(i64, u64)>,
+}
+
+/// Milliseconds since the Unix epoch now.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

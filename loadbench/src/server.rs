@@ -1,0 +1,436 @@
+//! The server under test: the same handlers behind each variant's stack.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use audit_layer::AuditLayer;
+use audit_layer::sink::DiscardSink;
+use audit_layer::spec::OpenApiDocument;
+use audit_store::pipeline::{self, IngestSink};
+use audit_store::row::StoredRecord;
+use audit_store::store::{AuditStore, PageRow, RecordQuery};
+use audit_store::{PostgresStore, SqliteStore};
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::{BoxError, COLLECTION_ROUTE, ITEM_ROUTE, ServerReport, Variant, unix_ms};
+
+/// The API description the audit variants compile their policy from. Only leaves are marked
+/// auditable: `description`, the webhook `url` and the query are never recorded.
+const SPEC: &str = r##"{
+  "openapi": "3.0.3",
+  "info": {"title": "loadbench", "version": "1"},
+  "paths": {
+    "/accounts/{account_id}/alerting/v3/policies": {
+      "post": {
+        "summary": "Create a Notification policy",
+        "parameters": [{"name": "account_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Policy"}}}},
+        "responses": {"200": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Created"}}}}}
+      }
+    },
+    "/accounts/{account_id}/alerting/v3/policies/{policy_id}": {
+      "get": {
+        "summary": "Get a Notification policy",
+        "parameters": [
+          {"name": "account_id", "in": "path", "required": true, "schema": {"type": "string"}},
+          {"name": "policy_id", "in": "path", "required": true, "schema": {"type": "string"}}
+        ],
+        "responses": {"200": {"description": "the policy", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PolicyView"}}}}}
+      }
+    }
+  },
+  "components": {
+    "schemas": {
+      "Policy": {
+        "type": "object",
+        "properties": {
+          "name": {"type": "string", "x-auditable": true},
+          "description": {"type": "string"},
+          "enabled": {"type": "boolean", "x-auditable": true},
+          "alert_type": {"type": "string", "x-auditable": true},
+          "filters": {
+            "type": "object",
+            "properties": {
+              "services": {"type": "array", "items": {"type": "string"}, "x-auditable": true},
+              "zones": {"type": "array", "items": {"type": "string"}, "x-auditable": true}
+            }
+          },
+          "mechanisms": {
+            "type": "object",
+            "properties": {
+              "webhooks": {
+                "type": "array",
+                "items": {
+                  "type": "object",
+                  "properties": {
+                    "id": {"type": "string", "x-auditable": true},
+                    "url": {"type": "string"}
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      "Created": {"type": "object", "properties": {"id": {"type": "string", "x-auditable": true}}},
+      "PolicyView": {
+        "type": "object",
+        "properties": {
+          "id": {"type": "string", "x-auditable": true},
+          "name": {"type": "string", "x-auditable": true},
+          "enabled": {"type": "boolean", "x-auditable": true}
+        }
+      }
+    }
+  }
+}"##;
+
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed like a handler would, not read")]
+struct Policy {
+    name: String,
+    description: String,
+    enabled: bool,
+    alert_type: String,
+    filters: Filters,
+    mechanisms: Mechanisms,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed like a handler would, not read")]
+struct Filters {
+    services: Vec<String>,
+    zones: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed like a handler would, not read")]
+struct Mechanisms {
+    webhooks: Vec<Webhook>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "parsed like a handler would, not read")]
+struct Webhook {
+    id: String,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct PolicyView {
+    id: String,
+    name: &'static str,
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+struct Created {
+    id: &'static str,
+}
+
+async fn get_policy(Path((_account_id, policy_id)): Path<(String, String)>) -> Json<PolicyView> {
+    Json(PolicyView {
+        id: policy_id,
+        name: "Origin error rate alert for production zones",
+        enabled: true,
+    })
+}
+
+async fn create_policy(
+    Path(_account_id): Path<String>,
+    Json(policy): Json<Policy>,
+) -> Json<Created> {
+    std::hint::black_box(&policy);
+    Json(Created {
+        id: "0da2b59e-f118-439d-8097-bdfb215203c9",
+    })
+}
+
+/// The handlers every variant shares.
+fn app() -> Router {
+    Router::new()
+        .route(ITEM_ROUTE, get(get_policy))
+        .route(COLLECTION_ROUTE, post(create_policy))
+}
+
+/// Options of `loadbench serve`.
+#[derive(Debug)]
+struct ServeArgs {
+    variant: Variant,
+    listen: SocketAddr,
+    report: PathBuf,
+    data_dir: PathBuf,
+    postgres_url: Option<String>,
+    queue_capacity: usize,
+    spool_budget: u64,
+    writers: usize,
+}
+
+impl ServeArgs {
+    fn parse(args: &[String]) -> Result<Self, BoxError> {
+        let mut variant = None;
+        let mut listen = None;
+        let mut report = None;
+        let mut data_dir = None;
+        let mut postgres_url = None;
+        let mut queue_capacity = 16_384;
+        let mut spool_budget = 256 << 20;
+        let mut writers = 0;
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = || {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--variant" => variant = Some(Variant::parse(&value()?)?),
+                "--listen" => listen = Some(value()?.parse()?),
+                "--report" => report = Some(PathBuf::from(value()?)),
+                "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
+                "--postgres-url" => postgres_url = Some(value()?),
+                "--queue-capacity" => queue_capacity = value()?.parse()?,
+                "--spool-budget" => spool_budget = value()?.parse()?,
+                "--writers" => writers = value()?.parse()?,
+                other => return Err(format!("serve: unknown option {other:?}").into()),
+            }
+        }
+        Ok(Self {
+            variant: variant.ok_or("serve: --variant is required")?,
+            listen: listen.ok_or("serve: --listen is required")?,
+            report: report.ok_or("serve: --report is required")?,
+            data_dir: data_dir.ok_or("serve: --data-dir is required")?,
+            postgres_url,
+            queue_capacity,
+            spool_budget,
+            writers,
+        })
+    }
+}
+
+/// `loadbench serve ...`: serves until `SIGTERM`, flushes, writes the report, exits.
+pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
+    let args = ServeArgs::parse(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the audit variants keep to flush and report at exit.
+struct Ingest {
+    sink: IngestSink,
+    worker: tokio::task::JoinHandle<()>,
+    commits: Arc<Mutex<CommitLog>>,
+}
+
+async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    // Every variant but `trace` logs warnings to stderr only: INFO call sites stay disabled.
+    let mut _trace_guard = None;
+    if args.variant == Variant::Trace {
+        let appender = tracing_appender::rolling::never(&args.data_dir, "trace.log");
+        let (writer, guard) = tracing_appender::non_blocking(appender);
+        tracing_subscriber::fmt()
+            .with_max_level(Level::INFO)
+            .with_ansi(false)
+            .with_writer(writer)
+            .init();
+        _trace_guard = Some(guard);
+    } else {
+        tracing_subscriber::fmt()
+            .with_max_level(Level::WARN)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+
+    let mut ingest = None;
+    let app = match args.variant {
+        Variant::Bare => app(),
+        Variant::Trace => app().layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        ),
+        Variant::AuditDiscard => app().layer(AuditLayer::new(spec()?).sink(DiscardSink)),
+        Variant::AuditSqlite => {
+            let store = SqliteStore::open(args.data_dir.join("audit.db")).await?;
+            store.migrate().await?;
+            let built = start_pipeline(store, &args, 1).await?;
+            let app = app().layer(AuditLayer::new(spec()?).sink(built.sink.clone()));
+            ingest = Some(built);
+            app
+        }
+        Variant::AuditPostgres => {
+            let url = args
+                .postgres_url
+                .as_deref()
+                .ok_or("audit-postgres needs --postgres-url")?;
+            let store = PostgresStore::connect(url).await?;
+            store.migrate().await?;
+            let built = start_pipeline(store, &args, 3).await?;
+            let app = app().layer(AuditLayer::new(spec()?).sink(built.sink.clone()));
+            ingest = Some(built);
+            app
+        }
+        Variant::Rune => app().layer(rune_axum_audit::AuditLayer::new(RuneStdout)),
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            term.recv().await;
+        }
+    })
+    .await?;
+
+    let flush_started = Instant::now();
+    let mut report = ServerReport::default();
+    if let Some(Ingest {
+        sink,
+        worker,
+        commits,
+    }) = ingest
+    {
+        sink.shutdown().await;
+        worker.await?;
+        let metrics = sink.metrics();
+        report.enqueued = metrics.enqueued;
+        report.stored = metrics.stored;
+        report.dropped = metrics.dropped;
+        report.spooled = metrics.spooled;
+        report.gap_records = metrics.gap_records;
+        let log = std::mem::take(&mut *commits.lock().unwrap_or_else(PoisonError::into_inner));
+        report.lags_ms = log.lags_ms;
+        report.commits = log.commits;
+    }
+    report.shutdown_ms = u64::try_from(flush_started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    drop(_trace_guard);
+    let (cpu_ticks, peak_rss_kib) = crate::driver::process_usage(std::process::id())?;
+    report.cpu_ticks = cpu_ticks;
+    report.peak_rss_kib = peak_rss_kib;
+    std::fs::write(&args.report, serde_json::to_vec(&report)?)?;
+    Ok(())
+}
+
+/// rune-axum-audit's own `StdoutSink`, made `Clone`: its `AuditLayer` derives `Clone` with a
+/// `Sink: Clone` bound that `StdoutSink` does not meet, so `Router::layer(AuditLayer::stdout())`
+/// does not compile as documented.
+#[derive(Clone, Copy, Debug)]
+struct RuneStdout;
+
+impl rune_axum_audit::AuditSink for RuneStdout {
+    fn record(&self, event: rune_axum_audit::AuditEvent) {
+        rune_axum_audit::StdoutSink.record(event);
+    }
+}
+
+fn spec() -> Result<OpenApiDocument, BoxError> {
+    Ok(OpenApiDocument::from_json_str(SPEC)?)
+}
+
+/// The pipeline as an app would configure it: a bounded queue, a spool, and `default_writers`
+/// unless `--writers` says otherwise.
+async fn start_pipeline<S: AuditStore>(
+    store: S,
+    args: &ServeArgs,
+    default_writers: usize,
+) -> Result<Ingest, BoxError> {
+    let commits = Arc::new(Mutex::new(CommitLog::default()));
+    let store = TimedStore {
+        inner: store,
+        commits: Arc::clone(&commits),
+    };
+    let writers = if args.writers == 0 {
+        default_writers
+    } else {
+        args.writers
+    };
+    let (sink, pipeline) = pipeline::builder(store)
+        .queue_capacity(args.queue_capacity)
+        .writers(writers)
+        .spool(args.data_dir.join("spool"), args.spool_budget)
+        .build()
+        .await?;
+    let worker = tokio::spawn(pipeline.run());
+    Ok(Ingest {
+        sink,
+        worker,
+        commits,
+    })
+}
+
+/// Commit times as the server saw them.
+#[derive(Debug, Default)]
+struct CommitLog {
+    lags_ms: Vec<u32>,
+    commits: Vec<(i64, u64)>,
+    committed: u64,
+}
+
+/// A store that notes, for every batch it commits, when the insert returned and how old each
+/// record was by then (commit time minus the record's `action.time`, the request's start).
+#[derive(Clone, Debug)]
+struct TimedStore<S> {
+    inner: S,
+    commits: Arc<Mutex<CommitLog>>,
+}
+
+impl<S: AuditStore> AuditStore for TimedStore<S> {
+    async fn migrate(&self) -> audit_store::Result<()> {
+        self.inner.migrate().await
+    }
+
+    async fn insert(&self, records: &[StoredRecord]) -> audit_store::Result<u64> {
+        let new = self.inner.insert(records).await?;
+        let now = unix_ms();
+        let mut log = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        for record in records.iter().filter(|r| r.action_type != "gap") {
+            log.lags_ms
+                .push(u32::try_from((now - record.time_ms).max(0)).unwrap_or(u32::MAX));
+        }
+        log.committed += new;
+        let committed = log.committed;
+        log.commits.push((now, committed));
+        Ok(new)
+    }
+
+    async fn ping(&self) -> audit_store::Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> audit_store::Result<u64> {
+        self.inner.delete_before(cutoff_ms).await
+    }
+
+    async fn get(&self, account_id: &str, id: uuid::Uuid) -> audit_store::Result<Option<String>> {
+        self.inner.get(account_id, id).await
+    }
+
+    async fn count(&self) -> audit_store::Result<u64> {
+        self.inner.count().await
+    }
+
+    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
+        self.inner.page(query).await
+    }
+}
+
+/// How long the driver waits for a server to flush and exit after `SIGTERM`.
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
