@@ -35,6 +35,25 @@ pub(crate) const SEEDED_POLICY: &str = "0da2b59e-f118-439d-8097-bdfb215203c9";
 /// The seeded zone `example.com` of `acc_demo`.
 pub(crate) const EXAMPLE_ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
+/// A duration from the environment variable `name` (whole or fractional seconds), else
+/// `default`: the soak (`scripts/soak.sh`) scales the fault tests through these.
+pub(crate) fn env_secs(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map_or(default, Duration::from_secs_f64)
+}
+
+/// A number from the environment variable `name`, else `default`.
+pub(crate) fn env_number(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(default)
+}
+
 pub(crate) fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -222,6 +241,18 @@ impl PgCluster {
         }
     }
 
+    /// Kills every client connection to the cluster (`pg_terminate_backend`), as a pooler
+    /// restart or a network cut would; the number killed.
+    pub(crate) fn terminate_backends(&self) -> u64 {
+        self.query(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .ok()
+        .and_then(|rows| rows.trim().parse().ok())
+        .unwrap_or(0)
+    }
+
     /// Runs `sql` with psql; the rows, unaligned, one a line, `|` between columns.
     pub(crate) fn query(&self, sql: &str) -> Result<String, String> {
         let psql = self.bin.join("psql");
@@ -368,6 +399,13 @@ struct ProxyState {
     reject: AtomicBool,
     /// Bumped to cut every open connection.
     cut: watch::Sender<u64>,
+    /// While on, a connection that sends a statement naming an audit table (`audit_`) is
+    /// cut: the audit store's connections fail, the app's own keep working.
+    reject_audit: AtomicBool,
+    /// Bumped to cut the open connections that have named an audit table.
+    cut_audit: watch::Sender<u64>,
+    /// Connections cut because they named an audit table while `reject_audit` was on.
+    audit_cuts: AtomicU64,
 }
 
 /// A loopback TCP proxy: passes bytes both ways, each chunk delayed by a settable latency
@@ -384,11 +422,15 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let port = listener.local_addr().expect("proxy address").port();
         let (cut, _) = watch::channel(0);
+        let (cut_audit, _) = watch::channel(0);
         let state = Arc::new(ProxyState {
             upstream,
             delay_us: AtomicU64::new(0),
             reject: AtomicBool::new(false),
             cut,
+            reject_audit: AtomicBool::new(false),
+            cut_audit,
+            audit_cuts: AtomicU64::new(0),
         });
         let accept_state = Arc::clone(&state);
         let accept = tokio::spawn(async move {
@@ -433,6 +475,23 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// While on: the audit store's connections (those that name an `audit_` table) are cut,
+    /// open ones at once and new ones at their first audit statement; the app's own queries
+    /// pass. The audit database is down, the app's database is not.
+    pub(crate) fn set_reject_audit(&self, on: bool) {
+        self.state.reject_audit.store(on, Ordering::Release);
+        if on {
+            self.state.cut_audit.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Connections cut so far because they named an audit table while that was refused.
+    pub(crate) fn audit_cuts(&self) -> u64 {
+        self.state.audit_cuts.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
@@ -442,6 +501,7 @@ impl Drop for Proxy {
 
 async fn connection(client: TcpStream, state: Arc<ProxyState>) {
     let mut cut = state.cut.subscribe();
+    let mut cut_audit = state.cut_audit.subscribe();
     let Ok(server) = TcpStream::connect(state.upstream).await else {
         return;
     };
@@ -449,19 +509,51 @@ async fn connection(client: TcpStream, state: Arc<ProxyState>) {
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
+    // Set once this connection has sent a statement naming an audit table.
+    let audit = Arc::new(AtomicBool::new(false));
+    let (refused_tx, mut refused) = watch::channel(false);
     let both = async {
         tokio::join!(
-            pump(client_read, server_write, Arc::clone(&state)),
-            pump(server_read, client_write, Arc::clone(&state)),
+            pump(
+                client_read,
+                server_write,
+                Arc::clone(&state),
+                Some((Arc::clone(&audit), refused_tx))
+            ),
+            pump(server_read, client_write, Arc::clone(&state), None),
         )
+    };
+    let audit_cut = async {
+        loop {
+            if cut_audit.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if audit.load(Ordering::Acquire) {
+                return;
+            }
+        }
     };
     tokio::select! {
         _ = both => {}
         _ = cut.changed() => {}
+        () = audit_cut => {}
+        _ = refused.wait_for(|r| *r) => {}
     }
 }
 
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, state: Arc<ProxyState>) {
+/// Whether `chunk` names an audit table (the SQL text of a Parse or Query message).
+fn names_audit_table(chunk: &[u8]) -> bool {
+    chunk.windows(6).any(|w| w == b"audit_")
+}
+
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    state: Arc<ProxyState>,
+    // For the client-to-server direction: the connection's audit flag, and where to say
+    // that it must be cut.
+    watch_audit: Option<(Arc<AtomicBool>, watch::Sender<bool>)>,
+) {
     let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
     let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -470,6 +562,16 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, state: Arc<ProxyS
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if let Some((audit, refuse)) = &watch_audit
+                && names_audit_table(&buf[..n])
+            {
+                audit.store(true, Ordering::Release);
+                if state.reject_audit.load(Ordering::Acquire) {
+                    state.audit_cuts.fetch_add(1, Ordering::AcqRel);
+                    let _ = refuse.send(true);
+                    break;
+                }
+            }
             let delay = Duration::from_micros(state.delay_us.load(Ordering::Acquire));
             let due = tokio::time::Instant::now() + delay;
             if tx.send((due, buf[..n].to_vec())).await.is_err() {
@@ -744,6 +846,8 @@ pub(crate) struct Sample {
     /// The answer's status and `x-request-id`; `None` when no answer came (connection
     /// refused or cut, timeout).
     pub(crate) answer: Option<(u16, Option<String>)>,
+    /// The name of the policy an authenticated `POST` asked to create (unique in the run).
+    pub(crate) created: Option<String>,
 }
 
 /// How much load, by kind: workers and the total rate they aim at (requests/s).
@@ -753,6 +857,22 @@ pub(crate) struct LoadSpec {
     pub(crate) write_rate: f64,
     pub(crate) anonymous: usize,
     pub(crate) anonymous_rate: f64,
+}
+
+impl LoadSpec {
+    /// `total` requests/s: a quarter authenticated writes, the rest unauthenticated, with a
+    /// worker for every 50 requests/s (each worker waits for its answer before the next).
+    pub(crate) fn at_rate(total: f64) -> Self {
+        let write_rate = (total / 4.0).max(1.0);
+        let anonymous_rate = (total - write_rate).max(1.0);
+        let workers = |rate: f64| ((rate / 50.0).ceil() as usize).max(1);
+        Self {
+            writers: workers(write_rate),
+            write_rate,
+            anonymous: workers(anonymous_rate),
+            anonymous_rate,
+        }
+    }
 }
 
 /// A running load generator; [`stop`](Self::stop) it to get every sample.
@@ -780,6 +900,8 @@ impl Load {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client");
+        static LOADS: AtomicU64 = AtomicU64::new(0);
+        let load = LOADS.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -794,7 +916,7 @@ impl Load {
                     client.clone(),
                     base.to_owned(),
                     kind,
-                    worker,
+                    format!("{load}.{worker}"),
                     period,
                     Arc::clone(&stop),
                     started,
@@ -824,7 +946,7 @@ async fn worker_loop(
     client: reqwest::Client,
     base: String,
     kind: Kind,
-    worker: usize,
+    worker: String,
     period: Duration,
     stop: Arc<AtomicBool>,
     started: Instant,
@@ -841,11 +963,13 @@ async fn worker_loop(
             return samples;
         }
         n += 1;
+        let created =
+            (kind == Kind::Write && n.is_multiple_of(2)).then(|| format!("load {worker}-{n}"));
         let request = match kind {
-            Kind::Write if n.is_multiple_of(2) => client
+            Kind::Write if created.is_some() => client
                 .post(&policies)
                 .bearer_auth(ADMIN_TOKEN)
-                .json(&policy_body(&format!("load {worker}-{n}"))),
+                .json(&policy_body(created.as_deref().unwrap_or_default())),
             Kind::Write => client
                 .put(&seeded)
                 .bearer_auth(ADMIN_TOKEN)
@@ -877,6 +1001,7 @@ async fn worker_loop(
             sent,
             latency: began.elapsed(),
             answer,
+            created,
         });
     }
 }
