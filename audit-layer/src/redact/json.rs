@@ -13,13 +13,17 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use super::plan::{Node, NodeId, PlanArena, types};
+use super::plan::{DROP, KeyWords, Node, NodeId, PlanArena, Props, types};
 
 /// The deepest nesting accepted: below serde_json's limit of 128, so a kept value can always be
 /// read back.
 pub(crate) const MAX_DEPTH: usize = 100;
 
-/// Objects with more keys than this switch duplicate detection from a scan to a hash set.
+/// Bodies up to 64 × this many bytes keep their [`string_stops`] on the stack.
+const STACK_STOP_WORDS: usize = 64;
+
+/// Objects with more undeclared keys than this switch duplicate detection from a scan to a hash
+/// set.
 const LINEAR_KEY_CHECK: usize = 32;
 
 /// Why a body could not be redacted. Says where, never what.
@@ -50,174 +54,368 @@ impl std::error::Error for Unparsed {}
 
 /// Redacts `body` by the plan rooted at `root`, returning the kept JSON text.
 pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<String, Unparsed> {
+    // Validated whole, up front: the scanner then only looks for JSON's own delimiters, and any
+    // slice of the body between them is text.
     let text =
         std::str::from_utf8(body).map_err(|e| Unparsed::new("invalid UTF-8", e.valid_up_to()))?;
-    let mut scanner = Scanner {
-        text,
-        b: body,
-        pos: 0,
-        keys: Vec::with_capacity(LINEAR_KEY_CHECK),
-        open: Vec::new(),
+    let words = body.len().div_ceil(64);
+    let mut on_stack = [0u64; STACK_STOP_WORDS];
+    let mut on_heap = Vec::new();
+    let stops = if words <= STACK_STOP_WORDS {
+        &mut on_stack[..words]
+    } else {
+        on_heap.resize(words, 0);
+        &mut on_heap[..]
     };
-    // The output is never longer than the body.
-    let mut out = String::with_capacity(body.len());
-    scanner.ws();
-    match scanner.peek() {
-        Some(open @ (b'{' | b'[')) => {
-            // A root that keeps nothing is still read as a container, so that its own keys
-            // are checked for duplicates.
-            let wrote = match (arena.get(root), open) {
-                (Node::Drop, b'{') => {
-                    scanner.object(arena, &[], super::plan::DROP, &mut out, 1, true)?
-                }
-                _ => scanner.value(arena, root, &mut out, 0, true)?,
-            };
-            if !wrote {
-                // The root keeps nothing, or is not the declared shape: still say a body came.
-                out.clear();
-                out.push_str(if open == b'{' { "{}" } else { "[]" });
-            }
-        }
-        Some(_) => {
-            return Err(Unparsed::new(
-                "the body is not a JSON object or array",
-                scanner.pos,
-            ));
-        }
-        None => return Err(Unparsed::new("the body is empty", scanner.pos)),
+    string_stops(body, stops);
+    let mut scanner = Scanner {
+        b: body,
+        stops,
+        pos: 0,
+        arena,
+        out: Output {
+            body: text,
+            text: String::new(),
+            start: 0,
+            end: 0,
+        },
+        keys: Vec::new(),
+        kept_objects: Vec::new(),
+        failure: Unparsed::new("expected a JSON value", 0),
+    };
+    match scanner.root(root) {
+        Ok(()) => Ok(scanner.out.finish()),
+        Err(Stop) => Err(scanner.failure),
     }
-    scanner.ws();
-    if scanner.pos != body.len() {
-        return Err(Unparsed::new(
-            "trailing characters after the JSON value",
-            scanner.pos,
-        ));
-    }
-    Ok(out)
 }
 
 /// Checks that `body` is one valid JSON value, as [`redact`] would.
 #[cfg(test)]
 pub(crate) fn validate(body: &[u8]) -> Result<(), Unparsed> {
-    redact(&PlanArena::default(), super::plan::DROP, body).map(drop)
+    redact(&PlanArena::default(), DROP, body).map(drop)
 }
+
+/// The scan failed; why and where is in [`Scanner::failure`]. A unit, so that the scanner's
+/// results travel in registers.
+struct Stop;
+
+type Scan<T> = Result<T, Stop>;
 
 struct Scanner<'a> {
-    text: &'a str,
     b: &'a [u8],
+    /// One bit per byte of the body (bit `i % 64` of word `i / 64`), set where a string's
+    /// plain run ends: a quote, a backslash, a control character. See [`string_stops`].
+    stops: &'a [u64],
     pos: usize,
-    /// Keys of the objects being walked, innermost last, for duplicate detection.
-    keys: Vec<Cow<'a, str>>,
-    /// The containers a skipped value has open (reused: skipping never nests).
-    open: Vec<Container>,
+    arena: &'a PlanArena,
+    out: Output<'a>,
+    /// Undeclared keys of the objects being checked for duplicates, innermost last, by meaning
+    /// (escapes resolved).
+    keys: Vec<Cow<'a, [u8]>>,
+    /// The key sets of the objects open inside a kept value being skipped, innermost last.
+    kept_objects: Vec<KeySet<'a>>,
+    /// Why the scan stopped, once it has.
+    failure: Unparsed,
 }
 
-/// Bytes that end the fast path inside a string: the quote, the backslash, control characters.
-static STRING_STOP: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        table[i] = true;
-        i += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
+/// The kept text being built: what has been written, followed by a run of the body not yet
+/// copied. Kept values mostly sit next to each other in the body, so most appends only move
+/// the end of the run, and the text is copied in a few long pieces.
+struct Output<'a> {
+    body: &'a str,
+    text: String,
+    /// The pending run, `body[start..end]`.
+    start: usize,
+    end: usize,
+}
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Container {
-    Object,
-    Array,
+impl Output<'_> {
+    /// The length of the output so far.
+    #[inline]
+    fn len(&self) -> usize {
+        self.text.len() + (self.end - self.start)
+    }
+
+    /// Appends `body[start..end]`.
+    #[inline]
+    fn copy(&mut self, start: usize, end: usize) {
+        if start != self.end {
+            self.flush();
+            self.start = start;
+        }
+        self.end = end;
+    }
+
+    /// Appends `byte`, an ASCII delimiter.
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        if self.body.as_bytes().get(self.end) == Some(&byte) {
+            self.end += 1;
+        } else {
+            self.flush();
+            self.text.push(char::from(byte));
+        }
+    }
+
+    /// Cuts the output back to an earlier length.
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        match len.checked_sub(self.text.len()) {
+            Some(run) => self.end = self.start + run,
+            None => {
+                self.text.truncate(len);
+                self.start = self.end;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.text.capacity() == 0 {
+            // Never longer than the body, but for a root written as `{}`.
+            self.text.reserve(self.body.len().max(2));
+        }
+        self.text.push_str(&self.body[self.start..self.end]);
+        self.start = self.end;
+    }
+
+    fn finish(mut self) -> String {
+        self.flush();
+        self.text
+    }
+}
+
+/// The keys one object has shown so far, to refuse a duplicate.
+struct KeySet<'a> {
+    /// Declared keys, one bit per property index (the first 64).
+    declared: u64,
+    /// Where the object's other keys start on the scanner's key stack.
+    base: usize,
+    /// The other keys, once there are more than [`LINEAR_KEY_CHECK`].
+    many: Option<HashSet<Cow<'a, [u8]>>>,
+}
+
+impl<'a> KeySet<'a> {
+    #[inline]
+    fn new(base: usize) -> Self {
+        Self {
+            declared: 0,
+            base,
+            many: None,
+        }
+    }
+
+    /// Records declared property `index`; false if the object already had it.
+    #[inline]
+    fn note_declared(&mut self, keys: &mut Vec<Cow<'a, [u8]>>, index: usize, key: &[u8]) -> bool {
+        if index < 64 {
+            let bit = 1u64 << index;
+            let fresh = self.declared & bit == 0;
+            self.declared |= bit;
+            fresh
+        } else {
+            // Beyond the first 64 properties: compared as text, like undeclared keys.
+            self.note(keys, Cow::Owned(key.to_vec()))
+        }
+    }
+
+    /// Records `key`, which no declared property of the object matches; false if the object
+    /// already had it.
+    fn note(&mut self, keys: &mut Vec<Cow<'a, [u8]>>, key: Cow<'a, [u8]>) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(key);
+        }
+        if keys[self.base..].contains(&key) {
+            return false;
+        }
+        keys.push(key);
+        if keys.len() - self.base > LINEAR_KEY_CHECK {
+            self.many = Some(keys.drain(self.base..).collect());
+        }
+        true
+    }
+}
+
+/// Marks, one bit per byte of `body`, the bytes that end a plain run inside a string: the
+/// quote, the backslash, and control characters (below 0x20). Eight bytes at a time, each test exact
+/// (no carry crosses a byte), so that a string is then scanned by counting zeros.
+fn string_stops(body: &[u8], stops: &mut [u64]) {
+    let (blocks, rest) = body.as_chunks::<64>();
+    for (block, bits) in blocks.iter().zip(stops.iter_mut()) {
+        *bits = block_stops(block);
+    }
+    if !rest.is_empty() {
+        // The tail, padded with spaces (no stop) to a whole block.
+        let mut block = [b' '; 64];
+        block[..rest.len()].copy_from_slice(rest);
+        if let Some(bits) = stops.get_mut(blocks.len()) {
+            *bits = block_stops(&block);
+        }
+    }
+}
+
+/// The string stops of 64 bytes, bit `i` for byte `i`.
+#[inline(always)]
+fn block_stops(block: &[u8; 64]) -> u64 {
+    const LOW: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let (chunks, _) = block.as_chunks::<8>();
+    let mut mask = 0u64;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let w = u64::from_le_bytes(*chunk);
+        let low = w & LOW;
+        // The high bit of each sum is set unless the byte is a quote (or a backslash), or is
+        // below 0x20; a byte with its own high bit set is neither.
+        let quote = (low ^ (ONES * u64::from(b'"'))).wrapping_add(LOW);
+        let backslash = (low ^ (ONES * u64::from(b'\\'))).wrapping_add(LOW);
+        let control = low.wrapping_add(ONES * 0x60);
+        let special = !((quote & backslash & control) | w) & HIGH;
+        // Gathers the eight high bits into one byte, byte 0 lowest.
+        let gathered = (special >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        mask |= gathered << (8 * i);
+    }
+    mask
 }
 
 impl<'a> Scanner<'a> {
+    /// The whole body: one object or array, and nothing after it but whitespace.
+    fn root(&mut self, root: NodeId) -> Scan<()> {
+        self.ws();
+        let open = match self.peek() {
+            Some(open @ (b'{' | b'[')) => open,
+            Some(_) => return Err(self.fail("the body is not a JSON object or array")),
+            None => return Err(self.fail("the body is empty")),
+        };
+        // A root that keeps nothing is still read as a container, so that its own keys are
+        // checked for duplicates.
+        let wrote = match (self.arena.get(root), open) {
+            (Node::Drop, b'{') => self.object(&Props::new(Vec::new()), DROP, 1, true)?,
+            _ => self.value(root, 0, true)?,
+        };
+        if !wrote {
+            // The root keeps nothing, or is not the declared shape: still say a body came.
+            self.out.truncate(0);
+            self.out
+                .text
+                .push_str(if open == b'{' { "{}" } else { "[]" });
+        }
+        self.ws();
+        if self.pos != self.b.len() {
+            return Err(self.fail("trailing characters after the JSON value"));
+        }
+        Ok(())
+    }
+
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
 
-    fn err<T>(&self, reason: &'static str) -> Result<T, Unparsed> {
-        Err(Unparsed::new(reason, self.pos))
+    /// Records why the scan stops here.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, reason: &'static str) -> Stop {
+        self.fail_at(reason, self.pos)
     }
 
+    #[cold]
+    #[inline(never)]
+    fn fail_at(&mut self, reason: &'static str, at: usize) -> Stop {
+        self.failure = Unparsed::new(reason, at);
+        Stop
+    }
+
+    #[inline]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.pos += 1;
         }
     }
 
-    fn expect(&mut self, byte: u8, reason: &'static str) -> Result<(), Unparsed> {
+    #[inline]
+    fn expect(&mut self, byte: u8, reason: &'static str) -> Scan<()> {
         if self.peek() == Some(byte) {
             self.pos += 1;
             Ok(())
         } else {
-            self.err(reason)
+            Err(self.fail(reason))
         }
     }
 
-    /// Walks one value by plan `node`, appending what it keeps to `out`. Returns whether it
-    /// appended anything; `force` keeps an empty container (the root).
-    fn value(
-        &mut self,
-        arena: &PlanArena,
-        node: NodeId,
-        out: &mut String,
-        depth: usize,
-        force: bool,
-    ) -> Result<bool, Unparsed> {
+    /// Walks one value by plan `node`, appending what it keeps to the output. Returns whether
+    /// it appended anything; `force` keeps an empty container (the root).
+    fn value(&mut self, node: NodeId, depth: usize, force: bool) -> Scan<bool> {
+        let arena = self.arena;
         match arena.get(node) {
             Node::Drop => {
                 self.skip_value(depth, false)?;
                 Ok(false)
             }
-            Node::Keep(mask) => {
-                let mask = *mask;
-                let start = self.pos;
-                let kind = match self.peek() {
-                    Some(b'{') => types::OBJECT,
-                    Some(b'[') => types::ARRAY,
-                    Some(b'"') => types::STRING,
-                    Some(b't' | b'f') => types::BOOLEAN,
-                    Some(b'n') => types::NULL,
-                    _ => types::NUMBER,
-                };
-                let numeric = types::NUMBER | types::INTEGER;
-                let may_keep = if kind == types::NUMBER {
-                    mask & numeric != 0
-                } else {
-                    mask & kind != 0
-                };
-                self.skip_value(depth, may_keep)?;
-                let text = &self.text[start..self.pos];
-                let keep = may_keep
-                    && (kind != types::NUMBER
-                        || mask & types::NUMBER != 0
-                        || !text.contains(['.', 'e', 'E']));
-                if keep {
-                    out.push_str(text);
-                }
-                Ok(keep)
-            }
+            Node::Keep(mask) => self.keep(*mask, depth),
             Node::Object { props, additional } => {
                 // A marked map of scalars is kept whole: even empty or null (it was cleared).
                 let whole = props.is_empty() && matches!(arena.get(*additional), Node::Keep(_));
                 if self.peek() != Some(b'{') {
                     // Not the declared shape: nothing of it is kept.
-                    return self.keep_null_or_skip(whole, out, depth);
+                    return self.keep_null_or_skip(whole, depth);
                 }
                 let cleared = whole && self.is_empty_container();
-                self.object(arena, props, *additional, out, depth + 1, force || cleared)
+                self.object(props, *additional, depth + 1, force || cleared)
             }
             Node::Array { items } => {
                 // A marked array of scalars is kept whole: even empty or null (it was cleared).
                 let whole = matches!(arena.get(*items), Node::Keep(_));
                 if self.peek() != Some(b'[') {
-                    return self.keep_null_or_skip(whole, out, depth);
+                    return self.keep_null_or_skip(whole, depth);
                 }
                 let cleared = whole && self.is_empty_container();
-                self.array(arena, *items, out, depth + 1, force || cleared)
+                self.array(*items, depth + 1, force || cleared)
             }
         }
+    }
+
+    /// A value kept whole if its type is in `mask`, and otherwise skipped.
+    #[inline]
+    fn keep(&mut self, mask: u8, depth: usize) -> Scan<bool> {
+        let start = self.pos;
+        let keep = match self.peek() {
+            Some(b'"') => {
+                self.string()?;
+                mask & types::STRING != 0
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let numeric = mask & (types::NUMBER | types::INTEGER) != 0;
+                let integral = self.number(numeric)?;
+                mask & types::NUMBER != 0 || (integral && mask & types::INTEGER != 0)
+            }
+            Some(b't') => {
+                self.literal(b"true")?;
+                mask & types::BOOLEAN != 0
+            }
+            Some(b'f') => {
+                self.literal(b"false")?;
+                mask & types::BOOLEAN != 0
+            }
+            Some(b'n') => {
+                self.literal(b"null")?;
+                mask & types::NULL != 0
+            }
+            Some(b'{') => {
+                let keep = mask & types::OBJECT != 0;
+                self.skip_value(depth, keep)?;
+                keep
+            }
+            Some(b'[') => {
+                let keep = mask & types::ARRAY != 0;
+                self.skip_value(depth, keep)?;
+                keep
+            }
+            _ => return Err(self.fail("expected a JSON value")),
+        };
+        if keep {
+            self.out.copy(start, self.pos);
+        }
+        Ok(keep)
     }
 
     /// Whether the container opening at the cursor is empty (`{}`, `[ ]`).
@@ -234,39 +432,45 @@ impl<'a> Scanner<'a> {
 
     /// A value that is not the container the plan expects: kept only if it is `null` and the
     /// container would have been kept whole; otherwise skipped.
-    fn keep_null_or_skip(
-        &mut self,
-        whole: bool,
-        out: &mut String,
-        depth: usize,
-    ) -> Result<bool, Unparsed> {
+    fn keep_null_or_skip(&mut self, whole: bool, depth: usize) -> Scan<bool> {
         if whole && self.b[self.pos..].starts_with(b"null") {
+            self.out.copy(self.pos, self.pos + 4);
             self.pos += 4;
-            out.push_str("null");
             return Ok(true);
         }
         self.skip_value(depth, false)?;
         Ok(false)
     }
 
+    /// The key at the cursor (which is on its opening quote), by meaning: borrowed from the
+    /// body, or with its escapes resolved. The cursor ends just past the closing quote.
+    #[inline]
+    fn key(&mut self) -> Scan<Cow<'a, [u8]>> {
+        let start = self.pos;
+        let escaped = self.string()?;
+        let b = self.b;
+        Ok(if escaped {
+            Cow::Owned(unescape(&b[start + 1..self.pos - 1]))
+        } else {
+            Cow::Borrowed(&b[start + 1..self.pos - 1])
+        })
+    }
+
     fn object(
         &mut self,
-        arena: &PlanArena,
-        props: &[(Box<str>, NodeId)],
+        props: &Props,
         additional: NodeId,
-        out: &mut String,
         depth: usize,
         force: bool,
-    ) -> Result<bool, Unparsed> {
+    ) -> Scan<bool> {
         if depth > MAX_DEPTH {
-            return self.err("nested deeper than 100 levels");
+            return Err(self.fail("nested deeper than 100 levels"));
         }
-        self.pos += 1; // '{'
-        let mark = out.len();
-        out.push('{');
+        let mark = self.out.len();
+        self.out.push(b'{');
+        self.pos += 1;
         let mut kept_any = false;
-        let base = self.keys.len();
-        let mut many: Option<HashSet<Cow<'a, str>>> = None;
+        let mut seen = KeySet::new(self.keys.len());
         self.ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -274,34 +478,41 @@ impl<'a> Scanner<'a> {
             loop {
                 self.ws();
                 if self.peek() != Some(b'"') {
-                    return self.err("expected a string key");
+                    return Err(self.fail("expected a string key"));
                 }
                 let key_start = self.pos;
-                let escaped = self.string()?;
-                let raw_key = &self.text[key_start..self.pos];
-                let key: Cow<'a, str> = if escaped {
-                    Cow::Owned(unescape(&raw_key[1..raw_key.len() - 1]))
-                } else {
-                    Cow::Borrowed(&raw_key[1..raw_key.len() - 1])
+                let key = self.key()?;
+                let words = match key {
+                    Cow::Borrowed(k) => KeyWords::within(self.b, key_start + 1, k.len()),
+                    Cow::Owned(ref k) => KeyWords::of(k),
                 };
-                self.note_key(base, &mut many, key.clone(), key_start)?;
+                let (fresh, child) = match props.find_words(&key, words) {
+                    Some(index) => (
+                        seen.note_declared(&mut self.keys, index, &key),
+                        props.node(index),
+                    ),
+                    None => (seen.note(&mut self.keys, key), additional),
+                };
+                if !fresh {
+                    return Err(self.fail_at("duplicate key in an object", key_start));
+                }
+                let key_end = self.pos;
                 self.ws();
                 self.expect(b':', "expected ':' after a key")?;
                 self.ws();
-                match arena.child(props, additional, &key) {
-                    None => self.skip_value(depth, false)?,
-                    Some(child) => {
-                        let before = out.len();
-                        if kept_any {
-                            out.push(',');
-                        }
-                        out.push_str(raw_key);
-                        out.push(':');
-                        if self.value(arena, child, out, depth, false)? {
-                            kept_any = true;
-                        } else {
-                            out.truncate(before);
-                        }
+                if child == DROP {
+                    self.skip_value(depth, false)?;
+                } else {
+                    let before = self.out.len();
+                    if kept_any {
+                        self.out.push(b',');
+                    }
+                    self.out.copy(key_start, key_end);
+                    self.out.push(b':');
+                    if self.value(child, depth, false)? {
+                        kept_any = true;
+                    } else {
+                        self.out.truncate(before);
                     }
                 }
                 self.ws();
@@ -311,60 +522,27 @@ impl<'a> Scanner<'a> {
                         self.pos += 1;
                         break;
                     }
-                    _ => return self.err("expected ',' or '}' in an object"),
+                    _ => return Err(self.fail("expected ',' or '}' in an object")),
                 }
             }
         }
-        self.keys.truncate(base);
+        self.keys.truncate(seen.base);
         if kept_any || force {
-            out.push('}');
+            self.out.push(b'}');
             Ok(true)
         } else {
-            out.truncate(mark);
+            self.out.truncate(mark);
             Ok(false)
         }
     }
 
-    /// Records `key` as seen in the current object (whose keys start at `base` on the key
-    /// stack), failing on a duplicate.
-    fn note_key(
-        &mut self,
-        base: usize,
-        many: &mut Option<HashSet<Cow<'a, str>>>,
-        key: Cow<'a, str>,
-        at: usize,
-    ) -> Result<(), Unparsed> {
-        let duplicate = match many {
-            Some(set) => !set.insert(key),
-            None if self.keys[base..].contains(&key) => true,
-            None => {
-                self.keys.push(key);
-                if self.keys.len() - base > LINEAR_KEY_CHECK {
-                    *many = Some(self.keys.drain(base..).collect());
-                }
-                false
-            }
-        };
-        if duplicate {
-            return Err(Unparsed::new("duplicate key in an object", at));
-        }
-        Ok(())
-    }
-
-    fn array(
-        &mut self,
-        arena: &PlanArena,
-        items: NodeId,
-        out: &mut String,
-        depth: usize,
-        force: bool,
-    ) -> Result<bool, Unparsed> {
+    fn array(&mut self, items: NodeId, depth: usize, force: bool) -> Scan<bool> {
         if depth > MAX_DEPTH {
-            return self.err("nested deeper than 100 levels");
+            return Err(self.fail("nested deeper than 100 levels"));
         }
-        self.pos += 1; // '['
-        let mark = out.len();
-        out.push('[');
+        let mark = self.out.len();
+        self.out.push(b'[');
+        self.pos += 1;
         let mut kept_any = false;
         self.ws();
         if self.peek() == Some(b']') {
@@ -372,14 +550,14 @@ impl<'a> Scanner<'a> {
         } else {
             loop {
                 self.ws();
-                let before = out.len();
+                let before = self.out.len();
                 if kept_any {
-                    out.push(',');
+                    self.out.push(b',');
                 }
-                if self.value(arena, items, out, depth, false)? {
+                if self.value(items, depth, false)? {
                     kept_any = true;
                 } else {
-                    out.truncate(before);
+                    self.out.truncate(before);
                 }
                 self.ws();
                 match self.peek() {
@@ -388,149 +566,141 @@ impl<'a> Scanner<'a> {
                         self.pos += 1;
                         break;
                     }
-                    _ => return self.err("expected ',' or ']' in an array"),
+                    _ => return Err(self.fail("expected ',' or ']' in an array")),
                 }
             }
         }
         if kept_any || force {
-            out.push(']');
+            self.out.push(b']');
             Ok(true)
         } else {
-            out.truncate(mark);
+            self.out.truncate(mark);
             Ok(false)
         }
     }
 
-    /// Skips one value, validating it. Iterative: any nesting depth costs no stack.
-    /// `kept` also rejects numbers that do not fit an `f64` (they could not be read back).
-    fn skip_value(&mut self, depth: usize, kept: bool) -> Result<(), Unparsed> {
-        // For a kept value, the keys of each open object, to refuse duplicates.
-        let mut key_sets: Vec<(usize, Option<HashSet<Cow<'a, str>>>)> = Vec::new();
-        let mut open = std::mem::take(&mut self.open);
-        open.clear();
-        let result = self.skip_in(depth, kept, &mut open, &mut key_sets);
-        self.open = open;
-        result
-    }
-
-    fn skip_in(
-        &mut self,
-        depth: usize,
-        kept: bool,
-        open: &mut Vec<Container>,
-        key_sets: &mut Vec<(usize, Option<HashSet<Cow<'a, str>>>)>,
-    ) -> Result<(), Unparsed> {
+    /// Skips one value, validating it. Iterative, with the open containers as a bit stack:
+    /// any nesting costs no stack and no allocation. `kept` also rejects duplicate keys and
+    /// numbers that do not fit an `f64` (the value could not be read back).
+    fn skip_value(&mut self, depth: usize, kept: bool) -> Scan<()> {
+        // One bit per open container, innermost lowest: 1 for an object. `MAX_DEPTH` keeps
+        // `nesting` below 128.
+        let mut open: u128 = 0;
+        let mut nesting = 0usize;
         'value: loop {
             self.ws();
             match self.peek() {
+                Some(b'"') => {
+                    self.string()?;
+                }
                 Some(b'{') => {
-                    if depth + open.len() >= MAX_DEPTH {
-                        return self.err("nested deeper than 100 levels");
+                    if depth + nesting >= MAX_DEPTH {
+                        return Err(self.fail("nested deeper than 100 levels"));
                     }
                     self.pos += 1;
                     self.ws();
                     if self.peek() == Some(b'}') {
                         self.pos += 1;
                     } else {
-                        open.push(Container::Object);
+                        open = open << 1 | 1;
+                        nesting += 1;
                         if kept {
-                            key_sets.push((self.keys.len(), None));
+                            self.kept_objects.push(KeySet::new(self.keys.len()));
                         }
-                        self.skipped_key(kept, key_sets)?;
+                        self.skipped_key(kept)?;
                         continue 'value;
                     }
                 }
                 Some(b'[') => {
-                    if depth + open.len() >= MAX_DEPTH {
-                        return self.err("nested deeper than 100 levels");
+                    if depth + nesting >= MAX_DEPTH {
+                        return Err(self.fail("nested deeper than 100 levels"));
                     }
                     self.pos += 1;
                     self.ws();
                     if self.peek() == Some(b']') {
                         self.pos += 1;
                     } else {
-                        open.push(Container::Array);
+                        open <<= 1;
+                        nesting += 1;
                         continue 'value;
                     }
-                }
-                Some(b'"') => {
-                    self.string()?;
                 }
                 Some(b't') => self.literal(b"true")?,
                 Some(b'f') => self.literal(b"false")?,
                 Some(b'n') => self.literal(b"null")?,
-                Some(b'-' | b'0'..=b'9') => self.number(kept)?,
-                _ => return self.err("expected a JSON value"),
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number(kept)?;
+                }
+                _ => return Err(self.fail("expected a JSON value")),
             }
             // After a value: close what ends here, or move on to the next element.
-            loop {
-                let Some(&container) = open.last() else {
-                    return Ok(());
-                };
+            while nesting > 0 {
                 self.ws();
-                match (self.peek(), container) {
-                    (Some(b','), Container::Object) => {
+                let in_object = open & 1 == 1;
+                match (self.peek(), in_object) {
+                    (Some(b','), true) => {
                         self.pos += 1;
-                        self.skipped_key(kept, key_sets)?;
+                        self.skipped_key(kept)?;
                         continue 'value;
                     }
-                    (Some(b','), Container::Array) => {
+                    (Some(b','), false) => {
                         self.pos += 1;
                         continue 'value;
                     }
-                    (Some(b'}'), Container::Object) => {
+                    (Some(b'}'), true) => {
                         self.pos += 1;
-                        open.pop();
-                        if let Some((base, _)) = key_sets.pop() {
-                            self.keys.truncate(base);
+                        open >>= 1;
+                        nesting -= 1;
+                        if let Some(set) = self.kept_objects.pop() {
+                            self.keys.truncate(set.base);
                         }
                     }
-                    (Some(b']'), Container::Array) => {
+                    (Some(b']'), false) => {
                         self.pos += 1;
-                        open.pop();
+                        open >>= 1;
+                        nesting -= 1;
                     }
-                    (_, Container::Object) => return self.err("expected ',' or '}' in an object"),
-                    (_, Container::Array) => return self.err("expected ',' or ']' in an array"),
+                    (_, true) => return Err(self.fail("expected ',' or '}' in an object")),
+                    (_, false) => return Err(self.fail("expected ',' or ']' in an array")),
                 }
             }
+            return Ok(());
         }
     }
 
     /// A key and its colon, inside a skipped object; inside a kept one (`kept`), also
     /// checked against the object's other keys.
-    fn skipped_key(
-        &mut self,
-        kept: bool,
-        key_sets: &mut [(usize, Option<HashSet<Cow<'a, str>>>)],
-    ) -> Result<(), Unparsed> {
+    fn skipped_key(&mut self, kept: bool) -> Scan<()> {
         self.ws();
         if self.peek() != Some(b'"') {
-            return self.err("expected a string key");
+            return Err(self.fail("expected a string key"));
         }
         let start = self.pos;
-        let escaped = self.string()?;
-        if kept && let Some((base, many)) = key_sets.last_mut() {
-            let raw = &self.text[start + 1..self.pos - 1];
-            let key = if escaped {
-                Cow::Owned(unescape(raw))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            self.note_key(*base, many, key, start)?;
+        if kept {
+            let key = self.key()?;
+            if let Some(set) = self.kept_objects.last_mut()
+                && !set.note(&mut self.keys, key)
+            {
+                return Err(self.fail_at("duplicate key in an object", start));
+            }
+        } else {
+            self.string()?;
         }
         self.ws();
         self.expect(b':', "expected ':' after a key")
     }
 
-    fn literal(&mut self, word: &'static [u8]) -> Result<(), Unparsed> {
+    #[inline]
+    fn literal(&mut self, word: &'static [u8]) -> Scan<()> {
         if self.b[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(())
         } else {
-            self.err("invalid literal")
+            Err(self.fail("invalid literal"))
         }
     }
 
+    #[inline]
     fn digits(&mut self) -> usize {
         let start = self.pos;
         while let Some(b'0'..=b'9') = self.peek() {
@@ -539,101 +709,101 @@ impl<'a> Scanner<'a> {
         self.pos - start
     }
 
-    fn number(&mut self, kept: bool) -> Result<(), Unparsed> {
+    /// A number; returns whether it is spelled as an integer (no fraction, no exponent).
+    /// `kept` also refuses one beyond `f64`.
+    fn number(&mut self, kept: bool) -> Scan<bool> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
+        let integer_digits = match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                1
             }
-            _ => return self.err("invalid number"),
-        }
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.fail("invalid number")),
+        };
+        let mut integral = true;
         if self.peek() == Some(b'.') {
             self.pos += 1;
             if self.digits() == 0 {
-                return self.err("invalid number");
+                return Err(self.fail("invalid number"));
             }
+            integral = false;
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
             }
             if self.digits() == 0 {
-                return self.err("invalid number");
+                return Err(self.fail("invalid number"));
             }
+            integral = false;
+            exponent = true;
         }
-        if kept {
-            let finite = self.text[start..self.pos]
-                .parse::<f64>()
-                .is_ok_and(f64::is_finite);
-            if !finite {
-                return Err(Unparsed::new("number out of range", start));
-            }
+        // Without an exponent, fewer than 309 integer digits is below 1e308: always finite.
+        if kept && (exponent || integer_digits > 308) && !is_finite(&self.b[start..self.pos]) {
+            return Err(self.fail_at("number out of range", start));
         }
-        Ok(())
+        Ok(integral)
     }
 
     /// A string, from its opening quote to just past its closing one. Returns whether it
     /// contains escapes.
-    fn string(&mut self) -> Result<bool, Unparsed> {
-        self.pos += 1; // '"'
+    #[inline(always)]
+    fn string(&mut self) -> Scan<bool> {
         let mut escaped = false;
+        let mut pos = self.pos + 1;
         loop {
-            self.skip_plain_chars();
-            match self.peek() {
+            pos = self.next_stop(pos);
+            match self.b.get(pos) {
                 Some(b'"') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return Ok(escaped);
                 }
                 Some(b'\\') => {
                     escaped = true;
+                    self.pos = pos;
                     self.escape()?;
+                    pos = self.pos;
                 }
-                Some(_) => return self.err("control character in a string"),
-                None => return self.err("unterminated string"),
+                Some(_) => {
+                    self.pos = pos;
+                    return Err(self.fail("control character in a string"));
+                }
+                None => {
+                    self.pos = pos;
+                    return Err(self.fail("unterminated string"));
+                }
             }
         }
     }
 
-    /// Moves to the next quote, backslash or control character (or the end), eight bytes at a
-    /// time while none is in sight.
-    fn skip_plain_chars(&mut self) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        // Bytes that are zero in `v` set their high bit: exactly for the lowest one, with rare
-        // false positives only above it.
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    /// The first string stop at or after `pos`, or the end of the body.
+    #[inline(always)]
+    fn next_stop(&self, pos: usize) -> usize {
+        let mut word = pos / 64;
+        let Some(&first) = self.stops.get(word) else {
+            return self.b.len();
+        };
+        let bits = first >> (pos % 64);
+        if bits != 0 {
+            return pos + bits.trailing_zeros() as usize;
+        }
         loop {
-            let Some(chunk) = self.b.get(self.pos..self.pos + 8) else {
-                while let Some(&c) = self.b.get(self.pos) {
-                    if STRING_STOP[c as usize] {
-                        return;
-                    }
-                    self.pos += 1;
-                }
-                return;
-            };
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let w = u64::from_le_bytes(word);
-            let special = zero(w ^ (ONES * u64::from(b'"')))
-                | zero(w ^ (ONES * u64::from(b'\\')))
-                | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
-            if special != 0 {
-                // The lowest flagged byte is exact (false positives only ever sit above a
-                // true match).
-                self.pos += (special.trailing_zeros() / 8) as usize;
-                return;
+            word += 1;
+            match self.stops.get(word) {
+                Some(&0) => {}
+                Some(&bits) => return word * 64 + bits.trailing_zeros() as usize,
+                None => return self.b.len(),
             }
-            self.pos += 8;
         }
     }
 
-    fn escape(&mut self) -> Result<(), Unparsed> {
+    fn escape(&mut self) -> Scan<()> {
         self.pos += 1; // '\'
         match self.peek() {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
@@ -644,33 +814,32 @@ impl<'a> Scanner<'a> {
                 self.pos += 1;
                 let unit = self.hex4()?;
                 if (0xDC00..0xE000).contains(&unit) {
-                    return self.err("lone surrogate in a string escape");
+                    return Err(self.fail("lone surrogate in a string escape"));
                 }
                 if (0xD800..0xDC00).contains(&unit) {
                     if !self.b[self.pos..].starts_with(b"\\u") {
-                        return self.err("lone surrogate in a string escape");
+                        return Err(self.fail("lone surrogate in a string escape"));
                     }
                     self.pos += 2;
                     let low = self.hex4()?;
                     if !(0xDC00..0xE000).contains(&low) {
-                        return self.err("lone surrogate in a string escape");
+                        return Err(self.fail("lone surrogate in a string escape"));
                     }
                 }
                 Ok(())
             }
-            _ => self.err("invalid escape in a string"),
+            _ => Err(self.fail("invalid escape in a string")),
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, Unparsed> {
+    fn hex4(&mut self) -> Scan<u32> {
         let Some(hex) = self.b.get(self.pos..self.pos + 4) else {
-            return self.err("invalid \\u escape");
+            return Err(self.fail("invalid \\u escape"));
         };
         let mut value = 0u32;
         for &h in hex {
-            let digit = (h as char).to_digit(16);
-            let Some(digit) = digit else {
-                return self.err("invalid \\u escape");
+            let Some(digit) = (h as char).to_digit(16) else {
+                return Err(self.fail("invalid \\u escape"));
             };
             value = value * 16 + digit;
         }
@@ -679,10 +848,24 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Whether a number (valid JSON grammar) fits an `f64`.
+fn is_finite(number: &[u8]) -> bool {
+    std::str::from_utf8(number)
+        .ok()
+        .and_then(|n| n.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
+}
+
 /// The text of a validated string body with escapes resolved.
-fn unescape(raw: &str) -> String {
+fn unescape(raw: &[u8]) -> Vec<u8> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
     // The scanner validated the escapes, so serde_json cannot fail here.
-    serde_json::from_str::<String>(&format!("\"{raw}\"")).unwrap_or_default()
+    serde_json::from_slice::<String>(&quoted)
+        .unwrap_or_default()
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -840,6 +1023,158 @@ mod tests {
         assert_eq!(
             run(&format!("{{{unique},\"name\":\"n\"}}")).unwrap(),
             r#"{"name":"n"}"#
+        );
+    }
+
+    #[test]
+    fn escaped_keys_match_declared_keys_and_count_as_duplicates() {
+        let mut arena = PlanArena::default();
+        let root = arena.object(vec![("password".into(), DROP), ("user".into(), KEEP)], DROP);
+        let run = |body: &str| redact(&arena, root, body.as_bytes());
+        assert_eq!(run(r#"{"\u0070assword":"s3cr3t"}"#).unwrap(), "{}");
+        assert_eq!(
+            run(r#"{"\u0075ser":"u","\u0070assword":"s3cr3t"}"#).unwrap(),
+            r#"{"\u0075ser":"u"}"#
+        );
+        for body in [
+            r#"{"password":"a","\u0070assword":"s3cr3t"}"#,
+            r#"{"\u0070assword":"a","pass\u0077ord":"s3cr3t"}"#,
+            r#"{"user":"a","us\u0065r":"b"}"#,
+            r#"{"x\/y":1,"x/y":2}"#,
+        ] {
+            let err = run(body).unwrap_err();
+            assert_eq!(err.reason(), "duplicate key in an object", "{body}");
+        }
+    }
+
+    #[test]
+    fn keys_alike_in_length_and_ends_are_told_apart() {
+        // Same length and same first and last eight bytes: only the middle differs.
+        let long_a = "prefix__AAAA_middle_a__suffix__";
+        let long_b = "prefix__BBBB_middle_b__suffix__";
+        let mut arena = PlanArena::default();
+        let root = arena.object(
+            vec![
+                (long_a.into(), KEEP),
+                (long_b.into(), DROP),
+                ("ab".into(), KEEP),
+                ("abcdefgh".into(), KEEP),
+                ("abcdefghi".into(), DROP),
+                ("".into(), KEEP),
+            ],
+            DROP,
+        );
+        let run = |body: &str| redact(&arena, root, body.as_bytes()).unwrap();
+        let body = format!(
+            r#"{{"{long_b}":"s3cr3t","{long_a}":1,"a":"s3cr3t","abc":"s3cr3t","abcdefghi":"s3cr3t","abcdefgh":2,"ab":3,"":4,"abcdefgi":"s3cr3t","\u0000":"s3cr3t"}}"#
+        );
+        assert_eq!(
+            run(&body),
+            format!(r#"{{"{long_a}":1,"abcdefgh":2,"ab":3,"":4}}"#)
+        );
+        let dup = format!(r#"{{"{long_a}":1,"{long_a}":2}}"#);
+        assert_eq!(
+            redact(&arena, root, dup.as_bytes()).unwrap_err().reason(),
+            "duplicate key in an object"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_found_beyond_the_first_64_declared_keys() {
+        let mut arena = PlanArena::default();
+        let props = (0..100)
+            .map(|i| (format!("k{i:03}").into(), KEEP))
+            .collect();
+        let root = arena.object(props, DROP);
+        for dup in ["k000", "k063", "k064", "k099"] {
+            let body = format!(r#"{{"{dup}":1,"k050":2,"{dup}":3}}"#);
+            let err = redact(&arena, root, body.as_bytes()).unwrap_err();
+            assert_eq!(err.reason(), "duplicate key in an object", "{dup}");
+        }
+        assert_eq!(
+            redact(&arena, root, br#"{"k099":1,"k064":2,"k000":3}"#).unwrap(),
+            r#"{"k099":1,"k064":2,"k000":3}"#
+        );
+    }
+
+    #[test]
+    fn strings_are_read_across_block_boundaries() {
+        // Every offset of the string's end, escapes and control characters relative to the
+        // 64-byte blocks of the stop bitmap, and bytes above 0x7F next to a quote.
+        for pad in 0..140 {
+            let filler = "é".repeat(pad / 2) + &"x".repeat(pad % 2);
+            let body = format!(r#"{{"name":"{filler}\"\u00e9\ud83d\ude00€","secret":"{filler}"}}"#);
+            let kept = run(&body).unwrap();
+            assert_eq!(
+                kept,
+                format!(r#"{{"name":"{filler}\"\u00e9\ud83d\ude00€"}}"#),
+                "{pad}"
+            );
+            let control = format!("{{\"secret\":\"{filler}\u{1f}\"}}");
+            let err = run(&control).unwrap_err();
+            assert_eq!(err.reason(), "control character in a string", "{pad}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "control character in a string at byte {}",
+                    11 + filler.len()
+                )
+            );
+            let open = format!(r#"{{"secret":"{filler}"#);
+            assert_eq!(run(&open).unwrap_err().reason(), "unterminated string");
+            let escape_at_end = format!(r#"{{"secret":"{filler}\"#);
+            assert_eq!(
+                run(&escape_at_end).unwrap_err().reason(),
+                "invalid escape in a string"
+            );
+        }
+    }
+
+    #[test]
+    fn kept_values_apart_in_the_body_are_joined_correctly() {
+        assert_eq!(
+            run(r#"{"secret":"s3cr3t","name":"n","undeclared":[1,{"a":"s3cr3t"}],"enabled":true}"#)
+                .unwrap(),
+            r#"{"name":"n","enabled":true}"#
+        );
+        assert_eq!(
+            run("{\n  \"filters\" : { \"zones\" : [ \"z\" , \"y\" ] , \"other\":1 },\n  \"name\":\"n\"\n}")
+                .unwrap(),
+            r#"{"filters":{"zones":[ "z" , "y" ]},"name":"n"}"#
+        );
+        assert_eq!(
+            run(r#"{"mechanisms":{"webhooks":[{"url":"s3cr3t"},{"id":"w2","url":"s3cr3t"},{"id":"w3"}]}}"#)
+                .unwrap(),
+            r#"{"mechanisms":{"webhooks":[{"id":"w2"},{"id":"w3"}]}}"#
+        );
+    }
+
+    #[test]
+    fn only_kept_numbers_are_checked_for_range() {
+        let digits = |n: usize| format!("1{}", "0".repeat(n - 1));
+        assert_eq!(
+            run(&format!(r#"{{"name":{}}}"#, digits(308))).unwrap(),
+            format!(r#"{{"name":{}}}"#, digits(308))
+        );
+        assert_eq!(
+            run(&format!(r#"{{"name":{}}}"#, digits(400)))
+                .unwrap_err()
+                .reason(),
+            "number out of range"
+        );
+        assert_eq!(
+            run(&format!(r#"{{"secret":{}}}"#, digits(400))).unwrap(),
+            "{}"
+        );
+        assert_eq!(
+            run(r#"{"name":-1.5e-400}"#).unwrap(),
+            r#"{"name":-1.5e-400}"#
+        );
+        assert_eq!(
+            run(r#"{"name":1.7976931348623159e308}"#)
+                .unwrap_err()
+                .reason(),
+            "number out of range"
         );
     }
 

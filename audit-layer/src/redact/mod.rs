@@ -151,22 +151,19 @@ impl ContentPlans {
                 Err(e) => marker("_unparsed", &e.to_string()),
             });
         }
-        let essence = content_type.and_then(|v| v.to_str().ok()).map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
+        // Compared as if lowercased, without building the lowercase text.
+        let essence = content_type
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim());
         let Some(essence) = essence.filter(|e| !e.is_empty()) else {
             return Some(marker("_unparsed", "the body has no content type"));
         };
         let entry = self
             .entries
             .iter()
-            .find(|(media, _)| **media == *essence)
+            .find(|(media, _)| is_lowercase_of(media, essence))
             .or_else(|| {
-                is_json(&essence)
+                is_json_ignoring_case(essence)
                     .then(|| self.entries.iter().find(|(media, _)| is_json(media)))
                     .flatten()
             })
@@ -187,6 +184,25 @@ impl ContentPlans {
 
 fn is_json(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
+}
+
+/// [`is_json`] of `media` lowercased.
+fn is_json_ignoring_case(media: &str) -> bool {
+    media.eq_ignore_ascii_case("application/json")
+        || media
+            .len()
+            .checked_sub(5)
+            .and_then(|at| media.get(at..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
+}
+
+/// Whether `lower` is `text` with its ASCII letters lowercased.
+fn is_lowercase_of(lower: &str, text: &str) -> bool {
+    lower.len() == text.len()
+        && lower
+            .bytes()
+            .zip(text.bytes())
+            .all(|(l, t)| l == t.to_ascii_lowercase())
 }
 
 fn raw(json: String) -> RecordedBody {

@@ -39,13 +39,162 @@ pub(crate) enum Node {
     /// All of it, if it is of one of these types.
     Keep(TypeMask),
     /// An object with declared properties: each declared key by its own plan, every other key
-    /// by `additional` (a map's value plan, or [`DROP`]). Sorted by key for binary search.
-    Object {
-        props: Box<[(Box<str>, NodeId)]>,
-        additional: NodeId,
-    },
+    /// by `additional` (a map's value plan, or [`DROP`]).
+    Object { props: Props, additional: NodeId },
     /// An array: every element by the same plan.
     Array { items: NodeId },
+}
+
+/// The declared properties of an object node, sorted by key, with an index that finds a key
+/// in one probe in the common case: an open-addressing table hashed on the key's length and
+/// its first and last eight bytes, which also settle equality for keys of up to 16 bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Props {
+    entries: Box<[(Box<str>, NodeId)]>,
+    /// A power of two in length, at least twice the entries (or empty), so that a probe always
+    /// ends on an empty slot.
+    slots: Box<[Slot]>,
+}
+
+/// One slot of the index of a [`Props`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    words: KeyWords,
+    /// The entry's index, or [`Slot::EMPTY`].
+    index: u32,
+}
+
+impl Slot {
+    const EMPTY: u32 = u32::MAX;
+}
+
+/// A key as the index compares it: its length and its first and last eight bytes
+/// (little-endian, zero-padded; `tail` is 0 for keys of up to eight bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyWords {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl KeyWords {
+    /// The words of `key`.
+    pub(crate) fn of(key: &[u8]) -> Self {
+        match (key.first_chunk::<8>(), key.last_chunk::<8>()) {
+            (Some(head), Some(tail)) => Self {
+                len: key.len(),
+                head: u64::from_le_bytes(*head),
+                tail: if key.len() > 8 {
+                    u64::from_le_bytes(*tail)
+                } else {
+                    0
+                },
+            },
+            _ => {
+                let mut head = [0u8; 8];
+                head[..key.len()].copy_from_slice(key);
+                Self {
+                    len: key.len(),
+                    head: u64::from_le_bytes(head),
+                    tail: 0,
+                }
+            }
+        }
+    }
+
+    /// The words of `text[start..start + len]`, reading the eight bytes at `start` whole when
+    /// `text` goes on that far (a key in a body is followed at least by its closing quote).
+    #[inline]
+    pub(crate) fn within(text: &[u8], start: usize, len: usize) -> Self {
+        match text.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+            Some(head) if len < 8 => Self {
+                len,
+                // The key's own bytes only.
+                head: u64::from_le_bytes(*head) & ((1u64 << (8 * len)) - 1),
+                tail: 0,
+            },
+            _ => Self::of(&text[start..start + len]),
+        }
+    }
+
+    #[inline]
+    fn hash(self) -> usize {
+        let mixed = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> 40) as usize
+    }
+}
+
+impl Props {
+    /// Indexes `entries` (sorted here by key).
+    pub(crate) fn new(mut entries: Vec<(Box<str>, NodeId)>) -> Self {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let size = match entries.len() {
+            0 => 0,
+            n => (2 * n).next_power_of_two(),
+        };
+        let empty = Slot {
+            words: KeyWords::of(b""),
+            index: Slot::EMPTY,
+        };
+        let mut slots = vec![empty; size].into_boxed_slice();
+        for (i, (key, _)) in entries.iter().enumerate() {
+            let words = KeyWords::of(key.as_bytes());
+            let mut at = words.hash() & (size - 1);
+            while slots[at].index != Slot::EMPTY {
+                at = (at + 1) & (size - 1);
+            }
+            // More than 2^31 properties cannot be: the body they came from would not fit.
+            slots[at] = Slot {
+                words,
+                index: u32::try_from(i).unwrap_or(Slot::EMPTY - 1),
+            };
+        }
+        Self {
+            entries: entries.into(),
+            slots,
+        }
+    }
+
+    /// The properties, sorted by key.
+    pub(crate) fn entries(&self) -> &[(Box<str>, NodeId)] {
+        &self.entries
+    }
+
+    /// Whether no property is declared.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The plan of the property at `index`.
+    pub(crate) fn node(&self, index: usize) -> NodeId {
+        self.entries[index].1
+    }
+
+    /// The index of property `key` (its unescaped text), if declared.
+    pub(crate) fn find(&self, key: &[u8]) -> Option<usize> {
+        self.find_words(key, KeyWords::of(key))
+    }
+
+    /// [`find`](Self::find), with the key's words already read.
+    #[inline]
+    pub(crate) fn find_words(&self, key: &[u8], words: KeyWords) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = words.hash() & mask;
+        loop {
+            let slot = self.slots.get(at)?;
+            if slot.index == Slot::EMPTY {
+                return None;
+            }
+            if slot.words == words {
+                let index = slot.index as usize;
+                if words.len <= 16 || self.entries.get(index)?.0.as_bytes() == key {
+                    return Some(index);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
 }
 
 /// The nodes of one or more redaction trees.
@@ -82,15 +231,10 @@ impl PlanArena {
         id
     }
 
-    /// An object node, with its properties sorted for lookup.
-    pub(crate) fn object(
-        &mut self,
-        mut props: Vec<(Box<str>, NodeId)>,
-        additional: NodeId,
-    ) -> NodeId {
-        props.sort_by(|a, b| a.0.cmp(&b.0));
+    /// An object node, with its properties indexed for lookup.
+    pub(crate) fn object(&mut self, props: Vec<(Box<str>, NodeId)>, additional: NodeId) -> NodeId {
         self.push(Node::Object {
-            props: props.into(),
+            props: Props::new(props),
             additional,
         })
     }
@@ -110,19 +254,6 @@ impl PlanArena {
             0 => DROP,
             types::ANY => KEEP,
             mask => self.push(Node::Keep(mask)),
-        }
-    }
-
-    /// The plan for a key of an object node.
-    pub(crate) fn child(
-        &self,
-        props: &[(Box<str>, NodeId)],
-        additional: NodeId,
-        key: &str,
-    ) -> Option<NodeId> {
-        match props.binary_search_by(|(name, _)| (**name).cmp(key)) {
-            Ok(i) => Some(props[i].1),
-            Err(_) => (additional != DROP).then_some(additional),
         }
     }
 
@@ -167,23 +298,22 @@ impl PlanArena {
                 },
             ) => {
                 let mut props: Vec<(Box<str>, NodeId)> = Vec::new();
-                for (key, na) in pa.iter() {
-                    let merged = match pb.binary_search_by(|(k, _)| k.cmp(key)) {
-                        Ok(i) => self.intersect_inner(*na, pb[i].1, seen),
+                for (key, na) in pa.entries() {
+                    let merged = match pb.find(key.as_bytes()) {
+                        Some(i) => self.intersect_inner(*na, pb.node(i), seen),
                         // Declared by one side only: that side decides.
-                        Err(_) => *na,
+                        None => *na,
                     };
                     props.push((key.clone(), merged));
                 }
-                for (key, nb) in pb.iter() {
-                    if pa.binary_search_by(|(k, _)| k.cmp(key)).is_err() {
+                for (key, nb) in pb.entries() {
+                    if pa.find(key.as_bytes()).is_none() {
                         props.push((key.clone(), *nb));
                     }
                 }
-                props.sort_by(|x, y| x.0.cmp(&y.0));
                 let additional = self.intersect_inner(xa, xb, seen);
                 Node::Object {
-                    props: props.into(),
+                    props: Props::new(props),
                     additional,
                 }
             }
@@ -225,8 +355,51 @@ mod tests {
         let Node::Object { props, .. } = arena.get(both).clone() else {
             panic!("an object")
         };
-        let kept: Vec<(&str, NodeId)> = props.iter().map(|(k, n)| (&**k, *n)).collect();
+        let kept: Vec<(&str, NodeId)> = props.entries().iter().map(|(k, n)| (&**k, *n)).collect();
         assert_eq!(kept, [("name", KEEP), ("only_a", KEEP), ("secret", DROP)]);
+    }
+
+    #[test]
+    fn every_declared_key_is_found_and_no_other() {
+        let mut keys: Vec<String> = (0..300).map(|i| format!("field_{i}")).collect();
+        keys.extend(["", "a", "ab", "abcdefgh", "abcdefghi", "abcdefghabcdefgh"].map(String::from));
+        keys.push("abcdefgh_middle_abcdefgh".into());
+        keys.push("abcdefgh_MIDDLE_abcdefgh".into());
+        let props = Props::new(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (k.as_str().into(), NodeId::try_from(i).unwrap()))
+                .collect(),
+        );
+        for (i, key) in keys.iter().enumerate() {
+            let index = props.find(key.as_bytes()).expect(key);
+            assert_eq!(props.entries()[index].0.as_ref(), key);
+            assert_eq!(props.node(index), NodeId::try_from(i).unwrap());
+        }
+        for missing in [
+            "field_300",
+            "field_",
+            "abc",
+            "abcdefgh\0",
+            "abcdefgh_middle_abcdefgX",
+            "abcdefgh_Middle_abcdefgh",
+            "b",
+        ] {
+            assert_eq!(props.find(missing.as_bytes()), None, "{missing}");
+        }
+        assert_eq!(Props::new(Vec::new()).find(b"x"), None);
+    }
+
+    #[test]
+    fn key_words_in_a_body_match_those_of_the_key_alone() {
+        let body = b"{\"id\":1,\"abcdefgh\":2,\"abcdefghijklmnopq\":3,\"\":4,\"x\"";
+        for (start, len) in [(2, 2), (10, 8), (22, 17), (45, 0), (49, 1)] {
+            assert_eq!(
+                KeyWords::within(body, start, len),
+                KeyWords::of(&body[start..start + len]),
+                "{start}"
+            );
+        }
     }
 
     #[test]
@@ -236,7 +409,7 @@ mod tests {
         arena.set(
             a,
             Node::Object {
-                props: vec![("child".into(), a), ("v".into(), KEEP)].into(),
+                props: Props::new(vec![("child".into(), a), ("v".into(), KEEP)]),
                 additional: DROP,
             },
         );
@@ -244,7 +417,7 @@ mod tests {
         arena.set(
             b,
             Node::Object {
-                props: vec![("child".into(), b), ("v".into(), DROP)].into(),
+                props: Props::new(vec![("child".into(), b), ("v".into(), DROP)]),
                 additional: DROP,
             },
         );
@@ -252,7 +425,7 @@ mod tests {
         let Node::Object { props, .. } = arena.get(both).clone() else {
             panic!("an object")
         };
-        assert_eq!(props[0], ("child".into(), both));
-        assert_eq!(props[1], ("v".into(), DROP));
+        assert_eq!(props.entries()[0], ("child".into(), both));
+        assert_eq!(props.entries()[1], ("v".into(), DROP));
     }
 }
