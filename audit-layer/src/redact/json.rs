@@ -206,7 +206,12 @@ impl<'a> KeySet<'a> {
 
     /// Records declared property `index`; false if the object already had it.
     #[inline]
-    fn note_declared(&mut self, keys: &mut Vec<Cow<'a, [u8]>>, index: usize, key: &[u8]) -> bool {
+    fn note_declared(
+        &mut self,
+        keys: &mut Vec<Cow<'a, [u8]>>,
+        index: usize,
+        key: impl FnOnce() -> Cow<'a, [u8]>,
+    ) -> bool {
         if index < 64 {
             let bit = 1u64 << index;
             let fresh = self.declared & bit == 0;
@@ -214,7 +219,7 @@ impl<'a> KeySet<'a> {
             fresh
         } else {
             // Beyond the first 64 properties: compared as text, like undeclared keys.
-            self.note(keys, Cow::Owned(key.to_vec()))
+            self.note(keys, key())
         }
     }
 
@@ -378,6 +383,17 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn keep(&mut self, mask: u8, depth: usize) -> Scan<bool> {
         let start = self.pos;
+        let keep = self.keep_scan(mask, depth)?;
+        if keep {
+            self.out.copy(start, self.pos);
+        }
+        Ok(keep)
+    }
+
+    /// Reads a value by a [`Node::Keep`] plan; returns whether it is to be kept (it is not
+    /// written).
+    #[inline(always)]
+    fn keep_scan(&mut self, mask: u8, depth: usize) -> Scan<bool> {
         let keep = match self.peek() {
             Some(b'"') => {
                 self.string()?;
@@ -412,9 +428,6 @@ impl<'a> Scanner<'a> {
             }
             _ => return Err(self.fail("expected a JSON value")),
         };
-        if keep {
-            self.out.copy(start, self.pos);
-        }
         Ok(keep)
     }
 
@@ -456,6 +469,28 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    /// The plan for a key spelled with escapes (its cursor just past it), matched and checked
+    /// for duplicates by its meaning.
+    #[inline(never)]
+    fn escaped_key(
+        &mut self,
+        props: &Props,
+        additional: NodeId,
+        seen: &mut KeySet<'a>,
+        key_start: usize,
+    ) -> Scan<NodeId> {
+        let key = unescape(&self.b[key_start + 1..self.pos - 1]);
+        let found = props.find(&key);
+        let fresh = match found {
+            Some(index) => seen.note_declared(&mut self.keys, index, || Cow::Owned(key)),
+            None => seen.note(&mut self.keys, Cow::Owned(key)),
+        };
+        if !fresh {
+            return Err(self.fail_at("duplicate key in an object", key_start));
+        }
+        Ok(found.map_or(additional, |index| props.node(index)))
+    }
+
     fn object(
         &mut self,
         props: &Props,
@@ -481,27 +516,43 @@ impl<'a> Scanner<'a> {
                     return Err(self.fail("expected a string key"));
                 }
                 let key_start = self.pos;
-                let key = self.key()?;
-                let words = match key {
-                    Cow::Borrowed(k) => KeyWords::within(self.b, key_start + 1, k.len()),
-                    Cow::Owned(ref k) => KeyWords::of(k),
+                let escaped = self.string()?;
+                let child = if escaped {
+                    self.escaped_key(props, additional, &mut seen, key_start)?
+                } else {
+                    let b = self.b;
+                    let key = &b[key_start + 1..self.pos - 1];
+                    let found =
+                        props.find_words(key, KeyWords::within(b, key_start + 1, key.len()));
+                    let fresh = match found {
+                        Some(index) => {
+                            seen.note_declared(&mut self.keys, index, || Cow::Borrowed(key))
+                        }
+                        None => seen.note(&mut self.keys, Cow::Borrowed(key)),
+                    };
+                    if !fresh {
+                        return Err(self.fail_at("duplicate key in an object", key_start));
+                    }
+                    found.map_or(additional, |index| props.node(index))
                 };
-                let (fresh, child) = match props.find_words(&key, words) {
-                    Some(index) => (
-                        seen.note_declared(&mut self.keys, index, &key),
-                        props.node(index),
-                    ),
-                    None => (seen.note(&mut self.keys, key), additional),
-                };
-                if !fresh {
-                    return Err(self.fail_at("duplicate key in an object", key_start));
-                }
                 let key_end = self.pos;
                 self.ws();
                 self.expect(b':', "expected ':' after a key")?;
                 self.ws();
                 if child == DROP {
                     self.skip_value(depth, false)?;
+                } else if let Node::Keep(mask) = self.arena.get(child) {
+                    // Read first, written only if kept: nothing to take back.
+                    let start = self.pos;
+                    if self.keep_scan(*mask, depth)? {
+                        if kept_any {
+                            self.out.push(b',');
+                        }
+                        self.out.copy(key_start, key_end);
+                        self.out.push(b':');
+                        self.out.copy(start, self.pos);
+                        kept_any = true;
+                    }
                 } else {
                     let before = self.out.len();
                     if kept_any {
@@ -548,16 +599,31 @@ impl<'a> Scanner<'a> {
         if self.peek() == Some(b']') {
             self.pos += 1;
         } else {
+            let scalar = match self.arena.get(items) {
+                Node::Keep(mask) => Some(*mask),
+                _ => None,
+            };
             loop {
                 self.ws();
-                let before = self.out.len();
-                if kept_any {
-                    self.out.push(b',');
-                }
-                if self.value(items, depth, false)? {
-                    kept_any = true;
+                if let Some(mask) = scalar {
+                    let start = self.pos;
+                    if self.keep_scan(mask, depth)? {
+                        if kept_any {
+                            self.out.push(b',');
+                        }
+                        self.out.copy(start, self.pos);
+                        kept_any = true;
+                    }
                 } else {
-                    self.out.truncate(before);
+                    let before = self.out.len();
+                    if kept_any {
+                        self.out.push(b',');
+                    }
+                    if self.value(items, depth, false)? {
+                        kept_any = true;
+                    } else {
+                        self.out.truncate(before);
+                    }
                 }
                 self.ws();
                 match self.peek() {
