@@ -26,6 +26,10 @@
 //! within each round, and writes every run as JSON lines.
 //!
 //! `--smoke` runs one short round (CI) and fails on any lost record.
+//!
+//! `loadbench load --addr HOST:PORT [--kind GET|POST] [--seconds S] [--connections N]` only
+//! drives a server started by hand, e.g. one running under `valgrind --tool=callgrind` or
+//! `perf record` for a profile.
 
 mod driver;
 mod load;
@@ -36,10 +40,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = if args.first().map(String::as_str) == Some("serve") {
-        server::main(&args[1..])
-    } else {
-        driver::main(&args)
+    let outcome = match args.first().map(String::as_str) {
+        Some("serve") => server::main(&args[1..]),
+        Some("load") => driver::load_only(&args[1..]),
+        _ => driver::main(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -170,6 +170,7 @@ struct ServeArgs {
     data_dir: PathBuf,
     postgres_url: Option<String>,
     queue_capacity: usize,
+    batch_size: usize,
     spool_budget: u64,
     writers: usize,
 }
@@ -182,6 +183,7 @@ impl ServeArgs {
         let mut data_dir = None;
         let mut postgres_url = None;
         let mut queue_capacity = 16_384;
+        let mut batch_size = 10_000;
         let mut spool_budget = 256 << 20;
         let mut writers = 0;
         let mut args = args.iter();
@@ -198,6 +200,7 @@ impl ServeArgs {
                 "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
                 "--postgres-url" => postgres_url = Some(value()?),
                 "--queue-capacity" => queue_capacity = value()?.parse()?,
+                "--batch-size" => batch_size = value()?.parse()?,
                 "--spool-budget" => spool_budget = value()?.parse()?,
                 "--writers" => writers = value()?.parse()?,
                 other => return Err(format!("serve: unknown option {other:?}").into()),
@@ -210,6 +213,7 @@ impl ServeArgs {
             data_dir: data_dir.ok_or("serve: --data-dir is required")?,
             postgres_url,
             queue_capacity,
+            batch_size,
             spool_budget,
             writers,
         })
@@ -364,6 +368,7 @@ async fn start_pipeline<S: AuditStore>(
     };
     let (sink, pipeline) = pipeline::builder(store)
         .queue_capacity(args.queue_capacity)
+        .batch_size(args.batch_size)
         .writers(writers)
         .spool(args.data_dir.join("spool"), args.spool_budget)
         .build()
