@@ -5,6 +5,7 @@
 //! Data flows one way: `AuditLayer` → [`pipeline`] (the layer's sink: a bounded queue, never
 //! awaited by a request in the default mode) → enrichment and batching → a [`store`] → SQL.
 
+pub mod chain;
 mod error;
 pub mod pipeline;
 pub mod query;

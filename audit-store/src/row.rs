@@ -36,6 +36,29 @@ pub(crate) const COLUMNS: [&str; 24] = [
     "record",
 ];
 
+/// Computes the digest of the 24 [`COLUMNS`] of a row read back, starting at column `offset`,
+/// as [`chain::row_digest`](crate::chain) computes it for a row written.
+pub(crate) fn digest_columns<R: sqlx::Row>(row: &R, offset: usize) -> Result<[u8; 32]>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut digest = crate::chain::RowDigest::new();
+    for (i, name) in COLUMNS.iter().enumerate() {
+        let at = offset + i;
+        match *name {
+            "id" => digest.uuid(row.try_get::<Uuid, _>(at)?),
+            "time_ms" => digest.int(row.try_get::<i64, _>(at)?),
+            "raw_status_code" => digest.int(i64::from(row.try_get::<i32, _>(at)?)),
+            _ => digest.text(row.try_get::<Option<&str>, _>(at)?),
+        }
+    }
+    Ok(digest.finish())
+}
+
 /// One record flattened into its columns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {

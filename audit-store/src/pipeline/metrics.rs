@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub(crate) batch_micros_sum: AtomicU64,
     pub(crate) batch_micros_max: AtomicU64,
     pub(crate) gap_records: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +42,7 @@ impl Counters {
             dropped: get(&self.dropped),
             failed_writes: get(&self.failed_writes),
             gap_records: get(&self.gap_records),
+            checkpoints: get(&self.checkpoints),
             batches,
             batch_latency_avg_micros: get(&self.batch_micros_sum)
                 .checked_div(batches)
@@ -74,6 +76,8 @@ pub struct PipelineMetrics {
     pub failed_writes: u64,
     /// Gap records written to say how many records were lost, and when.
     pub gap_records: u64,
+    /// Chain checkpoints signed (one per account per round; see [`chain`](crate::chain)).
+    pub checkpoints: u64,
     /// Batches written.
     pub batches: u64,
     /// Mean time to write one batch, in microseconds.
@@ -150,6 +154,12 @@ impl PipelineMetrics {
             "counter",
             "Gap records written.",
             self.gap_records,
+        );
+        metric(
+            "audit_chain_checkpoints_total",
+            "counter",
+            "Chain checkpoints signed.",
+            self.checkpoints,
         );
         metric(
             "audit_batches_total",

@@ -72,6 +72,7 @@ use metrics::Counters;
 pub use metrics::PipelineMetrics;
 
 use crate::Result;
+use crate::chain::CheckpointSink;
 use crate::row::StoredRecord;
 use crate::spool::{Appended, Spool};
 use crate::store::AuditStore;
@@ -126,6 +127,8 @@ pub struct PipelineBuilder<S> {
     retry: Retry,
     probe_interval: Duration,
     write_timeout: Duration,
+    checkpoint_interval: Duration,
+    checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
 }
 
 impl<S> std::fmt::Debug for PipelineBuilder<S> {
@@ -136,6 +139,7 @@ impl<S> std::fmt::Debug for PipelineBuilder<S> {
             .field("flush_interval", &self.flush_interval)
             .field("writers", &self.writers)
             .field("spool", &self.spool)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +164,8 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
         },
         probe_interval: Duration::from_millis(250),
         write_timeout: Duration::from_secs(10),
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_sink: None,
     }
 }
 
@@ -242,6 +248,20 @@ impl<S: AuditStore> PipelineBuilder<S> {
         self
     }
 
+    /// How often a chained store signs a checkpoint of every account's chain, also of chains
+    /// that did not grow (see [`chain`](crate::chain)). Defaults to hourly. A last checkpoint
+    /// is made at shutdown. Does nothing for a store without chain keys.
+    pub fn checkpoints(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Where checkpoints are also kept, outside the database. Defaults to none.
+    pub fn checkpoint_sink(mut self, sink: impl CheckpointSink) -> Self {
+        self.checkpoint_sink = Some(Arc::new(sink));
+        self
+    }
+
     /// The sink to give the layer, and the pipeline to run.
     ///
     /// # Errors
@@ -286,6 +306,8 @@ impl<S: AuditStore> PipelineBuilder<S> {
                 retry: self.retry,
                 probe_interval: self.probe_interval,
                 write_timeout: self.write_timeout,
+                checkpoint_interval: self.checkpoint_interval,
+                checkpoint_sink: self.checkpoint_sink,
             }),
             lanes: receivers,
         };
@@ -523,6 +545,8 @@ struct Context<S> {
     retry: Retry,
     probe_interval: Duration,
     write_timeout: Duration,
+    checkpoint_interval: Duration,
+    checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
 }
 
 impl<S: AuditStore> Pipeline<S> {
@@ -536,6 +560,12 @@ impl<S: AuditStore> Pipeline<S> {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let recovery = tokio::spawn(Arc::clone(&ctx).recover(Arc::clone(&stop)));
+        let (stop_checkpoints, stopped) = tokio::sync::watch::channel(false);
+        let checkpoints = ctx
+            .store
+            .chain_keys()
+            .is_some()
+            .then(|| tokio::spawn(Arc::clone(&ctx).checkpoints(stopped)));
         while let Some(joined) = writers.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(target: "audit_store", "an audit writer stopped: {e}");
@@ -545,12 +575,48 @@ impl<S: AuditStore> Pipeline<S> {
         let _ = recovery.await;
         // Drops not yet reported: to the database, or to the spool for the next start.
         ctx.write_gaps().await;
+        if let Some(checkpoints) = checkpoints {
+            let _ = stop_checkpoints.send(true);
+            let _ = checkpoints.await;
+            // The last word: what this instance wrote is vouched for at once, so deleting
+            // the newest records after a shutdown is found.
+            ctx.checkpoint().await;
+        }
         ctx.shared.finished.store(true, Ordering::Release);
         ctx.shared.done.notify_waiters();
     }
 }
 
 impl<S: AuditStore> Context<S> {
+    /// Signs a checkpoint of every chain every `checkpoint_interval` until stopped.
+    async fn checkpoints(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.checkpoint_interval) => self.checkpoint().await,
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One round of checkpoints, handed to the checkpoint sink. Failures are logged: the
+    /// next round vouches for everything this one would have.
+    async fn checkpoint(&self) {
+        let now = crate::chain::now_ms();
+        match crate::chain::checkpoint(&self.store, now).await {
+            Ok(checkpoints) => {
+                Counters::add(&self.shared.counters.checkpoints, checkpoints.len() as u64);
+                if let Some(sink) = &self.checkpoint_sink
+                    && let Err(e) = sink.publish(&checkpoints).await
+                {
+                    tracing::error!(target: "audit_store", "the checkpoint sink failed: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "audit_store", "cannot sign audit chain checkpoints now: {e}");
+            }
+        }
+    }
+
     /// One write, bounded in time: a database that hangs fails like one that refuses, so the
     /// pipeline retries and then spools. A write that timed out may have committed; its
     /// retry then finds the records stored and skips them.

@@ -7,6 +7,9 @@
 //!   and an opaque `cursor`. With `Accept: application/x-ndjson`, every matching record is
 //!   streamed instead, one per line, page by page (for SIEM ingestion).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
+//! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
+//!   hash chain (a chained store only; see [`chain`](crate::chain)): `result` is a
+//!   [`VerifyReport`](crate::chain::VerifyReport), `ok` with counts or the first break.
 //!
 //! Responses use the original envelope, `{"success", "errors", "messages", "result",
 //! "result_info": {"count", "cursor", "cursors": {"after"}}}`; the last page has no cursor.
@@ -49,6 +52,7 @@ use cursor::CursorKey;
 pub use params::BadParameter;
 use uuid::Uuid;
 
+use crate::chain::Verifier;
 use crate::store::{AuditStore, PageRow, RecordQuery};
 
 /// Whether a caller may read an account's audit log.
@@ -91,6 +95,7 @@ pub struct AuditLogRouter<S> {
     authorizer: Arc<dyn Authorizer>,
     cursor_key: CursorKey,
     export_page: u32,
+    verifier: Option<Verifier>,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -104,17 +109,27 @@ struct Shared<S> {
     authorizer: Arc<dyn Authorizer>,
     cursor_key: CursorKey,
     export_page: u32,
+    verifier: Option<Verifier>,
 }
 
 impl<S: AuditStore> AuditLogRouter<S> {
     /// A router over `store`, guarded by `authorizer`.
     pub fn new(store: S, authorizer: impl Authorizer) -> Self {
+        let verifier = store.chain_keys().map(crate::chain::ChainKeys::verifier);
         Self {
             store,
             authorizer: Arc::new(authorizer),
             cursor_key: CursorKey::random(),
             export_page: 1000,
+            verifier,
         }
+    }
+
+    /// What the verify endpoint trusts. Defaults, for a chained store, to the store's own
+    /// keys (signatures and seals); give one with older public keys after a key rotation.
+    pub fn verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     /// The key cursors are signed with. Defaults to a random key per process, so cursors do
@@ -131,9 +146,11 @@ impl<S: AuditStore> AuditLogRouter<S> {
             authorizer: self.authorizer,
             cursor_key: self.cursor_key,
             export_page: self.export_page,
+            verifier: self.verifier,
         });
         Router::new()
             .route("/accounts/{account_id}/logs/audit", get(list::<S>))
+            .route("/accounts/{account_id}/logs/audit/verify", get(verify::<S>))
             .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>))
             .with_state(shared)
     }
@@ -307,6 +324,37 @@ fn export<S: AuditStore>(shared: Arc<Shared<S>>, first: RecordQuery) -> Response
         HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+async fn verify<S: AuditStore>(
+    State(shared): State<Arc<Shared<S>>>,
+    Path(account_id): Path<String>,
+    RawQuery(raw): RawQuery,
+    parts: Parts,
+) -> Response {
+    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
+        return denied;
+    }
+    let span = match params::parse_span(raw.as_deref().unwrap_or("")) {
+        Ok(span) => span,
+        Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
+    };
+    let Some(verifier) = &shared.verifier else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            10501,
+            "this audit log is not chained: tamper evidence is not enabled on its store",
+        );
+    };
+    match crate::chain::verify(&shared.store, verifier, &account_id, span, &[]).await {
+        Ok(report) => match serde_json::to_string(&report) {
+            Ok(report) => json_response(format!(
+                r#"{{"success":true,"errors":[],"messages":[],"result":{report}}}"#
+            )),
+            Err(e) => internal(&e.into()),
+        },
+        Err(e) => internal(&e),
+    }
 }
 
 async fn one<S: AuditStore>(

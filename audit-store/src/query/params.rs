@@ -3,7 +3,7 @@
 //! Every problem is a [`BadParameter`] that names the parameter and what was expected, in
 //! the words a person reading a 400 needs.
 
-use audit_layer::record::{ActionType, ActorContext, ActorType, Timestamp};
+use audit_layer::record::{ActionType, ActorContext, ActorType};
 use uuid::Uuid;
 
 use crate::store::{Column, ColumnFilter, Direction, FilterValue};
@@ -124,12 +124,7 @@ fn parse_time(name: &str, value: &str) -> Result<i64, BadParameter> {
             quoted(value)
         ))
     };
-    if let Ok(t) = value.parse::<Timestamp>() {
-        return Ok(t.unix_millis());
-    }
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(value, &format).map_err(|_| expected())?;
-    Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
+    crate::chain::parse_time(value).ok_or_else(expected)
 }
 
 fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadParameter> {
@@ -209,6 +204,37 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
 }
 
 /// Parses a raw query string.
+/// Parses the verify endpoint's query: optional `since` and `before`, nothing else.
+pub(crate) fn parse_span(query: &str) -> Result<crate::chain::Span, BadParameter> {
+    let mut span = crate::chain::Span::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match &*key {
+            "since" => &mut span.since_ms,
+            "before" => &mut span.before_ms,
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {}: verification takes 'since' and 'before'",
+                    quoted(other)
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(bad(format!(
+                "'{key}' is given more than once: give it once"
+            )));
+        }
+        *slot = Some(parse_time(&key, &value)?);
+    }
+    if let (Some(since), Some(before)) = (span.since_ms, span.before_ms)
+        && before <= since
+    {
+        return Err(bad(
+            "invalid value for 'before': must be after 'since'".into()
+        ));
+    }
+    Ok(span)
+}
+
 pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
     let mut since = None;
     let mut before = None;
@@ -425,6 +451,28 @@ mod tests {
         assert!(
             err(&format!("{base}&x\u{1b}[2J=1")).contains("\\x1b"),
             "escaped in the message"
+        );
+    }
+
+    #[test]
+    fn verification_spans_parse_and_name_bad_parameters() {
+        let span = parse_span("since=2025-01-01&before=2025-01-02").unwrap();
+        assert_eq!(span.since_ms, Some(1_735_689_600_000));
+        assert_eq!(span.before_ms, Some(1_735_776_000_000));
+        assert_eq!(parse_span("").unwrap(), crate::chain::Span::all());
+        let e = |q: &str| parse_span(q).unwrap_err().to_string();
+        assert_eq!(
+            e("limit=5"),
+            "unknown parameter \"limit\": verification takes 'since' and 'before'"
+        );
+        assert!(e("since=x").starts_with("invalid value for 'since'"));
+        assert_eq!(
+            e("since=2025-01-01&since=2025-01-01"),
+            "'since' is given more than once: give it once"
+        );
+        assert_eq!(
+            e("since=2025-01-02&before=2025-01-01"),
+            "invalid value for 'before': must be after 'since'"
         );
     }
 

@@ -11,8 +11,15 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use crate::Result;
+use crate::chain::{ChainHead, ChainKeys, ChainRow, Checkpoint};
 use crate::row::StoredRecord;
+use crate::{Result, StoreError};
+
+fn unchained<T>() -> Result<T> {
+    Err(StoreError::Config(
+        "this store does not keep hash chains (give it chain keys)".into(),
+    ))
+}
 
 /// A database that holds audit records.
 ///
@@ -44,6 +51,63 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
 
     /// One page of one account's records matching `query`, in `(time, id)` order.
     fn page(&self, query: &RecordQuery) -> impl Future<Output = Result<Vec<PageRow>>> + Send;
+
+    // Tamper evidence (see [`chain`](crate::chain)). A store that does not keep chains
+    // answers these with an error; wrappers around a store forward them.
+
+    /// The keys this store chains records with; `None` when it does not chain them.
+    fn chain_keys(&self) -> Option<&ChainKeys> {
+        None
+    }
+
+    /// The newest link of every chain.
+    fn chain_heads(&self) -> impl Future<Output = Result<Vec<ChainHead>>> + Send {
+        async { unchained() }
+    }
+
+    /// The newest link of one chain.
+    fn chain_head(&self, chain: &str) -> impl Future<Output = Result<Option<ChainHead>>> + Send {
+        let _ = chain;
+        async { unchained() }
+    }
+
+    /// Up to `limit` links of `chain` after position `after` (`(seq, id)`), in that order.
+    fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ChainRow>>> + Send {
+        let _ = (chain, after, limit);
+        async { unchained() }
+    }
+
+    /// The lowest and highest sequence numbers of `chain`'s records whose time is in
+    /// `[since_ms, before_ms)`.
+    fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> impl Future<Output = Result<Option<(i64, i64)>>> + Send {
+        let _ = (chain, since_ms, before_ms);
+        async { unchained() }
+    }
+
+    /// Every checkpoint and anchor stored for `chain`.
+    fn checkpoints(&self, chain: &str) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send {
+        let _ = chain;
+        async { unchained() }
+    }
+
+    /// Stores checkpoints (already signed).
+    fn write_checkpoints(
+        &self,
+        checkpoints: &[Checkpoint],
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = checkpoints;
+        async { unchained() }
+    }
 }
 
 /// A filterable column.

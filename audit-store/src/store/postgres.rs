@@ -5,7 +5,8 @@
 //! stays prepared. The table is partitioned by month of `action.time`; the store creates a
 //! month's partition before it first writes to it, and retention drops whole months.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::postgres::PgPool;
@@ -14,8 +15,11 @@ use uuid::Uuid;
 
 use super::sql::{self, QueryTarget};
 use super::{AuditStore, PageRow, RecordQuery};
-use crate::Result;
-use crate::row::StoredRecord;
+use crate::chain::{
+    self, ChainHead, ChainKeys, ChainRow, Checkpoint, CheckpointKind, GENESIS, Link,
+};
+use crate::row::{COLUMNS, StoredRecord, digest_columns};
+use crate::{Result, StoreError};
 
 const INSERT: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
     action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, actor_context, \
@@ -25,6 +29,17 @@ const INSERT: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_n
     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
     $14::text[], $15::text[], $16::text[], $17::text[], $18::int4[], $19::text[], $20::text[], \
     $21::text[], $22::text[], $23::text[], $24::text[]) \
+    ON CONFLICT DO NOTHING";
+
+/// [`INSERT`] with each record's link.
+const INSERT_CHAINED: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
+    action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, actor_context, \
+    actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, raw_uri, resource_id, \
+    resource_product, resource_type, resource_scope, record, chain_seq, chain_hash, chain_seal) \
+    SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+    $14::text[], $15::text[], $16::text[], $17::text[], $18::int4[], $19::text[], $20::text[], \
+    $21::text[], $22::text[], $23::text[], $24::text[], $25::int8[], $26::bytea[], $27::bytea[]) \
     ON CONFLICT DO NOTHING";
 
 /// Audit records in PostgreSQL.
@@ -44,6 +59,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Months (`year * 12 + month0`) whose partition is known to exist.
     partitions: Arc<Mutex<BTreeSet<i64>>>,
+    /// Set: every record is chained (see [`chain`](crate::chain)).
+    chain: Option<Arc<ChainKeys>>,
 }
 
 impl PostgresStore {
@@ -53,7 +70,17 @@ impl PostgresStore {
         Self {
             pool,
             partitions: Arc::default(),
+            chain: None,
         }
+    }
+
+    /// Chains every record this store writes into its account's hash chain, sealed and
+    /// checkpointed with `keys` (see [`chain`](crate::chain)). Every instance writing to
+    /// the database must use the same keys.
+    #[must_use]
+    pub fn chained(mut self, keys: ChainKeys) -> Self {
+        self.chain = Some(Arc::new(keys));
+        self
     }
 
     /// Connects to `url` (`postgres://user@host/db`), with a 2 s acquire timeout so that an
@@ -78,42 +105,241 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// One `INSERT ... SELECT FROM UNNEST` of all `records`.
-    async fn insert_rows(&self, records: &[StoredRecord]) -> Result<u64> {
+    /// One `INSERT ... SELECT FROM UNNEST` of all `records`, with their links if chained.
+    async fn insert_rows<'e>(
+        executor: impl sqlx::PgExecutor<'e>,
+        records: &[StoredRecord],
+        links: Option<&[Link]>,
+    ) -> Result<u64> {
         macro_rules! column {
             ($field:ident) => {
                 records.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
             };
         }
-        let stored = sqlx::query(INSERT)
-            .bind(column!(id))
-            .bind(column!(time_ms))
-            .bind(column!(account_id))
-            .bind(column!(account_name))
-            .bind(column!(zone_id))
-            .bind(column!(zone_name))
-            .bind(records.iter().map(|r| r.action_type).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.action_result).collect::<Vec<_>>())
-            .bind(column!(actor_email))
-            .bind(column!(actor_id))
-            .bind(column!(actor_ip_address))
-            .bind(records.iter().map(|r| r.actor_type).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.actor_context).collect::<Vec<_>>())
-            .bind(column!(actor_token_id))
-            .bind(column!(actor_token_name))
-            .bind(column!(raw_ray_id))
-            .bind(column!(raw_method))
-            .bind(column!(raw_status_code))
-            .bind(column!(raw_uri))
-            .bind(column!(resource_id))
-            .bind(column!(resource_product))
-            .bind(column!(resource_type))
-            .bind(column!(resource_scope))
-            .bind(column!(record))
+        let query = sqlx::query(if links.is_some() {
+            INSERT_CHAINED
+        } else {
+            INSERT
+        })
+        .bind(column!(id))
+        .bind(column!(time_ms))
+        .bind(column!(account_id))
+        .bind(column!(account_name))
+        .bind(column!(zone_id))
+        .bind(column!(zone_name))
+        .bind(records.iter().map(|r| r.action_type).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.action_result).collect::<Vec<_>>())
+        .bind(column!(actor_email))
+        .bind(column!(actor_id))
+        .bind(column!(actor_ip_address))
+        .bind(records.iter().map(|r| r.actor_type).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.actor_context).collect::<Vec<_>>())
+        .bind(column!(actor_token_id))
+        .bind(column!(actor_token_name))
+        .bind(column!(raw_ray_id))
+        .bind(column!(raw_method))
+        .bind(column!(raw_status_code))
+        .bind(column!(raw_uri))
+        .bind(column!(resource_id))
+        .bind(column!(resource_product))
+        .bind(column!(resource_type))
+        .bind(column!(resource_scope))
+        .bind(column!(record));
+        let query = match links {
+            None => query,
+            Some(links) => query
+                .bind(links.iter().map(|l| l.seq).collect::<Vec<_>>())
+                .bind(links.iter().map(|l| l.hash).collect::<Vec<_>>())
+                .bind(links.iter().map(|l| l.seal).collect::<Vec<_>>()),
+        };
+        Ok(query.execute(executor).await?.rows_affected())
+    }
+
+    async fn write(&self, records: &[StoredRecord]) -> Result<u64> {
+        match &self.chain {
+            None => Self::insert_rows(&self.pool, records, None).await,
+            Some(keys) => self.insert_chained(keys, records).await,
+        }
+    }
+
+    /// Writes a batch as the next links of its chains, in one transaction that holds its
+    /// chains' head rows (`FOR UPDATE`, locked in name order so writers never deadlock): the
+    /// ordering point per account across every instance sharing the database.
+    async fn insert_chained(&self, keys: &ChainKeys, records: &[StoredRecord]) -> Result<u64> {
+        let records = chain::dedup_ids(records);
+        let mut skip_stored = false;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            // A retried batch may have committed before: such records keep their links.
+            let rows: Cow<'_, [StoredRecord]> = if skip_stored {
+                let stored: HashSet<Uuid> = sqlx::query_scalar(
+                    "SELECT l.id FROM audit_logs l \
+                     JOIN UNNEST($1::uuid[], $2::int8[]) AS b(id, time_ms) \
+                     ON l.id = b.id AND l.time_ms = b.time_ms",
+                )
+                .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
+                .bind(records.iter().map(|r| r.time_ms).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+                Cow::Owned(
+                    records
+                        .iter()
+                        .filter(|r| !stored.contains(&r.id))
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                Cow::Borrowed(&records[..])
+            };
+            let chains: Vec<&str> = rows
+                .iter()
+                .map(chain::chain_of)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            sqlx::query(
+                "INSERT INTO audit_chain_heads (chain, seq, hash) \
+                 SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c ORDER BY c \
+                 ON CONFLICT (chain) DO NOTHING",
+            )
+            .bind(&chains)
+            .bind(GENESIS.to_vec())
+            .execute(&mut *tx)
+            .await?;
+            let locked = sqlx::query(
+                "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1) \
+                 ORDER BY chain FOR UPDATE",
+            )
+            .bind(&chains)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut heads = HashMap::with_capacity(locked.len());
+            for row in &locked {
+                let hash: Vec<u8> = row.try_get(2)?;
+                heads.insert(
+                    row.try_get::<String, _>(0)?,
+                    (
+                        row.try_get::<i64, _>(1)?,
+                        hash.try_into().unwrap_or(GENESIS),
+                    ),
+                );
+            }
+            let links = chain::link_rows(keys, &mut heads, &rows);
+            let stored = Self::insert_rows(&mut *tx, &rows, Some(&links)).await?;
+            if stored != rows.len() as u64 {
+                tx.rollback().await?;
+                if skip_stored {
+                    return Err(StoreError::Config(
+                        "a chained batch kept colliding with stored records".into(),
+                    ));
+                }
+                skip_stored = true;
+                continue;
+            }
+            let (names, seqs, hashes): (Vec<&str>, Vec<i64>, Vec<[u8; 32]>) = chains
+                .iter()
+                .filter_map(|c| heads.get(*c).map(|(seq, hash)| (*c, *seq, *hash)))
+                .fold(
+                    (vec![], vec![], vec![]),
+                    |(mut n, mut s, mut h), (c, seq, hash)| {
+                        n.push(c);
+                        s.push(seq);
+                        h.push(hash);
+                        (n, s, h)
+                    },
+                );
+            sqlx::query(
+                "UPDATE audit_chain_heads AS h SET seq = u.seq, hash = u.hash \
+                 FROM UNNEST($1::text[], $2::int8[], $3::bytea[]) AS u(chain, seq, hash) \
+                 WHERE h.chain = u.chain",
+            )
+            .bind(names)
+            .bind(seqs)
+            .bind(hashes)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(stored);
+        }
+    }
+
+    /// Retention on a chained store: per chain, signs an anchor where the chain will start,
+    /// then deletes the longest prefix of records that are all older than the cutoff.
+    /// Returns the pruned prefix of each chain, `(chain, last pruned seq)`.
+    async fn prune_chains(
+        &self,
+        keys: &ChainKeys,
+        cutoff_ms: i64,
+    ) -> Result<(u64, Vec<(String, i64)>)> {
+        let mut deleted = 0;
+        let mut pruned = Vec::new();
+        for head in self.chain_heads().await? {
+            let keep: Option<i64> = sqlx::query_scalar(
+                "SELECT min(chain_seq) FROM audit_logs WHERE coalesce(account_id, '') = $1 \
+                 AND chain_seq IS NOT NULL AND time_ms >= $2",
+            )
+            .bind(&head.chain)
+            .bind(cutoff_ms)
+            .fetch_one(&self.pool)
+            .await?;
+            let last_pruned = keep.map_or(head.seq, |k| k - 1);
+            pruned.push((head.chain.clone(), last_pruned));
+            let anchored: Option<i64> = sqlx::query_scalar(
+                "SELECT max(seq) FROM audit_checkpoints WHERE chain = $1 AND kind = 'anchor'",
+            )
+            .bind(&head.chain)
+            .fetch_one(&self.pool)
+            .await?;
+            if last_pruned <= anchored.unwrap_or(0) {
+                continue;
+            }
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT chain_hash FROM audit_logs WHERE coalesce(account_id, '') = $1 \
+                 AND chain_seq = $2",
+            )
+            .bind(&head.chain)
+            .bind(last_pruned)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(hash) = hash else { continue };
+            let anchor = Checkpoint::sign(
+                keys,
+                CheckpointKind::Anchor,
+                head.chain.clone(),
+                last_pruned,
+                hash,
+                chain::now_ms(),
+            );
+            self.write_checkpoints(std::slice::from_ref(&anchor))
+                .await?;
+            loop {
+                let step = sqlx::query(
+                    "DELETE FROM audit_logs WHERE (id, time_ms) IN (SELECT id, time_ms \
+                     FROM audit_logs WHERE coalesce(account_id, '') = $1 \
+                     AND chain_seq IS NOT NULL AND chain_seq <= $2 LIMIT 5000)",
+                )
+                .bind(&head.chain)
+                .bind(last_pruned)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                deleted += step;
+                if step < 5000 {
+                    break;
+                }
+            }
+            sqlx::query(
+                "DELETE FROM audit_checkpoints WHERE chain = $1 \
+                 AND (seq < $2 OR (seq = $2 AND kind = 'checkpoint'))",
+            )
+            .bind(&head.chain)
+            .bind(last_pruned)
             .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(stored)
+            .await?;
+        }
+        Ok((deleted, pruned))
     }
 
     /// Creates the monthly partitions `records` need that are not known to exist.
@@ -242,7 +468,7 @@ impl AuditStore for PostgresStore {
             return Ok(0);
         }
         self.ensure_partitions(records).await?;
-        match self.insert_rows(records).await {
+        match self.write(records).await {
             // "no partition of relation found for row": another instance dropped a month this
             // one believed existed. Forget what we knew and create what is missing.
             Err(crate::StoreError::Database(sqlx::Error::Database(e)))
@@ -253,7 +479,7 @@ impl AuditStore for PostgresStore {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clear();
                 self.ensure_partitions(records).await?;
-                self.insert_rows(records).await
+                self.write(records).await
             }
             other => other,
         }
@@ -265,6 +491,13 @@ impl AuditStore for PostgresStore {
     }
 
     async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
+        // A chained store first prunes each chain's prefix (signing its anchor), so that
+        // dropping a month below never cuts a chain in the middle.
+        let (mut deleted, pruned) = match &self.chain {
+            Some(keys) => self.prune_chains(keys, cutoff_ms).await?,
+            None => (0, Vec::new()),
+        };
+        let (pruned_chains, pruned_seqs): (Vec<String>, Vec<i64>) = pruned.into_iter().unzip();
         // Whole months before the cutoff: drop their partitions.
         let rows = sqlx::query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -272,13 +505,27 @@ impl AuditStore for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut deleted = 0;
         for row in rows {
             let name: String = row.get(0);
             let Some(month) = parse_partition_name(&name) else {
                 continue;
             };
             if month_start_ms(month + 1) <= cutoff_ms {
+                // A chained record beyond its chain's pruned prefix (written late, by a
+                // spool replay) keeps its month until the chain's prefix passes it.
+                let kept: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT EXISTS (SELECT 1 FROM {name} p \
+                     LEFT JOIN UNNEST($1::text[], $2::int8[]) AS a(chain, seq) \
+                     ON coalesce(p.account_id, '') = a.chain \
+                     WHERE p.chain_seq IS NOT NULL AND (a.seq IS NULL OR p.chain_seq > a.seq))"
+                )))
+                .bind(&pruned_chains)
+                .bind(&pruned_seqs)
+                .fetch_one(&self.pool)
+                .await?;
+                if kept {
+                    continue;
+                }
                 let n: i64 =
                     sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
                         .fetch_one(&self.pool)
@@ -296,8 +543,8 @@ impl AuditStore for PostgresStore {
         // The month the cutoff falls in: delete its older rows in bounded steps.
         loop {
             let step = sqlx::query(
-                "DELETE FROM audit_logs WHERE (id, time_ms) IN \
-                 (SELECT id, time_ms FROM audit_logs WHERE time_ms < $1 LIMIT 5000)",
+                "DELETE FROM audit_logs WHERE (id, time_ms) IN (SELECT id, time_ms \
+                 FROM audit_logs WHERE time_ms < $1 AND chain_seq IS NULL LIMIT 5000)",
             )
             .bind(cutoff_ms)
             .execute(&self.pool)
@@ -325,6 +572,156 @@ impl AuditStore for PostgresStore {
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    fn chain_keys(&self) -> Option<&ChainKeys> {
+        self.chain.as_deref()
+    }
+
+    async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
+        let rows = sqlx::query("SELECT chain, seq, hash FROM audit_chain_heads ORDER BY chain")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(head_of).collect()
+    }
+
+    async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
+        let row = sqlx::query("SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = $1")
+            .bind(chain)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(head_of).transpose()
+    }
+
+    async fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> Result<Vec<ChainRow>> {
+        let sql = format!(
+            "SELECT chain_seq, chain_hash, chain_seal, {} FROM audit_logs \
+             WHERE coalesce(account_id, '') = $1 AND chain_seq IS NOT NULL \
+             AND (chain_seq, id) > ($2, $3) ORDER BY chain_seq, id LIMIT $4",
+            COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(chain)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChainRow {
+                    seq: row.try_get(0)?,
+                    hash: row.try_get::<Option<Vec<u8>>, _>(1)?.unwrap_or_default(),
+                    seal: row.try_get::<Option<Vec<u8>>, _>(2)?.unwrap_or_default(),
+                    id: row.try_get(3)?,
+                    digest: digest_columns(row, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT min(chain_seq), max(chain_seq) FROM audit_logs \
+             WHERE coalesce(account_id, '') = $1 AND chain_seq IS NOT NULL \
+             AND time_ms >= $2 AND time_ms < $3",
+        )
+        .bind(chain)
+        .bind(since_ms)
+        .bind(before_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(lo.zip(hi))
+    }
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, head, time_ms, kind, key_id, signature FROM audit_checkpoints \
+             WHERE chain = $1 ORDER BY seq, time_ms",
+        )
+        .bind(chain)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_of).collect()
+    }
+
+    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<()> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (chain, seq, head, time_ms, kind, key_id, signature) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::bytea[], $4::int8[], $5::text[], \
+             $6::text[], $7::bytea[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(
+            checkpoints
+                .iter()
+                .map(|c| c.account_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(checkpoints.iter().map(|c| c.seq).collect::<Vec<_>>())
+        .bind(
+            checkpoints
+                .iter()
+                .map(|c| c.head.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(checkpoints.iter().map(|c| c.time_ms).collect::<Vec<_>>())
+        .bind(
+            checkpoints
+                .iter()
+                .map(|c| c.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            checkpoints
+                .iter()
+                .map(|c| c.key_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            checkpoints
+                .iter()
+                .map(|c| c.signature.clone())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn head_of(row: &sqlx::postgres::PgRow) -> Result<ChainHead> {
+    Ok(ChainHead {
+        chain: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        hash: row.try_get(2)?,
+    })
+}
+
+fn checkpoint_of(row: &sqlx::postgres::PgRow) -> Result<Checkpoint> {
+    let kind: String = row.try_get(4)?;
+    Ok(Checkpoint {
+        account_id: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        head: row.try_get(2)?,
+        time_ms: row.try_get(3)?,
+        // An unknown kind can only be an edit: it fails the signature check as a checkpoint.
+        kind: CheckpointKind::parse(&kind).unwrap_or(CheckpointKind::Checkpoint),
+        key_id: row.try_get(5)?,
+        signature: row.try_get(6)?,
+    })
 }
 
 /// `audit_logs_p2026_11` → its month number, for partitions this store created.

@@ -4,6 +4,8 @@
 //! to 1,000 rows (24 columns each, well under SQLite's 32,766 bind parameters), all of a batch
 //! in one transaction: never one commit per record.
 
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,14 +20,19 @@ use uuid::Uuid;
 
 use super::sql::{self, QueryTarget};
 use super::{AuditStore, PageRow, RecordQuery};
-use crate::Result;
-use crate::row::{COLUMNS, StoredRecord};
+use crate::chain::{
+    self, ChainHead, ChainKeys, ChainRow, Checkpoint, CheckpointKind, GENESIS, Link,
+};
+use crate::row::{COLUMNS, StoredRecord, digest_columns};
+use crate::{Result, StoreError};
 
 /// Rows written between refreshes of the planner's statistics.
 const ANALYZE_EVERY: u64 = 100_000;
 
-/// Rows per `INSERT` statement.
+/// Rows per `INSERT` statement (27 columns each when chained: 27,000 bind parameters).
 const ROWS_PER_STATEMENT: usize = 1000;
+/// Values per `IN (...)` list.
+const IN_LIST: usize = 500;
 /// Rows per `DELETE` step of retention: short transactions that never hold the write lock long.
 const DELETE_CHUNK: i64 = 5000;
 
@@ -45,6 +52,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Rows written since the planner's statistics were last refreshed.
     unanalyzed: Arc<AtomicU64>,
+    /// Set: every record is chained (see [`chain`](crate::chain)).
+    chain: Option<Arc<ChainKeys>>,
 }
 
 impl SqliteStore {
@@ -54,7 +63,26 @@ impl SqliteStore {
         Self {
             pool,
             unanalyzed: Arc::default(),
+            chain: None,
         }
+    }
+
+    /// Chains every record this store writes into its account's hash chain, sealed and
+    /// checkpointed with `keys` (see [`chain`](crate::chain)).
+    ///
+    /// ```no_run
+    /// use audit_store::SqliteStore;
+    /// use audit_store::chain::{ChainKeys, ChainSecret};
+    ///
+    /// # async fn run(secret_hex: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let keys = ChainKeys::from_secret(&ChainSecret::from_hex(secret_hex)?);
+    /// let store = SqliteStore::open("audit.db").await?.chained(keys);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn chained(mut self, keys: ChainKeys) -> Self {
+        self.chain = Some(Arc::new(keys));
+        self
     }
 
     /// Opens (creating if missing) the database file at `path`, in WAL mode with
@@ -76,6 +104,24 @@ impl SqliteStore {
     /// When the URL is not a SQLite URL or the file cannot be opened.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::with_options(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    /// Opens an existing database from a `sqlite:` URL, with the same settings as
+    /// [`open`](Self::open); a missing file is an error rather than a new empty database
+    /// (for tools that read a store, such as `audit-verify`).
+    ///
+    /// # Errors
+    ///
+    /// When the URL is not a SQLite URL or the file does not exist.
+    pub async fn connect_existing(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        if !options.get_filename().exists() {
+            return Err(StoreError::Config(format!(
+                "no SQLite database at {}",
+                options.get_filename().display()
+            )));
+        }
+        Self::with_options(options).await
     }
 
     /// The store's settings on top of `options`: WAL, `synchronous = NORMAL`, a 10 s busy
@@ -122,11 +168,14 @@ impl SqliteStore {
     }
 }
 
-fn insert_statement(rows: &[StoredRecord]) -> QueryBuilder<Sqlite> {
+fn insert_statement(rows: &[StoredRecord], links: Option<&[Link]>) -> QueryBuilder<Sqlite> {
     let mut builder = QueryBuilder::new("INSERT OR IGNORE INTO audit_logs (");
     builder.push(COLUMNS.join(", "));
+    if links.is_some() {
+        builder.push(", chain_seq, chain_hash, chain_seal");
+    }
     builder.push(") ");
-    builder.push_values(rows, |mut b, r| {
+    builder.push_values(rows.iter().enumerate(), |mut b, (i, r)| {
         b.push_bind(r.id)
             .push_bind(r.time_ms)
             .push_bind(r.account_id.clone())
@@ -151,8 +200,196 @@ fn insert_statement(rows: &[StoredRecord]) -> QueryBuilder<Sqlite> {
             .push_bind(r.resource_type.clone())
             .push_bind(r.resource_scope.clone())
             .push_bind(r.record.clone());
+        if let Some(link) = links.map(|l| l[i]) {
+            b.push_bind(link.seq)
+                .push_bind(link.hash.to_vec())
+                .push_bind(link.seal.to_vec());
+        }
     });
     builder
+}
+
+/// `?, ?, ?` for `n` values.
+fn placeholders(n: usize) -> String {
+    let mut text = "?, ".repeat(n);
+    text.truncate(text.len().saturating_sub(2));
+    text
+}
+
+impl SqliteStore {
+    /// Writes a batch as the next links of its chains, in one `BEGIN IMMEDIATE` transaction:
+    /// SQLite's write lock is the ordering point, also between processes sharing the file.
+    async fn insert_chained(&self, keys: &ChainKeys, records: &[StoredRecord]) -> Result<u64> {
+        let records = chain::dedup_ids(records);
+        let mut skip_stored = false;
+        loop {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            // A retried batch may have committed before: such records keep their links.
+            let rows: Cow<'_, [StoredRecord]> = if skip_stored {
+                let mut stored = std::collections::HashSet::new();
+                for chunk in records.chunks(IN_LIST) {
+                    let sql = format!(
+                        "SELECT id FROM audit_logs WHERE id IN ({})",
+                        placeholders(chunk.len())
+                    );
+                    let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
+                    for r in chunk {
+                        query = query.bind(r.id);
+                    }
+                    stored.extend(query.fetch_all(&mut *tx).await?);
+                }
+                Cow::Owned(
+                    records
+                        .iter()
+                        .filter(|r| !stored.contains(&r.id))
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                Cow::Borrowed(&records[..])
+            };
+            let chains: Vec<&str> = rows
+                .iter()
+                .map(chain::chain_of)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut heads = HashMap::with_capacity(chains.len());
+            for chunk in chains.chunks(IN_LIST) {
+                let sql = format!(
+                    "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for chain in chunk {
+                    query = query.bind(*chain);
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    let hash: Vec<u8> = row.try_get(2)?;
+                    heads.insert(
+                        row.try_get::<String, _>(0)?,
+                        (row.try_get(1)?, hash.try_into().unwrap_or(GENESIS)),
+                    );
+                }
+            }
+            let links = chain::link_rows(keys, &mut heads, &rows);
+            let mut stored = 0;
+            for (chunk, links) in rows
+                .chunks(ROWS_PER_STATEMENT)
+                .zip(links.chunks(ROWS_PER_STATEMENT))
+            {
+                stored += insert_statement(chunk, Some(links))
+                    .build()
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            if stored != rows.len() as u64 {
+                tx.rollback().await?;
+                if skip_stored {
+                    return Err(StoreError::Config(
+                        "a chained batch kept colliding with stored records".into(),
+                    ));
+                }
+                skip_stored = true;
+                continue;
+            }
+            let changed: Vec<(&str, i64, [u8; 32])> = chains
+                .iter()
+                .filter_map(|c| heads.get(*c).map(|(seq, hash)| (*c, *seq, *hash)))
+                .collect();
+            for chunk in changed.chunks(IN_LIST) {
+                let mut builder = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO audit_chain_heads (chain, seq, hash) ",
+                );
+                builder.push_values(chunk, |mut b, (chain, seq, hash)| {
+                    b.push_bind(chain.to_string())
+                        .push_bind(*seq)
+                        .push_bind(hash.to_vec());
+                });
+                builder.push(
+                    " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                );
+                builder.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            return Ok(stored);
+        }
+    }
+
+    /// Retention on a chained store: per chain, deletes the longest prefix of records that
+    /// are all older than the cutoff, after signing an anchor where the chain now starts.
+    async fn delete_chained(&self, keys: &ChainKeys, cutoff_ms: i64) -> Result<u64> {
+        let mut deleted = 0;
+        for head in self.chain_heads().await? {
+            let keep: Option<i64> = sqlx::query_scalar(
+                "SELECT min(chain_seq) FROM audit_logs WHERE coalesce(account_id, '') = ? \
+                 AND chain_seq IS NOT NULL AND time_ms >= ?",
+            )
+            .bind(&head.chain)
+            .bind(cutoff_ms)
+            .fetch_one(&self.pool)
+            .await?;
+            let last_pruned = keep.map_or(head.seq, |k| k - 1);
+            let anchored: Option<i64> = sqlx::query_scalar(
+                "SELECT max(seq) FROM audit_checkpoints WHERE chain = ? AND kind = 'anchor'",
+            )
+            .bind(&head.chain)
+            .fetch_one(&self.pool)
+            .await?;
+            if last_pruned <= anchored.unwrap_or(0) {
+                continue;
+            }
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT chain_hash FROM audit_logs WHERE coalesce(account_id, '') = ? \
+                 AND chain_seq = ?",
+            )
+            .bind(&head.chain)
+            .bind(last_pruned)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(hash) = hash else { continue };
+            let anchor = Checkpoint::sign(
+                keys,
+                CheckpointKind::Anchor,
+                head.chain.clone(),
+                last_pruned,
+                hash,
+                crate::chain::now_ms(),
+            );
+            self.write_checkpoints(std::slice::from_ref(&anchor))
+                .await?;
+            loop {
+                let step = sqlx::query(
+                    "DELETE FROM audit_logs WHERE id IN (SELECT id FROM audit_logs \
+                     WHERE coalesce(account_id, '') = ? AND chain_seq IS NOT NULL \
+                     AND chain_seq <= ? ORDER BY chain_seq LIMIT ?)",
+                )
+                .bind(&head.chain)
+                .bind(last_pruned)
+                .bind(DELETE_CHUNK)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                deleted += step;
+                if step < DELETE_CHUNK as u64 {
+                    break;
+                }
+            }
+            // Checkpoints of pruned records, and older anchors, vouch for nothing left.
+            sqlx::query(
+                "DELETE FROM audit_checkpoints WHERE chain = ? AND seq < ? \
+                 OR (chain = ? AND seq = ? AND kind = 'checkpoint')",
+            )
+            .bind(&head.chain)
+            .bind(last_pruned)
+            .bind(&head.chain)
+            .bind(last_pruned)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(deleted)
+    }
 }
 
 impl QueryTarget for QueryBuilder<Sqlite> {
@@ -195,16 +432,25 @@ impl AuditStore for SqliteStore {
     }
 
     async fn insert(&self, records: &[StoredRecord]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut stored = 0;
-        for chunk in records.chunks(ROWS_PER_STATEMENT) {
-            stored += insert_statement(chunk)
-                .build()
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        if records.is_empty() {
+            return Ok(0);
         }
-        tx.commit().await?;
+        let stored = match &self.chain {
+            Some(keys) => self.insert_chained(keys, records).await?,
+            None => {
+                let mut tx = self.pool.begin().await?;
+                let mut stored = 0;
+                for chunk in records.chunks(ROWS_PER_STATEMENT) {
+                    stored += insert_statement(chunk, None)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                stored
+            }
+        };
         // Statistics follow the data as it grows (see `optimize`).
         let written = self.unanalyzed.fetch_add(stored, Ordering::Relaxed) + stored;
         if written >= ANALYZE_EVERY {
@@ -220,11 +466,15 @@ impl AuditStore for SqliteStore {
     }
 
     async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
-        let mut deleted = 0;
+        let mut deleted = match &self.chain {
+            Some(keys) => self.delete_chained(keys, cutoff_ms).await?,
+            None => 0,
+        };
+        // Unchained records (all of them in an unchained store) go by time alone.
         loop {
             let step = sqlx::query(
-                "DELETE FROM audit_logs WHERE id IN \
-                 (SELECT id FROM audit_logs WHERE time_ms < ? ORDER BY time_ms LIMIT ?)",
+                "DELETE FROM audit_logs WHERE id IN (SELECT id FROM audit_logs \
+                 WHERE time_ms < ? AND chain_seq IS NULL ORDER BY time_ms LIMIT ?)",
             )
             .bind(cutoff_ms)
             .bind(DELETE_CHUNK)
@@ -254,4 +504,128 @@ impl AuditStore for SqliteStore {
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    fn chain_keys(&self) -> Option<&ChainKeys> {
+        self.chain.as_deref()
+    }
+
+    async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
+        let rows = sqlx::query("SELECT chain, seq, hash FROM audit_chain_heads ORDER BY chain")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(head_of).collect()
+    }
+
+    async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
+        let row = sqlx::query("SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ?")
+            .bind(chain)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(head_of).transpose()
+    }
+
+    async fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> Result<Vec<ChainRow>> {
+        let sql = format!(
+            "SELECT chain_seq, chain_hash, chain_seal, {} FROM audit_logs \
+             WHERE coalesce(account_id, '') = ? AND chain_seq IS NOT NULL \
+             AND (chain_seq, id) > (?, ?) ORDER BY chain_seq, id LIMIT ?",
+            COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(chain)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChainRow {
+                    seq: row.try_get(0)?,
+                    hash: row.try_get::<Option<Vec<u8>>, _>(1)?.unwrap_or_default(),
+                    seal: row.try_get::<Option<Vec<u8>>, _>(2)?.unwrap_or_default(),
+                    id: row.try_get(3)?,
+                    digest: digest_columns(row, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT min(chain_seq), max(chain_seq) FROM audit_logs \
+             WHERE coalesce(account_id, '') = ? AND chain_seq IS NOT NULL \
+             AND time_ms >= ? AND time_ms < ?",
+        )
+        .bind(chain)
+        .bind(since_ms)
+        .bind(before_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(lo.zip(hi))
+    }
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, head, time_ms, kind, key_id, signature FROM audit_checkpoints \
+             WHERE chain = ? ORDER BY seq, time_ms",
+        )
+        .bind(chain)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_of).collect()
+    }
+
+    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<()> {
+        for chunk in checkpoints.chunks(IN_LIST) {
+            let mut builder = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO audit_checkpoints \
+                 (chain, seq, head, time_ms, kind, key_id, signature) ",
+            );
+            builder.push_values(chunk, |mut b, c| {
+                b.push_bind(c.account_id.clone())
+                    .push_bind(c.seq)
+                    .push_bind(c.head.clone())
+                    .push_bind(c.time_ms)
+                    .push_bind(c.kind.as_str())
+                    .push_bind(c.key_id.clone())
+                    .push_bind(c.signature.clone());
+            });
+            builder.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+}
+
+fn head_of(row: &sqlx::sqlite::SqliteRow) -> Result<ChainHead> {
+    Ok(ChainHead {
+        chain: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        hash: row.try_get(2)?,
+    })
+}
+
+fn checkpoint_of(row: &sqlx::sqlite::SqliteRow) -> Result<Checkpoint> {
+    let kind: String = row.try_get(4)?;
+    Ok(Checkpoint {
+        account_id: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        head: row.try_get(2)?,
+        time_ms: row.try_get(3)?,
+        // An unknown kind can only be an edit: it fails the signature check as a checkpoint.
+        kind: CheckpointKind::parse(&kind).unwrap_or(CheckpointKind::Checkpoint),
+        key_id: row.try_get(5)?,
+        signature: row.try_get(6)?,
+    })
 }

@@ -16,6 +16,7 @@ use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Zone,
 };
+use audit_store::chain::{ChainHead, ChainKeys, ChainRow, Checkpoint};
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
 use audit_store::row::StoredRecord;
 use audit_store::store::{AuditStore, PageRow, RecordQuery};
@@ -720,6 +721,73 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
 
     async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
         self.inner.page(query).await
+    }
+
+    fn chain_keys(&self) -> Option<&ChainKeys> {
+        self.inner.chain_keys()
+    }
+
+    async fn chain_heads(&self) -> audit_store::Result<Vec<ChainHead>> {
+        self.inner.chain_heads().await
+    }
+
+    async fn chain_head(&self, chain: &str) -> audit_store::Result<Option<ChainHead>> {
+        self.inner.chain_head(chain).await
+    }
+
+    async fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> audit_store::Result<Vec<ChainRow>> {
+        self.inner.chain_rows(chain, after, limit).await
+    }
+
+    async fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> audit_store::Result<Option<(i64, i64)>> {
+        self.inner.chain_span(chain, since_ms, before_ms).await
+    }
+
+    async fn checkpoints(&self, chain: &str) -> audit_store::Result<Vec<Checkpoint>> {
+        self.inner.checkpoints(chain).await
+    }
+
+    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> audit_store::Result<()> {
+        self.inner.write_checkpoints(checkpoints).await
+    }
+}
+
+/// The fixture stores, given chain keys.
+pub(crate) trait Chainable: AuditStore {
+    /// The same database, chaining every record with `keys`.
+    fn with_chain(&self, keys: ChainKeys) -> Self;
+}
+
+impl Chainable for SqliteStore {
+    fn with_chain(&self, keys: ChainKeys) -> Self {
+        self.clone().chained(keys)
+    }
+}
+
+impl Chainable for PostgresStore {
+    fn with_chain(&self, keys: ChainKeys) -> Self {
+        self.clone().chained(keys)
+    }
+}
+
+impl Db {
+    /// Runs a statement (test SQL with literal values only, valid in both dialects).
+    pub(crate) async fn exec(&self, sql: &str) -> TestResult<u64> {
+        let sql = AssertSqlSafe(sql.to_owned());
+        Ok(match self {
+            Self::Sqlite(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+            Self::Postgres(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+        })
     }
 }
 
