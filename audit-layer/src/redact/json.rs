@@ -75,7 +75,8 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
         arena,
         out: Output {
             body: text,
-            text: String::new(),
+            // Never longer than the body, but for a root written as `{}`.
+            text: String::with_capacity(body.len().max(2)),
             start: 0,
             end: 0,
         },
@@ -169,13 +170,12 @@ impl Output<'_> {
         }
     }
 
+    #[inline(never)]
     fn flush(&mut self) {
-        if self.text.capacity() == 0 {
-            // Never longer than the body, but for a root written as `{}`.
-            self.text.reserve(self.body.len().max(2));
+        if self.start != self.end {
+            self.text.push_str(&self.body[self.start..self.end]);
+            self.start = self.end;
         }
-        self.text.push_str(&self.body[self.start..self.end]);
-        self.start = self.end;
     }
 
     fn finish(mut self) -> String {
@@ -311,7 +311,7 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
@@ -330,14 +330,14 @@ impl<'a> Scanner<'a> {
         Stop
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.pos += 1;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, byte: u8, reason: &'static str) -> Scan<()> {
         if self.peek() == Some(byte) {
             self.pos += 1;
@@ -736,6 +736,7 @@ impl<'a> Scanner<'a> {
 
     /// A key and its colon, inside a skipped object; inside a kept one (`kept`), also
     /// checked against the object's other keys.
+    #[inline(always)]
     fn skipped_key(&mut self, kept: bool) -> Scan<()> {
         self.ws();
         if self.peek() != Some(b'"') {
