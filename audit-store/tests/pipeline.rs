@@ -31,6 +31,8 @@ backend_tests!(
     outage_at_startup_spools_then_replays_in_order,
     spool_is_replayed_after_a_restart,
     queue_overflow_counts_drops_and_writes_a_gap_record,
+    a_full_queue_overflows_to_the_spool_and_loses_nothing,
+    retention_deletes_what_is_older_than_the_period,
     shutdown_flushes_a_full_queue,
     unstorable_record_does_not_block_the_pipeline,
 );
@@ -459,6 +461,94 @@ async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: AuditStore>(
         fx.store.get("acc_q", gaps[0].id).await?.as_ref(),
         Some(&gaps[0].record)
     );
+    Ok(())
+}
+
+/// With a spool, a burst beyond the queue is not dropped: it waits on disk and is stored once
+/// the queue has room, with bounded memory (queue plus the overflow buffer).
+async fn a_full_queue_overflows_to_the_spool_and_loses_nothing<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.hold();
+    let (sink, worker) = start(
+        fast(flaky.clone())
+            .queue_capacity(10)
+            .batch_size(10)
+            .spool(dir.path(), 64 * 1024 * 1024),
+    )
+    .await?;
+    let records: Vec<AuditRecord> = (0..500)
+        .map(|i| record(Some(["acc_o1", "acc_o2"][i % 2]), BASE_MS + i as i64))
+        .collect();
+    sink.submit(records[0].clone());
+    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    // The database takes nothing: the queue fills with 10, the other 489 overflow.
+    for r in &records[1..] {
+        sink.submit(r.clone());
+        if sink.metrics().overflowed % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    eventually("the overflow to reach the spool", || {
+        sink.metrics().spooled == 489
+    })
+    .await?;
+    let m = sink.metrics();
+    assert_eq!(
+        (m.enqueued, m.overflowed, m.dropped),
+        (500, 489, 0),
+        "{m:?}"
+    );
+    assert_eq!(m.queue_depth, 10);
+    assert!(m.spool_bytes > 0);
+    assert!(
+        sink.is_available(),
+        "an overflow is not an outage: strict requests go on"
+    );
+
+    flaky.release();
+    until_count(&fx.store, 500).await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!(counts(&m), (500, 500, 0, 489, 489, 0, 0), "{m:?}");
+    assert_eq!(m.spool_bytes, 0);
+    for r in &records {
+        assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    assert!(fx.db.gap_rows().await?.is_empty());
+    Ok(())
+}
+
+async fn retention_deletes_what_is_older_than_the_period<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let now = Timestamp::now().unix_millis();
+    let day = 86_400_000;
+    let (sink, worker) = start(
+        fast(fx.store.clone())
+            .retention(Some(Duration::from_secs(30 * 86_400)))
+            .retention_interval(Duration::from_millis(50)),
+    )
+    .await?;
+    let old: Vec<AuditRecord> = (0..40)
+        .map(|i| record(Some("acc_r"), now - 45 * day + i))
+        .collect();
+    let young: Vec<AuditRecord> = (0..25)
+        .map(|i| record(Some("acc_r"), now - 29 * day + i))
+        .collect();
+    submit_all(&sink, &old);
+    submit_all(&sink, &young);
+    eventually("retention to delete the old records", || {
+        sink.metrics().expired == 40
+    })
+    .await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!((m.stored, m.expired), (65, 40));
+    assert_eq!(fx.store.count().await?, 25);
+    for r in &young {
+        assert!(fx.store.get("acc_r", r.id).await?.is_some());
+    }
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints};
 use audit_store::pipeline;
 use audit_store::store::AuditStore;
 use audit_store::{PostgresStore, SqliteStore};
@@ -47,7 +48,8 @@ const SPOOL_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
     after_help = "Secrets are read from the environment only:\n  \
         DEMO_ADMIN_TOKEN  the value of acc_demo's seeded API token (random at each start when unset)\n  \
         DEMO_OTHER_TOKEN  the value of acc_other's seeded API token (random at each start when unset)\n  \
-        DEMO_PASSWORD     the seeded users' password (default: demo-password)"
+        DEMO_PASSWORD     the seeded users' password (default: demo-password)\n  \
+        DEMO_CHAIN_SECRET the audit chain's secret, 64 hex digits (default: DATA_DIR/chain.secret, created at first start)"
 )]
 struct Args {
     /// The address to listen on.
@@ -90,6 +92,7 @@ struct Config {
     database: Database,
     data_dir: PathBuf,
     seed: SeedConfig,
+    chain_secret: Option<ChainSecret>,
     password_from_env: bool,
     strict: bool,
     spool_budget: u64,
@@ -246,6 +249,13 @@ impl Config {
                 "invalid value for DEMO_OTHER_TOKEN: it must differ from DEMO_ADMIN_TOKEN".into(),
             ));
         }
+        let chain_secret = env_secret("DEMO_CHAIN_SECRET")?
+            .map(|hex| {
+                ChainSecret::from_hex(&hex).map_err(|e| {
+                    StartError::Config(format!("invalid value for DEMO_CHAIN_SECRET: {e}"))
+                })
+            })
+            .transpose()?;
         let password = env_secret("DEMO_PASSWORD")?;
         if let Some(password) = &password
             && (password.chars().count() < 8 || password.len() > 1024)
@@ -258,6 +268,7 @@ impl Config {
             listen,
             database,
             data_dir: args.data_dir,
+            chain_secret,
             password_from_env: password.is_some(),
             strict: args.strict,
             spool_budget: args.spool_budget,
@@ -305,26 +316,78 @@ async fn start(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| runtime("cannot seed the app database", &e))?;
     let state = AppState { db: db.clone() };
+    let keys = chain_keys(&config)?;
     match &config.database {
         Database::Postgres(url) => {
             let store = PostgresStore::connect(url)
                 .await
-                .map_err(|e| runtime("cannot open the audit database (DATABASE_URL)", &e))?;
+                .map_err(|e| runtime("cannot open the audit database (DATABASE_URL)", &e))?
+                .chained(keys);
             let where_ = format!("{described} (tables audit_logs*)");
             serve(config, state, store, &described, &where_, &seeded).await
         }
         Database::Sqlite { .. } => {
             let path = config.data_dir.join("audit.db");
-            let store = SqliteStore::open(&path).await.map_err(|e| {
-                runtime(
-                    &format!("cannot open the audit database {}", path.display()),
-                    &e,
-                )
-            })?;
+            let store = SqliteStore::open(&path)
+                .await
+                .map_err(|e| {
+                    runtime(
+                        &format!("cannot open the audit database {}", path.display()),
+                        &e,
+                    )
+                })?
+                .chained(keys);
             let where_ = format!("sqlite {}", path.display());
             serve(config, state, store, &described, &where_, &seeded).await
         }
     }
+}
+
+/// The audit chain's keys: from DEMO_CHAIN_SECRET, else from the data directory's
+/// `chain.secret` (created, readable by the owner only, at first start). The public key is
+/// written beside it as `audit-public.key`, for `audit-verify`.
+fn chain_keys(config: &Config) -> Result<ChainKeys, StartError> {
+    let secret = match &config.chain_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let path = config.data_dir.join("chain.secret");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => ChainSecret::from_hex(&text).map_err(|e| {
+                    StartError::Config(format!("invalid chain secret in {}: {e}", path.display()))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let secret = ChainSecret::generate();
+                    write_private(&path, &secret.to_hex()).map_err(|e| {
+                        StartError::Runtime(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    secret
+                }
+                Err(e) => {
+                    return Err(StartError::Runtime(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    };
+    let keys = ChainKeys::from_secret(&secret);
+    let public = config.data_dir.join("audit-public.key");
+    std::fs::write(&public, format!("{}\n", keys.public_key()))
+        .map_err(|e| StartError::Runtime(format!("cannot write {}: {e}", public.display())))?;
+    Ok(keys)
+}
+
+/// Creates `path` with `text`, readable and writable by the owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// Runs the audit pipeline into `store` and serves the app until a shutdown signal; then
@@ -347,6 +410,9 @@ async fn serve<S: AuditStore>(
     let (sink, pipeline) = pipeline::builder(store.clone())
         .spool(&spool, config.spool_budget)
         .directory(AppDirectory(state.db.clone()))
+        .checkpoint_sink(JsonLinesCheckpoints::new(
+            config.data_dir.join("checkpoints.jsonl"),
+        ))
         .build()
         .await
         .map_err(|e| runtime("cannot start the audit pipeline", &e))?;
@@ -450,6 +516,11 @@ fn print_banner(
         format!("demo-app {} listening on {base}", env!("CARGO_PKG_VERSION")),
         format!("  app database:   {app_db}"),
         format!("  audit database: {audit_db}, spool {}", spool.display()),
+        format!(
+            "  audit chain:    public key {} (checkpoints in {})",
+            config.data_dir.join("audit-public.key").display(),
+            config.data_dir.join("checkpoints.jsonl").display()
+        ),
         format!("  OpenAPI:        {base}/openapi.json"),
         String::new(),
         format!("Seeded accounts (users' password: {password_note}):"),
@@ -480,6 +551,8 @@ fn print_banner(
         String::new(),
         "  # read the account's audit log".to_owned(),
         format!(r#"  curl -H "Authorization: Bearer $TOKEN" "{base}/accounts/{account}/logs/audit?since={since}&before={before}""#),
+        "  # verify the account's tamper-evident chain".to_owned(),
+        format!(r#"  curl -H "Authorization: Bearer $TOKEN" "{base}/accounts/{account}/logs/audit/verify""#),
         String::new(),
         r#"  # or log in as the dashboard does (a cookie session: actor.context "dash")"#.to_owned(),
         format!(

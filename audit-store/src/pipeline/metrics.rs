@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     pub(crate) batch_micros_max: AtomicU64,
     pub(crate) gap_records: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) overflowed: AtomicU64,
+    pub(crate) expired: AtomicU64,
 }
 
 impl Counters {
@@ -43,6 +45,8 @@ impl Counters {
             failed_writes: get(&self.failed_writes),
             gap_records: get(&self.gap_records),
             checkpoints: get(&self.checkpoints),
+            overflowed: get(&self.overflowed),
+            expired: get(&self.expired),
             batches,
             batch_latency_avg_micros: get(&self.batch_micros_sum)
                 .checked_div(batches)
@@ -60,7 +64,7 @@ impl Counters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PipelineMetrics {
-    /// Records accepted into the queue.
+    /// Records accepted: into the queue, or, when it was full, into its overflow to the spool.
     pub enqueued: u64,
     /// Records written to the database (directly or replayed from the spool).
     pub stored: u64,
@@ -76,6 +80,11 @@ pub struct PipelineMetrics {
     pub failed_writes: u64,
     /// Gap records written to say how many records were lost, and when.
     pub gap_records: u64,
+    /// Records that found the queue full and went to the spool instead (also counted in
+    /// `spooled` once appended).
+    pub overflowed: u64,
+    /// Records deleted by retention.
+    pub expired: u64,
     /// Chain checkpoints signed (one per account per round; see [`chain`](crate::chain)).
     pub checkpoints: u64,
     /// Batches written.
@@ -154,6 +163,18 @@ impl PipelineMetrics {
             "counter",
             "Gap records written.",
             self.gap_records,
+        );
+        metric(
+            "audit_records_overflowed_total",
+            "counter",
+            "Records that found the queue full and went to the spool.",
+            self.overflowed,
+        );
+        metric(
+            "audit_records_expired_total",
+            "counter",
+            "Records deleted by retention.",
+            self.expired,
         );
         metric(
             "audit_chain_checkpoints_total",

@@ -34,16 +34,27 @@
 //! a restart, since the spool is read when the pipeline starts. Without a spool, the batch is
 //! retried until it is written, and the queue absorbs what arrives meanwhile.
 //!
-//! Nothing is dropped silently. A record is dropped only when the queue is full or the spool
-//! is out of its byte budget; drops are counted, and once storage works again a *gap record*
-//! is written into each affected account's log saying how many records were lost and between
-//! which times.
+//! When the queue is full (a burst beyond what the database absorbs) and a spool is
+//! configured, records *overflow* to the spool instead, through a small bounded buffer that a
+//! background task appends to disk in batches; they are replayed once the queue has room
+//! again, or at shutdown. Memory stays bounded by the queue and that buffer.
+//!
+//! Nothing is dropped silently. A record is dropped only when the queue is full and there is
+//! no spool (or its overflow buffer is full too), or the spool is out of its byte budget;
+//! drops are counted, and once storage works again a *gap record* is written into each
+//! affected account's log saying how many records were lost and between which times.
+//!
+//! # Retention
+//!
+//! The pipeline deletes records older than the retention period (default 18 months) a minute
+//! after it starts and then daily, through [`AuditStore::delete_before`].
 //!
 //! # Ordering
 //!
 //! Records are spread over the writers by account: all records of one account go through one
-//! writer, in the order they were submitted. That is the one ordering point per account that
-//! a per-account hash chain needs.
+//! writer, in the order they were submitted (records that overflowed or were spooled are
+//! stored when replayed, after later ones). A chained store numbers records in the order it
+//! stores them, under a per-account lock (see [`chain`](crate::chain)).
 
 mod enrich;
 mod metrics;
@@ -129,7 +140,13 @@ pub struct PipelineBuilder<S> {
     write_timeout: Duration,
     checkpoint_interval: Duration,
     checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
+    overflow_capacity: usize,
+    retention: Option<Duration>,
+    retention_interval: Duration,
 }
+
+/// 18 months of 30.44 days: the original system's retention.
+const EIGHTEEN_MONTHS: Duration = Duration::from_secs(548 * 24 * 3600);
 
 impl<S> std::fmt::Debug for PipelineBuilder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,6 +183,9 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
         write_timeout: Duration::from_secs(10),
         checkpoint_interval: Duration::from_secs(3600),
         checkpoint_sink: None,
+        overflow_capacity: 8192,
+        retention: Some(EIGHTEEN_MONTHS),
+        retention_interval: Duration::from_secs(24 * 3600),
     }
 }
 
@@ -256,6 +276,27 @@ impl<S: AuditStore> PipelineBuilder<S> {
         self
     }
 
+    /// How many records may wait in memory for the spool when the queue is full (only with a
+    /// [`spool`](Self::spool)). Defaults to 8,192; beyond it, records are dropped and counted.
+    pub fn overflow_capacity(mut self, records: usize) -> Self {
+        self.overflow_capacity = records.max(1);
+        self
+    }
+
+    /// How long records are kept: older ones are deleted a minute after start and then every
+    /// [`retention_interval`](Self::retention_interval). `None` keeps everything. Defaults to
+    /// 18 months, the original system's retention.
+    pub fn retention(mut self, keep: Option<Duration>) -> Self {
+        self.retention = keep;
+        self
+    }
+
+    /// How often retention runs. Defaults to daily.
+    pub fn retention_interval(mut self, interval: Duration) -> Self {
+        self.retention_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// Where checkpoints are also kept, outside the database. Defaults to none.
     pub fn checkpoint_sink(mut self, sink: impl CheckpointSink) -> Self {
         self.checkpoint_sink = Some(Arc::new(sink));
@@ -278,6 +319,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             degraded: AtomicBool::new(spool.as_ref().is_some_and(|s| !s.is_empty())),
+            spilled: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             done: Notify::new(),
@@ -286,10 +328,19 @@ impl<S: AuditStore> PipelineBuilder<S> {
                 spool.as_ref().map_or(0, Spool::used_bytes),
             ),
             per_lane,
+            lanes: senders.iter().map(mpsc::Sender::downgrade).collect(),
         });
+        let (overflow, overflow_rx) = match &spool {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(self.overflow_capacity);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let sink = IngestSink {
             shared: Arc::clone(&shared),
             lanes: senders.into(),
+            overflow,
         };
         let enricher = self
             .directory
@@ -308,8 +359,11 @@ impl<S: AuditStore> PipelineBuilder<S> {
                 write_timeout: self.write_timeout,
                 checkpoint_interval: self.checkpoint_interval,
                 checkpoint_sink: self.checkpoint_sink,
+                retention: self.retention,
+                retention_interval: self.retention_interval,
             }),
             lanes: receivers,
+            overflow: overflow_rx,
         };
         Ok((sink, pipeline))
     }
@@ -361,15 +415,34 @@ struct Shared {
     counters: Counters,
     /// The database is failing: writes go to the spool, strict requests are refused.
     degraded: AtomicBool,
+    /// Records overflowed to the spool: replay them once the queue has room.
+    spilled: AtomicBool,
     closing: AtomicBool,
     finished: AtomicBool,
     done: Notify,
     gaps: Mutex<Gaps>,
     spool_bytes: std::sync::atomic::AtomicU64,
     per_lane: usize,
+    /// The queue's lanes, to measure its depth (weak: the pipeline ends when every sink is
+    /// gone).
+    lanes: Vec<mpsc::WeakSender<Message>>,
 }
 
 impl Shared {
+    /// Records waiting in the queue now.
+    fn queue_depth(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter_map(mpsc::WeakSender::upgrade)
+            .map(|l| self.per_lane.saturating_sub(l.capacity()))
+            .sum()
+    }
+
+    /// How many records the queue holds when full.
+    fn queue_capacity(&self) -> usize {
+        self.per_lane * self.lanes.len()
+    }
+
     fn drop_record(&self, account: Option<&str>, time_ms: i64) {
         Counters::add(&self.counters.dropped, 1);
         self.gaps
@@ -387,6 +460,8 @@ impl Shared {
 pub struct IngestSink {
     shared: Arc<Shared>,
     lanes: Arc<[mpsc::Sender<Message>]>,
+    /// To the spool when the queue is full (with a spool only).
+    overflow: Option<mpsc::Sender<Message>>,
 }
 
 impl std::fmt::Debug for IngestSink {
@@ -410,8 +485,9 @@ impl IngestSink {
         &self.lanes[lane]
     }
 
-    /// Queues a record; when the queue is full or closed, counts it as dropped and returns
-    /// `false`.
+    /// Queues a record; when the queue is full, hands it to the spool's overflow buffer
+    /// (a record without a commit waiter, with a spool only). When neither takes it, counts
+    /// it as dropped and returns `false`.
     fn enqueue(&self, envelope: Envelope) -> bool {
         let rejected = if self.shared.closing.load(Ordering::Acquire) {
             Some(envelope)
@@ -421,6 +497,11 @@ impl IngestSink {
                 .try_send(Message::Record(envelope))
             {
                 Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+                    if e.committed.is_none() =>
+                {
+                    self.overflow(e)
+                }
                 Err(mpsc::error::TrySendError::Full(Message::Record(e)))
                 | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
                 Err(_) => unreachable!("only records are sent by submit"),
@@ -439,6 +520,23 @@ impl IngestSink {
                 );
                 false
             }
+        }
+    }
+
+    /// Hands a record that found the queue full to the spool's overflow buffer; gives it
+    /// back when there is no spool or the buffer is full too.
+    fn overflow(&self, envelope: Envelope) -> Option<Envelope> {
+        let Some(overflow) = &self.overflow else {
+            return Some(envelope);
+        };
+        match overflow.try_send(Message::Record(envelope)) {
+            Ok(()) => {
+                Counters::add(&self.shared.counters.overflowed, 1);
+                None
+            }
+            Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+            | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
+            Err(_) => unreachable!("only records are sent by submit"),
         }
     }
 
@@ -469,13 +567,8 @@ impl IngestSink {
 
     /// The counters now.
     pub fn metrics(&self) -> PipelineMetrics {
-        let depth: usize = self
-            .lanes
-            .iter()
-            .map(|l| self.shared.per_lane.saturating_sub(l.capacity()))
-            .sum();
         self.shared.counters.snapshot(
-            depth as u64,
+            self.shared.queue_depth() as u64,
             self.shared.spool_bytes.load(Ordering::Relaxed),
         )
     }
@@ -486,7 +579,7 @@ impl IngestSink {
     pub async fn shutdown(&self) {
         let finished = self.shared.done.notified();
         self.shared.closing.store(true, Ordering::Release);
-        for lane in self.lanes.iter() {
+        for lane in self.lanes.iter().chain(self.overflow.iter()) {
             // Waits behind what is queued; a lane already gone has nothing left to flush.
             let _ = lane.send(Message::Shutdown).await;
         }
@@ -524,6 +617,7 @@ impl AuditSink for IngestSink {
 pub struct Pipeline<S> {
     ctx: Arc<Context<S>>,
     lanes: Vec<mpsc::Receiver<Message>>,
+    overflow: Option<mpsc::Receiver<Message>>,
 }
 
 impl<S> std::fmt::Debug for Pipeline<S> {
@@ -547,16 +641,25 @@ struct Context<S> {
     write_timeout: Duration,
     checkpoint_interval: Duration,
     checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
+    retention: Option<Duration>,
+    retention_interval: Duration,
 }
 
 impl<S: AuditStore> Pipeline<S> {
     /// Runs until [`IngestSink::shutdown`] is called and everything accepted is written or
     /// spooled. Spawn it: `tokio::spawn(pipeline.run())`.
     pub async fn run(self) {
-        let Self { ctx, lanes } = self;
+        let Self {
+            ctx,
+            lanes,
+            overflow,
+        } = self;
         let mut writers = tokio::task::JoinSet::new();
         for lane in lanes {
             writers.spawn(Arc::clone(&ctx).lane(lane));
+        }
+        if let Some(overflow) = overflow {
+            writers.spawn(Arc::clone(&ctx).overflow(overflow));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let recovery = tokio::spawn(Arc::clone(&ctx).recover(Arc::clone(&stop)));
@@ -565,7 +668,10 @@ impl<S: AuditStore> Pipeline<S> {
             .store
             .chain_keys()
             .is_some()
-            .then(|| tokio::spawn(Arc::clone(&ctx).checkpoints(stopped)));
+            .then(|| tokio::spawn(Arc::clone(&ctx).checkpoints(stopped.clone())));
+        let retention = ctx
+            .retention
+            .map(|keep| tokio::spawn(Arc::clone(&ctx).retain(keep, stopped)));
         while let Some(joined) = writers.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(target: "audit_store", "an audit writer stopped: {e}");
@@ -575,8 +681,11 @@ impl<S: AuditStore> Pipeline<S> {
         let _ = recovery.await;
         // Drops not yet reported: to the database, or to the spool for the next start.
         ctx.write_gaps().await;
+        let _ = stop_checkpoints.send(true);
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         if let Some(checkpoints) = checkpoints {
-            let _ = stop_checkpoints.send(true);
             let _ = checkpoints.await;
             // The last word: what this instance wrote is vouched for at once, so deleting
             // the newest records after a shutdown is found.
@@ -596,6 +705,99 @@ impl<S: AuditStore> Context<S> {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Deletes records older than `keep` a minute after start (sooner with a shorter
+    /// interval), then every `retention_interval`, until stopped.
+    async fn retain(self: Arc<Self>, keep: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut wait = self.retention_interval.min(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            wait = self.retention_interval;
+            let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = crate::chain::now_ms().saturating_sub(keep_ms);
+            match self.store.delete_before(cutoff).await {
+                Ok(deleted) => {
+                    Counters::add(&self.shared.counters.expired, deleted);
+                    tracing::info!(target: "audit_store", deleted, "audit retention ran");
+                }
+                Err(e) => {
+                    tracing::warn!(target: "audit_store", "audit retention failed, will retry: {e}")
+                }
+            }
+        }
+    }
+
+    /// Appends records that found the queue full to the spool, in batches.
+    async fn overflow(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
+        let mut batch: Vec<Envelope> = Vec::with_capacity(1024);
+        let mut closing = false;
+        while !closing {
+            match rx.recv().await {
+                None | Some(Message::Shutdown) => closing = true,
+                Some(Message::Record(e)) => batch.push(e),
+            }
+            while batch.len() < self.batch_size {
+                match rx.try_recv() {
+                    Ok(Message::Record(e)) => batch.push(e),
+                    Ok(Message::Shutdown) => closing = true,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mut rows = Vec::with_capacity(batch.len());
+            for Envelope { mut record, .. } in batch.drain(..) {
+                if let Some(enricher) = &self.enricher {
+                    enricher.enrich(&mut record).await;
+                }
+                match StoredRecord::from_record(&record) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => {
+                        tracing::error!(target: "audit_store", id = %record.id, "unstorable audit record: {e}");
+                        self.shared.drop_record(
+                            record.account.as_ref().map(|a| a.id.as_str()),
+                            record.action.time.unix_millis(),
+                        );
+                    }
+                }
+            }
+            self.spill(&rows).await;
+        }
+    }
+
+    /// Appends overflowed rows to the spool; they are replayed when the queue has room.
+    async fn spill(&self, rows: &[StoredRecord]) {
+        let mut guard = self.spool.lock().await;
+        let Some(spool) = guard.as_mut() else { return };
+        let texts: Vec<String> = rows.iter().map(|r| r.record.clone()).collect();
+        match spool.append(&texts).await {
+            Ok(Appended::Stored) => {
+                Counters::add(&self.shared.counters.spooled, rows.len() as u64);
+                self.shared.spilled.store(true, Ordering::Release);
+            }
+            outcome => {
+                match outcome {
+                    Err(e) => {
+                        tracing::error!(target: "audit_store", records = rows.len(), "audit spool write failed, overflowed records dropped: {e}")
+                    }
+                    _ => {
+                        tracing::error!(target: "audit_store", records = rows.len(), "audit spool out of budget: overflowed records dropped")
+                    }
+                }
+                for row in rows {
+                    self.shared
+                        .drop_record(row.account_id.as_deref(), row.time_ms);
+                }
+            }
+        }
+        self.shared
+            .spool_bytes
+            .store(spool.used_bytes(), Ordering::Relaxed);
     }
 
     /// One round of checkpoints, handed to the checkpoint sink. Failures are logged: the
@@ -865,14 +1067,19 @@ impl<S: AuditStore> Context<S> {
     }
 
     /// While degraded: probe the database, and replay the spool in order once it answers.
+    /// Records that overflowed are replayed once the queue is less than half full (at
+    /// shutdown, whatever the queue).
     async fn recover(self: Arc<Self>, stop: Arc<AtomicBool>) {
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            if self.shared.degraded.load(Ordering::Acquire) && self.has_spool {
+            let degraded = self.shared.degraded.load(Ordering::Acquire);
+            let spilled = self.shared.spilled.load(Ordering::Acquire)
+                && (stopping || self.shared.queue_depth() < self.shared.queue_capacity() / 2);
+            if (degraded || spilled) && self.has_spool {
                 if self.store.ping().await.is_ok() {
                     self.replay().await;
                 }
-            } else if !self.shared.degraded.load(Ordering::Acquire) {
+            } else if !degraded {
                 self.write_gaps().await;
             }
             if stopping {
@@ -883,17 +1090,28 @@ impl<S: AuditStore> Context<S> {
     }
 
     /// Writes the spool's segments to the database, oldest first, removing each once
-    /// committed; clears the degraded state when the spool is empty.
+    /// committed; clears the degraded and spilled states when the spool is empty.
+    ///
+    /// The spool is locked only to read and to remove a segment, never during a database
+    /// write: segments are immutable once appended, and appends (of overflowing records, of
+    /// batches while degraded) go on meanwhile.
     async fn replay(&self) {
-        let mut guard = self.spool.lock().await;
-        let Some(spool) = guard.as_mut() else { return };
         loop {
-            let (id, texts) = match spool.oldest().await {
-                Ok(Some(segment)) => segment,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(target: "audit_store", "cannot read the audit spool: {e}");
-                    return;
+            let (id, texts) = {
+                let guard = self.spool.lock().await;
+                let Some(spool) = guard.as_ref() else { return };
+                match spool.oldest().await {
+                    Ok(Some(segment)) => segment,
+                    Ok(None) => {
+                        // Seen empty under the lock: nothing can be appended behind this.
+                        self.shared.degraded.store(false, Ordering::Release);
+                        self.shared.spilled.store(false, Ordering::Release);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "audit_store", "cannot read the audit spool: {e}");
+                        return;
+                    }
                 }
             };
             let mut rows = Vec::with_capacity(texts.len());
@@ -908,16 +1126,7 @@ impl<S: AuditStore> Context<S> {
             }
             let started = Instant::now();
             match self.insert(&rows).await {
-                Ok(new) => {
-                    self.replayed(&rows, new, started);
-                    if let Err(e) = spool.remove(id).await {
-                        tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
-                        return;
-                    }
-                    self.shared
-                        .spool_bytes
-                        .store(spool.used_bytes(), Ordering::Relaxed);
-                }
+                Ok(new) => self.replayed(&rows, new, started),
                 Err(e) if e.is_data_error() => {
                     Counters::add(&self.shared.counters.failed_writes, 1);
                     tracing::warn!(target: "audit_store", "a spooled batch is refused, replaying row by row: {e}");
@@ -937,13 +1146,6 @@ impl<S: AuditStore> Context<S> {
                             }
                         }
                     }
-                    if let Err(e) = spool.remove(id).await {
-                        tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
-                        return;
-                    }
-                    self.shared
-                        .spool_bytes
-                        .store(spool.used_bytes(), Ordering::Relaxed);
                 }
                 Err(e) => {
                     Counters::add(&self.shared.counters.failed_writes, 1);
@@ -951,9 +1153,16 @@ impl<S: AuditStore> Context<S> {
                     return;
                 }
             }
+            let mut guard = self.spool.lock().await;
+            let Some(spool) = guard.as_mut() else { return };
+            if let Err(e) = spool.remove(id).await {
+                tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
+                return;
+            }
+            self.shared
+                .spool_bytes
+                .store(spool.used_bytes(), Ordering::Relaxed);
         }
-        self.shared.degraded.store(false, Ordering::Release);
-        drop(guard);
         self.write_gaps().await;
     }
 
