@@ -41,7 +41,7 @@ cargo test -p audit-tests --no-run --tests >"$logs/build.log" 2>&1 || {
 }
 
 failed=()
-run() { # run <name> <env...> -- <cargo test args...>
+run() { # run <name> <env...> -- <cargo test args...> [-- <test harness args...>]
   local name="$1"
   shift
   local envs=()
@@ -49,7 +49,10 @@ run() { # run <name> <env...> -- <cargo test args...>
   shift
   local started=$SECONDS
   echo "soak: ${name} ..."
-  if env "${envs[@]}" cargo test -p audit-tests "$@" -- --test-threads=1 --nocapture \
+  local args=("$@")
+  # The harness's own arguments: after the caller's `--`, or after one added here.
+  if [[ " ${args[*]} " != *" -- "* ]]; then args+=(--); fi
+  if env "${envs[@]}" cargo test -p audit-tests "${args[@]}" --test-threads=1 --nocapture \
       >"$logs/${name}.log" 2>&1; then
     echo "soak: ${name} passed in $((SECONDS - started)) s"
   else
@@ -66,7 +69,7 @@ run() { # run <name> <env...> -- <cargo test args...>
 run outage AUDIT_FAULT_OUTAGE_SECS="$outage" AUDIT_FAULT_LOAD_SECS="$outage_load" \
   AUDIT_FAULT_RATE="$rate" -- --test faults slowest_postgres_outage
 run faults AUDIT_FAULT_LOAD_SECS="$load" AUDIT_FAULT_KILLS="$kills" AUDIT_FAULT_RATE="$rate" \
-  AUDIT_FAULT_STRICT_OUTAGE_SECS="$strict_outage" -- --test faults --skip slowest_postgres_outage
+  AUDIT_FAULT_STRICT_OUTAGE_SECS="$strict_outage" -- --test faults -- --skip slowest_postgres_outage
 run bad-input -- --test demo_bad_input
 run query-attacks -- --test demo_query_attacks
 
