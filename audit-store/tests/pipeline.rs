@@ -552,6 +552,47 @@ async fn retention_deletes_what_is_older_than_the_period<S: AuditStore>(
     Ok(())
 }
 
+/// A process killed with records in memory leaves its running mark in the spool directory;
+/// the next start reports what the mark says it held with a gap record. A clean stop leaves
+/// no mark.
+#[tokio::test]
+async fn a_killed_pipeline_is_reported_at_the_next_start() -> TestResult {
+    let fx = common::sqlite().await?;
+    let dir = tempfile::tempdir()?;
+    // A clean run: the mark exists while running and is gone after shutdown.
+    let (sink, worker) = start(fast(fx.store.clone()).spool(dir.path(), 1 << 20)).await?;
+    let mark = dir.path().join("RUNNING");
+    eventually("the running mark", || mark.exists()).await?;
+    sink.submit(record(Some("acc_k"), BASE_MS));
+    let m = stop(&sink, worker).await?;
+    assert_eq!((m.stored, m.unclean_restarts), (1, 0));
+    assert!(!mark.exists(), "a clean stop leaves no mark");
+
+    // What a SIGKILL leaves: the last mark, 40 records in memory, 2 arriving.
+    std::fs::write(
+        &mark,
+        r#"{"noted_ms":1741597200000,"in_memory":40,"arrivals":2}"#,
+    )?;
+    let (sink, worker) = start(fast(fx.store.clone()).spool(dir.path(), 1 << 20)).await?;
+    until_count(&fx.store, 2).await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!((m.unclean_restarts, m.gap_records), (1, 1), "{m:?}");
+    let gaps = fx.db.gap_rows().await?;
+    assert_eq!(gaps.len(), 1);
+    let gap: serde_json::Value = serde_json::from_str(&gaps[0].record)?;
+    assert_eq!(gap["resource"]["request"]["lost"], 42, "{gap}");
+    assert_eq!(
+        gap["resource"]["request"]["first"],
+        "2025-03-10T09:00:00.000Z"
+    );
+    assert!(
+        gap.get("account").is_none_or(serde_json::Value::is_null),
+        "{gap}"
+    );
+    assert!(!mark.exists());
+    fx.teardown().await
+}
+
 async fn shutdown_flushes_a_full_queue<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
     let (sink, worker) =
         start(fast(fx.store.clone()).queue_capacity(5_000).batch_size(500)).await?;

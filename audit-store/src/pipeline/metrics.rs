@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub(crate) checkpoints: AtomicU64,
     pub(crate) overflowed: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) unclean_restarts: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +48,7 @@ impl Counters {
             checkpoints: get(&self.checkpoints),
             overflowed: get(&self.overflowed),
             expired: get(&self.expired),
+            unclean_restarts: get(&self.unclean_restarts),
             batches,
             batch_latency_avg_micros: get(&self.batch_micros_sum)
                 .checked_div(batches)
@@ -85,6 +87,9 @@ pub struct PipelineMetrics {
     pub overflowed: u64,
     /// Records deleted by retention.
     pub expired: u64,
+    /// 1 when this pipeline found that the previous one (same spool) was killed without
+    /// shutting down; a gap record reports what it held in memory.
+    pub unclean_restarts: u64,
     /// Chain checkpoints signed (one per account per round; see [`chain`](crate::chain)).
     pub checkpoints: u64,
     /// Batches written.
@@ -175,6 +180,12 @@ impl PipelineMetrics {
             "counter",
             "Records deleted by retention.",
             self.expired,
+        );
+        metric(
+            "audit_unclean_restarts_total",
+            "counter",
+            "Starts that found the previous pipeline killed without shutting down.",
+            self.unclean_restarts,
         );
         metric(
             "audit_chain_checkpoints_total",

@@ -313,6 +313,11 @@ impl<S: AuditStore> PipelineBuilder<S> {
             Some((dir, budget)) => Some(Spool::open(dir.clone(), *budget).await?),
             None => None,
         };
+        // A mark left behind: the last process was killed with records in memory.
+        let crashed = self
+            .spool
+            .as_ref()
+            .and_then(|(dir, _)| RunningMark::take(dir));
         let per_lane = self.queue_capacity.div_ceil(self.writers).max(1);
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..self.writers).map(|_| mpsc::channel(per_lane)).unzip();
@@ -320,6 +325,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
             counters: Counters::default(),
             degraded: AtomicBool::new(spool.as_ref().is_some_and(|s| !s.is_empty())),
             spilled: AtomicBool::new(false),
+            in_memory: std::sync::atomic::AtomicU64::new(0),
             closing: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             done: Notify::new(),
@@ -337,6 +343,19 @@ impl<S: AuditStore> PipelineBuilder<S> {
             }
             None => (None, None),
         };
+        if let Some(mark) = crashed {
+            let lost = mark.in_memory + mark.arrivals;
+            tracing::error!(target: "audit_store", lost, "the last audit pipeline stopped without shutting down; a gap record reports what it held in memory");
+            if lost > 0 {
+                let last = mark.noted_ms + i64::try_from(MARK_INTERVAL.as_millis()).unwrap_or(0);
+                shared
+                    .gaps
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .note_unattributed(lost, mark.noted_ms, last);
+            }
+            Counters::add(&shared.counters.unclean_restarts, 1);
+        }
         let sink = IngestSink {
             shared: Arc::clone(&shared),
             lanes: senders.into(),
@@ -361,6 +380,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
                 checkpoint_sink: self.checkpoint_sink,
                 retention: self.retention,
                 retention_interval: self.retention_interval,
+                spool_dir: self.spool.as_ref().map(|(dir, _)| dir.clone()),
             }),
             lanes: receivers,
             overflow: overflow_rx,
@@ -409,6 +429,46 @@ impl Gaps {
         span.first_ms = span.first_ms.min(time_ms);
         span.last_ms = span.last_ms.max(time_ms);
     }
+
+    /// Notes `lost` records of unknown accounts lost between two times.
+    fn note_unattributed(&mut self, lost: u64, first_ms: i64, last_ms: i64) {
+        let span = self.spans.entry(None).or_insert(GapSpan {
+            lost: 0,
+            first_ms,
+            last_ms,
+        });
+        span.lost += lost;
+        span.first_ms = span.first_ms.min(first_ms);
+        span.last_ms = span.last_ms.max(last_ms);
+    }
+}
+
+/// The file in the spool directory that says a pipeline is running, and how many records it
+/// holds in memory: found at start, it means the last process stopped without shutting down.
+const RUNNING_MARK: &str = "RUNNING";
+/// How often the running mark is rewritten.
+const MARK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the running mark holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RunningMark {
+    /// When it was written, ms since the Unix epoch.
+    noted_ms: i64,
+    /// Records accepted and not yet stored, spooled or counted as dropped.
+    in_memory: u64,
+    /// Records accepted during the last interval: about how many more may have arrived
+    /// before the next mark would have been written.
+    arrivals: u64,
+}
+
+impl RunningMark {
+    /// Reads a mark left by a process that did not shut down, and removes it.
+    fn take(dir: &std::path::Path) -> Option<Self> {
+        let path = dir.join(RUNNING_MARK);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        serde_json::from_str(&text).ok()
+    }
 }
 
 struct Shared {
@@ -417,6 +477,8 @@ struct Shared {
     degraded: AtomicBool,
     /// Records overflowed to the spool: replay them once the queue has room.
     spilled: AtomicBool,
+    /// Records accepted and not yet stored, spooled or dropped (what a crash would lose).
+    in_memory: std::sync::atomic::AtomicU64,
     closing: AtomicBool,
     finished: AtomicBool,
     done: Notify,
@@ -510,6 +572,7 @@ impl IngestSink {
         match rejected {
             None => {
                 Counters::add(&self.shared.counters.enqueued, 1);
+                self.shared.in_memory.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Some(envelope) => {
@@ -643,6 +706,7 @@ struct Context<S> {
     checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
     retention: Option<Duration>,
     retention_interval: Duration,
+    spool_dir: Option<PathBuf>,
 }
 
 impl<S: AuditStore> Pipeline<S> {
@@ -671,7 +735,12 @@ impl<S: AuditStore> Pipeline<S> {
             .then(|| tokio::spawn(Arc::clone(&ctx).checkpoints(stopped.clone())));
         let retention = ctx
             .retention
-            .map(|keep| tokio::spawn(Arc::clone(&ctx).retain(keep, stopped)));
+            .map(|keep| tokio::spawn(Arc::clone(&ctx).retain(keep, stopped.clone())));
+        let (stop_mark, mark_stopped) = tokio::sync::watch::channel(false);
+        let mark = ctx
+            .spool_dir
+            .clone()
+            .map(|dir| tokio::spawn(Arc::clone(&ctx).mark_running(dir, mark_stopped)));
         while let Some(joined) = writers.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(target: "audit_store", "an audit writer stopped: {e}");
@@ -690,6 +759,11 @@ impl<S: AuditStore> Pipeline<S> {
             // The last word: what this instance wrote is vouched for at once, so deleting
             // the newest records after a shutdown is found.
             ctx.checkpoint().await;
+        }
+        // Everything accepted is stored or spooled: a clean stop leaves no mark.
+        let _ = stop_mark.send(true);
+        if let Some(mark) = mark {
+            let _ = mark.await;
         }
         ctx.shared.finished.store(true, Ordering::Release);
         ctx.shared.done.notify_waiters();
@@ -750,6 +824,7 @@ impl<S: AuditStore> Context<S> {
             if batch.is_empty() {
                 continue;
             }
+            let count = batch.len() as u64;
             let mut rows = Vec::with_capacity(batch.len());
             for Envelope { mut record, .. } in batch.drain(..) {
                 if let Some(enricher) = &self.enricher {
@@ -767,7 +842,39 @@ impl<S: AuditStore> Context<S> {
                 }
             }
             self.spill(&rows).await;
+            self.shared.in_memory.fetch_sub(count, Ordering::Relaxed);
         }
+    }
+
+    /// Rewrites the running mark every [`MARK_INTERVAL`] until stopped, then removes it: a
+    /// mark found at the next start means this process was killed.
+    async fn mark_running(
+        self: Arc<Self>,
+        dir: PathBuf,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let path = dir.join(RUNNING_MARK);
+        let temp = dir.join(format!("{RUNNING_MARK}.tmp"));
+        let mut accepted = self.shared.counters.enqueued.load(Ordering::Relaxed);
+        loop {
+            let now_accepted = self.shared.counters.enqueued.load(Ordering::Relaxed);
+            let mark = RunningMark {
+                noted_ms: crate::chain::now_ms(),
+                in_memory: self.shared.in_memory.load(Ordering::Relaxed),
+                arrivals: now_accepted.saturating_sub(accepted),
+            };
+            accepted = now_accepted;
+            if let Ok(text) = serde_json::to_vec(&mark)
+                && tokio::fs::write(&temp, text).await.is_ok()
+            {
+                let _ = tokio::fs::rename(&temp, &path).await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(MARK_INTERVAL) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
     }
 
     /// Appends overflowed rows to the spool; they are replayed when the queue has room.
@@ -868,6 +975,9 @@ impl<S: AuditStore> Context<S> {
                 let processed = AssertUnwindSafe(self.process(full, closing))
                     .catch_unwind()
                     .await;
+                self.shared
+                    .in_memory
+                    .fetch_sub(count as u64, Ordering::Relaxed);
                 if processed.is_err() {
                     // A bug (a panicking directory, say) must not stop ingestion: the batch is
                     // counted as lost, and the lane goes on.
