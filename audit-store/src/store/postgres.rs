@@ -59,7 +59,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Months (`year * 12 + month0`) whose partition is known to exist.
     partitions: Arc<Mutex<BTreeSet<i64>>>,
-    /// Set: every record is chained (see [`chain`](crate::chain)).
+    /// Set: every record is chained (see [`chain`]).
     chain: Option<Arc<ChainKeys>>,
 }
 
@@ -75,7 +75,7 @@ impl PostgresStore {
     }
 
     /// Chains every record this store writes into its account's hash chain, sealed and
-    /// checkpointed with `keys` (see [`chain`](crate::chain)). Every instance writing to
+    /// checkpointed with `keys` (see [`chain`]). Every instance writing to
     /// the database must use the same keys.
     #[must_use]
     pub fn chained(mut self, keys: ChainKeys) -> Self {

@@ -52,7 +52,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Rows written since the planner's statistics were last refreshed.
     unanalyzed: Arc<AtomicU64>,
-    /// Set: every record is chained (see [`chain`](crate::chain)).
+    /// Set: every record is chained (see [`chain`]).
     chain: Option<Arc<ChainKeys>>,
 }
 
@@ -68,7 +68,7 @@ impl SqliteStore {
     }
 
     /// Chains every record this store writes into its account's hash chain, sealed and
-    /// checkpointed with `keys` (see [`chain`](crate::chain)).
+    /// checkpointed with `keys` (see [`chain`]).
     ///
     /// ```no_run
     /// use audit_store::SqliteStore;
