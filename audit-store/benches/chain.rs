@@ -1,0 +1,1099 @@
+//! Tamper-evidence benchmark: what chaining costs at ingest, and how fast a chain verifies.
+//!
+//! ```text
+//! AUDIT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo bench -p audit-store --bench chain -- --rows 1000000
+//! cargo bench -p audit-store --bench chain -- --quick        # 20k rows
+//! cargo test -p audit-store --bench chain                    # 2,000 rows, smoke (CI)
+//! ```
+//!
+//! Options: `--rows N` (default 1,000,000), `--quick` (20,000), `--accounts N` (default
+//! 1,000), `--backend sqlite|postgres|both`, `--postgres-url URL`, `--seed N`,
+//! `--verify-rounds N` (default 2), `--drop-chain-index` (an experiment: ingest only, with the
+//! chained store's `audit_logs_chain` index dropped after `migrate()`, to see what that index
+//! costs; verification is skipped, as it would scan without it).
+//!
+//! A load harness, not criterion: one long run per configuration, on both backends:
+//!
+//! 1. **Ingest.** The same N generated records (the ingest benchmark's generator, copied into
+//!    `benches/support`: ~650 B of JSON, 1,000 accounts, account 0 holding 10 % and
+//!    accounts 1–9 another 20 %) are flattened to `StoredRecord`s before any clock starts, then
+//!    written in batches of 10,000 (the pipeline's batch size) through `AuditStore::insert`
+//!    into an unchained store and a chained store, each on a fresh database (SQLite file,
+//!    PostgreSQL schema built by `migrate()`). The batches **alternate** between the two
+//!    stores, and which store goes first alternates too, so a change in the machine's load
+//!    hits both alike. Per store: the wall time of its `insert` calls, this process's CPU
+//!    (user + system, from `/proc/self/stat`) during them, and for a local PostgreSQL the
+//!    server's CPU (postmaster and children, from `/proc`).
+//! 2. **Verification.** A checkpoint is signed for every chain (`chain::checkpoint`), then
+//!    every account's chain is verified with `chain::verify` over `Span::all()`: with the
+//!    secret (`ChainKeys::verifier`, seals checked) and with the public key only
+//!    (`Verifier::public`), and the bare walk (`AuditStore::chain_rows`: the database, row
+//!    decoding and the column digest, no linking) to show where the time goes; then the
+//!    largest account alone. `--verify-rounds` rounds, in alternating order.
+//! 3. **Checks** (every mode, so the CI smoke run asserts them): both stores hold N rows; the
+//!    chain heads add up to N; every report is `ok`, covers its whole chain and matched its
+//!    checkpoint; and after the timings one record of the largest account is changed in the
+//!    database, and both verifiers must find it at its sequence number.
+//!
+//! Under `cargo test --benches` (`--test`, or no `--bench` argument) it runs the 2,000-row
+//! smoke pass and skips whatever is missing instead of failing.
+//!
+//! PostgreSQL: `--postgres-url`, else `AUDIT_BENCH_POSTGRES_URL`, else
+//! `AUDIT_TEST_POSTGRES_URL` (the variables the ingest benchmark reads); with none of them set
+//! the PostgreSQL runs are skipped with a message. Each run creates two schemas of its own,
+//! `chainbench_<pid>_<time>_plain` and `..._chained`, and drops them at the end (also when
+//! the run fails).
+
+mod support;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use audit_store::chain::{self, BreakKind, ChainKeys, ChainSecret, Span, Verifier};
+use audit_store::row::StoredRecord;
+use audit_store::store::AuditStore;
+use audit_store::{PostgresStore, SqliteStore};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor as _};
+use uuid::Uuid;
+
+use support::{Dataset, World};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxResult<T> = Result<T, BoxError>;
+
+/// Records per `AuditStore::insert`: the pipeline's default batch size.
+const BATCH: usize = 10_000;
+/// Rows per `chain_rows` call in the bare walk: `chain::verify`'s chunk.
+const WALK_CHUNK: u32 = 10_000;
+/// The goals of the issue.
+const GOAL_INGEST_COST: f64 = 0.10;
+const GOAL_VERIFY_SECONDS_PER_MILLION: f64 = 10.0;
+
+const USAGE: &str = "usage: cargo bench -p audit-store --bench chain -- [--rows N] [--quick] \
+[--accounts N] [--backend sqlite|postgres|both] [--postgres-url URL] [--seed N] \
+[--verify-rounds N] [--drop-chain-index]";
+
+fn main() {
+    let args = match Args::parse() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("chain bench: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chain bench: cannot start tokio: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("chain bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Args {
+    rows: usize,
+    accounts: usize,
+    backends: Vec<Backend>,
+    postgres_url: Option<String>,
+    seed: u64,
+    verify_rounds: usize,
+    /// Experiment: drop `audit_logs_chain` from the chained store, skip verification.
+    drop_chain_index: bool,
+    /// Run by `cargo test --benches`: tiny, and skip what is missing.
+    smoke: bool,
+    quick: bool,
+}
+
+impl Args {
+    fn parse() -> BoxResult<Self> {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing or `--test`.
+        let smoke = argv.iter().any(|a| a == "--test") || !argv.iter().any(|a| a == "--bench");
+        let mut rows = None;
+        let mut accounts = 1_000;
+        let mut backend = "both".to_owned();
+        let mut postgres_url = None;
+        let mut quick = false;
+        let mut seed = 0x00c4_a1a5_u64;
+        let mut verify_rounds = None;
+        let mut drop_chain_index = false;
+        let mut it = argv.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| BoxError::from(format!("{name} needs a value")))
+            };
+            match arg.as_str() {
+                "--bench" | "--test" => {}
+                "--rows" => rows = Some(support::parse_count(&value("--rows")?)?),
+                "--accounts" => accounts = support::parse_count(&value("--accounts")?)?,
+                "--backend" => backend = value("--backend")?,
+                "--postgres-url" => postgres_url = Some(value("--postgres-url")?),
+                "--quick" => quick = true,
+                "--drop-chain-index" => drop_chain_index = true,
+                "--seed" => seed = value("--seed")?.parse()?,
+                "--verify-rounds" => {
+                    verify_rounds = Some(support::parse_count(&value("--verify-rounds")?)?);
+                }
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                // Under `cargo test` the test harness's own flags may be passed along.
+                _ if smoke => {}
+                other => return Err(format!("unknown argument {other:?}").into()),
+            }
+        }
+        let backends = match backend.as_str() {
+            "sqlite" => vec![Backend::Sqlite],
+            "postgres" => vec![Backend::Postgres],
+            "both" => vec![Backend::Sqlite, Backend::Postgres],
+            other => return Err(format!("--backend {other:?}: sqlite, postgres or both").into()),
+        };
+        let postgres_url = postgres_url
+            .or_else(|| std::env::var("AUDIT_BENCH_POSTGRES_URL").ok())
+            .or_else(|| std::env::var("AUDIT_TEST_POSTGRES_URL").ok())
+            .filter(|u| !u.trim().is_empty());
+        let default_rows = if smoke {
+            2_000
+        } else if quick {
+            20_000
+        } else {
+            1_000_000
+        };
+        Ok(Self {
+            rows: rows.unwrap_or(default_rows),
+            accounts,
+            backends,
+            postgres_url,
+            seed,
+            verify_rounds: verify_rounds.unwrap_or(if smoke { 1 } else { 2 }),
+            drop_chain_index,
+            smoke,
+            quick,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+/// Wall and CPU time accumulated over some calls.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    /// Rows written (ingest) or records verified.
+    rows: u64,
+    wall: Duration,
+    /// This process, user + system, clock ticks.
+    own: u64,
+    /// The PostgreSQL server's processes, clock ticks, when visible.
+    server: Option<u64>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Self) {
+        self.rows += other.rows;
+        self.wall += other.wall;
+        self.own += other.own;
+        self.server = match (self.server, other.server) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, b) => b,
+            (a, None) => a,
+        };
+    }
+
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Times `body`: wall time, this process's CPU and the server's.
+async fn timed<T, F>(server: Option<u32>, body: F) -> BoxResult<(T, Tally)>
+where
+    F: Future<Output = BoxResult<(T, u64)>>,
+{
+    let server_before = server.and_then(support::postgres_ticks);
+    let own_before = support::own_ticks();
+    let started = Instant::now();
+    let (value, rows) = body.await?;
+    let wall = started.elapsed();
+    let own = support::own_ticks().saturating_sub(own_before);
+    let server_after = server.and_then(support::postgres_ticks);
+    Ok((
+        value,
+        Tally {
+            rows,
+            wall,
+            own,
+            server: server_before
+                .zip(server_after)
+                .map(|(b, a)| a.saturating_sub(b)),
+        },
+    ))
+}
+
+struct Env {
+    ticks: f64,
+}
+
+impl Env {
+    /// Ticks per row in µs.
+    fn per_row(&self, ticks: u64, rows: u64) -> f64 {
+        ticks as f64 * 1e6 / self.ticks / rows.max(1) as f64
+    }
+}
+
+struct IngestResult {
+    backend: Backend,
+    plain: Tally,
+    chained: Tally,
+    plain_bytes: Option<u64>,
+    chained_bytes: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `chain::verify` with the secret: links, seals, checkpoints.
+    Full,
+    /// `chain::verify` with the public key: links and checkpoints.
+    Public,
+    /// `chain_rows` alone: the database, decoding, the column digest.
+    Walk,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Full => "verify, secret (seals)",
+            Self::Public => "verify, public key only",
+            Self::Walk => "chain_rows walk only",
+        }
+    }
+}
+
+struct VerifyResult {
+    backend: Backend,
+    scope: &'static str,
+    accounts: usize,
+    mode: Mode,
+    /// One per round.
+    rounds: Vec<Tally>,
+}
+
+impl VerifyResult {
+    fn best(&self) -> Tally {
+        self.rounds
+            .iter()
+            .copied()
+            .min_by_key(|t| t.wall)
+            .unwrap_or_default()
+    }
+
+    fn mean_wall(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(|t| t.wall.as_secs_f64())
+            .sum::<f64>()
+            / self.rounds.len().max(1) as f64
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+
+async fn run(args: Args) -> BoxResult<()> {
+    let mode = if args.smoke {
+        "smoke (cargo test)"
+    } else if args.quick {
+        "quick"
+    } else {
+        "full"
+    };
+    println!("audit-store chain benchmark, {mode} mode");
+    println!(
+        "  machine: {} CPUs; {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        support::load()
+    );
+    let env = Env {
+        ticks: support::clock_ticks_per_second(),
+    };
+
+    // Records, before any clock starts.
+    let end_ms = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )?;
+    let data = Dataset {
+        world: Arc::new(World::new(args.seed, args.accounts)),
+        n: args.rows,
+        seed: args.seed,
+        end_ms,
+    };
+    let started = Instant::now();
+    let rows: Vec<StoredRecord> = data
+        .iter()
+        .map(|r| StoredRecord::from_record(&r))
+        .collect::<Result<_, _>>()?;
+    let json_bytes: usize = rows.iter().map(|r| r.record.len()).sum();
+    let mut per_account: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for r in &rows {
+        *per_account
+            .entry(r.account_id.as_deref().unwrap_or(""))
+            .or_default() += 1;
+    }
+    let largest = per_account
+        .iter()
+        .max_by_key(|(a, n)| (**n, *a))
+        .map(|(a, n)| ((*a).to_owned(), *n))
+        .ok_or("no records")?;
+    println!(
+        "  {} records generated in {:.1} s: {:.0} B of JSON on average, {} accounts, the \
+         largest holding {} ({:.1} %); batches of {BATCH}",
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        json_bytes as f64 / rows.len().max(1) as f64,
+        per_account.len(),
+        largest.1,
+        100.0 * largest.1 as f64 / rows.len().max(1) as f64
+    );
+    drop(per_account);
+
+    let keys = ChainKeys::from_secret(&ChainSecret::from_bytes([0x5a; 32]));
+    let mut ingests = Vec::new();
+    let mut verifies = Vec::new();
+    let ctx = Ctx {
+        args: &args,
+        env: &env,
+        rows: &rows,
+        keys: &keys,
+        largest: &largest.0,
+    };
+
+    for backend in args.backends.clone() {
+        match backend {
+            Backend::Sqlite => {
+                let tmp = tempfile::Builder::new().prefix("audit-chain-").tempdir()?;
+                let (i, v) = sqlite_run(&ctx, tmp.path()).await?;
+                ingests.push(i);
+                verifies.extend(v);
+            }
+            Backend::Postgres => {
+                let Some(url) = &args.postgres_url else {
+                    println!(
+                        "\n== postgres: skipped (set AUDIT_TEST_POSTGRES_URL, \
+                         AUDIT_BENCH_POSTGRES_URL or --postgres-url)"
+                    );
+                    continue;
+                };
+                match postgres_run(&ctx, url).await {
+                    Ok(Some((i, v))) => {
+                        ingests.push(i);
+                        verifies.extend(v);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    println!();
+    println!("== Results ({} rows; {})", rows.len(), support::load());
+    print_ingest(&ingests, &env);
+    println!();
+    print_verify(&verifies, &env);
+    println!();
+    println!("== Goals");
+    if args.smoke {
+        println!("  (smoke run: correctness only; a debug build says nothing about the goals)");
+        return Ok(());
+    }
+    if rows.len() < 1_000_000 {
+        println!("  (indicative only: the goals are stated for 1M records)");
+    }
+    if args.drop_chain_index {
+        println!("  (--drop-chain-index: an experiment, not the store as it ships)");
+    }
+    for i in &ingests {
+        let ratio = i.chained.rate() / i.plain.rate();
+        let cost = 1.0 - ratio;
+        println!(
+            "  {:<9} ingest: chained {:.0} rows/s vs unchained {:.0} = {:.3}x, chaining costs \
+             {:.1} % of throughput (goal ≤ {:.0} %): {}",
+            i.backend.name(),
+            i.chained.rate(),
+            i.plain.rate(),
+            ratio,
+            100.0 * cost,
+            100.0 * GOAL_INGEST_COST,
+            verdict(cost <= GOAL_INGEST_COST)
+        );
+    }
+    for v in verifies
+        .iter()
+        .filter(|v| v.scope == "all accounts" && v.mode != Mode::Walk)
+    {
+        let best = v.best();
+        let per_million = best.wall.as_secs_f64() * 1e6 / best.rows.max(1) as f64;
+        println!(
+            "  {:<9} {}: {} records in {:.2} s (best of {}, mean {:.2} s) = {:.2} s per 1M \
+             records (goal < {GOAL_VERIFY_SECONDS_PER_MILLION:.0} s): {}",
+            v.backend.name(),
+            v.mode.label(),
+            best.rows,
+            best.wall.as_secs_f64(),
+            v.rounds.len(),
+            v.mean_wall(),
+            per_million,
+            verdict(per_million < GOAL_VERIFY_SECONDS_PER_MILLION)
+        );
+    }
+    println!();
+    println!("Notes:");
+    println!(
+        "  - batches alternate between the unchained and the chained store (first store \
+         alternating too); the clock runs only inside store.insert"
+    );
+    println!(
+        "  - cpu = this process (includes SQLite, which is embedded); srv = the PostgreSQL \
+         server's processes (any other client's load on that server included)"
+    );
+    println!(
+        "  - the machine is shared: compare the two columns of one run, not absolute rates \
+         across runs"
+    );
+    Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+/// What every backend's run needs.
+struct Ctx<'a> {
+    args: &'a Args,
+    env: &'a Env,
+    rows: &'a [StoredRecord],
+    keys: &'a ChainKeys,
+    largest: &'a str,
+}
+
+async fn sqlite_run(ctx: &Ctx<'_>, dir: &Path) -> BoxResult<(IngestResult, Vec<VerifyResult>)> {
+    println!("\n== sqlite");
+    let plain_path = dir.join("plain.db");
+    let chained_path = dir.join("chained.db");
+    let plain = SqliteStore::open(&plain_path).await?;
+    plain.migrate().await?;
+    let chained = SqliteStore::open(&chained_path)
+        .await?
+        .chained(ctx.keys.clone());
+    chained.migrate().await?;
+    if ctx.args.drop_chain_index {
+        sqlx::query("DROP INDEX audit_logs_chain")
+            .execute(chained.pool())
+            .await?;
+    }
+    let (plain_t, chained_t) = ingest(ctx, Backend::Sqlite, &plain, &chained, None).await?;
+    check_ingest(ctx, &plain, &chained).await?;
+    plain.pool().close().await;
+    if ctx.args.drop_chain_index {
+        println!("  (--drop-chain-index: verification skipped)");
+        chained.pool().close().await;
+        return Ok((
+            IngestResult {
+                backend: Backend::Sqlite,
+                plain: plain_t,
+                chained: chained_t,
+                plain_bytes: Some(sqlite_bytes(&plain_path)),
+                chained_bytes: Some(sqlite_bytes(&chained_path)),
+            },
+            Vec::new(),
+        ));
+    }
+    let verifies = verify_phase(ctx, Backend::Sqlite, &chained, None).await?;
+    tamper_check(ctx, &chained, |pool, account, seq| async move {
+        sqlx::query(
+            "UPDATE audit_logs SET record = record || ' ' \
+             WHERE coalesce(account_id, '') = ? AND chain_seq = ?",
+        )
+        .bind(account)
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .map(|r| r.rows_affected())
+    })
+    .await?;
+    chained.pool().close().await;
+    Ok((
+        IngestResult {
+            backend: Backend::Sqlite,
+            plain: plain_t,
+            chained: chained_t,
+            plain_bytes: Some(sqlite_bytes(&plain_path)),
+            chained_bytes: Some(sqlite_bytes(&chained_path)),
+        },
+        verifies,
+    ))
+}
+
+fn sqlite_bytes(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", path.display())).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `None`: skipped (smoke mode and no server).
+async fn postgres_run(
+    ctx: &Ctx<'_>,
+    url: &str,
+) -> BoxResult<Option<(IngestResult, Vec<VerifyResult>)>> {
+    println!("\n== postgres");
+    let postmaster = match local_postmaster(url).await {
+        Ok(pm) => pm,
+        Err(e) if ctx.args.smoke => {
+            println!("  !! {e}: PostgreSQL is skipped");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let base = format!(
+        "chainbench_{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let schemas = [format!("{base}_plain"), format!("{base}_chained")];
+    println!(
+        "  {url}, schemas {} and {}; server CPU {}",
+        schemas[0],
+        schemas[1],
+        if postmaster.is_some() {
+            "read from /proc"
+        } else {
+            "not visible (remote server)"
+        }
+    );
+    let outcome = postgres_body(ctx, url, &schemas, postmaster).await;
+    // Always drop the schemas, also after a failure.
+    if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(url).await {
+        for schema in &schemas {
+            if let Err(e) = admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .await
+            {
+                eprintln!("  could not drop schema {schema}: {e}");
+            }
+        }
+        admin.close().await;
+    }
+    outcome.map(Some)
+}
+
+async fn postgres_body(
+    ctx: &Ctx<'_>,
+    url: &str,
+    schemas: &[String; 2],
+    postmaster: Option<u32>,
+) -> BoxResult<(IngestResult, Vec<VerifyResult>)> {
+    let plain = postgres_store(url, &schemas[0]).await?;
+    let chained = postgres_store(url, &schemas[1])
+        .await?
+        .chained(ctx.keys.clone());
+    if ctx.args.drop_chain_index {
+        sqlx::query("DROP INDEX audit_logs_chain")
+            .execute(chained.pool())
+            .await?;
+    }
+    // Every run starts from clean buffers.
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(plain.pool()).await {
+        eprintln!("  note: CHECKPOINT failed ({e}); continuing");
+    }
+    let (plain_t, chained_t) = ingest(ctx, Backend::Postgres, &plain, &chained, postmaster).await?;
+    check_ingest(ctx, &plain, &chained).await?;
+    let plain_bytes = postgres_bytes(&plain).await?;
+    let chained_bytes = postgres_bytes(&chained).await?;
+    plain.pool().close().await;
+    if ctx.args.drop_chain_index {
+        println!("  (--drop-chain-index: verification skipped)");
+        chained.pool().close().await;
+        return Ok((
+            IngestResult {
+                backend: Backend::Postgres,
+                plain: plain_t,
+                chained: chained_t,
+                plain_bytes,
+                chained_bytes,
+            },
+            Vec::new(),
+        ));
+    }
+    let verifies = verify_phase(ctx, Backend::Postgres, &chained, postmaster).await?;
+    tamper_check(ctx, &chained, |pool, account, seq| async move {
+        sqlx::query(
+            "UPDATE audit_logs SET record = record || ' ' \
+             WHERE coalesce(account_id, '') = $1 AND chain_seq = $2",
+        )
+        .bind(account)
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .map(|r| r.rows_affected())
+    })
+    .await?;
+    chained.pool().close().await;
+    Ok((
+        IngestResult {
+            backend: Backend::Postgres,
+            plain: plain_t,
+            chained: chained_t,
+            plain_bytes,
+            chained_bytes,
+        },
+        verifies,
+    ))
+}
+
+/// A fresh schema, and a migrated store whose connections live in it.
+async fn postgres_store(url: &str, schema: &str) -> BoxResult<PostgresStore> {
+    let admin = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        )))
+        .await?;
+    admin.close().await;
+    let options = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    let store = PostgresStore::new(pool);
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn postgres_bytes(store: &PostgresStore) -> BoxResult<Option<u64>> {
+    let bytes: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(pg_total_relation_size(inhrelid))::int8 FROM pg_inherits \
+         WHERE inhparent = to_regclass('audit_logs')",
+    )
+    .fetch_one(store.pool())
+    .await?;
+    Ok(bytes.and_then(|b| u64::try_from(b).ok()))
+}
+
+/// Connects once; returns the server's postmaster pid when its processes are visible here.
+async fn local_postmaster(url: &str) -> BoxResult<Option<u32>> {
+    let pool = tokio::time::timeout(
+        Duration::from_secs(5),
+        PgPoolOptions::new().max_connections(1).connect(url),
+    )
+    .await
+    .map_err(|_| format!("PostgreSQL at {url} did not answer within 5 s"))?
+    .map_err(|e| format!("PostgreSQL at {url} is unreachable: {e}"))?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok(support::parent_pid(Path::new(&format!("/proc/{backend}")))
+        .filter(|pm| support::postgres_ticks(*pm).is_some())
+        .filter(|pm| {
+            std::fs::read_to_string(format!("/proc/{pm}/comm"))
+                .is_ok_and(|c| c.trim_end() == "postgres")
+        }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+/// Writes every row into both stores in batches of [`BATCH`], alternating between them.
+async fn ingest<S: AuditStore>(
+    ctx: &Ctx<'_>,
+    backend: Backend,
+    plain: &S,
+    chained: &S,
+    server: Option<u32>,
+) -> BoxResult<(Tally, Tally)> {
+    let mut tallies = [Tally::default(); 2];
+    let batches = ctx.rows.len().div_ceil(BATCH);
+    let report_every = batches.div_ceil(10).max(1);
+    println!(
+        "  ingest: {} rows in {batches} batches, alternating unchained/chained",
+        ctx.rows.len()
+    );
+    for (i, batch) in ctx.rows.chunks(BATCH).enumerate() {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let store = if which == 0 { plain } else { chained };
+            let ((), t) = timed(server, async {
+                let n = store.insert(batch).await?;
+                if n != batch.len() as u64 {
+                    return Err(format!(
+                        "{} {} store: {n} of {} rows stored",
+                        backend.name(),
+                        if which == 0 { "unchained" } else { "chained" },
+                        batch.len()
+                    )
+                    .into());
+                }
+                Ok(((), n))
+            })
+            .await?;
+            tallies[which].add(t);
+        }
+        if (i + 1) % report_every == 0 || i + 1 == batches {
+            println!(
+                "    {:>8} rows: unchained {:>7.0} rows/s, chained {:>7.0} rows/s ({:.3}x); \
+                 load {}",
+                tallies[0].rows,
+                tallies[0].rate(),
+                tallies[1].rate(),
+                tallies[1].rate() / tallies[0].rate(),
+                std::fs::read_to_string("/proc/loadavg")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("?")
+            );
+        }
+    }
+    for (name, t) in [("unchained", tallies[0]), ("chained", tallies[1])] {
+        println!(
+            "    {name:<9} {} rows in {:.2} s = {:.0} rows/s; cpu {:.1} µs/row{}",
+            t.rows,
+            t.wall.as_secs_f64(),
+            t.rate(),
+            ctx.env.per_row(t.own, t.rows),
+            t.server.map_or_else(String::new, |s| format!(
+                ", server {:.1} µs/row",
+                ctx.env.per_row(s, t.rows)
+            ))
+        );
+    }
+    Ok((tallies[0], tallies[1]))
+}
+
+/// Both stores hold every row, and the chained store's heads account for all of them.
+async fn check_ingest<S: AuditStore>(ctx: &Ctx<'_>, plain: &S, chained: &S) -> BoxResult<()> {
+    let n = ctx.rows.len() as u64;
+    let (a, b) = (plain.count().await?, chained.count().await?);
+    if a != n || b != n {
+        return Err(format!("stored {a} unchained and {b} chained rows, expected {n}").into());
+    }
+    let heads = chained.chain_heads().await?;
+    let linked: i64 = heads.iter().map(|h| h.seq).sum();
+    if u64::try_from(linked).ok() != Some(n) {
+        return Err(format!("the chain heads account for {linked} rows, expected {n}").into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verification
+
+async fn verify_phase<S: AuditStore>(
+    ctx: &Ctx<'_>,
+    backend: Backend,
+    store: &S,
+    server: Option<u32>,
+) -> BoxResult<Vec<VerifyResult>> {
+    let (checkpoints, t) = timed(server, async {
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )?;
+        let cps = chain::checkpoint(store, now).await?;
+        let n = cps.len() as u64;
+        Ok((cps, n))
+    })
+    .await?;
+    println!(
+        "  checkpoint: {} chains signed in {:.3} s",
+        checkpoints.len(),
+        t.wall.as_secs_f64()
+    );
+    let heads: Vec<(String, i64)> = store
+        .chain_heads()
+        .await?
+        .into_iter()
+        .map(|h| (h.chain, h.seq))
+        .collect();
+    let all: Vec<&str> = heads.iter().map(|(c, _)| c.as_str()).collect();
+    let full = ctx.keys.verifier();
+    let public = Verifier::public(ctx.keys.public_key());
+    let mut results = Vec::new();
+    for (scope, accounts) in [
+        ("all accounts", all),
+        ("largest account", vec![ctx.largest]),
+    ] {
+        let expected: u64 = heads
+            .iter()
+            .filter(|(c, _)| accounts.contains(&c.as_str()))
+            .map(|(_, s)| u64::try_from(*s).unwrap_or(0))
+            .sum();
+        let mut runs: Vec<VerifyResult> = [Mode::Full, Mode::Public, Mode::Walk]
+            .into_iter()
+            .map(|mode| VerifyResult {
+                backend,
+                scope,
+                accounts: accounts.len(),
+                mode,
+                rounds: Vec::new(),
+            })
+            .collect();
+        for round in 0..ctx.args.verify_rounds {
+            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            for k in order {
+                let mode = runs[k].mode;
+                let verifier = if mode == Mode::Full { &full } else { &public };
+                let ((), t) =
+                    timed(server, verify_accounts(store, verifier, mode, &accounts)).await?;
+                if t.rows != expected {
+                    return Err(format!(
+                        "{} {scope}, {}: {} records checked, expected {expected}",
+                        backend.name(),
+                        mode.label(),
+                        t.rows
+                    )
+                    .into());
+                }
+                println!(
+                    "  {scope:<15} {:<24} round {}: {} accounts, {} records in {:.2} s = \
+                     {:.0} records/s; cpu {:.2} µs/record{}",
+                    mode.label(),
+                    round + 1,
+                    accounts.len(),
+                    t.rows,
+                    t.wall.as_secs_f64(),
+                    t.rate(),
+                    ctx.env.per_row(t.own, t.rows),
+                    t.server.map_or_else(String::new, |s| format!(
+                        ", server {:.2} µs/record",
+                        ctx.env.per_row(s, t.rows)
+                    ))
+                );
+                runs[k].rounds.push(t);
+            }
+        }
+        results.extend(runs);
+    }
+    Ok(results)
+}
+
+/// Verifies (or only walks) every account's chain; every report must be `ok`, cover the whole
+/// chain and have matched the checkpoint just made. Returns the records checked.
+async fn verify_accounts<S: AuditStore>(
+    store: &S,
+    verifier: &Verifier,
+    mode: Mode,
+    accounts: &[&str],
+) -> BoxResult<((), u64)> {
+    let mut records = 0;
+    for account in accounts {
+        if mode == Mode::Walk {
+            let mut cursor = (0, Uuid::max());
+            loop {
+                let rows = store.chain_rows(account, cursor, WALK_CHUNK).await?;
+                records += rows.len() as u64;
+                match rows.last() {
+                    Some(last) if rows.len() == WALK_CHUNK as usize => {
+                        cursor = (last.seq, last.id);
+                    }
+                    _ => break,
+                }
+            }
+            continue;
+        }
+        let report = chain::verify(store, verifier, account, Span::all(), &[]).await?;
+        if !report.ok
+            || report.seals_checked != (mode == Mode::Full)
+            || report.checkpoints == 0
+            || report.after_latest_checkpoint != 0
+            || report.first_seq != Some(1)
+            || report.last_seq != i64::try_from(report.records).ok()
+        {
+            return Err(format!("account {account:?} did not verify: {report:?}").into());
+        }
+        records += report.records;
+    }
+    Ok(((), records))
+}
+
+/// Changes one record of the largest account behind the store's back; both verifiers must
+/// find it at its sequence number.
+async fn tamper_check<S, F, Fut>(ctx: &Ctx<'_>, store: &S, edit: F) -> BoxResult<()>
+where
+    S: AuditStore + HasPool,
+    F: FnOnce(S::Pool, String, i64) -> Fut,
+    Fut: Future<Output = Result<u64, sqlx::Error>>,
+{
+    let head = store
+        .chain_head(ctx.largest)
+        .await?
+        .ok_or("the largest account has no chain")?;
+    let seq = (head.seq / 2).max(1);
+    let changed = edit(store.pool_clone(), ctx.largest.to_owned(), seq).await?;
+    if changed != 1 {
+        return Err(format!("the tamper changed {changed} rows, expected 1").into());
+    }
+    for verifier in [ctx.keys.verifier(), Verifier::public(ctx.keys.public_key())] {
+        let report = chain::verify(store, &verifier, ctx.largest, Span::all(), &[]).await?;
+        match &report.broken {
+            Some(b) if b.seq == seq && b.kind == BreakKind::Modified => {}
+            other => {
+                return Err(format!(
+                    "a record changed at sequence {seq} was not found (seals {}): {other:?}",
+                    verifier.checks_seals()
+                )
+                .into());
+            }
+        }
+    }
+    println!("  tamper check: a record changed at sequence {seq} is found by both verifiers");
+    Ok(())
+}
+
+/// The two stores' pools, for the tamper check's direct edit.
+trait HasPool {
+    type Pool: Send + 'static;
+    fn pool_clone(&self) -> Self::Pool;
+}
+
+impl HasPool for SqliteStore {
+    type Pool = sqlx::SqlitePool;
+    fn pool_clone(&self) -> Self::Pool {
+        self.pool().clone()
+    }
+}
+
+impl HasPool for PostgresStore {
+    type Pool = sqlx::PgPool;
+    fn pool_clone(&self) -> Self::Pool {
+        self.pool().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+fn print_ingest(results: &[IngestResult], env: &Env) {
+    println!("Ingest: store.insert, batches of {BATCH}, alternating stores");
+    println!(
+        "{:<9} {:<10} {:>9} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "backend",
+        "store",
+        "rows",
+        "seconds",
+        "rows/s",
+        "vs plain",
+        "cpu µs/row",
+        "srv µs/row",
+        "tot µs/row",
+        "bytes/row"
+    );
+    for r in results {
+        for (name, t, bytes) in [
+            ("unchained", r.plain, r.plain_bytes),
+            ("chained", r.chained, r.chained_bytes),
+        ] {
+            let cpu = env.per_row(t.own, t.rows);
+            let srv = t.server.map(|s| env.per_row(s, t.rows));
+            println!(
+                "{:<9} {:<10} {:>9} {:>8.2} {:>9.0} {:>10} {:>10.1} {:>10} {:>10.1} {:>9}",
+                r.backend.name(),
+                name,
+                t.rows,
+                t.wall.as_secs_f64(),
+                t.rate(),
+                format!("{:.3}x", t.rate() / r.plain.rate()),
+                cpu,
+                srv.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
+                cpu + srv.unwrap_or(0.0),
+                bytes.map_or_else(
+                    || "-".to_owned(),
+                    |b| format!("{:.0}", b as f64 / t.rows.max(1) as f64)
+                ),
+            );
+        }
+    }
+}
+
+fn print_verify(results: &[VerifyResult], env: &Env) {
+    println!("Verification (best round; every round listed above)");
+    println!(
+        "{:<9} {:<16} {:<24} {:>8} {:>9} {:>8} {:>8} {:>10} {:>10} {:>12} {:>9}",
+        "backend",
+        "scope",
+        "what",
+        "accounts",
+        "records",
+        "seconds",
+        "mean s",
+        "records/s",
+        "cpu µs/rec",
+        "srv µs/rec",
+        "s per 1M"
+    );
+    for v in results {
+        let t = v.best();
+        println!(
+            "{:<9} {:<16} {:<24} {:>8} {:>9} {:>8.2} {:>8.2} {:>10.0} {:>10.2} {:>12} {:>9.2}",
+            v.backend.name(),
+            v.scope,
+            v.mode.label(),
+            v.accounts,
+            t.rows,
+            t.wall.as_secs_f64(),
+            v.mean_wall(),
+            t.rate(),
+            env.per_row(t.own, t.rows),
+            t.server.map_or_else(
+                || "-".to_owned(),
+                |s| format!("{:.2}", env.per_row(s, t.rows))
+            ),
+            t.wall.as_secs_f64() * 1e6 / t.rows.max(1) as f64,
+        );
+    }
+}
