@@ -59,6 +59,43 @@ where
     Ok(digest.finish())
 }
 
+/// A chain head read back: `chain, seq, hash`.
+pub(crate) fn head_of<R: sqlx::Row>(row: &R) -> Result<crate::chain::ChainHead>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(crate::chain::ChainHead {
+        chain: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        hash: row.try_get(2)?,
+    })
+}
+
+/// A checkpoint read back: `chain, seq, head, time_ms, kind, key_id, signature`.
+pub(crate) fn checkpoint_of<R: sqlx::Row>(row: &R) -> Result<crate::chain::Checkpoint>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use crate::chain::CheckpointKind;
+    let kind: String = row.try_get(4)?;
+    Ok(crate::chain::Checkpoint {
+        account_id: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        head: row.try_get(2)?,
+        time_ms: row.try_get(3)?,
+        // An unknown kind can only be an edit: it fails the signature check as a checkpoint.
+        kind: CheckpointKind::parse(&kind).unwrap_or(CheckpointKind::Checkpoint),
+        key_id: row.try_get(5)?,
+        signature: row.try_get(6)?,
+    })
+}
+
 /// One record flattened into its columns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {

@@ -18,7 +18,7 @@ use super::{AuditStore, PageRow, RecordQuery};
 use crate::chain::{
     self, ChainHead, ChainKeys, ChainRow, Checkpoint, CheckpointKind, GENESIS, Link,
 };
-use crate::row::{COLUMNS, StoredRecord, digest_columns};
+use crate::row::{COLUMNS, StoredRecord, checkpoint_of, digest_columns, head_of};
 use crate::{Result, StoreError};
 
 const INSERT: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
@@ -700,28 +700,6 @@ impl AuditStore for PostgresStore {
         .await?;
         Ok(())
     }
-}
-
-fn head_of(row: &sqlx::postgres::PgRow) -> Result<ChainHead> {
-    Ok(ChainHead {
-        chain: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        hash: row.try_get(2)?,
-    })
-}
-
-fn checkpoint_of(row: &sqlx::postgres::PgRow) -> Result<Checkpoint> {
-    let kind: String = row.try_get(4)?;
-    Ok(Checkpoint {
-        account_id: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        head: row.try_get(2)?,
-        time_ms: row.try_get(3)?,
-        // An unknown kind can only be an edit: it fails the signature check as a checkpoint.
-        kind: CheckpointKind::parse(&kind).unwrap_or(CheckpointKind::Checkpoint),
-        key_id: row.try_get(5)?,
-        signature: row.try_get(6)?,
-    })
 }
 
 /// `audit_logs_p2026_11` → its month number, for partitions this store created.

@@ -23,7 +23,7 @@ use super::{AuditStore, PageRow, RecordQuery};
 use crate::chain::{
     self, ChainHead, ChainKeys, ChainRow, Checkpoint, CheckpointKind, GENESIS, Link,
 };
-use crate::row::{COLUMNS, StoredRecord, digest_columns};
+use crate::row::{COLUMNS, StoredRecord, checkpoint_of, digest_columns, head_of};
 use crate::{Result, StoreError};
 
 /// Rows written between refreshes of the planner's statistics.
@@ -606,26 +606,4 @@ impl AuditStore for SqliteStore {
         }
         Ok(())
     }
-}
-
-fn head_of(row: &sqlx::sqlite::SqliteRow) -> Result<ChainHead> {
-    Ok(ChainHead {
-        chain: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        hash: row.try_get(2)?,
-    })
-}
-
-fn checkpoint_of(row: &sqlx::sqlite::SqliteRow) -> Result<Checkpoint> {
-    let kind: String = row.try_get(4)?;
-    Ok(Checkpoint {
-        account_id: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        head: row.try_get(2)?,
-        time_ms: row.try_get(3)?,
-        // An unknown kind can only be an edit: it fails the signature check as a checkpoint.
-        kind: CheckpointKind::parse(&kind).unwrap_or(CheckpointKind::Checkpoint),
-        key_id: row.try_get(5)?,
-        signature: row.try_get(6)?,
-    })
 }
