@@ -13,6 +13,8 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use wide::u8x16;
+
 use super::plan::{DROP, KeyWords, Node, NodeId, PlanArena, Props, types};
 
 /// The deepest nesting accepted: below serde_json's limit of 128, so a kept value can always be
@@ -147,17 +149,6 @@ impl Output<'_> {
         self.end = end;
     }
 
-    /// Appends `byte`, an ASCII delimiter.
-    #[inline]
-    fn push(&mut self, byte: u8) {
-        if self.body.as_bytes().get(self.end) == Some(&byte) {
-            self.end += 1;
-        } else {
-            self.flush();
-            self.text.push(char::from(byte));
-        }
-    }
-
     /// Cuts the output back to an earlier length.
     #[inline]
     fn truncate(&mut self, len: usize) {
@@ -240,9 +231,47 @@ impl<'a> KeySet<'a> {
     }
 }
 
+/// Whether `byte` is JSON whitespace.
+#[inline(always)]
+fn is_ws(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+/// The first byte at or after `pos` that is not whitespace (or the end of `body`).
+#[inline(always)]
+fn skip_ws(body: &[u8], mut pos: usize) -> usize {
+    while let Some(&byte) = body.get(pos)
+        && is_ws(byte)
+    {
+        pos += 1;
+    }
+    pos
+}
+
+/// The first string stop (see [`string_stops`]) at or after `pos`, or `len`, the body's length.
+#[inline(always)]
+fn next_stop(stops: &[u64], len: usize, pos: usize) -> usize {
+    let mut word = pos / 64;
+    let Some(&first) = stops.get(word) else {
+        return len;
+    };
+    let bits = first >> (pos % 64);
+    if bits != 0 {
+        return pos + bits.trailing_zeros() as usize;
+    }
+    loop {
+        word += 1;
+        match stops.get(word) {
+            Some(&0) => {}
+            Some(&bits) => return word * 64 + bits.trailing_zeros() as usize,
+            None => return len,
+        }
+    }
+}
+
 /// Marks, one bit per byte of `body`, the bytes that end a plain run inside a string: the
-/// quote, the backslash, and control characters (below 0x20). Eight bytes at a time, each test exact
-/// (no carry crosses a byte), so that a string is then scanned by counting zeros.
+/// quote, the backslash, and control characters (below 0x20), 64 bytes at a time, so that a
+/// string is then scanned by counting zeros.
 fn string_stops(body: &[u8], stops: &mut [u64]) {
     let (blocks, rest) = body.as_chunks::<64>();
     for (block, bits) in blocks.iter().zip(stops.iter_mut()) {
@@ -258,26 +287,20 @@ fn string_stops(body: &[u8], stops: &mut [u64]) {
     }
 }
 
-/// The string stops of 64 bytes, bit `i` for byte `i`.
+/// The string stops of 64 bytes, bit `i` for byte `i`: per 16 bytes, two compares for the
+/// quote and the backslash, a minimum and a compare for the control characters (`b <= 0x1F`
+/// exactly when `min(b, 0x1F) == b`), and a movemask.
 #[inline(always)]
 fn block_stops(block: &[u8; 64]) -> u64 {
-    const LOW: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let (chunks, _) = block.as_chunks::<8>();
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let last_control = u8x16::splat(0x1F);
+    let (lanes, _) = block.as_chunks::<16>();
     let mut mask = 0u64;
-    for (i, chunk) in chunks.iter().enumerate() {
-        let w = u64::from_le_bytes(*chunk);
-        let low = w & LOW;
-        // The high bit of each sum is set unless the byte is a quote (or a backslash), or is
-        // below 0x20; a byte with its own high bit set is neither.
-        let quote = (low ^ (ONES * u64::from(b'"'))).wrapping_add(LOW);
-        let backslash = (low ^ (ONES * u64::from(b'\\'))).wrapping_add(LOW);
-        let control = low.wrapping_add(ONES * 0x60);
-        let special = !((quote & backslash & control) | w) & HIGH;
-        // Gathers the eight high bits into one byte, byte 0 lowest.
-        let gathered = (special >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
-        mask |= gathered << (8 * i);
+    for (i, lane) in lanes.iter().enumerate() {
+        let v = u8x16::new(*lane);
+        let special = v.simd_eq(quote) | v.simd_eq(backslash) | v.min(last_control).simd_eq(v);
+        mask |= u64::from(special.to_bitmask()) << (16 * i);
     }
     mask
 }
@@ -348,7 +371,9 @@ impl<'a> Scanner<'a> {
     }
 
     /// Walks one value by plan `node`, appending what it keeps to the output. Returns whether
-    /// it appended anything; `force` keeps an empty container (the root).
+    /// it appended anything; `force` keeps an empty container (the root). Inlined into its
+    /// callers, so that a container recurses straight into the next.
+    #[inline(always)]
     fn value(&mut self, node: NodeId, depth: usize, force: bool) -> Scan<bool> {
         let arena = self.arena;
         match arena.get(node) {
@@ -501,27 +526,32 @@ impl<'a> Scanner<'a> {
         if depth > MAX_DEPTH {
             return Err(self.fail("nested deeper than 100 levels"));
         }
+        // The body, its stops and the cursor are kept in locals, and the cursor is stored
+        // back only before a call that reads it: the loop then runs in registers. Delimiters
+        // are written as copies of the body's own, so that kept members next to each other
+        // extend one run of output.
+        let b = self.b;
+        let stops = self.stops;
         let mark = self.out.len();
-        self.out.push(b'{');
-        self.pos += 1;
+        let open = self.pos;
+        self.out.copy(open, open + 1);
+        let mut pos = skip_ws(b, open + 1);
         let mut kept_any = false;
         let mut seen = KeySet::new(self.keys.len());
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
+        // Where the comma before the current member is (none before the first).
+        let mut comma = open;
+        if b.get(pos) != Some(&b'}') {
             loop {
-                self.ws();
-                if self.peek() != Some(b'"') {
+                if b.get(pos) != Some(&b'"') {
+                    self.pos = pos;
                     return Err(self.fail("expected a string key"));
                 }
-                let key_start = self.pos;
-                let escaped = self.string()?;
-                let child = if escaped {
-                    self.escaped_key(props, additional, &mut seen, key_start)?
-                } else {
-                    let b = self.b;
-                    let key = &b[key_start + 1..self.pos - 1];
+                let key_start = pos;
+                let close = next_stop(stops, b.len(), key_start + 1);
+                let child = if b.get(close) == Some(&b'"') {
+                    // A key without escapes, read in place.
+                    pos = close + 1;
+                    let key = &b[key_start + 1..close];
                     let found =
                         props.find_words(key, KeyWords::within(b, key_start + 1, key.len()));
                     let fresh = match found {
@@ -534,52 +564,93 @@ impl<'a> Scanner<'a> {
                         return Err(self.fail_at("duplicate key in an object", key_start));
                     }
                     found.map_or(additional, |index| props.node(index))
+                } else {
+                    // An escape, or a string that is not one: read by the general path.
+                    self.pos = key_start;
+                    self.string()?;
+                    pos = self.pos;
+                    self.escaped_key(props, additional, &mut seen, key_start)?
                 };
-                let key_end = self.pos;
-                self.ws();
-                self.expect(b':', "expected ':' after a key")?;
-                self.ws();
+                let key_end = pos;
+                let colon = if b.get(pos) == Some(&b':') {
+                    pos
+                } else {
+                    let colon = skip_ws(b, pos);
+                    if b.get(colon) != Some(&b':') {
+                        self.pos = colon;
+                        return Err(self.fail("expected ':' after a key"));
+                    }
+                    colon
+                };
+                let value = skip_ws(b, colon + 1);
                 if child == DROP {
+                    self.pos = value;
                     self.skip_value(depth, false)?;
+                    pos = self.pos;
                 } else if let Node::Keep(mask) = self.arena.get(child) {
                     // Read first, written only if kept: nothing to take back.
-                    let start = self.pos;
-                    if self.keep_scan(*mask, depth)? {
+                    let keep = match b.get(value) {
+                        Some(b'"') => {
+                            let close = next_stop(stops, b.len(), value + 1);
+                            if b.get(close) == Some(&b'"') {
+                                pos = close + 1;
+                            } else {
+                                self.pos = value;
+                                self.string()?;
+                                pos = self.pos;
+                            }
+                            mask & types::STRING != 0
+                        }
+                        _ => {
+                            self.pos = value;
+                            let keep = self.keep_scan(*mask, depth)?;
+                            pos = self.pos;
+                            keep
+                        }
+                    };
+                    if keep {
                         if kept_any {
-                            self.out.push(b',');
+                            self.out.copy(comma, comma + 1);
                         }
                         self.out.copy(key_start, key_end);
-                        self.out.push(b':');
-                        self.out.copy(start, self.pos);
+                        self.out.copy(colon, colon + 1);
+                        self.out.copy(value, pos);
                         kept_any = true;
                     }
                 } else {
                     let before = self.out.len();
                     if kept_any {
-                        self.out.push(b',');
+                        self.out.copy(comma, comma + 1);
                     }
                     self.out.copy(key_start, key_end);
-                    self.out.push(b':');
+                    self.out.copy(colon, colon + 1);
+                    self.pos = value;
                     if self.value(child, depth, false)? {
                         kept_any = true;
                     } else {
                         self.out.truncate(before);
                     }
+                    pos = self.pos;
                 }
-                self.ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
+                pos = skip_ws(b, pos);
+                match b.get(pos) {
+                    Some(b',') => {
+                        comma = pos;
+                        pos = skip_ws(b, pos + 1);
                     }
-                    _ => return Err(self.fail("expected ',' or '}' in an object")),
+                    Some(b'}') => break,
+                    _ => {
+                        self.pos = pos;
+                        return Err(self.fail("expected ',' or '}' in an object"));
+                    }
                 }
             }
         }
+        // `pos` is on the closing brace.
+        self.pos = pos + 1;
         self.keys.truncate(seen.base);
         if kept_any || force {
-            self.out.push(b'}');
+            self.out.copy(pos, pos + 1);
             Ok(true)
         } else {
             self.out.truncate(mark);
@@ -591,33 +662,33 @@ impl<'a> Scanner<'a> {
         if depth > MAX_DEPTH {
             return Err(self.fail("nested deeper than 100 levels"));
         }
+        // As in `object`: the body and the cursor in locals, delimiters copied.
+        let b = self.b;
         let mark = self.out.len();
-        self.out.push(b'[');
-        self.pos += 1;
+        let open = self.pos;
+        self.out.copy(open, open + 1);
+        let mut pos = skip_ws(b, open + 1);
         let mut kept_any = false;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-        } else {
+        let mut comma = open;
+        if b.get(pos) != Some(&b']') {
             let scalar = match self.arena.get(items) {
                 Node::Keep(mask) => Some(*mask),
                 _ => None,
             };
             loop {
-                self.ws();
+                self.pos = pos;
                 if let Some(mask) = scalar {
-                    let start = self.pos;
                     if self.keep_scan(mask, depth)? {
                         if kept_any {
-                            self.out.push(b',');
+                            self.out.copy(comma, comma + 1);
                         }
-                        self.out.copy(start, self.pos);
+                        self.out.copy(pos, self.pos);
                         kept_any = true;
                     }
                 } else {
                     let before = self.out.len();
                     if kept_any {
-                        self.out.push(b',');
+                        self.out.copy(comma, comma + 1);
                     }
                     if self.value(items, depth, false)? {
                         kept_any = true;
@@ -625,19 +696,24 @@ impl<'a> Scanner<'a> {
                         self.out.truncate(before);
                     }
                 }
-                self.ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
+                pos = skip_ws(b, self.pos);
+                match b.get(pos) {
+                    Some(b',') => {
+                        comma = pos;
+                        pos = skip_ws(b, pos + 1);
                     }
-                    _ => return Err(self.fail("expected ',' or ']' in an array")),
+                    Some(b']') => break,
+                    _ => {
+                        self.pos = pos;
+                        return Err(self.fail("expected ',' or ']' in an array"));
+                    }
                 }
             }
         }
+        // `pos` is on the closing bracket.
+        self.pos = pos + 1;
         if kept_any || force {
-            self.out.push(b']');
+            self.out.copy(pos, pos + 1);
             Ok(true)
         } else {
             self.out.truncate(mark);
@@ -852,22 +928,7 @@ impl<'a> Scanner<'a> {
     /// The first string stop at or after `pos`, or the end of the body.
     #[inline(always)]
     fn next_stop(&self, pos: usize) -> usize {
-        let mut word = pos / 64;
-        let Some(&first) = self.stops.get(word) else {
-            return self.b.len();
-        };
-        let bits = first >> (pos % 64);
-        if bits != 0 {
-            return pos + bits.trailing_zeros() as usize;
-        }
-        loop {
-            word += 1;
-            match self.stops.get(word) {
-                Some(&0) => {}
-                Some(&bits) => return word * 64 + bits.trailing_zeros() as usize,
-                None => return self.b.len(),
-            }
-        }
+        next_stop(self.stops, self.b.len(), pos)
     }
 
     fn escape(&mut self) -> Scan<()> {
@@ -1162,6 +1223,29 @@ mod tests {
             redact(&arena, root, br#"{"k099":1,"k064":2,"k000":3}"#).unwrap(),
             r#"{"k099":1,"k064":2,"k000":3}"#
         );
+    }
+
+    #[test]
+    fn string_stops_mark_exactly_quotes_backslashes_and_control_bytes() {
+        // Every byte value, at offsets in every 16-byte lane of a block, in whole blocks and
+        // in a padded tail.
+        for len in [64, 3 * 64 + 17, 5] {
+            for byte in 0..=255u8 {
+                let mut body = vec![b'a'; len];
+                for at in (0..len).step_by(3) {
+                    body[at] = byte;
+                }
+                let mut stops = vec![0u64; len.div_ceil(64)];
+                string_stops(&body, &mut stops);
+                for i in 0..stops.len() * 64 {
+                    let marked = stops[i / 64] >> (i % 64) & 1 == 1;
+                    let expected = body
+                        .get(i)
+                        .is_some_and(|&c| c == b'"' || c == b'\\' || c < 0x20);
+                    assert_eq!(marked, expected, "byte {byte:#04x} at {i} of {len}");
+                }
+            }
+        }
     }
 
     #[test]
