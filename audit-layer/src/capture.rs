@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::identity::{AuditHandle, Identity};
 use crate::policy::{OperationPlan, PathIds};
 use crate::record::{
-    Account, Action, ActionResult, ActionType, Actor, AuditRecord, Raw, Resource, Timestamp, Token,
-    Zone,
+    Account, Action, ActionResult, ActionType, Actor, AuditRecord, Body, Raw, Resource, Timestamp,
+    Token, Zone,
 };
 use crate::sink::AuditSink;
 
@@ -216,7 +216,7 @@ impl Capture {
             RequestBody::Complete(bytes) => plan
                 .as_ref()
                 .and_then(|p| p.request.redact(request_type.as_ref(), &bytes))
-                .map(|raw| into_value(&raw)),
+                .map(into_body),
             RequestBody::OverLimit(limit) => Some(marker(
                 "_truncated",
                 format!("the request body exceeded the audit body limit of {limit} bytes"),
@@ -241,7 +241,7 @@ impl Capture {
                 } else {
                     plan.response
                         .redact(status, response_type.as_ref(), &response.buf)
-                        .map(|raw| into_value(&raw))
+                        .map(into_body)
                 }
             }
             _ => None,
@@ -297,15 +297,16 @@ fn escaped(s: String) -> String {
     }
 }
 
-/// The recorded body as a JSON value. The text is valid by construction; were it not, the
-/// record says so rather than holding `null`.
-fn into_value(text: &crate::redact::RedactedBody) -> Value {
-    serde_json::from_str(text.get())
-        .unwrap_or_else(|_| marker("_unparsed", "internal redaction error".to_owned()))
+/// The recorded body, kept as the redactor's text. The text is valid by construction; were it
+/// not, the record says so rather than holding `null`.
+fn into_body(text: crate::redact::RedactedBody) -> Body {
+    text.into_raw_value()
+        .map(Body::from)
+        .unwrap_or_else(|| marker("_unparsed", "internal redaction error".to_owned()))
 }
 
-fn marker(key: &str, reason: String) -> Value {
+fn marker(key: &str, reason: String) -> Body {
     let mut map = Map::with_capacity(1);
     map.insert(key.to_owned(), Value::String(reason));
-    Value::Object(map)
+    Body::from(Value::Object(map))
 }

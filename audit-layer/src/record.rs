@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// One audit record, as stored and as served by the query API.
@@ -386,16 +387,98 @@ pub struct Resource {
     pub product: Option<Arc<str>>,
     /// The redacted request body; absent for `view` actions and bodiless requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<Value>,
+    pub request: Option<Body>,
     /// The redacted response body; absent for `view` actions and bodiless responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
+    pub response: Option<Body>,
     /// The scope, e.g. `accounts` or `zones`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Arc<str>>,
     /// The resource type, e.g. `policies`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<Arc<str>>,
+}
+
+/// A recorded body: the redacted JSON, kept as text.
+///
+/// The layer writes a body once, as the redactor produced it, and the store copies that text
+/// into the stored record unchanged: a body is never parsed into a tree on the request path.
+/// [`Body::to_value`] parses it when a caller wants to look inside. Two bodies are equal when
+/// they hold the same JSON value, whatever their whitespace or key order.
+///
+/// ```
+/// use audit_layer::record::Body;
+/// use serde_json::json;
+///
+/// let body = Body::from_json(r#"{"name": "page me", "enabled": true}"#.to_owned())?;
+/// assert_eq!(body.get(), r#"{"name": "page me", "enabled": true}"#);
+/// assert_eq!(body.to_value()["name"], "page me");
+/// assert_eq!(body, Body::from(json!({"enabled": true, "name": "page me"})));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Body(Box<RawValue>);
+
+impl Body {
+    /// A body from JSON text, checked to be one valid JSON value.
+    pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(Self)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The body parsed into a [`Value`].
+    pub fn to_value(&self) -> Value {
+        // The text was checked when the body was made.
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Box<RawValue>> for Body {
+    fn from(raw: Box<RawValue>) -> Self {
+        Self(raw)
+    }
+}
+
+impl From<Value> for Body {
+    fn from(value: Value) -> Self {
+        Self::from(&value)
+    }
+}
+
+impl From<&Value> for Body {
+    fn from(value: &Value) -> Self {
+        // A `Value` always serializes: its map keys are strings.
+        Self(serde_json::value::to_raw_value(value).expect("a JSON value serializes"))
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<Value> for Body {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Body").field(&self.get()).finish()
+    }
+}
+
+impl fmt::Display for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
 }
 
 /// A point in time with millisecond precision, serialized as RFC 3339 in UTC

@@ -749,8 +749,8 @@ impl World {
             resource: Resource {
                 id: resource_id,
                 product: Some(Arc::clone(&endpoint.product)),
-                request,
-                response,
+                request: request.map(Into::into),
+                response: response.map(Into::into),
                 scope: Some(Arc::clone(&endpoint.scope)),
                 kind: Some(Arc::clone(&endpoint.kind)),
             },

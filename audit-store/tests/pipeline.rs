@@ -70,7 +70,7 @@ fn assert_gap(row: &DbRow, account: &str, lost: u64, first_ms: i64, last_ms: i64
     let first = Timestamp::from_unix_millis(first_ms).to_string();
     let last = Timestamp::from_unix_millis(last_ms).to_string();
     assert_eq!(
-        gap.resource.request,
+        gap.resource.request.as_ref().map(|b| b.to_value()),
         Some(serde_json::json!({"lost": lost, "first": first, "last": last})),
         "gap record {}",
         row.record

@@ -411,8 +411,8 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         resource: Resource {
             id: resource_id,
             product: place.product.map(Into::into),
-            request: body.clone(),
-            response: body.map(|_| serde_json::json!({"success": true})),
+            request: body.clone().map(Into::into),
+            response: body.map(|_| serde_json::json!({"success": true}).into()),
             scope: place.scope.map(Into::into),
             kind: place.kind.map(Into::into),
         },
@@ -534,9 +534,12 @@ fn dataset() -> Vec<AuditRecord> {
     }
     let mut special = make_record(&mut rng, Some(ALPHA), ms("2025-03-04T04:04:04.404Z"));
     special.action.description = Some("Zürich \u{202e}txet\u{202c} 🚀 \"q\" \\ back\\slash".into());
-    special.resource.request = Some(serde_json::json!({
-        "b": 2, "a": [1, 2.5, -0.0, 1e-7, null, {"z": "\u{0}\u{1f}", "y": "🚀"}], "é": {"k": false}
-    }));
+    special.resource.request = Some(
+        serde_json::json!({
+            "b": 2, "a": [1, 2.5, -0.0, 1e-7, null, {"z": "\u{0}\u{1f}", "y": "🚀"}], "é": {"k": false}
+        })
+        .into(),
+    );
     special.actor.email = Some("ünïcødé+tag@exämple.com".to_owned());
     out.push(special);
     // Control characters in filterable fields (a record replayed from elsewhere).

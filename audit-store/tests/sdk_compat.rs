@@ -117,7 +117,8 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         resource: Resource {
             id: Some(policy),
             product: Some("alerting".into()),
-            request: (kind != ActionType::View).then(|| serde_json::json!({"name": "page me"})),
+            request: (kind != ActionType::View)
+                .then(|| serde_json::json!({"name": "page me"}).into()),
             response: None,
             scope: Some("accounts".into()),
             kind: Some("policies".into()),

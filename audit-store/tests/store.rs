@@ -44,9 +44,12 @@ async fn round_trip_is_byte_for_byte<S: AuditStore>(fx: &Fixture<S>) -> TestResu
         id: "zone_1".to_owned(),
         name: Some("example.com".to_owned()),
     });
-    r.resource.request = Some(serde_json::json!({
-        "b": 2, "a": [1, 2.5, null, {"z": "last", "y": "first"}], "nested": {"k": false}
-    }));
+    r.resource.request = Some(
+        serde_json::json!({
+            "b": 2, "a": [1, 2.5, null, {"z": "last", "y": "first"}], "nested": {"k": false}
+        })
+        .into(),
+    );
     let expected = json(&r)?;
     let row = StoredRecord::from_record(&r)?;
     assert_eq!(row.record, expected);
@@ -304,7 +307,7 @@ async fn unicode_and_control_characters_round_trip<S: AuditStore>(fx: &Fixture<S
         r.raw.user_agent = Some((*s).to_owned());
         r.resource.id = Some((*s).to_owned());
         // Bodies are JSON: a NUL there is written as the escape \u0000.
-        r.resource.request = Some(serde_json::json!({ *s: s, "nul": "a\u{0}b" }));
+        r.resource.request = Some(serde_json::json!({ *s: s, "nul": "a\u{0}b" }).into());
         written.push(r);
     }
     assert_eq!(

@@ -68,8 +68,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use audit_layer::record::{
-    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
-    Resource, Timestamp,
+    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Body,
+    Raw, Resource, Timestamp,
 };
 use audit_layer::sink::AuditSink;
 use futures_util::FutureExt;
@@ -1372,11 +1372,11 @@ fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord {
         resource: Resource {
             id: None,
             product: Some("audit_log".into()),
-            request: Some(serde_json::json!({
+            request: Some(Body::from(serde_json::json!({
                 "lost": span.lost,
                 "first": first.to_string(),
                 "last": last.to_string(),
-            })),
+            }))),
             response: None,
             scope: Some("accounts".into()),
             kind: Some("gap".into()),

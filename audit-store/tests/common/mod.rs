@@ -440,8 +440,8 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
         resource: Resource {
             id: Some("pol_1".to_owned()),
             product: Some("alerting".into()),
-            request: Some(serde_json::json!({"name": "page me", "enabled": true})),
-            response: Some(serde_json::json!({"id": "pol_1"})),
+            request: Some(serde_json::json!({"name": "page me", "enabled": true}).into()),
+            response: Some(serde_json::json!({"id": "pol_1"}).into()),
             scope: Some("accounts".into()),
             kind: Some("policies".into()),
         },

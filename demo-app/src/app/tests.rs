@@ -779,7 +779,7 @@ async fn products_keep_their_state_and_record_what_changed() {
     assert_eq!(zone_created.resource.id.as_deref(), Some(zone_id.as_str()));
     assert_eq!(zone_created.account.as_ref().unwrap().id, DEMO_ACCOUNT);
     assert_eq!(
-        zone_created.resource.request,
+        zone_created.resource.request.as_ref().map(|b| b.to_value()),
         Some(json!({"name": "Shop.Example.NET."}))
     );
     let dns_created = records
@@ -791,7 +791,7 @@ async fn products_keep_their_state_and_record_what_changed() {
     assert_eq!(dns_created.resource.product.as_deref(), Some("dns"));
     assert_eq!(dns_created.resource.id.as_deref(), Some(record_id.as_str()));
     assert_eq!(
-        dns_created.resource.request,
+        dns_created.resource.request.as_ref().map(|b| b.to_value()),
         Some(json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true})),
         "the comment is not recorded"
     );
