@@ -24,6 +24,10 @@ pub(crate) const MAX_DEPTH: usize = 100;
 /// Bodies up to 64 × this many bytes keep their [`string_stops`] on the stack.
 const STACK_STOP_WORDS: usize = 64;
 
+/// Bodies up to 64 × this many bytes (1 KiB) keep them in a smaller array, so that the
+/// common small body does not clear the whole stack array first.
+const SMALL_STOP_WORDS: usize = 16;
+
 /// Objects with more undeclared keys than this switch duplicate detection from a scan to a hash
 /// set.
 const LINEAR_KEY_CHECK: usize = 32;
@@ -58,15 +62,19 @@ impl std::error::Error for Unparsed {}
 pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<String, Unparsed> {
     // Validated whole, up front: the scanner then only looks for JSON's own delimiters, and any
     // slice of the body between them is text.
-    let text =
-        std::str::from_utf8(body).map_err(|e| Unparsed::new("invalid UTF-8", e.valid_up_to()))?;
+    let text = simdutf8::compat::from_utf8(body)
+        .map_err(|e| Unparsed::new("invalid UTF-8", e.valid_up_to()))?;
     let words = body.len().div_ceil(64);
-    let mut on_stack = [0u64; STACK_STOP_WORDS];
-    let mut on_heap = Vec::new();
-    let stops = if words <= STACK_STOP_WORDS {
+    let mut small = [0u64; SMALL_STOP_WORDS];
+    let mut on_stack: [u64; STACK_STOP_WORDS];
+    let mut on_heap: Vec<u64>;
+    let stops = if words <= SMALL_STOP_WORDS {
+        &mut small[..words]
+    } else if words <= STACK_STOP_WORDS {
+        on_stack = [0; STACK_STOP_WORDS];
         &mut on_stack[..words]
     } else {
-        on_heap.resize(words, 0);
+        on_heap = vec![0; words];
         &mut on_heap[..]
     };
     string_stops(body, stops);
@@ -179,17 +187,26 @@ impl Output<'_> {
 struct KeySet<'a> {
     /// Declared keys, one bit per property index (the first 64).
     declared: u64,
-    /// Where the object's other keys start on the scanner's key stack.
+    /// The first other keys spelled without escapes, in place in the body: most objects
+    /// have few undeclared keys, and these need no allocation.
+    few: [&'a [u8]; FEW_KEYS],
+    few_len: usize,
+    /// Where the object's further other keys start on the scanner's key stack.
     base: usize,
-    /// The other keys, once there are more than [`LINEAR_KEY_CHECK`].
+    /// All the other keys, once there are more than [`LINEAR_KEY_CHECK`].
     many: Option<HashSet<Cow<'a, [u8]>>>,
 }
+
+/// How many undeclared keys a [`KeySet`] holds without the key stack.
+const FEW_KEYS: usize = 4;
 
 impl<'a> KeySet<'a> {
     #[inline]
     fn new(base: usize) -> Self {
         Self {
             declared: 0,
+            few: [&[]; FEW_KEYS],
+            few_len: 0,
             base,
             many: None,
         }
@@ -220,12 +237,23 @@ impl<'a> KeySet<'a> {
         if let Some(set) = &mut self.many {
             return set.insert(key);
         }
-        if keys[self.base..].contains(&key) {
+        let few = &self.few[..self.few_len];
+        if few.iter().any(|k| **k == *key) || keys[self.base..].contains(&key) {
             return false;
         }
-        keys.push(key);
-        if keys.len() - self.base > LINEAR_KEY_CHECK {
-            self.many = Some(keys.drain(self.base..).collect());
+        match key {
+            Cow::Borrowed(key) if self.few_len < FEW_KEYS => {
+                self.few[self.few_len] = key;
+                self.few_len += 1;
+            }
+            key => {
+                keys.push(key);
+                if keys.len() - self.base + self.few_len > LINEAR_KEY_CHECK {
+                    let mut set: HashSet<Cow<'a, [u8]>> = keys.drain(self.base..).collect();
+                    set.extend(self.few[..self.few_len].iter().map(|k| Cow::Borrowed(*k)));
+                    self.many = Some(set);
+                }
+            }
         }
         true
     }
@@ -457,15 +485,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Whether the container opening at the cursor is empty (`{}`, `[ ]`).
+    #[inline]
     fn is_empty_container(&self) -> bool {
-        let rest = &self.b[self.pos + 1..];
-        let close = rest
-            .iter()
-            .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
-        matches!(
-            (self.b[self.pos], close),
-            (b'{', Some(b'}')) | (b'[', Some(b']'))
-        )
+        let close = if self.b[self.pos] == b'{' { b'}' } else { b']' };
+        self.b.get(skip_ws(self.b, self.pos + 1)) == Some(&close)
     }
 
     /// A value that is not the container the plan expects: kept only if it is `null` and the
@@ -552,10 +575,9 @@ impl<'a> Scanner<'a> {
                     // A key without escapes, read in place.
                     pos = close + 1;
                     let key = &b[key_start + 1..close];
-                    let found =
-                        props.find_words(key, KeyWords::within(b, key_start + 1, key.len()));
+                    let found = props.lookup(key, KeyWords::within(b, key_start + 1, key.len()));
                     let fresh = match found {
-                        Some(index) => {
+                        Some((index, _)) => {
                             seen.note_declared(&mut self.keys, index, || Cow::Borrowed(key))
                         }
                         None => seen.note(&mut self.keys, Cow::Borrowed(key)),
@@ -563,7 +585,7 @@ impl<'a> Scanner<'a> {
                     if !fresh {
                         return Err(self.fail_at("duplicate key in an object", key_start));
                     }
-                    found.map_or(additional, |index| props.node(index))
+                    found.map_or(additional, |(_, node)| node)
                 } else {
                     // An escape, or a string that is not one: read by the general path.
                     self.pos = key_start;
@@ -584,9 +606,19 @@ impl<'a> Scanner<'a> {
                 };
                 let value = skip_ws(b, colon + 1);
                 if child == DROP {
-                    self.pos = value;
-                    self.skip_value(depth, false)?;
-                    pos = self.pos;
+                    // A dropped plain string, the most common dropped value, is skipped in
+                    // place; anything else by the general skipper.
+                    let close = match b.get(value) {
+                        Some(b'"') => next_stop(stops, b.len(), value + 1),
+                        _ => value,
+                    };
+                    if close > value && b.get(close) == Some(&b'"') {
+                        pos = close + 1;
+                    } else {
+                        self.pos = value;
+                        self.skip_value(depth, false)?;
+                        pos = self.pos;
+                    }
                 } else if let Node::Keep(mask) = self.arena.get(child) {
                     // Read first, written only if kept: nothing to take back.
                     let keep = match b.get(value) {
@@ -1026,8 +1058,12 @@ mod tests {
     }
 
     fn run(body: &str) -> Result<String, Unparsed> {
+        run_bytes(body.as_bytes())
+    }
+
+    fn run_bytes(body: &[u8]) -> Result<String, Unparsed> {
         let (arena, root) = policy_plan();
-        redact(&arena, root, body.as_bytes())
+        redact(&arena, root, body)
     }
 
     #[test]
@@ -1244,6 +1280,39 @@ mod tests {
                         .is_some_and(|&c| c == b'"' || c == b'\\' || c < 0x20);
                     assert_eq!(marked, expected, "byte {byte:#04x} at {i} of {len}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_where_std_finds_it() {
+        let bad: &[&[u8]] = &[
+            b"\xff",
+            b"\xc3",
+            b"\xc0\xaf",
+            b"\xe0\x80\xaf",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf0\x9f\x98",
+            b"\x80",
+        ];
+        for pad in [0, 1, 15, 16, 31, 32, 60, 63, 64, 100, 1000] {
+            for seq in bad {
+                let mut body = format!(
+                    r#"{{"name":"{}"#,
+                    "é".repeat(pad / 2) + &"x".repeat(pad % 2)
+                )
+                .into_bytes();
+                body.extend_from_slice(seq);
+                body.extend_from_slice(br#"","secret":"s3cr3t"}"#);
+                let expected = std::str::from_utf8(&body).unwrap_err().valid_up_to();
+                let err = run_bytes(&body).unwrap_err();
+                assert_eq!(err.reason(), "invalid UTF-8");
+                assert_eq!(
+                    err.to_string(),
+                    format!("invalid UTF-8 at byte {expected}"),
+                    "{pad} {seq:?}"
+                );
             }
         }
     }

@@ -89,6 +89,9 @@ impl RedactionPlan {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ContentPlans {
     entries: Box<[(Box<str>, Option<RedactionPlan>)]>,
+    /// For each entry, whether its media type has no uppercase letter: then a content type
+    /// spelled exactly like it matches without lowercasing.
+    lowercase: Box<[bool]>,
 }
 
 /// What a record says about a body.
@@ -123,8 +126,13 @@ impl ContentPlans {
     /// Plans for the given media types; `None` marks a described media type whose bodies are
     /// not JSON and so are not recorded.
     pub(crate) fn new(entries: Vec<(Box<str>, Option<RedactionPlan>)>) -> Self {
+        let lowercase = entries
+            .iter()
+            .map(|(media, _)| !media.bytes().any(|b| b.is_ascii_uppercase()))
+            .collect();
         Self {
             entries: entries.into(),
+            lowercase,
         }
     }
 
@@ -152,16 +160,18 @@ impl ContentPlans {
             });
         }
         // Compared as if lowercased, without building the lowercase text.
-        let essence = content_type
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim());
-        let Some(essence) = essence.filter(|e| !e.is_empty()) else {
+        let Some(essence) = content_type.and_then(essence) else {
             return Some(marker("_unparsed", "the body has no content type"));
         };
         let entry = self
             .entries
             .iter()
-            .find(|(media, _)| is_lowercase_of(media, essence))
+            .zip(&self.lowercase)
+            .find(|((media, _), lowercase)| {
+                // Spelled exactly like a lowercase media type: the common case, one compare.
+                **lowercase && **media == *essence || is_lowercase_of(media, essence)
+            })
+            .map(|(entry, _)| entry)
             .or_else(|| {
                 is_json_ignoring_case(essence)
                     .then(|| self.entries.iter().find(|(media, _)| is_json(media)))
@@ -180,6 +190,16 @@ impl ContentPlans {
             },
         })
     }
+}
+
+/// The media type of a `Content-Type` value: the text before any parameters, trimmed; `None`
+/// if that is empty or the value is not visible ASCII (as [`HeaderValue::to_str`] requires).
+fn essence(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let end = text.bytes().position(|b| b == b';').unwrap_or(text.len());
+    // Visible ASCII: the only whitespace left to trim is spaces and tabs.
+    let essence = text[..end].trim_ascii();
+    (!essence.is_empty()).then_some(essence)
 }
 
 fn is_json(media: &str) -> bool {
@@ -482,6 +502,59 @@ mod tests {
         assert_eq!(
             bad.get(),
             r#"{"_unparsed":"duplicate key in an object at byte 7"}"#
+        );
+    }
+
+    #[test]
+    fn content_types_match_by_their_lowercase_essence() {
+        let plans = ContentPlans::new(vec![
+            (
+                "application/json".into(),
+                Some(RedactionPlan::keep_nothing()),
+            ),
+            (
+                "Application/Vnd.Upper+JSON".into(),
+                Some(RedactionPlan::keep_nothing()),
+            ),
+        ]);
+        let redact = |ct: &'static str| {
+            plans
+                .redact(Some(&HeaderValue::from_static(ct)), br#"{"a":1}"#)
+                .unwrap()
+                .get()
+                .to_owned()
+        };
+        assert_eq!(redact("application/json"), "{}");
+        assert_eq!(redact(" \tAPPLICATION/Json\t ; charset=utf-8"), "{}");
+        assert_eq!(redact("application/json;"), "{}");
+        // A described media type with capitals is only ever compared with a lowercased
+        // content type, so no spelling matches it (a JSON one still finds the JSON plan).
+        assert_eq!(redact("Application/Vnd.Upper+JSON"), "{}");
+        let only_upper = ContentPlans::new(vec![(
+            "Application/Vnd.Upper".into(),
+            Some(RedactionPlan::keep_nothing()),
+        )]);
+        assert_eq!(
+            only_upper
+                .redact(
+                    Some(&HeaderValue::from_static("Application/Vnd.Upper")),
+                    b"{}"
+                )
+                .unwrap()
+                .get(),
+            r#"{"_unparsed":"the content type is not described for this operation"}"#
+        );
+        for empty in ["", " ", "; charset=utf-8", " \t;x"] {
+            assert_eq!(
+                redact(empty),
+                r#"{"_unparsed":"the body has no content type"}"#,
+                "{empty:?}"
+            );
+        }
+        let not_visible = HeaderValue::from_bytes(b"application/json\xff").unwrap();
+        assert_eq!(
+            plans.redact(Some(&not_visible), b"{}").unwrap().get(),
+            r#"{"_unparsed":"the body has no content type"}"#
         );
     }
 

@@ -62,6 +62,8 @@ struct Slot {
     words: KeyWords,
     /// The entry's index, or [`Slot::EMPTY`].
     index: u32,
+    /// The entry's plan, so that a lookup reads one slot only.
+    node: NodeId,
 }
 
 impl Slot {
@@ -136,9 +138,10 @@ impl Props {
         let empty = Slot {
             words: KeyWords::of(b""),
             index: Slot::EMPTY,
+            node: DROP,
         };
         let mut slots = vec![empty; size].into_boxed_slice();
-        for (i, (key, _)) in entries.iter().enumerate() {
+        for (i, (key, node)) in entries.iter().enumerate() {
             let words = KeyWords::of(key.as_bytes());
             let mut at = words.hash() & (size - 1);
             while slots[at].index != Slot::EMPTY {
@@ -148,6 +151,7 @@ impl Props {
             slots[at] = Slot {
                 words,
                 index: u32::try_from(i).unwrap_or(Slot::EMPTY - 1),
+                node: *node,
             };
         }
         Self {
@@ -179,7 +183,15 @@ impl Props {
     /// [`find`](Self::find), with the key's words already read.
     #[inline]
     pub(crate) fn find_words(&self, key: &[u8], words: KeyWords) -> Option<usize> {
-        let mask = self.slots.len().checked_sub(1)?;
+        self.lookup(key, words).map(|(index, _)| index)
+    }
+
+    /// The index and the plan of property `key` (its unescaped text, whose words are
+    /// `words`), if declared.
+    #[inline]
+    pub(crate) fn lookup(&self, key: &[u8], words: KeyWords) -> Option<(usize, NodeId)> {
+        // With no slots, the mask keeps every bit and the first probe finds nothing.
+        let mask = self.slots.len().wrapping_sub(1);
         let mut at = words.hash() & mask;
         loop {
             let slot = self.slots.get(at)?;
@@ -189,7 +201,7 @@ impl Props {
             if slot.words == words {
                 let index = slot.index as usize;
                 if words.len <= 16 || self.entries.get(index)?.0.as_bytes() == key {
-                    return Some(index);
+                    return Some((index, slot.node));
                 }
             }
             at = (at + 1) & mask;
