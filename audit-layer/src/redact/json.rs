@@ -447,45 +447,47 @@ impl<'a> Scanner<'a> {
     /// written).
     #[inline(always)]
     fn keep_scan(&mut self, mask: u8, depth: usize) -> Scan<bool> {
-        let keep = match self.peek() {
+        // The value's type, as the bits of a mask that keep it.
+        let kind = match self.peek() {
             Some(b'"') => {
                 self.string()?;
-                mask & types::STRING != 0
+                types::STRING
             }
             Some(b'-' | b'0'..=b'9') => {
                 let numeric = mask & (types::NUMBER | types::INTEGER) != 0;
-                let integral = self.number(numeric)?;
-                mask & types::NUMBER != 0 || (integral && mask & types::INTEGER != 0)
+                if self.number(numeric)? {
+                    types::NUMBER | types::INTEGER
+                } else {
+                    types::NUMBER
+                }
             }
             Some(b't') => {
                 self.literal(b"true")?;
-                mask & types::BOOLEAN != 0
+                types::BOOLEAN
             }
             Some(b'f') => {
                 self.literal(b"false")?;
-                mask & types::BOOLEAN != 0
+                types::BOOLEAN
             }
             Some(b'n') => {
                 self.literal(b"null")?;
-                mask & types::NULL != 0
+                types::NULL
             }
             Some(b'{') => {
-                let keep = mask & types::OBJECT != 0;
-                self.skip_value(depth, keep)?;
-                keep
+                self.skip_value(depth, mask & types::OBJECT != 0)?;
+                types::OBJECT
             }
             Some(b'[') => {
-                let keep = mask & types::ARRAY != 0;
-                self.skip_value(depth, keep)?;
-                keep
+                self.skip_value(depth, mask & types::ARRAY != 0)?;
+                types::ARRAY
             }
             _ => return Err(self.fail("expected a JSON value")),
         };
-        Ok(keep)
+        Ok(mask & kind != 0)
     }
 
     /// Whether the container opening at the cursor is empty (`{}`, `[ ]`).
-    #[inline]
+    #[inline(always)]
     fn is_empty_container(&self) -> bool {
         let close = if self.b[self.pos] == b'{' { b'}' } else { b']' };
         self.b.get(skip_ws(self.b, self.pos + 1)) == Some(&close)
@@ -566,8 +568,11 @@ impl<'a> Scanner<'a> {
         if b.get(pos) != Some(&b'}') {
             loop {
                 if b.get(pos) != Some(&b'"') {
-                    self.pos = pos;
-                    return Err(self.fail("expected a string key"));
+                    pos = skip_ws(b, pos);
+                    if b.get(pos) != Some(&b'"') {
+                        self.pos = pos;
+                        return Err(self.fail("expected a string key"));
+                    }
                 }
                 let key_start = pos;
                 let close = next_stop(stops, b.len(), key_start + 1);
@@ -641,12 +646,20 @@ impl<'a> Scanner<'a> {
                         }
                     };
                     if keep {
-                        if kept_any {
-                            self.out.copy(comma, comma + 1);
+                        if (!kept_any || comma + 1 == key_start)
+                            && key_end == colon
+                            && colon + 1 == value
+                        {
+                            // `,"key":value` (or without the comma) as one piece of the body.
+                            self.out.copy(if kept_any { comma } else { key_start }, pos);
+                        } else {
+                            if kept_any {
+                                self.out.copy(comma, comma + 1);
+                            }
+                            self.out.copy(key_start, key_end);
+                            self.out.copy(colon, colon + 1);
+                            self.out.copy(value, pos);
                         }
-                        self.out.copy(key_start, key_end);
-                        self.out.copy(colon, colon + 1);
-                        self.out.copy(value, pos);
                         kept_any = true;
                     }
                 } else {
@@ -664,18 +677,22 @@ impl<'a> Scanner<'a> {
                     }
                     pos = self.pos;
                 }
-                pos = skip_ws(b, pos);
-                match b.get(pos) {
-                    Some(b',') => {
-                        comma = pos;
-                        pos = skip_ws(b, pos + 1);
+                // A comma or the closing brace, whitespace first only if there is any.
+                let delimiter = loop {
+                    match b.get(pos) {
+                        Some(&delimiter @ (b',' | b'}')) => break delimiter,
+                        Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
+                        _ => {
+                            self.pos = pos;
+                            return Err(self.fail("expected ',' or '}' in an object"));
+                        }
                     }
-                    Some(b'}') => break,
-                    _ => {
-                        self.pos = pos;
-                        return Err(self.fail("expected ',' or '}' in an object"));
-                    }
+                };
+                if delimiter == b'}' {
+                    break;
                 }
+                comma = pos;
+                pos += 1;
             }
         }
         // `pos` is on the closing brace.
@@ -728,18 +745,22 @@ impl<'a> Scanner<'a> {
                         self.out.truncate(before);
                     }
                 }
-                pos = skip_ws(b, self.pos);
-                match b.get(pos) {
-                    Some(b',') => {
-                        comma = pos;
-                        pos = skip_ws(b, pos + 1);
+                pos = self.pos;
+                let delimiter = loop {
+                    match b.get(pos) {
+                        Some(&delimiter @ (b',' | b']')) => break delimiter,
+                        Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
+                        _ => {
+                            self.pos = pos;
+                            return Err(self.fail("expected ',' or ']' in an array"));
+                        }
                     }
-                    Some(b']') => break,
-                    _ => {
-                        self.pos = pos;
-                        return Err(self.fail("expected ',' or ']' in an array"));
-                    }
+                };
+                if delimiter == b']' {
+                    break;
                 }
+                comma = pos;
+                pos = skip_ws(b, pos + 1);
             }
         }
         // `pos` is on the closing bracket.
