@@ -30,8 +30,8 @@ USAGE: loadbench [OPTIONS]
   --postgres-url URL    the PostgreSQL the audit-postgres server writes to; its tables go into
                         a schema of this run, dropped at the end
                         [$AUDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test]
-  --queue-capacity N    the audit pipeline's queue, records [16384]
-  --batch-size N        the audit pipeline's largest transaction, records [10000]
+  --queue-capacity N    the audit pipeline's queue, records [8192]
+  --batch-size N        the audit pipeline's largest transaction, records [4000]
   --spool-budget BYTES  the audit pipeline's spool budget [268435456]
   --rss-bound MIB       the peak RSS the storing variants must stay under [64]
   --out FILE            every run as a JSON line [target/loadbench/runs.jsonl]
@@ -71,8 +71,8 @@ impl Options {
             kinds: vec![Kind::Get, Kind::Post],
             postgres_url: std::env::var("AUDIT_TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
-            queue_capacity: 16_384,
-            batch_size: 10_000,
+            queue_capacity: 8192,
+            batch_size: 4000,
             spool_budget: 256 << 20,
             rss_bound_mib: 64.0,
             out: PathBuf::from("target/loadbench/runs.jsonl"),

@@ -182,8 +182,8 @@ impl ServeArgs {
         let mut report = None;
         let mut data_dir = None;
         let mut postgres_url = None;
-        let mut queue_capacity = 16_384;
-        let mut batch_size = 10_000;
+        let mut queue_capacity = 8192;
+        let mut batch_size = 4000;
         let mut spool_budget = 256 << 20;
         let mut writers = 0;
         let mut args = args.iter();

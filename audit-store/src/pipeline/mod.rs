@@ -39,6 +39,15 @@
 //! background task appends to disk in batches; they are replayed once the queue has room
 //! again, or at shutdown. Memory stays bounded by the queue and that buffer.
 //!
+//! # Memory
+//!
+//! The most records the pipeline holds at once is the queue, the overflow buffer and, per
+//! writer, the batch being written plus its rows (`queue + overflow + 2 × batch × writers`).
+//! A record with half-kilobyte bodies takes about 2 KiB, so the defaults (8,192 + 4,096 +
+//! 2 × 4,000) bound the pipeline near 40 MiB with one writer, whatever the load: beyond that
+//! records wait in the spool. Size the three settings to the memory you give the pipeline;
+//! the whole-server benchmark (`BENCHMARKS.md`) measures peak RSS at saturation.
+//!
 //! Nothing is dropped silently. A record is dropped only when the queue is full and there is
 //! no spool (or its overflow buffer is full too), or the spool is out of its byte budget;
 //! drops are counted, and once storage works again a *gap record* is written into each
@@ -165,8 +174,8 @@ impl<S> std::fmt::Debug for PipelineBuilder<S> {
 pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
     PipelineBuilder {
         store,
-        queue_capacity: 65_536,
-        batch_size: 10_000,
+        queue_capacity: 8192,
+        batch_size: 4000,
         flush_interval: Duration::from_millis(20),
         writers: 1,
         directory: None,
@@ -183,23 +192,24 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
         write_timeout: Duration::from_secs(10),
         checkpoint_interval: Duration::from_secs(3600),
         checkpoint_sink: None,
-        overflow_capacity: 8192,
+        overflow_capacity: 4096,
         retention: Some(EIGHTEEN_MONTHS),
         retention_interval: Duration::from_secs(24 * 3600),
     }
 }
 
 impl<S: AuditStore> PipelineBuilder<S> {
-    /// How many records may wait in memory. Defaults to 65,536 (about 40 MiB of records).
+    /// How many records may wait in memory for a writer. Defaults to 8,192 (about 16 MiB of
+    /// records with half-kilobyte bodies; see [Memory](crate::pipeline#memory)).
     pub fn queue_capacity(mut self, records: usize) -> Self {
         self.queue_capacity = records.max(1);
         self
     }
 
-    /// The most records written in one transaction. Defaults to 10,000 (SQLite writes them as
-    /// statements of 1,000 rows; the ingest benchmark measured 10,000-row transactions 1.6x
-    /// faster than 1,000-row ones). Under light load batches are smaller: a partial batch is
-    /// written after the flush interval.
+    /// The most records written in one transaction. Defaults to 4,000 (SQLite writes them as
+    /// statements of 1,000 rows). Larger transactions are faster — the ingest benchmark
+    /// measured 10,000-row ones 1.6x faster than 1,000-row ones — and hold more memory. Under
+    /// light load batches are smaller: a partial batch is written after the flush interval.
     pub fn batch_size(mut self, records: usize) -> Self {
         self.batch_size = records.max(1);
         self
@@ -277,7 +287,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
     }
 
     /// How many records may wait in memory for the spool when the queue is full (only with a
-    /// [`spool`](Self::spool)). Defaults to 8,192; beyond it, records are dropped and counted.
+    /// [`spool`](Self::spool)). Defaults to 4,096; beyond it, records are dropped and counted.
     pub fn overflow_capacity(mut self, records: usize) -> Self {
         self.overflow_capacity = records.max(1);
         self
