@@ -189,7 +189,7 @@ struct KeySet<'a> {
     declared: u64,
     /// The first other keys spelled without escapes, in place in the body: most objects
     /// have few undeclared keys, and these need no allocation.
-    few: [&'a [u8]; FEW_KEYS],
+    few: [Option<&'a [u8]>; FEW_KEYS],
     few_len: usize,
     /// Where the object's further other keys start on the scanner's key stack.
     base: usize,
@@ -205,7 +205,7 @@ impl<'a> KeySet<'a> {
     fn new(base: usize) -> Self {
         Self {
             declared: 0,
-            few: [&[]; FEW_KEYS],
+            few: [None; FEW_KEYS],
             few_len: 0,
             base,
             many: None,
@@ -237,20 +237,21 @@ impl<'a> KeySet<'a> {
         if let Some(set) = &mut self.many {
             return set.insert(key);
         }
-        let few = &self.few[..self.few_len];
-        if few.iter().any(|k| **k == *key) || keys[self.base..].contains(&key) {
+        // Keys are short: compared byte by byte once the lengths agree, without a call.
+        let same = |k: &[u8]| k.len() == key.len() && k.iter().eq(key.iter());
+        if self.few.iter().flatten().any(|k| same(k)) || keys[self.base..].iter().any(|k| same(k)) {
             return false;
         }
         match key {
             Cow::Borrowed(key) if self.few_len < FEW_KEYS => {
-                self.few[self.few_len] = key;
+                self.few[self.few_len] = Some(key);
                 self.few_len += 1;
             }
             key => {
                 keys.push(key);
                 if keys.len() - self.base + self.few_len > LINEAR_KEY_CHECK {
                     let mut set: HashSet<Cow<'a, [u8]>> = keys.drain(self.base..).collect();
-                    set.extend(self.few[..self.few_len].iter().map(|k| Cow::Borrowed(*k)));
+                    set.extend(self.few.iter().flatten().map(|k| Cow::Borrowed(*k)));
                     self.many = Some(set);
                 }
             }
@@ -315,19 +316,22 @@ fn string_stops(body: &[u8], stops: &mut [u64]) {
     }
 }
 
-/// The string stops of 64 bytes, bit `i` for byte `i`: per 16 bytes, two compares for the
-/// quote and the backslash, a minimum and a compare for the control characters (`b <= 0x1F`
-/// exactly when `min(b, 0x1F) == b`), and a movemask.
+/// The string stops of 64 bytes, bit `i` for byte `i`: per 16 bytes, a flip, a minimum and a
+/// compare for the quote and the control characters, a compare for the backslash, and a
+/// movemask.
 #[inline(always)]
 fn block_stops(block: &[u8; 64]) -> u64 {
-    let quote = u8x16::splat(b'"');
+    // `b ^ 2` is at most 0x20 exactly for the control characters (0x00..=0x1F, which the
+    // flip keeps below 0x20) and the quote (0x22 becomes 0x20): one test for both.
+    let flip = u8x16::splat(0x02);
+    let space = u8x16::splat(0x20);
     let backslash = u8x16::splat(b'\\');
-    let last_control = u8x16::splat(0x1F);
     let (lanes, _) = block.as_chunks::<16>();
     let mut mask = 0u64;
     for (i, lane) in lanes.iter().enumerate() {
         let v = u8x16::new(*lane);
-        let special = v.simd_eq(quote) | v.simd_eq(backslash) | v.min(last_control).simd_eq(v);
+        let flipped = v ^ flip;
+        let special = flipped.min(space).simd_eq(flipped) | v.simd_eq(backslash);
         mask |= u64::from(special.to_bitmask()) << (16 * i);
     }
     mask

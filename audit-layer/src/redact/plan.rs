@@ -412,6 +412,17 @@ mod tests {
                 "{start}"
             );
         }
+        // Every key length up to 24, starting anywhere, up to the end of the text.
+        let text: Vec<u8> = (0u8..40).map(|i| b'a' + i % 26).collect();
+        for start in 0..text.len() {
+            for len in 0..=24.min(text.len() - start) {
+                assert_eq!(
+                    KeyWords::within(&text, start, len),
+                    KeyWords::of(&text[start..start + len]),
+                    "{start} {len}"
+                );
+            }
+        }
     }
 
     #[test]
