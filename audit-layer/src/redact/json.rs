@@ -157,6 +157,25 @@ impl Output<'_> {
         self.end = end;
     }
 
+    /// Appends a member spelled with whitespace: the comma at `comma` if any, the key, the
+    /// colon at `colon` and the value, each copied from the body.
+    #[cold]
+    #[inline(never)]
+    fn pieces(
+        &mut self,
+        comma: Option<usize>,
+        key: std::ops::Range<usize>,
+        colon: usize,
+        value: std::ops::Range<usize>,
+    ) {
+        if let Some(comma) = comma {
+            self.copy(comma, comma + 1);
+        }
+        self.copy(key.start, key.end);
+        self.copy(colon, colon + 1);
+        self.copy(value.start, value.end);
+    }
+
     /// Cuts the output back to an earlier length.
     #[inline]
     fn truncate(&mut self, len: usize) {
@@ -657,12 +676,9 @@ impl<'a> Scanner<'a> {
                             // `,"key":value` (or without the comma) as one piece of the body.
                             self.out.copy(if kept_any { comma } else { key_start }, pos);
                         } else {
-                            if kept_any {
-                                self.out.copy(comma, comma + 1);
-                            }
-                            self.out.copy(key_start, key_end);
-                            self.out.copy(colon, colon + 1);
-                            self.out.copy(value, pos);
+                            let comma = kept_any.then_some(comma);
+                            self.out
+                                .pieces(comma, key_start..key_end, colon, value..pos);
                         }
                         kept_any = true;
                     }
