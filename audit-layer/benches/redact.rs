@@ -4,7 +4,7 @@
 //!   with a webhook URL and secret, a condition tree, labels, credential headers), reduced by
 //!   the plan compiled from `schemas/fixtures/alerting-3.0.yaml`:
 //!   - `redact_request_body`: through `AuditPolicy::redact_request_body`, as the layer does it
-//!     (route lookup, content-type match, one-pass scan, `RawValue` output);
+//!     (route lookup, content-type match, UTF-8 check, one-pass scan, the kept JSON text);
 //!   - `keep_nothing_redact_json`: the public `RedactionPlan::keep_nothing()` on the same body:
 //!     the scanner validating and skipping everything, without the policy around it;
 //!   - `serde_json_value`: `serde_json::from_slice::<Value>` of the same body, the baseline a
