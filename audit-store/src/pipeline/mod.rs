@@ -43,8 +43,8 @@
 //!
 //! The most records the pipeline holds at once is the queue, the overflow buffer and, per
 //! writer, the batch being written plus its rows (`queue + overflow + 2 × batch × writers`).
-//! A record with half-kilobyte bodies takes about 2 KiB, so the defaults (8,192 + 4,096 +
-//! 2 × 4,000) bound the pipeline near 40 MiB with one writer, whatever the load: beyond that
+//! A record with half-kilobyte bodies takes about 2 KiB, so the defaults (8,192 + 8,192 +
+//! 2 × 4,000) bound the pipeline near 50 MiB with one writer, whatever the load: beyond that
 //! records wait in the spool. Size the three settings to the memory you give the pipeline;
 //! the whole-server benchmark (`BENCHMARKS.md`) measures peak RSS at saturation.
 //!
@@ -192,7 +192,7 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
         write_timeout: Duration::from_secs(10),
         checkpoint_interval: Duration::from_secs(3600),
         checkpoint_sink: None,
-        overflow_capacity: 4096,
+        overflow_capacity: 8192,
         retention: Some(EIGHTEEN_MONTHS),
         retention_interval: Duration::from_secs(24 * 3600),
     }
@@ -287,7 +287,9 @@ impl<S: AuditStore> PipelineBuilder<S> {
     }
 
     /// How many records may wait in memory for the spool when the queue is full (only with a
-    /// [`spool`](Self::spool)). Defaults to 4,096; beyond it, records are dropped and counted.
+    /// [`spool`](Self::spool)). Defaults to 8,192; beyond it, records are dropped and counted.
+    /// The buffer is what absorbs a saturated server's excess while the spool writes it: at
+    /// 4,096 the whole-server benchmark saw it overflow (and records dropped) at saturation.
     pub fn overflow_capacity(mut self, records: usize) -> Self {
         self.overflow_capacity = records.max(1);
         self
@@ -478,6 +480,25 @@ impl RunningMark {
         let text = std::fs::read_to_string(&path).ok()?;
         let _ = std::fs::remove_file(&path);
         serde_json::from_str(&text).ok()
+    }
+}
+
+/// What a gap record needs of a record that may yet be dropped: its account and time.
+struct Lost {
+    account: Option<String>,
+    time_ms: i64,
+}
+
+impl Lost {
+    fn of(record: &AuditRecord) -> Self {
+        Self {
+            account: record.account.as_ref().map(|a| a.id.clone()),
+            time_ms: record.action.time.unix_millis(),
+        }
+    }
+
+    fn drop(&self, shared: &Shared) {
+        shared.drop_record(self.account.as_deref(), self.time_ms);
     }
 }
 
@@ -835,23 +856,26 @@ impl<S: AuditStore> Context<S> {
                 continue;
             }
             let count = batch.len() as u64;
-            let mut rows = Vec::with_capacity(batch.len());
+            // Spooled records are stored when replayed, which flattens them: here each is
+            // only serialized, so overflowing costs little while the server is saturated.
+            let mut lines = Vec::with_capacity(batch.len());
+            let mut records = Vec::with_capacity(batch.len());
             for Envelope { mut record, .. } in batch.drain(..) {
                 if let Some(enricher) = &self.enricher {
                     enricher.enrich(&mut record).await;
                 }
-                match StoredRecord::from_record(&record) {
-                    Ok(row) => rows.push(row),
+                match serde_json::to_string(&record) {
+                    Ok(line) => {
+                        lines.push(line);
+                        records.push(Lost::of(&record));
+                    }
                     Err(e) => {
                         tracing::error!(target: "audit_store", id = %record.id, "unstorable audit record: {e}");
-                        self.shared.drop_record(
-                            record.account.as_ref().map(|a| a.id.as_str()),
-                            record.action.time.unix_millis(),
-                        );
+                        Lost::of(&record).drop(&self.shared);
                     }
                 }
             }
-            self.spill(&rows).await;
+            self.spill(&lines, &records).await;
             self.shared.in_memory.fetch_sub(count, Ordering::Relaxed);
         }
     }
@@ -887,28 +911,27 @@ impl<S: AuditStore> Context<S> {
         let _ = tokio::fs::remove_file(&path).await;
     }
 
-    /// Appends overflowed rows to the spool; they are replayed when the queue has room.
-    async fn spill(&self, rows: &[StoredRecord]) {
+    /// Appends overflowed records (`lines`, their JSON) to the spool; they are replayed when
+    /// the queue has room. `lost` says what each one was, should they be dropped.
+    async fn spill(&self, lines: &[String], lost: &[Lost]) {
         let mut guard = self.spool.lock().await;
         let Some(spool) = guard.as_mut() else { return };
-        let texts: Vec<String> = rows.iter().map(|r| r.record.clone()).collect();
-        match spool.append(&texts).await {
+        match spool.append(lines).await {
             Ok(Appended::Stored) => {
-                Counters::add(&self.shared.counters.spooled, rows.len() as u64);
+                Counters::add(&self.shared.counters.spooled, lines.len() as u64);
                 self.shared.spilled.store(true, Ordering::Release);
             }
             outcome => {
                 match outcome {
                     Err(e) => {
-                        tracing::error!(target: "audit_store", records = rows.len(), "audit spool write failed, overflowed records dropped: {e}")
+                        tracing::error!(target: "audit_store", records = lines.len(), "audit spool write failed, overflowed records dropped: {e}")
                     }
                     _ => {
-                        tracing::error!(target: "audit_store", records = rows.len(), "audit spool out of budget: overflowed records dropped")
+                        tracing::error!(target: "audit_store", records = lines.len(), "audit spool out of budget: overflowed records dropped")
                     }
                 }
-                for row in rows {
-                    self.shared
-                        .drop_record(row.account_id.as_deref(), row.time_ms);
+                for record in lost {
+                    record.drop(&self.shared);
                 }
             }
         }

@@ -33,6 +33,10 @@ const ANALYZE_EVERY: u64 = 100_000;
 const ROWS_PER_STATEMENT: usize = 1000;
 /// Values per `IN (...)` list.
 const IN_LIST: usize = 500;
+/// Page cache of the connection that inserts records (`cache_size`: negative is KiB).
+const WRITER_CACHE: &str = "-32768";
+/// Page cache of each reading connection.
+const READER_CACHE: &str = "-8192";
 /// Rows per `DELETE` step of retention: short transactions that never hold the write lock long.
 const DELETE_CHUNK: i64 = 5000;
 
@@ -50,6 +54,9 @@ const DELETE_CHUNK: i64 = 5000;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Record inserts: one connection (SQLite has one writer at a time), so one page cache
+    /// holds the indexes being written instead of every pooled connection warming its own.
+    writer: SqlitePool,
     /// Rows written since the planner's statistics were last refreshed.
     unanalyzed: Arc<AtomicU64>,
     /// Set: every record is chained (see [`chain`]).
@@ -57,11 +64,17 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// A store on an existing pool. The caller chooses its options; [`open`](Self::open) sets
-    /// the recommended ones.
+    /// A store on an existing pool, used for reads and writes alike. The caller chooses its
+    /// options; [`open`](Self::open) sets the recommended ones.
     pub fn new(pool: SqlitePool) -> Self {
+        Self::with_writer(pool.clone(), pool)
+    }
+
+    /// A store reading through `pool` and inserting records through `writer`.
+    fn with_writer(pool: SqlitePool, writer: SqlitePool) -> Self {
         Self {
             pool,
+            writer,
             unanalyzed: Arc::default(),
             chain: None,
         }
@@ -126,21 +139,29 @@ impl SqliteStore {
 
     /// The store's settings on top of `options`: WAL, `synchronous = NORMAL`, a 10 s busy
     /// timeout, 8 KiB pages for new files (a ~2 KiB row of this `WITHOUT ROWID` table spills
-    /// into overflow pages of 4 KiB ones) and a 32 MiB page cache for the writer's index
-    /// updates. Chosen by the ingest benchmark's experiments (see BENCHMARKS.md).
+    /// into overflow pages of 4 KiB ones), and a 32 MiB page cache for the writer's index
+    /// updates, chosen by the ingest benchmark's experiments (see BENCHMARKS.md). Records are
+    /// inserted through one connection, so that cache is one cache: with every pooled
+    /// connection inserting in turn, each warmed its own and a process under write load held
+    /// 4 x 32 MiB (the whole-server benchmark's peak RSS). Readers get up to 4 connections of
+    /// 8 MiB each.
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
         let options = options
             .create_if_missing(true)
             .pragma("page_size", "8192")
-            .pragma("cache_size", "-32768")
+            .pragma("cache_size", READER_CACHE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self::new(pool))
+        Ok(Self::with_writer(pool, writer))
     }
 
     /// The connection pool.
@@ -166,6 +187,15 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+/// Whether the insert statement for `chunk` is kept prepared on the connection: only the
+/// full-size one, which every large batch reuses. A statement of 1,000 rows binds 24,000
+/// parameters and holds megabytes once prepared; cached for every partial size (each a
+/// different SQL text, up to sqlx's 100 per connection), they held most of a server's memory
+/// under light load (the whole-server benchmark's peak RSS).
+fn cached(chunk: &[StoredRecord]) -> bool {
+    chunk.len() == ROWS_PER_STATEMENT
 }
 
 fn insert_statement(rows: &[StoredRecord], links: Option<&[Link]>) -> QueryBuilder<Sqlite> {
@@ -223,7 +253,7 @@ impl SqliteStore {
         let records = chain::dedup_ids(records);
         let mut skip_stored = false;
         loop {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             // A retried batch may have committed before: such records keep their links.
             let rows: Cow<'_, [StoredRecord]> = if skip_stored {
                 let mut stored = std::collections::HashSet::new();
@@ -280,6 +310,7 @@ impl SqliteStore {
             {
                 stored += insert_statement(chunk, Some(links))
                     .build()
+                    .persistent(cached(chunk))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -438,11 +469,12 @@ impl AuditStore for SqliteStore {
         let stored = match &self.chain {
             Some(keys) => self.insert_chained(keys, records).await?,
             None => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut stored = 0;
                 for chunk in records.chunks(ROWS_PER_STATEMENT) {
                     stored += insert_statement(chunk, None)
                         .build()
+                        .persistent(cached(chunk))
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
