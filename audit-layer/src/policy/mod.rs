@@ -461,8 +461,8 @@ impl AuditPolicy {
         if !plan.audited || plan.level < AuditLevel::Request {
             return None;
         }
-        let content_type = content_type.and_then(|c| http::HeaderValue::from_str(c).ok());
-        plan.request.redact(content_type.as_ref(), body)
+        plan.request
+            .redact_typed(content_type.map(str::as_bytes), body)
     }
 
     /// The response body of `method path` with `status`, as a record would hold it; see
@@ -479,8 +479,8 @@ impl AuditPolicy {
         if !plan.audited || plan.level < AuditLevel::RequestResponse {
             return None;
         }
-        let content_type = content_type.and_then(|c| http::HeaderValue::from_str(c).ok());
-        plan.response.redact(status, content_type.as_ref(), body)
+        plan.response
+            .redact_typed(status, content_type.map(str::as_bytes), body)
     }
 
     /// The metadata-only plan for a route axum matched that the policy does not describe.

@@ -147,6 +147,16 @@ impl ContentPlans {
         content_type: Option<&HeaderValue>,
         body: &[u8],
     ) -> Option<RecordedBody> {
+        self.redact_typed(content_type.map(HeaderValue::as_bytes), body)
+    }
+
+    /// [`redact`](Self::redact) with the `Content-Type` value as bytes (a value that is not
+    /// visible ASCII counts as none, as [`HeaderValue::to_str`] has it).
+    pub(crate) fn redact_typed(
+        &self,
+        content_type: Option<&[u8]>,
+        body: &[u8],
+    ) -> Option<RecordedBody> {
         if body.is_empty() {
             return None;
         }
@@ -194,8 +204,14 @@ impl ContentPlans {
 
 /// The media type of a `Content-Type` value: the text before any parameters, trimmed; `None`
 /// if that is empty or the value is not visible ASCII (as [`HeaderValue::to_str`] requires).
-fn essence(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
+fn essence(value: &[u8]) -> Option<&str> {
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(value).ok()?;
     let end = text.bytes().position(|b| b == b';').unwrap_or(text.len());
     // Visible ASCII: the only whitespace left to trim is spaces and tabs.
     let essence = text[..end].trim_ascii();
@@ -301,12 +317,24 @@ impl ResponsePlans {
         content_type: Option<&HeaderValue>,
         body: &[u8],
     ) -> Option<RecordedBody> {
+        self.redact_typed(status, content_type.map(HeaderValue::as_bytes), body)
+    }
+
+    /// [`redact`](Self::redact) with the `Content-Type` value as bytes.
+    pub(crate) fn redact_typed(
+        &self,
+        status: u16,
+        content_type: Option<&[u8]>,
+        body: &[u8],
+    ) -> Option<RecordedBody> {
         if body.is_empty() {
             return None;
         }
         match self.for_status(status) {
-            Some(plans) => plans.redact(content_type, body),
-            None if self.entries.is_empty() => ContentPlans::default().redact(content_type, body),
+            Some(plans) => plans.redact_typed(content_type, body),
+            None if self.entries.is_empty() => {
+                ContentPlans::default().redact_typed(content_type, body)
+            }
             None => Some(marker(
                 "_unparsed",
                 "the response status is not described for this operation",
