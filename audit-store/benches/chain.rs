@@ -9,32 +9,34 @@
 //!
 //! Options: `--rows N` (default 1,000,000), `--quick` (20,000), `--accounts N` (default
 //! 1,000), `--backend sqlite|postgres|both`, `--postgres-url URL`, `--seed N`,
-//! `--verify-rounds N` (default 2), `--drop-chain-index` (an experiment: ingest only, with the
-//! chained store's `audit_logs_chain` index dropped after `migrate()`, to see what that index
-//! costs; verification is skipped, as it would scan without it).
+//! `--verify-rounds N` (default 2), `--no-per-account` (skip the per-account baseline),
+//! `--batch N` (records per `insert`, default 10,000).
 //!
 //! A load harness, not criterion: one long run per configuration, on both backends:
 //!
 //! 1. **Ingest.** The same N generated records (the ingest benchmark's generator, copied into
 //!    `benches/support`: ~650 B of JSON, 1,000 accounts, account 0 holding 10 % and
 //!    accounts 1–9 another 20 %) are flattened to `StoredRecord`s before any clock starts, then
-//!    written in batches of 10,000 (the pipeline's batch size) through `AuditStore::insert`
-//!    into an unchained store and a chained store, each on a fresh database (SQLite file,
-//!    PostgreSQL schema built by `migrate()`). The batches **alternate** between the two
-//!    stores, and which store goes first alternates too, so a change in the machine's load
-//!    hits both alike. Per store: the wall time of its `insert` calls, this process's CPU
+//!    written in batches of 10,000 (`--batch`; the pipeline's default is 4,000 now) through
+//!    `AuditStore::insert` into an unchained store and a chained store, each on a fresh
+//!    database (SQLite file, PostgreSQL schema built by `migrate()`). The batches
+//!    **alternate** between the two stores, and which store goes first alternates too, so a
+//!    change in the machine's load hits both alike. Per store: the wall time of its `insert` calls, this process's CPU
 //!    (user + system, from `/proc/self/stat`) during them, and for a local PostgreSQL the
 //!    server's CPU (postmaster and children, from `/proc`).
 //! 2. **Verification.** A checkpoint is signed for every chain (`chain::checkpoint`), then
-//!    every account's chain is verified with `chain::verify` over `Span::all()`: with the
+//!    the whole store is verified with `chain::verify_all` (one pass in table order): with the
 //!    secret (`ChainKeys::verifier`, seals checked) and with the public key only
-//!    (`Verifier::public`), and the bare walk (`AuditStore::chain_rows`: the database, row
-//!    decoding and the column digest, no linking) to show where the time goes; then the
-//!    largest account alone. `--verify-rounds` rounds, in alternating order.
+//!    (`Verifier::public`), and the bare scan (`AuditStore::chain_scan`: the database, row
+//!    decoding and the column digest, no linking) to show where the time goes. Then the
+//!    largest account alone with `chain::verify` (its records through the account index),
+//!    the same three ways. `--verify-rounds` rounds, in alternating order. The baseline,
+//!    once (first round): every account in turn with `chain::verify`, as the store was
+//!    verified before `verify_all` existed.
 //! 3. **Checks** (every mode, so the CI smoke run asserts them): both stores hold N rows; the
 //!    chain heads add up to N; every report is `ok`, covers its whole chain and matched its
 //!    checkpoint; and after the timings one record of the largest account is changed in the
-//!    database, and both verifiers must find it at its sequence number.
+//!    database, and both verifiers, and `verify_all`, must find it at its sequence number.
 //!
 //! Under `cargo test --benches` (`--test`, or no `--bench` argument) it runs the 2,000-row
 //! smoke pass and skips whatever is missing instead of failing.
@@ -52,30 +54,31 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use audit_store::chain::{self, BreakKind, ChainKeys, ChainSecret, Span, Verifier};
+use audit_store::chain::{
+    self, BreakKind, ChainKeys, ChainScope, ChainSecret, Span, Verifier, VerifyReport,
+};
 use audit_store::row::StoredRecord;
 use audit_store::store::AuditStore;
 use audit_store::{PostgresStore, SqliteStore};
+use futures_util::StreamExt as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor as _};
-use uuid::Uuid;
 
 use support::{Dataset, World};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxResult<T> = Result<T, BoxError>;
 
-/// Records per `AuditStore::insert`: the pipeline's default batch size.
+/// Records per `AuditStore::insert` by default (`--batch`): the batch size the figures in
+/// BENCHMARKS.md were first measured with (the pipeline's default is 4,000 since).
 const BATCH: usize = 10_000;
-/// Rows per `chain_rows` call in the bare walk: `chain::verify`'s chunk.
-const WALK_CHUNK: u32 = 10_000;
 /// The goals of the issue.
 const GOAL_INGEST_COST: f64 = 0.10;
 const GOAL_VERIFY_SECONDS_PER_MILLION: f64 = 10.0;
 
 const USAGE: &str = "usage: cargo bench -p audit-store --bench chain -- [--rows N] [--quick] \
 [--accounts N] [--backend sqlite|postgres|both] [--postgres-url URL] [--seed N] \
-[--verify-rounds N] [--drop-chain-index]";
+[--verify-rounds N] [--no-per-account] [--batch N]";
 
 fn main() {
     let args = match Args::parse() {
@@ -127,8 +130,10 @@ struct Args {
     postgres_url: Option<String>,
     seed: u64,
     verify_rounds: usize,
-    /// Experiment: drop `audit_logs_chain` from the chained store, skip verification.
-    drop_chain_index: bool,
+    /// Skip the baseline: every account verified in turn with `chain::verify`.
+    no_per_account: bool,
+    /// Records per `insert`.
+    batch: usize,
     /// Run by `cargo test --benches`: tiny, and skip what is missing.
     smoke: bool,
     quick: bool,
@@ -146,7 +151,8 @@ impl Args {
         let mut quick = false;
         let mut seed = 0x00c4_a1a5_u64;
         let mut verify_rounds = None;
-        let mut drop_chain_index = false;
+        let mut no_per_account = false;
+        let mut batch = BATCH;
         let mut it = argv.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -161,7 +167,8 @@ impl Args {
                 "--backend" => backend = value("--backend")?,
                 "--postgres-url" => postgres_url = Some(value("--postgres-url")?),
                 "--quick" => quick = true,
-                "--drop-chain-index" => drop_chain_index = true,
+                "--no-per-account" => no_per_account = true,
+                "--batch" => batch = support::parse_count(&value("--batch")?)?.max(1),
                 "--seed" => seed = value("--seed")?.parse()?,
                 "--verify-rounds" => {
                     verify_rounds = Some(support::parse_count(&value("--verify-rounds")?)?);
@@ -199,7 +206,8 @@ impl Args {
             postgres_url,
             seed,
             verify_rounds: verify_rounds.unwrap_or(if smoke { 1 } else { 2 }),
-            drop_chain_index,
+            no_per_account,
+            batch,
             smoke,
             quick,
         })
@@ -284,12 +292,14 @@ struct IngestResult {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    /// `chain::verify` with the secret: links, seals, checkpoints.
+    /// Verification with the secret: links, seals, checkpoints.
     Full,
-    /// `chain::verify` with the public key: links and checkpoints.
+    /// Verification with the public key: links and checkpoints.
     Public,
-    /// `chain_rows` alone: the database, decoding, the column digest.
+    /// `chain_scan` alone: the database, decoding, the column digest.
     Walk,
+    /// The baseline: `chain::verify` for every account in turn, with the secret.
+    PerAccount,
 }
 
 impl Mode {
@@ -297,7 +307,8 @@ impl Mode {
         match self {
             Self::Full => "verify, secret (seals)",
             Self::Public => "verify, public key only",
-            Self::Walk => "chain_rows walk only",
+            Self::Walk => "chain_scan only",
+            Self::PerAccount => "per account, secret",
         }
     }
 }
@@ -382,13 +393,14 @@ async fn run(args: Args) -> BoxResult<()> {
         .ok_or("no records")?;
     println!(
         "  {} records generated in {:.1} s: {:.0} B of JSON on average, {} accounts, the \
-         largest holding {} ({:.1} %); batches of {BATCH}",
+         largest holding {} ({:.1} %); batches of {}",
         rows.len(),
         started.elapsed().as_secs_f64(),
         json_bytes as f64 / rows.len().max(1) as f64,
         per_account.len(),
         largest.1,
-        100.0 * largest.1 as f64 / rows.len().max(1) as f64
+        100.0 * largest.1 as f64 / rows.len().max(1) as f64,
+        args.batch
     );
     drop(per_account);
 
@@ -445,9 +457,6 @@ async fn run(args: Args) -> BoxResult<()> {
     if rows.len() < 1_000_000 {
         println!("  (indicative only: the goals are stated for 1M records)");
     }
-    if args.drop_chain_index {
-        println!("  (--drop-chain-index: an experiment, not the store as it ships)");
-    }
     for i in &ingests {
         let ratio = i.chained.rate() / i.plain.rate();
         let cost = 1.0 - ratio;
@@ -465,7 +474,7 @@ async fn run(args: Args) -> BoxResult<()> {
     }
     for v in verifies
         .iter()
-        .filter(|v| v.scope == "all accounts" && v.mode != Mode::Walk)
+        .filter(|v| v.scope == "all accounts" && matches!(v.mode, Mode::Full | Mode::Public))
     {
         let best = v.best();
         let per_million = best.wall.as_secs_f64() * 1e6 / best.rows.max(1) as f64;
@@ -481,6 +490,27 @@ async fn run(args: Args) -> BoxResult<()> {
             per_million,
             verdict(per_million < GOAL_VERIFY_SECONDS_PER_MILLION)
         );
+    }
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let find = |mode| {
+            verifies
+                .iter()
+                .find(|v| v.backend == backend && v.scope == "all accounts" && v.mode == mode)
+        };
+        if let (Some(all), Some(base)) = (find(Mode::Full), find(Mode::PerAccount)) {
+            // The baseline ran once, in the first round: compare with that round.
+            let (a, b) = (
+                all.rounds[0].wall.as_secs_f64(),
+                base.best().wall.as_secs_f64(),
+            );
+            println!(
+                "  {:<9} verify_all (secret) vs chain::verify per account, first round: \
+                 {a:.2} s vs {b:.2} s = {:.2}x the time ({:.1}x faster)",
+                backend.name(),
+                a / b,
+                b / a
+            );
+        }
     }
     println!();
     println!("Notes:");
@@ -522,28 +552,9 @@ async fn sqlite_run(ctx: &Ctx<'_>, dir: &Path) -> BoxResult<(IngestResult, Vec<V
         .await?
         .chained(ctx.keys.clone());
     chained.migrate().await?;
-    if ctx.args.drop_chain_index {
-        sqlx::query("DROP INDEX audit_logs_chain")
-            .execute(chained.pool())
-            .await?;
-    }
     let (plain_t, chained_t) = ingest(ctx, Backend::Sqlite, &plain, &chained, None).await?;
     check_ingest(ctx, &plain, &chained).await?;
     plain.pool().close().await;
-    if ctx.args.drop_chain_index {
-        println!("  (--drop-chain-index: verification skipped)");
-        chained.pool().close().await;
-        return Ok((
-            IngestResult {
-                backend: Backend::Sqlite,
-                plain: plain_t,
-                chained: chained_t,
-                plain_bytes: Some(sqlite_bytes(&plain_path)),
-                chained_bytes: Some(sqlite_bytes(&chained_path)),
-            },
-            Vec::new(),
-        ));
-    }
     let verifies = verify_phase(ctx, Backend::Sqlite, &chained, None).await?;
     tamper_check(ctx, &chained, |pool, account, seq| async move {
         sqlx::query(
@@ -639,11 +650,6 @@ async fn postgres_body(
     let chained = postgres_store(url, &schemas[1])
         .await?
         .chained(ctx.keys.clone());
-    if ctx.args.drop_chain_index {
-        sqlx::query("DROP INDEX audit_logs_chain")
-            .execute(chained.pool())
-            .await?;
-    }
     // Every run starts from clean buffers.
     if let Err(e) = sqlx::query("CHECKPOINT").execute(plain.pool()).await {
         eprintln!("  note: CHECKPOINT failed ({e}); continuing");
@@ -653,20 +659,6 @@ async fn postgres_body(
     let plain_bytes = postgres_bytes(&plain).await?;
     let chained_bytes = postgres_bytes(&chained).await?;
     plain.pool().close().await;
-    if ctx.args.drop_chain_index {
-        println!("  (--drop-chain-index: verification skipped)");
-        chained.pool().close().await;
-        return Ok((
-            IngestResult {
-                backend: Backend::Postgres,
-                plain: plain_t,
-                chained: chained_t,
-                plain_bytes,
-                chained_bytes,
-            },
-            Vec::new(),
-        ));
-    }
     let verifies = verify_phase(ctx, Backend::Postgres, &chained, postmaster).await?;
     tamper_check(ctx, &chained, |pool, account, seq| async move {
         sqlx::query(
@@ -746,7 +738,7 @@ async fn local_postmaster(url: &str) -> BoxResult<Option<u32>> {
 // ---------------------------------------------------------------------------------------------
 // Ingest
 
-/// Writes every row into both stores in batches of [`BATCH`], alternating between them.
+/// Writes every row into both stores in batches of `--batch`, alternating between them.
 async fn ingest<S: AuditStore>(
     ctx: &Ctx<'_>,
     backend: Backend,
@@ -755,13 +747,13 @@ async fn ingest<S: AuditStore>(
     server: Option<u32>,
 ) -> BoxResult<(Tally, Tally)> {
     let mut tallies = [Tally::default(); 2];
-    let batches = ctx.rows.len().div_ceil(BATCH);
+    let batches = ctx.rows.len().div_ceil(ctx.args.batch);
     let report_every = batches.div_ceil(10).max(1);
     println!(
         "  ingest: {} rows in {batches} batches, alternating unchained/chained",
         ctx.rows.len()
     );
-    for (i, batch) in ctx.rows.chunks(BATCH).enumerate() {
+    for (i, batch) in ctx.rows.chunks(ctx.args.batch).enumerate() {
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
             let store = if which == 0 { plain } else { chained };
@@ -873,7 +865,12 @@ async fn verify_phase<S: AuditStore>(
             .filter(|(c, _)| accounts.contains(&c.as_str()))
             .map(|(_, s)| u64::try_from(*s).unwrap_or(0))
             .sum();
-        let mut runs: Vec<VerifyResult> = [Mode::Full, Mode::Public, Mode::Walk]
+        let whole = scope == "all accounts";
+        let mut modes = vec![Mode::Full, Mode::Public, Mode::Walk];
+        if whole && !ctx.args.no_per_account {
+            modes.push(Mode::PerAccount);
+        }
+        let mut runs: Vec<VerifyResult> = modes
             .into_iter()
             .map(|mode| VerifyResult {
                 backend,
@@ -884,12 +881,21 @@ async fn verify_phase<S: AuditStore>(
             })
             .collect();
         for round in 0..ctx.args.verify_rounds {
-            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            let mut order: Vec<usize> = (0..runs.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
             for k in order {
                 let mode = runs[k].mode;
-                let verifier = if mode == Mode::Full { &full } else { &public };
-                let ((), t) =
-                    timed(server, verify_accounts(store, verifier, mode, &accounts)).await?;
+                if mode == Mode::PerAccount && round > 0 {
+                    continue; // the baseline, once
+                }
+                let verifier = if mode == Mode::Public { &public } else { &full };
+                let ((), t) = timed(
+                    server,
+                    verify_scope(store, verifier, mode, whole, &accounts),
+                )
+                .await?;
                 if t.rows != expected {
                     return Err(format!(
                         "{} {scope}, {}: {} records checked, expected {expected}",
@@ -901,7 +907,7 @@ async fn verify_phase<S: AuditStore>(
                 }
                 println!(
                     "  {scope:<15} {:<24} round {}: {} accounts, {} records in {:.2} s = \
-                     {:.0} records/s; cpu {:.2} µs/record{}",
+                     {:.0} records/s; cpu {:.2} µs/record{}; load {}",
                     mode.label(),
                     round + 1,
                     accounts.len(),
@@ -912,7 +918,8 @@ async fn verify_phase<S: AuditStore>(
                     t.server.map_or_else(String::new, |s| format!(
                         ", server {:.2} µs/record",
                         ctx.env.per_row(s, t.rows)
-                    ))
+                    )),
+                    load1()
                 );
                 runs[k].rounds.push(t);
             }
@@ -922,47 +929,90 @@ async fn verify_phase<S: AuditStore>(
     Ok(results)
 }
 
-/// Verifies (or only walks) every account's chain; every report must be `ok`, cover the whole
-/// chain and have matched the checkpoint just made. Returns the records checked.
-async fn verify_accounts<S: AuditStore>(
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Every report must be `ok`, cover its whole chain and have matched the checkpoint just made.
+fn check_report(report: &VerifyReport, seals: bool) -> BoxResult<()> {
+    if !report.ok
+        || report.seals_checked != seals
+        || report.checkpoints == 0
+        || report.after_latest_checkpoint != 0
+        || report.first_seq != Some(1)
+        || report.last_seq != i64::try_from(report.records).ok()
+    {
+        return Err(format!("account {:?} did not verify: {report:?}", report.account_id).into());
+    }
+    Ok(())
+}
+
+/// Verifies (or only reads) `accounts`: the whole store (`whole`) with `verify_all` or one
+/// `chain_scan`, else each account with `chain::verify` or its account scan. Returns the
+/// records checked.
+async fn verify_scope<S: AuditStore>(
     store: &S,
     verifier: &Verifier,
     mode: Mode,
+    whole: bool,
     accounts: &[&str],
 ) -> BoxResult<((), u64)> {
+    let seals = verifier.checks_seals();
     let mut records = 0;
-    for account in accounts {
-        if mode == Mode::Walk {
-            let mut cursor = (0, Uuid::max());
-            loop {
-                let rows = store.chain_rows(account, cursor, WALK_CHUNK).await?;
-                records += rows.len() as u64;
-                match rows.last() {
-                    Some(last) if rows.len() == WALK_CHUNK as usize => {
-                        cursor = (last.seq, last.id);
-                    }
-                    _ => break,
+    match mode {
+        Mode::Walk => {
+            let scopes: Vec<ChainScope> = if whole {
+                vec![ChainScope::All]
+            } else {
+                accounts
+                    .iter()
+                    .map(|a| ChainScope::Chain {
+                        chain: (*a).to_owned(),
+                        first: 1,
+                        last: i64::MAX,
+                    })
+                    .collect()
+            };
+            for scope in scopes {
+                let mut scan = store.chain_scan(scope);
+                while let Some(chunk) = scan.next().await {
+                    records += chunk?.len() as u64;
                 }
             }
-            continue;
         }
-        let report = chain::verify(store, verifier, account, Span::all(), &[]).await?;
-        if !report.ok
-            || report.seals_checked != (mode == Mode::Full)
-            || report.checkpoints == 0
-            || report.after_latest_checkpoint != 0
-            || report.first_seq != Some(1)
-            || report.last_seq != i64::try_from(report.records).ok()
-        {
-            return Err(format!("account {account:?} did not verify: {report:?}").into());
+        Mode::Full | Mode::Public if whole => {
+            let reports = chain::verify_all(store, verifier, &[]).await?;
+            if reports.len() != accounts.len() {
+                return Err(format!(
+                    "verify_all reported {} chains, expected {}",
+                    reports.len(),
+                    accounts.len()
+                )
+                .into());
+            }
+            for report in &reports {
+                check_report(report, seals)?;
+                records += report.records;
+            }
         }
-        records += report.records;
+        Mode::Full | Mode::Public | Mode::PerAccount => {
+            for account in accounts {
+                let report = chain::verify(store, verifier, account, Span::all(), &[]).await?;
+                check_report(&report, seals)?;
+                records += report.records;
+            }
+        }
     }
     Ok(((), records))
 }
 
-/// Changes one record of the largest account behind the store's back; both verifiers must
-/// find it at its sequence number.
+/// Changes one record of the largest account behind the store's back; both verifiers, and
+/// `verify_all`, must find it at its sequence number.
 async fn tamper_check<S, F, Fut>(ctx: &Ctx<'_>, store: &S, edit: F) -> BoxResult<()>
 where
     S: AuditStore + HasPool,
@@ -978,20 +1028,39 @@ where
     if changed != 1 {
         return Err(format!("the tamper changed {changed} rows, expected 1").into());
     }
+    let found = |report: &VerifyReport, how: &str| -> BoxResult<()> {
+        match &report.broken {
+            Some(b) if b.seq == seq && b.kind == BreakKind::Modified => Ok(()),
+            other => Err(format!(
+                "a record changed at sequence {seq} was not found ({how}): {other:?}"
+            )
+            .into()),
+        }
+    };
     for verifier in [ctx.keys.verifier(), Verifier::public(ctx.keys.public_key())] {
         let report = chain::verify(store, &verifier, ctx.largest, Span::all(), &[]).await?;
-        match &report.broken {
-            Some(b) if b.seq == seq && b.kind == BreakKind::Modified => {}
-            other => {
-                return Err(format!(
-                    "a record changed at sequence {seq} was not found (seals {}): {other:?}",
-                    verifier.checks_seals()
-                )
-                .into());
-            }
+        found(
+            &report,
+            &format!("verify, seals {}", verifier.checks_seals()),
+        )?;
+    }
+    let reports = chain::verify_all(store, &ctx.keys.verifier(), &[]).await?;
+    let broken: Vec<&VerifyReport> = reports.iter().filter(|r| !r.ok).collect();
+    match broken.as_slice() {
+        [report] if report.account_id == ctx.largest => found(report, "verify_all")?,
+        _ => {
+            return Err(format!(
+                "verify_all: expected only {:?} broken, got {:?}",
+                ctx.largest,
+                broken.iter().map(|r| &r.account_id).collect::<Vec<_>>()
+            )
+            .into());
         }
     }
-    println!("  tamper check: a record changed at sequence {seq} is found by both verifiers");
+    println!(
+        "  tamper check: a record changed at sequence {seq} is found by both verifiers and by \
+         verify_all"
+    );
     Ok(())
 }
 
@@ -1019,7 +1088,7 @@ impl HasPool for PostgresStore {
 // Output
 
 fn print_ingest(results: &[IngestResult], env: &Env) {
-    println!("Ingest: store.insert, batches of {BATCH}, alternating stores");
+    println!("Ingest: store.insert, alternating stores");
     println!(
         "{:<9} {:<10} {:>9} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "backend",

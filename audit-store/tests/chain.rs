@@ -1,7 +1,8 @@
 //! Tamper evidence, end to end on SQLite and PostgreSQL: chains written by the store and the
 //! pipeline, edited directly in the database the way an insider would, and verified by
-//! `chain::verify`, the query router's verify endpoint and the `audit-verify` binary.
-//! Every tamper must be found, at the right sequence number, with the right kind.
+//! `chain::verify` (one account), `chain::verify_all` (the whole store in one pass), the query
+//! router's verify endpoint and the `audit-verify` binary. Every tamper must be found, at the
+//! right sequence number, with the right kind, by both verification paths.
 
 #[macro_use]
 mod common;
@@ -30,6 +31,7 @@ backend_tests!(
     retention_leaves_a_verifiable_anchor,
     external_checkpoints_reveal_a_silent_truncation,
     the_verify_endpoint_reports_breaks,
+    the_whole_store_pass_puts_out_of_order_commits_back_in_order,
 );
 
 /// 100k records take longer than `backend_tests!`'s limit in a debug build on a loaded
@@ -100,6 +102,38 @@ async fn check<S: AuditStore>(
     Ok(chain::verify(store, verifier, account, Span::all(), &[]).await?)
 }
 
+/// `chain::verify_all`'s reports, by account.
+async fn check_all<S: AuditStore>(
+    store: &S,
+    verifier: &Verifier,
+    external: &[Checkpoint],
+) -> TestResult<std::collections::BTreeMap<String, VerifyReport>> {
+    let reports = chain::verify_all(store, verifier, external).await?;
+    let by_account: std::collections::BTreeMap<String, VerifyReport> = reports
+        .into_iter()
+        .map(|r| (r.account_id.clone(), r))
+        .collect();
+    Ok(by_account)
+}
+
+/// The whole-store pass says what the per-account walk says about `account`.
+async fn same_as_walk<S: AuditStore>(
+    store: &S,
+    verifier: &Verifier,
+    all: &std::collections::BTreeMap<String, VerifyReport>,
+    account: &str,
+) -> TestResult {
+    let walked = check(store, verifier, account).await?;
+    let passed = all
+        .get(account)
+        .ok_or_else(|| format!("verify_all has no report for {account:?}"))?;
+    assert_eq!(
+        passed, &walked,
+        "verify_all and verify differ on {account:?}"
+    );
+    Ok(())
+}
+
 fn broken_at(report: &VerifyReport, seq: i64, kind: BreakKind) {
     let broken = report.broken.as_ref().unwrap_or_else(|| {
         panic!(
@@ -153,6 +187,17 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
         let public = check(&store, &public_only(), account).await?;
         assert!(public.ok && !public.seals_checked, "{public:?}");
         assert_eq!(public.records, n);
+    }
+    // The whole-store pass: one report per chain, each the per-account walk's.
+    for verifier in [keys().verifier(), public_only()] {
+        let all = check_all(&store, &verifier, &[]).await?;
+        assert_eq!(
+            all.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["", "a", "b", "c"]
+        );
+        for account in ["a", "b", "c", ""] {
+            same_as_walk(&store, &verifier, &all, account).await?;
+        }
     }
     // An account that never wrote has an empty, valid chain.
     let none = check(&store, &keys().verifier(), "nobody").await?;
@@ -291,9 +336,12 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
         ("t-checkpoint", 40, BreakKind::BadCheckpoint),
         ("t-stranger", 50, BreakKind::BadCheckpoint),
     ];
+    let all = check_all(&store, &keys().verifier(), &[]).await?;
+    assert_eq!(all.len(), TAMPERED.len(), "{:?}", all.keys());
     for (account, seq, kind) in expected {
         let report = check(&store, &keys().verifier(), account).await?;
         broken_at(&report, seq, kind);
+        broken_at(&all[account], seq, kind);
     }
     // Without the secret, the breaks are still found and located; a swap or an unlinked
     // forgery reads as a modification.
@@ -305,16 +353,23 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
         ("t-checkpoint", Some((40, BreakKind::BadCheckpoint))),
         ("t-forge", Some((51, BreakKind::Modified))),
     ];
+    let all = check_all(&store, &public_only(), &[]).await?;
     for (account, expected) in public {
         let report = check(&store, &public_only(), account).await?;
         match expected {
-            Some((seq, kind)) => broken_at(&report, seq, kind),
+            Some((seq, kind)) => {
+                broken_at(&report, seq, kind);
+                broken_at(&all[account], seq, kind);
+            }
             None => assert!(report.ok, "{report:?}"),
         }
     }
     // The untampered remainder of the database still verifies: tampering is local.
     fill(&store, Some("bystander"), 20, 20, BASE_MS).await?;
     assert!(check(&store, &keys().verifier(), "bystander").await?.ok);
+    let all = check_all(&store, &keys().verifier(), &[]).await?;
+    assert!(all["bystander"].ok, "{:?}", all["bystander"]);
+    assert_eq!(all.values().filter(|r| !r.ok).count(), TAMPERED.len());
     Ok(())
 }
 
@@ -373,11 +428,14 @@ async fn two_pipelines_build_one_linear_chain_per_account<S: Chainable>(
         assert_eq!(metrics.stored, per_instance as u64, "{metrics:?}");
     }
     let store = fx.store.with_chain(keys());
+    let all = check_all(&store, &keys().verifier(), &[]).await?;
+    assert_eq!(all.len(), accounts.len());
     for account in accounts {
         let report = check(&store, &keys().verifier(), account).await?;
         assert!(report.ok, "{report:?}");
         assert_eq!(report.records, 1000);
         assert_eq!(report.last_seq, Some(1000));
+        assert_eq!(all[account], report);
     }
     Ok(())
 }
@@ -413,6 +471,9 @@ async fn retention_leaves_a_verifiable_anchor<S: Chainable>(fx: &Fixture<S>) -> 
     let report = check(&store, &keys().verifier(), "r").await?;
     assert!(report.ok, "{report:?}");
     assert_eq!((report.anchored_at, report.records), (Some(32), 4));
+    // The whole-store pass starts the chain at its anchor too.
+    let all = check_all(&store, &keys().verifier(), &[]).await?;
+    assert_eq!(all["r"], report);
 
     // Deleting the first kept record, or forging the anchor, is found.
     fx.db
@@ -423,11 +484,21 @@ async fn retention_leaves_a_verifiable_anchor<S: Chainable>(fx: &Fixture<S>) -> 
         33,
         BreakKind::Missing,
     );
+    broken_at(
+        &check_all(&store, &keys().verifier(), &[]).await?["r"],
+        33,
+        BreakKind::Missing,
+    );
     fx.db
         .exec("UPDATE audit_checkpoints SET seq = 33 WHERE chain = 'r' AND kind = 'anchor'")
         .await?;
     broken_at(
         &check(&store, &keys().verifier(), "r").await?,
+        33,
+        BreakKind::BadCheckpoint,
+    );
+    broken_at(
+        &check_all(&store, &keys().verifier(), &[]).await?["r"],
         33,
         BreakKind::BadCheckpoint,
     );
@@ -485,6 +556,20 @@ async fn external_checkpoints_reveal_a_silent_truncation<S: Chainable>(
     // ... but the checkpoints kept outside do.
     let report = chain::verify(&store, &public_only(), "e", Span::all(), &kept).await?;
     broken_at(&report, 46, BreakKind::Truncated);
+    let all = check_all(&store, &public_only(), &kept).await?;
+    broken_at(&all["e"], 46, BreakKind::Truncated);
+    assert!(all["f"].ok, "{:?}", all["f"]);
+
+    // A chain deleted whole, head and all: only an external checkpoint still names it, and
+    // the whole-store pass reports it.
+    fx.db
+        .exec("DELETE FROM audit_logs WHERE account_id = 'f'")
+        .await?;
+    fx.db
+        .exec("DELETE FROM audit_chain_heads WHERE chain = 'f'")
+        .await?;
+    let all = check_all(&store, &public_only(), &kept).await?;
+    broken_at(&all["f"], 1, BreakKind::Truncated);
     Ok(())
 }
 
@@ -598,5 +683,70 @@ async fn a_large_untouched_chain_verifies<S: Chainable>(fx: &Fixture<S>) -> Test
         (report.records, report.last_seq, report.checkpoints),
         (n as u64, Some(n as i64), 1)
     );
+    Ok(())
+}
+
+async fn the_whole_store_pass_puts_out_of_order_commits_back_in_order<S: Chainable>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    // Two writers: the one holding older records commits after the other. Its records come
+    // first in table order (SQLite: older ids; PostgreSQL: an older month's partition) but
+    // carry later sequence numbers, so the pass reads each chain's 61..120 before its 1..60.
+    let store = fx.store.with_chain(keys());
+    let older: Vec<_> = (0..120)
+        .map(|i| record(Some(["o", "p"][i % 2]), BASE_MS + i as i64 * 1000))
+        .collect();
+    let month = 40 * 86_400_000;
+    let newer: Vec<_> = (0..120)
+        .map(|i| record(Some(["o", "p"][i % 2]), BASE_MS + month + i as i64 * 1000))
+        .collect();
+    for chunk in newer.chunks(50) {
+        store.insert(&rows(chunk)?).await?;
+    }
+    for chunk in older.chunks(50) {
+        store.insert(&rows(chunk)?).await?;
+    }
+    // Records without an account, interleaved the same way.
+    let early = record(None, BASE_MS);
+    let late = record(None, BASE_MS + month);
+    store.insert(&rows(&[late])?).await?;
+    store.insert(&rows(&[early])?).await?;
+    chain::checkpoint(&store, BASE_MS + 2 * month).await?;
+
+    for verifier in [keys().verifier(), public_only()] {
+        let all = check_all(&store, &verifier, &[]).await?;
+        assert_eq!(all.len(), 3);
+        for (account, n) in [("o", 120), ("p", 120), ("", 2)] {
+            let report = &all[account];
+            assert!(report.ok, "{report:?}");
+            assert_eq!(
+                (report.records, report.first_seq, report.last_seq),
+                (n, Some(1), Some(n as i64))
+            );
+            assert_eq!(report.checkpoints, 1);
+            same_as_walk(&store, &verifier, &all, account).await?;
+        }
+    }
+
+    // Each kind of tamper among the out-of-order records is still found where it is.
+    let db = &fx.db;
+    // A record of the later commit (read first) changed...
+    db.exec(
+        "UPDATE audit_logs SET raw_uri = '/elsewhere' WHERE account_id = 'o' AND chain_seq = 70",
+    )
+    .await?;
+    // ... one of the earlier commit (read last) deleted...
+    db.exec("DELETE FROM audit_logs WHERE account_id = 'p' AND chain_seq = 30")
+        .await?;
+    // ... and the record without an account read first swapped with the one read last.
+    db.exec("UPDATE audit_logs SET chain_seq = 3 - chain_seq WHERE account_id IS NULL")
+        .await?;
+    let all = check_all(&store, &keys().verifier(), &[]).await?;
+    broken_at(&all["o"], 70, BreakKind::Modified);
+    broken_at(&all["p"], 30, BreakKind::Missing);
+    broken_at(&all[""], 1, BreakKind::Moved);
+    for account in ["o", "p", ""] {
+        same_as_walk(&store, &keys().verifier(), &all, account).await?;
+    }
     Ok(())
 }

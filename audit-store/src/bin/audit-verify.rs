@@ -7,6 +7,11 @@
 //!     --account acc-1 --since 2026-11-01 --checkpoints checkpoints.jsonl
 //! ```
 //!
+//! Without `--account`, `--since` or `--before` it verifies the whole database in one pass
+//! over its records (`chain::verify_all`): every chain, including one named only by a
+//! checkpoint. With them, each account's records are read through the account index
+//! (`chain::verify`).
+//!
 //! Prints one line per account, `ok` with counts or the first broken sequence number and the
 //! kind of break (`--json`: one report per line). Exits 0 when every chain verifies, 1 when
 //! one is broken, 2 when it cannot run (bad arguments, unreachable database).
@@ -37,7 +42,7 @@ struct Args {
     /// which locates edits exactly and covers records newer than the last checkpoint.
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// The accounts to verify (repeatable). Default: every chain in the database.
+    /// The accounts to verify (repeatable). Default: every chain in the database, in one pass.
     #[arg(long = "account")]
     accounts: Vec<String>,
     /// Verify records at or after this time (YYYY-MM-DD or RFC 3339).
@@ -116,30 +121,43 @@ async fn run<S: AuditStore>(
     span: Span,
     external: &[Checkpoint],
 ) -> Result<bool, String> {
-    let accounts = if args.accounts.is_empty() {
-        store
-            .chain_heads()
-            .await
-            .map_err(|e| format!("cannot list the chains: {e}"))?
-            .into_iter()
-            .map(|h| h.chain)
-            .collect()
-    } else {
-        args.accounts.clone()
-    };
     let mut all_ok = true;
-    for account in &accounts {
-        let report = chain::verify(&store, verifier, account, span, external)
-            .await
-            .map_err(|e| format!("cannot verify {account:?}: {e}"))?;
+    let mut any = false;
+    let mut print = |report: &VerifyReport| {
+        any = true;
         all_ok &= report.ok;
         if args.json {
-            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            println!("{}", serde_json::to_string(report).unwrap_or_default());
         } else {
-            println!("{}", describe(&report));
+            println!("{}", describe(report));
+        }
+    };
+    if args.accounts.is_empty() && span == Span::all() {
+        // The whole store: one pass over every record.
+        let reports = chain::verify_all(&store, verifier, external)
+            .await
+            .map_err(|e| format!("cannot verify the store: {e}"))?;
+        reports.iter().for_each(&mut print);
+    } else {
+        let accounts = if args.accounts.is_empty() {
+            store
+                .chain_heads()
+                .await
+                .map_err(|e| format!("cannot list the chains: {e}"))?
+                .into_iter()
+                .map(|h| h.chain)
+                .collect()
+        } else {
+            args.accounts.clone()
+        };
+        for account in &accounts {
+            let report = chain::verify(&store, verifier, account, span, external)
+                .await
+                .map_err(|e| format!("cannot verify {account:?}: {e}"))?;
+            print(&report);
         }
     }
-    if accounts.is_empty() && !args.json {
+    if !any && !args.json {
         println!("no chains in this database");
     }
     Ok(all_ok)

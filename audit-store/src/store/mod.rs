@@ -9,9 +9,10 @@ pub mod sqlite;
 
 use std::future::Future;
 
+use futures_util::stream::BoxStream;
 use uuid::Uuid;
 
-use crate::chain::{ChainHead, ChainKeys, ChainRow, Checkpoint};
+use crate::chain::{ChainHead, ChainKeys, ChainRow, ChainScope, Checkpoint, ScannedLink};
 use crate::row::StoredRecord;
 use crate::{Result, StoreError};
 
@@ -19,6 +20,41 @@ fn unchained<T>() -> Result<T> {
     Err(StoreError::Config(
         "this store does not keep hash chains (give it chain keys)".into(),
     ))
+}
+
+/// Links per chunk of [`AuditStore::chain_scan`].
+pub(crate) const SCAN_CHUNK: usize = 2048;
+
+/// Runs `read` on a task of its own, which sends chunks of links into a channel, and returns
+/// the channel as a stream: reading and decoding (the store's side) overlap with verifying
+/// (the caller's). An error of `read` is the stream's last item.
+pub(crate) fn spawn_scan<F, Fut>(read: F) -> BoxStream<'static, Result<Vec<ScannedLink>>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Vec<ScannedLink>>>) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let fut = read(tx.clone());
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            // The reader may be gone already; then nobody is left to tell.
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// The SQL condition selecting the rows of `chain` through the account indexes: the chain
+/// named `""` holds the records without an account (and any whose account id is empty).
+/// `param` is the placeholder for `chain`; the flag says whether `chain` must be bound to it.
+pub(crate) fn chain_condition(chain: &str, param: &str) -> (String, bool) {
+    if chain.is_empty() {
+        ("(account_id IS NULL OR account_id = '')".to_owned(), false)
+    } else {
+        (format!("account_id = {param}"), true)
+    }
 }
 
 /// A database that holds audit records.
@@ -72,6 +108,10 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
     }
 
     /// Up to `limit` links of `chain` after position `after` (`(seq, id)`), in that order.
+    ///
+    /// No index is keyed by sequence number (it cost too much at ingest): each call reads
+    /// every record of the chain through the account index and sorts them. To walk a chain,
+    /// use [`chain_scan`](Self::chain_scan), which reads them once.
     fn chain_rows(
         &self,
         chain: &str,
@@ -91,6 +131,24 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
         before_ms: i64,
     ) -> impl Future<Output = Result<Option<(i64, i64)>>> + Send {
         let _ = (chain, since_ms, before_ms);
+        async { unchained() }
+    }
+
+    /// The links of `scope`, read in one statement (one consistent snapshot of the
+    /// database) and sent in chunks as they are read, while the caller works on the previous
+    /// ones. Not in sequence order: [`ChainScope::All`] comes in table order (one sequential
+    /// pass, every chain interleaved), [`ChainScope::Chain`] in the account's time order
+    /// through the account index; the verifier puts rows back into sequence order.
+    ///
+    /// Call it within a Tokio runtime: the read runs on a task of its own, holding one of the
+    /// pool's connections until it ends. Dropping the stream stops it.
+    fn chain_scan(&self, scope: ChainScope) -> BoxStream<'static, Result<Vec<ScannedLink>>> {
+        let _ = scope;
+        Box::pin(futures_util::stream::once(async { unchained() }))
+    }
+
+    /// Every checkpoint and anchor stored, of every chain.
+    fn all_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send {
         async { unchained() }
     }
 

@@ -9,16 +9,21 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::TryStreamExt as _;
+use futures_util::stream::BoxStream;
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::sql::{self, QueryTarget};
-use super::{AuditStore, PageRow, RecordQuery};
+use super::{AuditStore, PageRow, RecordQuery, SCAN_CHUNK, chain_condition, spawn_scan};
 use crate::chain::{
-    self, ChainHead, ChainKeys, ChainRow, Checkpoint, CheckpointKind, GENESIS, Link,
+    self, ChainHead, ChainKeys, ChainRow, ChainScope, Checkpoint, CheckpointKind, GENESIS, Link,
+    ScannedLink,
 };
-use crate::row::{COLUMNS, StoredRecord, checkpoint_of, digest_columns, head_of};
+use crate::row::{
+    StoredRecord, chain_row_of, chain_select, checkpoint_of, head_of, scanned_link_of,
+};
 use crate::{Result, StoreError};
 
 const INSERT: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
@@ -41,6 +46,19 @@ const INSERT_CHAINED: &str = "INSERT INTO audit_logs (id, time_ms, account_id, a
     $14::text[], $15::text[], $16::text[], $17::text[], $18::int4[], $19::text[], $20::text[], \
     $21::text[], $22::text[], $23::text[], $24::text[], $25::int8[], $26::bytea[], $27::bytea[]) \
     ON CONFLICT DO NOTHING";
+
+/// The condition selecting `chain`'s rows (see [`chain_condition`]) and a function numbering
+/// the statement's further parameters after it: `$1` is `chain` when it must be bound.
+fn chain_params(chain: &str) -> (String, bool, impl Fn(usize) -> String) {
+    let (condition, bind) = chain_condition(chain, "$1");
+    let base = usize::from(bind);
+    (condition, bind, move |i: usize| format!("${}", base + i))
+}
+
+/// Rows whose digests a chained write computes between two looks at its head statements.
+const DIGEST_SLICE: usize = 500;
+/// Rows a chained write inserts in a first statement, while it links the rest.
+const LEAD_ROWS: usize = 2000;
 
 /// Audit records in PostgreSQL.
 ///
@@ -199,22 +217,42 @@ impl PostgresStore {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            sqlx::query(
-                "INSERT INTO audit_chain_heads (chain, seq, hash) \
-                 SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c ORDER BY c \
-                 ON CONFLICT (chain) DO NOTHING",
-            )
-            .bind(&chains)
-            .bind(GENESIS.to_vec())
-            .execute(&mut *tx)
-            .await?;
-            let locked = sqlx::query(
-                "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1) \
-                 ORDER BY chain FOR UPDATE",
-            )
-            .bind(&chains)
-            .fetch_all(&mut *tx)
-            .await?;
+            // The rows' digests (most of linking's work) are computed while the server
+            // creates and locks the heads.
+            let lock_heads = async {
+                sqlx::query(
+                    "INSERT INTO audit_chain_heads (chain, seq, hash) \
+                     SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c ORDER BY c \
+                     ON CONFLICT (chain) DO NOTHING",
+                )
+                .bind(&chains)
+                .bind(GENESIS.to_vec())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1) \
+                     ORDER BY chain FOR UPDATE",
+                )
+                .bind(&chains)
+                .fetch_all(&mut *tx)
+                .await
+            };
+            // The first rows' digests are computed while the server creates and locks the
+            // heads; the others', and their links, while it inserts the first rows. Linking
+            // then costs the writer little more than the bytes it adds.
+            let lead = rows.len().min(LEAD_ROWS);
+            let (first, rest) = rows.split_at(lead);
+            let digest_first = async {
+                // In slices, giving the statements above their turn in between.
+                let mut digests = Vec::with_capacity(first.len());
+                for slice in first.chunks(DIGEST_SLICE) {
+                    digests.extend(chain::row_digests(slice));
+                    tokio::task::yield_now().await;
+                }
+                digests
+            };
+            let (locked, digests) = tokio::join!(lock_heads, digest_first);
+            let locked = locked?;
             let mut heads = HashMap::with_capacity(locked.len());
             for row in &locked {
                 let hash: Vec<u8> = row.try_get(2)?;
@@ -226,8 +264,15 @@ impl PostgresStore {
                     ),
                 );
             }
-            let links = chain::link_rows(keys, &mut heads, &rows);
-            let stored = Self::insert_rows(&mut *tx, &rows, Some(&links)).await?;
+            let links = chain::link_digested(keys, &mut heads, first, &digests);
+            let (stored_first, rest_links) =
+                tokio::join!(Self::insert_rows(&mut *tx, first, Some(&links)), async {
+                    chain::link_rows(keys, &mut heads, rest)
+                });
+            let mut stored = stored_first?;
+            if !rest.is_empty() {
+                stored += Self::insert_rows(&mut *tx, rest, Some(&rest_links)).await?;
+            }
             if stored != rows.len() as u64 {
                 tx.rollback().await?;
                 if skip_stored {
@@ -276,14 +321,26 @@ impl PostgresStore {
         let mut deleted = 0;
         let mut pruned = Vec::new();
         for head in self.chain_heads().await? {
-            let keep: Option<i64> = sqlx::query_scalar(
-                "SELECT min(chain_seq) FROM audit_logs WHERE coalesce(account_id, '') = $1 \
-                 AND chain_seq IS NOT NULL AND time_ms >= $2",
-            )
-            .bind(&head.chain)
+            // Every query goes through the account index: the chain's prefix is older than
+            // the cutoff, so its time bounds the range read (and the partitions).
+            let (chain, bind, p) = chain_params(&head.chain);
+            let named = |sql: String| {
+                let query = sqlx::query(AssertSqlSafe(sql));
+                if bind {
+                    query.bind(head.chain.clone())
+                } else {
+                    query
+                }
+            };
+            let keep: Option<i64> = named(format!(
+                "SELECT min(chain_seq) FROM audit_logs WHERE {chain} \
+                 AND chain_seq IS NOT NULL AND time_ms >= {}",
+                p(1)
+            ))
             .bind(cutoff_ms)
             .fetch_one(&self.pool)
-            .await?;
+            .await?
+            .try_get(0)?;
             let last_pruned = keep.map_or(head.seq, |k| k - 1);
             pruned.push((head.chain.clone(), last_pruned));
             let anchored: Option<i64> = sqlx::query_scalar(
@@ -295,14 +352,18 @@ impl PostgresStore {
             if last_pruned <= anchored.unwrap_or(0) {
                 continue;
             }
-            let hash: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT chain_hash FROM audit_logs WHERE coalesce(account_id, '') = $1 \
-                 AND chain_seq = $2",
-            )
-            .bind(&head.chain)
+            let hash: Option<Vec<u8>> = named(format!(
+                "SELECT chain_hash FROM audit_logs WHERE {chain} AND time_ms < {} \
+                 AND chain_seq = {}",
+                p(1),
+                p(2)
+            ))
+            .bind(cutoff_ms)
             .bind(last_pruned)
             .fetch_optional(&self.pool)
-            .await?;
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
             let Some(hash) = hash else { continue };
             let anchor = Checkpoint::sign(
                 keys,
@@ -315,12 +376,14 @@ impl PostgresStore {
             self.write_checkpoints(std::slice::from_ref(&anchor))
                 .await?;
             loop {
-                let step = sqlx::query(
+                let step = named(format!(
                     "DELETE FROM audit_logs WHERE (id, time_ms) IN (SELECT id, time_ms \
-                     FROM audit_logs WHERE coalesce(account_id, '') = $1 \
-                     AND chain_seq IS NOT NULL AND chain_seq <= $2 LIMIT 5000)",
-                )
-                .bind(&head.chain)
+                     FROM audit_logs WHERE {chain} AND time_ms < {} \
+                     AND chain_seq IS NOT NULL AND chain_seq <= {} ORDER BY time_ms LIMIT 5000)",
+                    p(1),
+                    p(2)
+                ))
+                .bind(cutoff_ms)
                 .bind(last_pruned)
                 .execute(&self.pool)
                 .await?
@@ -598,30 +661,114 @@ impl AuditStore for PostgresStore {
         after: (i64, Uuid),
         limit: u32,
     ) -> Result<Vec<ChainRow>> {
+        let (condition, bind, p) = chain_params(chain);
         let sql = format!(
-            "SELECT chain_seq, chain_hash, chain_seal, {} FROM audit_logs \
-             WHERE coalesce(account_id, '') = $1 AND chain_seq IS NOT NULL \
-             AND (chain_seq, id) > ($2, $3) ORDER BY chain_seq, id LIMIT $4",
-            COLUMNS.join(", ")
+            "SELECT {} FROM audit_logs WHERE {condition} AND chain_seq IS NOT NULL \
+             AND (chain_seq, id) > ({}, {}) ORDER BY chain_seq, id LIMIT {}",
+            chain_select(),
+            p(1),
+            p(2),
+            p(3)
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(chain)
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if bind {
+            query = query.bind(chain);
+        }
+        let rows = query
             .bind(after.0)
             .bind(after.1)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ChainRow {
-                    seq: row.try_get(0)?,
-                    hash: row.try_get::<Option<Vec<u8>>, _>(1)?.unwrap_or_default(),
-                    seal: row.try_get::<Option<Vec<u8>>, _>(2)?.unwrap_or_default(),
-                    id: row.try_get(3)?,
-                    digest: digest_columns(row, 3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(chain_row_of).collect()
+    }
+
+    fn chain_scan(&self, scope: ChainScope) -> BoxStream<'static, Result<Vec<ScannedLink>>> {
+        let pool = self.pool.clone();
+        spawn_scan(move |tx| async move {
+            let mut conn = pool.acquire().await?;
+            let (sql, chain, seqs) = match &scope {
+                // A sequential scan of every partition, rows streamed as the server reads
+                // them: server and client work at the same time.
+                ChainScope::All => (
+                    format!(
+                        "SELECT {} FROM audit_logs WHERE chain_seq IS NOT NULL",
+                        chain_select()
+                    ),
+                    None,
+                    None,
+                ),
+                // The account index, in its order: records of one account in time order
+                // are nearly in chain order.
+                ChainScope::Chain { chain, first, last } => {
+                    let (condition, bind, p) = chain_params(chain);
+                    (
+                        format!(
+                            "SELECT {} FROM audit_logs WHERE {condition} \
+                             AND chain_seq >= {} AND chain_seq <= {} ORDER BY time_ms, id",
+                            chain_select(),
+                            p(1),
+                            p(2)
+                        ),
+                        bind.then(|| chain.clone()),
+                        Some((*first, *last)),
+                    )
+                }
+            };
+            let whole = seqs.is_none();
+            if whole {
+                // A scan joining another one in progress would start mid-table and wrap
+                // around: every chain's start would come last, and wait in memory.
+                sqlx::query("SET synchronize_seqscans = off")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            if let Some(chain) = chain {
+                query = query.bind(chain);
+            }
+            if let Some((first, last)) = seqs {
+                query = query.bind(first).bind(last);
+            }
+            let mut complete = true;
+            {
+                let mut rows = query.fetch(&mut *conn);
+                let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+                while let Some(row) = rows.try_next().await? {
+                    chunk.push(scanned_link_of(&row)?);
+                    if chunk.len() == SCAN_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
+                        if tx.send(Ok(full)).await.is_err() {
+                            complete = false; // the reader is gone
+                            break;
+                        }
+                    }
+                }
+                if complete && !chunk.is_empty() {
+                    let _ = tx.send(Ok(chunk)).await;
+                }
+            }
+            if !complete {
+                // The rest of the result is still on its way: rather than read it to reuse
+                // the connection, close it.
+                conn.close_on_drop();
+            } else if whole {
+                sqlx::query("RESET synchronize_seqscans")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, head, time_ms, kind, key_id, signature FROM audit_checkpoints \
+             ORDER BY chain, seq, time_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_of).collect()
     }
 
     async fn chain_span(
@@ -630,16 +777,21 @@ impl AuditStore for PostgresStore {
         since_ms: i64,
         before_ms: i64,
     ) -> Result<Option<(i64, i64)>> {
-        let row = sqlx::query(
+        let (condition, bind, p) = chain_params(chain);
+        let mut query = sqlx::query(AssertSqlSafe(format!(
             "SELECT min(chain_seq), max(chain_seq) FROM audit_logs \
-             WHERE coalesce(account_id, '') = $1 AND chain_seq IS NOT NULL \
-             AND time_ms >= $2 AND time_ms < $3",
-        )
-        .bind(chain)
-        .bind(since_ms)
-        .bind(before_ms)
-        .fetch_one(&self.pool)
-        .await?;
+             WHERE {condition} AND chain_seq IS NOT NULL AND time_ms >= {} AND time_ms < {}",
+            p(1),
+            p(2)
+        )));
+        if bind {
+            query = query.bind(chain);
+        }
+        let row = query
+            .bind(since_ms)
+            .bind(before_ms)
+            .fetch_one(&self.pool)
+            .await?;
         let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
         Ok(lo.zip(hi))
     }

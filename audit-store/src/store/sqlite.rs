@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt as _, TryStreamExt as _};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -19,11 +21,15 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::sql::{self, QueryTarget};
-use super::{AuditStore, PageRow, RecordQuery};
+use super::{AuditStore, PageRow, RecordQuery, SCAN_CHUNK, chain_condition, spawn_scan};
 use crate::chain::{
-    self, ChainHead, ChainKeys, ChainRow, Checkpoint, CheckpointKind, GENESIS, Link,
+    self, ChainHead, ChainKeys, ChainRow, ChainScope, Checkpoint, CheckpointKind, GENESIS, Link,
+    ScannedLink,
 };
-use crate::row::{COLUMNS, StoredRecord, checkpoint_of, digest_columns, head_of};
+use crate::row::{
+    COLUMNS, StoredRecord, chain_row_of, chain_select, checkpoint_of, head_of, packed_chain_select,
+    packed_link_of,
+};
 use crate::{Result, StoreError};
 
 /// Rows written between refreshes of the planner's statistics.
@@ -39,6 +45,16 @@ const WRITER_CACHE: &str = "-32768";
 const READER_CACHE: &str = "-8192";
 /// Rows per `DELETE` step of retention: short transactions that never hold the write lock long.
 const DELETE_CHUNK: i64 = 5000;
+/// `mmap_size` of the connection that reads a whole store for verification: the file is read
+/// in place instead of copied page by page out of the OS cache (`pread`). SQLite caps it at
+/// its compile-time maximum (2 GB in the bundled build); beyond that it reads as usual.
+const SCAN_MMAP_BYTES: i64 = 1 << 40;
+/// Rows SQLite's worker thread may read ahead of the task decoding them (sqlx's default is
+/// 50). With room for a few milliseconds of rows, the scan hands rows over in bursts instead
+/// of waking the other thread for each one (see `chain_scan`).
+const ROW_BUFFER: usize = 1024;
+/// How long the scan waits when no row is ready, letting the worker fill the buffer.
+const SCAN_NAP: Duration = Duration::from_millis(1);
 
 /// Audit records in an embedded SQLite database.
 ///
@@ -144,7 +160,8 @@ impl SqliteStore {
     /// inserted through one connection, so that cache is one cache: with every pooled
     /// connection inserting in turn, each warmed its own and a process under write load held
     /// 4 x 32 MiB (the whole-server benchmark's peak RSS). Readers get up to 4 connections of
-    /// 8 MiB each.
+    /// 8 MiB each. Up to
+    /// 1,024 rows read ahead per query, for the verifier's scan.
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
         let options = options
             .create_if_missing(true)
@@ -152,7 +169,8 @@ impl SqliteStore {
             .pragma("cache_size", READER_CACHE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .row_buffer_size(ROW_BUFFER);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
@@ -302,18 +320,28 @@ impl SqliteStore {
                     );
                 }
             }
-            let links = chain::link_rows(keys, &mut heads, &rows);
+            // Each statement's links are computed while SQLite writes the previous one: the
+            // hashing runs on this thread while SQLite's worker thread inserts.
             let mut stored = 0;
-            for (chunk, links) in rows
-                .chunks(ROWS_PER_STATEMENT)
-                .zip(links.chunks(ROWS_PER_STATEMENT))
-            {
-                stored += insert_statement(chunk, Some(links))
-                    .build()
-                    .persistent(cached(chunk))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let mut chunks = rows.chunks(ROWS_PER_STATEMENT);
+            let mut next = chunks
+                .next()
+                .map(|chunk| (chunk, chain::link_rows(keys, &mut heads, chunk)));
+            while let Some((chunk, links)) = next.take() {
+                let mut statement = insert_statement(chunk, Some(&links));
+                let (written, following) = tokio::join!(
+                    statement
+                        .build()
+                        .persistent(cached(chunk))
+                        .execute(&mut *tx),
+                    async {
+                        chunks
+                            .next()
+                            .map(|chunk| (chunk, chain::link_rows(keys, &mut heads, chunk)))
+                    }
+                );
+                stored += written?.rows_affected();
+                next = following;
             }
             if stored != rows.len() as u64 {
                 tx.rollback().await?;
@@ -353,14 +381,25 @@ impl SqliteStore {
     async fn delete_chained(&self, keys: &ChainKeys, cutoff_ms: i64) -> Result<u64> {
         let mut deleted = 0;
         for head in self.chain_heads().await? {
-            let keep: Option<i64> = sqlx::query_scalar(
-                "SELECT min(chain_seq) FROM audit_logs WHERE coalesce(account_id, '') = ? \
-                 AND chain_seq IS NOT NULL AND time_ms >= ?",
-            )
-            .bind(&head.chain)
+            // Every query goes through the account index: the chain's prefix is older than
+            // the cutoff, so its time bounds the range read.
+            let (chain, bind) = chain_condition(&head.chain, "?");
+            let named = |sql: String| {
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if bind {
+                    query.bind(head.chain.clone())
+                } else {
+                    query
+                }
+            };
+            let keep: Option<i64> = named(format!(
+                "SELECT min(chain_seq) FROM audit_logs WHERE {chain} \
+                 AND chain_seq IS NOT NULL AND time_ms >= ?"
+            ))
             .bind(cutoff_ms)
             .fetch_one(&self.pool)
-            .await?;
+            .await?
+            .try_get(0)?;
             let last_pruned = keep.map_or(head.seq, |k| k - 1);
             let anchored: Option<i64> = sqlx::query_scalar(
                 "SELECT max(seq) FROM audit_checkpoints WHERE chain = ? AND kind = 'anchor'",
@@ -371,14 +410,16 @@ impl SqliteStore {
             if last_pruned <= anchored.unwrap_or(0) {
                 continue;
             }
-            let hash: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT chain_hash FROM audit_logs WHERE coalesce(account_id, '') = ? \
-                 AND chain_seq = ?",
-            )
-            .bind(&head.chain)
+            let hash: Option<Vec<u8>> = named(format!(
+                "SELECT chain_hash FROM audit_logs WHERE {chain} AND time_ms < ? \
+                 AND chain_seq = ?"
+            ))
+            .bind(cutoff_ms)
             .bind(last_pruned)
             .fetch_optional(&self.pool)
-            .await?;
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
             let Some(hash) = hash else { continue };
             let anchor = Checkpoint::sign(
                 keys,
@@ -391,12 +432,12 @@ impl SqliteStore {
             self.write_checkpoints(std::slice::from_ref(&anchor))
                 .await?;
             loop {
-                let step = sqlx::query(
+                let step = named(format!(
                     "DELETE FROM audit_logs WHERE id IN (SELECT id FROM audit_logs \
-                     WHERE coalesce(account_id, '') = ? AND chain_seq IS NOT NULL \
-                     AND chain_seq <= ? ORDER BY chain_seq LIMIT ?)",
-                )
-                .bind(&head.chain)
+                     WHERE {chain} AND time_ms < ? AND chain_seq IS NOT NULL \
+                     AND chain_seq <= ? ORDER BY time_ms LIMIT ?)"
+                ))
+                .bind(cutoff_ms)
                 .bind(last_pruned)
                 .bind(DELETE_CHUNK)
                 .execute(&self.pool)
@@ -562,30 +603,116 @@ impl AuditStore for SqliteStore {
         after: (i64, Uuid),
         limit: u32,
     ) -> Result<Vec<ChainRow>> {
+        let (condition, bind) = chain_condition(chain, "?");
         let sql = format!(
-            "SELECT chain_seq, chain_hash, chain_seal, {} FROM audit_logs \
-             WHERE coalesce(account_id, '') = ? AND chain_seq IS NOT NULL \
+            "SELECT {} FROM audit_logs WHERE {condition} AND chain_seq IS NOT NULL \
              AND (chain_seq, id) > (?, ?) ORDER BY chain_seq, id LIMIT ?",
-            COLUMNS.join(", ")
+            chain_select()
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(chain)
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if bind {
+            query = query.bind(chain);
+        }
+        let rows = query
             .bind(after.0)
             .bind(after.1)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ChainRow {
-                    seq: row.try_get(0)?,
-                    hash: row.try_get::<Option<Vec<u8>>, _>(1)?.unwrap_or_default(),
-                    seal: row.try_get::<Option<Vec<u8>>, _>(2)?.unwrap_or_default(),
-                    id: row.try_get(3)?,
-                    digest: digest_columns(row, 3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(chain_row_of).collect()
+    }
+
+    fn chain_scan(&self, scope: ChainScope) -> BoxStream<'static, Result<Vec<ScannedLink>>> {
+        let pool = self.pool.clone();
+        spawn_scan(move |tx| async move {
+            let mut conn = pool.acquire().await?;
+            let whole = matches!(scope, ChainScope::All);
+            let (sql, chain, seqs) = match &scope {
+                // The table is clustered by id: one pass in id order, page after page.
+                ChainScope::All => (
+                    format!(
+                        "SELECT {} FROM audit_logs WHERE chain_seq IS NOT NULL",
+                        packed_chain_select()
+                    ),
+                    None,
+                    None,
+                ),
+                // The account index, in its order: records of one account in time order
+                // are nearly in chain order.
+                ChainScope::Chain { chain, first, last } => {
+                    let (condition, bind) = chain_condition(chain, "?");
+                    (
+                        format!(
+                            "SELECT {} FROM audit_logs WHERE {condition} \
+                             AND chain_seq >= ? AND chain_seq <= ? ORDER BY time_ms, id",
+                            packed_chain_select()
+                        ),
+                        bind.then(|| chain.clone()),
+                        Some((*first, *last)),
+                    )
+                }
+            };
+            if whole {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA mmap_size = {SCAN_MMAP_BYTES}"
+                )))
+                .execute(&mut *conn)
+                .await?;
+            }
+            let outcome = async {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if let Some(chain) = chain {
+                    query = query.bind(chain);
+                }
+                if let Some((first, last)) = seqs {
+                    query = query.bind(first).bind(last);
+                }
+                let mut rows = query.fetch(&mut *conn);
+                let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+                loop {
+                    // Rows come from sqlx's worker thread one by one. Waiting for each as
+                    // it comes costs a wake-up (a futex call and a context switch) per row,
+                    // more than decoding it: when none is ready, nap and take a burst.
+                    let next = match rows.try_next().now_or_never() {
+                        Some(next) => next?,
+                        None => {
+                            tokio::time::sleep(SCAN_NAP).await;
+                            rows.try_next().await?
+                        }
+                    };
+                    let Some(row) = next else { break };
+                    chunk.push(packed_link_of(&row)?);
+                    if chunk.len() == SCAN_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return Ok(()); // the reader is gone
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.send(Ok(chunk)).await;
+                }
+                Result::Ok(())
+            }
+            .await;
+            if whole {
+                // The pooled connection goes back to reading through the page cache.
+                sqlx::query("PRAGMA mmap_size = 0")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            outcome
+        })
+    }
+
+    async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, head, time_ms, kind, key_id, signature FROM audit_checkpoints \
+             ORDER BY chain, seq, time_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_of).collect()
     }
 
     async fn chain_span(
@@ -594,16 +721,19 @@ impl AuditStore for SqliteStore {
         since_ms: i64,
         before_ms: i64,
     ) -> Result<Option<(i64, i64)>> {
-        let row = sqlx::query(
+        let (condition, bind) = chain_condition(chain, "?");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT min(chain_seq), max(chain_seq) FROM audit_logs \
-             WHERE coalesce(account_id, '') = ? AND chain_seq IS NOT NULL \
-             AND time_ms >= ? AND time_ms < ?",
-        )
-        .bind(chain)
-        .bind(since_ms)
-        .bind(before_ms)
-        .fetch_one(&self.pool)
-        .await?;
+             WHERE {condition} AND chain_seq IS NOT NULL AND time_ms >= ? AND time_ms < ?"
+        )));
+        if bind {
+            query = query.bind(chain);
+        }
+        let row = query
+            .bind(since_ms)
+            .bind(before_ms)
+            .fetch_one(&self.pool)
+            .await?;
         let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
         Ok(lo.zip(hi))
     }
