@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method};
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::identity::{AuditHandle, Identity};
@@ -306,7 +305,5 @@ fn into_body(text: crate::redact::RedactedBody) -> Body {
 }
 
 fn marker(key: &str, reason: String) -> Body {
-    let mut map = Map::with_capacity(1);
-    map.insert(key.to_owned(), Value::String(reason));
-    Body::from(Value::Object(map))
+    into_body(crate::redact::marker(key, &reason))
 }

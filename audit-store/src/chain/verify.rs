@@ -766,30 +766,9 @@ mod tests {
     fn chain(n: u128) -> Vec<ChainRow> {
         let rows: Vec<StoredRecord> = (1..=n)
             .map(|i| StoredRecord {
-                id: Uuid::from_u128(i),
                 time_ms: i as i64,
-                account_id: Some("a".into()),
-                account_name: None,
-                zone_id: None,
-                zone_name: None,
-                action_type: "create",
-                action_result: "success",
-                actor_email: None,
-                actor_id: None,
-                actor_ip_address: None,
-                actor_type: None,
-                actor_context: None,
-                actor_token_id: None,
-                actor_token_name: None,
                 raw_ray_id: format!("r{i}"),
-                raw_method: "POST".into(),
-                raw_status_code: 200,
-                raw_uri: "/".into(),
-                resource_id: None,
-                resource_product: None,
-                resource_type: None,
-                resource_scope: None,
-                record: "{}".into(),
+                ..crate::chain::tests::row(i, Some("a"))
             })
             .collect();
         let links = link_rows(&keys(), &mut HashMap::new(), &rows);
