@@ -26,6 +26,7 @@
 //! # Ok::<(), audit_layer::PolicyError>(())
 //! ```
 
+mod router;
 mod template;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use http::Method;
 
 use crate::record::ActionType;
 use crate::redact::{ContentPlans, QueryPlan, RedactedBody, RedactionPlan, ResponsePlans};
+use router::SegmentRouter;
 pub(crate) use template::{PathIds, RouteTemplate};
 
 /// How many undescribed routes' plans are cached; an app has far fewer routes than this.
@@ -338,6 +340,7 @@ impl AuditPolicyBuilder {
                             why: e.to_string(),
                         }
                     })?;
+                    policy.segments.insert(&template, index);
                     policy.routes.push(Vec::new());
                     policy.by_template.insert(template.clone(), index);
                     index
@@ -362,7 +365,10 @@ impl AuditPolicyBuilder {
 /// The default policy describes no operation: every request is recorded with metadata only.
 #[derive(Default)]
 pub struct AuditPolicy {
+    /// Refuses templates that conflict (the tree below assumes it did).
     router: matchit::Router<usize>,
+    /// Finds the route of a path, as `router` would.
+    segments: SegmentRouter,
     routes: Vec<MethodPlans>,
     by_template: HashMap<String, usize>,
     operations: usize,
@@ -403,12 +409,24 @@ impl AuditPolicy {
         matched_template: Option<&str>,
         path: &str,
     ) -> Option<Arc<OperationPlan>> {
+        self.plan_ref(method, matched_template, path)
+            .map(Arc::clone)
+    }
+
+    /// [`plan_for`](Self::plan_for), borrowed.
+    #[inline]
+    fn plan_ref(
+        &self,
+        method: &Method,
+        matched_template: Option<&str>,
+        path: &str,
+    ) -> Option<&Arc<OperationPlan>> {
         let index = match matched_template {
             Some(template) => self.by_template.get(template).copied(),
             None => None,
         }
-        .or_else(|| self.router.at(path).ok().map(|m| *m.value))?;
-        let methods = &self.routes[index];
+        .or_else(|| self.segments.at(path))?;
+        let methods = self.routes.get(index)?;
         let find = |wanted: &Method| methods.iter().find(|(m, _)| m == wanted);
         // A HEAD is a GET without a body; axum routes it to the GET handler too.
         find(method)
@@ -417,7 +435,7 @@ impl AuditPolicy {
                     .then(|| find(&Method::GET))
                     .flatten()
             })
-            .map(|(_, plan)| Arc::clone(plan))
+            .map(|(_, plan)| plan)
     }
 
     /// The request body of `method path` as a record would hold it: the kept fields as JSON
@@ -457,7 +475,7 @@ impl AuditPolicy {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Option<RedactedBody> {
-        let plan = self.plan_for(method, None, path)?;
+        let plan = self.plan_ref(method, None, path)?;
         if !plan.audited || plan.level < AuditLevel::Request {
             return None;
         }
@@ -475,7 +493,7 @@ impl AuditPolicy {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Option<RedactedBody> {
-        let plan = self.plan_for(method, None, path)?;
+        let plan = self.plan_ref(method, None, path)?;
         if !plan.audited || plan.level < AuditLevel::RequestResponse {
             return None;
         }

@@ -92,6 +92,10 @@ pub(crate) struct ContentPlans {
     /// For each entry, whether its media type has no uppercase letter: then a content type
     /// spelled exactly like it matches without lowercasing.
     lowercase: Box<[bool]>,
+    /// For each entry, whether its media type is lowercase and its own [`essence`]: then a
+    /// whole `Content-Type` value spelled exactly like it selects it (or an earlier entry
+    /// spelled the same), without reading the value for parameters and whitespace first.
+    exact: Box<[bool]>,
 }
 
 /// What a record says about a body.
@@ -129,10 +133,18 @@ impl ContentPlans {
         let lowercase = entries
             .iter()
             .map(|(media, _)| !media.bytes().any(|b| b.is_ascii_uppercase()))
+            .collect::<Box<[bool]>>();
+        let exact = entries
+            .iter()
+            .zip(&lowercase)
+            .map(|((media, _), &lowercase)| {
+                lowercase && essence(media.as_bytes()) == Some(&**media)
+            })
             .collect();
         Self {
             entries: entries.into(),
             lowercase,
+            exact,
         }
     }
 
@@ -169,6 +181,19 @@ impl ContentPlans {
                 Err(e) => marker("_unparsed", &e.to_string()),
             });
         }
+        // The common case: the value is exactly a described media type. The slow path below
+        // would pick the same entry: the value is then its own essence, all lowercase, so the
+        // first entry it matches there is the first spelled like it.
+        if let Some(content_type) = content_type
+            && let Some((_, plan)) = self
+                .entries
+                .iter()
+                .zip(&self.exact)
+                .find(|((media, _), exact)| **exact && media.as_bytes() == content_type)
+                .map(|(entry, _)| entry)
+        {
+            return Some(Self::redact_by(plan.as_ref(), body));
+        }
         // Compared as if lowercased, without building the lowercase text.
         let Some(essence) = content_type.and_then(essence) else {
             return Some(marker("_unparsed", "the body has no content type"));
@@ -193,12 +218,20 @@ impl ContentPlans {
                 "_unparsed",
                 "the content type is not described for this operation",
             ),
-            Some((_, None)) => marker("_unparsed", "bodies of this content type are not recorded"),
-            Some((_, Some(plan))) => match plan.redact_json(body) {
+            Some((_, plan)) => Self::redact_by(plan.as_ref(), body),
+        })
+    }
+
+    /// The body by the plan of its media type (`None` for one whose bodies are not recorded).
+    #[inline]
+    fn redact_by(plan: Option<&RedactionPlan>, body: &[u8]) -> RecordedBody {
+        match plan {
+            None => marker("_unparsed", "bodies of this content type are not recorded"),
+            Some(plan) => match plan.redact_json(body) {
                 Ok(kept) => raw(kept),
                 Err(e) => marker("_unparsed", &e.to_string()),
             },
-        })
+        }
     }
 }
 
