@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::body::{AuditBody, AuditRequestBody, poll_watched};
 use crate::capture::{AuditGuard, Ending, RequestBody, ResponseCopy};
 use crate::identity::Identity;
-use crate::sink::Commit;
+use crate::sink::{Backpressure, Commit};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -76,7 +76,20 @@ pin_project! {
             commit: Option<Commit>,
         },
         Rejected { status: StatusCode },
+        // Backpressure: the sink is full; the request waits before it is served.
+        Waiting {
+            wait: Backpressure,
+            then: Option<Then<S, B>>,
+        },
     }
+}
+
+/// How a request that waited for the sink goes on.
+pub(crate) enum Then<S, B> {
+    /// Calls the service (made ready for this request) with the streaming request.
+    Call(S, Request<AuditRequestBody<B>>),
+    /// Reads the body ahead, then calls the service.
+    Read(ReadFuture, S, request::Parts),
 }
 
 impl<S, B, RB> ResponseFuture<S, B, RB>
@@ -108,6 +121,23 @@ where
                 service: Some(service),
                 parts: Some(parts),
                 _body: PhantomData,
+            },
+            guard,
+            ray_id: Some(ray_id),
+        }
+    }
+
+    /// A request that waits for room in the sink, then goes on as `then` says.
+    pub(crate) fn waiting(
+        wait: Backpressure,
+        then: Then<S, B>,
+        guard: AuditGuard,
+        ray_id: (HeaderName, HeaderValue),
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                wait,
+                then: Some(then),
             },
             guard,
             ray_id: Some(ray_id),
@@ -259,6 +289,24 @@ where
                     }
                     let body = AuditBody::replay(std::mem::take(frames), body.take());
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                }
+                StateProj::Waiting { wait, then } => {
+                    ready!(wait.as_mut().poll(cx));
+                    match then.take() {
+                        Some(Then::Call(mut service, req)) => {
+                            let future = service.call(req);
+                            this.state.set(State::Calling { future });
+                        }
+                        Some(Then::Read(read, service, parts)) => {
+                            this.state.set(State::Reading {
+                                read,
+                                service: Some(service),
+                                parts: Some(parts),
+                                _body: PhantomData,
+                            });
+                        }
+                        None => unreachable!("a request goes on once"),
+                    }
                 }
                 StateProj::Rejected { status } => {
                     let status = *status;

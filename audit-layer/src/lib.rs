@@ -80,4 +80,4 @@ pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
 pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError};
 pub use service::Audit;
-pub use sink::{AuditSink, Commit, NotCommitted};
+pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};

@@ -12,7 +12,7 @@ use crate::body::{AuditBody, AuditRequestBody};
 use crate::capture::{AuditGuard, Capture, RequestBody, ResponseCopy};
 use crate::client_ip::peer_addr;
 use crate::escape;
-use crate::future::{ResponseFuture, read_body};
+use crate::future::{ResponseFuture, Then, read_body};
 use crate::identity::AuditHandle;
 use crate::layer::Config;
 use crate::policy::{AuditLevel, OperationPlan};
@@ -148,9 +148,16 @@ where
             return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, guard, ray_id.1);
         }
 
+        // Backpressure: while the sink is full, the request waits before it is served.
+        let wait = config.sink.backpressure();
+
         if !records_bodies {
             let req = req.map(AuditRequestBody::streaming);
-            return ResponseFuture::calling(self.inner.call(req), guard, Some(ray_id.1));
+            let Some(wait) = wait else {
+                return ResponseFuture::calling(self.inner.call(req), guard, Some(ray_id.1));
+            };
+            let inner = self.take_ready();
+            return ResponseFuture::waiting(wait, Then::Call(inner, req), guard, ray_id.1);
         }
 
         let limit = config.body_limit;
@@ -162,12 +169,24 @@ where
             guard.set_request(RequestBody::OverLimit(limit));
             return ResponseFuture::rejected(StatusCode::PAYLOAD_TOO_LARGE, guard, ray_id.1);
         }
-        // The inner service was made ready for this call; keep that one and leave a fresh
-        // clone in its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = self.take_ready();
         let (parts, body) = req.into_parts();
-        ResponseFuture::reading(read_body(body, limit), inner, parts, guard, ray_id.1)
+        let read = read_body(body, limit);
+        match wait {
+            None => ResponseFuture::reading(read, inner, parts, guard, ray_id.1),
+            Some(wait) => {
+                ResponseFuture::waiting(wait, Then::Read(read, inner, parts), guard, ray_id.1)
+            }
+        }
+    }
+}
+
+impl<S: Clone> Audit<S> {
+    /// The inner service, made ready for this call, to call later; a fresh clone takes its
+    /// place.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 

@@ -59,7 +59,50 @@ pub trait AuditSink: Send + Sync + 'static {
     fn is_available(&self) -> bool {
         true
     }
+
+    /// Backpressure: `None` when the sink has room for another record now, or a future that
+    /// completes once it has (or once the sink stops waiting).
+    ///
+    /// The layer asks before it serves each audited request; while the future is pending the
+    /// request waits, before its body is read and before the handler runs. A sink whose
+    /// storage falls behind thus slows the server down to what storage absorbs, instead of
+    /// letting records pile up in memory. Requests of unaudited operations never wait.
+    ///
+    /// Called once per audited request, so the `None` answer must be cheap (an atomic load,
+    /// say). Defaults to `None`: never wait.
+    ///
+    /// ```
+    /// use audit_layer::{AuditSink, Backpressure, record::AuditRecord};
+    /// use std::sync::Arc;
+    /// use tokio::sync::Semaphore;
+    ///
+    /// /// Lets at most 100 records be in flight to a slow destination.
+    /// struct Limited(Arc<Semaphore>);
+    ///
+    /// impl AuditSink for Limited {
+    ///     fn submit(&self, record: AuditRecord) {
+    ///         // ... hand the record over; a permit comes back when it is stored
+    ///     }
+    ///
+    ///     fn backpressure(&self) -> Option<Backpressure> {
+    ///         if self.0.available_permits() > 0 {
+    ///             return None;
+    ///         }
+    ///         let permits = Arc::clone(&self.0);
+    ///         Some(Box::pin(async move {
+    ///             let _ = permits.acquire().await;
+    ///         }))
+    ///     }
+    /// }
+    /// ```
+    fn backpressure(&self) -> Option<Backpressure> {
+        None
+    }
 }
+
+/// What [`AuditSink::backpressure`] returns when the sink is full: completes when a request
+/// may go on.
+pub type Backpressure = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The future of [`AuditSink::submit_and_commit`].
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), NotCommitted>> + Send>>;
@@ -100,6 +143,10 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
 
     fn is_available(&self) -> bool {
         (**self).is_available()
+    }
+
+    fn backpressure(&self) -> Option<Backpressure> {
+        (**self).backpressure()
     }
 }
 

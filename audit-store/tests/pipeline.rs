@@ -35,6 +35,7 @@ backend_tests!(
     retention_deletes_what_is_older_than_the_period,
     shutdown_flushes_a_full_queue,
     unstorable_record_does_not_block_the_pipeline,
+    backpressure_holds_requests_until_a_writer_takes_a_batch,
 );
 
 /// `(enqueued, stored, duplicates, spooled, replayed, dropped, gap_records)`.
@@ -614,6 +615,89 @@ async fn shutdown_flushes_a_full_queue<S: AuditStore>(fx: &Fixture<S>) -> TestRe
     assert_eq!(fx.store.count().await?, 5_000);
     for r in records.iter().step_by(499) {
         assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
+    }
+    Ok(())
+}
+
+/// With backpressure, a queue three-quarters full holds requests back (no overflow, no drop)
+/// until a writer takes a batch off it; a wait ends at its limit, or at shutdown.
+async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.hold();
+    let (sink, worker) = start(
+        fast(flaky.clone())
+            .queue_capacity(8)
+            .batch_size(4)
+            .spool(dir.path(), 64 * 1024 * 1024)
+            .backpressure(Duration::from_secs(60)),
+    )
+    .await?;
+    let records: Vec<AuditRecord> = (0..20)
+        .map(|i| record(Some("acc_b"), BASE_MS + i))
+        .collect();
+    sink.submit(records[0].clone());
+    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    // Room while fewer than 6 (three quarters of 8) are queued.
+    for r in &records[1..7] {
+        assert!(sink.backpressure().is_none(), "{:?}", sink.metrics());
+        sink.submit(r.clone());
+    }
+    let Some(wait) = sink.backpressure() else {
+        return Err("six queued records of eight: requests wait".into());
+    };
+    let waiting = tokio::spawn(wait);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "no writer took a batch yet");
+
+    // The hanging write ends; the writer takes the next batch of four and wakes the request.
+    flaky.release();
+    tokio::time::timeout(Duration::from_secs(10), waiting).await??;
+    let m = sink.metrics();
+    assert_eq!((m.waited, m.waits_timed_out), (1, 0), "{m:?}");
+    until_count(&fx.store, 7).await?;
+
+    // A wait that outlasts its limit lets the request go on; the record still finds room.
+    let (short, short_worker) = start(
+        fast(flaky.clone())
+            .queue_capacity(4)
+            .batch_size(1)
+            .backpressure(Duration::from_millis(30)),
+    )
+    .await?;
+    flaky.hold();
+    short.submit(records[7].clone());
+    eventually("the write to hang", || flaky.waiting() >= 1).await?;
+    for r in &records[8..11] {
+        short.submit(r.clone());
+    }
+    let Some(wait) = short.backpressure() else {
+        return Err("a full queue holds requests back".into());
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await?;
+    let m = short.metrics();
+    assert_eq!((m.waited, m.waits_timed_out), (1, 1), "{m:?}");
+
+    // Shutdown wakes whoever waits, at once.
+    let Some(wait) = short.backpressure() else {
+        return Err("still full".into());
+    };
+    let waiting = tokio::spawn(wait);
+    let stopping = {
+        let short = short.clone();
+        tokio::spawn(async move { short.shutdown().await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting).await??;
+    flaky.release();
+    stopping.await?;
+    short_worker.await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!((m.dropped, m.overflowed), (0, 0), "{m:?}");
+    until_count(&fx.store, 11).await?;
+    for r in &records[..11] {
+        assert_eq!(fx.store.get("acc_b", r.id).await?, Some(json(r)?));
     }
     Ok(())
 }

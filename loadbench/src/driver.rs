@@ -33,6 +33,9 @@ USAGE: loadbench [OPTIONS]
   --queue-capacity N    the audit pipeline's queue, records [8192]
   --batch-size N        the audit pipeline's largest transaction, records [4000]
   --spool-budget BYTES  the audit pipeline's spool budget [268435456]
+  --backpressure MS     the storing variants hold requests up to MS while the pipeline's
+                        queue is three-quarters full (PipelineBuilder::backpressure); 0 is
+                        the default mode: never wait, spill the excess to the spool [0]
   --rss-bound MIB       the peak RSS the storing variants must stay under [64]
   --out FILE            every run as a JSON line [target/loadbench/runs.jsonl]
   --smoke               one round of 2 s per server and 0.5 s warm-up at 2,000 req/s
@@ -55,6 +58,7 @@ struct Options {
     queue_capacity: usize,
     batch_size: usize,
     spool_budget: u64,
+    backpressure_ms: u64,
     rss_bound_mib: f64,
     out: PathBuf,
 }
@@ -74,6 +78,7 @@ impl Options {
             queue_capacity: 8192,
             batch_size: 4000,
             spool_budget: 256 << 20,
+            backpressure_ms: 0,
             rss_bound_mib: 64.0,
             out: PathBuf::from("target/loadbench/runs.jsonl"),
         };
@@ -124,6 +129,7 @@ impl Options {
                 "--queue-capacity" => options.queue_capacity = value()?.parse()?,
                 "--batch-size" => options.batch_size = value()?.parse()?,
                 "--spool-budget" => options.spool_budget = value()?.parse()?,
+                "--backpressure" => options.backpressure_ms = value()?.parse()?,
                 "--rss-bound" => options.rss_bound_mib = value()?.parse()?,
                 "--out" => options.out = PathBuf::from(value()?),
                 "--smoke" => {
@@ -186,6 +192,9 @@ struct RunResult {
     shutdown_ms: u64,
     dropped: u64,
     spooled: u64,
+    /// Requests held back by backpressure, and those that went on after the longest wait.
+    waited: u64,
+    waits_timed_out: u64,
     load_avg: String,
 }
 
@@ -453,6 +462,7 @@ impl Run<'_> {
             .args(["--queue-capacity", &self.options.queue_capacity.to_string()])
             .args(["--batch-size", &self.options.batch_size.to_string()])
             .args(["--spool-budget", &self.options.spool_budget.to_string()])
+            .args(["--backpressure", &self.options.backpressure_ms.to_string()])
             .stdin(Stdio::null())
             // rune's sink prints every event here.
             .stdout(Stdio::null())
@@ -538,6 +548,8 @@ impl Run<'_> {
             shutdown_ms: report.shutdown_ms,
             dropped: report.dropped,
             spooled: report.spooled,
+            waited: report.waited,
+            waits_timed_out: report.waits_timed_out,
             load_avg: load_average(),
             ..RunResult::default()
         };
@@ -744,6 +756,18 @@ fn tables(options: &Options, results: &[RunResult]) -> String {
         options.connections,
         load_average()
     );
+    let _ = writeln!(
+        out,
+        "Storing variants: queue {} records, batches of up to {}, spool budget {} MiB, backpressure {}.\n",
+        group(options.queue_capacity as f64, 0),
+        group(options.batch_size as f64, 0),
+        options.spool_budget >> 20,
+        match options.backpressure_ms {
+            0 => "off (the default mode: a request never waits; the excess goes to the spool)"
+                .to_owned(),
+            ms => format!("on (a request waits up to {ms} ms while the queue is 3/4 full)"),
+        }
+    );
     for &rate in &options.rates {
         let level = match rate {
             None => "saturation (closed loop)".to_owned(),
@@ -800,12 +824,12 @@ fn tables(options: &Options, results: &[RunResult]) -> String {
         let _ = writeln!(out, "\n### Storage — {level}\n");
         let _ = writeln!(
             out,
-            "| request | variant | answered | stored after SIGTERM | lost | committed when load stopped | committed rows/s under load | lag p50 ms | lag p99 ms | lag max ms | flush after SIGTERM ms | dropped | peak RSS MiB (bound {}) | PostgreSQL CPU µs/req |",
+            "| request | variant | answered | stored after SIGTERM | lost | committed when load stopped | committed rows/s under load | lag p50 ms | lag p99 ms | lag max ms | flush after SIGTERM ms | dropped | spooled | held (timed out) | peak RSS MiB (bound {}) | PostgreSQL CPU µs/req |",
             options.rss_bound_mib
         );
         let _ = writeln!(
             out,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for &kind in &options.kinds {
             for &variant in &storing {
@@ -820,7 +844,7 @@ fn tables(options: &Options, results: &[RunResult]) -> String {
                 let lost: u64 = runs.iter().map(|r| r.missing).sum();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | **{}** in {} runs | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | **{}** in {} runs | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
                     kind.name(),
                     variant.name(),
                     show(&|r| r.answered as f64, 0),
@@ -837,6 +861,9 @@ fn tables(options: &Options, results: &[RunResult]) -> String {
                     show(&|r| f64::from(r.lag_max_ms), 0),
                     show(&|r| r.shutdown_ms as f64, 0),
                     show(&|r| r.dropped as f64, 0),
+                    show(&|r| r.spooled as f64, 0),
+                    show(&|r| r.waited as f64, 0),
+                    show(&|r| r.waits_timed_out as f64, 0),
                     show(&|r| r.peak_rss_kib as f64 / 1024.0, 1),
                     if variant == Variant::AuditPostgres {
                         show(&|r| r.db_cpu_us_per_request, 1)

@@ -148,6 +148,9 @@ struct ServerReport {
     dropped: u64,
     spooled: u64,
     gap_records: u64,
+    /// Requests held back by backpressure, and those that went on after the longest wait.
+    waited: u64,
+    waits_timed_out: u64,
     /// Per committed record: commit time minus the record's `action.time`, ms.
     lags_ms: Vec<u32>,
     /// Per committed batch: (unix ms when the insert returned, records committed so far).

@@ -172,6 +172,7 @@ struct ServeArgs {
     queue_capacity: usize,
     batch_size: usize,
     spool_budget: u64,
+    backpressure_ms: u64,
     writers: usize,
 }
 
@@ -185,6 +186,7 @@ impl ServeArgs {
         let mut queue_capacity = 8192;
         let mut batch_size = 4000;
         let mut spool_budget = 256 << 20;
+        let mut backpressure_ms = 0;
         let mut writers = 0;
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -202,6 +204,7 @@ impl ServeArgs {
                 "--queue-capacity" => queue_capacity = value()?.parse()?,
                 "--batch-size" => batch_size = value()?.parse()?,
                 "--spool-budget" => spool_budget = value()?.parse()?,
+                "--backpressure" => backpressure_ms = value()?.parse()?,
                 "--writers" => writers = value()?.parse()?,
                 other => return Err(format!("serve: unknown option {other:?}").into()),
             }
@@ -215,6 +218,7 @@ impl ServeArgs {
             queue_capacity,
             batch_size,
             spool_budget,
+            backpressure_ms,
             writers,
         })
     }
@@ -319,6 +323,8 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         report.stored = metrics.stored;
         report.dropped = metrics.dropped;
         report.spooled = metrics.spooled;
+        report.waited = metrics.waited;
+        report.waits_timed_out = metrics.waits_timed_out;
         report.gap_records = metrics.gap_records;
         let log = std::mem::take(&mut *commits.lock().unwrap_or_else(PoisonError::into_inner));
         report.lags_ms = log.lags_ms;
@@ -366,13 +372,15 @@ async fn start_pipeline<S: AuditStore>(
     } else {
         args.writers
     };
-    let (sink, pipeline) = pipeline::builder(store)
+    let mut builder = pipeline::builder(store)
         .queue_capacity(args.queue_capacity)
         .batch_size(args.batch_size)
         .writers(writers)
-        .spool(args.data_dir.join("spool"), args.spool_budget)
-        .build()
-        .await?;
+        .spool(args.data_dir.join("spool"), args.spool_budget);
+    if args.backpressure_ms > 0 {
+        builder = builder.backpressure(Duration::from_millis(args.backpressure_ms));
+    }
+    let (sink, pipeline) = builder.build().await?;
     let worker = tokio::spawn(pipeline.run());
     Ok(Ingest {
         sink,

@@ -20,6 +20,8 @@ pub(crate) struct Counters {
     pub(crate) overflowed: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) unclean_restarts: AtomicU64,
+    pub(crate) waited: AtomicU64,
+    pub(crate) waits_timed_out: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +51,8 @@ impl Counters {
             overflowed: get(&self.overflowed),
             expired: get(&self.expired),
             unclean_restarts: get(&self.unclean_restarts),
+            waited: get(&self.waited),
+            waits_timed_out: get(&self.waits_timed_out),
             batches,
             batch_latency_avg_micros: get(&self.batch_micros_sum)
                 .checked_div(batches)
@@ -90,6 +94,10 @@ pub struct PipelineMetrics {
     /// 1 when this pipeline found that the previous one (same spool) was killed without
     /// shutting down; a gap record reports what it held in memory.
     pub unclean_restarts: u64,
+    /// Requests that waited for room in the queue ([backpressure](super::PipelineBuilder::backpressure)).
+    pub waited: u64,
+    /// Of those, requests that went on after the longest wait, the queue still full.
+    pub waits_timed_out: u64,
     /// Chain checkpoints signed (one per account per round; see [`chain`](crate::chain)).
     pub checkpoints: u64,
     /// Batches written.
@@ -186,6 +194,18 @@ impl PipelineMetrics {
             "counter",
             "Starts that found the previous pipeline killed without shutting down.",
             self.unclean_restarts,
+        );
+        metric(
+            "audit_requests_waited_total",
+            "counter",
+            "Requests that waited for room in the ingest queue (backpressure).",
+            self.waited,
+        );
+        metric(
+            "audit_request_waits_timed_out_total",
+            "counter",
+            "Requests that went on after the longest backpressure wait.",
+            self.waits_timed_out,
         );
         metric(
             "audit_chain_checkpoints_total",

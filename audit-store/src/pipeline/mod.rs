@@ -39,6 +39,11 @@
 //! background task appends to disk in batches; they are replayed once the queue has room
 //! again, or at shutdown. Memory stays bounded by the queue and that buffer.
 //!
+//! With [backpressure](PipelineBuilder::backpressure) the excess never forms: while the queue
+//! is three-quarters full, audited requests wait before they are served, until a writer takes
+//! the next batch. The server then serves what storage commits, and a record's time from
+//! capture to commit stays near the time it takes to write what is ahead of it.
+//!
 //! # Memory
 //!
 //! The most records the pipeline holds at once is the queue, the overflow buffer and, per
@@ -152,6 +157,7 @@ pub struct PipelineBuilder<S> {
     overflow_capacity: usize,
     retention: Option<Duration>,
     retention_interval: Duration,
+    backpressure: Option<Duration>,
 }
 
 /// 18 months of 30.44 days: the original system's retention.
@@ -195,6 +201,7 @@ pub fn builder<S: AuditStore>(store: S) -> PipelineBuilder<S> {
         overflow_capacity: 8192,
         retention: Some(EIGHTEEN_MONTHS),
         retention_interval: Duration::from_secs(24 * 3600),
+        backpressure: None,
     }
 }
 
@@ -295,6 +302,36 @@ impl<S: AuditStore> PipelineBuilder<S> {
         self
     }
 
+    /// Backpressure: while the queue is three-quarters full (any of its lanes, with several
+    /// [writers](Self::writers)), audited requests wait (up to
+    /// `max_wait`) before they are served, so the server slows to what storage absorbs
+    /// instead of spilling the excess to the spool. Defaults to off: in the default mode a
+    /// request never waits for storage.
+    ///
+    /// With it, records stay in memory for a bounded time as well as in bounded number: the
+    /// queue holds at most a few batches' worth, so the capture-to-commit lag stays near the
+    /// time the store takes to write them. A request that waited `max_wait` goes on anyway,
+    /// and its record takes the usual path (the queue's remaining quarter, else the spool's
+    /// overflow); [`PipelineMetrics::waited`] and [`PipelineMetrics::waits_timed_out`] count
+    /// both. Waiting requests are woken as soon as a writer takes a batch off the queue, or
+    /// when the pipeline shuts down. Requests of unaudited operations never wait.
+    ///
+    /// ```no_run
+    /// # use audit_store::{SqliteStore, pipeline};
+    /// # use std::time::Duration;
+    /// # async fn run(store: SqliteStore) -> audit_store::Result<()> {
+    /// let (sink, pipeline) = pipeline::builder(store)
+    ///     .spool("audit-spool", 256 * 1024 * 1024)
+    ///     .backpressure(Duration::from_secs(2))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn backpressure(mut self, max_wait: Duration) -> Self {
+        self.backpressure = Some(max_wait);
+        self
+    }
+
     /// How long records are kept: older ones are deleted a minute after start and then every
     /// [`retention_interval`](Self::retention_interval). `None` keeps everything. Defaults to
     /// 18 months, the original system's retention.
@@ -347,6 +384,13 @@ impl<S: AuditStore> PipelineBuilder<S> {
             ),
             per_lane,
             lanes: senders.iter().map(mpsc::Sender::downgrade).collect(),
+            room: Notify::new(),
+            backpressure: self.backpressure.map(|max_wait| Admission {
+                // The last quarter of each lane is room for the requests in flight between
+                // the check and their record.
+                below: (per_lane * 3 / 4).max(1),
+                max_wait,
+            }),
         });
         let (overflow, overflow_rx) = match &spool {
             Some(_) => {
@@ -519,6 +563,17 @@ struct Shared {
     /// The queue's lanes, to measure its depth (weak: the pipeline ends when every sink is
     /// gone).
     lanes: Vec<mpsc::WeakSender<Message>>,
+    /// Wakes requests held by backpressure: a writer took a batch, or the pipeline closes.
+    room: Notify,
+    backpressure: Option<Admission>,
+}
+
+/// When requests wait for the queue (see [`PipelineBuilder::backpressure`]).
+#[derive(Clone, Copy, Debug)]
+struct Admission {
+    /// Requests go on while every lane holds fewer records than this.
+    below: usize,
+    max_wait: Duration,
 }
 
 impl Shared {
@@ -634,6 +689,38 @@ impl IngestSink {
         }
     }
 
+    /// Records in the fullest lane of the queue now, from the senders' side (no upgrade of
+    /// weak senders). A request's record may go to any lane (by its account, known only at
+    /// the end), so it waits while any lane is short of room.
+    fn fullest_lane(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| lane.max_capacity() - lane.capacity())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until every lane holds fewer than `admission.below` records, the pipeline
+    /// closes, or `admission.max_wait` has passed.
+    async fn room(self, admission: Admission) {
+        let shared = &self.shared;
+        Counters::add(&shared.counters.waited, 1);
+        let deadline = tokio::time::Instant::now() + admission.max_wait;
+        loop {
+            let notified = shared.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up between the two is not missed.
+            notified.as_mut().enable();
+            if self.fullest_lane() < admission.below || shared.closing.load(Ordering::Acquire) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                Counters::add(&shared.counters.waits_timed_out, 1);
+                return;
+            }
+        }
+    }
+
     /// Submits a record and waits until it is committed to the database (strict mode).
     ///
     /// Many waiting records share a batch, and so a transaction (group commit).
@@ -673,6 +760,7 @@ impl IngestSink {
     pub async fn shutdown(&self) {
         let finished = self.shared.done.notified();
         self.shared.closing.store(true, Ordering::Release);
+        self.shared.room.notify_waiters();
         for lane in self.lanes.iter().chain(self.overflow.iter()) {
             // Waits behind what is queued; a lane already gone has nothing left to flush.
             let _ = lane.send(Message::Shutdown).await;
@@ -695,6 +783,14 @@ impl AuditSink for IngestSink {
 
     fn is_available(&self) -> bool {
         IngestSink::is_available(self)
+    }
+
+    fn backpressure(&self) -> Option<audit_layer::Backpressure> {
+        let admission = self.shared.backpressure?;
+        if self.fullest_lane() < admission.below {
+            return None;
+        }
+        Some(Box::pin(self.clone().room(admission)))
     }
 
     fn submit(&self, record: AuditRecord) {
@@ -984,6 +1080,10 @@ impl<S: AuditStore> Context<S> {
                     Ok(None | Some(Message::Shutdown)) => closing = true,
                     Err(_) => break,
                 }
+            }
+            if self.shared.backpressure.is_some() {
+                // Room in the queue for the requests held back.
+                self.shared.room.notify_waiters();
             }
             if closing {
                 // Take what raced the shutdown in, too.
