@@ -202,10 +202,61 @@ impl Output<'_> {
     }
 }
 
-/// The keys one object has shown so far, to refuse a duplicate.
-struct KeySet<'a> {
+/// The keys an object the plan reads has shown so far, to refuse a duplicate.
+struct ObjectKeys<'a> {
     /// Declared keys, one bit per property index (the first 64).
     declared: u64,
+    /// The other keys, from the first one on: most objects have none, and set up nothing.
+    others: Option<KeySet<'a>>,
+}
+
+impl<'a> ObjectKeys<'a> {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            declared: 0,
+            others: None,
+        }
+    }
+
+    /// Records declared property `index`; false if the object already had it.
+    #[inline(always)]
+    fn note_declared(
+        &mut self,
+        keys: &mut Vec<Cow<'a, [u8]>>,
+        index: usize,
+        key: impl FnOnce() -> Cow<'a, [u8]>,
+    ) -> bool {
+        if index < 64 {
+            let bit = 1u64 << index;
+            let fresh = self.declared & bit == 0;
+            self.declared |= bit;
+            fresh
+        } else {
+            // Beyond the first 64 properties: compared as text, like undeclared keys.
+            self.note(keys, key())
+        }
+    }
+
+    /// Records `key`, which no declared property of the object matches; false if the object
+    /// already had it. The object's keys on the key stack start where it stands at the first
+    /// one: every value before it has taken its own keys off again.
+    #[inline]
+    fn note(&mut self, keys: &mut Vec<Cow<'a, [u8]>>, key: Cow<'a, [u8]>) -> bool {
+        self.others
+            .get_or_insert_with(|| KeySet::new(keys.len()))
+            .note(keys, key)
+    }
+
+    /// Where the object's keys start on the key stack, if it has put any there.
+    #[inline(always)]
+    fn base(&self) -> Option<usize> {
+        self.others.as_ref().map(|others| others.base)
+    }
+}
+
+/// The undeclared keys one object has shown so far, to refuse a duplicate.
+struct KeySet<'a> {
     /// The first other keys spelled without escapes, in place in the body: most objects
     /// have few undeclared keys, and these need no allocation.
     few: [Option<&'a [u8]>; FEW_KEYS],
@@ -223,30 +274,10 @@ impl<'a> KeySet<'a> {
     #[inline]
     fn new(base: usize) -> Self {
         Self {
-            declared: 0,
             few: [None; FEW_KEYS],
             few_len: 0,
             base,
             many: None,
-        }
-    }
-
-    /// Records declared property `index`; false if the object already had it.
-    #[inline]
-    fn note_declared(
-        &mut self,
-        keys: &mut Vec<Cow<'a, [u8]>>,
-        index: usize,
-        key: impl FnOnce() -> Cow<'a, [u8]>,
-    ) -> bool {
-        if index < 64 {
-            let bit = 1u64 << index;
-            let fresh = self.declared & bit == 0;
-            self.declared |= bit;
-            fresh
-        } else {
-            // Beyond the first 64 properties: compared as text, like undeclared keys.
-            self.note(keys, key())
         }
     }
 
@@ -549,7 +580,7 @@ impl<'a> Scanner<'a> {
         &mut self,
         props: &Props,
         additional: NodeId,
-        seen: &mut KeySet<'a>,
+        seen: &mut ObjectKeys<'a>,
         key_start: usize,
     ) -> Scan<NodeId> {
         let key = unescape(&self.b[key_start + 1..self.pos - 1]);
@@ -585,7 +616,7 @@ impl<'a> Scanner<'a> {
         self.out.copy(open, open + 1);
         let mut pos = skip_ws(b, open + 1);
         let mut kept_any = false;
-        let mut seen = KeySet::new(self.keys.len());
+        let mut seen = ObjectKeys::new();
         // Where the comma before the current member is (none before the first).
         let mut comma = open;
         if b.get(pos) != Some(&b'}') {
@@ -717,7 +748,9 @@ impl<'a> Scanner<'a> {
         }
         // `pos` is on the closing brace.
         self.pos = pos + 1;
-        self.keys.truncate(seen.base);
+        if let Some(base) = seen.base() {
+            self.keys.truncate(base);
+        }
         if kept_any || force {
             self.out.copy(pos, pos + 1);
             Ok(true)
