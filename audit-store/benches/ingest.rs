@@ -1172,7 +1172,7 @@ fn have(program: &str) -> bool {
 
 /// The SQLite configurations `--experiments` tries, as changes to the store's defaults
 /// (`SqliteStore::open`: 8 KiB pages, a 32 MiB page cache; the pipeline: batches of 10,000).
-const SQLITE_EXPERIMENTS: [SqliteTuning; 5] = [
+const SQLITE_EXPERIMENTS: [SqliteTuning; 7] = [
     SqliteTuning {
         cache_kib: None,
         batch_size: None,
@@ -1202,6 +1202,18 @@ const SQLITE_EXPERIMENTS: [SqliteTuning; 5] = [
         batch_size: None,
         page_size: None,
         label: "cache 128 MiB",
+    },
+    SqliteTuning {
+        cache_kib: Some(16_384),
+        batch_size: None,
+        page_size: None,
+        label: "cache 16 MiB",
+    },
+    SqliteTuning {
+        cache_kib: Some(8_192),
+        batch_size: None,
+        page_size: None,
+        label: "cache 8 MiB",
     },
 ];
 
@@ -1251,8 +1263,9 @@ async fn sqlite_fresh_tuned(
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
+        // One connection, as the store's writer: one page cache, warmed by every insert.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await?;
         SqliteStore::new(pool)
