@@ -15,7 +15,7 @@ use std::fmt;
 
 use wide::u8x16;
 
-use super::plan::{DROP, KeyWords, Node, NodeId, PlanArena, Props, types};
+use super::plan::{DROP, KeyWords, Node, NodeId, PlanArena, Props, TypeMask, types};
 
 /// The deepest nesting accepted: below serde_json's limit of 128, so a kept value can always be
 /// read back.
@@ -764,6 +764,9 @@ impl<'a> Scanner<'a> {
         if depth > MAX_DEPTH {
             return Err(self.fail("nested deeper than 100 levels"));
         }
+        if let Node::Keep(mask) = self.arena.get(items) {
+            return self.scalar_array(*mask, depth, force);
+        }
         // As in `object`: the body and the cursor in locals, delimiters copied.
         let b = self.b;
         let mark = self.out.len();
@@ -773,30 +776,80 @@ impl<'a> Scanner<'a> {
         let mut kept_any = false;
         let mut comma = open;
         if b.get(pos) != Some(&b']') {
-            let scalar = match self.arena.get(items) {
-                Node::Keep(mask) => Some(*mask),
-                _ => None,
-            };
             loop {
                 self.pos = pos;
-                if let Some(mask) = scalar {
-                    if self.keep_scan(mask, depth)? {
+                let before = self.out.len();
+                if kept_any {
+                    self.out.copy(comma, comma + 1);
+                }
+                if self.value(items, depth, false)? {
+                    kept_any = true;
+                } else {
+                    self.out.truncate(before);
+                }
+                pos = self.pos;
+                let delimiter = loop {
+                    match b.get(pos) {
+                        Some(&delimiter @ (b',' | b']')) => break delimiter,
+                        Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
+                        _ => {
+                            self.pos = pos;
+                            return Err(self.fail("expected ',' or ']' in an array"));
+                        }
+                    }
+                };
+                if delimiter == b']' {
+                    break;
+                }
+                comma = pos;
+                pos = skip_ws(b, pos + 1);
+            }
+        }
+        // `pos` is on the closing bracket.
+        self.pos = pos + 1;
+        if kept_any || force {
+            self.out.copy(pos, pos + 1);
+            Ok(true)
+        } else {
+            self.out.truncate(mark);
+            Ok(false)
+        }
+    }
+
+    /// [`array`](Self::array) with items kept whole when of the `mask` types: a loop of its
+    /// own, small, with plain strings read in place.
+    fn scalar_array(&mut self, mask: TypeMask, depth: usize, force: bool) -> Scan<bool> {
+        let b = self.b;
+        let stops = self.stops;
+        let mark = self.out.len();
+        let open = self.pos;
+        self.out.copy(open, open + 1);
+        let mut pos = skip_ws(b, open + 1);
+        let mut kept_any = false;
+        let mut comma = open;
+        if b.get(pos) != Some(&b']') {
+            loop {
+                let close = match b.get(pos) {
+                    Some(b'"') => next_stop(stops, b.len(), pos + 1),
+                    _ => pos,
+                };
+                let keep = if close > pos && b.get(close) == Some(&b'"') {
+                    self.pos = close + 1;
+                    mask & types::STRING != 0
+                } else {
+                    self.pos = pos;
+                    self.keep_scan(mask, depth)?
+                };
+                if keep {
+                    if kept_any && comma + 1 == pos {
+                        self.out.copy(comma, self.pos);
+                    } else {
                         if kept_any {
                             self.out.copy(comma, comma + 1);
                         }
                         self.out.copy(pos, self.pos);
-                        kept_any = true;
                     }
-                } else {
-                    let before = self.out.len();
-                    if kept_any {
-                        self.out.copy(comma, comma + 1);
-                    }
-                    if self.value(items, depth, false)? {
-                        kept_any = true;
-                    } else {
-                        self.out.truncate(before);
-                    }
+                    kept_any = true;
                 }
                 pos = self.pos;
                 let delimiter = loop {

@@ -79,6 +79,19 @@ pub(crate) struct KeyWords {
     tail: u64,
 }
 
+/// The low `len` bytes of a `u64`, by `len` up to 8.
+const HEAD_MASKS: [u64; 9] = [
+    0,
+    0xFF,
+    0xFFFF,
+    0xFF_FFFF,
+    0xFFFF_FFFF,
+    0xFF_FFFF_FFFF,
+    0xFFFF_FFFF_FFFF,
+    0xFF_FFFF_FFFF_FFFF,
+    u64::MAX,
+];
+
 impl KeyWords {
     /// The words of `key`.
     pub(crate) fn of(key: &[u8]) -> Self {
@@ -104,16 +117,29 @@ impl KeyWords {
         }
     }
 
-    /// The words of `text[start..start + len]`, reading the eight bytes at `start` whole when
-    /// `text` goes on that far (a key in a body is followed at least by its closing quote).
+    /// The words of `text[start..start + len]`, read in place: the eight bytes at `start`
+    /// whole when `text` goes on that far (a key in a body is followed at least by its closing
+    /// quote), masked to a shorter key's own, and a longer key's last eight.
     #[inline]
     pub(crate) fn within(text: &[u8], start: usize, len: usize) -> Self {
         match text.get(start..).and_then(<[u8]>::first_chunk::<8>) {
-            Some(head) if len < 8 => Self {
+            Some(head) if len <= 8 => Self {
                 len,
                 // The key's own bytes only.
-                head: u64::from_le_bytes(*head) & ((1u64 << (8 * len)) - 1),
+                head: u64::from_le_bytes(*head) & HEAD_MASKS[len],
                 tail: 0,
+            },
+            // A longer key: its last eight bytes too, in place.
+            Some(head) if len > 8 => match text
+                .get(start + len - 8..)
+                .and_then(<[u8]>::first_chunk::<8>)
+            {
+                Some(tail) => Self {
+                    len,
+                    head: u64::from_le_bytes(*head),
+                    tail: u64::from_le_bytes(*tail),
+                },
+                None => Self::of(&text[start..start + len]),
             },
             _ => Self::of(&text[start..start + len]),
         }
