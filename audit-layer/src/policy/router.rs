@@ -25,11 +25,45 @@ struct SegmentNode {
     /// The route (the policy's index) whose template ends just before this position's `/`.
     value: Option<usize>,
     /// Literal segments, each with the node after it.
-    literals: Vec<(Box<[u8]>, usize)>,
+    literals: Vec<(Literal, usize)>,
     /// A `{param}` segment, with the node after it.
     param: Option<usize>,
     /// A `{*catch_all}` segment: the route it ends.
     catch_all: Option<usize>,
+}
+
+/// A literal segment, with its first eight bytes as a word: most literals are that short, and
+/// compare with one load from the path.
+#[derive(Debug)]
+struct Literal {
+    text: Box<[u8]>,
+    /// The first eight bytes (little-endian, zero-padded), and a mask of the text's own.
+    head: u64,
+    mask: u64,
+}
+
+impl Literal {
+    fn new(text: &[u8]) -> Self {
+        let mut head = [0u8; 8];
+        let len = text.len().min(8);
+        head[..len].copy_from_slice(&text[..len]);
+        Self {
+            text: text.into(),
+            head: u64::from_le_bytes(head),
+            mask: u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0),
+        }
+    }
+
+    /// Whether `bytes` starts with the literal.
+    #[inline]
+    fn starts(&self, bytes: &[u8]) -> bool {
+        match bytes.first_chunk::<8>() {
+            Some(word) if self.text.len() <= 8 => {
+                u64::from_le_bytes(*word) & self.mask == self.head
+            }
+            _ => starts_with(bytes, &self.text),
+        }
+    }
 }
 
 /// One segment of a template, as the router matches it.
@@ -67,7 +101,7 @@ impl SegmentRouter {
                     let found = self.nodes[node]
                         .literals
                         .iter()
-                        .find(|(l, _)| **l == *literal.as_bytes())
+                        .find(|(l, _)| *l.text == *literal.as_bytes())
                         .map(|&(_, next)| next);
                     match found {
                         Some(next) => next,
@@ -75,7 +109,7 @@ impl SegmentRouter {
                             let next = self.push();
                             self.nodes[node]
                                 .literals
-                                .push((literal.as_bytes().into(), next));
+                                .push((Literal::new(literal.as_bytes()), next));
                             next
                         }
                     }
@@ -118,12 +152,13 @@ impl SegmentRouter {
             let wild = here.param.is_some() || here.catch_all.is_some();
             // At most one literal is the whole segment: `Some(after)` when a `/` follows it.
             let literal = here.literals.iter().find_map(|(literal, next)| {
-                if !starts_with(rest, literal) {
+                if !literal.starts(rest) {
                     return None;
                 }
-                match rest.get(literal.len()) {
+                let len = literal.text.len();
+                match rest.get(len) {
                     None => Some((*next, None)),
-                    Some(b'/') => Some((*next, rest.get(literal.len() + 1..))),
+                    Some(b'/') => Some((*next, rest.get(len + 1..))),
                     Some(_) => None,
                 }
             });
@@ -326,6 +361,13 @@ mod tests {
                 assert_eq!(
                     starts_with(&text[..cut], &prefix),
                     text[..cut].starts_with(&prefix)
+                );
+                let literal = Literal::new(&prefix);
+                assert_eq!(literal.starts(text), text.starts_with(&prefix));
+                assert_eq!(
+                    literal.starts(&text[..cut]),
+                    text[..cut].starts_with(&prefix),
+                    "{len} {cut}"
                 );
             }
         }
