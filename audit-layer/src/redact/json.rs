@@ -287,7 +287,29 @@ impl<'a> KeySet<'a> {
 
     /// Records `key`, which no declared property of the object matches; false if the object
     /// already had it.
+    #[inline(never)]
     fn note(&mut self, keys: &mut Vec<Cow<'a, [u8]>>, key: Cow<'a, [u8]>) -> bool {
+        // The common case: a key in place, while the object has had only a few, all of them
+        // in place too.
+        if let Cow::Borrowed(key) = key
+            && self.few_len < FEW_KEYS
+            && keys.len() == self.base
+            && self.many.is_none()
+        {
+            let same = |k: &[u8]| k.len() == key.len() && k.iter().eq(key.iter());
+            if self.few[..self.few_len].iter().flatten().any(|k| same(k)) {
+                return false;
+            }
+            self.few[self.few_len] = Some(key);
+            self.few_len += 1;
+            return true;
+        }
+        self.note_more(keys, key)
+    }
+
+    /// [`note`](Self::note) past the first few keys in place.
+    #[inline(never)]
+    fn note_more(&mut self, keys: &mut Vec<Cow<'a, [u8]>>, key: Cow<'a, [u8]>) -> bool {
         if let Some(set) = &mut self.many {
             return set.insert(key);
         }
@@ -503,7 +525,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads a value by a [`Node::Keep`] plan; returns whether it is to be kept (it is not
     /// written).
-    #[inline(always)]
+    #[inline(never)]
     fn keep_scan(&mut self, mask: u8, depth: usize) -> Scan<bool> {
         // The value's type, as the bits of a mask that keep it.
         let kind = match self.peek() {
