@@ -914,6 +914,10 @@ impl<'a> Scanner<'a> {
     /// any nesting costs no stack and no allocation. `kept` also rejects duplicate keys and
     /// numbers that do not fit an `f64` (the value could not be read back).
     fn skip_value(&mut self, depth: usize, kept: bool) -> Scan<()> {
+        if !kept && let Some(end) = self.skip_flat(depth) {
+            self.pos = end;
+            return Ok(());
+        }
         // One bit per open container, innermost lowest: 1 for an object. `MAX_DEPTH` keeps
         // `nesting` below 128.
         let mut open: u128 = 0;
@@ -996,6 +1000,53 @@ impl<'a> Scanner<'a> {
                 }
             }
             return Ok(());
+        }
+    }
+
+    /// The end of the value at the cursor if it is written compactly as an array of plain
+    /// strings or an object of plain string members (a list of selectors, a map of headers),
+    /// read in place; `None` for anything else, which [`skip_value`](Self::skip_value) then
+    /// reads from the start as before (a dropped value is only validated, so nothing is
+    /// taken back).
+    #[inline(always)]
+    fn skip_flat(&self, depth: usize) -> Option<usize> {
+        let b = self.b;
+        let stops = self.stops;
+        // One level deeper, as the general skipper counts it.
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        let mut pos = self.pos;
+        let (object, close) = match b.get(pos) {
+            Some(b'[') => (false, b']'),
+            Some(b'{') => (true, b'}'),
+            _ => return None,
+        };
+        pos += 1;
+        loop {
+            if b.get(pos) != Some(&b'"') {
+                return None;
+            }
+            let end = next_stop(stops, b.len(), pos + 1);
+            if b.get(end) != Some(&b'"') {
+                return None;
+            }
+            pos = end + 1;
+            if object {
+                if b.get(pos..pos + 2) != Some(b":\"") {
+                    return None;
+                }
+                let end = next_stop(stops, b.len(), pos + 2);
+                if b.get(end) != Some(&b'"') {
+                    return None;
+                }
+                pos = end + 1;
+            }
+            match b.get(pos) {
+                Some(&byte) if byte == close => return Some(pos + 1),
+                Some(b',') => pos += 1,
+                _ => return None,
+            }
         }
     }
 
