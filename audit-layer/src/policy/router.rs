@@ -233,9 +233,16 @@ fn slash(bytes: &[u8]) -> Option<usize> {
             return Some(16 * i + mask.trailing_zeros() as usize);
         }
     }
-    tail.iter()
-        .position(|&b| b == b'/')
-        .map(|at| 16 * chunks.len() + at)
+    if tail.is_empty() {
+        return None;
+    }
+    // The tail: the last 16 bytes, shifted past those already looked at (or, in a segment
+    // shorter than that, byte by byte).
+    let mask = match bytes.last_chunk::<16>() {
+        Some(last) => u8x16::new(*last).simd_eq(slash).to_bitmask() >> (16 - tail.len()),
+        None => return tail.iter().position(|&b| b == b'/'),
+    };
+    (mask != 0).then(|| 16 * chunks.len() + mask.trailing_zeros() as usize)
 }
 
 #[cfg(test)]
