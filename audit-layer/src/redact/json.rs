@@ -637,7 +637,6 @@ impl<'a> Scanner<'a> {
         // extend one run of output.
         let b = self.b;
         let stops = self.stops;
-        let mark = self.out.len();
         let open = self.pos;
         self.out.copy(open, open + 1);
         let mut pos = skip_ws(b, open + 1);
@@ -785,7 +784,9 @@ impl<'a> Scanner<'a> {
             self.out.copy(pos, pos + 1);
             Ok(true)
         } else {
-            self.out.truncate(mark);
+            // Nothing was kept: what the container wrote is its opening alone (each member
+            // or item that kept nothing took its own text back).
+            self.out.truncate(self.out.len() - 1);
             Ok(false)
         }
     }
@@ -799,7 +800,6 @@ impl<'a> Scanner<'a> {
         }
         // As in `object`: the body and the cursor in locals, delimiters copied.
         let b = self.b;
-        let mark = self.out.len();
         let open = self.pos;
         self.out.copy(open, open + 1);
         let mut pos = skip_ws(b, open + 1);
@@ -841,7 +841,9 @@ impl<'a> Scanner<'a> {
             self.out.copy(pos, pos + 1);
             Ok(true)
         } else {
-            self.out.truncate(mark);
+            // Nothing was kept: what the container wrote is its opening alone (each member
+            // or item that kept nothing took its own text back).
+            self.out.truncate(self.out.len() - 1);
             Ok(false)
         }
     }
@@ -851,7 +853,6 @@ impl<'a> Scanner<'a> {
     fn scalar_array(&mut self, mask: TypeMask, depth: usize, force: bool) -> Scan<bool> {
         let b = self.b;
         let stops = self.stops;
-        let mark = self.out.len();
         let open = self.pos;
         self.out.copy(open, open + 1);
         let mut pos = skip_ws(b, open + 1);
@@ -905,7 +906,9 @@ impl<'a> Scanner<'a> {
             self.out.copy(pos, pos + 1);
             Ok(true)
         } else {
-            self.out.truncate(mark);
+            // Nothing was kept: what the container wrote is its opening alone (each member
+            // or item that kept nothing took its own text back).
+            self.out.truncate(self.out.len() - 1);
             Ok(false)
         }
     }
