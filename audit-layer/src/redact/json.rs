@@ -743,7 +743,6 @@ impl<'a> Scanner<'a> {
                         kept_any = true;
                     }
                 } else {
-                    let before = self.out.len();
                     if kept_any {
                         self.out.copy(comma, comma + 1);
                     }
@@ -753,7 +752,10 @@ impl<'a> Scanner<'a> {
                     if self.value(child, depth, false)? {
                         kept_any = true;
                     } else {
-                        self.out.truncate(before);
+                        // The value wrote nothing (or took it back): take back the comma,
+                        // the key and the colon.
+                        let written = usize::from(kept_any) + (key_end - key_start) + 1;
+                        self.out.truncate(self.out.len() - written);
                     }
                     pos = self.pos;
                 }
@@ -808,14 +810,14 @@ impl<'a> Scanner<'a> {
         if b.get(pos) != Some(&b']') {
             loop {
                 self.pos = pos;
-                let before = self.out.len();
                 if kept_any {
                     self.out.copy(comma, comma + 1);
                 }
                 if self.value(items, depth, false)? {
                     kept_any = true;
-                } else {
-                    self.out.truncate(before);
+                } else if kept_any {
+                    // The item wrote nothing (or took it back): take back the comma.
+                    self.out.truncate(self.out.len() - 1);
                 }
                 pos = self.pos;
                 let delimiter = loop {
