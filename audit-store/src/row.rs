@@ -92,6 +92,7 @@ where
 
 /// A link read back as [`chain_row_of`] does, with the chain it belongs to (its
 /// `account_id`, `""` when it has none).
+#[cfg(feature = "postgres")]
 pub(crate) fn scanned_link_of<R: sqlx::Row>(row: &R) -> Result<crate::chain::ScannedLink>
 where
     usize: sqlx::ColumnIndex<R>,
@@ -116,6 +117,7 @@ pub(crate) fn chain_select() -> String {
 }
 
 /// The text columns among [`COLUMNS`], in order.
+#[cfg(feature = "sqlite")]
 fn text_columns() -> impl Iterator<Item = &'static str> {
     COLUMNS
         .iter()
@@ -128,6 +130,7 @@ fn text_columns() -> impl Iterator<Item = &'static str> {
 /// byte lengths (`-1` for NULL) and their concatenation. SQLite's driver copies every value
 /// of a row into its own allocation before handing it over: 8 values instead of 27 take a
 /// third off the verifier's cost per record.
+#[cfg(feature = "sqlite")]
 pub(crate) fn packed_chain_select() -> String {
     let lengths: Vec<String> = text_columns()
         .map(|c| format!("ifnull(octet_length({c}), -1)"))
@@ -143,6 +146,7 @@ pub(crate) fn packed_chain_select() -> String {
 
 /// A link read back from [`packed_chain_select`], with its chain, digested as
 /// [`digest_columns`] digests the columns one by one.
+#[cfg(feature = "sqlite")]
 pub(crate) fn packed_link_of<R: sqlx::Row>(row: &R) -> Result<crate::chain::ScannedLink>
 where
     usize: sqlx::ColumnIndex<R>,
