@@ -529,10 +529,67 @@ impl Timestamp {
         }
     }
 
+    /// The UTC calendar date: (year, month 1–12, day 1–31), in the proleptic Gregorian
+    /// calendar.
+    ///
+    /// ```
+    /// use audit_layer::record::Timestamp;
+    ///
+    /// assert_eq!(Timestamp::from_unix_millis(1_737_656_714_749).date(), (2025, 1, 23));
+    /// assert_eq!(Timestamp::from_unix_millis(-1).date(), (1969, 12, 31));
+    /// ```
+    pub fn date(self) -> (i64, u8, u8) {
+        // H. Hinnant's `civil_from_days`: days since 1970-01-01 to a date, exact for every i64
+        // day count this type can hold.
+        let z = self.0.div_euclid(MILLIS_PER_DAY) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        // Both are in range by construction (1..=31 and 1..=12).
+        (
+            yoe + era * 400 + i64::from(month <= 2),
+            u8::try_from(month).unwrap_or(0),
+            u8::try_from(day).unwrap_or(0),
+        )
+    }
+
+    /// `2025-01-23T18:25:14.749Z`, for years 0000 to 9999: written digit by digit (records
+    /// are serialized at ingest, one timestamp each, and the `time` crate's formatting took
+    /// a tenth of that).
+    fn rfc3339(self) -> Option<[u8; 24]> {
+        let (year, month, day) = self.date();
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let ms = self.0.rem_euclid(MILLIS_PER_DAY);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                // A decimal digit: `value % 10` is in 0..=9.
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, i64::from(month));
+        put(8, 2, i64::from(day));
+        put(11, 2, ms / 3_600_000);
+        put(14, 2, ms / 60_000 % 60);
+        put(17, 2, ms / 1000 % 60);
+        put(20, 3, ms % 1000);
+        Some(out)
+    }
+
     fn to_offset_date_time(self) -> Option<time::OffsetDateTime> {
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()
     }
 }
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
 
 const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -540,6 +597,11 @@ const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] =
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.rfc3339() {
+            // ASCII digits and punctuation only.
+            return f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?);
+        }
+        // Years before 0 or after 9999: as the `time` crate writes them, or not at all.
         let formatted = self
             .to_offset_date_time()
             .and_then(|t| t.format(RFC3339_MILLIS).ok())
@@ -593,6 +655,49 @@ mod tests {
             Timestamp::from_unix_millis(0).to_string(),
             "1970-01-01T00:00:00.000Z"
         );
+    }
+
+    /// What `Display` wrote before it formatted digits itself.
+    fn formatted_by_time(t: Timestamp) -> Option<String> {
+        t.to_offset_date_time()?.format(RFC3339_MILLIS).ok()
+    }
+
+    #[test]
+    fn timestamps_are_written_as_the_time_crate_writes_them() {
+        // Both ends of the digit-by-digit range, leap days, the epoch and just before it.
+        for millis in [
+            -62_167_219_200_000,
+            -1,
+            0,
+            951_782_400_000,
+            4_107_542_399_999,
+            253_402_300_799_999,
+        ] {
+            let t = Timestamp::from_unix_millis(millis);
+            assert_eq!(Some(t.to_string()), formatted_by_time(t), "{millis}");
+        }
+        // Outside years 0 to 9999, the slow path keeps the old behaviour.
+        let before_year_0 = Timestamp::from_unix_millis(-62_167_219_200_001);
+        assert_eq!(before_year_0.rfc3339(), None);
+        assert_eq!(
+            before_year_0.to_string(),
+            formatted_by_time(before_year_0).unwrap()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_timestamp_in_years_0_to_9999_is_written_as_the_time_crate_writes_it(
+            millis in -62_167_219_200_000_i64..=253_402_300_799_999,
+        ) {
+            let t = Timestamp::from_unix_millis(millis);
+            proptest::prop_assert_eq!(Some(t.to_string()), formatted_by_time(t));
+            let date = t.to_offset_date_time().unwrap().date();
+            proptest::prop_assert_eq!(
+                t.date(),
+                (i64::from(date.year()), u8::from(date.month()), date.day())
+            );
+        }
     }
 
     #[test]

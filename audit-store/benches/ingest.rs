@@ -18,7 +18,7 @@
 //! `--breakdown` (time serialization and direct `store.insert` apart from the pipeline),
 //! `--experiments` (changes to the defaults, each through the same pipeline: SQLite page size,
 //! cache and batch size, including the settings before they were tuned; PostgreSQL 1,000-row
-//! batches and a `COPY`-based insert prototype), `--seed N`,
+//! batches), `--seed N`,
 //! `--sample N` (print N generated records as JSON lines and exit), `--sqlite3-cache-kib N`
 //! (give the sqlite3 shell a page cache too; the store uses 32,768 KiB).
 //!
@@ -79,7 +79,6 @@ use audit_layer::sink::AuditSink;
 use audit_store::row::StoredRecord;
 use audit_store::store::{AuditStore, PageRow, RecordQuery};
 use audit_store::{PostgresStore, SqliteStore, pipeline};
-use sqlx::postgres::PgPoolCopyExt as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -1499,38 +1498,6 @@ impl Postgres {
         })
     }
 
-    /// Ours, but with the [`CopyStore`] prototype in place of the store's `INSERT`.
-    async fn ours_copy(
-        &self,
-        data: &Dataset,
-        indexes: Indexes,
-        writers: usize,
-    ) -> BoxResult<Measured> {
-        let store = self.fresh(indexes).await?;
-        self.checkpoint(store.pool()).await;
-        let records = data.records();
-        let copy = CopyStore {
-            inner: store.clone(),
-        };
-        let (wall, cpu, lag) = run_pipeline(copy, records, writers, None, self.local).await?;
-        check_count("postgres ours (COPY)", store.count().await?, data.n)?;
-        let bytes = self.table_bytes(store.pool()).await?;
-        store.pool().close().await;
-        Ok(Measured {
-            backend: Backend::Postgres,
-            indexes,
-            tool: Tool::Ours {
-                writers,
-                variant: "COPY prototype",
-            },
-            rows: data.n,
-            wall,
-            cpu,
-            bytes,
-            shutdown_lag: Some(lag),
-        })
-    }
-
     async fn reference(
         &self,
         csv: &Path,
@@ -1596,123 +1563,6 @@ impl Postgres {
             admin.close().await;
         }
     }
-}
-
-/// A prototype of a `COPY`-based insert for `PostgresStore`: one `COPY audit_logs FROM STDIN`
-/// (text format) per batch. `COPY` cannot skip rows already stored, so a batch that hits a
-/// duplicate id (a retried batch) or a month without a partition falls back to the store's
-/// own `INSERT ... ON CONFLICT DO NOTHING`, which also creates the partition. The `COPY` is
-/// all-or-nothing, so the fallback never double-counts.
-#[derive(Clone, Debug)]
-struct CopyStore {
-    inner: PostgresStore,
-}
-
-impl CopyStore {
-    async fn copy(&self, records: &[StoredRecord]) -> Result<u64, sqlx::Error> {
-        let mut buf = Vec::with_capacity(records.len() * 1200);
-        for r in records {
-            copy_text_row(&mut buf, r);
-        }
-        let statement = format!("COPY audit_logs ({}) FROM STDIN", COLUMNS.join(", "));
-        let mut copy = self.inner.pool().copy_in_raw(&statement).await?;
-        copy.send(buf.as_slice()).await?;
-        copy.finish().await
-    }
-}
-
-impl AuditStore for CopyStore {
-    async fn migrate(&self) -> audit_store::Result<()> {
-        self.inner.migrate().await
-    }
-
-    async fn insert(&self, records: &[StoredRecord]) -> audit_store::Result<u64> {
-        if records.is_empty() {
-            return Ok(0);
-        }
-        match self.copy(records).await {
-            Ok(n) => Ok(n),
-            // unique_violation (a retried batch), check_violation (no partition for a row).
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("23505" | "23514")) =>
-            {
-                self.inner.insert(records).await
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn ping(&self) -> audit_store::Result<()> {
-        self.inner.ping().await
-    }
-
-    async fn delete_before(&self, cutoff_ms: i64) -> audit_store::Result<u64> {
-        self.inner.delete_before(cutoff_ms).await
-    }
-
-    async fn get(&self, account_id: &str, id: Uuid) -> audit_store::Result<Option<String>> {
-        self.inner.get(account_id, id).await
-    }
-
-    async fn count(&self) -> audit_store::Result<u64> {
-        self.inner.count().await
-    }
-
-    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
-        self.inner.page(query).await
-    }
-}
-
-/// One row in `COPY`'s text format: tab-separated, `\N` for NULL, backslash escapes.
-fn copy_text_row(out: &mut Vec<u8>, r: &StoredRecord) {
-    fn text(out: &mut Vec<u8>, v: Option<&str>) {
-        match v {
-            None => out.extend_from_slice(b"\\N"),
-            Some(s) => {
-                for b in s.bytes() {
-                    match b {
-                        b'\\' => out.extend_from_slice(b"\\\\"),
-                        b'\t' => out.extend_from_slice(b"\\t"),
-                        b'\n' => out.extend_from_slice(b"\\n"),
-                        b'\r' => out.extend_from_slice(b"\\r"),
-                        _ => out.push(b),
-                    }
-                }
-            }
-        }
-        out.push(b'\t');
-    }
-    fn int(out: &mut Vec<u8>, v: i64) {
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.push(b'\t');
-    }
-    let mut id = Uuid::encode_buffer();
-    text(out, Some(r.id.hyphenated().encode_lower(&mut id)));
-    int(out, r.time_ms);
-    text(out, r.account_id.as_deref());
-    text(out, r.account_name.as_deref());
-    text(out, r.zone_id.as_deref());
-    text(out, r.zone_name.as_deref());
-    text(out, Some(r.action_type));
-    text(out, Some(r.action_result));
-    text(out, r.actor_email.as_deref());
-    text(out, r.actor_id.as_deref());
-    text(out, r.actor_ip_address.as_deref());
-    text(out, r.actor_type);
-    text(out, r.actor_context);
-    text(out, r.actor_token_id.as_deref());
-    text(out, r.actor_token_name.as_deref());
-    text(out, Some(&r.raw_ray_id));
-    text(out, Some(&r.raw_method));
-    int(out, i64::from(r.raw_status_code));
-    text(out, Some(&r.raw_uri));
-    text(out, r.resource_id.as_deref());
-    text(out, r.resource_product.as_deref());
-    text(out, r.resource_type.as_deref());
-    text(out, r.resource_scope.as_deref());
-    text(out, Some(&r.record));
-    out.pop();
-    out.push(b'\n');
 }
 
 async fn connect_postgres() -> Result<Postgres, String> {
@@ -2016,10 +1866,6 @@ async fn run(args: Args) -> BoxResult<()> {
                             "batch 1k",
                         )
                         .await?,
-                        &env,
-                    ));
-                    experiment_results.push(report(
-                        pg.ours_copy(&small, Indexes::All, best_writers).await?,
                         &env,
                     ));
                 }

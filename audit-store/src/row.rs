@@ -2,6 +2,8 @@
 //!
 //! This module owns the column list; both backends insert and select through it.
 
+use std::borrow::Cow;
+
 use audit_layer::record::AuditRecord;
 use uuid::Uuid;
 
@@ -313,47 +315,85 @@ impl StoredRecord {
     /// record replayed from the spool is stored byte for byte as first written).
     pub fn from_json(json: String) -> Result<Self> {
         let record: AuditRecord = serde_json::from_str(&json)?;
-        let mut stored = Self::flatten(&record, String::new());
+        let mut stored = Self::flatten(record, String::new());
         stored.record = json;
         Ok(stored)
     }
 
     /// Flattens a record, serializing it once.
     pub fn from_record(record: &AuditRecord) -> Result<Self> {
-        Ok(Self::flatten(record, serde_json::to_string(record)?))
+        Self::try_from(record.clone())
     }
 
-    fn flatten(record: &AuditRecord, json: String) -> Self {
-        // Columns are for filtering; the JSON keeps the exact text. Control characters (a NUL
-        // is refused by PostgreSQL's text type) are written visibly, as the layer does.
-        let t = |v: &str| audit_layer::escape::visible(v.as_bytes()).into_owned();
-        let o = |v: &Option<String>| v.as_deref().map(t);
-        let s = |v: &Option<std::sync::Arc<str>>| v.as_deref().map(t);
+    /// Columns are for filtering; the JSON keeps the exact text. Control characters (a NUL
+    /// is refused by PostgreSQL's text type) are written visibly, as the layer does. Strings
+    /// that need no escaping move from the record into their columns.
+    pub(crate) fn flatten(record: AuditRecord, json: String) -> Self {
+        fn t(v: String) -> String {
+            if let Cow::Owned(escaped) = audit_layer::escape::visible(v.as_bytes()) {
+                escaped
+            } else {
+                v
+            }
+        }
+        let o = |v: Option<String>| v.map(t);
+        let s = |v: Option<std::sync::Arc<str>>| {
+            v.map(|v| audit_layer::escape::visible(v.as_bytes()).into_owned())
+        };
+        let AuditRecord {
+            id,
+            account,
+            action,
+            actor,
+            raw,
+            resource,
+            zone,
+            ..
+        } = record;
+        let (account_id, account_name) = match account {
+            Some(a) => (Some(t(a.id)), o(a.name)),
+            None => (None, None),
+        };
+        let (zone_id, zone_name) = match zone {
+            Some(z) => (Some(t(z.id)), o(z.name)),
+            None => (None, None),
+        };
         Self {
-            id: record.id,
-            time_ms: record.action.time.unix_millis(),
-            account_id: record.account.as_ref().map(|a| t(&a.id)),
-            account_name: record.account.as_ref().and_then(|a| o(&a.name)),
-            zone_id: record.zone.as_ref().map(|z| t(&z.id)),
-            zone_name: record.zone.as_ref().and_then(|z| o(&z.name)),
-            action_type: record.action.kind.as_str(),
-            action_result: record.action.result.as_str(),
-            actor_email: o(&record.actor.email),
-            actor_id: o(&record.actor.id),
-            actor_ip_address: record.actor.ip_address.map(|ip| ip.to_string()),
-            actor_type: record.actor.kind.map(|k| k.as_str()),
-            actor_context: record.actor.context.map(|c| c.as_str()),
-            actor_token_id: o(&record.actor.token.id),
-            actor_token_name: o(&record.actor.token.name),
-            raw_ray_id: t(&record.raw.ray_id),
-            raw_method: t(&record.raw.method),
-            raw_status_code: i32::from(record.raw.status_code),
-            raw_uri: t(&record.raw.uri),
-            resource_id: o(&record.resource.id),
-            resource_product: s(&record.resource.product),
-            resource_type: s(&record.resource.kind),
-            resource_scope: s(&record.resource.scope),
+            id,
+            time_ms: action.time.unix_millis(),
+            account_id,
+            account_name,
+            zone_id,
+            zone_name,
+            action_type: action.kind.as_str(),
+            action_result: action.result.as_str(),
+            actor_email: o(actor.email),
+            actor_id: o(actor.id),
+            actor_ip_address: actor.ip_address.map(|ip| ip.to_string()),
+            actor_type: actor.kind.map(|k| k.as_str()),
+            actor_context: actor.context.map(|c| c.as_str()),
+            actor_token_id: o(actor.token.id),
+            actor_token_name: o(actor.token.name),
+            raw_ray_id: t(raw.ray_id),
+            raw_method: t(raw.method),
+            raw_status_code: i32::from(raw.status_code),
+            raw_uri: t(raw.uri),
+            resource_id: o(resource.id),
+            resource_product: s(resource.product),
+            resource_type: s(resource.kind),
+            resource_scope: s(resource.scope),
             record: json,
         }
+    }
+}
+
+/// Flattens a record it owns, serializing it once: strings that need no escaping move into
+/// their columns (the pipeline's way: it owns each record it stores).
+impl TryFrom<AuditRecord> for StoredRecord {
+    type Error = crate::StoreError;
+
+    fn try_from(record: AuditRecord) -> Result<Self> {
+        let json = serde_json::to_string(&record)?;
+        Ok(Self::flatten(record, json))
     }
 }

@@ -464,11 +464,11 @@ pub async fn checkpoint<S: AuditStore>(store: &S, now_ms: i64) -> Result<Vec<Che
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A stored row of `account` with id `id`; the other columns are fixed.
-    pub(super) fn row(id: u128, account: Option<&str>) -> StoredRecord {
+    pub(crate) fn row(id: u128, account: Option<&str>) -> StoredRecord {
         StoredRecord {
             id: Uuid::from_u128(id),
             time_ms: 1,

@@ -458,6 +458,18 @@ enum Message {
     Shutdown,
 }
 
+/// Moves the records of `received` to `batch`; whether a shutdown was among them.
+fn unpack(received: &mut Vec<Message>, batch: &mut Vec<Envelope>) -> bool {
+    let mut shutdown = false;
+    for message in received.drain(..) {
+        match message {
+            Message::Record(e) => batch.push(e),
+            Message::Shutdown => shutdown = true,
+        }
+    }
+    shutdown
+}
+
 /// Drops waiting to be reported by a gap record, by account.
 #[derive(Debug, Default)]
 struct Gaps {
@@ -471,31 +483,73 @@ struct GapSpan {
     last_ms: i64,
 }
 
+impl GapSpan {
+    fn at(time_ms: i64) -> Self {
+        Self {
+            lost: 0,
+            first_ms: time_ms,
+            last_ms: time_ms,
+        }
+    }
+
+    /// Adds `other`'s records and times.
+    fn merge(&mut self, other: &GapSpan) {
+        self.lost += other.lost;
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+    }
+
+    /// The span of `batch`'s records, per account.
+    fn of_batch(batch: &[Envelope]) -> Vec<(Option<String>, GapSpan)> {
+        let mut spans: HashMap<Option<&str>, GapSpan> = HashMap::new();
+        for e in batch {
+            let time_ms = e.record.action.time.unix_millis();
+            let account = e.record.account.as_ref().map(|a| a.id.as_str());
+            spans
+                .entry(account)
+                .or_insert_with(|| GapSpan::at(time_ms))
+                .merge(&GapSpan {
+                    lost: 1,
+                    first_ms: time_ms,
+                    last_ms: time_ms,
+                });
+        }
+        spans
+            .into_iter()
+            .map(|(account, span)| (account.map(str::to_owned), span))
+            .collect()
+    }
+}
+
 impl Gaps {
     fn note(&mut self, account: Option<&str>, time_ms: i64) {
-        let span = self
-            .spans
-            .entry(account.map(str::to_owned))
-            .or_insert(GapSpan {
-                lost: 0,
+        self.note_span(
+            account.map(str::to_owned),
+            &GapSpan {
+                lost: 1,
                 first_ms: time_ms,
                 last_ms: time_ms,
-            });
-        span.lost += 1;
-        span.first_ms = span.first_ms.min(time_ms);
-        span.last_ms = span.last_ms.max(time_ms);
+            },
+        );
+    }
+
+    fn note_span(&mut self, account: Option<String>, span: &GapSpan) {
+        self.spans
+            .entry(account)
+            .or_insert_with(|| GapSpan::at(span.first_ms))
+            .merge(span);
     }
 
     /// Notes `lost` records of unknown accounts lost between two times.
     fn note_unattributed(&mut self, lost: u64, first_ms: i64, last_ms: i64) {
-        let span = self.spans.entry(None).or_insert(GapSpan {
-            lost: 0,
-            first_ms,
-            last_ms,
-        });
-        span.lost += lost;
-        span.first_ms = span.first_ms.min(first_ms);
-        span.last_ms = span.last_ms.max(last_ms);
+        self.note_span(
+            None,
+            &GapSpan {
+                lost,
+                first_ms,
+                last_ms,
+            },
+        );
     }
 }
 
@@ -597,6 +651,15 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .note(account, time_ms);
+    }
+
+    /// [`drop_record`](Self::drop_record) for a span of one account's records.
+    fn drop_span(&self, account: Option<String>, span: GapSpan) {
+        Counters::add(&self.counters.dropped, span.lost);
+        self.gaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note_span(account, &span);
     }
 }
 
@@ -1067,17 +1130,19 @@ impl<S: AuditStore> Context<S> {
 
     async fn lane(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_size);
+        let mut received: Vec<Message> = Vec::with_capacity(self.batch_size);
         let mut closing = false;
         while !closing {
-            match rx.recv().await {
-                None | Some(Message::Shutdown) => closing = true,
-                Some(Message::Record(e)) => batch.push(e),
-            }
+            // The first record, then whatever follows it within the flush interval, taken
+            // from the channel as many at a time as are there.
+            closing |= rx.recv_many(&mut received, self.batch_size).await == 0;
+            closing |= unpack(&mut received, &mut batch);
             let deadline = tokio::time::Instant::now() + self.flush_interval;
             while !closing && batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(Message::Record(e))) => batch.push(e),
-                    Ok(None | Some(Message::Shutdown)) => closing = true,
+                let room = self.batch_size - batch.len();
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut received, room)).await {
+                    Ok(0) => closing = true,
+                    Ok(_) => closing |= unpack(&mut received, &mut batch),
                     Err(_) => break,
                 }
             }
@@ -1098,13 +1163,9 @@ impl<S: AuditStore> Context<S> {
                 let rest = batch.split_off(batch.len().min(self.batch_size));
                 let full = std::mem::replace(&mut batch, rest);
                 let count = full.len();
-                let accounts: Vec<(Option<String>, i64)> = full
-                    .iter()
-                    .map(|e| {
-                        let account = e.record.account.as_ref().map(|a| a.id.clone());
-                        (account, e.record.action.time.unix_millis())
-                    })
-                    .collect();
+                // What a panic would lose, per account: one id cloned per account, not per
+                // record.
+                let spans = GapSpan::of_batch(&full);
                 let processed = AssertUnwindSafe(self.process(full, closing))
                     .catch_unwind()
                     .await;
@@ -1115,8 +1176,8 @@ impl<S: AuditStore> Context<S> {
                     // A bug (a panicking directory, say) must not stop ingestion: the batch is
                     // counted as lost, and the lane goes on.
                     tracing::error!(target: "audit_store", records = count, "an audit batch panicked and was dropped");
-                    for (account, time_ms) in accounts {
-                        self.shared.drop_record(account.as_deref(), time_ms);
+                    for (account, span) in spans {
+                        self.shared.drop_span(account, span);
                     }
                 }
             }
@@ -1134,8 +1195,9 @@ impl<S: AuditStore> Context<S> {
             if let Some(enricher) = &self.enricher {
                 enricher.enrich(&mut record).await;
             }
-            match StoredRecord::from_record(&record) {
-                Ok(row) => rows.push(row),
+            // Serialized before it is taken apart, so that an error can still name it.
+            match serde_json::to_string(&record) {
+                Ok(json) => rows.push(StoredRecord::flatten(record, json)),
                 Err(e) => {
                     tracing::error!(target: "audit_store", id = %record.id, "unstorable audit record: {e}");
                     self.shared.drop_record(

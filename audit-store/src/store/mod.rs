@@ -2,6 +2,8 @@
 //! logical schema through sqlx migrations.
 
 #[cfg(feature = "postgres")]
+mod copy;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]

@@ -1,0 +1,11 @@
+-- The indexed text columns hold identifiers (account ids, e-mail addresses, product and action
+-- names) that the query API matches only for equality. Under a linguistic collation every
+-- index comparison went through strcoll (and under C.UTF-8 too, before PostgreSQL 17): about
+-- a third of what PostgreSQL spent inserting a record (BENCHMARKS.md, "Whole servers").
+-- With COLLATE "C" they compare as bytes; equality is the same for any deterministic
+-- collation, so no query changes. A collation change rebuilds the indexes, not the table.
+ALTER TABLE audit_logs
+    ALTER COLUMN account_id TYPE text COLLATE "C",
+    ALTER COLUMN actor_email TYPE text COLLATE "C",
+    ALTER COLUMN resource_product TYPE text COLLATE "C",
+    ALTER COLUMN action_type TYPE text COLLATE "C";

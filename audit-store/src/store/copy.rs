@@ -1,0 +1,186 @@
+//! Batches written to PostgreSQL by `COPY audit_logs FROM STDIN (FORMAT binary)`.
+//!
+//! `COPY` is the cheapest way into PostgreSQL, for the server and for us: the server inserts
+//! the rows of a partition in multi-row heap writes and parses no text, and we encode every
+//! field straight from the [`StoredRecord`] into the wire buffer, cloning nothing. It cannot
+//! skip a row that is already stored, so a duplicate id (a retried batch) fails the whole
+//! statement with `unique_violation`, and the caller writes the batch again with
+//! `INSERT ... ON CONFLICT DO NOTHING` ([`is_duplicate`]).
+//!
+//! The format, from PostgreSQL's `COPY` reference: a signature and two zero words, then per
+//! row a 16-bit field count and per field a 32-bit length (`-1` for NULL) and the value in the
+//! type's binary form (`uuid`: 16 bytes; `int8`, `int4`: big-endian; `text`: its UTF-8 bytes;
+//! `bytea`: the bytes), and a `-1` field count to end.
+
+use sqlx::postgres::PgConnection;
+
+use crate::chain::Link;
+use crate::row::StoredRecord;
+
+/// The columns a batch writes, in the order [`encode_row`] writes them (for the tests).
+#[cfg(test)]
+const COLUMNS: &str = "id, time_ms, account_id, account_name, zone_id, zone_name, \
+    action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, \
+    actor_context, actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, \
+    raw_uri, resource_id, resource_product, resource_type, resource_scope, record";
+
+/// The statement of an unchained batch.
+const COPY: &str = "COPY audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
+    action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, \
+    actor_context, actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, \
+    raw_uri, resource_id, resource_product, resource_type, resource_scope, record) \
+    FROM STDIN (FORMAT binary)";
+
+/// The statement of a chained batch: [`COPY`] and each record's link.
+const COPY_CHAINED: &str = "COPY audit_logs (id, time_ms, account_id, account_name, zone_id, \
+    zone_name, action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, \
+    actor_context, actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, \
+    raw_uri, resource_id, resource_product, resource_type, resource_scope, record, chain_seq, \
+    chain_hash, chain_seal) FROM STDIN (FORMAT binary)";
+
+/// `PGCOPY\n\377\r\n\0`, no flags, no header extension.
+const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The field count that ends the data.
+const TRAILER: &[u8] = &(-1_i16).to_be_bytes();
+
+/// What the encoder fills before handing a chunk to the connection: large enough that a
+/// message costs little per row, small enough that a batch never sits whole in memory twice.
+const CHUNK: usize = 256 * 1024;
+
+/// Writes `records` (with their `links` when chained, one per record) in one `COPY` on
+/// `conn`. Returns the rows written: all of them, or an error and none (one statement).
+pub(crate) async fn copy_rows(
+    conn: &mut PgConnection,
+    records: &[StoredRecord],
+    links: Option<&[Link]>,
+) -> sqlx::Result<u64> {
+    debug_assert!(links.is_none_or(|l| l.len() == records.len()));
+    let statement = if links.is_some() { COPY_CHAINED } else { COPY };
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    buf.extend_from_slice(HEADER);
+    for (i, record) in records.iter().enumerate() {
+        encode_row(&mut buf, record, links.map(|l| &l[i]));
+        if buf.len() >= CHUNK {
+            if let Err(e) = copy.send(buf.as_slice()).await {
+                // The connection is already broken; `abort` tells the server if it is not.
+                let _ = copy.abort("the client failed to send a batch").await;
+                return Err(e);
+            }
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(TRAILER);
+    copy.send(buf.as_slice()).await?;
+    copy.finish().await
+}
+
+/// Whether `error` is PostgreSQL's `unique_violation`: the batch holds an id already stored.
+pub(crate) fn is_duplicate(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
+}
+
+/// One row: 24 fields, or 27 with the chain's.
+fn encode_row(out: &mut Vec<u8>, r: &StoredRecord, link: Option<&Link>) {
+    let fields: i16 = if link.is_some() { 27 } else { 24 };
+    out.extend_from_slice(&fields.to_be_bytes());
+    bytes(out, Some(r.id.as_bytes()));
+    bytes(out, Some(&r.time_ms.to_be_bytes()));
+    text(out, r.account_id.as_deref());
+    text(out, r.account_name.as_deref());
+    text(out, r.zone_id.as_deref());
+    text(out, r.zone_name.as_deref());
+    text(out, Some(r.action_type));
+    text(out, Some(r.action_result));
+    text(out, r.actor_email.as_deref());
+    text(out, r.actor_id.as_deref());
+    text(out, r.actor_ip_address.as_deref());
+    text(out, r.actor_type);
+    text(out, r.actor_context);
+    text(out, r.actor_token_id.as_deref());
+    text(out, r.actor_token_name.as_deref());
+    text(out, Some(&r.raw_ray_id));
+    text(out, Some(&r.raw_method));
+    bytes(out, Some(&r.raw_status_code.to_be_bytes()));
+    text(out, Some(&r.raw_uri));
+    text(out, r.resource_id.as_deref());
+    text(out, r.resource_product.as_deref());
+    text(out, r.resource_type.as_deref());
+    text(out, r.resource_scope.as_deref());
+    text(out, Some(&r.record));
+    if let Some(link) = link {
+        bytes(out, Some(&link.seq.to_be_bytes()));
+        bytes(out, Some(&link.hash));
+        bytes(out, Some(&link.seal));
+    }
+}
+
+fn text(out: &mut Vec<u8>, value: Option<&str>) {
+    bytes(out, value.map(str::as_bytes));
+}
+
+/// A field: its length and bytes, or `-1` for NULL.
+fn bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(&(-1_i32).to_be_bytes()),
+        Some(v) => {
+            // A field over 2 GiB cannot reach here: a record is bounded far below that.
+            let len = i32::try_from(v.len()).unwrap_or(i32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statements_name_the_columns_in_the_order_rows_are_encoded() {
+        assert!(COPY.contains(&format!("({COLUMNS})")));
+        assert!(COPY_CHAINED.contains(&format!("({COLUMNS}, chain_seq, chain_hash, chain_seal)")));
+    }
+
+    #[test]
+    fn a_row_is_a_field_count_then_lengths_and_values() {
+        let record = crate::chain::tests::row(42, Some("023e105f4ecef8ad9ca31a8372d0c353"));
+        let mut out = Vec::new();
+        encode_row(&mut out, &record, None);
+        assert_eq!(&out[..2], &24_i16.to_be_bytes());
+        // id: 16 bytes of uuid.
+        assert_eq!(&out[2..6], &16_i32.to_be_bytes());
+        assert_eq!(&out[6..22], record.id.as_bytes());
+        // time_ms: 8 bytes, big-endian.
+        assert_eq!(&out[22..26], &8_i32.to_be_bytes());
+        assert_eq!(&out[26..34], &record.time_ms.to_be_bytes());
+        // The record's JSON is the last field.
+        let json = record.record.as_bytes();
+        assert_eq!(&out[out.len() - json.len()..], json);
+        let len = i32::try_from(json.len()).unwrap();
+        let at = out.len() - json.len() - 4;
+        assert_eq!(&out[at..at + 4], &len.to_be_bytes());
+    }
+
+    #[test]
+    fn null_is_a_length_of_minus_one_and_a_chained_row_has_27_fields() {
+        let record = crate::chain::tests::row(42, None);
+        let link = Link {
+            seq: 7,
+            hash: [1; 32],
+            seal: [2; 32],
+        };
+        let mut out = Vec::new();
+        encode_row(&mut out, &record, Some(&link));
+        assert_eq!(&out[..2], &27_i16.to_be_bytes());
+        let mut tail = Vec::new();
+        bytes(&mut tail, Some(&7_i64.to_be_bytes()));
+        bytes(&mut tail, Some(&[1; 32]));
+        bytes(&mut tail, Some(&[2; 32]));
+        assert!(out.ends_with(&tail));
+        let mut null = Vec::new();
+        text(&mut null, None);
+        assert_eq!(null, (-1_i32).to_be_bytes());
+    }
+}
