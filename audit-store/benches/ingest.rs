@@ -20,7 +20,7 @@
 //! cache and batch size, including the settings before they were tuned; PostgreSQL 1,000-row
 //! batches), `--seed N`,
 //! `--sample N` (print N generated records as JSON lines and exit), `--sqlite3-cache-kib N`
-//! (give the sqlite3 shell a page cache too; the store uses 32,768 KiB).
+//! (give the sqlite3 shell a page cache too; the store uses 16,384 KiB).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it runs a 2,000-row smoke pass and
 //! skips whatever is missing instead of failing.
@@ -56,7 +56,7 @@
 //!   inserting one row per day of the data through the store and deleting them again.
 //!   A `CHECKPOINT` precedes every timed PostgreSQL run.
 //! - SQLite: the database file is created by `SqliteStore::open` for both tools, so the
-//!   reference loads into the same page size (the 32 MiB page cache is a connection setting:
+//!   reference loads into the same page size (the 16 MiB page cache is a connection setting:
 //!   the shell keeps its default 2 MB). `.import` cannot write BLOBs, so the reference stores
 //!   `id` as its 36-character text and empty strings where ours stores NULL (CSV has no NULL
 //!   for `.import`). Same table, same indexes; the reference's rows are a little larger (it is
@@ -1170,7 +1170,7 @@ fn have(program: &str) -> bool {
 // --- SQLite
 
 /// The SQLite configurations `--experiments` tries, as changes to the store's defaults
-/// (`SqliteStore::open`: 8 KiB pages, a 32 MiB page cache; the pipeline: batches of 10,000).
+/// (`SqliteStore::open`: 8 KiB pages, a 16 MiB page cache; the pipeline: batches of 10,000).
 const SQLITE_EXPERIMENTS: [SqliteTuning; 7] = [
     SqliteTuning {
         cache_kib: None,
@@ -1203,10 +1203,10 @@ const SQLITE_EXPERIMENTS: [SqliteTuning; 7] = [
         label: "cache 128 MiB",
     },
     SqliteTuning {
-        cache_kib: Some(16_384),
+        cache_kib: Some(32_768),
         batch_size: None,
         page_size: None,
-        label: "cache 16 MiB",
+        label: "cache 32 MiB (the default before 2026-11-26)",
     },
     SqliteTuning {
         cache_kib: Some(8_192),
@@ -1219,7 +1219,7 @@ const SQLITE_EXPERIMENTS: [SqliteTuning; 7] = [
 /// A change to the store's SQLite settings, to try it before making it in the store.
 #[derive(Clone, Copy, Debug, Default)]
 struct SqliteTuning {
-    /// `PRAGMA cache_size` in KiB (the store sets 32,768).
+    /// `PRAGMA cache_size` in KiB (the store sets 16,384).
     cache_kib: Option<u32>,
     /// The pipeline's batch size (its default is 10,000).
     batch_size: Option<usize>,
@@ -1253,7 +1253,7 @@ async fn sqlite_fresh_tuned(
         // `SqliteStore::open`'s settings (its `with_options` is private: keep these in step),
         // with the tuning's changes.
         let page_size = tuning.page_size.unwrap_or(8_192);
-        let cache_kib = tuning.cache_kib.unwrap_or(32_768);
+        let cache_kib = tuning.cache_kib.unwrap_or(16_384);
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

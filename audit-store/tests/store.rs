@@ -14,7 +14,7 @@ backend_tests!(
     migrate_twice_is_idempotent,
     round_trip_is_byte_for_byte,
     retried_batch_never_duplicates,
-    batch_of_2500_is_stored_whole,
+    batch_of_2600_is_stored_whole,
     get_with_the_wrong_account_is_none,
     retention_deletes_exactly_the_older_records,
     unicode_and_control_characters_round_trip,
@@ -144,14 +144,14 @@ async fn retried_batch_never_duplicates<S: AuditStore>(fx: &Fixture<S>) -> TestR
     Ok(())
 }
 
-async fn batch_of_2500_is_stored_whole<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
-    // SQLite writes 1,000 rows per statement: 2,500 is two full statements and a partial one.
-    let batch: Vec<AuditRecord> = (0..2500)
+async fn batch_of_2600_is_stored_whole<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+    // SQLite writes 250 rows per statement: 2,600 is ten full statements and a partial one.
+    let batch: Vec<AuditRecord> = (0..2600)
         .map(|i| record(Some(["acc_a", "acc_b", "acc_c"][i % 3]), BASE_MS + i as i64))
         .collect();
-    assert_eq!(fx.store.insert(&rows(&batch)?).await?, 2500);
-    assert_eq!(fx.store.count().await?, 2500);
-    for i in [0, 999, 1000, 1999, 2000, 2499] {
+    assert_eq!(fx.store.insert(&rows(&batch)?).await?, 2600);
+    assert_eq!(fx.store.count().await?, 2600);
+    for i in [0, 249, 250, 1999, 2500, 2599] {
         let r = &batch[i];
         assert_eq!(
             fx.store.get(common::account_of(r), r.id).await?,
@@ -161,9 +161,9 @@ async fn batch_of_2500_is_stored_whole<S: AuditStore>(fx: &Fixture<S>) -> TestRe
     }
     let ids: BTreeSet<_> = fx.db.rows().await?.into_iter().map(|r| r.id).collect();
     assert_eq!(ids, batch.iter().map(|r| r.id).collect());
-    // Retried whole: still 2,500.
+    // Retried whole: still 2,600.
     assert_eq!(fx.store.insert(&rows(&batch)?).await?, 0);
-    assert_eq!(fx.store.count().await?, 2500);
+    assert_eq!(fx.store.count().await?, 2600);
     Ok(())
 }
 

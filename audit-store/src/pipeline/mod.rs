@@ -214,7 +214,7 @@ impl<S: AuditStore> PipelineBuilder<S> {
     }
 
     /// The most records written in one transaction. Defaults to 4,000 (SQLite writes them as
-    /// statements of 1,000 rows). Larger transactions are faster — the ingest benchmark
+    /// statements of 250 rows). Larger transactions are faster — the ingest benchmark
     /// measured 10,000-row ones 1.6x faster than 1,000-row ones — and hold more memory. Under
     /// light load batches are smaller: a partial batch is written after the flush interval.
     pub fn batch_size(mut self, records: usize) -> Self {

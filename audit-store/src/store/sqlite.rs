@@ -1,8 +1,7 @@
 //! The embedded SQLite store, the default.
 //!
 //! One file in WAL mode; records are written by multi-row `INSERT OR IGNORE` statements of up
-//! to 1,000 rows (24 columns each, well under SQLite's 32,766 bind parameters), all of a batch
-//! in one transaction: never one commit per record.
+//! to 250 rows, all of a batch in one transaction: never one commit per record.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -35,12 +34,16 @@ use crate::{Result, StoreError};
 /// Rows written between refreshes of the planner's statistics.
 const ANALYZE_EVERY: u64 = 100_000;
 
-/// Rows per `INSERT` statement (27 columns each when chained: 27,000 bind parameters).
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per `INSERT` statement (24 columns each, 27 when chained: 6,750 bind parameters, well
+/// under SQLite's 32,766). A prepared statement holds every bound value and its program;
+/// 1,000-row ones held 6 MiB more of a server's memory under load and were slower (ingest
+/// benchmark, 200k rows: 19.0k rows/s at 44.5 µs CPU per row, against 21.5k at 39.3 µs).
+const ROWS_PER_STATEMENT: usize = 250;
 /// Values per `IN (...)` list.
 const IN_LIST: usize = 500;
-/// Page cache of the connection that inserts records (`cache_size`: negative is KiB).
-const WRITER_CACHE: &str = "-32768";
+/// Page cache of the connection that inserts records, bytes (see
+/// [`SqliteStore::set_writer_cache`]).
+const WRITER_CACHE_BYTES: u64 = 16 << 20;
 /// Page cache of each reading connection.
 const READER_CACHE: &str = "-8192";
 /// Rows per `DELETE` step of retention: short transactions that never hold the write lock long.
@@ -155,9 +158,9 @@ impl SqliteStore {
 
     /// The store's settings on top of `options`: WAL, `synchronous = NORMAL`, a 10 s busy
     /// timeout, 8 KiB pages for new files (a ~2 KiB row of this `WITHOUT ROWID` table spills
-    /// into overflow pages of 4 KiB ones), and a 32 MiB page cache for the writer's index
-    /// updates, chosen by the ingest benchmark's experiments (see BENCHMARKS.md). Records are
-    /// inserted through one connection, so that cache is one cache: with every pooled
+    /// into overflow pages of 4 KiB ones), and a 16 MiB page cache for the writer's index
+    /// updates, chosen by the ingest and whole-server benchmarks (see BENCHMARKS.md). Records
+    /// are inserted through one connection, so that cache is one cache: with every pooled
     /// connection inserting in turn, each warmed its own and a process under write load held
     /// 4 x 32 MiB (the whole-server benchmark's peak RSS). Readers get up to 4 connections of
     /// 8 MiB each. Up to
@@ -173,7 +176,11 @@ impl SqliteStore {
             .row_buffer_size(ROW_BUFFER);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", cache_size(WRITER_CACHE_BYTES)),
+            )
             .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -187,6 +194,37 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Sets the page cache of the connection that inserts records, from the next statement
+    /// on (also after a reconnection). It holds the index pages being written to: with many
+    /// accounts, a larger one is faster (the ingest benchmark: 128 MiB 1.1x and 8 MiB 0.85x
+    /// of the 16 MiB default, 100 accounts), and it is most of what the store adds to a
+    /// process's memory under load. For a store made by [`new`](Self::new), the pool given.
+    ///
+    /// ```no_run
+    /// use audit_store::SqliteStore;
+    ///
+    /// # async fn run() -> audit_store::Result<()> {
+    /// let store = SqliteStore::open("audit.db").await?;
+    /// store.set_writer_cache(64 << 20).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When the writer's connection cannot be reached.
+    pub async fn set_writer_cache(&self, bytes: u64) -> Result<()> {
+        let size = cache_size(bytes);
+        let options = (*self.writer.connect_options())
+            .clone()
+            .pragma("cache_size", size.clone());
+        self.writer.set_connect_options(options);
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = {size}")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// Refreshes the planner's statistics where they are stale (`PRAGMA optimize`, bounded by
     /// `analysis_limit`). Without statistics SQLite does not pick the composite indexes, and a
     /// filtered query in a large account takes 6–100 ms instead of under 1 ms (measured by the
@@ -196,7 +234,10 @@ impl SqliteStore {
     ///
     /// When the database refuses the pragmas.
     pub async fn optimize(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        // On the writer: `ANALYZE` writes its statistics, and reads the indexes the writer's
+        // cache already holds. Run on a reader, it filled that reader's cache for nothing
+        // (17 MiB of a server's peak memory) and waited for the writer's lock.
+        let mut conn = self.writer.acquire().await?;
         sqlx::query("PRAGMA analysis_limit = 1000")
             .execute(&mut *conn)
             .await?;
@@ -207,11 +248,16 @@ impl SqliteStore {
     }
 }
 
+/// `PRAGMA cache_size`'s value for `bytes`: negative is KiB (at least 1).
+fn cache_size(bytes: u64) -> String {
+    format!("-{}", (bytes / 1024).max(1))
+}
+
 /// Whether the insert statement for `chunk` is kept prepared on the connection: only the
-/// full-size one, which every large batch reuses. A statement of 1,000 rows binds 24,000
-/// parameters and holds megabytes once prepared; cached for every partial size (each a
-/// different SQL text, up to sqlx's 100 per connection), they held most of a server's memory
-/// under light load (the whole-server benchmark's peak RSS).
+/// full-size one, which every large batch reuses. A prepared statement of many rows holds
+/// megabytes; cached for every partial size (each a different SQL text, up to sqlx's 100 per
+/// connection), the 1,000-row ones of an earlier version held most of a server's memory under
+/// light load (the whole-server benchmark's peak RSS).
 fn cached(chunk: &[StoredRecord]) -> bool {
     chunk.len() == ROWS_PER_STATEMENT
 }
@@ -767,5 +813,49 @@ impl AuditStore for SqliteStore {
             builder.build().execute(&self.pool).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn writer_cache_size(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_writer_cache_is_16_mib_until_set_and_stays_set_after_a_reconnection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        assert_eq!(writer_cache_size(&store).await, -16_384);
+        store.set_writer_cache(3 << 20).await.unwrap();
+        assert_eq!(writer_cache_size(&store).await, -3072);
+        // A new connection (the old one closed, as after an error) gets it too.
+        store.writer.close().await;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with((*store.writer.connect_options()).clone())
+            .await
+            .unwrap();
+        let reopened = SqliteStore::with_writer(store.pool.clone(), writer);
+        assert_eq!(writer_cache_size(&reopened).await, -3072);
+        // Readers keep theirs.
+        let reader: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(reader, -8192);
+    }
+
+    #[test]
+    fn cache_sizes_are_kib_and_never_zero() {
+        assert_eq!(cache_size(16 << 20), "-16384");
+        assert_eq!(cache_size(0), "-1");
     }
 }
