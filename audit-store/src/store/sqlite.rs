@@ -46,6 +46,14 @@ const IN_LIST: usize = 500;
 const WRITER_CACHE_BYTES: u64 = 16 << 20;
 /// Page cache of each reading connection.
 const READER_CACHE: &str = "-8192";
+/// How often the WAL is checkpointed off the writer (see [`checkpoints`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL frames past which a checkpoint also restarts the log, pausing the writer for the last
+/// frames only: 4,096 pages of 8 KiB, 32 MiB of WAL file.
+const WAL_RESTART_FRAMES: i64 = 4096;
+/// The writer's own `wal_autocheckpoint`, pages: a backstop, in case the checkpoints of
+/// [`checkpoints`] stop (SQLite's default is 1,000).
+const WRITER_AUTOCHECKPOINT: &str = "16384";
 /// Rows per `DELETE` step of retention: short transactions that never hold the write lock long.
 const DELETE_CHUNK: i64 = 5000;
 /// `mmap_size` of the connection that reads a whole store for verification: the file is read
@@ -80,6 +88,56 @@ pub struct SqliteStore {
     unanalyzed: Arc<AtomicU64>,
     /// Set: every record is chained (see [`chain`]).
     chain: Option<Arc<ChainKeys>>,
+    /// The task checkpointing the WAL, for stores opened by this module; ends with the last
+    /// clone of the store.
+    checkpoints: Option<Arc<Checkpoints>>,
+}
+
+/// Stops the checkpoint task when dropped.
+#[derive(Debug)]
+struct Checkpoints(tokio::task::AbortHandle);
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Checkpoints the WAL of the database `options` opens, every [`CHECKPOINT_EVERY`], on a
+/// connection of its own. SQLite otherwise checkpoints in the commit that fills the WAL past
+/// `wal_autocheckpoint`: the writer's, which then waits for the database file to be written
+/// and synced (the whole-server benchmark saw it stop ingestion for seconds on a busy host).
+/// Here the writer only appends. A `PASSIVE` checkpoint never waits for it; the WAL file
+/// starts over only when a checkpoint has caught up between two of its transactions, so once
+/// the WAL holds [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint waits for the writer's current
+/// transaction and holds the next one while it copies the frames since its last pass.
+async fn checkpoints(options: SqliteConnectOptions) {
+    use sqlx::Connection as _;
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn: Option<sqlx::SqliteConnection> = None;
+    let mut restart = false;
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            conn = sqlx::SqliteConnection::connect_with(&options).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let mode = if restart { "RESTART" } else { "PASSIVE" };
+        let done = sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(format!(
+            "PRAGMA wal_checkpoint({mode})"
+        )))
+        .fetch_one(&mut *c)
+        .await;
+        match done {
+            // (blocked, frames in the WAL, frames checkpointed)
+            Ok((_, frames, _)) => restart = frames >= WAL_RESTART_FRAMES,
+            Err(e) => {
+                tracing::debug!(target: "audit_store", "SQLite WAL checkpoint failed: {e}");
+                conn = None;
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -96,6 +154,7 @@ impl SqliteStore {
             writer,
             unanalyzed: Arc::default(),
             chain: None,
+            checkpoints: None,
         }
     }
 
@@ -163,8 +222,8 @@ impl SqliteStore {
     /// are inserted through one connection, so that cache is one cache: with every pooled
     /// connection inserting in turn, each warmed its own and a process under write load held
     /// 4 x 32 MiB (the whole-server benchmark's peak RSS). Readers get up to 4 connections of
-    /// 8 MiB each. Up to
-    /// 1,024 rows read ahead per query, for the verifier's scan.
+    /// 8 MiB each. Up to 1,024 rows read ahead per query, for the verifier's scan. A task of
+    /// the store's checkpoints the WAL on a connection of its own (see [`checkpoints`]).
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
         let options = options
             .create_if_missing(true)
@@ -179,14 +238,19 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
-                    .pragma("cache_size", cache_size(WRITER_CACHE_BYTES)),
+                    .pragma("cache_size", cache_size(WRITER_CACHE_BYTES))
+                    .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT),
             )
             .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self::with_writer(pool, writer))
+        // Checkpoints copy pages through a buffer of their own, not the page cache.
+        let task = tokio::spawn(checkpoints(options.pragma("cache_size", "-256")));
+        let mut store = Self::with_writer(pool, writer);
+        store.checkpoints = Some(Arc::new(Checkpoints(task.abort_handle())));
+        Ok(store)
     }
 
     /// The connection pool.
@@ -851,6 +915,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reader, -8192);
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_writer_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let wal = dir.path().join("audit.db-wal");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint.to_string(), WRITER_AUTOCHECKPOINT);
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let rows = |from: u128| -> Vec<StoredRecord> {
+            (from..from + 2000)
+                .map(|i| {
+                    let mut row = crate::chain::tests::row(i, Some("acc"));
+                    row.record = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+                    row
+                })
+                .collect()
+        };
+        // About 5 MiB of frames, far below the writer's own threshold (128 MiB): only the
+        // store's task can copy them into the database file.
+        store.insert(&rows(0)).await.unwrap();
+        let (db_before, wal_after_first) = (size(&path), size(&wal));
+        assert!(wal_after_first > 4 << 20, "{wal_after_first}");
+        let mut waited = Duration::ZERO;
+        while size(&path) < db_before + (4 << 20) && waited < Duration::from_secs(5) {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            waited += CHECKPOINT_EVERY;
+        }
+        assert!(
+            size(&path) >= db_before + (4 << 20),
+            "not checkpointed in {waited:?}"
+        );
+        tokio::time::sleep(CHECKPOINT_EVERY * 2).await;
+        // Every frame was copied: the next transactions write the WAL from its start, so the
+        // file does not grow by what they write.
+        store.insert(&rows(10_000)).await.unwrap();
+        assert!(
+            size(&wal) < wal_after_first + (1 << 20),
+            "the WAL grew from {wal_after_first} to {} bytes",
+            size(&wal)
+        );
+        assert_eq!(store.count().await.unwrap(), 4000);
     }
 
     #[test]
