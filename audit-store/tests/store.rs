@@ -20,6 +20,7 @@ backend_tests!(
     unicode_and_control_characters_round_trip,
     records_without_an_account_are_stored,
     nul_in_a_filter_column_is_stored,
+    a_write_cancelled_part_way_leaves_the_store_whole,
 );
 
 async fn migrate_twice_is_idempotent<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
@@ -374,5 +375,61 @@ async fn nul_in_a_filter_column_is_stored<S: AuditStore>(fx: &Fixture<S>) -> Tes
     );
     assert_eq!(fx.store.get("acc_nul", fine.id).await?, Some(json(&fine)?));
     assert_eq!(fx.store.get("acc_nul", r.id).await?, Some(json(&r)?));
+    Ok(())
+}
+
+async fn a_write_cancelled_part_way_leaves_the_store_whole<S: AuditStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    // The pipeline drops a write that outlasts its timeout. Cut off at many points (before,
+    // during and after sending the rows, while committing), a batch is stored whole or not
+    // at all (perhaps a moment later: the database may finish what it was sent), and the
+    // connection it used never serves a later query mid-protocol: every write and read after
+    // it gets its own answer.
+    let (mut certain, mut cut) = (0_u64, 0_u64);
+    let mut next = 0_i64;
+    for cut_us in (0..40_u64).map(|i| 200 + i * 700) {
+        let batch: Vec<AuditRecord> = (next..next + 1500)
+            .map(|i| {
+                record(
+                    Some(["acc_cut", "acc_other"][(i % 2) as usize]),
+                    BASE_MS + i,
+                )
+            })
+            .collect();
+        next += 1500;
+        let written = tokio::time::timeout(
+            std::time::Duration::from_micros(cut_us),
+            fx.store.insert(&rows(&batch)?),
+        )
+        .await;
+        match written {
+            Ok(result) => {
+                assert_eq!(result?, 1500, "cut at {cut_us} us: not cut");
+                certain += 1500;
+            }
+            Err(_) => cut += 1,
+        }
+        // A small write and a read right after: each answered for itself.
+        let probe = record(Some("acc_probe"), BASE_MS + 1_000_000 + next);
+        assert_eq!(
+            fx.store
+                .insert(&rows(std::slice::from_ref(&probe))?)
+                .await?,
+            1
+        );
+        certain += 1;
+        assert_eq!(
+            fx.store.get("acc_probe", probe.id).await?,
+            Some(json(&probe)?)
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let count = fx.store.count().await?;
+    let extra = count - certain;
+    assert!(
+        extra % 1500 == 0 && extra <= cut * 1500,
+        "{count} stored: {certain} certain and {extra} of {cut} cut batches, not whole ones"
+    );
     Ok(())
 }

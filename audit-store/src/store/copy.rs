@@ -4,15 +4,21 @@
 //! the rows of a partition in multi-row heap writes and parses no text, and we encode every
 //! field straight from the [`StoredRecord`] into the wire buffer, cloning nothing. It cannot
 //! skip a row that is already stored, so a duplicate id (a retried batch) fails the whole
-//! statement with `unique_violation`, and the caller writes the batch again with
-//! `INSERT ... ON CONFLICT DO NOTHING` ([`is_duplicate`]).
+//! statement with `unique_violation` ([`is_duplicate`]): an unchained batch is then written
+//! again with `INSERT ... ON CONFLICT DO NOTHING`, a chained one rolled back and linked again
+//! without its stored rows.
+//!
+//! A `COPY` cut off part way (the pipeline's write timeout drops the write) leaves its
+//! connection between messages of the protocol; [`Guarded`] closes such a connection instead
+//! of handing it back to the pool.
 //!
 //! The format, from PostgreSQL's `COPY` reference: a signature and two zero words, then per
 //! row a 16-bit field count and per field a 32-bit length (`-1` for NULL) and the value in the
 //! type's binary form (`uuid`: 16 bytes; `int8`, `int4`: big-endian; `text`: its UTF-8 bytes;
 //! `bytea`: the bytes), and a `-1` field count to end.
 
-use sqlx::postgres::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, Postgres};
 
 use crate::chain::Link;
 use crate::row::StoredRecord;
@@ -61,7 +67,10 @@ pub(crate) async fn copy_rows(
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(HEADER);
     for (i, record) in records.iter().enumerate() {
-        encode_row(&mut buf, record, links.map(|l| &l[i]));
+        if let Err(e) = encode_row(&mut buf, record, links.map(|l| &l[i])) {
+            let _ = copy.abort("a field too long for PostgreSQL").await;
+            return Err(e);
+        }
         if buf.len() >= CHUNK {
             if let Err(e) = copy.send(buf.as_slice()).await {
                 // The connection is already broken; `abort` tells the server if it is not.
@@ -76,61 +85,102 @@ pub(crate) async fn copy_rows(
     copy.finish().await
 }
 
+/// A pooled connection for a write that may be cancelled: closed when dropped, unless the
+/// write finished and called [`release`](Self::release).
+pub(crate) struct Guarded(Option<PoolConnection<Postgres>>);
+
+impl Guarded {
+    pub(crate) fn new(conn: PoolConnection<Postgres>) -> Self {
+        Self(Some(conn))
+    }
+
+    /// The connection, until released.
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        // Only `release`, which takes `self`, empties it.
+        self.0
+            .as_deref_mut()
+            .expect("a guarded connection is held until released")
+    }
+
+    /// The write finished (well or not): the connection goes back to the pool, which checks
+    /// it as usual.
+    pub(crate) fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
 /// Whether `error` is PostgreSQL's `unique_violation`: the batch holds an id already stored.
 pub(crate) fn is_duplicate(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
 }
 
 /// One row: 24 fields, or 27 with the chain's.
-fn encode_row(out: &mut Vec<u8>, r: &StoredRecord, link: Option<&Link>) {
+fn encode_row(out: &mut Vec<u8>, r: &StoredRecord, link: Option<&Link>) -> sqlx::Result<()> {
     let fields: i16 = if link.is_some() { 27 } else { 24 };
     out.extend_from_slice(&fields.to_be_bytes());
-    bytes(out, Some(r.id.as_bytes()));
-    bytes(out, Some(&r.time_ms.to_be_bytes()));
-    text(out, r.account_id.as_deref());
-    text(out, r.account_name.as_deref());
-    text(out, r.zone_id.as_deref());
-    text(out, r.zone_name.as_deref());
-    text(out, Some(r.action_type));
-    text(out, Some(r.action_result));
-    text(out, r.actor_email.as_deref());
-    text(out, r.actor_id.as_deref());
-    text(out, r.actor_ip_address.as_deref());
-    text(out, r.actor_type);
-    text(out, r.actor_context);
-    text(out, r.actor_token_id.as_deref());
-    text(out, r.actor_token_name.as_deref());
-    text(out, Some(&r.raw_ray_id));
-    text(out, Some(&r.raw_method));
-    bytes(out, Some(&r.raw_status_code.to_be_bytes()));
-    text(out, Some(&r.raw_uri));
-    text(out, r.resource_id.as_deref());
-    text(out, r.resource_product.as_deref());
-    text(out, r.resource_type.as_deref());
-    text(out, r.resource_scope.as_deref());
-    text(out, Some(&r.record));
+    bytes(out, Some(r.id.as_bytes()))?;
+    bytes(out, Some(&r.time_ms.to_be_bytes()))?;
+    text(out, r.account_id.as_deref())?;
+    text(out, r.account_name.as_deref())?;
+    text(out, r.zone_id.as_deref())?;
+    text(out, r.zone_name.as_deref())?;
+    text(out, Some(r.action_type))?;
+    text(out, Some(r.action_result))?;
+    text(out, r.actor_email.as_deref())?;
+    text(out, r.actor_id.as_deref())?;
+    text(out, r.actor_ip_address.as_deref())?;
+    text(out, r.actor_type)?;
+    text(out, r.actor_context)?;
+    text(out, r.actor_token_id.as_deref())?;
+    text(out, r.actor_token_name.as_deref())?;
+    text(out, Some(&r.raw_ray_id))?;
+    text(out, Some(&r.raw_method))?;
+    bytes(out, Some(&r.raw_status_code.to_be_bytes()))?;
+    text(out, Some(&r.raw_uri))?;
+    text(out, r.resource_id.as_deref())?;
+    text(out, r.resource_product.as_deref())?;
+    text(out, r.resource_type.as_deref())?;
+    text(out, r.resource_scope.as_deref())?;
+    text(out, Some(&r.record))?;
     if let Some(link) = link {
-        bytes(out, Some(&link.seq.to_be_bytes()));
-        bytes(out, Some(&link.hash));
-        bytes(out, Some(&link.seal));
+        bytes(out, Some(&link.seq.to_be_bytes()))?;
+        bytes(out, Some(&link.hash))?;
+        bytes(out, Some(&link.seal))?;
     }
+    Ok(())
 }
 
-fn text(out: &mut Vec<u8>, value: Option<&str>) {
-    bytes(out, value.map(str::as_bytes));
+fn text(out: &mut Vec<u8>, value: Option<&str>) -> sqlx::Result<()> {
+    bytes(out, value.map(str::as_bytes))
 }
 
 /// A field: its length and bytes, or `-1` for NULL.
-fn bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+fn bytes(out: &mut Vec<u8>, value: Option<&[u8]>) -> sqlx::Result<()> {
     match value {
         None => out.extend_from_slice(&(-1_i32).to_be_bytes()),
         Some(v) => {
-            // A field over 2 GiB cannot reach here: a record is bounded far below that.
-            let len = i32::try_from(v.len()).unwrap_or(i32::MAX);
+            let len = i32::try_from(v.len()).map_err(|_| {
+                sqlx::Error::Encode(
+                    format!(
+                        "a field of {} bytes, over the 2 GiB a COPY field can hold",
+                        v.len()
+                    )
+                    .into(),
+                )
+            })?;
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(v);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,7 +197,7 @@ mod tests {
     fn a_row_is_a_field_count_then_lengths_and_values() {
         let record = crate::chain::tests::row(42, Some("023e105f4ecef8ad9ca31a8372d0c353"));
         let mut out = Vec::new();
-        encode_row(&mut out, &record, None);
+        encode_row(&mut out, &record, None).unwrap();
         assert_eq!(&out[..2], &24_i16.to_be_bytes());
         // id: 16 bytes of uuid.
         assert_eq!(&out[2..6], &16_i32.to_be_bytes());
@@ -172,15 +222,15 @@ mod tests {
             seal: [2; 32],
         };
         let mut out = Vec::new();
-        encode_row(&mut out, &record, Some(&link));
+        encode_row(&mut out, &record, Some(&link)).unwrap();
         assert_eq!(&out[..2], &27_i16.to_be_bytes());
         let mut tail = Vec::new();
-        bytes(&mut tail, Some(&7_i64.to_be_bytes()));
-        bytes(&mut tail, Some(&[1; 32]));
-        bytes(&mut tail, Some(&[2; 32]));
+        bytes(&mut tail, Some(&7_i64.to_be_bytes())).unwrap();
+        bytes(&mut tail, Some(&[1; 32])).unwrap();
+        bytes(&mut tail, Some(&[2; 32])).unwrap();
         assert!(out.ends_with(&tail));
         let mut null = Vec::new();
-        text(&mut null, None);
+        text(&mut null, None).unwrap();
         assert_eq!(null, (-1_i32).to_be_bytes());
     }
 }

@@ -156,11 +156,13 @@ impl PostgresStore {
     /// Writes an unchained batch: one `COPY`, or, when the batch holds an id already stored
     /// (it is a retry of a batch that committed), one `INSERT` that skips the stored rows.
     async fn write_unchained(&self, records: &[StoredRecord]) -> Result<u64> {
-        let mut conn = self.pool.acquire().await?;
-        match copy::copy_rows(&mut conn, records, None).await {
-            Err(e) if copy::is_duplicate(&e) => Self::insert_rows(&mut *conn, records).await,
-            written => Ok(written?),
-        }
+        let mut guarded = copy::Guarded::new(self.pool.acquire().await?);
+        let written = match copy::copy_rows(guarded.conn(), records, None).await {
+            Err(e) if copy::is_duplicate(&e) => Self::insert_rows(guarded.conn(), records).await,
+            written => written.map_err(Into::into),
+        };
+        guarded.release();
+        written
     }
 
     async fn write(&self, records: &[StoredRecord]) -> Result<u64> {
@@ -174,10 +176,23 @@ impl PostgresStore {
     /// chains' head rows (`FOR UPDATE`, locked in name order so writers never deadlock): the
     /// ordering point per account across every instance sharing the database.
     async fn insert_chained(&self, keys: &ChainKeys, records: &[StoredRecord]) -> Result<u64> {
+        let mut guarded = copy::Guarded::new(self.pool.acquire().await?);
+        let written = Self::insert_chained_on(guarded.conn(), keys, records).await;
+        guarded.release();
+        written
+    }
+
+    /// [`insert_chained`](Self::insert_chained) on `conn`.
+    async fn insert_chained_on(
+        conn: &mut sqlx::PgConnection,
+        keys: &ChainKeys,
+        records: &[StoredRecord],
+    ) -> Result<u64> {
+        use sqlx::Connection as _;
         let records = chain::dedup_ids(records);
         let mut skip_stored = false;
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = conn.begin().await?;
             // A retried batch may have committed before: such records keep their links.
             let rows: Cow<'_, [StoredRecord]> = if skip_stored {
                 let stored: HashSet<Uuid> = sqlx::query_scalar(

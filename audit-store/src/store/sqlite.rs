@@ -51,6 +51,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// WAL frames past which a checkpoint also restarts the log, pausing the writer for the last
 /// frames only: 4,096 pages of 8 KiB, 32 MiB of WAL file.
 const WAL_RESTART_FRAMES: i64 = 4096;
+/// How long a checkpoint waits for a lock (the writer's, a reader's snapshot) before it gives
+/// up until its next pass.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(50);
 /// The writer's own `wal_autocheckpoint`, pages: a backstop, in case the checkpoints of
 /// [`checkpoints`] stop (SQLite's default is 1,000).
 const WRITER_AUTOCHECKPOINT: &str = "16384";
@@ -107,20 +110,43 @@ impl Drop for Checkpoints {
 /// connection of its own. SQLite otherwise checkpoints in the commit that fills the WAL past
 /// `wal_autocheckpoint`: the writer's, which then waits for the database file to be written
 /// and synced (the whole-server benchmark saw it stop ingestion for seconds on a busy host).
-/// Here the writer only appends. A `PASSIVE` checkpoint never waits for it; the WAL file
-/// starts over only when a checkpoint has caught up between two of its transactions, so once
-/// the WAL holds [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint waits for the writer's current
-/// transaction and holds the next one while it copies the frames since its last pass.
+/// Here the writer only appends. A `PASSIVE` checkpoint never waits for it. The WAL file
+/// starts over when a checkpoint has copied every frame before the writer's next transaction;
+/// under continuous writes a pass rarely catches up, so once the WAL holds
+/// [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint holds the writer while it copies the frames
+/// since the previous pass, or gives up after [`CHECKPOINT_BUSY_TIMEOUT`] if a reader still
+/// needs them (and is tried again 2 s later). Ends at once for a database that is not in WAL mode (`sqlite::memory:`), and
+/// waits longer between attempts while the database refuses them (a read-only file).
 async fn checkpoints(options: SqliteConnectOptions) {
     use sqlx::Connection as _;
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<sqlx::SqliteConnection> = None;
-    let mut restart = false;
+    // Whether the next pass restarts the WAL; passes until a restart is tried again after
+    // one gave up.
+    let (mut restart, mut restart_later) = (false, 0_u32);
+    let (mut failures, mut skip) = (0_u32, 0_u32);
     loop {
         tick.tick().await;
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         if conn.is_none() {
-            conn = sqlx::SqliteConnection::connect_with(&options).await.ok();
+            let Ok(mut c) = sqlx::SqliteConnection::connect_with(&options).await else {
+                failures += 1;
+                skip = 2_u32.saturating_pow(failures).min(40);
+                continue;
+            };
+            let mode: Option<String> = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_optional(&mut c)
+                .await
+                .ok()
+                .flatten();
+            if !mode.is_some_and(|m| m.eq_ignore_ascii_case("wal")) {
+                return;
+            }
+            conn = Some(c);
         }
         let Some(c) = conn.as_mut() else { continue };
         let mode = if restart { "RESTART" } else { "PASSIVE" };
@@ -130,11 +156,23 @@ async fn checkpoints(options: SqliteConnectOptions) {
         .fetch_one(&mut *c)
         .await;
         match done {
-            // (blocked, frames in the WAL, frames checkpointed)
-            Ok((_, frames, _)) => restart = frames >= WAL_RESTART_FRAMES,
+            // (gave up on a lock, frames in the WAL, frames copied): a WAL copied whole starts
+            // over at the writer's next transaction without help.
+            Ok((gave_up, frames, copied)) => {
+                failures = 0;
+                if restart && gave_up != 0 {
+                    // A reader holds an old snapshot (a long scan): try again in 2 s, not
+                    // every pass, so that the writer is held at most 50 ms in 2 s meanwhile.
+                    restart_later = 8;
+                }
+                restart_later = restart_later.saturating_sub(1);
+                restart = frames >= WAL_RESTART_FRAMES && copied < frames && restart_later == 0;
+            }
             Err(e) => {
                 tracing::debug!(target: "audit_store", "SQLite WAL checkpoint failed: {e}");
                 conn = None;
+                failures += 1;
+                skip = 2_u32.saturating_pow(failures).min(40);
             }
         }
     }
@@ -178,13 +216,15 @@ impl SqliteStore {
 
     /// Opens (creating if missing) the database file at `path`, in WAL mode with
     /// `synchronous = NORMAL`: a commit survives a crash of the process, and readers never
-    /// block the writer.
+    /// block the writer for long. A task of the store's checkpoints the WAL every 250 ms,
+    /// off the writer's commits; a checkpoint that would wait for a reader gives up after
+    /// 50 ms. It ends with the last clone of the store.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened or created.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::with_options(SqliteConnectOptions::new().filename(path)).await
+        Self::with_options(SqliteConnectOptions::new().filename(path), true).await
     }
 
     /// Opens a database from a `sqlite:` URL (`sqlite://demo-data/audit.db`), with the same
@@ -194,12 +234,13 @@ impl SqliteStore {
     ///
     /// When the URL is not a SQLite URL or the file cannot be opened.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_options(SqliteConnectOptions::from_str(url)?).await
+        Self::with_options(SqliteConnectOptions::from_str(url)?, true).await
     }
 
     /// Opens an existing database from a `sqlite:` URL, with the same settings as
     /// [`open`](Self::open); a missing file is an error rather than a new empty database
-    /// (for tools that read a store, such as `audit-verify`).
+    /// (for tools that read a store, such as `audit-verify`). It leaves checkpointing the WAL
+    /// to the application writing to the database.
     ///
     /// # Errors
     ///
@@ -212,7 +253,7 @@ impl SqliteStore {
                 options.get_filename().display()
             )));
         }
-        Self::with_options(options).await
+        Self::with_options(options, false).await
     }
 
     /// The store's settings on top of `options`: WAL, `synchronous = NORMAL`, a 10 s busy
@@ -222,9 +263,10 @@ impl SqliteStore {
     /// are inserted through one connection, so that cache is one cache: with every pooled
     /// connection inserting in turn, each warmed its own and a process under write load held
     /// 4 x 32 MiB (the whole-server benchmark's peak RSS). Readers get up to 4 connections of
-    /// 8 MiB each. Up to 1,024 rows read ahead per query, for the verifier's scan. A task of
-    /// the store's checkpoints the WAL on a connection of its own (see [`checkpoints`]).
-    async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+    /// 8 MiB each. Up to 1,024 rows read ahead per query, for the verifier's scan. With
+    /// `checkpoint`, a task of the store's checkpoints the WAL on a connection of its own
+    /// (see [`checkpoints`]).
+    async fn with_options(options: SqliteConnectOptions, checkpoint: bool) -> Result<Self> {
         let options = options
             .create_if_missing(true)
             .pragma("page_size", "8192")
@@ -246,10 +288,17 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
-        // Checkpoints copy pages through a buffer of their own, not the page cache.
-        let task = tokio::spawn(checkpoints(options.pragma("cache_size", "-256")));
         let mut store = Self::with_writer(pool, writer);
-        store.checkpoints = Some(Arc::new(Checkpoints(task.abort_handle())));
+        if checkpoint {
+            // Checkpoints copy pages through a buffer of their own, not the page cache. A
+            // short busy timeout: a checkpoint that must wait for a reader gives up, rather
+            // than hold the writer back while it waits (see `checkpoints`).
+            let options = options
+                .pragma("cache_size", "-256")
+                .busy_timeout(CHECKPOINT_BUSY_TIMEOUT);
+            let task = tokio::spawn(checkpoints(options));
+            store.checkpoints = Some(Arc::new(Checkpoints(task.abort_handle())));
+        }
         Ok(store)
     }
 
@@ -945,7 +994,7 @@ mod tests {
         let (db_before, wal_after_first) = (size(&path), size(&wal));
         assert!(wal_after_first > 4 << 20, "{wal_after_first}");
         let mut waited = Duration::ZERO;
-        while size(&path) < db_before + (4 << 20) && waited < Duration::from_secs(5) {
+        while size(&path) < db_before + (4 << 20) && waited < Duration::from_secs(20) {
             tokio::time::sleep(CHECKPOINT_EVERY).await;
             waited += CHECKPOINT_EVERY;
         }
