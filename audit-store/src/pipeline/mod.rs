@@ -458,6 +458,10 @@ enum Message {
     Shutdown,
 }
 
+/// Messages a lane takes from its channel at a time: enough that taking costs little per
+/// record, few enough that the buffer they pass through stays small beside the batch.
+const RECEIVE_CHUNK: usize = 256;
+
 /// Moves the records of `received` to `batch`; whether a shutdown was among them.
 fn unpack(received: &mut Vec<Message>, batch: &mut Vec<Envelope>) -> bool {
     let mut shutdown = false;
@@ -1130,16 +1134,16 @@ impl<S: AuditStore> Context<S> {
 
     async fn lane(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_size);
-        let mut received: Vec<Message> = Vec::with_capacity(self.batch_size);
+        let mut received: Vec<Message> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut closing = false;
         while !closing {
             // The first record, then whatever follows it within the flush interval, taken
             // from the channel as many at a time as are there.
-            closing |= rx.recv_many(&mut received, self.batch_size).await == 0;
+            closing |= rx.recv_many(&mut received, RECEIVE_CHUNK).await == 0;
             closing |= unpack(&mut received, &mut batch);
             let deadline = tokio::time::Instant::now() + self.flush_interval;
             while !closing && batch.len() < self.batch_size {
-                let room = self.batch_size - batch.len();
+                let room = (self.batch_size - batch.len()).min(RECEIVE_CHUNK);
                 match tokio::time::timeout_at(deadline, rx.recv_many(&mut received, room)).await {
                     Ok(0) => closing = true,
                     Ok(_) => closing |= unpack(&mut received, &mut batch),
