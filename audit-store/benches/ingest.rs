@@ -77,7 +77,7 @@ use audit_layer::record::{
 };
 use audit_layer::sink::AuditSink;
 use audit_store::row::StoredRecord;
-use audit_store::store::{AuditStore, PageRow, RecordQuery};
+use audit_store::store::AuditStore;
 use audit_store::{PostgresStore, SqliteStore, pipeline};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
