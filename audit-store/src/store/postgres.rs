@@ -3,8 +3,9 @@
 //! A batch is one binary `COPY audit_logs FROM STDIN`, the cheapest way in for the server and
 //! for us (the rows are encoded straight from the records). A batch that meets an id already
 //! stored (a retry of a batch that committed) is written again as one `INSERT ... SELECT FROM
-//! UNNEST($1, ..., $24) ON CONFLICT DO NOTHING`, which skips the stored rows. The table is partitioned by month of `action.time`; the store creates a
-//! month's partition before it first writes to it, and retention drops whole months.
+//! UNNEST($1, ..., $24) ON CONFLICT DO NOTHING`, which skips the stored rows. The table is
+//! partitioned by month of `action.time`; the store creates a month's partition before it
+//! first writes to it, and retention drops whole months.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
