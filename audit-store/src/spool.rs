@@ -85,6 +85,17 @@ pub(crate) struct Spool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct SegmentId(u64);
 
+/// The oldest segments of a spool, read together by [`Spool::oldest_batch`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Oldest {
+    /// The segments read, oldest first.
+    pub(crate) ids: Vec<SegmentId>,
+    /// Their records' JSON texts, in order.
+    pub(crate) records: Vec<String>,
+    /// Whether these are all the segments the spool holds.
+    pub(crate) all: bool,
+}
+
 /// What [`Spool::append`] did with a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Appended {
@@ -215,11 +226,41 @@ impl Spool {
         }
     }
 
-    /// The oldest segment, if any: its id and its records' JSON texts, in order.
+    /// The oldest segments, if any, as many as hold at most `max_records` records together
+    /// (the oldest one whatever it holds): their ids and their records' JSON texts, in order,
+    /// and whether they are all the spool holds. Replay writes them in one transaction, so
+    /// that it drains a spool of many small segments much faster than they are appended.
     ///
     /// Damaged lines are skipped and logged; a segment whose file has vanished comes back
-    /// with no records (see the module docs). Remove the segment with [`Spool::remove`] once
-    /// its records are committed.
+    /// with no records (see the module docs). Remove the segments with [`Spool::remove`] once
+    /// their records are committed.
+    pub(crate) async fn oldest_batch(&self, max_records: usize) -> Result<Option<Oldest>> {
+        let mut oldest = Oldest::default();
+        let mut seqs = self.segments.keys().copied().peekable();
+        while let Some(&seq) = seqs.peek() {
+            if !oldest.ids.is_empty() && oldest.records.len() >= max_records {
+                break;
+            }
+            let path = self.segment_path(seq);
+            let read_path = path.clone();
+            let records = blocking(&path, move || read_segment(&read_path)).await??;
+            if !oldest.ids.is_empty() && oldest.records.len() + records.len() > max_records {
+                break;
+            }
+            seqs.next();
+            oldest.ids.push(SegmentId(seq));
+            oldest.records.extend(records);
+        }
+        if oldest.ids.is_empty() {
+            return Ok(None);
+        }
+        oldest.all = seqs.peek().is_none();
+        Ok(Some(oldest))
+    }
+
+    /// The oldest segment, if any: its id and its records' JSON texts, in order (see
+    /// [`oldest_batch`](Self::oldest_batch)).
+    #[cfg(test)]
     pub(crate) async fn oldest(&self) -> Result<Option<(SegmentId, Vec<String>)>> {
         let Some((&seq, _)) = self.segments.first_key_value() else {
             return Ok(None);
@@ -482,6 +523,43 @@ mod tests {
 
     fn seg(seq: u64) -> String {
         format!("{seq:020}.seg")
+    }
+
+    #[tokio::test]
+    async fn oldest_batch_takes_whole_segments_up_to_the_record_limit() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        assert_eq!(spool.oldest_batch(4).await?, None);
+        let batches = [batch(0..3), batch(3..4), batch(4..9), batch(9..10)];
+        for b in &batches {
+            assert_eq!(spool.append(b).await?, Appended::Stored);
+        }
+        // 3 + 1 records fit in 4; the next segment's 5 would not.
+        let first = spool.oldest_batch(4).await?.ok_or("segments expected")?;
+        assert_eq!(first.records, batch(0..4));
+        assert_eq!(first.ids.len(), 2);
+        assert!(!first.all);
+        // Reading does not consume.
+        assert_eq!(spool.oldest_batch(4).await?.as_ref(), Some(&first));
+        for id in first.ids {
+            spool.remove(id).await?;
+        }
+        // The oldest segment comes whole even past the limit.
+        let second = spool.oldest_batch(4).await?.ok_or("segments expected")?;
+        assert_eq!(second.records, batch(4..9));
+        assert!(!second.all);
+        for id in second.ids {
+            spool.remove(id).await?;
+        }
+        let last = spool.oldest_batch(4).await?.ok_or("segments expected")?;
+        assert_eq!(last.records, batch(9..10));
+        assert!(last.all);
+        // Everything fits: all of it, in order.
+        assert_eq!(spool.append(&batch(10..12)).await?, Appended::Stored);
+        let rest = spool.oldest_batch(100).await?.ok_or("segments expected")?;
+        assert_eq!(rest.records, batch(9..12));
+        assert!(rest.all);
+        Ok(())
     }
 
     #[tokio::test]

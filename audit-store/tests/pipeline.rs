@@ -959,6 +959,76 @@ async fn drops_during_an_outage_are_reported_after_a_restart() -> TestResult {
     fx.teardown().await
 }
 
+/// Strict mode must serve again soon after the database is back, while requests keep coming.
+///
+/// While degraded, every batch goes to the spool as a segment of its own, one per flush
+/// interval. The replay used to write one segment per transaction and to leave the degraded
+/// state only once it found the spool empty: when a transaction took longer than the lanes
+/// took to append a segment (a slow or distant database: here 25 ms against a 5 ms flush
+/// interval), the spool never emptied while records kept arriving, and strict mode refused
+/// every request until the load stopped (30 s and more in the workspace's fault test
+/// `strict_mode_serves_again_soon_after_the_audit_database_is_back`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_is_available_again_soon_while_records_keep_arriving() -> TestResult {
+    let fx = common::sqlite().await?;
+    let spool = tempfile::tempdir()?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.set_down(true);
+    let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), 64 << 20)).await?;
+
+    // A steady load, one record every 2 ms over three accounts, until told to stop.
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let sink = sink.clone();
+        let stop_load = Arc::clone(&stop_load);
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut ticks = tokio::time::interval(Duration::from_millis(2));
+            while !stop_load.load(Ordering::Acquire) {
+                ticks.tick().await;
+                let i = sent.len();
+                let r = record(
+                    Some(["acc_r1", "acc_r2", "acc_r3"][i % 3]),
+                    BASE_MS + i as i64,
+                );
+                sink.submit(r.clone());
+                sent.push(r);
+            }
+            sent
+        })
+    };
+    eventually("a backlog in the spool", || sink.metrics().spooled >= 300).await?;
+    assert!(!sink.is_available());
+
+    // The database is back, but every transaction takes 25 ms.
+    flaky.set_latency(Duration::from_millis(25));
+    flaky.set_down(false);
+    let back = tokio::time::Instant::now();
+    let limit = Duration::from_secs(5);
+    while !sink.is_available() && back.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let available_after = back.elapsed();
+    eprintln!("available again {available_after:?} after the database came back");
+    stop_load.store(true, Ordering::Release);
+    let sent = load.await?;
+    flaky.set_latency(Duration::ZERO);
+    let m = common::time_limit(async { stop(&sink, worker).await }).await?;
+    assert!(
+        available_after < limit,
+        "still unavailable {available_after:?} after the database came back, with records \
+         arriving all along: {m:?}"
+    );
+
+    // Nothing lost or doubled, the spool empty, and each account's records in order.
+    assert_eq!(m.dropped, 0, "{m:?}");
+    assert_eq!(m.stored, sent.len() as u64, "{m:?}");
+    assert_eq!(fx.store.count().await?, sent.len() as u64);
+    assert_eq!(spool_segments(spool.path())?, (0, 0));
+    assert_in_order_per_account(&flaky.written());
+    Ok(())
+}
+
 /// PostgreSQL that cannot be reached at all at start-up: records go to the spool, the sink
 /// says it is unavailable, and nothing panics or hangs.
 #[tokio::test]

@@ -1398,33 +1398,40 @@ impl<S: AuditStore> Context<S> {
         }
     }
 
-    /// Writes the spool's segments to the database, oldest first, removing each once
-    /// committed; clears the degraded and spilled states when the spool is empty.
+    /// Writes the spool's segments to the database, oldest first, as many in a transaction
+    /// as hold up to a batch's records, removing them once committed; clears the degraded
+    /// and spilled states when the spool is empty.
     ///
-    /// The spool is locked only to read and to remove a segment, never during a database
-    /// write: segments are immutable once appended, and appends (of overflowing records, of
-    /// batches while degraded) go on meanwhile.
+    /// While more remains behind what is being written, the spool is locked only to read and
+    /// to remove segments, never during a database write: segments are immutable once
+    /// appended, and appends (of overflowing records, of batches while degraded) go on
+    /// meanwhile. The spool's last records are written with the lock held, and the degraded
+    /// state is cleared before it is released, so appends wait for that one transaction
+    /// (bounded by the write timeout) and then go to the database. Otherwise, while records
+    /// keep arriving, a segment could be appended during every replay transaction that takes
+    /// longer than a flush interval, the replay would never find the spool empty, and strict
+    /// mode would refuse requests for as long as they came.
     async fn replay(&self) {
         loop {
-            let (id, texts) = {
-                let guard = self.spool.lock().await;
-                let Some(spool) = guard.as_ref() else { return };
-                match spool.oldest().await {
-                    Ok(Some(segment)) => segment,
-                    Ok(None) => {
-                        // Seen empty under the lock: nothing can be appended behind this.
-                        self.shared.degraded.store(false, Ordering::Release);
-                        self.shared.spilled.store(false, Ordering::Release);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::error!(target: "audit_store", "cannot read the audit spool: {e}");
-                        return;
-                    }
+            let guard = self.spool.lock().await;
+            let Some(spool) = guard.as_ref() else { return };
+            let oldest = match spool.oldest_batch(self.batch_size).await {
+                Ok(Some(oldest)) => oldest,
+                Ok(None) => {
+                    // Seen empty under the lock: nothing can be appended behind this.
+                    self.shared.degraded.store(false, Ordering::Release);
+                    self.shared.spilled.store(false, Ordering::Release);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(target: "audit_store", "cannot read the audit spool: {e}");
+                    return;
                 }
             };
-            let mut rows = Vec::with_capacity(texts.len());
-            for text in texts {
+            // Held through the write only when it empties the spool.
+            let mut held = oldest.all.then_some(guard);
+            let mut rows = Vec::with_capacity(oldest.records.len());
+            for text in oldest.records {
                 match StoredRecord::from_json(text) {
                     Ok(row) => rows.push(row),
                     Err(e) => {
@@ -1437,6 +1444,8 @@ impl<S: AuditStore> Context<S> {
             match self.insert(&rows).await {
                 Ok(new) => self.replayed(&rows, new, started),
                 Err(e) if e.is_data_error() => {
+                    // Row by row may take long: not while appends wait.
+                    held = None;
                     Counters::add(&self.shared.counters.failed_writes, 1);
                     tracing::warn!(target: "audit_store", "a spooled batch is refused, replaying row by row: {e}");
                     for row in &rows {
@@ -1462,15 +1471,26 @@ impl<S: AuditStore> Context<S> {
                     return;
                 }
             }
-            let mut guard = self.spool.lock().await;
+            let mut guard = match held {
+                Some(guard) => guard,
+                None => self.spool.lock().await,
+            };
             let Some(spool) = guard.as_mut() else { return };
-            if let Err(e) = spool.remove(id).await {
-                tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
-                return;
+            for id in oldest.ids {
+                if let Err(e) = spool.remove(id).await {
+                    tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
+                    return;
+                }
             }
             self.shared
                 .spool_bytes
                 .store(spool.used_bytes(), Ordering::Relaxed);
+            if spool.is_empty() {
+                // Empty under the lock: batches waiting to be spooled go to the database.
+                self.shared.degraded.store(false, Ordering::Release);
+                self.shared.spilled.store(false, Ordering::Release);
+                break;
+            }
         }
         self.write_gaps().await;
     }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -555,8 +555,8 @@ pub(crate) fn spool_segments(dir: &std::path::Path) -> TestResult<(usize, u64)> 
 // ---------------------------------------------------------------------------------------------
 
 /// A test double wrapping a real store: `insert` fails for the next N calls, or while "down"
-/// is set (then `ping` fails too), or waits while "held". Everything else, and every insert
-/// it lets through, is the real store's.
+/// is set (then `ping` fails too), or waits while "held", and takes at least its set latency.
+/// Everything else, and every insert it lets through, is the real store's.
 #[derive(Clone)]
 pub(crate) struct FlakyStore<S> {
     inner: S,
@@ -573,6 +573,8 @@ struct FlakyState {
     down: AtomicBool,
     /// Inserts wait while this is true.
     held: watch::Sender<bool>,
+    /// What every insert takes at least, in microseconds (a database far away or busy).
+    latency_us: AtomicU64,
     /// Inserts waiting on `held` now.
     waiting: AtomicUsize,
     /// Insert calls, including failed ones.
@@ -593,6 +595,7 @@ impl<S: AuditStore> FlakyStore<S> {
                 fail_after_writing: AtomicBool::new(false),
                 down: AtomicBool::new(false),
                 held: watch::Sender::new(false),
+                latency_us: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
                 calls: AtomicUsize::new(0),
                 failures: AtomicUsize::new(0),
@@ -612,6 +615,15 @@ impl<S: AuditStore> FlakyStore<S> {
     /// Takes the database down (or brings it back).
     pub(crate) fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Every insert from now on takes at least `latency` (the round trips of a transaction
+    /// to a database that is far away or busy).
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        self.state.latency_us.store(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Makes inserts wait until [`release`](Self::release).
@@ -669,6 +681,10 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
             self.state.waiting.fetch_add(1, Ordering::SeqCst);
             let _ = held.wait_for(|held| !*held).await;
             self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        let latency = self.state.latency_us.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
         }
         if self.state.down.load(Ordering::SeqCst) {
             return Err(self.unavailable());
