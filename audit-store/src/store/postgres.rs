@@ -21,7 +21,7 @@ use super::copy;
 use super::sql::{self, QueryTarget};
 use super::{AuditStore, PageRow, RecordQuery, SCAN_CHUNK, chain_condition, spawn_scan};
 use crate::chain::{
-    self, ChainHead, ChainKeys, ChainRow, ChainScope, Checkpoint, CheckpointKind, GENESIS,
+    self, ChainHead, ChainKeys, ChainRow, ChainScope, Checkpoint, CheckpointKind, GENESIS, Link,
     ScannedLink,
 };
 use crate::row::{
@@ -38,6 +38,17 @@ const INSERT: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_n
     $14::text[], $15::text[], $16::text[], $17::text[], $18::int4[], $19::text[], $20::text[], \
     $21::text[], $22::text[], $23::text[], $24::text[]) \
     ON CONFLICT DO NOTHING";
+
+/// [`INSERT`] of chained rows, each with its link. Without `ON CONFLICT`: an id already stored
+/// fails the statement (`unique_violation`), and the batch is linked again without it.
+const INSERT_LINKED: &str = "INSERT INTO audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
+    action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, actor_context, \
+    actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, raw_uri, resource_id, \
+    resource_product, resource_type, resource_scope, record, chain_seq, chain_hash, chain_seal) \
+    SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+    $14::text[], $15::text[], $16::text[], $17::text[], $18::int4[], $19::text[], $20::text[], \
+    $21::text[], $22::text[], $23::text[], $24::text[], $25::int8[], $26::bytea[], $27::bytea[])";
 
 /// The condition selecting `chain`'s rows (see [`chain_condition`]) and a function numbering
 /// the statement's further parameters after it: `$1` is `chain` when it must be bound.
@@ -115,18 +126,41 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// One `INSERT ... SELECT FROM UNNEST ... ON CONFLICT DO NOTHING` of all `records`: the
-    /// way back for a batch whose `COPY` met an id already stored.
+    /// Writes `records` (with their `links` when chained, one per record) on `conn` in one
+    /// statement: a `COPY` when the batch is large enough to gain by it ([`copy::pays`]), else
+    /// an `INSERT`.
+    async fn write_rows(
+        conn: &mut sqlx::PgConnection,
+        records: &[StoredRecord],
+        links: Option<&[Link]>,
+    ) -> sqlx::Result<u64> {
+        if copy::pays(records) {
+            copy::copy_rows(conn, records, links).await
+        } else {
+            Self::insert_rows(conn, records, links).await
+        }
+    }
+
+    /// One `INSERT ... SELECT FROM UNNEST` of all `records`: the write of a small batch, and
+    /// the way back for an unchained batch whose `COPY` met an id already stored. Unchained
+    /// ([`INSERT`]), rows already stored are skipped; chained ([`INSERT_LINKED`], `links` one
+    /// per record), they fail the statement.
     async fn insert_rows<'e>(
         executor: impl sqlx::PgExecutor<'e>,
         records: &[StoredRecord],
-    ) -> Result<u64> {
+        links: Option<&[Link]>,
+    ) -> sqlx::Result<u64> {
         macro_rules! column {
             ($field:ident) => {
                 records.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
             };
         }
-        let query = sqlx::query(INSERT)
+        let statement = if links.is_some() {
+            INSERT_LINKED
+        } else {
+            INSERT
+        };
+        let query = sqlx::query(statement)
             .bind(column!(id))
             .bind(column!(time_ms))
             .bind(column!(account_id))
@@ -151,15 +185,25 @@ impl PostgresStore {
             .bind(column!(resource_type))
             .bind(column!(resource_scope))
             .bind(column!(record));
+        let query = match links {
+            Some(links) => query
+                .bind(links.iter().map(|l| l.seq).collect::<Vec<_>>())
+                .bind(links.iter().map(|l| l.hash).collect::<Vec<_>>())
+                .bind(links.iter().map(|l| l.seal).collect::<Vec<_>>()),
+            None => query,
+        };
         Ok(query.execute(executor).await?.rows_affected())
     }
 
-    /// Writes an unchained batch: one `COPY`, or, when the batch holds an id already stored
-    /// (it is a retry of a batch that committed), one `INSERT` that skips the stored rows.
+    /// Writes an unchained batch: one `COPY` (or `INSERT` when small), or, when the batch
+    /// holds an id already stored (it is a retry of a batch that committed), one `INSERT`
+    /// that skips the stored rows.
     async fn write_unchained(&self, records: &[StoredRecord]) -> Result<u64> {
         let mut guarded = copy::Guarded::new(self.pool.acquire().await?);
-        let written = match copy::copy_rows(guarded.conn(), records, None).await {
-            Err(e) if copy::is_duplicate(&e) => Self::insert_rows(guarded.conn(), records).await,
+        let written = match Self::write_rows(guarded.conn(), records, None).await {
+            Err(e) if copy::is_duplicate(&e) => Self::insert_rows(guarded.conn(), records, None)
+                .await
+                .map_err(Into::into),
             written => written.map_err(Into::into),
         };
         guarded.release();
@@ -272,11 +316,11 @@ impl PostgresStore {
             }
             let links = chain::link_digested(keys, &mut heads, first, &digests);
             let (copied_first, rest_links) =
-                tokio::join!(copy::copy_rows(&mut tx, first, Some(&links)), async {
+                tokio::join!(Self::write_rows(&mut tx, first, Some(&links)), async {
                     chain::link_rows(keys, &mut heads, rest)
                 });
             let copied = match copied_first {
-                Ok(n) if !rest.is_empty() => copy::copy_rows(&mut tx, rest, Some(&rest_links))
+                Ok(n) if !rest.is_empty() => Self::write_rows(&mut tx, rest, Some(&rest_links))
                     .await
                     .map(|m| n + m),
                 other => other,
