@@ -1242,7 +1242,7 @@ impl<S: AuditStore> Context<S> {
                 Ok(new) => {
                     self.committed(&rows, new, started);
                     if !self.has_spool {
-                        self.shared.degraded.store(false, Ordering::Release);
+                        self.available_again();
                     }
                     self.write_gaps().await;
                     return Ok(());
@@ -1398,6 +1398,13 @@ impl<S: AuditStore> Context<S> {
         }
     }
 
+    /// Leaves the degraded state (strict mode serves again), saying so once.
+    fn available_again(&self) {
+        if self.shared.degraded.swap(false, Ordering::AcqRel) {
+            tracing::info!(target: "audit_store", "audit store available again: records go to the database");
+        }
+    }
+
     /// Writes the spool's segments to the database, oldest first, as many in a transaction
     /// as hold up to a batch's records, removing them once committed; clears the degraded
     /// and spilled states when the spool is empty.
@@ -1419,8 +1426,8 @@ impl<S: AuditStore> Context<S> {
                 Ok(Some(oldest)) => oldest,
                 Ok(None) => {
                     // Seen empty under the lock: nothing can be appended behind this.
-                    self.shared.degraded.store(false, Ordering::Release);
                     self.shared.spilled.store(false, Ordering::Release);
+                    self.available_again();
                     break;
                 }
                 Err(e) => {
@@ -1487,8 +1494,8 @@ impl<S: AuditStore> Context<S> {
                 .store(spool.used_bytes(), Ordering::Relaxed);
             if spool.is_empty() {
                 // Empty under the lock: batches waiting to be spooled go to the database.
-                self.shared.degraded.store(false, Ordering::Release);
                 self.shared.spilled.store(false, Ordering::Release);
+                self.available_again();
                 break;
             }
         }
