@@ -377,33 +377,30 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
 
 async fn a_retried_batch_is_chained_once<S: Chainable>(fx: &Fixture<S>) -> TestResult {
     // The write commits but its answer is lost; the retry must not chain the records again.
-    let flaky = FlakyStore::new(fx.store.with_chain(keys()));
-    let (sink, worker) = start(fast(flaky.clone())).await?;
-    let records: Vec<_> = (0..300)
-        .map(|i| record(Some(["x", "y"][i % 2]), BASE_MS + i as i64))
-        .collect();
-    flaky.fail_next(2, true);
-    for r in &records {
-        audit_layer::sink::AuditSink::submit(&sink, r.clone());
-    }
-    let metrics = stop(&sink, worker).await?;
-    assert_eq!(metrics.stored + metrics.duplicates, 300, "{metrics:?}");
-    assert!(flaky.failures() >= 2);
-    assert_eq!(fx.store.count().await?, 300);
-    for account in ["x", "y"] {
-        let report = check(&fx.store.with_chain(keys()), &keys().verifier(), account).await?;
-        assert!(report.ok, "{report:?}");
-        assert_eq!((report.records, report.last_seq), (150, Some(150)));
-    }
-    Ok(())
+    retried_batches_are_chained_once(fx, 300, None).await
 }
 
 async fn a_retried_small_batch_is_chained_once<S: Chainable>(fx: &Fixture<S>) -> TestResult {
     // As above, in batches of 20: on PostgreSQL these are written by `INSERT` rather than
     // `COPY`, and the retry meets the stored rows there.
+    retried_batches_are_chained_once(fx, 100, Some(20)).await
+}
+
+/// `n` records over two accounts through a pipeline (of `batch_size` when given) whose first
+/// two writes commit but report failure: each account's chain holds its records once.
+async fn retried_batches_are_chained_once<S: Chainable>(
+    fx: &Fixture<S>,
+    n: usize,
+    batch_size: Option<usize>,
+) -> TestResult {
     let flaky = FlakyStore::new(fx.store.with_chain(keys()));
-    let (sink, worker) = start(fast(flaky.clone()).batch_size(20)).await?;
-    let records: Vec<_> = (0..100)
+    let builder = fast(flaky.clone());
+    let builder = match batch_size {
+        Some(size) => builder.batch_size(size),
+        None => builder,
+    };
+    let (sink, worker) = start(builder).await?;
+    let records: Vec<_> = (0..n)
         .map(|i| record(Some(["x", "y"][i % 2]), BASE_MS + i as i64))
         .collect();
     flaky.fail_next(2, true);
@@ -411,13 +408,14 @@ async fn a_retried_small_batch_is_chained_once<S: Chainable>(fx: &Fixture<S>) ->
         audit_layer::sink::AuditSink::submit(&sink, r.clone());
     }
     let metrics = stop(&sink, worker).await?;
-    assert_eq!(metrics.stored + metrics.duplicates, 100, "{metrics:?}");
+    assert_eq!(metrics.stored + metrics.duplicates, n as u64, "{metrics:?}");
     assert!(flaky.failures() >= 2);
-    assert_eq!(fx.store.count().await?, 100);
+    assert_eq!(fx.store.count().await?, n as u64);
+    let half = (n / 2) as u64;
     for account in ["x", "y"] {
         let report = check(&fx.store.with_chain(keys()), &keys().verifier(), account).await?;
         assert!(report.ok, "{report:?}");
-        assert_eq!((report.records, report.last_seq), (50, Some(50)));
+        assert_eq!((report.records, report.last_seq), (half, Some(half as i64)));
     }
     Ok(())
 }
@@ -426,16 +424,7 @@ async fn a_small_chained_batch_is_not_held_back<S: Chainable>(fx: &Fixture<S>) -
     // See `a_small_batch_is_not_held_back` in `store.rs`: the same for a chained store, whose
     // write is a transaction of several statements.
     let store = fx.store.with_chain(keys());
-    let mut fastest = std::time::Duration::MAX;
-    for i in 0..9 {
-        let batch: Vec<_> = (0..4)
-            .map(|j| record(Some("acc_small"), BASE_MS + i * 4 + j))
-            .collect();
-        let rows = rows(&batch)?;
-        let started = std::time::Instant::now();
-        assert_eq!(store.insert(&rows).await?, 4);
-        fastest = fastest.min(started.elapsed());
-    }
+    let fastest = fastest_small_write(&store, "acc_small").await?;
     assert!(
         fastest < std::time::Duration::from_millis(25),
         "the fastest chained write of 4 records took {fastest:?}"

@@ -436,20 +436,10 @@ async fn a_write_cancelled_part_way_leaves_the_store_whole<S: AuditStore>(
 }
 
 async fn a_small_batch_is_not_held_back<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
-    // A strict-mode request waits for its batch, often of a few records. Written by `COPY`,
-    // such a batch waited 40 ms every time: sqlx 0.9.0 leaves Nagle's algorithm on, and the
-    // kernel held the `COPY`'s last message until the server's delayed acknowledgement. The
-    // fastest of nine writes must take well under that.
-    let mut fastest = std::time::Duration::MAX;
-    for i in 0..9 {
-        let batch: Vec<AuditRecord> = (0..4)
-            .map(|j| record(Some("acc_small"), BASE_MS + i * 4 + j))
-            .collect();
-        let rows = rows(&batch)?;
-        let started = std::time::Instant::now();
-        assert_eq!(fx.store.insert(&rows).await?, 4);
-        fastest = fastest.min(started.elapsed());
-    }
+    // A strict-mode request waits for its batch, often of a few records: the fastest of nine
+    // such writes must take well under the 40 ms a `COPY` was held back (see
+    // `fastest_small_write`).
+    let fastest = common::fastest_small_write(&fx.store, "acc_small").await?;
     assert!(
         fastest < std::time::Duration::from_millis(25),
         "the fastest write of 4 records took {fastest:?}"
