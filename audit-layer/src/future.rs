@@ -16,7 +16,7 @@ use crate::capture::{AuditGuard, Ending, RequestBody, ResponseCopy};
 use crate::identity::Identity;
 use crate::sink::{Backpressure, Commit};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// The outcome of reading a request body ahead of the handler.
 pub(crate) enum BodyRead {

@@ -81,3 +81,7 @@ pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
 pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};
+
+/// A boxed error that crosses task and crate boundaries: what app-provided hooks (a sink, a
+/// directory lookup, a checkpoint sink) return, and what body errors are turned into.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -107,20 +107,23 @@ pub type Backpressure = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The future of [`AuditSink::submit_and_commit`].
 pub type Commit = Pin<Box<dyn Future<Output = Result<(), NotCommitted>> + Send>>;
 
-/// A record that strict mode could not get durably stored.
-#[derive(Debug, thiserror::Error)]
-#[error("audit record not committed: {reason}")]
-pub struct NotCommitted {
-    reason: Box<str>,
-}
-
-impl NotCommitted {
-    /// The record was not stored durably, for `reason`.
-    pub fn new(reason: impl Into<Box<str>>) -> Self {
-        Self {
-            reason: reason.into(),
-        }
-    }
+/// Why a record given to [`AuditSink::submit_and_commit`] was not durably stored. Strict mode
+/// answers the request `503` in every case; the variants tell operators (and metrics) where the
+/// record went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotCommitted {
+    /// The sink could not accept the record (its queue was full, or it was shutting down).
+    #[error("the audit sink could not accept the record")]
+    Rejected,
+    /// The store was unavailable; the record went to a local spool and will be stored when it
+    /// returns.
+    #[error("the audit store is unavailable; the record was spooled")]
+    Spooled,
+    /// The record was lost (a spool out of budget or unwritable, or a store that refused it).
+    /// A sink that drops records says so in its log too (audit-store writes a gap record).
+    #[error("the audit record was dropped")]
+    Dropped,
 }
 
 impl<F> AuditSink for F

@@ -493,7 +493,7 @@ impl crate::AuditSink for CommitSink {
         Box::pin(async move {
             this.release.notified().await;
             if this.fail.load(Ordering::SeqCst) {
-                return Err(crate::NotCommitted::new("disk on fire"));
+                return Err(crate::NotCommitted::Dropped);
             }
             crate::AuditSink::submit(&this.records, record);
             Ok(())

@@ -11,8 +11,7 @@ use std::panic::AssertUnwindSafe;
 use audit_layer::record::AuditRecord;
 use futures_util::FutureExt;
 
-/// The error a directory lookup may fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use audit_layer::BoxError;
 
 /// A lookup's future.
 pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<String>, BoxError>> + Send + 'a>>;

@@ -102,20 +102,7 @@ use crate::row::StoredRecord;
 use crate::spool::{Appended, Spool};
 use crate::store::AuditStore;
 
-/// Why a record submitted for durable commit was not committed to the database.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NotCommitted {
-    /// The queue was full or the pipeline shut down.
-    #[error("the audit pipeline could not accept the record")]
-    Rejected,
-    /// The database was unavailable; the record went to the local spool.
-    #[error("the audit database is unavailable; the record was spooled")]
-    Spooled,
-    /// The record was lost (spool out of budget, or unwritable).
-    #[error("the audit record was dropped")]
-    Dropped,
-}
+pub use audit_layer::NotCommitted;
 
 /// Bytes the spool may exceed its budget by to keep gap records.
 const GAP_RESERVE: u64 = 1024 * 1024;
@@ -842,9 +829,7 @@ impl AuditSink for IngestSink {
     fn submit_and_commit(&self, record: AuditRecord) -> audit_layer::Commit {
         let sink = self.clone();
         Box::pin(async move {
-            sink.commit(record)
-                .await
-                .map_err(|e| audit_layer::NotCommitted::new(e.to_string()))
+            sink.commit(record).await
         })
     }
 
