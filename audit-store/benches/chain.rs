@@ -54,11 +54,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use audit_store::chain::{
-    self, BreakKind, ChainKeys, ChainScope, ChainSecret, Span, Verifier, VerifyReport,
-};
-use audit_store::row::StoredRecord;
-use audit_store::store::AuditStore;
+use audit_store::chain::{ChainKeys, ChainSecret, Verifier};
+use audit_store::model::{ChainScope, StoredRecord};
+use audit_store::store::{AuditStore, ChainedStore};
+use audit_store::verify::{self, BreakKind, Span, VerifyReport};
 use audit_store::{PostgresStore, SqliteStore};
 use futures_util::StreamExt as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -739,7 +738,7 @@ async fn local_postmaster(url: &str) -> BoxResult<Option<u32>> {
 // Ingest
 
 /// Writes every row into both stores in batches of `--batch`, alternating between them.
-async fn ingest<S: AuditStore>(
+async fn ingest<S: ChainedStore>(
     ctx: &Ctx<'_>,
     backend: Backend,
     plain: &S,
@@ -806,7 +805,7 @@ async fn ingest<S: AuditStore>(
 }
 
 /// Both stores hold every row, and the chained store's heads account for all of them.
-async fn check_ingest<S: AuditStore>(ctx: &Ctx<'_>, plain: &S, chained: &S) -> BoxResult<()> {
+async fn check_ingest<S: ChainedStore>(ctx: &Ctx<'_>, plain: &S, chained: &S) -> BoxResult<()> {
     let n = ctx.rows.len() as u64;
     let (a, b) = (plain.count().await?, chained.count().await?);
     if a != n || b != n {
@@ -823,7 +822,7 @@ async fn check_ingest<S: AuditStore>(ctx: &Ctx<'_>, plain: &S, chained: &S) -> B
 // ---------------------------------------------------------------------------------------------
 // Verification
 
-async fn verify_phase<S: AuditStore>(
+async fn verify_phase<S: ChainedStore>(
     ctx: &Ctx<'_>,
     backend: Backend,
     store: &S,
@@ -836,7 +835,7 @@ async fn verify_phase<S: AuditStore>(
                 .unwrap_or_default()
                 .as_millis(),
         )?;
-        let cps = chain::checkpoint(store, now).await?;
+        let cps = store.checkpoint(now).await?;
         let n = cps.len() as u64;
         Ok((cps, n))
     })
@@ -955,7 +954,7 @@ fn check_report(report: &VerifyReport, seals: bool) -> BoxResult<()> {
 /// Verifies (or only reads) `accounts`: the whole store (`whole`) with `verify_all` or one
 /// `chain_scan`, else each account with `chain::verify` or its account scan. Returns the
 /// records checked.
-async fn verify_scope<S: AuditStore>(
+async fn verify_scope<S: ChainedStore>(
     store: &S,
     verifier: &Verifier,
     mode: Mode,
@@ -986,7 +985,7 @@ async fn verify_scope<S: AuditStore>(
             }
         }
         Mode::Full | Mode::Public if whole => {
-            let reports = chain::verify_all(store, verifier, &[]).await?;
+            let reports = verify::verify_all(store, verifier, &[]).await?;
             if reports.len() != accounts.len() {
                 return Err(format!(
                     "verify_all reported {} chains, expected {}",
@@ -1002,7 +1001,7 @@ async fn verify_scope<S: AuditStore>(
         }
         Mode::Full | Mode::Public | Mode::PerAccount => {
             for account in accounts {
-                let report = chain::verify(store, verifier, account, Span::all(), &[]).await?;
+                let report = verify::verify(store, verifier, account, Span::all(), &[]).await?;
                 check_report(&report, seals)?;
                 records += report.records;
             }
@@ -1015,7 +1014,7 @@ async fn verify_scope<S: AuditStore>(
 /// `verify_all`, must find it at its sequence number.
 async fn tamper_check<S, F, Fut>(ctx: &Ctx<'_>, store: &S, edit: F) -> BoxResult<()>
 where
-    S: AuditStore + HasPool,
+    S: ChainedStore + HasPool,
     F: FnOnce(S::Pool, String, i64) -> Fut,
     Fut: Future<Output = Result<u64, sqlx::Error>>,
 {
@@ -1038,13 +1037,13 @@ where
         }
     };
     for verifier in [ctx.keys.verifier(), Verifier::public(ctx.keys.public_key())] {
-        let report = chain::verify(store, &verifier, ctx.largest, Span::all(), &[]).await?;
+        let report = verify::verify(store, &verifier, ctx.largest, Span::all(), &[]).await?;
         found(
             &report,
             &format!("verify, seals {}", verifier.checks_seals()),
         )?;
     }
-    let reports = chain::verify_all(store, &ctx.keys.verifier(), &[]).await?;
+    let reports = verify::verify_all(store, &ctx.keys.verifier(), &[]).await?;
     let broken: Vec<&VerifyReport> = reports.iter().filter(|r| !r.ok).collect();
     match broken.as_slice() {
         [report] if report.account_id == ctx.largest => found(report, "verify_all")?,

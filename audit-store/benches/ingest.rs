@@ -76,8 +76,8 @@ use audit_layer::record::{
     Resource, Timestamp, Token, Zone,
 };
 use audit_layer::sink::AuditSink;
-use audit_store::row::StoredRecord;
-use audit_store::store::AuditStore;
+use audit_store::model::StoredRecord;
+use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::{PostgresStore, SqliteStore, pipeline};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -1073,7 +1073,7 @@ impl Measured {
 }
 
 /// Submits every record through the real pipeline and waits until all are committed.
-async fn run_pipeline<S: AuditStore>(
+async fn run_pipeline<S: ChainedStore>(
     store: S,
     records: Vec<AuditRecord>,
     writers: usize,
@@ -2182,7 +2182,7 @@ async fn breakdown(
 
 /// Writes pre-flattened rows with `store.insert` in 1000-row batches from `tasks` tasks:
 /// the store alone, without the pipeline or serialization.
-async fn direct_inserts<S: AuditStore>(
+async fn direct_inserts<S: ChainedStore>(
     store: &S,
     rows: &[StoredRecord],
     tasks: usize,

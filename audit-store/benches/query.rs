@@ -98,9 +98,9 @@ use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Zone,
 };
+use audit_store::model::{Column, ColumnFilter, Direction, FilterValue, RecordQuery, StoredRecord};
 use audit_store::query::{Access, AuditLogRouter};
-use audit_store::row::StoredRecord;
-use audit_store::store::{AuditStore, Column, ColumnFilter, Direction, FilterValue, RecordQuery};
+use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::{PostgresStore, SqliteStore};
 use axum::Router;
 use axum::body::Body;
@@ -838,7 +838,7 @@ fn migrations_hash(backend: &str) -> u64 {
 
 /// Inserts the data set through `store.insert` in batches of [`BATCH`], `writers` at a time,
 /// records generated on another thread meanwhile. Returns the wall time and the mean JSON size.
-async fn load<S: AuditStore>(
+async fn load<S: ChainedStore>(
     store: &S,
     data: &Dataset,
     writers: usize,
@@ -1129,7 +1129,7 @@ fn check_page(case: &Case, data: &Dataset, status: StatusCode, body: &[u8]) -> B
 }
 
 /// Checks every case against `store` through `router` and returns what to measure.
-async fn prepare<S: AuditStore>(
+async fn prepare<S: ChainedStore>(
     store: &S,
     router: &Router,
     data: &Dataset,
@@ -1856,7 +1856,7 @@ async fn pg_plan_cache(pool: &PgPool) -> BoxResult<()> {
 // ---------------------------------------------------------------------------------------------
 // Measuring
 
-fn bench_group<S: AuditStore>(
+fn bench_group<S: ChainedStore>(
     c: &mut Criterion,
     rt: &Runtime,
     group: &str,
@@ -1983,7 +1983,7 @@ const VARIANT_CASES: [&str; 3] = ["1_unfiltered", "2_actor_email", "6_deep_page"
 
 /// Measures [`VARIANT_CASES`] on `store` as the group `{backend}-{variant}`.
 #[allow(clippy::too_many_arguments)]
-fn bench_variant<S: AuditStore>(
+fn bench_variant<S: ChainedStore>(
     c: &mut Criterion,
     rt: &Runtime,
     config: &Config,
@@ -2032,7 +2032,7 @@ fn only_filtered(prepared: Vec<Prepared>) -> Vec<Prepared> {
         .collect()
 }
 
-fn router_for<S: AuditStore>(store: S) -> Router {
+fn router_for<S: ChainedStore>(store: S) -> Router {
     AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed).into_router()
 }
 

@@ -24,7 +24,19 @@ pub enum StoreError {
     /// A write took longer than the pipeline's write timeout.
     #[error("audit store write timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// A setting that cannot work.
+    /// Data read back from the database is not what the store writes: a row or value edited
+    /// or damaged outside the store.
+    #[error("unreadable audit data: {0}")]
+    Corrupt(String),
+    /// A write met rows it did not expect, again after the store's own retry: another writer
+    /// stored the same records at the same moment.
+    #[error("audit write conflict: {0}")]
+    Conflict(String),
+    /// An operation of tamper evidence (checkpoints, verification with seals) on a store that
+    /// was not given chain keys.
+    #[error("this audit store does not chain records (give it chain keys with `.chained(keys)`)")]
+    NotChained,
+    /// A setting that cannot work, or a database that is not where a setting says.
     #[error("invalid audit store configuration: {0}")]
     Config(String),
 }

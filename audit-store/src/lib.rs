@@ -1,17 +1,23 @@
-//! Durable storage for [`audit_layer`] records: an ingest pipeline that enriches and batches
-//! records off the request path, SQL stores (SQLite embedded by default, PostgreSQL for scale),
-//! retention, and an axum router that serves the audit log.
+//! Durable storage for [`audit_layer`] records, with tamper evidence: an ingest pipeline that
+//! enriches and batches records off the request path, SQL stores (SQLite embedded by default,
+//! PostgreSQL for scale) that chain every account's records into a keyed hash chain with
+//! signed checkpoints, retention, a verifier, and an axum router that serves the audit log.
 //!
-//! Data flows one way: `AuditLayer` → [`pipeline`] (the layer's sink: a bounded queue, never
-//! awaited by a request in the default mode) → enrichment and batching → a [`store`] → SQL.
+//! A record flows one way: `AuditLayer` → [`pipeline`] (the layer's sink: a bounded queue,
+//! never awaited by a request in the default mode; enrichment, batching, the spool) → a
+//! [`store`] → SQL → [`query`] (the audit log API) and [`verify`] (the chains). The modules
+//! depend on each other in that direction only: [`time`] and the error type at the bottom,
+//! then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
+//! databases), [`verify`], and on top [`pipeline`] and [`query`].
 
 pub mod chain;
 mod error;
+pub mod model;
 pub mod pipeline;
 pub mod query;
-pub mod row;
-mod spool;
 pub mod store;
+pub mod time;
+pub mod verify;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

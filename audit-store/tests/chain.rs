@@ -1,6 +1,6 @@
 //! Tamper evidence, end to end on SQLite and PostgreSQL: chains written by the store and the
 //! pipeline, edited directly in the database the way an insider would, and verified by
-//! `chain::verify` (one account), `chain::verify_all` (the whole store in one pass), the query
+//! `verify::verify` (one account), `verify::verify_all` (the whole store in one pass), the query
 //! router's verify endpoint and the `audit-verify` binary. Every tamper must be found, at the
 //! right sequence number, with the right kind, by both verification paths.
 
@@ -9,12 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use audit_store::chain::{
-    self, BreakKind, ChainKeys, ChainSecret, Checkpoint, JsonLinesCheckpoints, Span, Verifier,
-    VerifyReport,
-};
+use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints, Verifier};
+use audit_store::model::Checkpoint;
 use audit_store::query::{Access, AuditLogRouter};
-use audit_store::store::AuditStore;
+use audit_store::store::ChainedStore;
+use audit_store::verify::{self, BreakKind, Span, VerifyReport};
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -80,7 +79,7 @@ fn public_only() -> Verifier {
 
 /// Stores `n` records of `account` through `store`, `batch` per insert, one minute apart
 /// from `start_ms`; returns them.
-async fn fill<S: AuditStore>(
+async fn fill<S: ChainedStore>(
     store: &S,
     account: Option<&str>,
     n: usize,
@@ -96,21 +95,21 @@ async fn fill<S: AuditStore>(
     Ok(records)
 }
 
-async fn check<S: AuditStore>(
+async fn check<S: ChainedStore>(
     store: &S,
     verifier: &Verifier,
     account: &str,
 ) -> TestResult<VerifyReport> {
-    Ok(chain::verify(store, verifier, account, Span::all(), &[]).await?)
+    Ok(verify::verify(store, verifier, account, Span::all(), &[]).await?)
 }
 
-/// `chain::verify_all`'s reports, by account.
-async fn check_all<S: AuditStore>(
+/// `verify::verify_all`'s reports, by account.
+async fn check_all<S: ChainedStore>(
     store: &S,
     verifier: &Verifier,
     external: &[Checkpoint],
 ) -> TestResult<std::collections::BTreeMap<String, VerifyReport>> {
-    let reports = chain::verify_all(store, verifier, external).await?;
+    let reports = verify::verify_all(store, verifier, external).await?;
     let by_account: std::collections::BTreeMap<String, VerifyReport> = reports
         .into_iter()
         .map(|r| (r.account_id.clone(), r))
@@ -119,7 +118,7 @@ async fn check_all<S: AuditStore>(
 }
 
 /// The whole-store pass says what the per-account walk says about `account`.
-async fn same_as_walk<S: AuditStore>(
+async fn same_as_walk<S: ChainedStore>(
     store: &S,
     verifier: &Verifier,
     all: &std::collections::BTreeMap<String, VerifyReport>,
@@ -166,7 +165,7 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
     for chunk in records.chunks(128) {
         store.insert(&rows(chunk)?).await?;
     }
-    let checkpoints = chain::checkpoint(&store, BASE_MS + 10_000).await?;
+    let checkpoints = store.checkpoint(BASE_MS + 10_000).await?;
     assert_eq!(
         checkpoints.len(),
         4,
@@ -206,7 +205,7 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
     assert!(none.ok && none.records == 0, "{none:?}");
 
     // A span verifies the records in it and what is chained between them.
-    let report = chain::verify(
+    let report = verify::verify(
         &store,
         &keys().verifier(),
         "a",
@@ -243,7 +242,7 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
     for account in TAMPERED {
         fill(&store, Some(account), 40, 16, BASE_MS).await?;
     }
-    chain::checkpoint(&store, BASE_MS + 3_600_000).await?;
+    store.checkpoint(BASE_MS + 3_600_000).await?;
     for account in TAMPERED {
         fill(&store, Some(account), 10, 10, BASE_MS + 3_600_000).await?;
     }
@@ -311,7 +310,7 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
         .ok_or("t-stranger has a head")?;
     let other_store = fx.store.with_chain(stranger);
     // (The stranger's checkpoint is written through a store holding the stranger's key.)
-    let forged = chain::checkpoint(&other_store, BASE_MS + 7_200_000).await?;
+    let forged = other_store.checkpoint(BASE_MS + 7_200_000).await?;
     let forged: Vec<Checkpoint> = forged
         .into_iter()
         .filter(|c| c.account_id == "t-stranger")
@@ -485,7 +484,7 @@ async fn retention_leaves_a_verifiable_anchor<S: Chainable>(fx: &Fixture<S>) -> 
     // A record of an old time arriving late (a spool replay): chained at 31.
     fill(&store, Some("r"), 1, 1, BASE_MS + 2 * 60_000 + 1).await?;
     fill(&store, Some("r"), 5, 5, BASE_MS + 30 * 60_000).await?;
-    chain::checkpoint(&store, BASE_MS + 3_600_000).await?;
+    store.checkpoint(BASE_MS + 3_600_000).await?;
 
     let cutoff = BASE_MS + 10 * 60_000;
     let deleted = store.delete_before(cutoff).await?;
@@ -593,7 +592,7 @@ async fn external_checkpoints_reveal_a_silent_truncation<S: Chainable>(
         "only what is kept outside can reveal this: {inside:?}"
     );
     // ... but the checkpoints kept outside do.
-    let report = chain::verify(&store, &public_only(), "e", Span::all(), &kept).await?;
+    let report = verify::verify(&store, &public_only(), "e", Span::all(), &kept).await?;
     broken_at(&report, 46, BreakKind::Truncated);
     let all = check_all(&store, &public_only(), &kept).await?;
     broken_at(&all["e"], 46, BreakKind::Truncated);
@@ -715,7 +714,7 @@ async fn a_large_untouched_chain_verifies<S: Chainable>(fx: &Fixture<S>) -> Test
             .collect();
         store.insert(&chunk).await?;
     }
-    chain::checkpoint(&store, BASE_MS + n as i64).await?;
+    store.checkpoint(BASE_MS + n as i64).await?;
     let report = check(&store, &keys().verifier(), "big").await?;
     assert!(report.ok, "{report:?}");
     assert_eq!(
@@ -750,7 +749,7 @@ async fn the_whole_store_pass_puts_out_of_order_commits_back_in_order<S: Chainab
     let late = record(None, BASE_MS + month);
     store.insert(&rows(&[late])?).await?;
     store.insert(&rows(&[early])?).await?;
-    chain::checkpoint(&store, BASE_MS + 2 * month).await?;
+    store.checkpoint(BASE_MS + 2 * month).await?;
 
     for verifier in [keys().verifier(), public_only()] {
         let all = check_all(&store, &verifier, &[]).await?;

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use audit_layer::AuditSink;
+use audit_layer::NotCommitted;
 use audit_layer::record::{AuditRecord, Timestamp};
 use audit_store::PostgresStore;
-use audit_store::pipeline::{Directory, Lookup, NotCommitted, PipelineMetrics};
-use audit_store::store::AuditStore;
+use audit_store::pipeline::{Directory, Lookup, PipelineMetrics};
+use audit_store::store::{AuditStore, ChainedStore};
 use common::{
     BASE_MS, DbRow, Fixture, FlakyStore, TestResult, account_of, assert_in_order_per_account,
     eventually, fast, json, record, spool_line_len, spool_segments, start, stop, until_count,
@@ -88,7 +89,9 @@ fn assert_gap(row: &DbRow, account: &str, lost: u64, first_ms: i64, last_ms: i64
 // On every backend
 // ---------------------------------------------------------------------------------------------
 
-async fn sink_records_are_all_stored_after_shutdown<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn sink_records_are_all_stored_after_shutdown<S: ChainedStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
     let flaky = FlakyStore::new(fx.store.clone());
     let (sink, worker) = start(fast(flaky.clone()).writers(2).batch_size(64)).await?;
     let accounts = ["acc_a", "acc_b", "acc_c"];
@@ -138,7 +141,7 @@ async fn sink_records_are_all_stored_after_shutdown<S: AuditStore>(fx: &Fixture<
     Ok(())
 }
 
-async fn strict_commit_resolves_after_the_record_is_stored<S: AuditStore>(
+async fn strict_commit_resolves_after_the_record_is_stored<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let (sink, worker) =
@@ -215,7 +218,7 @@ impl Directory for Broken {
     }
 }
 
-async fn enrichment_fills_account_and_zone_names<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn enrichment_fills_account_and_zone_names<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let names = Names::default();
     let (sink, worker) = start(fast(fx.store.clone()).directory(names.clone())).await?;
     let zoned = zoned_record("acc_e", "zone_e", BASE_MS);
@@ -269,7 +272,7 @@ async fn enrichment_fills_account_and_zone_names<S: AuditStore>(fx: &Fixture<S>)
     Ok(())
 }
 
-async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: AuditStore>(
+async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let flaky = FlakyStore::new(fx.store.clone());
@@ -311,7 +314,7 @@ async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: AuditStore>
     Ok(())
 }
 
-async fn outage_at_startup_spools_then_replays_in_order<S: AuditStore>(
+async fn outage_at_startup_spools_then_replays_in_order<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let spool = tempfile::tempdir()?;
@@ -372,7 +375,7 @@ async fn outage_at_startup_spools_then_replays_in_order<S: AuditStore>(
     Ok(())
 }
 
-async fn spool_is_replayed_after_a_restart<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn spool_is_replayed_after_a_restart<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let spool = tempfile::tempdir()?;
     let flaky = FlakyStore::new(fx.store.clone());
     flaky.set_down(true);
@@ -426,7 +429,7 @@ async fn spool_is_replayed_after_a_restart<S: AuditStore>(fx: &Fixture<S>) -> Te
     Ok(())
 }
 
-async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: AuditStore>(
+async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let flaky = FlakyStore::new(fx.store.clone());
@@ -467,7 +470,7 @@ async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: AuditStore>(
 
 /// With a spool, a burst beyond the queue is not dropped: it waits on disk and is stored once
 /// the queue has room, with bounded memory (queue plus the overflow buffer).
-async fn a_full_queue_overflows_to_the_spool_and_loses_nothing<S: AuditStore>(
+async fn a_full_queue_overflows_to_the_spool_and_loses_nothing<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -521,7 +524,7 @@ async fn a_full_queue_overflows_to_the_spool_and_loses_nothing<S: AuditStore>(
     Ok(())
 }
 
-async fn retention_deletes_what_is_older_than_the_period<S: AuditStore>(
+async fn retention_deletes_what_is_older_than_the_period<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let now = Timestamp::now().unix_millis();
@@ -594,7 +597,7 @@ async fn a_killed_pipeline_is_reported_at_the_next_start() -> TestResult {
     fx.teardown().await
 }
 
-async fn shutdown_flushes_a_full_queue<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn shutdown_flushes_a_full_queue<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let (sink, worker) =
         start(fast(fx.store.clone()).queue_capacity(5_000).batch_size(500)).await?;
     let records: Vec<AuditRecord> = (0..5_000)
@@ -621,7 +624,7 @@ async fn shutdown_flushes_a_full_queue<S: AuditStore>(fx: &Fixture<S>) -> TestRe
 
 /// With backpressure, a queue three-quarters full holds requests back (no overflow, no drop)
 /// until a writer takes a batch off it; a wait ends at its limit, or at shutdown.
-async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: AuditStore>(
+async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -720,7 +723,7 @@ impl Directory for NulNames {
 
 /// One record the database refuses must not hold back every record after it (a poison
 /// batch retried or replayed forever).
-async fn unstorable_record_does_not_block_the_pipeline<S: AuditStore>(
+async fn unstorable_record_does_not_block_the_pipeline<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let spool = tempfile::tempdir()?;

@@ -15,9 +15,9 @@ use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Zone,
 };
+use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
-use audit_store::row::StoredRecord;
-use audit_store::store::AuditStore;
+use audit_store::store::{AuditStore, ChainedStore};
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
@@ -443,7 +443,7 @@ impl Data {
     }
 
     /// Inserts `records` (in batches of at most 1,000) and remembers them.
-    async fn insert<S: AuditStore>(
+    async fn insert<S: ChainedStore>(
         &mut self,
         store: &S,
         records: Vec<AuditRecord>,
@@ -557,7 +557,7 @@ fn dataset() -> Vec<AuditRecord> {
     scrambled
 }
 
-async fn load<S: AuditStore>(fx: &Fixture<S>) -> TestResult<Data> {
+async fn load<S: ChainedStore>(fx: &Fixture<S>) -> TestResult<Data> {
     let mut data = Data::new();
     let records = dataset();
     // Several batches, as the pipeline would write them.
@@ -830,7 +830,7 @@ struct Api {
 }
 
 impl Api {
-    fn new<S: AuditStore>(store: S) -> Self {
+    fn new<S: ChainedStore>(store: S) -> Self {
         Self {
             router: AuditLogRouter::new(store, authorize).into_router(),
         }
@@ -972,7 +972,7 @@ impl Api {
 // Filters
 // ---------------------------------------------------------------------------------------------
 
-async fn every_filter_and_its_not_form<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn every_filter_and_its_not_form<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let everything = api.check(&data, ALPHA, &q(&[])).await?;
@@ -1033,7 +1033,7 @@ async fn every_filter_and_its_not_form<S: AuditStore>(fx: &Fixture<S>) -> TestRe
     Ok(())
 }
 
-async fn aliases_and_non_canonical_values<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let all = data.expected(ALPHA, &q(&[]));
@@ -1141,7 +1141,7 @@ async fn aliases_and_non_canonical_values<S: AuditStore>(fx: &Fixture<S>) -> Tes
     Ok(())
 }
 
-async fn combinations_and_repeated_values<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn combinations_and_repeated_values<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let combos: Vec<Vec<(&str, &str)>> = vec![
@@ -1226,7 +1226,7 @@ async fn combinations_and_repeated_values<S: AuditStore>(fx: &Fixture<S>) -> Tes
     Ok(())
 }
 
-async fn time_range_bounds<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn time_range_bounds<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let march = api.check(&data, ALPHA, &q(&[])).await?;
@@ -1292,7 +1292,7 @@ async fn time_range_bounds<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
     Ok(())
 }
 
-async fn direction_orders_by_time_then_id<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn direction_orders_by_time_then_id<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let default = api.check(&data, ALPHA, &q(&[])).await?;
@@ -1318,7 +1318,7 @@ async fn direction_orders_by_time_then_id<S: AuditStore>(fx: &Fixture<S>) -> Tes
     Ok(())
 }
 
-async fn limit_default_and_maximum<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn limit_default_and_maximum<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let mut data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let want = data.expected(ALPHA, &q(&[]));
@@ -1363,7 +1363,7 @@ async fn limit_default_and_maximum<S: AuditStore>(fx: &Fixture<S>) -> TestResult
 // Paging
 // ---------------------------------------------------------------------------------------------
 
-async fn paging_walks_every_record_once<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn paging_walks_every_record_once<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let mut data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     for (filters, limits) in [
@@ -1424,7 +1424,7 @@ async fn paging_walks_every_record_once<S: AuditStore>(fx: &Fixture<S>) -> TestR
     Ok(())
 }
 
-async fn paging_survives_concurrent_inserts<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn paging_survives_concurrent_inserts<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let mut data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let mut rng = Rng(4242);
@@ -1515,7 +1515,7 @@ async fn paging_survives_concurrent_inserts<S: AuditStore>(fx: &Fixture<S>) -> T
     Ok(())
 }
 
-async fn tampered_cursors_are_rejected<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn tampered_cursors_are_rejected<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let params = q(&[("action_type.not", "view"), ("limit", "5")]);
@@ -1674,7 +1674,7 @@ async fn tampered_cursors_are_rejected<S: AuditStore>(fx: &Fixture<S>) -> TestRe
     Ok(())
 }
 
-async fn cursor_binding_is_unambiguous<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn cursor_binding_is_unambiguous<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let _data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     // Two different queries whose canonical forms must not collide: a filter value holding
@@ -1728,7 +1728,7 @@ async fn cursor_binding_is_unambiguous<S: AuditStore>(fx: &Fixture<S>) -> TestRe
 // Access
 // ---------------------------------------------------------------------------------------------
 
-async fn access_is_checked_and_nothing_leaks<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let alpha_ids = data.expected(ALPHA, &q(&[]));
@@ -1826,7 +1826,7 @@ async fn access_is_checked_and_nothing_leaks<S: AuditStore>(fx: &Fixture<S>) -> 
 // Bad parameters
 // ---------------------------------------------------------------------------------------------
 
-async fn every_bad_parameter_is_named<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let _data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let base = format!("since={SINCE}&before={BEFORE}");
@@ -1949,7 +1949,7 @@ const PAYLOADS: [&str; 18] = [
     "\u{1b}[2J\r\n",
 ];
 
-async fn injection_payloads_are_inert<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let count = fx.store.count().await?;
@@ -2041,7 +2041,7 @@ async fn injection_payloads_are_inert<S: AuditStore>(fx: &Fixture<S>) -> TestRes
 // One record
 // ---------------------------------------------------------------------------------------------
 
-async fn one_record_is_served_byte_for_byte<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let api = Api::new(fx.store.clone());
     let alpha = data.expected(ALPHA, &q(&[]));
@@ -2219,7 +2219,7 @@ fn export_ids(data: &Data, lines: &[String]) -> TestResult<Vec<Uuid>> {
     Ok(ids)
 }
 
-async fn ndjson_export_honours_filters_and_access<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn ndjson_export_honours_filters_and_access<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let data = load(fx).await?;
     let router = AuditLogRouter::new(fx.store.clone(), authorize).into_router();
     let token = bearer(ALPHA);

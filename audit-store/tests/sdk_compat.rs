@@ -17,8 +17,8 @@ use audit_layer::record::{
     Resource, Timestamp, Token,
 };
 use audit_store::SqliteStore;
+use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
-use audit_store::row::StoredRecord;
 use audit_store::store::AuditStore;
 use axum::Router;
 use http::request::Parts;

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use audit_layer::record::{AuditRecord, Zone};
-use audit_store::row::StoredRecord;
-use audit_store::store::AuditStore;
+use audit_store::model::StoredRecord;
+use audit_store::store::ChainedStore;
 use common::{BASE_MS, Fixture, TestResult, json, ms, record, rows};
 
 backend_tests!(
@@ -24,7 +24,7 @@ backend_tests!(
     a_small_batch_is_not_held_back,
 );
 
-async fn migrate_twice_is_idempotent<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn migrate_twice_is_idempotent<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     // The fixture migrated once already; twice more changes nothing and loses nothing.
     let r = record(Some("acc_migrate"), BASE_MS);
     assert_eq!(fx.store.insert(&rows(std::slice::from_ref(&r))?).await?, 1);
@@ -39,7 +39,7 @@ async fn migrate_twice_is_idempotent<S: AuditStore>(fx: &Fixture<S>) -> TestResu
     Ok(())
 }
 
-async fn round_trip_is_byte_for_byte<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn round_trip_is_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let mut r = record(Some("acc_round"), BASE_MS + 749);
     r.account.as_mut().ok_or("account")?.name = Some("Round Trip Inc.".to_owned());
     r.zone = Some(Zone {
@@ -109,7 +109,7 @@ async fn round_trip_is_byte_for_byte<S: AuditStore>(fx: &Fixture<S>) -> TestResu
     Ok(())
 }
 
-async fn retried_batch_never_duplicates<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn retried_batch_never_duplicates<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let batch: Vec<AuditRecord> = (0..10)
         .map(|i| record(Some("acc_retry"), BASE_MS + i))
         .collect();
@@ -146,7 +146,7 @@ async fn retried_batch_never_duplicates<S: AuditStore>(fx: &Fixture<S>) -> TestR
     Ok(())
 }
 
-async fn batch_of_2600_is_stored_whole<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn batch_of_2600_is_stored_whole<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     // SQLite writes 250 rows per statement: 2,600 is ten full statements and a partial one.
     let batch: Vec<AuditRecord> = (0..2600)
         .map(|i| record(Some(["acc_a", "acc_b", "acc_c"][i % 3]), BASE_MS + i as i64))
@@ -169,7 +169,7 @@ async fn batch_of_2600_is_stored_whole<S: AuditStore>(fx: &Fixture<S>) -> TestRe
     Ok(())
 }
 
-async fn get_with_the_wrong_account_is_none<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn get_with_the_wrong_account_is_none<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let mine = record(Some("acc_mine"), BASE_MS);
     let theirs = record(Some("acc_theirs"), BASE_MS);
     fx.store
@@ -185,7 +185,9 @@ async fn get_with_the_wrong_account_is_none<S: AuditStore>(fx: &Fixture<S>) -> T
     Ok(())
 }
 
-async fn retention_deletes_exactly_the_older_records<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn retention_deletes_exactly_the_older_records<S: ChainedStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
     let cutoff = ms("2025-04-15T12:00:00.000Z")?;
     let april = ms("2025-04-01T00:00:00.000Z")?;
     let may = ms("2025-05-01T00:00:00.000Z")?;
@@ -292,7 +294,7 @@ async fn retention_deletes_exactly_the_older_records<S: AuditStore>(fx: &Fixture
     Ok(())
 }
 
-async fn unicode_and_control_characters_round_trip<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn unicode_and_control_characters_round_trip<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let strings = [
         "Zürich – 東京 – Ελλάδα – 🌍🔐",
         "tab\there, newline\nthere, return\r, bell\u{7}, escape\u{1b}[31m, del\u{7f}",
@@ -338,7 +340,7 @@ async fn unicode_and_control_characters_round_trip<S: AuditStore>(fx: &Fixture<S
     Ok(())
 }
 
-async fn records_without_an_account_are_stored<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn records_without_an_account_are_stored<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let anonymous: Vec<AuditRecord> = (0..3).map(|i| record(None, BASE_MS + i)).collect();
     let with = record(Some("acc_x"), BASE_MS + 10);
     let mut all = anonymous.clone();
@@ -363,7 +365,7 @@ async fn records_without_an_account_are_stored<S: AuditStore>(fx: &Fixture<S>) -
 
 /// A NUL character can reach a filter column from outside the layer's escaping (a directory
 /// name, an app-built record); it must not make the record (and its whole batch) unstorable.
-async fn nul_in_a_filter_column_is_stored<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn nul_in_a_filter_column_is_stored<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let mut r = record(Some("acc_nul"), BASE_MS);
     r.account.as_mut().ok_or("account")?.name = Some("Evil\u{0}Corp".to_owned());
     let fine = record(Some("acc_nul"), BASE_MS + 1);
@@ -379,7 +381,7 @@ async fn nul_in_a_filter_column_is_stored<S: AuditStore>(fx: &Fixture<S>) -> Tes
     Ok(())
 }
 
-async fn a_write_cancelled_part_way_leaves_the_store_whole<S: AuditStore>(
+async fn a_write_cancelled_part_way_leaves_the_store_whole<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     // The pipeline drops a write that outlasts its timeout. Cut off at many points (before,
@@ -435,7 +437,7 @@ async fn a_write_cancelled_part_way_leaves_the_store_whole<S: AuditStore>(
     Ok(())
 }
 
-async fn a_small_batch_is_not_held_back<S: AuditStore>(fx: &Fixture<S>) -> TestResult {
+async fn a_small_batch_is_not_held_back<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     // A strict-mode request waits for its batch, often of a few records: the fastest of nine
     // such writes must take well under the 40 ms a `COPY` was held back (see
     // `fastest_small_write`).

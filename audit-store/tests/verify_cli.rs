@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use audit_store::SqliteStore;
-use audit_store::chain::{self, ChainKeys, ChainSecret, JsonLinesCheckpoints};
-use audit_store::store::AuditStore;
+use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints};
+use audit_store::store::{AuditStore, ChainedStore};
 
 use common::{BASE_MS, TestResult, record, rows};
 
@@ -56,9 +56,10 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
             .collect();
         store.insert(&rows(&records)?).await?;
     }
-    let checkpoints = chain::checkpoint(&store, BASE_MS + 1000).await?;
+    let checkpoints = store.checkpoint(BASE_MS + 1000).await?;
     let kept = dir.path().join("checkpoints.jsonl");
-    chain::CheckpointSink::publish(&JsonLinesCheckpoints::new(&kept), &checkpoints).await?;
+    audit_store::chain::CheckpointSink::publish(&JsonLinesCheckpoints::new(&kept), &checkpoints)
+        .await?;
     let public = dir.path().join("audit-public.key");
     std::fs::write(&public, format!("{}\n", keys.public_key()))?;
     let secret = dir.path().join("chain.secret");

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use audit_layer::{AuditHandle, AuditLayer, AuditSink, PolicyError};
 use audit_store::pipeline::{Directory, Lookup};
 use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
-use audit_store::store::AuditStore;
+use audit_store::store::ChainedStore;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -185,7 +185,7 @@ pub(crate) fn router(
 /// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`, guarded
 /// by the demo's own credentials: an account's token (or a member's session) reads only that
 /// account's log; no credentials is a 401, another account a 404.
-pub(crate) fn audit_log_router<S: AuditStore>(store: S, state: AppState) -> Router {
+pub(crate) fn audit_log_router<S: ChainedStore>(store: S, state: AppState) -> Router {
     AuditLogRouter::new(store, DemoAuthorizer(state.db.clone())).into_router()
 }
 

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints};
 use audit_store::pipeline;
-use audit_store::store::AuditStore;
+use audit_store::store::ChainedStore;
 use audit_store::{PostgresStore, SqliteStore};
 use clap::Parser;
 
@@ -392,7 +392,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Runs the audit pipeline into `store` and serves the app until a shutdown signal; then
 /// finishes in-flight requests and flushes the pipeline.
-async fn serve<S: AuditStore>(
+async fn serve<S: ChainedStore>(
     config: Config,
     state: AppState,
     store: S,

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use audit_layer::AuditLayer;
 use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
+use audit_store::chain::ChainKeys;
+use audit_store::model::{
+    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
+};
 use audit_store::pipeline::{self, IngestSink};
-use audit_store::row::StoredRecord;
-use audit_store::store::{AuditStore, PageRow, RecordQuery};
+use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use audit_store::{PostgresStore, SqliteStore};
 use axum::extract::Path;
 use axum::routing::{get, post};
@@ -357,7 +360,7 @@ fn spec() -> Result<OpenApiDocument, BoxError> {
 
 /// The pipeline as an app would configure it: a bounded queue, a spool, and `default_writers`
 /// unless `--writers` says otherwise.
-async fn start_pipeline<S: AuditStore>(
+async fn start_pipeline<S: ChainedStore>(
     store: S,
     args: &ServeArgs,
     default_writers: usize,
@@ -442,6 +445,54 @@ impl<S: AuditStore> AuditStore for TimedStore<S> {
 
     async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
         self.inner.page(query).await
+    }
+}
+
+impl<S: ChainedStore> ChainedStore for TimedStore<S> {
+    fn chain_keys(&self) -> Option<&ChainKeys> {
+        self.inner.chain_keys()
+    }
+
+    async fn chain_heads(&self) -> audit_store::Result<Vec<ChainHead>> {
+        self.inner.chain_heads().await
+    }
+
+    async fn chain_head(&self, chain: &str) -> audit_store::Result<Option<ChainHead>> {
+        self.inner.chain_head(chain).await
+    }
+
+    async fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, uuid::Uuid),
+        limit: u32,
+    ) -> audit_store::Result<Vec<ChainRow>> {
+        self.inner.chain_rows(chain, after, limit).await
+    }
+
+    async fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> audit_store::Result<Option<(i64, i64)>> {
+        self.inner.chain_span(chain, since_ms, before_ms).await
+    }
+
+    fn chain_scan(&self, scope: ChainScope) -> LinkScan {
+        self.inner.chain_scan(scope)
+    }
+
+    async fn all_checkpoints(&self) -> audit_store::Result<Vec<Checkpoint>> {
+        self.inner.all_checkpoints().await
+    }
+
+    async fn checkpoints(&self, chain: &str) -> audit_store::Result<Vec<Checkpoint>> {
+        self.inner.checkpoints(chain).await
+    }
+
+    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> audit_store::Result<()> {
+        self.inner.write_checkpoints(checkpoints).await
     }
 }
 

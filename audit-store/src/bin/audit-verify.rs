@@ -8,9 +8,9 @@
 //! ```
 //!
 //! Without `--account`, `--since` or `--before` it verifies the whole database in one pass
-//! over its records (`chain::verify_all`): every chain, including one named only by a
+//! over its records (`verify::verify_all`): every chain, including one named only by a
 //! checkpoint. With them, each account's records are read through the account index
-//! (`chain::verify`).
+//! (`verify::verify`).
 //!
 //! Prints one line per account, `ok` with counts or the first broken sequence number and the
 //! kind of break (`--json`: one report per line). Exits 0 when every chain verifies, 1 when
@@ -19,11 +19,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use audit_store::chain::{
-    self, ChainKeys, ChainSecret, Checkpoint, JsonLinesCheckpoints, PublicKey, Span, Verifier,
-    VerifyReport,
-};
-use audit_store::store::AuditStore;
+use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints, PublicKey, Verifier};
+use audit_store::model::Checkpoint;
+use audit_store::store::ChainedStore;
+use audit_store::verify::{self, Span, VerifyReport};
 use audit_store::{PostgresStore, SqliteStore};
 use clap::Parser;
 
@@ -102,7 +101,7 @@ fn span(args: &Args) -> Result<Span, String> {
         value
             .as_deref()
             .map(|v| {
-                chain::parse_time(v).ok_or_else(|| {
+                audit_store::time::parse_time(v).ok_or_else(|| {
                     format!("--{name}: expected YYYY-MM-DD or an RFC 3339 time, got {v:?}")
                 })
             })
@@ -114,7 +113,7 @@ fn span(args: &Args) -> Result<Span, String> {
     })
 }
 
-async fn run<S: AuditStore>(
+async fn run<S: ChainedStore>(
     store: S,
     args: &Args,
     verifier: &Verifier,
@@ -134,7 +133,7 @@ async fn run<S: AuditStore>(
     };
     if args.accounts.is_empty() && span == Span::all() {
         // The whole store: one pass over every record.
-        let reports = chain::verify_all(&store, verifier, external)
+        let reports = verify::verify_all(&store, verifier, external)
             .await
             .map_err(|e| format!("cannot verify the store: {e}"))?;
         reports.iter().for_each(&mut print);
@@ -151,7 +150,7 @@ async fn run<S: AuditStore>(
             args.accounts.clone()
         };
         for account in &accounts {
-            let report = chain::verify(&store, verifier, account, span, external)
+            let report = verify::verify(&store, verifier, account, span, external)
                 .await
                 .map_err(|e| format!("cannot verify {account:?}: {e}"))?;
             print(&report);

@@ -21,56 +21,30 @@
 //! be kept outside the database: the newest one is what reveals that the newest records were
 //! deleted. Retention leaves a signed *anchor* where an account's chain now starts.
 //!
-//! [`verify`] walks one account's chain and reports `ok` with counts, or the first broken
-//! sequence number and the kind of break; [`verify_all`] does the same for every chain of a
-//! store in one pass over its records. The query router serves [`verify`] at
+//! [`verify::verify`](crate::verify::verify) walks one account's chain and reports `ok` with
+//! counts, or the first broken sequence number and the kind of break;
+//! [`verify::verify_all`](crate::verify::verify_all) does the same for every chain of a store
+//! in one pass over its records. The query router serves the first at
 //! `GET /accounts/{account_id}/logs/audit/verify`, and the `audit-verify` binary runs both
 //! from the command line with only the public key.
+//!
+//! This module computes: hashes, seals, signatures and keys. The stored shapes are in
+//! [`model`](crate::model), the stores that read and write them in [`store`](crate::store).
 
+mod checkpoint;
 mod keys;
-mod verify;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::pin::Pin;
 
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use checkpoint::{CheckpointSink, JsonLinesCheckpoints, Publish};
 pub(crate) use keys::SealKey;
 pub use keys::{ChainKeys, ChainSecret, KeyError, PublicKey, Verifier};
-pub use verify::{
-    Break, BreakKind, ChainRow, ChainScope, ScannedLink, Span, VerifyReport, verify, verify_all,
-};
 
-use crate::Result;
-use crate::row::StoredRecord;
-use crate::store::AuditStore;
-
-/// Parses a time as the query API does: a date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339
-/// time, to ms since the Unix epoch.
-///
-/// ```
-/// assert_eq!(audit_store::chain::parse_time("2025-01-01"), Some(1_735_689_600_000));
-/// assert_eq!(audit_store::chain::parse_time("yesterday"), None);
-/// ```
-pub fn parse_time(value: &str) -> Option<i64> {
-    if let Ok(t) = value.parse::<audit_layer::record::Timestamp>() {
-        return Some(t.unix_millis());
-    }
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(value, &format).ok()?;
-    Some(date.midnight().assume_utc().unix_timestamp() * 1000)
-}
-
-/// Now, in ms since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    audit_layer::record::Timestamp::now().unix_millis()
-}
+use crate::model::{ColumnValue, Link, StoredRecord};
 
 /// The hash before a chain's first record.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
@@ -128,33 +102,18 @@ impl RowDigest {
     }
 }
 
-/// The digest of a record's columns, as a writer computes it.
+/// The digest of a record's columns, as a writer computes it: every column of
+/// [`COLUMNS`](crate::model::COLUMNS), in order.
 pub(crate) fn row_digest(r: &StoredRecord) -> [u8; 32] {
     let mut d = RowDigest::new();
-    d.uuid(r.id);
-    d.int(r.time_ms);
-    d.text(r.account_id.as_deref());
-    d.text(r.account_name.as_deref());
-    d.text(r.zone_id.as_deref());
-    d.text(r.zone_name.as_deref());
-    d.text(Some(r.action_type));
-    d.text(Some(r.action_result));
-    d.text(r.actor_email.as_deref());
-    d.text(r.actor_id.as_deref());
-    d.text(r.actor_ip_address.as_deref());
-    d.text(r.actor_type);
-    d.text(r.actor_context);
-    d.text(r.actor_token_id.as_deref());
-    d.text(r.actor_token_name.as_deref());
-    d.text(Some(&r.raw_ray_id));
-    d.text(Some(&r.raw_method));
-    d.int(i64::from(r.raw_status_code));
-    d.text(Some(&r.raw_uri));
-    d.text(r.resource_id.as_deref());
-    d.text(r.resource_product.as_deref());
-    d.text(r.resource_type.as_deref());
-    d.text(r.resource_scope.as_deref());
-    d.text(Some(&r.record));
+    for column in &crate::model::COLUMNS {
+        match column.value(r) {
+            ColumnValue::Uuid(v) => d.uuid(v),
+            ColumnValue::BigInt(v) => d.int(v),
+            ColumnValue::Int(v) => d.int(i64::from(v)),
+            ColumnValue::Text(v) => d.text(v),
+        }
+    }
     d.finish()
 }
 
@@ -182,25 +141,6 @@ pub(crate) fn seal(key: &SealKey, chain: &str, seq: i64, hash: &[u8]) -> [u8; 32
     mac.update(&seq.to_be_bytes());
     mac.update(hash);
     mac.finalize().into_bytes().into()
-}
-
-/// A record's place in its chain, as written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Link {
-    pub(crate) seq: i64,
-    pub(crate) hash: [u8; 32],
-    pub(crate) seal: [u8; 32],
-}
-
-/// The newest link of a chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChainHead {
-    /// The chain: the account id, `""` for records without an account.
-    pub chain: String,
-    /// The newest record's sequence number.
-    pub seq: i64,
-    /// The newest record's chain hash.
-    pub hash: Vec<u8>,
 }
 
 /// Links `rows` onto their chains, in order. `heads` holds every chain the rows belong to
@@ -256,245 +196,54 @@ pub(crate) fn dedup_ids(rows: &[StoredRecord]) -> std::borrow::Cow<'_, [StoredRe
     std::borrow::Cow::Owned(rows.iter().filter(|r| seen.insert(r.id)).cloned().collect())
 }
 
-/// What a signed statement says about a chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckpointKind {
-    /// The chain's head at a time.
-    Checkpoint,
-    /// Where the chain starts after retention: the last pruned record's sequence and hash.
-    Anchor,
-}
-
-impl CheckpointKind {
-    /// `checkpoint` or `anchor`, as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Checkpoint => "checkpoint",
-            Self::Anchor => "anchor",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        match text {
-            "checkpoint" => Some(Self::Checkpoint),
-            "anchor" => Some(Self::Anchor),
-            _ => None,
-        }
-    }
-}
-
-/// A signed statement about one account's chain: "at `time_ms`, the chain's record `seq` had
-/// hash `head`". Serializes to JSON (hex for the bytes) to be kept outside the database.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// The chain: the account id, `""` for records without an account.
-    pub account_id: String,
-    /// The sequence number of the record it vouches for.
-    pub seq: i64,
-    /// That record's chain hash.
-    #[serde(with = "hex::serde")]
-    pub head: Vec<u8>,
-    /// When it was made, ms since the Unix epoch.
-    pub time_ms: i64,
-    /// Checkpoint or anchor.
-    pub kind: CheckpointKind,
-    /// Which key signed it ([`PublicKey::key_id`]).
-    pub key_id: String,
-    /// The Ed25519 signature over all of the above.
-    #[serde(with = "hex::serde")]
-    pub signature: Vec<u8>,
-}
-
-impl Checkpoint {
-    /// Makes and signs a statement.
-    pub(crate) fn sign(
-        keys: &ChainKeys,
-        kind: CheckpointKind,
-        account_id: String,
-        seq: i64,
-        head: Vec<u8>,
-        time_ms: i64,
-    ) -> Self {
-        let mut checkpoint = Self {
-            account_id,
-            seq,
-            head,
-            time_ms,
-            kind,
-            key_id: keys.public_key().key_id(),
-            signature: Vec::new(),
-        };
-        checkpoint.signature = keys.sign(&checkpoint.message()).to_vec();
-        checkpoint
-    }
-
-    /// The bytes the signature covers.
-    pub(crate) fn message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(96 + self.account_id.len() + self.head.len());
-        m.extend_from_slice(b"audit-checkpoint/v1\0");
-        m.extend_from_slice(self.kind.as_str().as_bytes());
-        m.push(0);
-        m.extend_from_slice(&(self.account_id.len() as u64).to_be_bytes());
-        m.extend_from_slice(self.account_id.as_bytes());
-        m.extend_from_slice(&self.seq.to_be_bytes());
-        m.extend_from_slice(&self.time_ms.to_be_bytes());
-        m.extend_from_slice(&(self.head.len() as u64).to_be_bytes());
-        m.extend_from_slice(&self.head);
-        m
-    }
-
-    /// Whether a key `verifier` trusts signed exactly this statement.
-    pub fn is_signed_for(&self, verifier: &Verifier) -> bool {
-        verifier.signed(&self.key_id, &self.message(), &self.signature)
-    }
-}
-
-/// An error from an application's checkpoint sink.
-pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The future of [`CheckpointSink::publish`].
-pub type Publish<'a> =
-    Pin<Box<dyn Future<Output = std::result::Result<(), SinkError>> + Send + 'a>>;
-
-/// Where checkpoints are kept outside the database: an object store with retention lock, a
-/// transparency log, another team's system, a file on another machine.
-///
-/// The pipeline calls it after every round of checkpoints; a failure is logged and the
-/// checkpoints stay in the database, so nothing waits on the sink.
-pub trait CheckpointSink: Send + Sync + 'static {
-    /// Keeps `checkpoints`.
-    fn publish<'a>(&'a self, checkpoints: &'a [Checkpoint]) -> Publish<'a>;
-}
-
-/// A [`CheckpointSink`] that appends each checkpoint to a file as one JSON line and syncs it:
-/// the format `audit-verify --checkpoints` reads.
-///
-/// ```
-/// use audit_store::chain::JsonLinesCheckpoints;
-///
-/// let sink = JsonLinesCheckpoints::new(std::env::temp_dir().join("audit-checkpoints.jsonl"));
-/// # let _ = sink;
-/// ```
-#[derive(Clone, Debug)]
-pub struct JsonLinesCheckpoints {
-    path: PathBuf,
-}
-
-impl JsonLinesCheckpoints {
-    /// Appends to `path`, creating it if missing.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
-    }
-
-    /// Reads every checkpoint a file of this format holds.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be read, or a line is not a checkpoint (the error names the line).
-    pub fn read(path: &std::path::Path) -> std::result::Result<Vec<Checkpoint>, SinkError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read checkpoints from {}: {e}", path.display()))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| {
-                    format!("{}:{}: not a checkpoint: {e}", path.display(), i + 1).into()
-                })
-            })
-            .collect()
-    }
-}
-
-impl CheckpointSink for JsonLinesCheckpoints {
-    fn publish<'a>(&'a self, checkpoints: &'a [Checkpoint]) -> Publish<'a> {
-        let path = self.path.clone();
-        let mut text = String::new();
-        for checkpoint in checkpoints {
-            if let Ok(line) = serde_json::to_string(checkpoint) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?;
-                file.write_all(text.as_bytes())?;
-                file.sync_data()
-            })
-            .await
-            .map_err(|e| SinkError::from(e.to_string()))??;
-            Ok(())
-        })
-    }
-}
-
-/// Signs and stores a checkpoint for every chain of `store` at `now_ms` (also chains that
-/// did not grow: a fresh checkpoint says nothing was deleted since), and returns them.
-///
-/// # Errors
-///
-/// When the store has no chain keys, or the database fails.
-pub async fn checkpoint<S: AuditStore>(store: &S, now_ms: i64) -> Result<Vec<Checkpoint>> {
-    let Some(keys) = store.chain_keys() else {
-        return Err(crate::StoreError::Config(
-            "checkpoints need a chained store (give the store chain keys)".into(),
-        ));
-    };
-    let heads = store.chain_heads().await?;
-    let checkpoints: Vec<Checkpoint> = heads
-        .into_iter()
-        .map(|h| {
-            Checkpoint::sign(
-                keys,
-                CheckpointKind::Checkpoint,
-                h.chain,
-                h.seq,
-                h.hash,
-                now_ms,
-            )
-        })
-        .collect();
-    store.write_checkpoints(&checkpoints).await?;
-    Ok(checkpoints)
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::model::{Checkpoint, CheckpointKind};
 
-    /// A stored row of `account` with id `id`; the other columns are fixed.
-    pub(crate) fn row(id: u128, account: Option<&str>) -> StoredRecord {
-        StoredRecord {
-            id: Uuid::from_u128(id),
-            time_ms: 1,
-            account_id: account.map(str::to_owned),
-            account_name: None,
-            zone_id: None,
-            zone_name: None,
-            action_type: "create",
-            action_result: "success",
-            actor_email: None,
-            actor_id: None,
-            actor_ip_address: None,
-            actor_type: None,
-            actor_context: None,
-            actor_token_id: None,
-            actor_token_name: None,
-            raw_ray_id: "r".into(),
-            raw_method: "POST".into(),
-            raw_status_code: 200,
-            raw_uri: "/".into(),
-            resource_id: None,
-            resource_product: None,
-            resource_type: None,
-            resource_scope: None,
-            record: "{}".into(),
-        }
+    fn row(id: u128, account: Option<&str>) -> StoredRecord {
+        StoredRecord::sample(id, account)
+    }
+
+    /// Values computed before the column list was a table (commit 0400249): a store's
+    /// existing chains must keep verifying.
+    #[test]
+    fn digests_links_seals_and_signatures_are_those_of_stored_chains() {
+        let mut r = row(7, Some("acc_demo"));
+        r.actor_email = Some("alice@example.com".into());
+        r.raw_status_code = 201;
+        let digest = row_digest(&r);
+        assert_eq!(
+            hex::encode(digest),
+            "02cd3ecf8f0024d6fe2273c109ed97e257ef001d7e4b9b644634f3e9d8c3c4ab"
+        );
+        let keys = ChainKeys::from_secret(&ChainSecret::from_bytes([9; 32]));
+        let hash = link(&GENESIS, "acc_demo", 1, &digest);
+        assert_eq!(
+            hex::encode(hash),
+            "7baef598f15ab6b13d1cdd8c57c0c0b5e0f661d73b3d0e2b5b496d3e1ce31650"
+        );
+        assert_eq!(
+            hex::encode(seal(keys.seal_key(), "acc_demo", 1, &hash)),
+            "bbc15b85ffef558ebb8205fa7548fdac361e7389e0f746c76de7f39e3954e9cc"
+        );
+        let checkpoint = Checkpoint::sign(
+            &keys,
+            CheckpointKind::Checkpoint,
+            "acc_demo".into(),
+            1,
+            hash.to_vec(),
+            1000,
+        );
+        assert_eq!(
+            hex::encode(&checkpoint.signature),
+            "53ff59038acfa70d2b34b5f2deb1f2a6d90a5d60bae23533ffdfde5c1f3aa02f\
+             c6520b5bf65f32974c4ea79144c401e5336a54ec3223883148dc2917bf54ce0f"
+        );
+        assert_eq!(
+            keys.public_key().to_hex(),
+            "45ac5396d4ef6f3653e00a8d0df29b526d4e8628466ef4f37269f8b8c79aa929"
+        );
     }
 
     #[test]

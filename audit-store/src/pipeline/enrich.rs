@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use audit_layer::record::AuditRecord;
 use futures_util::FutureExt;
 
-pub use audit_layer::BoxError;
+use audit_layer::BoxError;
 
 /// A lookup's future.
 pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<String>, BoxError>> + Send + 'a>>;

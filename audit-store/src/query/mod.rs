@@ -9,7 +9,7 @@
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
 //!   hash chain (a chained store only; see [`chain`](crate::chain)): `result` is a
-//!   [`VerifyReport`](crate::chain::VerifyReport), `ok` with counts or the first break.
+//!   [`VerifyReport`](crate::verify::VerifyReport), `ok` with counts or the first break.
 //!
 //! Responses use the original envelope, `{"success", "errors", "messages", "result",
 //! "result_info": {"count", "cursor", "cursors": {"after"}}}`; the last page has no cursor.
@@ -53,7 +53,8 @@ pub use params::BadParameter;
 use uuid::Uuid;
 
 use crate::chain::Verifier;
-use crate::store::{AuditStore, PageRow, RecordQuery};
+use crate::model::{PageRow, RecordQuery};
+use crate::store::ChainedStore;
 
 /// Whether a caller may read an account's audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +113,7 @@ struct Shared<S> {
     verifier: Option<Verifier>,
 }
 
-impl<S: AuditStore> AuditLogRouter<S> {
+impl<S: ChainedStore> AuditLogRouter<S> {
     /// A router over `store`, guarded by `authorizer`.
     pub fn new(store: S, authorizer: impl Authorizer) -> Self {
         let verifier = store.chain_keys().map(crate::chain::ChainKeys::verifier);
@@ -198,7 +199,7 @@ fn json_response(body: String) -> Response {
     response
 }
 
-async fn list<S: AuditStore>(
+async fn list<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
     Path(account_id): Path<String>,
     RawQuery(raw): RawQuery,
@@ -286,7 +287,7 @@ fn envelope(rows: &[PageRow], cursor: Option<&str>) -> String {
 }
 
 /// Streams every matching record as NDJSON, one page in memory at a time.
-fn export<S: AuditStore>(shared: Arc<Shared<S>>, first: RecordQuery) -> Response {
+fn export<S: ChainedStore>(shared: Arc<Shared<S>>, first: RecordQuery) -> Response {
     let pages = futures_util::stream::unfold(Some(first), move |state| {
         let shared = Arc::clone(&shared);
         async move {
@@ -326,7 +327,7 @@ fn export<S: AuditStore>(shared: Arc<Shared<S>>, first: RecordQuery) -> Response
     response
 }
 
-async fn verify<S: AuditStore>(
+async fn verify<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
     Path(account_id): Path<String>,
     RawQuery(raw): RawQuery,
@@ -346,7 +347,7 @@ async fn verify<S: AuditStore>(
             "this audit log is not chained: tamper evidence is not enabled on its store",
         );
     };
-    match crate::chain::verify(&shared.store, verifier, &account_id, span, &[]).await {
+    match crate::verify::verify(&shared.store, verifier, &account_id, span, &[]).await {
         Ok(report) => match serde_json::to_string(&report) {
             Ok(report) => json_response(format!(
                 r#"{{"success":true,"errors":[],"messages":[],"result":{report}}}"#
@@ -357,7 +358,7 @@ async fn verify<S: AuditStore>(
     }
 }
 
-async fn one<S: AuditStore>(
+async fn one<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
     Path((account_id, id)): Path<(String, String)>,
     parts: Parts,

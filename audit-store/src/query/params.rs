@@ -6,7 +6,7 @@
 use audit_layer::record::{ActionType, ActorContext, ActorType};
 use uuid::Uuid;
 
-use crate::store::{Column, ColumnFilter, Direction, FilterValue};
+use crate::model::{Column, ColumnFilter, Direction, FilterValue};
 
 /// The most values all filters together may carry.
 pub(crate) const MAX_FILTER_VALUES: usize = 100;
@@ -124,7 +124,7 @@ fn parse_time(name: &str, value: &str) -> Result<i64, BadParameter> {
             quoted(value)
         ))
     };
-    crate::chain::parse_time(value).ok_or_else(expected)
+    crate::time::parse_time(value).ok_or_else(expected)
 }
 
 fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadParameter> {
@@ -205,8 +205,8 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
 
 /// Parses a raw query string.
 /// Parses the verify endpoint's query: optional `since` and `before`, nothing else.
-pub(crate) fn parse_span(query: &str) -> Result<crate::chain::Span, BadParameter> {
-    let mut span = crate::chain::Span::default();
+pub(crate) fn parse_span(query: &str) -> Result<crate::verify::Span, BadParameter> {
+    let mut span = crate::verify::Span::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let slot = match &*key {
             "since" => &mut span.since_ms,
@@ -459,7 +459,7 @@ mod tests {
         let span = parse_span("since=2025-01-01&before=2025-01-02").unwrap();
         assert_eq!(span.since_ms, Some(1_735_689_600_000));
         assert_eq!(span.before_ms, Some(1_735_776_000_000));
-        assert_eq!(parse_span("").unwrap(), crate::chain::Span::all());
+        assert_eq!(parse_span("").unwrap(), crate::verify::Span::all());
         let e = |q: &str| parse_span(q).unwrap_err().to_string();
         assert_eq!(
             e("limit=5"),

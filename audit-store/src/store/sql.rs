@@ -1,13 +1,114 @@
-//! The page query, built once for both backends: every value is a bound parameter.
+//! The text of the statements, built from the [column list](crate::model::COLUMNS): the one
+//! place that names the stored columns in SQL. Public for the benchmarks, which run the
+//! store's own statements against the databases' command-line tools; not a stable API.
+//!
+//! Every value is a bound parameter; only fixed identifiers are spliced in.
 
-use super::{Direction, FilterValue, RecordQuery};
+use crate::model::{COLUMNS, Direction, FilterValue, LINK_COLUMNS, RecordQuery};
 
-/// Where the query is built: a backend's `QueryBuilder`.
-pub(crate) trait QueryTarget {
+/// How a database spells what the two backends write differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite: `?` placeholders.
+    Sqlite,
+    /// PostgreSQL: `$1`, `$2`, ... placeholders.
+    Postgres,
+}
+
+impl Dialect {
+    /// The placeholder of the `n`th bound value (from 1).
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
+        }
+    }
+
+    /// What identifies a row of `audit_logs`: its primary key (PostgreSQL's includes the time,
+    /// the partitioning column).
+    pub(crate) fn row_key(self) -> &'static str {
+        match self {
+            Self::Sqlite => "id",
+            Self::Postgres => "(id, time_ms)",
+        }
+    }
+
+    /// [`row_key`](Self::row_key)'s columns, as a select list.
+    pub(crate) fn row_key_columns(self) -> &'static str {
+        match self {
+            Self::Sqlite => "id",
+            Self::Postgres => "id, time_ms",
+        }
+    }
+}
+
+/// The stored columns, comma-separated, in [`COLUMNS`] order.
+///
+/// ```
+/// let list = audit_store::store::sql::columns();
+/// assert!(list.starts_with("id, time_ms, account_id, "));
+/// assert!(list.ends_with(", record"));
+/// ```
+pub fn columns() -> String {
+    COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// [`columns`] and the chain's [`LINK_COLUMNS`]: what a chained write inserts.
+pub fn linked_columns() -> String {
+    format!("{}, {}", columns(), LINK_COLUMNS.join(", "))
+}
+
+/// The select list of a link read back: [`LINK_COLUMNS`], then every stored column (the
+/// columns a verifier digests).
+pub(crate) fn link_select() -> String {
+    format!("{}, {}", LINK_COLUMNS.join(", "), columns())
+}
+
+/// A statement whose bound values are numbered as they are added.
+#[derive(Debug)]
+pub(crate) struct Numbered {
+    dialect: Dialect,
+    bound: usize,
+}
+
+impl Numbered {
+    pub(crate) fn new(dialect: Dialect) -> Self {
+        Self { dialect, bound: 0 }
+    }
+
+    /// The next value's placeholder.
+    pub(crate) fn next(&mut self) -> String {
+        self.bound += 1;
+        self.dialect.placeholder(self.bound)
+    }
+
+    /// The condition selecting the records of `chain` through the account indexes: the
+    /// chain named `""` holds the records without an account (and any whose account id is
+    /// empty), and binds nothing; another chain binds its name, which the caller binds first.
+    pub(crate) fn chain_condition(&mut self, chain: &str) -> String {
+        if chain.is_empty() {
+            "(account_id IS NULL OR account_id = '')".to_owned()
+        } else {
+            format!("account_id = {}", self.next())
+        }
+    }
+}
+
+/// Where a query with bound values is built: a backend's `QueryBuilder`.
+pub trait QueryTarget {
+    /// Appends SQL text.
     fn sql(&mut self, sql: &str);
+    /// Binds a text value.
     fn text(&mut self, value: String);
+    /// Binds a 32-bit integer.
     fn int(&mut self, value: i32);
+    /// Binds a 64-bit integer.
     fn bigint(&mut self, value: i64);
+    /// Binds a UUID.
     fn uuid(&mut self, value: uuid::Uuid);
 }
 
@@ -19,8 +120,9 @@ fn value(target: &mut impl QueryTarget, value: &FilterValue) {
     }
 }
 
-/// `SELECT time_ms, id, record FROM audit_logs WHERE ... ORDER BY ... LIMIT ...`.
-pub(crate) fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
+/// `SELECT time_ms, id, record FROM audit_logs WHERE ... ORDER BY ... LIMIT ...`: one page
+/// of one account's records.
+pub fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
     // After a cursor, the cursor's time narrows the scanned range itself: a bound the index
     // scan starts from, so a deep page costs what the first one does.
     let (since_ms, before_ms) = match (query.after, query.direction) {
@@ -66,4 +168,28 @@ pub(crate) fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
     }
     target.sql(&format!(" ORDER BY time_ms {order}, id {order} LIMIT "));
     target.bigint(i64::from(query.limit));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_postgres_only() {
+        let mut pg = Numbered::new(Dialect::Postgres);
+        assert_eq!(pg.chain_condition("acc"), "account_id = $1");
+        assert_eq!(pg.next(), "$2");
+        let mut lite = Numbered::new(Dialect::Sqlite);
+        assert_eq!(
+            lite.chain_condition(""),
+            "(account_id IS NULL OR account_id = '')"
+        );
+        assert_eq!(lite.next(), "?");
+    }
+
+    #[test]
+    fn the_link_select_is_the_link_columns_then_the_stored_ones() {
+        assert!(link_select().starts_with("chain_seq, chain_hash, chain_seal, id, time_ms, "));
+        assert!(linked_columns().ends_with("record, chain_seq, chain_hash, chain_seal"));
+    }
 }

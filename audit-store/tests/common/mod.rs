@@ -16,10 +16,12 @@ use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Zone,
 };
-use audit_store::chain::{ChainHead, ChainKeys, ChainRow, Checkpoint};
+use audit_store::chain::ChainKeys;
+use audit_store::model::{
+    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
+};
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
-use audit_store::row::StoredRecord;
-use audit_store::store::{AuditStore, PageRow, RecordQuery};
+use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use audit_store::{PostgresStore, SqliteStore, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
@@ -40,7 +42,7 @@ pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
 /// Instantiates each listed test body once per backend, the way tower-sessions runs one set
 /// of route tests against every session store.
 ///
-/// Each name must be an `async fn name<S: AuditStore>(fx: &Fixture<S>) -> TestResult` in the
+/// Each name must be an `async fn name<S: ChainedStore>(fx: &Fixture<S>) -> TestResult` in the
 /// invoking file. The macro generates `mod sqlite` and `mod postgres`, each holding one
 /// `#[tokio::test]` per name that sets up a fresh database for that backend, runs the body
 /// (with a time limit) and tears the database down again. Without `AUDIT_TEST_POSTGRES_URL`
@@ -487,7 +489,7 @@ pub(crate) fn spool_line_len(record: &AuditRecord) -> TestResult<u64> {
 // ---------------------------------------------------------------------------------------------
 
 /// A builder with test-speed timings: short flushes, quick retries and probes.
-pub(crate) fn fast<S: AuditStore>(store: S) -> PipelineBuilder<S> {
+pub(crate) fn fast<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
     pipeline::builder(store)
         .flush_interval(Duration::from_millis(5))
         .retry(3, Duration::from_millis(1), Duration::from_millis(4))
@@ -495,7 +497,7 @@ pub(crate) fn fast<S: AuditStore>(store: S) -> PipelineBuilder<S> {
 }
 
 /// Builds the pipeline and spawns it.
-pub(crate) async fn start<S: AuditStore>(
+pub(crate) async fn start<S: ChainedStore>(
     builder: PipelineBuilder<S>,
 ) -> TestResult<(IngestSink, JoinHandle<()>)> {
     let (sink, pipeline) = builder.build().await?;
@@ -522,7 +524,7 @@ pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) 
 }
 
 /// Waits (polling) until the store holds `n` records, for up to 10 s.
-pub(crate) async fn until_count<S: AuditStore>(store: &S, n: u64) -> TestResult {
+pub(crate) async fn until_count<S: ChainedStore>(store: &S, n: u64) -> TestResult {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let count = store.count().await?;
@@ -540,7 +542,7 @@ pub(crate) async fn until_count<S: AuditStore>(store: &S, n: u64) -> TestResult 
 /// checked to store its 4. A small batch written by `COPY` waited 40 ms every time: sqlx
 /// 0.9.0 leaves Nagle's algorithm on, and the kernel held the `COPY`'s last message until
 /// the server's delayed acknowledgement.
-pub(crate) async fn fastest_small_write<S: AuditStore>(
+pub(crate) async fn fastest_small_write<S: ChainedStore>(
     store: &S,
     account: &str,
 ) -> TestResult<Duration> {
@@ -759,7 +761,9 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
     async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
         self.inner.page(query).await
     }
+}
 
+impl<S: ChainedStore> ChainedStore for FlakyStore<S> {
     fn chain_keys(&self) -> Option<&ChainKeys> {
         self.inner.chain_keys()
     }
@@ -790,6 +794,14 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
         self.inner.chain_span(chain, since_ms, before_ms).await
     }
 
+    fn chain_scan(&self, scope: ChainScope) -> LinkScan {
+        self.inner.chain_scan(scope)
+    }
+
+    async fn all_checkpoints(&self) -> audit_store::Result<Vec<Checkpoint>> {
+        self.inner.all_checkpoints().await
+    }
+
     async fn checkpoints(&self, chain: &str) -> audit_store::Result<Vec<Checkpoint>> {
         self.inner.checkpoints(chain).await
     }
@@ -800,7 +812,7 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
 }
 
 /// The fixture stores, given chain keys.
-pub(crate) trait Chainable: AuditStore {
+pub(crate) trait Chainable: ChainedStore {
     /// The same database, chaining every record with `keys`.
     fn with_chain(&self, keys: ChainKeys) -> Self;
 }

@@ -20,29 +20,18 @@
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, Postgres};
 
-use crate::chain::Link;
-use crate::row::StoredRecord;
+use crate::model::{COLUMNS, ColumnValue, LINK_COLUMNS, Link, StoredRecord};
+use crate::store::sql;
 
-/// The columns a batch writes, in the order [`encode_row`] writes them (for the tests).
-#[cfg(test)]
-const COLUMNS: &str = "id, time_ms, account_id, account_name, zone_id, zone_name, \
-    action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, \
-    actor_context, actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, \
-    raw_uri, resource_id, resource_product, resource_type, resource_scope, record";
-
-/// The statement of an unchained batch.
-const COPY: &str = "COPY audit_logs (id, time_ms, account_id, account_name, zone_id, zone_name, \
-    action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, \
-    actor_context, actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, \
-    raw_uri, resource_id, resource_product, resource_type, resource_scope, record) \
-    FROM STDIN (FORMAT binary)";
-
-/// The statement of a chained batch: [`COPY`] and each record's link.
-const COPY_CHAINED: &str = "COPY audit_logs (id, time_ms, account_id, account_name, zone_id, \
-    zone_name, action_type, action_result, actor_email, actor_id, actor_ip_address, actor_type, \
-    actor_context, actor_token_id, actor_token_name, raw_ray_id, raw_method, raw_status_code, \
-    raw_uri, resource_id, resource_product, resource_type, resource_scope, record, chain_seq, \
-    chain_hash, chain_seal) FROM STDIN (FORMAT binary)";
+/// The statement of a batch, with each record's link when chained.
+fn statement(chained: bool) -> String {
+    let columns = if chained {
+        sql::linked_columns()
+    } else {
+        sql::columns()
+    };
+    format!("COPY audit_logs ({columns}) FROM STDIN (FORMAT binary)")
+}
 
 /// `PGCOPY\n\377\r\n\0`, no flags, no header extension.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -83,8 +72,7 @@ pub(crate) async fn copy_rows(
     links: Option<&[Link]>,
 ) -> sqlx::Result<u64> {
     debug_assert!(links.is_none_or(|l| l.len() == records.len()));
-    let statement = if links.is_some() { COPY_CHAINED } else { COPY };
-    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut copy = conn.copy_in_raw(&statement(links.is_some())).await?;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(HEADER);
     for (i, record) in records.iter().enumerate() {
@@ -143,34 +131,23 @@ pub(crate) fn is_duplicate(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
 }
 
-/// One row: 24 fields, or 27 with the chain's.
+/// One row: every stored column, and the link's when chained.
 fn encode_row(out: &mut Vec<u8>, r: &StoredRecord, link: Option<&Link>) -> sqlx::Result<()> {
-    let fields: i16 = if link.is_some() { 27 } else { 24 };
-    out.extend_from_slice(&fields.to_be_bytes());
-    bytes(out, Some(r.id.as_bytes()))?;
-    bytes(out, Some(&r.time_ms.to_be_bytes()))?;
-    text(out, r.account_id.as_deref())?;
-    text(out, r.account_name.as_deref())?;
-    text(out, r.zone_id.as_deref())?;
-    text(out, r.zone_name.as_deref())?;
-    text(out, Some(r.action_type))?;
-    text(out, Some(r.action_result))?;
-    text(out, r.actor_email.as_deref())?;
-    text(out, r.actor_id.as_deref())?;
-    text(out, r.actor_ip_address.as_deref())?;
-    text(out, r.actor_type)?;
-    text(out, r.actor_context)?;
-    text(out, r.actor_token_id.as_deref())?;
-    text(out, r.actor_token_name.as_deref())?;
-    text(out, Some(&r.raw_ray_id))?;
-    text(out, Some(&r.raw_method))?;
-    bytes(out, Some(&r.raw_status_code.to_be_bytes()))?;
-    text(out, Some(&r.raw_uri))?;
-    text(out, r.resource_id.as_deref())?;
-    text(out, r.resource_product.as_deref())?;
-    text(out, r.resource_type.as_deref())?;
-    text(out, r.resource_scope.as_deref())?;
-    text(out, Some(&r.record))?;
+    let fields = COLUMNS.len()
+        + if link.is_some() {
+            LINK_COLUMNS.len()
+        } else {
+            0
+        };
+    out.extend_from_slice(&(fields as i16).to_be_bytes());
+    for column in &COLUMNS {
+        match column.value(r) {
+            ColumnValue::Uuid(v) => bytes(out, Some(v.as_bytes()))?,
+            ColumnValue::BigInt(v) => bytes(out, Some(&v.to_be_bytes()))?,
+            ColumnValue::Int(v) => bytes(out, Some(&v.to_be_bytes()))?,
+            ColumnValue::Text(v) => text(out, v)?,
+        }
+    }
     if let Some(link) = link {
         bytes(out, Some(&link.seq.to_be_bytes()))?;
         bytes(out, Some(&link.hash))?;
@@ -210,13 +187,13 @@ mod tests {
 
     #[test]
     fn the_statements_name_the_columns_in_the_order_rows_are_encoded() {
-        assert!(COPY.contains(&format!("({COLUMNS})")));
-        assert!(COPY_CHAINED.contains(&format!("({COLUMNS}, chain_seq, chain_hash, chain_seal)")));
+        assert!(statement(false).starts_with("COPY audit_logs (id, time_ms, account_id, "));
+        assert!(statement(true).contains("record, chain_seq, chain_hash, chain_seal)"));
     }
 
     #[test]
     fn copy_pays_from_min_bytes_of_records_on() {
-        let record = crate::chain::tests::row(42, Some("acc"));
+        let record = StoredRecord::sample(42, Some("acc"));
         let per_row = record.record.len();
         let under = vec![record.clone(); (MIN_BYTES - 1) / per_row];
         assert!(!pays(&under));
@@ -227,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_row_is_a_field_count_then_lengths_and_values() {
-        let record = crate::chain::tests::row(42, Some("023e105f4ecef8ad9ca31a8372d0c353"));
+        let record = StoredRecord::sample(42, Some("023e105f4ecef8ad9ca31a8372d0c353"));
         let mut out = Vec::new();
         encode_row(&mut out, &record, None).unwrap();
         assert_eq!(&out[..2], &24_i16.to_be_bytes());
@@ -247,7 +224,7 @@ mod tests {
 
     #[test]
     fn null_is_a_length_of_minus_one_and_a_chained_row_has_27_fields() {
-        let record = crate::chain::tests::row(42, None);
+        let record = StoredRecord::sample(42, None);
         let link = Link {
             seq: 7,
             hash: [1; 32],

@@ -1,0 +1,15 @@
+//! The store's data model: the stored columns and the record flattened into them, what a query
+//! asks for and returns, and what a hash chain is made of. Plain data; nothing here talks to a
+//! database.
+
+mod chain;
+mod columns;
+mod query;
+mod record;
+
+pub(crate) use chain::Link;
+pub use chain::{ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, ScannedLink};
+pub use columns::{COLUMNS, ColumnType, ColumnValue, LINK_COLUMNS, StoredColumn};
+pub(crate) use columns::{index_of, text_columns};
+pub use query::{Column, ColumnFilter, Direction, FilterValue, PageRow, RecordQuery};
+pub use record::StoredRecord;

@@ -1,0 +1,227 @@
+//! The layer's side: [`IngestSink`] puts records on the queue (or the spool's overflow
+//! buffer) without waiting, holds requests back under backpressure, and waits for commits in
+//! strict mode.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use audit_layer::NotCommitted;
+use audit_layer::record::AuditRecord;
+use audit_layer::sink::AuditSink;
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::{Counters, PipelineMetrics};
+use super::shared::{Admission, Shared};
+
+/// One record on its way, with whoever waits for its commit.
+pub(super) struct Envelope {
+    pub(super) record: AuditRecord,
+    pub(super) committed: Option<oneshot::Sender<Result<(), NotCommitted>>>,
+}
+
+// Records travel unboxed: a box per record would be an allocation on the request path.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Message {
+    Record(Envelope),
+    Shutdown,
+}
+
+/// The layer's sink: hands records to the pipeline without waiting.
+///
+/// Cheap to clone. Give one to the `AuditLayer`, keep one to read [`metrics`](Self::metrics)
+/// and to [`shutdown`](Self::shutdown) the pipeline.
+#[derive(Clone)]
+pub struct IngestSink {
+    pub(super) shared: Arc<Shared>,
+    pub(super) lanes: Arc<[mpsc::Sender<Message>]>,
+    /// To the spool when the queue is full (with a spool only).
+    pub(super) overflow: Option<mpsc::Sender<Message>>,
+}
+
+impl std::fmt::Debug for IngestSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSink")
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+impl IngestSink {
+    pub(super) fn lane_for(&self, record: &AuditRecord) -> &mpsc::Sender<Message> {
+        let lane = match (&record.account, self.lanes.len()) {
+            (_, 1) | (None, _) => 0,
+            (Some(account), n) => {
+                let mut hasher = DefaultHasher::new();
+                account.id.hash(&mut hasher);
+                (hasher.finish() % n as u64) as usize
+            }
+        };
+        &self.lanes[lane]
+    }
+
+    /// Queues a record; when the queue is full, hands it to the spool's overflow buffer
+    /// (a record without a commit waiter, with a spool only). When neither takes it, counts
+    /// it as dropped and returns `false`.
+    pub(super) fn enqueue(&self, envelope: Envelope) -> bool {
+        let rejected = if self.shared.closing.load(Ordering::Acquire) {
+            Some(envelope)
+        } else {
+            match self
+                .lane_for(&envelope.record)
+                .try_send(Message::Record(envelope))
+            {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+                    if e.committed.is_none() =>
+                {
+                    self.overflow(e)
+                }
+                Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+                | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
+                Err(_) => unreachable!("only records are sent by submit"),
+            }
+        };
+        match rejected {
+            None => {
+                Counters::add(&self.shared.counters.enqueued, 1);
+                self.shared.in_memory.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(envelope) => {
+                let record = &envelope.record;
+                self.shared.drop_record(
+                    record.account.as_ref().map(|a| a.id.as_str()),
+                    record.action.time.unix_millis(),
+                );
+                false
+            }
+        }
+    }
+
+    /// Hands a record that found the queue full to the spool's overflow buffer; gives it
+    /// back when there is no spool or the buffer is full too.
+    pub(super) fn overflow(&self, envelope: Envelope) -> Option<Envelope> {
+        let Some(overflow) = &self.overflow else {
+            return Some(envelope);
+        };
+        match overflow.try_send(Message::Record(envelope)) {
+            Ok(()) => {
+                Counters::add(&self.shared.counters.overflowed, 1);
+                None
+            }
+            Err(mpsc::error::TrySendError::Full(Message::Record(e)))
+            | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
+            Err(_) => unreachable!("only records are sent by submit"),
+        }
+    }
+
+    /// Records in the fullest lane of the queue now, from the senders' side (no upgrade of
+    /// weak senders). A request's record may go to any lane (by its account, known only at
+    /// the end), so it waits while any lane is short of room.
+    pub(super) fn fullest_lane(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| lane.max_capacity() - lane.capacity())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until every lane holds fewer than `admission.below` records, the pipeline
+    /// closes, or `admission.max_wait` has passed.
+    pub(super) async fn room(self, admission: Admission) {
+        let shared = &self.shared;
+        Counters::add(&shared.counters.waited, 1);
+        let deadline = tokio::time::Instant::now() + admission.max_wait;
+        loop {
+            let notified = shared.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up between the two is not missed.
+            notified.as_mut().enable();
+            if self.fullest_lane() < admission.below || shared.closing.load(Ordering::Acquire) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                Counters::add(&shared.counters.waits_timed_out, 1);
+                return;
+            }
+        }
+    }
+
+    /// Submits a record and waits until it is committed to the database (strict mode).
+    ///
+    /// Many waiting records share a batch, and so a transaction (group commit).
+    ///
+    /// # Errors
+    ///
+    /// When the record was not committed: see [`NotCommitted`].
+    pub async fn commit(&self, record: AuditRecord) -> std::result::Result<(), NotCommitted> {
+        let (tx, rx) = oneshot::channel();
+        let envelope = Envelope {
+            record,
+            committed: Some(tx),
+        };
+        if !self.enqueue(envelope) {
+            return Err(NotCommitted::Rejected);
+        }
+        rx.await.unwrap_or(Err(NotCommitted::Dropped))
+    }
+
+    /// Whether the database is taking records now (not degraded).
+    pub fn is_available(&self) -> bool {
+        !self.shared.degraded.load(Ordering::Acquire)
+            && !self.shared.closing.load(Ordering::Acquire)
+    }
+
+    /// The counters now.
+    pub fn metrics(&self) -> PipelineMetrics {
+        self.shared.counters.snapshot(
+            self.shared.queue_depth() as u64,
+            self.shared.spool_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops accepting records, writes (or spools) everything accepted, and waits until the
+    /// pipeline's [`run`](Pipeline::run) has finished. Records submitted afterwards are
+    /// dropped and counted.
+    pub async fn shutdown(&self) {
+        let finished = self.shared.done.notified();
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.room.notify_waiters();
+        for lane in self.lanes.iter().chain(self.overflow.iter()) {
+            // Waits behind what is queued; a lane already gone has nothing left to flush.
+            let _ = lane.send(Message::Shutdown).await;
+        }
+        if !self.shared.finished.load(Ordering::Acquire) {
+            finished.await;
+        }
+    }
+}
+
+impl AuditSink for IngestSink {
+    fn submit_and_commit(&self, record: AuditRecord) -> audit_layer::Commit {
+        let sink = self.clone();
+        Box::pin(async move { sink.commit(record).await })
+    }
+
+    fn is_available(&self) -> bool {
+        IngestSink::is_available(self)
+    }
+
+    fn backpressure(&self) -> Option<audit_layer::Backpressure> {
+        let admission = self.shared.backpressure?;
+        if self.fullest_lane() < admission.below {
+            return None;
+        }
+        Some(Box::pin(self.clone().room(admission)))
+    }
+
+    fn submit(&self, record: AuditRecord) {
+        let envelope = Envelope {
+            record,
+            committed: None,
+        };
+        self.enqueue(envelope);
+    }
+}

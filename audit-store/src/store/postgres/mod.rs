@@ -1,0 +1,226 @@
+//! The PostgreSQL store, for scale and for several app instances sharing one database.
+//!
+//! A batch is one binary `COPY audit_logs FROM STDIN`, the cheapest way in for the server and
+//! for us (the rows are encoded straight from the records). A batch that meets an id already
+//! stored (a retry of a batch that committed) is written again as one `INSERT ... SELECT FROM
+//! UNNEST($1, ..., $24) ON CONFLICT DO NOTHING`, which skips the stored rows. The table is
+//! partitioned by month of `action.time`; the store creates a month's partition before it
+//! first writes to it, and retention drops whole months.
+
+mod copy;
+mod partitions;
+mod scan;
+mod write;
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use uuid::Uuid;
+
+use super::chained;
+use super::shared::Tables;
+use super::{AuditStore, ChainedStore, LinkScan, scan::spawn_scan};
+use crate::chain::ChainKeys;
+use crate::model::{
+    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
+};
+use crate::{Result, StoreError};
+use partitions::Partitions;
+
+/// Audit records in PostgreSQL.
+///
+/// ```no_run
+/// use audit_store::PostgresStore;
+/// use audit_store::store::AuditStore as _;
+///
+/// # async fn run() -> audit_store::Result<()> {
+/// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/test").await?;
+/// let store = PostgresStore::new(pool);
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// The monthly partitions known to exist.
+    partitions: Arc<Partitions>,
+    /// Set: every record is chained (see [`chain`]).
+    chain: Option<Arc<ChainKeys>>,
+}
+
+impl PostgresStore {
+    /// A store on a pool. Point the pool's `search_path` elsewhere to keep the tables in
+    /// another schema.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            partitions: Arc::default(),
+            chain: None,
+        }
+    }
+
+    /// Chains every record this store writes into its account's hash chain, sealed and
+    /// checkpointed with `keys` (see [`chain`]). Every instance writing to
+    /// the database must use the same keys.
+    #[must_use]
+    pub fn chained(mut self, keys: ChainKeys) -> Self {
+        self.chain = Some(Arc::new(keys));
+        self
+    }
+
+    /// Connects to `url` (`postgres://user@host/db`), with a 2 s acquire timeout so that an
+    /// unreachable database fails writes fast (and the pipeline spools) rather than waiting
+    /// sqlx's default 30 s.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        // A short acquire timeout: while the database is down, a write must fail fast so the
+        // pipeline turns to its spool instead of holding records in memory.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect(url)
+            .await?;
+        Ok(Self::new(pool))
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn tables(&self) -> Tables<'_, sqlx::Postgres> {
+        Tables::new(&self.pool)
+    }
+
+    async fn write(&self, records: &[StoredRecord]) -> Result<u64> {
+        match &self.chain {
+            None => write::write_unchained(&self.pool, records).await,
+            Some(keys) => {
+                let mut guarded = copy::Guarded::new(self.pool.acquire().await?);
+                let mut write = write::ChainedWrite {
+                    conn: guarded.conn(),
+                    keys,
+                };
+                let written = chained::insert_linked(&mut write, records).await;
+                guarded.release();
+                written
+            }
+        }
+    }
+}
+
+impl AuditStore for PostgresStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert(&self, records: &[StoredRecord]) -> Result<u64> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.partitions.ensure(&self.pool, records).await?;
+        match self.write(records).await {
+            // "no partition of relation found for row": another instance dropped a month this
+            // one believed existed. Forget what we knew and create what is missing.
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("23514") =>
+            {
+                self.partitions.forget();
+                self.partitions.ensure(&self.pool, records).await?;
+                self.write(records).await
+            }
+            other => other,
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.tables().ping().await
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
+        // A chained store first prunes each chain's prefix (signing its anchor), so that
+        // dropping a month below never cuts a chain in the middle.
+        let mut deleted = 0;
+        let mut pruned = Vec::new();
+        if let Some(keys) = &self.chain {
+            for head in self.chain_heads().await? {
+                let chain = self.tables().prune_chain(keys, &head, cutoff_ms).await?;
+                deleted += chain.deleted;
+                pruned.push((head.chain, chain.last_pruned));
+            }
+        }
+        deleted += self
+            .partitions
+            .drop_before(&self.pool, cutoff_ms, &pruned)
+            .await?;
+        // The month the cutoff falls in: delete its older rows in bounded steps.
+        deleted += self.tables().delete_unchained(cutoff_ms, false).await?;
+        Ok(deleted)
+    }
+
+    async fn get(&self, account_id: &str, id: Uuid) -> Result<Option<String>> {
+        self.tables().get(account_id, id).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.tables().count().await
+    }
+
+    async fn page(&self, query: &RecordQuery) -> Result<Vec<PageRow>> {
+        self.tables().page(query).await
+    }
+}
+
+impl ChainedStore for PostgresStore {
+    fn chain_keys(&self) -> Option<&ChainKeys> {
+        self.chain.as_deref()
+    }
+
+    async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
+        self.tables().chain_heads().await
+    }
+
+    async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
+        self.tables().chain_head(chain).await
+    }
+
+    async fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> Result<Vec<ChainRow>> {
+        self.tables().chain_rows(chain, after, limit).await
+    }
+
+    async fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        self.tables().chain_span(chain, since_ms, before_ms).await
+    }
+
+    fn chain_scan(&self, scope: ChainScope) -> LinkScan {
+        let pool = self.pool.clone();
+        spawn_scan(move |tx| scan::scan(pool, scope, tx))
+    }
+
+    async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.tables().checkpoints(None).await
+    }
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<Checkpoint>> {
+        self.tables().checkpoints(Some(chain)).await
+    }
+
+    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<()> {
+        self.tables().write_checkpoints(checkpoints).await
+    }
+}

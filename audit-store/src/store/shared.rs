@@ -1,0 +1,425 @@
+//! The statements both backends run alike, written once over sqlx's database traits: reads of
+//! records and pages, reads of chains and checkpoints, and a chained store's retention. A
+//! backend's store calls them with its pool; the SQL differs only in its placeholders (see
+//! [`Dialect`]).
+
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+use uuid::Uuid;
+
+use super::decode::{CHECKPOINT_COLUMNS, chain_row_of, checkpoint_of, head_of};
+use super::sql::{self, Dialect, Numbered, QueryTarget};
+use crate::Result;
+use crate::chain::ChainKeys;
+use crate::model::{ChainHead, ChainRow, Checkpoint, CheckpointKind, PageRow, RecordQuery};
+
+/// A database one of the stores runs on.
+pub(crate) trait Backend: sqlx::Database<QueryResult: RowsAffected> {
+    /// How its SQL differs.
+    const DIALECT: Dialect;
+}
+
+#[cfg(feature = "sqlite")]
+impl Backend for sqlx::Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+}
+
+#[cfg(feature = "postgres")]
+impl Backend for sqlx::Postgres {
+    const DIALECT: Dialect = Dialect::Postgres;
+}
+
+/// Rows per `DELETE` step of retention: short transactions that never hold locks long.
+pub(super) const DELETE_CHUNK: i64 = 5000;
+
+/// Checkpoints per `INSERT`: 7 values each, well under both databases' parameter limits.
+const CHECKPOINTS_PER_STATEMENT: usize = 500;
+
+/// The tables of a store, on its pool.
+pub(super) struct Tables<'a, DB: sqlx::Database> {
+    pool: &'a Pool<DB>,
+}
+
+/// What retention did to one chain.
+pub(super) struct Pruned {
+    /// Records deleted.
+    pub(super) deleted: u64,
+    /// The last sequence number of the chain's prefix older than the cutoff (deleted now or
+    /// by an earlier pass): PostgreSQL keeps a month's partition while it holds a later one.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) last_pruned: i64,
+}
+
+impl<'a, DB: sqlx::Database> Tables<'a, DB> {
+    pub(super) fn new(pool: &'a Pool<DB>) -> Self {
+        Self { pool }
+    }
+}
+
+impl<DB> QueryTarget for QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i32: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Uuid: Encode<'t, DB> + Type<DB>,
+{
+    fn sql(&mut self, sql: &str) {
+        self.push(sql);
+    }
+    fn text(&mut self, value: String) {
+        self.push_bind(value);
+    }
+    fn int(&mut self, value: i32) {
+        self.push_bind(value);
+    }
+    fn bigint(&mut self, value: i64) {
+        self.push_bind(value);
+    }
+    fn uuid(&mut self, value: Uuid) {
+        self.push_bind(value);
+    }
+}
+
+impl<DB> Tables<'_, DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB> + Default,
+    usize: ColumnIndex<DB::Row>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> i32: Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> Uuid: Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> Vec<u8>: Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Decode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t [u8]>: Decode<'t, DB> + Type<DB>,
+{
+    /// A statement that selects rows of `chain`: `sql` gets the chain's condition and
+    /// numbers its further values after the chain's.
+    fn of_chain<'q>(
+        chain: &'q str,
+        sql: impl FnOnce(&str, &mut Numbered) -> String,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments> {
+        let mut numbered = Numbered::new(DB::DIALECT);
+        let condition = numbered.chain_condition(chain);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql(&condition, &mut numbered)));
+        if chain.is_empty() {
+            query
+        } else {
+            query.bind(chain)
+        }
+    }
+
+    pub(super) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn get(&self, account_id: &str, id: Uuid) -> Result<Option<String>> {
+        let mut n = Numbered::new(DB::DIALECT);
+        let sql = format!(
+            "SELECT record FROM audit_logs WHERE id = {} AND account_id = {}",
+            n.next(),
+            n.next()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub(super) async fn count(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT count(*) FROM audit_logs")
+            .fetch_one(self.pool)
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+    }
+
+    pub(super) async fn page(&self, query: &RecordQuery) -> Result<Vec<PageRow>> {
+        let mut builder = QueryBuilder::<DB>::new("");
+        sql::page(&mut builder, query);
+        let rows = builder.build().fetch_all(self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PageRow {
+                    time_ms: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    record: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
+        let rows = sqlx::query("SELECT chain, seq, hash FROM audit_chain_heads ORDER BY chain")
+            .fetch_all(self.pool)
+            .await?;
+        rows.iter().map(head_of).collect()
+    }
+
+    pub(super) async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
+        let sql = format!(
+            "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = {}",
+            DB::DIALECT.placeholder(1)
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(chain)
+            .fetch_optional(self.pool)
+            .await?;
+        row.as_ref().map(head_of).transpose()
+    }
+
+    pub(super) async fn chain_rows(
+        &self,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> Result<Vec<ChainRow>> {
+        let rows = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT {} FROM audit_logs WHERE {condition} AND chain_seq IS NOT NULL \
+                 AND (chain_seq, id) > ({}, {}) ORDER BY chain_seq, id LIMIT {}",
+                sql::link_select(),
+                n.next(),
+                n.next(),
+                n.next()
+            )
+        })
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool)
+        .await?;
+        rows.iter().map(chain_row_of).collect()
+    }
+
+    pub(super) async fn chain_span(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let row = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT min(chain_seq), max(chain_seq) FROM audit_logs WHERE {condition} \
+                 AND chain_seq IS NOT NULL AND time_ms >= {} AND time_ms < {}",
+                n.next(),
+                n.next()
+            )
+        })
+        .bind(since_ms)
+        .bind(before_ms)
+        .fetch_one(self.pool)
+        .await?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(lo.zip(hi))
+    }
+
+    /// The checkpoints and anchors of `chain`, or of every chain.
+    pub(super) async fn checkpoints(&self, chain: Option<&str>) -> Result<Vec<Checkpoint>> {
+        let rows = match chain {
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints \
+                     ORDER BY chain, seq, time_ms"
+                )))
+                .fetch_all(self.pool)
+                .await?
+            }
+            Some(chain) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE chain = {} \
+                     ORDER BY seq, time_ms",
+                    DB::DIALECT.placeholder(1)
+                )))
+                .bind(chain)
+                .fetch_all(self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(checkpoint_of).collect()
+    }
+
+    pub(super) async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<()> {
+        for chunk in checkpoints.chunks(CHECKPOINTS_PER_STATEMENT) {
+            let mut builder = QueryBuilder::<DB>::new(format!(
+                "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) "
+            ));
+            builder.push_values(chunk, |mut b, c| {
+                b.push_bind(c.account_id.as_str())
+                    .push_bind(c.seq)
+                    .push_bind(c.head.clone())
+                    .push_bind(c.time_ms)
+                    .push_bind(c.kind.as_str())
+                    .push_bind(c.key_id.as_str())
+                    .push_bind(c.signature.clone());
+            });
+            builder.push(" ON CONFLICT DO NOTHING");
+            builder.build().execute(self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Retention of one chain: signs an anchor where the chain will start, then deletes the
+    /// longest prefix of its records that are all older than the cutoff.
+    ///
+    /// Every query goes through the account index: the chain's prefix is older than the
+    /// cutoff, so its time bounds the range read (and, in PostgreSQL, the partitions).
+    pub(super) async fn prune_chain(
+        &self,
+        keys: &ChainKeys,
+        head: &ChainHead,
+        cutoff_ms: i64,
+    ) -> Result<Pruned> {
+        let chain = head.chain.as_str();
+        let keep: Option<i64> = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT min(chain_seq) FROM audit_logs WHERE {condition} \
+                 AND chain_seq IS NOT NULL AND time_ms >= {}",
+                n.next()
+            )
+        })
+        .bind(cutoff_ms)
+        .fetch_one(self.pool)
+        .await?
+        .try_get(0)?;
+        let last_pruned = keep.map_or(head.seq, |k| k - 1);
+        let pruned = |deleted| Pruned {
+            deleted,
+            last_pruned,
+        };
+        let anchored: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT max(seq) FROM audit_checkpoints WHERE chain = {} AND kind = 'anchor'",
+            DB::DIALECT.placeholder(1)
+        )))
+        .bind(chain)
+        .fetch_one(self.pool)
+        .await?
+        .try_get(0)?;
+        if last_pruned <= anchored.unwrap_or(0) {
+            return Ok(pruned(0));
+        }
+        let hash: Option<Vec<u8>> = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT chain_hash FROM audit_logs WHERE {condition} AND time_ms < {} \
+                 AND chain_seq = {}",
+                n.next(),
+                n.next()
+            )
+        })
+        .bind(cutoff_ms)
+        .bind(last_pruned)
+        .fetch_optional(self.pool)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+        let Some(hash) = hash else {
+            return Ok(pruned(0));
+        };
+        let anchor = Checkpoint::sign(
+            keys,
+            CheckpointKind::Anchor,
+            chain.to_owned(),
+            last_pruned,
+            hash,
+            crate::time::now_ms(),
+        );
+        self.write_checkpoints(std::slice::from_ref(&anchor))
+            .await?;
+        let (key, key_columns) = (DB::DIALECT.row_key(), DB::DIALECT.row_key_columns());
+        let mut deleted = 0;
+        loop {
+            let step = Self::of_chain(chain, |condition, n| {
+                format!(
+                    "DELETE FROM audit_logs WHERE {key} IN (SELECT {key_columns} \
+                     FROM audit_logs WHERE {condition} AND time_ms < {} \
+                     AND chain_seq IS NOT NULL AND chain_seq <= {} ORDER BY time_ms LIMIT {})",
+                    n.next(),
+                    n.next(),
+                    n.next()
+                )
+            })
+            .bind(cutoff_ms)
+            .bind(last_pruned)
+            .bind(DELETE_CHUNK)
+            .execute(self.pool)
+            .await?;
+            let step = step.rows_affected();
+            deleted += step;
+            if step < DELETE_CHUNK as u64 {
+                break;
+            }
+        }
+        // Checkpoints of pruned records, and older anchors, vouch for nothing left.
+        let mut n = Numbered::new(DB::DIALECT);
+        let sql = format!(
+            "DELETE FROM audit_checkpoints WHERE (chain = {} AND seq < {}) \
+             OR (chain = {} AND seq = {} AND kind = 'checkpoint')",
+            n.next(),
+            n.next(),
+            n.next(),
+            n.next()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(chain)
+            .bind(last_pruned)
+            .bind(chain)
+            .bind(last_pruned)
+            .execute(self.pool)
+            .await?;
+        Ok(pruned(deleted))
+    }
+
+    /// Deletes unchained records (all of them in an unchained store) older than the cutoff, in
+    /// steps of [`DELETE_CHUNK`], oldest first when `oldest_first`.
+    pub(super) async fn delete_unchained(&self, cutoff_ms: i64, oldest_first: bool) -> Result<u64> {
+        let (key, key_columns) = (DB::DIALECT.row_key(), DB::DIALECT.row_key_columns());
+        let order = if oldest_first {
+            " ORDER BY time_ms"
+        } else {
+            ""
+        };
+        let mut n = Numbered::new(DB::DIALECT);
+        let sql = format!(
+            "DELETE FROM audit_logs WHERE {key} IN (SELECT {key_columns} FROM audit_logs \
+             WHERE time_ms < {} AND chain_seq IS NULL{order} LIMIT {})",
+            n.next(),
+            n.next()
+        );
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(cutoff_ms)
+                .bind(DELETE_CHUNK)
+                .execute(self.pool)
+                .await?;
+            let step = done.rows_affected();
+            deleted += step;
+            if step < DELETE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+/// `rows_affected`, which sqlx's two result types have without a common trait.
+pub(crate) trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+#[cfg(feature = "sqlite")]
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::sqlite::SqliteQueryResult::rows_affected(self)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::postgres::PgQueryResult::rows_affected(self)
+    }
+}
