@@ -19,6 +19,7 @@ mod decode;
 pub mod postgres;
 mod scan;
 mod shared;
+#[doc(hidden)]
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
