@@ -19,9 +19,6 @@ use crate::Result;
 use crate::chain::CheckpointSink;
 use crate::store::ChainedStore;
 
-/// Bytes the spool may exceed its budget by to keep gap records.
-pub(super) const GAP_RESERVE: u64 = 1024 * 1024;
-
 /// How a batch write is retried before the pipeline turns to the spool.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Retry {

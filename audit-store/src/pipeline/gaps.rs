@@ -12,12 +12,14 @@ use audit_layer::record::{
 use uuid::Uuid;
 
 use super::Context;
-use super::builder::GAP_RESERVE;
 use super::metrics::Counters;
-use super::sink::Envelope;
+use super::queue::Envelope;
 use super::spool::Appended;
 use crate::model::StoredRecord;
 use crate::store::ChainedStore;
+
+/// Bytes the spool may exceed its budget by to keep gap records.
+const GAP_RESERVE: u64 = 1024 * 1024;
 
 /// Drops waiting to be reported by a gap record, by account.
 #[derive(Debug, Default)]

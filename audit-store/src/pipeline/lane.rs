@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::Context;
 use super::gaps::GapSpan;
 use super::metrics::Counters;
-use super::sink::{Envelope, Message};
+use super::queue::{Envelope, Message};
 use super::spool::Appended;
 use crate::Result;
 use crate::model::StoredRecord;

@@ -77,6 +77,7 @@ mod lane;
 mod maintenance;
 mod mark;
 mod metrics;
+mod queue;
 mod recovery;
 mod shared;
 mod sink;
@@ -99,7 +100,7 @@ use crate::store::ChainedStore;
 use builder::Retry;
 use enrich::Enricher;
 use shared::Shared;
-use sink::Message;
+use queue::Message;
 use spool::Spool;
 
 /// The pipeline's background work; run it with [`run`](Self::run) on the runtime.

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::Context;
 use super::metrics::Counters;
 use super::shared::Lost;
-use super::sink::{Envelope, Message};
+use super::queue::{Envelope, Message};
 use super::spool::Appended;
 use crate::model::StoredRecord;
 use crate::store::ChainedStore;

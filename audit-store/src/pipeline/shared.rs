@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::gaps::{GapSpan, Gaps};
 use super::metrics::Counters;
-use super::sink::Message;
+use super::queue::Message;
 
 pub(super) struct Shared {
     pub(super) counters: Counters,

@@ -13,20 +13,8 @@ use audit_layer::sink::AuditSink;
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::{Counters, PipelineMetrics};
+use super::queue::{Envelope, Message};
 use super::shared::{Admission, Shared};
-
-/// One record on its way, with whoever waits for its commit.
-pub(super) struct Envelope {
-    pub(super) record: AuditRecord,
-    pub(super) committed: Option<oneshot::Sender<Result<(), NotCommitted>>>,
-}
-
-// Records travel unboxed: a box per record would be an allocation on the request path.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Message {
-    Record(Envelope),
-    Shutdown,
-}
 
 /// The layer's sink: hands records to the pipeline without waiting.
 ///
