@@ -122,127 +122,123 @@ impl PipelineMetrics {
     #[cfg(feature = "prometheus")]
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write;
-        let mut out = String::with_capacity(1024);
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let values = [
+            self.enqueued,
+            self.stored,
+            self.duplicates,
+            self.spooled,
+            self.replayed,
+            self.dropped,
+            self.failed_writes,
+            self.gap_records,
+            self.overflowed,
+            self.expired,
+            self.unclean_restarts,
+            self.waited,
+            self.waits_timed_out,
+            self.checkpoints,
+            self.batches,
+            self.batch_latency_avg_micros,
+            self.batch_latency_max_micros,
+            self.queue_depth,
+            self.spool_bytes,
+        ];
+        let mut out = String::with_capacity(2048);
+        for ((name, kind, help), value) in PROMETHEUS.iter().zip(values) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        metric(
-            "audit_records_enqueued_total",
-            "counter",
-            "Records accepted into the ingest queue.",
-            self.enqueued,
-        );
-        metric(
-            "audit_records_stored_total",
-            "counter",
-            "Records written to the database.",
-            self.stored,
-        );
-        metric(
-            "audit_records_duplicate_total",
-            "counter",
-            "Records the database already held.",
-            self.duplicates,
-        );
-        metric(
-            "audit_records_spooled_total",
-            "counter",
-            "Records written to the local spool.",
-            self.spooled,
-        );
-        metric(
-            "audit_records_replayed_total",
-            "counter",
-            "Spooled records since written to the database.",
-            self.replayed,
-        );
-        metric(
-            "audit_records_dropped_total",
-            "counter",
-            "Records lost (queue full or spool out of budget).",
-            self.dropped,
-        );
-        metric(
-            "audit_batch_write_failures_total",
-            "counter",
-            "Failed batch writes.",
-            self.failed_writes,
-        );
-        metric(
-            "audit_gap_records_total",
-            "counter",
-            "Gap records written.",
-            self.gap_records,
-        );
-        metric(
-            "audit_records_overflowed_total",
-            "counter",
-            "Records that found the queue full and went to the spool.",
-            self.overflowed,
-        );
-        metric(
-            "audit_records_expired_total",
-            "counter",
-            "Records deleted by retention.",
-            self.expired,
-        );
-        metric(
-            "audit_unclean_restarts_total",
-            "counter",
-            "Starts that found the previous pipeline killed without shutting down.",
-            self.unclean_restarts,
-        );
-        metric(
-            "audit_requests_waited_total",
-            "counter",
-            "Requests that waited for room in the ingest queue (backpressure).",
-            self.waited,
-        );
-        metric(
-            "audit_request_waits_timed_out_total",
-            "counter",
-            "Requests that went on after the longest backpressure wait.",
-            self.waits_timed_out,
-        );
-        metric(
-            "audit_chain_checkpoints_total",
-            "counter",
-            "Chain checkpoints signed.",
-            self.checkpoints,
-        );
-        metric(
-            "audit_batches_total",
-            "counter",
-            "Batches written.",
-            self.batches,
-        );
-        metric(
-            "audit_batch_latency_avg_microseconds",
-            "gauge",
-            "Mean batch write time.",
-            self.batch_latency_avg_micros,
-        );
-        metric(
-            "audit_batch_latency_max_microseconds",
-            "gauge",
-            "Longest batch write time.",
-            self.batch_latency_max_micros,
-        );
-        metric(
-            "audit_queue_depth",
-            "gauge",
-            "Records waiting in the ingest queue.",
-            self.queue_depth,
-        );
-        metric(
-            "audit_spool_bytes",
-            "gauge",
-            "Bytes in the local spool.",
-            self.spool_bytes,
-        );
+        }
         out
     }
 }
+
+/// Each metric of [`PipelineMetrics::to_prometheus`], in the order of its values: name, type
+/// and help text.
+#[cfg(feature = "prometheus")]
+const PROMETHEUS: [(&str, &str, &str); 19] = [
+    (
+        "audit_records_enqueued_total",
+        "counter",
+        "Records accepted into the ingest queue.",
+    ),
+    (
+        "audit_records_stored_total",
+        "counter",
+        "Records written to the database.",
+    ),
+    (
+        "audit_records_duplicate_total",
+        "counter",
+        "Records the database already held.",
+    ),
+    (
+        "audit_records_spooled_total",
+        "counter",
+        "Records written to the local spool.",
+    ),
+    (
+        "audit_records_replayed_total",
+        "counter",
+        "Spooled records since written to the database.",
+    ),
+    (
+        "audit_records_dropped_total",
+        "counter",
+        "Records lost (queue full or spool out of budget).",
+    ),
+    (
+        "audit_batch_write_failures_total",
+        "counter",
+        "Failed batch writes.",
+    ),
+    ("audit_gap_records_total", "counter", "Gap records written."),
+    (
+        "audit_records_overflowed_total",
+        "counter",
+        "Records that found the queue full and went to the spool.",
+    ),
+    (
+        "audit_records_expired_total",
+        "counter",
+        "Records deleted by retention.",
+    ),
+    (
+        "audit_unclean_restarts_total",
+        "counter",
+        "Starts that found the previous pipeline killed without shutting down.",
+    ),
+    (
+        "audit_requests_waited_total",
+        "counter",
+        "Requests that waited for room in the ingest queue (backpressure).",
+    ),
+    (
+        "audit_request_waits_timed_out_total",
+        "counter",
+        "Requests that went on after the longest backpressure wait.",
+    ),
+    (
+        "audit_chain_checkpoints_total",
+        "counter",
+        "Chain checkpoints signed.",
+    ),
+    ("audit_batches_total", "counter", "Batches written."),
+    (
+        "audit_batch_latency_avg_microseconds",
+        "gauge",
+        "Mean batch write time.",
+    ),
+    (
+        "audit_batch_latency_max_microseconds",
+        "gauge",
+        "Longest batch write time.",
+    ),
+    (
+        "audit_queue_depth",
+        "gauge",
+        "Records waiting in the ingest queue.",
+    ),
+    ("audit_spool_bytes", "gauge", "Bytes in the local spool."),
+];

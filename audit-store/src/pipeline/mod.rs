@@ -99,8 +99,8 @@ use crate::chain::CheckpointSink;
 use crate::store::ChainedStore;
 use builder::Retry;
 use enrich::Enricher;
-use shared::Shared;
 use queue::Message;
+use shared::Shared;
 use spool::Spool;
 
 /// The pipeline's background work; run it with [`run`](Self::run) on the runtime.

@@ -16,4 +16,3 @@ pub(super) enum Message {
     Record(Envelope),
     Shutdown,
 }
-

@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 use super::Context;
 use super::metrics::Counters;
-use super::shared::Lost;
 use super::queue::{Envelope, Message};
+use super::shared::Lost;
 use super::spool::Appended;
 use crate::model::StoredRecord;
 use crate::store::ChainedStore;

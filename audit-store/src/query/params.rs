@@ -235,127 +235,142 @@ pub(crate) fn parse_span(query: &str) -> Result<crate::verify::Span, BadParamete
     Ok(span)
 }
 
-pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
-    let mut since = None;
-    let mut before = None;
-    let mut direction = None;
-    let mut limit = None;
-    let mut cursor = None;
-    let mut filters: Vec<ColumnFilter> = Vec::new();
-    let mut values = 0usize;
+/// The parameters of a query as given, each checked on its own; [`parse`] checks them together.
+#[derive(Default)]
+struct Given {
+    since: Option<String>,
+    before: Option<String>,
+    direction: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    filters: Vec<ColumnFilter>,
+    /// Filter values so far, all filters together.
+    values: usize,
+}
 
-    let once = |slot: &Option<String>, name: &str| {
-        if slot.is_some() {
-            Err(bad(format!(
-                "'{name}' is given more than once: give it once"
-            )))
-        } else {
-            Ok(())
-        }
-    };
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+impl Given {
+    /// Takes one `key=value` pair of the query string.
+    fn take(&mut self, key: &str, value: String) -> Result<(), BadParameter> {
         let (name, negated) = match key.strip_suffix(".not") {
             Some(name) => (name, true),
-            None => (&*key, false),
+            None => (key, false),
         };
-        match (name, negated) {
-            ("since", false) => {
-                once(&since, "since")?;
-                since = Some(value.into_owned());
-            }
-            ("before", false) => {
-                once(&before, "before")?;
-                before = Some(value.into_owned());
-            }
-            ("direction", false) => {
-                once(&direction, "direction")?;
-                direction = Some(value.into_owned());
-            }
-            ("limit", false) => {
-                once(&limit, "limit")?;
-                limit = Some(value.into_owned());
-            }
-            ("cursor", false) => {
-                once(&cursor, "cursor")?;
-                cursor = Some(value.into_owned());
-            }
-            _ => {
-                let Some((column, kind)) = filter(name) else {
-                    return Err(bad(format!(
-                        "unknown parameter {}: see the audit log API's parameters",
-                        quoted(&key)
-                    )));
-                };
-                values += 1;
-                if values > MAX_FILTER_VALUES {
-                    return Err(bad(format!(
-                        "too many filter values at {}: at most {MAX_FILTER_VALUES} in one query",
-                        quoted(&key)
-                    )));
-                }
-                let value = parse_value(&key, kind, &value)?;
-                match filters
-                    .iter_mut()
-                    .find(|f| f.column == column && f.negated == negated)
-                {
-                    Some(existing) => existing.values.push(value),
-                    None => filters.push(ColumnFilter {
-                        column,
-                        negated,
-                        values: vec![value],
-                    }),
-                }
-            }
+        let slot = match (name, negated) {
+            ("since", false) => &mut self.since,
+            ("before", false) => &mut self.before,
+            ("direction", false) => &mut self.direction,
+            ("limit", false) => &mut self.limit,
+            ("cursor", false) => &mut self.cursor,
+            _ => return self.filter(key, name, negated, &value),
+        };
+        if slot.is_some() {
+            return Err(bad(format!(
+                "'{name}' is given more than once: give it once"
+            )));
         }
+        *slot = Some(value);
+        Ok(())
     }
 
+    /// Adds a filter value (filters repeat: their values are OR-ed).
+    fn filter(
+        &mut self,
+        key: &str,
+        name: &str,
+        negated: bool,
+        value: &str,
+    ) -> Result<(), BadParameter> {
+        let Some((column, kind)) = filter(name) else {
+            return Err(bad(format!(
+                "unknown parameter {}: see the audit log API's parameters",
+                quoted(key)
+            )));
+        };
+        self.values += 1;
+        if self.values > MAX_FILTER_VALUES {
+            return Err(bad(format!(
+                "too many filter values at {}: at most {MAX_FILTER_VALUES} in one query",
+                quoted(key)
+            )));
+        }
+        let value = parse_value(key, kind, value)?;
+        match self
+            .filters
+            .iter_mut()
+            .find(|f| f.column == column && f.negated == negated)
+        {
+            Some(existing) => existing.values.push(value),
+            None => self.filters.push(ColumnFilter {
+                column,
+                negated,
+                values: vec![value],
+            }),
+        }
+        Ok(())
+    }
+}
+
+/// `since` and `before`: both required, `before` after `since`.
+fn parse_range(since: Option<&str>, before: Option<&str>) -> Result<(i64, i64), BadParameter> {
     let since = since.ok_or_else(|| {
         bad("missing required parameter 'since': expected YYYY-MM-DD or RFC 3339".into())
     })?;
     let before = before.ok_or_else(|| {
         bad("missing required parameter 'before': expected YYYY-MM-DD or RFC 3339".into())
     })?;
-    let since_ms = parse_time("since", &since)?;
-    let before_ms = parse_time("before", &before)?;
+    let since_ms = parse_time("since", since)?;
+    let before_ms = parse_time("before", before)?;
     if before_ms <= since_ms {
         return Err(bad(format!(
             "invalid value for 'before': must be after 'since' ({} is not after {})",
-            quoted(&before),
-            quoted(&since)
+            quoted(before),
+            quoted(since)
         )));
     }
-    let direction = match direction.as_deref() {
-        None | Some("desc") => Direction::Desc,
-        Some("asc") => Direction::Asc,
-        Some(other) => {
-            return Err(bad(format!(
-                "invalid value for 'direction': expected desc or asc, got {}",
-                quoted(other)
-            )));
-        }
+    Ok((since_ms, before_ms))
+}
+
+fn parse_direction(direction: Option<&str>) -> Result<Direction, BadParameter> {
+    match direction {
+        None | Some("desc") => Ok(Direction::Desc),
+        Some("asc") => Ok(Direction::Asc),
+        Some(other) => Err(bad(format!(
+            "invalid value for 'direction': expected desc or asc, got {}",
+            quoted(other)
+        ))),
+    }
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<u32, BadParameter> {
+    let Some(text) = limit else {
+        return Ok(DEFAULT_LIMIT);
     };
-    let limit = match limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .strip_suffix(".0")
-            .unwrap_or(text)
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                bad(format!(
-                    "invalid value for 'limit': expected an integer from 1 to {MAX_LIMIT}, got {}",
-                    quoted(text)
-                ))
-            })?,
-    };
+    text.strip_suffix(".0")
+        .unwrap_or(text)
+        .parse::<u32>()
+        .ok()
+        .filter(|l| (1..=MAX_LIMIT).contains(l))
+        .ok_or_else(|| {
+            bad(format!(
+                "invalid value for 'limit': expected an integer from 1 to {MAX_LIMIT}, got {}",
+                quoted(text)
+            ))
+        })
+}
+
+pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
+    let mut given = Given::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        given.take(&key, value.into_owned())?;
+    }
+    let (since_ms, before_ms) = parse_range(given.since.as_deref(), given.before.as_deref())?;
     Ok(LogQuery {
         since_ms,
         before_ms,
-        filters,
-        direction,
-        limit,
-        cursor,
+        filters: given.filters,
+        direction: parse_direction(given.direction.as_deref())?,
+        limit: parse_limit(given.limit.as_deref())?,
+        cursor: given.cursor,
     })
 }
 

@@ -275,49 +275,12 @@ where
         cutoff_ms: i64,
     ) -> Result<Pruned> {
         let chain = head.chain.as_str();
-        let keep: Option<i64> = Self::of_chain(chain, |condition, n| {
-            format!(
-                "SELECT min(chain_seq) FROM audit_logs WHERE {condition} \
-                 AND chain_seq IS NOT NULL AND time_ms >= {}",
-                n.next()
-            )
-        })
-        .bind(cutoff_ms)
-        .fetch_one(self.pool)
-        .await?
-        .try_get(0)?;
-        let last_pruned = keep.map_or(head.seq, |k| k - 1);
-        let pruned = |deleted| Pruned {
-            deleted,
-            last_pruned,
-        };
-        let anchored: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT max(seq) FROM audit_checkpoints WHERE chain = {} AND kind = 'anchor'",
-            DB::DIALECT.placeholder(1)
-        )))
-        .bind(chain)
-        .fetch_one(self.pool)
-        .await?
-        .try_get(0)?;
-        if last_pruned <= anchored.unwrap_or(0) {
-            return Ok(pruned(0));
-        }
-        let hash: Option<Vec<u8>> = Self::of_chain(chain, |condition, n| {
-            format!(
-                "SELECT chain_hash FROM audit_logs WHERE {condition} AND time_ms < {} \
-                 AND chain_seq = {}",
-                n.next(),
-                n.next()
-            )
-        })
-        .bind(cutoff_ms)
-        .bind(last_pruned)
-        .fetch_optional(self.pool)
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
-        let Some(hash) = hash else {
-            return Ok(pruned(0));
+        let last_pruned = self.last_older(chain, head.seq, cutoff_ms).await?;
+        let Some(hash) = self.unanchored_hash(chain, last_pruned, cutoff_ms).await? else {
+            return Ok(Pruned {
+                deleted: 0,
+                last_pruned,
+            });
         };
         let anchor = Checkpoint::sign(
             keys,
@@ -329,6 +292,69 @@ where
         );
         self.write_checkpoints(std::slice::from_ref(&anchor))
             .await?;
+        let deleted = self.delete_prefix(chain, last_pruned, cutoff_ms).await?;
+        self.delete_checkpoints_below(chain, last_pruned).await?;
+        Ok(Pruned {
+            deleted,
+            last_pruned,
+        })
+    }
+
+    /// The sequence number of the last record of `chain`'s longest prefix older than the
+    /// cutoff (`head`, the chain's last, when every record is older).
+    async fn last_older(&self, chain: &str, head: i64, cutoff_ms: i64) -> Result<i64> {
+        let keep: Option<i64> = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT min(chain_seq) FROM audit_logs WHERE {condition} \
+                 AND chain_seq IS NOT NULL AND time_ms >= {}",
+                n.next()
+            )
+        })
+        .bind(cutoff_ms)
+        .fetch_one(self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(keep.map_or(head, |k| k - 1))
+    }
+
+    /// The chain hash of record `seq` of `chain`, when it is older than the cutoff and no
+    /// anchor is at or after it yet: where a new anchor goes.
+    async fn unanchored_hash(
+        &self,
+        chain: &str,
+        seq: i64,
+        cutoff_ms: i64,
+    ) -> Result<Option<Vec<u8>>> {
+        let anchored: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT max(seq) FROM audit_checkpoints WHERE chain = {} AND kind = 'anchor'",
+            DB::DIALECT.placeholder(1)
+        )))
+        .bind(chain)
+        .fetch_one(self.pool)
+        .await?
+        .try_get(0)?;
+        if seq <= anchored.unwrap_or(0) {
+            return Ok(None);
+        }
+        Ok(Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT chain_hash FROM audit_logs WHERE {condition} AND time_ms < {} \
+                 AND chain_seq = {}",
+                n.next(),
+                n.next()
+            )
+        })
+        .bind(cutoff_ms)
+        .bind(seq)
+        .fetch_optional(self.pool)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?)
+    }
+
+    /// Deletes `chain`'s records up to `last` that are older than the cutoff, in steps of
+    /// [`DELETE_CHUNK`].
+    async fn delete_prefix(&self, chain: &str, last: i64, cutoff_ms: i64) -> Result<u64> {
         let (key, key_columns) = (DB::DIALECT.row_key(), DB::DIALECT.row_key_columns());
         let mut deleted = 0;
         loop {
@@ -343,17 +369,21 @@ where
                 )
             })
             .bind(cutoff_ms)
-            .bind(last_pruned)
+            .bind(last)
             .bind(DELETE_CHUNK)
             .execute(self.pool)
-            .await?;
-            let step = step.rows_affected();
+            .await?
+            .rows_affected();
             deleted += step;
             if step < DELETE_CHUNK as u64 {
-                break;
+                return Ok(deleted);
             }
         }
-        // Checkpoints of pruned records, and older anchors, vouch for nothing left.
+    }
+
+    /// Deletes the checkpoints of pruned records, and older anchors: they vouch for nothing
+    /// left.
+    async fn delete_checkpoints_below(&self, chain: &str, last_pruned: i64) -> Result<()> {
         let mut n = Numbered::new(DB::DIALECT);
         let sql = format!(
             "DELETE FROM audit_checkpoints WHERE (chain = {} AND seq < {}) \
@@ -370,7 +400,7 @@ where
             .bind(last_pruned)
             .execute(self.pool)
             .await?;
-        Ok(pruned(deleted))
+        Ok(())
     }
 
     /// Deletes unchained records (all of them in an unchained store) older than the cutoff, in
