@@ -3,13 +3,17 @@
 
 use std::path::Path;
 
-/// Segment files (complete or being written) in the spool directory `spool`; 0 if it cannot
-/// be read.
+/// Complete segments (`<sequence>.seg`) in the spool directory `spool`: records waiting to
+/// be replayed; 0 if it cannot be read.
+///
+/// A `<sequence>.seg.tmp` is a segment being written, or one whose write failed (its records
+/// are dropped and counted in a gap record; the spool deletes it at its next open): it holds
+/// nothing that will be replayed, so it is not counted.
 pub fn spool_segments(spool: &Path) -> usize {
     segment_entries(spool).count()
 }
 
-/// The text of every segment in `spool` (JSON lines), to look records up in.
+/// The text of every complete segment in `spool` (JSON lines), to look records up in.
 pub fn spool_text(spool: &Path) -> String {
     segment_entries(spool)
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
@@ -32,5 +36,5 @@ fn segment_entries(spool: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().contains(".seg"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
 }
