@@ -33,8 +33,8 @@ pub use demo::{
 };
 pub use load::{Accounting, Latency, Load, LoadSpec, RequestKind, Sample, Samples};
 pub use log::{
-    LogRead, assert_fields, assert_valid, log_window, read_log, read_log_where, wait_for_ray,
-    wait_for_rays,
+    LogRead, assert_fields, assert_valid, log_window, not_found, read_log, read_log_where,
+    wait_for_ray, wait_for_rays,
 };
 pub use postgres::{PG_BIN_VAR, PgCluster, StoredRecords, wait_for_catch_up};
 pub use proxy::Proxy;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use audit_layer::record::Timestamp;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api::{Api, Auth};
 
@@ -16,6 +16,13 @@ pub fn log_window() -> (String, String) {
     let now = Timestamp::now().unix_millis();
     let date = |ms: i64| Timestamp::from_unix_millis(ms).to_string()[..10].to_owned();
     (date(now - day), date(now + day))
+}
+
+/// The query API's answer to an account's log or record that the caller may not see: the
+/// same `404` as for one that does not exist, so that it tells nothing of the other account.
+pub fn not_found() -> Value {
+    json!({"success": false, "errors": [{"code": 10404, "message": "not found"}],
+        "messages": [], "result": null})
 }
 
 /// An account's audit log (or the part a filter selects), read page by page.

@@ -101,12 +101,27 @@ fn strict_outage() -> Duration {
     env_secs("AUDIT_FAULT_STRICT_OUTAGE_SECS", Duration::from_secs(6))
 }
 
-/// One line of counts per test, for the soak's summary (`grep '^SUMMARY'`): the counts of
-/// every part, in order.
-fn summary(test: &str, parts: &[&[(&str, u64)]]) {
-    let counts: Vec<String> = parts
+/// One line of counts per test, for the soak's summary (`grep '^SUMMARY'`): the test's
+/// `lead` counts, the answered requests and how many of them `of_answered` were, how they
+/// were stored (see [`Accounting`]), then the test's `tail` counts.
+fn summary(
+    test: &str,
+    lead: &[(&str, u64)],
+    accounting: &Accounting,
+    of_answered: &[(&str, u64)],
+    tail: &[(&str, u64)],
+) {
+    let stored = [
+        ("stored_once", accounting.once as u64),
+        ("missing", accounting.missing.len() as u64),
+        ("duplicated", accounting.duplicated.len() as u64),
+    ];
+    let counts: Vec<String> = lead
         .iter()
-        .flat_map(|part| part.iter())
+        .chain(&[("answered", accounting.answered as u64)])
+        .chain(of_answered)
+        .chain(&stored)
+        .chain(tail)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     eprintln!("SUMMARY {test} {}", counts.join(" "));
@@ -179,13 +194,13 @@ fn assert_exactly_once(what: &str, accounting: &Accounting, demo_stderr: &str) {
     );
 }
 
-/// The counts of `accounting` after `answered` in a `SUMMARY` line: stored once, missing,
-/// duplicated.
-fn stored_counts(accounting: &Accounting) -> [(&'static str, u64); 3] {
+/// The `SUMMARY` counts of a test where records may be lost and must be counted: requests
+/// without an answer, gap records and the losses they count.
+fn loss_counts(samples: &Samples, stored: &StoredRecords) -> [(&'static str, u64); 3] {
     [
-        ("stored_once", accounting.once as u64),
-        ("missing", accounting.missing.len() as u64),
-        ("duplicated", accounting.duplicated.len() as u64),
+        ("unanswered", samples.unanswered() as u64),
+        ("gap_records", stored.gap_records),
+        ("lost_in_gaps", stored.lost_in_gaps),
     ]
 }
 
@@ -229,6 +244,24 @@ async fn settle(
     let stored = wait_for_catch_up(pg, rays, patience, limit).await;
     let accounting = Accounting::of(rays, &stored);
     (stored, accounting)
+}
+
+/// Ends the outage of the spool tests (the proxy serves again), waits for the replay (see
+/// [`settle`], with `patience`), prints the load: what was stored, and the segments left in
+/// `spool`.
+async fn back_from_outage(
+    test: &str,
+    pg: &PgCluster,
+    proxy: &Proxy,
+    samples: &Samples,
+    patience: Duration,
+    spool: &Path,
+) -> (StoredRecords, Accounting, usize) {
+    proxy.set_reject(false);
+    let rays = samples.answered_rays();
+    let (stored, accounting) = settle(pg, &rays, patience, Duration::from_secs(60)).await;
+    print_load(test, samples);
+    (stored, accounting, spool_segments(spool))
 }
 
 /// The promise where nothing may be lost: most requests answered, each with its
@@ -363,21 +396,17 @@ async fn slowest_postgres_outage_mid_load_every_answer_stored_once() {
     let all = samples.latency(RequestKind::Anonymous, Duration::ZERO, end_at);
     summary(
         TEST,
+        &[("sent", samples.0.len() as u64)],
+        &accounting,
+        &[],
         &[
-            &[
-                ("sent", samples.0.len() as u64),
-                ("answered", accounting.answered as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                ("gap_records", stored.gap_records),
-                ("connections_killed", connections_killed),
-                ("outage_s", outage.as_secs()),
-                ("answered_in_outage", during.count as u64),
-                ("p99_before_us", before.p99.as_micros() as u64),
-                ("p99_outage_us", during.p99.as_micros() as u64),
-                ("max_us", all.max.as_micros() as u64),
-            ],
+            ("gap_records", stored.gap_records),
+            ("connections_killed", connections_killed),
+            ("outage_s", outage.as_secs()),
+            ("answered_in_outage", during.count as u64),
+            ("p99_before_us", before.p99.as_micros() as u64),
+            ("p99_outage_us", during.p99.as_micros() as u64),
+            ("max_us", all.max.as_micros() as u64),
         ],
     );
 
@@ -466,17 +495,13 @@ async fn slow_database_bounded_memory_and_no_loss() {
 
     summary(
         TEST,
+        &[("sent", (warm.0.len() + samples.0.len()) as u64)],
+        &accounting,
+        &[],
         &[
-            &[
-                ("sent", (warm.0.len() + samples.0.len()) as u64),
-                ("answered", accounting.answered as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                ("gap_records", stored.gap_records),
-                ("rss_before_kib", rss_before),
-                ("rss_peak_kib", rss_peak),
-            ],
+            ("gap_records", stored.gap_records),
+            ("rss_before_kib", rss_before),
+            ("rss_peak_kib", rss_peak),
         ],
     );
     assert!(
@@ -611,18 +636,13 @@ async fn sigkill_mid_load_then_restart_loses_only_the_uncommitted_tail() {
     );
     summary(
         TEST,
+        &[("kills", kills as u64), ("sent", killed.sent() as u64)],
+        &accounting,
+        &[],
         &[
-            &[
-                ("kills", kills as u64),
-                ("sent", killed.sent() as u64),
-                ("answered", accounting.answered as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                ("oldest_lost_ms", oldest.as_millis() as u64),
-                ("gap_records", stored.gap_records),
-                ("lost_in_gaps", stored.lost_in_gaps),
-            ],
+            ("oldest_lost_ms", oldest.as_millis() as u64),
+            ("gap_records", stored.gap_records),
+            ("lost_in_gaps", stored.lost_in_gaps),
         ],
     );
 
@@ -709,15 +729,10 @@ async fn strict_mode_sigkill_mid_load_loses_no_answered_record() {
     );
     summary(
         TEST,
-        &[
-            &[
-                ("kills", kills as u64),
-                ("sent", killed.sent() as u64),
-                ("answered", accounting.answered as u64),
-                ("answered_2xx", ok),
-            ],
-            &stored_counts(&accounting),
-        ],
+        &[("kills", kills as u64), ("sent", killed.sent() as u64)],
+        &accounting,
+        &[("answered_2xx", ok)],
+        &[],
     );
     assert!(ok > 0, "no request was answered 2xx");
     // Strict: an answer is released only once its record is committed.
@@ -876,32 +891,28 @@ async fn strict_outage_run(assert_recovery: bool) {
     );
     summary(
         TEST,
+        &[("outage_s", down.as_secs())],
+        &accounting,
+        &[],
         &[
-            &[
-                ("outage_s", down.as_secs()),
-                ("answered", accounting.answered as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                (
-                    "late_outage_503",
-                    late_outage.get(&503).copied().unwrap_or(0) as u64,
-                ),
-                (
-                    "late_outage_other",
-                    late_outage
-                        .iter()
-                        .filter(|(s, _)| **s != 503)
-                        .map(|(_, n)| *n as u64)
-                        .sum(),
-                ),
-                ("posts_2xx", posts_2xx.len() as u64),
-                ("posts_2xx_created_once", posts_2xx_created_once as u64),
-                ("posts_refused", refused_posts.len() as u64),
-                ("posts_refused_created", refused_posts_created as u64),
-                ("max_outage_latency_us", during.max.as_micros() as u64),
-                ("recovered_ms", recovered_in.as_millis() as u64),
-            ],
+            (
+                "late_outage_503",
+                late_outage.get(&503).copied().unwrap_or(0) as u64,
+            ),
+            (
+                "late_outage_other",
+                late_outage
+                    .iter()
+                    .filter(|(s, _)| **s != 503)
+                    .map(|(_, n)| *n as u64)
+                    .sum(),
+            ),
+            ("posts_2xx", posts_2xx.len() as u64),
+            ("posts_2xx_created_once", posts_2xx_created_once as u64),
+            ("posts_refused", refused_posts.len() as u64),
+            ("posts_refused_created", refused_posts_created as u64),
+            ("max_outage_latency_us", during.max.as_micros() as u64),
+            ("recovered_ms", recovered_in.as_millis() as u64),
         ],
     );
     assert!(
@@ -1019,17 +1030,13 @@ async fn sigterm_mid_load_stores_every_answered_request() {
     );
     summary(
         TEST,
+        &[("sent", samples.0.len() as u64)],
+        &accounting,
+        &[],
         &[
-            &[
-                ("sent", samples.0.len() as u64),
-                ("answered", accounting.answered as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                ("gap_records", stored.gap_records),
-                ("spool_segments_left", left_in_spool as u64),
-                ("exit_ms", took.as_millis() as u64),
-            ],
+            ("gap_records", stored.gap_records),
+            ("spool_segments_left", left_in_spool as u64),
+            ("exit_ms", took.as_millis() as u64),
         ],
     );
     assert!(
@@ -1141,19 +1148,9 @@ async fn spool_over_budget_while_postgres_is_unreachable_is_counted_in_gap_recor
     }
     let samples = load.stop().await;
     let outage_latency = samples.latency(RequestKind::Anonymous, Duration::ZERO, Duration::MAX);
-    proxy.set_reject(false);
-
     // Wait for the replay and the gap record: until the numbers stop changing.
-    let (stored, accounting) = settle(
-        &pg,
-        &samples.answered_rays(),
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    )
-    .await;
-    let left = spool_segments(&spool);
-
-    print_load(TEST, &samples);
+    let (stored, accounting, left) =
+        back_from_outage(TEST, &pg, &proxy, &samples, Duration::from_secs(5), &spool).await;
     eprintln!(
         "[{TEST}] budget {BUDGET} B, spool peaked at {most_spooled} B; no-db 401 during the outage {outage_latency}; \
          {accounting}; gap records {} (lost {}); {left} spool segments left",
@@ -1161,19 +1158,10 @@ async fn spool_over_budget_while_postgres_is_unreachable_is_counted_in_gap_recor
     );
     summary(
         TEST,
-        &[
-            &[
-                ("budget_bytes", BUDGET),
-                ("spool_peak_bytes", most_spooled),
-                ("answered", accounting.answered as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                ("unanswered", samples.unanswered() as u64),
-                ("gap_records", stored.gap_records),
-                ("lost_in_gaps", stored.lost_in_gaps),
-            ],
-        ],
+        &[("budget_bytes", BUDGET), ("spool_peak_bytes", most_spooled)],
+        &accounting,
+        &[],
+        &loss_counts(&samples, &stored),
     );
     // Exact accounting: every answered request is in the log or counted as lost.
     assert_loss_counted(
@@ -1234,18 +1222,8 @@ async fn spool_unwritable_mid_outage_drops_are_counted_in_a_gap_record() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let samples = load.stop().await;
     let during = samples.latency(RequestKind::Anonymous, broken_at, fixed_at);
-    proxy.set_reject(false);
-
-    let (stored, accounting) = settle(
-        &pg,
-        &samples.answered_rays(),
-        Duration::from_secs(10),
-        Duration::from_secs(60),
-    )
-    .await;
-    let left = spool_segments(&spool);
-
-    print_load(TEST, &samples);
+    let (stored, accounting, left) =
+        back_from_outage(TEST, &pg, &proxy, &samples, Duration::from_secs(10), &spool).await;
     eprintln!(
         "[{TEST}] {segments_before} segments before the spool broke; no-db 401 while it was \
          broken {during}; {accounting}; gap records {} (lost {}); {left} segments left",
@@ -1253,18 +1231,10 @@ async fn spool_unwritable_mid_outage_drops_are_counted_in_a_gap_record() {
     );
     summary(
         TEST,
-        &[
-            &[
-                ("answered", accounting.answered as u64),
-                ("answered_while_broken", during.count as u64),
-            ],
-            &stored_counts(&accounting),
-            &[
-                ("unanswered", samples.unanswered() as u64),
-                ("gap_records", stored.gap_records),
-                ("lost_in_gaps", stored.lost_in_gaps),
-            ],
-        ],
+        &[],
+        &accounting,
+        &[("answered_while_broken", during.count as u64)],
+        &loss_counts(&samples, &stored),
     );
     // No crash: it kept answering while the spool was broken, and answers now.
     assert_loss_counted(
