@@ -35,6 +35,23 @@ impl RawResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// Asserts an answer of the app (through the audit layer): `status`, and the request's
+    /// `x-request-id`, `ray`, echoed.
+    #[track_caller]
+    pub fn assert_app(&self, what: &str, status: u16, ray: &str) {
+        assert_eq!(self.status, status, "{what}: {self:?} {}", self.text());
+        assert_eq!(self.header("x-request-id"), Some(ray), "{what}: {self:?}");
+    }
+
+    /// Asserts an answer of hyper itself, which refused the request before the app saw it: no
+    /// `x-request-id` (the audit layer never ran) and an empty body.
+    #[track_caller]
+    pub fn assert_hyper(&self, what: &str, status: u16) {
+        assert_eq!(self.status, status, "{what}: {self:?} {}", self.text());
+        assert_eq!(self.header("x-request-id"), None, "{what}: {self:?}");
+        assert!(self.body.is_empty(), "{what}: {}", self.text());
+    }
 }
 
 /// Reads until the server closes (or resets) the connection; fails, naming `what`, after 10 s.
@@ -124,9 +141,14 @@ pub async fn raw_exchange(
     parse_responses(&received, what)
 }
 
-/// [`raw_exchange`] without a half-close, for a request that gets exactly one answer.
-pub async fn raw_one(addr: SocketAddr, request: &[u8], what: &str) -> RawResponse {
-    let mut responses = raw_exchange(addr, request, false, what).await;
+/// [`raw_exchange`] for a request that gets exactly one answer.
+pub async fn raw_one(
+    addr: SocketAddr,
+    request: &[u8],
+    half_close: bool,
+    what: &str,
+) -> RawResponse {
+    let mut responses = raw_exchange(addr, request, half_close, what).await;
     assert_eq!(responses.len(), 1, "{what}: answers {responses:?}");
     responses.remove(0)
 }
