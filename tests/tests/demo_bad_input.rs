@@ -20,7 +20,7 @@
 //!
 //! Run with `cargo test -p audit-tests --test demo_bad_input`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

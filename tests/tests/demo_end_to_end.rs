@@ -11,7 +11,7 @@
 //!
 //! Run with `cargo test -p audit-tests --test demo_end_to_end`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -264,6 +264,18 @@ async fn full_session(api: &Api) -> Session {
     s
 }
 
+/// A step of [`full_session`] and its record: the step, `action.type`, `raw.method`,
+/// `raw.status_code` (which tells `action.result`), the step's own fields and who acted (as
+/// JSON pointers and values).
+type Step<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    u16,
+    Vec<(&'a str, Value)>,
+    &'a [(&'a str, Value)],
+);
+
 // ---------------------------------------------------------------------------------------------
 // 1. A full session, as the audit log tells it
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +390,7 @@ async fn a_full_session_is_in_the_audit_log() {
     };
 
     // Each step's record: what was done, how it went, its own fields, and who acted.
-    let steps: Vec<(&str, &str, &str, u16, Vec<(&str, Value)>, &[(&str, Value)])> = vec![
+    let steps: Vec<Step<'_>> = vec![
         (
             "login",
             "login",
@@ -700,6 +712,10 @@ async fn no_secret_reaches_the_disk_or_the_audit_log() {
     }
 }
 
+/// A request for another account's log or record: what it is, its path, query and
+/// credentials.
+type Hidden<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a Auth);
+
 // ---------------------------------------------------------------------------------------------
 // 3. Accounts are isolated
 // ---------------------------------------------------------------------------------------------
@@ -740,7 +756,7 @@ async fn another_account_sees_nothing() {
         ("before", before.as_str()),
         ("raw_ray_id", demo_ray.as_str()),
     ];
-    let hidden: [(&str, String, &[(&str, &str)], &Auth); 6] = [
+    let hidden: [Hidden<'_>; 6] = [
         (
             "acc_demo's log, to acc_other",
             path.clone(),

@@ -37,13 +37,7 @@
 //! fail (see `audit_tests::skip`). `AUDIT_TEST_PG_BIN` names the tools' directory where they
 //! are not in `/usr/lib/postgresql/<version>/bin`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
