@@ -270,7 +270,12 @@ impl Demo {
         loop {
             if let Some(status) = self.exited() {
                 self.child = None;
-                return Err(format!("exited with {status}; stderr: {}", self.stderr()));
+                // The banner (stdout) says how far it got; stderr has its log and any panic.
+                return Err(format!(
+                    "exited with {status}; stdout: {}\nstderr: {}",
+                    self.stdout(),
+                    self.stderr()
+                ));
             }
             if let Ok(reply) = client
                 .get(format!("{}/healthz", self.base))

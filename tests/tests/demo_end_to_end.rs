@@ -7,7 +7,7 @@
 //! configuration is refused.
 //!
 //! The binary, the process guard, the HTTP client and the audit log reader are the shared
-//! helpers of the `audit-tests` library (`tests/src/lib.rs`).
+//! helpers of the `audit-tests` library (`tests/src/`).
 //!
 //! Run with `cargo test -p audit-tests --test demo_end_to_end`.
 
