@@ -20,7 +20,7 @@
 //!
 //! Run with `cargo test -p audit-tests --test demo_bad_input`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,13 +28,14 @@ use std::time::Duration;
 
 use audit_layer::DEFAULT_BODY_LIMIT;
 use audit_tests::{
-    ADMIN_TOKEN, ALICE, ALICE_ID, Api, Auth, DEMO, Demo, OTHER_TOKEN, PASSWORD, SEEDED_POLICY,
-    USER_AGENT, assert_fields, assert_valid, read_log_where, wait_for_ray,
+    ADMIN_TOKEN, ALICE, ALICE_ID, Api, Auth, DEMO, Demo, OTHER_TOKEN, PASSWORD, Reply,
+    SEEDED_POLICY, USER_AGENT, assert_fields, assert_valid, parse_responses, raw_exchange, raw_one,
+    read_log_where, read_until_closed, wait_for_ray,
 };
 use reqwest::Method;
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------------------------
@@ -120,10 +121,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 // ---------------------------------------------------------------------------------------------
 // A client that misbehaves: raw HTTP/1.1 over TCP
 // ---------------------------------------------------------------------------------------------
@@ -170,124 +167,6 @@ fn put_request(target: &[u8], ray: &str, extra: &[&[u8]], body: &[u8]) -> Vec<u8
     let mut out = head("PUT", target, ray, &lines);
     out.extend_from_slice(body);
     out
-}
-
-/// One answer read off the wire.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Asserts an answer of the app (through the audit layer): `status`, and the
-    /// `x-request-id` the request sent, echoed.
-    #[track_caller]
-    fn assert_app(&self, what: &str, status: u16, ray: &str) {
-        assert_eq!(self.status, status, "{what}: {self:?} {}", self.text());
-        assert_eq!(self.header("x-request-id"), Some(ray), "{what}: {self:?}");
-    }
-
-    /// Asserts an answer of hyper itself, which refused the request before the app saw it: no
-    /// `x-request-id` (the audit layer never ran) and an empty body.
-    #[track_caller]
-    fn assert_hyper(&self, what: &str, status: u16) {
-        assert_eq!(self.status, status, "{what}: {self:?} {}", self.text());
-        assert_eq!(self.header("x-request-id"), None, "{what}: {self:?}");
-        assert!(self.body.is_empty(), "{what}: {}", self.text());
-    }
-}
-
-/// Reads until the server closes (or resets) the connection; fails after 10 s.
-async fn read_until_closed<R: AsyncRead + Unpin>(reader: &mut R, what: &str) -> Vec<u8> {
-    let mut received = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match reader.read(&mut chunk).await {
-                Ok(0) => break,
-                Ok(n) => received.extend_from_slice(&chunk[..n]),
-                // A reset after the answer (the server closes with our bytes unread): what
-                // was received stands.
-                Err(_) => break,
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "{what}: the server neither closed nor reset the connection within 10 s; received {:?}",
-        String::from_utf8_lossy(&received)
-    );
-    received
-}
-
-/// Splits what was received into answers (each with a `Content-Length`, as the demo's are).
-fn parse_responses(mut bytes: &[u8], what: &str) -> Vec<RawResponse> {
-    let mut responses = Vec::new();
-    while !bytes.is_empty() {
-        let end = find(bytes, b"\r\n\r\n").unwrap_or_else(|| {
-            panic!(
-                "{what}: an incomplete answer: {:?}",
-                String::from_utf8_lossy(bytes)
-            )
-        });
-        let head = std::str::from_utf8(&bytes[..end]).expect("an ASCII response head");
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{what}: not an HTTP answer: {head:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let rest = &bytes[end + 4..];
-        let length = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .map_or(rest.len(), |(_, v)| {
-                v.parse().expect("a numeric Content-Length")
-            });
-        assert!(rest.len() >= length, "{what}: a short answer body");
-        responses.push(RawResponse {
-            status,
-            headers,
-            body: rest[..length].to_vec(),
-        });
-        bytes = &rest[length..];
-    }
-    responses
-}
-
-/// Writes `request` (as far as the server reads it), then reads every answer until the server
-/// closes the connection.
-async fn raw_exchange(addr: SocketAddr, request: &[u8], what: &str) -> Vec<RawResponse> {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    // The server may answer and close before it has read everything (a refusal).
-    let _ = stream.write_all(request).await;
-    let received = read_until_closed(&mut stream, what).await;
-    parse_responses(&received, what)
-}
-
-/// [`raw_exchange`] for a request that gets exactly one answer.
-async fn raw_one(addr: SocketAddr, request: &[u8], what: &str) -> RawResponse {
-    let mut responses = raw_exchange(addr, request, what).await;
-    assert_eq!(responses.len(), 1, "{what}: answers {responses:?}");
-    responses.remove(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,6 +332,23 @@ impl Harness {
             .header("x-request-id", ray)
     }
 
+    /// [`put`](Self::put) of `body` as JSON, with `headers` besides (replacing any of the same
+    /// name), sent.
+    async fn put_json(
+        &self,
+        path: &str,
+        ray: &str,
+        headers: HeaderMap,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let request = self
+            .put(path, ray)
+            .header("content-type", "application/json")
+            .headers(headers)
+            .body(body);
+        self.api.send(request).await
+    }
+
     /// The process survived `what`, and the audit log holds exactly one record of `ray`, as
     /// `expect` says.
     async fn expect_record(&mut self, what: &str, ray: &str, expect: Expect) {
@@ -483,12 +379,7 @@ impl Harness {
         let ray = "bi-last";
         let body = policy_json("last");
         let reply = self
-            .api
-            .send(
-                self.put(&policy_path(), ray)
-                    .header("content-type", "application/json")
-                    .body(body),
-            )
+            .put_json(&policy_path(), ray, HeaderMap::new(), body)
             .await;
         assert_eq!(reply.status, 200, "the last write: {}", reply.text);
         self.expect_record(
@@ -554,7 +445,7 @@ async fn bodies_over_the_cap_are_refused_with_413_and_recorded_truncated() {
     let mut request = head("PUT", path.as_bytes(), ray, &[length.as_bytes()]);
     request.extend_from_slice(policy_json("over the cap").as_bytes());
     request.extend_from_slice(&[b' '; 512]);
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 413, ray);
     assert_eq!(answer.text(), "request body too large");
     t.expect_record(what, ray, Expect::refused(413, &over_cap()))
@@ -570,7 +461,7 @@ async fn bodies_over_the_cap_are_refused_with_413_and_recorded_truncated() {
         ray,
         &[length.as_bytes(), b"Expect: 100-continue"],
     );
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 413, ray);
     t.expect_record(what, ray, Expect::refused(413, &over_cap()))
         .await;
@@ -606,14 +497,7 @@ async fn bodies_over_the_cap_are_refused_with_413_and_recorded_truncated() {
     let ray = "bi-at-cap";
     let mut body = policy_json("at the cap").into_bytes();
     body.resize(LIMIT, b' ');
-    let reply = t
-        .api
-        .send(
-            t.put(&path, ray)
-                .header("content-type", "application/json")
-                .body(body),
-        )
-        .await;
+    let reply = t.put_json(&path, ray, HeaderMap::new(), body).await;
     assert_eq!(reply.status, 200, "{what}: {}", reply.text);
     t.expect_record(
         what,
@@ -635,7 +519,7 @@ async fn bodies_over_the_cap_are_refused_with_413_and_recorded_truncated() {
     let length = format!("Content-Length: {}", LIMIT + 1);
     let mut request = head("PUT", path.as_bytes(), ray, &[length.as_bytes()]);
     request.extend_from_slice(&smuggled);
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 413, ray);
     t.expect_record(what, ray, Expect::refused(413, &over_cap()))
         .await;
@@ -662,14 +546,9 @@ async fn lying_lengths_and_chunked_bodies_are_framed_as_hyper_frames_them() {
     let length = format!("Content-Length: {}", body.len() + 100);
     let mut request = head("PUT", path.as_bytes(), ray, &[length.as_bytes()]);
     request.extend_from_slice(body.as_bytes());
-    let mut stream = TcpStream::connect(t.addr()).await.unwrap();
-    stream.write_all(&request).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let received = read_until_closed(&mut stream, what).await;
-    let answers = parse_responses(&received, what);
-    assert_eq!(answers.len(), 1, "{what}: {answers:?}");
-    answers[0].assert_app(what, 400, ray);
-    assert_eq!(answers[0].text(), "request body incomplete");
+    let answer = raw_one(t.addr(), &request, true, what).await;
+    answer.assert_app(what, 400, ray);
+    assert_eq!(answer.text(), "request body incomplete");
     t.expect_record(what, ray, Expect::refused(400, INCOMPLETE))
         .await;
 
@@ -681,7 +560,7 @@ async fn lying_lengths_and_chunked_bodies_are_framed_as_hyper_frames_them() {
     let ray = "bi-length-too-short";
     let mut request = head("PUT", path.as_bytes(), ray, &[b"Content-Length: 10"]);
     request.extend_from_slice(body.as_bytes());
-    let answers = raw_exchange(t.addr(), &request, what).await;
+    let answers = raw_exchange(t.addr(), &request, false, what).await;
     assert_eq!(answers.len(), 2, "{what}: {answers:?}");
     answers[0].assert_app(what, 400, ray);
     answers[1].assert_hyper(what, 400);
@@ -702,7 +581,7 @@ async fn lying_lengths_and_chunked_bodies_are_framed_as_hyper_frames_them() {
     let ray = "bi-length-leaves-bytes";
     let mut request = put_request(path.as_bytes(), ray, &[], body.as_bytes());
     request.extend_from_slice(format!(r#"{{"leftover":"{CANARY}"}}"#).as_bytes());
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 200, ray);
     t.expect_record(
         what,
@@ -730,7 +609,7 @@ async fn lying_lengths_and_chunked_bodies_are_framed_as_hyper_frames_them() {
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(format!("0\r\nX-Webhook-Secret: {CANARY}\r\n\r\n").as_bytes());
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 200, ray);
     t.expect_record(
         what,
@@ -751,7 +630,7 @@ async fn lying_lengths_and_chunked_bodies_are_framed_as_hyper_frames_them() {
     request.extend_from_slice(b"a\r\n{\"name\":\"x\r\nzz\r\n");
     request.extend_from_slice(body.as_bytes());
     request.extend_from_slice(b"\r\n0\r\n\r\n");
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 400, ray);
     t.expect_record(what, ray, Expect::refused(400, INCOMPLETE))
         .await;
@@ -766,13 +645,8 @@ async fn lying_lengths_and_chunked_bodies_are_framed_as_hyper_frames_them() {
         &[b"Transfer-Encoding: chunked"],
     );
     request.extend_from_slice(format!("{:x}\r\n{body}\r\n", body.len()).as_bytes());
-    let mut stream = TcpStream::connect(t.addr()).await.unwrap();
-    stream.write_all(&request).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let received = read_until_closed(&mut stream, what).await;
-    let answers = parse_responses(&received, what);
-    assert_eq!(answers.len(), 1, "{what}: {answers:?}");
-    answers[0].assert_app(what, 400, ray);
+    let answer = raw_one(t.addr(), &request, true, what).await;
+    answer.assert_app(what, 400, ray);
     t.expect_record(what, ray, Expect::refused(400, INCOMPLETE))
         .await;
 
@@ -1031,13 +905,12 @@ async fn bodies_the_redactor_cannot_read_are_recorded_unparsed_with_the_reason()
 
     for case in cases {
         let what = case.what;
-        let mut request = t
-            .put(&path, case.ray)
-            .header("content-type", case.content_type);
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static(case.content_type));
         if let Some(encoding) = case.encoding {
-            request = request.header("content-encoding", encoding);
+            headers.insert("content-encoding", HeaderValue::from_static(encoding));
         }
-        let reply = t.api.send(request.body(case.body)).await;
+        let reply = t.put_json(&path, case.ray, headers, case.body).await;
         assert_eq!(reply.status, case.status, "{what}: {}", reply.text);
         let response = if case.status == 200 {
             ok_response()
@@ -1059,14 +932,7 @@ async fn bodies_the_redactor_cannot_read_are_recorded_unparsed_with_the_reason()
     let ray = "bi-echoed";
     let body =
         policy_json("echoed").replace(r#""enabled":false"#, &format!(r#""enabled":"{CANARY}""#));
-    let reply = t
-        .api
-        .send(
-            t.put(&path, ray)
-                .header("content-type", json_type)
-                .body(body),
-        )
-        .await;
+    let reply = t.put_json(&path, ray, HeaderMap::new(), body).await;
     assert_eq!(reply.status, 400, "{what}: {}", reply.text);
     assert!(
         reply.text.contains(CANARY),
@@ -1153,7 +1019,7 @@ async fn hostile_paths_queries_and_headers_are_escaped_or_refused_by_hyper() {
         ),
     ];
     for (what, request, status) in refused {
-        let answer = raw_one(t.addr(), &request, what).await;
+        let answer = raw_one(t.addr(), &request, false, what).await;
         answer.assert_hyper(what, status);
         t.expect_no_record(what).await;
     }
@@ -1164,7 +1030,7 @@ async fn hostile_paths_queries_and_headers_are_escaped_or_refused_by_hyper() {
     let ray = "bi-absolute-form";
     let target = format!("http://user:{CANARY}@{}{path}?token={CANARY}", t.addr());
     let request = put_request(target.as_bytes(), ray, &[], body.as_bytes());
-    let answer = raw_one(t.addr(), &request, what).await;
+    let answer = raw_one(t.addr(), &request, false, what).await;
     answer.assert_app(what, 200, ray);
     t.expect_record(
         what,
@@ -1176,176 +1042,139 @@ async fn hostile_paths_queries_and_headers_are_escaped_or_refused_by_hyper() {
     )
     .await;
 
-    // Percent-encoded bytes that are not UTF-8 in the path: the app's auth middleware cannot
-    // decode the path parameters, so it refuses the request as naming nothing (404) rather
-    // than skip its access checks; the record's resource id is escaped, the URI kept as sent.
-    let what = "percent-encoded bytes that are not UTF-8 in the path";
-    let ray = "bi-pct-ff-path";
-    let target = format!("/accounts/{DEMO}/alerting/v3/policies/%FF%FE");
-    let reply = t
-        .api
-        .send(
-            t.put(&target, ray)
-                .header("content-type", json_type)
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.status, 404, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect {
-            uri: target,
-            resource_id: r"\xff\xfe".into(),
-            ..Expect::handled(404, policy_kept("headers"), error_response(7003))
-        },
-    )
-    .await;
-
-    // CR, LF and an ANSI escape, percent-encoded in the policy id: the app looks the id up
-    // (404); the record's resource id has them escaped.
-    let what = "percent-encoded CR/LF and ANSI escape in the path";
-    let ray = "bi-pct-crlf-path";
-    let target = format!("/accounts/{DEMO}/alerting/v3/policies/%0D%0AX-Injected:%201%1B%5B31m");
-    let reply = t
-        .api
-        .send(
-            t.put(&target, ray)
-                .header("content-type", json_type)
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.status, 404, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect {
-            uri: target,
-            resource_id: r"\x0d\x0aX-Injected: 1\x1b[31m".into(),
-            ..Expect::handled(404, policy_kept("headers"), error_response(7003))
-        },
-    )
-    .await;
-
-    // The account id percent-encoded: the app decodes it (access allowed, policy updated),
-    // and so does the layer: the record is filed in acc_demo's log, not in "acc%5Fdemo"'s.
-    let what = "a percent-encoded account id";
-    let ray = "bi-pct-account";
-    let target = format!("/accounts/acc%5Fdemo/alerting/v3/policies/{SEEDED_POLICY}");
-    let reply = t
-        .api
-        .send(
-            t.put(&target, ray)
-                .header("content-type", json_type)
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect {
-            uri: target,
-            ..Expect::handled(200, policy_kept("headers"), ok_response())
-        },
-    )
-    .await;
-
-    // Percent-encoded bytes that are not UTF-8 and control characters in the query: no query
-    // value of this operation is auditable, and a name that is not plain is replaced too.
-    let what = "percent-encoded bytes and control characters in the query";
-    let ray = "bi-pct-query";
-    let target = format!("{path}?%FF%FE=%1B%5B31m&note=%0D%0A{CANARY}&flag");
-    let reply = t
-        .api
-        .send(
-            t.put(&target, ray)
-                .header("content-type", json_type)
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect {
-            uri: format!("{path}?REDACTED=REDACTED&note=REDACTED&flag"),
-            ..Expect::handled(200, policy_kept("headers"), ok_response())
-        },
-    )
-    .await;
-
-    // A user agent with bytes that are not UTF-8 and C1 controls (CSI, NEL), which hyper
-    // lets through: escaped in the record.
-    let what = "bytes that are not UTF-8 and C1 controls in the user agent";
-    let ray = "bi-agent-bytes";
-    let agent =
-        HeaderValue::from_bytes(b"bad-input \xff\xfe \xc2\x9b31m red \xc2\x85 end").unwrap();
-    let reply = t
-        .api
-        .send(
-            t.put(&path, ray)
-                .header("content-type", json_type)
-                .header("user-agent", agent)
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect {
-            user_agent: r"bad-input \xff\xfe \u{9b}31m red \u{85} end".into(),
-            ..Expect::handled(200, policy_kept("headers"), ok_response())
-        },
-    )
-    .await;
-
-    // Many headers (under hyper's limit) that carry the canary, among them credentials the
-    // app does not use: none of them is recorded.
-    let what = "80 headers carrying the canary";
-    let ray = "bi-80-headers";
-    let mut request = t
-        .put(&path, ray)
-        .header("content-type", json_type)
-        .header("cookie", format!("demo_session={CANARY}"))
-        .header("x-api-key", CANARY)
-        .header("proxy-authorization", format!("Basic {CANARY}"));
-    for i in 0..80 {
-        let name = HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
-        request = request.header(name, CANARY);
+    // Each as the app serves it, with the record as `expect` says (the policy's kept fields
+    // unless said otherwise). The user agent that none of these sets is `USER_AGENT`.
+    let headers = |pairs: Vec<(String, HeaderValue)>| -> HeaderMap {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (HeaderName::from_bytes(name.as_bytes()).unwrap(), value))
+            .collect()
+    };
+    let text = |value: String| HeaderValue::from_str(&value).unwrap();
+    let handled = |status, response| Expect::handled(status, policy_kept("headers"), response);
+    let mut credentials = vec![
+        ("cookie".to_owned(), text(format!("demo_session={CANARY}"))),
+        ("x-api-key".to_owned(), text(CANARY.to_owned())),
+        (
+            "proxy-authorization".to_owned(),
+            text(format!("Basic {CANARY}")),
+        ),
+    ];
+    credentials.extend((0..80).map(|i| (format!("x-filler-{i}"), text(CANARY.to_owned()))));
+    let pct_ff_path = format!("/accounts/{DEMO}/alerting/v3/policies/%FF%FE");
+    let pct_crlf_path =
+        format!("/accounts/{DEMO}/alerting/v3/policies/%0D%0AX-Injected:%201%1B%5B31m");
+    let pct_account = format!("/accounts/acc%5Fdemo/alerting/v3/policies/{SEEDED_POLICY}");
+    let pct_query = format!("{path}?%FF%FE=%1B%5B31m&note=%0D%0A{CANARY}&flag");
+    let cases: Vec<(&str, &str, &str, HeaderMap, u16, Expect)> = vec![
+        // The app's auth middleware cannot decode the path parameters, so it refuses the
+        // request as naming nothing (404) rather than skip its access checks; the record's
+        // resource id is escaped, the URI kept as sent.
+        (
+            "percent-encoded bytes that are not UTF-8 in the path",
+            "bi-pct-ff-path",
+            &pct_ff_path,
+            HeaderMap::new(),
+            404,
+            Expect {
+                uri: pct_ff_path.clone(),
+                resource_id: r"\xff\xfe".into(),
+                ..handled(404, error_response(7003))
+            },
+        ),
+        // CR, LF and an ANSI escape in the policy id: the app looks the id up (404); the
+        // record's resource id has them escaped.
+        (
+            "percent-encoded CR/LF and ANSI escape in the path",
+            "bi-pct-crlf-path",
+            &pct_crlf_path,
+            HeaderMap::new(),
+            404,
+            Expect {
+                uri: pct_crlf_path.clone(),
+                resource_id: r"\x0d\x0aX-Injected: 1\x1b[31m".into(),
+                ..handled(404, error_response(7003))
+            },
+        ),
+        // The app decodes the account id (access allowed, policy updated), and so does the
+        // layer: the record is filed in acc_demo's log, not in "acc%5Fdemo"'s.
+        (
+            "a percent-encoded account id",
+            "bi-pct-account",
+            &pct_account,
+            HeaderMap::new(),
+            200,
+            Expect {
+                uri: pct_account.clone(),
+                ..handled(200, ok_response())
+            },
+        ),
+        // No query value of this operation is auditable, and a name that is not plain is
+        // replaced too.
+        (
+            "percent-encoded bytes and control characters in the query",
+            "bi-pct-query",
+            &pct_query,
+            HeaderMap::new(),
+            200,
+            Expect {
+                uri: format!("{path}?REDACTED=REDACTED&note=REDACTED&flag"),
+                ..handled(200, ok_response())
+            },
+        ),
+        // Bytes that are not UTF-8 and C1 controls (CSI, NEL), which hyper lets through:
+        // escaped in the record.
+        (
+            "bytes that are not UTF-8 and C1 controls in the user agent",
+            "bi-agent-bytes",
+            &path,
+            headers(vec![(
+                "user-agent".into(),
+                HeaderValue::from_bytes(b"bad-input \xff\xfe \xc2\x9b31m red \xc2\x85 end")
+                    .unwrap(),
+            )]),
+            200,
+            Expect {
+                user_agent: r"bad-input \xff\xfe \u{9b}31m red \u{85} end".into(),
+                ..handled(200, ok_response())
+            },
+        ),
+        // Many headers (under hyper's limit) that carry the canary, among them credentials
+        // the app does not use: none of them is recorded.
+        (
+            "80 headers carrying the canary",
+            "bi-80-headers",
+            &path,
+            headers(credentials),
+            200,
+            handled(200, ok_response()),
+        ),
+        // Forwarding headers from a peer that is not a trusted proxy (the demo trusts none):
+        // the client is the socket peer.
+        (
+            "a spoofed X-Forwarded-For",
+            "bi-xff",
+            &path,
+            headers(vec![
+                (
+                    "x-forwarded-for".into(),
+                    text("203.0.113.7, 198.51.100.9".into()),
+                ),
+                (
+                    "forwarded".into(),
+                    text("for=192.0.2.60;proto=https".into()),
+                ),
+                ("x-real-ip".into(), text("192.0.2.61".into())),
+            ]),
+            200,
+            handled(200, ok_response()),
+        ),
+    ];
+    for (what, ray, target, headers, status, expect) in cases {
+        let reply = t.put_json(target, ray, headers, body.clone()).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text);
+        t.expect_record(what, ray, expect).await;
     }
-    let reply = t.api.send(request.body(body.clone())).await;
-    assert_eq!(reply.status, 200, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect::handled(200, policy_kept("headers"), ok_response()),
-    )
-    .await;
-
-    // Forwarding headers from a peer that is not a trusted proxy (the demo trusts none): the
-    // client is the socket peer.
-    let what = "a spoofed X-Forwarded-For";
-    let ray = "bi-xff";
-    let reply = t
-        .api
-        .send(
-            t.put(&path, ray)
-                .header("content-type", json_type)
-                .header("x-forwarded-for", "203.0.113.7, 198.51.100.9")
-                .header("forwarded", "for=192.0.2.60;proto=https")
-                .header("x-real-ip", "192.0.2.61")
-                .body(body.clone()),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{what}: {}", reply.text);
-    t.expect_record(
-        what,
-        ray,
-        Expect::handled(200, policy_kept("headers"), ok_response()),
-    )
-    .await;
 
     // An x-request-id the layer will not take (a space, a byte that is not UTF-8): it makes
     // its own, echoes that, and records it.

@@ -17,6 +17,7 @@ use audit_layer::record::{ActorContext, AuditRecord, Timestamp};
 use audit_layer::redact::QueryPlan;
 use audit_layer::sink::MemorySink;
 use audit_layer::{AuditHandle, AuditLayer, AuditPolicy, Identity, Operation};
+use audit_tests::read_until_closed;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderName, Method, StatusCode};
@@ -24,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -41,6 +42,9 @@ const VERIFY_TOKEN: &str = "/accounts/{account_id}/tokens/verify";
 const CRASH: &str = "/accounts/{account_id}/crash";
 const MEMBERS: &str = "/accounts/{account_id}/members";
 const HEALTHZ: &str = "/healthz";
+
+/// The policy that the update tests write.
+const POLICY_1: &str = "/accounts/acc_1/alerting/v3/policies/pol_1";
 
 const UPDATE_SUMMARY: &str = "Update a Notification policy";
 const USER_AGENT: &str = "audit-e2e/1.0 (layer_over_http)";
@@ -237,8 +241,53 @@ struct TestApp {
 }
 
 impl TestApp {
-    fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{path_and_query}", self.addr)
+    /// `method path_and_query` with `headers` and `body`, from a new [`client`]: the answer's
+    /// head (its body is the caller's to read), or why none came.
+    async fn try_send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<reqwest::Body>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let url = format!("http://{}{path_and_query}", self.addr);
+        let mut request = client().request(method, url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        request.send().await
+    }
+
+    /// [`try_send`](Self::try_send), which must be answered.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.try_send(method, path_and_query, headers, body)
+            .await
+            .unwrap()
+    }
+
+    /// `GET path_and_query`.
+    async fn get(&self, path_and_query: &str) -> reqwest::Response {
+        self.send(Method::GET, path_and_query, &[], None).await
+    }
+
+    /// `PUT path_and_query` of a JSON `body`.
+    async fn put_json(
+        &self,
+        path_and_query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let json = [("content-type", "application/json")];
+        self.send(Method::PUT, path_and_query, &json, Some(body.into()))
+            .await
     }
 }
 
@@ -310,22 +359,12 @@ async fn only_record(sink: &MemorySink) -> Value {
     serde_json::to_value(&records[0]).unwrap()
 }
 
-/// Sends raw bytes, then reads until the server closes (or resets) the connection.
+/// Sends raw bytes, then reads until the server closes (or resets) the connection: what came
+/// back, as text.
 async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => response.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the server did not close the connection");
+    let response = read_until_closed(&mut stream, "a raw request").await;
     String::from_utf8_lossy(&response).into_owned()
 }
 
@@ -365,6 +404,11 @@ fn header_names_with_prefix(headers: &reqwest::header::HeaderMap, prefix: &str) 
         .collect()
 }
 
+/// The value of the header `name` of `response`, which must have it.
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response.headers()[name].to_str().unwrap().to_owned()
+}
+
 fn is_generated_ray_id(s: &str) -> bool {
     s.len() == 32
         && s.bytes()
@@ -385,13 +429,7 @@ async fn an_update_becomes_exactly_one_complete_record() {
     }))
     .unwrap();
     let before = Timestamp::now();
-    let response = client()
-        .put(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json(POLICY_1, body.clone()).await;
     assert_eq!(response.status(), 200);
     let echo: Value = response.json().await.unwrap();
     let after = Timestamp::now();
@@ -449,11 +487,7 @@ async fn an_update_becomes_exactly_one_complete_record() {
 #[tokio::test]
 async fn a_read_is_a_view_without_bodies() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .get(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(POLICY_1).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -476,11 +510,9 @@ async fn a_read_is_a_view_without_bodies() {
 #[tokio::test]
 async fn a_head_request_is_a_successful_view() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .head(app.url("/zones/z_1/dns_records/rec_1"))
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(Method::HEAD, "/zones/z_1/dns_records/rec_1", &[], None)
+        .await;
     assert_eq!(response.status(), 200);
     assert!(response.bytes().await.unwrap().is_empty());
 
@@ -495,13 +527,10 @@ async fn a_head_request_is_a_successful_view() {
 #[tokio::test]
 async fn client_errors_are_recorded_as_failures_with_their_status() {
     let app = spawn_app(|layer| layer).await;
-    let client = client();
     for (policy_id, status) in [("missing", 404), ("forbidden", 403)] {
-        let response = client
-            .get(app.url(&format!("/accounts/acc_1/alerting/v3/policies/{policy_id}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app
+            .get(&format!("/accounts/acc_1/alerting/v3/policies/{policy_id}"))
+            .await;
         assert_eq!(response.status(), status);
         response.bytes().await.unwrap();
     }
@@ -532,16 +561,9 @@ async fn client_errors_are_recorded_as_failures_with_their_status() {
 #[tokio::test]
 async fn a_panic_caught_inside_the_layer_is_a_500_failure() {
     let app = spawn_app_with(Mount::InRouterOverCatchPanic, |layer| layer).await;
-    let response = client()
-        .get(app.url("/accounts/acc_1/crash"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/accounts/acc_1/crash").await;
     assert_eq!(response.status(), 500);
-    let ray_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ray_id = header(&response, "x-request-id");
     response.bytes().await.unwrap();
 
     let json = only_record(&app.sink).await;
@@ -556,11 +578,7 @@ async fn a_panic_caught_inside_the_layer_is_a_500_failure() {
 #[tokio::test]
 async fn a_panic_caught_outside_the_layer_is_recorded_as_a_500() {
     let app = spawn_app_with(Mount::InRouterUnderCatchPanic, |layer| layer).await;
-    let response = client()
-        .get(app.url("/accounts/acc_1/crash"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/accounts/acc_1/crash").await;
     assert_eq!(response.status(), 500);
     response.bytes().await.unwrap();
 
@@ -572,9 +590,8 @@ async fn a_panic_caught_outside_the_layer_is_recorded_as_a_500() {
 #[tokio::test]
 async fn an_uncaught_panic_drops_the_connection_and_is_still_recorded() {
     let app = spawn_app(|layer| layer).await;
-    let err = client()
-        .get(app.url("/accounts/acc_1/crash"))
-        .send()
+    let err = app
+        .try_send(Method::GET, "/accounts/acc_1/crash", &[], None)
         .await
         .unwrap_err();
     assert!(err.is_request() && !err.is_timeout(), "{err:?}");
@@ -586,7 +603,7 @@ async fn an_uncaught_panic_drops_the_connection_and_is_still_recorded() {
     assert_eq!(json["account"]["id"], "acc_1");
 
     // The server survives the panic.
-    let response = client().get(app.url("/user")).send().await.unwrap();
+    let response = app.get("/user").await;
     assert_eq!(response.status(), 200);
     exactly(&app.sink, 2).await;
 }
@@ -629,11 +646,7 @@ async fn a_client_that_hangs_up_mid_request_body_is_recorded_once() {
     assert_eq!(app.state.body_handler_calls.load(Ordering::SeqCst), 0);
 
     // The server keeps serving.
-    let response = client()
-        .get(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(POLICY_1).await;
     assert_eq!(response.status(), 200);
     exactly(&app.sink, 2).await;
 }
@@ -665,21 +678,10 @@ async fn a_client_that_hangs_up_during_a_slow_handler_is_a_499() {
 
 const OVER_LIMIT_MARKER: &str = "the request body exceeded the audit body limit of 1024 bytes";
 
-#[tokio::test]
-async fn a_declared_over_limit_body_is_refused_before_the_handler() {
-    let app = spawn_app(|layer| layer.body_limit(1024)).await;
-    let response = client()
-        .put(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 2048])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    assert!(response.headers().contains_key("x-request-id"));
-    assert_eq!(response.text().await.unwrap(), "request body too large");
+/// A body over the limit was refused: no handler ran, and the one record is a failure with
+/// status 413 whose request body is replaced by the marker.
+async fn assert_refused_over_limit(app: &TestApp) {
     assert_eq!(app.state.body_handler_calls.load(Ordering::SeqCst), 0);
-
     let json = only_record(&app.sink).await;
     assert_eq!(json["action"]["result"], "failure");
     assert_eq!(json["raw"]["status_code"], 413);
@@ -689,18 +691,23 @@ async fn a_declared_over_limit_body_is_refused_before_the_handler() {
     );
 }
 
+#[tokio::test]
+async fn a_declared_over_limit_body_is_refused_before_the_handler() {
+    let app = spawn_app(|layer| layer.body_limit(1024)).await;
+    let response = app.put_json(POLICY_1, vec![b' '; 2048]).await;
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(response.text().await.unwrap(), "request body too large");
+
+    assert_refused_over_limit(&app).await;
+}
+
 /// The handler never ran, so there is no operation response to audit: the layer's own
 /// refusal text must not be recorded as the operation's response body.
 #[tokio::test]
 async fn a_refused_request_records_no_response_body() {
     let app = spawn_app(|layer| layer.body_limit(1024)).await;
-    let response = client()
-        .put(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 2048])
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json(POLICY_1, vec![b' '; 2048]).await;
     assert_eq!(response.status(), 413);
     assert_eq!(
         response.headers()["content-type"],
@@ -721,13 +728,7 @@ async fn a_body_exactly_at_the_limit_reaches_the_handler() {
     let app = spawn_app(|layer| layer.body_limit(1024)).await;
     let body = format!(r#"{{"name":"{}"}}"#, "x".repeat(1024 - 11)).into_bytes();
     assert_eq!(body.len(), 1024);
-    let response = client()
-        .put(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json(POLICY_1, body.clone()).await;
     assert_eq!(response.status(), 200);
     let echo: Value = response.json().await.unwrap();
     assert_eq!(echo["received_len"], 1024);
@@ -757,15 +758,8 @@ async fn a_chunked_over_limit_body_is_refused_before_the_handler() {
     let response = raw_exchange(app.addr, &request).await;
     assert!(response.starts_with("HTTP/1.1 413 "), "{response}");
     assert!(response.ends_with("request body too large"), "{response}");
-    assert_eq!(app.state.body_handler_calls.load(Ordering::SeqCst), 0);
 
-    let json = only_record(&app.sink).await;
-    assert_eq!(json["action"]["result"], "failure");
-    assert_eq!(json["raw"]["status_code"], 413);
-    assert_eq!(
-        json["resource"]["request"],
-        json!({"_truncated": OVER_LIMIT_MARKER})
-    );
+    assert_refused_over_limit(&app).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,11 +769,7 @@ async fn a_chunked_over_limit_body_is_refused_before_the_handler() {
 #[tokio::test]
 async fn a_streamed_response_arrives_intact_and_is_recorded_at_its_end() {
     let app = spawn_app(|layer| layer).await;
-    let mut response = client()
-        .get(app.url("/zones/z_1/exports/exp_1?hold=1"))
-        .send()
-        .await
-        .unwrap();
+    let mut response = app.get("/zones/z_1/exports/exp_1?hold=1").await;
     assert_eq!(response.status(), 200);
 
     let mut received = Vec::with_capacity(EXPORT_LEN);
@@ -813,11 +803,7 @@ async fn a_streamed_response_arrives_intact_and_is_recorded_at_its_end() {
 #[tokio::test]
 async fn a_client_that_drops_a_streamed_response_midway_is_a_failure() {
     let app = spawn_app(|layer| layer).await;
-    let mut response = client()
-        .get(app.url("/zones/z_1/exports/exp_1?pace_ms=5"))
-        .send()
-        .await
-        .unwrap();
+    let mut response = app.get("/zones/z_1/exports/exp_1?pace_ms=5").await;
     assert_eq!(response.status(), 200);
     let mut received = 0;
     while received < 3 * EXPORT_CHUNK {
@@ -837,7 +823,7 @@ async fn a_client_that_drops_a_streamed_response_midway_is_a_failure() {
 #[tokio::test]
 async fn the_actor_told_through_the_handle_is_recorded() {
     let app = spawn_app(|layer| layer).await;
-    let response = client().get(app.url("/user")).send().await.unwrap();
+    let response = app.get("/user").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         header_names_with_prefix(response.headers(), "x-audit-actor-"),
@@ -862,11 +848,7 @@ async fn the_actor_told_through_the_handle_is_recorded() {
 #[tokio::test]
 async fn the_actor_told_through_response_headers_is_recorded_and_the_headers_stripped() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .get(app.url("/accounts/acc_1/tokens/verify"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/accounts/acc_1/tokens/verify").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         header_names_with_prefix(response.headers(), "x-audit-"),
@@ -900,18 +882,21 @@ async fn the_actor_told_through_response_headers_is_recorded_and_the_headers_str
 #[tokio::test]
 async fn credentials_never_reach_a_record() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .put(app.url("/accounts/acc_1/alerting/v3/policies/pol_1?token=CANARY-q&api_key=CANARY-k"))
-        .header("authorization", "Bearer CANARY-auth-7f3a")
-        .header("cookie", "session=CANARY-cookie-91b2; theme=dark")
-        .header("x-api-key", "CANARY-api-key")
-        .header("x-auth-key", "CANARY-auth-key")
-        .header("proxy-authorization", "Basic CANARY-proxy")
-        .header("content-type", "application/json")
-        .body(r#"{"name":"On-call","secret":"CANARY-request-body"}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(
+            Method::PUT,
+            "/accounts/acc_1/alerting/v3/policies/pol_1?token=CANARY-q&api_key=CANARY-k",
+            &[
+                ("authorization", "Bearer CANARY-auth-7f3a"),
+                ("cookie", "session=CANARY-cookie-91b2; theme=dark"),
+                ("x-api-key", "CANARY-api-key"),
+                ("x-auth-key", "CANARY-auth-key"),
+                ("proxy-authorization", "Basic CANARY-proxy"),
+                ("content-type", "application/json"),
+            ],
+            Some(r#"{"name":"On-call","secret":"CANARY-request-body"}"#.into()),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["set-cookie"]
@@ -940,12 +925,14 @@ async fn credentials_never_reach_a_record() {
 #[tokio::test]
 async fn a_trusted_proxy_forwarded_for_is_the_client_ip() {
     let app = spawn_app(|layer| layer.trusted_proxies(["127.0.0.0/8".parse().unwrap()])).await;
-    let response = client()
-        .get(app.url("/user"))
-        .header("x-forwarded-for", "203.0.113.7")
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(
+            Method::GET,
+            "/user",
+            &[("x-forwarded-for", "203.0.113.7")],
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let json = only_record(&app.sink).await;
     assert_eq!(json["actor"]["ip_address"], "203.0.113.7");
@@ -954,13 +941,17 @@ async fn a_trusted_proxy_forwarded_for_is_the_client_ip() {
 #[tokio::test]
 async fn forwarding_headers_are_ignored_without_trusted_proxies() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .get(app.url("/user"))
-        .header("x-forwarded-for", "203.0.113.7")
-        .header("forwarded", "for=198.51.100.9")
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(
+            Method::GET,
+            "/user",
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("forwarded", "for=198.51.100.9"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let json = only_record(&app.sink).await;
     assert_eq!(json["actor"]["ip_address"], "127.0.0.1");
@@ -969,13 +960,17 @@ async fn forwarding_headers_are_ignored_without_trusted_proxies() {
 #[tokio::test]
 async fn a_trusted_proxy_rfc7239_forwarded_ipv6_is_the_client_ip() {
     let app = spawn_app(|layer| layer.trusted_proxies(["127.0.0.0/8".parse().unwrap()])).await;
-    let response = client()
-        .get(app.url("/user"))
-        .header("forwarded", r#"for="[2001:db8::7]""#)
-        .header("x-forwarded-for", "203.0.113.7")
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(
+            Method::GET,
+            "/user",
+            &[
+                ("forwarded", r#"for="[2001:db8::7]""#),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let json = only_record(&app.sink).await;
     assert_eq!(json["actor"]["ip_address"], "2001:db8::7");
@@ -988,12 +983,9 @@ async fn a_trusted_proxy_rfc7239_forwarded_ipv6_is_the_client_ip() {
 #[tokio::test]
 async fn the_generated_request_id_is_echoed_and_is_the_ray_id() {
     let app = spawn_app(|layer| layer).await;
-    let response = client().get(app.url("/user")).send().await.unwrap();
+    let response = app.get("/user").await;
     assert_eq!(response.status(), 200);
-    let echoed = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let echoed = header(&response, "x-request-id");
     assert!(is_generated_ray_id(&echoed), "{echoed}");
     let records = exactly(&app.sink, 1).await;
     assert_eq!(records[0].raw.ray_id, echoed);
@@ -1002,12 +994,9 @@ async fn the_generated_request_id_is_echoed_and_is_the_ray_id() {
 #[tokio::test]
 async fn a_well_formed_incoming_request_id_is_kept() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .get(app.url("/user"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(Method::GET, "/user", &[("x-request-id", "abc-123")], None)
+        .await;
     assert_eq!(response.headers()["x-request-id"], "abc-123");
     let records = exactly(&app.sink, 1).await;
     assert_eq!(records[0].raw.ray_id, "abc-123");
@@ -1016,19 +1005,12 @@ async fn a_well_formed_incoming_request_id_is_kept() {
 #[tokio::test]
 async fn a_malformed_incoming_request_id_is_replaced() {
     let app = spawn_app(|layer| layer).await;
-    let client = client();
     let too_long = "a".repeat(300);
     for bad in [too_long.as_str(), "abc 123", "abc/123"] {
-        let response = client
-            .get(app.url("/user"))
-            .header("x-request-id", bad)
-            .send()
-            .await
-            .unwrap();
-        let echoed = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let response = app
+            .send(Method::GET, "/user", &[("x-request-id", bad)], None)
+            .await;
+        let echoed = header(&response, "x-request-id");
         assert!(
             is_generated_ray_id(&echoed),
             "{bad:?} was echoed as {echoed:?}"
@@ -1048,20 +1030,20 @@ async fn a_malformed_incoming_request_id_is_replaced() {
 #[tokio::test]
 async fn a_custom_request_id_header_is_honoured() {
     let app = spawn_app(|layer| layer.request_id_header(HeaderName::from_static("cf-ray"))).await;
-    let client = client();
-    let response = client
-        .get(app.url("/user"))
-        .header("cf-ray", "8f3a2b1c0d-SJC")
-        .header("x-request-id", "ignored-1")
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(
+            Method::GET,
+            "/user",
+            &[("cf-ray", "8f3a2b1c0d-SJC"), ("x-request-id", "ignored-1")],
+            None,
+        )
+        .await;
     assert_eq!(response.headers()["cf-ray"], "8f3a2b1c0d-SJC");
     assert!(!response.headers().contains_key("x-request-id"));
     response.bytes().await.unwrap();
 
-    let response = client.get(app.url("/user")).send().await.unwrap();
-    let generated = response.headers()["cf-ray"].to_str().unwrap().to_owned();
+    let response = app.get("/user").await;
+    let generated = header(&response, "cf-ray");
     assert!(is_generated_ray_id(&generated), "{generated}");
     response.bytes().await.unwrap();
 
@@ -1113,18 +1095,9 @@ async fn control_characters_are_escaped_in_every_recorded_string() {
 #[tokio::test]
 async fn a_layer_around_the_router_names_resources_from_the_policy() {
     let app = spawn_app_with(Mount::AroundRouter, |layer| layer).await;
-    let response = client()
-        .put(app.url("/accounts/acc_1/alerting/v3/policies/pol_1"))
-        .header("content-type", "application/json")
-        .body(r#"{"name":"On-call"}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json(POLICY_1, r#"{"name":"On-call"}"#).await;
     assert_eq!(response.status(), 200);
-    let ray_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ray_id = header(&response, "x-request-id");
     response.bytes().await.unwrap();
 
     let json = only_record(&app.sink).await;
@@ -1144,13 +1117,14 @@ async fn a_layer_around_the_router_names_resources_from_the_policy() {
 #[tokio::test]
 async fn an_undescribed_route_records_metadata_named_by_the_matched_path() {
     let app = spawn_app(|layer| layer).await;
-    let response = client()
-        .post(app.url("/accounts/acc_9/members"))
-        .header("content-type", "application/json")
-        .body(r#"{"email":"new@example.com","roles":["admin"]}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .send(
+            Method::POST,
+            "/accounts/acc_9/members",
+            &[("content-type", "application/json")],
+            Some(r#"{"email":"new@example.com","roles":["admin"]}"#.into()),
+        )
+        .await;
     assert_eq!(response.status(), 201);
     let echo: Value = response.json().await.unwrap();
     assert_eq!(echo["received_len"], 45);
@@ -1172,17 +1146,12 @@ async fn an_undescribed_route_records_metadata_named_by_the_matched_path() {
 #[tokio::test]
 async fn a_not_audited_operation_leaves_no_record() {
     let app = spawn_app(|layer| layer).await;
-    let client = client();
-    let response = client.get(app.url("/healthz")).send().await.unwrap();
+    let response = app.get("/healthz").await;
     assert_eq!(response.status(), 200);
     assert!(!response.headers().contains_key("x-request-id"));
     assert_eq!(response.text().await.unwrap(), "ok");
 
-    let response = client
-        .get(app.url("/zones/z_1/dns_records/rec_1"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/zones/z_1/dns_records/rec_1").await;
     assert_eq!(response.status(), 200);
     response.bytes().await.unwrap();
 
