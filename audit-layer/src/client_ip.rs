@@ -53,12 +53,16 @@ impl TrustedProxies {
     }
 }
 
-/// The socket peer, from axum's `ConnectInfo` (or a bare `SocketAddr` in the extensions).
+/// The socket peer: axum's `ConnectInfo<SocketAddr>` (feature `axum`), else a bare
+/// `SocketAddr` the server put in the request's extensions.
 pub(crate) fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(addr.ip());
+    }
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 address they carry.
@@ -189,6 +193,22 @@ mod tests {
             proxies().client_ip(Some(ip("10.0.0.1")), &h),
             Some(ip("10.0.0.1"))
         );
+    }
+
+    #[test]
+    fn the_peer_is_connect_info_with_the_axum_feature_else_a_socket_addr() {
+        let mut extensions = Extensions::new();
+        assert_eq!(peer_addr(&extensions), None);
+        extensions.insert(SocketAddr::from(([192, 0, 2, 7], 51000)));
+        assert_eq!(peer_addr(&extensions), Some(ip("192.0.2.7")));
+        let connect_info = SocketAddr::from(([198, 51, 100, 1], 51000));
+        extensions.insert(axum::extract::ConnectInfo(connect_info));
+        let expected = if cfg!(feature = "axum") {
+            "198.51.100.1"
+        } else {
+            "192.0.2.7"
+        };
+        assert_eq!(peer_addr(&extensions), Some(ip(expected)));
     }
 
     #[test]

@@ -1,9 +1,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::MatchedPath;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{Extensions, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 use uuid::Uuid;
@@ -191,14 +190,25 @@ impl<S: Clone> Audit<S> {
 }
 
 fn plan_for<B>(config: &Config, req: &Request<B>) -> Option<Arc<OperationPlan>> {
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
+    let matched = matched_template(req.extensions());
     config
         .policy
         .plan_for(req.method(), matched, req.uri().path())
         .or_else(|| matched.and_then(|m| config.policy.undescribed_plan(req.method(), m)))
+}
+
+/// The route template axum matched, when the layer sits inside a `Router` (not for fallbacks).
+#[cfg(feature = "axum")]
+fn matched_template(extensions: &Extensions) -> Option<&str> {
+    extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+}
+
+/// Without axum no router says which template matched: the policy's own templates decide.
+#[cfg(not(feature = "axum"))]
+fn matched_template(_extensions: &Extensions) -> Option<&str> {
+    None
 }
 
 /// The request's trace id, as a string for the record and as a header to echo.

@@ -3,6 +3,7 @@
 //! real server live in the workspace's `tests/` crate.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -471,6 +472,63 @@ async fn undescribed_requests_still_produce_a_metadata_record() {
     assert!(
         !json.contains("hunter2") && !json.contains("s3cr3t"),
         "{json}"
+    );
+}
+
+#[tokio::test]
+async fn the_client_address_is_a_socket_addr_the_server_put_in_the_extensions() {
+    let sink = MemorySink::new();
+    let svc = ServiceBuilder::new()
+        .layer(layer(&sink))
+        .service(echo(Arc::default()));
+    let mut req = put("{}");
+    req.extensions_mut()
+        .insert(SocketAddr::from(([192, 0, 2, 7], 51000)));
+    let response = svc.oneshot(req).await.expect("served");
+    response.into_body().collect().await.expect("body");
+    let record = only_record(&sink).await;
+    assert_eq!(record.actor.ip_address, Some([192, 0, 2, 7].into()));
+}
+
+/// Inside an axum `Router`: described operations are found either way; a route the policy does
+/// not describe is named by axum's `MatchedPath` with the `axum` feature, and not without it.
+#[tokio::test]
+async fn undescribed_routes_are_named_by_axum_with_the_axum_feature() {
+    let sink = MemorySink::new();
+    let ok = || async { "{}" };
+    let app = axum::Router::new()
+        .route("/zones/{zone_id}/dns_records", axum::routing::post(ok))
+        .route(
+            "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+            axum::routing::put(ok),
+        )
+        .layer(layer(&sink));
+    for req in [
+        Request::post("/zones/z_1/dns_records").body(axum::body::Body::empty()),
+        Request::put(POLICY_PATH).body(axum::body::Body::empty()),
+    ] {
+        let response = app.clone().oneshot(req.expect("request")).await;
+        let Ok(response) = response;
+        response.into_body().collect().await.expect("body");
+    }
+    let records = sink.wait_for(2, WAIT).await;
+    let named = cfg!(feature = "axum");
+    let undescribed = &records[0];
+    assert_eq!(
+        undescribed.zone.as_ref().map(|z| z.id.as_str()),
+        named.then_some("z_1")
+    );
+    assert_eq!(
+        undescribed.resource.scope.as_deref(),
+        named.then_some("zones")
+    );
+    assert_eq!(
+        undescribed.resource.kind.as_deref(),
+        named.then_some("dns_records")
+    );
+    assert_eq!(
+        records[1].action.description.as_deref(),
+        Some("Update a Notification policy")
     );
 }
 

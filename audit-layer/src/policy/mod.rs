@@ -7,7 +7,7 @@
 //!
 //! Requests to routes the policy does not describe are still recorded, with metadata only (no
 //! bodies): their resource names come from axum's `MatchedPath` when the layer sits inside a
-//! `Router`.
+//! `Router` (feature `axum`), and are absent otherwise.
 //!
 //! ```
 //! use audit_layer::{AuditLevel, AuditPolicy, Operation};

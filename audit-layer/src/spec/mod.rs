@@ -185,6 +185,7 @@ impl IntoAuditPolicy for &OpenApiDocument {
 }
 
 #[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 impl IntoAuditPolicy for utoipa::openapi::OpenApi {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
         (&self).into_audit_policy()
@@ -192,6 +193,7 @@ impl IntoAuditPolicy for utoipa::openapi::OpenApi {
 }
 
 #[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 impl IntoAuditPolicy for &utoipa::openapi::OpenApi {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
         let document = serde_json::to_value(self).map_err(|e| PolicyError::Parse {
@@ -203,6 +205,7 @@ impl IntoAuditPolicy for &utoipa::openapi::OpenApi {
 }
 
 #[cfg(feature = "openapiv3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapiv3")))]
 impl IntoAuditPolicy for openapiv3::OpenAPI {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
         (&self).into_audit_policy()
@@ -210,6 +213,7 @@ impl IntoAuditPolicy for openapiv3::OpenAPI {
 }
 
 #[cfg(feature = "openapiv3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapiv3")))]
 impl IntoAuditPolicy for &openapiv3::OpenAPI {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
         let document = serde_json::to_value(self).map_err(|e| PolicyError::Parse {
