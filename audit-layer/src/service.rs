@@ -37,9 +37,34 @@ impl<S> Audit<S> {
         Self { inner, config }
     }
 
-    /// The inner service.
+    /// A reference to the inner service.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Clone)]
+    /// struct Upstream {
+    ///     name: &'static str,
+    /// }
+    ///
+    /// let mut audited = AuditLayer::new(AuditPolicy::default()).layer(Upstream { name: "billing" });
+    /// assert_eq!(audited.get_ref().name, "billing");
+    /// audited.get_mut().name = "billing-v2";
+    /// assert_eq!(audited.into_inner().name, "billing-v2");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// A mutable reference to the inner service; see [`get_ref`](Self::get_ref).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the layer; see [`get_ref`](Self::get_ref).
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
