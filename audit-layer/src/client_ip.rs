@@ -139,60 +139,54 @@ mod tests {
         TrustedProxies::new(["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
     }
 
+    /// The client behind `peer` with these headers, `10.0.0.0/8` and `::1` trusted.
+    fn client(peer: &str, pairs: &[(&'static str, &'static str)]) -> Option<IpAddr> {
+        proxies().client_ip(Some(ip(peer)), &headers(pairs))
+    }
+
     #[test]
     fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
-        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        let pairs = [("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")];
+        assert_eq!(client("203.0.113.9", &pairs), Some(ip("203.0.113.9")));
         assert_eq!(
-            proxies().client_ip(Some(ip("203.0.113.9")), &h),
-            Some(ip("203.0.113.9"))
-        );
-        assert_eq!(
-            TrustedProxies::default().client_ip(Some(ip("10.0.0.1")), &h),
+            TrustedProxies::default().client_ip(Some(ip("10.0.0.1")), &headers(&pairs)),
             Some(ip("10.0.0.1"))
         );
     }
 
     #[test]
     fn the_first_untrusted_hop_from_the_right_is_the_client() {
-        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("198.51.100.7"))
-        );
+        let pairs = [("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("198.51.100.7")));
     }
 
     #[test]
     fn forwarded_is_preferred_and_parsed_per_rfc_7239() {
-        let h = headers(&[
+        let pairs = [
             ("x-forwarded-for", "9.9.9.9"),
             (
                 "forwarded",
                 r#"for="[2001:db8::1]:4711";proto=https, for=10.2.2.2"#,
             ),
-        ]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("::1")), &h),
-            Some(ip("2001:db8::1"))
-        );
-        let h = headers(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("192.0.2.60"))
-        );
+        ];
+        assert_eq!(client("::1", &pairs), Some(ip("2001:db8::1")));
+        let pairs = [("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("192.0.2.60")));
     }
 
     #[test]
     fn an_unverifiable_hop_stops_at_the_last_trusted_address() {
-        let h = headers(&[("x-forwarded-for", "1.1.1.1, garbage, 10.3.3.3")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("10.3.3.3"))
-        );
-        let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("10.0.0.1"))
-        );
+        let pairs = [("x-forwarded-for", "1.1.1.1, garbage, 10.3.3.3")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.3.3.3")));
+        let pairs = [("forwarded", "for=unknown")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_matched_as_ipv4() {
+        let pairs = [("x-forwarded-for", "198.51.100.1")];
+        assert_eq!(client("::ffff:10.0.0.5", &pairs), Some(ip("198.51.100.1")));
+        assert_eq!(proxies().client_ip(None, &headers(&pairs)), None);
     }
 
     #[test]
@@ -209,15 +203,5 @@ mod tests {
             "192.0.2.7"
         };
         assert_eq!(peer_addr(&extensions), Some(ip(expected)));
-    }
-
-    #[test]
-    fn ipv4_mapped_peers_are_matched_as_ipv4() {
-        let h = headers(&[("x-forwarded-for", "198.51.100.1")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("::ffff:10.0.0.5")), &h),
-            Some(ip("198.51.100.1"))
-        );
-        assert_eq!(proxies().client_ip(None, &h), None);
     }
 }
