@@ -51,16 +51,26 @@
 //! # Failures are recorded too
 //!
 //! Error statuses, a handler panic, a client that goes away mid-request and a request body
-//! over the [limit](AuditLayer::body_limit) all produce a record with `result: failure`. The
-//! response body is never buffered: it streams through, copied up to the limit, and the record
-//! is emitted at its end — or when it is dropped early.
+//! over the [limit](AuditLayer::body_limit) all produce a record with `result: failure`.
+//! Outside strict mode the response body is never buffered: it streams through, copied up to
+//! the limit, and the record is emitted at its end — or when it is dropped early.
+//!
+//! # Policies, sinks and strict mode
+//!
+//! The [policy](AuditPolicy) is compiled once, at start-up: from the app's OpenAPI description
+//! (see [`spec`]: a JSON or YAML document, or a utoipa or openapiv3 value), or operation by
+//! operation with [`AuditPolicy::builder`]. Finished records go to an [`AuditSink`] (see
+//! [`sink`]; the default logs each record through `tracing`, and the `audit-store` crate stores
+//! them). A sink that is full holds requests back before their handlers run
+//! ([backpressure](AuditSink::backpressure)); in [strict mode](AuditLayer::strict) a response
+//! is released only once its record is durably stored.
 //!
 //! # Cargo features
 //!
 //! - `axum` (default): reads what axum puts in the request's extensions. `MatchedPath` names
 //!   the routes the policy does not describe (their records get scope, product and resource
 //!   type from the template axum matched); `ConnectInfo<SocketAddr>` is the client address.
-//! - `validate`: the [`schema`] module, which checks records against
+//! - `validate`: the `schema` module, which checks records against
 //!   `schemas/audit-log.schema.json` (pulls in `jsonschema`); [`MemorySink`](sink::MemorySink)
 //!   then checks every record it receives.
 //! - `utoipa`: compiles policies from a `utoipa::openapi::OpenApi` (OpenAPI 3.1).
