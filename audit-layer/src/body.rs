@@ -26,7 +26,38 @@ pin_project! {
     #[project = RequestKindProj]
     enum RequestKind<B> {
         Streaming { #[pin] body: B },
-        Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Buffered { body: Buffered },
+    }
+}
+
+/// A body held whole: its data in one frame, then its trailers.
+#[derive(Debug)]
+struct Buffered {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Buffered {
+    fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            data: Some(data).filter(|d| !d.is_empty()),
+            trailers,
+        }
+    }
+
+    fn next_frame(&mut self) -> Option<Frame<Bytes>> {
+        self.data
+            .take()
+            .map(Frame::data)
+            .or_else(|| self.trailers.take().map(Frame::trailers))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
 
@@ -40,8 +71,7 @@ impl<B> AuditRequestBody<B> {
     pub(crate) fn buffered(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
             kind: RequestKind::Buffered {
-                data: Some(data).filter(|d| !d.is_empty()),
-                trailers,
+                body: Buffered::new(data, trailers),
             },
         }
     }
@@ -60,28 +90,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             RequestKindProj::Streaming { body } => body.poll_frame(cx),
-            RequestKindProj::Buffered { data, trailers } => Poll::Ready(
-                data.take()
-                    .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
-                    .map(Ok),
-            ),
+            RequestKindProj::Buffered { body } => Poll::Ready(body.next_frame().map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             RequestKind::Streaming { body } => body.is_end_stream(),
-            RequestKind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            RequestKind::Buffered { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             RequestKind::Streaming { body } => body.size_hint(),
-            RequestKind::Buffered { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            RequestKind::Buffered { body } => body.size_hint(),
         }
     }
 }
@@ -104,7 +127,7 @@ pin_project! {
     #[project = ResponseKindProj]
     enum ResponseKind<B> {
         Inner { #[pin] body: B },
-        Layer { data: Option<Bytes> },
+        Layer { body: Buffered },
         // Strict mode: frames read ahead of the commit, then the rest of the body.
         Replay { frames: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>> },
     }
@@ -137,7 +160,7 @@ impl<B> AuditBody<B> {
     pub(crate) fn layer(message: &'static str, guard: AuditGuard) -> Self {
         Self {
             kind: ResponseKind::Layer {
-                data: Some(Bytes::from_static(message.as_bytes())),
+                body: Buffered::new(Bytes::from_static(message.as_bytes()), None),
             },
             guard,
         }
@@ -170,10 +193,9 @@ where
                 };
                 (frame, ended, true)
             }
-            ResponseKindProj::Layer { data } => {
+            ResponseKindProj::Layer { body } => {
                 // The layer's own refusal message is not the operation's response.
-                let frame = data.take().map(|d| Ok(Frame::data(d)));
-                (frame, Some(Ending::Complete), false)
+                (body.next_frame().map(Ok), Some(Ending::Complete), false)
             }
             ResponseKindProj::Replay { frames, rest } => {
                 // The record was committed before this body was released.
@@ -202,7 +224,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResponseKind::Inner { body } => body.is_end_stream(),
-            ResponseKind::Layer { data } => data.is_none(),
+            ResponseKind::Layer { body } => body.is_end_stream(),
             ResponseKind::Replay { frames, rest } => {
                 frames.is_empty() && rest.as_ref().is_none_or(|b| b.is_end_stream())
             }
@@ -212,9 +234,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             ResponseKind::Inner { body } => body.size_hint(),
-            ResponseKind::Layer { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseKind::Layer { body } => body.size_hint(),
             ResponseKind::Replay { frames, rest } => {
                 let held: u64 = frames
                     .iter()

@@ -173,94 +173,53 @@ impl Capture {
     }
 
     fn into_record(self: Box<Self>, ending: Ending) -> AuditRecord {
-        let Capture {
-            sink: _,
-            plan,
-            id,
-            time,
-            method,
-            action,
-            uri,
-            user_agent,
-            ray_id,
-            ip,
-            ids,
-            handle,
-            request,
-            request_type,
-            response_type,
-            status,
-            header_identity,
-            response,
-            in_service,
-            strict: _,
-        } = *self;
-        let status = status.unwrap_or(if in_service || std::thread::panicking() {
-            STATUS_PANIC
-        } else {
-            STATUS_CLIENT_GONE
-        });
+        let capture = *self;
+        let status = capture
+            .status
+            .unwrap_or(if capture.in_service || std::thread::panicking() {
+                STATUS_PANIC
+            } else {
+                STATUS_CLIENT_GONE
+            });
         let complete = ending == Ending::Complete;
         let result = if complete {
             ActionResult::from_status(status)
         } else {
             ActionResult::Failure
         };
-        let identity = handle.resolve(header_identity).unwrap_or_default();
+        let plan = capture.plan.as_deref();
+        let request = capture
+            .request
+            .recorded(plan, capture.request_type.as_ref());
+        let response =
+            capture
+                .response
+                .recorded(plan, status, capture.response_type.as_ref(), complete);
+        let identity = capture
+            .handle
+            .resolve(capture.header_identity)
+            .unwrap_or_default();
         // The app's own strings too may carry control characters.
         let clean = |s: Option<String>| s.map(escaped);
 
-        let request = match request {
-            RequestBody::NotCaptured => None,
-            RequestBody::Complete(bytes) => plan
-                .as_ref()
-                .and_then(|p| p.request.redact(request_type.as_ref(), &bytes))
-                .map(into_body),
-            RequestBody::OverLimit(limit) => Some(marker(
-                "_truncated",
-                format!("the request body exceeded the audit body limit of {limit} bytes"),
-            )),
-            RequestBody::Incomplete => Some(marker(
-                "_truncated",
-                "the request body ended before it was complete".to_owned(),
-            )),
-        };
-        let response = match (&plan, response.limit) {
-            (Some(plan), Some(limit)) => {
-                if response.over_limit {
-                    Some(marker(
-                        "_truncated",
-                        format!("the response body exceeded the audit body limit of {limit} bytes"),
-                    ))
-                } else if !complete && !response.buf.is_empty() {
-                    Some(marker(
-                        "_truncated",
-                        "the response ended before it was complete".to_owned(),
-                    ))
-                } else {
-                    plan.response
-                        .redact(status, response_type.as_ref(), &response.buf)
-                        .map(into_body)
-                }
-            }
-            _ => None,
-        };
-
-        let account_id = ids.account.or(clean(identity.account_id));
         AuditRecord {
-            id,
-            account: account_id.map(|id| Account { id, name: None }),
+            id: capture.id,
+            account: capture
+                .ids
+                .account
+                .or(clean(identity.account_id))
+                .map(|id| Account { id, name: None }),
             action: Action {
-                description: plan.as_ref().and_then(|p| p.summary.clone()),
+                description: plan.and_then(|p| p.summary.clone()),
                 result,
-                time,
-                kind: action,
+                time: capture.time,
+                kind: capture.action,
             },
             actor: Actor {
                 context: identity.context,
                 email: clean(identity.email),
                 id: clean(identity.id),
-                ip_address: ip,
+                ip_address: capture.ip,
                 token: Token {
                     id: clean(identity.token_id),
                     name: clean(identity.token_name),
@@ -268,21 +227,77 @@ impl Capture {
                 kind: identity.kind,
             },
             raw: Raw {
-                method: method.as_str().to_owned(),
-                ray_id,
+                method: capture.method.as_str().to_owned(),
+                ray_id: capture.ray_id,
                 status_code: status,
-                uri,
-                user_agent,
+                uri: capture.uri,
+                user_agent: capture.user_agent,
             },
             resource: Resource {
-                id: clean(identity.resource_id).or(ids.resource),
-                product: plan.as_ref().and_then(|p| p.product.clone()),
+                id: clean(identity.resource_id).or(capture.ids.resource),
+                product: plan.and_then(|p| p.product.clone()),
                 request,
                 response,
-                scope: plan.as_ref().and_then(|p| p.scope.clone()),
-                kind: plan.as_ref().and_then(|p| p.kind.clone()),
+                scope: plan.and_then(|p| p.scope.clone()),
+                kind: plan.and_then(|p| p.kind.clone()),
             },
-            zone: ids.zone.map(|id| Zone { id, name: None }),
+            zone: capture.ids.zone.map(|id| Zone { id, name: None }),
+        }
+    }
+}
+
+impl RequestBody {
+    /// `resource.request`: the body redacted by the operation's plan, or a marker saying why
+    /// it is missing.
+    fn recorded(
+        self,
+        plan: Option<&OperationPlan>,
+        content_type: Option<&HeaderValue>,
+    ) -> Option<Body> {
+        match self {
+            Self::NotCaptured => None,
+            Self::Complete(bytes) => plan
+                .and_then(|p| p.request.redact(content_type, &bytes))
+                .map(into_body),
+            Self::OverLimit(limit) => Some(marker(
+                "_truncated",
+                format!("the request body exceeded the audit body limit of {limit} bytes"),
+            )),
+            Self::Incomplete => Some(marker(
+                "_truncated",
+                "the request body ended before it was complete".to_owned(),
+            )),
+        }
+    }
+}
+
+impl ResponseCopy {
+    /// `resource.response`: the copy redacted by the operation's plan for `status`, or a marker
+    /// saying why it is missing (over the limit, or a response that did not complete).
+    fn recorded(
+        self,
+        plan: Option<&OperationPlan>,
+        status: u16,
+        content_type: Option<&HeaderValue>,
+        complete: bool,
+    ) -> Option<Body> {
+        let (Some(plan), Some(limit)) = (plan, self.limit) else {
+            return None;
+        };
+        if self.over_limit {
+            Some(marker(
+                "_truncated",
+                format!("the response body exceeded the audit body limit of {limit} bytes"),
+            ))
+        } else if !complete && !self.buf.is_empty() {
+            Some(marker(
+                "_truncated",
+                "the response ended before it was complete".to_owned(),
+            ))
+        } else {
+            plan.response
+                .redact(status, content_type, &self.buf)
+                .map(into_body)
         }
     }
 }

@@ -53,12 +53,16 @@ impl TrustedProxies {
     }
 }
 
-/// The socket peer, from axum's `ConnectInfo` (or a bare `SocketAddr` in the extensions).
+/// The socket peer: axum's `ConnectInfo<SocketAddr>` (feature `axum`), else a bare
+/// `SocketAddr` the server put in the request's extensions.
 pub(crate) fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(addr.ip());
+    }
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 address they carry.
@@ -135,69 +139,69 @@ mod tests {
         TrustedProxies::new(["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
     }
 
+    /// The client behind `peer` with these headers, `10.0.0.0/8` and `::1` trusted.
+    fn client(peer: &str, pairs: &[(&'static str, &'static str)]) -> Option<IpAddr> {
+        proxies().client_ip(Some(ip(peer)), &headers(pairs))
+    }
+
     #[test]
     fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
-        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        let pairs = [("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")];
+        assert_eq!(client("203.0.113.9", &pairs), Some(ip("203.0.113.9")));
         assert_eq!(
-            proxies().client_ip(Some(ip("203.0.113.9")), &h),
-            Some(ip("203.0.113.9"))
-        );
-        assert_eq!(
-            TrustedProxies::default().client_ip(Some(ip("10.0.0.1")), &h),
+            TrustedProxies::default().client_ip(Some(ip("10.0.0.1")), &headers(&pairs)),
             Some(ip("10.0.0.1"))
         );
     }
 
     #[test]
     fn the_first_untrusted_hop_from_the_right_is_the_client() {
-        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("198.51.100.7"))
-        );
+        let pairs = [("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("198.51.100.7")));
     }
 
     #[test]
     fn forwarded_is_preferred_and_parsed_per_rfc_7239() {
-        let h = headers(&[
+        let pairs = [
             ("x-forwarded-for", "9.9.9.9"),
             (
                 "forwarded",
                 r#"for="[2001:db8::1]:4711";proto=https, for=10.2.2.2"#,
             ),
-        ]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("::1")), &h),
-            Some(ip("2001:db8::1"))
-        );
-        let h = headers(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("192.0.2.60"))
-        );
+        ];
+        assert_eq!(client("::1", &pairs), Some(ip("2001:db8::1")));
+        let pairs = [("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("192.0.2.60")));
     }
 
     #[test]
     fn an_unverifiable_hop_stops_at_the_last_trusted_address() {
-        let h = headers(&[("x-forwarded-for", "1.1.1.1, garbage, 10.3.3.3")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("10.3.3.3"))
-        );
-        let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("10.0.0.1")), &h),
-            Some(ip("10.0.0.1"))
-        );
+        let pairs = [("x-forwarded-for", "1.1.1.1, garbage, 10.3.3.3")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.3.3.3")));
+        let pairs = [("forwarded", "for=unknown")];
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.0.0.1")));
     }
 
     #[test]
     fn ipv4_mapped_peers_are_matched_as_ipv4() {
-        let h = headers(&[("x-forwarded-for", "198.51.100.1")]);
-        assert_eq!(
-            proxies().client_ip(Some(ip("::ffff:10.0.0.5")), &h),
-            Some(ip("198.51.100.1"))
-        );
-        assert_eq!(proxies().client_ip(None, &h), None);
+        let pairs = [("x-forwarded-for", "198.51.100.1")];
+        assert_eq!(client("::ffff:10.0.0.5", &pairs), Some(ip("198.51.100.1")));
+        assert_eq!(proxies().client_ip(None, &headers(&pairs)), None);
+    }
+
+    #[test]
+    fn the_peer_is_connect_info_with_the_axum_feature_else_a_socket_addr() {
+        let mut extensions = Extensions::new();
+        assert_eq!(peer_addr(&extensions), None);
+        extensions.insert(SocketAddr::from(([192, 0, 2, 7], 51000)));
+        assert_eq!(peer_addr(&extensions), Some(ip("192.0.2.7")));
+        let connect_info = SocketAddr::from(([198, 51, 100, 1], 51000));
+        extensions.insert(axum::extract::ConnectInfo(connect_info));
+        let expected = if cfg!(feature = "axum") {
+            "198.51.100.1"
+        } else {
+            "192.0.2.7"
+        };
+        assert_eq!(peer_addr(&extensions), Some(ip(expected)));
     }
 }

@@ -68,13 +68,7 @@ pin_project! {
             _body: PhantomData<fn(B)>,
         },
         Calling { #[pin] future: F },
-        // Strict mode: the response is held until its record is committed.
-        Committing {
-            parts: Option<response::Parts>,
-            body: Option<Pin<Box<RB>>>,
-            frames: VecDeque<Frame<Bytes>>,
-            commit: Option<Commit>,
-        },
+        Committing { held: Held<RB> },
         Rejected { status: StatusCode },
         // Backpressure: the sink is full; the request waits before it is served.
         Waiting {
@@ -84,12 +78,37 @@ pin_project! {
     }
 }
 
+impl<F, S, B, RB> State<F, S, B, RB> {
+    fn reading(read: ReadFuture, service: S, parts: request::Parts) -> Self {
+        Self::Reading {
+            read,
+            service: Some(service),
+            parts: Some(parts),
+            _body: PhantomData,
+        }
+    }
+}
+
 /// How a request that waited for the sink goes on.
 pub(crate) enum Then<S, B> {
     /// Calls the service (made ready for this request) with the streaming request.
     Call(S, Request<AuditRequestBody<B>>),
     /// Reads the body ahead, then calls the service.
     Read(ReadFuture, S, request::Parts),
+}
+
+impl<S, B> Then<S, B>
+where
+    S: Service<Request<AuditRequestBody<B>>>,
+{
+    fn resume<RB>(self) -> State<S::Future, S, B, RB> {
+        match self {
+            Self::Call(mut service, req) => State::Calling {
+                future: service.call(req),
+            },
+            Self::Read(read, service, parts) => State::reading(read, service, parts),
+        }
+    }
 }
 
 impl<S, B, RB> ResponseFuture<S, B, RB>
@@ -116,12 +135,7 @@ where
         ray_id: (HeaderName, HeaderValue),
     ) -> Self {
         Self {
-            state: State::Reading {
-                read,
-                service: Some(service),
-                parts: Some(parts),
-                _body: PhantomData,
-            },
+            state: State::reading(read, service, parts),
             guard,
             ray_id: Some(ray_id),
         }
@@ -168,7 +182,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            let next = match this.state.as_mut().project() {
                 StateProj::Reading {
                     read,
                     service,
@@ -176,36 +190,18 @@ where
                     ..
                 } => {
                     let outcome = ready!(read.as_mut().poll(cx));
-                    let (Some(mut service), Some(parts)) = (service.take(), parts.take()) else {
+                    let (Some(service), Some(parts)) = (service.take(), parts.take()) else {
                         unreachable!("the request is read once");
                     };
-                    let (data, trailers) = match outcome {
-                        BodyRead::Complete(data, trailers) => (data, trailers),
-                        BodyRead::OverLimit(limit) => {
-                            this.guard.set_request(RequestBody::OverLimit(limit));
-                            this.state.set(State::Rejected {
-                                status: StatusCode::PAYLOAD_TOO_LARGE,
-                            });
-                            continue;
-                        }
-                        BodyRead::Incomplete => {
-                            this.guard.set_request(RequestBody::Incomplete);
-                            this.state.set(State::Rejected {
-                                status: StatusCode::BAD_REQUEST,
-                            });
-                            continue;
-                        }
-                    };
-                    this.guard.set_request(RequestBody::Complete(data.clone()));
-                    let req =
-                        Request::from_parts(parts, AuditRequestBody::buffered(data, trailers));
-                    let future = service.call(req);
-                    this.state.set(State::Calling { future });
+                    call_with_body(this.guard, outcome, service, parts)
                 }
                 StateProj::Calling { future } => {
                     let polled = poll_watched(this.guard, |cx| future.poll(cx), cx);
-                    let mut response = match ready!(polled) {
-                        Ok(response) => response,
+                    match ready!(polled) {
+                        Ok(response) => match release(this.guard, this.ray_id, response) {
+                            Released::Now(response) => return Poll::Ready(Ok(response)),
+                            Released::AfterCommit(held) => State::Committing { held },
+                        },
                         Err(e) => {
                             // The server turns this into a dropped connection: abandoned.
                             if let Some(capture) = this.guard.get_mut() {
@@ -214,99 +210,17 @@ where
                             this.guard.finish(Ending::Abandoned);
                             return Poll::Ready(Err(e));
                         }
-                    };
-                    let identity = Identity::take_from_headers(response.headers_mut());
-                    let mut strict = false;
-                    if let Some(capture) = this.guard.get_mut() {
-                        capture.status = Some(response.status().as_u16());
-                        capture.header_identity = identity;
-                        if capture.response.limit.is_some() {
-                            capture.response_type =
-                                response.headers().get(http::header::CONTENT_TYPE).cloned();
-                        }
-                        strict = capture.strict;
                     }
-                    if let Some((name, value)) = this.ray_id.as_ref() {
-                        response.headers_mut().insert(name.clone(), value.clone());
-                    }
-                    if strict {
-                        let (parts, body) = response.into_parts();
-                        this.state.set(State::Committing {
-                            parts: Some(parts),
-                            body: Some(Box::pin(body)),
-                            frames: VecDeque::new(),
-                            commit: None,
-                        });
-                        continue;
-                    }
-                    // No body follows a HEAD response or a 1xx/204/304: servers (and axum, for
-                    // HEAD) drop it unread, so the exchange is complete with the head.
-                    let status = response.status();
-                    let head = this
-                        .guard
-                        .get_mut()
-                        .is_some_and(|c| c.method == http::Method::HEAD);
-                    if head
-                        || status.is_informational()
-                        || status == StatusCode::NO_CONTENT
-                        || status == StatusCode::NOT_MODIFIED
-                    {
-                        this.guard.finish(Ending::Complete);
-                    }
-                    let guard = this.guard.take();
-                    return Poll::Ready(Ok(response.map(|body| AuditBody::new(body, guard))));
                 }
-                StateProj::Committing {
-                    parts,
-                    body,
-                    frames,
-                    commit,
-                } => {
-                    if commit.is_none() {
-                        ready!(read_held_body(this.guard, body, frames, cx));
-                        // The record is complete as far as it goes: the rest of an over-limit
-                        // body streams after the commit, unrecorded.
-                        match this.guard.take_record(Ending::Complete) {
-                            Some((record, sink)) => *commit = Some(sink.submit_and_commit(record)),
-                            None => *commit = Some(Box::pin(std::future::ready(Ok(())))),
-                        }
-                    }
-                    let Some(pending) = commit.as_mut() else {
-                        unreachable!("set above");
-                    };
-                    let committed = ready!(pending.as_mut().poll(cx));
-                    let Some(parts) = parts.take() else {
-                        unreachable!("the response is released once");
-                    };
-                    if let Err(e) = committed {
-                        tracing::error!(target: "audit", "strict mode: {e}; answering 503");
-                        let mut refusal =
-                            layer_response(StatusCode::SERVICE_UNAVAILABLE, AuditGuard::none());
-                        if let Some((name, value)) = this.ray_id.take() {
-                            refusal.headers_mut().insert(name, value);
-                        }
-                        return Poll::Ready(Ok(refusal));
-                    }
-                    let body = AuditBody::replay(std::mem::take(frames), body.take());
-                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                StateProj::Committing { held } => {
+                    return held.poll_release(this.guard, this.ray_id, cx).map(Ok);
                 }
                 StateProj::Waiting { wait, then } => {
                     ready!(wait.as_mut().poll(cx));
-                    match then.take() {
-                        Some(Then::Call(mut service, req)) => {
-                            let future = service.call(req);
-                            this.state.set(State::Calling { future });
-                        }
-                        Some(Then::Read(read, service, parts)) => {
-                            this.state.set(State::Reading {
-                                read,
-                                service: Some(service),
-                                parts: Some(parts),
-                                _body: PhantomData,
-                            });
-                        }
-                        None => unreachable!("a request goes on once"),
-                    }
+                    let Some(then) = then.take() else {
+                        unreachable!("a request goes on once");
+                    };
+                    then.resume()
                 }
                 StateProj::Rejected { status } => {
                     let status = *status;
@@ -314,61 +228,192 @@ where
                         capture.status = Some(status.as_u16());
                         capture.response = ResponseCopy::new(None);
                     }
-                    let mut response = layer_response(status, this.guard.take());
-                    if let Some((name, value)) = this.ray_id.take() {
-                        response.headers_mut().insert(name, value);
-                    }
+                    let response = layer_response(status, this.guard.take(), this.ray_id.take());
                     return Poll::Ready(Ok(response));
                 }
-            }
+            };
+            this.state.set(next);
         }
     }
 }
 
-/// Reads a held response body into `frames`, copying data for the record, until it ends or
-/// passes the body limit. A body that fails is recorded as abandoned.
-fn read_held_body<RB>(
+/// Calls the service with the body read ahead, or refuses a body that was over the limit or
+/// did not arrive whole.
+fn call_with_body<S, B, RB>(
     guard: &mut AuditGuard,
-    body: &mut Option<Pin<Box<RB>>>,
-    frames: &mut VecDeque<Frame<Bytes>>,
-    cx: &mut Context<'_>,
-) -> Poll<()>
+    outcome: BodyRead,
+    mut service: S,
+    parts: request::Parts,
+) -> State<S::Future, S, B, RB>
 where
-    RB: Body<Data = Bytes>,
+    S: Service<Request<AuditRequestBody<B>>>,
 {
-    loop {
-        let Some(inner) = body.as_mut() else {
-            return Poll::Ready(());
+    let (data, trailers) = match outcome {
+        BodyRead::Complete(data, trailers) => (data, trailers),
+        BodyRead::OverLimit(limit) => {
+            guard.set_request(RequestBody::OverLimit(limit));
+            return State::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+            };
+        }
+        BodyRead::Incomplete => {
+            guard.set_request(RequestBody::Incomplete);
+            return State::Rejected {
+                status: StatusCode::BAD_REQUEST,
+            };
+        }
+    };
+    guard.set_request(RequestBody::Complete(data.clone()));
+    let req = Request::from_parts(parts, AuditRequestBody::buffered(data, trailers));
+    State::Calling {
+        future: service.call(req),
+    }
+}
+
+/// What becomes of the service's response.
+enum Released<RB> {
+    /// It goes to the client now; its record is emitted at the end of its body.
+    Now(Response<AuditBody<RB>>),
+    /// Strict mode: it is held until its record is committed.
+    AfterCommit(Held<RB>),
+}
+
+/// Takes the service's response into the record (status, actor headers, content type) and
+/// echoes the trace id.
+fn release<RB: Body<Data = Bytes>>(
+    guard: &mut AuditGuard,
+    ray_id: &Option<(HeaderName, HeaderValue)>,
+    mut response: Response<RB>,
+) -> Released<RB> {
+    let identity = Identity::take_from_headers(response.headers_mut());
+    let mut strict = false;
+    let mut head = false;
+    if let Some(capture) = guard.get_mut() {
+        capture.status = Some(response.status().as_u16());
+        capture.header_identity = identity;
+        if capture.response.limit.is_some() {
+            capture.response_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+        }
+        strict = capture.strict;
+        head = capture.method == http::Method::HEAD;
+    }
+    if let Some((name, value)) = ray_id {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    if strict {
+        return Released::AfterCommit(Held::new(response));
+    }
+    // No body follows a HEAD response or a 1xx/204/304: servers (and axum, for HEAD) drop it
+    // unread, so the exchange is complete with the head.
+    let status = response.status();
+    if head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        guard.finish(Ending::Complete);
+    }
+    let guard = guard.take();
+    Released::Now(response.map(|body| AuditBody::new(body, guard)))
+}
+
+/// Strict mode: a response held until its record is committed.
+pub(crate) struct Held<RB> {
+    parts: Option<response::Parts>,
+    body: Option<Pin<Box<RB>>>,
+    frames: VecDeque<Frame<Bytes>>,
+    commit: Option<Commit>,
+}
+
+impl<RB: Body<Data = Bytes>> Held<RB> {
+    fn new(response: Response<RB>) -> Self {
+        let (parts, body) = response.into_parts();
+        Self {
+            parts: Some(parts),
+            body: Some(Box::pin(body)),
+            frames: VecDeque::new(),
+            commit: None,
+        }
+    }
+
+    /// Reads the body (up to the body limit) into the record, commits the record, and then
+    /// releases the response, or answers `503` when the commit failed.
+    fn poll_release(
+        &mut self,
+        guard: &mut AuditGuard,
+        ray_id: &mut Option<(HeaderName, HeaderValue)>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Response<AuditBody<RB>>> {
+        if self.commit.is_none() {
+            ready!(self.poll_read(guard, cx));
+            // The record is complete as far as it goes: the rest of an over-limit body streams
+            // after the commit, unrecorded.
+            self.commit = Some(match guard.take_record(Ending::Complete) {
+                Some((record, sink)) => sink.submit_and_commit(record),
+                None => Box::pin(std::future::ready(Ok(()))),
+            });
+        }
+        let Some(pending) = self.commit.as_mut() else {
+            unreachable!("set above");
         };
-        if inner.is_end_stream() {
-            *body = None;
-            return Poll::Ready(());
+        let committed = ready!(pending.as_mut().poll(cx));
+        let Some(parts) = self.parts.take() else {
+            unreachable!("the response is released once");
+        };
+        if let Err(e) = committed {
+            tracing::error!(target: "audit", "strict mode: {e}; answering 503");
+            let refusal = layer_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                AuditGuard::none(),
+                ray_id.take(),
+            );
+            return Poll::Ready(refusal);
         }
-        if guard.get_mut().is_some_and(|c| c.response.is_over_limit()) {
-            return Poll::Ready(());
-        }
-        match ready!(poll_watched(guard, |cx| inner.as_mut().poll_frame(cx), cx)) {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some(capture)) = (frame.data_ref(), guard.get_mut()) {
-                    capture.response.push(data);
+        let body = AuditBody::replay(std::mem::take(&mut self.frames), self.body.take());
+        Poll::Ready(Response::from_parts(parts, body))
+    }
+
+    /// Reads the held body into `frames`, copying data for the record, until it ends or passes
+    /// the body limit. A body that fails is recorded as abandoned.
+    fn poll_read(&mut self, guard: &mut AuditGuard, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(inner) = self.body.as_mut() else {
+                return Poll::Ready(());
+            };
+            if inner.is_end_stream() {
+                self.body = None;
+                return Poll::Ready(());
+            }
+            if guard.get_mut().is_some_and(|c| c.response.is_over_limit()) {
+                return Poll::Ready(());
+            }
+            match ready!(poll_watched(guard, |cx| inner.as_mut().poll_frame(cx), cx)) {
+                Some(Ok(frame)) => {
+                    if let (Some(data), Some(capture)) = (frame.data_ref(), guard.get_mut()) {
+                        capture.response.push(data);
+                    }
+                    self.frames.push_back(frame);
                 }
-                frames.push_back(frame);
-            }
-            Some(Err(_)) => {
-                *body = None;
-                guard.finish(Ending::Abandoned);
-                return Poll::Ready(());
-            }
-            None => {
-                *body = None;
-                return Poll::Ready(());
+                Some(Err(_)) => {
+                    self.body = None;
+                    guard.finish(Ending::Abandoned);
+                    return Poll::Ready(());
+                }
+                None => {
+                    self.body = None;
+                    return Poll::Ready(());
+                }
             }
         }
     }
 }
 
-/// A plain-text response the layer produces itself.
-fn layer_response<RB>(status: StatusCode, guard: AuditGuard) -> Response<AuditBody<RB>> {
+/// A plain-text response the layer produces itself, with the trace id when there is one.
+fn layer_response<RB>(
+    status: StatusCode,
+    guard: AuditGuard,
+    ray_id: Option<(HeaderName, HeaderValue)>,
+) -> Response<AuditBody<RB>> {
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
         StatusCode::SERVICE_UNAVAILABLE => "audit log unavailable",
@@ -380,6 +425,9 @@ fn layer_response<RB>(status: StatusCode, guard: AuditGuard) -> Response<AuditBo
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some((name, value)) = ray_id {
+        response.headers_mut().insert(name, value);
+    }
     response
 }
 

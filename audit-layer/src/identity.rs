@@ -97,15 +97,6 @@ impl Identity {
         }
     }
 
-    /// An account-owned credential acting on the account's behalf, by id.
-    pub fn account_actor(id: impl Into<String>) -> Self {
-        Self {
-            id: Some(id.into()),
-            kind: Some(ActorType::Account),
-            ..Self::default()
-        }
-    }
-
     /// The system itself.
     pub fn system() -> Self {
         Self {

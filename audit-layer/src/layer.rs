@@ -119,7 +119,8 @@ impl AuditLayer {
     }
 
     /// The proxies whose `Forwarded` and `X-Forwarded-For` headers are believed. Defaults to
-    /// none: the client IP is the socket peer's.
+    /// none: the client IP is the socket peer's (see
+    /// [the client address](crate#the-client-address)).
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         Arc::make_mut(&mut self.config).trusted_proxies = TrustedProxies::new(proxies);
         self

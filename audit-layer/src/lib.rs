@@ -40,8 +40,9 @@
 //!   the status, `action.description` from the operation's summary, `resource.*` from the
 //!   matched path template, and the redacted bodies;
 //! - **when**: `action.time`, UTC, milliseconds; `id` is a UUIDv7;
-//! - **where**: account and zone from the path; client IP from the socket, or from forwarding
-//!   headers of [trusted proxies](AuditLayer::trusted_proxies) only;
+//! - **where**: account and zone from the path; client IP from the socket peer (see
+//!   [below](#the-client-address)), or from forwarding headers of
+//!   [trusted proxies](AuditLayer::trusted_proxies) only;
 //! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, ray_id}`.
 //!
 //! Credentials are never recorded: the only header a record keeps is `User-Agent`. Control
@@ -50,9 +51,75 @@
 //! # Failures are recorded too
 //!
 //! Error statuses, a handler panic, a client that goes away mid-request and a request body
-//! over the [limit](AuditLayer::body_limit) all produce a record with `result: failure`. The
-//! response body is never buffered: it streams through, copied up to the limit, and the record
-//! is emitted at its end — or when it is dropped early.
+//! over the [limit](AuditLayer::body_limit) all produce a record with `result: failure`.
+//! Outside strict mode the response body is never buffered: it streams through, copied up to
+//! the limit, and the record is emitted at its end — or when it is dropped early.
+//!
+//! # Policies, sinks and strict mode
+//!
+//! The [policy](AuditPolicy) is compiled once, at start-up: from the app's OpenAPI description
+//! (see [`spec`]: a JSON or YAML document, or a utoipa or openapiv3 value), or operation by
+//! operation with [`AuditPolicy::builder`]. Finished records go to an [`AuditSink`] (see
+//! [`sink`]; the default logs each record through `tracing`, and the `audit-store` crate stores
+//! them). A sink that is full holds requests back before their handlers run
+//! ([backpressure](AuditSink::backpressure)); in [strict mode](AuditLayer::strict) a response
+//! is released only once its record is durably stored.
+//!
+//! # Cargo features
+//!
+//! - `axum` (default): reads what axum puts in the request's extensions. `MatchedPath` names
+//!   the routes the policy does not describe (their records get scope, product and resource
+//!   type from the template axum matched); `ConnectInfo<SocketAddr>` is the client address.
+//! - `validate`: the `schema` module, which checks records against
+//!   `schemas/audit-log.schema.json` (pulls in `jsonschema`); [`MemorySink`](sink::MemorySink)
+//!   then checks every record it receives.
+//! - `utoipa`: compiles policies from a `utoipa::openapi::OpenApi` (OpenAPI 3.1).
+//! - `openapiv3`: compiles policies from an `openapiv3::OpenAPI` (OpenAPI 3.0).
+//!
+//! # Without axum
+//!
+//! With `default-features = false` the layer is a plain tower layer over any
+//! `Service<http::Request<B>>`, and behaves as inside axum in all but two ways. Each request's
+//! operation is found by matching its path against the policy's own templates (inside axum
+//! too, when axum's matched template is not one the policy describes); a request the policy
+//! does not describe still gets a metadata record, without resource names. And the client
+//! address is taken from a [`SocketAddr`](std::net::SocketAddr) alone, as described next.
+//!
+//! # The client address
+//!
+//! The layer reads the socket peer from the request's extensions: axum's
+//! `ConnectInfo<SocketAddr>` (feature `axum`; serve the app with
+//! `into_make_service_with_connect_info::<SocketAddr>()`), otherwise a plain
+//! [`std::net::SocketAddr`] that the server inserted. Without either, `actor.ip_address` is
+//! absent. A server built on hyper inserts the address its listener accepted:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::net::SocketAddr;
+//!
+//! use audit_layer::{AuditLayer, AuditPolicy, AuditRequestBody, sink::MemorySink};
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let records = MemorySink::new();
+//! let svc = ServiceBuilder::new()
+//!     .layer(AuditLayer::new(AuditPolicy::default()).sink(records.clone()))
+//!     .service(service_fn(|_req: Request<AuditRequestBody<Full<Bytes>>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+//!     }));
+//!
+//! let peer: SocketAddr = "192.0.2.7:51000".parse()?;
+//! let mut req = Request::get("/status").body(Full::default())?;
+//! req.extensions_mut().insert(peer);
+//! svc.oneshot(req).await?.into_body().collect().await?;
+//! assert_eq!(records.records()[0].actor.ip_address, Some(peer.ip()));
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -67,6 +134,7 @@ pub mod policy;
 pub mod record;
 pub mod redact;
 #[cfg(feature = "validate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 pub mod schema;
 mod service;
 pub mod sink;

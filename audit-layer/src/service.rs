@@ -1,9 +1,8 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use axum::extract::MatchedPath;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{Extensions, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tower_service::Service;
 use uuid::Uuid;
@@ -17,6 +16,7 @@ use crate::identity::AuditHandle;
 use crate::layer::Config;
 use crate::policy::{AuditLevel, OperationPlan};
 use crate::record::{ActionType, Timestamp};
+use crate::redact::QueryPlan;
 
 /// Middleware that records every request it serves as an audit record.
 ///
@@ -38,9 +38,34 @@ impl<S> Audit<S> {
         Self { inner, config }
     }
 
-    /// The inner service.
+    /// A reference to the inner service.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Clone)]
+    /// struct Upstream {
+    ///     name: &'static str,
+    /// }
+    ///
+    /// let mut audited = AuditLayer::new(AuditPolicy::default()).layer(Upstream { name: "billing" });
+    /// assert_eq!(audited.get_ref().name, "billing");
+    /// audited.get_mut().name = "billing-v2";
+    /// assert_eq!(audited.into_inner().name, "billing-v2");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// A mutable reference to the inner service; see [`get_ref`](Self::get_ref).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the layer; see [`get_ref`](Self::get_ref).
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -60,104 +85,37 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let config = &self.config;
-        let plan = plan_for(config, &req);
+        let plan = plan_for(&self.config, &req);
         if plan.as_ref().is_some_and(|p| !p.audited) {
             let req = req.map(AuditRequestBody::streaming);
             return ResponseFuture::calling(self.inner.call(req), AuditGuard::none(), None);
         }
-
-        let strict = plan
-            .as_ref()
-            .and_then(|p| p.strict)
-            .unwrap_or(config.strict);
-        let time = Timestamp::now();
-        let id = Uuid::now_v7();
-        let ray_id = ray_id(config, &mut req, id);
-        let method = req.method().clone();
-        let action = plan
-            .as_ref()
-            .map_or_else(|| ActionType::from_method(&method), |p| p.action);
-        let records_bodies = action != ActionType::View
-            && method != Method::GET
-            && method != Method::HEAD
-            && plan
-                .as_ref()
-                .is_some_and(|p| p.level >= AuditLevel::Request);
-        let records_response = records_bodies
-            && plan
-                .as_ref()
-                .is_some_and(|p| p.level >= AuditLevel::RequestResponse);
-
-        let handle = AuditHandle::default();
-        req.extensions_mut().insert(handle.clone());
-        let ip = config
-            .trusted_proxies
-            .client_ip(peer_addr(req.extensions()), req.headers());
-        let uri = match &plan {
-            Some(plan) => plan.query.redact_uri(req.uri()),
-            // Undescribed and unmatched: no parameter is auditable. Built once, not per request.
-            None => {
-                static NONE_AUDITABLE: std::sync::OnceLock<crate::redact::QueryPlan> =
-                    std::sync::OnceLock::new();
-                NONE_AUDITABLE
-                    .get_or_init(Default::default)
-                    .redact_uri(req.uri())
-            }
-        };
-        let ids = plan
-            .as_ref()
-            .map(|p| p.template.ids(req.uri().path()))
-            .unwrap_or_default();
-        let user_agent = req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .map(|v| escape::visible(v.as_bytes()).into_owned());
-
-        let capture = Capture {
-            sink: Arc::clone(&config.sink),
-            plan,
-            id,
-            time,
-            method,
-            action,
-            uri,
-            user_agent,
-            ray_id: ray_id.0,
-            ip,
-            ids,
-            handle,
-            request: RequestBody::NotCaptured,
-            request_type: records_bodies
-                .then(|| req.headers().get(http::header::CONTENT_TYPE).cloned())
-                .flatten(),
-            response_type: None,
-            status: None,
-            header_identity: None,
-            response: ResponseCopy::new(records_response.then_some(config.body_limit)),
-            in_service: false,
-            strict,
-        };
-        let mut guard = AuditGuard::new(capture);
+        let Begun {
+            mut guard,
+            ray_id,
+            reads_body,
+        } = begin(&self.config, plan, &mut req);
+        let config = &self.config;
 
         // Strict mode fails closed: no handler runs while its record could not be stored.
-        if strict && !config.sink.is_available() {
-            if let Some(capture) = guard.get_mut() {
-                capture.strict = false;
-            }
-            return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, guard, ray_id.1);
+        if let Some(capture) = guard.get_mut()
+            && capture.strict
+            && !config.sink.is_available()
+        {
+            capture.strict = false;
+            return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, guard, ray_id);
         }
 
         // Backpressure: while the sink is full, the request waits before it is served.
         let wait = config.sink.backpressure();
 
-        if !records_bodies {
+        if !reads_body {
             let req = req.map(AuditRequestBody::streaming);
             let Some(wait) = wait else {
-                return ResponseFuture::calling(self.inner.call(req), guard, Some(ray_id.1));
+                return ResponseFuture::calling(self.inner.call(req), guard, Some(ray_id));
             };
             let inner = self.take_ready();
-            return ResponseFuture::waiting(wait, Then::Call(inner, req), guard, ray_id.1);
+            return ResponseFuture::waiting(wait, Then::Call(inner, req), guard, ray_id);
         }
 
         let limit = config.body_limit;
@@ -167,15 +125,15 @@ where
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
             guard.set_request(RequestBody::OverLimit(limit));
-            return ResponseFuture::rejected(StatusCode::PAYLOAD_TOO_LARGE, guard, ray_id.1);
+            return ResponseFuture::rejected(StatusCode::PAYLOAD_TOO_LARGE, guard, ray_id);
         }
         let inner = self.take_ready();
         let (parts, body) = req.into_parts();
         let read = read_body(body, limit);
         match wait {
-            None => ResponseFuture::reading(read, inner, parts, guard, ray_id.1),
+            None => ResponseFuture::reading(read, inner, parts, guard, ray_id),
             Some(wait) => {
-                ResponseFuture::waiting(wait, Then::Read(read, inner, parts), guard, ray_id.1)
+                ResponseFuture::waiting(wait, Then::Read(read, inner, parts), guard, ray_id)
             }
         }
     }
@@ -191,14 +149,111 @@ impl<S: Clone> Audit<S> {
 }
 
 fn plan_for<B>(config: &Config, req: &Request<B>) -> Option<Arc<OperationPlan>> {
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
+    let matched = matched_template(req.extensions());
     config
         .policy
         .plan_for(req.method(), matched, req.uri().path())
         .or_else(|| matched.and_then(|m| config.policy.undescribed_plan(req.method(), m)))
+}
+
+/// The route template axum matched, when the layer sits inside a `Router` (not for fallbacks).
+#[cfg(feature = "axum")]
+fn matched_template(extensions: &Extensions) -> Option<&str> {
+    extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+}
+
+/// Without axum no router says which template matched: the policy's own templates decide.
+#[cfg(not(feature = "axum"))]
+fn matched_template(_extensions: &Extensions) -> Option<&str> {
+    None
+}
+
+/// A request's record, begun.
+struct Begun {
+    /// Emits the record.
+    guard: AuditGuard,
+    /// The trace-id header, to echo in the response.
+    ray_id: (HeaderName, HeaderValue),
+    /// Whether the request body is read ahead of the handler, for the record.
+    reads_body: bool,
+}
+
+/// Begins the record of `req` with what is known when it arrives, and gives the request its
+/// [`AuditHandle`] and trace id.
+fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request<B>) -> Begun {
+    let strict = plan
+        .as_ref()
+        .and_then(|p| p.strict)
+        .unwrap_or(config.strict);
+    let time = Timestamp::now();
+    let id = Uuid::now_v7();
+    let (ray_id, ray_id_header) = ray_id(config, req, id);
+    let method = req.method().clone();
+    let action = plan
+        .as_ref()
+        .map_or_else(|| ActionType::from_method(&method), |p| p.action);
+    let level = plan.as_ref().map(|p| p.level);
+    let records_bodies = action != ActionType::View
+        && method != Method::GET
+        && method != Method::HEAD
+        && level.is_some_and(|level| level >= AuditLevel::Request);
+    let records_response =
+        records_bodies && level.is_some_and(|level| level >= AuditLevel::RequestResponse);
+
+    let handle = AuditHandle::default();
+    req.extensions_mut().insert(handle.clone());
+    let capture = Capture {
+        sink: Arc::clone(&config.sink),
+        ip: config
+            .trusted_proxies
+            .client_ip(peer_addr(req.extensions()), req.headers()),
+        uri: recorded_uri(plan.as_deref(), req.uri()),
+        ids: plan
+            .as_ref()
+            .map(|p| p.template.ids(req.uri().path()))
+            .unwrap_or_default(),
+        user_agent: req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .map(|v| escape::visible(v.as_bytes()).into_owned()),
+        request_type: records_bodies
+            .then(|| req.headers().get(http::header::CONTENT_TYPE).cloned())
+            .flatten(),
+        plan,
+        id,
+        time,
+        method,
+        action,
+        ray_id,
+        handle,
+        request: RequestBody::NotCaptured,
+        response_type: None,
+        status: None,
+        header_identity: None,
+        response: ResponseCopy::new(records_response.then_some(config.body_limit)),
+        in_service: false,
+        strict,
+    };
+    Begun {
+        guard: AuditGuard::new(capture),
+        ray_id: ray_id_header,
+        reads_body: records_bodies,
+    }
+}
+
+/// `raw.uri`: the path and query, with the values of the parameters the operation does not
+/// mark auditable redacted.
+fn recorded_uri(plan: Option<&OperationPlan>, uri: &Uri) -> String {
+    match plan {
+        Some(plan) => plan.query.redact_uri(uri),
+        // Undescribed and unmatched: no parameter is auditable. Built once, not per request.
+        None => {
+            static NONE_AUDITABLE: OnceLock<QueryPlan> = OnceLock::new();
+            NONE_AUDITABLE.get_or_init(Default::default).redact_uri(uri)
+        }
+    }
 }
 
 /// The request's trace id, as a string for the record and as a header to echo.

@@ -3,29 +3,38 @@
 //! real server live in the workspace's `tests/` crate.
 
 use std::convert::Infallible;
+use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
 use crate::record::{ActionResult, ActionType, AuditRecord};
 use crate::sink::MemorySink;
-use crate::{AuditBody, AuditLayer, AuditPolicy, AuditRequestBody, Operation};
+use crate::{
+    Audit, AuditBody, AuditLayer, AuditPolicy, AuditRequestBody, AuditSink, Backpressure, Commit,
+    NotCommitted, Operation,
+};
 
+const TEMPLATE: &str = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
 const POLICY_PATH: &str = "/accounts/acc_1/alerting/v3/policies/pol_1";
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The request the inner services here receive.
+type Req = Request<AuditRequestBody<Full<Bytes>>>;
+
 fn policy() -> AuditPolicy {
-    let template = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
     AuditPolicy::builder()
-        .operation(Operation::new(Method::PUT, template).summary("Update a Notification policy"))
-        .operation(Operation::new(Method::GET, template).summary("Get a Notification policy"))
+        .operation(Operation::new(Method::PUT, TEMPLATE).summary("Update a Notification policy"))
+        .operation(Operation::new(Method::GET, TEMPLATE).summary("Get a Notification policy"))
         .operation(Operation::new(Method::GET, "/healthz").not_audited())
         .build()
         .expect("valid policy")
@@ -35,12 +44,59 @@ fn layer(sink: &MemorySink) -> AuditLayer {
     AuditLayer::new(policy()).sink(sink.clone())
 }
 
+/// `inner` behind `layer`, stacked as an app stacks them.
+fn audited<S>(layer: AuditLayer, inner: S) -> Audit<S> {
+    ServiceBuilder::new().layer(layer).service(inner)
+}
+
 fn put(body: &'static str) -> Request<Full<Bytes>> {
     Request::put(POLICY_PATH)
         .header("content-type", "application/json")
         .header("user-agent", "Postman")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("valid request")
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .body(Full::default())
+        .expect("valid request")
+}
+
+/// Calls `svc` once it is ready, as a server does.
+async fn serve<S, R>(svc: &mut S, req: R) -> S::Response
+where
+    S: Service<R>,
+    S::Error: Debug,
+{
+    svc.ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("served")
+}
+
+/// The whole body of `response`.
+async fn body_of<B>(response: Response<B>) -> Bytes
+where
+    B: http_body::Body,
+    B::Error: Debug,
+{
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+}
+
+fn recorded_request(record: &AuditRecord) -> Option<Value> {
+    record.resource.request.as_ref().map(|b| b.to_value())
+}
+
+fn recorded_response(record: &AuditRecord) -> Option<Value> {
+    record.resource.response.as_ref().map(|b| b.to_value())
 }
 
 async fn only_record(sink: &MemorySink) -> AuditRecord {
@@ -59,13 +115,9 @@ async fn only_record(sink: &MemorySink) -> AuditRecord {
 /// An inner service that echoes the request body and counts its calls.
 fn echo(
     calls: Arc<AtomicUsize>,
-) -> impl Service<
-    Request<AuditRequestBody<Full<Bytes>>>,
-    Response = Response<Full<Bytes>>,
-    Error = BoxError,
-    Future = impl Send,
-> + Clone {
-    service_fn(move |req: Request<AuditRequestBody<Full<Bytes>>>| {
+) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = BoxError, Future = impl Send> + Clone
+{
+    service_fn(move |req: Req| {
         let calls = Arc::clone(&calls);
         async move {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -87,22 +139,14 @@ fn echo(
 async fn a_request_becomes_exactly_one_record_and_the_handler_sees_identical_bytes() {
     let sink = MemorySink::new();
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(echo(calls.clone()));
+    let svc = audited(layer(&sink), echo(calls.clone()));
     let body = r#"{"name":"Advanced Security Events Alert","enabled":false}"#;
 
     let response = svc.oneshot(put(body)).await.expect("served");
     assert_eq!(response.status(), StatusCode::OK);
     let request_id = response.headers()["x-request-id"].clone();
     assert_eq!(response.headers()["x-seen-request-id"], request_id);
-    let echoed = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(echoed, body.as_bytes());
+    assert_eq!(body_of(response).await, body.as_bytes());
 
     let record = only_record(&sink).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -117,33 +161,27 @@ async fn a_request_becomes_exactly_one_record_and_the_handler_sees_identical_byt
         record.action.description.as_deref(),
         Some("Update a Notification policy")
     );
-    assert_eq!(record.account.map(|a| a.id).as_deref(), Some("acc_1"));
+    assert_eq!(
+        record.account.as_ref().map(|a| a.id.as_str()),
+        Some("acc_1")
+    );
     assert_eq!(record.resource.id.as_deref(), Some("pol_1"));
     assert_eq!(record.resource.scope.as_deref(), Some("accounts"));
     assert_eq!(record.resource.product.as_deref(), Some("alerting"));
     assert_eq!(record.resource.kind.as_deref(), Some("policies"));
-    assert_eq!(
-        record.resource.request.as_ref().map(|b| b.to_value()),
-        Some(json!({}))
-    );
-    assert_eq!(
-        record.resource.response.as_ref().map(|b| b.to_value()),
-        Some(json!({}))
-    );
+    assert_eq!(recorded_request(&record), Some(json!({})));
+    assert_eq!(recorded_response(&record), Some(json!({})));
     assert_eq!(record.id.get_version_num(), 7);
 }
 
 #[tokio::test]
 async fn views_carry_no_bodies() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(echo(Arc::default()));
+    let svc = audited(layer(&sink), echo(Arc::default()));
     let req = Request::get(POLICY_PATH)
         .body(Full::new(Bytes::from_static(b"{\"sneaky\":1}")))
         .expect("valid request");
-    let response = svc.oneshot(req).await.expect("served");
-    response.into_body().collect().await.expect("body");
+    body_of(svc.oneshot(req).await.expect("served")).await;
     let record = only_record(&sink).await;
     assert_eq!(record.action.kind, ActionType::View);
     assert_eq!(record.resource.request, None);
@@ -153,42 +191,23 @@ async fn views_carry_no_bodies() {
 #[tokio::test]
 async fn operations_not_audited_leave_no_record() {
     let sink = MemorySink::new();
-    let mut svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(echo(Arc::default()));
-    let health = Request::get("/healthz")
-        .body(Full::default())
-        .expect("valid request");
-    let response = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(health)
-        .await
-        .expect("served");
+    let mut svc = audited(layer(&sink), echo(Arc::default()));
+    let response = serve(&mut svc, get("/healthz")).await;
     assert!(!response.headers().contains_key("x-request-id"));
-    response.into_body().collect().await.expect("body");
-    let response = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(put("{}"))
-        .await
-        .expect("served");
-    response.into_body().collect().await.expect("body");
+    body_of(response).await;
+    body_of(serve(&mut svc, put("{}")).await).await;
     assert_eq!(only_record(&sink).await.raw.uri, POLICY_PATH);
 }
 
 #[tokio::test]
 async fn a_client_gone_before_the_response_is_recorded_as_499() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(service_fn(
-            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-                std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>().await
-            },
-        ));
+    let svc = audited(
+        layer(&sink),
+        service_fn(|_req: Req| async {
+            std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>().await
+        }),
+    );
     let call = svc.oneshot(put("{}"));
     assert!(
         tokio::time::timeout(Duration::from_millis(20), call)
@@ -199,7 +218,7 @@ async fn a_client_gone_before_the_response_is_recorded_as_499() {
     assert_eq!(record.raw.status_code, 499);
     assert_eq!(record.action.result, ActionResult::Failure);
     assert_eq!(
-        record.resource.request.as_ref().map(|b| b.to_value()),
+        recorded_request(&record),
         Some(json!({})),
         "the body had been read"
     );
@@ -208,16 +227,15 @@ async fn a_client_gone_before_the_response_is_recorded_as_499() {
 #[tokio::test]
 async fn a_handler_panic_is_recorded_as_a_500_failure() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(service_fn(
-            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-                if true {
-                    panic!("handler bug");
-                }
-                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-            },
-        ));
+    let svc = audited(
+        layer(&sink),
+        service_fn(|_req: Req| async {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }),
+    );
     let joined = tokio::spawn(svc.oneshot(put("{}"))).await;
     assert!(joined.expect_err("the panic propagates").is_panic());
     let record = only_record(&sink).await;
@@ -228,13 +246,12 @@ async fn a_handler_panic_is_recorded_as_a_500_failure() {
 #[tokio::test]
 async fn an_inner_service_error_is_recorded_and_passed_on() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(service_fn(
-            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-                Err::<Response<Empty<Bytes>>, BoxError>("upstream refused".into())
-            },
-        ));
+    let svc = audited(
+        layer(&sink),
+        service_fn(|_req: Req| async {
+            Err::<Response<Empty<Bytes>>, BoxError>("upstream refused".into())
+        }),
+    );
     let err = svc
         .oneshot(put("{}"))
         .await
@@ -251,39 +268,31 @@ type Chunks = StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Byt
 
 fn streaming_service(
     chunks: usize,
-) -> impl Service<
-    Request<AuditRequestBody<Full<Bytes>>>,
-    Response = Response<Chunks>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone {
-    service_fn(
-        move |_req: Request<AuditRequestBody<Full<Bytes>>>| async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            tokio::spawn(async move {
-                for i in 0..chunks {
-                    let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; 64 * 1024]);
-                    if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-                        return;
-                    }
+) -> impl Service<Req, Response = Response<Chunks>, Error = Infallible, Future = impl Send> + Clone
+{
+    service_fn(move |_req: Req| async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for i in 0..chunks {
+                let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; 64 * 1024]);
+                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    return;
                 }
-                let mut trailers = HeaderMap::new();
-                trailers.insert("x-checksum", HeaderValue::from_static("abc"));
-                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
-            });
-            Ok(Response::new(StreamBody::new(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            )))
-        },
-    )
+            }
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+            let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+        });
+        Ok(Response::new(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    })
 }
 
 #[tokio::test]
 async fn streaming_responses_pass_through_and_are_recorded_at_their_end() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink).body_limit(1024))
-        .service(streaming_service(32));
+    let svc = audited(layer(&sink).body_limit(1024), streaming_service(32));
     let response = svc.oneshot(put("{}")).await.expect("served");
     let mut body = response.into_body();
     let mut received = 0;
@@ -306,7 +315,7 @@ async fn streaming_responses_pass_through_and_are_recorded_at_their_end() {
     let record = only_record(&sink).await;
     assert_eq!(record.action.result, ActionResult::Success);
     assert_eq!(
-        record.resource.response.as_ref().map(|b| b.to_value()),
+        recorded_response(&record),
         Some(
             json!({"_truncated": "the response body exceeded the audit body limit of 1024 bytes"})
         )
@@ -316,9 +325,7 @@ async fn streaming_responses_pass_through_and_are_recorded_at_their_end() {
 #[tokio::test]
 async fn a_response_dropped_mid_stream_is_a_failure() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(streaming_service(32));
+    let svc = audited(layer(&sink), streaming_service(32));
     let response = svc.oneshot(put("{}")).await.expect("served");
     let mut body = response.into_body();
     body.frame().await.expect("a first frame").expect("ok");
@@ -327,7 +334,7 @@ async fn a_response_dropped_mid_stream_is_a_failure() {
     assert_eq!(record.raw.status_code, 200);
     assert_eq!(record.action.result, ActionResult::Failure);
     assert_eq!(
-        record.resource.response.as_ref().map(|b| b.to_value()),
+        recorded_response(&record),
         Some(json!({"_truncated": "the response ended before it was complete"}))
     );
 }
@@ -335,15 +342,14 @@ async fn a_response_dropped_mid_stream_is_a_failure() {
 #[tokio::test]
 async fn an_empty_response_is_complete_even_if_never_polled() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(service_fn(
-            |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
-                let mut response = Response::new(Empty::<Bytes>::new());
-                *response.status_mut() = StatusCode::NO_CONTENT;
-                Ok::<_, Infallible>(response)
-            },
-        ));
+    let svc = audited(
+        layer(&sink),
+        service_fn(|_req: Req| async {
+            let mut response = Response::new(Empty::<Bytes>::new());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            Ok::<_, Infallible>(response)
+        }),
+    );
     let response: Response<AuditBody<Empty<Bytes>>> = svc.oneshot(put("{}")).await.expect("served");
     drop(response);
     let record = only_record(&sink).await;
@@ -357,22 +363,14 @@ async fn an_empty_response_is_complete_even_if_never_polled() {
 async fn a_declared_body_over_the_limit_is_refused_without_running_the_handler() {
     let sink = MemorySink::new();
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink).body_limit(16))
-        .service(echo(calls.clone()));
+    let svc = audited(layer(&sink).body_limit(16), echo(calls.clone()));
     let response = svc
         .oneshot(put(r#"{"name":"longer than sixteen bytes"}"#))
         .await
         .expect("served");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(response.headers().contains_key("x-request-id"));
-    let text = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(text, "request body too large");
+    assert_eq!(body_of(response).await, "request body too large");
     let record = only_record(&sink).await;
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -380,7 +378,7 @@ async fn a_declared_body_over_the_limit_is_refused_without_running_the_handler()
         (413, ActionResult::Failure)
     );
     assert_eq!(
-        record.resource.request.as_ref().map(|b| b.to_value()),
+        recorded_request(&record),
         Some(json!({"_truncated": "the request body exceeded the audit body limit of 16 bytes"}))
     );
 }
@@ -390,14 +388,13 @@ async fn a_streamed_body_over_the_limit_is_refused_as_it_arrives() {
     let sink = MemorySink::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let calls_in = calls.clone();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink).body_limit(100))
-        .service(service_fn(
-            move |_req: Request<AuditRequestBody<StreamBody<_>>>| {
-                calls_in.fetch_add(1, Ordering::SeqCst);
-                async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
-            },
-        ));
+    let svc = audited(
+        layer(&sink).body_limit(100),
+        service_fn(move |_req: Request<AuditRequestBody<StreamBody<_>>>| {
+            calls_in.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
+        }),
+    );
     let chunks = (0..10).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[b'x'; 30]))));
     let req = Request::put(POLICY_PATH)
         .body(StreamBody::new(tokio_stream::iter(chunks)))
@@ -413,15 +410,14 @@ async fn a_streamed_body_over_the_limit_is_refused_as_it_arrives() {
 #[tokio::test]
 async fn a_body_that_fails_midway_is_recorded_as_truncated() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(service_fn(
-            |_req: Request<AuditRequestBody<StreamBody<_>>>| async {
-                unreachable!("the handler must not run without its body");
-                #[allow(unreachable_code)]
-                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-            },
-        ));
+    let svc = audited(
+        layer(&sink),
+        service_fn(|_req: Request<AuditRequestBody<StreamBody<_>>>| async {
+            unreachable!("the handler must not run without its body");
+            #[allow(unreachable_code)]
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }),
+    );
     let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
         Ok(Frame::data(Bytes::from_static(b"{\"na"))),
         Err(std::io::Error::new(
@@ -438,7 +434,7 @@ async fn a_body_that_fails_midway_is_recorded_as_truncated() {
     let record = only_record(&sink).await;
     assert_eq!(record.action.result, ActionResult::Failure);
     assert_eq!(
-        record.resource.request.as_ref().map(|b| b.to_value()),
+        recorded_request(&record),
         Some(json!({"_truncated": "the request body ended before it was complete"}))
     );
 }
@@ -446,19 +442,11 @@ async fn a_body_that_fails_midway_is_recorded_as_truncated() {
 #[tokio::test]
 async fn undescribed_requests_still_produce_a_metadata_record() {
     let sink = MemorySink::new();
-    let svc = ServiceBuilder::new()
-        .layer(layer(&sink))
-        .service(echo(Arc::default()));
+    let svc = audited(layer(&sink), echo(Arc::default()));
     let req = Request::post("/somewhere/else?secret=s3cr3t")
         .body(Full::new(Bytes::from_static(b"{\"password\":\"hunter2\"}")))
         .expect("valid request");
-    let response = svc.oneshot(req).await.expect("served");
-    let echoed = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let echoed = body_of(svc.oneshot(req).await.expect("served")).await;
     assert_eq!(
         echoed, "{\"password\":\"hunter2\"}",
         "the body reaches the handler"
@@ -474,28 +462,78 @@ async fn undescribed_requests_still_produce_a_metadata_record() {
     );
 }
 
+#[tokio::test]
+async fn the_client_address_is_a_socket_addr_the_server_put_in_the_extensions() {
+    let sink = MemorySink::new();
+    let svc = audited(layer(&sink), echo(Arc::default()));
+    let mut req = put("{}");
+    req.extensions_mut()
+        .insert(SocketAddr::from(([192, 0, 2, 7], 51000)));
+    body_of(svc.oneshot(req).await.expect("served")).await;
+    let record = only_record(&sink).await;
+    assert_eq!(record.actor.ip_address, Some([192, 0, 2, 7].into()));
+}
+
+/// Inside an axum `Router`: described operations are found either way; a route the policy does
+/// not describe is named by axum's `MatchedPath` with the `axum` feature, and not without it.
+#[tokio::test]
+async fn undescribed_routes_are_named_by_axum_with_the_axum_feature() {
+    let sink = MemorySink::new();
+    let ok = || async { "{}" };
+    let mut app = axum::Router::new()
+        .route("/zones/{zone_id}/dns_records", axum::routing::post(ok))
+        .route(TEMPLATE, axum::routing::put(ok))
+        .layer(layer(&sink));
+    for req in [
+        Request::post("/zones/z_1/dns_records"),
+        Request::put(POLICY_PATH),
+    ] {
+        let req = req.body(axum::body::Body::empty()).expect("valid request");
+        body_of(serve(&mut app, req).await).await;
+    }
+    let records = sink.wait_for(2, WAIT).await;
+    let named = cfg!(feature = "axum");
+    let undescribed = &records[0];
+    assert_eq!(
+        undescribed.zone.as_ref().map(|z| z.id.as_str()),
+        named.then_some("z_1")
+    );
+    assert_eq!(
+        undescribed.resource.scope.as_deref(),
+        named.then_some("zones")
+    );
+    assert_eq!(
+        undescribed.resource.kind.as_deref(),
+        named.then_some("dns_records")
+    );
+    assert_eq!(
+        records[1].action.description.as_deref(),
+        Some("Update a Notification policy")
+    );
+}
+
 /// A sink for strict mode: availability and commit outcomes set by the test.
 #[derive(Clone, Default)]
 struct CommitSink {
     records: MemorySink,
-    unavailable: Arc<std::sync::atomic::AtomicBool>,
-    fail: Arc<std::sync::atomic::AtomicBool>,
-    release: Arc<tokio::sync::Notify>,
+    unavailable: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+    release: Arc<Notify>,
 }
 
-impl crate::AuditSink for CommitSink {
+impl AuditSink for CommitSink {
     fn submit(&self, record: AuditRecord) {
-        crate::AuditSink::submit(&self.records, record);
+        self.records.submit(record);
     }
 
-    fn submit_and_commit(&self, record: AuditRecord) -> crate::Commit {
+    fn submit_and_commit(&self, record: AuditRecord) -> Commit {
         let this = self.clone();
         Box::pin(async move {
             this.release.notified().await;
             if this.fail.load(Ordering::SeqCst) {
-                return Err(crate::NotCommitted::Dropped);
+                return Err(NotCommitted::Dropped);
             }
-            crate::AuditSink::submit(&this.records, record);
+            this.records.submit(record);
             Ok(())
         })
     }
@@ -505,12 +543,15 @@ impl crate::AuditSink for CommitSink {
     }
 }
 
+/// The test policy's operations, all strict, recorded into `sink`.
+fn strict_layer(sink: &CommitSink) -> AuditLayer {
+    AuditLayer::new(policy()).sink(sink.clone()).strict(true)
+}
+
 #[tokio::test]
 async fn strict_mode_releases_the_response_only_after_the_commit() {
     let sink = CommitSink::default();
-    let svc = ServiceBuilder::new()
-        .layer(AuditLayer::new(policy()).sink(sink.clone()).strict(true))
-        .service(echo(Arc::default()));
+    let svc = audited(strict_layer(&sink), echo(Arc::default()));
     let call = tokio::spawn(svc.oneshot(put(r#"{"name":"x"}"#)));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!call.is_finished(), "the response waits for the commit");
@@ -525,18 +566,9 @@ async fn strict_mode_releases_the_response_only_after_the_commit() {
     );
     let hint = http_body::Body::size_hint(response.body());
     assert_eq!(hint.exact(), Some(12), "a held body keeps its exact size");
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(body, r#"{"name":"x"}"#);
+    assert_eq!(body_of(response).await, r#"{"name":"x"}"#);
     let record = sink.records.records().remove(0);
-    assert_eq!(
-        record.resource.response.as_ref().map(|b| b.to_value()),
-        Some(json!({}))
-    );
+    assert_eq!(recorded_response(&record), Some(json!({})));
 }
 
 #[tokio::test]
@@ -544,18 +576,10 @@ async fn strict_mode_fails_closed_before_the_handler_when_the_store_is_unavailab
     let sink = CommitSink::default();
     sink.unavailable.store(true, Ordering::SeqCst);
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(AuditLayer::new(policy()).sink(sink.clone()).strict(true))
-        .service(echo(calls.clone()));
+    let svc = audited(strict_layer(&sink), echo(calls.clone()));
     let response = svc.oneshot(put("{}")).await.expect("served");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let text = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(text, "audit log unavailable");
+    assert_eq!(body_of(response).await, "audit log unavailable");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran");
     let record = only_record(&sink.records).await;
     assert_eq!(
@@ -568,9 +592,7 @@ async fn strict_mode_fails_closed_before_the_handler_when_the_store_is_unavailab
 async fn strict_mode_answers_503_when_the_commit_fails() {
     let sink = CommitSink::default();
     sink.fail.store(true, Ordering::SeqCst);
-    let svc = ServiceBuilder::new()
-        .layer(AuditLayer::new(policy()).sink(sink.clone()).strict(true))
-        .service(echo(Arc::default()));
+    let svc = audited(strict_layer(&sink), echo(Arc::default()));
     let call = tokio::spawn(svc.oneshot(put("{}")));
     tokio::time::sleep(Duration::from_millis(20)).await;
     sink.release.notify_one();
@@ -583,33 +605,18 @@ async fn strict_mode_answers_503_when_the_commit_fails() {
 async fn strictness_is_set_per_operation_too() {
     let sink = CommitSink::default();
     sink.unavailable.store(true, Ordering::SeqCst);
-    let template = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
     let policy = AuditPolicy::builder()
-        .operation(Operation::new(Method::PUT, template).strict(true))
-        .operation(Operation::new(Method::GET, template))
+        .operation(Operation::new(Method::PUT, TEMPLATE).strict(true))
+        .operation(Operation::new(Method::GET, TEMPLATE))
         .build()
         .expect("valid policy");
-    let mut svc = ServiceBuilder::new()
-        .layer(AuditLayer::new(policy).sink(sink.clone()))
-        .service(echo(Arc::default()));
-    let put_response = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(put("{}"))
-        .await
-        .expect("served");
+    let mut svc = audited(
+        AuditLayer::new(policy).sink(sink.clone()),
+        echo(Arc::default()),
+    );
+    let put_response = serve(&mut svc, put("{}")).await;
     assert_eq!(put_response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let get = Request::get(POLICY_PATH)
-        .body(Full::default())
-        .expect("request");
-    let get_response = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(get)
-        .await
-        .expect("served");
+    let get_response = serve(&mut svc, get(POLICY_PATH)).await;
     assert_eq!(
         get_response.status(),
         StatusCode::OK,
@@ -621,16 +628,16 @@ async fn strictness_is_set_per_operation_too() {
 #[derive(Clone, Default)]
 struct FullSink {
     records: MemorySink,
-    full: Arc<std::sync::atomic::AtomicBool>,
-    open: Arc<tokio::sync::Notify>,
+    full: Arc<AtomicBool>,
+    open: Arc<Notify>,
 }
 
-impl crate::AuditSink for FullSink {
+impl AuditSink for FullSink {
     fn submit(&self, record: AuditRecord) {
-        crate::AuditSink::submit(&self.records, record);
+        self.records.submit(record);
     }
 
-    fn backpressure(&self) -> Option<crate::Backpressure> {
+    fn backpressure(&self) -> Option<Backpressure> {
         if !self.full.load(Ordering::SeqCst) {
             return None;
         }
@@ -644,21 +651,16 @@ async fn backpressure_holds_audited_requests_before_the_handler_runs() {
     let sink = FullSink::default();
     sink.full.store(true, Ordering::SeqCst);
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(AuditLayer::new(policy()).sink(sink.clone()))
-        .service(echo(calls.clone()));
+    let svc = audited(
+        AuditLayer::new(policy()).sink(sink.clone()),
+        echo(calls.clone()),
+    );
 
     // A body-recording PUT and a GET both wait; neither handler runs, nothing is recorded.
     let put_call = tokio::spawn(svc.clone().oneshot(put(r#"{"name":"x"}"#)));
-    let get = Request::get(POLICY_PATH)
-        .body(Full::default())
-        .expect("request");
-    let get_call = tokio::spawn(svc.clone().oneshot(get));
+    let get_call = tokio::spawn(svc.clone().oneshot(get(POLICY_PATH)));
     // An unaudited operation never waits.
-    let health = Request::get("/healthz")
-        .body(Full::default())
-        .expect("request");
-    let response = tokio::time::timeout(WAIT, svc.clone().oneshot(health))
+    let response = tokio::time::timeout(WAIT, svc.clone().oneshot(get("/healthz")))
         .await
         .expect("the health check does not wait")
         .expect("served");
@@ -683,7 +685,7 @@ async fn backpressure_holds_audited_requests_before_the_handler_runs() {
             .expect("joined")
             .expect("served");
         assert_eq!(response.status(), StatusCode::OK);
-        response.into_body().collect().await.expect("body");
+        body_of(response).await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let records = sink.records.wait_for(2, WAIT).await;
@@ -692,7 +694,7 @@ async fn backpressure_holds_audited_requests_before_the_handler_runs() {
         .find(|r| r.raw.method == "PUT")
         .expect("the PUT is recorded");
     assert_eq!(
-        put_record.resource.request.as_ref().map(|b| b.to_value()),
+        recorded_request(put_record),
         Some(json!({})),
         "the body read after the wait is captured (and redacted: nothing is marked)"
     );

@@ -7,7 +7,7 @@
 //!
 //! Requests to routes the policy does not describe are still recorded, with metadata only (no
 //! bodies): their resource names come from axum's `MatchedPath` when the layer sits inside a
-//! `Router`.
+//! `Router` (feature `axum`), and are absent otherwise.
 //!
 //! ```
 //! use audit_layer::{AuditLevel, AuditPolicy, Operation};
@@ -475,11 +475,8 @@ impl AuditPolicy {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Option<RedactedBody> {
-        let plan = self.plan_ref(method, None, path)?;
-        if !plan.audited || plan.level < AuditLevel::Request {
-            return None;
-        }
-        plan.request
+        self.recording(method, path, AuditLevel::Request)?
+            .request
             .redact_typed(content_type.map(str::as_bytes), body)
     }
 
@@ -493,12 +490,15 @@ impl AuditPolicy {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Option<RedactedBody> {
-        let plan = self.plan_ref(method, None, path)?;
-        if !plan.audited || plan.level < AuditLevel::RequestResponse {
-            return None;
-        }
-        plan.response
+        self.recording(method, path, AuditLevel::RequestResponse)?
+            .response
             .redact_typed(status, content_type.map(str::as_bytes), body)
+    }
+
+    /// The plan of `method path` when its records keep at least `level`.
+    fn recording(&self, method: &Method, path: &str, level: AuditLevel) -> Option<&OperationPlan> {
+        let plan = self.plan_ref(method, None, path)?;
+        (plan.audited && plan.level >= level).then_some(&**plan)
     }
 
     /// The metadata-only plan for a route axum matched that the policy does not describe.

@@ -188,10 +188,10 @@ fn is_version(segment: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn names(t: &str) -> (Option<String>, Option<String>, Option<String>) {
+    /// (scope, product, resource type) of a template.
+    fn names(t: &str) -> [Option<String>; 3] {
         let t = RouteTemplate::parse(t).unwrap();
-        let s = |v: &Option<Arc<str>>| v.as_deref().map(str::to_owned);
-        (s(&t.scope), s(&t.product), s(&t.kind))
+        [&t.scope, &t.product, &t.kind].map(|v| v.as_deref().map(str::to_owned))
     }
 
     fn o(s: &str) -> Option<String> {
@@ -200,25 +200,33 @@ mod tests {
 
     #[test]
     fn resource_names_follow_the_original_system() {
-        assert_eq!(
-            names("/accounts/{account_id}/alerting/v3/policies/{policy_id}"),
-            (o("accounts"), o("alerting"), o("policies"))
-        );
-        assert_eq!(
-            names("/accounts/{account_id}"),
-            (o("accounts"), o("accounts"), o("accounts"))
-        );
-        assert_eq!(
-            names("/accounts/{account_id}/members"),
-            (o("accounts"), o("members"), o("members"))
-        );
-        assert_eq!(
-            names("/zones/{zone_id}/dns_records/{record_id}"),
-            (o("zones"), o("dns_records"), o("dns_records"))
-        );
-        assert_eq!(names("/zones"), (o("zones"), o("zones"), o("zones")));
-        assert_eq!(names("/login"), (o("login"), o("login"), o("login")));
-        assert_eq!(names("/"), (None, None, None));
+        for (template, [scope, product, kind]) in [
+            (
+                "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
+                ["accounts", "alerting", "policies"],
+            ),
+            (
+                "/accounts/{account_id}",
+                ["accounts", "accounts", "accounts"],
+            ),
+            (
+                "/accounts/{account_id}/members",
+                ["accounts", "members", "members"],
+            ),
+            (
+                "/zones/{zone_id}/dns_records/{record_id}",
+                ["zones", "dns_records", "dns_records"],
+            ),
+            ("/zones", ["zones", "zones", "zones"]),
+            ("/login", ["login", "login", "login"]),
+        ] {
+            assert_eq!(
+                names(template),
+                [o(scope), o(product), o(kind)],
+                "{template}"
+            );
+        }
+        assert_eq!(names("/"), [None, None, None]);
     }
 
     #[test]

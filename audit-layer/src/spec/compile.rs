@@ -161,15 +161,8 @@ impl<'d> Compiler<'d> {
         if let Some(summary) = op.get("summary").and_then(Value::as_str) {
             operation = operation.summary(summary);
         }
-        match op.get("x-audit") {
-            None | Some(Value::Bool(true)) => {}
-            Some(Value::Bool(false)) => operation = operation.not_audited(),
-            Some(_) => {
-                return Err(spec_error(
-                    &format!("{ptr}/x-audit"),
-                    "x-audit must be true or false",
-                ));
-            }
+        if extension_bool(op, "x-audit", ptr)? == Some(false) {
+            operation = operation.not_audited();
         }
         if let Some(action) = extension_str(op, "x-audit-action", ptr)? {
             let action: ActionType = action
@@ -177,15 +170,8 @@ impl<'d> Compiler<'d> {
                 .map_err(|e| spec_error(&format!("{ptr}/x-audit-action"), format!("{e}")))?;
             operation = operation.action(action);
         }
-        match op.get("x-audit-strict") {
-            None => {}
-            Some(Value::Bool(strict)) => operation = operation.strict(*strict),
-            Some(_) => {
-                return Err(spec_error(
-                    &format!("{ptr}/x-audit-strict"),
-                    "x-audit-strict must be true or false",
-                ));
-            }
+        if let Some(strict) = extension_bool(op, "x-audit-strict", ptr)? {
+            operation = operation.strict(strict);
         }
         if let Some(level) = extension_str(op, "x-audit-level", ptr)? {
             let level: AuditLevel = level
@@ -610,6 +596,21 @@ fn extension_str<'a>(
         Some(_) => Err(spec_error(
             &format!("{ptr}/{name}"),
             format!("{name} must be a non-empty string"),
+        )),
+    }
+}
+
+fn extension_bool(
+    op: &Map<String, Value>,
+    name: &str,
+    ptr: &str,
+) -> Result<Option<bool>, PolicyError> {
+    match op.get(name) {
+        None => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        Some(_) => Err(spec_error(
+            &format!("{ptr}/{name}"),
+            format!("{name} must be true or false"),
         )),
     }
 }

@@ -185,6 +185,7 @@ impl IntoAuditPolicy for &OpenApiDocument {
 }
 
 #[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 impl IntoAuditPolicy for utoipa::openapi::OpenApi {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
         (&self).into_audit_policy()
@@ -192,17 +193,15 @@ impl IntoAuditPolicy for utoipa::openapi::OpenApi {
 }
 
 #[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 impl IntoAuditPolicy for &utoipa::openapi::OpenApi {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
-        let document = serde_json::to_value(self).map_err(|e| PolicyError::Parse {
-            source_name: "the utoipa OpenApi".into(),
-            message: format!("does not serialize: {e}"),
-        })?;
-        OpenApiDocument::from_value(document).into_audit_policy()
+        compile_serialized(self, "the utoipa OpenApi")
     }
 }
 
 #[cfg(feature = "openapiv3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapiv3")))]
 impl IntoAuditPolicy for openapiv3::OpenAPI {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
         (&self).into_audit_policy()
@@ -210,14 +209,24 @@ impl IntoAuditPolicy for openapiv3::OpenAPI {
 }
 
 #[cfg(feature = "openapiv3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapiv3")))]
 impl IntoAuditPolicy for &openapiv3::OpenAPI {
     fn into_audit_policy(self) -> Result<Arc<AuditPolicy>, PolicyError> {
-        let document = serde_json::to_value(self).map_err(|e| PolicyError::Parse {
-            source_name: "the openapiv3 OpenAPI".into(),
-            message: format!("does not serialize: {e}"),
-        })?;
-        OpenApiDocument::from_value(document).into_audit_policy()
+        compile_serialized(self, "the openapiv3 OpenAPI")
     }
+}
+
+/// Compiles a description held as another crate's type, through the JSON it serializes to.
+#[cfg(any(feature = "utoipa", feature = "openapiv3"))]
+fn compile_serialized(
+    description: &impl serde::Serialize,
+    source_name: &str,
+) -> Result<Arc<AuditPolicy>, PolicyError> {
+    let document = serde_json::to_value(description).map_err(|e| PolicyError::Parse {
+        source_name: source_name.into(),
+        message: format!("does not serialize: {e}"),
+    })?;
+    OpenApiDocument::from_value(document).into_audit_policy()
 }
 
 #[cfg(test)]

@@ -338,18 +338,17 @@ fn yaml_and_json_documents_are_read_alike() {
     let json_text = serde_json::to_string(from_yaml.as_value()).expect("json");
     let from_json = OpenApiDocument::from_str_any(&json_text).expect("json");
     assert_eq!(from_yaml.as_value(), from_json.as_value());
-    let err = OpenApiDocument::from_yaml_str("openapi: [unclosed")
-        .expect_err("bad yaml")
-        .to_string();
-    assert!(
-        err.starts_with("cannot read the OpenAPI document: invalid YAML"),
-        "{err}"
-    );
-    let err = OpenApiDocument::from_path("/nonexistent/api.yaml")
-        .expect_err("no file")
-        .to_string();
-    assert!(
-        err.starts_with("cannot read /nonexistent/api.yaml: cannot read the file"),
-        "{err}"
-    );
+    for (read, expected) in [
+        (
+            OpenApiDocument::from_yaml_str("openapi: [unclosed"),
+            "cannot read the OpenAPI document: invalid YAML",
+        ),
+        (
+            OpenApiDocument::from_path("/nonexistent/api.yaml"),
+            "cannot read /nonexistent/api.yaml: cannot read the file",
+        ),
+    ] {
+        let err = read.expect_err(expected).to_string();
+        assert!(err.starts_with(expected), "{err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The invariants the fuzz targets check, shared by `fuzz/fuzz_targets/*.rs` (through
 //! `#[path]`) and by the corpus replay test `tests/fuzz_corpus.rs` (through `mod`), so that CI
-//! runs exactly the checks the fuzzer runs.
+//! runs exactly the checks the fuzzer runs. `tests/redaction_fixture.rs` takes the marker
+//! reasons from here too.
 //!
 //! Two entry points, one per fuzz target; each panics on a violated invariant:
 //!
@@ -42,7 +43,7 @@ use serde_json::{Map, Value};
 pub(crate) const FIXTURE: &str = include_str!("../../../schemas/fixtures/alerting-3.0.yaml");
 
 /// Reasons a body may be replaced by a marker. Parse failures are `"<reason> at byte <n>"`.
-const PARSE_REASONS: &[&str] = &[
+pub(crate) const PARSE_REASONS: &[&str] = &[
     "invalid UTF-8",
     "the body is empty",
     "the body is not a JSON object or array",
@@ -65,7 +66,7 @@ const PARSE_REASONS: &[&str] = &[
 ];
 
 /// Markers that say why a body was not read at all.
-const OTHER_REASONS: &[&str] = &[
+pub(crate) const OTHER_REASONS: &[&str] = &[
     "the body has no content type",
     "the content type is not described for this operation",
     "bodies of this content type are not recorded",
