@@ -10,6 +10,14 @@
 //! then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
 //! databases), [`verify`], and on top [`pipeline`] and [`query`].
 
+// Without a SQL backend (`--no-default-features`) the crate still builds, for an application's
+// own store behind the traits; the helpers only the SQL stores use are then unused.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, unused_imports)
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod chain;
 mod error;
 pub mod model;
@@ -27,6 +35,8 @@ struct ReadmeDoctests;
 pub use error::{Result, StoreError};
 pub use sqlx;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::sqlite::SqliteStore;

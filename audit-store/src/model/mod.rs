@@ -9,7 +9,9 @@ mod record;
 
 pub(crate) use chain::Link;
 pub use chain::{ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, ScannedLink};
+pub(crate) use columns::index_of;
+#[cfg(feature = "sqlite")]
+pub(crate) use columns::text_columns;
 pub use columns::{COLUMNS, ColumnType, ColumnValue, LINK_COLUMNS, StoredColumn};
-pub(crate) use columns::{index_of, text_columns};
 pub use query::{Column, ColumnFilter, Direction, FilterValue, PageRow, RecordQuery};
 pub use record::StoredRecord;

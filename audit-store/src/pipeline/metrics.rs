@@ -120,6 +120,7 @@ impl PipelineMetrics {
     /// assert!(text.contains("audit_records_stored_total 0\n"));
     /// ```
     #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write;
         let values = [

@@ -13,15 +13,21 @@
 //! own module holds only what its database does differently (how a batch goes in, how a whole
 //! store is scanned, SQLite's WAL checkpoints, PostgreSQL's partitions).
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod chained;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod scan;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod shared;
 #[doc(hidden)]
 pub mod sql;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
 use std::future::Future;
