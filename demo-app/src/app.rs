@@ -25,13 +25,7 @@ use utoipa_axum::routes;
 use crate::auth::require_auth;
 use crate::db::Db;
 use crate::products::{accounts, alerting, dns, login, members, tokens, zones};
-
-/// What every handler shares.
-#[derive(Clone, Debug)]
-pub(crate) struct AppState {
-    /// The app's own database.
-    pub(crate) db: Db,
-}
+use crate::state::AppState;
 
 /// The document's fixed parts; the operations come from the routers in [`routes()`].
 #[derive(OpenApi)]

@@ -15,10 +15,13 @@
 //! PostgreSQL `DATABASE_URL` both live in that one database, each with its own migrations
 //! table.
 
+mod api;
 mod app;
 mod auth;
 mod db;
 mod products;
+mod secrets;
+mod state;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,8 +33,9 @@ use audit_store::store::ChainedStore;
 use audit_store::{PostgresStore, SqliteStore};
 use clap::Parser;
 
-use crate::app::{AppDirectory, AppState};
+use crate::app::AppDirectory;
 use crate::db::{Db, SeedConfig, SeededAccount, seed_ids};
+use crate::state::AppState;
 
 /// The seeded users' password when `DEMO_PASSWORD` is not set.
 const DEFAULT_PASSWORD: &str = "demo-password";

@@ -20,11 +20,11 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use super::*;
-use crate::auth::sha256_hex;
+use crate::db::seed::tests::{seeded_db, test_seed_config};
 use crate::db::seed_ids::{
     ALICE, BOB, DEMO_ACCOUNT, EXAMPLE_ZONE, OTHER_ACCOUNT, OTHER_ZONE, POLICY,
 };
-use crate::db::tests::{seeded_db, test_seed_config};
+use crate::secrets::sha256_hex;
 
 const REGENERATE: &str =
     "regenerate it with: cargo run -p demo-app -- --print-openapi > schemas/demo-openapi.json";

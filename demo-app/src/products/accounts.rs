@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, check_name, rfc3339};
-use crate::app::AppState;
+use crate::api::{ApiError, ApiJson, ErrorBody, check_name};
 use crate::auth::Principal;
-use crate::db::{Db, on_db};
+use crate::db::{Db, on_db, rfc3339};
+use crate::state::AppState;
 
 /// An account.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -12,10 +12,10 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, check_name, new_id, now_ms, rfc3339};
-use crate::app::AppState;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, check_name};
 use crate::auth::AuditFacts;
-use crate::db::{Db, on_db};
+use crate::db::{Db, new_id, now_ms, on_db, rfc3339};
+use crate::state::AppState;
 
 /// A notification policy, as read.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -12,11 +12,11 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, limit_offset, new_id, now_ms, rfc3339};
-use crate::app::AppState;
+use super::zones::zone_name;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, limit_offset};
 use crate::auth::AuditFacts;
-use crate::db::{Db, on_db};
-use crate::products::zones::zone_name;
+use crate::db::{Db, new_id, now_ms, on_db, rfc3339};
+use crate::state::AppState;
 
 /// The record types the demo serves.
 pub(crate) const TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "MX", "NS", "TXT"];

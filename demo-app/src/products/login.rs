@@ -18,13 +18,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, now_ms, rfc3339};
-use crate::app::AppState;
-use crate::auth::{
-    AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, hash_password, new_secret,
-    session_cookie, sha256_hex, verify_password,
-};
-use crate::db::on_db;
+use crate::api::{ApiError, ApiJson, ErrorBody};
+use crate::auth::{AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, session_cookie};
+use crate::db::{now_ms, on_db, rfc3339};
+use crate::secrets::{hash_password, new_secret, sha256_hex, verify_password};
+use crate::state::AppState;
 
 /// Credentials.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -11,10 +11,11 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, check_name, new_id, now_ms, rfc3339};
-use crate::app::AppState;
-use crate::auth::{AuditFacts, Principal, new_secret, sha256_hex};
-use crate::db::on_db;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, check_name};
+use crate::auth::{AuditFacts, Principal};
+use crate::db::{new_id, now_ms, on_db, rfc3339};
+use crate::secrets::{new_secret, sha256_hex};
+use crate::state::AppState;
 
 /// An API token, without its value.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -10,13 +10,10 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    ApiError, ApiJson, ErrorBody, ResourceId, is_unique_violation, limit_offset, new_id, now_ms,
-    rfc3339,
-};
-use crate::app::AppState;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, limit_offset};
 use crate::auth::{AuditFacts, Principal};
-use crate::db::{Db, on_db};
+use crate::db::{Db, is_unique_violation, new_id, now_ms, on_db, rfc3339};
+use crate::state::AppState;
 
 /// A zone (a domain).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
