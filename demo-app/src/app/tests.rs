@@ -20,6 +20,7 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use super::*;
+use crate::db::Db;
 use crate::db::seed::tests::{seeded_db, test_seed_config};
 use crate::db::seed_ids::{
     ALICE, BOB, DEMO_ACCOUNT, EXAMPLE_ZONE, OTHER_ACCOUNT, OTHER_ZONE, POLICY,
