@@ -1,6 +1,7 @@
 //! The HTTP shapes every product shares: the error answer ([`ApiError`], [`ErrorBody`]), the
 //! JSON body extractor ([`ApiJson`]), the `{"id": ...}` answer of writes ([`ResourceId`]),
-//! paging ([`limit_offset`]) and name checks ([`check_name`]).
+//! fetch-or-404 ([`found`], [`changed`]), paging ([`limit_offset`]) and name checks
+//! ([`check_name`]).
 
 use axum::Json;
 use axum::extract::{FromRequest, Request};
@@ -104,6 +105,21 @@ pub(crate) struct ResourceId {
     /// The id of the resource written.
     #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) id: String,
+}
+
+/// The answer of a read: the resource, or `404 <what> not found` when there is none (or it
+/// is not the caller's).
+pub(crate) fn found<T>(resource: Option<T>, what: &'static str) -> Result<Json<T>, ApiError> {
+    resource.map(Json).ok_or(ApiError::NotFound(what))
+}
+
+/// The outcome of a write that names its resource: `Ok` when it changed a row, `404 <what> not
+/// found` when it changed none.
+pub(crate) fn changed(rows: u64, what: &'static str) -> Result<(), ApiError> {
+    if rows == 0 {
+        return Err(ApiError::NotFound(what));
+    }
+    Ok(())
 }
 
 /// `(limit, offset)` for SQL from the `page` (from 1) and `per_page` (1–500, default 50) query

@@ -166,7 +166,7 @@ pub(crate) async fn require_auth(
 }
 
 /// The account that owns `zone_id`, if the zone exists.
-async fn zone_account(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn zone_account(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
     on_db!(db, p => sqlx::query_scalar("SELECT account_id FROM zones WHERE id = $1")
         .bind(zone_id)
         .fetch_optional(p)

@@ -2,7 +2,8 @@
 //! of the app's tables, the ids and times its rows hold, and the demo seed ([`seed`]).
 //!
 //! Every query is written once, in the SQL both databases accept (`$1` placeholders,
-//! `ON CONFLICT`), and run on whichever pool is configured through [`on_db!`].
+//! `ON CONFLICT`), and run on whichever pool is configured through [`on_db!`] (or, for a
+//! statement whose changed rows are all that matters, [`execute!`]).
 //!
 //! Below the HTTP layers: it uses [`crate::secrets`] (to seed hashed credentials) and nothing
 //! else of the crate.
@@ -46,6 +47,15 @@ macro_rules! on_db {
     };
 }
 pub(crate) use on_db;
+
+/// Runs the statement `$query` (a `sqlx::query(...)` with its binds) on `$db` and evaluates to
+/// the number of rows it changed: `Result<u64, sqlx::Error>`, whichever the backend.
+macro_rules! execute {
+    ($db:expr, $query:expr) => {
+        $crate::db::on_db!($db, pool => $query.execute(pool).await.map(|r| r.rows_affected()))
+    };
+}
+pub(crate) use execute;
 
 impl Db {
     /// Opens (creating if missing) a SQLite file in WAL mode, as the audit store does.
