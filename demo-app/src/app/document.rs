@@ -1,11 +1,11 @@
 //! The OpenAPI document's fixed parts ([`ApiDoc`]: title, tags, the two ways to
 //! authenticate) and its JSON text ([`json_text`]). The operations come from the routers in
-//! [`super::routes`].
+//! [`super::routes()`].
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// The document's fixed parts; the operations come from the routers in [`super::routes`].
+/// The document's fixed parts; the operations come from the routers in [`super::routes()`].
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -1,5 +1,5 @@
 //! The application's own database: the connection pool (SQLite or PostgreSQL), the migrations
-//! of the app's tables, the ids and times its rows hold, and the demo seed ([`seed`]).
+//! of the app's tables, the ids and times its rows hold, and the demo seed ([`mod@seed`]).
 //!
 //! Every query is written once, in the SQL both databases accept (`$1` placeholders,
 //! `ON CONFLICT`), and run on whichever pool is configured through [`on_db!`] (or, for a
