@@ -19,12 +19,9 @@
 //! (which the audit pipeline fills in). A zone id that does not exist files the record in the
 //! caller's home account.
 //!
-//! Secrets are stored hashed only: passwords with argon2id ([`hash_password`]), API tokens
-//! and session ids, which are long random values, with SHA-256 ([`sha256_hex`]).
+//! Secrets are stored hashed only (see [`crate::secrets`]): API tokens and session ids are
+//! looked up by their SHA-256.
 
-use std::fmt::Write as _;
-
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use audit_layer::record::ActorContext;
 use audit_layer::{AuditHandle, Identity};
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
@@ -33,20 +30,17 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
-use crate::db::{Db, on_db};
-use crate::products::{ApiError, now_ms};
+use crate::api::ApiError;
+use crate::db::{Db, now_ms, on_db};
+use crate::secrets::sha256_hex;
+use crate::state::AppState;
 
 /// The name of the dashboard session cookie.
 pub(crate) const SESSION_COOKIE: &str = "demo_session";
 
 /// How long a dashboard session lasts: 8 hours.
 pub(crate) const SESSION_TTL_MS: i64 = 8 * 60 * 60 * 1000;
-
-/// The prefix of every API token and session id the app generates.
-const SECRET_PREFIX: &str = "demo_";
 
 /// An authenticated caller, in the request's extensions for the handlers.
 #[derive(Clone, Debug)]
@@ -172,7 +166,7 @@ pub(crate) async fn require_auth(
 }
 
 /// The account that owns `zone_id`, if the zone exists.
-async fn zone_account(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn zone_account(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
     on_db!(db, p => sqlx::query_scalar("SELECT account_id FROM zones WHERE id = $1")
         .bind(zone_id)
         .fetch_optional(p)
@@ -281,89 +275,10 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// A new random secret (API token value or session id): `demo_` and 48 hex digits, 192 bits
-/// from the operating system's CSPRNG.
-///
-/// # Panics
-///
-/// If the operating system has no randomness to give, which leaves nothing safe to do.
-pub(crate) fn new_secret() -> String {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-    let mut secret = String::from(SECRET_PREFIX);
-    secret.push_str(&hex(&bytes));
-    secret
-}
-
-/// The SHA-256 of `secret`, in hex: how API tokens and session ids are stored and looked up.
-/// A fast hash is right for them: they are long random values, not guessable passwords.
-pub(crate) fn sha256_hex(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-/// The argon2id hasher: the crate's defaults (19 MiB, 2 passes), the OWASP recommendation.
-/// Unit tests use the cheapest parameters, since debug builds of argon2 are slow.
-fn argon2() -> Argon2<'static> {
-    if cfg!(test) {
-        argon2::Params::new(8, 1, 1, None).map_or_else(|_| Argon2::default(), Argon2::from)
-    } else {
-        Argon2::default()
-    }
-}
-
-/// Hashes a password with argon2id and a random salt, as a PHC string.
-///
-/// # Panics
-///
-/// If the operating system has no randomness to give, or argon2 rejects its own defaults.
-pub(crate) fn hash_password(password: &str) -> String {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).expect("the OS random number generator failed");
-    argon2()
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .expect("argon2 hashes with its default parameters")
-        .to_string()
-}
-
-/// Whether `password` matches the PHC string `hash`. A malformed hash matches nothing.
-pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
-    argon2().verify_password(password.as_bytes(), hash).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    #[test]
-    fn passwords_are_salted_and_verified() {
-        let a = hash_password("hunter2 hunter2");
-        let b = hash_password("hunter2 hunter2");
-        assert_ne!(a, b, "each hash has its own salt");
-        assert!(a.starts_with("$argon2id$"), "{a}");
-        assert!(verify_password("hunter2 hunter2", &a));
-        assert!(!verify_password("hunter3 hunter3", &a));
-        assert!(!verify_password("hunter2 hunter2", "not a hash"));
-    }
-
-    #[test]
-    fn secrets_are_random_and_stored_as_sha256() {
-        let a = new_secret();
-        assert_eq!(a.len(), SECRET_PREFIX.len() + 48);
-        assert_ne!(a, new_secret());
-        assert_eq!(
-            sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[test]
     fn the_session_cookie_is_found_among_others() {

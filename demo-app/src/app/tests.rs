@@ -20,11 +20,12 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use super::*;
-use crate::auth::sha256_hex;
+use crate::db::Db;
+use crate::db::seed::tests::{seeded_db, test_seed_config};
 use crate::db::seed_ids::{
     ALICE, BOB, DEMO_ACCOUNT, EXAMPLE_ZONE, OTHER_ACCOUNT, OTHER_ZONE, POLICY,
 };
-use crate::db::tests::{seeded_db, test_seed_config};
+use crate::secrets::sha256_hex;
 
 const REGENERATE: &str =
     "regenerate it with: cargo run -p demo-app -- --print-openapi > schemas/demo-openapi.json";
@@ -167,14 +168,29 @@ impl TestApp {
         }
     }
 
+    async fn get(&self, uri: &str, caller: Caller<'_>) -> Reply {
+        self.send(Method::GET, uri, caller, None).await
+    }
+
+    async fn delete(&self, uri: &str, caller: Caller<'_>) -> Reply {
+        self.send(Method::DELETE, uri, caller, None).await
+    }
+
+    async fn post(&self, uri: &str, caller: Caller<'_>, body: Value) -> Reply {
+        self.send(Method::POST, uri, caller, Some(body)).await
+    }
+
+    async fn put(&self, uri: &str, caller: Caller<'_>, body: Value) -> Reply {
+        self.send(Method::PUT, uri, caller, Some(body)).await
+    }
+
     /// Logs in and returns the session cookie's value.
     async fn login(&self, email: &str, password: &str) -> String {
         let reply = self
-            .send(
-                Method::POST,
+            .post(
                 "/login",
                 Caller::Anonymous,
-                Some(json!({"email": email, "password": password})),
+                json!({"email": email, "password": password}),
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -250,20 +266,13 @@ async fn a_policy_update_is_recorded_like_the_announcements_sample() {
     let session = app.login("alice@example.com", &app.password).await;
     let uri = policy_uri(DEMO_ACCOUNT, POLICY);
     let reply = app
-        .send(
-            Method::PUT,
-            &uri,
-            Caller::Session(&session),
-            Some(sample_policy_update()),
-        )
+        .put(&uri, Caller::Session(&session), sample_policy_update())
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body, json!({"id": POLICY}));
     let ray_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
     // The write happened.
-    let read = app
-        .send(Method::GET, &uri, Caller::Session(&session), None)
-        .await;
+    let read = app.get(&uri, Caller::Session(&session)).await;
     assert_eq!(read.body["enabled"], json!(false));
     assert_eq!(read.body["mechanisms"]["email"][0]["id"], "soc@example.com");
 
@@ -331,27 +340,35 @@ async fn a_policy_update_is_recorded_like_the_announcements_sample() {
     assert_eq!(record["resource"]["response"], json!({"id": POLICY}));
 }
 
-#[tokio::test]
-async fn no_password_or_token_value_reaches_a_record() {
-    let (app, stored) = TestApp::with_store().await;
-    let wrong_password = "CANARY-wrong-password";
-    let bogus_token = "demo_CANARY0000000000000000000000000000000000000";
+/// The secrets [`token_lifecycle`] sends or receives.
+struct LifecycleSecrets {
+    session: String,
+    token_id: String,
+    token: String,
+}
 
+/// A wrong password tried at login: a canary no record may hold.
+const WRONG_PASSWORD: &str = "CANARY-wrong-password";
+/// A token no account has: a canary no record may hold.
+const BOGUS_TOKEN: &str = "demo_CANARY0000000000000000000000000000000000000";
+
+/// Logs in wrongly, unknown and rightly; creates a token, uses it, revokes it and uses it
+/// again; writes the policy with the admin token, reads zones as the other account, and sends
+/// a bogus token: ten requests, each checked as it is answered.
+async fn token_lifecycle(app: &TestApp) -> LifecycleSecrets {
     let failed = app
-        .send(
-            Method::POST,
+        .post(
             "/login",
             Caller::Anonymous,
-            Some(json!({"email": "alice@example.com", "password": wrong_password})),
+            json!({"email": "alice@example.com", "password": WRONG_PASSWORD}),
         )
         .await;
     assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
     let unknown = app
-        .send(
-            Method::POST,
+        .post(
             "/login",
             Caller::Anonymous,
-            Some(json!({"email": "nobody@example.com", "password": wrong_password})),
+            json!({"email": "nobody@example.com", "password": WRONG_PASSWORD}),
         )
         .await;
     assert_eq!(
@@ -361,62 +378,66 @@ async fn no_password_or_token_value_reaches_a_record() {
     let session = app.login("alice@example.com", &app.password).await;
 
     let created = app
-        .send(
-            Method::POST,
+        .post(
             &format!("/accounts/{DEMO_ACCOUNT}/tokens"),
             Caller::Session(&session),
-            Some(json!({"name": "CI deploys"})),
+            json!({"name": "CI deploys"}),
         )
         .await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     let token_id = created.body["id"].as_str().unwrap().to_owned();
     let token = created.body["value"].as_str().unwrap().to_owned();
-    let zones = app
-        .send(Method::GET, "/zones", Caller::Token(&token), None)
-        .await;
+    let zones = app.get("/zones", Caller::Token(&token)).await;
     assert_eq!(zones.status, StatusCode::OK);
-    app.send(
-        Method::PUT,
+    app.put(
         &policy_uri(DEMO_ACCOUNT, POLICY),
         Caller::Token(&app.admin_token),
-        Some(sample_policy_update()),
+        sample_policy_update(),
     )
     .await;
-    app.send(Method::GET, "/zones", Caller::Token(&app.other_token), None)
-        .await;
+    app.get("/zones", Caller::Token(&app.other_token)).await;
     let revoked = app
-        .send(
-            Method::DELETE,
+        .delete(
             &format!("/accounts/{DEMO_ACCOUNT}/tokens/{token_id}"),
             Caller::Token(&token),
-            None,
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK);
-    let after = app
-        .send(Method::GET, "/zones", Caller::Token(&token), None)
-        .await;
+    let after = app.get("/zones", Caller::Token(&token)).await;
     assert_eq!(
         after.status,
         StatusCode::UNAUTHORIZED,
         "a revoked token no longer works"
     );
-    let bogus = app
-        .send(Method::GET, "/zones", Caller::Token(bogus_token), None)
-        .await;
+    let bogus = app.get("/zones", Caller::Token(BOGUS_TOKEN)).await;
     assert_eq!(bogus.status, StatusCode::UNAUTHORIZED);
+    LifecycleSecrets {
+        session,
+        token_id,
+        token,
+    }
+}
+
+#[tokio::test]
+async fn no_password_or_token_value_reaches_a_record() {
+    let (app, stored) = TestApp::with_store().await;
+    let LifecycleSecrets {
+        session,
+        token_id,
+        token,
+    } = token_lifecycle(&app).await;
 
     let texts = stored.records().await;
     let records = parse(&texts);
     assert_eq!(records.len(), 10, "{texts:#?}");
     let secrets = [
         app.password.as_str(),
-        wrong_password,
+        WRONG_PASSWORD,
         app.admin_token.as_str(),
         app.other_token.as_str(),
         token.as_str(),
         session.as_str(),
-        bogus_token,
+        BOGUS_TOKEN,
         "CANARY",
     ];
     for text in &texts {
@@ -493,27 +514,20 @@ async fn another_accounts_resources_are_not_found() {
     let bob = Caller::Token(&app.other_token);
     let alice = Caller::Token(&app.admin_token);
 
-    let theirs = app
-        .send(Method::GET, &format!("/accounts/{DEMO_ACCOUNT}"), bob, None)
-        .await;
-    let nobodys = app
-        .send(Method::GET, "/accounts/acc_nobody", alice, None)
-        .await;
+    let theirs = app.get(&format!("/accounts/{DEMO_ACCOUNT}"), bob).await;
+    let nobodys = app.get("/accounts/acc_nobody", alice).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     assert_eq!(theirs.body, nobodys.body, "no hint that the account exists");
 
     let write = app
-        .send(
-            Method::PUT,
+        .put(
             &policy_uri(DEMO_ACCOUNT, POLICY),
             bob,
-            Some(sample_policy_update()),
+            sample_policy_update(),
         )
         .await;
     assert_eq!(write.status, StatusCode::NOT_FOUND);
-    let policy = app
-        .send(Method::GET, &policy_uri(DEMO_ACCOUNT, POLICY), alice, None)
-        .await;
+    let policy = app.get(&policy_uri(DEMO_ACCOUNT, POLICY), alice).await;
     assert_eq!(policy.body["enabled"], json!(true), "unchanged");
 
     for method in [Method::GET, Method::DELETE] {
@@ -523,38 +537,25 @@ async fn another_accounts_resources_are_not_found() {
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
     }
     let dns = app
-        .send(
-            Method::GET,
-            &format!("/zones/{EXAMPLE_ZONE}/dns_records"),
-            bob,
-            None,
-        )
+        .get(&format!("/zones/{EXAMPLE_ZONE}/dns_records"), bob)
         .await;
     assert_eq!(dns.status, StatusCode::NOT_FOUND);
     let create = app
-        .send(
-            Method::POST,
+        .post(
             "/zones",
             bob,
-            Some(json!({"name": "sneaky.example.net", "account": {"id": DEMO_ACCOUNT}})),
+            json!({"name": "sneaky.example.net", "account": {"id": DEMO_ACCOUNT}}),
         )
         .await;
     assert_eq!(create.status, StatusCode::NOT_FOUND);
-    let zone = app
-        .send(Method::GET, &format!("/zones/{EXAMPLE_ZONE}"), alice, None)
-        .await;
+    let zone = app.get(&format!("/zones/{EXAMPLE_ZONE}"), alice).await;
     assert_eq!(zone.status, StatusCode::OK, "still there");
-    let listed = app.send(Method::GET, "/zones", bob, None).await;
+    let listed = app.get("/zones", bob).await;
     assert_eq!(listed.body.as_array().unwrap().len(), 1);
     assert_eq!(listed.body[0]["id"], OTHER_ZONE);
 
     let anonymous = app
-        .send(
-            Method::GET,
-            &format!("/accounts/{DEMO_ACCOUNT}"),
-            Caller::Anonymous,
-            None,
-        )
+        .get(&format!("/accounts/{DEMO_ACCOUNT}"), Caller::Anonymous)
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 
@@ -587,50 +588,37 @@ async fn another_accounts_resources_are_not_found() {
 }
 
 #[tokio::test]
-async fn products_keep_their_state_and_record_what_changed() {
+async fn zones_and_dns_records_keep_their_state_and_record_what_changed() {
     let (app, records) = TestApp::with_memory_sink().await;
     let alice = Caller::Token(&app.admin_token);
 
-    // Zones and DNS records.
     let zone = app
-        .send(
-            Method::POST,
-            "/zones",
-            alice,
-            Some(json!({"name": "Shop.Example.NET."})),
-        )
+        .post("/zones", alice, json!({"name": "Shop.Example.NET."}))
         .await;
     assert_eq!(zone.status, StatusCode::OK, "{}", zone.body);
     assert_eq!(zone.body["name"], "shop.example.net");
     assert_eq!(zone.body["account"]["id"], DEMO_ACCOUNT);
     let zone_id = zone.body["id"].as_str().unwrap().to_owned();
     let again = app
-        .send(
-            Method::POST,
-            "/zones",
-            alice,
-            Some(json!({"name": "shop.example.net"})),
-        )
+        .post("/zones", alice, json!({"name": "shop.example.net"}))
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     let records_uri = format!("/zones/{zone_id}/dns_records");
     let record = app
-        .send(
-            Method::POST,
+        .post(
             &records_uri,
             alice,
-            Some(json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true, "comment": "ask Bob"})),
+            json!({"type": "A", "name": "www", "content": "192.0.2.7", "proxied": true, "comment": "ask Bob"}),
         )
         .await;
     assert_eq!(record.status, StatusCode::OK, "{}", record.body);
     assert_eq!(record.body["name"], "www.shop.example.net");
     let record_id = record.body["id"].as_str().unwrap().to_owned();
     let invalid = app
-        .send(
-            Method::POST,
+        .post(
             &records_uri,
             alice,
-            Some(json!({"type": "A", "name": "www", "content": "nope"})),
+            json!({"type": "A", "name": "www", "content": "nope"}),
         )
         .await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
@@ -642,139 +630,22 @@ async fn products_keep_their_state_and_record_what_changed() {
     );
     let record_uri = format!("{records_uri}/{record_id}");
     let updated = app
-        .send(
-            Method::PUT,
+        .put(
             &record_uri,
             alice,
-            Some(json!({"type": "A", "name": "www", "content": "192.0.2.8", "ttl": 300})),
+            json!({"type": "A", "name": "www", "content": "192.0.2.8", "ttl": 300}),
         )
         .await;
     assert_eq!(updated.body["content"], "192.0.2.8");
     assert_eq!(updated.body["ttl"], 300);
-    let listed = app
-        .send(Method::GET, &format!("{records_uri}?type=a"), alice, None)
-        .await;
+    let listed = app.get(&format!("{records_uri}?type=a"), alice).await;
     assert_eq!(listed.body.as_array().unwrap().len(), 1);
-    let deleted = app.send(Method::DELETE, &record_uri, alice, None).await;
+    let deleted = app.delete(&record_uri, alice).await;
     assert_eq!(deleted.body, json!({"id": record_id}));
-    let gone = app.send(Method::GET, &record_uri, alice, None).await;
+    let gone = app.get(&record_uri, alice).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 
-    // Members.
-    let added = app
-        .send(
-            Method::POST,
-            &format!("/accounts/{DEMO_ACCOUNT}/members"),
-            alice,
-            Some(json!({"email": "carol@example.com", "role": "member"})),
-        )
-        .await;
-    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
-    assert_eq!(added.body["status"], "pending");
-    let carol = added.body["id"].as_str().unwrap().to_owned();
-    let members = app
-        .send(
-            Method::GET,
-            &format!("/accounts/{DEMO_ACCOUNT}/members"),
-            alice,
-            None,
-        )
-        .await;
-    assert_eq!(members.body.as_array().unwrap().len(), 2);
-    let last_admin = app
-        .send(
-            Method::DELETE,
-            &format!("/accounts/{DEMO_ACCOUNT}/members/{ALICE}"),
-            alice,
-            None,
-        )
-        .await;
-    assert_eq!(last_admin.status, StatusCode::BAD_REQUEST);
-    let removed = app
-        .send(
-            Method::DELETE,
-            &format!("/accounts/{DEMO_ACCOUNT}/members/{carol}"),
-            alice,
-            None,
-        )
-        .await;
-    assert_eq!(removed.status, StatusCode::OK);
-
-    // The account.
-    let renamed = app
-        .send(
-            Method::PATCH,
-            &format!("/accounts/{DEMO_ACCOUNT}"),
-            alice,
-            Some(json!({"name": "Example account (renamed)", "settings": {"enforce_twofactor": true}})),
-        )
-        .await;
-    assert_eq!(renamed.body["name"], "Example account (renamed)");
-    assert_eq!(renamed.body["settings"]["enforce_twofactor"], true);
-
-    // Policies: create, list, delete.
-    let created = app
-        .send(
-            Method::POST,
-            &format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies"),
-            alice,
-            Some(
-                json!({"name": "DNS changes", "enabled": true, "alert_type": "dns_record_change",
-                        "filters": {"zones": [OTHER_ZONE]}}),
-            ),
-        )
-        .await;
-    assert_eq!(
-        created.status,
-        StatusCode::BAD_REQUEST,
-        "another account's zone"
-    );
-    let created = app
-        .send(
-            Method::POST,
-            &format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies"),
-            alice,
-            Some(
-                json!({"name": "DNS changes", "enabled": true, "alert_type": "dns_record_change"}),
-            ),
-        )
-        .await;
-    let policy_id = created.body["id"].as_str().unwrap().to_owned();
-    let policies = app
-        .send(
-            Method::GET,
-            &format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies"),
-            alice,
-            None,
-        )
-        .await;
-    assert_eq!(policies.body.as_array().unwrap().len(), 2);
-    let deleted = app
-        .send(
-            Method::DELETE,
-            &policy_uri(DEMO_ACCOUNT, &policy_id),
-            alice,
-            None,
-        )
-        .await;
-    assert_eq!(deleted.status, StatusCode::OK);
-
-    let health = app
-        .send(Method::GET, "/healthz", Caller::Anonymous, None)
-        .await;
-    assert_eq!(health.status, StatusCode::OK);
-    let document = app
-        .send(Method::GET, "/openapi.json", Caller::Anonymous, None)
-        .await;
-    assert_eq!(document.body["openapi"], "3.1.0");
-
     let records = records.records();
-    assert!(
-        !records
-            .iter()
-            .any(|r| r.raw.uri == "/healthz" || r.raw.uri == "/openapi.json"),
-        "x-audit: false operations are not recorded"
-    );
     let zone_created = records.iter().find(|r| r.raw.uri == "/zones").unwrap();
     assert_eq!(zone_created.resource.id.as_deref(), Some(zone_id.as_str()));
     assert_eq!(zone_created.account.as_ref().unwrap().id, DEMO_ACCOUNT);
@@ -803,5 +674,86 @@ async fn products_keep_their_state_and_record_what_changed() {
         listing.raw.uri,
         format!("{records_uri}?type=a"),
         "marked query values are kept"
+    );
+}
+
+#[tokio::test]
+async fn members_the_account_and_policies_keep_their_state() {
+    let (app, _records) = TestApp::with_memory_sink().await;
+    let alice = Caller::Token(&app.admin_token);
+    let members_uri = format!("/accounts/{DEMO_ACCOUNT}/members");
+    let policies_uri = format!("/accounts/{DEMO_ACCOUNT}/alerting/v3/policies");
+
+    let added = app
+        .post(
+            &members_uri,
+            alice,
+            json!({"email": "carol@example.com", "role": "member"}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(added.body["status"], "pending");
+    let carol = added.body["id"].as_str().unwrap().to_owned();
+    let members = app.get(&members_uri, alice).await;
+    assert_eq!(members.body.as_array().unwrap().len(), 2);
+    let last_admin = app.delete(&format!("{members_uri}/{ALICE}"), alice).await;
+    assert_eq!(last_admin.status, StatusCode::BAD_REQUEST);
+    let removed = app.delete(&format!("{members_uri}/{carol}"), alice).await;
+    assert_eq!(removed.status, StatusCode::OK);
+
+    let renamed = app
+        .send(
+            Method::PATCH,
+            &format!("/accounts/{DEMO_ACCOUNT}"),
+            alice,
+            Some(json!({"name": "Example account (renamed)", "settings": {"enforce_twofactor": true}})),
+        )
+        .await;
+    assert_eq!(renamed.body["name"], "Example account (renamed)");
+    assert_eq!(renamed.body["settings"]["enforce_twofactor"], true);
+
+    let created = app
+        .post(
+            &policies_uri,
+            alice,
+            json!({"name": "DNS changes", "enabled": true, "alert_type": "dns_record_change",
+                        "filters": {"zones": [OTHER_ZONE]}}),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::BAD_REQUEST,
+        "another account's zone"
+    );
+    let created = app
+        .post(
+            &policies_uri,
+            alice,
+            json!({"name": "DNS changes", "enabled": true, "alert_type": "dns_record_change"}),
+        )
+        .await;
+    let policy_id = created.body["id"].as_str().unwrap().to_owned();
+    let policies = app.get(&policies_uri, alice).await;
+    assert_eq!(policies.body.as_array().unwrap().len(), 2);
+    let deleted = app
+        .delete(&policy_uri(DEMO_ACCOUNT, &policy_id), alice)
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_and_the_document_answer_unrecorded() {
+    let (app, records) = TestApp::with_memory_sink().await;
+    let health = app.get("/healthz", Caller::Anonymous).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let document = app.get("/openapi.json", Caller::Anonymous).await;
+    assert_eq!(document.body["openapi"], "3.1.0");
+
+    let records = records.records();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.raw.uri == "/healthz" || r.raw.uri == "/openapi.json"),
+        "x-audit: false operations are not recorded"
     );
 }

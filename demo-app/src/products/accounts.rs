@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, check_name, rfc3339};
-use crate::app::AppState;
+use crate::api::{ApiError, ApiJson, ErrorBody, changed, check_name, found};
 use crate::auth::Principal;
-use crate::db::{Db, on_db};
+use crate::db::{Db, execute, on_db, rfc3339};
+use crate::state::AppState;
 
 /// An account.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -129,10 +129,7 @@ pub(crate) async fn get_account(
     State(state): State<AppState>,
     Path(account_id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
-    load(&state.db, &account_id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("account"))
+    found(load(&state.db, &account_id).await?, "account")
 }
 
 /// Update Account
@@ -157,18 +154,16 @@ pub(crate) async fn update_account(
         check_name("name", name, 100)?;
     }
     let twofactor = update.settings.and_then(|s| s.enforce_twofactor);
-    let changed = on_db!(&state.db, p => sqlx::query(
-        "UPDATE accounts SET name = COALESCE($1, name), \
-         enforce_twofactor = COALESCE($2, enforce_twofactor) WHERE id = $3",
-    )
-    .bind(update.name.as_deref())
-    .bind(twofactor)
-    .bind(&account_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    if changed == 0 {
-        return Err(ApiError::NotFound("account"));
-    }
+    let rows = execute!(
+        &state.db,
+        sqlx::query(
+            "UPDATE accounts SET name = COALESCE($1, name), \
+             enforce_twofactor = COALESCE($2, enforce_twofactor) WHERE id = $3",
+        )
+        .bind(update.name.as_deref())
+        .bind(twofactor)
+        .bind(&account_id)
+    )?;
+    changed(rows, "account")?;
     get_account(State(state), Path(account_id)).await
 }

@@ -12,10 +12,10 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, check_name, new_id, now_ms, rfc3339};
-use crate::app::AppState;
-use crate::auth::AuditFacts;
-use crate::db::{Db, on_db};
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, check_name, found};
+use crate::auth::{AuditFacts, zone_account};
+use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339};
+use crate::state::AppState;
 
 /// A notification policy, as read.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -153,6 +153,7 @@ struct Checked {
     mechanisms: String,
 }
 
+/// Checks `input` as a policy of `account_id`: its zones must be the account's.
 async fn check(db: &Db, account_id: &str, mut input: PolicyInput) -> Result<Checked, ApiError> {
     let bad = |field: &str, why: &str| {
         ApiError::BadRequest(format!("invalid value for '{field}': {why}"))
@@ -179,11 +180,7 @@ async fn check(db: &Db, account_id: &str, mut input: PolicyInput) -> Result<Chec
     }
     let filters = input.filters.take().unwrap_or_default();
     for zone in &filters.zones {
-        let owner: Option<String> = on_db!(db, p => sqlx::query_scalar("SELECT account_id FROM zones WHERE id = $1")
-            .bind(zone)
-            .fetch_optional(p)
-            .await)?;
-        if owner.as_deref() != Some(account_id) {
+        if zone_account(db, zone).await?.as_deref() != Some(account_id) {
             return Err(ApiError::BadRequest(format!(
                 "invalid value for 'filters.zones': {zone:?} is not a zone of this account"
             )));
@@ -204,6 +201,39 @@ async fn check(db: &Db, account_id: &str, mut input: PolicyInput) -> Result<Chec
         mechanisms: serde_json::to_string(&mechanisms).map_err(to_json)?,
         input,
     })
+}
+
+/// Creates a policy: the parameters of [`UPDATE`], in the same order.
+const INSERT: &str = "INSERT INTO alerting_policies (name, description, enabled, alert_type, filters, mechanisms, modified_ms, account_id, id, created_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7)";
+
+/// Overwrites a policy: its fields ($1–$6), the time ($7), the account ($8) and the policy id
+/// ($9).
+const UPDATE: &str = "UPDATE alerting_policies SET name = $1, description = $2, enabled = $3, alert_type = $4, \
+    filters = $5, mechanisms = $6, modified_ms = $7 WHERE account_id = $8 AND id = $9";
+
+/// Writes `policy` as the policy `policy_id` of `account_id` with [`INSERT`] or [`UPDATE`],
+/// and returns the number of rows written.
+async fn save(
+    db: &Db,
+    sql: &'static str,
+    account_id: &str,
+    policy_id: &str,
+    policy: &Checked,
+) -> Result<u64, sqlx::Error> {
+    execute!(
+        db,
+        sqlx::query(sql)
+            .bind(&policy.input.name)
+            .bind(policy.input.description.as_deref())
+            .bind(policy.input.enabled)
+            .bind(&policy.input.alert_type)
+            .bind(&policy.filters)
+            .bind(&policy.mechanisms)
+            .bind(now_ms())
+            .bind(account_id)
+            .bind(policy_id)
+    )
 }
 
 /// List Notification policies
@@ -249,25 +279,9 @@ pub(crate) async fn create_policy(
     Path(account_id): Path<String>,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let checked = check(&state.db, &account_id, input).await?;
+    let policy = check(&state.db, &account_id, input).await?;
     let id = new_id();
-    let now = now_ms();
-    on_db!(&state.db, p => sqlx::query(
-        "INSERT INTO alerting_policies (id, account_id, name, description, enabled, alert_type, filters, mechanisms, created_ms, modified_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-    )
-    .bind(&id)
-    .bind(&account_id)
-    .bind(&checked.input.name)
-    .bind(checked.input.description.as_deref())
-    .bind(checked.input.enabled)
-    .bind(&checked.input.alert_type)
-    .bind(&checked.filters)
-    .bind(&checked.mechanisms)
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    save(&state.db, INSERT, &account_id, &id, &policy).await?;
     facts.resource_id(&id);
     Ok(Json(ResourceId { id }))
 }
@@ -296,10 +310,7 @@ pub(crate) async fn get_policy(
         .bind(&policy_id)
         .fetch_optional(p)
         .await)?;
-    row.map(Policy::try_from)
-        .transpose()?
-        .map(Json)
-        .ok_or(ApiError::NotFound("policy"))
+    found(row.map(Policy::try_from).transpose()?, "policy")
 }
 
 /// Update a Notification policy
@@ -323,26 +334,9 @@ pub(crate) async fn update_policy(
     Path((account_id, policy_id)): Path<(String, String)>,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let checked = check(&state.db, &account_id, input).await?;
-    let changed = on_db!(&state.db, p => sqlx::query(
-        "UPDATE alerting_policies SET name = $1, description = $2, enabled = $3, alert_type = $4, \
-         filters = $5, mechanisms = $6, modified_ms = $7 WHERE account_id = $8 AND id = $9",
-    )
-    .bind(&checked.input.name)
-    .bind(checked.input.description.as_deref())
-    .bind(checked.input.enabled)
-    .bind(&checked.input.alert_type)
-    .bind(&checked.filters)
-    .bind(&checked.mechanisms)
-    .bind(now_ms())
-    .bind(&account_id)
-    .bind(&policy_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    if changed == 0 {
-        return Err(ApiError::NotFound("policy"));
-    }
+    let policy = check(&state.db, &account_id, input).await?;
+    let rows = save(&state.db, UPDATE, &account_id, &policy_id, &policy).await?;
+    changed(rows, "policy")?;
     Ok(Json(ResourceId { id: policy_id }))
 }
 
@@ -364,16 +358,12 @@ pub(crate) async fn delete_policy(
     State(state): State<AppState>,
     Path((account_id, policy_id)): Path<(String, String)>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let deleted = on_db!(&state.db, p => sqlx::query(
-        "DELETE FROM alerting_policies WHERE account_id = $1 AND id = $2",
-    )
-    .bind(&account_id)
-    .bind(&policy_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("policy"));
-    }
+    let rows = execute!(
+        &state.db,
+        sqlx::query("DELETE FROM alerting_policies WHERE account_id = $1 AND id = $2")
+            .bind(&account_id)
+            .bind(&policy_id)
+    )?;
+    changed(rows, "policy")?;
     Ok(Json(ResourceId { id: policy_id }))
 }

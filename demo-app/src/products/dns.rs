@@ -12,11 +12,11 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, limit_offset, new_id, now_ms, rfc3339};
-use crate::app::AppState;
+use super::zones::zone_name;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, found, limit_offset};
 use crate::auth::AuditFacts;
-use crate::db::{Db, on_db};
-use crate::products::zones::zone_name;
+use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339};
+use crate::state::AppState;
 
 /// The record types the demo serves.
 pub(crate) const TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "MX", "NS", "TXT"];
@@ -224,10 +224,44 @@ async fn load(db: &Db, zone_id: &str, record_id: &str) -> Result<Option<DnsRecor
     Ok(row.map(DnsRecord::from))
 }
 
-async fn zone_of(db: &Db, zone_id: &str) -> Result<String, ApiError> {
-    zone_name(db, zone_id)
+/// `input` checked as a record of the zone `zone_id` (see [`check`]).
+async fn check_in_zone(db: &Db, zone_id: &str, input: DnsRecordInput) -> Result<Checked, ApiError> {
+    let zone = zone_name(db, zone_id)
         .await?
-        .ok_or(ApiError::NotFound("zone"))
+        .ok_or(ApiError::NotFound("zone"))?;
+    check(input, &zone)
+}
+
+/// Creates a record: the parameters of [`UPDATE`], in the same order.
+const INSERT: &str = "INSERT INTO dns_records (type, name, content, ttl, proxied, comment, modified_ms, zone_id, id, created_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7)";
+
+/// Overwrites a record: its fields ($1–$6), the time ($7), the zone ($8) and the record id ($9).
+const UPDATE: &str = "UPDATE dns_records SET type = $1, name = $2, content = $3, ttl = $4, proxied = $5, comment = $6, \
+    modified_ms = $7 WHERE zone_id = $8 AND id = $9";
+
+/// Writes `record` as the record `record_id` of the zone `zone_id` with [`INSERT`] or
+/// [`UPDATE`], and returns the number of rows written.
+async fn save(
+    db: &Db,
+    sql: &'static str,
+    zone_id: &str,
+    record_id: &str,
+    record: &Checked,
+) -> Result<u64, sqlx::Error> {
+    execute!(
+        db,
+        sqlx::query(sql)
+            .bind(&record.kind)
+            .bind(&record.name)
+            .bind(&record.content)
+            .bind(record.ttl)
+            .bind(record.proxied)
+            .bind(record.comment.as_deref())
+            .bind(now_ms())
+            .bind(zone_id)
+            .bind(record_id)
+    )
 }
 
 /// List DNS Records
@@ -290,26 +324,9 @@ pub(crate) async fn create_record(
     Path(zone_id): Path<String>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
-    let zone = zone_of(&state.db, &zone_id).await?;
-    let record = check(input, &zone)?;
+    let record = check_in_zone(&state.db, &zone_id, input).await?;
     let id = new_id();
-    let now = now_ms();
-    on_db!(&state.db, p => sqlx::query(
-        "INSERT INTO dns_records (id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-    )
-    .bind(&id)
-    .bind(&zone_id)
-    .bind(&record.kind)
-    .bind(&record.name)
-    .bind(&record.content)
-    .bind(record.ttl)
-    .bind(record.proxied)
-    .bind(record.comment.as_deref())
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    save(&state.db, INSERT, &zone_id, &id, &record).await?;
     facts.resource_id(&id);
     load(&state.db, &zone_id, &id)
         .await?
@@ -336,10 +353,7 @@ pub(crate) async fn get_record(
     State(state): State<AppState>,
     Path((zone_id, record_id)): Path<(String, String)>,
 ) -> Result<Json<DnsRecord>, ApiError> {
-    load(&state.db, &zone_id, &record_id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("DNS record"))
+    found(load(&state.db, &zone_id, &record_id).await?, "DNS record")
 }
 
 /// Overwrite DNS Record
@@ -364,27 +378,9 @@ pub(crate) async fn update_record(
     Path((zone_id, record_id)): Path<(String, String)>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
-    let zone = zone_of(&state.db, &zone_id).await?;
-    let record = check(input, &zone)?;
-    let changed = on_db!(&state.db, p => sqlx::query(
-        "UPDATE dns_records SET type = $1, name = $2, content = $3, ttl = $4, proxied = $5, comment = $6, \
-         modified_ms = $7 WHERE zone_id = $8 AND id = $9",
-    )
-    .bind(&record.kind)
-    .bind(&record.name)
-    .bind(&record.content)
-    .bind(record.ttl)
-    .bind(record.proxied)
-    .bind(record.comment.as_deref())
-    .bind(now_ms())
-    .bind(&zone_id)
-    .bind(&record_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    if changed == 0 {
-        return Err(ApiError::NotFound("DNS record"));
-    }
+    let record = check_in_zone(&state.db, &zone_id, input).await?;
+    let rows = save(&state.db, UPDATE, &zone_id, &record_id, &record).await?;
+    changed(rows, "DNS record")?;
     get_record(State(state), Path((zone_id, record_id))).await
 }
 
@@ -407,15 +403,13 @@ pub(crate) async fn delete_record(
     State(state): State<AppState>,
     Path((zone_id, record_id)): Path<(String, String)>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let deleted = on_db!(&state.db, p => sqlx::query("DELETE FROM dns_records WHERE zone_id = $1 AND id = $2")
-        .bind(&zone_id)
-        .bind(&record_id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("DNS record"));
-    }
+    let rows = execute!(
+        &state.db,
+        sqlx::query("DELETE FROM dns_records WHERE zone_id = $1 AND id = $2")
+            .bind(&zone_id)
+            .bind(&record_id)
+    )?;
+    changed(rows, "DNS record")?;
     Ok(Json(ResourceId { id: record_id }))
 }
 

@@ -18,13 +18,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, now_ms, rfc3339};
-use crate::app::AppState;
-use crate::auth::{
-    AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, hash_password, new_secret,
-    session_cookie, sha256_hex, verify_password,
-};
-use crate::db::on_db;
+use crate::api::{ApiError, ApiJson, ErrorBody};
+use crate::auth::{AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, session_cookie};
+use crate::db::{execute, now_ms, on_db, rfc3339};
+use crate::secrets::{hash_password, new_secret, sha256_hex, verify_password};
+use crate::state::AppState;
 
 /// Credentials.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -71,6 +69,46 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| hash_password("no user has this password"))
 }
 
+/// `user` when `password` is theirs, else [`ApiError::InvalidCredentials`] (the one answer
+/// for a wrong email or password). Without a user the password is checked against
+/// [`dummy_hash`] all the same.
+async fn check_password(user: Option<UserRow>, password: String) -> Result<UserRow, ApiError> {
+    let hash = user
+        .as_ref()
+        .and_then(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_owned());
+    // argon2 takes tens of milliseconds of CPU: off the async workers.
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    match user {
+        Some(user) if matches && user.password_hash.is_some() => Ok(user),
+        _ => Err(ApiError::InvalidCredentials),
+    }
+}
+
+/// What the record of a login or logout says about the user: the actor, a dashboard session,
+/// and the resource, the user.
+fn dash_identity(user: &UserRow) -> Identity {
+    Identity::user(&user.id)
+        .email(&user.email)
+        .context(ActorContext::Dash)
+        .resource_id(&user.id)
+}
+
+/// A `Set-Cookie` header setting the session cookie to `value` for `max_age_s` seconds; `0`
+/// clears it.
+fn set_session_cookie(value: &str, max_age_s: i64) -> Result<HeaderMap, ApiError> {
+    let cookie =
+        format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_s}");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| ApiError::Internal)?,
+    );
+    Ok(headers)
+}
+
 /// Log in
 ///
 /// Checks the email and password and starts a dashboard session (the `demo_session` cookie,
@@ -111,49 +149,24 @@ pub(crate) async fn login(
     {
         facts.identify(Identity::anonymous().account(home));
     }
-    let hash = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| dummy_hash().to_owned());
-    let password = input.password;
-    // argon2 takes tens of milliseconds of CPU: off the async workers.
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    let user = match user {
-        Some(user) if matches && user.password_hash.is_some() => user,
-        _ => return Err(ApiError::InvalidCredentials),
-    };
+    let user = check_password(user, input.password).await?;
 
     let session = new_secret();
     let now = now_ms();
     let expires = now + SESSION_TTL_MS;
-    on_db!(&state.db, p => sqlx::query(
-        "INSERT INTO sessions (id_hash, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(sha256_hex(&session))
-    .bind(&user.id)
-    .bind(now)
-    .bind(expires)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        &state.db,
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(sha256_hex(&session))
+        .bind(&user.id)
+        .bind(now)
+        .bind(expires)
+    )?;
     let accounts = accounts_of(&state.db, &user.id).await?;
-    facts.identify(
-        Identity::user(&user.id)
-            .email(&user.email)
-            .context(ActorContext::Dash)
-            .resource_id(&user.id),
-    );
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}",
-        SESSION_TTL_MS / 1000
-    );
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|_| ApiError::Internal)?,
-    );
+    facts.identify(dash_identity(&user));
+    let headers = set_session_cookie(&session, SESSION_TTL_MS / 1000)?;
     let body = LoginResponse {
         user: LoginUser {
             id: user.id,
@@ -196,27 +209,19 @@ pub(crate) async fn logout(
         .fetch_optional(p)
         .await)?;
         if let Some(user) = user {
-            let mut identity = Identity::user(&user.id)
-                .email(&user.email)
-                .context(ActorContext::Dash)
-                .resource_id(&user.id);
+            let mut identity = dash_identity(&user);
             if let Some(home) = accounts_of(&state.db, &user.id).await?.first() {
                 identity = identity.account(home);
             }
             facts.identify(identity);
         }
-        on_db!(&state.db, p => sqlx::query("DELETE FROM sessions WHERE id_hash = $1 OR expires_ms <= $2")
-            .bind(&hash)
-            .bind(now_ms())
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
+        execute!(
+            &state.db,
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1 OR expires_ms <= $2")
+                .bind(&hash)
+                .bind(now_ms())
+        )?;
     }
-    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        SET_COOKIE,
-        HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?,
-    );
+    let headers = set_session_cookie("", 0)?;
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }

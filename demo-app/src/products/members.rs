@@ -9,10 +9,10 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, is_unique_violation, new_id, now_ms};
-use crate::app::AppState;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId};
 use crate::auth::AuditFacts;
-use crate::db::on_db;
+use crate::db::{is_unique_violation, new_id, now_ms, on_db};
+use crate::state::AppState;
 
 /// The roles a member may have.
 pub(crate) const ROLES: [&str; 2] = ["administrator", "member"];

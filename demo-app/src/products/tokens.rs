@@ -11,10 +11,11 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ErrorBody, ResourceId, check_name, new_id, now_ms, rfc3339};
-use crate::app::AppState;
-use crate::auth::{AuditFacts, Principal, new_secret, sha256_hex};
-use crate::db::on_db;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, check_name};
+use crate::auth::{AuditFacts, Principal};
+use crate::db::{execute, new_id, now_ms, on_db, rfc3339};
+use crate::secrets::{new_secret, sha256_hex};
+use crate::state::AppState;
 
 /// An API token, without its value.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -132,19 +133,19 @@ pub(crate) async fn create_token(
     let id = new_id();
     let value = new_secret();
     let now = now_ms();
-    on_db!(&state.db, p => sqlx::query(
-        "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_ms, revoked_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-    )
-    .bind(&id)
-    .bind(&account_id)
-    .bind(&principal.user_id)
-    .bind(&input.name)
-    .bind(sha256_hex(&value))
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
+    execute!(
+        &state.db,
+        sqlx::query(
+            "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_ms, revoked_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        )
+        .bind(&id)
+        .bind(&account_id)
+        .bind(&principal.user_id)
+        .bind(&input.name)
+        .bind(sha256_hex(&value))
+        .bind(now)
+    )?;
     facts.resource_id(&id);
     Ok(Json(TokenCreated {
         id,
@@ -172,17 +173,15 @@ pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     Path((account_id, token_id)): Path<(String, String)>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let revoked = on_db!(&state.db, p => sqlx::query(
-        "UPDATE api_tokens SET revoked_ms = $1 WHERE id = $2 AND account_id = $3 AND revoked_ms IS NULL",
-    )
-    .bind(now_ms())
-    .bind(&token_id)
-    .bind(&account_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    if revoked == 0 {
-        return Err(ApiError::NotFound("token"));
-    }
+    let rows = execute!(
+        &state.db,
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_ms = $1 WHERE id = $2 AND account_id = $3 AND revoked_ms IS NULL",
+        )
+        .bind(now_ms())
+        .bind(&token_id)
+        .bind(&account_id)
+    )?;
+    changed(rows, "token")?;
     Ok(Json(ResourceId { id: token_id }))
 }

@@ -10,13 +10,10 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    ApiError, ApiJson, ErrorBody, ResourceId, is_unique_violation, limit_offset, new_id, now_ms,
-    rfc3339,
-};
-use crate::app::AppState;
+use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, found, limit_offset};
 use crate::auth::{AuditFacts, Principal};
-use crate::db::{Db, on_db};
+use crate::db::{Db, execute, is_unique_violation, new_id, now_ms, on_db, rfc3339};
+use crate::state::AppState;
 
 /// A zone (a domain).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -199,18 +196,18 @@ pub(crate) async fn create_zone(
     facts.identify(Identity::anonymous().account(&account_id));
     let id = new_id();
     let now = now_ms();
-    let inserted = on_db!(&state.db, p => sqlx::query(
-        "INSERT INTO zones (id, account_id, name, status, paused, created_ms, modified_ms) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $5)",
-    )
-    .bind(&id)
-    .bind(&account_id)
-    .bind(&name)
-    .bind(false)
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()));
+    let inserted = execute!(
+        &state.db,
+        sqlx::query(
+            "INSERT INTO zones (id, account_id, name, status, paused, created_ms, modified_ms) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $5)",
+        )
+        .bind(&id)
+        .bind(&account_id)
+        .bind(&name)
+        .bind(false)
+        .bind(now)
+    );
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
@@ -242,10 +239,7 @@ pub(crate) async fn get_zone(
     State(state): State<AppState>,
     Path(zone_id): Path<String>,
 ) -> Result<Json<Zone>, ApiError> {
-    load(&state.db, &zone_id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("zone"))
+    found(load(&state.db, &zone_id).await?, "zone")
 }
 
 /// Edit Zone
@@ -265,19 +259,16 @@ pub(crate) async fn update_zone(
     Path(zone_id): Path<String>,
     ApiJson(update): ApiJson<ZoneUpdate>,
 ) -> Result<Json<Zone>, ApiError> {
-    on_db!(&state.db, p => sqlx::query(
-        "UPDATE zones SET paused = COALESCE($1, paused), modified_ms = $2 WHERE id = $3",
-    )
-    .bind(update.paused)
-    .bind(now_ms())
-    .bind(&zone_id)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    load(&state.db, &zone_id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("zone"))
+    execute!(
+        &state.db,
+        sqlx::query(
+            "UPDATE zones SET paused = COALESCE($1, paused), modified_ms = $2 WHERE id = $3"
+        )
+        .bind(update.paused)
+        .bind(now_ms())
+        .bind(&zone_id)
+    )?;
+    found(load(&state.db, &zone_id).await?, "zone")
 }
 
 /// Delete Zone
@@ -297,14 +288,11 @@ pub(crate) async fn delete_zone(
     State(state): State<AppState>,
     Path(zone_id): Path<String>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let deleted = on_db!(&state.db, p => sqlx::query("DELETE FROM zones WHERE id = $1")
-        .bind(&zone_id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("zone"));
-    }
+    let rows = execute!(
+        &state.db,
+        sqlx::query("DELETE FROM zones WHERE id = $1").bind(&zone_id)
+    )?;
+    changed(rows, "zone")?;
     Ok(Json(ResourceId { id: zone_id }))
 }
 

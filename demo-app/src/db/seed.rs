@@ -1,106 +1,9 @@
-//! The application's own database: the connection pool (SQLite or PostgreSQL), the migrations
-//! of the app's tables, and the demo seed.
-//!
-//! Every query is written once, in the SQL both databases accept (`$1` placeholders,
-//! `ON CONFLICT`), and run on whichever pool is configured through [`on_db!`].
+//! The demo seed: two accounts, each with a user, a membership, a zone, a DNS record and an
+//! API token, and (for `acc_demo`) an alerting policy — the ids fixed ([`seed_ids`]) so that
+//! printed commands and tests can name them.
 
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-
-use crate::auth::{hash_password, new_secret, sha256_hex};
-use crate::products::now_ms;
-
-/// The table that tracks the app's migrations. Not sqlx's default `_sqlx_migrations`: that one
-/// belongs to the audit store, which may share the database (always so on PostgreSQL).
-const MIGRATIONS_TABLE: &str = "_demo_app_migrations";
-
-/// The app's database, SQLite or PostgreSQL, chosen by the database URL at start-up.
-#[derive(Clone, Debug)]
-pub(crate) enum Db {
-    /// An embedded SQLite file (the default).
-    Sqlite(SqlitePool),
-    /// A PostgreSQL server.
-    Postgres(PgPool),
-}
-
-/// Runs `$body` with `$pool` bound to the concrete pool of `$db`: the same query text and
-/// binds, compiled once per backend.
-macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
-        }
-    };
-}
-pub(crate) use on_db;
-
-impl Db {
-    /// Opens (creating if missing) a SQLite file in WAL mode, as the audit store does.
-    pub(crate) async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Ok(Self::Sqlite(pool))
-    }
-
-    /// Connects to a `sqlite:` or `postgres:` URL.
-    pub(crate) async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
-            return Ok(Self::Postgres(pool));
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Ok(Self::Sqlite(pool))
-    }
-
-    /// Creates or updates the app's tables. Safe on every start and from several instances.
-    pub(crate) async fn migrate(&self) -> Result<(), MigrateError> {
-        let mut migrator = match self {
-            Self::Sqlite(_) => sqlx::migrate!("migrations/sqlite"),
-            Self::Postgres(_) => sqlx::migrate!("migrations/postgres"),
-        };
-        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        run_migrator(self, &migrator).await
-    }
-
-    /// Whether the database answers.
-    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
-        on_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))
-    }
-}
-
-async fn run_migrator(db: &Db, migrator: &Migrator) -> Result<(), MigrateError> {
-    on_db!(db, p => migrator.run(p).await)
-}
+use crate::db::{Db, new_id, now_ms, on_db};
+use crate::secrets::{hash_password, new_secret, sha256_hex};
 
 /// What the seed is told: the fixed token values and the users' password.
 #[derive(Clone)]
@@ -241,7 +144,7 @@ pub(crate) async fn seed(db: &Db, config: &SeedConfig) -> Result<Vec<SeededAccou
                     .bind(account.zone).bind(account.id).bind(account.zone_name).bind(false).bind(now)
                     .execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO dns_records (id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms) VALUES ($1, $2, 'A', $3, '192.0.2.10', 1, $4, NULL, $5, $5)")
-                    .bind(crate::products::new_id()).bind(account.zone).bind(format!("www.{}", account.zone_name)).bind(true).bind(now)
+                    .bind(new_id()).bind(account.zone).bind(format!("www.{}", account.zone_name)).bind(true).bind(now)
                     .execute(&mut *tx).await?;
                 if account.id == seed_ids::DEMO_ACCOUNT {
                     sqlx::query("INSERT INTO alerting_policies (id, account_id, name, description, enabled, alert_type, filters, mechanisms, created_ms, modified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)")
@@ -283,6 +186,8 @@ pub(crate) async fn seed(db: &Db, config: &SeedConfig) -> Result<Vec<SeededAccou
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// A migrated, seeded database in a temporary directory, with fixed tokens.

@@ -1,0 +1,59 @@
+//! The audit log's side of the app: the query API over the audit store, guarded by the
+//! demo's own credentials ([`audit_log_router`]), and the account and zone names the ingest
+//! pipeline adds to records ([`AppDirectory`]).
+
+use audit_layer::AuditHandle;
+use audit_store::pipeline::{Directory, Lookup};
+use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
+use audit_store::store::ChainedStore;
+use axum::Router;
+use axum::http::request::Parts;
+
+use crate::auth::authenticate;
+use crate::db::Db;
+use crate::products::{accounts, zones};
+use crate::state::AppState;
+
+/// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`, guarded
+/// by the demo's own credentials: an account's token (or a member's session) reads only that
+/// account's log; no credentials is a 401, another account a 404.
+pub(crate) fn audit_log_router<S: ChainedStore>(store: S, state: AppState) -> Router {
+    AuditLogRouter::new(store, DemoAuthorizer(state.db.clone())).into_router()
+}
+
+/// Decides audit log access with the demo's tokens and sessions.
+struct DemoAuthorizer(Db);
+
+impl Authorizer for DemoAuthorizer {
+    fn authorize<'a>(&'a self, request: &'a Parts, account_id: &'a str) -> Authorization<'a> {
+        Box::pin(async move {
+            let principal = match authenticate(&self.0, &request.headers).await {
+                Ok(Some(principal)) => principal,
+                Ok(None) | Err(_) => return Access::Unauthenticated,
+            };
+            // Reads of the log are audited like any request: say who read it.
+            if let Some(audit) = request.extensions.get::<AuditHandle>() {
+                audit.identify(principal.identity());
+            }
+            if principal.can_access(account_id) {
+                Access::Allowed
+            } else {
+                Access::Denied
+            }
+        })
+    }
+}
+
+/// Account and zone names for the audit pipeline, read from the app's own tables.
+#[derive(Clone, Debug)]
+pub(crate) struct AppDirectory(pub(crate) Db);
+
+impl Directory for AppDirectory {
+    fn account_name<'a>(&'a self, account_id: &'a str) -> Lookup<'a> {
+        Box::pin(async move { Ok(accounts::account_name(&self.0, account_id).await?) })
+    }
+
+    fn zone_name<'a>(&'a self, zone_id: &'a str) -> Lookup<'a> {
+        Box::pin(async move { Ok(zones::zone_name(&self.0, zone_id).await?) })
+    }
+}

@@ -1,0 +1,141 @@
+//! Router assembly: every product's routes, the auth middleware, the OpenAPI document they
+//! describe, and the `AuditLayer` built from that document over the whole app.
+//!
+//! [`router`] is the one place the app is put together; `main` serves it and the tests drive
+//! it, with whatever audit sink each needs. The document's fixed parts are in [`document`];
+//! the audit log query API and the names the audit pipeline looks up in [`audit_log`].
+
+mod audit_log;
+mod document;
+
+use std::sync::OnceLock;
+
+use audit_layer::{AuditLayer, AuditSink, PolicyError};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
+use self::document::ApiDoc;
+use crate::auth::require_auth;
+use crate::products::{accounts, alerting, dns, login, members, tokens, zones};
+use crate::state::AppState;
+
+/// The routes behind authentication, and the public ones (login, health, this document).
+fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::list_accounts))
+        .routes(routes!(accounts::get_account, accounts::update_account))
+        .routes(routes!(members::list_members, members::add_member))
+        .routes(routes!(members::remove_member))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(zones::list_zones, zones::create_zone))
+        .routes(routes!(
+            zones::get_zone,
+            zones::update_zone,
+            zones::delete_zone
+        ))
+        .routes(routes!(dns::list_records, dns::create_record))
+        .routes(routes!(
+            dns::get_record,
+            dns::update_record,
+            dns::delete_record
+        ))
+        .routes(routes!(alerting::list_policies, alerting::create_policy))
+        .routes(routes!(
+            alerting::get_policy,
+            alerting::update_policy,
+            alerting::delete_policy
+        ));
+    let public = OpenApiRouter::new()
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json));
+    (protected, public)
+}
+
+/// The app's OpenAPI document: what `/openapi.json` serves, `--print-openapi` prints,
+/// `schemas/demo-openapi.json` holds, and the audit policy is compiled from.
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    let (protected, public) = routes();
+    protected.merge(public).into_openapi()
+}
+
+/// [`openapi`] as pretty JSON with every object's keys sorted (utoipa keeps extensions in a
+/// `HashMap`, whose order changes from run to run), and a final newline.
+pub(crate) fn openapi_json_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| document::json_text(openapi()))
+}
+
+/// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
+/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink`.
+///
+/// # Errors
+///
+/// When the OpenAPI document does not compile into an audit policy (a marking error); the
+/// error names the JSON pointer of the fault.
+pub(crate) fn router(
+    state: AppState,
+    sink: impl AuditSink,
+    audit_log: Router,
+    strict: bool,
+) -> Result<Router, PolicyError> {
+    let (protected, public) = routes();
+    let (app, spec) = protected
+        .route_layer(from_fn_with_state(state.clone(), require_auth))
+        .merge(public)
+        .split_for_parts();
+    let layer = AuditLayer::try_new(&spec)?.sink(sink).strict(strict);
+    Ok(app.with_state(state).merge(audit_log).layer(layer))
+}
+
+/// Health check
+///
+/// `200 ok` while the database answers, `503` otherwise. Not audited.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Healthy", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/plain"),
+    ),
+    security(()),
+    extensions(("x-audit" = json!(false))),
+)]
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(e) => {
+            tracing::warn!(target: "demo_app", "health check: database error: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+    }
+}
+
+/// This OpenAPI document
+///
+/// Not audited.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
+    security(()),
+    extensions(("x-audit" = json!(false))),
+)]
+async fn openapi_json() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], openapi_json_text())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! The application's own database: the connection pool (SQLite or PostgreSQL), the migrations
+//! of the app's tables, the ids and times its rows hold, and the demo seed ([`mod@seed`]).
+//!
+//! Every query is written once, in the SQL both databases accept (`$1` placeholders,
+//! `ON CONFLICT`), and run on whichever pool is configured through [`on_db!`] (or, for a
+//! statement whose changed rows are all that matters, [`execute!`]).
+//!
+//! Below the HTTP layers: it uses [`crate::secrets`] (to seed hashed credentials) and nothing
+//! else of the crate.
+
+pub(crate) mod seed;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use audit_layer::record::Timestamp;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub(crate) use self::seed::{SeedConfig, SeededAccount, seed, seed_ids};
+
+/// The table that tracks the app's migrations. Not sqlx's default `_sqlx_migrations`: that one
+/// belongs to the audit store, which may share the database (always so on PostgreSQL).
+const MIGRATIONS_TABLE: &str = "_demo_app_migrations";
+
+/// The app's database, SQLite or PostgreSQL, chosen by the database URL at start-up.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    /// An embedded SQLite file (the default).
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`: the same query text and
+/// binds, compiled once per backend.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Runs the statement `$query` (a `sqlx::query(...)` with its binds) on `$db` and evaluates to
+/// the number of rows it changed: `Result<u64, sqlx::Error>`, whichever the backend.
+macro_rules! execute {
+    ($db:expr, $query:expr) => {
+        $crate::db::on_db!($db, pool => $query.execute(pool).await.map(|r| r.rows_affected()))
+    };
+}
+pub(crate) use execute;
+
+impl Db {
+    /// Opens (creating if missing) a SQLite file in WAL mode, as the audit store does.
+    pub(crate) async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+        Self::sqlite(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// Connects to a `sqlite:` or `postgres:` URL.
+    pub(crate) async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            return Ok(Self::Postgres(pool));
+        }
+        Self::sqlite(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    /// Opens the SQLite database `options` names (creating it if missing) in WAL mode, as the
+    /// audit store does.
+    async fn sqlite(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self::Sqlite(pool))
+    }
+
+    /// Creates or updates the app's tables. Safe on every start and from several instances.
+    pub(crate) async fn migrate(&self) -> Result<(), MigrateError> {
+        let mut migrator = match self {
+            Self::Sqlite(_) => sqlx::migrate!("migrations/sqlite"),
+            Self::Postgres(_) => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        run_migrator(self, &migrator).await
+    }
+
+    /// Whether the database answers.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))
+    }
+}
+
+async fn run_migrator(db: &Db, migrator: &Migrator) -> Result<(), MigrateError> {
+    on_db!(db, p => migrator.run(p).await)
+}
+
+/// A new resource id: a UUIDv7 in 32 hex digits (time-ordered, like the audit record ids).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// The current time in Unix milliseconds, as stored.
+pub(crate) fn now_ms() -> i64 {
+    Timestamp::now().unix_millis()
+}
+
+/// A stored time as RFC 3339, as answered (`2025-01-23T18:25:14.749Z`).
+pub(crate) fn rfc3339(ms: i64) -> String {
+    Timestamp::from_unix_millis(ms).to_string()
+}
+
+/// Whether a database error is a unique-constraint violation (a duplicate).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,172 @@
+//! Starting and stopping the app: open, migrate and seed the app's database, open the audit
+//! store, run the audit pipeline, serve [`crate::app::router`] until SIGINT or SIGTERM, then
+//! finish in-flight requests and flush the pipeline.
+
+use std::net::SocketAddr;
+
+use audit_store::chain::JsonLinesCheckpoints;
+use audit_store::pipeline;
+use audit_store::store::ChainedStore;
+use audit_store::{PostgresStore, SqliteStore};
+
+use crate::app::{self, AppDirectory};
+use crate::audit_chain::chain_keys;
+use crate::banner::Banner;
+use crate::config::{Config, Database, StartError, redact_url};
+use crate::db::{self, Db, SeededAccount};
+use crate::state::AppState;
+
+/// Opens the databases, seeds, and serves until SIGINT or SIGTERM.
+pub(crate) async fn start(config: Config) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError::Config(format!(
+            "invalid value for --data-dir/DEMO_DATA_DIR: cannot create {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let (db, described) = open_app_db(&config).await?;
+    db.migrate()
+        .await
+        .map_err(|e| StartError::runtime("cannot migrate the app database", &e))?;
+    let seeded = db::seed(&db, &config.seed)
+        .await
+        .map_err(|e| StartError::runtime("cannot seed the app database", &e))?;
+    let state = AppState { db: db.clone() };
+    let keys = chain_keys(&config)?;
+    match &config.database {
+        Database::Postgres(url) => {
+            let store = PostgresStore::connect(url)
+                .await
+                .map_err(|e| {
+                    StartError::runtime("cannot open the audit database (DATABASE_URL)", &e)
+                })?
+                .chained(keys);
+            let where_ = format!("{described} (tables audit_logs*)");
+            serve(config, state, store, &described, &where_, &seeded).await
+        }
+        Database::Sqlite { .. } => {
+            let path = config.data_dir.join("audit.db");
+            let store = SqliteStore::open(&path)
+                .await
+                .map_err(|e| {
+                    StartError::runtime(
+                        &format!("cannot open the audit database {}", path.display()),
+                        &e,
+                    )
+                })?
+                .chained(keys);
+            let where_ = format!("sqlite {}", path.display());
+            serve(config, state, store, &described, &where_, &seeded).await
+        }
+    }
+}
+
+/// The app's database, and where it is, for people (a URL without its password).
+async fn open_app_db(config: &Config) -> Result<(Db, String), StartError> {
+    match &config.database {
+        Database::Sqlite { app: None } => {
+            let path = config.data_dir.join("app.db");
+            let db = Db::open_sqlite(&path).await.map_err(|e| {
+                StartError::runtime(
+                    &format!("cannot open the app database {}", path.display()),
+                    &e,
+                )
+            })?;
+            Ok((db, format!("sqlite {}", path.display())))
+        }
+        Database::Sqlite { app: Some(url) } | Database::Postgres(url) => {
+            let db = Db::connect(url).await.map_err(|e| {
+                StartError::runtime(&format!("cannot open DATABASE_URL {}", redact_url(url)), &e)
+            })?;
+            Ok((db, redact_url(url)))
+        }
+    }
+}
+
+/// Runs the audit pipeline into `store` and serves the app until a shutdown signal; then
+/// finishes in-flight requests and flushes the pipeline.
+async fn serve<S: ChainedStore>(
+    config: Config,
+    state: AppState,
+    store: S,
+    app_db: &str,
+    audit_db: &str,
+    seeded: &[SeededAccount],
+) -> Result<(), StartError> {
+    store
+        .migrate()
+        .await
+        .map_err(|e| StartError::runtime("cannot migrate the audit database", &e))?;
+    let spool = config.data_dir.join("spool");
+    let (sink, pipeline) = pipeline::builder(store.clone())
+        .spool(&spool, config.spool_budget)
+        .directory(AppDirectory(state.db.clone()))
+        .checkpoint_sink(JsonLinesCheckpoints::new(
+            config.data_dir.join("checkpoints.jsonl"),
+        ))
+        .build()
+        .await
+        .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
+    let worker = tokio::spawn(pipeline.run());
+    let audit_log = app::audit_log_router(store, state.clone());
+    let app = app::router(state, sink.clone(), audit_log, config.strict).map_err(|e| {
+        StartError::runtime(
+            "the OpenAPI document does not compile into an audit policy",
+            &e,
+        )
+    })?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            StartError::runtime(
+                &format!("cannot listen on {} (--listen/DEMO_LISTEN)", config.listen),
+                &e,
+            )
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError::runtime("cannot read the listening address", &e))?;
+    Banner {
+        config: &config,
+        local,
+        app_db,
+        audit_db,
+        spool: &spool,
+        seeded,
+    }
+    .print();
+
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
+    tracing::info!(target: "demo_app", "stopped accepting; flushing the audit pipeline");
+    sink.shutdown().await;
+    let _ = worker.await;
+    served.map_err(|e| StartError::runtime("the server failed", &e))
+}
+
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
