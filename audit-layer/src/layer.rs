@@ -5,7 +5,8 @@ use ipnet::IpNet;
 use tower_layer::Layer;
 
 use crate::client_ip::TrustedProxies;
-use crate::policy::{AuditPolicy, IntoAuditPolicy, PolicyError};
+use crate::config::Config;
+use crate::policy::{IntoAuditPolicy, PolicyError};
 use crate::service::Audit;
 use crate::sink::{AuditSink, TracingSink};
 
@@ -43,16 +44,6 @@ pub const DEFAULT_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-req
 #[derive(Clone)]
 pub struct AuditLayer {
     config: Arc<Config>,
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) policy: Arc<AuditPolicy>,
-    pub(crate) sink: Arc<dyn AuditSink>,
-    pub(crate) body_limit: usize,
-    pub(crate) trusted_proxies: TrustedProxies,
-    pub(crate) request_id_header: HeaderName,
-    pub(crate) strict: bool,
 }
 
 impl std::fmt::Debug for AuditLayer {

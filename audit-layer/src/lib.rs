@@ -126,6 +126,7 @@
 mod body;
 mod capture;
 mod client_ip;
+mod config;
 pub mod escape;
 mod future;
 pub mod identity;

@@ -13,7 +13,7 @@ use crate::client_ip::peer_addr;
 use crate::escape;
 use crate::future::{ResponseFuture, Then, read_body};
 use crate::identity::AuditHandle;
-use crate::layer::Config;
+use crate::config::Config;
 use crate::policy::{AuditLevel, OperationPlan};
 use crate::record::{ActionType, Timestamp};
 use crate::redact::QueryPlan;
