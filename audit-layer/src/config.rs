@@ -19,4 +19,3 @@ pub(crate) struct Config {
     pub(crate) request_id_header: HeaderName,
     pub(crate) strict: bool,
 }
-

@@ -343,3 +343,68 @@ impl<S: ChainedStore> PipelineBuilder<S> {
         Ok((sink, pipeline))
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::time::Instant;
+
+    use audit_layer::AuditSink as _;
+
+    use super::*;
+    use crate::SqliteStore;
+    use crate::pipeline::Lookup;
+    use crate::pipeline::gaps::{GapSpan, gap_record};
+    use crate::store::AuditStore as _;
+
+    /// A directory that answers after ten seconds.
+    struct Slow;
+
+    impl Directory for Slow {
+        fn account_name<'a>(&'a self, _: &'a str) -> Lookup<'a> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(Some("too late".to_owned()))
+            })
+        }
+
+        fn zone_name<'a>(&'a self, zone_id: &'a str) -> Lookup<'a> {
+            self.account_name(zone_id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_slower_than_its_timeout_leaves_the_name_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (sink, pipeline) = builder(store.clone())
+            .directory(Slow)
+            .directory_timeout(Duration::from_millis(50))
+            .build()
+            .await
+            .unwrap();
+        let running = tokio::spawn(pipeline.run());
+        let started = Instant::now();
+        let record = gap_record(Some("acc".to_owned()), GapSpan::at(0));
+        let id = record.id;
+        sink.submit(record);
+        sink.shutdown().await;
+        running.await.unwrap();
+        // The default timeout (2 s) would have held the record that long.
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "waited {:?} for the directory",
+            started.elapsed()
+        );
+        let stored = store
+            .get("acc", id)
+            .await
+            .unwrap()
+            .expect("the record is stored");
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored["account"]["id"], "acc");
+        assert!(stored["account"].get("name").is_none(), "{stored}");
+    }
+}

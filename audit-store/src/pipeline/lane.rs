@@ -145,7 +145,7 @@ impl<S: ChainedStore> Context<S> {
         let mut attempt = 0;
         loop {
             if self.has_spool && self.shared.degraded.load(Ordering::Acquire) {
-                match self.to_spool(&rows).await {
+                match self.spool_degraded(&rows).await {
                     Some(outcome) => return outcome,
                     // Recovered while we waited for the spool: write directly.
                     None => continue,
@@ -251,8 +251,9 @@ impl<S: ChainedStore> Context<S> {
         counters.batch_took(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
-    /// Appends a batch to the spool. `None` when the pipeline recovered meanwhile.
-    pub(super) async fn to_spool(
+    /// Appends a batch to the spool while the database is unavailable (degraded). `None` when
+    /// the pipeline recovered meanwhile: the batch goes to the database instead.
+    pub(super) async fn spool_degraded(
         &self,
         rows: &[StoredRecord],
     ) -> Option<std::result::Result<(), NotCommitted>> {

@@ -55,14 +55,14 @@ impl<S: ChainedStore> Context<S> {
                     }
                 }
             }
-            self.spill(&lines, &records).await;
+            self.spool_overflowed(&lines, &records).await;
             self.shared.in_memory.fetch_sub(count, Ordering::Relaxed);
         }
     }
 
     /// Appends overflowed records (`lines`, their JSON) to the spool; they are replayed when
     /// the queue has room. `lost` says what each one was, should they be dropped.
-    pub(super) async fn spill(&self, lines: &[String], lost: &[Lost]) {
+    pub(super) async fn spool_overflowed(&self, lines: &[String], lost: &[Lost]) {
         let mut guard = self.spool.lock().await;
         let Some(spool) = guard.as_mut() else { return };
         match spool.append(lines).await {
