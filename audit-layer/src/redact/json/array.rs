@@ -3,14 +3,14 @@
 
 use super::super::plan::{Node, NodeId, TypeMask, types};
 use super::stops::next_stop;
-use super::unparsed::Scan;
+use super::unparsed::{ARRAY_DELIMITER, Scan, TOO_DEEP};
 use super::{MAX_DEPTH, Scanner};
 use super::{is_ws, skip_ws};
 
 impl Scanner<'_> {
     pub(super) fn array(&mut self, items: NodeId, depth: usize, force: bool) -> Scan<bool> {
         if depth > MAX_DEPTH {
-            return Err(self.fail("nested deeper than 100 levels"));
+            return Err(self.fail(TOO_DEEP));
         }
         if let Node::Keep(mask) = self.arena.get(items) {
             return self.scalar_array(*mask, depth, force);
@@ -41,7 +41,7 @@ impl Scanner<'_> {
                         Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
                         _ => {
                             self.pos = pos;
-                            return Err(self.fail("expected ',' or ']' in an array"));
+                            return Err(self.fail(ARRAY_DELIMITER));
                         }
                     }
                 };
@@ -106,7 +106,7 @@ impl Scanner<'_> {
                         Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
                         _ => {
                             self.pos = pos;
-                            return Err(self.fail("expected ',' or ']' in an array"));
+                            return Err(self.fail(ARRAY_DELIMITER));
                         }
                     }
                 };

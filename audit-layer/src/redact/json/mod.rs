@@ -40,7 +40,7 @@ use duplicate_keys::KeySet;
 use output::Output;
 use stops::{SMALL_STOP_WORDS, STACK_STOP_WORDS, string_stops};
 pub use unparsed::Unparsed;
-use unparsed::{Scan, Stop};
+use unparsed::{EXPECTED_VALUE, INVALID_UTF8, Scan, Stop};
 
 /// The deepest nesting accepted: below serde_json's limit of 128, so a kept value can always be
 /// read back.
@@ -54,7 +54,7 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
     let text = match simdutf8::basic::from_utf8(body) {
         Ok(text) => text,
         Err(_) => simdutf8::compat::from_utf8(body)
-            .map_err(|e| Unparsed::new("invalid UTF-8", e.valid_up_to()))?,
+            .map_err(|e| Unparsed::new(INVALID_UTF8, e.valid_up_to()))?,
     };
     let words = body.len().div_ceil(64);
     let mut small = [0u64; SMALL_STOP_WORDS];
@@ -78,7 +78,7 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
         out: Output::new(text),
         keys: Vec::new(),
         kept_objects: Vec::new(),
-        failure: Unparsed::new("expected a JSON value", 0),
+        failure: Unparsed::new(EXPECTED_VALUE, 0),
     };
     match scanner.root(root) {
         Ok(()) => Ok(scanner.out.finish()),

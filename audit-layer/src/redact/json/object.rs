@@ -8,7 +8,9 @@ use super::super::plan::{DROP, KeyWords, Node, NodeId, Props, types};
 use super::duplicate_keys::ObjectKeys;
 use super::stops::next_stop;
 use super::strings::unescape;
-use super::unparsed::Scan;
+use super::unparsed::{
+    DUPLICATE_KEY, EXPECTED_COLON, EXPECTED_KEY, OBJECT_DELIMITER, Scan, TOO_DEEP,
+};
 use super::{MAX_DEPTH, Scanner};
 use super::{is_ws, skip_ws};
 
@@ -30,7 +32,7 @@ impl<'a> Scanner<'a> {
             None => seen.note(&mut self.keys, Cow::Owned(key)),
         };
         if !fresh {
-            return Err(self.fail_at("duplicate key in an object", key_start));
+            return Err(self.fail_at(DUPLICATE_KEY, key_start));
         }
         Ok(found.map_or(additional, |index| props.node(index)))
     }
@@ -43,7 +45,7 @@ impl<'a> Scanner<'a> {
         force: bool,
     ) -> Scan<bool> {
         if depth > MAX_DEPTH {
-            return Err(self.fail("nested deeper than 100 levels"));
+            return Err(self.fail(TOO_DEEP));
         }
         // The body, its stops and the cursor are kept in locals, and the cursor is stored
         // back only before a call that reads it: the loop then runs in registers. Delimiters
@@ -64,7 +66,7 @@ impl<'a> Scanner<'a> {
                     pos = skip_ws(b, pos);
                     if b.get(pos) != Some(&b'"') {
                         self.pos = pos;
-                        return Err(self.fail("expected a string key"));
+                        return Err(self.fail(EXPECTED_KEY));
                     }
                 }
                 let key_start = pos;
@@ -81,7 +83,7 @@ impl<'a> Scanner<'a> {
                         None => seen.note(&mut self.keys, Cow::Borrowed(key)),
                     };
                     if !fresh {
-                        return Err(self.fail_at("duplicate key in an object", key_start));
+                        return Err(self.fail_at(DUPLICATE_KEY, key_start));
                     }
                     found.map_or(additional, |(_, node)| node)
                 } else {
@@ -104,7 +106,7 @@ impl<'a> Scanner<'a> {
                         let colon = skip_ws(b, pos);
                         if b.get(colon) != Some(&b':') {
                             self.pos = colon;
-                            return Err(self.fail("expected ':' after a key"));
+                            return Err(self.fail(EXPECTED_COLON));
                         }
                         colon
                     };
@@ -180,7 +182,7 @@ impl<'a> Scanner<'a> {
                         Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
                         _ => {
                             self.pos = pos;
-                            return Err(self.fail("expected ',' or '}' in an object"));
+                            return Err(self.fail(OBJECT_DELIMITER));
                         }
                     }
                 };

@@ -2,7 +2,7 @@
 //! `f64`), `true`, `false` and `null`.
 
 use super::Scanner;
-use super::unparsed::Scan;
+use super::unparsed::{INVALID_LITERAL, INVALID_NUMBER, NUMBER_OUT_OF_RANGE, Scan};
 
 impl Scanner<'_> {
     #[inline]
@@ -11,7 +11,7 @@ impl Scanner<'_> {
             self.pos += word.len();
             Ok(())
         } else {
-            Err(self.fail("invalid literal"))
+            Err(self.fail(INVALID_LITERAL))
         }
     }
 
@@ -37,13 +37,13 @@ impl Scanner<'_> {
                 1
             }
             Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(self.fail("invalid number")),
+            _ => return Err(self.fail(INVALID_NUMBER)),
         };
         let mut integral = true;
         if self.peek() == Some(b'.') {
             self.pos += 1;
             if self.digits() == 0 {
-                return Err(self.fail("invalid number"));
+                return Err(self.fail(INVALID_NUMBER));
             }
             integral = false;
         }
@@ -54,14 +54,14 @@ impl Scanner<'_> {
                 self.pos += 1;
             }
             if self.digits() == 0 {
-                return Err(self.fail("invalid number"));
+                return Err(self.fail(INVALID_NUMBER));
             }
             integral = false;
             exponent = true;
         }
         // Without an exponent, fewer than 309 integer digits is below 1e308: always finite.
         if kept && (exponent || integer_digits > 308) && !is_finite(&self.b[start..self.pos]) {
-            return Err(self.fail_at("number out of range", start));
+            return Err(self.fail_at(NUMBER_OUT_OF_RANGE, start));
         }
         Ok(integral)
     }

@@ -3,7 +3,10 @@
 
 use super::duplicate_keys::KeySet;
 use super::stops::next_stop;
-use super::unparsed::Scan;
+use super::unparsed::{
+    ARRAY_DELIMITER, DUPLICATE_KEY, EXPECTED_COLON, EXPECTED_KEY, EXPECTED_VALUE, OBJECT_DELIMITER,
+    Scan, TOO_DEEP,
+};
 use super::{MAX_DEPTH, Scanner};
 
 impl Scanner<'_> {
@@ -27,7 +30,7 @@ impl Scanner<'_> {
                 }
                 Some(b'{') => {
                     if depth + nesting >= MAX_DEPTH {
-                        return Err(self.fail("nested deeper than 100 levels"));
+                        return Err(self.fail(TOO_DEEP));
                     }
                     self.pos += 1;
                     self.ws();
@@ -45,7 +48,7 @@ impl Scanner<'_> {
                 }
                 Some(b'[') => {
                     if depth + nesting >= MAX_DEPTH {
-                        return Err(self.fail("nested deeper than 100 levels"));
+                        return Err(self.fail(TOO_DEEP));
                     }
                     self.pos += 1;
                     self.ws();
@@ -63,7 +66,7 @@ impl Scanner<'_> {
                 Some(b'-' | b'0'..=b'9') => {
                     self.number(kept)?;
                 }
-                _ => return Err(self.fail("expected a JSON value")),
+                _ => return Err(self.fail(EXPECTED_VALUE)),
             }
             // After a value: close what ends here, or move on to the next element.
             while nesting > 0 {
@@ -92,8 +95,8 @@ impl Scanner<'_> {
                         open >>= 1;
                         nesting -= 1;
                     }
-                    (_, true) => return Err(self.fail("expected ',' or '}' in an object")),
-                    (_, false) => return Err(self.fail("expected ',' or ']' in an array")),
+                    (_, true) => return Err(self.fail(OBJECT_DELIMITER)),
+                    (_, false) => return Err(self.fail(ARRAY_DELIMITER)),
                 }
             }
             return Ok(());
@@ -153,7 +156,7 @@ impl Scanner<'_> {
     fn skipped_key(&mut self, kept: bool) -> Scan<()> {
         self.ws();
         if self.peek() != Some(b'"') {
-            return Err(self.fail("expected a string key"));
+            return Err(self.fail(EXPECTED_KEY));
         }
         let start = self.pos;
         if kept {
@@ -161,13 +164,13 @@ impl Scanner<'_> {
             if let Some(set) = self.kept_objects.last_mut()
                 && !set.note(&mut self.keys, key)
             {
-                return Err(self.fail_at("duplicate key in an object", start));
+                return Err(self.fail_at(DUPLICATE_KEY, start));
             }
         } else {
             self.string()?;
         }
         self.ws();
-        self.expect(b':', "expected ':' after a key")
+        self.expect(b':', EXPECTED_COLON)
     }
 }
 

@@ -5,7 +5,10 @@ use std::borrow::Cow;
 
 use super::Scanner;
 use super::stops::next_stop;
-use super::unparsed::Scan;
+use super::unparsed::{
+    CONTROL_CHARACTER, INVALID_ESCAPE, INVALID_UNICODE_ESCAPE, LONE_SURROGATE, Scan,
+    UNTERMINATED_STRING,
+};
 
 impl<'a> Scanner<'a> {
     /// The key at the cursor (which is on its opening quote), by meaning: borrowed from the
@@ -43,11 +46,11 @@ impl<'a> Scanner<'a> {
                 }
                 Some(_) => {
                     self.pos = pos;
-                    return Err(self.fail("control character in a string"));
+                    return Err(self.fail(CONTROL_CHARACTER));
                 }
                 None => {
                     self.pos = pos;
-                    return Err(self.fail("unterminated string"));
+                    return Err(self.fail(UNTERMINATED_STRING));
                 }
             }
         }
@@ -70,32 +73,32 @@ impl<'a> Scanner<'a> {
                 self.pos += 1;
                 let unit = self.hex4()?;
                 if (0xDC00..0xE000).contains(&unit) {
-                    return Err(self.fail("lone surrogate in a string escape"));
+                    return Err(self.fail(LONE_SURROGATE));
                 }
                 if (0xD800..0xDC00).contains(&unit) {
                     if !self.b[self.pos..].starts_with(b"\\u") {
-                        return Err(self.fail("lone surrogate in a string escape"));
+                        return Err(self.fail(LONE_SURROGATE));
                     }
                     self.pos += 2;
                     let low = self.hex4()?;
                     if !(0xDC00..0xE000).contains(&low) {
-                        return Err(self.fail("lone surrogate in a string escape"));
+                        return Err(self.fail(LONE_SURROGATE));
                     }
                 }
                 Ok(())
             }
-            _ => Err(self.fail("invalid escape in a string")),
+            _ => Err(self.fail(INVALID_ESCAPE)),
         }
     }
 
     fn hex4(&mut self) -> Scan<u32> {
         let Some(hex) = self.b.get(self.pos..self.pos + 4) else {
-            return Err(self.fail("invalid \\u escape"));
+            return Err(self.fail(INVALID_UNICODE_ESCAPE));
         };
         let mut value = 0u32;
         for &h in hex {
             let Some(digit) = (h as char).to_digit(16) else {
-                return Err(self.fail("invalid \\u escape"));
+                return Err(self.fail(INVALID_UNICODE_ESCAPE));
             };
             value = value * 16 + digit;
         }

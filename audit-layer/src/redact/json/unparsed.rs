@@ -1,5 +1,5 @@
-//! Why a body could not be redacted: the error the `_unparsed` marker quotes, and how the
-//! scanner stops with it.
+//! Why a body could not be redacted: the error the `_unparsed` marker quotes, every reason it
+//! can give, and how the scanner stops with one.
 
 use std::fmt;
 
@@ -31,6 +31,30 @@ impl fmt::Display for Unparsed {
 
 impl std::error::Error for Unparsed {}
 
+// Every reason a body is refused for, as its `_unparsed` marker says it before the position.
+// None quotes the body. Tests compare with the text, not with these names, so that a change to
+// what a user reads shows in them.
+pub(super) const INVALID_UTF8: &str = "invalid UTF-8";
+pub(super) const EMPTY_BODY: &str = "the body is empty";
+pub(super) const NOT_A_CONTAINER: &str = "the body is not a JSON object or array";
+pub(super) const TRAILING: &str = "trailing characters after the JSON value";
+pub(super) const EXPECTED_VALUE: &str = "expected a JSON value";
+/// Names [`MAX_DEPTH`](super::MAX_DEPTH); a test checks that the two agree.
+pub(super) const TOO_DEEP: &str = "nested deeper than 100 levels";
+pub(super) const EXPECTED_KEY: &str = "expected a string key";
+pub(super) const EXPECTED_COLON: &str = "expected ':' after a key";
+pub(super) const OBJECT_DELIMITER: &str = "expected ',' or '}' in an object";
+pub(super) const ARRAY_DELIMITER: &str = "expected ',' or ']' in an array";
+pub(super) const DUPLICATE_KEY: &str = "duplicate key in an object";
+pub(super) const INVALID_LITERAL: &str = "invalid literal";
+pub(super) const INVALID_NUMBER: &str = "invalid number";
+pub(super) const NUMBER_OUT_OF_RANGE: &str = "number out of range";
+pub(super) const CONTROL_CHARACTER: &str = "control character in a string";
+pub(super) const UNTERMINATED_STRING: &str = "unterminated string";
+pub(super) const INVALID_ESCAPE: &str = "invalid escape in a string";
+pub(super) const INVALID_UNICODE_ESCAPE: &str = "invalid \\u escape";
+pub(super) const LONE_SURROGATE: &str = "lone surrogate in a string escape";
+
 /// The scan failed; why and where is in [`Scanner::failure`]. A unit, so that the scanner's
 /// results travel in registers.
 pub(super) struct Stop;
@@ -57,8 +81,9 @@ impl Scanner<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::redact;
     use super::super::tests::policy_plan;
+    use super::super::{MAX_DEPTH, redact};
+    use super::TOO_DEEP;
 
     #[test]
     fn malformed_bodies_are_refused_with_a_reason_and_no_content() {
@@ -103,5 +128,10 @@ mod tests {
             assert_eq!(err.reason(), *reason, "{}", String::from_utf8_lossy(body));
             assert!(!err.to_string().contains("s3cr3t"));
         }
+    }
+
+    #[test]
+    fn the_nesting_reason_names_the_limit() {
+        assert_eq!(TOO_DEEP, format!("nested deeper than {MAX_DEPTH} levels"));
     }
 }

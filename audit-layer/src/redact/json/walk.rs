@@ -4,7 +4,7 @@
 use super::super::plan::{DROP, Node, NodeId, Props, types};
 use super::Scanner;
 use super::skip_ws;
-use super::unparsed::Scan;
+use super::unparsed::{EMPTY_BODY, EXPECTED_VALUE, NOT_A_CONTAINER, Scan, TRAILING};
 
 impl Scanner<'_> {
     /// The whole body: one object or array, and nothing after it but whitespace.
@@ -12,8 +12,8 @@ impl Scanner<'_> {
         self.ws();
         let open = match self.peek() {
             Some(open @ (b'{' | b'[')) => open,
-            Some(_) => return Err(self.fail("the body is not a JSON object or array")),
-            None => return Err(self.fail("the body is empty")),
+            Some(_) => return Err(self.fail(NOT_A_CONTAINER)),
+            None => return Err(self.fail(EMPTY_BODY)),
         };
         // A root that keeps nothing is still read as a container, so that its own keys are
         // checked for duplicates.
@@ -27,7 +27,7 @@ impl Scanner<'_> {
         }
         self.ws();
         if self.pos != self.b.len() {
-            return Err(self.fail("trailing characters after the JSON value"));
+            return Err(self.fail(TRAILING));
         }
         Ok(())
     }
@@ -115,7 +115,7 @@ impl Scanner<'_> {
                 self.skip_value(depth, mask & types::ARRAY != 0)?;
                 types::ARRAY
             }
-            _ => return Err(self.fail("expected a JSON value")),
+            _ => return Err(self.fail(EXPECTED_VALUE)),
         };
         Ok(mask & kind != 0)
     }
