@@ -32,7 +32,7 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         let mut pos = self.pos + 1;
         loop {
-            pos = self.next_stop(pos);
+            pos = next_stop(self.stops, self.b.len(), pos);
             match self.b.get(pos) {
                 Some(b'"') => {
                     self.pos = pos + 1;
@@ -54,12 +54,6 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-    }
-
-    /// The first string stop at or after `pos`, or the end of the body.
-    #[inline(always)]
-    fn next_stop(&self, pos: usize) -> usize {
-        next_stop(self.stops, self.b.len(), pos)
     }
 
     fn escape(&mut self) -> Scan<()> {
@@ -105,6 +99,18 @@ impl<'a> Scanner<'a> {
         self.pos += 4;
         Ok(value)
     }
+}
+
+/// The end, just past its closing quote, of the string opening at `at` in `body` if it is
+/// plain (no escape, no control character), found by the string stops alone; `None` if no
+/// string opens there or it needs [`Scanner::string`].
+#[inline(always)]
+pub(super) fn plain_string_end(body: &[u8], stops: &[u64], at: usize) -> Option<usize> {
+    if body.get(at) != Some(&b'"') {
+        return None;
+    }
+    let close = next_stop(stops, body.len(), at + 1);
+    (body.get(close) == Some(&b'"')).then_some(close + 1)
 }
 
 /// The text of a validated string body with escapes resolved.

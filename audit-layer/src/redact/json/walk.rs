@@ -1,10 +1,21 @@
-//! The walk driven by the plan: the root, and each value dispatched by its plan node to be
-//! dropped, kept whole, or walked as an object or an array.
+//! The walk driven by the plan: the root, each value dispatched by its plan node to be
+//! dropped, kept whole, or walked as an object or an array, and what objects and arrays share:
+//! how a container opens, finds the end of each member or item, and closes.
 
 use super::super::plan::{DROP, Node, NodeId, Props, types};
-use super::Scanner;
-use super::skip_ws;
-use super::unparsed::{EMPTY_BODY, EXPECTED_VALUE, NOT_A_CONTAINER, Scan, TRAILING};
+use super::unparsed::{
+    ARRAY_DELIMITER, EMPTY_BODY, EXPECTED_VALUE, NOT_A_CONTAINER, OBJECT_DELIMITER, Scan, TOO_DEEP,
+    TRAILING,
+};
+use super::{MAX_DEPTH, Scanner, is_ws, skip_ws};
+
+/// What ends a member of an object or an item of an array.
+pub(super) enum Delimiter {
+    /// A comma, at this position: another member or item follows.
+    Comma(usize),
+    /// The container's closing bracket, at this position.
+    Close(usize),
+}
 
 impl Scanner<'_> {
     /// The whole body: one object or array, and nothing after it but whitespace.
@@ -137,6 +148,59 @@ impl Scanner<'_> {
         }
         self.skip_value(depth, false)?;
         Ok(false)
+    }
+
+    /// Opens the container at the cursor, `depth` levels deep: writes its opening bracket
+    /// (taken back by [`close_container`](Self::close_container) if it keeps nothing) and
+    /// returns the bracket's position and that of the first byte after it that is not
+    /// whitespace.
+    #[inline(always)]
+    pub(super) fn open_container(&mut self, depth: usize) -> Scan<(usize, usize)> {
+        if depth > MAX_DEPTH {
+            return Err(self.fail(TOO_DEEP));
+        }
+        let open = self.pos;
+        self.out.copy(open, open + 1);
+        Ok((open, skip_ws(self.b, open + 1)))
+    }
+
+    /// The delimiter after a member or an item ending at `pos`, in a container closed by
+    /// `CLOSE`. Whitespace is looked for only when the delimiter is not right there.
+    #[inline(always)]
+    pub(super) fn delimiter<const CLOSE: u8>(&mut self, mut pos: usize) -> Scan<Delimiter> {
+        let b = self.b;
+        loop {
+            match b.get(pos) {
+                Some(b',') => return Ok(Delimiter::Comma(pos)),
+                Some(&byte) if byte == CLOSE => return Ok(Delimiter::Close(pos)),
+                Some(&byte) if is_ws(byte) => pos = skip_ws(b, pos),
+                _ => {
+                    self.pos = pos;
+                    let reason = if CLOSE == b'}' {
+                        OBJECT_DELIMITER
+                    } else {
+                        ARRAY_DELIMITER
+                    };
+                    return Err(self.fail(reason));
+                }
+            }
+        }
+    }
+
+    /// Closes the container whose closing bracket is at `close`, the cursor moving past it.
+    /// Returns whether the container is written: if it kept anything, or if `force`d.
+    /// Otherwise what it wrote is its opening bracket alone (each member or item that kept
+    /// nothing took its own text back), and that is taken back too.
+    #[inline(always)]
+    pub(super) fn close_container(&mut self, close: usize, kept_any: bool, force: bool) -> bool {
+        self.pos = close + 1;
+        if kept_any || force {
+            self.out.copy(close, close + 1);
+            true
+        } else {
+            self.out.truncate(self.out.len() - 1);
+            false
+        }
     }
 }
 
