@@ -12,8 +12,8 @@
 //! The scanner's parts, in the order a body meets them:
 //!
 //! - [`stops`]: the string-stop bitmap, built over the whole body before the scan;
-//! - [`walk`]: the root, and each value dispatched by its plan node; [`object`] and [`array`]
-//!   walk the containers the plan reads;
+//! - [`walk`]: the root, and each value dispatched by its plan node; [`object`] and
+//!   [`array`](mod@array) walk the containers the plan reads;
 //! - [`strings`], [`scalars`]: strings and keys, numbers and literals;
 //! - [`skip`]: values dropped, or kept whole, validated without being written;
 //! - [`duplicate_keys`]: the keys each object has shown, to refuse a repeated one;
