@@ -35,7 +35,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use http::Method;
 
 use crate::record::ActionType;
-use crate::redact::{ContentPlans, QueryPlan, RedactedBody, RedactionPlan, ResponsePlans};
+use crate::redact::{ContentPlans, QueryPlan, RedactedBody, ResponsePlans};
 use router::SegmentRouter;
 pub(crate) use template::{PathIds, RouteTemplate};
 
@@ -206,19 +206,6 @@ impl Operation {
     /// Records nothing at all for this operation (health checks, metrics scrapes).
     pub fn not_audited(mut self) -> Self {
         self.audited = false;
-        self
-    }
-
-    /// How JSON request bodies are redacted. Defaults to keeping nothing.
-    pub fn request_plan(mut self, plan: RedactionPlan) -> Self {
-        self.request = ContentPlans::json(plan);
-        self
-    }
-
-    /// How JSON response bodies are redacted, whatever the status. Defaults to keeping
-    /// nothing.
-    pub fn response_plan(mut self, plan: RedactionPlan) -> Self {
-        self.response = ResponsePlans::json(plan);
         self
     }
 

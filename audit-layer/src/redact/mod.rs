@@ -149,6 +149,7 @@ impl ContentPlans {
     }
 
     /// One plan for every JSON body.
+    #[cfg(test)]
     pub(crate) fn json(plan: RedactionPlan) -> Self {
         Self::new(vec![("application/json".into(), Some(plan))])
     }
@@ -324,11 +325,6 @@ impl ResponsePlans {
         Self {
             entries: entries.into(),
         }
-    }
-
-    /// One plan for every JSON response, whatever its status.
-    pub(crate) fn json(plan: RedactionPlan) -> Self {
-        Self::new(vec![(StatusPattern::Default, ContentPlans::json(plan))])
     }
 
     /// The plans for a status: exact, then class, then `default`.
