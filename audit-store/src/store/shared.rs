@@ -453,3 +453,81 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
         sqlx::postgres::PgQueryResult::rows_affected(self)
     }
 }
+
+/// The methods of [`ChainedStore`](super::ChainedStore) that both SQL stores answer alike,
+/// from their `chain` keys and `tables()`: everything but `chain_scan`.
+macro_rules! chained_reads {
+    () => {
+        fn chain_keys(&self) -> Option<&crate::chain::ChainKeys> {
+            self.chain.as_deref()
+        }
+
+        async fn chain_heads(&self) -> crate::Result<Vec<crate::model::ChainHead>> {
+            self.tables().chain_heads().await
+        }
+
+        async fn chain_head(&self, chain: &str) -> crate::Result<Option<crate::model::ChainHead>> {
+            self.tables().chain_head(chain).await
+        }
+
+        async fn chain_rows(
+            &self,
+            chain: &str,
+            after: (i64, uuid::Uuid),
+            limit: u32,
+        ) -> crate::Result<Vec<crate::model::ChainRow>> {
+            self.tables().chain_rows(chain, after, limit).await
+        }
+
+        async fn chain_span(
+            &self,
+            chain: &str,
+            since_ms: i64,
+            before_ms: i64,
+        ) -> crate::Result<Option<(i64, i64)>> {
+            self.tables().chain_span(chain, since_ms, before_ms).await
+        }
+
+        async fn all_checkpoints(&self) -> crate::Result<Vec<crate::model::Checkpoint>> {
+            self.tables().checkpoints(None).await
+        }
+
+        async fn checkpoints(&self, chain: &str) -> crate::Result<Vec<crate::model::Checkpoint>> {
+            self.tables().checkpoints(Some(chain)).await
+        }
+
+        async fn write_checkpoints(
+            &self,
+            checkpoints: &[crate::model::Checkpoint],
+        ) -> crate::Result<()> {
+            self.tables().write_checkpoints(checkpoints).await
+        }
+    };
+}
+pub(super) use chained_reads;
+
+/// The methods of [`AuditStore`](super::AuditStore) that both SQL stores answer alike, from
+/// their `tables()`: the reads and the ping.
+macro_rules! record_reads {
+    () => {
+        async fn ping(&self) -> crate::Result<()> {
+            self.tables().ping().await
+        }
+
+        async fn get(&self, account_id: &str, id: uuid::Uuid) -> crate::Result<Option<String>> {
+            self.tables().get(account_id, id).await
+        }
+
+        async fn count(&self) -> crate::Result<u64> {
+            self.tables().count().await
+        }
+
+        async fn page(
+            &self,
+            query: &crate::model::RecordQuery,
+        ) -> crate::Result<Vec<crate::model::PageRow>> {
+            self.tables().page(query).await
+        }
+    };
+}
+pub(super) use record_reads;

@@ -16,15 +16,12 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use uuid::Uuid;
 
 use super::chained;
-use super::shared::Tables;
+use super::shared::{self, Tables};
 use super::{AuditStore, ChainedStore, LinkScan, scan::spawn_scan};
 use crate::chain::ChainKeys;
-use crate::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
-};
+use crate::model::{ChainScope, StoredRecord};
 use crate::{Result, StoreError};
 use wal::{CHECKPOINT_BUSY_TIMEOUT, Checkpoints, WRITER_AUTOCHECKPOINT};
 
@@ -261,6 +258,8 @@ impl SqliteStore {
 }
 
 impl AuditStore for SqliteStore {
+    shared::record_reads!();
+
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
         self.optimize().await
@@ -289,10 +288,6 @@ impl AuditStore for SqliteStore {
         Ok(stored)
     }
 
-    async fn ping(&self) -> Result<()> {
-        self.tables().ping().await
-    }
-
     async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
         let mut deleted = 0;
         if let Some(keys) = &self.chain {
@@ -309,66 +304,14 @@ impl AuditStore for SqliteStore {
         self.optimize().await?;
         Ok(deleted)
     }
-
-    async fn get(&self, account_id: &str, id: Uuid) -> Result<Option<String>> {
-        self.tables().get(account_id, id).await
-    }
-
-    async fn count(&self) -> Result<u64> {
-        self.tables().count().await
-    }
-
-    async fn page(&self, query: &RecordQuery) -> Result<Vec<PageRow>> {
-        self.tables().page(query).await
-    }
 }
 
 impl ChainedStore for SqliteStore {
-    fn chain_keys(&self) -> Option<&ChainKeys> {
-        self.chain.as_deref()
-    }
-
-    async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
-        self.tables().chain_heads().await
-    }
-
-    async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
-        self.tables().chain_head(chain).await
-    }
-
-    async fn chain_rows(
-        &self,
-        chain: &str,
-        after: (i64, Uuid),
-        limit: u32,
-    ) -> Result<Vec<ChainRow>> {
-        self.tables().chain_rows(chain, after, limit).await
-    }
-
-    async fn chain_span(
-        &self,
-        chain: &str,
-        since_ms: i64,
-        before_ms: i64,
-    ) -> Result<Option<(i64, i64)>> {
-        self.tables().chain_span(chain, since_ms, before_ms).await
-    }
+    shared::chained_reads!();
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {
         let pool = self.pool.clone();
         spawn_scan(move |tx| scan::scan(pool, scope, tx))
-    }
-
-    async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        self.tables().checkpoints(None).await
-    }
-
-    async fn checkpoints(&self, chain: &str) -> Result<Vec<Checkpoint>> {
-        self.tables().checkpoints(Some(chain)).await
-    }
-
-    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<()> {
-        self.tables().write_checkpoints(checkpoints).await
     }
 }
 
