@@ -34,12 +34,14 @@ pub(crate) async fn reach(url: &str) -> Result<Option<u32>, String> {
     .map_err(|_| format!("PostgreSQL at {url} did not answer within 5 s"))?
     .map_err(|e| format!("PostgreSQL at {url} is unreachable: {e}"))?;
     // The server is local when our backend is a process here; its parent is the postmaster.
+    // Looked up before the connection closes: the backend exits with it.
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&pool)
         .await
         .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+    let postmaster = local_postmaster(backend);
     pool.close().await;
-    Ok(local_postmaster(backend))
+    Ok(postmaster)
 }
 
 /// Options whose connections live in `schema`.
