@@ -1,12 +1,14 @@
 //! The official `cloudflare` Python SDK (5.x), pointed at the audit log router, lists and
 //! paginates unchanged: `tests/sdk/list_audit.py` is run against a real server on
 //! `127.0.0.1:0` with the Python named by `AUDIT_SDK_PYTHON` (a venv with `cloudflare`
-//! installed); without it the test says so and passes.
+//! installed); without it the tests are skipped, and fail under CI (see `common::skip`).
 //!
 //! ```sh
 //! python3 -m venv target/sdkvenv && target/sdkvenv/bin/pip install 'cloudflare>=5,<6'
 //! AUDIT_SDK_PYTHON=target/sdkvenv/bin/python cargo test -p audit-store --test sdk_compat
 //! ```
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +23,7 @@ use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::AuditStore;
 use axum::Router;
+use common::{SDK_PYTHON_VAR, env_or_skip};
 use http::request::Parts;
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -259,14 +262,9 @@ async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec
     Ok(ids)
 }
 
+/// The Python to run the SDK with, or `None` after [`common::skip`].
 fn python() -> Option<String> {
-    match std::env::var("AUDIT_SDK_PYTHON") {
-        Ok(python) if !python.trim().is_empty() => Some(python),
-        _ => {
-            eprintln!("skipped: AUDIT_SDK_PYTHON is not set");
-            None
-        }
-    }
+    env_or_skip(SDK_PYTHON_VAR, "the Python SDK test")
 }
 
 /// The list requests the server saw since `from`.

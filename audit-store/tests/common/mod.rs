@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +36,9 @@ pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send 
 /// The environment variable naming the PostgreSQL server the Postgres tests use.
 pub(crate) const POSTGRES_URL_VAR: &str = "AUDIT_TEST_POSTGRES_URL";
 
+/// The environment variable naming the Python (with the `cloudflare` SDK) of `sdk_compat`.
+pub(crate) const SDK_PYTHON_VAR: &str = "AUDIT_SDK_PYTHON";
+
 /// No test may take longer than this; a hang fails instead of stalling the run.
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -46,7 +49,11 @@ pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
 /// invoking file. The macro generates `mod sqlite` and `mod postgres`, each holding one
 /// `#[tokio::test]` per name that sets up a fresh database for that backend, runs the body
 /// (with a time limit) and tears the database down again. Without `AUDIT_TEST_POSTGRES_URL`
-/// the Postgres instances print why they were skipped and pass.
+/// the Postgres instances are skipped (see [`skip`]).
+#[allow(
+    unused_macros,
+    reason = "not every test binary that shares this module uses it"
+)]
 macro_rules! backend_tests {
     (@backend $module:ident, $backend:ident, $($test:ident),+) => {
         mod $module {
@@ -76,6 +83,41 @@ pub(crate) async fn time_limit<T>(body: impl Future<Output = TestResult<T>>) -> 
     match tokio::time::timeout(TEST_TIMEOUT, body).await {
         Ok(outcome) => outcome,
         Err(_) => Err(format!("test did not finish within {TEST_TIMEOUT:?}").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that cannot run here
+// ---------------------------------------------------------------------------------------------
+
+/// Says that the calling test cannot run here, because of `why`, and lets it return.
+///
+/// Under CI (the variable `CI` is `true`) a test that cannot run must not pass: this panics,
+/// naming the test, `what` could not run, why, and the fix. Elsewhere the test is skipped: one
+/// line `SKIPPED <test>: <why>` goes straight to the process's stderr (libtest captures only
+/// `print!` and `eprint!`, so the line shows in `cargo test`'s output) and the caller returns.
+pub(crate) fn skip(what: &str, why: &str) {
+    let current = std::thread::current();
+    // libtest runs each test on a thread named after it.
+    let test = current.name().unwrap_or("a test");
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!(
+            "{test}: {what} cannot run under CI: {why}. Set the variable it needs \
+             (`bash .ci/run` sets both {POSTGRES_URL_VAR} and {SDK_PYTHON_VAR})"
+        );
+    }
+    let _ = writeln!(io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The value of the environment variable `var`; `None`, after [`skip`] for `what`, when it is
+/// unset or blank.
+pub(crate) fn env_or_skip(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => Some(value),
+        _ => {
+            skip(what, &format!("{var} is not set"));
+            None
+        }
     }
 }
 
@@ -340,15 +382,9 @@ async fn drop_schema(url: &str, schema: &str) -> TestResult {
     Ok(())
 }
 
-/// The Postgres URL for tests, or `None` (after saying so on stderr) when it is not set.
+/// The Postgres URL for tests, or `None` (after [`skip`]) when it is not set.
 pub(crate) fn postgres_url() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: {POSTGRES_URL_VAR} is not set");
-            None
-        }
-    }
+    env_or_skip(POSTGRES_URL_VAR, "a PostgreSQL test")
 }
 
 impl Backend for Postgres {
