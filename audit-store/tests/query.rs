@@ -21,7 +21,7 @@ use audit_store::store::{AuditStore, ChainedStore};
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use common::{Fixture, TestResult};
+use common::{Fixture, Rng, TestResult, ms};
 use http::request::Parts;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -102,40 +102,6 @@ const TEXT_FILTERS: [&str; 15] = [
     "zone_name",
     "account_name",
 ];
-
-/// A deterministic generator (splitmix64): the same data on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// A UUIDv7 for a record at `time_ms`: records of the same millisecond order by their
-    /// random bits, not by when they were made.
-    fn id(&mut self, time_ms: i64) -> Uuid {
-        let mut random = [0u8; 10];
-        random[..8].copy_from_slice(&self.next().to_be_bytes());
-        random[8..].copy_from_slice(&self.next().to_be_bytes()[..2]);
-        uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid()
-    }
-}
 
 /// Who acts in the data set.
 struct Who {
@@ -320,13 +286,6 @@ fn zones(account: &str) -> &'static [(&'static str, Option<&'static str>)] {
         BETA => &[("zone_b1", Some("beta.example"))],
         _ => &[("zone_g1", Some("gamma.example"))],
     }
-}
-
-fn ms(rfc3339: &str) -> i64 {
-    rfc3339
-        .parse::<Timestamp>()
-        .expect("a valid test time")
-        .unix_millis()
 }
 
 /// A realistic record of `account` (or of none) at `time_ms`.
@@ -555,6 +514,11 @@ fn dataset() -> Vec<AuditRecord> {
         scrambled.push(out.swap_remove(i));
     }
     scrambled
+}
+
+/// The standard data set loaded into the fixture, and the API over it.
+async fn loaded<S: ChainedStore>(fx: &Fixture<S>) -> TestResult<(Data, Api)> {
+    Ok((load(fx).await?, Api::new(fx.store.clone())))
 }
 
 async fn load<S: ChainedStore>(fx: &Fixture<S>) -> TestResult<Data> {
@@ -973,8 +937,7 @@ impl Api {
 // ---------------------------------------------------------------------------------------------
 
 async fn every_filter_and_its_not_form<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let everything = api.check(&data, ALPHA, &q(&[])).await?;
     assert!(everything.len() > 250, "the data set is large enough");
     for name in FILTERS {
@@ -1034,8 +997,7 @@ async fn every_filter_and_its_not_form<S: ChainedStore>(fx: &Fixture<S>) -> Test
 }
 
 async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let all = data.expected(ALPHA, &q(&[]));
     let (r1, r2) = (
         data.records.iter().find(|r| r.id == all[3]).ok_or("r1")?,
@@ -1142,8 +1104,7 @@ async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> T
 }
 
 async fn combinations_and_repeated_values<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let combos: Vec<Vec<(&str, &str)>> = vec![
         vec![
             ("action_type", "create"),
@@ -1227,8 +1188,7 @@ async fn combinations_and_repeated_values<S: ChainedStore>(fx: &Fixture<S>) -> T
 }
 
 async fn time_range_bounds<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let march = api.check(&data, ALPHA, &q(&[])).await?;
     // `since` is inclusive, `before` exclusive: the records at 2025-03-01T00:00:00.000Z and
     // 2025-03-31T23:59:59.999Z are in, those at 2025-02-28T23:59:59.999Z and
@@ -1293,8 +1253,7 @@ async fn time_range_bounds<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
 }
 
 async fn direction_orders_by_time_then_id<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let default = api.check(&data, ALPHA, &q(&[])).await?;
     let desc = api
         .check(&data, ALPHA, &q(&[("direction", "desc")]))
@@ -1319,8 +1278,7 @@ async fn direction_orders_by_time_then_id<S: ChainedStore>(fx: &Fixture<S>) -> T
 }
 
 async fn limit_default_and_maximum<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let mut data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (mut data, api) = loaded(fx).await?;
     let want = data.expected(ALPHA, &q(&[]));
     let page = api.page(ALPHA, &q(&[])).await?;
     assert_eq!(page.ids, want[..100].to_vec(), "100 by default");
@@ -1364,8 +1322,7 @@ async fn limit_default_and_maximum<S: ChainedStore>(fx: &Fixture<S>) -> TestResu
 // ---------------------------------------------------------------------------------------------
 
 async fn paging_walks_every_record_once<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let mut data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (mut data, api) = loaded(fx).await?;
     for (filters, limits) in [
         (vec![], &["7", "100"][..]),
         (vec![("action_type.not", "view")], &["7", "100"][..]),
@@ -1425,8 +1382,7 @@ async fn paging_walks_every_record_once<S: ChainedStore>(fx: &Fixture<S>) -> Tes
 }
 
 async fn paging_survives_concurrent_inserts<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let mut data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (mut data, api) = loaded(fx).await?;
     let mut rng = Rng(4242);
     for filters in [vec![], vec![("action_type.not", "view")]] {
         for direction in ["desc", "asc"] {
@@ -1516,8 +1472,7 @@ async fn paging_survives_concurrent_inserts<S: ChainedStore>(fx: &Fixture<S>) ->
 }
 
 async fn tampered_cursors_are_rejected<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let params = q(&[("action_type.not", "view"), ("limit", "5")]);
     let first = api.page(ALPHA, &params).await?;
     let cursor = first.cursor.ok_or("a cursor")?;
@@ -1675,8 +1630,7 @@ async fn tampered_cursors_are_rejected<S: ChainedStore>(fx: &Fixture<S>) -> Test
 }
 
 async fn cursor_binding_is_unambiguous<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let _data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (_data, api) = loaded(fx).await?;
     // Two different queries whose canonical forms must not collide: a filter value holding
     // the binding's separators must not pass for several filters or several values.
     let cases = [
@@ -1729,8 +1683,7 @@ async fn cursor_binding_is_unambiguous<S: ChainedStore>(fx: &Fixture<S>) -> Test
 // ---------------------------------------------------------------------------------------------
 
 async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let alpha_ids = data.expected(ALPHA, &q(&[]));
     let alpha_record = alpha_ids[0];
     let beta_record = data.expected(BETA, &q(&[]))[0];
@@ -1827,8 +1780,7 @@ async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -
 // ---------------------------------------------------------------------------------------------
 
 async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let _data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (_data, api) = loaded(fx).await?;
     let base = format!("since={SINCE}&before={BEFORE}");
     let long = "x".repeat(1025);
     let many: String = (0..101).map(|i| format!("&actor_email=a{i}%40x")).collect();
@@ -1950,8 +1902,7 @@ const PAYLOADS: [&str; 18] = [
 ];
 
 async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let count = fx.store.count().await?;
     let everything = data.expected(ALPHA, &q(&[]));
     let mut failures = Vec::new();
@@ -2042,8 +1993,7 @@ async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestR
 // ---------------------------------------------------------------------------------------------
 
 async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let alpha = data.expected(ALPHA, &q(&[]));
     let special = data
         .records

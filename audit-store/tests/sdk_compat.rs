@@ -23,21 +23,12 @@ use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::AuditStore;
 use axum::Router;
-use common::{SDK_PYTHON_VAR, env_or_skip};
+use common::{Rng, SDK_PYTHON_VAR, TestResult, env_or_skip, ms};
 use http::request::Parts;
-
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const ACCOUNT: &str = "acc_sdk";
 const OTHER: &str = "acc_sdk_other";
 const TOKEN: &str = "sdk-test-token";
-
-fn ms(rfc3339: &str) -> i64 {
-    rfc3339
-        .parse::<Timestamp>()
-        .expect("a valid test time")
-        .unix_millis()
-}
 
 /// The SDK authenticates with `Authorization: Bearer <api_token>`.
 fn authorize(request: &Parts, account_id: &str) -> Access {
@@ -54,28 +45,8 @@ fn authorize(request: &Parts, account_id: &str) -> Access {
     }
 }
 
-/// splitmix64: the same records on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
-    let mut random = [0u8; 10];
-    random[..8].copy_from_slice(&rng.next().to_be_bytes());
-    random[8..].copy_from_slice(&rng.next().to_be_bytes()[..2]);
-    let id = uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid();
+    let id = rng.id(time_ms);
     let (kind, method) = [
         (ActionType::View, "GET"),
         (ActionType::View, "GET"),
@@ -223,17 +194,17 @@ async fn serve(records: &[AuditRecord]) -> TestResult<Server> {
     })
 }
 
-/// Runs `tests/sdk/list_audit.py` with `args` and returns the ids it printed.
-async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec<String>> {
+/// `tests/sdk/list_audit.py` run by `python` against `server`, as `token` for `account`,
+/// with no proxy in the way.
+fn script(python: &str, server: &Server, token: &str, account: &str) -> tokio::process::Command {
     let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sdk", "list_audit.py"]
         .iter()
         .collect();
     let mut command = tokio::process::Command::new(python);
     command
         .arg(&script)
-        .args(["--base-url", &server.base_url, "--token", TOKEN])
-        .args(["--account", ACCOUNT])
-        .args(args)
+        .args(["--base-url", &server.base_url, "--token", token])
+        .args(["--account", account])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .kill_on_drop(true);
     for proxy in [
@@ -246,12 +217,19 @@ async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec
     ] {
         command.env_remove(proxy);
     }
+    command
+}
+
+/// Runs the script as the account's owner with `args` and returns the ids it printed.
+async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec<String>> {
+    let mut command = script(python, server, TOKEN, ACCOUNT);
+    command.args(args);
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .map_err(|_| "the SDK script did not finish within 60 s")??;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        return Err(format!("{} failed ({}): {stderr}", script.display(), output.status).into());
+        return Err(format!("list_audit.py failed ({}): {stderr}", output.status).into());
     }
     let ids: Vec<String> = serde_json::from_slice(&output.stdout).map_err(|e| {
         format!(
@@ -380,24 +358,8 @@ async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
     let records = records();
     let server = serve(&records).await?;
     // Denied: the SDK raises for the 404 (the script exits 2 and prints the body).
-    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sdk", "list_audit.py"]
-        .iter()
-        .collect();
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args(["--base-url", &server.base_url, "--token", "someone-else"])
-        .args([
-            "--account",
-            OTHER,
-            "--since",
-            "2025-03-01",
-            "--before",
-            "2025-04-01",
-        ])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .kill_on_drop(true)
+    let output = script(&python, &server, "someone-else", OTHER)
+        .args(["--since", "2025-03-01", "--before", "2025-04-01"])
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -405,22 +367,9 @@ async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
     assert!(stderr.contains("HTTP 404"), "{stderr}");
     assert!(!stderr.contains(OTHER), "the 404 names nothing: {stderr}");
     // A bad parameter: the SDK surfaces the 400 and its message.
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args(["--base-url", &server.base_url, "--token", TOKEN])
-        .args([
-            "--account",
-            ACCOUNT,
-            "--since",
-            "2025-03-01",
-            "--before",
-            "2025-04-01",
-        ])
+    let output = script(&python, &server, TOKEN, ACCOUNT)
+        .args(["--since", "2025-03-01", "--before", "2025-04-01"])
         .args(["--limit", "5000"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .kill_on_drop(true)
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&output.stderr);

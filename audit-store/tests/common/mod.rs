@@ -18,7 +18,8 @@ use audit_layer::record::{
 };
 use audit_store::chain::ChainKeys;
 use audit_store::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
+    COLUMNS, ChainHead, ChainRow, ChainScope, Checkpoint, ColumnType, PageRow, RecordQuery,
+    StoredRecord,
 };
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
@@ -156,30 +157,15 @@ pub(crate) struct DbRow {
     pub(crate) record: String,
 }
 
-/// The typed columns compared against [`StoredRecord`], in this order (everything but `id`
-/// and `record`).
-pub(crate) const TEXT_COLUMNS: [&str; 20] = [
-    "account_id",
-    "account_name",
-    "zone_id",
-    "zone_name",
-    "action_type",
-    "action_result",
-    "actor_email",
-    "actor_id",
-    "actor_ip_address",
-    "actor_type",
-    "actor_context",
-    "actor_token_id",
-    "actor_token_name",
-    "raw_ray_id",
-    "raw_method",
-    "raw_uri",
-    "resource_id",
-    "resource_product",
-    "resource_type",
-    "resource_scope",
-];
+/// The text columns compared against [`StoredRecord`], in [`COLUMNS`] order: all but
+/// `record` (`id`, `time_ms` and `raw_status_code` are not text).
+pub(crate) fn text_columns() -> Vec<&'static str> {
+    COLUMNS
+        .iter()
+        .filter(|c| c.ty == ColumnType::Text && c.name != "record")
+        .map(|c| c.name)
+        .collect()
+}
 
 impl Db {
     /// Every row, ordered by time then id.
@@ -213,14 +199,14 @@ impl Db {
             .collect())
     }
 
-    /// `time_ms`, `raw_status_code` and the [`TEXT_COLUMNS`] of the row with `id`.
+    /// `time_ms`, `raw_status_code` and the [`text_columns`] of the row with `id`.
     pub(crate) async fn columns(
         &self,
         id: Uuid,
     ) -> TestResult<Option<(i64, i32, Vec<Option<String>>)>> {
         let select = format!(
             "SELECT time_ms, raw_status_code, {} FROM audit_logs WHERE id = ",
-            TEXT_COLUMNS.join(", ")
+            text_columns().join(", ")
         );
         match self {
             Self::Sqlite(pool) => {
@@ -268,8 +254,9 @@ macro_rules! row_access {
     ($row:ty) => {
         impl RowAccess for $row {
             fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)> {
-                let mut texts = Vec::with_capacity(TEXT_COLUMNS.len());
-                for i in 0..TEXT_COLUMNS.len() {
+                let count = text_columns().len();
+                let mut texts = Vec::with_capacity(count);
+                for i in 0..count {
                     texts.push(self.try_get::<Option<String>, _>(i + 2)?);
                 }
                 Ok((self.try_get(0)?, self.try_get(1)?, texts))
@@ -436,9 +423,46 @@ pub(crate) async fn sqlite() -> TestResult<Fixture<SqliteStore>> {
 /// `2025-03-10T09:00:00.000Z`: a fixed base time for records whose time matters.
 pub(crate) const BASE_MS: i64 = 1_741_597_200_000;
 
-/// Milliseconds since the epoch of an RFC 3339 time.
-pub(crate) fn ms(rfc3339: &str) -> TestResult<i64> {
-    Ok(rfc3339.parse::<Timestamp>()?.unix_millis())
+/// Milliseconds since the epoch of an RFC 3339 time (a test's constant: a typo panics).
+pub(crate) fn ms(rfc3339: &str) -> i64 {
+    rfc3339
+        .parse::<Timestamp>()
+        .expect("a valid test time")
+        .unix_millis()
+}
+
+/// A deterministic generator (splitmix64): the same data on every run.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// A UUIDv7 for a record at `time_ms`: records of the same millisecond order by their
+    /// random bits, not by when they were made.
+    pub(crate) fn id(&mut self, time_ms: i64) -> Uuid {
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&self.next().to_be_bytes());
+        random[8..].copy_from_slice(&self.next().to_be_bytes()[..2]);
+        uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid()
+    }
 }
 
 /// A typical record of `account` at `time_ms`, with a fresh id. Records of the same account
