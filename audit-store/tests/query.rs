@@ -21,7 +21,7 @@ use audit_store::store::{AuditStore, ChainedStore};
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use common::{Fixture, Rng, TestResult, ms};
+use common::{Fixture, Rng, TestResult, ms, record_id};
 use http::request::Parts;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -290,12 +290,12 @@ fn zones(account: &str) -> &'static [(&'static str, Option<&'static str>)] {
 
 /// A realistic record of `account` (or of none) at `time_ms`.
 fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecord {
-    let id = rng.id(time_ms);
+    let id = record_id(rng, time_ms);
     let who = rng.pick(&ACTORS);
     let mut kind = *rng.pick(&ACTION_TYPES);
     let place = rng.pick(&PLACES);
     if place.product.is_none() {
-        kind = if rng.chance(50) {
+        kind = if rng.percent(50) {
             ActionType::Login
         } else {
             ActionType::Logout
@@ -322,13 +322,13 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         .replace("{account}", account.unwrap_or("none"))
         .replace("{zone}", zone.as_ref().map_or("none", |z| z.id.as_str()))
         .replace("{id}", resource_id.as_deref().unwrap_or(""));
-    if kind == ActionType::View && rng.chance(40) {
+    if kind == ActionType::View && rng.percent(40) {
         uri.push_str("?page=2&per_page=REDACTED");
     }
     let body = (kind != ActionType::View).then(|| {
         serde_json::json!({
             "name": format!("policy {} ✓ «quoted» \"x\"", rng.below(1000)),
-            "enabled": rng.chance(50),
+            "enabled": rng.percent(50),
             "nested": {"list": [1, 2.5, null, {"z": "last", "a": "first"}]},
         })
     });
@@ -359,7 +359,7 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         },
         raw: Raw {
             method: method.to_owned(),
-            ray_id: format!("{:016x}", rng.next()),
+            ray_id: format!("{:016x}", rng.next_u64()),
             status_code: status,
             uri,
             user_agent: Some(
@@ -471,7 +471,7 @@ fn dataset() -> Vec<AuditRecord> {
         let mut t = ms("2025-03-02T00:00:00Z");
         for _ in 0..n {
             // 15% share the previous record's millisecond.
-            if !rng.chance(15) {
+            if !rng.percent(15) {
                 t += 1 + rng.below(100 * 60_000) as i64;
             }
             out.push(make_record(&mut rng, Some(account), t));
@@ -510,7 +510,7 @@ fn dataset() -> Vec<AuditRecord> {
     // Inserted in a scrambled order: storage order must not matter.
     let mut scrambled = Vec::with_capacity(out.len());
     while !out.is_empty() {
-        let i = rng.below(out.len() as u64) as usize;
+        let i = rng.below(out.len());
         scrambled.push(out.swap_remove(i));
     }
     scrambled
@@ -2242,8 +2242,8 @@ fn stamped(
     for i in 0..n {
         let (record, template) = rng.pick(&templates);
         let time_ms = start_ms + i * step_ms;
-        let id = rng.id(time_ms);
-        let ray = format!("{:016x}", rng.next());
+        let id = record_id(rng, time_ms);
+        let ray = format!("{:016x}", rng.next_u64());
         let mut row = template.clone();
         row.id = id;
         row.time_ms = time_ms;

@@ -23,7 +23,7 @@ use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::AuditStore;
 use axum::Router;
-use common::{Rng, SDK_PYTHON_VAR, TestResult, env_or_skip, ms};
+use common::{Rng, SDK_PYTHON_VAR, TestResult, env_or_skip, ms, record_id};
 use http::request::Parts;
 
 const ACCOUNT: &str = "acc_sdk";
@@ -46,7 +46,7 @@ fn authorize(request: &Parts, account_id: &str) -> Access {
 }
 
 fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
-    let id = rng.id(time_ms);
+    let id = record_id(rng, time_ms);
     let (kind, method) = [
         (ActionType::View, "GET"),
         (ActionType::View, "GET"),
@@ -55,8 +55,8 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         (ActionType::Update, "PATCH"),
         (ActionType::Delete, "DELETE"),
         (ActionType::Login, "POST"),
-    ][rng.below(7) as usize];
-    let status = [200, 201, 204, 403, 404, 500][rng.below(6) as usize];
+    ][rng.below(7)];
+    let status = [200, 201, 204, 403, 404, 500][rng.below(6)];
     let policy = format!("pol_{}", rng.below(20));
     AuditRecord {
         id,
@@ -83,7 +83,7 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         },
         raw: Raw {
             method: method.to_owned(),
-            ray_id: format!("{:016x}", rng.next()),
+            ray_id: format!("{:016x}", rng.next_u64()),
             status_code: status,
             uri: format!("/accounts/{account}/alerting/v3/policies/{policy}"),
             user_agent: Some("cloudflare-python".to_owned()),
@@ -245,6 +245,17 @@ fn python() -> Option<String> {
     env_or_skip(SDK_PYTHON_VAR, "the Python SDK test")
 }
 
+/// The Python to run the SDK with, the records and a server holding them; `None` when the
+/// test is skipped.
+async fn setup() -> TestResult<Option<(String, Vec<AuditRecord>, Server)>> {
+    let Some(python) = python() else {
+        return Ok(None);
+    };
+    let records = records();
+    let server = serve(&records).await?;
+    Ok(Some((python, records, server)))
+}
+
 /// The list requests the server saw since `from`.
 fn list_requests(server: &Server, from: usize) -> Vec<String> {
     server
@@ -259,11 +270,9 @@ fn list_requests(server: &Server, from: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn the_python_sdk_lists_and_paginates_unchanged() -> TestResult {
-    let Some(python) = python() else {
+    let Some((python, records, server)) = setup().await? else {
         return Ok(());
     };
-    let records = records();
-    let server = serve(&records).await?;
     let (since, before) = (ms("2025-03-01T00:00:00Z"), ms("2025-04-01T00:00:00Z"));
 
     // Newest first (the default), RFC 3339 times, `action_type.not=view`, 7 per page.
@@ -352,11 +361,9 @@ async fn the_python_sdk_lists_and_paginates_unchanged() -> TestResult {
 
 #[tokio::test]
 async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
-    let Some(python) = python() else {
+    let Some((python, _, server)) = setup().await? else {
         return Ok(());
     };
-    let records = records();
-    let server = serve(&records).await?;
     // Denied: the SDK raises for the 404 (the script exits 2 and prints the body).
     let output = script(&python, &server, "someone-else", OTHER)
         .args(["--since", "2025-03-01", "--before", "2025-04-01"])

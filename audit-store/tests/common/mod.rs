@@ -31,6 +31,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+/// SplitMix64, the benchmarks' generator (`benches/support` owns it): the same data on every
+/// run.
+#[path = "../../benches/support/rng.rs"]
+mod rng;
+
+pub(crate) use rng::Rng;
+
 /// What every test returns.
 pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -47,43 +54,61 @@ pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
 /// of route tests against every session store.
 ///
 /// Each name must be an `async fn name<S: ChainedStore>(fx: &Fixture<S>) -> TestResult` in the
-/// invoking file. The macro generates `mod sqlite` and `mod postgres`, each holding one
+/// invoking module. The macro generates `mod sqlite` and `mod postgres`, each holding one
 /// `#[tokio::test]` per name that sets up a fresh database for that backend, runs the body
 /// (with a time limit) and tears the database down again. Without `AUDIT_TEST_POSTGRES_URL`
 /// the Postgres instances are skipped (see [`skip`]).
+///
+/// `backend_tests!(limit = LIMIT; names...)` gives bodies that take longer than
+/// [`TEST_TIMEOUT`] a limit of their own, and a multi-threaded runtime.
 #[allow(
     unused_macros,
     reason = "not every test binary that shares this module uses it"
 )]
 macro_rules! backend_tests {
-    (@backend $module:ident, $backend:ident, $($test:ident),+) => {
+    (@backend $module:ident, $backend:ident, $attribute:meta, $limit:expr, $($test:ident),+) => {
         mod $module {
             $(
-                #[tokio::test]
+                #[$attribute]
                 async fn $test() -> $crate::common::TestResult {
                     let Some(fixture) =
                         <$crate::common::$backend as $crate::common::Backend>::setup().await?
                     else {
                         return Ok(());
                     };
-                    let outcome = $crate::common::time_limit(super::$test(&fixture)).await;
+                    let outcome = $crate::common::time_limit($limit, super::$test(&fixture)).await;
                     fixture.teardown().await?;
                     outcome
                 }
             )+
         }
     };
+    (limit = $limit:expr; $($test:ident),+ $(,)?) => {
+        backend_tests!(
+            @backend sqlite, Sqlite, tokio::test(flavor = "multi_thread", worker_threads = 2),
+            $limit, $($test),+
+        );
+        backend_tests!(
+            @backend postgres, Postgres, tokio::test(flavor = "multi_thread", worker_threads = 2),
+            $limit, $($test),+
+        );
+    };
     ($($test:ident),+ $(,)?) => {
-        backend_tests!(@backend sqlite, Sqlite, $($test),+);
-        backend_tests!(@backend postgres, Postgres, $($test),+);
+        backend_tests!(@backend sqlite, Sqlite, tokio::test, $crate::common::TEST_TIMEOUT, $($test),+);
+        backend_tests!(
+            @backend postgres, Postgres, tokio::test, $crate::common::TEST_TIMEOUT, $($test),+
+        );
     };
 }
 
-/// Runs a test body, failing it if it takes longer than [`TEST_TIMEOUT`].
-pub(crate) async fn time_limit<T>(body: impl Future<Output = TestResult<T>>) -> TestResult<T> {
-    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+/// Runs a test body, failing it if it takes longer than `limit`.
+pub(crate) async fn time_limit<T>(
+    limit: Duration,
+    body: impl Future<Output = TestResult<T>>,
+) -> TestResult<T> {
+    match tokio::time::timeout(limit, body).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!("test did not finish within {TEST_TIMEOUT:?}").into()),
+        Err(_) => Err(format!("test did not finish within {limit:?}").into()),
     }
 }
 
@@ -431,38 +456,13 @@ pub(crate) fn ms(rfc3339: &str) -> i64 {
         .unix_millis()
 }
 
-/// A deterministic generator (splitmix64): the same data on every run.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    pub(crate) fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// A UUIDv7 for a record at `time_ms`: records of the same millisecond order by their
-    /// random bits, not by when they were made.
-    pub(crate) fn id(&mut self, time_ms: i64) -> Uuid {
-        let mut random = [0u8; 10];
-        random[..8].copy_from_slice(&self.next().to_be_bytes());
-        random[8..].copy_from_slice(&self.next().to_be_bytes()[..2]);
-        uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid()
-    }
+/// A UUIDv7 for a record at `time_ms`, its random bits drawn from `rng`: records of the same
+/// millisecond order by them, not by when they were made.
+pub(crate) fn record_id(rng: &mut Rng, time_ms: i64) -> Uuid {
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
+    random[8..].copy_from_slice(&rng.next_u64().to_be_bytes()[..2]);
+    uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid()
 }
 
 /// A typical record of `account` at `time_ms`, with a fresh id. Records of the same account
