@@ -939,8 +939,13 @@ async fn run(args: Args) -> BoxResult<()> {
     );
     println!();
 
+    let runs = Runs {
+        args: &args,
+        env: &env,
+        dir: tmp.path(),
+    };
     // (a)–(c): the full comparison, all indexes.
-    let (results, best_writers) = compare(&args, &env, tmp.path(), &data, &csv).await?;
+    let (results, best_writers) = runs.compare(&data, &csv).await?;
 
     // (d), and the experiments: on a smaller set.
     let small = Dataset {
@@ -958,12 +963,12 @@ async fn run(args: Args) -> BoxResult<()> {
         writers: best_writers,
     };
     let index_results = if args.index_cost {
-        index_cost(&args, &env, tmp.path(), &small_run).await?
+        runs.index_cost(&small_run).await?
     } else {
         Vec::new()
     };
     let experiment_results = if args.experiments {
-        experiments(&args, &env, tmp.path(), &small_run).await?
+        runs.experiments(&small_run).await?
     } else {
         Vec::new()
     };
@@ -972,7 +977,7 @@ async fn run(args: Args) -> BoxResult<()> {
     }
 
     if args.breakdown {
-        breakdown(&args, &env, tmp.path(), &data, best_writers).await?;
+        runs.breakdown(&data, best_writers).await?;
     }
     if let Some(pg) = &env.postgres {
         pg.drop_schema().await;
@@ -1005,95 +1010,128 @@ impl Load {
     }
 }
 
-/// Runs `load` on `backend` and prints its line; `None` when its reference tool is missing.
-async fn measure(
-    env: &Env,
-    dir: &Path,
-    backend: Backend,
-    data: &Dataset,
-    csv: &Csv,
-    load: Load,
-) -> BoxResult<Option<Measured>> {
-    let pg = env.postgres.as_ref();
-    let measured = match (backend, load, pg) {
-        (
-            Backend::Sqlite,
-            Load::Ours {
-                indexes, tuning, ..
-            },
-            _,
-        ) => sqlite_ours(dir, data, indexes, tuning).await?,
-        (Backend::Sqlite, Load::Reference(indexes), _) if env.sqlite3 => {
-            sqlite_reference(dir, &csv.path, data.n, indexes).await?
-        }
-        (
-            Backend::Postgres,
+/// The runs of one benchmark: its options, this machine and the directory for its files.
+struct Runs<'a> {
+    args: &'a Args,
+    env: &'a Env,
+    dir: &'a Path,
+}
+
+impl Runs<'_> {
+    /// Runs `load` on `backend` and prints its line; `None` when its reference tool is missing.
+    async fn measure(
+        &self,
+        backend: Backend,
+        data: &Dataset,
+        csv: &Csv,
+        load: Load,
+    ) -> BoxResult<Option<Measured>> {
+        let (env, dir) = (self.env, self.dir);
+        let pg = env.postgres.as_ref();
+        let measured = match load {
             Load::Ours {
                 indexes,
                 writers,
                 tuning,
+            } => match (backend, pg) {
+                (Backend::Sqlite, _) => sqlite_ours(dir, data, indexes, tuning).await?,
+                (Backend::Postgres, Some(pg)) => pg.ours(data, indexes, writers, tuning).await?,
+                (Backend::Postgres, None) => return Ok(None),
             },
-            Some(pg),
-        ) => pg.ours(data, indexes, writers, tuning).await?,
-        (Backend::Postgres, Load::Reference(indexes), Some(pg)) if env.psql => {
-            pg.reference(csv, data.n, indexes).await?
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(report(measured, env)))
-}
-
-/// One part of the benchmark: for every backend that runs here, a section titled
-/// `<backend><title>` with the loads `loads` gives for it.
-async fn phase(
-    args: &Args,
-    env: &Env,
-    dir: &Path,
-    (data, csv): (&Dataset, &Csv),
-    title: &str,
-    loads: impl Fn(Backend) -> Vec<Load>,
-) -> BoxResult<Vec<Measured>> {
-    let mut results = Vec::new();
-    for &backend in args.common.backends.iter().filter(|b| env.runs(**b)) {
-        section(&format!("{}{title}", backend.title()));
-        for load in loads(backend) {
-            results.extend(measure(env, dir, backend, data, csv, load).await?);
-        }
-    }
-    Ok(results)
-}
-
-/// (a)–(c): ours against the reference tool, all indexes, every `--pg-writers` count. Returns
-/// the results and the fastest writer count.
-async fn compare(
-    args: &Args,
-    env: &Env,
-    dir: &Path,
-    data: &Dataset,
-    csv: &Csv,
-) -> BoxResult<(Vec<Measured>, usize)> {
-    let title = format!(", {} rows, all indexes", data.n);
-    let results = phase(args, env, dir, (data, csv), &title, |backend| {
-        let writers = match backend {
-            Backend::Sqlite => vec![1],
-            Backend::Postgres => args.pg_writers.clone(),
+            Load::Reference(indexes) => match (backend, pg) {
+                (Backend::Sqlite, _) if env.sqlite3 => {
+                    sqlite_reference(dir, &csv.path, data.n, indexes).await?
+                }
+                (Backend::Postgres, Some(pg)) if env.psql => {
+                    pg.reference(csv, data.n, indexes).await?
+                }
+                _ => return Ok(None),
+            },
         };
-        let ours = writers.into_iter().map(|w| Load::ours(Indexes::All, w));
-        ours.chain([Load::Reference(Indexes::All)]).collect()
-    })
-    .await?;
-    // The first of the fastest.
-    let mut best: Option<&Measured> = None;
-    for m in results.iter().filter(|m| m.backend == Backend::Postgres) {
-        if matches!(m.tool, Tool::Ours { .. }) && best.is_none_or(|b| m.rate() > b.rate()) {
-            best = Some(m);
-        }
+        Ok(Some(report(measured, env)))
     }
-    let best_writers = match best.map(|m| &m.tool) {
-        Some(Tool::Ours { writers, .. }) => *writers,
-        _ => args.pg_writers[0],
-    };
-    Ok((results, best_writers))
+
+    /// One part of the benchmark: for every backend that runs here, a section titled
+    /// `<backend><title>` with the loads `loads` gives for it.
+    async fn phase(
+        &self,
+        (data, csv): (&Dataset, &Csv),
+        title: &str,
+        loads: impl Fn(Backend) -> Vec<Load>,
+    ) -> BoxResult<Vec<Measured>> {
+        let mut results = Vec::new();
+        let backends = &self.args.common.backends;
+        for &backend in backends.iter().filter(|b| self.env.runs(**b)) {
+            section(&format!("{}{title}", backend.title()));
+            for load in loads(backend) {
+                results.extend(self.measure(backend, data, csv, load).await?);
+            }
+        }
+        Ok(results)
+    }
+
+    /// (a)–(c): ours against the reference tool, all indexes, every `--pg-writers` count. Returns
+    /// the results and the fastest writer count.
+    async fn compare(&self, data: &Dataset, csv: &Csv) -> BoxResult<(Vec<Measured>, usize)> {
+        let args = self.args;
+        let title = format!(", {} rows, all indexes", data.n);
+        let results = self
+            .phase((data, csv), &title, |backend| {
+                let writers = match backend {
+                    Backend::Sqlite => vec![1],
+                    Backend::Postgres => args.pg_writers.clone(),
+                };
+                let ours = writers.into_iter().map(|w| Load::ours(Indexes::All, w));
+                ours.chain([Load::Reference(Indexes::All)]).collect()
+            })
+            .await?;
+        // The first of the fastest.
+        let mut best: Option<&Measured> = None;
+        for m in results.iter().filter(|m| m.backend == Backend::Postgres) {
+            if matches!(m.tool, Tool::Ours { .. }) && best.is_none_or(|b| m.rate() > b.rate()) {
+                best = Some(m);
+            }
+        }
+        let best_writers = match best.map(|m| &m.tool) {
+            Some(Tool::Ours { writers, .. }) => *writers,
+            _ => args.pg_writers[0],
+        };
+        Ok((results, best_writers))
+    }
+
+    /// (d): what the indexes cost, ours and the reference, with every index, one, and none.
+    async fn index_cost(&self, small: &SmallRun<'_>) -> BoxResult<Vec<Measured>> {
+        let title = format!(": index cost, {} rows", small.data.n);
+        self.phase((small.data, small.csv), &title, |backend| {
+            [Indexes::All, Indexes::One, Indexes::None]
+                .into_iter()
+                .flat_map(|i| [Load::ours(i, small.writers(backend)), Load::Reference(i)])
+                .collect()
+        })
+        .await
+    }
+
+    /// Configurations the store does not use today, through the same pipeline, after the
+    /// reference.
+    async fn experiments(&self, small: &SmallRun<'_>) -> BoxResult<Vec<Measured>> {
+        let title = format!(": experiments, {} rows, all indexes", small.data.n);
+        self.phase((small.data, small.csv), &title, |backend| {
+            let tunings = match backend {
+                Backend::Sqlite => SQLITE_EXPERIMENTS.to_vec(),
+                Backend::Postgres => POSTGRES_EXPERIMENTS.to_vec(),
+            };
+            let ours = tunings.into_iter().map(|tuning| Load::Ours {
+                indexes: Indexes::All,
+                writers: small.writers(backend),
+                tuning,
+            });
+            [Load::Reference(Indexes::All)]
+                .into_iter()
+                .chain(ours)
+                .collect()
+        })
+        .await
+    }
 }
 
 /// The smaller data set of the index-cost runs and the experiments.
@@ -1111,50 +1149,6 @@ impl SmallRun<'_> {
             Backend::Postgres => self.writers,
         }
     }
-}
-
-/// (d): what the indexes cost, ours and the reference, with every index, one, and none.
-async fn index_cost(
-    args: &Args,
-    env: &Env,
-    dir: &Path,
-    small: &SmallRun<'_>,
-) -> BoxResult<Vec<Measured>> {
-    let title = format!(": index cost, {} rows", small.data.n);
-    phase(args, env, dir, (small.data, small.csv), &title, |backend| {
-        [Indexes::All, Indexes::One, Indexes::None]
-            .into_iter()
-            .flat_map(|i| [Load::ours(i, small.writers(backend)), Load::Reference(i)])
-            .collect()
-    })
-    .await
-}
-
-/// Configurations the store does not use today, through the same pipeline, after the
-/// reference.
-async fn experiments(
-    args: &Args,
-    env: &Env,
-    dir: &Path,
-    small: &SmallRun<'_>,
-) -> BoxResult<Vec<Measured>> {
-    let title = format!(": experiments, {} rows, all indexes", small.data.n);
-    phase(args, env, dir, (small.data, small.csv), &title, |backend| {
-        let tunings = match backend {
-            Backend::Sqlite => SQLITE_EXPERIMENTS.to_vec(),
-            Backend::Postgres => POSTGRES_EXPERIMENTS.to_vec(),
-        };
-        let ours = tunings.into_iter().map(|tuning| Load::Ours {
-            indexes: Indexes::All,
-            writers: small.writers(backend),
-            tuning,
-        });
-        [Load::Reference(Indexes::All)]
-            .into_iter()
-            .chain(ours)
-            .collect()
-    })
-    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1368,62 +1362,60 @@ fn goals(results: &[Measured]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Breakdown: where the time goes, stage by stage
 
-async fn breakdown(
-    args: &Args,
-    env: &Env,
-    dir: &Path,
-    data: &Dataset,
-    pg_writers: usize,
-) -> BoxResult<()> {
-    let data = Dataset {
-        n: args.index_rows,
-        ..data.clone()
-    };
-    section(&format!("Breakdown, {} rows, all indexes", data.n));
-    let rows = generate_and_flatten(env, &data)?;
-    for &backend in &args.common.backends {
-        match backend {
-            Backend::Sqlite => {
-                let path: PathBuf = dir.join("breakdown.db");
-                let store = sqlite_fresh(&path, Indexes::All).await?;
-                let (wall, cpu) = direct_inserts(&store, &rows, 1).await?;
-                println!(
-                    "  sqlite   store.insert direct (1000-row batches, 1 task): {:.2} s = {:.0} rows/s, {:.1} µs/row cpu",
-                    wall.as_secs_f64(),
-                    data.n as f64 / wall.as_secs_f64(),
-                    env.per_row(cpu.own, data.n)
-                );
-                store.pool().close().await;
-                sqlite::remove(&path);
-            }
-            Backend::Postgres => {
-                let Some(pg) = &env.postgres else { continue };
-                for tasks in [1, pg_writers] {
-                    let store = pg.fresh(Indexes::All).await?;
-                    pg.checkpoint(store.pool()).await;
-                    let before = Cpu::before(pg.local);
-                    let (wall, _) = direct_inserts(&store, &rows, tasks).await?;
-                    let cpu = Cpu::after(pg.local).since(before);
+impl Runs<'_> {
+    /// Times serialization and direct `store.insert` apart from the pipeline.
+    async fn breakdown(&self, data: &Dataset, pg_writers: usize) -> BoxResult<()> {
+        let (args, env, dir) = (self.args, self.env, self.dir);
+        let data = Dataset {
+            n: args.index_rows,
+            ..data.clone()
+        };
+        section(&format!("Breakdown, {} rows, all indexes", data.n));
+        let rows = generate_and_flatten(env, &data)?;
+        for &backend in &args.common.backends {
+            match backend {
+                Backend::Sqlite => {
+                    let path: PathBuf = dir.join("breakdown.db");
+                    let store = sqlite_fresh(&path, Indexes::All).await?;
+                    let (wall, cpu) = direct_inserts(&store, &rows, 1).await?;
                     println!(
-                        "  postgres store.insert direct (1000-row batches, {tasks} task{}): {:.2} s = {:.0} rows/s, {:.1} µs/row cpu, server {}",
-                        if tasks == 1 { "" } else { "s" },
+                        "  sqlite   store.insert direct (1000-row batches, 1 task): {:.2} s = {:.0} rows/s, {:.1} µs/row cpu",
                         wall.as_secs_f64(),
                         data.n as f64 / wall.as_secs_f64(),
-                        env.per_row(cpu.own, data.n),
-                        cpu.server.map_or_else(
-                            || "-".to_owned(),
-                            |s| format!("{:.1} µs/row", env.per_row(s, data.n))
-                        )
+                        env.per_row(cpu.own, data.n)
                     );
                     store.pool().close().await;
-                    if tasks == pg_writers {
-                        break;
+                    sqlite::remove(&path);
+                }
+                Backend::Postgres => {
+                    let Some(pg) = &env.postgres else { continue };
+                    for tasks in [1, pg_writers] {
+                        let store = pg.fresh(Indexes::All).await?;
+                        pg.checkpoint(store.pool()).await;
+                        let before = Cpu::before(pg.local);
+                        let (wall, _) = direct_inserts(&store, &rows, tasks).await?;
+                        let cpu = Cpu::after(pg.local).since(before);
+                        println!(
+                            "  postgres store.insert direct (1000-row batches, {tasks} task{}): {:.2} s = {:.0} rows/s, {:.1} µs/row cpu, server {}",
+                            if tasks == 1 { "" } else { "s" },
+                            wall.as_secs_f64(),
+                            data.n as f64 / wall.as_secs_f64(),
+                            env.per_row(cpu.own, data.n),
+                            cpu.server.map_or_else(
+                                || "-".to_owned(),
+                                |s| format!("{:.1} µs/row", env.per_row(s, data.n))
+                            )
+                        );
+                        store.pool().close().await;
+                        if tasks == pg_writers {
+                            break;
+                        }
                     }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Generates the records and flattens them to rows, timing each stage.

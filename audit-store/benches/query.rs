@@ -1279,17 +1279,13 @@ fn bench_group<S: ChainedStore>(
 /// Measured calls that failed (a benchmark of errors is no benchmark): id → (count, first).
 static FAILURES: Mutex<BTreeMap<String, (u64, String)>> = Mutex::new(BTreeMap::new());
 
-/// Where a query's time goes below the store, on the raw pool: `select_1` (one round trip to
-/// the SQLite worker thread or the server, plus the pool's ping), `rows_101` (the page query of
-/// case 1, all 101 rows fetched: what `page()` runs) and `one_row` (the same scan, reading every
-/// record, aggregated into one row: the engine's work without handing over 101 rows).
-fn bench_diag<DB: sqlx::Database>(
-    c: &mut Criterion,
-    rt: &Runtime,
-    group: &str,
-    pool: &sqlx::Pool<DB>,
-    page: &Statement,
-) where
+/// Where a query's time goes below the store, on the raw pool, as the group `{backend}-sqlx`:
+/// `select_1` (one round trip to the SQLite worker thread or the server, plus the pool's
+/// ping), `rows_101` (the page query of the first case, all 101 rows fetched: what `page()`
+/// runs) and `one_row` (the same scan, reading every record, aggregated into one row: the
+/// engine's work without handing over 101 rows).
+fn bench_diag<DB: sqlx::Database>(bench: &mut Bench<'_>, pool: &sqlx::Pool<DB>, first: &Prepared)
+where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -1297,8 +1293,16 @@ fn bench_diag<DB: sqlx::Database>(
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    let dialect = if bench.backend == "sqlite" {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
+    };
+    let page = Statement::page(dialect, &first.query);
     let one_row = page.wrapped("SELECT count(*), sum(length(record)) FROM ({}) AS page");
-    let mut g = c.benchmark_group(group);
+    let group = format!("{}-sqlx", bench.backend);
+    let rt = bench.rt;
+    let mut g = bench.c.benchmark_group(&group);
     g.bench_function("select_1", |b| {
         b.to_async(rt)
             .iter(|| async { black_box(sqlx::query("SELECT 1").fetch_one(pool).await.is_ok()) });
@@ -1312,6 +1316,12 @@ fn bench_diag<DB: sqlx::Database>(
             .iter(|| async { black_box(one_row.query().fetch_one(pool).await.is_ok()) });
     });
     g.finish();
+    bench.measured.push(Measured {
+        backend: bench.backend,
+        group,
+        variant: "raw-sqlx",
+        cases: Vec::new(),
+    });
 }
 
 /// The cases a pool variant is measured with.
@@ -1363,32 +1373,6 @@ impl Bench<'_> {
                 .iter()
                 .map(|p| (p.case.key, p.case.what.clone()))
                 .collect(),
-        });
-    }
-
-    /// The raw-pool diagnostics ([`bench_diag`]) for the first case, as `{backend}-sqlx`.
-    fn diag<DB: sqlx::Database>(&mut self, pool: &sqlx::Pool<DB>, first: &Prepared)
-    where
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        i32: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    {
-        let dialect = if self.backend == "sqlite" {
-            Dialect::Sqlite
-        } else {
-            Dialect::Postgres
-        };
-        let group = format!("{}-sqlx", self.backend);
-        let page = Statement::page(dialect, &first.query);
-        bench_diag(self.c, self.rt, &group, pool, &page);
-        self.measured.push(Measured {
-            backend: self.backend,
-            group,
-            variant: "raw-sqlx",
-            cases: Vec::new(),
         });
     }
 
@@ -1451,7 +1435,7 @@ fn run_sqlite(bench: &mut Bench<'_>) -> BoxResult<()> {
     })?;
     bench.group("sqlite", "all", &store, &router, &prepared);
     if config.pool_variants {
-        bench.diag(store.pool(), &prepared[0]);
+        bench_diag(bench, store.pool(), &prepared[0]);
         sqlite_pool_variants(bench, &path)?;
     }
     if config.no_index {
@@ -1566,7 +1550,7 @@ fn run_postgres(bench: &mut Bench<'_>) -> BoxResult<()> {
     })?;
     bench.group("postgres", "all", &store, &router, &prepared);
     if config.pool_variants {
-        bench.diag(store.pool(), &prepared[0]);
+        bench_diag(bench, store.pool(), &prepared[0]);
     }
     rt.block_on(pg_plan_cache(store.pool()))?;
     if config.pool_variants {

@@ -1,5 +1,5 @@
-//! The benchmarks' random numbers: SplitMix64, small, fast and the same on every machine, so
-//! a seed names one data set for good.
+//! The random numbers of the benchmarks and the tests: SplitMix64, small, fast and the same on
+//! every machine, so a seed names one data set for good.
 
 /// SplitMix64.
 pub(crate) struct Rng(pub(crate) u64);
