@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use audit_store::sqlx::{self, Row};
 use serde::Serialize;
 
+use crate::flags::Flags;
 use crate::load::{self, LoadOutcome, LoadPlan};
 use crate::stats::{Spread, group, quantile};
 use crate::{BoxError, Kind, ServerReport, Variant, unix_ms};
@@ -82,24 +83,20 @@ impl Options {
             rss_bound_mib: 64.0,
             out: PathBuf::from("target/loadbench/runs.jsonl"),
         };
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.flag() {
+            match flag {
                 "-h" | "--help" => {
                     print!("{HELP}");
                     return Ok(None);
                 }
-                "--rounds" => options.rounds = value()?.parse()?,
-                "--seconds" => options.seconds = value()?.parse()?,
-                "--warmup" => options.warmup = value()?.parse()?,
-                "--connections" => options.connections = value()?.parse()?,
+                "--rounds" => options.rounds = flags.parse(flag)?,
+                "--seconds" => options.seconds = flags.parse(flag)?,
+                "--warmup" => options.warmup = flags.parse(flag)?,
+                "--connections" => options.connections = flags.parse(flag)?,
                 "--rates" => {
-                    options.rates = value()?
+                    options.rates = flags
+                        .value(flag)?
                         .split(',')
                         .map(|r| match r {
                             "sat" => Ok(None),
@@ -110,28 +107,26 @@ impl Options {
                         .collect::<Result<_, _>>()?
                 }
                 "--variants" => {
-                    options.variants = value()?
+                    options.variants = flags
+                        .value(flag)?
                         .split(',')
                         .map(Variant::parse)
                         .collect::<Result<_, _>>()?
                 }
                 "--kinds" => {
-                    options.kinds = value()?
+                    options.kinds = flags
+                        .value(flag)?
                         .split(',')
-                        .map(|k| match k.to_ascii_uppercase().as_str() {
-                            "GET" => Ok(Kind::Get),
-                            "POST" => Ok(Kind::Post),
-                            _ => Err(format!("invalid kind {k:?}: expected GET or POST")),
-                        })
+                        .map(Kind::parse)
                         .collect::<Result<_, _>>()?
                 }
-                "--postgres-url" => options.postgres_url = value()?,
-                "--queue-capacity" => options.queue_capacity = value()?.parse()?,
-                "--batch-size" => options.batch_size = value()?.parse()?,
-                "--spool-budget" => options.spool_budget = value()?.parse()?,
-                "--backpressure" => options.backpressure_ms = value()?.parse()?,
-                "--rss-bound" => options.rss_bound_mib = value()?.parse()?,
-                "--out" => options.out = PathBuf::from(value()?),
+                "--postgres-url" => options.postgres_url = flags.value(flag)?.to_owned(),
+                "--queue-capacity" => options.queue_capacity = flags.parse(flag)?,
+                "--batch-size" => options.batch_size = flags.parse(flag)?,
+                "--spool-budget" => options.spool_budget = flags.parse(flag)?,
+                "--backpressure" => options.backpressure_ms = flags.parse(flag)?,
+                "--rss-bound" => options.rss_bound_mib = flags.parse(flag)?,
+                "--out" => options.out = PathBuf::from(flags.value(flag)?),
                 "--smoke" => {
                     options.rounds = 1;
                     options.seconds = 2.0;
@@ -329,22 +324,15 @@ pub(crate) fn load_only(args: &[String]) -> Result<ExitCode, BoxError> {
         duration: Duration::from_secs(10),
         rate: None,
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--addr" => plan.addr = value.parse()?,
-            "--kind" => {
-                plan.kind = match value.to_ascii_uppercase().as_str() {
-                    "GET" => Kind::Get,
-                    "POST" => Kind::Post,
-                    _ => return Err(format!("invalid kind {value:?}: expected GET or POST").into()),
-                }
-            }
-            "--seconds" => plan.duration = Duration::from_secs_f64(value.parse()?),
-            "--warmup" => plan.warmup = Duration::from_secs_f64(value.parse()?),
-            "--connections" => plan.connections = value.parse()?,
-            "--rate" => plan.rate = Some(value.parse()?),
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.flag() {
+        match flag {
+            "--addr" => plan.addr = flags.parse(flag)?,
+            "--kind" => plan.kind = Kind::parse(flags.value(flag)?)?,
+            "--seconds" => plan.duration = Duration::from_secs_f64(flags.parse(flag)?),
+            "--warmup" => plan.warmup = Duration::from_secs_f64(flags.parse(flag)?),
+            "--connections" => plan.connections = flags.parse(flag)?,
+            "--rate" => plan.rate = Some(flags.parse(flag)?),
             other => return Err(format!("load: unknown option {other:?}").into()),
         }
     }

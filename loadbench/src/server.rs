@@ -16,14 +16,14 @@ use audit_store::model::{
 use audit_store::pipeline::{self, IngestSink};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use audit_store::{PostgresStore, SqliteStore};
-use axum::extract::Path;
+use axum::Router;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::{BoxError, COLLECTION_ROUTE, ITEM_ROUTE, ServerReport, Variant, unix_ms};
+use crate::api::{COLLECTION_ROUTE, ITEM_ROUTE, create_policy, get_policy};
+use crate::flags::Flags;
+use crate::{BoxError, ServerReport, Variant, unix_ms};
 
 /// The API description the audit variants compile their policy from. Only leaves are marked
 /// auditable: `description`, the webhook `url` and the query are never recorded.
@@ -96,67 +96,6 @@ const SPEC: &str = r##"{
   }
 }"##;
 
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Policy {
-    name: String,
-    description: String,
-    enabled: bool,
-    alert_type: String,
-    filters: Filters,
-    mechanisms: Mechanisms,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Filters {
-    services: Vec<String>,
-    zones: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Mechanisms {
-    webhooks: Vec<Webhook>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Webhook {
-    id: String,
-    url: String,
-}
-
-#[derive(Serialize)]
-struct PolicyView {
-    id: String,
-    name: &'static str,
-    enabled: bool,
-}
-
-#[derive(Serialize)]
-struct Created {
-    id: &'static str,
-}
-
-async fn get_policy(Path((_account_id, policy_id)): Path<(String, String)>) -> Json<PolicyView> {
-    Json(PolicyView {
-        id: policy_id,
-        name: "Origin error rate alert for production zones",
-        enabled: true,
-    })
-}
-
-async fn create_policy(
-    Path(_account_id): Path<String>,
-    Json(policy): Json<Policy>,
-) -> Json<Created> {
-    std::hint::black_box(&policy);
-    Json(Created {
-        id: "0da2b59e-f118-439d-8097-bdfb215203c9",
-    })
-}
-
 /// The handlers every variant shares.
 fn app() -> Router {
     Router::new()
@@ -191,24 +130,19 @@ impl ServeArgs {
         let mut spool_budget = 256 << 20;
         let mut backpressure_ms = 0;
         let mut writers = 0;
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--variant" => variant = Some(Variant::parse(&value()?)?),
-                "--listen" => listen = Some(value()?.parse()?),
-                "--report" => report = Some(PathBuf::from(value()?)),
-                "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
-                "--postgres-url" => postgres_url = Some(value()?),
-                "--queue-capacity" => queue_capacity = value()?.parse()?,
-                "--batch-size" => batch_size = value()?.parse()?,
-                "--spool-budget" => spool_budget = value()?.parse()?,
-                "--backpressure" => backpressure_ms = value()?.parse()?,
-                "--writers" => writers = value()?.parse()?,
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.flag() {
+            match flag {
+                "--variant" => variant = Some(Variant::parse(flags.value(flag)?)?),
+                "--listen" => listen = Some(flags.parse(flag)?),
+                "--report" => report = Some(PathBuf::from(flags.value(flag)?)),
+                "--data-dir" => data_dir = Some(PathBuf::from(flags.value(flag)?)),
+                "--postgres-url" => postgres_url = Some(flags.value(flag)?.to_owned()),
+                "--queue-capacity" => queue_capacity = flags.parse(flag)?,
+                "--batch-size" => batch_size = flags.parse(flag)?,
+                "--spool-budget" => spool_budget = flags.parse(flag)?,
+                "--backpressure" => backpressure_ms = flags.parse(flag)?,
+                "--writers" => writers = flags.parse(flag)?,
                 other => return Err(format!("serve: unknown option {other:?}").into()),
             }
         }
