@@ -466,69 +466,49 @@ fn check_count(what: &str, got: u64, want: usize) -> BoxResult<()> {
 /// The SQLite configurations `--experiments` tries, as changes to the store's defaults
 /// (`SqliteStore::open`: 8 KiB pages, a 16 MiB page cache; the pipeline: batches of 10,000).
 const SQLITE_EXPERIMENTS: [Tuning; 7] = [
-    Tuning {
-        cache_kib: None,
-        batch_size: None,
-        page_size: None,
-        label: "",
-    },
+    Tuning::DEFAULT,
     Tuning {
         cache_kib: Some(2_000),
         batch_size: Some(1_000),
         page_size: Some(4_096),
         label: "old defaults: 4 KiB pages, 2 MB cache, batch 1k",
     },
+    BATCH_1K,
     Tuning {
-        cache_kib: None,
-        batch_size: Some(1_000),
-        page_size: None,
-        label: "batch 1k",
-    },
-    Tuning {
-        cache_kib: None,
-        batch_size: None,
         page_size: Some(4_096),
         label: "4 KiB pages",
+        ..Tuning::DEFAULT
     },
     Tuning {
         cache_kib: Some(131_072),
-        batch_size: None,
-        page_size: None,
         label: "cache 128 MiB",
+        ..Tuning::DEFAULT
     },
     Tuning {
         cache_kib: Some(32_768),
-        batch_size: None,
-        page_size: None,
         label: "cache 32 MiB (the default before 2026-11-26)",
+        ..Tuning::DEFAULT
     },
     Tuning {
         cache_kib: Some(8_192),
-        batch_size: None,
-        page_size: None,
         label: "cache 8 MiB",
+        ..Tuning::DEFAULT
     },
 ];
 
-/// The PostgreSQL configurations `--experiments` tries: the default, and batches of 1,000.
-const POSTGRES_EXPERIMENTS: [Tuning; 2] = [
-    Tuning {
-        cache_kib: None,
-        batch_size: None,
-        page_size: None,
-        label: "",
-    },
-    Tuning {
-        cache_kib: None,
-        batch_size: Some(1_000),
-        page_size: None,
-        label: "batch 1k",
-    },
-];
+/// The PostgreSQL configurations `--experiments` tries.
+const POSTGRES_EXPERIMENTS: [Tuning; 2] = [Tuning::DEFAULT, BATCH_1K];
+
+/// Batches of 1,000, the pipeline's default before it was tuned.
+const BATCH_1K: Tuning = Tuning {
+    batch_size: Some(1_000),
+    label: "batch 1k",
+    ..Tuning::DEFAULT
+};
 
 /// A change to the store's settings, to try it before making it in the store: the page cache
 /// and page size are SQLite's, the batch size the pipeline's (for both backends).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Tuning {
     /// `PRAGMA cache_size` in KiB (the store sets 16,384).
     cache_kib: Option<u32>,
@@ -541,13 +521,21 @@ struct Tuning {
 }
 
 impl Tuning {
+    /// The store's own settings.
+    const DEFAULT: Self = Self {
+        cache_kib: None,
+        batch_size: None,
+        page_size: None,
+        label: "",
+    };
+
     fn is_default(&self) -> bool {
         self.cache_kib.is_none() && self.page_size.is_none()
     }
 }
 
 async fn sqlite_fresh(path: &Path, indexes: Indexes) -> BoxResult<SqliteStore> {
-    sqlite_fresh_tuned(path, indexes, Tuning::default()).await
+    sqlite_fresh_tuned(path, indexes, Tuning::DEFAULT).await
 }
 
 async fn sqlite_fresh_tuned(
@@ -1005,7 +993,7 @@ impl Load {
         Self::Ours {
             indexes,
             writers,
-            tuning: Tuning::default(),
+            tuning: Tuning::DEFAULT,
         }
     }
 }

@@ -94,32 +94,9 @@ impl Options {
                 "--seconds" => options.seconds = flags.parse(flag)?,
                 "--warmup" => options.warmup = flags.parse(flag)?,
                 "--connections" => options.connections = flags.parse(flag)?,
-                "--rates" => {
-                    options.rates = flags
-                        .value(flag)?
-                        .split(',')
-                        .map(|r| match r {
-                            "sat" => Ok(None),
-                            r => r.parse().map(Some).map_err(|e| {
-                                format!("invalid rate {r:?}: {e} (a number or 'sat')")
-                            }),
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                "--variants" => {
-                    options.variants = flags
-                        .value(flag)?
-                        .split(',')
-                        .map(Variant::parse)
-                        .collect::<Result<_, _>>()?
-                }
-                "--kinds" => {
-                    options.kinds = flags
-                        .value(flag)?
-                        .split(',')
-                        .map(Kind::parse)
-                        .collect::<Result<_, _>>()?
-                }
+                "--rates" => options.rates = flags.list(flag, parse_rate)?,
+                "--variants" => options.variants = flags.list(flag, Variant::parse)?,
+                "--kinds" => options.kinds = flags.list(flag, Kind::parse)?,
                 "--postgres-url" => options.postgres_url = flags.value(flag)?.to_owned(),
                 "--queue-capacity" => options.queue_capacity = flags.parse(flag)?,
                 "--batch-size" => options.batch_size = flags.parse(flag)?,
@@ -142,6 +119,17 @@ impl Options {
             return Err("--rounds, --connections and --seconds must be positive".into());
         }
         Ok(Some(options))
+    }
+}
+
+/// A load level: `sat` (saturation, `None`) or requests per second.
+fn parse_rate(rate: &str) -> Result<Option<f64>, BoxError> {
+    match rate {
+        "sat" => Ok(None),
+        r => r
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("invalid rate {r:?}: {e} (a number or 'sat')").into()),
     }
 }
 

@@ -33,4 +33,13 @@ impl<'a> Flags<'a> {
     {
         self.value(flag)?.parse().map_err(Into::into)
     }
+
+    /// The comma-separated values of `flag`, each read by `parse`.
+    pub(crate) fn list<T>(
+        &mut self,
+        flag: &str,
+        parse: impl Fn(&str) -> Result<T, BoxError>,
+    ) -> Result<Vec<T>, BoxError> {
+        self.value(flag)?.split(',').map(parse).collect()
+    }
 }
