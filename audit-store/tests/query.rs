@@ -827,6 +827,12 @@ impl Api {
         })
     }
 
+    /// `GET` one record (or whatever stands where its id goes) as the account's owner.
+    async fn one(&self, account: &str, id: &dyn std::fmt::Display) -> TestResult<Reply> {
+        let uri = format!("/accounts/{account}/logs/audit/{id}");
+        self.send(&uri, Some(&bearer(account)), None).await
+    }
+
     /// `GET` a list as the account's owner.
     async fn get(&self, account: &str, params: &[(String, String)]) -> TestResult<Reply> {
         self.send(&list_uri(account, params), Some(&bearer(account)), None)
@@ -1758,13 +1764,7 @@ async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -
     assert_eq!(not_found_bodies.len(), 1, "every 404 is the same");
 
     // A record of another account through one's own account: 404, nothing leaked.
-    let reply = api
-        .send(
-            &format!("/accounts/{ALPHA}/logs/audit/{beta_record}"),
-            Some(&bearer(ALPHA)),
-            None,
-        )
-        .await?;
+    let reply = api.one(ALPHA, &beta_record).await?;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert!(!reply.text().contains(&beta_record.to_string()));
     assert!(!reply.text().contains(BETA));
@@ -1972,13 +1972,7 @@ async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestR
     // Payloads in the path.
     for payload in ["' OR 1=1 --", "%27%20OR%201%3D1%20--", "..%2F..%2Fetc"] {
         let encoded: String = form_urlencoded::byte_serialize(payload.as_bytes()).collect();
-        let reply = api
-            .send(
-                &format!("/accounts/{ALPHA}/logs/audit/{encoded}"),
-                Some(&bearer(ALPHA)),
-                None,
-            )
-            .await?;
+        let reply = api.one(ALPHA, &encoded).await?;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{payload}");
     }
     assert_eq!(fx.store.count().await?, count, "the table is intact");
@@ -2008,13 +2002,7 @@ async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) ->
     assert_eq!(outside.len(), 1);
     for id in alpha.iter().take(25).chain([&special, &outside[0]]) {
         for spelling in [id.to_string(), id.to_string().to_uppercase()] {
-            let reply = api
-                .send(
-                    &format!("/accounts/{ALPHA}/logs/audit/{spelling}"),
-                    Some(&bearer(ALPHA)),
-                    None,
-                )
-                .await?;
+            let reply = api.one(ALPHA, &spelling).await?;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             assert_eq!(reply.content_type, "application/json");
             let envelope: HashMap<String, Box<RawValue>> = serde_json::from_slice(&reply.body)?;
@@ -2029,13 +2017,7 @@ async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) ->
     }
     // Someone else's record, and no record at all: 404.
     for id in [data.expected(BETA, &q(&[]))[0], Uuid::now_v7(), Uuid::nil()] {
-        let reply = api
-            .send(
-                &format!("/accounts/{ALPHA}/logs/audit/{id}"),
-                Some(&bearer(ALPHA)),
-                None,
-            )
-            .await?;
+        let reply = api.one(ALPHA, &id).await?;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
         reply.error_message()?;
     }
@@ -2069,13 +2051,7 @@ async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) ->
         let got = api.check(&data, ALPHA, &q(&[(name, value)])).await?;
         assert_eq!(got, vec![control], "{name}={value:?}");
     }
-    let reply = api
-        .send(
-            &format!("/accounts/{ALPHA}/logs/audit/{control}"),
-            Some(&bearer(ALPHA)),
-            None,
-        )
-        .await?;
+    let reply = api.one(ALPHA, &control).await?;
     let envelope: HashMap<String, Box<RawValue>> = serde_json::from_slice(&reply.body)?;
     assert_eq!(
         Some(&envelope["result"].get().to_owned()),
