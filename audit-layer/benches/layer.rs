@@ -3,7 +3,8 @@
 //!
 //! The inner service is an axum `Router` with one realistic route,
 //! `/accounts/{account_id}/alerting/v3/policies/{policy_id}`, so `MatchedPath` is present, as
-//! it is in an app. Two request kinds, one criterion group each:
+//! it is in an app; its handlers are the load benchmark's (`loadbench/src/api.rs`, included
+//! here), so the two benchmarks measure the same service. Two request kinds, one criterion group each:
 //!
 //! - `get_policy`: `GET`, the handler returns a small JSON object;
 //! - `update_policy`: `PUT` with a ~0.5 KB JSON alerting policy, which the handler parses with
@@ -36,100 +37,36 @@ use std::time::{Duration, Instant};
 
 use audit_layer::sink::{DiscardSink, MemorySink};
 use audit_layer::{AuditLayer, AuditPolicy, Operation};
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path};
+use axum::extract::ConnectInfo;
 use axum::routing::get;
-use axum::{Json, Router};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::{Dispatch, Level};
 use tracing_appender::non_blocking::WorkerGuard;
 
-/// The route template, as axum and the audit policy know it.
-const TEMPLATE: &str = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
+#[path = "../../loadbench/src/api.rs"]
+mod api;
 
-/// A request path matching [`TEMPLATE`].
+use api::{BEARER, ITEM_ROUTE, POLICY_JSON, USER_AGENT, get_policy, update_policy};
+
+/// A request path matching [`ITEM_ROUTE`].
 const PATH: &str = "/accounts/023e105f4ecef8ad9ca31a8372d0c353/alerting/v3/policies/0da2b59e-f118-439d-8097-bdfb215203c9";
 
-/// The `PUT` body: an alerting policy of about half a kilobyte.
-const POLICY_JSON: &[u8] = br#"{"name":"Origin error rate alert for production zones","description":"Notify the on-call team when the origin error rate of the production zones stays above the threshold for five consecutive minutes.","enabled":true,"alert_type":"http_alert_origin_error","filters":{"services":["cdn","load_balancing","waf"],"zones":["023e105f4ecef8ad9ca31a8372d0c353","9a7806061c88ada191ed06f989cc3dac"]},"mechanisms":{"webhooks":[{"id":"85c0a0c3b1a44d4b8b5e4e7c3e5f2d11","url":"https://hooks.example.com/services/T024BE7LD/B0AL6Q4HK/1ZPmNfZtLxJcLkVJvGEFwAZx"}]}}"#;
-
-const BEARER: &str = "Bearer Yq6aAzt7RrcbG7Ok3sqkZ_8IFqS2gVYdz6qvEVPQ";
-const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct PolicyUpdate {
-    name: String,
-    description: String,
-    enabled: bool,
-    alert_type: String,
-    filters: Filters,
-    mechanisms: Mechanisms,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Filters {
-    services: Vec<String>,
-    zones: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Mechanisms {
-    webhooks: Vec<Webhook>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Webhook {
-    id: String,
-    url: String,
-}
-
-#[derive(Serialize)]
-struct PolicyView {
-    id: String,
-    name: &'static str,
-    enabled: bool,
-}
-
-#[derive(Serialize)]
-struct Updated {
-    id: String,
-}
-
-async fn get_policy(Path((_account_id, policy_id)): Path<(String, String)>) -> Json<PolicyView> {
-    Json(PolicyView {
-        id: policy_id,
-        name: "Origin error rate alert for production zones",
-        enabled: true,
-    })
-}
-
-async fn update_policy(
-    Path((_account_id, policy_id)): Path<(String, String)>,
-    Json(update): Json<PolicyUpdate>,
-) -> Json<Updated> {
-    black_box(&update);
-    Json(Updated { id: policy_id })
-}
-
 fn app() -> Router {
-    Router::new().route(TEMPLATE, get(get_policy).put(update_policy))
+    Router::new().route(ITEM_ROUTE, get(get_policy).put(update_policy))
 }
 
 fn policy() -> AuditPolicy {
     AuditPolicy::builder()
-        .operation(Operation::new(Method::GET, TEMPLATE).summary("Get a Notification policy"))
-        .operation(Operation::new(Method::PUT, TEMPLATE).summary("Update a Notification policy"))
+        .operation(Operation::new(Method::GET, ITEM_ROUTE).summary("Get a Notification policy"))
+        .operation(Operation::new(Method::PUT, ITEM_ROUTE).summary("Update a Notification policy"))
         .build()
         .expect("the bench policy compiles")
 }
@@ -195,7 +132,7 @@ impl Kind {
                         HeaderValue::from_static("application/json"),
                     )
                     .header(header::CONTENT_LENGTH, HeaderValue::from(POLICY_JSON.len())),
-                Body::from(Bytes::from_static(POLICY_JSON)),
+                Body::from(Bytes::from_static(POLICY_JSON.as_bytes())),
             ),
         };
         builder.body(body).expect("the bench request is valid")

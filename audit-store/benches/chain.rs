@@ -14,7 +14,7 @@
 //!
 //! A load harness, not criterion: one long run per configuration, on both backends:
 //!
-//! 1. **Ingest.** The same N generated records (the ingest benchmark's generator, copied into
+//! 1. **Ingest.** The same N generated records (the ingest benchmark's records from
 //!    `benches/support`: ~650 B of JSON, 1,000 accounts, account 0 holding 10 % and
 //!    accounts 1–9 another 20 %) are flattened to `StoredRecord`s before any clock starts, then
 //!    written in batches of 10,000 (`--batch`; the pipeline's default is 4,000 now) through
@@ -49,24 +49,24 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use audit_store::chain::{ChainKeys, ChainSecret, Verifier};
 use audit_store::model::{ChainScope, StoredRecord};
+use audit_store::store::sql::Dialect;
 use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::verify::{self, BreakKind, Span, VerifyReport};
 use audit_store::{PostgresStore, SqliteStore};
 use futures_util::StreamExt as _;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor as _};
+use sqlx::AssertSqlSafe;
 
-use support::{Dataset, World};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type BoxResult<T> = Result<T, BoxError>;
+use support::cpu::{self, Cpu};
+use support::records::Dataset;
+use support::world::{Profile, World};
+use support::{Argv, Backend, BoxResult, Common, postgres, sqlite, verdict};
 
 /// Records per `AuditStore::insert` by default (`--batch`): the batch size the figures in
 /// BENCHMARKS.md were first measured with (the pipeline's default is 4,000 since).
@@ -80,135 +80,52 @@ const USAGE: &str = "usage: cargo bench -p audit-store --bench chain -- [--rows 
 [--verify-rounds N] [--no-per-account] [--batch N]";
 
 fn main() {
-    let args = match Args::parse() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("chain bench: {e}\n\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("chain bench: cannot start tokio: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(run(args)) {
-        eprintln!("chain bench failed: {e}");
-        std::process::exit(1);
-    }
+    support::harness("chain", USAGE, Args::parse, run);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Args {
-    rows: usize,
+    common: Common,
     accounts: usize,
-    backends: Vec<Backend>,
     postgres_url: Option<String>,
-    seed: u64,
     verify_rounds: usize,
     /// Skip the baseline: every account verified in turn with `chain::verify`.
     no_per_account: bool,
     /// Records per `insert`.
     batch: usize,
-    /// Run by `cargo test --benches`: tiny, and skip what is missing.
-    smoke: bool,
-    quick: bool,
 }
 
 impl Args {
     fn parse() -> BoxResult<Self> {
-        let argv: Vec<String> = std::env::args().skip(1).collect();
-        // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing or `--test`.
-        let smoke = argv.iter().any(|a| a == "--test") || !argv.iter().any(|a| a == "--bench");
-        let mut rows = None;
+        let mut argv = Argv::from_env(USAGE, 0x00c4_a1a5);
         let mut accounts = 1_000;
-        let mut backend = "both".to_owned();
         let mut postgres_url = None;
-        let mut quick = false;
-        let mut seed = 0x00c4_a1a5_u64;
         let mut verify_rounds = None;
         let mut no_per_account = false;
         let mut batch = BATCH;
-        let mut it = argv.iter();
-        while let Some(arg) = it.next() {
-            let mut value = |name: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| BoxError::from(format!("{name} needs a value")))
-            };
+        while let Some(arg) = argv.next_flag()? {
             match arg.as_str() {
-                "--bench" | "--test" => {}
-                "--rows" => rows = Some(support::parse_count(&value("--rows")?)?),
-                "--accounts" => accounts = support::parse_count(&value("--accounts")?)?,
-                "--backend" => backend = value("--backend")?,
-                "--postgres-url" => postgres_url = Some(value("--postgres-url")?),
-                "--quick" => quick = true,
+                "--accounts" => accounts = argv.count("--accounts")?,
+                "--postgres-url" => postgres_url = Some(argv.value("--postgres-url")?),
                 "--no-per-account" => no_per_account = true,
-                "--batch" => batch = support::parse_count(&value("--batch")?)?.max(1),
-                "--seed" => seed = value("--seed")?.parse()?,
-                "--verify-rounds" => {
-                    verify_rounds = Some(support::parse_count(&value("--verify-rounds")?)?);
-                }
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                // Under `cargo test` the test harness's own flags may be passed along.
-                _ if smoke => {}
-                other => return Err(format!("unknown argument {other:?}").into()),
+                "--batch" => batch = argv.count("--batch")?.max(1),
+                "--verify-rounds" => verify_rounds = Some(argv.count("--verify-rounds")?),
+                other => argv.unknown(other)?,
             }
         }
-        let backends = match backend.as_str() {
-            "sqlite" => vec![Backend::Sqlite],
-            "postgres" => vec![Backend::Postgres],
-            "both" => vec![Backend::Sqlite, Backend::Postgres],
-            other => return Err(format!("--backend {other:?}: sqlite, postgres or both").into()),
-        };
-        let postgres_url = postgres_url
-            .or_else(|| std::env::var("AUDIT_BENCH_POSTGRES_URL").ok())
-            .or_else(|| std::env::var("AUDIT_TEST_POSTGRES_URL").ok())
-            .filter(|u| !u.trim().is_empty());
-        let default_rows = if smoke {
-            2_000
-        } else if quick {
-            20_000
-        } else {
-            1_000_000
-        };
+        let common = argv.common()?;
         Ok(Self {
-            rows: rows.unwrap_or(default_rows),
             accounts,
-            backends,
-            postgres_url,
-            seed,
-            verify_rounds: verify_rounds.unwrap_or(if smoke { 1 } else { 2 }),
+            postgres_url: postgres_url
+                .filter(|u| !u.trim().is_empty())
+                .or_else(postgres::url_from_env),
+            verify_rounds: verify_rounds.unwrap_or(if common.smoke { 1 } else { 2 }),
             no_per_account,
             batch,
-            smoke,
-            quick,
+            common,
         })
     }
 }
@@ -250,22 +167,18 @@ async fn timed<T, F>(server: Option<u32>, body: F) -> BoxResult<(T, Tally)>
 where
     F: Future<Output = BoxResult<(T, u64)>>,
 {
-    let server_before = server.and_then(support::postgres_ticks);
-    let own_before = support::own_ticks();
+    let before = Cpu::before(server);
     let started = Instant::now();
     let (value, rows) = body.await?;
     let wall = started.elapsed();
-    let own = support::own_ticks().saturating_sub(own_before);
-    let server_after = server.and_then(support::postgres_ticks);
+    let cpu = Cpu::after(server).since(before);
     Ok((
         value,
         Tally {
             rows,
             wall,
-            own,
-            server: server_before
-                .zip(server_after)
-                .map(|(b, a)| a.saturating_sub(b)),
+            own: cpu.own,
+            server: cpu.server,
         },
     ))
 }
@@ -277,7 +190,14 @@ struct Env {
 impl Env {
     /// Ticks per row in µs.
     fn per_row(&self, ticks: u64, rows: u64) -> f64 {
-        ticks as f64 * 1e6 / self.ticks / rows.max(1) as f64
+        cpu::per_row(ticks, self.ticks, rows)
+    }
+
+    /// `, server X µs/<unit>` when the server's CPU is known.
+    fn server(&self, t: &Tally, precision: usize, unit: &str) -> String {
+        t.server.map_or_else(String::new, |s| {
+            format!(", server {:.precision$} µs/{unit}", self.per_row(s, t.rows))
+        })
     }
 }
 
@@ -343,174 +263,60 @@ impl VerifyResult {
 // The benchmark
 
 async fn run(args: Args) -> BoxResult<()> {
-    let mode = if args.smoke {
-        "smoke (cargo test)"
-    } else if args.quick {
-        "quick"
-    } else {
-        "full"
-    };
-    println!("audit-store chain benchmark, {mode} mode");
-    println!(
-        "  machine: {} CPUs; {}",
-        std::thread::available_parallelism().map_or(0, usize::from),
-        support::load()
-    );
+    println!("audit-store chain benchmark, {} mode", args.common.mode());
+    println!("  machine: {} CPUs; {}", support::cpus(), cpu::load());
     let env = Env {
-        ticks: support::clock_ticks_per_second(),
+        ticks: cpu::clock_ticks_per_second(),
     };
-
-    // Records, before any clock starts.
-    let end_ms = i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )?;
-    let data = Dataset {
-        world: Arc::new(World::new(args.seed, args.accounts)),
-        n: args.rows,
-        seed: args.seed,
-        end_ms,
-    };
-    let started = Instant::now();
-    let rows: Vec<StoredRecord> = data
-        .iter()
-        .map(|r| StoredRecord::from_record(&r))
-        .collect::<Result<_, _>>()?;
-    let json_bytes: usize = rows.iter().map(|r| r.record.len()).sum();
-    let mut per_account: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    for r in &rows {
-        *per_account
-            .entry(r.account_id.as_deref().unwrap_or(""))
-            .or_default() += 1;
-    }
-    let largest = per_account
-        .iter()
-        .max_by_key(|(a, n)| (**n, *a))
-        .map(|(a, n)| ((*a).to_owned(), *n))
-        .ok_or("no records")?;
-    println!(
-        "  {} records generated in {:.1} s: {:.0} B of JSON on average, {} accounts, the \
-         largest holding {} ({:.1} %); batches of {}",
-        rows.len(),
-        started.elapsed().as_secs_f64(),
-        json_bytes as f64 / rows.len().max(1) as f64,
-        per_account.len(),
-        largest.1,
-        100.0 * largest.1 as f64 / rows.len().max(1) as f64,
-        args.batch
-    );
-    drop(per_account);
-
+    let (rows, largest) = generate(&args)?;
     let keys = ChainKeys::from_secret(&ChainSecret::from_bytes([0x5a; 32]));
-    let mut ingests = Vec::new();
-    let mut verifies = Vec::new();
     let ctx = Ctx {
         args: &args,
         env: &env,
         rows: &rows,
         keys: &keys,
-        largest: &largest.0,
+        largest: &largest,
     };
-
-    for backend in args.backends.clone() {
-        match backend {
+    let mut ingests = Vec::new();
+    let mut verifies = Vec::new();
+    for backend in args.common.backends.clone() {
+        let outcome = match backend {
             Backend::Sqlite => {
                 let tmp = tempfile::Builder::new().prefix("audit-chain-").tempdir()?;
-                let (i, v) = sqlite_run(&ctx, tmp.path()).await?;
-                ingests.push(i);
-                verifies.extend(v);
+                Some(sqlite_run(&ctx, tmp.path()).await?)
             }
-            Backend::Postgres => {
-                let Some(url) = &args.postgres_url else {
+            Backend::Postgres => match &args.postgres_url {
+                Some(url) => postgres_run(&ctx, url).await?,
+                None => {
                     println!(
                         "\n== postgres: skipped (set AUDIT_TEST_POSTGRES_URL, \
                          AUDIT_BENCH_POSTGRES_URL or --postgres-url)"
                     );
-                    continue;
-                };
-                match postgres_run(&ctx, url).await {
-                    Ok(Some((i, v))) => {
-                        ingests.push(i);
-                        verifies.extend(v);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
+                    None
                 }
-            }
+            },
+        };
+        if let Some((i, v)) = outcome {
+            ingests.push(i);
+            verifies.extend(v);
         }
     }
 
     println!();
-    println!("== Results ({} rows; {})", rows.len(), support::load());
+    println!("== Results ({} rows; {})", rows.len(), cpu::load());
     print_ingest(&ingests, &env);
     println!();
     print_verify(&verifies, &env);
     println!();
     println!("== Goals");
-    if args.smoke {
+    if args.common.smoke {
         println!("  (smoke run: correctness only; a debug build says nothing about the goals)");
         return Ok(());
     }
     if rows.len() < 1_000_000 {
         println!("  (indicative only: the goals are stated for 1M records)");
     }
-    for i in &ingests {
-        let ratio = i.chained.rate() / i.plain.rate();
-        let cost = 1.0 - ratio;
-        println!(
-            "  {:<9} ingest: chained {:.0} rows/s vs unchained {:.0} = {:.3}x, chaining costs \
-             {:.1} % of throughput (goal ≤ {:.0} %): {}",
-            i.backend.name(),
-            i.chained.rate(),
-            i.plain.rate(),
-            ratio,
-            100.0 * cost,
-            100.0 * GOAL_INGEST_COST,
-            verdict(cost <= GOAL_INGEST_COST)
-        );
-    }
-    for v in verifies
-        .iter()
-        .filter(|v| v.scope == "all accounts" && matches!(v.mode, Mode::Full | Mode::Public))
-    {
-        let best = v.best();
-        let per_million = best.wall.as_secs_f64() * 1e6 / best.rows.max(1) as f64;
-        println!(
-            "  {:<9} {}: {} records in {:.2} s (best of {}, mean {:.2} s) = {:.2} s per 1M \
-             records (goal < {GOAL_VERIFY_SECONDS_PER_MILLION:.0} s): {}",
-            v.backend.name(),
-            v.mode.label(),
-            best.rows,
-            best.wall.as_secs_f64(),
-            v.rounds.len(),
-            v.mean_wall(),
-            per_million,
-            verdict(per_million < GOAL_VERIFY_SECONDS_PER_MILLION)
-        );
-    }
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let find = |mode| {
-            verifies
-                .iter()
-                .find(|v| v.backend == backend && v.scope == "all accounts" && v.mode == mode)
-        };
-        if let (Some(all), Some(base)) = (find(Mode::Full), find(Mode::PerAccount)) {
-            // The baseline ran once, in the first round: compare with that round.
-            let (a, b) = (
-                all.rounds[0].wall.as_secs_f64(),
-                base.best().wall.as_secs_f64(),
-            );
-            println!(
-                "  {:<9} verify_all (secret) vs chain::verify per account, first round: \
-                 {a:.2} s vs {b:.2} s = {:.2}x the time ({:.1}x faster)",
-                backend.name(),
-                a / b,
-                b / a
-            );
-        }
-    }
+    print_goals(&ingests, &verifies);
     println!();
     println!("Notes:");
     println!(
@@ -528,8 +334,44 @@ async fn run(args: Args) -> BoxResult<()> {
     Ok(())
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
+/// The records, flattened before any clock starts, and the account holding the most.
+fn generate(args: &Args) -> BoxResult<(Vec<StoredRecord>, String)> {
+    let data = Dataset {
+        world: Arc::new(World::new(args.common.seed, Profile::chain(args.accounts))),
+        n: args.common.rows,
+        seed: args.common.seed,
+        end_ms: support::now_ms()?,
+    };
+    let started = Instant::now();
+    let rows: Vec<StoredRecord> = data
+        .iter()
+        .map(|r| StoredRecord::from_record(&r))
+        .collect::<Result<_, _>>()?;
+    let json_bytes: usize = rows.iter().map(|r| r.record.len()).sum();
+    let mut per_account: HashMap<&str, u64> = HashMap::new();
+    for r in &rows {
+        *per_account
+            .entry(r.account_id.as_deref().unwrap_or(""))
+            .or_default() += 1;
+    }
+    let (largest, held) = per_account
+        .iter()
+        .max_by_key(|(a, n)| (**n, *a))
+        .map(|(a, n)| ((*a).to_owned(), *n))
+        .ok_or("no records")?;
+    println!(
+        "  {} records generated in {:.1} s: {:.0} B of JSON on average, {} accounts, the \
+         largest holding {} ({:.1} %); batches of {}",
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        json_bytes as f64 / rows.len().max(1) as f64,
+        per_account.len(),
+        held,
+        100.0 * held as f64 / rows.len().max(1) as f64,
+        args.batch
+    );
+    drop(per_account);
+    Ok((rows, largest))
 }
 
 /// What every backend's run needs.
@@ -551,41 +393,13 @@ async fn sqlite_run(ctx: &Ctx<'_>, dir: &Path) -> BoxResult<(IngestResult, Vec<V
         .await?
         .chained(ctx.keys.clone());
     chained.migrate().await?;
-    let (plain_t, chained_t) = ingest(ctx, Backend::Sqlite, &plain, &chained, None).await?;
-    check_ingest(ctx, &plain, &chained).await?;
+    let mut ingested = ingest(ctx, Backend::Sqlite, &plain, &chained, None).await?;
     plain.pool().close().await;
-    let verifies = verify_phase(ctx, Backend::Sqlite, &chained, None).await?;
-    tamper_check(ctx, &chained, |pool, account, seq| async move {
-        sqlx::query(
-            "UPDATE audit_logs SET record = record || ' ' \
-             WHERE coalesce(account_id, '') = ? AND chain_seq = ?",
-        )
-        .bind(account)
-        .bind(seq)
-        .execute(&pool)
-        .await
-        .map(|r| r.rows_affected())
-    })
-    .await?;
+    let verifies = verify_and_tamper(ctx, Backend::Sqlite, &chained, None).await?;
     chained.pool().close().await;
-    Ok((
-        IngestResult {
-            backend: Backend::Sqlite,
-            plain: plain_t,
-            chained: chained_t,
-            plain_bytes: Some(sqlite_bytes(&plain_path)),
-            chained_bytes: Some(sqlite_bytes(&chained_path)),
-        },
-        verifies,
-    ))
-}
-
-fn sqlite_bytes(path: &Path) -> u64 {
-    ["", "-wal"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", path.display())).ok())
-        .map(|m| m.len())
-        .sum()
+    ingested.plain_bytes = Some(sqlite::bytes(&plain_path));
+    ingested.chained_bytes = Some(sqlite::bytes(&chained_path));
+    Ok((ingested, verifies))
 }
 
 /// `None`: skipped (smoke mode and no server).
@@ -594,22 +408,15 @@ async fn postgres_run(
     url: &str,
 ) -> BoxResult<Option<(IngestResult, Vec<VerifyResult>)>> {
     println!("\n== postgres");
-    let postmaster = match local_postmaster(url).await {
+    let postmaster = match postgres::reach(url).await {
         Ok(pm) => pm,
-        Err(e) if ctx.args.smoke => {
+        Err(e) if ctx.args.common.smoke => {
             println!("  !! {e}: PostgreSQL is skipped");
             return Ok(None);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    let base = format!(
-        "chainbench_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-    );
+    let base = format!("chainbench_{}_{}", std::process::id(), support::now_ms()?);
     let schemas = [format!("{base}_plain"), format!("{base}_chained")];
     println!(
         "  {url}, schemas {} and {}; server CPU {}",
@@ -623,18 +430,10 @@ async fn postgres_run(
     );
     let outcome = postgres_body(ctx, url, &schemas, postmaster).await;
     // Always drop the schemas, also after a failure.
-    if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(url).await {
-        for schema in &schemas {
-            if let Err(e) = admin
-                .execute(AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                )))
-                .await
-            {
-                eprintln!("  could not drop schema {schema}: {e}");
-            }
+    for schema in &schemas {
+        if let Err(e) = postgres::drop_schema(url, schema).await {
+            eprintln!("  could not drop schema {schema}: {e}");
         }
-        admin.close().await;
     }
     outcome.map(Some)
 }
@@ -645,106 +444,33 @@ async fn postgres_body(
     schemas: &[String; 2],
     postmaster: Option<u32>,
 ) -> BoxResult<(IngestResult, Vec<VerifyResult>)> {
-    let plain = postgres_store(url, &schemas[0]).await?;
-    let chained = postgres_store(url, &schemas[1])
+    let plain = postgres::fresh_store(url, &schemas[0], 4).await?;
+    let chained = postgres::fresh_store(url, &schemas[1], 4)
         .await?
         .chained(ctx.keys.clone());
     // Every run starts from clean buffers.
-    if let Err(e) = sqlx::query("CHECKPOINT").execute(plain.pool()).await {
-        eprintln!("  note: CHECKPOINT failed ({e}); continuing");
-    }
-    let (plain_t, chained_t) = ingest(ctx, Backend::Postgres, &plain, &chained, postmaster).await?;
-    check_ingest(ctx, &plain, &chained).await?;
-    let plain_bytes = postgres_bytes(&plain).await?;
-    let chained_bytes = postgres_bytes(&chained).await?;
+    postgres::checkpoint(plain.pool()).await;
+    let mut ingested = ingest(ctx, Backend::Postgres, &plain, &chained, postmaster).await?;
+    ingested.plain_bytes = postgres::table_bytes(plain.pool()).await?;
+    ingested.chained_bytes = postgres::table_bytes(chained.pool()).await?;
     plain.pool().close().await;
-    let verifies = verify_phase(ctx, Backend::Postgres, &chained, postmaster).await?;
-    tamper_check(ctx, &chained, |pool, account, seq| async move {
-        sqlx::query(
-            "UPDATE audit_logs SET record = record || ' ' \
-             WHERE coalesce(account_id, '') = $1 AND chain_seq = $2",
-        )
-        .bind(account)
-        .bind(seq)
-        .execute(&pool)
-        .await
-        .map(|r| r.rows_affected())
-    })
-    .await?;
+    let verifies = verify_and_tamper(ctx, Backend::Postgres, &chained, postmaster).await?;
     chained.pool().close().await;
-    Ok((
-        IngestResult {
-            backend: Backend::Postgres,
-            plain: plain_t,
-            chained: chained_t,
-            plain_bytes,
-            chained_bytes,
-        },
-        verifies,
-    ))
-}
-
-/// A fresh schema, and a migrated store whose connections live in it.
-async fn postgres_store(url: &str, schema: &str) -> BoxResult<PostgresStore> {
-    let admin = PgPoolOptions::new().max_connections(1).connect(url).await?;
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        )))
-        .await?;
-    admin.close().await;
-    let options = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await?;
-    let store = PostgresStore::new(pool);
-    store.migrate().await?;
-    Ok(store)
-}
-
-async fn postgres_bytes(store: &PostgresStore) -> BoxResult<Option<u64>> {
-    let bytes: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(pg_total_relation_size(inhrelid))::int8 FROM pg_inherits \
-         WHERE inhparent = to_regclass('audit_logs')",
-    )
-    .fetch_one(store.pool())
-    .await?;
-    Ok(bytes.and_then(|b| u64::try_from(b).ok()))
-}
-
-/// Connects once; returns the server's postmaster pid when its processes are visible here.
-async fn local_postmaster(url: &str) -> BoxResult<Option<u32>> {
-    let pool = tokio::time::timeout(
-        Duration::from_secs(5),
-        PgPoolOptions::new().max_connections(1).connect(url),
-    )
-    .await
-    .map_err(|_| format!("PostgreSQL at {url} did not answer within 5 s"))?
-    .map_err(|e| format!("PostgreSQL at {url} is unreachable: {e}"))?;
-    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&pool)
-        .await?;
-    pool.close().await;
-    Ok(support::parent_pid(Path::new(&format!("/proc/{backend}")))
-        .filter(|pm| support::postgres_ticks(*pm).is_some())
-        .filter(|pm| {
-            std::fs::read_to_string(format!("/proc/{pm}/comm"))
-                .is_ok_and(|c| c.trim_end() == "postgres")
-        }))
+    Ok((ingested, verifies))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Ingest
 
-/// Writes every row into both stores in batches of `--batch`, alternating between them.
+/// Writes every row into both stores in batches of `--batch`, alternating between them, and
+/// checks both hold every row. The result's sizes are for the caller to fill in.
 async fn ingest<S: ChainedStore>(
     ctx: &Ctx<'_>,
     backend: Backend,
     plain: &S,
     chained: &S,
     server: Option<u32>,
-) -> BoxResult<(Tally, Tally)> {
+) -> BoxResult<IngestResult> {
     let mut tallies = [Tally::default(); 2];
     let batches = ctx.rows.len().div_ceil(ctx.args.batch);
     let report_every = batches.div_ceil(10).max(1);
@@ -780,11 +506,7 @@ async fn ingest<S: ChainedStore>(
                 tallies[0].rate(),
                 tallies[1].rate(),
                 tallies[1].rate() / tallies[0].rate(),
-                std::fs::read_to_string("/proc/loadavg")
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("?")
+                cpu::load1()
             );
         }
     }
@@ -795,13 +517,17 @@ async fn ingest<S: ChainedStore>(
             t.wall.as_secs_f64(),
             t.rate(),
             ctx.env.per_row(t.own, t.rows),
-            t.server.map_or_else(String::new, |s| format!(
-                ", server {:.1} µs/row",
-                ctx.env.per_row(s, t.rows)
-            ))
+            ctx.env.server(&t, 1, "row")
         );
     }
-    Ok((tallies[0], tallies[1]))
+    check_ingest(ctx, plain, chained).await?;
+    Ok(IngestResult {
+        backend,
+        plain: tallies[0],
+        chained: tallies[1],
+        plain_bytes: None,
+        chained_bytes: None,
+    })
 }
 
 /// Both stores hold every row, and the chained store's heads account for all of them.
@@ -822,20 +548,15 @@ async fn check_ingest<S: ChainedStore>(ctx: &Ctx<'_>, plain: &S, chained: &S) ->
 // ---------------------------------------------------------------------------------------------
 // Verification
 
-async fn verify_phase<S: ChainedStore>(
+/// Signs a checkpoint for every chain, times the verifications, then tampers with the store.
+async fn verify_and_tamper<S: Tamper>(
     ctx: &Ctx<'_>,
     backend: Backend,
     store: &S,
     server: Option<u32>,
 ) -> BoxResult<Vec<VerifyResult>> {
     let (checkpoints, t) = timed(server, async {
-        let now = i64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )?;
-        let cps = store.checkpoint(now).await?;
+        let cps = store.checkpoint(support::now_ms()?).await?;
         let n = cps.len() as u64;
         Ok((cps, n))
     })
@@ -852,8 +573,6 @@ async fn verify_phase<S: ChainedStore>(
         .map(|h| (h.chain, h.seq))
         .collect();
     let all: Vec<&str> = heads.iter().map(|(c, _)| c.as_str()).collect();
-    let full = ctx.keys.verifier();
-    let public = Verifier::public(ctx.keys.public_key());
     let mut results = Vec::new();
     for (scope, accounts) in [
         ("all accounts", all),
@@ -864,77 +583,103 @@ async fn verify_phase<S: ChainedStore>(
             .filter(|(c, _)| accounts.contains(&c.as_str()))
             .map(|(_, s)| u64::try_from(*s).unwrap_or(0))
             .sum();
-        let whole = scope == "all accounts";
-        let mut modes = vec![Mode::Full, Mode::Public, Mode::Walk];
-        if whole && !ctx.args.no_per_account {
-            modes.push(Mode::PerAccount);
-        }
-        let mut runs: Vec<VerifyResult> = modes
-            .into_iter()
-            .map(|mode| VerifyResult {
-                backend,
-                scope,
-                accounts: accounts.len(),
-                mode,
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..ctx.args.verify_rounds {
-            let mut order: Vec<usize> = (0..runs.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for k in order {
-                let mode = runs[k].mode;
-                if mode == Mode::PerAccount && round > 0 {
-                    continue; // the baseline, once
-                }
-                let verifier = if mode == Mode::Public { &public } else { &full };
-                let ((), t) = timed(
-                    server,
-                    verify_scope(store, verifier, mode, whole, &accounts),
-                )
-                .await?;
-                if t.rows != expected {
-                    return Err(format!(
-                        "{} {scope}, {}: {} records checked, expected {expected}",
-                        backend.name(),
-                        mode.label(),
-                        t.rows
-                    )
-                    .into());
-                }
-                println!(
-                    "  {scope:<15} {:<24} round {}: {} accounts, {} records in {:.2} s = \
-                     {:.0} records/s; cpu {:.2} µs/record{}; load {}",
-                    mode.label(),
-                    round + 1,
-                    accounts.len(),
-                    t.rows,
-                    t.wall.as_secs_f64(),
-                    t.rate(),
-                    ctx.env.per_row(t.own, t.rows),
-                    t.server.map_or_else(String::new, |s| format!(
-                        ", server {:.2} µs/record",
-                        ctx.env.per_row(s, t.rows)
-                    )),
-                    load1()
-                );
-                runs[k].rounds.push(t);
-            }
-        }
-        results.extend(runs);
+        let scope = Scope {
+            backend,
+            name: scope,
+            accounts: &accounts,
+            expected,
+        };
+        results.extend(verify_rounds(ctx, store, server, &scope).await?);
     }
+    tamper_check(ctx, store).await?;
     Ok(results)
 }
 
-fn load1() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_owned()
+/// The accounts one set of verifications covers.
+struct Scope<'a> {
+    backend: Backend,
+    name: &'static str,
+    accounts: &'a [&'a str],
+    /// The records their chains hold.
+    expected: u64,
+}
+
+impl Scope<'_> {
+    /// The whole store, verified in one pass.
+    fn whole(&self) -> bool {
+        self.name == "all accounts"
+    }
+}
+
+/// `--verify-rounds` rounds of every mode over `scope`, in alternating order; the baseline
+/// only in the first.
+async fn verify_rounds<S: ChainedStore>(
+    ctx: &Ctx<'_>,
+    store: &S,
+    server: Option<u32>,
+    scope: &Scope<'_>,
+) -> BoxResult<Vec<VerifyResult>> {
+    let full = ctx.keys.verifier();
+    let public = Verifier::public(ctx.keys.public_key());
+    let mut modes = vec![Mode::Full, Mode::Public, Mode::Walk];
+    if scope.whole() && !ctx.args.no_per_account {
+        modes.push(Mode::PerAccount);
+    }
+    let mut runs: Vec<VerifyResult> = modes
+        .into_iter()
+        .map(|mode| VerifyResult {
+            backend: scope.backend,
+            scope: scope.name,
+            accounts: scope.accounts.len(),
+            mode,
+            rounds: Vec::new(),
+        })
+        .collect();
+    for round in 0..ctx.args.verify_rounds {
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let mode = runs[k].mode;
+            if mode == Mode::PerAccount && round > 0 {
+                continue; // the baseline, once
+            }
+            let verifier = if mode == Mode::Public { &public } else { &full };
+            let ((), t) = timed(
+                server,
+                verify_scope(store, verifier, mode, scope.whole(), scope.accounts),
+            )
+            .await?;
+            if t.rows != scope.expected {
+                return Err(format!(
+                    "{} {}, {}: {} records checked, expected {}",
+                    scope.backend.name(),
+                    scope.name,
+                    mode.label(),
+                    t.rows,
+                    scope.expected
+                )
+                .into());
+            }
+            println!(
+                "  {:<15} {:<24} round {}: {} accounts, {} records in {:.2} s = \
+                 {:.0} records/s; cpu {:.2} µs/record{}; load {}",
+                scope.name,
+                mode.label(),
+                round + 1,
+                scope.accounts.len(),
+                t.rows,
+                t.wall.as_secs_f64(),
+                t.rate(),
+                ctx.env.per_row(t.own, t.rows),
+                ctx.env.server(&t, 2, "record"),
+                cpu::load1()
+            );
+            runs[k].rounds.push(t);
+        }
+    }
+    Ok(runs)
 }
 
 /// Every report must be `ok`, cover its whole chain and have matched the checkpoint just made.
@@ -1010,20 +755,51 @@ async fn verify_scope<S: ChainedStore>(
     Ok(((), records))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tampering
+
+/// A store whose rows the benchmark can change behind its back, as an insider would.
+trait Tamper: ChainedStore {
+    /// Appends a space to the JSON of record `seq` of `chain`; returns the rows changed.
+    async fn tamper(&self, chain: &str, seq: i64) -> Result<u64, sqlx::Error>;
+}
+
+fn tamper_sql(dialect: Dialect) -> String {
+    format!(
+        "UPDATE audit_logs SET record = record || ' ' \
+         WHERE coalesce(account_id, '') = {} AND chain_seq = {}",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    )
+}
+
+macro_rules! tamper_in {
+    ($store:ty, $dialect:expr) => {
+        impl Tamper for $store {
+            async fn tamper(&self, chain: &str, seq: i64) -> Result<u64, sqlx::Error> {
+                let done = sqlx::query(AssertSqlSafe(tamper_sql($dialect)))
+                    .bind(chain.to_owned())
+                    .bind(seq)
+                    .execute(self.pool())
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+tamper_in!(SqliteStore, Dialect::Sqlite);
+tamper_in!(PostgresStore, Dialect::Postgres);
+
 /// Changes one record of the largest account behind the store's back; both verifiers, and
 /// `verify_all`, must find it at its sequence number.
-async fn tamper_check<S, F, Fut>(ctx: &Ctx<'_>, store: &S, edit: F) -> BoxResult<()>
-where
-    S: ChainedStore + HasPool,
-    F: FnOnce(S::Pool, String, i64) -> Fut,
-    Fut: Future<Output = Result<u64, sqlx::Error>>,
-{
+async fn tamper_check<S: Tamper>(ctx: &Ctx<'_>, store: &S) -> BoxResult<()> {
     let head = store
         .chain_head(ctx.largest)
         .await?
         .ok_or("the largest account has no chain")?;
     let seq = (head.seq / 2).max(1);
-    let changed = edit(store.pool_clone(), ctx.largest.to_owned(), seq).await?;
+    let changed = store.tamper(ctx.largest, seq).await?;
     if changed != 1 {
         return Err(format!("the tamper changed {changed} rows, expected 1").into());
     }
@@ -1061,26 +837,6 @@ where
          verify_all"
     );
     Ok(())
-}
-
-/// The two stores' pools, for the tamper check's direct edit.
-trait HasPool {
-    type Pool: Send + 'static;
-    fn pool_clone(&self) -> Self::Pool;
-}
-
-impl HasPool for SqliteStore {
-    type Pool = sqlx::SqlitePool;
-    fn pool_clone(&self) -> Self::Pool {
-        self.pool().clone()
-    }
-}
-
-impl HasPool for PostgresStore {
-    type Pool = sqlx::PgPool;
-    fn pool_clone(&self) -> Self::Pool {
-        self.pool().clone()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1163,5 +919,65 @@ fn print_verify(results: &[VerifyResult], env: &Env) {
             ),
             t.wall.as_secs_f64() * 1e6 / t.rows.max(1) as f64,
         );
+    }
+}
+
+/// The goals: what chaining costs at ingest, how fast the whole store verifies, and
+/// `verify_all` against the per-account baseline.
+fn print_goals(ingests: &[IngestResult], verifies: &[VerifyResult]) {
+    for i in ingests {
+        let ratio = i.chained.rate() / i.plain.rate();
+        let cost = 1.0 - ratio;
+        println!(
+            "  {:<9} ingest: chained {:.0} rows/s vs unchained {:.0} = {:.3}x, chaining costs \
+             {:.1} % of throughput (goal ≤ {:.0} %): {}",
+            i.backend.name(),
+            i.chained.rate(),
+            i.plain.rate(),
+            ratio,
+            100.0 * cost,
+            100.0 * GOAL_INGEST_COST,
+            verdict(cost <= GOAL_INGEST_COST)
+        );
+    }
+    for v in verifies
+        .iter()
+        .filter(|v| v.scope == "all accounts" && matches!(v.mode, Mode::Full | Mode::Public))
+    {
+        let best = v.best();
+        let per_million = best.wall.as_secs_f64() * 1e6 / best.rows.max(1) as f64;
+        println!(
+            "  {:<9} {}: {} records in {:.2} s (best of {}, mean {:.2} s) = {:.2} s per 1M \
+             records (goal < {GOAL_VERIFY_SECONDS_PER_MILLION:.0} s): {}",
+            v.backend.name(),
+            v.mode.label(),
+            best.rows,
+            best.wall.as_secs_f64(),
+            v.rounds.len(),
+            v.mean_wall(),
+            per_million,
+            verdict(per_million < GOAL_VERIFY_SECONDS_PER_MILLION)
+        );
+    }
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let find = |mode| {
+            verifies
+                .iter()
+                .find(|v| v.backend == backend && v.scope == "all accounts" && v.mode == mode)
+        };
+        if let (Some(all), Some(base)) = (find(Mode::Full), find(Mode::PerAccount)) {
+            // The baseline ran once, in the first round: compare with that round.
+            let (a, b) = (
+                all.rounds[0].wall.as_secs_f64(),
+                base.best().wall.as_secs_f64(),
+            );
+            println!(
+                "  {:<9} verify_all (secret) vs chain::verify per account, first round: \
+                 {a:.2} s vs {b:.2} s = {:.2}x the time ({:.1}x faster)",
+                backend.name(),
+                a / b,
+                b / a
+            );
+        }
     }
 }

@@ -34,9 +34,9 @@
 //!
 //! Deterministic (fixed seed, fixed end time 2025-11-04T12:00Z): records of ~830 bytes of JSON
 //! (~1.3 KB stored with their columns) over the 30 days before the end, in time order, ids
-//! UUIDv7 of their time, inserted through `store.insert` in batches of 1,000 (the generator is
-//! the ingest benchmark's, with ~50 actors per account whose activity is Zipf-distributed, as
-//! bots and CI tokens dominate real logs).
+//! UUIDv7 of their time, inserted through `store.insert` in batches of 1,000 (the generator of
+//! `benches/support`, its query profile: ~50 actors per account whose activity is
+//! Zipf-distributed, as bots and CI tokens dominate real logs).
 //! 100 accounts; the first holds 10% of the rows. ~12 products, every action type.
 //! Then `VACUUM ANALYZE` (PostgreSQL) / `ANALYZE` (SQLite).
 //!
@@ -75,31 +75,29 @@
 //! AUDIT_BENCH_NO_STATS=0 AUDIT_BENCH_POOL_VARIANTS=0` keeps the 28 core ones (~4 minutes).
 //!
 //! Before measuring, every query is checked (status, page size, filter, order, cursor) and its
-//! plan printed: SQLite's `EXPLAIN QUERY PLAN` with and without `ANALYZE` statistics, and
-//! PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of both the custom and the generic plan (sqlx
-//! keeps statements prepared, so after five executions PostgreSQL may switch to the generic
-//! one; the plan counts of the benchmark connection are printed at the end). The PostgreSQL
+//! plan printed, for the statement the store's own `store::sql` builds: SQLite's `EXPLAIN
+//! QUERY PLAN` with and without `ANALYZE` statistics, and PostgreSQL's `EXPLAIN (ANALYZE,
+//! BUFFERS)` of both the custom and the generic plan (sqlx keeps statements prepared, so after
+//! five executions PostgreSQL may switch to the generic one; the plan counts of the benchmark
+//! connection are printed at the end). The PostgreSQL
 //! store is given a one-connection pool so that this is observable; the benchmark is
 //! sequential, so one connection is all it would use anyway.
 //!
 //! At the end, a table of criterion's median estimates per backend and query.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use audit_layer::record::{
-    Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
-    Resource, Timestamp, Token, Zone,
-};
+use audit_layer::record::Timestamp;
 use audit_store::model::{Column, ColumnFilter, Direction, FilterValue, RecordQuery, StoredRecord};
 use audit_store::query::{Access, AuditLogRouter};
+use audit_store::store::sql::Dialect;
 use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::{PostgresStore, SqliteStore};
 use axum::Router;
@@ -108,7 +106,7 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use http_body_util::BodyExt as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -117,8 +115,11 @@ use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type BoxResult<T> = Result<T, BoxError>;
+use support::cpu::load_averages;
+use support::records::{DAY_MS, Dataset};
+use support::sql::Statement;
+use support::world::{Profile, World};
+use support::{BoxError, BoxResult, postgres, sqlite};
 
 const DEFAULT_ROWS: usize = 1_000_000;
 /// Rows under `cargo test --benches`.
@@ -128,12 +129,10 @@ const BATCH: usize = 1_000;
 const SEED: u64 = 0x0051_ce0f_a11a_ccee;
 /// Bump when the generator changes: cached databases are then rebuilt.
 const GENERATOR_VERSION: u32 = 1;
-const DAY_MS: i64 = 86_400_000;
 /// The page size asked for.
 const LIMIT: u32 = 100;
 const SCHEMA: &str = "audit_bench_query";
 const SMOKE_SCHEMA: &str = "audit_bench_query_smoke";
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The indexes dropped for the "without a composite index" comparison.
 const FILTER_INDEXES: [&str; 3] = [
     "audit_logs_account_actor_email",
@@ -193,22 +192,8 @@ impl Config {
             None if smoke => SMOKE_ROWS,
             None => DEFAULT_ROWS,
         };
-        let backends = var("AUDIT_BENCH_BACKENDS").unwrap_or_else(|| "sqlite,postgres".into());
-        let mut sqlite = false;
-        let mut postgres = false;
-        for b in backends.split(',').map(str::trim) {
-            match b {
-                "sqlite" => sqlite = true,
-                "postgres" | "postgresql" => postgres = true,
-                "both" => (sqlite, postgres) = (true, true),
-                other => {
-                    return Err(format!(
-                        "AUDIT_BENCH_BACKENDS: unknown backend {other:?} (sqlite, postgres)"
-                    )
-                    .into());
-                }
-            }
-        }
+        let (sqlite, postgres) =
+            backends(&var("AUDIT_BENCH_BACKENDS").unwrap_or_else(|| "sqlite,postgres".into()))?;
         let flag = |name: &str, default: bool| {
             var(name).map_or(default, |v| !matches!(v.as_str(), "0" | "false" | "no"))
         };
@@ -221,9 +206,6 @@ impl Config {
                     .or_else(|| Some(std::env::temp_dir().join("audit-bench-cache")))
             })
         };
-        let pg_url = var("AUDIT_BENCH_POSTGRES_URL")
-            .or_else(|| var("AUDIT_TEST_POSTGRES_URL"))
-            .unwrap_or_else(|| DEFAULT_PG_URL.to_owned());
         Ok(Self {
             rows,
             smoke,
@@ -234,13 +216,33 @@ impl Config {
             no_index: flag("AUDIT_BENCH_NO_INDEX", true),
             no_stats: flag("AUDIT_BENCH_NO_STATS", true),
             pool_variants: flag("AUDIT_BENCH_POOL_VARIANTS", true),
-            pg_url,
+            pg_url: postgres::url_from_env().unwrap_or_else(|| postgres::DEFAULT_URL.to_owned()),
         })
     }
 
     fn schema(&self) -> &'static str {
         if self.smoke { SMOKE_SCHEMA } else { SCHEMA }
     }
+}
+
+/// `AUDIT_BENCH_BACKENDS`: whether SQLite and PostgreSQL run.
+fn backends(list: &str) -> BoxResult<(bool, bool)> {
+    let mut sqlite = false;
+    let mut postgres = false;
+    for b in list.split(',').map(str::trim) {
+        match b {
+            "sqlite" => sqlite = true,
+            "postgres" | "postgresql" => postgres = true,
+            "both" => (sqlite, postgres) = (true, true),
+            other => {
+                return Err(format!(
+                    "AUDIT_BENCH_BACKENDS: unknown backend {other:?} (sqlite, postgres)"
+                )
+                .into());
+            }
+        }
+    }
+    Ok((sqlite, postgres))
 }
 
 /// Cargo's target directory: the first ancestor of this executable holding `CACHEDIR.TAG`.
@@ -265,557 +267,32 @@ fn criterion_dir() -> PathBuf {
     )
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 // ---------------------------------------------------------------------------------------------
-// Records (the ingest benchmark's generator, with ~50 Zipf-weighted actors per account)
+// The data set
 
-/// SplitMix64: small, fast, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.next_u64() % 100 < p
-    }
-
-    fn hex(&mut self, len: usize) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        (0..len)
-            .map(|_| char::from(DIGITS[(self.next_u64() & 15) as usize]))
-            .collect()
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    /// An index drawn with the given weights.
-    fn weighted(&mut self, weights: &[u32]) -> usize {
-        let total: u32 = weights.iter().sum();
-        let mut x = (self.next_u64() % u64::from(total.max(1))) as u32;
-        for (i, w) in weights.iter().enumerate() {
-            if x < *w {
-                return i;
-            }
-            x -= w;
-        }
-        weights.len() - 1
+/// The benchmark's `n` records (`benches/support`'s query profile, fixed seed and end).
+fn dataset(n: usize) -> Dataset {
+    Dataset {
+        world: Arc::new(World::new(SEED, Profile::QUERY)),
+        n,
+        seed: SEED,
+        end_ms: end_ms(),
     }
 }
 
-struct Principal {
-    context: ActorContext,
-    kind: ActorType,
-    email: Option<String>,
-    id: String,
-    ip: IpAddr,
-    token: Token,
-    user_agent: &'static str,
+/// What a cached database must have been built from.
+fn signature(data: &Dataset, migrations: &str) -> String {
+    format!(
+        "generator={GENERATOR_VERSION};rows={};seed={SEED:#x};end={};migrations={:016x}",
+        data.n,
+        data.end_ms,
+        migrations_hash(migrations)
+    )
 }
 
-struct Tenant {
-    id: String,
-    zones: Vec<String>,
-    principals: Vec<Principal>,
-    /// Zipf (s = 1) over `principals`: the first is the most active.
-    weights: Vec<u32>,
-}
-
-struct Endpoint {
-    product: Arc<str>,
-    scope: Arc<str>,
-    kind: Arc<str>,
-    path: &'static str,
-    zoned: bool,
-    /// List, get, create, update, delete.
-    descriptions: [Arc<str>; 5],
-}
-
-struct World {
-    tenants: Vec<Tenant>,
-    endpoints: Vec<Endpoint>,
-    endpoint_weights: Vec<u32>,
-}
-
-const USER_AGENTS: [&str; 8] = [
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-    "Terraform/1.9.8 terraform-provider-cloudflare/4.48.0",
-    "curl/8.5.0",
-    "python-requests/2.32.3",
-    "Go-http-client/2.0",
-    "axios/1.7.9",
-];
-const FIRST_NAMES: [&str; 10] = [
-    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
-];
-const LAST_NAMES: [&str; 8] = [
-    "smith", "garcia", "chen", "müller", "okafor", "tanaka", "novak", "silva",
-];
-const TOKEN_NAMES: [&str; 6] = [
-    "terraform-ci",
-    "deploy-bot",
-    "Edit zone DNS",
-    "monitoring (read only)",
-    "github-actions",
-    "backup exporter",
-];
-/// product, scope, type, path, zoned, weight, one, many.
-type EndpointSpec = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    bool,
-    u32,
-    &'static str,
-    &'static str,
-);
-const ENDPOINTS: [EndpointSpec; 12] = [
-    (
-        "alerting",
-        "accounts",
-        "policies",
-        "alerting/v3/policies",
-        false,
-        20,
-        "Notification policy",
-        "Notification policies",
-    ),
-    (
-        "dns",
-        "zones",
-        "dns_records",
-        "dns_records",
-        true,
-        25,
-        "DNS record",
-        "DNS records",
-    ),
-    (
-        "workers",
-        "accounts",
-        "scripts",
-        "workers/scripts",
-        false,
-        10,
-        "Worker script",
-        "Worker scripts",
-    ),
-    (
-        "firewall",
-        "zones",
-        "rules",
-        "firewall/rules",
-        true,
-        10,
-        "firewall rule",
-        "firewall rules",
-    ),
-    (
-        "access",
-        "accounts",
-        "apps",
-        "access/apps",
-        false,
-        6,
-        "Access application",
-        "Access applications",
-    ),
-    (
-        "r2",
-        "accounts",
-        "buckets",
-        "r2/buckets",
-        false,
-        4,
-        "R2 bucket",
-        "R2 buckets",
-    ),
-    (
-        "ssl",
-        "zones",
-        "certificate_packs",
-        "ssl/certificate_packs",
-        true,
-        3,
-        "certificate pack",
-        "certificate packs",
-    ),
-    (
-        "members",
-        "accounts",
-        "members",
-        "members",
-        false,
-        3,
-        "account member",
-        "account members",
-    ),
-    (
-        "load_balancing",
-        "zones",
-        "load_balancers",
-        "load_balancers",
-        true,
-        5,
-        "load balancer",
-        "load balancers",
-    ),
-    (
-        "rulesets", "zones", "rulesets", "rulesets", true, 8, "ruleset", "rulesets",
-    ),
-    (
-        "tunnels",
-        "accounts",
-        "cfd_tunnel",
-        "cfd_tunnel",
-        false,
-        3,
-        "Cloudflare Tunnel",
-        "Cloudflare Tunnels",
-    ),
-    (
-        "zone_settings",
-        "zones",
-        "settings",
-        "settings",
-        true,
-        3,
-        "zone setting",
-        "zone settings",
-    ),
-];
-
-impl World {
-    fn new(seed: u64) -> Self {
-        let mut rng = Rng(seed ^ 0x5_eed0_fa11);
-        let endpoints: Vec<Endpoint> = ENDPOINTS
-            .iter()
-            .map(
-                |&(product, scope, kind, path, zoned, _, one, many)| Endpoint {
-                    product: product.into(),
-                    scope: scope.into(),
-                    kind: kind.into(),
-                    path,
-                    zoned,
-                    descriptions: [
-                        format!("List {many}").into(),
-                        format!("Get a {one}").into(),
-                        format!("Create a {one}").into(),
-                        format!("Update a {one}").into(),
-                        format!("Delete a {one}").into(),
-                    ],
-                },
-            )
-            .collect();
-        let endpoint_weights = ENDPOINTS.iter().map(|e| e.5).collect();
-        let tenants = (0..100)
-            .map(|a| {
-                let company = format!("example-{a:02}.com");
-                let zones = (0..1 + rng.below(if a == 0 { 20 } else { 5 }))
-                    .map(|_| rng.hex(32))
-                    .collect();
-                let people = if a == 0 { 50 } else { 30 + rng.below(41) };
-                let principals: Vec<Principal> = (0..people)
-                    .map(|p| principal(&mut rng, &company, p))
-                    .collect();
-                let weights = (0..principals.len())
-                    .map(|rank| (1_000_000 / (rank + 1)) as u32)
-                    .collect();
-                Tenant {
-                    id: rng.hex(32),
-                    zones,
-                    principals,
-                    weights,
-                }
-            })
-            .collect();
-        Self {
-            tenants,
-            endpoints,
-            endpoint_weights,
-        }
-    }
-
-    /// One record at `time_ms`.
-    fn record(&self, rng: &mut Rng, time_ms: i64) -> AuditRecord {
-        // Account 0 holds 10% of the traffic; the other 99 share the rest.
-        let tenant = if rng.percent(10) {
-            &self.tenants[0]
-        } else {
-            &self.tenants[1 + rng.below(self.tenants.len() - 1)]
-        };
-        let principal = &tenant.principals[rng.weighted(&tenant.weights)];
-        let endpoint = &self.endpoints[rng.weighted(&self.endpoint_weights)];
-        // list, get, create, put, patch, delete
-        let op = rng.weighted(&[35, 27, 12, 8, 10, 8]);
-        let (method, description) = match op {
-            0 => ("GET", 0),
-            1 => ("GET", 1),
-            2 => ("POST", 2),
-            3 => ("PUT", 3),
-            4 => ("PATCH", 3),
-            _ => ("DELETE", 4),
-        };
-        let status: u16 = match (op, rng.below(100)) {
-            (_, 99) => 500,
-            (0..=1, 0..=2) => 404,
-            (0..=1, 3..=4) => 403,
-            (2, 0..=7) => 400,
-            (2, 8..=10) => 409,
-            (3..=4, 0..=5) => 400,
-            (3..=5, 6..=9) => 404,
-            (2, _) => 201,
-            _ => 200,
-        };
-        let zone = endpoint.zoned.then(|| rng.pick(&tenant.zones).clone());
-        let resource_id = (op != 0 && op != 2).then(|| rng.hex(32));
-        let mut uri = match &zone {
-            Some(z) => format!("/client/v4/zones/{z}/{}", endpoint.path),
-            None => format!("/client/v4/accounts/{}/{}", tenant.id, endpoint.path),
-        };
-        if let Some(id) = &resource_id {
-            uri.push('/');
-            uri.push_str(id);
-        }
-        if op == 0 && rng.percent(50) {
-            let _ = write!(uri, "?page={}&per_page=50", 1 + rng.below(5));
-        }
-        let name = format!("{}-{}", endpoint.kind, rng.below(500));
-        let (request, response) = match op {
-            0 | 1 => (None, None),
-            2 | 3 => (
-                Some(serde_json::json!({
-                    "name": name,
-                    "enabled": rng.percent(80),
-                    "description": "REDACTED",
-                    "settings": {"mode": *rng.pick(&["block", "challenge", "log"]), "ttl": 60 * (1 + rng.below(60))},
-                })),
-                Some(response_body(rng, status, &name, resource_id.as_deref())),
-            ),
-            4 => (
-                Some(serde_json::json!({"enabled": rng.percent(50)})),
-                Some(response_body(rng, status, &name, resource_id.as_deref())),
-            ),
-            _ => (
-                None,
-                Some(response_body(rng, status, &name, resource_id.as_deref())),
-            ),
-        };
-        let mut random = [0_u8; 10];
-        random[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
-        random[8..].copy_from_slice(&rng.next_u64().to_le_bytes()[..2]);
-        let id = uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid();
-        AuditRecord {
-            id,
-            account: Some(Account {
-                id: tenant.id.clone(),
-                name: None,
-            }),
-            action: Action {
-                description: Some(Arc::clone(&endpoint.descriptions[description])),
-                result: ActionResult::from_status(status),
-                time: Timestamp::from_unix_millis(time_ms),
-                kind: action_type(method),
-            },
-            actor: Actor {
-                context: Some(principal.context),
-                email: principal.email.clone(),
-                id: Some(principal.id.clone()),
-                ip_address: Some(principal.ip),
-                token: principal.token.clone(),
-                kind: Some(principal.kind),
-            },
-            raw: Raw {
-                method: method.to_owned(),
-                ray_id: rng.hex(16),
-                status_code: status,
-                uri,
-                user_agent: Some(principal.user_agent.to_owned()),
-            },
-            resource: Resource {
-                id: resource_id,
-                product: Some(Arc::clone(&endpoint.product)),
-                request: request.map(Into::into),
-                response: response.map(Into::into),
-                scope: Some(Arc::clone(&endpoint.scope)),
-                kind: Some(Arc::clone(&endpoint.kind)),
-            },
-            zone: zone.map(|id| Zone { id, name: None }),
-        }
-    }
-
-    /// The big account's actor email at (or after) Zipf rank `rank`, and its share of the
-    /// account's records.
-    fn email_at_rank(&self, rank: usize) -> Option<(String, f64)> {
-        let tenant = &self.tenants[0];
-        let total: f64 = tenant.weights.iter().map(|w| f64::from(*w)).sum();
-        tenant
-            .principals
-            .iter()
-            .zip(&tenant.weights)
-            .skip(rank)
-            .find_map(|(p, w)| Some((p.email.clone()?, f64::from(*w) / total)))
-    }
-}
-
-fn principal(rng: &mut Rng, company: &str, p: usize) -> Principal {
-    let email = format!(
-        "{}.{}{p}@{company}",
-        rng.pick(&FIRST_NAMES),
-        rng.pick(&LAST_NAMES)
-    );
-    let ip = if rng.percent(20) {
-        IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0x0db8,
-            rng.next_u64() as u16,
-            rng.next_u64() as u16,
-            0,
-            0,
-            0,
-            rng.next_u64() as u16,
-        ))
-    } else {
-        IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32))
-    };
-    let token = |rng: &mut Rng| Token {
-        id: Some(rng.hex(32)),
-        name: Some((*rng.pick(&TOKEN_NAMES)).to_owned()),
-    };
-    let (context, kind, email, token, user_agent) = match rng.below(20) {
-        0..=11 => (
-            ActorContext::Dash,
-            ActorType::User,
-            Some(email),
-            Token::default(),
-            USER_AGENTS[rng.below(3)],
-        ),
-        12..=16 => {
-            let t = token(rng);
-            (
-                ActorContext::ApiToken,
-                ActorType::User,
-                Some(email),
-                t,
-                USER_AGENTS[3 + rng.below(5)],
-            )
-        }
-        17..=18 => {
-            let t = token(rng);
-            (
-                ActorContext::ApiToken,
-                ActorType::Account,
-                None,
-                t,
-                USER_AGENTS[3 + rng.below(5)],
-            )
-        }
-        _ => (
-            ActorContext::ApiKey,
-            ActorType::User,
-            Some(email),
-            Token::default(),
-            USER_AGENTS[3 + rng.below(5)],
-        ),
-    };
-    Principal {
-        context,
-        kind,
-        email,
-        id: rng.hex(32),
-        ip,
-        token,
-        user_agent,
-    }
-}
-
-fn action_type(method: &str) -> ActionType {
-    match method {
-        "POST" => ActionType::Create,
-        "PUT" | "PATCH" => ActionType::Update,
-        "DELETE" => ActionType::Delete,
-        _ => ActionType::View,
-    }
-}
-
-fn response_body(rng: &mut Rng, status: u16, name: &str, id: Option<&str>) -> serde_json::Value {
-    if status < 400 {
-        let id = id.map_or_else(|| rng.hex(32), str::to_owned);
-        serde_json::json!({
-            "success": true,
-            "errors": [],
-            "result": {"id": id, "name": name},
-        })
-    } else {
-        serde_json::json!({
-            "success": false,
-            "errors": [{"code": 1000 + u32::from(status), "message": "REDACTED"}],
-            "result": null,
-        })
-    }
-}
-
-/// `n` records over the 30 days before `end_ms`, in time order.
-#[derive(Clone)]
-struct Dataset {
-    world: Arc<World>,
-    n: usize,
-    end_ms: i64,
-}
-
-impl Dataset {
-    fn new(n: usize) -> Self {
-        Self {
-            world: Arc::new(World::new(SEED)),
-            n,
-            end_ms: end_ms(),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = AuditRecord> + '_ {
-        let span = 30 * DAY_MS;
-        let start = self.end_ms - span;
-        let step = (span / self.n as i64).max(1);
-        let mut rng = Rng(SEED ^ (self.n as u64).rotate_left(32));
-        (0..self.n).map(move |i| {
-            let base = start + (i128::from(span) * i as i128 / self.n as i128) as i64;
-            let jitter = (rng.next_u64() % step as u64) as i64;
-            self.world.record(&mut rng, base + jitter)
-        })
-    }
-
-    /// What a cached database must have been built from.
-    fn signature(&self, migrations: &str) -> String {
-        format!(
-            "generator={GENERATOR_VERSION};rows={};seed={SEED:#x};end={};migrations={:016x}",
-            self.n,
-            self.end_ms,
-            migrations_hash(migrations)
-        )
-    }
-
-    fn account(&self) -> &str {
-        &self.world.tenants[0].id
-    }
+/// The account every query reads: the largest.
+fn account(data: &Dataset) -> &str {
+    data.world.first_account()
 }
 
 /// FNV-1a over the backend's migration files: a changed migration invalidates the cache.
@@ -848,24 +325,7 @@ async fn load<S: ChainedStore>(
     let generator = {
         let data = data.clone();
         let json_bytes = Arc::clone(&json_bytes);
-        std::thread::spawn(move || -> BoxResult<()> {
-            let mut batch = Vec::with_capacity(BATCH);
-            for record in data.iter() {
-                let row = StoredRecord::from_record(&record)?;
-                json_bytes.fetch_add(row.record.len(), Ordering::Relaxed);
-                batch.push(row);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if tx.blocking_send(full).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.blocking_send(batch);
-            }
-            Ok(())
-        })
+        std::thread::spawn(move || generate_batches(&data, &json_bytes, tx))
     };
     let started = Instant::now();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -902,6 +362,31 @@ async fn load<S: ChainedStore>(
         .map_err(|_| BoxError::from("the record generator panicked"))??;
     let avg = json_bytes.load(Ordering::Relaxed) as f64 / data.n as f64;
     Ok((started.elapsed(), avg))
+}
+
+/// The data set flattened into batches of [`BATCH`] rows, sent to the writers; the JSON bytes
+/// are counted on the way.
+fn generate_batches(
+    data: &Dataset,
+    json_bytes: &AtomicUsize,
+    tx: tokio::sync::mpsc::Sender<Vec<StoredRecord>>,
+) -> BoxResult<()> {
+    let mut batch = Vec::with_capacity(BATCH);
+    for record in data.iter() {
+        let row = StoredRecord::from_record(&record)?;
+        json_bytes.fetch_add(row.record.len(), Ordering::Relaxed);
+        batch.push(row);
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.blocking_send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1038,7 +523,7 @@ fn uri(data: &Dataset, case: &Case, limit: u32, cursor: Option<&str>) -> BoxResu
     }
     Ok(format!(
         "/accounts/{}/logs/audit?{}",
-        data.account(),
+        account(data),
         query.finish()
     ))
 }
@@ -1051,7 +536,7 @@ fn record_query(
 ) -> RecordQuery {
     let (since_ms, before_ms) = window(data);
     RecordQuery {
-        account_id: data.account().to_owned(),
+        account_id: account(data).to_owned(),
         since_ms,
         before_ms,
         filters: case
@@ -1104,7 +589,7 @@ fn check_page(case: &Case, data: &Dataset, status: StatusCode, body: &[u8]) -> B
             .as_str()
             .ok_or("a record without id")?
             .parse::<Uuid>()?;
-        if r["account"]["id"].as_str() != Some(data.account()) {
+        if r["account"]["id"].as_str() != Some(account(data)) {
             return Err(format!("{}: a record of another account", case.key).into());
         }
         if !(since..before).contains(&time) {
@@ -1196,96 +681,6 @@ async fn prepare<S: ChainedStore>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The page query's SQL, for EXPLAIN (mirrors `src/store/sql.rs`, which is crate-private)
-
-#[derive(Clone, Debug)]
-enum Param {
-    Text(String),
-    Int8(i64),
-    Uuid(Uuid),
-}
-
-impl Param {
-    fn pg_type(&self) -> &'static str {
-        match self {
-            Self::Text(_) => "text",
-            Self::Int8(_) => "int8",
-            Self::Uuid(_) => "uuid",
-        }
-    }
-
-    /// A literal; the values are the benchmark's own (hex, emails, numbers).
-    fn pg_literal(&self) -> String {
-        match self {
-            Self::Text(t) => format!("'{}'", t.replace('\'', "''")),
-            Self::Int8(i) => i.to_string(),
-            Self::Uuid(u) => format!("'{u}'"),
-        }
-    }
-}
-
-/// The page query (or, with `count`, how many rows match it without the limit), with
-/// placeholders from `placeholder(n)` (1-based).
-fn page_sql(
-    query: &RecordQuery,
-    count: bool,
-    placeholder: &dyn Fn(usize) -> String,
-) -> (String, Vec<Param>) {
-    let mut params = Vec::new();
-    let mut p = |v: Param| {
-        params.push(v);
-        placeholder(params.len())
-    };
-    let mut sql = String::from(if count {
-        "SELECT count(*) FROM audit_logs WHERE account_id = "
-    } else {
-        "SELECT time_ms, id, record FROM audit_logs WHERE account_id = "
-    });
-    // After a cursor, its time narrows the range (as `sql.rs` does since 7d30077).
-    let (since_ms, before_ms) = match (query.after, query.direction) {
-        (None, _) => (query.since_ms, query.before_ms),
-        (Some((t, _)), Direction::Desc) => {
-            (query.since_ms, query.before_ms.min(t.saturating_add(1)))
-        }
-        (Some((t, _)), Direction::Asc) => (query.since_ms.max(t), query.before_ms),
-    };
-    sql += &p(Param::Text(query.account_id.clone()));
-    sql += " AND time_ms >= ";
-    sql += &p(Param::Int8(since_ms));
-    sql += " AND time_ms < ";
-    sql += &p(Param::Int8(before_ms));
-    for f in &query.filters {
-        let _ = write!(sql, " AND {} IN (", f.column.name());
-        for (i, v) in f.values.iter().enumerate() {
-            if i > 0 {
-                sql += ", ";
-            }
-            sql += &p(match v {
-                FilterValue::Text(t) => Param::Text(t.clone()),
-                FilterValue::Int(i) => Param::Int8(i64::from(*i)),
-                FilterValue::Uuid(u) => Param::Uuid(*u),
-            });
-        }
-        sql += ")";
-    }
-    if count {
-        return (sql, params);
-    }
-    if let Some((time_ms, id)) = query.after {
-        sql += " AND (time_ms < ";
-        sql += &p(Param::Int8(time_ms));
-        sql += " OR (time_ms = ";
-        sql += &p(Param::Int8(time_ms));
-        sql += " AND id < ";
-        sql += &p(Param::Uuid(id));
-        sql += "))";
-    }
-    sql += " ORDER BY time_ms DESC, id DESC LIMIT ";
-    sql += &p(Param::Int8(i64::from(query.limit)));
-    (sql, params)
-}
-
-// ---------------------------------------------------------------------------------------------
 // SQLite
 
 async fn sqlite_signature(pool: &SqlitePool) -> Option<String> {
@@ -1305,14 +700,6 @@ async fn sqlite_set_signature(pool: &SqlitePool, signature: &str) -> BoxResult<(
         .execute(pool)
         .await?;
     Ok(())
-}
-
-fn remove_sqlite(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
-    }
 }
 
 async fn page_size(pool: &SqlitePool) -> Option<i64> {
@@ -1382,7 +769,7 @@ async fn sqlite_main(
     data: &Dataset,
 ) -> BoxResult<(SqliteStore, PathBuf)> {
     let path = dir.join(format!("query-sqlite-{}.db", data.n));
-    let signature = data.signature("sqlite");
+    let signature = signature(data, "sqlite");
     if !config.rebuild
         && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
     {
@@ -1395,7 +782,7 @@ async fn sqlite_main(
         store.migrate().await?;
         return Ok((store, path));
     }
-    remove_sqlite(&path);
+    sqlite::remove(&path);
     eprintln!("  sqlite: loading {} rows into {}", data.n, path.display());
     let store = SqliteStore::open(&path).await?;
     store.migrate().await?;
@@ -1410,95 +797,104 @@ async fn sqlite_main(
     Ok((store, path))
 }
 
-/// A copy of the benchmark database without the composite filter indexes.
-async fn sqlite_noidx(
+/// What a copy of the benchmark database goes without.
+#[derive(Clone, Copy, Debug)]
+enum Without {
+    /// The composite filter indexes ([`FILTER_INDEXES`]).
+    FilterIndexes,
+    /// `ANALYZE` statistics.
+    Statistics,
+}
+
+impl Without {
+    /// The copy's file name suffix.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::FilterIndexes => "noidx",
+            Self::Statistics => "nostats",
+        }
+    }
+
+    /// What the signature adds for the copy.
+    fn signature(self) -> &'static str {
+        match self {
+            Self::FilterIndexes => "noidx",
+            Self::Statistics => "nostats2",
+        }
+    }
+
+    fn making(self) -> &'static str {
+        match self {
+            Self::FilterIndexes => "and dropping the filter indexes",
+            Self::Statistics => "without statistics",
+        }
+    }
+}
+
+/// A copy of the benchmark database without `what`: reused from the cache, or made with
+/// `VACUUM INTO`.
+async fn sqlite_copy(
     config: &Config,
     main: &SqliteStore,
     dir: &Path,
     data: &Dataset,
+    what: Without,
 ) -> BoxResult<SqliteStore> {
-    let path = dir.join(format!("query-sqlite-{}-noidx.db", data.n));
-    let signature = format!("{};noidx", data.signature("sqlite"));
+    let path = dir.join(format!("query-sqlite-{}-{}.db", data.n, what.suffix()));
+    let signature = format!("{};{}", signature(data, "sqlite"), what.signature());
     if !config.rebuild
         && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
     {
         eprintln!("  sqlite: reusing {}", path.display());
         return Ok(store);
     }
-    remove_sqlite(&path);
-    eprintln!(
-        "  sqlite: copying to {} and dropping the filter indexes",
-        path.display()
-    );
+    sqlite::remove(&path);
+    eprintln!("  sqlite: copying to {} {}", path.display(), what.making());
     let started = Instant::now();
     sqlx::query("VACUUM INTO ?")
         .bind(path.to_string_lossy().into_owned())
         .execute(main.pool())
         .await?;
+    // A fresh pool: none of its connections has loaded statistics the copy goes without.
     let store = SqliteStore::open(&path).await?;
-    for index in FILTER_INDEXES {
-        sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
-            .execute(store.pool())
-            .await?;
+    match what {
+        Without::FilterIndexes => {
+            for index in FILTER_INDEXES {
+                sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
+                    .execute(store.pool())
+                    .await?;
+            }
+            eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
+            sqlite_finish(&store, &signature).await?;
+            Ok(store)
+        }
+        Without::Statistics => {
+            // The bundled SQLite is built with STAT4: drop both tables.
+            sqlx::raw_sql("DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4")
+                .execute(store.pool())
+                .await?;
+            sqlite_set_signature(store.pool(), &signature).await?;
+            store.pool().close().await;
+            eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
+            Ok(SqliteStore::open(&path).await?)
+        }
     }
-    eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
-    sqlite_finish(&store, &signature).await?;
-    Ok(store)
 }
 
-/// A copy of the benchmark database without `ANALYZE` statistics.
-async fn sqlite_nostats(
-    config: &Config,
-    main: &SqliteStore,
-    dir: &Path,
-    data: &Dataset,
-) -> BoxResult<SqliteStore> {
-    let path = dir.join(format!("query-sqlite-{}-nostats.db", data.n));
-    let signature = format!("{};nostats2", data.signature("sqlite"));
-    if !config.rebuild
-        && let Some(store) = sqlite_reuse(&path, &signature, data.n).await
-    {
-        eprintln!("  sqlite: reusing {}", path.display());
-        return Ok(store);
-    }
-    remove_sqlite(&path);
-    eprintln!("  sqlite: copying to {} without statistics", path.display());
-    let started = Instant::now();
-    sqlx::query("VACUUM INTO ?")
-        .bind(path.to_string_lossy().into_owned())
-        .execute(main.pool())
-        .await?;
-    // A fresh pool: no connection has loaded the statistics being dropped.
-    let store = SqliteStore::open(&path).await?;
-    // The bundled SQLite is built with STAT4: drop both tables.
-    sqlx::raw_sql("DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4")
-        .execute(store.pool())
-        .await?;
-    sqlite_set_signature(store.pool(), &signature).await?;
-    store.pool().close().await;
-    eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(SqliteStore::open(&path).await?)
-}
-
-async fn sqlite_plan(pool: &SqlitePool, sql: &str, params: &[Param]) -> BoxResult<Vec<String>> {
+async fn sqlite_plan(pool: &SqlitePool, statement: &Statement) -> BoxResult<Vec<String>> {
     let mut conn = pool.acquire().await?;
-    sqlite_plan_on(&mut conn, sql, params).await
+    sqlite_plan_on(&mut conn, statement).await
 }
 
 async fn sqlite_plan_on(
     conn: &mut sqlx::SqliteConnection,
-    sql: &str,
-    params: &[Param],
+    statement: &Statement,
 ) -> BoxResult<Vec<String>> {
-    let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
-    for p in params {
-        query = match p {
-            Param::Text(t) => query.bind(t.clone()),
-            Param::Int8(i) => query.bind(*i),
-            Param::Uuid(u) => query.bind(*u),
-        };
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
+    let rows = statement
+        .wrapped("EXPLAIN QUERY PLAN {}")
+        .query()
+        .fetch_all(&mut *conn)
+        .await?;
     let mut depth: BTreeMap<i64, usize> = BTreeMap::new();
     let mut lines = Vec::new();
     for row in rows {
@@ -1512,16 +908,11 @@ async fn sqlite_plan_on(
 }
 
 async fn sqlite_count(pool: &SqlitePool, query: &RecordQuery) -> BoxResult<i64> {
-    let (sql, params) = page_sql(query, true, &|_| "?".to_owned());
-    let mut q = sqlx::query_scalar(AssertSqlSafe(sql));
-    for p in params {
-        q = match p {
-            Param::Text(t) => q.bind(t),
-            Param::Int8(i) => q.bind(i),
-            Param::Uuid(u) => q.bind(u),
-        };
-    }
-    Ok(q.fetch_one(pool).await?)
+    let row = Statement::count(Dialect::Sqlite, query)
+        .query()
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Prints each query's plan with the statistics, and without them where that differs.
@@ -1541,17 +932,11 @@ async fn sqlite_explain(label: &str, pool: &SqlitePool, prepared: &[Prepared]) -
     })
     .await?;
     for p in prepared {
-        let (sql, params) = page_sql(&p.query, false, &|_| "?".to_owned());
-        let plan = sqlite_plan(pool, &sql, &params).await?;
-        let without = sqlite_plan_on(&mut bare, &sql, &params).await?;
+        let statement = Statement::page(Dialect::Sqlite, &p.query);
+        let plan = sqlite_plan(pool, &statement).await?;
+        let without = sqlite_plan_on(&mut bare, &statement).await?;
         let matching = sqlite_count(pool, &p.query).await?;
-        println!(
-            "-- {} {}: {} rows match in the window, page of {}",
-            p.case.key, p.case.what, matching, p.rows
-        );
-        if p.case.key == "1_unfiltered" || p.case.key == "5_second_page" {
-            println!("   {sql}");
-        }
+        print_case(p, matching, &statement.sql);
         for line in &plan {
             println!("   {line}");
         }
@@ -1567,6 +952,17 @@ async fn sqlite_explain(label: &str, pool: &SqlitePool, prepared: &[Prepared]) -
     Ok(())
 }
 
+/// The line naming a case in the EXPLAIN output; for the first page and the second, the SQL.
+fn print_case(p: &Prepared, matching: i64, sql: &str) {
+    println!(
+        "-- {} {}: {} rows match in the window, page of {}",
+        p.case.key, p.case.what, matching, p.rows
+    );
+    if p.case.key == "1_unfiltered" || p.case.key == "5_second_page" {
+        println!("   {sql}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -1576,32 +972,18 @@ struct Pg {
 
 impl Pg {
     async fn connect(url: &str) -> Result<Self, String> {
-        let pool = tokio::time::timeout(
-            Duration::from_secs(5),
-            PgPoolOptions::new().max_connections(1).connect(url),
-        )
-        .await
-        .map_err(|_| format!("PostgreSQL at {url} did not answer within 5 s"))?
-        .map_err(|e| format!("PostgreSQL at {url} is unreachable: {e}"))?;
-        pool.close().await;
+        postgres::reach(url).await?;
         Ok(Self {
             url: url.to_owned(),
         })
     }
 
-    fn options(&self, schema: &str) -> BoxResult<PgConnectOptions> {
-        Ok(PgConnectOptions::from_str(&self.url)?.options([("search_path", schema)]))
-    }
-
     async fn pool(&self, schema: &str, connections: u32) -> BoxResult<PgPool> {
-        Ok(PgPoolOptions::new()
-            .max_connections(connections)
-            .connect_with(self.options(schema)?)
-            .await?)
+        postgres::pool(&self.url, schema, connections).await
     }
 
     async fn connection(&self, schema: &str) -> BoxResult<PgConnection> {
-        Ok(PgConnection::connect_with(&self.options(schema)?).await?)
+        postgres::connection(&self.url, schema).await
     }
 
     /// Whether `schema` holds the data set `signature` describes.
@@ -1623,16 +1005,6 @@ impl Pg {
                 == Some(rows as i64);
         let _ = conn.close().await;
         ok
-    }
-
-    async fn recreate(&self, schema: &str) -> BoxResult<()> {
-        let mut conn = self.connection("public").await?;
-        conn.execute(AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        )))
-        .await?;
-        conn.close().await?;
-        Ok(())
     }
 
     /// VACUUM ANALYZE (no autovacuum in the middle of the measurements), then the signature.
@@ -1660,16 +1032,13 @@ impl Pg {
     /// The benchmark schema: reused, or built (migrate, load, VACUUM ANALYZE).
     async fn main(&self, config: &Config, data: &Dataset) -> BoxResult<()> {
         let schema = config.schema();
-        let signature = data.signature("postgres");
+        let signature = signature(data, "postgres");
         if !config.rebuild && self.holds(schema, &signature, data.n).await {
             eprintln!("  postgres: reusing schema {schema} ({} rows)", data.n);
             return Ok(());
         }
         eprintln!("  postgres: loading {} rows into schema {schema}", data.n);
-        self.recreate(schema).await?;
-        let pool = self.pool(schema, 4).await?;
-        let store = PostgresStore::new(pool);
-        store.migrate().await?;
+        let store = postgres::fresh_store(&self.url, schema, 4).await?;
         let (wall, avg) = load(&store, data, 2).await?;
         eprintln!(
             "    loaded in {:.1} s ({:.0} rows/s, 2 writers), mean record JSON {avg:.0} bytes",
@@ -1685,38 +1054,37 @@ impl Pg {
     async fn noidx(&self, config: &Config, data: &Dataset) -> BoxResult<String> {
         let main = config.schema();
         let schema = format!("{main}_noidx");
-        let signature = format!("{};noidx", data.signature("postgres"));
+        let signature = format!("{};noidx", signature(data, "postgres"));
         if !config.rebuild && self.holds(&schema, &signature, data.n).await {
             eprintln!("  postgres: reusing schema {schema}");
             return Ok(schema);
         }
         eprintln!("  postgres: copying {main} to {schema} without the filter indexes");
         let started = Instant::now();
-        self.recreate(&schema).await?;
-        let pool = self.pool(&schema, 1).await?;
-        PostgresStore::new(pool.clone()).migrate().await?;
+        let store = postgres::fresh_store(&self.url, &schema, 1).await?;
+        let pool = store.pool();
         for index in FILTER_INDEXES {
             sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
-                .execute(&pool)
+                .execute(pool)
                 .await?;
         }
         let partitions: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i \
              JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{main}.audit_logs'::regclass"
         )))
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await?;
         for (name, bound) in partitions {
             sqlx::query(AssertSqlSafe(format!(
                 "CREATE TABLE {schema}.{name} PARTITION OF {schema}.audit_logs {bound}"
             )))
-            .execute(&pool)
+            .execute(pool)
             .await?;
         }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {schema}.audit_logs SELECT * FROM {main}.audit_logs"
         )))
-        .execute(&pool)
+        .execute(pool)
         .await?;
         pool.close().await;
         eprintln!("    copied in {:.1} s", started.elapsed().as_secs_f64());
@@ -1725,14 +1093,8 @@ impl Pg {
     }
 
     async fn drop_smoke_schemas(&self) {
-        if let Ok(mut conn) = self.connection("public").await {
-            let _ = conn
-                .execute(AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {SMOKE_SCHEMA} CASCADE; \
-                     DROP SCHEMA IF EXISTS {SMOKE_SCHEMA}_noidx CASCADE"
-                )))
-                .await;
-            let _ = conn.close().await;
+        for schema in [SMOKE_SCHEMA.to_owned(), format!("{SMOKE_SCHEMA}_noidx")] {
+            let _ = postgres::drop_schema(&self.url, &schema).await;
         }
     }
 
@@ -1741,41 +1103,19 @@ impl Pg {
         println!("\n=== PostgreSQL EXPLAIN (ANALYZE, BUFFERS) ({label}) ===");
         let mut conn = self.connection(schema).await?;
         for p in prepared {
-            let (sql, params) = page_sql(&p.query, false, &|n| format!("${n}"));
-            let (count_sql, count_params) = page_sql(&p.query, true, &|n| format!("${n}"));
-            let types: Vec<&str> = params.iter().map(Param::pg_type).collect();
-            let literals: Vec<String> = params.iter().map(Param::pg_literal).collect();
-            let count_literals: Vec<String> = count_params.iter().map(Param::pg_literal).collect();
-            let count_types: Vec<&str> = count_params.iter().map(Param::pg_type).collect();
-            conn.execute(AssertSqlSafe(format!(
-                "PREPARE bench_count({}) AS {count_sql}",
-                count_types.join(", ")
-            )))
-            .await?;
-            let matching: i64 = sqlx::raw_sql(AssertSqlSafe(format!(
-                "EXECUTE bench_count({})",
-                count_literals.join(", ")
-            )))
-            .fetch_one(&mut conn)
-            .await?
-            .try_get(0)?;
-            conn.execute("DEALLOCATE bench_count").await?;
-            println!(
-                "-- {} {}: {} rows match in the window, page of {}",
-                p.case.key, p.case.what, matching, p.rows
-            );
-            if p.case.key == "1_unfiltered" || p.case.key == "5_second_page" {
-                println!("   {sql}");
-            }
+            let statement = Statement::page(Dialect::Postgres, &p.query);
+            let matching = pg_count(&mut conn, &p.query).await?;
+            print_case(p, matching, &statement.sql);
             for mode in ["custom", "generic"] {
                 conn.execute(AssertSqlSafe(format!(
-                    "SET plan_cache_mode = force_{mode}_plan; PREPARE bench_q({}) AS {sql}",
-                    types.join(", ")
+                    "SET plan_cache_mode = force_{mode}_plan; PREPARE bench_q({}) AS {}",
+                    statement.pg_types(),
+                    statement.sql
                 )))
                 .await?;
                 let rows = sqlx::raw_sql(AssertSqlSafe(format!(
                     "EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_q({})",
-                    literals.join(", ")
+                    statement.pg_literals()
                 )))
                 .fetch_all(&mut conn)
                 .await?;
@@ -1793,8 +1133,29 @@ impl Pg {
     }
 }
 
-/// Whether the EXPLAIN mirror of the page query still matches what the store sends: every
-/// statement text the mirror builds must be one the store prepared on the benchmark
+/// How many rows the query selects without its limit, through a statement prepared as the
+/// store's are.
+async fn pg_count(conn: &mut PgConnection, query: &RecordQuery) -> BoxResult<i64> {
+    let count = Statement::count(Dialect::Postgres, query);
+    conn.execute(AssertSqlSafe(format!(
+        "PREPARE bench_count({}) AS {}",
+        count.pg_types(),
+        count.sql
+    )))
+    .await?;
+    let matching: i64 = sqlx::raw_sql(AssertSqlSafe(format!(
+        "EXECUTE bench_count({})",
+        count.pg_literals()
+    )))
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    conn.execute("DEALLOCATE bench_count").await?;
+    Ok(matching)
+}
+
+/// Whether the page query this benchmark explains is the one the store sends: every statement
+/// text `store::sql` builds for the cases must be one the store prepared on the benchmark
 /// connection. Prints a warning when not (the measurements stay valid, the plans would not).
 async fn pg_check_mirror(pool: &PgPool, prepared: &[Prepared]) -> BoxResult<()> {
     let statements: Vec<String> =
@@ -1803,10 +1164,7 @@ async fn pg_check_mirror(pool: &PgPool, prepared: &[Prepared]) -> BoxResult<()> 
             .await?;
     let stale: Vec<&str> = prepared
         .iter()
-        .filter(|p| {
-            let (sql, _) = page_sql(&p.query, false, &|n| format!("${n}"));
-            !statements.contains(&sql)
-        })
+        .filter(|p| !statements.contains(&Statement::page(Dialect::Postgres, &p.query).sql))
         .map(|p| p.case.key)
         .collect();
     if stale.is_empty() {
@@ -1815,7 +1173,7 @@ async fn pg_check_mirror(pool: &PgPool, prepared: &[Prepared]) -> BoxResult<()> 
         );
     } else {
         println!(
-            "\n  WARNING: the EXPLAIN mirror of src/store/sql.rs is out of date for {}: \
+            "\n  WARNING: the page SQL explained differs from what the store prepared for {}: \
              the plans below are not those of the measured queries",
             stale.join(", ")
         );
@@ -1921,57 +1279,45 @@ fn bench_group<S: ChainedStore>(
 /// Measured calls that failed (a benchmark of errors is no benchmark): id → (count, first).
 static FAILURES: Mutex<BTreeMap<String, (u64, String)>> = Mutex::new(BTreeMap::new());
 
-/// Where a query's time goes below the store, on the raw pool: `select_1` (one round trip to
-/// the SQLite worker thread or the server, plus the pool's ping), `rows_101` (the page query of
-/// case 1, all 101 rows fetched: what `page()` runs) and `one_row` (the same scan, reading every
-/// record, aggregated into one row: the engine's work without handing over 101 rows).
-fn bench_diag<DB: sqlx::Database>(
-    c: &mut Criterion,
-    rt: &Runtime,
-    backend: &'static str,
-    pool: &sqlx::Pool<DB>,
-    first: &Prepared,
-    placeholder: &dyn Fn(usize) -> String,
-    measured: &mut Vec<Measured>,
-) where
+/// Where a query's time goes below the store, on the raw pool, as the group `{backend}-sqlx`:
+/// `select_1` (one round trip to the SQLite worker thread or the server, plus the pool's
+/// ping), `rows_101` (the page query of the first case, all 101 rows fetched: what `page()`
+/// runs) and `one_row` (the same scan, reading every record, aggregated into one row: the
+/// engine's work without handing over 101 rows).
+fn bench_diag<DB: sqlx::Database>(bench: &mut Bench<'_>, pool: &sqlx::Pool<DB>, first: &Prepared)
+where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    i32: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
 {
-    let (sql, params) = page_sql(&first.query, false, placeholder);
-    let one_row = format!("SELECT count(*), sum(length(record)) FROM ({sql}) AS page");
-    let run = |text: String| {
-        let mut q = sqlx::query(AssertSqlSafe(text));
-        for p in &params {
-            q = match p {
-                Param::Text(t) => q.bind(t.clone()),
-                Param::Int8(i) => q.bind(*i),
-                Param::Uuid(u) => q.bind(*u),
-            };
-        }
-        q
+    let dialect = if bench.backend == "sqlite" {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
     };
-    let group = format!("{backend}-sqlx");
-    let mut g = c.benchmark_group(&group);
+    let page = Statement::page(dialect, &first.query);
+    let one_row = page.wrapped("SELECT count(*), sum(length(record)) FROM ({}) AS page");
+    let group = format!("{}-sqlx", bench.backend);
+    let rt = bench.rt;
+    let mut g = bench.c.benchmark_group(&group);
     g.bench_function("select_1", |b| {
         b.to_async(rt)
             .iter(|| async { black_box(sqlx::query("SELECT 1").fetch_one(pool).await.is_ok()) });
     });
     g.bench_function("rows_101", |b| {
-        b.to_async(rt).iter(|| async {
-            black_box(run(sql.clone()).fetch_all(pool).await.map(|r| r.len()).ok())
-        });
+        b.to_async(rt)
+            .iter(|| async { black_box(page.query().fetch_all(pool).await.map(|r| r.len()).ok()) });
     });
     g.bench_function("one_row", |b| {
         b.to_async(rt)
-            .iter(|| async { black_box(run(one_row.clone()).fetch_one(pool).await.is_ok()) });
+            .iter(|| async { black_box(one_row.query().fetch_one(pool).await.is_ok()) });
     });
     g.finish();
-    measured.push(Measured {
-        backend,
+    bench.measured.push(Measured {
+        backend: bench.backend,
         group,
         variant: "raw-sqlx",
         cases: Vec::new(),
@@ -1980,40 +1326,6 @@ fn bench_diag<DB: sqlx::Database>(
 
 /// The cases a pool variant is measured with.
 const VARIANT_CASES: [&str; 3] = ["1_unfiltered", "2_actor_email", "6_deep_page"];
-
-/// Measures [`VARIANT_CASES`] on `store` as the group `{backend}-{variant}`.
-#[allow(clippy::too_many_arguments)]
-fn bench_variant<S: ChainedStore>(
-    c: &mut Criterion,
-    rt: &Runtime,
-    config: &Config,
-    data: &Dataset,
-    cases: &[Case],
-    measured: &mut Vec<Measured>,
-    backend: &'static str,
-    variant: &'static str,
-    store: &S,
-) -> BoxResult<()> {
-    let router = router_for(store.clone());
-    let wanted: Vec<Case> = cases
-        .iter()
-        .filter(|c| VARIANT_CASES.contains(&c.key))
-        .cloned()
-        .collect();
-    let prepared = rt.block_on(prepare(store, &router, data, &wanted, config.smoke))?;
-    let group = format!("{backend}-{variant}");
-    bench_group(c, rt, &group, store, &router, &prepared, false);
-    measured.push(Measured {
-        backend,
-        group,
-        variant,
-        cases: prepared
-            .iter()
-            .map(|p| (p.case.key, p.case.what.clone()))
-            .collect(),
-    });
-    Ok(())
-}
 
 /// A measured group, for the summary.
 struct Measured {
@@ -2025,25 +1337,84 @@ struct Measured {
     cases: Vec<(&'static str, String)>,
 }
 
-fn only_filtered(prepared: Vec<Prepared>) -> Vec<Prepared> {
-    prepared
-        .into_iter()
-        .filter(|p| p.case.filter.is_some())
-        .collect()
-}
-
 fn router_for<S: ChainedStore>(store: S) -> Router {
     AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed).into_router()
 }
 
-fn run_sqlite(
-    c: &mut Criterion,
-    rt: &Runtime,
-    config: &Config,
-    data: &Dataset,
-    cases: &[Case],
-    measured: &mut Vec<Measured>,
-) -> BoxResult<()> {
+/// What measuring one backend needs, and the groups measured so far.
+struct Bench<'a> {
+    c: &'a mut Criterion,
+    rt: &'a Runtime,
+    config: &'a Config,
+    data: &'a Dataset,
+    cases: &'a [Case],
+    measured: &'a mut Vec<Measured>,
+    backend: &'static str,
+}
+
+impl Bench<'_> {
+    /// Measures `prepared` on `store` as the group `group`, noted as `variant`.
+    fn group<S: ChainedStore>(
+        &mut self,
+        group: &str,
+        variant: &'static str,
+        store: &S,
+        router: &Router,
+        prepared: &[Prepared],
+    ) {
+        // Slow without the indexes or the statistics: flat sampling (not in test mode).
+        let slow = matches!(variant, "no-comp" | "no-stats") && !self.config.smoke;
+        bench_group(self.c, self.rt, group, store, router, prepared, slow);
+        self.measured.push(Measured {
+            backend: self.backend,
+            group: group.to_owned(),
+            variant,
+            cases: prepared
+                .iter()
+                .map(|p| (p.case.key, p.case.what.clone()))
+                .collect(),
+        });
+    }
+
+    /// Measures [`VARIANT_CASES`] on `store` as the group `{backend}-{variant}`.
+    fn variant<S: ChainedStore>(&mut self, variant: &'static str, store: &S) -> BoxResult<()> {
+        let router = router_for(store.clone());
+        let wanted: Vec<Case> = self
+            .cases
+            .iter()
+            .filter(|c| VARIANT_CASES.contains(&c.key))
+            .cloned()
+            .collect();
+        let prepared = self.rt.block_on(prepare(
+            store,
+            &router,
+            self.data,
+            &wanted,
+            self.config.smoke,
+        ))?;
+        let group = format!("{}-{variant}", self.backend);
+        self.group(&group, variant, store, &router, &prepared);
+        Ok(())
+    }
+
+    /// The filtered cases, checked against `store` (a copy without the filter indexes).
+    async fn prepare_filtered<S: ChainedStore>(
+        &self,
+        store: &S,
+        router: &Router,
+    ) -> BoxResult<Vec<Prepared>> {
+        let filtered: Vec<Case> = self
+            .cases
+            .iter()
+            .filter(|c| c.filter.is_some())
+            .cloned()
+            .collect();
+        prepare(store, router, self.data, &filtered, self.config.smoke).await
+    }
+}
+
+fn run_sqlite(bench: &mut Bench<'_>) -> BoxResult<()> {
+    let (config, data, rt) = (bench.config, bench.data, bench.rt);
     let temp;
     let dir = match &config.cache_dir {
         Some(dir) => {
@@ -2058,144 +1429,106 @@ fn run_sqlite(
     let (store, path) = rt.block_on(sqlite_main(config, &dir, data))?;
     let router = router_for(store.clone());
     let prepared = rt.block_on(async {
-        let prepared = prepare(&store, &router, data, cases, config.smoke).await?;
+        let prepared = prepare(&store, &router, data, bench.cases, config.smoke).await?;
         sqlite_explain("composite indexes", store.pool(), &prepared).await?;
         Ok::<_, BoxError>(prepared)
     })?;
-    let group = "sqlite".to_owned();
-    bench_group(c, rt, &group, &store, &router, &prepared, false);
+    bench.group("sqlite", "all", &store, &router, &prepared);
     if config.pool_variants {
-        bench_diag(
-            c,
-            rt,
-            "sqlite",
-            store.pool(),
-            &prepared[0],
-            &|_| "?".to_owned(),
-            measured,
-        );
-    }
-    measured.push(Measured {
-        backend: "sqlite",
-        group,
-        variant: "all",
-        cases: prepared
-            .iter()
-            .map(|p| (p.case.key, p.case.what.clone()))
-            .collect(),
-    });
-    if config.pool_variants {
-        // (variant, row buffer of 1024 instead of 50, ping before every acquire)
-        for (variant, row_buffer, ping) in [
-            ("rowbuf", true, true),
-            ("noping", false, false),
-            ("tuned", true, false),
-        ] {
-            let mut options = SqliteConnectOptions::new()
-                .filename(&path)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10));
-            if row_buffer {
-                options = options.row_buffer_size(1024);
-            }
-            let pool = rt.block_on(
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .test_before_acquire(ping)
-                    .connect_with(options),
-            )?;
-            let store = SqliteStore::new(pool);
-            bench_variant(
-                c, rt, config, data, cases, measured, "sqlite", variant, &store,
-            )?;
-            rt.block_on(store.pool().close());
-        }
+        bench_diag(bench, store.pool(), &prepared[0]);
+        sqlite_pool_variants(bench, &path)?;
     }
     if config.no_index {
-        let noidx = rt.block_on(sqlite_noidx(config, &store, &dir, data))?;
+        let noidx = rt.block_on(sqlite_copy(
+            config,
+            &store,
+            &dir,
+            data,
+            Without::FilterIndexes,
+        ))?;
         let router = router_for(noidx.clone());
-        let filtered: Vec<Case> = cases
-            .iter()
-            .filter(|c| c.filter.is_some())
-            .cloned()
-            .collect();
         let prepared = rt.block_on(async {
-            let prepared =
-                only_filtered(prepare(&noidx, &router, data, &filtered, config.smoke).await?);
-            sqlite_explain(
-                "without the composite filter indexes",
-                noidx.pool(),
-                &prepared,
-            )
-            .await?;
+            let prepared = bench.prepare_filtered(&noidx, &router).await?;
+            let label = "without the composite filter indexes";
+            sqlite_explain(label, noidx.pool(), &prepared).await?;
             Ok::<_, BoxError>(prepared)
         })?;
-        let group = "sqlite-noindex".to_owned();
-        bench_group(c, rt, &group, &noidx, &router, &prepared, !config.smoke);
-        measured.push(Measured {
-            backend: "sqlite",
-            group,
-            variant: "no-comp",
-            cases: prepared
-                .iter()
-                .map(|p| (p.case.key, p.case.what.clone()))
-                .collect(),
-        });
+        bench.group("sqlite-noindex", "no-comp", &noidx, &router, &prepared);
         rt.block_on(noidx.pool().close());
     }
     if config.no_stats {
-        let nostats = rt.block_on(sqlite_nostats(config, &store, &dir, data))?;
-        let router = router_for(nostats.clone());
-        let prepared = rt.block_on(async {
-            let mut differing = Vec::new();
-            for p in prepare(&nostats, &router, data, cases, config.smoke).await? {
-                let (sql, params) = page_sql(&p.query, false, &|_| "?".to_owned());
-                let with = sqlite_plan(store.pool(), &sql, &params).await?;
-                let without = sqlite_plan(nostats.pool(), &sql, &params).await?;
-                if with != without {
-                    differing.push(p);
-                }
-            }
-            Ok::<_, BoxError>(differing)
-        })?;
-        if prepared.is_empty() {
-            println!("\nsqlite: every query plans the same without ANALYZE statistics");
-        } else {
-            println!(
-                "\nsqlite: without ANALYZE statistics these plan differently (see above): {}",
-                prepared
-                    .iter()
-                    .map(|p| p.case.key)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let group = "sqlite-nostats".to_owned();
-            bench_group(c, rt, &group, &nostats, &router, &prepared, !config.smoke);
-            measured.push(Measured {
-                backend: "sqlite",
-                group,
-                variant: "no-stats",
-                cases: prepared
-                    .iter()
-                    .map(|p| (p.case.key, p.case.what.clone()))
-                    .collect(),
-            });
-        }
-        rt.block_on(nostats.pool().close());
+        sqlite_without_stats(bench, &store, &dir)?;
     }
     rt.block_on(store.pool().close());
     Ok(())
 }
 
-fn run_postgres(
-    c: &mut Criterion,
-    rt: &Runtime,
-    config: &Config,
-    data: &Dataset,
-    cases: &[Case],
-    measured: &mut Vec<Measured>,
-) -> BoxResult<()> {
+/// The pool variants: the same database through pools opened like the store's own but for a
+/// larger row buffer, no ping before each acquire, or both.
+fn sqlite_pool_variants(bench: &mut Bench<'_>, path: &Path) -> BoxResult<()> {
+    // (variant, row buffer of 1024 instead of 50, ping before every acquire)
+    for (variant, row_buffer, ping) in [
+        ("rowbuf", true, true),
+        ("noping", false, false),
+        ("tuned", true, false),
+    ] {
+        let mut options = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        if row_buffer {
+            options = options.row_buffer_size(1024);
+        }
+        let pool = bench.rt.block_on(
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .test_before_acquire(ping)
+                .connect_with(options),
+        )?;
+        let store = SqliteStore::new(pool);
+        bench.variant(variant, &store)?;
+        bench.rt.block_on(store.pool().close());
+    }
+    Ok(())
+}
+
+/// The queries whose plan changes without `ANALYZE` statistics, on a copy without them.
+fn sqlite_without_stats(bench: &mut Bench<'_>, store: &SqliteStore, dir: &Path) -> BoxResult<()> {
+    let (config, data, rt) = (bench.config, bench.data, bench.rt);
+    let nostats = rt.block_on(sqlite_copy(config, store, dir, data, Without::Statistics))?;
+    let router = router_for(nostats.clone());
+    let prepared = rt.block_on(async {
+        let mut differing = Vec::new();
+        for p in prepare(&nostats, &router, data, bench.cases, config.smoke).await? {
+            let statement = Statement::page(Dialect::Sqlite, &p.query);
+            let with = sqlite_plan(store.pool(), &statement).await?;
+            let without = sqlite_plan(nostats.pool(), &statement).await?;
+            if with != without {
+                differing.push(p);
+            }
+        }
+        Ok::<_, BoxError>(differing)
+    })?;
+    if prepared.is_empty() {
+        println!("\nsqlite: every query plans the same without ANALYZE statistics");
+    } else {
+        println!(
+            "\nsqlite: without ANALYZE statistics these plan differently (see above): {}",
+            prepared
+                .iter()
+                .map(|p| p.case.key)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        bench.group("sqlite-nostats", "no-stats", &nostats, &router, &prepared);
+    }
+    rt.block_on(nostats.pool().close());
+    Ok(())
+}
+
+fn run_postgres(bench: &mut Bench<'_>) -> BoxResult<()> {
+    let (config, data, rt) = (bench.config, bench.data, bench.rt);
     let pg = match rt.block_on(Pg::connect(&config.pg_url)) {
         Ok(pg) => pg,
         Err(e) => {
@@ -2210,78 +1543,38 @@ fn run_postgres(
     let store = PostgresStore::new(rt.block_on(pg.pool(schema, 1))?);
     let router = router_for(store.clone());
     let prepared = rt.block_on(async {
-        let prepared = prepare(&store, &router, data, cases, config.smoke).await?;
+        let prepared = prepare(&store, &router, data, bench.cases, config.smoke).await?;
         pg_check_mirror(store.pool(), &prepared).await?;
         pg.explain("composite indexes", schema, &prepared).await?;
         Ok::<_, BoxError>(prepared)
     })?;
-    let group = "postgres".to_owned();
-    bench_group(c, rt, &group, &store, &router, &prepared, false);
+    bench.group("postgres", "all", &store, &router, &prepared);
     if config.pool_variants {
-        bench_diag(
-            c,
-            rt,
-            "postgres",
-            store.pool(),
-            &prepared[0],
-            &|n| format!("${n}"),
-            measured,
-        );
+        bench_diag(bench, store.pool(), &prepared[0]);
     }
-    measured.push(Measured {
-        backend: "postgres",
-        group,
-        variant: "all",
-        cases: prepared
-            .iter()
-            .map(|p| (p.case.key, p.case.what.clone()))
-            .collect(),
-    });
     rt.block_on(pg_plan_cache(store.pool()))?;
     if config.pool_variants {
         let pool = rt.block_on(
             PgPoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
-                .connect_with(pg.options(schema)?),
+                .connect_with(postgres::in_schema(&config.pg_url, schema)?),
         )?;
         let noping = PostgresStore::new(pool);
-        bench_variant(
-            c, rt, config, data, cases, measured, "postgres", "noping", &noping,
-        )?;
+        bench.variant("noping", &noping)?;
         rt.block_on(noping.pool().close());
     }
     if config.no_index {
         let noidx_schema = rt.block_on(pg.noidx(config, data))?;
         let noidx = PostgresStore::new(rt.block_on(pg.pool(&noidx_schema, 1))?);
         let router = router_for(noidx.clone());
-        let filtered: Vec<Case> = cases
-            .iter()
-            .filter(|c| c.filter.is_some())
-            .cloned()
-            .collect();
         let prepared = rt.block_on(async {
-            let prepared =
-                only_filtered(prepare(&noidx, &router, data, &filtered, config.smoke).await?);
-            pg.explain(
-                "without the composite filter indexes",
-                &noidx_schema,
-                &prepared,
-            )
-            .await?;
+            let prepared = bench.prepare_filtered(&noidx, &router).await?;
+            let label = "without the composite filter indexes";
+            pg.explain(label, &noidx_schema, &prepared).await?;
             Ok::<_, BoxError>(prepared)
         })?;
-        let group = "postgres-noindex".to_owned();
-        bench_group(c, rt, &group, &noidx, &router, &prepared, !config.smoke);
-        measured.push(Measured {
-            backend: "postgres",
-            group,
-            variant: "no-comp",
-            cases: prepared
-                .iter()
-                .map(|p| (p.case.key, p.case.what.clone()))
-                .collect(),
-        });
+        bench.group("postgres-noindex", "no-comp", &noidx, &router, &prepared);
         rt.block_on(pg_plan_cache(noidx.pool()))?;
         rt.block_on(noidx.pool().close());
     }
@@ -2326,7 +1619,7 @@ fn show(ns: Option<f64>) -> String {
 fn summary(measured: &[Measured], since: SystemTime, rows: usize) {
     println!(
         "\n=== Medians (criterion median estimates), {rows} rows, load average now {} ===",
-        load_average()
+        load_averages()
     );
     println!(
         "{:<9} {:<8} {:<20} {:>10} {:>10} {:>10}  {:<5}  query",
@@ -2387,17 +1680,31 @@ fn run() -> BoxResult<()> {
         },
         if config.sqlite { "sqlite " } else { "" },
         if config.postgres { "postgres" } else { "" },
-        load_average(),
-        std::thread::available_parallelism().map_or(0, usize::from),
+        load_averages(),
+        support::cpus(),
     );
-    let data = Dataset::new(config.rows);
+    let data = dataset(config.rows);
     let cases = cases(&data, config.smoke)?;
     let mut measured = Vec::new();
-    if config.sqlite {
-        run_sqlite(&mut c, &rt, &config, &data, &cases, &mut measured)?;
-    }
-    if config.postgres {
-        run_postgres(&mut c, &rt, &config, &data, &cases, &mut measured)?;
+    for (on, backend, run) in [
+        (
+            config.sqlite,
+            "sqlite",
+            run_sqlite as fn(&mut Bench<'_>) -> BoxResult<()>,
+        ),
+        (config.postgres, "postgres", run_postgres),
+    ] {
+        if on {
+            run(&mut Bench {
+                c: &mut c,
+                rt: &rt,
+                config: &config,
+                data: &data,
+                cases: &cases,
+                measured: &mut measured,
+                backend,
+            })?;
+        }
     }
     c.final_summary();
     if !config.smoke {

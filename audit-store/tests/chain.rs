@@ -36,37 +36,14 @@ backend_tests!(
 );
 
 /// 100k records take longer than `backend_tests!`'s limit in a debug build on a loaded
-/// machine: these two run with a limit of their own.
+/// machine: this one runs with a limit of its own.
 mod large {
-    use super::common::{Backend, Postgres, Sqlite, TestResult};
+    use super::a_large_untouched_chain_verifies;
 
-    const LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
-
-    async fn within<T>(body: impl std::future::Future<Output = TestResult<T>>) -> TestResult<T> {
-        tokio::time::timeout(LIMIT, body)
-            .await
-            .map_err(|_| format!("did not finish within {LIMIT:?}"))?
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_100k() -> TestResult {
-        let Some(fx) = Sqlite::setup().await? else {
-            return Ok(());
-        };
-        let outcome = within(super::a_large_untouched_chain_verifies(&fx)).await;
-        fx.teardown().await?;
-        outcome
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_100k() -> TestResult {
-        let Some(fx) = Postgres::setup().await? else {
-            return Ok(());
-        };
-        let outcome = within(super::a_large_untouched_chain_verifies(&fx)).await;
-        fx.teardown().await?;
-        outcome
-    }
+    backend_tests!(
+        limit = std::time::Duration::from_secs(300);
+        a_large_untouched_chain_verifies
+    );
 }
 
 fn keys() -> ChainKeys {
@@ -149,6 +126,22 @@ fn broken_at(report: &VerifyReport, seq: i64, kind: BreakKind) {
         report.account_id
     );
     assert!(!report.ok);
+}
+
+/// Both verification paths, with the secret, find `account` broken at `seq`, as `kind`.
+async fn found_by_both<S: ChainedStore>(
+    store: &S,
+    account: &str,
+    seq: i64,
+    kind: BreakKind,
+) -> TestResult {
+    broken_at(&check(store, &keys().verifier(), account).await?, seq, kind);
+    broken_at(
+        &check_all(store, &keys().verifier(), &[]).await?[account],
+        seq,
+        kind,
+    );
+    Ok(())
 }
 
 async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
@@ -517,30 +510,11 @@ async fn retention_leaves_a_verifiable_anchor<S: Chainable>(fx: &Fixture<S>) -> 
     fx.db
         .exec("DELETE FROM audit_logs WHERE account_id = 'r' AND chain_seq = 33")
         .await?;
-    broken_at(
-        &check(&store, &keys().verifier(), "r").await?,
-        33,
-        BreakKind::Missing,
-    );
-    broken_at(
-        &check_all(&store, &keys().verifier(), &[]).await?["r"],
-        33,
-        BreakKind::Missing,
-    );
+    found_by_both(&store, "r", 33, BreakKind::Missing).await?;
     fx.db
         .exec("UPDATE audit_checkpoints SET seq = 33 WHERE chain = 'r' AND kind = 'anchor'")
         .await?;
-    broken_at(
-        &check(&store, &keys().verifier(), "r").await?,
-        33,
-        BreakKind::BadCheckpoint,
-    );
-    broken_at(
-        &check_all(&store, &keys().verifier(), &[]).await?["r"],
-        33,
-        BreakKind::BadCheckpoint,
-    );
-    Ok(())
+    found_by_both(&store, "r", 33, BreakKind::BadCheckpoint).await
 }
 
 async fn external_checkpoints_reveal_a_silent_truncation<S: Chainable>(

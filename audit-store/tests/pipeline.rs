@@ -15,7 +15,7 @@ use audit_layer::AuditSink;
 use audit_layer::NotCommitted;
 use audit_layer::record::{AuditRecord, Timestamp};
 use audit_store::PostgresStore;
-use audit_store::pipeline::{Directory, Lookup, PipelineMetrics};
+use audit_store::pipeline::{Directory, IngestSink, Lookup, PipelineBuilder, PipelineMetrics};
 use audit_store::store::{AuditStore, ChainedStore};
 use common::{
     BASE_MS, DbRow, Fixture, FlakyStore, TestResult, account_of, assert_in_order_per_account,
@@ -23,6 +23,7 @@ use common::{
     zoned_record,
 };
 use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
 
 backend_tests!(
     sink_records_are_all_stored_after_shutdown,
@@ -57,6 +58,22 @@ fn submit_all(sink: &impl AuditSink, records: &[AuditRecord]) {
     for r in records {
         sink.submit(r.clone());
     }
+}
+
+/// A test-speed pipeline over a [`FlakyStore`] of the fixture's store, set up by `configure`,
+/// whose first write hangs: `first` is submitted and taken off the queue, and its insert waits
+/// until the store is released.
+async fn with_a_hung_write<S: ChainedStore>(
+    fx: &Fixture<S>,
+    configure: impl FnOnce(PipelineBuilder<FlakyStore<S>>) -> PipelineBuilder<FlakyStore<S>>,
+    first: &AuditRecord,
+) -> TestResult<(FlakyStore<S>, IngestSink, JoinHandle<()>)> {
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.hold();
+    let (sink, worker) = start(configure(fast(flaky.clone()))).await?;
+    sink.submit(first.clone());
+    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    Ok((flaky, sink, worker))
 }
 
 /// Checks a gap row: in `account`'s log, saying `lost` records were lost between the times
@@ -432,15 +449,12 @@ async fn spool_is_replayed_after_a_restart<S: ChainedStore>(fx: &Fixture<S>) -> 
 async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.hold();
-    let (sink, worker) = start(fast(flaky.clone()).queue_capacity(10)).await?;
     let records: Vec<AuditRecord> = (0..31)
         .map(|i| record(Some("acc_q"), BASE_MS + i))
         .collect();
     // The first record is taken off the queue and its write hangs...
-    sink.submit(records[0].clone());
-    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    let (flaky, sink, worker) =
+        with_a_hung_write(fx, |pipeline| pipeline.queue_capacity(10), &records[0]).await?;
     // ...so of the next 30, the queue holds 10 and the other 20 are dropped.
     submit_all(&sink, &records[1..]);
     let m = sink.metrics();
@@ -474,20 +488,16 @@ async fn a_full_queue_overflows_to_the_spool_and_loses_nothing<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.hold();
-    let (sink, worker) = start(
-        fast(flaky.clone())
-            .queue_capacity(10)
-            .batch_size(10)
-            .spool(dir.path(), 64 * 1024 * 1024),
-    )
-    .await?;
     let records: Vec<AuditRecord> = (0..500)
         .map(|i| record(Some(["acc_o1", "acc_o2"][i % 2]), BASE_MS + i as i64))
         .collect();
-    sink.submit(records[0].clone());
-    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    let configure = |pipeline: PipelineBuilder<_>| {
+        pipeline
+            .queue_capacity(10)
+            .batch_size(10)
+            .spool(dir.path(), 64 * 1024 * 1024)
+    };
+    let (flaky, sink, worker) = with_a_hung_write(fx, configure, &records[0]).await?;
     // The database takes nothing: the queue fills with 10, the other 489 overflow.
     for r in &records[1..] {
         sink.submit(r.clone());
@@ -628,21 +638,17 @@ async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: ChainedStor
     fx: &Fixture<S>,
 ) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.hold();
-    let (sink, worker) = start(
-        fast(flaky.clone())
-            .queue_capacity(8)
-            .batch_size(4)
-            .spool(dir.path(), 64 * 1024 * 1024)
-            .backpressure(Duration::from_secs(60)),
-    )
-    .await?;
     let records: Vec<AuditRecord> = (0..20)
         .map(|i| record(Some("acc_b"), BASE_MS + i))
         .collect();
-    sink.submit(records[0].clone());
-    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    let configure = |pipeline: PipelineBuilder<_>| {
+        pipeline
+            .queue_capacity(8)
+            .batch_size(4)
+            .spool(dir.path(), 64 * 1024 * 1024)
+            .backpressure(Duration::from_secs(60))
+    };
+    let (flaky, sink, worker) = with_a_hung_write(fx, configure, &records[0]).await?;
     // Room while fewer than 6 (three quarters of 8) are queued.
     for r in &records[1..7] {
         assert!(sink.backpressure().is_none(), "{:?}", sink.metrics());
@@ -1016,7 +1022,7 @@ async fn the_pipeline_is_available_again_soon_while_records_keep_arriving() -> T
     stop_load.store(true, Ordering::Release);
     let sent = load.await?;
     flaky.set_latency(Duration::ZERO);
-    let m = common::time_limit(async { stop(&sink, worker).await }).await?;
+    let m = common::time_limit(common::TEST_TIMEOUT, async { stop(&sink, worker).await }).await?;
     assert!(
         available_after < limit,
         "still unavailable {available_after:?} after the database came back, with records \
@@ -1062,7 +1068,7 @@ async fn postgres_unreachable_at_startup_spools() -> TestResult {
         Err(NotCommitted::Spooled)
     );
 
-    let m = common::time_limit(async { stop(&sink, worker).await }).await;
+    let m = common::time_limit(common::TEST_TIMEOUT, async { stop(&sink, worker).await }).await;
     let m = m?;
     assert_eq!(counts(&m), (11, 0, 0, 11, 0, 0, 0));
     assert!(m.failed_writes >= 2, "{m:?}");

@@ -21,7 +21,7 @@ use audit_store::store::{AuditStore, ChainedStore};
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use common::{Fixture, TestResult};
+use common::{Fixture, Rng, TestResult, ms, record_id};
 use http::request::Parts;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -84,57 +84,22 @@ const FILTERS: [&str; 21] = [
     "account_name",
 ];
 
-/// Filters whose values are free text (no validation besides length).
-const TEXT_FILTERS: [&str; 15] = [
-    "actor_email",
-    "actor_id",
-    "actor_token_id",
-    "actor_token_name",
-    "raw_ray_id",
-    "raw_cf_ray_id",
-    "raw_method",
-    "raw_uri",
-    "resource_id",
-    "resource_product",
-    "resource_type",
-    "resource_scope",
-    "zone_id",
-    "zone_name",
-    "account_name",
+/// The filters whose values are validated (enumerations, an address, ids, a status code).
+const VALIDATED_FILTERS: [&str; 8] = [
+    "action_type",
+    "action_result",
+    "actor_ip_address",
+    "actor_type",
+    "actor_context",
+    "id",
+    "audit_log_id",
+    "raw_status_code",
 ];
 
-/// A deterministic generator (splitmix64): the same data on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// A UUIDv7 for a record at `time_ms`: records of the same millisecond order by their
-    /// random bits, not by when they were made.
-    fn id(&mut self, time_ms: i64) -> Uuid {
-        let mut random = [0u8; 10];
-        random[..8].copy_from_slice(&self.next().to_be_bytes());
-        random[8..].copy_from_slice(&self.next().to_be_bytes()[..2]);
-        uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid()
-    }
+/// Whether a filter's values are free text (no validation besides length): every other
+/// filter, and the `raw_cf_ray_id` alias.
+fn is_text_filter(name: &str) -> bool {
+    (FILTERS.contains(&name) || name == "raw_cf_ray_id") && !VALIDATED_FILTERS.contains(&name)
 }
 
 /// Who acts in the data set.
@@ -322,21 +287,14 @@ fn zones(account: &str) -> &'static [(&'static str, Option<&'static str>)] {
     }
 }
 
-fn ms(rfc3339: &str) -> i64 {
-    rfc3339
-        .parse::<Timestamp>()
-        .expect("a valid test time")
-        .unix_millis()
-}
-
 /// A realistic record of `account` (or of none) at `time_ms`.
 fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecord {
-    let id = rng.id(time_ms);
+    let id = record_id(rng, time_ms);
     let who = rng.pick(&ACTORS);
     let mut kind = *rng.pick(&ACTION_TYPES);
     let place = rng.pick(&PLACES);
     if place.product.is_none() {
-        kind = if rng.chance(50) {
+        kind = if rng.percent(50) {
             ActionType::Login
         } else {
             ActionType::Logout
@@ -363,13 +321,13 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         .replace("{account}", account.unwrap_or("none"))
         .replace("{zone}", zone.as_ref().map_or("none", |z| z.id.as_str()))
         .replace("{id}", resource_id.as_deref().unwrap_or(""));
-    if kind == ActionType::View && rng.chance(40) {
+    if kind == ActionType::View && rng.percent(40) {
         uri.push_str("?page=2&per_page=REDACTED");
     }
     let body = (kind != ActionType::View).then(|| {
         serde_json::json!({
             "name": format!("policy {} ✓ «quoted» \"x\"", rng.below(1000)),
-            "enabled": rng.chance(50),
+            "enabled": rng.percent(50),
             "nested": {"list": [1, 2.5, null, {"z": "last", "a": "first"}]},
         })
     });
@@ -400,7 +358,7 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         },
         raw: Raw {
             method: method.to_owned(),
-            ray_id: format!("{:016x}", rng.next()),
+            ray_id: format!("{:016x}", rng.next_u64()),
             status_code: status,
             uri,
             user_agent: Some(
@@ -512,7 +470,7 @@ fn dataset() -> Vec<AuditRecord> {
         let mut t = ms("2025-03-02T00:00:00Z");
         for _ in 0..n {
             // 15% share the previous record's millisecond.
-            if !rng.chance(15) {
+            if !rng.percent(15) {
                 t += 1 + rng.below(100 * 60_000) as i64;
             }
             out.push(make_record(&mut rng, Some(account), t));
@@ -551,10 +509,15 @@ fn dataset() -> Vec<AuditRecord> {
     // Inserted in a scrambled order: storage order must not matter.
     let mut scrambled = Vec::with_capacity(out.len());
     while !out.is_empty() {
-        let i = rng.below(out.len() as u64) as usize;
+        let i = rng.below(out.len());
         scrambled.push(out.swap_remove(i));
     }
     scrambled
+}
+
+/// The standard data set loaded into the fixture, and the API over it.
+async fn loaded<S: ChainedStore>(fx: &Fixture<S>) -> TestResult<(Data, Api)> {
+    Ok((load(fx).await?, Api::new(fx.store.clone())))
 }
 
 async fn load<S: ChainedStore>(fx: &Fixture<S>) -> TestResult<Data> {
@@ -585,7 +548,7 @@ fn canonical_name(name: &str) -> &str {
 /// (`\x07`), the way the layer writes them; a text filter's value is escaped the same way.
 fn field(r: &AuditRecord, name: &str) -> Option<String> {
     let value = record_field(r, name)?;
-    Some(if TEXT_FILTERS.contains(&name) {
+    Some(if is_text_filter(name) {
         visible(value.as_bytes()).into_owned()
     } else {
         value
@@ -636,7 +599,7 @@ fn normalize(name: &str, value: &str) -> String {
             .unwrap_or(value)
             .parse::<u16>()
             .map_or_else(|_| value.to_owned(), |c| c.to_string()),
-        _ if TEXT_FILTERS.contains(&name) => visible(value.as_bytes()).into_owned(),
+        _ if is_text_filter(name) => visible(value.as_bytes()).into_owned(),
         _ => value.to_owned(),
     }
 }
@@ -864,6 +827,12 @@ impl Api {
         })
     }
 
+    /// `GET` one record (or whatever stands where its id goes) as the account's owner.
+    async fn one(&self, account: &str, id: &dyn std::fmt::Display) -> TestResult<Reply> {
+        let uri = format!("/accounts/{account}/logs/audit/{id}");
+        self.send(&uri, Some(&bearer(account)), None).await
+    }
+
     /// `GET` a list as the account's owner.
     async fn get(&self, account: &str, params: &[(String, String)]) -> TestResult<Reply> {
         self.send(&list_uri(account, params), Some(&bearer(account)), None)
@@ -973,8 +942,7 @@ impl Api {
 // ---------------------------------------------------------------------------------------------
 
 async fn every_filter_and_its_not_form<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let everything = api.check(&data, ALPHA, &q(&[])).await?;
     assert!(everything.len() > 250, "the data set is large enough");
     for name in FILTERS {
@@ -1021,7 +989,7 @@ async fn every_filter_and_its_not_form<S: ChainedStore>(fx: &Fixture<S>) -> Test
                 "{name}.not of every value: the NULLs"
             );
         }
-        if TEXT_FILTERS.contains(&name) {
+        if is_text_filter(name) {
             let nothing = api
                 .check(&data, ALPHA, &q(&[(name, "no such value")]))
                 .await?;
@@ -1034,8 +1002,7 @@ async fn every_filter_and_its_not_form<S: ChainedStore>(fx: &Fixture<S>) -> Test
 }
 
 async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let all = data.expected(ALPHA, &q(&[]));
     let (r1, r2) = (
         data.records.iter().find(|r| r.id == all[3]).ok_or("r1")?,
@@ -1142,8 +1109,7 @@ async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> T
 }
 
 async fn combinations_and_repeated_values<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let combos: Vec<Vec<(&str, &str)>> = vec![
         vec![
             ("action_type", "create"),
@@ -1227,8 +1193,7 @@ async fn combinations_and_repeated_values<S: ChainedStore>(fx: &Fixture<S>) -> T
 }
 
 async fn time_range_bounds<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let march = api.check(&data, ALPHA, &q(&[])).await?;
     // `since` is inclusive, `before` exclusive: the records at 2025-03-01T00:00:00.000Z and
     // 2025-03-31T23:59:59.999Z are in, those at 2025-02-28T23:59:59.999Z and
@@ -1293,8 +1258,7 @@ async fn time_range_bounds<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
 }
 
 async fn direction_orders_by_time_then_id<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let default = api.check(&data, ALPHA, &q(&[])).await?;
     let desc = api
         .check(&data, ALPHA, &q(&[("direction", "desc")]))
@@ -1319,8 +1283,7 @@ async fn direction_orders_by_time_then_id<S: ChainedStore>(fx: &Fixture<S>) -> T
 }
 
 async fn limit_default_and_maximum<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let mut data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (mut data, api) = loaded(fx).await?;
     let want = data.expected(ALPHA, &q(&[]));
     let page = api.page(ALPHA, &q(&[])).await?;
     assert_eq!(page.ids, want[..100].to_vec(), "100 by default");
@@ -1364,8 +1327,7 @@ async fn limit_default_and_maximum<S: ChainedStore>(fx: &Fixture<S>) -> TestResu
 // ---------------------------------------------------------------------------------------------
 
 async fn paging_walks_every_record_once<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let mut data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (mut data, api) = loaded(fx).await?;
     for (filters, limits) in [
         (vec![], &["7", "100"][..]),
         (vec![("action_type.not", "view")], &["7", "100"][..]),
@@ -1425,8 +1387,7 @@ async fn paging_walks_every_record_once<S: ChainedStore>(fx: &Fixture<S>) -> Tes
 }
 
 async fn paging_survives_concurrent_inserts<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let mut data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (mut data, api) = loaded(fx).await?;
     let mut rng = Rng(4242);
     for filters in [vec![], vec![("action_type.not", "view")]] {
         for direction in ["desc", "asc"] {
@@ -1516,8 +1477,7 @@ async fn paging_survives_concurrent_inserts<S: ChainedStore>(fx: &Fixture<S>) ->
 }
 
 async fn tampered_cursors_are_rejected<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let params = q(&[("action_type.not", "view"), ("limit", "5")]);
     let first = api.page(ALPHA, &params).await?;
     let cursor = first.cursor.ok_or("a cursor")?;
@@ -1675,8 +1635,7 @@ async fn tampered_cursors_are_rejected<S: ChainedStore>(fx: &Fixture<S>) -> Test
 }
 
 async fn cursor_binding_is_unambiguous<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let _data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (_data, api) = loaded(fx).await?;
     // Two different queries whose canonical forms must not collide: a filter value holding
     // the binding's separators must not pass for several filters or several values.
     let cases = [
@@ -1729,8 +1688,7 @@ async fn cursor_binding_is_unambiguous<S: ChainedStore>(fx: &Fixture<S>) -> Test
 // ---------------------------------------------------------------------------------------------
 
 async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let alpha_ids = data.expected(ALPHA, &q(&[]));
     let alpha_record = alpha_ids[0];
     let beta_record = data.expected(BETA, &q(&[]))[0];
@@ -1806,13 +1764,7 @@ async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -
     assert_eq!(not_found_bodies.len(), 1, "every 404 is the same");
 
     // A record of another account through one's own account: 404, nothing leaked.
-    let reply = api
-        .send(
-            &format!("/accounts/{ALPHA}/logs/audit/{beta_record}"),
-            Some(&bearer(ALPHA)),
-            None,
-        )
-        .await?;
+    let reply = api.one(ALPHA, &beta_record).await?;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert!(!reply.text().contains(&beta_record.to_string()));
     assert!(!reply.text().contains(BETA));
@@ -1827,8 +1779,7 @@ async fn access_is_checked_and_nothing_leaks<S: ChainedStore>(fx: &Fixture<S>) -
 // ---------------------------------------------------------------------------------------------
 
 async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let _data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (_data, api) = loaded(fx).await?;
     let base = format!("since={SINCE}&before={BEFORE}");
     let long = "x".repeat(1025);
     let many: String = (0..101).map(|i| format!("&actor_email=a{i}%40x")).collect();
@@ -1950,8 +1901,7 @@ const PAYLOADS: [&str; 18] = [
 ];
 
 async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let count = fx.store.count().await?;
     let everything = data.expected(ALPHA, &q(&[]));
     let mut failures = Vec::new();
@@ -1990,7 +1940,7 @@ async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestR
                         let message = reply.error_message()?;
                         assert!(message.contains(name), "{key}={payload:?}: {message}");
                         assert!(
-                            !TEXT_FILTERS.contains(name),
+                            !is_text_filter(name),
                             "{key}={payload:?}: a text filter refused {message}"
                         );
                     }
@@ -2022,13 +1972,7 @@ async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestR
     // Payloads in the path.
     for payload in ["' OR 1=1 --", "%27%20OR%201%3D1%20--", "..%2F..%2Fetc"] {
         let encoded: String = form_urlencoded::byte_serialize(payload.as_bytes()).collect();
-        let reply = api
-            .send(
-                &format!("/accounts/{ALPHA}/logs/audit/{encoded}"),
-                Some(&bearer(ALPHA)),
-                None,
-            )
-            .await?;
+        let reply = api.one(ALPHA, &encoded).await?;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{payload}");
     }
     assert_eq!(fx.store.count().await?, count, "the table is intact");
@@ -2042,8 +1986,7 @@ async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestR
 // ---------------------------------------------------------------------------------------------
 
 async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
-    let data = load(fx).await?;
-    let api = Api::new(fx.store.clone());
+    let (data, api) = loaded(fx).await?;
     let alpha = data.expected(ALPHA, &q(&[]));
     let special = data
         .records
@@ -2059,13 +2002,7 @@ async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) ->
     assert_eq!(outside.len(), 1);
     for id in alpha.iter().take(25).chain([&special, &outside[0]]) {
         for spelling in [id.to_string(), id.to_string().to_uppercase()] {
-            let reply = api
-                .send(
-                    &format!("/accounts/{ALPHA}/logs/audit/{spelling}"),
-                    Some(&bearer(ALPHA)),
-                    None,
-                )
-                .await?;
+            let reply = api.one(ALPHA, &spelling).await?;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             assert_eq!(reply.content_type, "application/json");
             let envelope: HashMap<String, Box<RawValue>> = serde_json::from_slice(&reply.body)?;
@@ -2080,13 +2017,7 @@ async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) ->
     }
     // Someone else's record, and no record at all: 404.
     for id in [data.expected(BETA, &q(&[]))[0], Uuid::now_v7(), Uuid::nil()] {
-        let reply = api
-            .send(
-                &format!("/accounts/{ALPHA}/logs/audit/{id}"),
-                Some(&bearer(ALPHA)),
-                None,
-            )
-            .await?;
+        let reply = api.one(ALPHA, &id).await?;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
         reply.error_message()?;
     }
@@ -2120,13 +2051,7 @@ async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) ->
         let got = api.check(&data, ALPHA, &q(&[(name, value)])).await?;
         assert_eq!(got, vec![control], "{name}={value:?}");
     }
-    let reply = api
-        .send(
-            &format!("/accounts/{ALPHA}/logs/audit/{control}"),
-            Some(&bearer(ALPHA)),
-            None,
-        )
-        .await?;
+    let reply = api.one(ALPHA, &control).await?;
     let envelope: HashMap<String, Box<RawValue>> = serde_json::from_slice(&reply.body)?;
     assert_eq!(
         Some(&envelope["result"].get().to_owned()),
@@ -2292,8 +2217,8 @@ fn stamped(
     for i in 0..n {
         let (record, template) = rng.pick(&templates);
         let time_ms = start_ms + i * step_ms;
-        let id = rng.id(time_ms);
-        let ray = format!("{:016x}", rng.next());
+        let id = record_id(rng, time_ms);
+        let ray = format!("{:016x}", rng.next_u64());
         let mut row = template.clone();
         row.id = id;
         row.time_ms = time_ms;

@@ -1,12 +1,14 @@
 //! The official `cloudflare` Python SDK (5.x), pointed at the audit log router, lists and
 //! paginates unchanged: `tests/sdk/list_audit.py` is run against a real server on
 //! `127.0.0.1:0` with the Python named by `AUDIT_SDK_PYTHON` (a venv with `cloudflare`
-//! installed); without it the test says so and passes.
+//! installed); without it the tests are skipped, and fail under CI (see `common::skip`).
 //!
 //! ```sh
 //! python3 -m venv target/sdkvenv && target/sdkvenv/bin/pip install 'cloudflare>=5,<6'
 //! AUDIT_SDK_PYTHON=target/sdkvenv/bin/python cargo test -p audit-store --test sdk_compat
 //! ```
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,20 +23,12 @@ use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::AuditStore;
 use axum::Router;
+use common::{Rng, SDK_PYTHON_VAR, TestResult, env_or_skip, ms, record_id};
 use http::request::Parts;
-
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const ACCOUNT: &str = "acc_sdk";
 const OTHER: &str = "acc_sdk_other";
 const TOKEN: &str = "sdk-test-token";
-
-fn ms(rfc3339: &str) -> i64 {
-    rfc3339
-        .parse::<Timestamp>()
-        .expect("a valid test time")
-        .unix_millis()
-}
 
 /// The SDK authenticates with `Authorization: Bearer <api_token>`.
 fn authorize(request: &Parts, account_id: &str) -> Access {
@@ -51,28 +45,8 @@ fn authorize(request: &Parts, account_id: &str) -> Access {
     }
 }
 
-/// splitmix64: the same records on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
-    let mut random = [0u8; 10];
-    random[..8].copy_from_slice(&rng.next().to_be_bytes());
-    random[8..].copy_from_slice(&rng.next().to_be_bytes()[..2]);
-    let id = uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid();
+    let id = record_id(rng, time_ms);
     let (kind, method) = [
         (ActionType::View, "GET"),
         (ActionType::View, "GET"),
@@ -81,8 +55,8 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         (ActionType::Update, "PATCH"),
         (ActionType::Delete, "DELETE"),
         (ActionType::Login, "POST"),
-    ][rng.below(7) as usize];
-    let status = [200, 201, 204, 403, 404, 500][rng.below(6) as usize];
+    ][rng.below(7)];
+    let status = [200, 201, 204, 403, 404, 500][rng.below(6)];
     let policy = format!("pol_{}", rng.below(20));
     AuditRecord {
         id,
@@ -109,7 +83,7 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         },
         raw: Raw {
             method: method.to_owned(),
-            ray_id: format!("{:016x}", rng.next()),
+            ray_id: format!("{:016x}", rng.next_u64()),
             status_code: status,
             uri: format!("/accounts/{account}/alerting/v3/policies/{policy}"),
             user_agent: Some("cloudflare-python".to_owned()),
@@ -220,17 +194,17 @@ async fn serve(records: &[AuditRecord]) -> TestResult<Server> {
     })
 }
 
-/// Runs `tests/sdk/list_audit.py` with `args` and returns the ids it printed.
-async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec<String>> {
+/// `tests/sdk/list_audit.py` run by `python` against `server`, as `token` for `account`,
+/// with no proxy in the way.
+fn script(python: &str, server: &Server, token: &str, account: &str) -> tokio::process::Command {
     let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sdk", "list_audit.py"]
         .iter()
         .collect();
     let mut command = tokio::process::Command::new(python);
     command
         .arg(&script)
-        .args(["--base-url", &server.base_url, "--token", TOKEN])
-        .args(["--account", ACCOUNT])
-        .args(args)
+        .args(["--base-url", &server.base_url, "--token", token])
+        .args(["--account", account])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .kill_on_drop(true);
     for proxy in [
@@ -243,12 +217,19 @@ async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec
     ] {
         command.env_remove(proxy);
     }
+    command
+}
+
+/// Runs the script as the account's owner with `args` and returns the ids it printed.
+async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec<String>> {
+    let mut command = script(python, server, TOKEN, ACCOUNT);
+    command.args(args);
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .map_err(|_| "the SDK script did not finish within 60 s")??;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        return Err(format!("{} failed ({}): {stderr}", script.display(), output.status).into());
+        return Err(format!("list_audit.py failed ({}): {stderr}", output.status).into());
     }
     let ids: Vec<String> = serde_json::from_slice(&output.stdout).map_err(|e| {
         format!(
@@ -259,14 +240,20 @@ async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec
     Ok(ids)
 }
 
+/// The Python to run the SDK with, or `None` after [`common::skip`].
 fn python() -> Option<String> {
-    match std::env::var("AUDIT_SDK_PYTHON") {
-        Ok(python) if !python.trim().is_empty() => Some(python),
-        _ => {
-            eprintln!("skipped: AUDIT_SDK_PYTHON is not set");
-            None
-        }
-    }
+    env_or_skip(SDK_PYTHON_VAR, "the Python SDK test")
+}
+
+/// The Python to run the SDK with, the records and a server holding them; `None` when the
+/// test is skipped.
+async fn setup() -> TestResult<Option<(String, Vec<AuditRecord>, Server)>> {
+    let Some(python) = python() else {
+        return Ok(None);
+    };
+    let records = records();
+    let server = serve(&records).await?;
+    Ok(Some((python, records, server)))
 }
 
 /// The list requests the server saw since `from`.
@@ -283,11 +270,9 @@ fn list_requests(server: &Server, from: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn the_python_sdk_lists_and_paginates_unchanged() -> TestResult {
-    let Some(python) = python() else {
+    let Some((python, records, server)) = setup().await? else {
         return Ok(());
     };
-    let records = records();
-    let server = serve(&records).await?;
     let (since, before) = (ms("2025-03-01T00:00:00Z"), ms("2025-04-01T00:00:00Z"));
 
     // Newest first (the default), RFC 3339 times, `action_type.not=view`, 7 per page.
@@ -376,30 +361,12 @@ async fn the_python_sdk_lists_and_paginates_unchanged() -> TestResult {
 
 #[tokio::test]
 async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
-    let Some(python) = python() else {
+    let Some((python, _, server)) = setup().await? else {
         return Ok(());
     };
-    let records = records();
-    let server = serve(&records).await?;
     // Denied: the SDK raises for the 404 (the script exits 2 and prints the body).
-    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sdk", "list_audit.py"]
-        .iter()
-        .collect();
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args(["--base-url", &server.base_url, "--token", "someone-else"])
-        .args([
-            "--account",
-            OTHER,
-            "--since",
-            "2025-03-01",
-            "--before",
-            "2025-04-01",
-        ])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .kill_on_drop(true)
+    let output = script(&python, &server, "someone-else", OTHER)
+        .args(["--since", "2025-03-01", "--before", "2025-04-01"])
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -407,22 +374,9 @@ async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
     assert!(stderr.contains("HTTP 404"), "{stderr}");
     assert!(!stderr.contains(OTHER), "the 404 names nothing: {stderr}");
     // A bad parameter: the SDK surfaces the 400 and its message.
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args(["--base-url", &server.base_url, "--token", TOKEN])
-        .args([
-            "--account",
-            ACCOUNT,
-            "--since",
-            "2025-03-01",
-            "--before",
-            "2025-04-01",
-        ])
+    let output = script(&python, &server, TOKEN, ACCOUNT)
+        .args(["--since", "2025-03-01", "--before", "2025-04-01"])
         .args(["--limit", "5000"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .kill_on_drop(true)
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -102,19 +102,15 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
 
     // An edit, and the newest records deleted with the head and checkpoints made to match:
     // found, the latter through the checkpoints kept outside.
-    let pool = store.pool();
-    sqlx::query("UPDATE audit_logs SET record = replace(record, 'alice', 'mallory') WHERE account_id = 'acc-1' AND chain_seq = 9")
-        .execute(pool)
-        .await?;
-    sqlx::query("DELETE FROM audit_logs WHERE account_id = 'acc-2' AND chain_seq > 27")
-        .execute(pool)
-        .await?;
-    sqlx::query("UPDATE audit_chain_heads SET seq = 27 WHERE chain = 'acc-2'")
-        .execute(pool)
-        .await?;
-    sqlx::query("DELETE FROM audit_checkpoints")
-        .execute(pool)
-        .await?;
+    sqlx::raw_sql(
+        "UPDATE audit_logs SET record = replace(record, 'alice', 'mallory') \
+             WHERE account_id = 'acc-1' AND chain_seq = 9; \
+         DELETE FROM audit_logs WHERE account_id = 'acc-2' AND chain_seq > 27; \
+         UPDATE audit_chain_heads SET seq = 27 WHERE chain = 'acc-2'; \
+         DELETE FROM audit_checkpoints",
+    )
+    .execute(store.pool())
+    .await?;
     let broken = run(&[
         "--database-url",
         &database,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use audit_store::sqlx::{self, Row};
 use serde::Serialize;
 
+use crate::flags::Flags;
 use crate::load::{self, LoadOutcome, LoadPlan};
 use crate::stats::{Spread, group, quantile};
 use crate::{BoxError, Kind, ServerReport, Variant, unix_ms};
@@ -82,56 +83,27 @@ impl Options {
             rss_bound_mib: 64.0,
             out: PathBuf::from("target/loadbench/runs.jsonl"),
         };
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.flag() {
+            match flag {
                 "-h" | "--help" => {
                     print!("{HELP}");
                     return Ok(None);
                 }
-                "--rounds" => options.rounds = value()?.parse()?,
-                "--seconds" => options.seconds = value()?.parse()?,
-                "--warmup" => options.warmup = value()?.parse()?,
-                "--connections" => options.connections = value()?.parse()?,
-                "--rates" => {
-                    options.rates = value()?
-                        .split(',')
-                        .map(|r| match r {
-                            "sat" => Ok(None),
-                            r => r.parse().map(Some).map_err(|e| {
-                                format!("invalid rate {r:?}: {e} (a number or 'sat')")
-                            }),
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                "--variants" => {
-                    options.variants = value()?
-                        .split(',')
-                        .map(Variant::parse)
-                        .collect::<Result<_, _>>()?
-                }
-                "--kinds" => {
-                    options.kinds = value()?
-                        .split(',')
-                        .map(|k| match k.to_ascii_uppercase().as_str() {
-                            "GET" => Ok(Kind::Get),
-                            "POST" => Ok(Kind::Post),
-                            _ => Err(format!("invalid kind {k:?}: expected GET or POST")),
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                "--postgres-url" => options.postgres_url = value()?,
-                "--queue-capacity" => options.queue_capacity = value()?.parse()?,
-                "--batch-size" => options.batch_size = value()?.parse()?,
-                "--spool-budget" => options.spool_budget = value()?.parse()?,
-                "--backpressure" => options.backpressure_ms = value()?.parse()?,
-                "--rss-bound" => options.rss_bound_mib = value()?.parse()?,
-                "--out" => options.out = PathBuf::from(value()?),
+                "--rounds" => options.rounds = flags.parse(flag)?,
+                "--seconds" => options.seconds = flags.parse(flag)?,
+                "--warmup" => options.warmup = flags.parse(flag)?,
+                "--connections" => options.connections = flags.parse(flag)?,
+                "--rates" => options.rates = flags.list(flag, parse_rate)?,
+                "--variants" => options.variants = flags.list(flag, Variant::parse)?,
+                "--kinds" => options.kinds = flags.list(flag, Kind::parse)?,
+                "--postgres-url" => options.postgres_url = flags.value(flag)?.to_owned(),
+                "--queue-capacity" => options.queue_capacity = flags.parse(flag)?,
+                "--batch-size" => options.batch_size = flags.parse(flag)?,
+                "--spool-budget" => options.spool_budget = flags.parse(flag)?,
+                "--backpressure" => options.backpressure_ms = flags.parse(flag)?,
+                "--rss-bound" => options.rss_bound_mib = flags.parse(flag)?,
+                "--out" => options.out = PathBuf::from(flags.value(flag)?),
                 "--smoke" => {
                     options.rounds = 1;
                     options.seconds = 2.0;
@@ -147,6 +119,17 @@ impl Options {
             return Err("--rounds, --connections and --seconds must be positive".into());
         }
         Ok(Some(options))
+    }
+}
+
+/// A load level: `sat` (saturation, `None`) or requests per second.
+fn parse_rate(rate: &str) -> Result<Option<f64>, BoxError> {
+    match rate {
+        "sat" => Ok(None),
+        r => r
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("invalid rate {r:?}: {e} (a number or 'sat')").into()),
     }
 }
 
@@ -230,58 +213,14 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
         options.connections,
         load_average()
     );
+    let bench = Bench {
+        options: &options,
+        exe: &exe,
+        scratch: &scratch,
+        postgres: postgres.as_ref(),
+    };
     let mut results = Vec::new();
-    let outcome = (|| -> Result<(), BoxError> {
-        for round in 0..options.rounds {
-            for &rate in &options.rates {
-                for &kind in &options.kinds {
-                    // Rotated each round, so no variant always runs first or last.
-                    let mut order = options.variants.clone();
-                    let shift = round % order.len().max(1);
-                    order.rotate_left(shift);
-                    for variant in order {
-                        let run = Run {
-                            options: &options,
-                            exe: &exe,
-                            scratch: &scratch,
-                            postgres: postgres.as_ref(),
-                            round,
-                            kind,
-                            variant,
-                            rate,
-                        };
-                        let result = runtime.block_on(run.execute())?;
-                        eprintln!(
-                            "  round {} {:>4} {:<14} {:>9} req/s  p99 {:>7.2} ms  cpu {:>6.1} µs/req  rss {:>5.1} MiB{}",
-                            round + 1,
-                            kind.name(),
-                            variant.name(),
-                            group(result.rps, 0),
-                            f64::from(result.p99_us) / 1000.0,
-                            result.cpu_us_per_request,
-                            result.peak_rss_kib as f64 / 1024.0,
-                            if variant.stores() {
-                                format!(
-                                    "  stored {}/{} (lost {}), lag p99 {} ms, {} rows/s",
-                                    result.stored,
-                                    result.answered,
-                                    result.missing,
-                                    result.lag_p99_ms,
-                                    group(result.committed_per_s, 0)
-                                )
-                            } else {
-                                String::new()
-                            }
-                        );
-                        use std::io::Write;
-                        writeln!(out, "{}", serde_json::to_string(&result)?)?;
-                        results.push(result);
-                    }
-                }
-            }
-        }
-        Ok(())
-    })();
+    let outcome = bench.run_all(&runtime, &mut out, &mut results);
     if let Some(pg) = &postgres {
         runtime.block_on(pg.drop_schema());
     }
@@ -296,26 +235,104 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
         load_average(),
         options.out.display()
     );
+    Ok(verdict(&results))
+}
+
+/// What every run of the benchmark shares.
+struct Bench<'a> {
+    options: &'a Options,
+    exe: &'a Path,
+    scratch: &'a Path,
+    postgres: Option<&'a Postgres>,
+}
+
+impl Bench<'_> {
+    /// Every round, level, kind and variant, one server each: each result is printed, written
+    /// to `out` as a JSON line and kept in `results`.
+    fn run_all(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        out: &mut std::fs::File,
+        results: &mut Vec<RunResult>,
+    ) -> Result<(), BoxError> {
+        let options = self.options;
+        for round in 0..options.rounds {
+            for &rate in &options.rates {
+                for &kind in &options.kinds {
+                    // Rotated each round, so no variant always runs first or last.
+                    let mut order = options.variants.clone();
+                    let shift = round % order.len().max(1);
+                    order.rotate_left(shift);
+                    for variant in order {
+                        let run = Run {
+                            bench: self,
+                            round,
+                            kind,
+                            variant,
+                            rate,
+                        };
+                        let result = runtime.block_on(run.execute())?;
+                        print_progress(&result, variant);
+                        use std::io::Write;
+                        writeln!(out, "{}", serde_json::to_string(&result)?)?;
+                        results.push(result);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One run's line on stderr.
+fn print_progress(result: &RunResult, variant: Variant) {
+    eprintln!(
+        "  round {} {:>4} {:<14} {:>9} req/s  p99 {:>7.2} ms  cpu {:>6.1} µs/req  rss {:>5.1} MiB{}",
+        result.round + 1,
+        result.kind,
+        result.variant,
+        group(result.rps, 0),
+        f64::from(result.p99_us) / 1000.0,
+        result.cpu_us_per_request,
+        result.peak_rss_kib as f64 / 1024.0,
+        if variant.stores() {
+            format!(
+                "  stored {}/{} (lost {}), lag p99 {} ms, {} rows/s",
+                result.stored,
+                result.answered,
+                result.missing,
+                result.lag_p99_ms,
+                group(result.committed_per_s, 0)
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Failure when any answered request has no record, or a request failed (each such run
+/// printed).
+fn verdict(results: &[RunResult]) -> ExitCode {
     let failed: Vec<&RunResult> = results
         .iter()
         .filter(|r| r.missing > 0 || r.extra > 0 || r.errors > 0)
         .collect();
+    for r in &failed {
+        eprintln!(
+            "FAILED: round {} {} {}: {} lost, {} unexpected records, {} failed requests {}",
+            r.round + 1,
+            r.kind,
+            r.variant,
+            r.missing,
+            r.extra,
+            r.errors,
+            r.first_error.as_deref().unwrap_or("")
+        );
+    }
     if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
-        for r in failed {
-            eprintln!(
-                "FAILED: round {} {} {}: {} lost, {} unexpected records, {} failed requests {}",
-                r.round + 1,
-                r.kind,
-                r.variant,
-                r.missing,
-                r.extra,
-                r.errors,
-                r.first_error.as_deref().unwrap_or("")
-            );
-        }
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }
 
@@ -329,22 +346,15 @@ pub(crate) fn load_only(args: &[String]) -> Result<ExitCode, BoxError> {
         duration: Duration::from_secs(10),
         rate: None,
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--addr" => plan.addr = value.parse()?,
-            "--kind" => {
-                plan.kind = match value.to_ascii_uppercase().as_str() {
-                    "GET" => Kind::Get,
-                    "POST" => Kind::Post,
-                    _ => return Err(format!("invalid kind {value:?}: expected GET or POST").into()),
-                }
-            }
-            "--seconds" => plan.duration = Duration::from_secs_f64(value.parse()?),
-            "--warmup" => plan.warmup = Duration::from_secs_f64(value.parse()?),
-            "--connections" => plan.connections = value.parse()?,
-            "--rate" => plan.rate = Some(value.parse()?),
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.flag() {
+        match flag {
+            "--addr" => plan.addr = flags.parse(flag)?,
+            "--kind" => plan.kind = Kind::parse(flags.value(flag)?)?,
+            "--seconds" => plan.duration = Duration::from_secs_f64(flags.parse(flag)?),
+            "--warmup" => plan.warmup = Duration::from_secs_f64(flags.parse(flag)?),
+            "--connections" => plan.connections = flags.parse(flag)?,
+            "--rate" => plan.rate = Some(flags.parse(flag)?),
             other => return Err(format!("load: unknown option {other:?}").into()),
         }
     }
@@ -429,10 +439,7 @@ impl Postgres {
 
 /// One server, one kind, one level, one round.
 struct Run<'a> {
-    options: &'a Options,
-    exe: &'a Path,
-    scratch: &'a Path,
-    postgres: Option<&'a Postgres>,
+    bench: &'a Bench<'a>,
     round: usize,
     kind: Kind,
     variant: Variant,
@@ -441,7 +448,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn execute(&self) -> Result<RunResult, BoxError> {
-        let dir = self.scratch.join(format!(
+        let dir = self.bench.scratch.join(format!(
             "{}-{}-{}",
             self.round,
             self.kind.name(),
@@ -450,38 +457,17 @@ impl Run<'_> {
         std::fs::create_dir_all(&dir)?;
         let addr = free_port()?;
         let report_path = dir.join("report.json");
-        let mut command = Command::new(self.exe);
-        command
-            .arg("serve")
-            .args(["--variant", self.variant.name()])
-            .args(["--listen", &addr.to_string()])
-            .arg("--report")
-            .arg(&report_path)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--queue-capacity", &self.options.queue_capacity.to_string()])
-            .args(["--batch-size", &self.options.batch_size.to_string()])
-            .args(["--spool-budget", &self.options.spool_budget.to_string()])
-            .args(["--backpressure", &self.options.backpressure_ms.to_string()])
-            .stdin(Stdio::null())
-            // rune's sink prints every event here.
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log"))?);
-        if self.variant == Variant::AuditPostgres {
-            let pg = self.postgres.ok_or("no PostgreSQL prepared")?;
-            pg.reset().await?;
-            command.args(["--postgres-url", &pg.server_url]);
-        }
-        let mut child = ServerProcess(command.spawn()?);
-        wait_until_listening(&mut child.0, addr, &dir).await?;
+        let mut child = self.start_server(&dir, addr, &report_path).await?;
         let pid = child.0.id();
 
+        // From here to the server's exit the steps stay in one function, in this order: the
+        // CPU samples are taken by the load's callbacks, and SIGTERM follows the load at once.
         let plan = LoadPlan {
             addr,
             kind: self.kind,
-            connections: self.options.connections,
-            warmup: Duration::from_secs_f64(self.options.warmup),
-            duration: Duration::from_secs_f64(self.options.seconds),
+            connections: self.bench.options.connections,
+            warmup: Duration::from_secs_f64(self.bench.options.warmup),
+            duration: Duration::from_secs_f64(self.bench.options.seconds),
             rate: self.rate,
         };
         let db_start = postgres_ticks();
@@ -495,7 +481,6 @@ impl Run<'_> {
         .await?;
         // The load stopped: every connection has its last answer.
         let stopped_ms = unix_ms();
-        let window_start_ms = stopped_ms - i64::try_from(load.window.as_millis()).unwrap_or(0);
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(i32::try_from(pid)?).ok_or("no pid")?,
             rustix::process::Signal::TERM,
@@ -517,11 +502,64 @@ impl Run<'_> {
             Some((usage, ms)) => (usage?, ms),
             None => return Err("no CPU sample at the window's end".into()),
         };
+        let mut result = self.result(&load, &report, (start_ticks, end_ticks), db_ticks);
+        if self.variant.stores() {
+            self.check_storage(&mut result, &dir, &load, report, (stopped_ms, end_ms))
+                .await?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(result)
+    }
+
+    /// Starts this run's server, listening on `addr`, and waits until it accepts connections.
+    async fn start_server(
+        &self,
+        dir: &Path,
+        addr: SocketAddr,
+        report_path: &Path,
+    ) -> Result<ServerProcess, BoxError> {
+        let options = self.bench.options;
+        let mut command = Command::new(self.bench.exe);
+        command
+            .arg("serve")
+            .args(["--variant", self.variant.name()])
+            .args(["--listen", &addr.to_string()])
+            .arg("--report")
+            .arg(report_path)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--queue-capacity", &options.queue_capacity.to_string()])
+            .args(["--batch-size", &options.batch_size.to_string()])
+            .args(["--spool-budget", &options.spool_budget.to_string()])
+            .args(["--backpressure", &options.backpressure_ms.to_string()])
+            .stdin(Stdio::null())
+            // rune's sink prints every event here.
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log"))?);
+        if self.variant == Variant::AuditPostgres {
+            let pg = self.bench.postgres.ok_or("no PostgreSQL prepared")?;
+            pg.reset().await?;
+            command.args(["--postgres-url", &pg.server_url]);
+        }
+        let mut child = ServerProcess(command.spawn()?);
+        wait_until_listening(&mut child.0, addr, dir).await?;
+        Ok(child)
+    }
+
+    /// The run's figures from the load, the server's report, the server's CPU ticks at the
+    /// measured window's start and end, and PostgreSQL's ticks.
+    fn result(
+        &self,
+        load: &LoadOutcome,
+        report: &ServerReport,
+        (start_ticks, end_ticks): (u64, u64),
+        db_ticks: u64,
+    ) -> RunResult {
         let tick_us = 1e6 / rustix::param::clock_ticks_per_second() as f64;
         let requests = load.measured.max(1) as f64;
         let mut latencies = load.latencies_us.clone();
         latencies.sort_unstable();
-        let mut result = RunResult {
+        RunResult {
             round: self.round,
             kind: self.kind.name(),
             variant: self.variant.name(),
@@ -552,33 +590,44 @@ impl Run<'_> {
             waits_timed_out: report.waits_timed_out,
             load_avg: load_average(),
             ..RunResult::default()
-        };
-        if self.variant.stores() {
-            let ids = match self.variant {
-                Variant::AuditSqlite => sqlite_ray_ids(&dir.join("audit.db")).await?,
-                _ => {
-                    self.postgres
-                        .ok_or("no PostgreSQL prepared")?
-                        .ray_ids()
-                        .await?
-                }
-            };
-            let (found, extra) = match_ids(&load.answered, &ids);
-            result.stored = found;
-            result.extra = extra;
-            result.missing = result.answered - found;
-            result.committed_at_stop = committed_by(&report.commits, end_ms.max(stopped_ms));
-            let in_window = committed_by(&report.commits, end_ms)
-                .saturating_sub(committed_by(&report.commits, window_start_ms));
-            result.committed_per_s = in_window as f64 / load.window.as_secs_f64();
-            let mut lags = report.lags_ms;
-            lags.sort_unstable();
-            result.lag_p50_ms = quantile(&lags, 0.5);
-            result.lag_p99_ms = quantile(&lags, 0.99);
-            result.lag_max_ms = lags.last().copied().unwrap_or(0);
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(result)
+    }
+
+    /// For a storing variant: the records stored against the requests answered, and the
+    /// commit log's figures, given when the load stopped and when the window ended (unix ms).
+    async fn check_storage(
+        &self,
+        result: &mut RunResult,
+        dir: &Path,
+        load: &LoadOutcome,
+        report: ServerReport,
+        (stopped_ms, end_ms): (i64, i64),
+    ) -> Result<(), BoxError> {
+        let ids = match self.variant {
+            Variant::AuditSqlite => sqlite_ray_ids(&dir.join("audit.db")).await?,
+            _ => {
+                self.bench
+                    .postgres
+                    .ok_or("no PostgreSQL prepared")?
+                    .ray_ids()
+                    .await?
+            }
+        };
+        let (found, extra) = match_ids(&load.answered, &ids);
+        result.stored = found;
+        result.extra = extra;
+        result.missing = result.answered - found;
+        let window_start_ms = stopped_ms - i64::try_from(load.window.as_millis()).unwrap_or(0);
+        result.committed_at_stop = committed_by(&report.commits, end_ms.max(stopped_ms));
+        let in_window = committed_by(&report.commits, end_ms)
+            .saturating_sub(committed_by(&report.commits, window_start_ms));
+        result.committed_per_s = in_window as f64 / load.window.as_secs_f64();
+        let mut lags = report.lags_ms;
+        lags.sort_unstable();
+        result.lag_p50_ms = quantile(&lags, 0.5);
+        result.lag_p99_ms = quantile(&lags, 0.99);
+        result.lag_max_ms = lags.last().copied().unwrap_or(0);
+        Ok(())
     }
 }
 
@@ -729,24 +778,34 @@ fn match_ids(answered: &[u64], stored: &[String]) -> (u64, u64) {
     (found, extra)
 }
 
+/// The runs of one kind, variant and level, every round.
+fn runs_of(
+    results: &[RunResult],
+    kind: Kind,
+    variant: Variant,
+    rate: Option<f64>,
+) -> Vec<&RunResult> {
+    results
+        .iter()
+        .filter(|r| r.kind == kind.name() && r.variant == variant.name() && r.rate == rate)
+        .collect()
+}
+
+/// `variant`'s run in the same round, of the same kind and level as `r`: the baseline a
+/// ratio of one round is taken against.
+fn same_round<'a>(
+    results: &'a [RunResult],
+    r: &RunResult,
+    variant: Variant,
+) -> Option<&'a RunResult> {
+    results.iter().find(|b| {
+        b.round == r.round && b.kind == r.kind && b.rate == r.rate && b.variant == variant.name()
+    })
+}
+
 /// The Markdown tables: medians with min–max over rounds, ratios within each round.
 fn tables(options: &Options, results: &[RunResult]) -> String {
     let mut out = String::new();
-    let by = |kind: &str, variant: &str, rate: Option<f64>| -> Vec<&RunResult> {
-        results
-            .iter()
-            .filter(|r| r.kind == kind && r.variant == variant && r.rate == rate)
-            .collect()
-    };
-    // Per round, the same kind and level's baseline.
-    let baseline = |r: &RunResult, variant: Variant| -> Option<&RunResult> {
-        results.iter().find(|b| {
-            b.round == r.round
-                && b.kind == r.kind
-                && b.rate == r.rate
-                && b.variant == variant.name()
-        })
-    };
     let _ = writeln!(
         out,
         "{} round(s) × {} s per server (after {} s warm-up), {} connections; load average at the end: {}\n",
@@ -773,134 +832,155 @@ fn tables(options: &Options, results: &[RunResult]) -> String {
             None => "saturation (closed loop)".to_owned(),
             Some(r) => format!("{} req/s offered", group(r, 0)),
         };
-        let _ = writeln!(out, "### Throughput, latency, CPU — {level}\n");
-        let _ = writeln!(
-            out,
-            "| request | variant | req/s | ÷ bare | ÷ trace | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | + vs bare µs | peak RSS MiB |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-        for &kind in &options.kinds {
-            for &variant in &options.variants {
-                let runs = by(kind.name(), variant.name(), rate);
-                if runs.is_empty() {
-                    continue;
-                }
-                let show = |f: &dyn Fn(&RunResult) -> Option<f64>, decimals: usize| {
-                    Spread::of(runs.iter().filter_map(|r| f(r)))
-                        .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
-                };
-                let ratio =
-                    |base: Variant| move |r: &RunResult| baseline(r, base).map(|b| r.rps / b.rps);
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    kind.name(),
-                    variant.name(),
-                    show(&|r| Some(r.rps), 0),
-                    show(&ratio(Variant::Bare), 2),
-                    show(&ratio(Variant::Trace), 2),
-                    show(&|r| Some(f64::from(r.p50_us) / 1000.0), 2),
-                    show(&|r| Some(f64::from(r.p99_us) / 1000.0), 2),
-                    show(&|r| Some(f64::from(r.p999_us) / 1000.0), 2),
-                    show(&|r| Some(r.cpu_us_per_request), 1),
-                    show(
-                        &|r| baseline(r, Variant::Bare)
-                            .map(|b| r.cpu_us_per_request - b.cpu_us_per_request),
-                        1
-                    ),
-                    show(&|r| Some(r.peak_rss_kib as f64 / 1024.0), 1),
-                );
-            }
+        throughput_table(&mut out, options, results, rate, &level);
+        if options.variants.iter().any(|v| v.stores()) {
+            storage_table(&mut out, options, results, rate, &level);
         }
-        let storing: Vec<Variant> = options
-            .variants
-            .iter()
-            .copied()
-            .filter(|v| v.stores())
-            .collect();
-        if storing.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "\n### Storage — {level}\n");
-        let _ = writeln!(
-            out,
-            "| request | variant | answered | stored after SIGTERM | lost | committed when load stopped | committed rows/s under load | lag p50 ms | lag p99 ms | lag max ms | flush after SIGTERM ms | dropped | spooled | held (timed out) | peak RSS MiB (bound {}) | PostgreSQL CPU µs/req |",
-            options.rss_bound_mib
-        );
-        let _ = writeln!(
-            out,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        );
-        for &kind in &options.kinds {
-            for &variant in &storing {
-                let runs = by(kind.name(), variant.name(), rate);
-                if runs.is_empty() {
-                    continue;
-                }
-                let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
-                    Spread::of(runs.iter().map(|r| f(r)))
-                        .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
-                };
-                let lost: u64 = runs.iter().map(|r| r.missing).sum();
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | **{}** in {} runs | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
-                    kind.name(),
-                    variant.name(),
-                    show(&|r| r.answered as f64, 0),
-                    show(&|r| r.stored as f64, 0),
-                    lost,
-                    runs.len(),
-                    show(
-                        &|r| 100.0 * r.committed_at_stop as f64 / r.answered.max(1) as f64,
-                        0
-                    ) + " %",
-                    show(&|r| r.committed_per_s, 0),
-                    show(&|r| f64::from(r.lag_p50_ms), 0),
-                    show(&|r| f64::from(r.lag_p99_ms), 0),
-                    show(&|r| f64::from(r.lag_max_ms), 0),
-                    show(&|r| r.shutdown_ms as f64, 0),
-                    show(&|r| r.dropped as f64, 0),
-                    show(&|r| r.spooled as f64, 0),
-                    show(&|r| r.waited as f64, 0),
-                    show(&|r| r.waits_timed_out as f64, 0),
-                    show(&|r| r.peak_rss_kib as f64 / 1024.0, 1),
-                    if variant == Variant::AuditPostgres {
-                        show(&|r| r.db_cpu_us_per_request, 1)
-                    } else {
-                        "in-process".to_owned()
-                    },
-                );
-            }
-        }
-        let _ = writeln!(out);
     }
     let _ = writeln!(out, "{}", goals(options, results));
     out
 }
 
+/// Throughput, latency and CPU of every kind and variant at one level.
+fn throughput_table(
+    out: &mut String,
+    options: &Options,
+    results: &[RunResult],
+    rate: Option<f64>,
+    level: &str,
+) {
+    let _ = writeln!(out, "### Throughput, latency, CPU — {level}\n");
+    let _ = writeln!(
+        out,
+        "| request | variant | req/s | ÷ bare | ÷ trace | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | + vs bare µs | peak RSS MiB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for &kind in &options.kinds {
+        for &variant in &options.variants {
+            let runs = runs_of(results, kind, variant, rate);
+            if runs.is_empty() {
+                continue;
+            }
+            let show = |f: &dyn Fn(&RunResult) -> Option<f64>, decimals: usize| {
+                Spread::of(runs.iter().filter_map(|r| f(r)))
+                    .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
+            };
+            let ratio = |base: Variant| {
+                move |r: &RunResult| same_round(results, r, base).map(|b| r.rps / b.rps)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                kind.name(),
+                variant.name(),
+                show(&|r| Some(r.rps), 0),
+                show(&ratio(Variant::Bare), 2),
+                show(&ratio(Variant::Trace), 2),
+                show(&|r| Some(f64::from(r.p50_us) / 1000.0), 2),
+                show(&|r| Some(f64::from(r.p99_us) / 1000.0), 2),
+                show(&|r| Some(f64::from(r.p999_us) / 1000.0), 2),
+                show(&|r| Some(r.cpu_us_per_request), 1),
+                show(
+                    &|r| same_round(results, r, Variant::Bare)
+                        .map(|b| r.cpu_us_per_request - b.cpu_us_per_request),
+                    1
+                ),
+                show(&|r| Some(r.peak_rss_kib as f64 / 1024.0), 1),
+            );
+        }
+    }
+}
+
+/// What the storing variants stored, lost, and how fast, at one level.
+fn storage_table(
+    out: &mut String,
+    options: &Options,
+    results: &[RunResult],
+    rate: Option<f64>,
+    level: &str,
+) {
+    let _ = writeln!(out, "\n### Storage — {level}\n");
+    let _ = writeln!(
+        out,
+        "| request | variant | answered | stored after SIGTERM | lost | committed when load stopped | committed rows/s under load | lag p50 ms | lag p99 ms | lag max ms | flush after SIGTERM ms | dropped | spooled | held (timed out) | peak RSS MiB (bound {}) | PostgreSQL CPU µs/req |",
+        options.rss_bound_mib
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for &kind in &options.kinds {
+        for &variant in options.variants.iter().filter(|v| v.stores()) {
+            let runs = runs_of(results, kind, variant, rate);
+            if runs.is_empty() {
+                continue;
+            }
+            let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
+                Spread::of(runs.iter().map(|r| f(r)))
+                    .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
+            };
+            let lost: u64 = runs.iter().map(|r| r.missing).sum();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | **{}** in {} runs | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+                kind.name(),
+                variant.name(),
+                show(&|r| r.answered as f64, 0),
+                show(&|r| r.stored as f64, 0),
+                lost,
+                runs.len(),
+                show(
+                    &|r| 100.0 * r.committed_at_stop as f64 / r.answered.max(1) as f64,
+                    0
+                ) + " %",
+                show(&|r| r.committed_per_s, 0),
+                show(&|r| f64::from(r.lag_p50_ms), 0),
+                show(&|r| f64::from(r.lag_p99_ms), 0),
+                show(&|r| f64::from(r.lag_max_ms), 0),
+                show(&|r| r.shutdown_ms as f64, 0),
+                show(&|r| r.dropped as f64, 0),
+                show(&|r| r.spooled as f64, 0),
+                show(&|r| r.waited as f64, 0),
+                show(&|r| r.waits_timed_out as f64, 0),
+                show(&|r| r.peak_rss_kib as f64 / 1024.0, 1),
+                if variant == Variant::AuditPostgres {
+                    show(&|r| r.db_cpu_us_per_request, 1)
+                } else {
+                    "in-process".to_owned()
+                },
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
+/// The median over rounds, at saturation, of `f` for `kind` and `variant`.
+fn median(
+    results: &[RunResult],
+    kind: Kind,
+    variant: Variant,
+    f: &dyn Fn(&RunResult) -> Option<f64>,
+) -> Option<f64> {
+    let values: Vec<f64> = runs_of(results, kind, variant, None)
+        .into_iter()
+        .filter_map(f)
+        .collect();
+    Spread::of(values).map(|s| s.median)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
 /// The goals, checked against the medians.
 fn goals(options: &Options, results: &[RunResult]) -> String {
     let mut out = String::from("### Goals\n\n");
-    let median = |kind: Kind, variant: Variant, f: &dyn Fn(&RunResult) -> Option<f64>| {
-        let values: Vec<f64> = results
-            .iter()
-            .filter(|r| r.kind == kind.name() && r.variant == variant.name() && r.rate.is_none())
-            .filter_map(f)
-            .collect();
-        Spread::of(values).map(|s| s.median)
-    };
-    let same_round = |r: &RunResult, v: Variant| {
-        results.iter().find(|b| {
-            b.round == r.round && b.kind == r.kind && b.rate == r.rate && b.variant == v.name()
-        })
-    };
     let extra_cpu = |kind, variant| {
-        median(kind, variant, &|r| {
-            same_round(r, Variant::Bare).map(|b| r.cpu_us_per_request - b.cpu_us_per_request)
+        median(results, kind, variant, &|r| {
+            same_round(results, r, Variant::Bare)
+                .map(|b| r.cpu_us_per_request - b.cpu_us_per_request)
         })
     };
-    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
     for kind in [Kind::Get, Kind::Post] {
         if let (Some(audit), Some(trace)) = (
             extra_cpu(kind, Variant::AuditDiscard),
@@ -910,7 +990,7 @@ fn goals(options: &Options, results: &[RunResult]) -> String {
                 out,
                 "- {}: audit-discard adds {audit:.1} µs CPU per request over bare, trace {trace:.1} µs: {}",
                 kind.name(),
-                verdict(audit <= trace)
+                met(audit <= trace)
             );
         }
     }
@@ -927,55 +1007,60 @@ fn goals(options: &Options, results: &[RunResult]) -> String {
         let _ = writeln!(
             out,
             "- {variant}: {lost} records lost over {runs} runs (every level, SIGTERM included): {}",
-            verdict(*lost == 0)
+            met(*lost == 0)
         );
     }
     for (variant, floor) in [(Variant::AuditPostgres, 0.5), (Variant::AuditSqlite, 0.4)] {
-        if let Some(ratio) = median(Kind::Post, variant, &|r| {
-            same_round(r, Variant::Bare).map(|b| r.rps / b.rps)
+        if let Some(ratio) = median(results, Kind::Post, variant, &|r| {
+            same_round(results, r, Variant::Bare).map(|b| r.rps / b.rps)
         }) {
             let _ = writeln!(
                 out,
                 "- {}: POST throughput {ratio:.2} of bare (goal ≥ {floor}): {}",
                 variant.name(),
-                verdict(ratio >= floor)
+                met(ratio >= floor)
             );
         }
     }
     for variant in [Variant::AuditSqlite, Variant::AuditPostgres] {
-        let peak = results
-            .iter()
-            .filter(|r| r.variant == variant.name())
-            .map(|r| r.peak_rss_kib as f64 / 1024.0)
-            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
-        if let Some(peak) = peak {
-            let _ = writeln!(
-                out,
-                "- {}: highest peak RSS {peak:.1} MiB (bound {} MiB): {}",
-                variant.name(),
-                options.rss_bound_mib,
-                verdict(peak < options.rss_bound_mib)
-            );
-        }
-        for kind in [Kind::Get, Kind::Post] {
-            if let (Some(lag), Some(rows)) = (
-                median(kind, variant, &|r| Some(f64::from(r.lag_p99_ms))),
-                median(kind, variant, &|r| Some(r.committed_per_s)),
-            ) {
-                let _ = writeln!(
-                    out,
-                    "- {} {}: capture-to-commit lag p99 {lag:.0} ms (goal < 1,000 ms: {}); {} rows/s committed under load, {:.1}x phoxia-auditlog's 8–10k (goal ≥ 3x: {})",
-                    variant.name(),
-                    kind.name(),
-                    verdict(lag < 1000.0),
-                    group(rows, 0),
-                    rows / 10_000.0,
-                    verdict(rows >= 30_000.0)
-                );
-            }
-        }
+        storage_goals(&mut out, options, results, variant);
     }
     out
+}
+
+/// A storing variant's goals: its peak RSS, and per kind its commit lag and rate.
+fn storage_goals(out: &mut String, options: &Options, results: &[RunResult], variant: Variant) {
+    let peak = results
+        .iter()
+        .filter(|r| r.variant == variant.name())
+        .map(|r| r.peak_rss_kib as f64 / 1024.0)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    if let Some(peak) = peak {
+        let _ = writeln!(
+            out,
+            "- {}: highest peak RSS {peak:.1} MiB (bound {} MiB): {}",
+            variant.name(),
+            options.rss_bound_mib,
+            met(peak < options.rss_bound_mib)
+        );
+    }
+    for kind in [Kind::Get, Kind::Post] {
+        if let (Some(lag), Some(rows)) = (
+            median(results, kind, variant, &|r| Some(f64::from(r.lag_p99_ms))),
+            median(results, kind, variant, &|r| Some(r.committed_per_s)),
+        ) {
+            let _ = writeln!(
+                out,
+                "- {} {}: capture-to-commit lag p99 {lag:.0} ms (goal < 1,000 ms: {}); {} rows/s committed under load, {:.1}x phoxia-auditlog's 8–10k (goal ≥ 3x: {})",
+                variant.name(),
+                kind.name(),
+                met(lag < 1000.0),
+                group(rows, 0),
+                rows / 10_000.0,
+                met(rows >= 30_000.0)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

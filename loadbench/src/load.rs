@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{BoxError, Kind, POLICY_JSON};
+use crate::api::{BEARER, POLICY_JSON, USER_AGENT};
+use crate::{BoxError, Kind};
 
 /// Accounts the requests are spread over, so that a multi-writer pipeline uses its lanes.
 const ACCOUNTS: [&str; 8] = [
@@ -28,9 +29,6 @@ const ACCOUNTS: [&str; 8] = [
     "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
     "b8c9dae0f1a2b3c4d5e6f708192a3b4c",
 ];
-
-const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
-const BEARER: &str = "Bearer Yq6aAzt7RrcbG7Ok3sqkZ_8IFqS2gVYdz6qvEVPQ";
 
 /// One load run against one server.
 #[derive(Clone, Debug)]

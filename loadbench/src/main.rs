@@ -31,7 +31,9 @@
 //! drives a server started by hand, e.g. one running under `valgrind --tool=callgrind` or
 //! `perf record` for a profile.
 
+mod api;
 mod driver;
+mod flags;
 mod load;
 mod server;
 mod stats;
@@ -122,16 +124,16 @@ impl Kind {
             Kind::Post => "POST",
         }
     }
+
+    /// `GET` or `POST`, in any case.
+    fn parse(name: &str) -> Result<Self, BoxError> {
+        match name.to_ascii_uppercase().as_str() {
+            "GET" => Ok(Kind::Get),
+            "POST" => Ok(Kind::Post),
+            _ => Err(format!("invalid kind {name:?}: expected GET or POST").into()),
+        }
+    }
 }
-
-/// The route of one policy (`GET`).
-const ITEM_ROUTE: &str = "/accounts/{account_id}/alerting/v3/policies/{policy_id}";
-
-/// The route of the policy collection (`POST` creates one).
-const COLLECTION_ROUTE: &str = "/accounts/{account_id}/alerting/v3/policies";
-
-/// The `POST` body: an alerting policy of about half a kilobyte (the layer benchmark's).
-const POLICY_JSON: &str = r#"{"name":"Origin error rate alert for production zones","description":"Notify the on-call team when the origin error rate of the production zones stays above the threshold for five consecutive minutes.","enabled":true,"alert_type":"http_alert_origin_error","filters":{"services":["cdn","load_balancing","waf"],"zones":["023e105f4ecef8ad9ca31a8372d0c353","9a7806061c88ada191ed06f989cc3dac"]},"mechanisms":{"webhooks":[{"id":"85c0a0c3b1a44d4b8b5e4e7c3e5f2d11","url":"https://hooks.example.com/services/T024BE7LD/B0AL6Q4HK/1ZPmNfZtLxJcLkVJvGEFwAZx"}]}}"#;
 
 /// What the server reports when it exits, read by the driver.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]

@@ -16,14 +16,14 @@ use audit_store::model::{
 use audit_store::pipeline::{self, IngestSink};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use audit_store::{PostgresStore, SqliteStore};
-use axum::extract::Path;
+use axum::Router;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::{BoxError, COLLECTION_ROUTE, ITEM_ROUTE, ServerReport, Variant, unix_ms};
+use crate::api::{COLLECTION_ROUTE, ITEM_ROUTE, create_policy, get_policy};
+use crate::flags::Flags;
+use crate::{BoxError, ServerReport, Variant, unix_ms};
 
 /// The API description the audit variants compile their policy from. Only leaves are marked
 /// auditable: `description`, the webhook `url` and the query are never recorded.
@@ -96,67 +96,6 @@ const SPEC: &str = r##"{
   }
 }"##;
 
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Policy {
-    name: String,
-    description: String,
-    enabled: bool,
-    alert_type: String,
-    filters: Filters,
-    mechanisms: Mechanisms,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Filters {
-    services: Vec<String>,
-    zones: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Mechanisms {
-    webhooks: Vec<Webhook>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "parsed like a handler would, not read")]
-struct Webhook {
-    id: String,
-    url: String,
-}
-
-#[derive(Serialize)]
-struct PolicyView {
-    id: String,
-    name: &'static str,
-    enabled: bool,
-}
-
-#[derive(Serialize)]
-struct Created {
-    id: &'static str,
-}
-
-async fn get_policy(Path((_account_id, policy_id)): Path<(String, String)>) -> Json<PolicyView> {
-    Json(PolicyView {
-        id: policy_id,
-        name: "Origin error rate alert for production zones",
-        enabled: true,
-    })
-}
-
-async fn create_policy(
-    Path(_account_id): Path<String>,
-    Json(policy): Json<Policy>,
-) -> Json<Created> {
-    std::hint::black_box(&policy);
-    Json(Created {
-        id: "0da2b59e-f118-439d-8097-bdfb215203c9",
-    })
-}
-
 /// The handlers every variant shares.
 fn app() -> Router {
     Router::new()
@@ -191,24 +130,19 @@ impl ServeArgs {
         let mut spool_budget = 256 << 20;
         let mut backpressure_ms = 0;
         let mut writers = 0;
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--variant" => variant = Some(Variant::parse(&value()?)?),
-                "--listen" => listen = Some(value()?.parse()?),
-                "--report" => report = Some(PathBuf::from(value()?)),
-                "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
-                "--postgres-url" => postgres_url = Some(value()?),
-                "--queue-capacity" => queue_capacity = value()?.parse()?,
-                "--batch-size" => batch_size = value()?.parse()?,
-                "--spool-budget" => spool_budget = value()?.parse()?,
-                "--backpressure" => backpressure_ms = value()?.parse()?,
-                "--writers" => writers = value()?.parse()?,
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.flag() {
+            match flag {
+                "--variant" => variant = Some(Variant::parse(flags.value(flag)?)?),
+                "--listen" => listen = Some(flags.parse(flag)?),
+                "--report" => report = Some(PathBuf::from(flags.value(flag)?)),
+                "--data-dir" => data_dir = Some(PathBuf::from(flags.value(flag)?)),
+                "--postgres-url" => postgres_url = Some(flags.value(flag)?.to_owned()),
+                "--queue-capacity" => queue_capacity = flags.parse(flag)?,
+                "--batch-size" => batch_size = flags.parse(flag)?,
+                "--spool-budget" => spool_budget = flags.parse(flag)?,
+                "--backpressure" => backpressure_ms = flags.parse(flag)?,
+                "--writers" => writers = flags.parse(flag)?,
                 other => return Err(format!("serve: unknown option {other:?}").into()),
             }
         }
@@ -244,58 +178,30 @@ struct Ingest {
     commits: Arc<Mutex<CommitLog>>,
 }
 
+impl Ingest {
+    /// Flushes the pipeline and notes its counters and commit log in `report`.
+    async fn finish(self, report: &mut ServerReport) -> Result<(), BoxError> {
+        self.sink.shutdown().await;
+        self.worker.await?;
+        let metrics = self.sink.metrics();
+        report.enqueued = metrics.enqueued;
+        report.stored = metrics.stored;
+        report.dropped = metrics.dropped;
+        report.spooled = metrics.spooled;
+        report.waited = metrics.waited;
+        report.waits_timed_out = metrics.waits_timed_out;
+        report.gap_records = metrics.gap_records;
+        let log = std::mem::take(&mut *self.commits.lock().unwrap_or_else(PoisonError::into_inner));
+        report.lags_ms = log.lags_ms;
+        report.commits = log.commits;
+        Ok(())
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     std::fs::create_dir_all(&args.data_dir)?;
-    // Every variant but `trace` logs warnings to stderr only: INFO call sites stay disabled.
-    let mut _trace_guard = None;
-    if args.variant == Variant::Trace {
-        let appender = tracing_appender::rolling::never(&args.data_dir, "trace.log");
-        let (writer, guard) = tracing_appender::non_blocking(appender);
-        tracing_subscriber::fmt()
-            .with_max_level(Level::INFO)
-            .with_ansi(false)
-            .with_writer(writer)
-            .init();
-        _trace_guard = Some(guard);
-    } else {
-        tracing_subscriber::fmt()
-            .with_max_level(Level::WARN)
-            .with_ansi(false)
-            .with_writer(std::io::stderr)
-            .init();
-    }
-
-    let mut ingest = None;
-    let app = match args.variant {
-        Variant::Bare => app(),
-        Variant::Trace => app().layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        ),
-        Variant::AuditDiscard => app().layer(AuditLayer::new(spec()?).sink(DiscardSink)),
-        Variant::AuditSqlite => {
-            let store = SqliteStore::open(args.data_dir.join("audit.db")).await?;
-            store.migrate().await?;
-            let built = start_pipeline(store, &args, 1).await?;
-            let app = app().layer(AuditLayer::new(spec()?).sink(built.sink.clone()));
-            ingest = Some(built);
-            app
-        }
-        Variant::AuditPostgres => {
-            let url = args
-                .postgres_url
-                .as_deref()
-                .ok_or("audit-postgres needs --postgres-url")?;
-            let store = PostgresStore::connect(url).await?;
-            store.migrate().await?;
-            let built = start_pipeline(store, &args, 3).await?;
-            let app = app().layer(AuditLayer::new(spec()?).sink(built.sink.clone()));
-            ingest = Some(built);
-            app
-        }
-        Variant::Rune => app().layer(rune_axum_audit::AuditLayer::new(RuneStdout)),
-    };
+    let trace_guard = init_tracing(&args);
+    let (app, ingest) = stack(&args).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     axum::serve(
@@ -313,33 +219,82 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
 
     let flush_started = Instant::now();
     let mut report = ServerReport::default();
-    if let Some(Ingest {
-        sink,
-        worker,
-        commits,
-    }) = ingest
-    {
-        sink.shutdown().await;
-        worker.await?;
-        let metrics = sink.metrics();
-        report.enqueued = metrics.enqueued;
-        report.stored = metrics.stored;
-        report.dropped = metrics.dropped;
-        report.spooled = metrics.spooled;
-        report.waited = metrics.waited;
-        report.waits_timed_out = metrics.waits_timed_out;
-        report.gap_records = metrics.gap_records;
-        let log = std::mem::take(&mut *commits.lock().unwrap_or_else(PoisonError::into_inner));
-        report.lags_ms = log.lags_ms;
-        report.commits = log.commits;
+    if let Some(ingest) = ingest {
+        ingest.finish(&mut report).await?;
     }
     report.shutdown_ms = u64::try_from(flush_started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    drop(_trace_guard);
+    drop(trace_guard);
     let (cpu_ticks, peak_rss_kib) = crate::driver::process_usage(std::process::id())?;
     report.cpu_ticks = cpu_ticks;
     report.peak_rss_kib = peak_rss_kib;
     std::fs::write(&args.report, serde_json::to_vec(&report)?)?;
     Ok(())
+}
+
+/// The `trace` variant logs at INFO into a non-blocking file appender (its guard is returned,
+/// to flush at exit); every other variant logs warnings to stderr only, so INFO call sites
+/// stay disabled.
+fn init_tracing(args: &ServeArgs) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    if args.variant == Variant::Trace {
+        let appender = tracing_appender::rolling::never(&args.data_dir, "trace.log");
+        let (writer, guard) = tracing_appender::non_blocking(appender);
+        tracing_subscriber::fmt()
+            .with_max_level(Level::INFO)
+            .with_ansi(false)
+            .with_writer(writer)
+            .init();
+        Some(guard)
+    } else {
+        tracing_subscriber::fmt()
+            .with_max_level(Level::WARN)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+        None
+    }
+}
+
+/// The handlers behind the variant's stack, and the pipeline of the storing variants.
+async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
+    Ok(match args.variant {
+        Variant::Bare => (app(), None),
+        Variant::Trace => (
+            app().layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            ),
+            None,
+        ),
+        Variant::AuditDiscard => (
+            app().layer(AuditLayer::new(spec()?).sink(DiscardSink)),
+            None,
+        ),
+        Variant::AuditSqlite => {
+            let store = SqliteStore::open(args.data_dir.join("audit.db")).await?;
+            store.migrate().await?;
+            audited(start_pipeline(store, args, 1).await?)?
+        }
+        Variant::AuditPostgres => {
+            let url = args
+                .postgres_url
+                .as_deref()
+                .ok_or("audit-postgres needs --postgres-url")?;
+            let store = PostgresStore::connect(url).await?;
+            store.migrate().await?;
+            audited(start_pipeline(store, args, 3).await?)?
+        }
+        Variant::Rune => (
+            app().layer(rune_axum_audit::AuditLayer::new(RuneStdout)),
+            None,
+        ),
+    })
+}
+
+/// The handlers behind the audit layer, into the pipeline.
+fn audited(ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
+    let app = app().layer(AuditLayer::new(spec()?).sink(ingest.sink.clone()));
+    Ok((app, Some(ingest)))
 }
 
 /// rune-axum-audit's own `StdoutSink`, made `Clone`: its `AuditLayer` derives `Clone` with a

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +18,8 @@ use audit_layer::record::{
 };
 use audit_store::chain::ChainKeys;
 use audit_store::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
+    COLUMNS, ChainHead, ChainRow, ChainScope, Checkpoint, ColumnType, PageRow, RecordQuery,
+    StoredRecord,
 };
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
@@ -30,11 +31,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+/// SplitMix64, the benchmarks' generator (`benches/support` owns it): the same data on every
+/// run.
+#[path = "../../benches/support/rng.rs"]
+mod rng;
+
+pub(crate) use rng::Rng;
+
 /// What every test returns.
 pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The environment variable naming the PostgreSQL server the Postgres tests use.
 pub(crate) const POSTGRES_URL_VAR: &str = "AUDIT_TEST_POSTGRES_URL";
+
+/// The environment variable naming the Python (with the `cloudflare` SDK) of `sdk_compat`.
+pub(crate) const SDK_PYTHON_VAR: &str = "AUDIT_SDK_PYTHON";
 
 /// No test may take longer than this; a hang fails instead of stalling the run.
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
@@ -43,39 +54,96 @@ pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(25);
 /// of route tests against every session store.
 ///
 /// Each name must be an `async fn name<S: ChainedStore>(fx: &Fixture<S>) -> TestResult` in the
-/// invoking file. The macro generates `mod sqlite` and `mod postgres`, each holding one
+/// invoking module. The macro generates `mod sqlite` and `mod postgres`, each holding one
 /// `#[tokio::test]` per name that sets up a fresh database for that backend, runs the body
 /// (with a time limit) and tears the database down again. Without `AUDIT_TEST_POSTGRES_URL`
-/// the Postgres instances print why they were skipped and pass.
+/// the Postgres instances are skipped (see [`skip`]).
+///
+/// `backend_tests!(limit = LIMIT; names...)` gives bodies that take longer than
+/// [`TEST_TIMEOUT`] a limit of their own, and a multi-threaded runtime.
+#[allow(
+    unused_macros,
+    reason = "not every test binary that shares this module uses it"
+)]
 macro_rules! backend_tests {
-    (@backend $module:ident, $backend:ident, $($test:ident),+) => {
+    (@backend $module:ident, $backend:ident, $attribute:meta, $limit:expr, $($test:ident),+) => {
         mod $module {
             $(
-                #[tokio::test]
+                #[$attribute]
                 async fn $test() -> $crate::common::TestResult {
                     let Some(fixture) =
                         <$crate::common::$backend as $crate::common::Backend>::setup().await?
                     else {
                         return Ok(());
                     };
-                    let outcome = $crate::common::time_limit(super::$test(&fixture)).await;
+                    let outcome = $crate::common::time_limit($limit, super::$test(&fixture)).await;
                     fixture.teardown().await?;
                     outcome
                 }
             )+
         }
     };
+    (limit = $limit:expr; $($test:ident),+ $(,)?) => {
+        backend_tests!(
+            @backend sqlite, Sqlite, tokio::test(flavor = "multi_thread", worker_threads = 2),
+            $limit, $($test),+
+        );
+        backend_tests!(
+            @backend postgres, Postgres, tokio::test(flavor = "multi_thread", worker_threads = 2),
+            $limit, $($test),+
+        );
+    };
     ($($test:ident),+ $(,)?) => {
-        backend_tests!(@backend sqlite, Sqlite, $($test),+);
-        backend_tests!(@backend postgres, Postgres, $($test),+);
+        backend_tests!(@backend sqlite, Sqlite, tokio::test, $crate::common::TEST_TIMEOUT, $($test),+);
+        backend_tests!(
+            @backend postgres, Postgres, tokio::test, $crate::common::TEST_TIMEOUT, $($test),+
+        );
     };
 }
 
-/// Runs a test body, failing it if it takes longer than [`TEST_TIMEOUT`].
-pub(crate) async fn time_limit<T>(body: impl Future<Output = TestResult<T>>) -> TestResult<T> {
-    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+/// Runs a test body, failing it if it takes longer than `limit`.
+pub(crate) async fn time_limit<T>(
+    limit: Duration,
+    body: impl Future<Output = TestResult<T>>,
+) -> TestResult<T> {
+    match tokio::time::timeout(limit, body).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!("test did not finish within {TEST_TIMEOUT:?}").into()),
+        Err(_) => Err(format!("test did not finish within {limit:?}").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that cannot run here
+// ---------------------------------------------------------------------------------------------
+
+/// Says that the calling test cannot run here, because of `why`, and lets it return.
+///
+/// Under CI (the variable `CI` is `true`) a test that cannot run must not pass: this panics,
+/// naming the test, `what` could not run, why, and the fix. Elsewhere the test is skipped: one
+/// line `SKIPPED <test>: <why>` goes straight to the process's stderr (libtest captures only
+/// `print!` and `eprint!`, so the line shows in `cargo test`'s output) and the caller returns.
+pub(crate) fn skip(what: &str, why: &str) {
+    let current = std::thread::current();
+    // libtest runs each test on a thread named after it.
+    let test = current.name().unwrap_or("a test");
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!(
+            "{test}: {what} cannot run under CI: {why}. Set the variable it needs \
+             (`bash .ci/run` sets both {POSTGRES_URL_VAR} and {SDK_PYTHON_VAR})"
+        );
+    }
+    let _ = writeln!(io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The value of the environment variable `var`; `None`, after [`skip`] for `what`, when it is
+/// unset or blank.
+pub(crate) fn env_or_skip(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => Some(value),
+        _ => {
+            skip(what, &format!("{var} is not set"));
+            None
+        }
     }
 }
 
@@ -114,30 +182,15 @@ pub(crate) struct DbRow {
     pub(crate) record: String,
 }
 
-/// The typed columns compared against [`StoredRecord`], in this order (everything but `id`
-/// and `record`).
-pub(crate) const TEXT_COLUMNS: [&str; 20] = [
-    "account_id",
-    "account_name",
-    "zone_id",
-    "zone_name",
-    "action_type",
-    "action_result",
-    "actor_email",
-    "actor_id",
-    "actor_ip_address",
-    "actor_type",
-    "actor_context",
-    "actor_token_id",
-    "actor_token_name",
-    "raw_ray_id",
-    "raw_method",
-    "raw_uri",
-    "resource_id",
-    "resource_product",
-    "resource_type",
-    "resource_scope",
-];
+/// The text columns compared against [`StoredRecord`], in [`COLUMNS`] order: all but
+/// `record` (`id`, `time_ms` and `raw_status_code` are not text).
+pub(crate) fn text_columns() -> Vec<&'static str> {
+    COLUMNS
+        .iter()
+        .filter(|c| c.ty == ColumnType::Text && c.name != "record")
+        .map(|c| c.name)
+        .collect()
+}
 
 impl Db {
     /// Every row, ordered by time then id.
@@ -171,14 +224,14 @@ impl Db {
             .collect())
     }
 
-    /// `time_ms`, `raw_status_code` and the [`TEXT_COLUMNS`] of the row with `id`.
+    /// `time_ms`, `raw_status_code` and the [`text_columns`] of the row with `id`.
     pub(crate) async fn columns(
         &self,
         id: Uuid,
     ) -> TestResult<Option<(i64, i32, Vec<Option<String>>)>> {
         let select = format!(
             "SELECT time_ms, raw_status_code, {} FROM audit_logs WHERE id = ",
-            TEXT_COLUMNS.join(", ")
+            text_columns().join(", ")
         );
         match self {
             Self::Sqlite(pool) => {
@@ -226,8 +279,9 @@ macro_rules! row_access {
     ($row:ty) => {
         impl RowAccess for $row {
             fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)> {
-                let mut texts = Vec::with_capacity(TEXT_COLUMNS.len());
-                for i in 0..TEXT_COLUMNS.len() {
+                let count = text_columns().len();
+                let mut texts = Vec::with_capacity(count);
+                for i in 0..count {
                     texts.push(self.try_get::<Option<String>, _>(i + 2)?);
                 }
                 Ok((self.try_get(0)?, self.try_get(1)?, texts))
@@ -340,15 +394,9 @@ async fn drop_schema(url: &str, schema: &str) -> TestResult {
     Ok(())
 }
 
-/// The Postgres URL for tests, or `None` (after saying so on stderr) when it is not set.
+/// The Postgres URL for tests, or `None` (after [`skip`]) when it is not set.
 pub(crate) fn postgres_url() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: {POSTGRES_URL_VAR} is not set");
-            None
-        }
-    }
+    env_or_skip(POSTGRES_URL_VAR, "a PostgreSQL test")
 }
 
 impl Backend for Postgres {
@@ -400,9 +448,21 @@ pub(crate) async fn sqlite() -> TestResult<Fixture<SqliteStore>> {
 /// `2025-03-10T09:00:00.000Z`: a fixed base time for records whose time matters.
 pub(crate) const BASE_MS: i64 = 1_741_597_200_000;
 
-/// Milliseconds since the epoch of an RFC 3339 time.
-pub(crate) fn ms(rfc3339: &str) -> TestResult<i64> {
-    Ok(rfc3339.parse::<Timestamp>()?.unix_millis())
+/// Milliseconds since the epoch of an RFC 3339 time (a test's constant: a typo panics).
+pub(crate) fn ms(rfc3339: &str) -> i64 {
+    rfc3339
+        .parse::<Timestamp>()
+        .expect("a valid test time")
+        .unix_millis()
+}
+
+/// A UUIDv7 for a record at `time_ms`, its random bits drawn from `rng`: records of the same
+/// millisecond order by them, not by when they were made.
+pub(crate) fn record_id(rng: &mut Rng, time_ms: i64) -> Uuid {
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
+    random[8..].copy_from_slice(&rng.next_u64().to_be_bytes()[..2]);
+    uuid::Builder::from_unix_timestamp_millis(time_ms as u64, &random).into_uuid()
 }
 
 /// A typical record of `account` at `time_ms`, with a fresh id. Records of the same account
