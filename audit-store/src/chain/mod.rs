@@ -16,7 +16,7 @@
 //! linear chain per account.
 //!
 //! Periodically (see [`PipelineBuilder::checkpoints`](crate::pipeline::PipelineBuilder::checkpoints))
-//! the store signs a [`Checkpoint`] per account with Ed25519: the account, its last sequence
+//! the store signs a [`Checkpoint`](crate::model::Checkpoint) per account with Ed25519: the account, its last sequence
 //! number, the head hash and the time. Checkpoints are also handed to a [`CheckpointSink`], to
 //! be kept outside the database: the newest one is what reveals that the newest records were
 //! deleted. Retention leaves a signed *anchor* where an account's chain now starts.

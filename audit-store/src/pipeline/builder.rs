@@ -211,7 +211,7 @@ impl<S: ChainedStore> PipelineBuilder<S> {
     /// queue holds at most a few batches' worth, so the capture-to-commit lag stays near the
     /// time the store takes to write them. A request that waited `max_wait` goes on anyway,
     /// and its record takes the usual path (the queue's remaining quarter, else the spool's
-    /// overflow); [`PipelineMetrics::waited`] and [`PipelineMetrics::waits_timed_out`] count
+    /// overflow); [`PipelineMetrics::waited`](super::PipelineMetrics::waited) and [`PipelineMetrics::waits_timed_out`](super::PipelineMetrics::waits_timed_out) count
     /// both. Waiting requests are woken as soon as a writer takes a batch off the queue, or
     /// when the pipeline shuts down. Requests of unaudited operations never wait.
     ///

@@ -23,7 +23,7 @@
 //!
 //! # What happens to a record
 //!
-//! [`IngestSink::submit`] puts the record on a bounded in-memory queue and returns at once:
+//! [`IngestSink::submit`](audit_layer::AuditSink::submit) puts the record on a bounded in-memory queue and returns at once:
 //! a request never waits for storage. The pipeline takes records off the queue in batches
 //! (by size, or after a short interval), fills in account and zone names from the
 //! application's [`Directory`] through a cache, and writes each batch in one transaction.

@@ -171,7 +171,7 @@ impl IngestSink {
     }
 
     /// Stops accepting records, writes (or spools) everything accepted, and waits until the
-    /// pipeline's [`run`](Pipeline::run) has finished. Records submitted afterwards are
+    /// pipeline's [`run`](super::Pipeline::run) has finished. Records submitted afterwards are
     /// dropped and counted.
     pub async fn shutdown(&self) {
         let finished = self.shared.done.notified();

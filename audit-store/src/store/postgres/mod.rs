@@ -41,7 +41,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The monthly partitions known to exist.
     partitions: Arc<Partitions>,
-    /// Set: every record is chained (see [`chain`]).
+    /// Set: every record is chained (see [`chain`](crate::chain)).
     chain: Option<Arc<ChainKeys>>,
 }
 
@@ -57,7 +57,7 @@ impl PostgresStore {
     }
 
     /// Chains every record this store writes into its account's hash chain, sealed and
-    /// checkpointed with `keys` (see [`chain`]). Every instance writing to
+    /// checkpointed with `keys` (see [`chain`](crate::chain)). Every instance writing to
     /// the database must use the same keys.
     #[must_use]
     pub fn chained(mut self, keys: ChainKeys) -> Self {

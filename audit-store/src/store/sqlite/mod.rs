@@ -56,7 +56,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Rows written since the planner's statistics were last refreshed.
     unanalyzed: Arc<AtomicU64>,
-    /// Set: every record is chained (see [`chain`]).
+    /// Set: every record is chained (see [`chain`](crate::chain)).
     chain: Option<Arc<ChainKeys>>,
     /// The task checkpointing the WAL, for stores opened by this module; ends with the last
     /// clone of the store.
@@ -82,7 +82,7 @@ impl SqliteStore {
     }
 
     /// Chains every record this store writes into its account's hash chain, sealed and
-    /// checkpointed with `keys` (see [`chain`]).
+    /// checkpointed with `keys` (see [`chain`](crate::chain)).
     ///
     /// ```no_run
     /// use audit_store::SqliteStore;
