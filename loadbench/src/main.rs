@@ -37,6 +37,7 @@ mod flags;
 mod load;
 mod server;
 mod stats;
+mod usage;
 
 use std::process::ExitCode;
 

@@ -224,7 +224,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     }
     report.shutdown_ms = u64::try_from(flush_started.elapsed().as_millis()).unwrap_or(u64::MAX);
     drop(trace_guard);
-    let (cpu_ticks, peak_rss_kib) = crate::driver::process_usage(std::process::id())?;
+    let (cpu_ticks, peak_rss_kib) = crate::usage::process_usage(std::process::id())?;
     report.cpu_ticks = cpu_ticks;
     report.peak_rss_kib = peak_rss_kib;
     std::fs::write(&args.report, serde_json::to_vec(&report)?)?;
