@@ -232,6 +232,8 @@ impl Capture {
                 status_code: status,
                 uri: capture.uri,
                 user_agent: capture.user_agent,
+                client_request_id: None,
+                client_gone: false,
             },
             resource: Resource {
                 id: clean(identity.resource_id).or(capture.ids.resource),

@@ -197,6 +197,10 @@ pub enum ActionType {
     /// (the queue was full or the spool out of budget). The description says how many and
     /// between which times; `resource.request` holds `{"lost", "first", "last"}`.
     Gap,
+    /// Stands for records the layer coalesced instead of recording each one (failed
+    /// authentication beyond a rate, per source and account): the description and
+    /// `resource.request` say how many, from where, to what, and between which times.
+    Summary,
 }
 
 impl ActionType {
@@ -227,6 +231,7 @@ impl ActionType {
             Self::Login => "login",
             Self::Logout => "logout",
             Self::Gap => "gap",
+            Self::Summary => "summary",
         }
     }
 }
@@ -249,11 +254,12 @@ impl std::str::FromStr for ActionType {
             "login" => Self::Login,
             "logout" => Self::Logout,
             "gap" => Self::Gap,
+            "summary" => Self::Summary,
             _ => {
                 return Err(UnknownVariant::new(
                     "action type",
                     s,
-                    "view, create, update, delete, login, logout, gap",
+                    "view, create, update, delete, login, logout, gap, summary",
                 ));
             }
         })
@@ -426,6 +432,15 @@ pub struct Raw {
     /// The `User-Agent` header, control characters escaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The request id the client sent, when the layer did not take it as `ray_id` (it came
+    /// from a peer that is not a trusted proxy). **Unverified**: anyone can send any value;
+    /// useful only to match a client's own logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
+    /// The client went away before the whole response was sent. The handler completed: the
+    /// status and result are its own (a handler that did not complete is recorded `499`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_gone: bool,
 }
 
 /// What an action touched.
@@ -788,6 +803,8 @@ mod tests {
                 status_code: 200,
                 uri: "/".into(),
                 user_agent: None,
+                client_request_id: None,
+                client_gone: false,
             },
             resource: Resource::default(),
             zone: None,

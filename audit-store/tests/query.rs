@@ -302,7 +302,11 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
     }
     let method = match kind {
         ActionType::View => *rng.pick(&["GET", "GET", "HEAD"]),
-        ActionType::Create | ActionType::Login | ActionType::Logout | ActionType::Gap => "POST",
+        ActionType::Create
+        | ActionType::Login
+        | ActionType::Logout
+        | ActionType::Gap
+        | ActionType::Summary => "POST",
         ActionType::Update => *rng.pick(&["PUT", "PATCH"]),
         ActionType::Delete => "DELETE",
     };
@@ -365,6 +369,8 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
                 rng.pick(&["curl/8.5.0", "cloudflare-python/5.0", "Mozilla/5.0"])
                     .to_string(),
             ),
+            client_request_id: None,
+            client_gone: false,
         },
         resource: Resource {
             id: resource_id,

@@ -87,6 +87,8 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
             status_code: status,
             uri: format!("/accounts/{account}/alerting/v3/policies/{policy}"),
             user_agent: Some("cloudflare-python".to_owned()),
+            client_request_id: None,
+            client_gone: false,
         },
         resource: Resource {
             id: Some(policy),

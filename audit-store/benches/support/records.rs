@@ -141,6 +141,8 @@ impl World {
                 status_code: status,
                 uri,
                 user_agent: Some(principal.user_agent.to_owned()),
+                client_request_id: None,
+                client_gone: false,
             },
             resource: Resource {
                 id: resource_id,

@@ -135,6 +135,8 @@ pub(super) fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord 
             status_code: 500,
             uri: "-".into(),
             user_agent: None,
+            client_request_id: None,
+            client_gone: false,
         },
         resource: Resource {
             id: None,

@@ -498,6 +498,8 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
             status_code: 200,
             uri: "/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned(),
             user_agent: Some("curl/8.5.0".to_owned()),
+            client_request_id: None,
+            client_gone: false,
         },
         resource: Resource {
             id: Some("pol_1".to_owned()),
