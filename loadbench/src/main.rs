@@ -58,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 /// Errors of the benchmark, as text for a person.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use audit_layer::BoxError;
 
 /// The variants, in the order the tables list them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

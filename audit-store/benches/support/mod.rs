@@ -16,7 +16,7 @@ pub(crate) mod world;
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use audit_layer::BoxError;
 pub(crate) type BoxResult<T> = Result<T, BoxError>;
 
 /// Runs a load harness: parses its command line (a usage error exits with 2), then `run` on a
