@@ -134,9 +134,9 @@ struct Brief {
     record: Value,
 }
 
-/// `account`'s log in the [`log_window`] that matches `filters`, read in pages of 100 and
-/// kept as [`Brief`]s.
-async fn census(api: &Api, account: &str, filters: &[(&str, &str)]) -> Vec<Brief> {
+/// The part of acc_demo's log in the [`log_window`] that `filters` select, read with alice's
+/// token in pages of 100 and kept as [`Brief`]s.
+async fn census(api: &Api, filters: &[(&str, &str)]) -> Vec<Brief> {
     let (since, before) = log_window();
     let mut cursor: Option<String> = None;
     let mut briefs = Vec::new();
@@ -150,7 +150,7 @@ async fn census(api: &Api, account: &str, filters: &[(&str, &str)]) -> Vec<Brief
         if let Some(cursor) = &cursor {
             query.push(("cursor", cursor.as_str()));
         }
-        let path = format!("/accounts/{account}/logs/audit");
+        let path = format!("/accounts/{DEMO}/logs/audit");
         let reply = api
             .call(Method::GET, &path, &query, &Auth::admin(), None)
             .await;
@@ -169,6 +169,7 @@ async fn census(api: &Api, account: &str, filters: &[(&str, &str)]) -> Vec<Brief
     }
 }
 
+/// `value` with every string longer than 256 characters cut to its first 256 and `…`.
 fn shrink(value: Value) -> Value {
     match value {
         Value::String(s) if s.len() > 256 => {
@@ -369,7 +370,7 @@ async fn an_anonymous_flood_on_acc_demo_is_coalesced_into_counted_summaries() {
 
     let demo = restart(&mut demo, dir.path()).await;
     let api = Api::new(&demo);
-    let briefs = census(&api, DEMO, &[]).await;
+    let briefs = census(&api, &[]).await;
     let (individual, summaries) = failures_from(&briefs, "127.0.0.1", &[401]);
     let windows =
         (outcome.elapsed.as_secs_f64() / FAILED_AUTH_WINDOW.as_secs_f64()).ceil() as usize + 1;
@@ -561,7 +562,7 @@ async fn stalled_anonymous_bodies_are_answered_408_or_503_and_hold_bounded_memor
 
     let demo = restart(&mut demo, dir.path()).await;
     let api = Api::new(&demo);
-    let briefs = census(&api, DEMO, &[("raw_method", "POST")]).await;
+    let briefs = census(&api, &[]).await;
     let (individual, summaries) = failures_from(&briefs, "127.0.0.1", &[408, 503]);
     let summarized: u64 = summaries.iter().map(|s| s.count).sum();
     assert_eq!(
@@ -593,7 +594,7 @@ async fn write_and_leave(addr: std::net::SocketAddr, name: &str, linger: Duratio
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     if linger < Duration::from_millis(10) {
-        // A busy wait: a timer would not wake within the millisecond.
+        // Blocks the worker for under two milliseconds: a timer would not wake that soon.
         std::thread::sleep(linger);
     } else {
         tokio::time::sleep(linger).await;
@@ -621,7 +622,7 @@ async fn records_of_writes(api: &Api, created: &[String]) -> BTreeMap<String, Va
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen = usize::MAX;
     loop {
-        let records: BTreeMap<String, Value> = census(api, DEMO, &[("raw_method", "POST")])
+        let records: BTreeMap<String, Value> = census(api, &[("raw_method", "POST")])
             .await
             .into_iter()
             .filter_map(|b| {
@@ -935,7 +936,7 @@ async fn a_percent_encoded_path_is_recorded_as_routed_and_found_by_raw_uri() {
         routed.as_str(),
         "raw.uri is not the path as the router decoded it"
     );
-    let found = census(&api, DEMO, &[("raw_uri", routed.as_str())]).await;
+    let found = census(&api, &[("raw_uri", routed.as_str())]).await;
     assert!(
         found
             .iter()
@@ -1192,7 +1193,7 @@ async fn measure_issue_18_figures() {
     let outcome = flood(demo.base(), &spec).await;
     let demo = restart(&mut demo, dir.path()).await;
     let api = Api::new(&demo);
-    let briefs = census(&api, DEMO, &[]).await;
+    let briefs = census(&api, &[]).await;
     let (individual, summaries) = failures_from(&briefs, "127.0.0.1", &[401]);
     let bytes: usize = briefs.iter().map(|b| b.bytes).sum();
     let largest = briefs.iter().map(|b| b.bytes).max().unwrap_or(0);
