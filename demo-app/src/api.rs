@@ -20,6 +20,9 @@ pub(crate) enum ApiError {
     Unauthenticated,
     /// `401`: a login with a wrong email or password (the same answer for both).
     InvalidCredentials,
+    /// `403`: the caller is authenticated, but not in the way this operation needs; the
+    /// message says which way it does.
+    Forbidden(&'static str),
     /// `404`: the named kind of thing does not exist, or the caller may not see it.
     NotFound(&'static str),
     /// `409`: the request conflicts with what exists; the message says what.
@@ -49,6 +52,7 @@ impl IntoResponse for ApiError {
                 10001,
                 "invalid email or password".into(),
             ),
+            Self::Forbidden(message) => (StatusCode::FORBIDDEN, 9109, message.to_owned()),
             Self::NotFound(what) => (StatusCode::NOT_FOUND, 7003, format!("{what} not found")),
             Self::Conflict(message) => (StatusCode::CONFLICT, 1061, message),
             Self::Internal => (

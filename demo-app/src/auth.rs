@@ -7,7 +7,8 @@
 //! - `Authorization: Bearer <token>` is an API token (`actor.context: api_token`); it acts on
 //!   the one account it was created in.
 //! - the `demo_session` cookie set by `POST /login` is a dashboard session
-//!   (`actor.context: dash`); it acts on every account its user is a member of.
+//!   (`actor.context: dash`); it acts on every account its user is a member of, and on the
+//!   user's own invitations (`/user/invites`), which no API token may answer.
 //! - anything else is answered `401` — still audited, with the actor unknown and its IP known.
 //!
 //! Access is checked here, before any handler runs, from the path's `{account_id}` and
@@ -252,7 +253,8 @@ async fn by_session(db: &Db, session: &str) -> Result<Option<Principal>, ApiErro
     }))
 }
 
-/// The accounts `user_id` is a member of, oldest membership first.
+/// The accounts `user_id` is a member of, oldest membership first. A pending invitation is
+/// not a membership: it grants nothing until the user accepts it.
 pub(crate) async fn accounts_of(db: &Db, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
     on_db!(db, p => sqlx::query_scalar(
         "SELECT account_id FROM members WHERE user_id = $1 ORDER BY created_ms, account_id",

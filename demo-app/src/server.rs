@@ -18,7 +18,7 @@ use crate::state::AppState;
 
 /// Opens the databases, seeds, and serves until SIGINT or SIGTERM.
 pub(crate) async fn start(config: Config) -> Result<(), StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+    create_private_dir(&config.data_dir).map_err(|e| {
         StartError::Config(format!(
             "invalid value for --data-dir/DEMO_DATA_DIR: cannot create {}: {e}",
             config.data_dir.display()
@@ -59,6 +59,16 @@ pub(crate) async fn start(config: Config) -> Result<(), StartError> {
             serve(config, state, store, &described, &where_, &seeded).await
         }
     }
+}
+
+/// Creates `dir` and its missing parents, accessible by the owner only: it holds the
+/// databases, the spool and the chain's secret. An existing directory is left as it is.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// The app's database, and where it is, for people (a URL without its password).

@@ -36,10 +36,28 @@ const SETTINGS: [&str; 10] = [
 // The binary
 // ---------------------------------------------------------------------------------------------
 
-/// The `demo-app` binary, built once per test process by `cargo build -p demo-app`.
+/// The variable that names another `demo-app` binary to run instead of the workspace's, e.g.
+/// one built from an older commit, to see that a test fails where the finding it guards
+/// against is still there.
+pub const DEMO_BIN_VAR: &str = "AUDIT_TEST_DEMO_BIN";
+
+/// The `demo-app` binary: the one [`DEMO_BIN_VAR`] names, else the workspace's, built once per
+/// test process by `cargo build -p demo-app`.
 pub fn demo_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build_demo_binary)
+    BINARY.get_or_init(|| match std::env::var_os(DEMO_BIN_VAR) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "{DEMO_BIN_VAR}={} is not a file: name a built demo-app binary, or unset it to \
+                 build the workspace's",
+                path.display()
+            );
+            path
+        }
+        _ => build_demo_binary(),
+    })
 }
 
 fn workspace_root() -> PathBuf {
@@ -143,6 +161,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process
+/// is gone.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The running process
 // ---------------------------------------------------------------------------------------------
@@ -153,6 +181,7 @@ pub fn free_port() -> u16 {
 pub struct DemoConfig {
     database_url: Option<String>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl DemoConfig {
@@ -166,6 +195,13 @@ impl DemoConfig {
     /// One more command-line argument (`--strict`, `--spool-budget`, ...). Defaults to none.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// One more environment variable for the process (not one of the demo's settings, which
+    /// have their flags: e.g. `GLIBC_TUNABLES` for a measurement). Defaults to none.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 }
@@ -216,6 +252,7 @@ impl Demo {
             if let Some(url) = &config.database_url {
                 command.env("DATABASE_URL", url);
             }
+            command.envs(config.env.iter().map(|(k, v)| (k, v)));
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut demo = Self {
                 child: Some(command.spawn().expect("demo-app starts")),
@@ -249,13 +286,8 @@ impl Demo {
 
     /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/<pid>/status can be read");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
+        status_kib(self.pid(), field)
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
     /// Whether the process has exited, and how (`None` while it runs).

@@ -13,10 +13,12 @@
 //! | `postgres` | a PostgreSQL cluster of the test's own, and its audit tables read directly |
 //! | `proxy` | a TCP proxy that delays or cuts the way to PostgreSQL |
 //! | `load` | a bounded load on the demo, and its accounting against the audit tables |
+//! | `attack` | floods, stalled bodies and slow readers against the demo, its memory watched |
 //! | `spool` | the demo's spool directory, seen from outside |
 //! | `skip` | [`skip`]: a test that cannot run here is skipped, or fails under `CI=true` |
 
 mod api;
+mod attack;
 mod demo;
 mod load;
 mod log;
@@ -28,8 +30,13 @@ mod skip;
 mod spool;
 
 pub use api::{Api, Auth, Reply};
+pub use attack::{
+    FloodOutcome, FloodSpec, MEASURED_MALLOC, MemoryPeak, MemoryWatch, PythonLines, SlowBodies,
+    SlowBodyOutcome, SlowBodySpec, flood, long_user_agent, python_json_lines, slow_readers,
+};
 pub use demo::{
-    Demo, DemoConfig, demo_binary, demo_command, demo_has_flag, exits_within, free_port,
+    DEMO_BIN_VAR, Demo, DemoConfig, demo_binary, demo_command, demo_has_flag, exits_within,
+    free_port, status_kib,
 };
 pub use load::{Accounting, Latency, Load, LoadSpec, RequestKind, Sample, Samples};
 pub use log::{

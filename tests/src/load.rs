@@ -268,7 +268,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(sorted: &[Duration]) -> Self {
+    /// The percentiles of `sorted` (ascending).
+    pub fn of(sorted: &[Duration]) -> Self {
         if sorted.is_empty() {
             return Self::default();
         }

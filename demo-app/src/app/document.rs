@@ -10,9 +10,10 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "demo-app",
-        description = "A multi-product API (accounts, members, API tokens, zones, DNS records, \
-            alerting policies, dashboard login) audited end to end by audit-layer. Fields marked \
-            `x-auditable: true` are the only request and response values an audit record keeps.",
+        description = "A multi-product API (accounts, members and invitations, API tokens, \
+            zones, DNS records, alerting policies, dashboard login) audited end to end by \
+            audit-layer. Fields marked `x-auditable: true` are the only request and response \
+            values an audit record keeps.",
         license(name = "MIT OR Apache-2.0"),
     ),
     modifiers(&SecuritySchemes),
@@ -24,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         (name = "zones", description = "Zones (domains)"),
         (name = "dns", description = "DNS records of a zone"),
         (name = "alerting", description = "Notification policies"),
+        (name = "user", description = "The signed-in user's own invitations to accounts"),
         (name = "login", description = "Dashboard sessions"),
         (name = "operations", description = "Health and description of the service"),
     ),

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
 use self::document::ApiDoc;
 use crate::auth::require_auth;
-use crate::products::{accounts, alerting, dns, login, members, tokens, zones};
+use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
 
 /// The routes behind authentication, and the public ones (login, health, this document).
@@ -34,6 +34,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(accounts::get_account, accounts::update_account))
         .routes(routes!(members::list_members, members::add_member))
         .routes(routes!(members::remove_member))
+        .routes(routes!(invites::list_invites))
+        .routes(routes!(invites::answer_invite))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(zones::list_zones, zones::create_zone))

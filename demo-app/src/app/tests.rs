@@ -741,6 +741,220 @@ async fn members_the_account_and_policies_keep_their_state() {
     assert_eq!(deleted.status, StatusCode::OK);
 }
 
+/// Alice's pending invitations, as her dashboard session lists them.
+async fn invites_of(app: &TestApp, session: &str) -> Vec<Value> {
+    let reply = app.get("/user/invites", Caller::Session(session)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body.as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_invitation_grants_nothing_until_the_invited_user_accepts_it() {
+    let (app, records) = TestApp::with_memory_sink().await;
+    let bob = Caller::Token(&app.other_token);
+    let members_uri = format!("/accounts/{OTHER_ACCOUNT}/members");
+    let alice_session = app.login("alice@example.com", &app.password).await;
+    let alice = Caller::Session(&alice_session);
+
+    let invited = app
+        .post(
+            &members_uri,
+            bob,
+            json!({"email": "Alice@Example.com", "role": "administrator"}),
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::OK, "{}", invited.body);
+    assert_eq!(
+        invited.body,
+        json!({"id": ALICE, "email": "alice@example.com", "role": "administrator", "status": "pending"})
+    );
+    let again = app
+        .post(
+            &members_uri,
+            bob,
+            json!({"email": "alice@example.com", "role": "member"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+
+    // Pending: nothing of acc_other is hers, by session or by token.
+    for caller in [alice, Caller::Token(&app.admin_token)] {
+        let account = app.get(&format!("/accounts/{OTHER_ACCOUNT}"), caller).await;
+        assert_eq!(account.status, StatusCode::NOT_FOUND, "{}", account.body);
+    }
+    let zones = app.get("/zones", alice).await;
+    assert!(
+        zones
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|z| z["id"] != OTHER_ZONE),
+        "{}",
+        zones.body
+    );
+    let members = app.get(&members_uri, bob).await;
+    assert_eq!(members.body[1]["status"], "pending", "{}", members.body);
+
+    let invites = invites_of(&app, &alice_session).await;
+    assert_eq!(invites.len(), 1, "{invites:?}");
+    let invite = &invites[0];
+    assert_eq!(invite["account_id"], OTHER_ACCOUNT);
+    assert_eq!(invite["account_name"], "Other account");
+    assert_eq!(invite["role"], "administrator");
+    assert_eq!(invite["invited_by"], BOB);
+    assert_eq!(invite["status"], "pending");
+    let invite_uri = format!("/user/invites/{}", invite["id"].as_str().unwrap());
+
+    // Nobody answers for her: not bob (the inviter), not with her API token, not anonymously.
+    let bob_session = app.login("bob@example.org", &app.password).await;
+    let accepted = json!({"status": "accepted"});
+    let by_bob = app
+        .send(
+            Method::PATCH,
+            &invite_uri,
+            Caller::Session(&bob_session),
+            Some(accepted.clone()),
+        )
+        .await;
+    assert_eq!(by_bob.status, StatusCode::NOT_FOUND, "{}", by_bob.body);
+    let by_token = app
+        .send(
+            Method::PATCH,
+            &invite_uri,
+            Caller::Token(&app.admin_token),
+            Some(accepted.clone()),
+        )
+        .await;
+    assert_eq!(by_token.status, StatusCode::FORBIDDEN, "{}", by_token.body);
+    let listed_by_token = app
+        .get("/user/invites", Caller::Token(&app.admin_token))
+        .await;
+    assert_eq!(listed_by_token.status, StatusCode::FORBIDDEN);
+    let anonymous = app
+        .send(
+            Method::PATCH,
+            &invite_uri,
+            Caller::Anonymous,
+            Some(accepted.clone()),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let unknown = app
+        .send(
+            Method::PATCH,
+            "/user/invites/nope",
+            alice,
+            Some(accepted.clone()),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let bad = app
+        .send(
+            Method::PATCH,
+            &invite_uri,
+            alice,
+            Some(json!({"status": "maybe"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let account = app.get(&format!("/accounts/{OTHER_ACCOUNT}"), alice).await;
+    assert_eq!(account.status, StatusCode::NOT_FOUND, "still not hers");
+
+    // Her own acceptance makes her a member, with the role offered.
+    let answer = app
+        .send(Method::PATCH, &invite_uri, alice, Some(accepted.clone()))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "accepted");
+    let account = app.get(&format!("/accounts/{OTHER_ACCOUNT}"), alice).await;
+    assert_eq!(account.status, StatusCode::OK, "{}", account.body);
+    let members = app.get(&members_uri, bob).await;
+    assert_eq!(members.body[1]["id"], ALICE);
+    assert_eq!(members.body[1]["status"], "accepted");
+    assert!(invites_of(&app, &alice_session).await.is_empty());
+    let twice = app
+        .send(Method::PATCH, &invite_uri, alice, Some(accepted))
+        .await;
+    assert_eq!(twice.status, StatusCode::NOT_FOUND);
+
+    // The acceptance is filed with the inviting account, and says who accepted what.
+    let records: Vec<Value> = records
+        .records()
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    let answers: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["raw"]["method"] == "PATCH" && r["raw"]["uri"] == invite_uri)
+        .collect();
+    let statuses: Vec<&Value> = answers.iter().map(|r| &r["raw"]["status_code"]).collect();
+    assert_eq!(statuses, [404, 403, 401, 400, 200, 404]);
+    let accepted = answers[4];
+    assert_eq!(accepted["account"]["id"], OTHER_ACCOUNT, "{accepted:#}");
+    assert_eq!(accepted["actor"]["id"], ALICE);
+    assert_eq!(accepted["actor"]["context"], "dash");
+    assert_eq!(accepted["action"]["description"], "Respond to Invitation");
+    assert_eq!(accepted["resource"]["id"], invite["id"]);
+    assert_eq!(accepted["resource"]["product"], "members");
+    assert_eq!(
+        accepted["resource"]["request"],
+        json!({"status": "accepted"})
+    );
+    assert_eq!(accepted["resource"]["response"]["role"], "administrator");
+    let bobs_try = answers[0];
+    assert_eq!(
+        bobs_try["account"]["id"], OTHER_ACCOUNT,
+        "the owners see the attempt"
+    );
+    assert_eq!(bobs_try["actor"]["id"], BOB);
+}
+
+#[tokio::test]
+async fn a_rejected_or_withdrawn_invitation_leaves_no_membership() {
+    let (app, _records) = TestApp::with_memory_sink().await;
+    let bob = Caller::Token(&app.other_token);
+    let members_uri = format!("/accounts/{OTHER_ACCOUNT}/members");
+    let alice_session = app.login("alice@example.com", &app.password).await;
+    let alice = Caller::Session(&alice_session);
+    let invite = json!({"email": "alice@example.com", "role": "member"});
+
+    let invited = app.post(&members_uri, bob, invite.clone()).await;
+    assert_eq!(invited.status, StatusCode::OK, "{}", invited.body);
+    let id = invites_of(&app, &alice_session).await[0]["id"].clone();
+    let rejected = app
+        .send(
+            Method::PATCH,
+            &format!("/user/invites/{}", id.as_str().unwrap()),
+            alice,
+            Some(json!({"status": "rejected"})),
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+    assert_eq!(rejected.body["status"], "rejected");
+    let account = app.get(&format!("/accounts/{OTHER_ACCOUNT}"), alice).await;
+    assert_eq!(account.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&members_uri, bob)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Invited again, then withdrawn by the administrator: nothing left to accept.
+    let invited = app.post(&members_uri, bob, invite).await;
+    assert_eq!(invited.status, StatusCode::OK, "{}", invited.body);
+    assert_eq!(invites_of(&app, &alice_session).await.len(), 1);
+    let withdrawn = app.delete(&format!("{members_uri}/{ALICE}"), bob).await;
+    assert_eq!(withdrawn.status, StatusCode::OK, "{}", withdrawn.body);
+    assert!(invites_of(&app, &alice_session).await.is_empty());
+    let gone = app.delete(&format!("{members_uri}/{ALICE}"), bob).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn health_and_the_document_answer_unrecorded() {
     let (app, records) = TestApp::with_memory_sink().await;

@@ -58,8 +58,11 @@ macro_rules! execute {
 pub(crate) use execute;
 
 impl Db {
-    /// Opens (creating if missing) a SQLite file in WAL mode, as the audit store does.
+    /// Opens (creating if missing, readable and writable by the owner only) a SQLite file in
+    /// WAL mode, as the audit store does. SQLite gives the `-wal` and `-shm` files the
+    /// database file's permissions.
     pub(crate) async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+        create_private(path)?;
         Self::sqlite(SqliteConnectOptions::new().filename(path)).await
     }
 
@@ -105,6 +108,19 @@ impl Db {
     /// Whether the database answers.
     pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
         on_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))
+    }
+}
+
+/// Creates the empty file `path`, readable and writable by the owner only, unless it exists.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,16 +1,20 @@
 //! Account members: `GET/POST /accounts/{account_id}/members`,
 //! `DELETE /accounts/{account_id}/members/{member_id}`.
 //!
-//! Auditable: who was added or removed (user id and email) and with which role: who may act on
-//! an account is exactly what an audit has to answer.
+//! Adding a member sends an invitation: the user is listed as `pending` and may act on nothing
+//! of the account until they accept it themselves (see [`super::invites`]). An administrator
+//! withdraws a pending invitation as they remove a member.
+//!
+//! Auditable: who was invited or removed (user id and email) and with which role: who may act
+//! on an account is exactly what an audit has to answer.
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId};
-use crate::auth::AuditFacts;
+use crate::auth::{AuditFacts, Principal};
 use crate::db::{is_unique_violation, new_id, now_ms, on_db};
 use crate::state::AppState;
 
@@ -29,12 +33,13 @@ pub(crate) struct Member {
     /// `administrator` or `member`.
     #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) role: String,
-    /// `accepted`, or `pending` until an invited user sets a password.
+    /// `accepted`, or `pending` until the invited user accepts the invitation.
     #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) status: String,
 }
 
-/// A member to add: an existing user by email, or a new (pending) one.
+/// A member to invite: an existing user by email, or a new one (who cannot sign in until
+/// they have a password).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct MemberCreate {
     /// The user's email.
@@ -45,18 +50,6 @@ pub(crate) struct MemberCreate {
     pub(crate) role: String,
 }
 
-/// The columns of [`Member`]; `WHERE` follows.
-macro_rules! select_members {
-    ($where:literal) => {
-        concat!(
-            "SELECT u.id, u.email, m.role, ",
-            "CASE WHEN u.password_hash IS NULL THEN 'pending' ELSE 'accepted' END AS status ",
-            "FROM members m JOIN users u ON u.id = m.user_id ",
-            $where
-        )
-    };
-}
-
 /// List Members
 #[utoipa::path(
     get,
@@ -64,7 +57,7 @@ macro_rules! select_members {
     tag = "members",
     params(("account_id" = String, Path, description = "The account id")),
     responses(
-        (status = 200, description = "The account's members", body = Vec<Member>),
+        (status = 200, description = "The account's members, and the users invited", body = Vec<Member>),
         (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
     ),
 )]
@@ -72,13 +65,24 @@ pub(crate) async fn list_members(
     State(state): State<AppState>,
     Path(account_id): Path<String>,
 ) -> Result<Json<Vec<Member>>, ApiError> {
-    const SQL: &str = select_members!("WHERE m.account_id = $1 ORDER BY m.created_ms, u.email");
+    // Members (`accepted`) and invited users (`pending`), oldest first.
+    const SQL: &str = "SELECT u.id AS id, u.email AS email, m.role AS role, \
+        'accepted' AS status, m.created_ms AS created_ms \
+        FROM members m JOIN users u ON u.id = m.user_id WHERE m.account_id = $1 \
+        UNION ALL \
+        SELECT u.id, u.email, i.role, 'pending', i.created_ms \
+        FROM invitations i JOIN users u ON u.id = i.user_id WHERE i.account_id = $1 \
+        ORDER BY created_ms, email";
     let members: Vec<Member> =
         on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
     Ok(Json(members))
 }
 
-/// Add Member
+/// Invite Member
+///
+/// Invites a user (an existing one by email, or a new one) to become a member with `role`.
+/// The answer is the member, `pending`: they may act on nothing of the account until they
+/// accept the invitation themselves (`PATCH /user/invites/{invite_id}`).
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/members",
@@ -86,15 +90,16 @@ pub(crate) async fn list_members(
     params(("account_id" = String, Path, description = "The account id")),
     request_body = MemberCreate,
     responses(
-        (status = 200, description = "The new member", body = Member),
+        (status = 200, description = "The invited member, pending", body = Member),
         (status = 400, description = "Invalid email or role", body = ErrorBody),
         (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
-        (status = 409, description = "Already a member", body = ErrorBody),
+        (status = 409, description = "Already a member, or already invited", body = ErrorBody),
     ),
 )]
 pub(crate) async fn add_member(
     State(state): State<AppState>,
     facts: AuditFacts,
+    Extension(principal): Extension<Principal>,
     Path(account_id): Path<String>,
     ApiJson(input): ApiJson<MemberCreate>,
 ) -> Result<Json<Member>, ApiError> {
@@ -111,44 +116,54 @@ pub(crate) async fn add_member(
         )));
     }
     let now = now_ms();
-    let result: Result<String, sqlx::Error> = on_db!(&state.db, p => async {
+    let result: Result<Option<String>, sqlx::Error> = on_db!(&state.db, p => async {
         let mut tx = p.begin().await?;
-        // A new user is pending: it has no password until it accepts the invitation.
+        // A new user has no password: it cannot sign in, so not accept either, until it has one.
         sqlx::query("INSERT INTO users (id, email, password_hash, created_ms) VALUES ($1, $2, NULL, $3) ON CONFLICT (email) DO NOTHING")
             .bind(new_id()).bind(&email).bind(now)
             .execute(&mut *tx).await?;
         let user_id: String = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
             .bind(&email)
             .fetch_one(&mut *tx).await?;
-        sqlx::query("INSERT INTO members (account_id, user_id, role, created_ms) VALUES ($1, $2, $3, $4)")
-            .bind(&account_id).bind(&user_id).bind(&input.role).bind(now)
+        let member: Option<String> = sqlx::query_scalar("SELECT user_id FROM members WHERE account_id = $1 AND user_id = $2")
+            .bind(&account_id).bind(&user_id)
+            .fetch_optional(&mut *tx).await?;
+        if member.is_some() {
+            return Ok(None);
+        }
+        sqlx::query("INSERT INTO invitations (id, account_id, user_id, role, invited_by, created_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(new_id()).bind(&account_id).bind(&user_id).bind(&input.role).bind(&principal.user_id).bind(now)
             .execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(user_id)
+        Ok(Some(user_id))
     }.await);
     let user_id = match result {
-        Ok(id) => id,
-        Err(e) if is_unique_violation(&e) => {
+        Ok(Some(id)) => id,
+        Ok(None) => {
             return Err(ApiError::Conflict(format!(
                 "{email} is already a member of this account"
+            )));
+        }
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!(
+                "{email} is already invited to this account"
             )));
         }
         Err(e) => return Err(e.into()),
     };
     facts.resource_id(&user_id);
-    const SQL: &str = select_members!("WHERE m.account_id = $1 AND u.id = $2");
-    let member: Member = on_db!(&state.db, p => sqlx::query_as(SQL)
-        .bind(&account_id)
-        .bind(&user_id)
-        .fetch_one(p)
-        .await)?;
-    Ok(Json(member))
+    Ok(Json(Member {
+        id: user_id,
+        email,
+        role: input.role,
+        status: "pending".into(),
+    }))
 }
 
 /// Remove Member
 ///
-/// Also revokes the API tokens the member holds on this account. The account's last
-/// administrator cannot be removed.
+/// Also revokes the API tokens the member holds on this account; for a pending member,
+/// withdraws the invitation. The account's last administrator cannot be removed.
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/members/{member_id}",
@@ -160,7 +175,7 @@ pub(crate) async fn add_member(
     responses(
         (status = 200, description = "The removed member's id", body = ResourceId),
         (status = 400, description = "The last administrator", body = ErrorBody),
-        (status = 404, description = "No such member", body = ErrorBody),
+        (status = 404, description = "No such member or invitation", body = ErrorBody),
     ),
 )]
 pub(crate) async fn remove_member(
@@ -178,7 +193,14 @@ pub(crate) async fn remove_member(
         let role: Option<String> = sqlx::query_scalar("SELECT role FROM members WHERE account_id = $1 AND user_id = $2")
             .bind(&account_id).bind(&member_id)
             .fetch_optional(&mut *tx).await?;
-        let Some(role) = role else { return Ok(Outcome::NotMember) };
+        let Some(role) = role else {
+            let withdrawn = sqlx::query("DELETE FROM invitations WHERE account_id = $1 AND user_id = $2")
+                .bind(&account_id).bind(&member_id)
+                .execute(&mut *tx).await?
+                .rows_affected();
+            tx.commit().await?;
+            return Ok(if withdrawn == 0 { Outcome::NotMember } else { Outcome::Removed });
+        };
         if role == "administrator" {
             let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE account_id = $1 AND role = 'administrator'")
                 .bind(&account_id)

@@ -1,6 +1,7 @@
-//! The demo's products, one module each: accounts, members, API tokens, zones, DNS records,
-//! alerting policies and the dashboard login. Each owns its tables' queries, its request and
-//! response shapes, and its handlers; what they share is in [`crate::api`].
+//! The demo's products, one module each: accounts, members (and, in `invites`, the invited
+//! user's side of an invitation), API tokens, zones, DNS records, alerting policies and the
+//! dashboard login. Each owns its tables' queries, its request and response shapes, and its
+//! handlers; what they share is in [`crate::api`].
 //!
 //! Every operation carries a `#[utoipa::path]` with a summary (the record's
 //! `action.description`) and marks with `x-auditable` exactly the fields an operator wants in
@@ -10,6 +11,7 @@
 pub(crate) mod accounts;
 pub(crate) mod alerting;
 pub(crate) mod dns;
+pub(crate) mod invites;
 pub(crate) mod login;
 pub(crate) mod members;
 pub(crate) mod tokens;
