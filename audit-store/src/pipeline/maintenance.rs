@@ -29,11 +29,12 @@ impl<S: ChainedStore> Context<S> {
         let floor = CHECKPOINT_FLOOR.min(self.checkpoint_every);
         loop {
             let round_started = Instant::now();
+            let timer = (round_started + self.checkpoint_every).min(full_at);
             tokio::select! {
-                () = tokio::time::sleep(self.checkpoint_every) => {}
+                () = tokio::time::sleep_until(timer.into()) => {}
                 () = self.shared.checkpoint_due.notified() => {
                     // Under load the record count is reached quickly: rounds stay apart.
-                    let next = round_started + floor;
+                    let next = (round_started + floor).min(full_at);
                     tokio::select! {
                         () = tokio::time::sleep_until(next.into()) => {}
                         _ = stop.changed() => return,
