@@ -435,6 +435,67 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_file_is_read_when_private_and_every_error_names_the_path_only()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("chain.secret");
+        assert_eq!(
+            ChainSecret::from_file(&path).err(),
+            Some(KeyError::Missing { path: path.clone() })
+        );
+        let created = ChainSecret::create_file(&path)?;
+        assert_eq!(ChainSecret::from_file(&path)?.0, created.0);
+        assert!(
+            ChainSecret::create_file(&path).is_err(),
+            "an existing secret is never replaced"
+        );
+        let canary = "c0ffee-not-hex-canary";
+        let garbled = dir.path().join("garbled.secret");
+        crate::private_files::create_new(&garbled, canary.as_bytes())?;
+        let e = ChainSecret::from_file(&garbled)
+            .err()
+            .ok_or("a garbled secret is refused")?;
+        assert_eq!(
+            e,
+            KeyError::FileFormat {
+                path: garbled.clone()
+            }
+        );
+        assert!(
+            e.to_string().contains(&garbled.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(canary), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for mode in [0o640, 0o604, 0o660, 0o644] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+                let e = ChainSecret::from_file(&path)
+                    .err()
+                    .ok_or("an exposed secret is refused")?;
+                assert_eq!(
+                    e,
+                    KeyError::Exposed {
+                        path: path.clone(),
+                        mode
+                    }
+                );
+                let message = e.to_string();
+                assert!(message.contains(&format!("{mode:04o}")), "{message}");
+                assert!(
+                    message.contains(&format!("chmod 600 {}", path.display())),
+                    "{message}"
+                );
+                assert!(!message.contains(&created.to_hex()), "{message}");
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+            assert_eq!(ChainSecret::from_file(&path)?.0, created.0);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn hex_round_trips_and_errors_never_echo_the_input() {
         let secret = ChainSecret::generate();
         assert_eq!(ChainSecret::from_hex(&secret.to_hex()).unwrap().0, secret.0);
