@@ -469,3 +469,43 @@ async fn the_queue_and_batches_are_bounded_in_bytes() -> TestResult {
     fx.teardown().await?;
     Ok(())
 }
+
+/// Under backpressure, requests wait once the queue holds three-quarters of its bytes, however
+/// few records that is.
+#[tokio::test]
+async fn backpressure_holds_requests_by_bytes_too() -> TestResult {
+    let fx = sqlite().await?;
+    let flaky = FlakyStore::new(fx.store.clone());
+    flaky.hold();
+    let (sink, worker) = start(
+        fast(flaky.clone())
+            .queue_capacity(8192)
+            .queue_bytes(64 << 10)
+            .backpressure(Duration::from_secs(5)),
+    )
+    .await?;
+    sink.submit(large_record("acc_p", BASE_MS, 8 << 10));
+    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    for i in 1..=4 {
+        sink.submit(large_record("acc_p", BASE_MS + i, 8 << 10));
+    }
+    assert!(
+        sink.backpressure().is_none(),
+        "four records of 8 KiB: under 48 KiB"
+    );
+    for i in 5..=6 {
+        sink.submit(large_record("acc_p", BASE_MS + i, 8 << 10));
+    }
+    let wait = sink
+        .backpressure()
+        .ok_or("six records of 8 KiB: over 48 KiB")?;
+    let waiting = tokio::spawn(wait);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "a request waits for room");
+    flaky.release();
+    tokio::time::timeout(Duration::from_secs(2), waiting).await??;
+    let m = stop(&sink, worker).await?;
+    assert_eq!((m.stored, m.waited, m.waits_timed_out), (7, 1, 0));
+    fx.teardown().await?;
+    Ok(())
+}
