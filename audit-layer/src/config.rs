@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
+use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
 use crate::policy::AuditPolicy;
 use crate::sink::AuditSink;
@@ -18,4 +19,7 @@ pub(crate) struct Config {
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) request_id_header: HeaderName,
     pub(crate) strict: bool,
+    // --- What a record holds (layer-content, issue 18) ---
+    /// The caps on each recorded string and on each record's JSON text.
+    pub(crate) record_limits: RecordLimits,
 }
