@@ -2,10 +2,13 @@
 //! [`Audit`](crate::Audit) service reads them on every request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::ahead::BodyBudget;
 use crate::client_ip::TrustedProxies;
+use crate::detach::Detached;
 use crate::policy::AuditPolicy;
 use crate::sink::AuditSink;
 
@@ -13,8 +16,15 @@ use crate::sink::AuditSink;
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) policy: Arc<AuditPolicy>,
+    /// Where records go: the app's sink behind the coalescing of failed authentications.
     pub(crate) sink: Arc<dyn AuditSink>,
     pub(crate) body_limit: usize,
+    /// The longest a body read ahead of the handler may take to arrive.
+    pub(crate) body_read_timeout: Duration,
+    /// The bytes all requests may hold in bodies read ahead of their handlers.
+    pub(crate) body_budget: Arc<BodyBudget>,
+    /// Handlers finishing on their own after their clients left.
+    pub(crate) detached: Arc<Detached>,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) request_id_header: HeaderName,
     pub(crate) strict: bool,

@@ -123,11 +123,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ahead;
 mod body;
 mod capture;
 mod client_ip;
 mod config;
+mod detach;
 pub mod escape;
+mod flush;
 mod future;
 pub mod identity;
 mod layer;
@@ -143,7 +146,10 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use ahead::{DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 pub use body::{AuditBody, AuditRequestBody};
+pub use detach::DEFAULT_DETACHED_TIMEOUT;
+pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
