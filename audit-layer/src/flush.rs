@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::coalesce::Coalescing;
 use crate::detach::Detached;
 
 /// Finishes what a layer still holds at shutdown: handlers whose clients left and that still
-/// run on their own, then the records it is still counting (summaries of coalesced failed
-/// authentications). Taken from the configured layer with
+/// run on their own, then the records it is still counting (the summaries of failed
+/// authentications coalesced in windows not yet closed). Taken from the configured layer with
 /// [`AuditLayer::flush_handle`](crate::AuditLayer::flush_handle); cheap to clone.
 ///
 /// Call [`flush`](Self::flush) after the server stopped serving (axum's graceful shutdown has
@@ -32,9 +33,18 @@ use crate::detach::Detached;
 /// // ... then shut the sink down.
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuditFlush {
     pub(crate) detached: Arc<Detached>,
+    pub(crate) coalescing: Arc<Coalescing>,
+}
+
+impl std::fmt::Debug for AuditFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditFlush")
+            .field("detached", &self.detached)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`AuditFlush::flush`] did.
@@ -63,6 +73,7 @@ impl AuditFlush {
             );
             running
         };
+        self.coalescing.close(true);
         Flushed {
             handlers_still_running,
         }

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 
 use crate::ahead::{BodyBudget, DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 use crate::client_ip::TrustedProxies;
+use crate::coalesce::{Coalescing, Rules};
 use crate::config::Config;
 use crate::detach::{DEFAULT_DETACHED_TIMEOUT, Detached};
 use crate::flush::AuditFlush;
@@ -58,6 +59,7 @@ impl std::fmt::Debug for AuditLayer {
             .field("body_read_timeout", &self.config.body_read_timeout)
             .field("body_budget", &self.config.body_budget.limit())
             .field("detached_timeout", &self.config.detached.timeout())
+            .field("failed_auth", &self.config.coalescing.rules())
             .field("trusted_proxies", &self.config.trusted_proxies)
             .field("request_id_header", &self.config.request_id_header)
             .finish_non_exhaustive()
@@ -86,10 +88,12 @@ impl AuditLayer {
     ///
     /// When the spec cannot be compiled into a policy.
     pub fn try_new(spec: impl IntoAuditPolicy) -> Result<Self, PolicyError> {
+        let coalescing = Coalescing::new(Arc::new(TracingSink), Rules::default());
         Ok(Self {
             config: Arc::new(Config {
                 policy: spec.into_audit_policy()?,
-                sink: Arc::new(TracingSink),
+                sink: Arc::clone(&coalescing) as Arc<dyn AuditSink>,
+                coalescing,
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 body_budget: Arc::new(BodyBudget::new(DEFAULT_BODY_BUDGET)),
@@ -103,7 +107,57 @@ impl AuditLayer {
 
     /// Where finished records go. Defaults to [`TracingSink`], which logs each record.
     pub fn sink(mut self, sink: impl AuditSink) -> Self {
-        Arc::make_mut(&mut self.config).sink = Arc::new(sink);
+        let config = Arc::make_mut(&mut self.config);
+        let rules = config.coalescing.rules();
+        config.set_sink(Arc::new(sink), rules);
+        self
+    }
+
+    /// How many records of failed authentication are kept individually per source, account
+    /// and [window](Self::failed_auth_window); beyond it they are counted into one `summary`
+    /// record per source, account and window. Defaults to 10
+    /// ([`DEFAULT_FAILED_AUTH_RATE`](crate::DEFAULT_FAILED_AUTH_RATE)); `0` counts them all.
+    ///
+    /// A record of failed authentication is one answered `401` or `403` whose actor is not
+    /// known (no `actor.id`, no token: the app did not identify one). Anyone can cause them,
+    /// in any account's log; see [Bounds](crate#bounds) for the summary's fields.
+    pub fn failed_auth_rate(mut self, per_window: u32) -> Self {
+        Arc::make_mut(&mut self.config).set_rules(|r| r.rate = per_window);
+        self
+    }
+
+    /// The window of [`failed_auth_rate`](Self::failed_auth_rate), from a source and
+    /// account's first failed authentication; its summary is emitted when it closes. Defaults
+    /// to 60 s ([`DEFAULT_FAILED_AUTH_WINDOW`](crate::DEFAULT_FAILED_AUTH_WINDOW)).
+    ///
+    /// # Panics
+    ///
+    /// If `window` is zero.
+    #[track_caller]
+    pub fn failed_auth_window(mut self, window: Duration) -> Self {
+        assert!(
+            !window.is_zero(),
+            "audit failed-auth window: must be more than zero"
+        );
+        Arc::make_mut(&mut self.config).set_rules(|r| r.window = window);
+        self
+    }
+
+    /// How many (source, account) pairs of failed authentications are counted at once.
+    /// Defaults to 10,000 ([`DEFAULT_FAILED_AUTH_SOURCES`](crate::DEFAULT_FAILED_AUTH_SOURCES)).
+    /// Beyond it, a new pair is counted with its source's other accounts; beyond as many
+    /// sources, with everyone's. The table's memory is bounded by it.
+    ///
+    /// # Panics
+    ///
+    /// If `pairs` is zero.
+    #[track_caller]
+    pub fn failed_auth_sources(mut self, pairs: usize) -> Self {
+        assert!(
+            pairs > 0,
+            "audit failed-auth sources: must be more than zero"
+        );
+        Arc::make_mut(&mut self.config).set_rules(|r| r.sources = pairs);
         self
     }
 
@@ -211,6 +265,7 @@ impl AuditLayer {
     pub fn flush_handle(&self) -> AuditFlush {
         AuditFlush {
             detached: Arc::clone(&self.config.detached),
+            coalescing: Arc::clone(&self.config.coalescing),
         }
     }
 }

@@ -127,6 +127,7 @@ mod ahead;
 mod body;
 mod capture;
 mod client_ip;
+mod coalesce;
 mod config;
 mod detach;
 pub mod escape;
@@ -148,6 +149,9 @@ mod tests;
 
 pub use ahead::{DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 pub use body::{AuditBody, AuditRequestBody};
+pub use coalesce::{
+    DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
+};
 pub use detach::DEFAULT_DETACHED_TIMEOUT;
 pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
