@@ -34,6 +34,10 @@ pub(crate) enum RequestBody {
     OverLimit(usize),
     /// The body could not be read to its end (the client went away, or sent a broken body).
     Incomplete,
+    /// The body did not arrive whole within the read timeout.
+    TimedOut(std::time::Duration),
+    /// The byte budget for bodies read ahead of handlers (of this many bytes) was spent.
+    OverBudget(usize),
 }
 
 /// The parts of a record known when the request arrives.
@@ -64,6 +68,8 @@ pub(crate) struct Capture {
     pub(crate) in_service: bool,
     /// Strict mode: the response waits for the record's commit.
     pub(crate) strict: bool,
+    /// The client went away before the response was delivered; the handler went on alone.
+    pub(crate) client_gone: bool,
     /// The caps on the record's strings and size.
     pub(crate) limits: RecordLimits,
 }
@@ -229,8 +235,11 @@ impl ResponseCopy {
 pub(crate) enum Ending {
     /// The response body was sent to its end.
     Complete,
-    /// The exchange was abandoned: the client went away, the handler panicked or failed, or
-    /// the response body failed mid-stream.
+    /// The handler completed, but the client went away before its whole response was sent:
+    /// the handler's status and result, marked `client_gone`.
+    ClientGone,
+    /// The exchange was abandoned before the handler completed (the client went away, the
+    /// handler panicked or failed), or the response body failed mid-stream.
     Abandoned,
 }
 
@@ -286,8 +295,15 @@ impl AuditGuard {
 
 impl Drop for AuditGuard {
     fn drop(&mut self) {
-        // Dropped before `finish`: the exchange was abandoned midway.
-        self.finish(Ending::Abandoned);
+        // Dropped before `finish`: after the handler's response, the client went away; before
+        // it (or in a panic), the exchange was abandoned midway.
+        let ending = match self.0.as_deref() {
+            Some(c) if c.status.is_some() && !c.in_service && !std::thread::panicking() => {
+                Ending::ClientGone
+            }
+            _ => Ending::Abandoned,
+        };
+        self.finish(ending);
     }
 }
 
@@ -307,11 +323,13 @@ impl Capture {
                 STATUS_CLIENT_GONE
             });
         let complete = ending == Ending::Complete;
-        let result = if complete {
-            ActionResult::from_status(status)
-        } else {
+        let result = if ending == Ending::Abandoned {
             ActionResult::Failure
+        } else {
+            ActionResult::from_status(status)
         };
+        // Only a handler that completed is marked: one that did not is the `499` itself.
+        let client_gone = ending != Ending::Abandoned && (capture.client_gone || !complete);
         let plan = capture.plan.as_deref();
         let request = capture
             .request
@@ -357,7 +375,7 @@ impl Capture {
                 uri: limits.string(capture.uri),
                 user_agent: clean(capture.user_agent),
                 client_request_id: clean(capture.client_request_id),
-                client_gone: false,
+                client_gone,
             },
             resource: Resource {
                 id: clean(identity.resource_id).or(clean(capture.ids.resource)),
@@ -394,6 +412,20 @@ impl RequestBody {
             Self::Incomplete => Some(marker(
                 "_truncated",
                 "the request body ended before it was complete".to_owned(),
+            )),
+            Self::TimedOut(timeout) => Some(marker(
+                "_truncated",
+                format!(
+                    "the request body did not arrive within the audit read timeout of {} ms",
+                    timeout.as_millis()
+                ),
+            )),
+            Self::OverBudget(budget) => Some(marker(
+                "_truncated",
+                format!(
+                    "the request body was not read: the audit budget of {budget} bytes for \
+                     bodies read ahead of handlers was spent"
+                ),
             )),
         }
     }

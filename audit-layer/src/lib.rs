@@ -130,11 +130,15 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ahead;
 mod body;
 mod capture;
 mod client_ip;
+mod coalesce;
 mod config;
+mod detach;
 pub mod escape;
+mod flush;
 mod future;
 pub mod identity;
 mod layer;
@@ -150,7 +154,13 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use ahead::{DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 pub use body::{AuditBody, AuditRequestBody};
+pub use coalesce::{
+    DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
+};
+pub use detach::DEFAULT_DETACHED_TIMEOUT;
+pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};

@@ -10,7 +10,7 @@ mod document;
 
 use std::sync::OnceLock;
 
-use audit_layer::{AuditLayer, AuditSink, PolicyError};
+use audit_layer::{AuditFlush, AuditLayer, AuditSink, PolicyError};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -79,7 +79,9 @@ pub(crate) fn openapi_json_text() -> &'static str {
 }
 
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
-/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink`.
+/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink` by a
+/// layer with the settings `configure` gives it; with the layer's [`AuditFlush`], for the
+/// graceful shutdown.
 ///
 /// # Errors
 ///
@@ -89,15 +91,16 @@ pub(crate) fn router(
     state: AppState,
     sink: impl AuditSink,
     audit_log: Router,
-    strict: bool,
-) -> Result<Router, PolicyError> {
+    configure: impl FnOnce(AuditLayer) -> AuditLayer,
+) -> Result<(Router, AuditFlush), PolicyError> {
     let (protected, public) = routes();
     let (app, spec) = protected
         .route_layer(from_fn_with_state(state.clone(), require_auth))
         .merge(public)
         .split_for_parts();
-    let layer = AuditLayer::try_new(&spec)?.sink(sink).strict(strict);
-    Ok(app.with_state(state).merge(audit_log).layer(layer))
+    let layer = configure(AuditLayer::try_new(&spec)?.sink(sink));
+    let flush = layer.flush_handle();
+    Ok((app.with_state(state).merge(audit_log).layer(layer), flush))
 }
 
 /// Health check

@@ -76,7 +76,7 @@ impl TestApp {
     async fn build(dir: TempDir, db: Db, sink: impl AuditSink) -> Self {
         let state = AppState { db };
         let config = test_seed_config();
-        let router = router(state, sink, Router::new(), false).unwrap();
+        let (router, _flush) = router(state, sink, Router::new(), |layer| layer).unwrap();
         Self {
             router,
             admin_token: config.admin_token.unwrap(),
