@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::api::{ApiError, ApiJson, ErrorBody};
 use crate::auth::{AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, session_cookie};
-use crate::db::{execute, now_ms, on_db, rfc3339};
+use crate::db::{execute, now_ms, rfc3339, select};
 use crate::secrets::{hash_password, new_secret, sha256_hex, verify_password};
 use crate::state::AppState;
 
@@ -138,12 +138,8 @@ pub(crate) async fn login(
     ApiJson(input): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = input.email.trim().to_ascii_lowercase();
-    let user: Option<UserRow> = on_db!(&state.db, p => sqlx::query_as(
-        "SELECT id, email, password_hash FROM users WHERE email = $1",
-    )
-    .bind(&email)
-    .fetch_optional(p)
-    .await)?;
+    const SQL: &str = "SELECT id, email, password_hash FROM users WHERE email = $1";
+    let user: Option<UserRow> = select(SQL, &[&email]).optional(&state.db).await?;
     if let Some(user) = &user
         && let Some(home) = accounts_of(&state.db, &user.id).await?.first()
     {
@@ -201,13 +197,9 @@ pub(crate) async fn logout(
 ) -> Result<Response, ApiError> {
     if let Some(session) = session_cookie(&headers) {
         let hash = sha256_hex(&session);
-        let user: Option<UserRow> = on_db!(&state.db, p => sqlx::query_as(
-            "SELECT u.id, u.email, u.password_hash FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = $1",
-        )
-        .bind(&hash)
-        .fetch_optional(p)
-        .await)?;
+        const SQL: &str = "SELECT u.id, u.email, u.password_hash FROM sessions s \
+            JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1";
+        let user: Option<UserRow> = select(SQL, &[&hash]).optional(&state.db).await?;
         if let Some(user) = user {
             let mut identity = dash_identity(&user);
             if let Some(home) = accounts_of(&state.db, &user.id).await?.first() {
