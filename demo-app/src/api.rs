@@ -2,7 +2,8 @@
 //! failure answers operations document ([`error_answers!`]), the JSON body extractor
 //! ([`ApiJson`]), the paths of an account and of a zone ([`AccountPath`], [`ZonePath`]), the
 //! `{"id": ...}` answer of writes ([`ResourceId`]), fetch-or-404 ([`found`], [`changed`],
-//! [`changed_id`], [`created`]), paging ([`Page`]) and name checks ([`check_name`]).
+//! [`changed_id`], [`created`]), paging ([`Page`]), name checks ([`check_name`]), and what
+//! all the operations of a product share in the document ([`product`]).
 
 use std::collections::BTreeMap;
 
@@ -12,11 +13,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::{self, ContentBuilder, Ref, RefOr};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::db::is_unique_violation;
+use crate::state::AppState;
 
 /// An error answered to the client as `{"success": false, "errors": [{"code", "message"}]}`.
 #[derive(Debug)]
@@ -207,6 +212,49 @@ pub(crate) struct AccountPath {
 pub(crate) struct ZonePath {
     /// The zone id
     pub(crate) zone_id: String,
+}
+
+/// A product's routes as the document describes them: every operation tagged `tag` (the
+/// product's name in the document) and given the audit markings `extensions` (`x-audit-*`
+/// names and values) that all of them share.
+pub(crate) fn product(
+    tag: &str,
+    extensions: &[(&str, &str)],
+    mut router: OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    for_each_operation(&mut router, |operation| {
+        operation.tags = Some(vec![tag.to_owned()]);
+        if !extensions.is_empty() {
+            let marks = extensions
+                .iter()
+                .map(|&(name, value)| (name.to_owned(), Value::from(value)));
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .extend(marks);
+        }
+    });
+    router
+}
+
+/// Calls `f` with every operation `router` documents.
+pub(crate) fn for_each_operation(
+    router: &mut OpenApiRouter<AppState>,
+    mut f: impl FnMut(&mut Operation),
+) {
+    for item in router.get_openapi_mut().paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        operations.into_iter().flatten().for_each(&mut f);
+    }
 }
 
 /// Declares the failure answers an operation documents in `#[utoipa::path(responses(...))]`:

@@ -7,9 +7,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{AccountPath, ApiError, ApiJson, ErrorBody, InvalidField, NoSuchAccount};
-use crate::api::{changed, check_name, found};
+use crate::api::{changed, check_name, found, product};
 use crate::auth::Principal;
 use crate::db::{Db, execute, rfc3339, select};
 use crate::state::AppState;
@@ -94,7 +96,6 @@ pub(crate) async fn account_name(db: &Db, account_id: &str) -> Result<Option<Str
 #[utoipa::path(
     get,
     path = "/accounts",
-    tag = "accounts",
     responses(
         (status = 200, description = "The accounts the caller may act on", body = Vec<Account>),
         (status = 401, description = "Not authenticated", body = ErrorBody),
@@ -117,7 +118,6 @@ pub(crate) async fn list_accounts(
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}",
-    tag = "accounts",
     params(AccountPath),
     responses(
         (status = 200, description = "The account", body = Account),
@@ -135,7 +135,6 @@ pub(crate) async fn get_account(
 #[utoipa::path(
     patch,
     path = "/accounts/{account_id}",
-    tag = "accounts",
     params(AccountPath),
     request_body = AccountUpdate,
     responses(
@@ -165,4 +164,12 @@ pub(crate) async fn update_account(
     )?;
     changed(rows, "account")?;
     found(load(&state.db, &account_id).await?, "account")
+}
+
+/// The routes of these operations, tagged `accounts`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_accounts))
+        .routes(routes!(get_account, update_account));
+    product("accounts", &[], router)
 }

@@ -11,9 +11,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{AccountPath, ApiError, ApiJson, InvalidField, NoSuchAccount, ResourceId};
-use crate::api::{changed_id, check_name, error_answers, found};
+use crate::api::{changed_id, check_name, error_answers, found, product};
 use crate::auth::{AuditFacts, zone_account};
 use crate::db::{Db, execute, new_id, now_ms, rfc3339, select};
 use crate::state::AppState;
@@ -256,7 +258,6 @@ async fn save(
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/alerting/v3/policies",
-    tag = "alerting",
     params(AccountPath),
     responses(
         (status = 200, description = "The account's policies", body = Vec<Policy>),
@@ -279,7 +280,6 @@ pub(crate) async fn list_policies(
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/alerting/v3/policies",
-    tag = "alerting",
     params(AccountPath),
     request_body = PolicyInput,
     responses(
@@ -305,7 +305,6 @@ pub(crate) async fn create_policy(
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
-    tag = "alerting",
     params(PolicyPath),
     responses(
         (status = 200, description = "The policy", body = Policy),
@@ -327,7 +326,6 @@ pub(crate) async fn get_policy(
 #[utoipa::path(
     put,
     path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
-    tag = "alerting",
     params(PolicyPath),
     request_body = PolicyInput,
     responses(
@@ -357,7 +355,6 @@ pub(crate) async fn update_policy(
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
-    tag = "alerting",
     params(PolicyPath),
     responses(
         (status = 200, description = "The deleted policy's id", body = ResourceId),
@@ -375,4 +372,12 @@ pub(crate) async fn delete_policy(
             .bind(&path.policy_id)
     )?;
     changed_id(rows, "policy", path.policy_id)
+}
+
+/// The routes of these operations, tagged `alerting`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(get_policy, update_policy, delete_policy));
+    product("alerting", &[], router)
 }

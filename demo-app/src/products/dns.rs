@@ -11,10 +11,12 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::zones::zone_name;
 use crate::api::{ApiError, ApiJson, InvalidField, NoSuchZone, Page, ResourceId, ZonePath};
-use crate::api::{changed, changed_id, created, error_answers, found};
+use crate::api::{changed, changed_id, created, error_answers, found, product};
 use crate::auth::AuditFacts;
 use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339, select};
 use crate::state::AppState;
@@ -276,7 +278,6 @@ async fn save(
 #[utoipa::path(
     get,
     path = "/zones/{zone_id}/dns_records",
-    tag = "dns",
     params(
         ZonePath,
         ("type" = Option<String>, Query, description = "Only records of this type", extensions(("x-auditable" = json!(true)))),
@@ -288,7 +289,6 @@ async fn save(
         (status = 200, description = "The zone's records", body = Vec<DnsRecord>),
         NoSuchZone,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn list_records(
     State(state): State<AppState>,
@@ -317,7 +317,6 @@ pub(crate) async fn list_records(
 #[utoipa::path(
     post,
     path = "/zones/{zone_id}/dns_records",
-    tag = "dns",
     params(ZonePath),
     request_body = DnsRecordInput,
     responses(
@@ -325,7 +324,6 @@ pub(crate) async fn list_records(
         InvalidField,
         NoSuchZone,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn create_record(
     State(state): State<AppState>,
@@ -344,13 +342,11 @@ pub(crate) async fn create_record(
 #[utoipa::path(
     get,
     path = "/zones/{zone_id}/dns_records/{record_id}",
-    tag = "dns",
     params(RecordPath),
     responses(
         (status = 200, description = "The record", body = DnsRecord),
         NoSuchRecord,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn get_record(
     State(state): State<AppState>,
@@ -366,7 +362,6 @@ pub(crate) async fn get_record(
 #[utoipa::path(
     put,
     path = "/zones/{zone_id}/dns_records/{record_id}",
-    tag = "dns",
     params(RecordPath),
     request_body = DnsRecordInput,
     responses(
@@ -374,7 +369,6 @@ pub(crate) async fn get_record(
         InvalidField,
         NoSuchRecord,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn update_record(
     State(state): State<AppState>,
@@ -391,13 +385,11 @@ pub(crate) async fn update_record(
 #[utoipa::path(
     delete,
     path = "/zones/{zone_id}/dns_records/{record_id}",
-    tag = "dns",
     params(RecordPath),
     responses(
         (status = 200, description = "The deleted record's id", body = ResourceId),
         NoSuchRecord,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn delete_record(
     State(state): State<AppState>,
@@ -410,6 +402,14 @@ pub(crate) async fn delete_record(
             .bind(&record_id)
     )?;
     changed_id(rows, "DNS record", record_id)
+}
+
+/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_records, create_record))
+        .routes(routes!(get_record, update_record, delete_record));
+    product("dns", &[("x-audit-product", "dns")], router)
 }
 
 #[cfg(test)]

@@ -18,8 +18,10 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, error_answers};
+use crate::api::{ApiError, ApiJson, ErrorBody, error_answers, product};
 use crate::auth::{AuditFacts, Principal};
 use crate::db::{now_ms, on_db, rfc3339, select};
 use crate::state::AppState;
@@ -127,13 +129,11 @@ fn require_session(principal: &Principal) -> Result<(), ApiError> {
 #[utoipa::path(
     get,
     path = "/user/invites",
-    tag = "user",
     responses(
         (status = 200, description = "The caller's pending invitations", body = Vec<Invite>),
         SessionRequired,
     ),
     security(("dash_session" = [])),
-    extensions(("x-audit-product" = json!("members"))),
 )]
 pub(crate) async fn list_invites(
     State(state): State<AppState>,
@@ -154,7 +154,6 @@ pub(crate) async fn list_invites(
 #[utoipa::path(
     patch,
     path = "/user/invites/{invite_id}",
-    tag = "user",
     params(InvitePath),
     request_body = InviteAnswer,
     responses(
@@ -164,7 +163,6 @@ pub(crate) async fn list_invites(
         (status = 404, description = "No such pending invitation (or not the caller's)", body = ErrorBody),
     ),
     security(("dash_session" = [])),
-    extensions(("x-audit-product" = json!("members"))),
 )]
 pub(crate) async fn answer_invite(
     State(state): State<AppState>,
@@ -216,4 +214,12 @@ pub(crate) async fn answer_invite(
         return Err(ApiError::NotFound("invitation"));
     }
     Ok(Json(row.into_invite(&input.status)))
+}
+
+/// The routes of these operations, tagged `user` and marked `x-audit-product: members`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_invites))
+        .routes(routes!(answer_invite));
+    product("user", &[("x-audit-product", "members")], router)
 }

@@ -17,8 +17,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody};
+use crate::api::{ApiError, ApiJson, ErrorBody, product};
 use crate::auth::{AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, session_cookie};
 use crate::db::{execute, now_ms, rfc3339, select};
 use crate::secrets::{hash_password, new_secret, sha256_hex, verify_password};
@@ -116,7 +118,6 @@ fn set_session_cookie(value: &str, max_age_s: i64) -> Result<HeaderMap, ApiError
 #[utoipa::path(
     post,
     path = "/login",
-    tag = "login",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
@@ -124,13 +125,7 @@ fn set_session_cookie(value: &str, max_age_s: i64) -> Result<HeaderMap, ApiError
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
     ),
-    security(()),
-    extensions(
-        ("x-audit-action" = json!("login")),
-        ("x-audit-scope" = json!("user")),
-        ("x-audit-product" = json!("auth")),
-        ("x-audit-resource-type" = json!("sessions")),
-    ),
+    extensions(("x-audit-action" = json!("login"))),
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -180,15 +175,8 @@ pub(crate) async fn login(
 #[utoipa::path(
     post,
     path = "/logout",
-    tag = "login",
     responses((status = 204, description = "Logged out; the session cookie is cleared")),
-    security(()),
-    extensions(
-        ("x-audit-action" = json!("logout")),
-        ("x-audit-scope" = json!("user")),
-        ("x-audit-product" = json!("auth")),
-        ("x-audit-resource-type" = json!("sessions")),
-    ),
+    extensions(("x-audit-action" = json!("logout"))),
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
@@ -216,4 +204,18 @@ pub(crate) async fn logout(
     }
     let headers = set_session_cookie("", 0)?;
     Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+/// The routes of these operations, tagged `login`: public (no credentials), and recorded as
+/// the user's (`x-audit-scope`) actions on their sessions, in the `auth` product.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout));
+    let marks = [
+        ("x-audit-product", "auth"),
+        ("x-audit-scope", "user"),
+        ("x-audit-resource-type", "sessions"),
+    ];
+    product("login", &marks, router)
 }

@@ -12,9 +12,11 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::conflict_if_duplicate;
 use crate::api::{AccountPath, ApiError, ApiJson, ErrorBody, NoSuchAccount, ResourceId};
+use crate::api::{conflict_if_duplicate, product};
 use crate::auth::{AuditFacts, Principal};
 use crate::db::{new_id, now_ms, on_db, select};
 use crate::state::AppState;
@@ -65,7 +67,6 @@ pub(crate) struct MemberPath {
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/members",
-    tag = "members",
     params(AccountPath),
     responses(
         (status = 200, description = "The account's members, and the users invited", body = Vec<Member>),
@@ -95,7 +96,6 @@ pub(crate) async fn list_members(
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/members",
-    tag = "members",
     params(AccountPath),
     request_body = MemberCreate,
     responses(
@@ -169,7 +169,6 @@ pub(crate) async fn add_member(
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/members/{member_id}",
-    tag = "members",
     params(MemberPath),
     responses(
         (status = 200, description = "The removed member's id", body = ResourceId),
@@ -227,6 +226,14 @@ pub(crate) async fn remove_member(
             "cannot remove the account's last administrator".into(),
         )),
     }
+}
+
+/// The routes of these operations, tagged `members`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(remove_member));
+    product("members", &[], router)
 }
 
 /// A plausible email address: one `@` between a non-empty local part and a dotted domain, no

@@ -10,9 +10,11 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{AccountPath, ApiError, ApiJson, ErrorBody, InvalidName, NoSuchAccount};
-use crate::api::{ResourceId, changed_id, check_name};
+use crate::api::{ResourceId, changed_id, check_name, product};
 use crate::auth::{AuditFacts, Principal};
 use crate::db::{execute, new_id, now_ms, rfc3339, select};
 use crate::secrets::{new_secret, sha256_hex};
@@ -86,7 +88,6 @@ struct TokenRow {
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/tokens",
-    tag = "tokens",
     params(AccountPath),
     responses(
         (status = 200, description = "The account's tokens, without values", body = Vec<Token>),
@@ -123,7 +124,6 @@ pub(crate) async fn list_tokens(
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/tokens",
-    tag = "tokens",
     params(AccountPath),
     request_body = TokenCreate,
     responses(
@@ -169,7 +169,6 @@ pub(crate) async fn create_token(
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/tokens/{token_id}",
-    tag = "tokens",
     params(TokenPath),
     responses(
         (status = 200, description = "The revoked token's id", body = ResourceId),
@@ -193,4 +192,12 @@ pub(crate) async fn revoke_token(
         .bind(&account_id)
     )?;
     changed_id(rows, "token", token_id)
+}
+
+/// The routes of these operations, tagged `tokens`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token));
+    product("tokens", &[], router)
 }

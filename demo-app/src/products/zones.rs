@@ -9,10 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{ApiError, ApiJson, ErrorBody, Page, ResourceId};
 use crate::api::{InvalidName, NoSuchAccount, NoSuchZone, ZonePath};
-use crate::api::{changed_id, conflict_if_duplicate, created, found};
+use crate::api::{changed_id, conflict_if_duplicate, created, found, product};
 use crate::auth::{AuditFacts, Principal};
 use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339, select};
 use crate::state::AppState;
@@ -115,7 +117,6 @@ pub(crate) async fn zone_name(db: &Db, zone_id: &str) -> Result<Option<String>, 
 #[utoipa::path(
     get,
     path = "/zones",
-    tag = "zones",
     params(
         ("name" = Option<String>, Query, description = "Only the zone with this name", extensions(("x-auditable" = json!(true)))),
         ("page" = Option<u32>, Query, description = "Page, from 1", extensions(("x-auditable" = json!(true)))),
@@ -158,7 +159,6 @@ pub(crate) async fn list_zones(
 #[utoipa::path(
     post,
     path = "/zones",
-    tag = "zones",
     request_body = ZoneCreate,
     responses(
         (status = 200, description = "The new zone", body = Zone),
@@ -205,7 +205,6 @@ pub(crate) async fn create_zone(
 #[utoipa::path(
     get,
     path = "/zones/{zone_id}",
-    tag = "zones",
     params(ZonePath),
     responses(
         (status = 200, description = "The zone", body = Zone),
@@ -223,7 +222,6 @@ pub(crate) async fn get_zone(
 #[utoipa::path(
     patch,
     path = "/zones/{zone_id}",
-    tag = "zones",
     params(ZonePath),
     request_body = ZoneUpdate,
     responses(
@@ -254,7 +252,6 @@ pub(crate) async fn update_zone(
 #[utoipa::path(
     delete,
     path = "/zones/{zone_id}",
-    tag = "zones",
     params(ZonePath),
     responses(
         (status = 200, description = "The deleted zone's id", body = ResourceId),
@@ -270,6 +267,14 @@ pub(crate) async fn delete_zone(
         sqlx::query("DELETE FROM zones WHERE id = $1").bind(&zone_id)
     )?;
     changed_id(rows, "zone", zone_id)
+}
+
+/// The routes of these operations, tagged `zones`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_zones, create_zone))
+        .routes(routes!(get_zone, update_zone, delete_zone));
+    product("zones", &[], router)
 }
 
 /// Whether `name` is a lowercase domain of at least two labels: letters, digits and inner
