@@ -18,11 +18,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
+use utoipa::openapi::security::SecurityRequirement;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
 use self::document::ApiDoc;
+use crate::api::{for_each_operation, product};
 use crate::auth::require_auth;
 use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
@@ -30,37 +32,20 @@ use crate::state::AppState;
 /// The routes behind authentication, and the public ones (login, health, this document).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(accounts::list_accounts))
-        .routes(routes!(accounts::get_account, accounts::update_account))
-        .routes(routes!(members::list_members, members::add_member))
-        .routes(routes!(members::remove_member))
-        .routes(routes!(invites::list_invites))
-        .routes(routes!(invites::answer_invite))
-        .routes(routes!(tokens::list_tokens, tokens::create_token))
-        .routes(routes!(tokens::revoke_token))
-        .routes(routes!(zones::list_zones, zones::create_zone))
-        .routes(routes!(
-            zones::get_zone,
-            zones::update_zone,
-            zones::delete_zone
-        ))
-        .routes(routes!(dns::list_records, dns::create_record))
-        .routes(routes!(
-            dns::get_record,
-            dns::update_record,
-            dns::delete_record
-        ))
-        .routes(routes!(alerting::list_policies, alerting::create_policy))
-        .routes(routes!(
-            alerting::get_policy,
-            alerting::update_policy,
-            alerting::delete_policy
-        ));
-    let public = OpenApiRouter::new()
-        .routes(routes!(login::login))
-        .routes(routes!(login::logout))
+        .merge(accounts::routes())
+        .merge(members::routes())
+        .merge(invites::routes())
+        .merge(tokens::routes())
+        .merge(zones::routes())
+        .merge(dns::routes())
+        .merge(alerting::routes());
+    let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
+    let mut public = login::routes().merge(product("operations", &[], operations));
+    for_each_operation(&mut public, |operation| {
+        operation.security = Some(vec![SecurityRequirement::default()]);
+    });
     (protected, public)
 }
 
@@ -109,12 +94,10 @@ pub(crate) fn router(
 #[utoipa::path(
     get,
     path = "/healthz",
-    tag = "operations",
     responses(
         (status = 200, description = "Healthy", body = String, content_type = "text/plain"),
         (status = 503, description = "The database does not answer", body = String, content_type = "text/plain"),
     ),
-    security(()),
     extensions(("x-audit" = json!(false))),
 )]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -133,9 +116,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(
     get,
     path = "/openapi.json",
-    tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
-    security(()),
     extensions(("x-audit" = json!(false))),
 )]
 async fn openapi_json() -> impl IntoResponse {
