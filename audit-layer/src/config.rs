@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::capture::RecordLimits;
 use crate::ahead::BodyBudget;
+use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
 use crate::coalesce::{Coalescing, Rules};
 use crate::detach::Detached;

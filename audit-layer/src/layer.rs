@@ -5,13 +5,13 @@ use http::HeaderName;
 use ipnet::IpNet;
 use tower_layer::Layer;
 
-use crate::capture::RecordLimits;
 use crate::ahead::{BodyBudget, DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
+use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
 use crate::coalesce::{Coalescing, Rules};
 use crate::config::Config;
-use crate::escape::MIN_STRING_LIMIT;
 use crate::detach::{DEFAULT_DETACHED_TIMEOUT, Detached};
+use crate::escape::MIN_STRING_LIMIT;
 use crate::flush::AuditFlush;
 use crate::policy::{IntoAuditPolicy, PolicyError};
 use crate::record::MIN_RECORD_LIMIT;
