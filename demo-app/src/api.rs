@@ -324,3 +324,66 @@ pub(crate) fn check_name(field: &str, value: &str, max: usize) -> Result<(), Api
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use utoipa::IntoResponses;
+
+    use super::*;
+
+    fn bad_request_naming(result: Result<(i64, i64), ApiError>) -> String {
+        match result {
+            Err(ApiError::BadRequest(message)) => message,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pages_become_limit_and_offset_or_a_400_naming_the_parameter() {
+        assert_eq!(Page::default().limit_offset().ok(), Some((50, 0)));
+        let third = Page {
+            page: Some(3),
+            per_page: Some(20),
+        };
+        assert_eq!(third.limit_offset().ok(), Some((20, 40)));
+        let none_per_page = Page {
+            page: None,
+            per_page: Some(0),
+        };
+        assert!(bad_request_naming(none_per_page.limit_offset()).contains("'per_page'"));
+        let page_zero = Page {
+            page: Some(0),
+            per_page: None,
+        };
+        assert!(bad_request_naming(page_zero.limit_offset()).contains("'page'"));
+    }
+
+    #[test]
+    fn error_answers_document_each_status_with_an_error_body() {
+        let body =
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+        let zone = serde_json::to_value(NoSuchZone::responses()).unwrap();
+        assert_eq!(
+            zone,
+            json!({"404": {"description": "No such zone (or not the caller's)", "content": body}})
+        );
+        error_answers! {
+            /// Two answers.
+            Both => [(401, "Not signed in"), (403, "Not allowed")];
+        }
+        let both = serde_json::to_value(Both::responses()).unwrap();
+        assert_eq!(both["401"]["description"], "Not signed in");
+        assert_eq!(both["403"]["content"], body);
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_is_a_404_naming_what() {
+        assert_eq!(changed_id(1, "zone", "z1".into()).unwrap().0.id, "z1");
+        assert!(matches!(
+            changed_id(0, "zone", "z1".into()),
+            Err(ApiError::NotFound("zone"))
+        ));
+        assert!(matches!(created::<u8>(None), Err(ApiError::Internal)));
+    }
+}

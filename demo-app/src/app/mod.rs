@@ -29,7 +29,8 @@ use crate::auth::require_auth;
 use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
 
-/// The routes behind authentication, and the public ones (login, health, this document).
+/// The routes behind authentication (each product's), and the public ones (login, health,
+/// this document), which the document says need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())

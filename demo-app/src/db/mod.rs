@@ -206,3 +206,35 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::seed::tests::seeded_db;
+    use super::seed_ids::{DEMO_ACCOUNT, EXAMPLE_ZONE, OTHER_ACCOUNT};
+    use super::*;
+
+    #[tokio::test]
+    async fn selects_bind_their_text_parameters_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = seeded_db(dir.path()).await;
+        let name = select("SELECT name FROM accounts WHERE id = $1", &[DEMO_ACCOUNT]);
+        assert_eq!(
+            name.text(&db).await.unwrap().as_deref(),
+            Some("Example account")
+        );
+        let missing = select("SELECT name FROM accounts WHERE id = $1", &["acc_none"]);
+        assert_eq!(missing.text(&db).await.unwrap(), None);
+
+        const ZONE_OF: &str = "SELECT id, account_id FROM zones WHERE account_id = $1 AND id = $2";
+        let theirs: Option<(String, String)> = select(ZONE_OF, &[OTHER_ACCOUNT, EXAMPLE_ZONE])
+            .optional(&db)
+            .await
+            .unwrap();
+        assert_eq!(theirs, None, "the example zone is not the other account's");
+        let ours: Vec<(String, String)> = select(ZONE_OF, &[DEMO_ACCOUNT, EXAMPLE_ZONE])
+            .all(&db)
+            .await
+            .unwrap();
+        assert_eq!(ours, [(EXAMPLE_ZONE.to_owned(), DEMO_ACCOUNT.to_owned())]);
+    }
+}
