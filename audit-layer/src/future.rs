@@ -2,88 +2,96 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, request, response};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use pin_project_lite::pin_project;
+use http_body_util::BodyExt;
 use tower_service::Service;
 
+use crate::ahead::{BodyRead, ReadFuture};
 use crate::body::{AuditBody, AuditRequestBody, poll_watched};
 use crate::capture::{AuditGuard, Ending, RequestBody, ResponseCopy};
+use crate::config::Config;
 use crate::identity::Identity;
 use crate::sink::{Backpressure, Commit};
 
-use crate::BoxError;
-
-/// The outcome of reading a request body ahead of the handler.
-pub(crate) enum BodyRead {
-    Complete(Bytes, Option<http::HeaderMap>),
-    OverLimit(usize),
-    Incomplete,
+/// What a response future needs to finish its handler on its own when the server drops it
+/// (the client went away): the layer's settings, and the function that moves the handler's
+/// future into a task of its own (made where the future's type is known to be `Send`).
+pub(crate) struct Detach<F> {
+    config: Arc<Config>,
+    run: fn(Pin<Box<F>>, AuditGuard, Arc<Config>),
 }
 
-type ReadFuture = Pin<Box<dyn Future<Output = BodyRead> + Send>>;
-
-/// Reads `body` whole, or stops once it exceeds `limit` bytes.
-pub(crate) fn read_body<B>(body: B, limit: usize) -> ReadFuture
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    Box::pin(async move {
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => {
-                let trailers = collected.trailers().cloned();
-                BodyRead::Complete(collected.to_bytes(), trailers)
-            }
-            Err(e) if e.is::<LengthLimitError>() => BodyRead::OverLimit(limit),
-            Err(_) => BodyRead::Incomplete,
-        }
-    })
-}
-
-pin_project! {
-    /// Response future of [`Audit`](crate::Audit).
-    pub struct ResponseFuture<S, B, RB>
+impl<F> Detach<F> {
+    /// The detach of the futures of a service whose responses have bodies `RB`.
+    pub(crate) fn new<RB, E>(config: &Arc<Config>) -> Self
     where
-        S: Service<Request<AuditRequestBody<B>>>,
+        F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        E: Send + 'static,
     {
-        #[pin]
-        state: State<S::Future, S, B, RB>,
-        guard: AuditGuard,
-        ray_id: Option<(HeaderName, HeaderValue)>,
+        Self {
+            config: Arc::clone(config),
+            run: run_detached::<F, RB, E>,
+        }
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F, S, B, RB> {
-        Reading {
-            read: ReadFuture,
-            service: Option<S>,
-            parts: Option<request::Parts>,
-            _body: PhantomData<fn(B)>,
-        },
-        Calling { #[pin] future: F },
-        Committing { held: Held<RB> },
-        Rejected { status: StatusCode },
-        // Backpressure: the sink is full; the request waits before it is served.
-        Waiting {
-            wait: Backpressure,
-            then: Option<Then<S, B>>,
-        },
-    }
+/// Response future of [`Audit`](crate::Audit).
+///
+/// Dropped before the handler completed (the server drops it when the client goes away), it
+/// moves the handler's future into a task of its own (on the current tokio runtime), where the
+/// handler runs to completion and its record is emitted with its real outcome, marked
+/// `client_gone`. See [`AuditLayer::detached_timeout`](crate::AuditLayer::detached_timeout).
+pub struct ResponseFuture<S, B, RB>
+where
+    S: Service<Request<AuditRequestBody<B>>>,
+{
+    state: State<S::Future, S, B, RB>,
+    guard: AuditGuard,
+    ray_id: Option<(HeaderName, HeaderValue)>,
+    detach: Option<Detach<S::Future>>,
+}
+
+// No field is pinned: the handler's future is boxed, so that it can be moved into a task of
+// its own when this future is dropped.
+impl<S, B, RB> Unpin for ResponseFuture<S, B, RB> where S: Service<Request<AuditRequestBody<B>>> {}
+
+enum State<F, S, B, RB> {
+    Reading {
+        read: ReadFuture,
+        service: S,
+        parts: request::Parts,
+        _body: PhantomData<fn(B)>,
+    },
+    Calling {
+        future: Pin<Box<F>>,
+    },
+    Committing {
+        held: Held<RB>,
+    },
+    Rejected {
+        refusal: Refusal,
+    },
+    // Backpressure: the sink is full; the request waits before it is served.
+    Waiting {
+        wait: Backpressure,
+        then: Then<S, B>,
+    },
+    // The response was given out (or the future taken apart).
+    Done,
 }
 
 impl<F, S, B, RB> State<F, S, B, RB> {
     fn reading(read: ReadFuture, service: S, parts: request::Parts) -> Self {
         Self::Reading {
             read,
-            service: Some(service),
-            parts: Some(parts),
+            service,
+            parts,
             _body: PhantomData,
         }
     }
@@ -104,7 +112,7 @@ where
     fn resume<RB>(self) -> State<S::Future, S, B, RB> {
         match self {
             Self::Call(mut service, req) => State::Calling {
-                future: service.call(req),
+                future: Box::pin(service.call(req)),
             },
             Self::Read(read, service, parts) => State::reading(read, service, parts),
         }
@@ -115,16 +123,28 @@ impl<S, B, RB> ResponseFuture<S, B, RB>
 where
     S: Service<Request<AuditRequestBody<B>>>,
 {
+    fn new(
+        state: State<S::Future, S, B, RB>,
+        guard: AuditGuard,
+        ray_id: Option<(HeaderName, HeaderValue)>,
+        detach: Detach<S::Future>,
+    ) -> Self {
+        Self {
+            state,
+            guard,
+            ray_id,
+            detach: Some(detach),
+        }
+    }
+
     pub(crate) fn calling(
         future: S::Future,
         guard: AuditGuard,
         ray_id: Option<(HeaderName, HeaderValue)>,
+        detach: Detach<S::Future>,
     ) -> Self {
-        Self {
-            state: State::Calling { future },
-            guard,
-            ray_id,
-        }
+        let future = Box::pin(future);
+        Self::new(State::Calling { future }, guard, ray_id, detach)
     }
 
     pub(crate) fn reading(
@@ -133,12 +153,10 @@ where
         parts: request::Parts,
         guard: AuditGuard,
         ray_id: (HeaderName, HeaderValue),
+        detach: Detach<S::Future>,
     ) -> Self {
-        Self {
-            state: State::reading(read, service, parts),
-            guard,
-            ray_id: Some(ray_id),
-        }
+        let state = State::reading(read, service, parts);
+        Self::new(state, guard, Some(ray_id), detach)
     }
 
     /// A request that waits for room in the sink, then goes on as `then` says.
@@ -147,27 +165,34 @@ where
         then: Then<S, B>,
         guard: AuditGuard,
         ray_id: (HeaderName, HeaderValue),
+        detach: Detach<S::Future>,
     ) -> Self {
-        Self {
-            state: State::Waiting {
-                wait,
-                then: Some(then),
-            },
-            guard,
-            ray_id: Some(ray_id),
-        }
+        let state = State::Waiting { wait, then };
+        Self::new(state, guard, Some(ray_id), detach)
     }
 
     /// A response the layer gives itself, without calling the service.
     pub(crate) fn rejected(
-        status: StatusCode,
+        refusal: Refusal,
         guard: AuditGuard,
         ray_id: (HeaderName, HeaderValue),
+        detach: Detach<S::Future>,
     ) -> Self {
-        Self {
-            state: State::Rejected { status },
-            guard,
-            ray_id: Some(ray_id),
+        Self::new(State::Rejected { refusal }, guard, Some(ray_id), detach)
+    }
+}
+
+impl<S, B, RB> Drop for ResponseFuture<S, B, RB>
+where
+    S: Service<Request<AuditRequestBody<B>>>,
+{
+    fn drop(&mut self) {
+        // Dropped while the handler runs: it finishes on its own, and its record with it.
+        if let State::Calling { .. } = self.state
+            && let Some(detach) = self.detach.take()
+            && let State::Calling { future } = std::mem::replace(&mut self.state, State::Done)
+        {
+            (detach.run)(future, self.guard.take(), detach.config);
         }
     }
 }
@@ -180,25 +205,24 @@ where
     type Output = Result<Response<AuditBody<RB>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.get_mut();
         loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Reading {
-                    read,
-                    service,
-                    parts,
-                    ..
-                } => {
+            let next = match &mut this.state {
+                State::Reading { read, .. } => {
                     let outcome = ready!(read.as_mut().poll(cx));
-                    let (Some(service), Some(parts)) = (service.take(), parts.take()) else {
-                        unreachable!("the request is read once");
+                    let State::Reading { service, parts, .. } =
+                        std::mem::replace(&mut this.state, State::Done)
+                    else {
+                        unreachable!("matched above");
                     };
-                    call_with_body(this.guard, outcome, service, parts)
+                    call_with_body(&mut this.guard, outcome, service, parts)
                 }
-                StateProj::Calling { future } => {
-                    let polled = poll_watched(this.guard, |cx| future.poll(cx), cx);
-                    match ready!(polled) {
-                        Ok(response) => match release(this.guard, this.ray_id, response) {
+                State::Calling { future } => {
+                    let polled = poll_watched(&mut this.guard, |cx| future.as_mut().poll(cx), cx);
+                    let result = ready!(polled);
+                    this.state = State::Done;
+                    match result {
+                        Ok(response) => match release(&mut this.guard, &this.ray_id, response) {
                             Released::Now(response) => return Poll::Ready(Ok(response)),
                             Released::AfterCommit(held) => State::Committing { held },
                         },
@@ -212,27 +236,102 @@ where
                         }
                     }
                 }
-                StateProj::Committing { held } => {
-                    return held.poll_release(this.guard, this.ray_id, cx).map(Ok);
+                State::Committing { held } => {
+                    let response = ready!(held.poll_release(&mut this.guard, &mut this.ray_id, cx));
+                    this.state = State::Done;
+                    return Poll::Ready(Ok(response));
                 }
-                StateProj::Waiting { wait, then } => {
+                State::Waiting { wait, .. } => {
                     ready!(wait.as_mut().poll(cx));
-                    let Some(then) = then.take() else {
-                        unreachable!("a request goes on once");
+                    let State::Waiting { then, .. } =
+                        std::mem::replace(&mut this.state, State::Done)
+                    else {
+                        unreachable!("matched above");
                     };
                     then.resume()
                 }
-                StateProj::Rejected { status } => {
-                    let status = *status;
+                State::Rejected { refusal } => {
+                    let refusal = *refusal;
+                    this.state = State::Done;
                     if let Some(capture) = this.guard.get_mut() {
-                        capture.status = Some(status.as_u16());
+                        capture.status = Some(refusal.status().as_u16());
                         capture.response = ResponseCopy::new(None);
                     }
-                    let response = layer_response(status, this.guard.take(), this.ray_id.take());
+                    let response = layer_response(refusal, this.guard.take(), this.ray_id.take());
                     return Poll::Ready(Ok(response));
                 }
+                State::Done => panic!("audit ResponseFuture polled after completion"),
             };
-            this.state.set(next);
+            this.state = next;
+        }
+    }
+}
+
+/// Finishes, in a task of its own, a handler whose client went away; its record gets the
+/// handler's outcome, marked `client_gone`. Without a tokio runtime to run it on, the handler
+/// is dropped (and recorded `499`).
+fn run_detached<F, RB, E>(future: Pin<Box<F>>, mut guard: AuditGuard, config: Arc<Config>)
+where
+    F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+    E: Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if let Some(capture) = guard.get_mut() {
+        capture.client_gone = true;
+    }
+    let running = config.detached.enter();
+    let timeout = config.detached.timeout();
+    let limit = config.body_limit;
+    runtime.spawn(async move {
+        let _running = running;
+        let finished = finish_detached(future, guard, limit);
+        if tokio::time::timeout(timeout, finished).await.is_err() {
+            tracing::warn!(
+                target: "audit",
+                "a handler whose client left did not finish within {} ms; it was dropped",
+                timeout.as_millis()
+            );
+        }
+    });
+}
+
+/// Runs the handler's future to its end, then its response as far as the record needs it.
+async fn finish_detached<F, RB, E>(mut future: Pin<Box<F>>, mut guard: AuditGuard, limit: usize)
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Body<Data = Bytes>,
+{
+    let polled =
+        std::future::poll_fn(|cx| poll_watched(&mut guard, |cx| future.as_mut().poll(cx), cx));
+    let Ok(response) = polled.await else {
+        if let Some(capture) = guard.get_mut() {
+            capture.status = Some(StatusCode::INTERNAL_SERVER_ERROR.as_u16());
+        }
+        guard.finish(Ending::Abandoned);
+        return;
+    };
+    drop(future);
+    let copies = guard.get_mut().is_some_and(|c| c.response.limit.is_some());
+    match release(&mut guard, &None, response) {
+        Released::Now(response) if copies => {
+            // Read as much of the body as the record keeps; the rest goes nowhere.
+            let mut body = std::pin::pin!(response.into_body());
+            let mut read = 0;
+            while read <= limit {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+        // The record keeps no body: it is emitted as the response is dropped.
+        Released::Now(_) => {}
+        Released::AfterCommit(mut held) => {
+            let mut ray_id = None;
+            std::future::poll_fn(|cx| held.poll_release(&mut guard, &mut ray_id, cx)).await;
         }
     }
 }
@@ -253,20 +352,32 @@ where
         BodyRead::OverLimit(limit) => {
             guard.set_request(RequestBody::OverLimit(limit));
             return State::Rejected {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
+                refusal: Refusal::TooLarge,
             };
         }
         BodyRead::Incomplete => {
             guard.set_request(RequestBody::Incomplete);
             return State::Rejected {
-                status: StatusCode::BAD_REQUEST,
+                refusal: Refusal::Incomplete,
+            };
+        }
+        BodyRead::TimedOut(timeout) => {
+            guard.set_request(RequestBody::TimedOut(timeout));
+            return State::Rejected {
+                refusal: Refusal::TimedOut,
+            };
+        }
+        BodyRead::OverBudget(budget) => {
+            guard.set_request(RequestBody::OverBudget(budget));
+            return State::Rejected {
+                refusal: Refusal::OverBudget,
             };
         }
     };
     guard.set_request(RequestBody::Complete(data.clone()));
     let req = Request::from_parts(parts, AuditRequestBody::buffered(data, trailers));
     State::Calling {
-        future: service.call(req),
+        future: Box::pin(service.call(req)),
     }
 }
 
@@ -362,11 +473,7 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
         };
         if let Err(e) = committed {
             tracing::error!(target: "audit", "strict mode: {e}; answering 503");
-            let refusal = layer_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                AuditGuard::none(),
-                ray_id.take(),
-            );
+            let refusal = layer_response(Refusal::Unavailable, AuditGuard::none(), ray_id.take());
             return Poll::Ready(refusal);
         }
         let body = AuditBody::replay(std::mem::take(&mut self.frames), self.body.take());
@@ -408,23 +515,59 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
     }
 }
 
+/// Why the layer answers a request itself, without the handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The request body is over the body limit: `413`.
+    TooLarge,
+    /// The request body ended before it was complete: `400`.
+    Incomplete,
+    /// The request body did not arrive within the read timeout: `408`.
+    TimedOut,
+    /// The budget for bodies read ahead of handlers is spent: `503`.
+    OverBudget,
+    /// Strict mode, and the sink cannot store records: `503`.
+    Unavailable,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Incomplete => StatusCode::BAD_REQUEST,
+            Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            Self::OverBudget | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::TooLarge => "request body too large",
+            Self::Incomplete => "request body incomplete",
+            Self::TimedOut => "request body timed out",
+            Self::OverBudget => "server busy: too many request bodies in flight",
+            Self::Unavailable => "audit log unavailable",
+        }
+    }
+}
+
 /// A plain-text response the layer produces itself, with the trace id when there is one.
 fn layer_response<RB>(
-    status: StatusCode,
+    refusal: Refusal,
     guard: AuditGuard,
     ray_id: Option<(HeaderName, HeaderValue)>,
 ) -> Response<AuditBody<RB>> {
-    let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
-        StatusCode::SERVICE_UNAVAILABLE => "audit log unavailable",
-        _ => "request body incomplete",
-    };
-    let mut response = Response::new(AuditBody::layer(message, guard));
-    *response.status_mut() = status;
+    let mut response = Response::new(AuditBody::layer(refusal.message(), guard));
+    *response.status_mut() = refusal.status();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if refusal == Refusal::OverBudget {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let Some((name, value)) = ray_id {
         response.headers_mut().insert(name, value);
     }

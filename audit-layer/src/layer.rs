@@ -1,12 +1,20 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
 use tower_layer::Layer;
 
+use crate::ahead::{BodyBudget, DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
+use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
+use crate::coalesce::{Coalescing, Rules};
 use crate::config::Config;
+use crate::detach::{DEFAULT_DETACHED_TIMEOUT, Detached};
+use crate::escape::MIN_STRING_LIMIT;
+use crate::flush::AuditFlush;
 use crate::policy::{IntoAuditPolicy, PolicyError};
+use crate::record::MIN_RECORD_LIMIT;
 use crate::service::Audit;
 use crate::sink::{AuditSink, TracingSink};
 
@@ -51,6 +59,10 @@ impl std::fmt::Debug for AuditLayer {
         f.debug_struct("AuditLayer")
             .field("policy", &self.config.policy)
             .field("body_limit", &self.config.body_limit)
+            .field("body_read_timeout", &self.config.body_read_timeout)
+            .field("body_budget", &self.config.body_budget.limit())
+            .field("detached_timeout", &self.config.detached.timeout())
+            .field("failed_auth", &self.config.coalescing.rules())
             .field("trusted_proxies", &self.config.trusted_proxies)
             .field("request_id_header", &self.config.request_id_header)
             .finish_non_exhaustive()
@@ -79,21 +91,77 @@ impl AuditLayer {
     ///
     /// When the spec cannot be compiled into a policy.
     pub fn try_new(spec: impl IntoAuditPolicy) -> Result<Self, PolicyError> {
+        let coalescing = Coalescing::new(Arc::new(TracingSink), Rules::default());
         Ok(Self {
             config: Arc::new(Config {
                 policy: spec.into_audit_policy()?,
-                sink: Arc::new(TracingSink),
+                sink: Arc::clone(&coalescing) as Arc<dyn AuditSink>,
+                coalescing,
                 body_limit: DEFAULT_BODY_LIMIT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+                body_budget: Arc::new(BodyBudget::new(DEFAULT_BODY_BUDGET)),
+                detached: Arc::new(Detached::new(DEFAULT_DETACHED_TIMEOUT)),
                 trusted_proxies: TrustedProxies::default(),
                 request_id_header: DEFAULT_REQUEST_ID_HEADER,
                 strict: false,
+                record_limits: RecordLimits::default(),
             }),
         })
     }
 
     /// Where finished records go. Defaults to [`TracingSink`], which logs each record.
     pub fn sink(mut self, sink: impl AuditSink) -> Self {
-        Arc::make_mut(&mut self.config).sink = Arc::new(sink);
+        let config = Arc::make_mut(&mut self.config);
+        let rules = config.coalescing.rules();
+        config.set_sink(Arc::new(sink), rules);
+        self
+    }
+
+    /// How many records of failed authentication are kept individually per source, account
+    /// and [window](Self::failed_auth_window); beyond it they are counted into one `summary`
+    /// record per source, account and window. Defaults to 10
+    /// ([`DEFAULT_FAILED_AUTH_RATE`](crate::DEFAULT_FAILED_AUTH_RATE)); `0` counts them all.
+    ///
+    /// A record of failed authentication is one answered `401` or `403` whose actor is not
+    /// known (no `actor.id`, no token: the app did not identify one). Anyone can cause them,
+    /// in any account's log; see [Bounds](crate#bounds) for the summary's fields.
+    pub fn failed_auth_rate(mut self, per_window: u32) -> Self {
+        Arc::make_mut(&mut self.config).set_rules(|r| r.rate = per_window);
+        self
+    }
+
+    /// The window of [`failed_auth_rate`](Self::failed_auth_rate), from a source and
+    /// account's first failed authentication; its summary is emitted when it closes. Defaults
+    /// to 60 s ([`DEFAULT_FAILED_AUTH_WINDOW`](crate::DEFAULT_FAILED_AUTH_WINDOW)).
+    ///
+    /// # Panics
+    ///
+    /// If `window` is zero.
+    #[track_caller]
+    pub fn failed_auth_window(mut self, window: Duration) -> Self {
+        assert!(
+            !window.is_zero(),
+            "audit failed-auth window: must be more than zero"
+        );
+        Arc::make_mut(&mut self.config).set_rules(|r| r.window = window);
+        self
+    }
+
+    /// How many (source, account) pairs of failed authentications are counted at once.
+    /// Defaults to 10,000 ([`DEFAULT_FAILED_AUTH_SOURCES`](crate::DEFAULT_FAILED_AUTH_SOURCES)).
+    /// Beyond it, a new pair is counted with its source's other accounts; beyond as many
+    /// sources, with everyone's. The table's memory is bounded by it.
+    ///
+    /// # Panics
+    ///
+    /// If `pairs` is zero.
+    #[track_caller]
+    pub fn failed_auth_sources(mut self, pairs: usize) -> Self {
+        assert!(
+            pairs > 0,
+            "audit failed-auth sources: must be more than zero"
+        );
+        Arc::make_mut(&mut self.config).set_rules(|r| r.sources = pairs);
         self
     }
 
@@ -109,9 +177,62 @@ impl AuditLayer {
         self
     }
 
-    /// The proxies whose `Forwarded` and `X-Forwarded-For` headers are believed. Defaults to
-    /// none: the client IP is the socket peer's (see
-    /// [the client address](crate#the-client-address)).
+    /// The longest a request body read ahead of the handler may take to arrive whole, from
+    /// when the layer starts reading it. Defaults to 10 s
+    /// ([`DEFAULT_BODY_READ_TIMEOUT`](crate::DEFAULT_BODY_READ_TIMEOUT)).
+    ///
+    /// Such bodies are read before the app's authentication runs, so anyone can send one; a
+    /// body still incomplete at the deadline is answered `408 Request Timeout` without running
+    /// the handler, and recorded as a failure with a `_truncated` marker. See
+    /// [Bounds](crate#bounds).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero: no body could arrive.
+    #[track_caller]
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "audit body read timeout: must be more than zero"
+        );
+        Arc::make_mut(&mut self.config).body_read_timeout = timeout;
+        self
+    }
+
+    /// The bytes that request bodies read ahead of their handlers may hold at once, all
+    /// requests of this layer together. Defaults to 64 MiB
+    /// ([`DEFAULT_BODY_BUDGET`](crate::DEFAULT_BODY_BUDGET)).
+    ///
+    /// A body's declared `Content-Length` is charged whole when the layer starts reading it (a
+    /// body without one, as it arrives); the charge is returned when the body is handed to the
+    /// handler, or refused. A request whose body the budget cannot cover is answered
+    /// `503 Service Unavailable` (with `Retry-After: 1`) without running the handler, and
+    /// recorded as a failure with a `_truncated` marker. See [Bounds](crate#bounds).
+    ///
+    /// A budget below the body limit refuses every body larger than the budget.
+    pub fn body_budget(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).body_budget = Arc::new(BodyBudget::new(bytes));
+        self
+    }
+
+    /// How long a handler whose client went away may go on to finish. Defaults to 30 s
+    /// ([`DEFAULT_DETACHED_TIMEOUT`](crate::DEFAULT_DETACHED_TIMEOUT)).
+    ///
+    /// A server drops a request's response future when the client disconnects. Dropped before
+    /// its handler completed, the layer's future moves the handler into a task of its own (on
+    /// the current tokio runtime), so that a change it began is finished and recorded with the
+    /// handler's status and result, marked `raw.client_gone`. A handler still running after
+    /// this timeout is dropped and recorded `499`, a failure. The app's graceful shutdown
+    /// waits for these tasks through [`flush_handle`](Self::flush_handle).
+    pub fn detached_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.config).detached = Arc::new(Detached::new(timeout));
+        self
+    }
+
+    /// The proxies whose `Forwarded` and `X-Forwarded-For` headers, and whose
+    /// [request id](Self::request_id_header), are believed. Defaults to none: the client IP is
+    /// the socket peer's (see [the client address](crate#the-client-address)), and every trace
+    /// id is generated.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         Arc::make_mut(&mut self.config).trusted_proxies = TrustedProxies::new(proxies);
         self
@@ -133,12 +254,81 @@ impl AuditLayer {
 
     /// The header carrying the request's trace id (`raw.ray_id`). Defaults to `x-request-id`.
     ///
-    /// A well-formed incoming value (1–128 characters of `A-Z a-z 0-9 . _ : -`) is kept;
-    /// otherwise the layer generates one. Either way the handler sees it in the request and the
-    /// client in the response.
+    /// An incoming value is kept only when the socket peer is one of the
+    /// [trusted proxies](Self::trusted_proxies) and the value is well-formed (1–128
+    /// characters of `A-Z a-z 0-9 . _ : -`); otherwise the layer generates one, and a value the
+    /// client sent is recorded apart, unverified, as `raw.client_request_id`. Either way the
+    /// handler sees the trace id in the request and the client in the response.
     pub fn request_id_header(mut self, header: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).request_id_header = header;
         self
+    }
+}
+
+// --- What a record holds (layer-content, issue 18) ---
+impl AuditLayer {
+    /// The most bytes of each string a record holds (`raw.user_agent`, `raw.uri`, the request
+    /// id a client sent, the ids, what the app or its headers say of the actor), its
+    /// truncation marker included. Defaults to 8 KiB ([`DEFAULT_STRING_LIMIT`](crate::DEFAULT_STRING_LIMIT)).
+    ///
+    /// A longer string is cut between two characters and ends with
+    /// `…[truncated from N bytes]`, `N` being its length as received.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is below 64 ([`MIN_STRING_LIMIT`](crate::escape::MIN_STRING_LIMIT)): no room for the marker.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    ///
+    /// let layer = AuditLayer::new(AuditPolicy::default()).string_limit(2 * 1024);
+    /// ```
+    #[track_caller]
+    pub fn string_limit(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes >= MIN_STRING_LIMIT,
+            "audit layer: string_limit({bytes}) is below the minimum of {MIN_STRING_LIMIT} bytes"
+        );
+        Arc::make_mut(&mut self.config).record_limits.string = bytes;
+        self
+    }
+
+    /// The most bytes of one record's JSON text. Defaults to 64 KiB
+    /// ([`DEFAULT_RECORD_LIMIT`](crate::DEFAULT_RECORD_LIMIT)).
+    ///
+    /// A record that would be longer loses its response body, then its request body (each
+    /// replaced by a `_truncated` marker), then has its strings cut shorter until it fits; who
+    /// acted, what they did and when stay in it.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is below 4 KiB ([`MIN_RECORD_LIMIT`](crate::record::MIN_RECORD_LIMIT)): no room for who, what and when.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    ///
+    /// let layer = AuditLayer::new(AuditPolicy::default()).record_limit(256 * 1024);
+    /// ```
+    #[track_caller]
+    pub fn record_limit(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes >= MIN_RECORD_LIMIT,
+            "audit layer: record_limit({bytes}) is below the minimum of {MIN_RECORD_LIMIT} bytes"
+        );
+        Arc::make_mut(&mut self.config).record_limits.record = bytes;
+        self
+    }
+}
+
+impl AuditLayer {
+    /// What the app calls on graceful shutdown so that nothing the layer still holds is lost:
+    /// see [`AuditFlush`]. Take it once the layer is configured: it belongs to the settings
+    /// made so far.
+    pub fn flush_handle(&self) -> AuditFlush {
+        AuditFlush {
+            detached: Arc::clone(&self.config.detached),
+            coalescing: Arc::clone(&self.config.coalescing),
+        }
     }
 }
 

@@ -46,7 +46,14 @@
 //! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, ray_id}`.
 //!
 //! Credentials are never recorded: the only header a record keeps is `User-Agent`. Control
-//! characters in recorded strings are [escaped](escape::visible).
+//! characters, line separators and invisible format characters (bidi controls among them) in
+//! recorded strings are [escaped](escape::visible), also inside redacted bodies
+//! ([`escape::json_text`]).
+//!
+//! A record is bounded in bytes whatever the client sends: each string is cut at
+//! [8 KiB](AuditLayer::string_limit) with a visible `…[truncated from N bytes]` marker, and a
+//! record over [64 KiB](AuditLayer::record_limit) of JSON loses its bodies (then has its
+//! strings cut shorter) before it is emitted.
 //!
 //! # Failures are recorded too
 //!
@@ -123,11 +130,15 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ahead;
 mod body;
 mod capture;
 mod client_ip;
+mod coalesce;
 mod config;
+mod detach;
 pub mod escape;
+mod flush;
 mod future;
 pub mod identity;
 mod layer;
@@ -143,11 +154,18 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use ahead::{DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 pub use body::{AuditBody, AuditRequestBody};
+pub use coalesce::{
+    DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
+};
+pub use detach::DEFAULT_DETACHED_TIMEOUT;
+pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
 pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError};
+pub use record::{DEFAULT_RECORD_LIMIT, DEFAULT_STRING_LIMIT};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};
 

@@ -2,17 +2,18 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Extensions, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{Extensions, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::Body;
 use tower_service::Service;
 use uuid::Uuid;
 
+use crate::ahead::{Bounds, read_ahead};
 use crate::body::{AuditBody, AuditRequestBody};
 use crate::capture::{AuditGuard, Capture, RequestBody, ResponseCopy};
 use crate::client_ip::peer_addr;
 use crate::config::Config;
 use crate::escape;
-use crate::future::{ResponseFuture, Then, read_body};
+use crate::future::{Detach, Refusal, ResponseFuture, Then};
 use crate::identity::AuditHandle;
 use crate::policy::{AuditLevel, OperationPlan};
 use crate::record::{ActionType, Timestamp};
@@ -72,9 +73,12 @@ impl<S> Audit<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S>
 where
     S: Service<Request<AuditRequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    // Sent to a task of their own when the client goes away before the handler completed.
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<AuditBody<ResBody>>;
     type Error = S::Error;
@@ -85,10 +89,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let detach = Detach::new::<ResBody, S::Error>(&self.config);
         let plan = plan_for(&self.config, &req);
         if plan.as_ref().is_some_and(|p| !p.audited) {
             let req = req.map(AuditRequestBody::streaming);
-            return ResponseFuture::calling(self.inner.call(req), AuditGuard::none(), None);
+            let future = self.inner.call(req);
+            return ResponseFuture::calling(future, AuditGuard::none(), None, detach);
         }
         let Begun {
             mut guard,
@@ -103,7 +109,7 @@ where
             && !config.sink.is_available()
         {
             capture.strict = false;
-            return ResponseFuture::rejected(StatusCode::SERVICE_UNAVAILABLE, guard, ray_id);
+            return ResponseFuture::rejected(Refusal::Unavailable, guard, ray_id, detach);
         }
 
         // Backpressure: while the sink is full, the request waits before it is served.
@@ -112,10 +118,12 @@ where
         if !reads_body {
             let req = req.map(AuditRequestBody::streaming);
             let Some(wait) = wait else {
-                return ResponseFuture::calling(self.inner.call(req), guard, Some(ray_id));
+                let future = self.inner.call(req);
+                return ResponseFuture::calling(future, guard, Some(ray_id), detach);
             };
             let inner = self.take_ready();
-            return ResponseFuture::waiting(wait, Then::Call(inner, req), guard, ray_id);
+            let then = Then::Call(inner, req);
+            return ResponseFuture::waiting(wait, then, guard, ray_id, detach);
         }
 
         let limit = config.body_limit;
@@ -123,17 +131,28 @@ where
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            guard.set_request(RequestBody::OverLimit(limit));
-            return ResponseFuture::rejected(StatusCode::PAYLOAD_TOO_LARGE, guard, ray_id);
-        }
+        let declared = match declared.map(usize::try_from) {
+            Some(Ok(len)) if len <= limit => Some(len),
+            Some(_) => {
+                guard.set_request(RequestBody::OverLimit(limit));
+                return ResponseFuture::rejected(Refusal::TooLarge, guard, ray_id, detach);
+            }
+            None => None,
+        };
+        let bounds = Bounds {
+            limit,
+            declared,
+            timeout: config.body_read_timeout,
+            budget: Arc::clone(&config.body_budget),
+        };
         let inner = self.take_ready();
         let (parts, body) = req.into_parts();
-        let read = read_body(body, limit);
+        let read = read_ahead(body, bounds);
         match wait {
-            None => ResponseFuture::reading(read, inner, parts, guard, ray_id),
+            None => ResponseFuture::reading(read, inner, parts, guard, ray_id, detach),
             Some(wait) => {
-                ResponseFuture::waiting(wait, Then::Read(read, inner, parts), guard, ray_id)
+                let then = Then::Read(read, inner, parts);
+                ResponseFuture::waiting(wait, then, guard, ray_id, detach)
             }
         }
     }
@@ -189,7 +208,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         .unwrap_or(config.strict);
     let time = Timestamp::now();
     let id = Uuid::now_v7();
-    let (ray_id, ray_id_header) = ray_id(config, req, id);
+    let (ray_id, ray_id_header, client_request_id) = ray_id(config, req, id);
     let method = req.method().clone();
     let action = plan
         .as_ref()
@@ -214,10 +233,9 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
             .as_ref()
             .map(|p| p.template.ids(req.uri().path()))
             .unwrap_or_default(),
-        user_agent: req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .map(|v| escape::visible(v.as_bytes()).into_owned()),
+        user_agent: req.headers().get(http::header::USER_AGENT).map(|v| {
+            escape::visible_within(v.as_bytes(), config.record_limits.string).into_owned()
+        }),
         request_type: records_bodies
             .then(|| req.headers().get(http::header::CONTENT_TYPE).cloned())
             .flatten(),
@@ -235,6 +253,9 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         response: ResponseCopy::new(records_response.then_some(config.body_limit)),
         in_service: false,
         strict,
+        client_request_id,
+        limits: config.record_limits,
+        client_gone: false,
     };
     Begun {
         guard: AuditGuard::new(capture),
@@ -256,24 +277,40 @@ fn recorded_uri(plan: Option<&OperationPlan>, uri: &Uri) -> String {
     }
 }
 
-/// The request's trace id, as a string for the record and as a header to echo.
+/// The request's trace id, as a string for the record and as a header to echo, and the id the
+/// client sent when it is not that (`raw.client_request_id`).
+///
+/// An incoming id is taken only from a trusted proxy: anyone else could choose another
+/// request's id.
 fn ray_id<B>(
     config: &Config,
     req: &mut Request<B>,
     id: Uuid,
-) -> (String, (HeaderName, HeaderValue)) {
+) -> (String, (HeaderName, HeaderValue), Option<String>) {
     let header = &config.request_id_header;
-    if let Some(value) = req.headers().get(header)
-        && is_valid_ray_id(value.as_bytes())
-        && let Ok(s) = value.to_str()
-    {
-        return (s.to_owned(), (header.clone(), value.clone()));
+    let mut client_request_id = None;
+    if let Some(value) = req.headers().get(header) {
+        let trusted = config
+            .trusted_proxies
+            .trusts_peer(peer_addr(req.extensions()));
+        if trusted
+            && is_valid_ray_id(value.as_bytes())
+            && let Ok(s) = value.to_str()
+        {
+            return (s.to_owned(), (header.clone(), value.clone()), None);
+        }
+        let limit = config.record_limits.string;
+        client_request_id = Some(escape::visible_within(value.as_bytes(), limit).into_owned());
     }
     let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     let generated: &str = id.simple().encode_lower(&mut buf);
     let value = HeaderValue::from_str(generated).unwrap_or(HeaderValue::from_static("0"));
     req.headers_mut().insert(header.clone(), value.clone());
-    (generated.to_owned(), (header.clone(), value))
+    (
+        generated.to_owned(),
+        (header.clone(), value),
+        client_request_id,
+    )
 }
 
 fn is_valid_ray_id(value: &[u8]) -> bool {

@@ -200,10 +200,10 @@ async fn operations_not_audited_leave_no_record() {
 }
 
 #[tokio::test]
-async fn a_client_gone_before_the_response_is_recorded_as_499() {
+async fn a_handler_still_running_when_its_detached_time_is_up_is_recorded_as_499() {
     let sink = MemorySink::new();
     let svc = audited(
-        layer(&sink),
+        layer(&sink).detached_timeout(Duration::from_millis(50)),
         service_fn(|_req: Req| async {
             std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>().await
         }),
@@ -217,11 +217,78 @@ async fn a_client_gone_before_the_response_is_recorded_as_499() {
     let record = only_record(&sink).await;
     assert_eq!(record.raw.status_code, 499);
     assert_eq!(record.action.result, ActionResult::Failure);
+    assert!(!record.raw.client_gone, "a handler that did not complete");
     assert_eq!(
         recorded_request(&record),
         Some(json!({})),
         "the body had been read"
     );
+}
+
+#[tokio::test]
+async fn a_handler_whose_client_left_finishes_and_is_recorded_with_its_outcome() {
+    let sink = MemorySink::new();
+    let release = Arc::new(Notify::new());
+    let changed = Arc::new(AtomicBool::new(false));
+    let svc = audited(
+        layer(&sink),
+        service_fn({
+            let (release, changed) = (Arc::clone(&release), Arc::clone(&changed));
+            move |_req: Req| {
+                let (release, changed) = (Arc::clone(&release), Arc::clone(&changed));
+                async move {
+                    release.notified().await;
+                    changed.store(true, Ordering::SeqCst);
+                    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+                    response
+                        .headers_mut()
+                        .insert("content-type", HeaderValue::from_static("application/json"));
+                    Ok::<_, Infallible>(response)
+                }
+            }
+        }),
+    );
+    // The server drops the response future when the client goes away.
+    let call = svc.oneshot(put(r#"{"name":"x"}"#));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), call)
+            .await
+            .is_err()
+    );
+    assert!(sink.is_empty(), "no record while the handler runs on");
+    release.notify_one();
+    let record = only_record(&sink).await;
+    assert!(changed.load(Ordering::SeqCst), "the handler ran to its end");
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (200, ActionResult::Success)
+    );
+    assert!(record.raw.client_gone);
+}
+
+#[tokio::test]
+async fn the_flush_handle_waits_for_handlers_whose_clients_left() {
+    let sink = MemorySink::new();
+    let layer = layer(&sink);
+    let flush = layer.flush_handle();
+    let svc = audited(
+        layer,
+        service_fn(|_req: Req| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }),
+    );
+    let call = svc.oneshot(put("{}"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), call)
+            .await
+            .is_err()
+    );
+    assert!(sink.is_empty());
+    let flushed = flush.flush(WAIT).await;
+    assert_eq!(flushed.handlers_still_running, 0);
+    assert_eq!(sink.len(), 1, "recorded before flush returned");
+    assert!(sink.records()[0].raw.client_gone);
 }
 
 #[tokio::test]
@@ -323,7 +390,7 @@ async fn streaming_responses_pass_through_and_are_recorded_at_their_end() {
 }
 
 #[tokio::test]
-async fn a_response_dropped_mid_stream_is_a_failure() {
+async fn a_response_dropped_mid_stream_keeps_the_handlers_outcome_marked_client_gone() {
     let sink = MemorySink::new();
     let svc = audited(layer(&sink), streaming_service(32));
     let response = svc.oneshot(put("{}")).await.expect("served");
@@ -332,7 +399,8 @@ async fn a_response_dropped_mid_stream_is_a_failure() {
     drop(body);
     let record = only_record(&sink).await;
     assert_eq!(record.raw.status_code, 200);
-    assert_eq!(record.action.result, ActionResult::Failure);
+    assert_eq!(record.action.result, ActionResult::Success);
+    assert!(record.raw.client_gone);
     assert_eq!(
         recorded_response(&record),
         Some(json!({"_truncated": "the response ended before it was complete"}))
@@ -437,6 +505,101 @@ async fn a_body_that_fails_midway_is_recorded_as_truncated() {
         recorded_request(&record),
         Some(json!({"_truncated": "the request body ended before it was complete"}))
     );
+}
+
+type ChunkSender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+/// A request declaring 100 bytes of body, which the test sends chunk by chunk.
+fn put_streamed() -> (ChunkSender, Request<Chunks>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let req = Request::put(POLICY_PATH)
+        .header("content-length", "100")
+        .body(body)
+        .expect("valid request");
+    (tx, req)
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_before_its_end_is_answered_408_and_recorded() {
+    let sink = MemorySink::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let calls_in = Arc::clone(&calls);
+    let svc = audited(
+        layer(&sink).body_read_timeout(Duration::from_millis(100)),
+        service_fn(move |_req: Request<AuditRequestBody<StreamBody<_>>>| {
+            calls_in.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
+        }),
+    );
+    let (tx, req) = put_streamed();
+    tx.send(Ok(Frame::data(Bytes::from_static(&[b' '; 99]))))
+        .await
+        .expect("sent");
+    let response = svc.oneshot(req).await.expect("served");
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(body_of(response).await, "request body timed out");
+    let record = only_record(&sink).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (408, ActionResult::Failure)
+    );
+    assert_eq!(
+        recorded_request(&record),
+        Some(
+            json!({"_truncated": "the request body did not arrive within the audit read timeout of 100 ms"})
+        )
+    );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_shared_budget_are_answered_503_and_recorded() {
+    let sink = MemorySink::new();
+    let svc = audited(
+        layer(&sink).body_budget(150),
+        service_fn(|_req: Request<AuditRequestBody<StreamBody<_>>>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }),
+    );
+    // The first body holds 100 of the 150 bytes while it waits for its end.
+    let (first_tx, first) = put_streamed();
+    let first = tokio::spawn(svc.clone().oneshot(first));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_second_tx, second) = put_streamed();
+    let response = svc.clone().oneshot(second).await.expect("served");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    drop(response);
+    let record = only_record(&sink).await;
+    assert_eq!(
+        (record.raw.status_code, record.action.result),
+        (503, ActionResult::Failure)
+    );
+    assert_eq!(
+        recorded_request(&record),
+        Some(
+            json!({"_truncated": "the request body was not read: the audit budget of 150 bytes for bodies read ahead of handlers was spent"})
+        )
+    );
+    // Once the first body arrives, its bytes go back to the budget.
+    first_tx
+        .send(Ok(Frame::data(Bytes::from_static(&[b' '; 100]))))
+        .await
+        .expect("sent");
+    drop(first_tx);
+    let response = first.await.expect("joined").expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    let (third_tx, third) = put_streamed();
+    third_tx
+        .send(Ok(Frame::data(Bytes::from_static(&[b' '; 100]))))
+        .await
+        .expect("sent");
+    drop(third_tx);
+    let response = svc.oneshot(third).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK, "the budget was returned");
 }
 
 #[tokio::test]

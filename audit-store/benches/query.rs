@@ -552,6 +552,8 @@ fn record_query(
         after,
         // What the router asks for: one more than the page, to know whether another exists.
         limit: limit + 1,
+        max_bytes: Some(audit_store::query::DEFAULT_PAGE_BYTES),
+        time_limit: Some(audit_store::query::DEFAULT_STATEMENT_TIMEOUT),
     }
 }
 
@@ -664,6 +666,7 @@ async fn prepare<S: ChainedStore>(
         let direct: Vec<(i64, Uuid)> = store
             .page(&query)
             .await?
+            .rows
             .iter()
             .map(|r| (r.time_ms, r.id))
             .collect();
@@ -1259,7 +1262,7 @@ fn bench_group<S: ChainedStore>(
         });
         g.bench_function(BenchmarkId::new("page", p.case.key), |b| {
             b.to_async(rt).iter(|| async {
-                match store.page(&p.query).await {
+                match store.page(&p.query).await.map(|page| page.rows) {
                     Ok(rows) if rows.len() >= p.rows => black_box(rows.len()),
                     Ok(rows) => {
                         failed("page", format!("{} rows, {} expected", rows.len(), p.rows));

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A write took longer than the pipeline's write timeout.
     #[error("audit store write timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// A read took longer than its statement time limit
+    /// ([`RecordQuery::time_limit`](crate::model::RecordQuery::time_limit)) and was stopped.
+    #[error("audit log query stopped at its time limit of {0:?}")]
+    StatementTimeout(std::time::Duration),
     /// Data read back from the database is not what the store writes: a row or value edited
     /// or damaged outside the store.
     #[error("unreadable audit data: {0}")]

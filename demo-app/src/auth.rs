@@ -33,7 +33,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiError;
-use crate::db::{Db, now_ms, on_db};
+use crate::db::{Db, now_ms, on_db, select};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 
@@ -67,6 +67,19 @@ impl Principal {
     /// The account the caller acts for when the path names none.
     pub(crate) fn home_account(&self) -> Option<&str> {
         self.accounts.first().map(String::as_str)
+    }
+
+    /// The account an operation whose path names none acts in: `requested`, else the caller's
+    /// home account. `404 account not found` when the caller may not act on it.
+    pub(crate) fn account_for(&self, requested: Option<String>) -> Result<String, ApiError> {
+        let account_id = match requested {
+            Some(account_id) => account_id,
+            None => self.home_account().unwrap_or_default().to_owned(),
+        };
+        if !self.can_access(&account_id) {
+            return Err(ApiError::NotFound("account"));
+        }
+        Ok(account_id)
     }
 
     /// What the audit record says about this caller.
@@ -168,10 +181,9 @@ pub(crate) async fn require_auth(
 
 /// The account that owns `zone_id`, if the zone exists.
 pub(crate) async fn zone_account(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
-    on_db!(db, p => sqlx::query_scalar("SELECT account_id FROM zones WHERE id = $1")
-        .bind(zone_id)
-        .fetch_optional(p)
-        .await)
+    select("SELECT account_id FROM zones WHERE id = $1", &[zone_id])
+        .text(db)
+        .await
 }
 
 /// Who sent `headers`: the API token in `Authorization`, else the session cookie. `None`
@@ -219,8 +231,7 @@ async fn by_token(db: &Db, token: &str) -> Result<Option<Principal>, ApiError> {
         JOIN members m ON m.account_id = t.account_id AND m.user_id = t.user_id \
         WHERE t.token_hash = $1 AND t.revoked_ms IS NULL";
     let hash = sha256_hex(token);
-    let row: Option<TokenRow> =
-        on_db!(db, p => sqlx::query_as(SQL).bind(&hash).fetch_optional(p).await)?;
+    let row: Option<TokenRow> = select(SQL, &[&hash]).optional(db).await?;
     Ok(row.map(|r| Principal {
         user_id: r.user_id,
         email: r.email,

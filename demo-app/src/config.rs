@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use audit_store::chain::ChainSecret;
 use clap::Parser;
@@ -19,6 +20,12 @@ pub(crate) const DEFAULT_PASSWORD: &str = "demo-password";
 
 /// The audit spool's disk budget: 256 MiB.
 const SPOOL_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The audit layer's read timeout for bodies read ahead of the app's auth: 10 s.
+const BODY_READ_TIMEOUT_MS: u64 = 10_000;
+
+/// The audit layer's window for coalescing failed authentications: 60 s.
+const FAILED_AUTH_WINDOW_MS: u64 = 60_000;
 
 /// Command line and environment settings.
 #[derive(Debug, Parser)]
@@ -51,6 +58,23 @@ pub(crate) struct Args {
     /// reported by a gap record). Default: 256 MiB.
     #[arg(long, env = "DEMO_SPOOL_BUDGET", default_value_t = SPOOL_BUDGET_BYTES)]
     spool_budget: u64,
+    /// How long a request body the audit layer reads ahead of the app's authentication may
+    /// take to arrive whole, in milliseconds; a body still incomplete then is answered 408.
+    #[arg(long, env = "DEMO_BODY_READ_TIMEOUT_MS", default_value_t = BODY_READ_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout_ms: u64,
+    /// The bytes that request bodies read ahead of the app's authentication may hold at once,
+    /// all requests together; a body beyond it is answered 503. Default: 64 MiB.
+    #[arg(long, env = "DEMO_BODY_BUDGET", default_value_t = audit_layer::DEFAULT_BODY_BUDGET)]
+    body_budget: usize,
+    /// Records of failed authentication (401/403, no actor known) kept one by one per source,
+    /// account and window; beyond it they are counted into one summary record per window.
+    #[arg(long, env = "DEMO_FAILED_AUTH_RATE", default_value_t = audit_layer::DEFAULT_FAILED_AUTH_RATE)]
+    failed_auth_rate: u32,
+    /// The window of --failed-auth-rate, in milliseconds.
+    #[arg(long, env = "DEMO_FAILED_AUTH_WINDOW_MS", default_value_t = FAILED_AUTH_WINDOW_MS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    failed_auth_window_ms: u64,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     pub(crate) print_openapi: bool,
@@ -85,6 +109,22 @@ pub(crate) struct Config {
     pub(crate) strict: bool,
     /// The audit spool's disk budget in bytes.
     pub(crate) spool_budget: u64,
+    /// The audit layer's bounds on what anyone can make it hold.
+    pub(crate) bounds: AuditBounds,
+}
+
+/// The audit layer's bounds on what anonymous clients can make it hold and write (see the
+/// `audit_layer` crate's "Bounds").
+#[derive(Debug)]
+pub(crate) struct AuditBounds {
+    /// The longest a body read ahead of the app's auth may take to arrive.
+    pub(crate) body_read_timeout: Duration,
+    /// The bytes such bodies may hold at once.
+    pub(crate) body_budget: usize,
+    /// Records of failed authentication kept one by one per source, account and window.
+    pub(crate) failed_auth_rate: u32,
+    /// That window.
+    pub(crate) failed_auth_window: Duration,
 }
 
 /// Why the app did not start: bad configuration (exit code 2) or a failure at start-up (1).
@@ -144,6 +184,12 @@ impl Config {
             password_from_env: password.is_some(),
             strict: args.strict,
             spool_budget: args.spool_budget,
+            bounds: AuditBounds {
+                body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+                body_budget: args.body_budget,
+                failed_auth_rate: args.failed_auth_rate,
+                failed_auth_window: Duration::from_millis(args.failed_auth_window_ms),
+            },
             seed: SeedConfig {
                 admin_token,
                 other_token,
@@ -278,6 +324,36 @@ mod tests {
         assert!(!message.contains("hunter2"), "{message}");
         assert!(check_token("DEMO_ADMIN_TOKEN", "short").is_err());
         assert!(check_token("DEMO_ADMIN_TOKEN", "demo_0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn the_audit_bounds_have_defaults_and_flags() {
+        let config = check(&["demo-app"]).ok().unwrap();
+        assert_eq!(config.bounds.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.bounds.body_budget, 64 * 1024 * 1024);
+        assert_eq!(config.bounds.failed_auth_rate, 10);
+        assert_eq!(config.bounds.failed_auth_window, Duration::from_secs(60));
+        let args = [
+            "demo-app",
+            "--body-read-timeout-ms",
+            "2500",
+            "--body-budget",
+            "1000",
+            "--failed-auth-rate",
+            "3",
+            "--failed-auth-window-ms",
+            "500",
+        ];
+        let config = check(&args).ok().unwrap();
+        assert_eq!(config.bounds.body_read_timeout, Duration::from_millis(2500));
+        assert_eq!(config.bounds.body_budget, 1000);
+        assert_eq!(config.bounds.failed_auth_rate, 3);
+        assert_eq!(config.bounds.failed_auth_window, Duration::from_millis(500));
+        for flag in ["--body-read-timeout-ms", "--failed-auth-window-ms"] {
+            let zero = Args::try_parse_from(["demo-app", flag, "0"]);
+            let message = zero.err().unwrap().to_string();
+            assert!(message.contains(flag), "{message}");
+        }
     }
 
     #[test]

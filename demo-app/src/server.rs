@@ -3,6 +3,7 @@
 //! finish in-flight requests and flush the pipeline.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use audit_store::chain::JsonLinesCheckpoints;
 use audit_store::pipeline;
@@ -15,6 +16,10 @@ use crate::banner::Banner;
 use crate::config::{Config, Database, StartError, redact_url};
 use crate::db::{self, Db, SeededAccount};
 use crate::state::AppState;
+
+/// How long the shutdown waits for handlers whose clients left to finish (the audit layer's
+/// detached timeout).
+const FLUSH_WITHIN: Duration = audit_layer::DEFAULT_DETACHED_TIMEOUT;
 
 /// Opens the databases, seeds, and serves until SIGINT or SIGTERM.
 pub(crate) async fn start(config: Config) -> Result<(), StartError> {
@@ -119,7 +124,16 @@ async fn serve<S: ChainedStore>(
         .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
     let audit_log = app::audit_log_router(store, state.clone());
-    let app = app::router(state, sink.clone(), audit_log, config.strict).map_err(|e| {
+    let bounds = &config.bounds;
+    let (app, flush) = app::router(state, sink.clone(), audit_log, |layer| {
+        layer
+            .strict(config.strict)
+            .body_read_timeout(bounds.body_read_timeout)
+            .body_budget(bounds.body_budget)
+            .failed_auth_rate(bounds.failed_auth_rate)
+            .failed_auth_window(bounds.failed_auth_window)
+    })
+    .map_err(|e| {
         StartError::runtime(
             "the OpenAPI document does not compile into an audit policy",
             &e,
@@ -154,6 +168,9 @@ async fn serve<S: ChainedStore>(
     .with_graceful_shutdown(shutdown_signal())
     .await;
     tracing::info!(target: "demo_app", "stopped accepting; flushing the audit pipeline");
+    // Handlers whose clients left finish, and the layer's summaries go out, before the sink
+    // shuts down.
+    flush.flush(FLUSH_WITHIN).await;
     sink.shutdown().await;
     let _ = worker.await;
     served.map_err(|e| StartError::runtime("the server failed", &e))

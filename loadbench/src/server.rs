@@ -11,7 +11,8 @@ use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
 use audit_store::chain::ChainKeys;
 use audit_store::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
+    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, StoredRecord,
+    TimedLink,
 };
 use audit_store::pipeline::{self, IngestSink};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
@@ -398,7 +399,7 @@ impl<S: AuditStore> AuditStore for TimedStore<S> {
         self.inner.count().await
     }
 
-    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
+    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Page> {
         self.inner.page(query).await
     }
 }
@@ -432,6 +433,19 @@ impl<S: ChainedStore> ChainedStore for TimedStore<S> {
         before_ms: i64,
     ) -> audit_store::Result<Option<(i64, i64)>> {
         self.inner.chain_span(chain, since_ms, before_ms).await
+    }
+
+    async fn chain_page(
+        &self,
+        chain: &str,
+        span: (i64, i64),
+        after: Option<(i64, uuid::Uuid)>,
+        direction: Direction,
+        limit: u32,
+    ) -> audit_store::Result<Vec<TimedLink>> {
+        self.inner
+            .chain_page(chain, span, after, direction, limit)
+            .await
     }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {

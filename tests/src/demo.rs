@@ -19,7 +19,7 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 const EXITS_WITHIN: Duration = Duration::from_secs(60);
 
 /// Every setting the demo reads from its environment: none reaches it unless a test passes it.
-const SETTINGS: [&str; 10] = [
+const SETTINGS: [&str; 14] = [
     "DEMO_LISTEN",
     "DATABASE_URL",
     "DEMO_DATA_DIR",
@@ -29,6 +29,10 @@ const SETTINGS: [&str; 10] = [
     "DEMO_CHAIN_SECRET",
     "DEMO_STRICT",
     "DEMO_SPOOL_BUDGET",
+    "DEMO_BODY_READ_TIMEOUT_MS",
+    "DEMO_BODY_BUDGET",
+    "DEMO_FAILED_AUTH_RATE",
+    "DEMO_FAILED_AUTH_WINDOW_MS",
     "RUST_LOG",
 ];
 

@@ -715,11 +715,24 @@ async fn a_write_whose_client_left_is_recorded_with_the_handlers_outcome() {
         .unwrap()
         .unwrap();
 
-    let created: Vec<String> = policy_names(&api)
-        .await
-        .into_iter()
-        .filter(|n| quick.contains(n) || late.contains(n))
-        .collect();
+    // The waiting handlers retry the lock on SQLite's busy timer: their changes land shortly
+    // after it is released. The set of changes is read once it holds still for a second.
+    let ours = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| quick.contains(n) || late.contains(n))
+            .collect()
+    };
+    let settle = Instant::now() + Duration::from_secs(15);
+    let mut created = ours(policy_names(&api).await);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = ours(policy_names(&api).await);
+        if now == created || Instant::now() > settle {
+            break;
+        }
+        created = now;
+    }
     let records = records_of_writes(&api, &created).await;
     let mut wrong = Vec::new();
     for name in quick.iter().chain(&late) {

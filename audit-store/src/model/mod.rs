@@ -15,5 +15,7 @@ pub(crate) use columns::index_of;
 #[cfg(feature = "sqlite")]
 pub(crate) use columns::text_columns;
 pub use columns::{COLUMNS, ColumnType, ColumnValue, LINK_COLUMNS, StoredColumn};
-pub use query::{Column, ColumnFilter, Direction, FilterValue, PageRow, RecordQuery};
+pub use query::{
+    Column, ColumnFilter, Direction, FilterValue, Page, PageRow, RecordQuery, TimedLink,
+};
 pub use record::StoredRecord;

@@ -1,5 +1,7 @@
 //! What a query of one account's log asks for, and what it gets back.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
 /// A filterable column.
@@ -154,6 +156,56 @@ pub struct RecordQuery {
     pub after: Option<(i64, Uuid)>,
     /// The most records to return.
     pub limit: u32,
+    /// The most bytes of records' JSON the page holds: it ends early, before the record that
+    /// would take it past this (the first record always comes), and says so
+    /// ([`Page::cut`]). `None`: no byte limit.
+    pub max_bytes: Option<usize>,
+    /// How long the database may take to answer (a statement time limit; PostgreSQL's
+    /// `statement_timeout`, an interrupt for SQLite): beyond it the page fails with
+    /// [`StoreError::StatementTimeout`](crate::StoreError::StatementTimeout). A filter the
+    /// indexes cannot serve reads every record of the time range; this bounds what it costs.
+    /// `None`: no limit.
+    pub time_limit: Option<Duration>,
+}
+
+impl RecordQuery {
+    /// A query for the records of `account_id` in `[since_ms, before_ms)`, newest first, up
+    /// to `limit`, without filters, byte budget or time limit.
+    ///
+    /// ```
+    /// use audit_store::model::{Direction, RecordQuery};
+    ///
+    /// let query = RecordQuery {
+    ///     direction: Direction::Asc,
+    ///     max_bytes: Some(1 << 20),
+    ///     ..RecordQuery::new("acc-1", 0, 1_000, 100)
+    /// };
+    /// assert!(query.filters.is_empty());
+    /// ```
+    pub fn new(account_id: impl Into<String>, since_ms: i64, before_ms: i64, limit: u32) -> Self {
+        Self {
+            account_id: account_id.into(),
+            since_ms,
+            before_ms,
+            filters: Vec::new(),
+            direction: Direction::Desc,
+            after: None,
+            limit,
+            max_bytes: None,
+            time_limit: None,
+        }
+    }
+}
+
+/// What [`AuditStore::page`](crate::store::AuditStore::page) returns: the records, and
+/// whether the byte budget ended the page early.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The records, in the query's order.
+    pub rows: Vec<PageRow>,
+    /// The page stopped at its byte budget ([`RecordQuery::max_bytes`]) before another
+    /// matching record: more follow its last row.
+    pub cut: bool,
 }
 
 /// A record of a page: its position and its JSON.
@@ -165,4 +217,15 @@ pub struct PageRow {
     pub id: Uuid,
     /// The record's JSON, exactly as written.
     pub record: String,
+}
+
+/// A link read in the account's time order
+/// ([`ChainedStore::chain_page`](crate::store::ChainedStore::chain_page)), with its time: the
+/// position to continue from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedLink {
+    /// `action.time`, ms.
+    pub time_ms: i64,
+    /// The link.
+    pub row: crate::model::ChainRow,
 }

@@ -6,6 +6,14 @@
 //!   repeatable (OR) and with a `<name>.not` form, `direction`, `limit` (1–1000, default 100)
 //!   and an opaque `cursor`. With `Accept: application/x-ndjson`, every matching record is
 //!   streamed instead, one per line, page by page (for SIEM ingestion).
+//!
+//! What one caller can make the server hold is bounded, whatever the records weigh: a page's
+//! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
+//! cursor to the rest; an export holds about a megabyte at a time, is read only as fast as
+//! the client takes it, and each account has at most [`AuditLogRouter::exports_per_account`]
+//! (2) running at once (a 429 beyond); every statement has a time limit
+//! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
+//! reach on a long range (a 422 that says which filter and how to narrow the query).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
 //!   hash chain (a chained store only; see [`chain`](crate::chain)): `result` is a
@@ -35,11 +43,13 @@
 //! ```
 
 mod cursor;
+mod export;
 mod params;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -52,9 +62,20 @@ use cursor::CursorKey;
 pub use params::BadParameter;
 use uuid::Uuid;
 
+use crate::StoreError;
 use crate::chain::Verifier;
-use crate::model::{PageRow, RecordQuery};
+use crate::model::{Column, Page, PageRow, RecordQuery};
 use crate::store::ChainedStore;
+use export::Exports;
+
+/// The default of [`AuditLogRouter::page_bytes`].
+pub const DEFAULT_PAGE_BYTES: usize = 16 * 1024 * 1024;
+/// The default of [`AuditLogRouter::exports_per_account`].
+pub const DEFAULT_EXPORTS_PER_ACCOUNT: usize = 2;
+/// The default of [`AuditLogRouter::statement_timeout`].
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// What a page's answer holds besides its records, at most: the envelope and two cursors.
+const ENVELOPE_BYTES: usize = 2048;
 
 /// Whether a caller may read an account's audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +116,10 @@ pub struct AuditLogRouter<S> {
     store: S,
     authorizer: Arc<dyn Authorizer>,
     cursor_key: CursorKey,
-    export_page: u32,
     verifier: Option<Verifier>,
+    page_bytes: usize,
+    exports_per_account: usize,
+    statement_timeout: Option<Duration>,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -109,8 +132,10 @@ struct Shared<S> {
     store: S,
     authorizer: Arc<dyn Authorizer>,
     cursor_key: CursorKey,
-    export_page: u32,
     verifier: Option<Verifier>,
+    page_bytes: usize,
+    statement_timeout: Option<Duration>,
+    exports: Exports,
 }
 
 impl<S: ChainedStore> AuditLogRouter<S> {
@@ -121,9 +146,61 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             store,
             authorizer: Arc::new(authorizer),
             cursor_key: CursorKey::random(),
-            export_page: 1000,
             verifier,
+            page_bytes: DEFAULT_PAGE_BYTES,
+            exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
         }
+    }
+
+    /// The most bytes one page's answer holds, envelope included: a page of large records
+    /// ends before `limit` records, with a cursor to the rest (its first record always comes,
+    /// whatever its size). Defaults to 16 MiB ([`DEFAULT_PAGE_BYTES`]).
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .page_bytes(4 * 1024 * 1024);
+    /// # let _ = router; }
+    /// ```
+    pub fn page_bytes(mut self, bytes: usize) -> Self {
+        self.page_bytes = bytes;
+        self
+    }
+
+    /// How many NDJSON exports of one account may run at once; beyond, a 429 says to wait.
+    /// Defaults to 2 ([`DEFAULT_EXPORTS_PER_ACCOUNT`]).
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .exports_per_account(1);
+    /// # let _ = router; }
+    /// ```
+    pub fn exports_per_account(mut self, exports: usize) -> Self {
+        self.exports_per_account = exports;
+        self
+    }
+
+    /// How long one statement of a page or export may run (`None`: no limit). A filter on a
+    /// column no index leads with (anything but `actor_email`, `resource_product` and
+    /// `action_type`) reads every record of the time range; past the limit the answer is a
+    /// 422 naming the filters, and an export ends broken. Defaults to 2 s
+    /// ([`DEFAULT_STATEMENT_TIMEOUT`]).
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # use std::time::Duration;
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .statement_timeout(Some(Duration::from_secs(10)));
+    /// # let _ = router; }
+    /// ```
+    pub fn statement_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.statement_timeout = limit;
+        self
     }
 
     /// What the verify endpoint trusts. Defaults, for a chained store, to the store's own
@@ -146,8 +223,10 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             store: self.store,
             authorizer: self.authorizer,
             cursor_key: self.cursor_key,
-            export_page: self.export_page,
             verifier: self.verifier,
+            page_bytes: self.page_bytes,
+            statement_timeout: self.statement_timeout,
+            exports: Exports::new(self.exports_per_account),
         });
         Router::new()
             .route("/accounts/{account_id}/logs/audit", get(list::<S>))
@@ -239,92 +318,134 @@ async fn list<S: ChainedStore>(
         direction: query.direction,
         after,
         limit: query.limit,
+        max_bytes: None,
+        time_limit: shared.statement_timeout,
     };
     if ndjson {
-        page.limit = shared.export_page;
-        return export(Arc::clone(&shared), page);
+        return export::export(Arc::clone(&shared), page);
     }
     // One more than asked: whether another page exists.
     page.limit = query.limit + 1;
-    let mut rows = match shared.store.page(&page).await {
-        Ok(rows) => rows,
-        Err(e) => return internal(&e),
+    page.max_bytes = Some(
+        shared
+            .page_bytes
+            .saturating_sub(ENVELOPE_BYTES + query.limit as usize),
+    );
+    let Page { mut rows, cut } = match shared.store.page(&page).await {
+        Ok(page) => page,
+        Err(e) => return read_failed(&e, &page),
     };
-    let more = rows.len() > query.limit as usize;
+    let more = cut || rows.len() > query.limit as usize;
     rows.truncate(query.limit as usize);
     let cursor = more
         .then(|| rows.last())
         .flatten()
         .map(|last| shared.cursor_key.seal(last.time_ms, last.id, &binding));
-    json_response(envelope(&rows, cursor.as_deref()))
+    envelope_response(rows, cursor.as_deref())
+}
+
+/// The answer to a read that failed: a 422 for one stopped at its time limit, naming the
+/// filters that made it slow; a 500 otherwise.
+fn read_failed(e: &StoreError, query: &RecordQuery) -> Response {
+    let StoreError::StatementTimeout(limit) = e else {
+        return internal(e);
+    };
+    let unindexed: Vec<String> = query
+        .filters
+        .iter()
+        .map(|f| f.column)
+        .filter(|c| {
+            !matches!(
+                c,
+                Column::ActorEmail | Column::ResourceProduct | Column::ActionType
+            )
+        })
+        .map(|c| format!("'{}'", c.name()))
+        .collect();
+    let why = if unindexed.is_empty() {
+        "this range holds too many records to search".to_owned()
+    } else {
+        format!(
+            "no index serves the filter on {}, so every record of the range is searched",
+            unindexed.join(", ")
+        )
+    };
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        10422,
+        &format!(
+            "the query stopped at its time limit of {limit:?}: {why}; narrow 'since' and \
+             'before', or also filter on 'actor_email', 'resource_product' or 'action_type' \
+             (indexed)"
+        ),
+    )
+}
+
+/// Small answers are built in one piece; larger ones are sent record by record, so that the
+/// records are not copied into a second buffer as large as the page.
+const ONE_PIECE_BYTES: usize = 256 * 1024;
+
+/// The success envelope of `rows`, with their stored JSON spliced in as is.
+fn envelope_response(rows: Vec<PageRow>, cursor: Option<&str>) -> Response {
+    let size: usize = rows.iter().map(|r| r.record.len() + 1).sum();
+    if size <= ONE_PIECE_BYTES {
+        return json_response(envelope(&rows, cursor));
+    }
+    let (head, tail) = envelope_ends(rows.len(), cursor);
+    let count = rows.len();
+    let mut pieces: Vec<Bytes> = Vec::with_capacity(count + 2);
+    pieces.push(Bytes::from(head));
+    for (i, row) in rows.into_iter().enumerate() {
+        let mut record = row.record;
+        if i + 1 < count {
+            record.push(',');
+        }
+        pieces.push(Bytes::from(record));
+    }
+    pieces.push(Bytes::from(tail));
+    let stream = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The success envelope, with the records' stored JSON spliced in as is.
 fn envelope(rows: &[PageRow], cursor: Option<&str>) -> String {
+    let (head, tail) = envelope_ends(rows.len(), cursor);
     let size: usize = rows.iter().map(|r| r.record.len() + 1).sum();
-    let mut body = String::with_capacity(size + 160);
-    body.push_str(r#"{"success":true,"errors":[],"messages":[],"result":["#);
+    let mut body = String::with_capacity(head.len() + size + tail.len());
+    body.push_str(&head);
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
         body.push_str(&row.record);
     }
-    body.push_str(r#"],"result_info":{"count":"#);
-    body.push_str(&rows.len().to_string());
-    match cursor {
-        Some(cursor) => {
-            // Cursors are base64url: nothing to escape.
-            body.push_str(r#","cursor":""#);
-            body.push_str(cursor);
-            body.push_str(r#"","cursors":{"after":""#);
-            body.push_str(cursor);
-            body.push_str(r#""}}}"#);
-        }
-        None => body.push_str(r#","cursors":{}}}"#),
-    }
+    body.push_str(&tail);
     body
 }
 
-/// Streams every matching record as NDJSON, one page in memory at a time.
-fn export<S: ChainedStore>(shared: Arc<Shared<S>>, first: RecordQuery) -> Response {
-    let pages = futures_util::stream::unfold(Some(first), move |state| {
-        let shared = Arc::clone(&shared);
-        async move {
-            let mut query = state?;
-            match shared.store.page(&query).await {
-                Ok(rows) => {
-                    let full = rows.len() == query.limit as usize;
-                    let mut chunk =
-                        String::with_capacity(rows.iter().map(|r| r.record.len() + 1).sum());
-                    for row in &rows {
-                        chunk.push_str(&row.record);
-                        chunk.push('\n');
-                    }
-                    let next = match (full, rows.last()) {
-                        (true, Some(last)) => {
-                            query.after = Some((last.time_ms, last.id));
-                            Some(query)
-                        }
-                        _ => None,
-                    };
-                    Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), next))
-                }
-                Err(e) => {
-                    tracing::error!(target: "audit_store", "audit log export failed: {e}");
-                    // Ends the stream with an error: the client sees a broken transfer, not a
-                    // silently short export.
-                    Some((Err(std::io::Error::other("audit log export failed")), None))
-                }
-            }
+/// What comes before and after the records of a page of `count` records.
+fn envelope_ends(count: usize, cursor: Option<&str>) -> (String, String) {
+    let head = r#"{"success":true,"errors":[],"messages":[],"result":["#.to_owned();
+    let mut tail = String::with_capacity(160);
+    tail.push_str(r#"],"result_info":{"count":"#);
+    tail.push_str(&count.to_string());
+    match cursor {
+        Some(cursor) => {
+            // Cursors are base64url: nothing to escape.
+            tail.push_str(r#","cursor":""#);
+            tail.push_str(cursor);
+            tail.push_str(r#"","cursors":{"after":""#);
+            tail.push_str(cursor);
+            tail.push_str(r#""}}}"#);
         }
-    });
-    let mut response = Response::new(Body::from_stream(pages));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
+        None => tail.push_str(r#","cursors":{}}}"#),
+    }
+    (head, tail)
 }
 
 async fn verify<S: ChainedStore>(

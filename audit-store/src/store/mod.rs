@@ -37,8 +37,8 @@ use uuid::Uuid;
 
 use crate::chain::ChainKeys;
 use crate::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, PageRow, RecordQuery, Retention,
-    ScannedLink, StoredRecord,
+    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, Page, RecordQuery,
+    Retention, ScannedLink, StoredRecord, TimedLink,
 };
 use crate::{Result, StoreError};
 
@@ -81,8 +81,11 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
     /// How many records are stored (all accounts). For tests and operators; it scans.
     fn count(&self) -> impl Future<Output = Result<u64>> + Send;
 
-    /// One page of one account's records matching `query`, in `(time, id)` order.
-    fn page(&self, query: &RecordQuery) -> impl Future<Output = Result<Vec<PageRow>>> + Send;
+    /// One page of one account's records matching `query`, in `(time, id)` order: up to
+    /// `query.limit` records, fewer when `query.max_bytes` ends it early (then
+    /// [`Page::cut`] says so), read as they come (never more than the page in memory) and
+    /// stopped at `query.time_limit` ([`StoreError::StatementTimeout`]).
+    fn page(&self, query: &RecordQuery) -> impl Future<Output = Result<Page>> + Send;
 }
 
 /// A store that keeps every account's log as a hash chain with signed checkpoints (see
@@ -121,6 +124,20 @@ pub trait ChainedStore: AuditStore {
         since_ms: i64,
         before_ms: i64,
     ) -> impl Future<Output = Result<Option<(i64, i64)>>> + Send;
+
+    /// Up to `limit` links of `chain` whose time is in `[since_ms, before_ms)`, in the
+    /// account's time order (`direction`), strictly after the `(time, id)` position `after`:
+    /// what verifying a span reads, through the account index, a page at a time from the
+    /// span outwards until it holds the records chained around the span, instead of every
+    /// record of the account.
+    fn chain_page(
+        &self,
+        chain: &str,
+        span: (i64, i64),
+        after: Option<(i64, Uuid)>,
+        direction: Direction,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TimedLink>>> + Send;
 
     /// The links of `scope`, read in one statement (one consistent snapshot of the
     /// database) and sent in chunks as they are read, while the caller works on the previous

@@ -3,6 +3,7 @@
 //! backend's store calls them with its pool; the SQL differs only in its placeholders (see
 //! [`Dialect`]).
 
+use futures_util::TryStreamExt as _;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
@@ -11,8 +12,8 @@ use super::sql::{self, Dialect, Numbered, QueryTarget};
 use crate::Result;
 use crate::chain::{self, ChainKeys, GENESIS};
 use crate::model::{
-    ChainHead, ChainRow, Checkpoint, CheckpointKind, LINK_COLUMNS, PageRow, RecordQuery, Refusal,
-    index_of,
+    ChainHead, ChainRow, Checkpoint, CheckpointKind, Direction, LINK_COLUMNS, Page, PageRow,
+    RecordQuery, Refusal, TimedLink, index_of,
 };
 
 /// A database one of the stores runs on.
@@ -151,19 +152,31 @@ where
         Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
     }
 
-    pub(super) async fn page(&self, query: &RecordQuery) -> Result<Vec<PageRow>> {
+    /// One page of `query` read on `conn` row by row, up to its limit or its byte budget:
+    /// never more than the page in memory. (The time limit is the backend's part.)
+    pub(super) async fn page_on(conn: &mut DB::Connection, query: &RecordQuery) -> Result<Page> {
         let mut builder = QueryBuilder::<DB>::new("");
         sql::page(&mut builder, query);
-        let rows = builder.build().fetch_all(self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PageRow {
-                    time_ms: row.try_get(0)?,
-                    id: row.try_get(1)?,
-                    record: row.try_get(2)?,
-                })
-            })
-            .collect()
+        let mut rows = builder.build().fetch(&mut *conn);
+        let mut page = Page::default();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            let record: String = row.try_get(2)?;
+            if let Some(max) = query.max_bytes
+                && !page.rows.is_empty()
+                && bytes.saturating_add(record.len()) > max
+            {
+                page.cut = true;
+                break;
+            }
+            bytes += record.len();
+            page.rows.push(PageRow {
+                time_ms: row.try_get(0)?,
+                id: row.try_get(1)?,
+                record,
+            });
+        }
+        Ok(page)
     }
 
     pub(super) async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
@@ -229,6 +242,64 @@ where
         .await?;
         let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
         Ok(lo.zip(hi))
+    }
+
+    pub(super) async fn chain_page(
+        &self,
+        chain: &str,
+        (since_ms, before_ms): (i64, i64),
+        after: Option<(i64, Uuid)>,
+        direction: Direction,
+        limit: u32,
+    ) -> Result<Vec<TimedLink>> {
+        let (cmp, order) = match direction {
+            Direction::Asc => (">", "ASC"),
+            Direction::Desc => ("<", "DESC"),
+        };
+        // After a position, its time bounds the index range the scan starts from.
+        let (since_ms, before_ms) = match (after, direction) {
+            (None, _) => (since_ms, before_ms),
+            (Some((t, _)), Direction::Asc) => (since_ms.max(t), before_ms),
+            (Some((t, _)), Direction::Desc) => (since_ms, before_ms.min(t.saturating_add(1))),
+        };
+        let rows = Self::of_chain(chain, |condition, n| {
+            let mut sql = format!(
+                "SELECT {} FROM audit_logs WHERE {condition} AND chain_seq IS NOT NULL \
+                 AND time_ms >= {} AND time_ms < {}",
+                sql::link_select(),
+                n.next(),
+                n.next()
+            );
+            if after.is_some() {
+                sql.push_str(&format!(
+                    " AND (time_ms {cmp} {} OR (time_ms = {} AND id {cmp} {}))",
+                    n.next(),
+                    n.next(),
+                    n.next()
+                ));
+            }
+            sql.push_str(&format!(
+                " ORDER BY time_ms {order}, id {order} LIMIT {}",
+                n.next()
+            ));
+            sql
+        })
+        .bind(since_ms)
+        .bind(before_ms);
+        let rows = match after {
+            Some((t, id)) => rows.bind(t).bind(t).bind(id),
+            None => rows,
+        };
+        let rows = rows.bind(i64::from(limit)).fetch_all(self.pool).await?;
+        const TIME: usize = crate::model::LINK_COLUMNS.len() + crate::model::index_of("time_ms");
+        rows.iter()
+            .map(|row| {
+                Ok(TimedLink {
+                    time_ms: row.try_get(TIME)?,
+                    row: chain_row_of(row)?,
+                })
+            })
+            .collect()
     }
 
     /// The checkpoints and anchors of `chain`, or of every chain.
@@ -631,6 +702,19 @@ macro_rules! chained_reads {
             self.tables().chain_span(chain, since_ms, before_ms).await
         }
 
+        async fn chain_page(
+            &self,
+            chain: &str,
+            span: (i64, i64),
+            after: Option<(i64, uuid::Uuid)>,
+            direction: crate::model::Direction,
+            limit: u32,
+        ) -> crate::Result<Vec<crate::model::TimedLink>> {
+            self.tables()
+                .chain_page(chain, span, after, direction, limit)
+                .await
+        }
+
         async fn all_checkpoints(&self) -> crate::Result<Vec<crate::model::Checkpoint>> {
             self.tables().checkpoints(None).await
         }
@@ -650,7 +734,8 @@ macro_rules! chained_reads {
 pub(super) use chained_reads;
 
 /// The methods of [`AuditStore`](super::AuditStore) that both SQL stores answer alike, from
-/// their `tables()`: the reads and the ping.
+/// their `tables()`: the reads (but `page`, whose time limit each database sets its own way)
+/// and the ping.
 macro_rules! record_reads {
     () => {
         async fn ping(&self) -> crate::Result<()> {
@@ -663,13 +748,6 @@ macro_rules! record_reads {
 
         async fn count(&self) -> crate::Result<u64> {
             self.tables().count().await
-        }
-
-        async fn page(
-            &self,
-            query: &crate::model::RecordQuery,
-        ) -> crate::Result<Vec<crate::model::PageRow>> {
-            self.tables().page(query).await
         }
     };
 }

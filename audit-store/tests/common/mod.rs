@@ -18,8 +18,8 @@ use audit_layer::record::{
 };
 use audit_store::chain::ChainKeys;
 use audit_store::model::{
-    COLUMNS, ChainHead, ChainRow, ChainScope, Checkpoint, ColumnType, PageRow, RecordQuery,
-    StoredRecord,
+    COLUMNS, ChainHead, ChainRow, ChainScope, Checkpoint, ColumnType, Direction, Page, RecordQuery,
+    StoredRecord, TimedLink,
 };
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
@@ -820,7 +820,7 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
         self.inner.count().await
     }
 
-    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Vec<PageRow>> {
+    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Page> {
         self.inner.page(query).await
     }
 }
@@ -854,6 +854,19 @@ impl<S: ChainedStore> ChainedStore for FlakyStore<S> {
         before_ms: i64,
     ) -> audit_store::Result<Option<(i64, i64)>> {
         self.inner.chain_span(chain, since_ms, before_ms).await
+    }
+
+    async fn chain_page(
+        &self,
+        chain: &str,
+        span: (i64, i64),
+        after: Option<(i64, Uuid)>,
+        direction: Direction,
+        limit: u32,
+    ) -> audit_store::Result<Vec<TimedLink>> {
+        self.inner
+            .chain_page(chain, span, after, direction, limit)
+            .await
     }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {

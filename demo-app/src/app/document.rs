@@ -5,6 +5,8 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::api::ErrorBody;
+
 /// The document's fixed parts; the operations come from the routers in [`super::routes()`].
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +18,7 @@ use utoipa::{Modify, OpenApi};
             values an audit record keeps.",
         license(name = "MIT OR Apache-2.0"),
     ),
+    components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     security(("api_token" = []), ("dash_session" = [])),
     tags(

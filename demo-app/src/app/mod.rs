@@ -10,7 +10,7 @@ mod document;
 
 use std::sync::OnceLock;
 
-use audit_layer::{AuditLayer, AuditSink, PolicyError};
+use audit_layer::{AuditFlush, AuditLayer, AuditSink, PolicyError};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,49 +18,35 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
+use utoipa::openapi::security::SecurityRequirement;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
 use self::document::ApiDoc;
+use crate::api::{for_each_operation, product};
 use crate::auth::require_auth;
 use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
 
-/// The routes behind authentication, and the public ones (login, health, this document).
+/// The routes behind authentication (each product's), and the public ones (login, health,
+/// this document), which the document says need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(accounts::list_accounts))
-        .routes(routes!(accounts::get_account, accounts::update_account))
-        .routes(routes!(members::list_members, members::add_member))
-        .routes(routes!(members::remove_member))
-        .routes(routes!(invites::list_invites))
-        .routes(routes!(invites::answer_invite))
-        .routes(routes!(tokens::list_tokens, tokens::create_token))
-        .routes(routes!(tokens::revoke_token))
-        .routes(routes!(zones::list_zones, zones::create_zone))
-        .routes(routes!(
-            zones::get_zone,
-            zones::update_zone,
-            zones::delete_zone
-        ))
-        .routes(routes!(dns::list_records, dns::create_record))
-        .routes(routes!(
-            dns::get_record,
-            dns::update_record,
-            dns::delete_record
-        ))
-        .routes(routes!(alerting::list_policies, alerting::create_policy))
-        .routes(routes!(
-            alerting::get_policy,
-            alerting::update_policy,
-            alerting::delete_policy
-        ));
-    let public = OpenApiRouter::new()
-        .routes(routes!(login::login))
-        .routes(routes!(login::logout))
+        .merge(accounts::routes())
+        .merge(members::routes())
+        .merge(invites::routes())
+        .merge(tokens::routes())
+        .merge(zones::routes())
+        .merge(dns::routes())
+        .merge(alerting::routes());
+    let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
+    let mut public = login::routes().merge(product("operations", &[], operations));
+    for_each_operation(&mut public, |operation| {
+        operation.security = Some(vec![SecurityRequirement::default()]);
+    });
     (protected, public)
 }
 
@@ -79,7 +65,9 @@ pub(crate) fn openapi_json_text() -> &'static str {
 }
 
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
-/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink`.
+/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink` by a
+/// layer with the settings `configure` gives it; with the layer's [`AuditFlush`], for the
+/// graceful shutdown.
 ///
 /// # Errors
 ///
@@ -89,15 +77,16 @@ pub(crate) fn router(
     state: AppState,
     sink: impl AuditSink,
     audit_log: Router,
-    strict: bool,
-) -> Result<Router, PolicyError> {
+    configure: impl FnOnce(AuditLayer) -> AuditLayer,
+) -> Result<(Router, AuditFlush), PolicyError> {
     let (protected, public) = routes();
     let (app, spec) = protected
         .route_layer(from_fn_with_state(state.clone(), require_auth))
         .merge(public)
         .split_for_parts();
-    let layer = AuditLayer::try_new(&spec)?.sink(sink).strict(strict);
-    Ok(app.with_state(state).merge(audit_log).layer(layer))
+    let layer = configure(AuditLayer::try_new(&spec)?.sink(sink));
+    let flush = layer.flush_handle();
+    Ok((app.with_state(state).merge(audit_log).layer(layer), flush))
 }
 
 /// Health check
@@ -106,12 +95,10 @@ pub(crate) fn router(
 #[utoipa::path(
     get,
     path = "/healthz",
-    tag = "operations",
     responses(
         (status = 200, description = "Healthy", body = String, content_type = "text/plain"),
         (status = 503, description = "The database does not answer", body = String, content_type = "text/plain"),
     ),
-    security(()),
     extensions(("x-audit" = json!(false))),
 )]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -130,9 +117,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(
     get,
     path = "/openapi.json",
-    tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
-    security(()),
     extensions(("x-audit" = json!(false))),
 )]
 async fn openapi_json() -> impl IntoResponse {

@@ -76,7 +76,7 @@ impl TestApp {
     async fn build(dir: TempDir, db: Db, sink: impl AuditSink) -> Self {
         let state = AppState { db };
         let config = test_seed_config();
-        let router = router(state, sink, Router::new(), false).unwrap();
+        let (router, _flush) = router(state, sink, Router::new(), |layer| layer).unwrap();
         Self {
             router,
             admin_token: config.admin_token.unwrap(),
@@ -184,15 +184,19 @@ impl TestApp {
         self.send(Method::PUT, uri, caller, Some(body)).await
     }
 
+    async fn patch(&self, uri: &str, caller: Caller<'_>, body: Value) -> Reply {
+        self.send(Method::PATCH, uri, caller, Some(body)).await
+    }
+
+    /// Tries to log in, whatever the answer.
+    async fn try_login(&self, email: &str, password: &str) -> Reply {
+        let credentials = json!({"email": email, "password": password});
+        self.post("/login", Caller::Anonymous, credentials).await
+    }
+
     /// Logs in and returns the session cookie's value.
     async fn login(&self, email: &str, password: &str) -> String {
-        let reply = self
-            .post(
-                "/login",
-                Caller::Anonymous,
-                json!({"email": email, "password": password}),
-            )
-            .await;
+        let reply = self.try_login(email, password).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         let cookie = reply.headers[SET_COOKIE].to_str().unwrap();
         assert!(
@@ -356,21 +360,9 @@ const BOGUS_TOKEN: &str = "demo_CANARY0000000000000000000000000000000000000";
 /// again; writes the policy with the admin token, reads zones as the other account, and sends
 /// a bogus token: ten requests, each checked as it is answered.
 async fn token_lifecycle(app: &TestApp) -> LifecycleSecrets {
-    let failed = app
-        .post(
-            "/login",
-            Caller::Anonymous,
-            json!({"email": "alice@example.com", "password": WRONG_PASSWORD}),
-        )
-        .await;
+    let failed = app.try_login("alice@example.com", WRONG_PASSWORD).await;
     assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
-    let unknown = app
-        .post(
-            "/login",
-            Caller::Anonymous,
-            json!({"email": "nobody@example.com", "password": WRONG_PASSWORD}),
-        )
-        .await;
+    let unknown = app.try_login("nobody@example.com", WRONG_PASSWORD).await;
     assert_eq!(
         unknown.body, failed.body,
         "an unknown email is answered like a wrong password"
@@ -688,7 +680,7 @@ async fn members_the_account_and_policies_keep_their_state() {
         .post(
             &members_uri,
             alice,
-            json!({"email": "carol@example.com", "role": "member"}),
+            invitation("carol@example.com", "member"),
         )
         .await;
     assert_eq!(added.status, StatusCode::OK, "{}", added.body);
@@ -701,13 +693,10 @@ async fn members_the_account_and_policies_keep_their_state() {
     let removed = app.delete(&format!("{members_uri}/{carol}"), alice).await;
     assert_eq!(removed.status, StatusCode::OK);
 
+    let rename =
+        json!({"name": "Example account (renamed)", "settings": {"enforce_twofactor": true}});
     let renamed = app
-        .send(
-            Method::PATCH,
-            &format!("/accounts/{DEMO_ACCOUNT}"),
-            alice,
-            Some(json!({"name": "Example account (renamed)", "settings": {"enforce_twofactor": true}})),
-        )
+        .patch(&format!("/accounts/{DEMO_ACCOUNT}"), alice, rename)
         .await;
     assert_eq!(renamed.body["name"], "Example account (renamed)");
     assert_eq!(renamed.body["settings"]["enforce_twofactor"], true);
@@ -741,6 +730,19 @@ async fn members_the_account_and_policies_keep_their_state() {
     assert_eq!(deleted.status, StatusCode::OK);
 }
 
+/// The body of an invitation of `email` with `role`.
+fn invitation(email: &str, role: &str) -> Value {
+    json!({"email": email, "role": role})
+}
+
+/// The app with Alice signed in, about to be invited to the other account by its
+/// administrator Bob: the app, its records, and her session.
+async fn alice_signed_in() -> (TestApp, MemorySink, String) {
+    let (app, records) = TestApp::with_memory_sink().await;
+    let session = app.login("alice@example.com", &app.password).await;
+    (app, records, session)
+}
+
 /// Alice's pending invitations, as her dashboard session lists them.
 async fn invites_of(app: &TestApp, session: &str) -> Vec<Value> {
     let reply = app.get("/user/invites", Caller::Session(session)).await;
@@ -750,31 +752,22 @@ async fn invites_of(app: &TestApp, session: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn an_invitation_grants_nothing_until_the_invited_user_accepts_it() {
-    let (app, records) = TestApp::with_memory_sink().await;
-    let bob = Caller::Token(&app.other_token);
+    let (app, records, alice_session) = alice_signed_in().await;
+    let (alice, bob) = (
+        Caller::Session(&alice_session),
+        Caller::Token(&app.other_token),
+    );
     let members_uri = format!("/accounts/{OTHER_ACCOUNT}/members");
-    let alice_session = app.login("alice@example.com", &app.password).await;
-    let alice = Caller::Session(&alice_session);
 
-    let invited = app
-        .post(
-            &members_uri,
-            bob,
-            json!({"email": "Alice@Example.com", "role": "administrator"}),
-        )
-        .await;
+    let invite = invitation("Alice@Example.com", "administrator");
+    let invited = app.post(&members_uri, bob, invite).await;
     assert_eq!(invited.status, StatusCode::OK, "{}", invited.body);
     assert_eq!(
         invited.body,
         json!({"id": ALICE, "email": "alice@example.com", "role": "administrator", "status": "pending"})
     );
-    let again = app
-        .post(
-            &members_uri,
-            bob,
-            json!({"email": "alice@example.com", "role": "member"}),
-        )
-        .await;
+    let invite = invitation("alice@example.com", "member");
+    let again = app.post(&members_uri, bob, invite).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
 
     // Pending: nothing of acc_other is hers, by session or by token.
@@ -810,20 +803,14 @@ async fn an_invitation_grants_nothing_until_the_invited_user_accepts_it() {
     let bob_session = app.login("bob@example.org", &app.password).await;
     let accepted = json!({"status": "accepted"});
     let by_bob = app
-        .send(
-            Method::PATCH,
-            &invite_uri,
-            Caller::Session(&bob_session),
-            Some(accepted.clone()),
-        )
+        .patch(&invite_uri, Caller::Session(&bob_session), accepted.clone())
         .await;
     assert_eq!(by_bob.status, StatusCode::NOT_FOUND, "{}", by_bob.body);
     let by_token = app
-        .send(
-            Method::PATCH,
+        .patch(
             &invite_uri,
             Caller::Token(&app.admin_token),
-            Some(accepted.clone()),
+            accepted.clone(),
         )
         .await;
     assert_eq!(by_token.status, StatusCode::FORBIDDEN, "{}", by_token.body);
@@ -832,39 +819,22 @@ async fn an_invitation_grants_nothing_until_the_invited_user_accepts_it() {
         .await;
     assert_eq!(listed_by_token.status, StatusCode::FORBIDDEN);
     let anonymous = app
-        .send(
-            Method::PATCH,
-            &invite_uri,
-            Caller::Anonymous,
-            Some(accepted.clone()),
-        )
+        .patch(&invite_uri, Caller::Anonymous, accepted.clone())
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let unknown = app
-        .send(
-            Method::PATCH,
-            "/user/invites/nope",
-            alice,
-            Some(accepted.clone()),
-        )
+        .patch("/user/invites/nope", alice, accepted.clone())
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let bad = app
-        .send(
-            Method::PATCH,
-            &invite_uri,
-            alice,
-            Some(json!({"status": "maybe"})),
-        )
+        .patch(&invite_uri, alice, json!({"status": "maybe"}))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     let account = app.get(&format!("/accounts/{OTHER_ACCOUNT}"), alice).await;
     assert_eq!(account.status, StatusCode::NOT_FOUND, "still not hers");
 
     // Her own acceptance makes her a member, with the role offered.
-    let answer = app
-        .send(Method::PATCH, &invite_uri, alice, Some(accepted.clone()))
-        .await;
+    let answer = app.patch(&invite_uri, alice, accepted.clone()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["status"], "accepted");
     let account = app.get(&format!("/accounts/{OTHER_ACCOUNT}"), alice).await;
@@ -873,9 +843,7 @@ async fn an_invitation_grants_nothing_until_the_invited_user_accepts_it() {
     assert_eq!(members.body[1]["id"], ALICE);
     assert_eq!(members.body[1]["status"], "accepted");
     assert!(invites_of(&app, &alice_session).await.is_empty());
-    let twice = app
-        .send(Method::PATCH, &invite_uri, alice, Some(accepted))
-        .await;
+    let twice = app.patch(&invite_uri, alice, accepted).await;
     assert_eq!(twice.status, StatusCode::NOT_FOUND);
 
     // The acceptance is filed with the inviting account, and says who accepted what.
@@ -912,22 +880,22 @@ async fn an_invitation_grants_nothing_until_the_invited_user_accepts_it() {
 
 #[tokio::test]
 async fn a_rejected_or_withdrawn_invitation_leaves_no_membership() {
-    let (app, _records) = TestApp::with_memory_sink().await;
-    let bob = Caller::Token(&app.other_token);
+    let (app, _records, alice_session) = alice_signed_in().await;
+    let (alice, bob) = (
+        Caller::Session(&alice_session),
+        Caller::Token(&app.other_token),
+    );
     let members_uri = format!("/accounts/{OTHER_ACCOUNT}/members");
-    let alice_session = app.login("alice@example.com", &app.password).await;
-    let alice = Caller::Session(&alice_session);
-    let invite = json!({"email": "alice@example.com", "role": "member"});
+    let invite = invitation("alice@example.com", "member");
 
     let invited = app.post(&members_uri, bob, invite.clone()).await;
     assert_eq!(invited.status, StatusCode::OK, "{}", invited.body);
     let id = invites_of(&app, &alice_session).await[0]["id"].clone();
     let rejected = app
-        .send(
-            Method::PATCH,
+        .patch(
             &format!("/user/invites/{}", id.as_str().unwrap()),
             alice,
-            Some(json!({"status": "rejected"})),
+            json!({"status": "rejected"}),
         )
         .await;
     assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);

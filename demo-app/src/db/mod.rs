@@ -3,7 +3,8 @@
 //!
 //! Every query is written once, in the SQL both databases accept (`$1` placeholders,
 //! `ON CONFLICT`), and run on whichever pool is configured through [`on_db!`] (or, for a
-//! statement whose changed rows are all that matters, [`execute!`]).
+//! statement whose changed rows are all that matters, [`execute!`]; for a select whose
+//! parameters are all text, [`select`]).
 //!
 //! Below the HTTP layers: it uses [`crate::secrets`] (to seed hashed credentials) and nothing
 //! else of the crate.
@@ -16,10 +17,13 @@ use std::time::Duration;
 
 use audit_layer::record::Timestamp;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::query::QueryAs;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
+use sqlx::{Database, Encode, FromRow, Type};
 
 pub(crate) use self::seed::{SeedConfig, SeededAccount, seed, seed_ids};
 
@@ -128,6 +132,61 @@ async fn run_migrator(db: &Db, migrator: &Migrator) -> Result<(), MigrateError> 
     on_db!(db, p => migrator.run(p).await)
 }
 
+/// A row both backends decode: any `#[derive(sqlx::FromRow)]` of the app.
+pub(crate) trait AnyRow:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+impl<R> AnyRow for R where
+    R: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+/// A select whose parameters are all text (ids, names), on either backend: `sql` with `binds`
+/// as its `$1`, `$2`, ... in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Select<'q> {
+    sql: &'static str,
+    binds: &'q [&'q str],
+}
+
+/// The select `sql` with the parameters `binds`; run it with [`Select::all`],
+/// [`Select::optional`] or [`Select::text`].
+pub(crate) fn select<'q>(sql: &'static str, binds: &'q [&'q str]) -> Select<'q> {
+    Select { sql, binds }
+}
+
+impl<'q> Select<'q> {
+    fn query<DB, R>(self) -> QueryAs<'q, DB, R, DB::Arguments>
+    where
+        DB: Database,
+        R: for<'r> FromRow<'r, DB::Row>,
+        &'q str: Encode<'q, DB> + Type<DB>,
+    {
+        let query = sqlx::query_as(self.sql);
+        self.binds
+            .iter()
+            .fold(query, |query, value| query.bind(*value))
+    }
+
+    /// Every row selected.
+    pub(crate) async fn all<R: AnyRow>(self, db: &Db) -> Result<Vec<R>, sqlx::Error> {
+        on_db!(db, p => self.query().fetch_all(p).await)
+    }
+
+    /// The row selected, if any.
+    pub(crate) async fn optional<R: AnyRow>(self, db: &Db) -> Result<Option<R>, sqlx::Error> {
+        on_db!(db, p => self.query().fetch_optional(p).await)
+    }
+
+    /// The one text column of the row selected, if any (a name, an owner's id).
+    pub(crate) async fn text(self, db: &Db) -> Result<Option<String>, sqlx::Error> {
+        let row: Option<(String,)> = self.optional(db).await?;
+        Ok(row.map(|(text,)| text))
+    }
+}
+
 /// A new resource id: a UUIDv7 in 32 hex digits (time-ordered, like the audit record ids).
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
@@ -146,4 +205,36 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 /// Whether a database error is a unique-constraint violation (a duplicate).
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seed::tests::seeded_db;
+    use super::seed_ids::{DEMO_ACCOUNT, EXAMPLE_ZONE, OTHER_ACCOUNT};
+    use super::*;
+
+    #[tokio::test]
+    async fn selects_bind_their_text_parameters_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = seeded_db(dir.path()).await;
+        let name = select("SELECT name FROM accounts WHERE id = $1", &[DEMO_ACCOUNT]);
+        assert_eq!(
+            name.text(&db).await.unwrap().as_deref(),
+            Some("Example account")
+        );
+        let missing = select("SELECT name FROM accounts WHERE id = $1", &["acc_none"]);
+        assert_eq!(missing.text(&db).await.unwrap(), None);
+
+        const ZONE_OF: &str = "SELECT id, account_id FROM zones WHERE account_id = $1 AND id = $2";
+        let theirs: Option<(String, String)> = select(ZONE_OF, &[OTHER_ACCOUNT, EXAMPLE_ZONE])
+            .optional(&db)
+            .await
+            .unwrap();
+        assert_eq!(theirs, None, "the example zone is not the other account's");
+        let ours: Vec<(String, String)> = select(ZONE_OF, &[DEMO_ACCOUNT, EXAMPLE_ZONE])
+            .all(&db)
+            .await
+            .unwrap();
+        assert_eq!(ours, [(EXAMPLE_ZONE.to_owned(), DEMO_ACCOUNT.to_owned())]);
+    }
 }

@@ -7,10 +7,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, changed, check_name, found};
+use crate::api::{AccountPath, ApiError, ApiJson, ErrorBody, InvalidField, NoSuchAccount};
+use crate::api::{changed, check_name, found, product};
 use crate::auth::Principal;
-use crate::db::{Db, execute, on_db, rfc3339};
+use crate::db::{Db, execute, rfc3339, select};
 use crate::state::AppState;
 
 /// An account.
@@ -78,24 +81,21 @@ impl From<AccountRow> for Account {
 
 async fn load(db: &Db, account_id: &str) -> Result<Option<Account>, ApiError> {
     const SQL: &str = "SELECT id, name, enforce_twofactor, created_ms FROM accounts WHERE id = $1";
-    let row: Option<AccountRow> =
-        on_db!(db, p => sqlx::query_as(SQL).bind(account_id).fetch_optional(p).await)?;
+    let row: Option<AccountRow> = select(SQL, &[account_id]).optional(db).await?;
     Ok(row.map(Account::from))
 }
 
 /// The name of an account, for the audit pipeline's directory.
 pub(crate) async fn account_name(db: &Db, account_id: &str) -> Result<Option<String>, sqlx::Error> {
-    on_db!(db, p => sqlx::query_scalar("SELECT name FROM accounts WHERE id = $1")
-        .bind(account_id)
-        .fetch_optional(p)
-        .await)
+    select("SELECT name FROM accounts WHERE id = $1", &[account_id])
+        .text(db)
+        .await
 }
 
 /// List Accounts
 #[utoipa::path(
     get,
     path = "/accounts",
-    tag = "accounts",
     responses(
         (status = 200, description = "The accounts the caller may act on", body = Vec<Account>),
         (status = 401, description = "Not authenticated", body = ErrorBody),
@@ -118,16 +118,15 @@ pub(crate) async fn list_accounts(
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}",
-    tag = "accounts",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The account", body = Account),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn get_account(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
 ) -> Result<Json<Account>, ApiError> {
     found(load(&state.db, &account_id).await?, "account")
 }
@@ -136,18 +135,17 @@ pub(crate) async fn get_account(
 #[utoipa::path(
     patch,
     path = "/accounts/{account_id}",
-    tag = "accounts",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     request_body = AccountUpdate,
     responses(
         (status = 200, description = "The updated account", body = Account),
-        (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        InvalidField,
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn update_account(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
     ApiJson(update): ApiJson<AccountUpdate>,
 ) -> Result<Json<Account>, ApiError> {
     if let Some(name) = &update.name {
@@ -165,5 +163,13 @@ pub(crate) async fn update_account(
         .bind(&account_id)
     )?;
     changed(rows, "account")?;
-    get_account(State(state), Path(account_id)).await
+    found(load(&state.db, &account_id).await?, "account")
+}
+
+/// The routes of these operations, tagged `accounts`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_accounts))
+        .routes(routes!(get_account, update_account));
+    product("accounts", &[], router)
 }

@@ -10,11 +10,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, check_name, found};
+use crate::api::{AccountPath, ApiError, ApiJson, InvalidField, NoSuchAccount, ResourceId};
+use crate::api::{changed_id, check_name, error_answers, found, product};
 use crate::auth::{AuditFacts, zone_account};
-use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339};
+use crate::db::{Db, execute, new_id, now_ms, rfc3339, select};
 use crate::state::AppState;
 
 /// A notification policy, as read.
@@ -146,6 +149,21 @@ macro_rules! select_policies {
     };
 }
 
+/// The path of one policy: `/accounts/{account_id}/alerting/v3/policies/{policy_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct PolicyPath {
+    /// The account id
+    pub(crate) account_id: String,
+    /// The policy id
+    pub(crate) policy_id: String,
+}
+
+error_answers! {
+    /// `404`: the account has no policy with the path's id.
+    NoSuchPolicy => [(404, "No such policy")];
+}
+
 /// The input, checked, with `filters` and `mechanisms` as stored (JSON text).
 struct Checked {
     input: PolicyInput,
@@ -240,20 +258,18 @@ async fn save(
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/alerting/v3/policies",
-    tag = "alerting",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The account's policies", body = Vec<Policy>),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn list_policies(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
 ) -> Result<Json<Vec<Policy>>, ApiError> {
     const SQL: &str = select_policies!("WHERE account_id = $1 ORDER BY created_ms, id");
-    let rows: Vec<PolicyRow> =
-        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
+    let rows: Vec<PolicyRow> = select(SQL, &[&account_id]).all(&state.db).await?;
     rows.into_iter()
         .map(Policy::try_from)
         .collect::<Result<_, _>>()
@@ -264,19 +280,18 @@ pub(crate) async fn list_policies(
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/alerting/v3/policies",
-    tag = "alerting",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     request_body = PolicyInput,
     responses(
         (status = 200, description = "The new policy's id", body = ResourceId),
-        (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        InvalidField,
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn create_policy(
     State(state): State<AppState>,
     facts: AuditFacts,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<Json<ResourceId>, ApiError> {
     let policy = check(&state.db, &account_id, input).await?;
@@ -290,26 +305,20 @@ pub(crate) async fn create_policy(
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
-    tag = "alerting",
-    params(
-        ("account_id" = String, Path, description = "The account id"),
-        ("policy_id" = String, Path, description = "The policy id"),
-    ),
+    params(PolicyPath),
     responses(
         (status = 200, description = "The policy", body = Policy),
-        (status = 404, description = "No such policy", body = ErrorBody),
+        NoSuchPolicy,
     ),
 )]
 pub(crate) async fn get_policy(
     State(state): State<AppState>,
-    Path((account_id, policy_id)): Path<(String, String)>,
+    Path(path): Path<PolicyPath>,
 ) -> Result<Json<Policy>, ApiError> {
     const SQL: &str = select_policies!("WHERE account_id = $1 AND id = $2");
-    let row: Option<PolicyRow> = on_db!(&state.db, p => sqlx::query_as(SQL)
-        .bind(&account_id)
-        .bind(&policy_id)
-        .fetch_optional(p)
-        .await)?;
+    let row: Option<PolicyRow> = select(SQL, &[&path.account_id, &path.policy_id])
+        .optional(&state.db)
+        .await?;
     found(row.map(Policy::try_from).transpose()?, "policy")
 }
 
@@ -317,53 +326,58 @@ pub(crate) async fn get_policy(
 #[utoipa::path(
     put,
     path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
-    tag = "alerting",
-    params(
-        ("account_id" = String, Path, description = "The account id"),
-        ("policy_id" = String, Path, description = "The policy id"),
-    ),
+    params(PolicyPath),
     request_body = PolicyInput,
     responses(
         (status = 200, description = "The policy's id", body = ResourceId),
-        (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 404, description = "No such policy", body = ErrorBody),
+        InvalidField,
+        NoSuchPolicy,
     ),
 )]
 pub(crate) async fn update_policy(
     State(state): State<AppState>,
-    Path((account_id, policy_id)): Path<(String, String)>,
+    Path(path): Path<PolicyPath>,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<Json<ResourceId>, ApiError> {
-    let policy = check(&state.db, &account_id, input).await?;
-    let rows = save(&state.db, UPDATE, &account_id, &policy_id, &policy).await?;
-    changed(rows, "policy")?;
-    Ok(Json(ResourceId { id: policy_id }))
+    let policy = check(&state.db, &path.account_id, input).await?;
+    let rows = save(
+        &state.db,
+        UPDATE,
+        &path.account_id,
+        &path.policy_id,
+        &policy,
+    )
+    .await?;
+    changed_id(rows, "policy", path.policy_id)
 }
 
 /// Delete a Notification policy
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/alerting/v3/policies/{policy_id}",
-    tag = "alerting",
-    params(
-        ("account_id" = String, Path, description = "The account id"),
-        ("policy_id" = String, Path, description = "The policy id"),
-    ),
+    params(PolicyPath),
     responses(
         (status = 200, description = "The deleted policy's id", body = ResourceId),
-        (status = 404, description = "No such policy", body = ErrorBody),
+        NoSuchPolicy,
     ),
 )]
 pub(crate) async fn delete_policy(
     State(state): State<AppState>,
-    Path((account_id, policy_id)): Path<(String, String)>,
+    Path(path): Path<PolicyPath>,
 ) -> Result<Json<ResourceId>, ApiError> {
     let rows = execute!(
         &state.db,
         sqlx::query("DELETE FROM alerting_policies WHERE account_id = $1 AND id = $2")
-            .bind(&account_id)
-            .bind(&policy_id)
+            .bind(&path.account_id)
+            .bind(&path.policy_id)
     )?;
-    changed(rows, "policy")?;
-    Ok(Json(ResourceId { id: policy_id }))
+    changed_id(rows, "policy", path.policy_id)
+}
+
+/// The routes of these operations, tagged `alerting`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(get_policy, update_policy, delete_policy));
+    product("alerting", &[], router)
 }

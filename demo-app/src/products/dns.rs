@@ -10,12 +10,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::zones::zone_name;
-use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, found, limit_offset};
+use crate::api::{ApiError, ApiJson, InvalidField, NoSuchZone, Page, ResourceId, ZonePath};
+use crate::api::{changed, changed_id, created, error_answers, found, product};
 use crate::auth::AuditFacts;
-use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339};
+use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339, select};
 use crate::state::AppState;
 
 /// The record types the demo serves.
@@ -79,7 +82,7 @@ pub(crate) struct DnsRecordInput {
     pub(crate) comment: Option<String>,
 }
 
-/// The filters of the record list.
+/// The filters of the record list (its paging is a [`Page`]).
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct DnsQuery {
     /// Only records of this type.
@@ -87,10 +90,21 @@ pub(crate) struct DnsQuery {
     pub(crate) kind: Option<String>,
     /// Only records with this fully qualified name.
     pub(crate) name: Option<String>,
-    /// The page, from 1.
-    pub(crate) page: Option<u32>,
-    /// Records per page.
-    pub(crate) per_page: Option<u32>,
+}
+
+/// The path of one record: `/zones/{zone_id}/dns_records/{record_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RecordPath {
+    /// The zone id
+    pub(crate) zone_id: String,
+    /// The record id
+    pub(crate) record_id: String,
+}
+
+error_answers! {
+    /// `404`: the zone has no record with the path's id.
+    NoSuchRecord => [(404, "No such record")];
 }
 
 #[derive(sqlx::FromRow)]
@@ -216,11 +230,7 @@ fn is_record_name(name: &str) -> bool {
 async fn load(db: &Db, zone_id: &str, record_id: &str) -> Result<Option<DnsRecord>, ApiError> {
     const SQL: &str = "SELECT id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms \
         FROM dns_records WHERE zone_id = $1 AND id = $2";
-    let row: Option<DnsRow> = on_db!(db, p => sqlx::query_as(SQL)
-        .bind(zone_id)
-        .bind(record_id)
-        .fetch_optional(p)
-        .await)?;
+    let row: Option<DnsRow> = select(SQL, &[zone_id, record_id]).optional(db).await?;
     Ok(row.map(DnsRecord::from))
 }
 
@@ -268,9 +278,8 @@ async fn save(
 #[utoipa::path(
     get,
     path = "/zones/{zone_id}/dns_records",
-    tag = "dns",
     params(
-        ("zone_id" = String, Path, description = "The zone id"),
+        ZonePath,
         ("type" = Option<String>, Query, description = "Only records of this type", extensions(("x-auditable" = json!(true)))),
         ("name" = Option<String>, Query, description = "Only records with this name", extensions(("x-auditable" = json!(true)))),
         ("page" = Option<u32>, Query, description = "Page, from 1", extensions(("x-auditable" = json!(true)))),
@@ -278,19 +287,19 @@ async fn save(
     ),
     responses(
         (status = 200, description = "The zone's records", body = Vec<DnsRecord>),
-        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+        NoSuchZone,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn list_records(
     State(state): State<AppState>,
-    Path(zone_id): Path<String>,
+    Path(ZonePath { zone_id }): Path<ZonePath>,
+    Query(page): Query<Page>,
     Query(query): Query<DnsQuery>,
 ) -> Result<Json<Vec<DnsRecord>>, ApiError> {
     const SQL: &str = "SELECT id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms \
         FROM dns_records WHERE zone_id = $1 AND ($2 IS NULL OR type = $2) AND ($3 IS NULL OR name = $3) \
         ORDER BY name, type, id LIMIT $4 OFFSET $5";
-    let (limit, offset) = limit_offset(query.page, query.per_page)?;
+    let (limit, offset) = page.limit_offset()?;
     let kind = query.kind.map(|k| k.to_ascii_uppercase());
     let name = query.name.map(|n| n.to_ascii_lowercase());
     let rows: Vec<DnsRow> = on_db!(&state.db, p => sqlx::query_as(SQL)
@@ -308,100 +317,83 @@ pub(crate) async fn list_records(
 #[utoipa::path(
     post,
     path = "/zones/{zone_id}/dns_records",
-    tag = "dns",
-    params(("zone_id" = String, Path, description = "The zone id")),
+    params(ZonePath),
     request_body = DnsRecordInput,
     responses(
         (status = 200, description = "The new record", body = DnsRecord),
-        (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+        InvalidField,
+        NoSuchZone,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn create_record(
     State(state): State<AppState>,
     facts: AuditFacts,
-    Path(zone_id): Path<String>,
+    Path(ZonePath { zone_id }): Path<ZonePath>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
     let record = check_in_zone(&state.db, &zone_id, input).await?;
     let id = new_id();
     save(&state.db, INSERT, &zone_id, &id, &record).await?;
     facts.resource_id(&id);
-    load(&state.db, &zone_id, &id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::Internal)
+    created(load(&state.db, &zone_id, &id).await?)
 }
 
 /// DNS Record Details
 #[utoipa::path(
     get,
     path = "/zones/{zone_id}/dns_records/{record_id}",
-    tag = "dns",
-    params(
-        ("zone_id" = String, Path, description = "The zone id"),
-        ("record_id" = String, Path, description = "The record id"),
-    ),
+    params(RecordPath),
     responses(
         (status = 200, description = "The record", body = DnsRecord),
-        (status = 404, description = "No such record", body = ErrorBody),
+        NoSuchRecord,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn get_record(
     State(state): State<AppState>,
-    Path((zone_id, record_id)): Path<(String, String)>,
+    Path(path): Path<RecordPath>,
 ) -> Result<Json<DnsRecord>, ApiError> {
-    found(load(&state.db, &zone_id, &record_id).await?, "DNS record")
+    found(
+        load(&state.db, &path.zone_id, &path.record_id).await?,
+        "DNS record",
+    )
 }
 
 /// Overwrite DNS Record
 #[utoipa::path(
     put,
     path = "/zones/{zone_id}/dns_records/{record_id}",
-    tag = "dns",
-    params(
-        ("zone_id" = String, Path, description = "The zone id"),
-        ("record_id" = String, Path, description = "The record id"),
-    ),
+    params(RecordPath),
     request_body = DnsRecordInput,
     responses(
         (status = 200, description = "The updated record", body = DnsRecord),
-        (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 404, description = "No such record", body = ErrorBody),
+        InvalidField,
+        NoSuchRecord,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn update_record(
     State(state): State<AppState>,
-    Path((zone_id, record_id)): Path<(String, String)>,
+    Path(path): Path<RecordPath>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
-    let record = check_in_zone(&state.db, &zone_id, input).await?;
-    let rows = save(&state.db, UPDATE, &zone_id, &record_id, &record).await?;
+    let record = check_in_zone(&state.db, &path.zone_id, input).await?;
+    let rows = save(&state.db, UPDATE, &path.zone_id, &path.record_id, &record).await?;
     changed(rows, "DNS record")?;
-    get_record(State(state), Path((zone_id, record_id))).await
+    get_record(State(state), Path(path)).await
 }
 
 /// Delete DNS Record
 #[utoipa::path(
     delete,
     path = "/zones/{zone_id}/dns_records/{record_id}",
-    tag = "dns",
-    params(
-        ("zone_id" = String, Path, description = "The zone id"),
-        ("record_id" = String, Path, description = "The record id"),
-    ),
+    params(RecordPath),
     responses(
         (status = 200, description = "The deleted record's id", body = ResourceId),
-        (status = 404, description = "No such record", body = ErrorBody),
+        NoSuchRecord,
     ),
-    extensions(("x-audit-product" = json!("dns"))),
 )]
 pub(crate) async fn delete_record(
     State(state): State<AppState>,
-    Path((zone_id, record_id)): Path<(String, String)>,
+    Path(RecordPath { zone_id, record_id }): Path<RecordPath>,
 ) -> Result<Json<ResourceId>, ApiError> {
     let rows = execute!(
         &state.db,
@@ -409,8 +401,15 @@ pub(crate) async fn delete_record(
             .bind(&zone_id)
             .bind(&record_id)
     )?;
-    changed(rows, "DNS record")?;
-    Ok(Json(ResourceId { id: record_id }))
+    changed_id(rows, "DNS record", record_id)
+}
+
+/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_records, create_record))
+        .routes(routes!(get_record, update_record, delete_record));
+    product("dns", &[("x-audit-product", "dns")], router)
 }
 
 #[cfg(test)]

@@ -17,11 +17,13 @@ use audit_layer::record::ActorContext;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody};
+use crate::api::{ApiError, ApiJson, ErrorBody, error_answers, product};
 use crate::auth::{AuditFacts, Principal};
-use crate::db::{now_ms, on_db, rfc3339};
+use crate::db::{now_ms, on_db, rfc3339, select};
 use crate::state::AppState;
 
 /// An invitation to become a member of an account.
@@ -54,6 +56,23 @@ pub(crate) struct InviteAnswer {
     /// `accepted` (become a member) or `rejected` (withdraw the invitation).
     #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) status: String,
+}
+
+/// The path of one of the caller's invitations: `/user/invites/{invite_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct InvitePath {
+    /// The invitation id
+    pub(crate) invite_id: String,
+}
+
+error_answers! {
+    /// `401` and `403`: invitations are answered by the invited user, signed in; see
+    /// [`require_session`].
+    SessionRequired => [
+        (401, "Not signed in"),
+        (403, "An API token: invitations need a dashboard session"),
+    ];
 }
 
 #[derive(sqlx::FromRow)]
@@ -110,14 +129,11 @@ fn require_session(principal: &Principal) -> Result<(), ApiError> {
 #[utoipa::path(
     get,
     path = "/user/invites",
-    tag = "user",
     responses(
         (status = 200, description = "The caller's pending invitations", body = Vec<Invite>),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "An API token: invitations need a dashboard session", body = ErrorBody),
+        SessionRequired,
     ),
     security(("dash_session" = [])),
-    extensions(("x-audit-product" = json!("members"))),
 )]
 pub(crate) async fn list_invites(
     State(state): State<AppState>,
@@ -125,8 +141,7 @@ pub(crate) async fn list_invites(
 ) -> Result<Json<Vec<Invite>>, ApiError> {
     require_session(&principal)?;
     const SQL: &str = select_invites!("WHERE i.user_id = $1 ORDER BY i.created_ms, i.id");
-    let rows: Vec<InviteRow> =
-        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&principal.user_id).fetch_all(p).await)?;
+    let rows: Vec<InviteRow> = select(SQL, &[&principal.user_id]).all(&state.db).await?;
     Ok(Json(
         rows.into_iter().map(|r| r.into_invite("pending")).collect(),
     ))
@@ -139,24 +154,21 @@ pub(crate) async fn list_invites(
 #[utoipa::path(
     patch,
     path = "/user/invites/{invite_id}",
-    tag = "user",
-    params(("invite_id" = String, Path, description = "The invitation id")),
+    params(InvitePath),
     request_body = InviteAnswer,
     responses(
         (status = 200, description = "The invitation, answered", body = Invite),
         (status = 400, description = "Invalid status", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "An API token: invitations need a dashboard session", body = ErrorBody),
+        SessionRequired,
         (status = 404, description = "No such pending invitation (or not the caller's)", body = ErrorBody),
     ),
     security(("dash_session" = [])),
-    extensions(("x-audit-product" = json!("members"))),
 )]
 pub(crate) async fn answer_invite(
     State(state): State<AppState>,
     facts: AuditFacts,
     Extension(principal): Extension<Principal>,
-    Path(invite_id): Path<String>,
+    Path(InvitePath { invite_id }): Path<InvitePath>,
     ApiJson(input): ApiJson<InviteAnswer>,
 ) -> Result<Json<Invite>, ApiError> {
     require_session(&principal)?;
@@ -170,8 +182,7 @@ pub(crate) async fn answer_invite(
         }
     };
     const SQL: &str = select_invites!("WHERE i.id = $1");
-    let row: Option<InviteRow> =
-        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&invite_id).fetch_optional(p).await)?;
+    let row: Option<InviteRow> = select(SQL, &[&invite_id]).optional(&state.db).await?;
     let Some(row) = row else {
         return Err(ApiError::NotFound("invitation"));
     };
@@ -203,4 +214,12 @@ pub(crate) async fn answer_invite(
         return Err(ApiError::NotFound("invitation"));
     }
     Ok(Json(row.into_invite(&input.status)))
+}
+
+/// The routes of these operations, tagged `user` and marked `x-audit-product: members`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_invites))
+        .routes(routes!(answer_invite));
+    product("user", &[("x-audit-product", "members")], router)
 }

@@ -17,10 +17,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody};
+use crate::api::{ApiError, ApiJson, ErrorBody, product};
 use crate::auth::{AuditFacts, SESSION_COOKIE, SESSION_TTL_MS, accounts_of, session_cookie};
-use crate::db::{execute, now_ms, on_db, rfc3339};
+use crate::db::{execute, now_ms, rfc3339, select};
 use crate::secrets::{hash_password, new_secret, sha256_hex, verify_password};
 use crate::state::AppState;
 
@@ -116,7 +118,6 @@ fn set_session_cookie(value: &str, max_age_s: i64) -> Result<HeaderMap, ApiError
 #[utoipa::path(
     post,
     path = "/login",
-    tag = "login",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = LoginResponse,
@@ -124,13 +125,7 @@ fn set_session_cookie(value: &str, max_age_s: i64) -> Result<HeaderMap, ApiError
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
     ),
-    security(()),
-    extensions(
-        ("x-audit-action" = json!("login")),
-        ("x-audit-scope" = json!("user")),
-        ("x-audit-product" = json!("auth")),
-        ("x-audit-resource-type" = json!("sessions")),
-    ),
+    extensions(("x-audit-action" = json!("login"))),
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -138,12 +133,8 @@ pub(crate) async fn login(
     ApiJson(input): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = input.email.trim().to_ascii_lowercase();
-    let user: Option<UserRow> = on_db!(&state.db, p => sqlx::query_as(
-        "SELECT id, email, password_hash FROM users WHERE email = $1",
-    )
-    .bind(&email)
-    .fetch_optional(p)
-    .await)?;
+    const SQL: &str = "SELECT id, email, password_hash FROM users WHERE email = $1";
+    let user: Option<UserRow> = select(SQL, &[&email]).optional(&state.db).await?;
     if let Some(user) = &user
         && let Some(home) = accounts_of(&state.db, &user.id).await?.first()
     {
@@ -184,15 +175,8 @@ pub(crate) async fn login(
 #[utoipa::path(
     post,
     path = "/logout",
-    tag = "login",
     responses((status = 204, description = "Logged out; the session cookie is cleared")),
-    security(()),
-    extensions(
-        ("x-audit-action" = json!("logout")),
-        ("x-audit-scope" = json!("user")),
-        ("x-audit-product" = json!("auth")),
-        ("x-audit-resource-type" = json!("sessions")),
-    ),
+    extensions(("x-audit-action" = json!("logout"))),
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
@@ -201,13 +185,9 @@ pub(crate) async fn logout(
 ) -> Result<Response, ApiError> {
     if let Some(session) = session_cookie(&headers) {
         let hash = sha256_hex(&session);
-        let user: Option<UserRow> = on_db!(&state.db, p => sqlx::query_as(
-            "SELECT u.id, u.email, u.password_hash FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = $1",
-        )
-        .bind(&hash)
-        .fetch_optional(p)
-        .await)?;
+        const SQL: &str = "SELECT u.id, u.email, u.password_hash FROM sessions s \
+            JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1";
+        let user: Option<UserRow> = select(SQL, &[&hash]).optional(&state.db).await?;
         if let Some(user) = user {
             let mut identity = dash_identity(&user);
             if let Some(home) = accounts_of(&state.db, &user.id).await?.first() {
@@ -224,4 +204,18 @@ pub(crate) async fn logout(
     }
     let headers = set_session_cookie("", 0)?;
     Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+/// The routes of these operations, tagged `login`: public (no credentials), and recorded as
+/// the user's (`x-audit-scope`) actions on their sessions, in the `auth` product.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout));
+    let marks = [
+        ("x-audit-product", "auth"),
+        ("x-audit-scope", "user"),
+        ("x-audit-resource-type", "sessions"),
+    ];
+    product("login", &marks, router)
 }

@@ -11,11 +11,14 @@
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId};
+use crate::api::{AccountPath, ApiError, ApiJson, ErrorBody, NoSuchAccount, ResourceId};
+use crate::api::{conflict_if_duplicate, product};
 use crate::auth::{AuditFacts, Principal};
-use crate::db::{is_unique_violation, new_id, now_ms, on_db};
+use crate::db::{new_id, now_ms, on_db, select};
 use crate::state::AppState;
 
 /// The roles a member may have.
@@ -50,20 +53,29 @@ pub(crate) struct MemberCreate {
     pub(crate) role: String,
 }
 
+/// The path of one member: `/accounts/{account_id}/members/{member_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct MemberPath {
+    /// The account id
+    pub(crate) account_id: String,
+    /// The member's user id
+    pub(crate) member_id: String,
+}
+
 /// List Members
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/members",
-    tag = "members",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The account's members, and the users invited", body = Vec<Member>),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn list_members(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
 ) -> Result<Json<Vec<Member>>, ApiError> {
     // Members (`accepted`) and invited users (`pending`), oldest first.
     const SQL: &str = "SELECT u.id AS id, u.email AS email, m.role AS role, \
@@ -73,9 +85,7 @@ pub(crate) async fn list_members(
         SELECT u.id, u.email, i.role, 'pending', i.created_ms \
         FROM invitations i JOIN users u ON u.id = i.user_id WHERE i.account_id = $1 \
         ORDER BY created_ms, email";
-    let members: Vec<Member> =
-        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
-    Ok(Json(members))
+    Ok(Json(select(SQL, &[&account_id]).all(&state.db).await?))
 }
 
 /// Invite Member
@@ -86,13 +96,12 @@ pub(crate) async fn list_members(
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/members",
-    tag = "members",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     request_body = MemberCreate,
     responses(
         (status = 200, description = "The invited member, pending", body = Member),
         (status = 400, description = "Invalid email or role", body = ErrorBody),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        NoSuchAccount,
         (status = 409, description = "Already a member, or already invited", body = ErrorBody),
     ),
 )]
@@ -100,7 +109,7 @@ pub(crate) async fn add_member(
     State(state): State<AppState>,
     facts: AuditFacts,
     Extension(principal): Extension<Principal>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
     ApiJson(input): ApiJson<MemberCreate>,
 ) -> Result<Json<Member>, ApiError> {
     let email = input.email.trim().to_ascii_lowercase();
@@ -137,20 +146,13 @@ pub(crate) async fn add_member(
         tx.commit().await?;
         Ok(Some(user_id))
     }.await);
-    let user_id = match result {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return Err(ApiError::Conflict(format!(
-                "{email} is already a member of this account"
-            )));
-        }
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!(
-                "{email} is already invited to this account"
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let user_id = result
+        .map_err(|e| {
+            conflict_if_duplicate(e, || format!("{email} is already invited to this account"))
+        })?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("{email} is already a member of this account"))
+        })?;
     facts.resource_id(&user_id);
     Ok(Json(Member {
         id: user_id,
@@ -167,11 +169,7 @@ pub(crate) async fn add_member(
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/members/{member_id}",
-    tag = "members",
-    params(
-        ("account_id" = String, Path, description = "The account id"),
-        ("member_id" = String, Path, description = "The member's user id"),
-    ),
+    params(MemberPath),
     responses(
         (status = 200, description = "The removed member's id", body = ResourceId),
         (status = 400, description = "The last administrator", body = ErrorBody),
@@ -180,7 +178,10 @@ pub(crate) async fn add_member(
 )]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
-    Path((account_id, member_id)): Path<(String, String)>,
+    Path(MemberPath {
+        account_id,
+        member_id,
+    }): Path<MemberPath>,
 ) -> Result<Json<ResourceId>, ApiError> {
     enum Outcome {
         Removed,
@@ -225,6 +226,14 @@ pub(crate) async fn remove_member(
             "cannot remove the account's last administrator".into(),
         )),
     }
+}
+
+/// The routes of these operations, tagged `members`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(remove_member));
+    product("members", &[], router)
 }
 
 /// A plausible email address: one `@` between a non-empty local part and a dotted domain, no

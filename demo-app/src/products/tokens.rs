@@ -9,11 +9,14 @@
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, check_name};
+use crate::api::{AccountPath, ApiError, ApiJson, ErrorBody, InvalidName, NoSuchAccount};
+use crate::api::{ResourceId, changed_id, check_name, product};
 use crate::auth::{AuditFacts, Principal};
-use crate::db::{execute, new_id, now_ms, on_db, rfc3339};
+use crate::db::{execute, new_id, now_ms, rfc3339, select};
 use crate::secrets::{new_secret, sha256_hex};
 use crate::state::AppState;
 
@@ -62,6 +65,16 @@ pub(crate) struct TokenCreated {
     pub(crate) created_on: String,
 }
 
+/// The path of one token: `/accounts/{account_id}/tokens/{token_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct TokenPath {
+    /// The account id
+    pub(crate) account_id: String,
+    /// The token id
+    pub(crate) token_id: String,
+}
+
 #[derive(sqlx::FromRow)]
 struct TokenRow {
     id: String,
@@ -75,21 +88,19 @@ struct TokenRow {
 #[utoipa::path(
     get,
     path = "/accounts/{account_id}/tokens",
-    tag = "tokens",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The account's tokens, without values", body = Vec<Token>),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn list_tokens(
     State(state): State<AppState>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
 ) -> Result<Json<Vec<Token>>, ApiError> {
     const SQL: &str = "SELECT id, name, user_id, created_ms, revoked_ms FROM api_tokens \
         WHERE account_id = $1 ORDER BY created_ms, id";
-    let rows: Vec<TokenRow> =
-        on_db!(&state.db, p => sqlx::query_as(SQL).bind(&account_id).fetch_all(p).await)?;
+    let rows: Vec<TokenRow> = select(SQL, &[&account_id]).all(&state.db).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| Token {
@@ -113,20 +124,19 @@ pub(crate) async fn list_tokens(
 #[utoipa::path(
     post,
     path = "/accounts/{account_id}/tokens",
-    tag = "tokens",
-    params(("account_id" = String, Path, description = "The account id")),
+    params(AccountPath),
     request_body = TokenCreate,
     responses(
         (status = 200, description = "The new token, with its value (shown once)", body = TokenCreated),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        InvalidName,
+        NoSuchAccount,
     ),
 )]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     facts: AuditFacts,
     Extension(principal): Extension<Principal>,
-    Path(account_id): Path<String>,
+    Path(AccountPath { account_id }): Path<AccountPath>,
     ApiJson(input): ApiJson<TokenCreate>,
 ) -> Result<Json<TokenCreated>, ApiError> {
     check_name("name", &input.name, 100)?;
@@ -159,11 +169,7 @@ pub(crate) async fn create_token(
 #[utoipa::path(
     delete,
     path = "/accounts/{account_id}/tokens/{token_id}",
-    tag = "tokens",
-    params(
-        ("account_id" = String, Path, description = "The account id"),
-        ("token_id" = String, Path, description = "The token id"),
-    ),
+    params(TokenPath),
     responses(
         (status = 200, description = "The revoked token's id", body = ResourceId),
         (status = 404, description = "No such active token in this account", body = ErrorBody),
@@ -171,7 +177,10 @@ pub(crate) async fn create_token(
 )]
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
-    Path((account_id, token_id)): Path<(String, String)>,
+    Path(TokenPath {
+        account_id,
+        token_id,
+    }): Path<TokenPath>,
 ) -> Result<Json<ResourceId>, ApiError> {
     let rows = execute!(
         &state.db,
@@ -182,6 +191,13 @@ pub(crate) async fn revoke_token(
         .bind(&token_id)
         .bind(&account_id)
     )?;
-    changed(rows, "token")?;
-    Ok(Json(ResourceId { id: token_id }))
+    changed_id(rows, "token", token_id)
+}
+
+/// The routes of these operations, tagged `tokens`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token));
+    product("tokens", &[], router)
 }

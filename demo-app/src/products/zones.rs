@@ -9,10 +9,14 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, ResourceId, changed, found, limit_offset};
+use crate::api::{ApiError, ApiJson, ErrorBody, Page, ResourceId};
+use crate::api::{InvalidName, NoSuchAccount, NoSuchZone, ZonePath};
+use crate::api::{changed_id, conflict_if_duplicate, created, found, product};
 use crate::auth::{AuditFacts, Principal};
-use crate::db::{Db, execute, is_unique_violation, new_id, now_ms, on_db, rfc3339};
+use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339, select};
 use crate::state::AppState;
 
 /// A zone (a domain).
@@ -64,15 +68,11 @@ pub(crate) struct ZoneUpdate {
     pub(crate) paused: Option<bool>,
 }
 
-/// The filters of `GET /zones`.
+/// The filter of `GET /zones` (its paging is a [`Page`]).
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ZoneQuery {
     /// Only the zone with this name.
     pub(crate) name: Option<String>,
-    /// The page, from 1.
-    pub(crate) page: Option<u32>,
-    /// Zones per page.
-    pub(crate) per_page: Option<u32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -102,24 +102,21 @@ impl From<ZoneRow> for Zone {
 
 async fn load(db: &Db, zone_id: &str) -> Result<Option<Zone>, ApiError> {
     const SQL: &str = "SELECT id, account_id, name, status, paused, created_ms, modified_ms FROM zones WHERE id = $1";
-    let row: Option<ZoneRow> =
-        on_db!(db, p => sqlx::query_as(SQL).bind(zone_id).fetch_optional(p).await)?;
+    let row: Option<ZoneRow> = select(SQL, &[zone_id]).optional(db).await?;
     Ok(row.map(Zone::from))
 }
 
 /// The name (domain) of a zone, for the audit pipeline's directory.
 pub(crate) async fn zone_name(db: &Db, zone_id: &str) -> Result<Option<String>, sqlx::Error> {
-    on_db!(db, p => sqlx::query_scalar("SELECT name FROM zones WHERE id = $1")
-        .bind(zone_id)
-        .fetch_optional(p)
-        .await)
+    select("SELECT name FROM zones WHERE id = $1", &[zone_id])
+        .text(db)
+        .await
 }
 
 /// List Zones
 #[utoipa::path(
     get,
     path = "/zones",
-    tag = "zones",
     params(
         ("name" = Option<String>, Query, description = "Only the zone with this name", extensions(("x-auditable" = json!(true)))),
         ("page" = Option<u32>, Query, description = "Page, from 1", extensions(("x-auditable" = json!(true)))),
@@ -133,9 +130,10 @@ pub(crate) async fn zone_name(db: &Db, zone_id: &str) -> Result<Option<String>, 
 pub(crate) async fn list_zones(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Query(page): Query<Page>,
     Query(query): Query<ZoneQuery>,
 ) -> Result<Json<Vec<Zone>>, ApiError> {
-    let (limit, offset) = limit_offset(query.page, query.per_page)?;
+    let (limit, offset) = page.limit_offset()?;
     // A caller has few accounts: one query per account, merged, keeps the SQL portable.
     let mut zones = Vec::new();
     for account in &principal.accounts {
@@ -161,12 +159,11 @@ pub(crate) async fn list_zones(
 #[utoipa::path(
     post,
     path = "/zones",
-    tag = "zones",
     request_body = ZoneCreate,
     responses(
         (status = 200, description = "The new zone", body = Zone),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "No such account (or not the caller's)", body = ErrorBody),
+        InvalidName,
+        NoSuchAccount,
         (status = 409, description = "The zone exists already", body = ErrorBody),
     ),
 )]
@@ -183,20 +180,11 @@ pub(crate) async fn create_zone(
             input.name
         )));
     }
-    let account_id = match input.account {
-        Some(account) => account.id,
-        None => principal
-            .home_account()
-            .ok_or(ApiError::NotFound("account"))?
-            .to_owned(),
-    };
-    if !principal.can_access(&account_id) {
-        return Err(ApiError::NotFound("account"));
-    }
+    let account_id = principal.account_for(input.account.map(|a| a.id))?;
     facts.identify(Identity::anonymous().account(&account_id));
     let id = new_id();
     let now = now_ms();
-    let inserted = execute!(
+    execute!(
         &state.db,
         sqlx::query(
             "INSERT INTO zones (id, account_id, name, status, paused, created_ms, modified_ms) \
@@ -207,37 +195,25 @@ pub(crate) async fn create_zone(
         .bind(&name)
         .bind(false)
         .bind(now)
-    );
-    match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!(
-                "the zone {name} exists already"
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    )
+    .map_err(|e| conflict_if_duplicate(e, || format!("the zone {name} exists already")))?;
     facts.resource_id(&id);
-    load(&state.db, &id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::Internal)
+    created(load(&state.db, &id).await?)
 }
 
 /// Zone Details
 #[utoipa::path(
     get,
     path = "/zones/{zone_id}",
-    tag = "zones",
-    params(("zone_id" = String, Path, description = "The zone id")),
+    params(ZonePath),
     responses(
         (status = 200, description = "The zone", body = Zone),
-        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+        NoSuchZone,
     ),
 )]
 pub(crate) async fn get_zone(
     State(state): State<AppState>,
-    Path(zone_id): Path<String>,
+    Path(ZonePath { zone_id }): Path<ZonePath>,
 ) -> Result<Json<Zone>, ApiError> {
     found(load(&state.db, &zone_id).await?, "zone")
 }
@@ -246,17 +222,16 @@ pub(crate) async fn get_zone(
 #[utoipa::path(
     patch,
     path = "/zones/{zone_id}",
-    tag = "zones",
-    params(("zone_id" = String, Path, description = "The zone id")),
+    params(ZonePath),
     request_body = ZoneUpdate,
     responses(
         (status = 200, description = "The updated zone", body = Zone),
-        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+        NoSuchZone,
     ),
 )]
 pub(crate) async fn update_zone(
     State(state): State<AppState>,
-    Path(zone_id): Path<String>,
+    Path(ZonePath { zone_id }): Path<ZonePath>,
     ApiJson(update): ApiJson<ZoneUpdate>,
 ) -> Result<Json<Zone>, ApiError> {
     execute!(
@@ -277,23 +252,29 @@ pub(crate) async fn update_zone(
 #[utoipa::path(
     delete,
     path = "/zones/{zone_id}",
-    tag = "zones",
-    params(("zone_id" = String, Path, description = "The zone id")),
+    params(ZonePath),
     responses(
         (status = 200, description = "The deleted zone's id", body = ResourceId),
-        (status = 404, description = "No such zone (or not the caller's)", body = ErrorBody),
+        NoSuchZone,
     ),
 )]
 pub(crate) async fn delete_zone(
     State(state): State<AppState>,
-    Path(zone_id): Path<String>,
+    Path(ZonePath { zone_id }): Path<ZonePath>,
 ) -> Result<Json<ResourceId>, ApiError> {
     let rows = execute!(
         &state.db,
         sqlx::query("DELETE FROM zones WHERE id = $1").bind(&zone_id)
     )?;
-    changed(rows, "zone")?;
-    Ok(Json(ResourceId { id: zone_id }))
+    changed_id(rows, "zone", zone_id)
+}
+
+/// The routes of these operations, tagged `zones`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_zones, create_zone))
+        .routes(routes!(get_zone, update_zone, delete_zone));
+    product("zones", &[], router)
 }
 
 /// Whether `name` is a lowercase domain of at least two labels: letters, digits and inner

@@ -8,6 +8,7 @@
 //! first writes to it, and retention drops whole months.
 
 mod copy;
+mod page;
 mod partitions;
 mod scan;
 mod write;
@@ -110,6 +111,10 @@ impl PostgresStore {
 
 impl AuditStore for PostgresStore {
     shared::record_reads!();
+
+    async fn page(&self, query: &crate::model::RecordQuery) -> Result<crate::model::Page> {
+        page::page(&self.pool, query).await
+    }
 
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/postgres")

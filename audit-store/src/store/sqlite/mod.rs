@@ -3,6 +3,7 @@
 //! One file in WAL mode; records are written by multi-row `INSERT OR IGNORE` statements of up
 //! to 250 rows, all of a batch in one transaction: never one commit per record.
 
+mod page;
 mod scan;
 mod wal;
 mod write;
@@ -283,6 +284,10 @@ impl SqliteStore {
 
 impl AuditStore for SqliteStore {
     shared::record_reads!();
+
+    async fn page(&self, query: &crate::model::RecordQuery) -> Result<crate::model::Page> {
+        page::page(&self.pool, query).await
+    }
 
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
