@@ -71,10 +71,10 @@
 //! # Retention
 //!
 //! The pipeline deletes records older than the retention period (default 18 months) a minute
-//! after it starts and then daily, through [`ChainedStore::retain`](crate::store::ChainedStore::retain):
+//! after it starts and then daily, through [`ChainedStore::retain`]:
 //! a chained store verifies what it is about to prune and refuses a chain whose prefix does
 //! not verify (logged as an error, counted in
-//! [`PipelineMetrics::retention_refused`](PipelineMetrics::retention_refused)); the anchors it
+//! [`PipelineMetrics::retention_refused`]); the anchors it
 //! signs go to the [checkpoint sink](PipelineBuilder::checkpoint_sink) like checkpoints.
 //!
 //! # Checkpoints
@@ -89,7 +89,7 @@
 //!
 //! With a chained store, every record in the spool carries an HMAC under a key derived from
 //! the chain secret: a line written or edited in the spool by hand does not replay; it is
-//! counted ([`PipelineMetrics::spool_rejected`](PipelineMetrics::spool_rejected)), logged and
+//! counted ([`PipelineMetrics::spool_rejected`]), logged and
 //! reported by a gap record. The spool's directory is created accessible by its owner only
 //! and its files readable by their owner only (modes 700 and 600, whatever the umask).
 //!

@@ -422,7 +422,7 @@ where
     /// anchor (`start`; from genesis without one) up to `last`, and the link from `last` to
     /// the first record kept. Each record must be there once, in sequence; its hash must link
     /// it to the one before, its seal must be this store's, and its time may not run back
-    /// more than [`REPLAY_LAG_MAX`] behind a record chained before it (spooled records are
+    /// more than [`REPLAY_LAG_MAX_MS`] behind a record chained before it (spooled records are
     /// chained when replayed, after newer ones; anything further back was edited). The
     /// anchor it starts from must be signed by this store's key. Returns the hash of record
     /// `last`, where the new anchor goes, or why the prefix is refused.
