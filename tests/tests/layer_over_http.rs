@@ -65,7 +65,11 @@ fn policy() -> AuditPolicy {
                 .query_plan(QueryPlan::new(["name"])),
         )
         .operation(Operation::new(Method::DELETE, DNS_RECORD).summary("Delete DNS Record"))
-        .operation(Operation::new(Method::GET, EXPORT).summary("Download a zone export"))
+        .operation(
+            Operation::new(Method::GET, EXPORT)
+                .summary("Download a zone export")
+                .query_plan(QueryPlan::default().declare(["hold"])),
+        )
         .operation(Operation::new(Method::GET, WHOAMI).summary("User Details"))
         .operation(Operation::new(Method::GET, VERIFY_TOKEN).summary("Verify Token"))
         .operation(Operation::new(Method::GET, CRASH).summary("Crash"))
@@ -914,7 +918,7 @@ async fn credentials_never_reach_a_record() {
     }
     assert_eq!(
         records[0].raw.uri,
-        "/accounts/acc_1/alerting/v3/policies/pol_1?token=REDACTED&api_key=REDACTED"
+        "/accounts/acc_1/alerting/v3/policies/pol_1?REDACTED=REDACTED&REDACTED=REDACTED"
     );
 }
 
@@ -1082,7 +1086,7 @@ async fn control_characters_are_escaped_in_every_recorded_string() {
     assert_eq!(json["raw"]["user_agent"], r"evil\x09agent\u{9b}[31m\xff");
     assert_eq!(
         json["raw"]["uri"],
-        r"/zones/z%1b1/dns_records/r\u{9b}9?name=%1b[31m\u{85}red&other=REDACTED"
+        r"/zones/z%1b1/dns_records/r\u{9b}9?name=%1b[31m\u{85}red&REDACTED=REDACTED"
     );
     assert_eq!(json["zone"]["id"], r"z\x1b1");
     assert_eq!(json["resource"]["id"], r"r\u{9b}9");
