@@ -995,20 +995,39 @@ async fn the_generated_request_id_is_echoed_and_is_the_ray_id() {
     assert_eq!(records[0].raw.ray_id, echoed);
 }
 
+/// The test client on loopback, as a trusted proxy.
+fn loopback_trusted(layer: AuditLayer) -> AuditLayer {
+    layer.trusted_proxies(["127.0.0.0/8".parse().unwrap()])
+}
+
 #[tokio::test]
-async fn a_well_formed_incoming_request_id_is_kept() {
-    let app = spawn_app(|layer| layer).await;
+async fn a_well_formed_request_id_from_a_trusted_proxy_is_kept() {
+    let app = spawn_app(loopback_trusted).await;
     let response = app
         .send(Method::GET, "/user", &[("x-request-id", "abc-123")], None)
         .await;
     assert_eq!(response.headers()["x-request-id"], "abc-123");
     let records = exactly(&app.sink, 1).await;
     assert_eq!(records[0].raw.ray_id, "abc-123");
+    assert_eq!(records[0].raw.client_request_id, None);
+}
+
+#[tokio::test]
+async fn a_request_id_from_a_client_is_replaced_and_kept_apart() {
+    let app = spawn_app(|layer| layer).await;
+    let response = app
+        .send(Method::GET, "/user", &[("x-request-id", "abc-123")], None)
+        .await;
+    let echoed = header(&response, "x-request-id");
+    assert!(is_generated_ray_id(&echoed), "{echoed}");
+    let records = exactly(&app.sink, 1).await;
+    assert_eq!(records[0].raw.ray_id, echoed);
+    assert_eq!(records[0].raw.client_request_id.as_deref(), Some("abc-123"));
 }
 
 #[tokio::test]
 async fn a_malformed_incoming_request_id_is_replaced() {
-    let app = spawn_app(|layer| layer).await;
+    let app = spawn_app(loopback_trusted).await;
     let too_long = "a".repeat(300);
     for bad in [too_long.as_str(), "abc 123", "abc/123"] {
         let response = app
@@ -1033,7 +1052,10 @@ async fn a_malformed_incoming_request_id_is_replaced() {
 
 #[tokio::test]
 async fn a_custom_request_id_header_is_honoured() {
-    let app = spawn_app(|layer| layer.request_id_header(HeaderName::from_static("cf-ray"))).await;
+    let app = spawn_app(|layer| {
+        loopback_trusted(layer).request_id_header(HeaderName::from_static("cf-ray"))
+    })
+    .await;
     let response = app
         .send(
             Method::GET,
