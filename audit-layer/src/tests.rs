@@ -616,7 +616,7 @@ async fn undescribed_requests_still_produce_a_metadata_record() {
     );
     let record = only_record(&sink).await;
     assert_eq!(record.action.kind, ActionType::Create);
-    assert_eq!(record.raw.uri, "/somewhere/else?secret=REDACTED");
+    assert_eq!(record.raw.uri, "/somewhere/else?REDACTED=REDACTED");
     assert_eq!(record.resource.request, None);
     let json = serde_json::to_string(&record).expect("serializes");
     assert!(

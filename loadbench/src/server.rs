@@ -267,10 +267,7 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
             ),
             None,
         ),
-        Variant::AuditDiscard => (
-            app().layer(AuditLayer::new(spec()?).sink(DiscardSink)),
-            None,
-        ),
+        Variant::AuditDiscard => (app().layer(audit_layer()?.sink(DiscardSink)), None),
         Variant::AuditSqlite => {
             let store = SqliteStore::open(args.data_dir.join("audit.db")).await?;
             store.migrate().await?;
@@ -294,8 +291,15 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
 
 /// The handlers behind the audit layer, into the pipeline.
 fn audited(ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
-    let app = app().layer(AuditLayer::new(spec()?).sink(ingest.sink.clone()));
+    let app = app().layer(audit_layer()?.sink(ingest.sink.clone()));
     Ok((app, Some(ingest)))
+}
+
+/// The audit layer of the audited variants. The load generator, on this host, stands in for a
+/// trusted proxy: the layer keeps the `x-request-id` it gives each request as `raw.ray_id`
+/// only from a trusted peer, and the records are matched to the requests by it.
+fn audit_layer() -> Result<AuditLayer, BoxError> {
+    Ok(AuditLayer::new(spec()?).trusted_proxies(["127.0.0.1/32".parse()?, "::1/128".parse()?]))
 }
 
 /// rune-axum-audit's own `StdoutSink`, made `Clone`: its `AuditLayer` derives `Clone` with a
