@@ -354,6 +354,29 @@ pub async fn verify_all<S: ChainedStore>(
     Ok(reports)
 }
 
+/// Every chain there is evidence of: the accounts that hold records, the chains with a head
+/// row, and the chains named by a stored or an `external` checkpoint, sorted. An account whose
+/// head row was deleted, or whose records and head were, is still listed (the first by its
+/// records, the second by its checkpoints).
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn chains<S: ChainedStore>(store: &S, external: &[Checkpoint]) -> Result<Vec<String>> {
+    let mut chains: std::collections::BTreeSet<String> =
+        store.chains().await?.into_iter().collect();
+    chains.extend(store.chain_heads().await?.into_iter().map(|h| h.chain));
+    chains.extend(
+        store
+            .all_checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| c.account_id),
+    );
+    chains.extend(external.iter().map(|c| c.account_id.clone()));
+    Ok(chains.into_iter().collect())
+}
+
 /// A chain is waiting for a record while more and more later ones pile up in its buffer:
 /// looks that record up directly (reading the chain's records through the account index). Found,
 /// the chain goes on (and the record is not counted again when the scan reaches it); not
