@@ -118,7 +118,11 @@ async fn serve<S: ChainedStore>(
         .await
         .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
-    let audit_log = app::audit_log_router(store, state.clone());
+    let audit_log = app::audit_log_router(
+        store,
+        state.clone(),
+        JsonLinesCheckpoints::new(config.data_dir.join("checkpoints.jsonl")),
+    );
     let app = app::router(state, sink.clone(), audit_log, config.strict).map_err(|e| {
         StartError::runtime(
             "the OpenAPI document does not compile into an audit policy",

@@ -10,6 +10,7 @@
 //! still waiting in a buffer at the end is behind a gap: the missing record.
 
 mod check;
+mod external;
 mod span;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use crate::chain::Verifier;
 use crate::model::{ChainScope, Checkpoint};
 use crate::store::ChainedStore;
 use check::ChainCheck;
+pub use external::{CheckpointSource, ReadCheckpoints};
 
 /// Records held in reorder buffers (all chains together) before the verifier looks up the
 /// record a chain is waiting for instead of reading on: about 200 bytes each, so ~50 MB.
