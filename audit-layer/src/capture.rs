@@ -8,11 +8,12 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method};
 use uuid::Uuid;
 
+use crate::escape;
 use crate::identity::{AuditHandle, Identity};
 use crate::policy::{OperationPlan, PathIds};
 use crate::record::{
-    Account, Action, ActionResult, ActionType, Actor, AuditRecord, Body, Raw, Resource, Timestamp,
-    Token, Zone,
+    Account, Action, ActionResult, ActionType, Actor, AuditRecord, Body, DEFAULT_RECORD_LIMIT,
+    DEFAULT_STRING_LIMIT, MIN_RECORD_LIMIT, Raw, Resource, Timestamp, Token, Zone,
 };
 use crate::sink::AuditSink;
 
@@ -50,6 +51,8 @@ pub(crate) struct Capture {
     pub(crate) uri: String,
     pub(crate) user_agent: Option<String>,
     pub(crate) ray_id: String,
+    /// The request id the client sent, when it was not taken as `ray_id`.
+    pub(crate) client_request_id: Option<String>,
     pub(crate) ip: Option<IpAddr>,
     pub(crate) ids: PathIds,
     pub(crate) handle: AuditHandle,
@@ -67,6 +70,128 @@ pub(crate) struct Capture {
     pub(crate) strict: bool,
     /// The client went away before the response was delivered; the handler went on alone.
     pub(crate) client_gone: bool,
+    /// The caps on the record's strings and size.
+    pub(crate) limits: RecordLimits,
+}
+
+/// The caps on what one record holds: each string, and the whole record's JSON text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordLimits {
+    /// The most bytes of each string, truncation marker included (see
+    /// [`escape::visible_within`]).
+    pub(crate) string: usize,
+    /// The most bytes of the record's JSON text.
+    pub(crate) record: usize,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        Self {
+            string: DEFAULT_STRING_LIMIT,
+            record: DEFAULT_RECORD_LIMIT,
+        }
+    }
+}
+
+impl RecordLimits {
+    /// `s` escaped and cut to the string limit.
+    fn string(self, s: String) -> String {
+        escape::visible_string(s, self.string)
+    }
+
+    /// Brings `record`, whose strings are within the string limit, within the record limit:
+    /// first its response body, then its request body are replaced by a marker, then its
+    /// strings are cut shorter and shorter, until its JSON text fits. Who acted, what they did
+    /// and when (the ids, the action, the time, the status) are kept, if shortened.
+    fn fit(self, record: &mut AuditRecord) {
+        let limit = self.record.max(MIN_RECORD_LIMIT);
+        // The common case: fits however its strings are escaped, known without serializing.
+        if record.max_json_len() <= limit {
+            return;
+        }
+        let fits = |record: &AuditRecord| record.json_len() <= limit;
+        let dropped = || {
+            marker(
+                "_truncated",
+                format!("dropped: the record exceeded the audit record limit of {limit} bytes"),
+            )
+        };
+        if fits(record) {
+            return;
+        }
+        if record.resource.response.is_some() {
+            record.resource.response = Some(dropped());
+            if fits(record) {
+                return;
+            }
+        }
+        if record.resource.request.is_some() {
+            record.resource.request = Some(dropped());
+        }
+        let mut string = self.string;
+        while !fits(record) && string > escape::MIN_STRING_LIMIT {
+            string = (string / 2).max(escape::MIN_STRING_LIMIT);
+            cut_strings(record, string);
+        }
+    }
+}
+
+/// Cuts every string of `record` longer than `limit` bytes to `limit`, with the truncation
+/// marker.
+fn cut_strings(record: &mut AuditRecord, limit: usize) {
+    let cut = |s: &mut String| {
+        if s.len() > limit {
+            *s = escape::visible_string(std::mem::take(s), limit);
+        }
+    };
+    let cut_shared = |s: &mut Option<Arc<str>>| {
+        if let Some(text) = s.as_mut()
+            && text.len() > limit
+        {
+            *text = Arc::from(escape::visible_within(text.as_bytes(), limit));
+        }
+    };
+    let AuditRecord {
+        account,
+        action,
+        actor,
+        raw,
+        resource,
+        zone,
+        ..
+    } = record;
+    for place in [
+        account.as_mut().map(|a| (&mut a.id, &mut a.name)),
+        zone.as_mut().map(|z| (&mut z.id, &mut z.name)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cut(place.0);
+        place.1.as_mut().map(cut);
+    }
+    for s in [
+        &mut actor.email,
+        &mut actor.id,
+        &mut actor.token.id,
+        &mut actor.token.name,
+        &mut raw.user_agent,
+        &mut raw.client_request_id,
+        &mut resource.id,
+    ] {
+        s.as_mut().map(cut);
+    }
+    for s in [&mut raw.method, &mut raw.ray_id, &mut raw.uri] {
+        cut(s);
+    }
+    for s in [
+        &mut action.description,
+        &mut resource.product,
+        &mut resource.scope,
+        &mut resource.kind,
+    ] {
+        cut_shared(s);
+    }
 }
 
 /// A copy of the response body, up to a limit, taken as frames pass.
@@ -217,14 +342,13 @@ impl Capture {
             .handle
             .resolve(capture.header_identity)
             .unwrap_or_default();
-        // The app's own strings too may carry control characters.
-        let clean = |s: Option<String>| s.map(escaped);
+        // The app's own strings too may carry hidden characters, and be long.
+        let limits = capture.limits;
+        let clean = |s: Option<String>| s.map(|s| limits.string(s));
 
-        AuditRecord {
+        let mut record = AuditRecord {
             id: capture.id,
-            account: capture
-                .ids
-                .account
+            account: clean(capture.ids.account)
                 .or(clean(identity.account_id))
                 .map(|id| Account { id, name: None }),
             action: Action {
@@ -245,24 +369,26 @@ impl Capture {
                 kind: identity.kind,
             },
             raw: Raw {
-                method: capture.method.as_str().to_owned(),
-                ray_id: capture.ray_id,
+                method: limits.string(capture.method.as_str().to_owned()),
+                ray_id: limits.string(capture.ray_id),
                 status_code: status,
-                uri: capture.uri,
-                user_agent: capture.user_agent,
-                client_request_id: None,
+                uri: limits.string(capture.uri),
+                user_agent: clean(capture.user_agent),
+                client_request_id: clean(capture.client_request_id),
                 client_gone,
             },
             resource: Resource {
-                id: clean(identity.resource_id).or(capture.ids.resource),
+                id: clean(identity.resource_id).or(clean(capture.ids.resource)),
                 product: plan.and_then(|p| p.product.clone()),
                 request,
                 response,
                 scope: plan.and_then(|p| p.scope.clone()),
                 kind: plan.and_then(|p| p.kind.clone()),
             },
-            zone: capture.ids.zone.map(|id| Zone { id, name: None }),
-        }
+            zone: clean(capture.ids.zone).map(|id| Zone { id, name: None }),
+        };
+        limits.fit(&mut record);
+        record
     }
 }
 
@@ -336,15 +462,6 @@ impl ResponseCopy {
     }
 }
 
-/// `s` with control characters escaped, reusing it when it has none.
-fn escaped(s: String) -> String {
-    if s.chars().any(char::is_control) {
-        crate::escape::visible(s.as_bytes()).into_owned()
-    } else {
-        s
-    }
-}
-
 /// The recorded body, kept as the redactor's text. The text is valid by construction; were it
 /// not, the record says so rather than holding `null`.
 fn into_body(text: crate::redact::RedactedBody) -> Body {
@@ -355,4 +472,246 @@ fn into_body(text: crate::redact::RedactedBody) -> Body {
 
 fn marker(key: &str, reason: String) -> Body {
     into_body(crate::redact::marker(key, &reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use serde_json::json;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::escape::TRUNCATION_MARKER;
+    use crate::record::{ActorContext, ActorType};
+    use crate::sink::MemorySink;
+    use crate::{AuditLayer, AuditPolicy, AuditRequestBody, Operation};
+
+    /// A record with every string `text` and both bodies `body`.
+    fn record(text: &str, body: &serde_json::Value) -> AuditRecord {
+        let s = || Some(text.to_owned());
+        let shared = || Some(Arc::from(text));
+        AuditRecord {
+            id: Uuid::now_v7(),
+            account: Some(Account {
+                id: text.to_owned(),
+                name: s(),
+            }),
+            action: Action {
+                description: shared(),
+                result: ActionResult::Failure,
+                time: Timestamp::now(),
+                kind: ActionType::Update,
+            },
+            actor: Actor {
+                context: Some(ActorContext::ApiToken),
+                email: s(),
+                id: s(),
+                ip_address: Some("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()),
+                token: Token { id: s(), name: s() },
+                kind: Some(ActorType::User),
+            },
+            raw: Raw {
+                method: text.to_owned(),
+                ray_id: text.to_owned(),
+                status_code: 499,
+                uri: text.to_owned(),
+                user_agent: s(),
+                client_request_id: s(),
+                client_gone: true,
+            },
+            resource: Resource {
+                id: s(),
+                product: shared(),
+                request: Some(Body::from(body)),
+                response: Some(Body::from(body)),
+                scope: shared(),
+                kind: shared(),
+            },
+            zone: Some(Zone {
+                id: text.to_owned(),
+                name: s(),
+            }),
+        }
+    }
+
+    fn limits(string: usize, record: usize) -> RecordLimits {
+        RecordLimits { string, record }
+    }
+
+    #[test]
+    fn the_json_length_bound_holds_for_the_worst_strings() {
+        for text in ["", "\u{1}", "\"", "é"] {
+            let r = record(&text.repeat(100), &json!({}));
+            let exact = serde_json::to_string(&r).unwrap().len();
+            assert_eq!(r.json_len(), exact);
+            assert!(r.max_json_len() >= exact, "{text:?}: {exact}");
+        }
+    }
+
+    #[test]
+    fn a_small_record_is_left_alone() {
+        let mut r = record("acc_1", &json!({"name": "page me"}));
+        let before = r.clone();
+        RecordLimits::default().fit(&mut r);
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn an_oversized_record_loses_its_response_body_first_then_its_request_body() {
+        let big = json!({"name": "x".repeat(40_000)});
+        let mut r = record("acc_1", &big);
+        limits(8192, 65536).fit(&mut r);
+        assert!(r.json_len() <= 65536);
+        let dropped = json!({"_truncated":
+            "dropped: the record exceeded the audit record limit of 65536 bytes"});
+        assert_eq!(r.resource.response.as_ref().unwrap(), &dropped);
+        assert_eq!(
+            r.resource.request.as_ref().unwrap().to_value(),
+            big,
+            "the request fits"
+        );
+
+        let mut r = record("acc_1", &json!({"name": "x".repeat(70_000)}));
+        limits(8192, 65536).fit(&mut r);
+        assert_eq!(r.resource.request.as_ref().unwrap(), &dropped);
+        assert_eq!(r.account.as_ref().unwrap().id, "acc_1");
+        assert_eq!(r.raw.status_code, 499);
+    }
+
+    #[test]
+    fn the_longest_strings_and_bodies_still_make_a_record_within_the_limit() {
+        // Quotes double in JSON: the strings at their cap weigh twice as much.
+        let body = json!({"name": "y".repeat(1 << 20)});
+        for record_limit in [MIN_RECORD_LIMIT, 16 * 1024, DEFAULT_RECORD_LIMIT] {
+            let limits = limits(DEFAULT_STRING_LIMIT, record_limit);
+            let text = limits.string("\"".repeat(400_000));
+            assert!(text.len() <= DEFAULT_STRING_LIMIT && text.contains(TRUNCATION_MARKER));
+            let mut r = record(&text, &body);
+            limits.fit(&mut r);
+            let json = serde_json::to_string(&r).unwrap();
+            assert!(
+                json.len() <= record_limit,
+                "{} > {record_limit}",
+                json.len()
+            );
+            // Still says who, what, when: the strings start as they did, and are marked cut.
+            let account = &r.account.as_ref().unwrap().id;
+            assert!(account.starts_with("\"\"\"") && account.contains(TRUNCATION_MARKER));
+            assert!(r.actor.email.as_ref().unwrap().starts_with('"'));
+            assert_eq!(r.action.kind, ActionType::Update);
+            let parsed: AuditRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(parsed, r);
+        }
+    }
+
+    /// An inner service that answers `200` with a JSON body.
+    fn ok<B>() -> impl tower::Service<
+        Request<B>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        service_fn(|_req: Request<B>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        })
+    }
+
+    async fn record_of(
+        layer: AuditLayer,
+        sink: &MemorySink,
+        req: Request<Full<Bytes>>,
+    ) -> AuditRecord {
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(ok::<AuditRequestBody<Full<Bytes>>>());
+        let response = svc.oneshot(req).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let mut records = sink.wait_for(1, std::time::Duration::from_secs(5)).await;
+        records.remove(0)
+    }
+
+    fn policy() -> AuditPolicy {
+        AuditPolicy::builder()
+            .operation(Operation::new(Method::GET, "/zones/{zone_id}"))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_huge_user_agent_and_uri_are_recorded_capped() {
+        let sink = MemorySink::new();
+        let agent = format!("evil\u{202e}{}", "A".repeat(400_000));
+        let path = format!("/zones/{}", "z".repeat(60_000));
+        let req = Request::get(&path)
+            .header("user-agent", agent.as_bytes())
+            .body(Full::default())
+            .unwrap();
+        let layer = AuditLayer::new(policy())
+            .sink(sink.clone())
+            .string_limit(1024);
+        let r = record_of(layer, &sink, req).await;
+        let agent = r.raw.user_agent.unwrap();
+        assert_eq!(agent.len(), 1024);
+        assert!(agent.starts_with(r"evil\u{202e}AAA"), "{agent:.40}");
+        assert!(
+            agent.ends_with("A…[truncated from 400007 bytes]"),
+            "{agent}"
+        );
+        assert!(r.raw.uri.len() <= 1024 && r.raw.uri.starts_with("/zones/zzz"));
+        assert!(
+            r.raw.uri.ends_with("…[truncated from 60007 bytes]"),
+            "{}",
+            r.raw.uri
+        );
+        assert!(r.zone.unwrap().id.len() <= 1024);
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_taken_only_from_a_trusted_proxy() {
+        let request = |peer: &str, id: &[u8]| {
+            let mut req = Request::get("/zones/z1")
+                .header("x-request-id", id)
+                .body(Full::default())
+                .unwrap();
+            req.extensions_mut()
+                .insert(peer.parse::<SocketAddr>().unwrap());
+            req
+        };
+        let layer = |sink: &MemorySink| {
+            AuditLayer::new(policy())
+                .sink(sink.clone())
+                .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
+        };
+
+        let sink = MemorySink::new();
+        let r = record_of(
+            layer(&sink),
+            &sink,
+            request("10.1.2.3:4000", b"ray-from-proxy"),
+        )
+        .await;
+        assert_eq!(r.raw.ray_id, "ray-from-proxy");
+        assert_eq!(r.raw.client_request_id, None);
+
+        let sink = MemorySink::new();
+        let r = record_of(
+            layer(&sink),
+            &sink,
+            request("203.0.113.9:4000", b"alices-ray"),
+        )
+        .await;
+        assert_ne!(r.raw.ray_id, "alices-ray");
+        assert_eq!(r.raw.ray_id.len(), 32, "a generated id: {}", r.raw.ray_id);
+        assert_eq!(r.raw.client_request_id.as_deref(), Some("alices-ray"));
+
+        // A proxy's malformed id is not taken either, but kept apart, escaped.
+        let sink = MemorySink::new();
+        let r = record_of(layer(&sink), &sink, request("10.1.2.3:4000", b"bad id\xff")).await;
+        assert_eq!(r.raw.ray_id.len(), 32);
+        assert_eq!(r.raw.client_request_id.as_deref(), Some(r"bad id\xff"));
+    }
 }

@@ -28,6 +28,12 @@ impl TrustedProxies {
         self.nets.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether the socket peer `peer` is a trusted proxy, whose headers (forwarding, request
+    /// id) are believed. An unknown peer is not.
+    pub(crate) fn trusts_peer(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|peer| self.trusts(peer))
+    }
+
     /// The client address for a request whose socket peer is `peer`.
     pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = canonical(peer?);
@@ -180,6 +186,16 @@ mod tests {
         assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.3.3.3")));
         let pairs = [("forwarded", "for=unknown")];
         assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn only_a_peer_in_a_trusted_net_is_a_trusted_proxy() {
+        assert!(proxies().trusts_peer(Some(ip("10.9.8.7"))));
+        assert!(proxies().trusts_peer(Some(ip("::ffff:10.0.0.5"))));
+        assert!(proxies().trusts_peer(Some(ip("::1"))));
+        assert!(!proxies().trusts_peer(Some(ip("203.0.113.9"))));
+        assert!(!proxies().trusts_peer(None));
+        assert!(!TrustedProxies::default().trusts_peer(Some(ip("127.0.0.1"))));
     }
 
     #[test]

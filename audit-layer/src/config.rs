@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::ahead::BodyBudget;
+use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
 use crate::coalesce::{Coalescing, Rules};
 use crate::detach::Detached;
@@ -31,6 +32,9 @@ pub(crate) struct Config {
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) request_id_header: HeaderName,
     pub(crate) strict: bool,
+    // --- What a record holds (layer-content, issue 18) ---
+    /// The caps on each recorded string and on each record's JSON text.
+    pub(crate) record_limits: RecordLimits,
 }
 
 impl Config {

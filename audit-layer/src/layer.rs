@@ -6,12 +6,15 @@ use ipnet::IpNet;
 use tower_layer::Layer;
 
 use crate::ahead::{BodyBudget, DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
+use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
 use crate::coalesce::{Coalescing, Rules};
 use crate::config::Config;
 use crate::detach::{DEFAULT_DETACHED_TIMEOUT, Detached};
+use crate::escape::MIN_STRING_LIMIT;
 use crate::flush::AuditFlush;
 use crate::policy::{IntoAuditPolicy, PolicyError};
+use crate::record::MIN_RECORD_LIMIT;
 use crate::service::Audit;
 use crate::sink::{AuditSink, TracingSink};
 
@@ -101,6 +104,7 @@ impl AuditLayer {
                 trusted_proxies: TrustedProxies::default(),
                 request_id_header: DEFAULT_REQUEST_ID_HEADER,
                 strict: false,
+                record_limits: RecordLimits::default(),
             }),
         })
     }
@@ -225,9 +229,10 @@ impl AuditLayer {
         self
     }
 
-    /// The proxies whose `Forwarded` and `X-Forwarded-For` headers are believed. Defaults to
-    /// none: the client IP is the socket peer's (see
-    /// [the client address](crate#the-client-address)).
+    /// The proxies whose `Forwarded` and `X-Forwarded-For` headers, and whose
+    /// [request id](Self::request_id_header), are believed. Defaults to none: the client IP is
+    /// the socket peer's (see [the client address](crate#the-client-address)), and every trace
+    /// id is generated.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         Arc::make_mut(&mut self.config).trusted_proxies = TrustedProxies::new(proxies);
         self
@@ -249,9 +254,11 @@ impl AuditLayer {
 
     /// The header carrying the request's trace id (`raw.ray_id`). Defaults to `x-request-id`.
     ///
-    /// A well-formed incoming value (1–128 characters of `A-Z a-z 0-9 . _ : -`) is kept;
-    /// otherwise the layer generates one. Either way the handler sees it in the request and the
-    /// client in the response.
+    /// An incoming value is kept only when the socket peer is one of the
+    /// [trusted proxies](Self::trusted_proxies) and the value is well-formed (1–128
+    /// characters of `A-Z a-z 0-9 . _ : -`); otherwise the layer generates one, and a value the
+    /// client sent is recorded apart, unverified, as `raw.client_request_id`. Either way the
+    /// handler sees the trace id in the request and the client in the response.
     pub fn request_id_header(mut self, header: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).request_id_header = header;
         self
@@ -267,6 +274,61 @@ impl AuditLayer {
             detached: Arc::clone(&self.config.detached),
             coalescing: Arc::clone(&self.config.coalescing),
         }
+    }
+}
+
+// --- What a record holds (layer-content, issue 18) ---
+impl AuditLayer {
+    /// The most bytes of each string a record holds (`raw.user_agent`, `raw.uri`, the request
+    /// id a client sent, the ids, what the app or its headers say of the actor), its
+    /// truncation marker included. Defaults to 8 KiB ([`DEFAULT_STRING_LIMIT`](crate::DEFAULT_STRING_LIMIT)).
+    ///
+    /// A longer string is cut between two characters and ends with
+    /// `…[truncated from N bytes]`, `N` being its length as received.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is below 64 ([`MIN_STRING_LIMIT`](crate::escape::MIN_STRING_LIMIT)): no room for the marker.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    ///
+    /// let layer = AuditLayer::new(AuditPolicy::default()).string_limit(2 * 1024);
+    /// ```
+    #[track_caller]
+    pub fn string_limit(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes >= MIN_STRING_LIMIT,
+            "audit layer: string_limit({bytes}) is below the minimum of {MIN_STRING_LIMIT} bytes"
+        );
+        Arc::make_mut(&mut self.config).record_limits.string = bytes;
+        self
+    }
+
+    /// The most bytes of one record's JSON text. Defaults to 64 KiB
+    /// ([`DEFAULT_RECORD_LIMIT`](crate::DEFAULT_RECORD_LIMIT)).
+    ///
+    /// A record that would be longer loses its response body, then its request body (each
+    /// replaced by a `_truncated` marker), then has its strings cut shorter until it fits; who
+    /// acted, what they did and when stay in it.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is below 4 KiB ([`MIN_RECORD_LIMIT`](crate::record::MIN_RECORD_LIMIT)): no room for who, what and when.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    ///
+    /// let layer = AuditLayer::new(AuditPolicy::default()).record_limit(256 * 1024);
+    /// ```
+    #[track_caller]
+    pub fn record_limit(mut self, bytes: usize) -> Self {
+        assert!(
+            bytes >= MIN_RECORD_LIMIT,
+            "audit layer: record_limit({bytes}) is below the minimum of {MIN_RECORD_LIMIT} bytes"
+        );
+        Arc::make_mut(&mut self.config).record_limits.record = bytes;
+        self
     }
 }
 

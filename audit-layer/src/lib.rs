@@ -46,7 +46,14 @@
 //! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, ray_id}`.
 //!
 //! Credentials are never recorded: the only header a record keeps is `User-Agent`. Control
-//! characters in recorded strings are [escaped](escape::visible).
+//! characters, line separators and invisible format characters (bidi controls among them) in
+//! recorded strings are [escaped](escape::visible), also inside redacted bodies
+//! ([`escape::json_text`]).
+//!
+//! A record is bounded in bytes whatever the client sends: each string is cut at
+//! [8 KiB](AuditLayer::string_limit) with a visible `…[truncated from N bytes]` marker, and a
+//! record over [64 KiB](AuditLayer::record_limit) of JSON loses its bodies (then has its
+//! strings cut shorter) before it is emitted.
 //!
 //! # Failures are recorded too
 //!
@@ -158,6 +165,7 @@ pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
 pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError};
+pub use record::{DEFAULT_RECORD_LIMIT, DEFAULT_STRING_LIMIT};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};
 

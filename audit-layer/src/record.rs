@@ -53,7 +53,23 @@ pub struct AuditRecord {
     pub zone: Option<Zone>,
 }
 
+/// The default cap on each string a record holds (`raw.user_agent`, `raw.uri`, ids, what the
+/// app or a header says of the actor): 8 KiB, its truncation marker included. See
+/// [`AuditLayer::string_limit`](crate::AuditLayer::string_limit).
+pub const DEFAULT_STRING_LIMIT: usize = 8 * 1024;
+
+/// The default cap on one record's JSON text: 64 KiB. See
+/// [`AuditLayer::record_limit`](crate::AuditLayer::record_limit).
+pub const DEFAULT_RECORD_LIMIT: usize = 64 * 1024;
+
+/// The smallest record limit: room for who, what and when with every string cut short.
+pub const MIN_RECORD_LIMIT: usize = 4 * 1024;
+
 impl AuditRecord {
+    /// Field names, quotes, punctuation, the id, the time, the address and the enums: at most
+    /// this many bytes of a record's JSON text are not its strings and bodies.
+    const STRUCTURE: usize = 1024;
+
     /// About how many bytes the record takes when serialized: the lengths of its strings and
     /// bodies plus a fixed allowance for names and punctuation. Cheap (no serialization), and
     /// never below the true size by more than the escaping of its strings adds; for bounding
@@ -73,6 +89,51 @@ impl AuditRecord {
     pub fn size_hint(&self) -> usize {
         /// Field names, quotes, punctuation, the id, the time and the enums.
         const FIXED: usize = 512;
+        let (strings, bodies) = self.lengths();
+        FIXED + strings + bodies
+    }
+
+    /// The length of the record's JSON text (as `serde_json::to_string` writes it), counted
+    /// without building it.
+    ///
+    /// ```
+    /// use audit_layer::record::AuditRecord;
+    ///
+    /// # let json = r#"{"id":"01a2160e-562e-73be-befc-c44b8cd9efa2","action":{"result":"success",
+    /// #   "time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET",
+    /// #   "ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+    /// let record: AuditRecord = serde_json::from_str(json)?;
+    /// assert_eq!(record.json_len(), serde_json::to_string(&record)?.len());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn json_len(&self) -> usize {
+        /// Counts what is written to it.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        // A record always serializes (its maps have string keys), and the counter never fails.
+        let _ = serde_json::to_writer(&mut counter, self);
+        counter.0
+    }
+
+    /// The most bytes the record's JSON text can take, from the lengths of its parts: each
+    /// string at worst six times its length (every character a `\u00XX` escape), bodies as
+    /// they are, [`STRUCTURE`](Self::STRUCTURE) for the rest. Cheap (no serialization).
+    pub(crate) fn max_json_len(&self) -> usize {
+        let (strings, bodies) = self.lengths();
+        Self::STRUCTURE + 6 * strings + bodies
+    }
+
+    /// The total length of the record's strings, and of its bodies' JSON texts.
+    fn lengths(&self) -> (usize, usize) {
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         let shared = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| s.len());
         let body = |b: &Option<Body>| b.as_ref().map_or(0, |b| b.get().len());
@@ -84,8 +145,7 @@ impl AuditRecord {
         let actor = &self.actor;
         let raw = &self.raw;
         let resource = &self.resource;
-        FIXED
-            + account
+        let strings = account
             + zone
             + shared(&self.action.description)
             + text(&actor.email)
@@ -96,12 +156,12 @@ impl AuditRecord {
             + raw.ray_id.len()
             + raw.uri.len()
             + text(&raw.user_agent)
+            + text(&raw.client_request_id)
             + text(&resource.id)
             + shared(&resource.product)
             + shared(&resource.scope)
-            + shared(&resource.kind)
-            + body(&resource.request)
-            + body(&resource.response)
+            + shared(&resource.kind);
+        (strings, body(&resource.request) + body(&resource.response))
     }
 }
 

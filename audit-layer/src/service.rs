@@ -208,7 +208,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         .unwrap_or(config.strict);
     let time = Timestamp::now();
     let id = Uuid::now_v7();
-    let (ray_id, ray_id_header) = ray_id(config, req, id);
+    let (ray_id, ray_id_header, client_request_id) = ray_id(config, req, id);
     let method = req.method().clone();
     let action = plan
         .as_ref()
@@ -233,10 +233,9 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
             .as_ref()
             .map(|p| p.template.ids(req.uri().path()))
             .unwrap_or_default(),
-        user_agent: req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .map(|v| escape::visible(v.as_bytes()).into_owned()),
+        user_agent: req.headers().get(http::header::USER_AGENT).map(|v| {
+            escape::visible_within(v.as_bytes(), config.record_limits.string).into_owned()
+        }),
         request_type: records_bodies
             .then(|| req.headers().get(http::header::CONTENT_TYPE).cloned())
             .flatten(),
@@ -255,6 +254,8 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         in_service: false,
         strict,
         client_gone: false,
+        client_request_id,
+        limits: config.record_limits,
     };
     Begun {
         guard: AuditGuard::new(capture),
@@ -276,24 +277,40 @@ fn recorded_uri(plan: Option<&OperationPlan>, uri: &Uri) -> String {
     }
 }
 
-/// The request's trace id, as a string for the record and as a header to echo.
+/// The request's trace id, as a string for the record and as a header to echo, and the id the
+/// client sent when it is not that (`raw.client_request_id`).
+///
+/// An incoming id is taken only from a trusted proxy: anyone else could choose another
+/// request's id.
 fn ray_id<B>(
     config: &Config,
     req: &mut Request<B>,
     id: Uuid,
-) -> (String, (HeaderName, HeaderValue)) {
+) -> (String, (HeaderName, HeaderValue), Option<String>) {
     let header = &config.request_id_header;
-    if let Some(value) = req.headers().get(header)
-        && is_valid_ray_id(value.as_bytes())
-        && let Ok(s) = value.to_str()
-    {
-        return (s.to_owned(), (header.clone(), value.clone()));
+    let mut client_request_id = None;
+    if let Some(value) = req.headers().get(header) {
+        let trusted = config
+            .trusted_proxies
+            .trusts_peer(peer_addr(req.extensions()));
+        if trusted
+            && is_valid_ray_id(value.as_bytes())
+            && let Ok(s) = value.to_str()
+        {
+            return (s.to_owned(), (header.clone(), value.clone()), None);
+        }
+        let limit = config.record_limits.string;
+        client_request_id = Some(escape::visible_within(value.as_bytes(), limit).into_owned());
     }
     let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     let generated: &str = id.simple().encode_lower(&mut buf);
     let value = HeaderValue::from_str(generated).unwrap_or(HeaderValue::from_static("0"));
     req.headers_mut().insert(header.clone(), value.clone());
-    (generated.to_owned(), (header.clone(), value))
+    (
+        generated.to_owned(),
+        (header.clone(), value),
+        client_request_id,
+    )
 }
 
 fn is_valid_ray_id(value: &[u8]) -> bool {

@@ -18,7 +18,8 @@
 //!    and a body that `serde_json` reads strictly (one object or array, no duplicate key,
 //!    finite numbers, at most 99 levels) never gets a parse marker;
 //! 4. anything else comes from a body `serde_json` accepts, has the body's root shape, holds
-//!    no string token that is not spelled the same in the body, is a sub-tree of the body
+//!    no string token that is not spelled the same in the body (once hidden characters are
+//!    escaped, as `audit_layer::escape::json_text` does), is a sub-tree of the body
 //!    (keys at the same places, arrays as sub-sequences, equal leaves), and redacts to itself.
 //!
 //! And for the fixture's operations, a differential check: when the body reads strictly, the
@@ -216,8 +217,9 @@ struct Facts<'a> {
     /// A strict read: an object or array, no duplicate key, at most 99 levels, finite
     /// numbers.
     strict: Option<Value>,
-    /// Every string token, as spelled (quotes included).
-    strings: HashSet<&'a str>,
+    /// Every string token, as spelled (quotes included) once hidden characters are escaped
+    /// (`audit_layer::escape::json_text`, as the redactor writes its output).
+    strings: HashSet<String>,
     /// A number token that `str::parse::<f64>` reads as infinite (or not at all).
     unrepresentable_number: bool,
     /// A number token with no fraction or exponent that serde_json reads as a float: `-0`,
@@ -242,7 +244,12 @@ impl<'a> Facts<'a> {
             .map(|s| s.0)
             // The redactor's limit (100 levels) is below serde_json's.
             .filter(|v| nesting(v) <= 99);
-        let (strings, numbers) = text.map(tokens).unwrap_or_default();
+        let (_, numbers) = text.map(tokens).unwrap_or_default();
+        let escaped = text.map(|t| audit_layer::escape::json_text(t.to_owned()));
+        let strings = escaped
+            .as_deref()
+            .map(|t| tokens(t).0.into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
         let unrepresentable_number = numbers
             .iter()
             .any(|n| !n.parse::<f64>().is_ok_and(f64::is_finite));

@@ -56,7 +56,7 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
         Err(_) => simdutf8::compat::from_utf8(body)
             .map_err(|e| Unparsed::new(INVALID_UTF8, e.valid_up_to()))?,
     };
-    with_string_stops(body, |stops| {
+    with_string_stops(body, |stops, plain| {
         let mut scanner = Scanner {
             b: body,
             stops,
@@ -68,7 +68,9 @@ pub(crate) fn redact(arena: &PlanArena, root: NodeId, body: &[u8]) -> Result<Str
             failure: Unparsed::new(EXPECTED_VALUE, 0),
         };
         match scanner.root(root) {
-            Ok(()) => Ok(scanner.out.finish()),
+            // A body of printable ASCII keeps nothing a reader could be misled by.
+            Ok(()) if plain => Ok(scanner.out.finish()),
+            Ok(()) => Ok(crate::escape::json_text(scanner.out.finish())),
             Err(Stop) => Err(scanner.failure),
         }
     })
@@ -193,6 +195,19 @@ mod tests {
             run(body).unwrap(),
             r#"{"name":"Adv\u0061nced","enabled":false,"filters":{"services":["a","b"],"zones":[]},"mechanisms":{"webhooks":[{"id":"w1"}]}}"#
         );
+    }
+
+    #[test]
+    fn hidden_characters_and_line_breaks_in_the_kept_text_are_escaped() {
+        let body = "{\"name\":\"a\u{2028}b\u{202e}c\u{7f}\",\"secret\":\"\u{2029}\",\n\
+            \"filters\":{\"services\":[\r\n\"x\u{85}\",\"\u{e0041}\"]}}";
+        assert_eq!(
+            run(body).unwrap(),
+            r#"{"name":"a\u2028b\u202ec\u007f","filters":{"services":[  "x\u0085","\udb40\udc41"]}}"#
+        );
+        // What the body means is kept.
+        let kept: serde_json::Value = serde_json::from_str(&run(body).unwrap()).unwrap();
+        assert_eq!(kept["name"], "a\u{2028}b\u{202e}c\u{7f}");
     }
 
     #[test]

@@ -34,9 +34,9 @@ pub(super) fn next_stop(stops: &[u64], len: usize, pos: usize) -> usize {
 }
 
 /// Calls `scan` with the string stops of `body` (see [`string_stops`]), kept on the stack for
-/// all but large bodies.
+/// all but large bodies, and whether `body` is plain (see [`string_stops`]).
 #[inline(always)]
-pub(super) fn with_string_stops<R>(body: &[u8], scan: impl FnOnce(&[u64]) -> R) -> R {
+pub(super) fn with_string_stops<R>(body: &[u8], scan: impl FnOnce(&[u64], bool) -> R) -> R {
     let words = body.len().div_ceil(64);
     let mut small = [0u64; SMALL_STOP_WORDS];
     let mut on_stack: [u64; STACK_STOP_WORDS];
@@ -50,36 +50,64 @@ pub(super) fn with_string_stops<R>(body: &[u8], scan: impl FnOnce(&[u64]) -> R) 
         on_heap = vec![0; words];
         &mut on_heap[..]
     };
-    string_stops(body, stops);
-    scan(stops)
+    let plain = string_stops(body, stops);
+    scan(stops, plain)
 }
 
 /// Marks, one bit per byte of `body`, the bytes that end a plain run inside a string: the
 /// quote, the backslash, and control characters (below 0x20), 64 bytes at a time, so that a
-/// string is then scanned by counting zeros.
+/// string is then scanned by counting zeros. Returns whether the body is plain: printable
+/// ASCII only (no control byte, DEL or byte above 0x7F), so that its kept text needs no
+/// [`json_text`](crate::escape::json_text) pass.
 // Inline: out of line, as the split into modules first left it, a call cost 16 instructions
 // per body (callgrind, 2026-12-06).
 #[inline]
-fn string_stops(body: &[u8], stops: &mut [u64]) {
+fn string_stops(body: &[u8], stops: &mut [u64]) -> bool {
+    let mut bytes = ByteRange::default();
     let (blocks, rest) = body.as_chunks::<64>();
     for (block, bits) in blocks.iter().zip(stops.iter_mut()) {
-        *bits = block_stops(block);
+        *bits = block_stops(block, &mut bytes);
     }
     if !rest.is_empty() {
-        // The tail, padded with spaces (no stop) to a whole block.
+        // The tail, padded with spaces (no stop, plain) to a whole block.
         let mut block = [b' '; 64];
         block[..rest.len()].copy_from_slice(rest);
         if let Some(bits) = stops.get_mut(blocks.len()) {
-            *bits = block_stops(&block);
+            *bits = block_stops(&block, &mut bytes);
         }
+    }
+    bytes.is_plain()
+}
+
+/// The smallest and largest byte seen, lane by lane.
+struct ByteRange {
+    min: u8x16,
+    max: u8x16,
+}
+
+impl Default for ByteRange {
+    fn default() -> Self {
+        Self {
+            min: u8x16::splat(0x20),
+            max: u8x16::splat(0x20),
+        }
+    }
+}
+
+impl ByteRange {
+    /// Whether every byte seen was printable ASCII (0x20 to 0x7E).
+    fn is_plain(&self) -> bool {
+        self.min.to_array().iter().all(|&b| b >= 0x20)
+            && self.max.to_array().iter().all(|&b| b < 0x7f)
     }
 }
 
 /// The string stops of 64 bytes, bit `i` for byte `i`: per 16 bytes, a flip, a minimum and a
 /// compare for the quote and the control characters, a compare for the backslash, and a
 /// movemask.
+/// A minimum and a maximum more per 16 bytes keep the range of the bytes seen in `bytes`.
 #[inline(always)]
-fn block_stops(block: &[u8; 64]) -> u64 {
+fn block_stops(block: &[u8; 64], bytes: &mut ByteRange) -> u64 {
     // `b ^ 2` is at most 0x20 exactly for the control characters (0x00..=0x1F, which the
     // flip keeps below 0x20) and the quote (0x22 becomes 0x20): one test for both.
     let flip = u8x16::splat(0x02);
@@ -89,6 +117,8 @@ fn block_stops(block: &[u8; 64]) -> u64 {
     let mut mask = 0u64;
     for (i, lane) in lanes.iter().enumerate() {
         let v = u8x16::new(*lane);
+        bytes.min = bytes.min.min(v);
+        bytes.max = bytes.max.max(v);
         let flipped = v ^ flip;
         let special = flipped.min(space).simd_eq(flipped) | v.simd_eq(backslash);
         mask |= u64::from(special.to_bitmask()) << (16 * i);
@@ -111,7 +141,8 @@ mod tests {
                     body[at] = byte;
                 }
                 let mut stops = vec![0u64; len.div_ceil(64)];
-                string_stops(&body, &mut stops);
+                let plain = string_stops(&body, &mut stops);
+                assert_eq!(plain, (0x20..0x7f).contains(&byte), "byte {byte:#04x}");
                 for i in 0..stops.len() * 64 {
                     let marked = stops[i / 64] >> (i % 64) & 1 == 1;
                     let expected = body
