@@ -417,6 +417,10 @@ impl<S: ChainedStore> ChainedStore for TimedStore<S> {
         self.inner.chain_heads().await
     }
 
+    async fn chains(&self) -> audit_store::Result<Vec<String>> {
+        self.inner.chains().await
+    }
+
     async fn chain_head(&self, chain: &str) -> audit_store::Result<Option<ChainHead>> {
         self.inner.chain_head(chain).await
     }
