@@ -40,6 +40,10 @@ pub enum StoreError {
     /// was not given chain keys.
     #[error("this audit store does not chain records (give it chain keys with `.chained(keys)`)")]
     NotChained,
+    /// A chain's records do not verify where the store checks them before acting on them
+    /// (retention checks the prefix it prunes): the database was edited outside the store.
+    #[error("{0}")]
+    Tampered(crate::model::Refusal),
     /// A setting that cannot work, or a database that is not where a setting says.
     #[error("invalid audit store configuration: {0}")]
     Config(String),

@@ -22,6 +22,7 @@ pub mod chain;
 mod error;
 pub mod model;
 pub mod pipeline;
+mod private_files;
 pub mod query;
 pub mod store;
 pub mod time;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use audit_store::chain::{ChainKeys, ChainSecret};
+use audit_store::chain::{ChainKeys, ChainSecret, KeyError};
 
 use crate::config::{Config, StartError};
 
@@ -24,63 +24,17 @@ pub(crate) fn chain_keys(config: &Config) -> Result<ChainKeys, StartError> {
     Ok(keys)
 }
 
-/// The secret in the file at `path`; a new one, written there, when there is no such file.
-/// A file that other users may read or write is refused: whoever holds the secret can forge
-/// the seals of records.
+/// The secret in the file at `path` ([`ChainSecret::from_file`], which refuses a file other
+/// users may read or write: whoever holds the secret can forge the seals of records); a new
+/// one, written there readable by the owner only, when there is no such file.
 fn stored_secret(path: &Path) -> Result<ChainSecret, StartError> {
-    check_private(path)?;
-    match std::fs::read_to_string(path) {
-        Ok(text) => ChainSecret::from_hex(&text).map_err(|e| {
-            StartError::Config(format!("invalid chain secret in {}: {e}", path.display()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = ChainSecret::generate();
-            write_private(path, &secret.to_hex()).map_err(|e| {
-                StartError::Runtime(format!("cannot write {}: {e}", path.display()))
-            })?;
-            Ok(secret)
+    match ChainSecret::from_file(path) {
+        Err(KeyError::Missing { .. }) => {
+            ChainSecret::create_file(path).map_err(|e| StartError::Runtime(e.to_string()))
         }
-        Err(e) => Err(StartError::Runtime(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(e @ KeyError::Unreadable { .. }) => Err(StartError::Runtime(e.to_string())),
+        other => other.map_err(|e| StartError::Config(e.to_string())),
     }
-}
-
-/// `Ok` unless the file at `path` exists and its permissions give other users any access.
-fn check_private(path: &Path) -> Result<(), StartError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = match std::fs::metadata(path) {
-            Ok(metadata) => metadata.permissions().mode() & 0o777,
-            Err(_) => return Ok(()),
-        };
-        if mode & 0o077 != 0 {
-            return Err(StartError::Config(format!(
-                "the chain secret {} is accessible to other users (mode {mode:04o}): \
-                 anyone who reads it can forge audit records; make it private with \
-                 `chmod 600 {}` (and replace the secret if others may have read it)",
-                path.display(),
-                path.display()
-            )));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
-/// Creates `path` with `text`, readable and writable by the owner only.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -83,7 +83,8 @@ pub struct JsonLinesCheckpoints {
 }
 
 impl JsonLinesCheckpoints {
-    /// Appends to `path`, creating it if missing.
+    /// Appends to `path`, creating it if missing: readable by its owner only (mode 600,
+    /// whatever the umask), in a directory created accessible by its owner only (700).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
     }
@@ -125,7 +126,10 @@ impl CheckpointSink for JsonLinesCheckpoints {
         }
         Box::pin(async move {
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let mut file = std::fs::OpenOptions::new()
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    crate::private_files::create_dir_all(dir)?;
+                }
+                let mut file = crate::private_files::options()
                     .create(true)
                     .append(true)
                     .open(&path)?;

@@ -2,6 +2,7 @@
 //! are derived, and the public key that verifies checkpoints without the secret.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey, Verifier as _, VerifyingKey};
 use hmac::{Hmac, KeyInit, Mac};
@@ -20,6 +21,39 @@ pub enum KeyError {
     /// 32 bytes that are not an Ed25519 public key.
     #[error("the public key is not a valid Ed25519 point")]
     NotAPoint,
+    /// A secret file that other users may read or write: whoever reads it can forge records.
+    #[error(
+        "the chain secret {p} is accessible to other users (mode {mode:04o}): anyone who \
+         reads it can forge audit records; make it private with `chmod 600 {p}` (and \
+         replace the secret if others may have read it)",
+        p = .path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// No file at the path.
+    #[error("no chain secret at {} (create one with 64 hexadecimal digits, mode 600)", .path.display())]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("cannot read the chain secret {}: {reason}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The file does not hold 64 hexadecimal digits.
+    #[error("the chain secret {} must hold 64 hexadecimal digits (32 bytes)", .path.display())]
+    FileFormat {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 fn parse_hex32(text: &str, what: &'static str) -> Result<[u8; 32], KeyError> {
@@ -78,6 +112,84 @@ impl ChainSecret {
     /// The secret as 64 hexadecimal digits, to store it.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// The secret in the file at `path`: 64 hexadecimal digits (surrounding whitespace
+    /// ignored). On Unix, a file that anyone but its owner may read or write (any of the
+    /// mode bits `077`) is refused before it is read: whoever reads the secret can forge
+    /// records and checkpoints.
+    ///
+    /// ```
+    /// use audit_store::chain::{ChainSecret, KeyError};
+    /// # #[cfg(unix)] {
+    /// use std::os::unix::fs::PermissionsExt as _;
+    ///
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("chain.secret");
+    /// let secret = ChainSecret::create_file(&path).unwrap(); // mode 600
+    /// assert_eq!(ChainSecret::from_file(&path).unwrap().to_hex(), secret.to_hex());
+    ///
+    /// std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    /// let refused = ChainSecret::from_file(&path).unwrap_err();
+    /// assert!(matches!(refused, KeyError::Exposed { mode: 0o644, .. }));
+    /// assert!(refused.to_string().contains("chmod 600"));
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Exposed`] for a file others may access, [`KeyError::Missing`] when there is
+    /// no file, [`KeyError::Unreadable`] when it cannot be read, [`KeyError::FileFormat`] when
+    /// it does not hold 64 hexadecimal digits. Each names the path, never the content.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        let path = path.as_ref();
+        let unreadable = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => KeyError::Missing {
+                path: path.to_owned(),
+            },
+            _ => KeyError::Unreadable {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            },
+        };
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        // The mode of the file opened, not of whatever the path names a moment later.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { file }, &mut text).map_err(unreadable)?;
+        parse_hex32(&text, "the chain secret")
+            .map(Self)
+            .map_err(|_| KeyError::FileFormat {
+                path: path.to_owned(),
+            })
+    }
+
+    /// Generates a secret and writes it to a new file at `path`, readable and writable by
+    /// its owner only (mode 600 on Unix, whatever the process's umask), synced to disk.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Unreadable`] naming the path when the file exists already or cannot be
+    /// written.
+    pub fn create_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        let path = path.as_ref();
+        let secret = Self::generate();
+        crate::private_files::create_new(path, format!("{}\n", secret.to_hex()).as_bytes())
+            .map_err(|e| KeyError::Unreadable {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(secret)
     }
 }
 
@@ -150,6 +262,7 @@ impl PublicKey {
 #[derive(Clone)]
 pub struct ChainKeys {
     seal: SealKey,
+    spool: SealKey,
     signing: SigningKey,
     public: PublicKey,
 }
@@ -169,6 +282,7 @@ impl ChainKeys {
         let public = PublicKey(signing.verifying_key());
         Self {
             seal: SealKey(derive(secret, b"audit-chain/v1 seal")),
+            spool: SealKey(derive(secret, b"audit-spool/v1 line")),
             signing,
             public,
         }
@@ -191,14 +305,27 @@ impl ChainKeys {
         &self.seal
     }
 
+    /// The key that authenticates the lines of the pipeline's spool: another purpose, so a
+    /// spool's MAC is never a record's seal.
+    pub(crate) fn spool_key(&self) -> &SealKey {
+        &self.spool
+    }
+
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }
 }
 
-/// The HMAC key that seals each record's chain hash.
+/// An HMAC key derived from the chain secret: the one that seals each record's chain hash, or
+/// the one that authenticates spooled records.
 #[derive(Clone)]
 pub(crate) struct SealKey([u8; 32]);
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(..)")
+    }
+}
 
 impl SealKey {
     pub(crate) fn bytes(&self) -> &[u8; 32] {
@@ -287,6 +414,8 @@ mod tests {
         assert_eq!(a.public_key(), b.public_key());
         assert_ne!(a.seal_key().bytes(), &[1; 32]);
         assert_ne!(a.seal_key().bytes(), &a.signing.to_bytes());
+        assert_ne!(a.spool_key().bytes(), a.seal_key().bytes());
+        assert_ne!(a.spool_key().bytes(), &a.signing.to_bytes());
         let other = ChainKeys::from_secret(&ChainSecret::from_bytes([2; 32]));
         assert_ne!(a.public_key(), other.public_key());
     }
@@ -303,6 +432,67 @@ mod tests {
         let stranger = ChainKeys::from_secret(&ChainSecret::from_bytes([4; 32]));
         assert!(!verifier.signed(&id, b"message", &stranger.sign(b"message")));
         assert!(!verifier.signed(&id, b"message", &signature[..63]));
+    }
+
+    #[test]
+    fn a_secret_file_is_read_when_private_and_every_error_names_the_path_only()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("chain.secret");
+        assert_eq!(
+            ChainSecret::from_file(&path).err(),
+            Some(KeyError::Missing { path: path.clone() })
+        );
+        let created = ChainSecret::create_file(&path)?;
+        assert_eq!(ChainSecret::from_file(&path)?.0, created.0);
+        assert!(
+            ChainSecret::create_file(&path).is_err(),
+            "an existing secret is never replaced"
+        );
+        let canary = "c0ffee-not-hex-canary";
+        let garbled = dir.path().join("garbled.secret");
+        crate::private_files::create_new(&garbled, canary.as_bytes())?;
+        let e = ChainSecret::from_file(&garbled)
+            .err()
+            .ok_or("a garbled secret is refused")?;
+        assert_eq!(
+            e,
+            KeyError::FileFormat {
+                path: garbled.clone()
+            }
+        );
+        assert!(
+            e.to_string().contains(&garbled.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(canary), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for mode in [0o640, 0o604, 0o660, 0o644] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+                let e = ChainSecret::from_file(&path)
+                    .err()
+                    .ok_or("an exposed secret is refused")?;
+                assert_eq!(
+                    e,
+                    KeyError::Exposed {
+                        path: path.clone(),
+                        mode
+                    }
+                );
+                let message = e.to_string();
+                assert!(message.contains(&format!("{mode:04o}")), "{message}");
+                assert!(
+                    message.contains(&format!("chmod 600 {}", path.display())),
+                    "{message}"
+                );
+                assert!(!message.contains(&created.to_hex()), "{message}");
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+            assert_eq!(ChainSecret::from_file(&path)?.0, created.0);
+        }
+        Ok(())
     }
 
     #[test]

@@ -15,11 +15,17 @@
 //! several writers, and several app instances sharing one PostgreSQL, still build a single
 //! linear chain per account.
 //!
-//! Periodically (see [`PipelineBuilder::checkpoints`](crate::pipeline::PipelineBuilder::checkpoints))
+//! At start-up, every few records or seconds, hourly and at shutdown (see
+//! [`PipelineBuilder::checkpoint_after`](crate::pipeline::PipelineBuilder::checkpoint_after))
 //! the store signs a [`Checkpoint`](crate::model::Checkpoint) per account with Ed25519: the account, its last sequence
 //! number, the head hash and the time. Checkpoints are also handed to a [`CheckpointSink`], to
 //! be kept outside the database: the newest one is what reveals that the newest records were
-//! deleted. Retention leaves a signed *anchor* where an account's chain now starts.
+//! deleted. Retention verifies the prefix it prunes, then leaves a signed *anchor* where an
+//! account's chain now starts, also handed to the sink (see
+//! [`ChainedStore::retain`](crate::store::ChainedStore::retain)).
+//!
+//! The secret comes from a secret manager or a file only its owner may read
+//! ([`ChainSecret::from_file`] refuses any other).
 //!
 //! [`verify::verify`](crate::verify::verify) walks one account's chain and reports `ok` with
 //! counts, or the first broken sequence number and the kind of break;
@@ -141,6 +147,29 @@ pub(crate) fn seal(key: &SealKey, chain: &str, seq: i64, hash: &[u8]) -> [u8; 32
     mac.update(&seq.to_be_bytes());
     mac.update(hash);
     mac.finalize().into_bytes().into()
+}
+
+/// The MAC of one line of spool segment `segment` (see the pipeline's spool): it binds the
+/// record's JSON text to the segment, under the spool key.
+pub(crate) fn spool_mac(key: &SealKey, segment: u64, line: &[u8]) -> [u8; 32] {
+    spool_hmac(key, segment, line)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Whether `mac` is [`spool_mac`] of `line` (compared in constant time).
+pub(crate) fn spool_mac_matches(key: &SealKey, segment: u64, line: &[u8], mac: &[u8]) -> bool {
+    spool_hmac(key, segment, line).verify_slice(mac).is_ok()
+}
+
+fn spool_hmac(key: &SealKey, segment: u64, line: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("any key length");
+    mac.update(b"audit-spool/v1\0");
+    mac.update(&segment.to_be_bytes());
+    mac.update(&(line.len() as u64).to_be_bytes());
+    mac.update(line);
+    mac
 }
 
 /// Links `rows` onto their chains, in order. `heads` holds every chain the rows belong to
@@ -336,6 +365,30 @@ mod tests {
         let mut changed = cp;
         changed.head[0] ^= 1;
         assert!(!changed.is_signed_for(&verifier));
+    }
+
+    #[test]
+    fn spool_macs_bind_the_line_its_segment_and_the_key() {
+        let keys = ChainKeys::from_secret(&ChainSecret::from_bytes([9; 32]));
+        let other = ChainKeys::from_secret(&ChainSecret::from_bytes([8; 32]));
+        let mac = spool_mac(keys.spool_key(), 7, b"{\"id\":1}");
+        assert!(spool_mac_matches(keys.spool_key(), 7, b"{\"id\":1}", &mac));
+        assert!(!spool_mac_matches(keys.spool_key(), 7, b"{\"id\":2}", &mac));
+        assert!(!spool_mac_matches(keys.spool_key(), 8, b"{\"id\":1}", &mac));
+        assert!(!spool_mac_matches(
+            other.spool_key(),
+            7,
+            b"{\"id\":1}",
+            &mac
+        ));
+        assert!(!spool_mac_matches(
+            keys.spool_key(),
+            7,
+            b"{\"id\":1}",
+            &mac[..31]
+        ));
+        // Not a record's seal under the other key.
+        assert_ne!(mac, seal(keys.seal_key(), "", 7, b"{\"id\":1}"));
     }
 
     #[test]

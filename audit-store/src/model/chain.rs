@@ -114,3 +114,38 @@ pub struct ChainRow {
     /// `chain_seal` as stored.
     pub seal: Vec<u8>,
 }
+
+/// What one retention pass did ([`ChainedStore::retain`](crate::store::ChainedStore::retain)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Records deleted.
+    pub deleted: u64,
+    /// The anchors signed, one per chain whose start moved: to be kept outside the database
+    /// too, like checkpoints.
+    pub anchors: Vec<Checkpoint>,
+    /// Chains whose prefix did not verify: nothing of them was deleted.
+    pub refused: Vec<Refusal>,
+}
+
+/// A chain retention would not prune: the prefix it was about to delete does not verify, so
+/// deleting it (and signing an anchor over what remains) would launder a tamper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The chain: the account id, `""` for records without an account.
+    pub chain: String,
+    /// The sequence number where the prefix stops verifying.
+    pub seq: i64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "retention refused to prune the audit chain {:?}: record {} {}",
+            self.chain, self.seq, self.reason
+        )
+    }
+}

@@ -8,7 +8,9 @@ mod query;
 mod record;
 
 pub(crate) use chain::Link;
-pub use chain::{ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, ScannedLink};
+pub use chain::{
+    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Refusal, Retention, ScannedLink,
+};
 pub(crate) use columns::index_of;
 #[cfg(feature = "sqlite")]
 pub(crate) use columns::text_columns;

@@ -40,7 +40,9 @@ impl Retry {
 pub struct PipelineBuilder<S> {
     pub(super) store: S,
     pub(super) queue_capacity: usize,
+    pub(super) queue_bytes: u64,
     pub(super) batch_size: usize,
+    pub(super) batch_bytes: u64,
     pub(super) flush_interval: Duration,
     pub(super) writers: usize,
     pub(super) directory: Option<Arc<dyn Directory>>,
@@ -52,8 +54,11 @@ pub struct PipelineBuilder<S> {
     pub(super) probe_interval: Duration,
     pub(super) write_timeout: Duration,
     pub(super) checkpoint_interval: Duration,
+    pub(super) checkpoint_records: u64,
+    pub(super) checkpoint_every: Duration,
     pub(super) checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
     pub(super) overflow_capacity: usize,
+    pub(super) overflow_bytes: u64,
     pub(super) retention: Option<Duration>,
     pub(super) retention_interval: Duration,
     pub(super) backpressure: Option<Duration>,
@@ -66,11 +71,16 @@ impl<S> std::fmt::Debug for PipelineBuilder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipelineBuilder")
             .field("queue_capacity", &self.queue_capacity)
+            .field("queue_bytes", &self.queue_bytes)
             .field("batch_size", &self.batch_size)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("overflow_bytes", &self.overflow_bytes)
             .field("flush_interval", &self.flush_interval)
             .field("writers", &self.writers)
             .field("spool", &self.spool)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("checkpoint_records", &self.checkpoint_records)
+            .field("checkpoint_every", &self.checkpoint_every)
             .finish_non_exhaustive()
     }
 }
@@ -80,7 +90,9 @@ pub fn builder<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
     PipelineBuilder {
         store,
         queue_capacity: 8192,
+        queue_bytes: 16 << 20,
         batch_size: 4000,
+        batch_bytes: 8 << 20,
         flush_interval: Duration::from_millis(20),
         writers: 1,
         directory: None,
@@ -96,8 +108,11 @@ pub fn builder<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
         probe_interval: Duration::from_millis(250),
         write_timeout: Duration::from_secs(10),
         checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_records: 1000,
+        checkpoint_every: Duration::from_secs(10),
         checkpoint_sink: None,
         overflow_capacity: 8192,
+        overflow_bytes: 16 << 20,
         retention: Some(EIGHTEEN_MONTHS),
         retention_interval: Duration::from_secs(24 * 3600),
         backpressure: None,
@@ -109,6 +124,49 @@ impl<S: ChainedStore> PipelineBuilder<S> {
     /// records with half-kilobyte bodies; see [Memory](crate::pipeline#memory)).
     pub fn queue_capacity(mut self, records: usize) -> Self {
         self.queue_capacity = records.max(1);
+        self
+    }
+
+    /// How many bytes of records may wait in memory for a writer, counted by
+    /// [`AuditRecord::size_hint`](audit_layer::record::AuditRecord::size_hint) (about their
+    /// JSON's length). Defaults to 16 MiB. Beyond it the queue counts as full, as beyond
+    /// [`queue_capacity`](Self::queue_capacity): records go to the spool's overflow
+    /// ([`overflow_bytes`](Self::overflow_bytes)), [backpressure](Self::backpressure) holds
+    /// requests back from three-quarters of it, and without a spool they are dropped and
+    /// counted. A single record larger than the whole bound is still taken when the queue is
+    /// empty.
+    ///
+    /// ```no_run
+    /// # use audit_store::{SqliteStore, pipeline};
+    /// # async fn run(store: SqliteStore) -> audit_store::Result<()> {
+    /// let (sink, pipeline) = pipeline::builder(store)
+    ///     .queue_bytes(64 << 20)
+    ///     .overflow_bytes(64 << 20)
+    ///     .batch_bytes(16 << 20)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn queue_bytes(mut self, bytes: u64) -> Self {
+        self.queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most bytes of records written in one transaction (and appended to the spool as one
+    /// segment, and replayed from it in one transaction), counted as
+    /// [`queue_bytes`](Self::queue_bytes) counts them; a single larger record is written
+    /// alone. Defaults to 8 MiB.
+    pub fn batch_bytes(mut self, bytes: u64) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many bytes of records may wait in memory for the spool when the queue is full
+    /// (only with a [`spool`](Self::spool)), counted as [`queue_bytes`](Self::queue_bytes)
+    /// counts them. Defaults to 16 MiB; beyond it, records are dropped and counted (and a
+    /// gap record says so).
+    pub fn overflow_bytes(mut self, bytes: u64) -> Self {
+        self.overflow_bytes = bytes.max(1);
         self
     }
 
@@ -185,10 +243,38 @@ impl<S: ChainedStore> PipelineBuilder<S> {
     }
 
     /// How often a chained store signs a checkpoint of every account's chain, also of chains
-    /// that did not grow (see [`chain`](crate::chain)). Defaults to hourly. A last checkpoint
-    /// is made at shutdown. Does nothing for a store without chain keys.
+    /// that did not grow (see [`chain`](crate::chain)): a fresh checkpoint says nothing was
+    /// deleted since. Defaults to hourly. Such a round is also made at start-up, before
+    /// anything is written, and at shutdown; in between, the chains that grow are
+    /// checkpointed far more often (see [`checkpoint_after`](Self::checkpoint_after)). Does
+    /// nothing for a store without chain keys.
     pub fn checkpoints(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Signs a checkpoint of each chain that grew once `records` records were stored since
+    /// the last round, or `interval` passed, whichever comes first; under load, at most one
+    /// round a second. Defaults to 1,000 records or 10 s: deleting the newest records (and
+    /// rewinding the chain's head) is then found by a checkpoint at most 10 s or about 1,000
+    /// records old, kept in the database and handed to the
+    /// [checkpoint sink](Self::checkpoint_sink). Each round reads every chain's head and
+    /// writes one checkpoint per chain that grew. Does nothing for a store without chain
+    /// keys.
+    ///
+    /// ```no_run
+    /// # use audit_store::{SqliteStore, pipeline};
+    /// # use std::time::Duration;
+    /// # async fn run(store: SqliteStore) -> audit_store::Result<()> {
+    /// let (sink, pipeline) = pipeline::builder(store)
+    ///     .checkpoint_after(10_000, Duration::from_secs(60))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn checkpoint_after(mut self, records: u64, interval: Duration) -> Self {
+        self.checkpoint_records = records.max(1);
+        self.checkpoint_every = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -258,7 +344,12 @@ impl<S: ChainedStore> PipelineBuilder<S> {
     /// When the spool directory cannot be opened.
     pub async fn build(self) -> Result<(IngestSink, Pipeline<S>)> {
         let spool = match &self.spool {
-            Some((dir, budget)) => Some(Spool::open(dir.clone(), *budget).await?),
+            Some((dir, budget)) => {
+                // Spooled lines are authenticated under a key of the chain's secret, so that
+                // a line written into the spool by hand never replays as a genuine record.
+                let key = self.store.chain_keys().map(|k| k.spool_key().clone());
+                Some(Spool::open(dir.clone(), *budget, key).await?)
+            }
             None => None,
         };
         // A mark left behind: the last process was killed with records in memory.
@@ -281,6 +372,10 @@ impl<S: ChainedStore> PipelineBuilder<S> {
             spool_bytes: std::sync::atomic::AtomicU64::new(
                 spool.as_ref().map_or(0, Spool::used_bytes),
             ),
+            queued_bytes: std::sync::atomic::AtomicU64::new(0),
+            queue_bytes_max: self.queue_bytes,
+            overflow_bytes: std::sync::atomic::AtomicU64::new(0),
+            overflow_bytes_max: self.overflow_bytes,
             per_lane,
             lanes: senders.iter().map(mpsc::Sender::downgrade).collect(),
             room: Notify::new(),
@@ -288,8 +383,12 @@ impl<S: ChainedStore> PipelineBuilder<S> {
                 // The last quarter of each lane is room for the requests in flight between
                 // the check and their record.
                 below: (per_lane * 3 / 4).max(1),
+                below_bytes: (self.queue_bytes / 4 * 3).max(1),
                 max_wait,
             }),
+            checkpoint_due: Notify::new(),
+            checkpoint_records: self.checkpoint_records,
+            stored_at_checkpoint: std::sync::atomic::AtomicU64::new(0),
         });
         let (overflow, overflow_rx) = match &spool {
             Some(_) => {
@@ -327,11 +426,13 @@ impl<S: ChainedStore> PipelineBuilder<S> {
                 spool: tokio::sync::Mutex::new(spool),
                 has_spool: self.spool.is_some(),
                 batch_size: self.batch_size,
+                batch_bytes: self.batch_bytes,
                 flush_interval: self.flush_interval,
                 retry: self.retry,
                 probe_interval: self.probe_interval,
                 write_timeout: self.write_timeout,
                 checkpoint_interval: self.checkpoint_interval,
+                checkpoint_every: self.checkpoint_every,
                 checkpoint_sink: self.checkpoint_sink,
                 retention: self.retention,
                 retention_interval: self.retention_interval,

@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use audit_layer::NotCommitted;
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::Context;
 use super::gaps::GapSpan;
 use super::metrics::Counters;
-use super::queue::{Envelope, Message};
+use super::queue::{Envelope, Message, batch_end};
 use super::spool::Appended;
 use crate::Result;
 use crate::model::StoredRecord;
@@ -23,15 +23,27 @@ use crate::store::ChainedStore;
 /// record, few enough that the buffer they pass through stays small beside the batch.
 pub(super) const RECEIVE_CHUNK: usize = 256;
 
-/// Moves the records of `received` to `batch`; whether a shutdown was among them.
-pub(super) fn unpack(received: &mut Vec<Message>, batch: &mut Vec<Envelope>) -> bool {
+/// Moves the records of `received` to `batch`, taking their bytes off the queue's count
+/// (`queued`) and adding them to `held`; whether a shutdown was among them.
+pub(super) fn unpack(
+    received: &mut Vec<Message>,
+    batch: &mut Vec<Envelope>,
+    queued: &AtomicU64,
+    held: &mut u64,
+) -> bool {
     let mut shutdown = false;
+    let mut bytes = 0;
     for message in received.drain(..) {
         match message {
-            Message::Record(e) => batch.push(e),
+            Message::Record(e) => {
+                bytes += e.bytes;
+                batch.push(e);
+            }
             Message::Shutdown => shutdown = true,
         }
     }
+    queued.fetch_sub(bytes, Ordering::Relaxed);
+    *held += bytes;
     shutdown
 }
 
@@ -50,17 +62,20 @@ impl<S: ChainedStore> Context<S> {
         let mut batch: Vec<Envelope> = Vec::with_capacity(self.batch_size);
         let mut received: Vec<Message> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut closing = false;
+        let queued = &self.shared.queued_bytes;
         while !closing {
             // The first record, then whatever follows it within the flush interval, taken
-            // from the channel as many at a time as are there.
+            // from the channel as many at a time as are there, until the batch is full in
+            // records or in bytes.
+            let mut held = 0;
             closing |= rx.recv_many(&mut received, RECEIVE_CHUNK).await == 0;
-            closing |= unpack(&mut received, &mut batch);
+            closing |= unpack(&mut received, &mut batch, queued, &mut held);
             let deadline = tokio::time::Instant::now() + self.flush_interval;
-            while !closing && batch.len() < self.batch_size {
+            while !closing && batch.len() < self.batch_size && held < self.batch_bytes {
                 let room = (self.batch_size - batch.len()).min(RECEIVE_CHUNK);
                 match tokio::time::timeout_at(deadline, rx.recv_many(&mut received, room)).await {
                     Ok(0) => closing = true,
-                    Ok(_) => closing |= unpack(&mut received, &mut batch),
+                    Ok(_) => closing |= unpack(&mut received, &mut batch, queued, &mut held),
                     Err(_) => break,
                 }
             }
@@ -73,12 +88,14 @@ impl<S: ChainedStore> Context<S> {
                 rx.close();
                 while let Ok(message) = rx.try_recv() {
                     if let Message::Record(e) = message {
+                        queued.fetch_sub(e.bytes, Ordering::Relaxed);
                         batch.push(e);
                     }
                 }
             }
             while !batch.is_empty() {
-                let rest = batch.split_off(batch.len().min(self.batch_size));
+                let end = batch_end(&batch, self.batch_size, self.batch_bytes);
+                let rest = batch.split_off(end);
                 let full = std::mem::replace(&mut batch, rest);
                 let count = full.len();
                 // What a panic would lose, per account: one id cloned per account, not per
@@ -108,6 +125,7 @@ impl<S: ChainedStore> Context<S> {
         for Envelope {
             mut record,
             committed,
+            ..
         } in batch
         {
             if let Some(enricher) = &self.enricher {
@@ -232,7 +250,7 @@ impl<S: ChainedStore> Context<S> {
         let gaps = rows.iter().filter(|r| r.action_type == "gap").count() as u64;
         let records = rows.len() as u64 - gaps;
         Counters::add(&counters.gap_records, gaps.min(new));
-        Counters::add(&counters.stored, new.saturating_sub(gaps));
+        self.shared.stored(new.saturating_sub(gaps));
         Counters::add(
             &counters.duplicates,
             records.saturating_sub(new.saturating_sub(gaps)),
@@ -243,7 +261,7 @@ impl<S: ChainedStore> Context<S> {
 
     pub(super) fn committed(&self, rows: &[StoredRecord], new: u64, started: Instant) {
         let counters = &self.shared.counters;
-        Counters::add(&counters.stored, new);
+        self.shared.stored(new);
         Counters::add(
             &counters.duplicates,
             (rows.len() as u64).saturating_sub(new),

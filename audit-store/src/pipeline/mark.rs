@@ -56,10 +56,14 @@ impl<S: ChainedStore> Context<S> {
                 arrivals: now_accepted.saturating_sub(accepted),
             };
             accepted = now_accepted;
-            if let Ok(text) = serde_json::to_vec(&mark)
-                && tokio::fs::write(&temp, text).await.is_ok()
-            {
-                let _ = tokio::fs::rename(&temp, &path).await;
+            if let Ok(text) = serde_json::to_vec(&mark) {
+                let (temp, path) = (temp.clone(), path.clone());
+                let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    use std::io::Write as _;
+                    crate::private_files::create(&temp)?.write_all(&text)?;
+                    std::fs::rename(&temp, &path)
+                })
+                .await;
             }
             tokio::select! {
                 () = tokio::time::sleep(MARK_INTERVAL) => {}

@@ -20,6 +20,8 @@ pub(crate) struct Counters {
     pub(crate) overflowed: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) unclean_restarts: AtomicU64,
+    pub(crate) spool_rejected: AtomicU64,
+    pub(crate) retention_refused: AtomicU64,
     pub(crate) waited: AtomicU64,
     pub(crate) waits_timed_out: AtomicU64,
 }
@@ -35,7 +37,12 @@ impl Counters {
         self.batch_micros_max.fetch_max(micros, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, queue_depth: u64, spool_bytes: u64) -> PipelineMetrics {
+    pub(crate) fn snapshot(
+        &self,
+        queue_depth: u64,
+        queue_bytes: u64,
+        spool_bytes: u64,
+    ) -> PipelineMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let batches = get(&self.batches);
         PipelineMetrics {
@@ -51,6 +58,8 @@ impl Counters {
             overflowed: get(&self.overflowed),
             expired: get(&self.expired),
             unclean_restarts: get(&self.unclean_restarts),
+            spool_rejected: get(&self.spool_rejected),
+            retention_refused: get(&self.retention_refused),
             waited: get(&self.waited),
             waits_timed_out: get(&self.waits_timed_out),
             batches,
@@ -59,6 +68,7 @@ impl Counters {
                 .unwrap_or(0),
             batch_latency_max_micros: get(&self.batch_micros_max),
             queue_depth,
+            queue_bytes,
             spool_bytes,
         }
     }
@@ -94,6 +104,14 @@ pub struct PipelineMetrics {
     /// 1 when this pipeline found that the previous one (same spool) was killed without
     /// shutting down; a gap record reports what it held in memory.
     pub unclean_restarts: u64,
+    /// Spooled records refused at replay because their authentication failed (a line
+    /// forged, edited or damaged in the spool): never stored; also counted in `dropped`, and
+    /// reported by a gap record.
+    pub spool_rejected: u64,
+    /// Chains retention refused to prune because what it was about to delete does not
+    /// verify (see [`ChainedStore::retain`](crate::store::ChainedStore::retain)), counted
+    /// per chain and pass.
+    pub retention_refused: u64,
     /// Requests that waited for room in the queue ([backpressure](super::PipelineBuilder::backpressure)).
     pub waited: u64,
     /// Of those, requests that went on after the longest wait, the queue still full.
@@ -108,6 +126,9 @@ pub struct PipelineMetrics {
     pub batch_latency_max_micros: u64,
     /// Records waiting in the queue now.
     pub queue_depth: u64,
+    /// Bytes of records in memory now: in the queue and the overflow buffer (by
+    /// [`AuditRecord::size_hint`](audit_layer::record::AuditRecord::size_hint)).
+    pub queue_bytes: u64,
     /// Bytes in the spool now.
     pub spool_bytes: u64,
 }
@@ -130,6 +151,7 @@ impl PipelineMetrics {
             self.spooled,
             self.replayed,
             self.dropped,
+            self.spool_rejected,
             self.failed_writes,
             self.gap_records,
             self.overflowed,
@@ -138,10 +160,12 @@ impl PipelineMetrics {
             self.waited,
             self.waits_timed_out,
             self.checkpoints,
+            self.retention_refused,
             self.batches,
             self.batch_latency_avg_micros,
             self.batch_latency_max_micros,
             self.queue_depth,
+            self.queue_bytes,
             self.spool_bytes,
         ];
         let mut out = String::with_capacity(2048);
@@ -158,7 +182,7 @@ impl PipelineMetrics {
 /// Each metric of [`PipelineMetrics::to_prometheus`], in the order of its values: name, type
 /// and help text.
 #[cfg(feature = "prometheus")]
-const PROMETHEUS: [(&str, &str, &str); 19] = [
+const PROMETHEUS: [(&str, &str, &str); 22] = [
     (
         "audit_records_enqueued_total",
         "counter",
@@ -188,6 +212,11 @@ const PROMETHEUS: [(&str, &str, &str); 19] = [
         "audit_records_dropped_total",
         "counter",
         "Records lost (queue full or spool out of budget).",
+    ),
+    (
+        "audit_spool_records_rejected_total",
+        "counter",
+        "Spooled records refused at replay: their authentication failed.",
     ),
     (
         "audit_batch_write_failures_total",
@@ -225,6 +254,11 @@ const PROMETHEUS: [(&str, &str, &str); 19] = [
         "counter",
         "Chain checkpoints signed.",
     ),
+    (
+        "audit_retention_refusals_total",
+        "counter",
+        "Chains retention refused to prune: what it would delete does not verify.",
+    ),
     ("audit_batches_total", "counter", "Batches written."),
     (
         "audit_batch_latency_avg_microseconds",
@@ -240,6 +274,11 @@ const PROMETHEUS: [(&str, &str, &str); 19] = [
         "audit_queue_depth",
         "gauge",
         "Records waiting in the ingest queue.",
+    ),
+    (
+        "audit_queue_bytes",
+        "gauge",
+        "Bytes of records waiting in memory (queue and overflow).",
     ),
     ("audit_spool_bytes", "gauge", "Bytes in the local spool."),
 ];

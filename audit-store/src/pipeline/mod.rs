@@ -46,12 +46,22 @@
 //!
 //! # Memory
 //!
-//! The most records the pipeline holds at once is the queue, the overflow buffer and, per
-//! writer, the batch being written plus its rows (`queue + overflow + 2 × batch × writers`).
-//! A record with half-kilobyte bodies takes about 2 KiB, so the defaults (8,192 + 8,192 +
-//! 2 × 4,000) bound the pipeline near 50 MiB with one writer, whatever the load: beyond that
-//! records wait in the spool. Size the three settings to the memory you give the pipeline;
-//! the whole-server benchmark (`BENCHMARKS.md`) measures peak RSS at saturation.
+//! The pipeline holds at most the queue, the overflow buffer and, per writer, the batch being
+//! written plus its rows, each bounded in records and in bytes (by
+//! [`AuditRecord::size_hint`](audit_layer::record::AuditRecord::size_hint), about a record's
+//! JSON length): the queue [`queue_capacity`](PipelineBuilder::queue_capacity) records and
+//! [`queue_bytes`](PipelineBuilder::queue_bytes), the overflow
+//! [`overflow_capacity`](PipelineBuilder::overflow_capacity) and
+//! [`overflow_bytes`](PipelineBuilder::overflow_bytes), a batch
+//! [`batch_size`](PipelineBuilder::batch_size) and [`batch_bytes`](PipelineBuilder::batch_bytes)
+//! (plus one receive of at most 256 records). Whichever bound is reached first applies: the
+//! defaults (8,192 records or 16 MiB, 8,192 records or 16 MiB, 4,000 records or 8 MiB) hold
+//! typical records of about 2 KiB by count and large ones (a record may take up to 64 KiB and
+//! more) by bytes, so the pipeline stays near `16 + 16 + 2 × 8 × writers` MiB (about 50 MiB
+//! with one writer) whatever the load and whatever the records: beyond that, records wait in
+//! the spool, or requests wait under backpressure. Size the settings to the memory you give
+//! the pipeline; the whole-server benchmark (`BENCHMARKS.md`) measures peak RSS at
+//! saturation.
 //!
 //! Nothing is dropped silently. A record is dropped only when the queue is full and there is
 //! no spool (or its overflow buffer is full too), or the spool is out of its byte budget;
@@ -61,7 +71,27 @@
 //! # Retention
 //!
 //! The pipeline deletes records older than the retention period (default 18 months) a minute
-//! after it starts and then daily, through [`AuditStore::delete_before`](crate::store::AuditStore::delete_before).
+//! after it starts and then daily, through [`ChainedStore::retain`](crate::store::ChainedStore::retain):
+//! a chained store verifies what it is about to prune and refuses a chain whose prefix does
+//! not verify (logged as an error, counted in
+//! [`PipelineMetrics::retention_refused`](PipelineMetrics::retention_refused)); the anchors it
+//! signs go to the [checkpoint sink](PipelineBuilder::checkpoint_sink) like checkpoints.
+//!
+//! # Checkpoints
+//!
+//! With a chained store, the pipeline signs a checkpoint of every chain at start-up, before
+//! it writes anything, then of each chain that grew every 1,000 records or 10 s (whichever
+//! first, at most once a second; see [`checkpoint_after`](PipelineBuilder::checkpoint_after)),
+//! of every chain hourly ([`checkpoints`](PipelineBuilder::checkpoints)), and of every chain
+//! at shutdown; each round is stored and handed to the checkpoint sink.
+//!
+//! # Spooled records are authenticated
+//!
+//! With a chained store, every record in the spool carries an HMAC under a key derived from
+//! the chain secret: a line written or edited in the spool by hand does not replay; it is
+//! counted ([`PipelineMetrics::spool_rejected`](PipelineMetrics::spool_rejected)), logged and
+//! reported by a gap record. The spool's directory is created accessible by its owner only
+//! and its files readable by their owner only (modes 700 and 600, whatever the umask).
 //!
 //! # Ordering
 //!
@@ -126,11 +156,13 @@ struct Context<S> {
     spool: AsyncMutex<Option<Spool>>,
     has_spool: bool,
     batch_size: usize,
+    batch_bytes: u64,
     flush_interval: Duration,
     retry: Retry,
     probe_interval: Duration,
     write_timeout: Duration,
     checkpoint_interval: Duration,
+    checkpoint_every: Duration,
     checkpoint_sink: Option<Arc<dyn CheckpointSink>>,
     retention: Option<Duration>,
     retention_interval: Duration,

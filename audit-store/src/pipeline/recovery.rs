@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::Context;
 use super::metrics::Counters;
-use super::queue::{Envelope, Message};
+use super::queue::{Envelope, Message, batch_end};
 use super::shared::Lost;
 use super::spool::Appended;
 use crate::model::StoredRecord;
@@ -20,27 +20,47 @@ impl<S: ChainedStore> Context<S> {
     pub(super) async fn overflow(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(1024);
         let mut closing = false;
+        let buffered = &self.shared.overflow_bytes;
         while !closing {
+            // As many as make a batch, in records and in bytes: one segment.
+            let mut held = 0;
+            let mut take = |e: Envelope, held: &mut u64| {
+                buffered.fetch_sub(e.bytes, Ordering::Relaxed);
+                *held += e.bytes;
+                batch.push(e);
+            };
             match rx.recv().await {
                 None | Some(Message::Shutdown) => closing = true,
-                Some(Message::Record(e)) => batch.push(e),
+                Some(Message::Record(e)) => take(e, &mut held),
             }
-            while batch.len() < self.batch_size {
+            let mut taken = 1;
+            while taken < self.batch_size && held < self.batch_bytes {
                 match rx.try_recv() {
-                    Ok(Message::Record(e)) => batch.push(e),
+                    Ok(Message::Record(e)) => take(e, &mut held),
                     Ok(Message::Shutdown) => closing = true,
                     Err(_) => break,
                 }
+                taken += 1;
             }
-            if batch.is_empty() {
-                continue;
+            // One segment per batch, bounded as the writers' batches are.
+            while !batch.is_empty() {
+                let end = batch_end(&batch, self.batch_size, self.batch_bytes);
+                let part: Vec<Envelope> = batch.drain(..end).collect();
+                self.spool_overflowing(part).await;
             }
+        }
+    }
+
+    /// Serializes records that found the queue full and appends them to the spool as one
+    /// segment.
+    async fn spool_overflowing(&self, batch: Vec<Envelope>) {
+        {
             let count = batch.len() as u64;
             // Spooled records are stored when replayed, which flattens them: here each is
             // only serialized, so overflowing costs little while the server is saturated.
             let mut lines = Vec::with_capacity(batch.len());
             let mut records = Vec::with_capacity(batch.len());
-            for Envelope { mut record, .. } in batch.drain(..) {
+            for Envelope { mut record, .. } in batch {
                 if let Some(enricher) = &self.enricher {
                     enricher.enrich(&mut record).await;
                 }
@@ -136,7 +156,7 @@ impl<S: ChainedStore> Context<S> {
         loop {
             let guard = self.spool.lock().await;
             let Some(spool) = guard.as_ref() else { return };
-            let oldest = match spool.oldest_batch(self.batch_size).await {
+            let oldest = match spool.oldest_batch(self.batch_size, self.batch_bytes).await {
                 Ok(Some(oldest)) => oldest,
                 Ok(None) => {
                     // Seen empty under the lock: nothing can be appended behind this.
@@ -202,6 +222,19 @@ impl<S: ChainedStore> Context<S> {
                     tracing::error!(target: "audit_store", "cannot remove a replayed spool segment: {e}");
                     return;
                 }
+            }
+            if oldest.rejected > 0 {
+                // Counted once, with the segments gone: lines that were forged, edited or
+                // damaged are not records of any known account, and a gap record (in the
+                // log of records without an account) says that they were refused.
+                let now = crate::time::now_ms();
+                Counters::add(&self.shared.counters.spool_rejected, oldest.rejected);
+                Counters::add(&self.shared.counters.dropped, oldest.rejected);
+                self.shared
+                    .gaps
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .note_unattributed(oldest.rejected, now, now);
             }
             self.shared
                 .spool_bytes

@@ -1,7 +1,7 @@
 //! What the sink and the pipeline's tasks share: counters, the degraded and closing states, the
 //! drops waiting for a gap record, and backpressure's admission rule.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +25,12 @@ pub(super) struct Shared {
     pub(super) done: Notify,
     pub(super) gaps: Mutex<Gaps>,
     pub(super) spool_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes of the records in the queue (their size hints), and the most it holds.
+    pub(super) queued_bytes: std::sync::atomic::AtomicU64,
+    pub(super) queue_bytes_max: u64,
+    /// Bytes of the records in the overflow buffer, and the most it holds.
+    pub(super) overflow_bytes: std::sync::atomic::AtomicU64,
+    pub(super) overflow_bytes_max: u64,
     pub(super) per_lane: usize,
     /// The queue's lanes, to measure its depth (weak: the pipeline ends when every sink is
     /// gone).
@@ -32,13 +38,23 @@ pub(super) struct Shared {
     /// Wakes requests held by backpressure: a writer took a batch, or the pipeline closes.
     pub(super) room: Notify,
     pub(super) backpressure: Option<Admission>,
+    /// Wakes the checkpoint task: `checkpoint_records` records were stored since its last
+    /// round.
+    pub(super) checkpoint_due: Notify,
+    /// Records stored between rounds of checkpoints (see
+    /// [`PipelineBuilder::checkpoint_after`](super::PipelineBuilder::checkpoint_after)).
+    pub(super) checkpoint_records: u64,
+    /// `counters.stored` when the last round of checkpoints began.
+    pub(super) stored_at_checkpoint: std::sync::atomic::AtomicU64,
 }
 
 /// When requests wait for the queue (see [`PipelineBuilder::backpressure`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Admission {
-    /// Requests go on while every lane holds fewer records than this.
+    /// Requests go on while every lane holds fewer records than this,
     pub(super) below: usize,
+    /// and the queue fewer bytes than this.
+    pub(super) below_bytes: u64,
     pub(super) max_wait: Duration,
 }
 
@@ -55,6 +71,24 @@ impl Shared {
     /// How many records the queue holds when full.
     pub(super) fn queue_capacity(&self) -> usize {
         self.per_lane * self.lanes.len()
+    }
+
+    /// Notes that a round of checkpoints begins: the record count starts over.
+    pub(super) fn checkpointed(&self) {
+        self.stored_at_checkpoint.store(
+            self.counters.stored.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts `n` records stored; wakes the checkpoint task once enough were since its last
+    /// round.
+    pub(super) fn stored(&self, n: u64) {
+        let stored = self.counters.stored.fetch_add(n, Ordering::Relaxed) + n;
+        let since = stored.saturating_sub(self.stored_at_checkpoint.load(Ordering::Relaxed));
+        if n > 0 && since >= self.checkpoint_records {
+            self.checkpoint_due.notify_one();
+        }
     }
 
     pub(super) fn drop_record(&self, account: Option<&str>, time_ms: i64) {

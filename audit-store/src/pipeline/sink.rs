@@ -5,7 +5,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use audit_layer::NotCommitted;
 use audit_layer::record::AuditRecord;
@@ -53,21 +53,33 @@ impl IngestSink {
     /// (a record without a commit waiter, with a spool only). When neither takes it, counts
     /// it as dropped and returns `false`.
     pub(super) fn enqueue(&self, envelope: Envelope) -> bool {
-        let rejected = if self.shared.closing.load(Ordering::Acquire) {
+        let shared = &self.shared;
+        let bytes = envelope.bytes;
+        let rejected = if shared.closing.load(Ordering::Acquire) {
             Some(envelope)
+        } else if !reserve(&shared.queued_bytes, shared.queue_bytes_max, bytes) {
+            // Full in bytes: as when full in records.
+            match envelope.committed {
+                None => self.overflow(envelope),
+                Some(_) => Some(envelope),
+            }
         } else {
             match self
                 .lane_for(&envelope.record)
                 .try_send(Message::Record(envelope))
             {
                 Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(Message::Record(e)))
-                    if e.committed.is_none() =>
-                {
-                    self.overflow(e)
+                Err(mpsc::error::TrySendError::Full(Message::Record(e))) => {
+                    shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    match e.committed {
+                        None => self.overflow(e),
+                        Some(_) => Some(e),
+                    }
                 }
-                Err(mpsc::error::TrySendError::Full(Message::Record(e)))
-                | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
+                Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => {
+                    shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    Some(e)
+                }
                 Err(_) => unreachable!("only records are sent by submit"),
             }
         };
@@ -94,15 +106,29 @@ impl IngestSink {
         let Some(overflow) = &self.overflow else {
             return Some(envelope);
         };
+        let (shared, bytes) = (&self.shared, envelope.bytes);
+        if !reserve(&shared.overflow_bytes, shared.overflow_bytes_max, bytes) {
+            return Some(envelope);
+        }
         match overflow.try_send(Message::Record(envelope)) {
             Ok(()) => {
-                Counters::add(&self.shared.counters.overflowed, 1);
+                Counters::add(&shared.counters.overflowed, 1);
                 None
             }
             Err(mpsc::error::TrySendError::Full(Message::Record(e)))
-            | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => Some(e),
+            | Err(mpsc::error::TrySendError::Closed(Message::Record(e))) => {
+                shared.overflow_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Some(e)
+            }
             Err(_) => unreachable!("only records are sent by submit"),
         }
+    }
+
+    /// Whether the queue is short of room for the requests in flight: a lane holds
+    /// `admission.below` records, or the queue three-quarters of its bytes.
+    pub(super) fn crowded(&self, admission: Admission) -> bool {
+        self.fullest_lane() >= admission.below
+            || self.shared.queued_bytes.load(Ordering::Relaxed) >= admission.below_bytes
     }
 
     /// Records in the fullest lane of the queue now, from the senders' side (no upgrade of
@@ -116,8 +142,8 @@ impl IngestSink {
             .unwrap_or(0)
     }
 
-    /// Waits until every lane holds fewer than `admission.below` records, the pipeline
-    /// closes, or `admission.max_wait` has passed.
+    /// Waits until the queue is not [crowded](Self::crowded), the pipeline closes, or
+    /// `admission.max_wait` has passed.
     pub(super) async fn room(self, admission: Admission) {
         let shared = &self.shared;
         Counters::add(&shared.counters.waited, 1);
@@ -127,7 +153,7 @@ impl IngestSink {
             tokio::pin!(notified);
             // Registered before the check, so a wake-up between the two is not missed.
             notified.as_mut().enable();
-            if self.fullest_lane() < admission.below || shared.closing.load(Ordering::Acquire) {
+            if !self.crowded(admission) || shared.closing.load(Ordering::Acquire) {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -146,10 +172,7 @@ impl IngestSink {
     /// When the record was not committed: see [`NotCommitted`].
     pub async fn commit(&self, record: AuditRecord) -> std::result::Result<(), NotCommitted> {
         let (tx, rx) = oneshot::channel();
-        let envelope = Envelope {
-            record,
-            committed: Some(tx),
-        };
+        let envelope = Envelope::new(record, Some(tx));
         if !self.enqueue(envelope) {
             return Err(NotCommitted::Rejected);
         }
@@ -166,6 +189,8 @@ impl IngestSink {
     pub fn metrics(&self) -> PipelineMetrics {
         self.shared.counters.snapshot(
             self.shared.queue_depth() as u64,
+            self.shared.queued_bytes.load(Ordering::Relaxed)
+                + self.shared.overflow_bytes.load(Ordering::Relaxed),
             self.shared.spool_bytes.load(Ordering::Relaxed),
         )
     }
@@ -187,6 +212,18 @@ impl IngestSink {
     }
 }
 
+/// Takes `n` bytes of a byte bound `max` that `held` counts: refused (nothing taken) when
+/// they do not fit, unless nothing is held (a record larger than the whole bound still goes
+/// through, alone).
+fn reserve(held: &AtomicU64, max: u64, n: u64) -> bool {
+    let before = held.fetch_add(n, Ordering::Relaxed);
+    if before == 0 || before.saturating_add(n) <= max {
+        return true;
+    }
+    held.fetch_sub(n, Ordering::Relaxed);
+    false
+}
+
 impl AuditSink for IngestSink {
     fn submit_and_commit(&self, record: AuditRecord) -> audit_layer::Commit {
         let sink = self.clone();
@@ -199,17 +236,13 @@ impl AuditSink for IngestSink {
 
     fn backpressure(&self) -> Option<audit_layer::Backpressure> {
         let admission = self.shared.backpressure?;
-        if self.fullest_lane() < admission.below {
+        if !self.crowded(admission) {
             return None;
         }
         Some(Box::pin(self.clone().room(admission)))
     }
 
     fn submit(&self, record: AuditRecord) {
-        let envelope = Envelope {
-            record,
-            committed: None,
-        };
-        self.enqueue(envelope);
+        self.enqueue(Envelope::new(record, None));
     }
 }

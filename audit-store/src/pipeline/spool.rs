@@ -11,8 +11,24 @@
 //! appended batch becomes one *segment*: a file named by its sequence number, zero-padded to
 //! 20 digits so that lexical order is numeric order (`00000000000000000042.seg`). A segment holds
 //! the batch's records as JSON lines: each record's JSON text (`StoredRecord::record`, compact
-//! `serde_json` output, which never contains a newline) followed by `\n`, in batch order.
-//! Nothing else is in the file, so a segment's size is exactly the sum of its lines' lengths.
+//! `serde_json` output, which never contains a newline), after its MAC when the spool has a
+//! key (see [Authentication](#authentication)), followed by `\n`, in batch order. Nothing else
+//! is in the file, so a segment's size is exactly the sum of its lines' lengths.
+//!
+//! # Authentication
+//!
+//! With a chained store, every line carries a MAC: `<HMAC-SHA256 in hex> <record JSON>\n`, the
+//! HMAC under a key derived from the chain secret for this purpose only (never a record's
+//! seal key), over a domain tag, the segment's sequence number and the record's text. Whoever
+//! can write to the spool directory but does not hold the secret cannot add a line that
+//! replays, nor edit one, nor move one into another segment: at replay such a line is
+//! refused, logged with `tracing::error!` (the file, the line), counted
+//! ([`PipelineMetrics::spool_rejected`](crate::pipeline::PipelineMetrics::spool_rejected) and
+//! `dropped`) and reported by a gap record; it is never chained as a genuine record. Lines
+//! may still be deleted, like any file an insider can reach: a spool holds records not yet
+//! vouched for by any chain. Segments written without a key (an unchained store, or a spool
+//! from before authentication) do not replay into a chained store. Sizes and the budget count
+//! the MAC's 65 bytes per line.
 //!
 //! # Atomicity
 //!
@@ -22,6 +38,9 @@
 //! temp file, which [`Spool::open`] deletes: a batch whose append did not return
 //! [`Appended::Stored`] was never promised. Only names of exactly those two shapes are
 //! touched; any other file in the directory is ignored and left alone.
+//!
+//! The directory is created accessible by its owner only (mode 700) and every file in it
+//! readable by its owner only (600), whatever the umask.
 //!
 //! Removal is not fsync'd: a removal lost in a crash replays that segment once more, which
 //! is harmless because a record's `id` is the store's key (retries never duplicate).
@@ -44,12 +63,13 @@
 //! # Damaged segments
 //!
 //! Segments are only ever written whole, but a file can still be damaged by hand or by the
-//! disk. Replay must not crash or stall on one, so [`Spool::oldest`] returns the lines that
-//! are readable audit records (UTF-8 text that deserializes as an
+//! disk. Replay must not crash or stall on one, so [`Spool::oldest_batch`] returns the lines
+//! that are readable (and authenticated) audit records (UTF-8 text that deserializes as an
 //! [`AuditRecord`](audit_layer::record::AuditRecord)) and skips the rest, logging with
 //! `tracing::warn!` which file, how many lines and the first reason. A segment with no
 //! readable line, or one deleted behind the spool's back, comes back with no records, so the
-//! caller removes it and replay moves on. Blank lines carry no record and are skipped
+//! caller removes it and replay moves on. The lines refused are counted in
+//! [`Oldest::rejected`], for the caller to count and report once it removes the segment. Blank lines carry no record and are skipped
 //! silently. I/O errors (as opposed to damaged content) are returned as errors.
 
 use std::collections::BTreeMap;
@@ -59,12 +79,15 @@ use std::path::{Path, PathBuf};
 
 use audit_layer::record::AuditRecord;
 
+use crate::chain::{self, SealKey};
 use crate::{Result, StoreError};
 
 /// The suffix of a complete segment's file name.
 const SEGMENT_SUFFIX: &str = ".seg";
 /// The suffix of a segment still being written.
 const TEMP_SUFFIX: &str = ".seg.tmp";
+/// What an authenticated line has before its record: the MAC in hexadecimal, and a space.
+const MAC_PREFIX: usize = 65;
 
 /// A directory of segments waiting to be replayed, oldest first. See the module docs.
 #[derive(Debug)]
@@ -79,6 +102,8 @@ pub(crate) struct Spool {
     used_bytes: u64,
     /// The sequence number of the next appended segment.
     next_seq: u64,
+    /// The key that authenticates each line (with a chained store): see the module docs.
+    key: Option<SealKey>,
 }
 
 /// A segment's identity: its sequence number. Older segments compare smaller.
@@ -94,6 +119,8 @@ pub(crate) struct Oldest {
     pub(crate) records: Vec<String>,
     /// Whether these are all the segments the spool holds.
     pub(crate) all: bool,
+    /// Lines refused: damaged, or failing authentication.
+    pub(crate) rejected: u64,
 }
 
 /// What [`Spool::append`] did with a batch.
@@ -113,7 +140,14 @@ impl Spool {
     /// temp files of appends that a crash interrupted, and checks that the directory takes a
     /// new file, so that a spool that cannot work fails at startup rather than during an
     /// outage. New segments are numbered from the highest existing one plus one.
-    pub(crate) async fn open(dir: impl Into<PathBuf>, budget_bytes: u64) -> Result<Self> {
+    ///
+    /// With `key`, every line appended carries a MAC under it, and a line read back without a
+    /// valid one is refused (see the module docs).
+    pub(crate) async fn open(
+        dir: impl Into<PathBuf>,
+        budget_bytes: u64,
+        key: Option<SealKey>,
+    ) -> Result<Self> {
         let dir = dir.into();
         let scan_dir = dir.clone();
         let (segments, next_seq) = blocking(&dir, move || scan(&scan_dir)).await??;
@@ -124,6 +158,7 @@ impl Spool {
             segments,
             used_bytes,
             next_seq,
+            key,
         })
     }
 
@@ -174,7 +209,8 @@ impl Spool {
         if records.is_empty() {
             return Ok(Appended::Stored);
         }
-        let size: u64 = records.iter().map(|r| r.len() as u64 + 1).sum();
+        let prefix = if self.key.is_some() { MAC_PREFIX } else { 0 };
+        let size: u64 = records.iter().map(|r| (r.len() + prefix) as u64 + 1).sum();
         if self.used_bytes.saturating_add(size) > limit {
             return Ok(Appended::OverBudget);
         }
@@ -202,6 +238,11 @@ impl Spool {
 
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         for record in records {
+            if let Some(key) = &self.key {
+                let mac = chain::spool_mac(key, seq, record.as_bytes());
+                bytes.extend_from_slice(hex::encode(mac).as_bytes());
+                bytes.push(b' ');
+            }
             bytes.extend_from_slice(record.as_bytes());
             bytes.push(b'\n');
         }
@@ -226,35 +267,43 @@ impl Spool {
         }
     }
 
-    /// The oldest segments, if any, as many as hold at most `max_records` records together
-    /// (the oldest one whatever it holds): their ids and their records' JSON texts, in order,
+    /// The oldest segments, if any, as many as hold at most `max_records` records and
+    /// `max_bytes` bytes of segment together (the oldest one whatever it holds): their ids and their records' JSON texts, in order,
     /// and whether they are all the spool holds. Replay writes them in one transaction, so
     /// that it drains a spool of many small segments much faster than they are appended.
     ///
     /// Damaged lines are skipped and logged; a segment whose file has vanished comes back
     /// with no records (see the module docs). Remove the segments with [`Spool::remove`] once
     /// their records are committed.
-    pub(crate) async fn oldest_batch(&self, max_records: usize) -> Result<Option<Oldest>> {
+    pub(crate) async fn oldest_batch(
+        &self,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Option<Oldest>> {
         let mut oldest = Oldest::default();
-        let mut seqs = self.segments.keys().copied().peekable();
-        while let Some(&seq) = seqs.peek() {
-            if !oldest.ids.is_empty() && oldest.records.len() >= max_records {
+        let mut bytes = 0u64;
+        let sizes: Vec<(u64, u64)> = self.segments.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut segments = sizes.into_iter().peekable();
+        while let Some(&(seq, size)) = segments.peek() {
+            if !oldest.ids.is_empty()
+                && (oldest.records.len() >= max_records || bytes.saturating_add(size) > max_bytes)
+            {
                 break;
             }
-            let path = self.segment_path(seq);
-            let read_path = path.clone();
-            let records = blocking(&path, move || read_segment(&read_path)).await??;
+            let (records, rejected) = self.read(seq).await?;
             if !oldest.ids.is_empty() && oldest.records.len() + records.len() > max_records {
                 break;
             }
-            seqs.next();
+            segments.next();
+            bytes = bytes.saturating_add(size);
             oldest.ids.push(SegmentId(seq));
             oldest.records.extend(records);
+            oldest.rejected += rejected;
         }
         if oldest.ids.is_empty() {
             return Ok(None);
         }
-        oldest.all = seqs.peek().is_none();
+        oldest.all = segments.peek().is_none();
         Ok(Some(oldest))
     }
 
@@ -265,10 +314,16 @@ impl Spool {
         let Some((&seq, _)) = self.segments.first_key_value() else {
             return Ok(None);
         };
+        let (records, _) = self.read(seq).await?;
+        Ok(Some((SegmentId(seq), records)))
+    }
+
+    /// Segment `seq`'s records, and how many lines were refused.
+    async fn read(&self, seq: u64) -> Result<(Vec<String>, u64)> {
         let path = self.segment_path(seq);
         let read_path = path.clone();
-        let records = blocking(&path, move || read_segment(&read_path)).await??;
-        Ok(Some((SegmentId(seq), records)))
+        let key = self.key.clone();
+        blocking(&path, move || read_segment(&read_path, seq, key.as_ref())).await?
     }
 
     /// Deletes a replayed segment (after its records were committed). Removing a segment
@@ -336,7 +391,7 @@ fn parse_seq(name: &str, suffix: &str) -> Option<u64> {
 /// Opens the directory: creates it, lists its segments, deletes leftover temp files and
 /// checks that it is writable. Returns the segments and the next sequence number.
 fn scan(dir: &Path) -> Result<(BTreeMap<u64, u64>, u64)> {
-    fs::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
+    crate::private_files::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
     let mut segments = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(|e| spool_error(dir, e))? {
         let entry = entry.map_err(|e| spool_error(dir, e))?;
@@ -374,7 +429,7 @@ fn scan(dir: &Path) -> Result<(BTreeMap<u64, u64>, u64)> {
     // A spool that cannot create files fails now, not when the database goes down. The probe
     // has a temp name, so a crash right here leaves nothing the next open keeps.
     let probe = dir.join(format!("{next_seq:020}{TEMP_SUFFIX}"));
-    fs::File::create(&probe).map_err(|e| spool_error(&probe, e))?;
+    crate::private_files::create(&probe).map_err(|e| spool_error(&probe, e))?;
     fs::remove_file(&probe).map_err(|e| spool_error(&probe, e))?;
     Ok((segments, next_seq))
 }
@@ -396,7 +451,7 @@ fn write_segment(
     bytes: &[u8],
 ) -> std::result::Result<(), WriteFailure> {
     let write = || -> io::Result<()> {
-        let mut file = fs::File::create(tmp)?;
+        let mut file = crate::private_files::create(tmp)?;
         file.write_all(bytes)?;
         file.sync_all()
     };
@@ -433,8 +488,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a segment's records, skipping (and logging) damaged lines; a vanished file has none.
-fn read_segment(path: &Path) -> Result<Vec<String>> {
+/// Reads segment `seq`'s records, skipping (and logging) damaged lines and, with `key`, lines
+/// without a valid MAC; a vanished file has none. Returns the records and how many lines were
+/// refused.
+fn read_segment(path: &Path, seq: u64, key: Option<&SealKey>) -> Result<(Vec<String>, u64)> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -442,17 +499,34 @@ fn read_segment(path: &Path) -> Result<Vec<String>> {
                 path = %path.display(),
                 "spool segment vanished before replay; nothing to replay from it"
             );
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         Err(e) => return Err(spool_error(path, e)),
     };
     let mut records = Vec::new();
-    let mut skipped = 0_usize;
+    let mut skipped = 0_u64;
+    let mut forged = 0_u64;
     let mut first_skip: Option<(usize, String)> = None;
     for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.trim_ascii().is_empty() {
             continue;
         }
+        let line = match key {
+            None => line,
+            Some(key) => match authenticated(key, seq, line) {
+                Some(record) => record,
+                None => {
+                    skipped += 1;
+                    forged += 1;
+                    first_skip.get_or_insert((
+                        index + 1,
+                        "its MAC does not match: written by someone without the chain secret"
+                            .to_owned(),
+                    ));
+                    continue;
+                }
+            },
+        };
         let problem = match std::str::from_utf8(line) {
             Err(e) => Some(format!("not UTF-8: {e}")),
             Ok(text) => match serde_json::from_str::<AuditRecord>(text) {
@@ -469,16 +543,42 @@ fn read_segment(path: &Path) -> Result<Vec<String>> {
         }
     }
     if let Some((first_line, reason)) = first_skip {
-        tracing::warn!(
-            path = %path.display(),
-            skipped,
-            kept = records.len(),
-            first_line,
-            reason = %reason,
-            "damaged spool segment: skipping its unreadable lines"
-        );
+        if forged > 0 {
+            tracing::error!(
+                target: "audit_store",
+                path = %path.display(),
+                refused = skipped,
+                forged,
+                kept = records.len(),
+                first_line,
+                reason = %reason,
+                "spool segment with lines that fail authentication (forged or edited): refusing them"
+            );
+        } else {
+            tracing::warn!(
+                target: "audit_store",
+                path = %path.display(),
+                skipped,
+                kept = records.len(),
+                first_line,
+                reason = %reason,
+                "damaged spool segment: skipping its unreadable lines"
+            );
+        }
     }
-    Ok(records)
+    Ok((records, skipped))
+}
+
+/// The record text of an authenticated line of segment `seq` (`<MAC in hex> <JSON>`), if its
+/// MAC is valid.
+fn authenticated<'a>(key: &SealKey, seq: u64, line: &'a [u8]) -> Option<&'a [u8]> {
+    let (mac, record) = (line.get(..MAC_PREFIX - 1)?, line.get(MAC_PREFIX..)?);
+    if line[MAC_PREFIX - 1] != b' ' {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(mac, &mut bytes).ok()?;
+    chain::spool_mac_matches(key, seq, record, &bytes).then_some(record)
 }
 
 #[cfg(test)]
@@ -528,35 +628,50 @@ mod tests {
     #[tokio::test]
     async fn oldest_batch_takes_whole_segments_up_to_the_record_limit() -> TestResult {
         let tmp = tempfile::tempdir()?;
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
-        assert_eq!(spool.oldest_batch(4).await?, None);
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
+        assert_eq!(spool.oldest_batch(4, u64::MAX).await?, None);
         let batches = [batch(0..3), batch(3..4), batch(4..9), batch(9..10)];
         for b in &batches {
             assert_eq!(spool.append(b).await?, Appended::Stored);
         }
         // 3 + 1 records fit in 4; the next segment's 5 would not.
-        let first = spool.oldest_batch(4).await?.ok_or("segments expected")?;
+        let first = spool
+            .oldest_batch(4, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
         assert_eq!(first.records, batch(0..4));
         assert_eq!(first.ids.len(), 2);
         assert!(!first.all);
         // Reading does not consume.
-        assert_eq!(spool.oldest_batch(4).await?.as_ref(), Some(&first));
+        assert_eq!(
+            spool.oldest_batch(4, u64::MAX).await?.as_ref(),
+            Some(&first)
+        );
         for id in first.ids {
             spool.remove(id).await?;
         }
         // The oldest segment comes whole even past the limit.
-        let second = spool.oldest_batch(4).await?.ok_or("segments expected")?;
+        let second = spool
+            .oldest_batch(4, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
         assert_eq!(second.records, batch(4..9));
         assert!(!second.all);
         for id in second.ids {
             spool.remove(id).await?;
         }
-        let last = spool.oldest_batch(4).await?.ok_or("segments expected")?;
+        let last = spool
+            .oldest_batch(4, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
         assert_eq!(last.records, batch(9..10));
         assert!(last.all);
         // Everything fits: all of it, in order.
         assert_eq!(spool.append(&batch(10..12)).await?, Appended::Stored);
-        let rest = spool.oldest_batch(100).await?.ok_or("segments expected")?;
+        let rest = spool
+            .oldest_batch(100, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
         assert_eq!(rest.records, batch(9..12));
         assert!(rest.all);
         Ok(())
@@ -565,7 +680,7 @@ mod tests {
     #[tokio::test]
     async fn append_oldest_remove_in_order() -> TestResult {
         let tmp = tempfile::tempdir()?;
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
         assert!(spool.is_empty());
         assert_eq!(spool.oldest().await?, None);
 
@@ -605,7 +720,7 @@ mod tests {
         let second = batch(2..4);
         // Room for the first batch and all but one byte of the second.
         let budget = size(&first) + size(&second) - 1;
-        let mut spool = Spool::open(tmp.path(), budget).await?;
+        let mut spool = Spool::open(tmp.path(), budget, None).await?;
 
         assert_eq!(spool.append(&first).await?, Appended::Stored);
         let used = spool.used_bytes();
@@ -632,7 +747,7 @@ mod tests {
         assert_eq!(spool.append(&first).await?, Appended::Stored);
 
         // A batch bigger than the whole budget never fits.
-        let mut empty = Spool::open(tmp.path().join("small"), 10).await?;
+        let mut empty = Spool::open(tmp.path().join("small"), 10, None).await?;
         assert_eq!(empty.append(&first).await?, Appended::OverBudget);
         assert_eq!(empty.used_bytes(), 0);
         assert!(names(&tmp.path().join("small"))?.is_empty());
@@ -644,7 +759,7 @@ mod tests {
         let tmp = tempfile::tempdir()?;
         let batches = [batch(0..2), batch(2..3), batch(3..6)];
         let used = {
-            let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+            let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
             for b in &batches {
                 spool.append(b).await?;
             }
@@ -654,7 +769,7 @@ mod tests {
             spool.used_bytes()
         };
 
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
         assert_eq!(spool.segments(), 2);
         assert_eq!(spool.used_bytes(), used);
         let fourth = batch(6..8);
@@ -670,10 +785,10 @@ mod tests {
         drop(spool);
 
         // A reopened spool counts its existing bytes against the budget.
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
         spool.append(&batches[0]).await?;
         drop(spool);
-        let mut spool = Spool::open(tmp.path(), size(&batches[0])).await?;
+        let mut spool = Spool::open(tmp.path(), size(&batches[0]), None).await?;
         assert_eq!(spool.used_bytes(), size(&batches[0]));
         assert_eq!(spool.append(&batches[1]).await?, Appended::OverBudget);
         Ok(())
@@ -683,7 +798,7 @@ mod tests {
     async fn leftover_temp_file_is_ignored_and_removed() -> TestResult {
         let tmp = tempfile::tempdir()?;
         {
-            let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+            let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
             spool.append(&batch(0..2)).await?;
         }
         // A crash in the middle of the next append left its temp file, half written.
@@ -692,7 +807,7 @@ mod tests {
         // Someone else's file is left alone.
         fs::write(tmp.path().join("notes.txt"), "not a segment")?;
 
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
         assert_eq!(names(tmp.path())?, vec![seg(0), "notes.txt".to_owned()]);
         assert_eq!(spool.segments(), 1);
         assert_eq!(spool.used_bytes(), size(&batch(0..2)));
@@ -714,7 +829,7 @@ mod tests {
         fs::write(&file, "a file where the spool directory should be")?;
 
         for dir in [file.clone(), file.join("inside")] {
-            match Spool::open(&dir, 1 << 20).await {
+            match Spool::open(&dir, 1 << 20, None).await {
                 Err(StoreError::Spool { path, source }) => {
                     assert_eq!(path, dir.display().to_string());
                     let message = StoreError::Spool { path, source }.to_string();
@@ -733,7 +848,7 @@ mod tests {
     async fn append_into_vanished_directory_is_a_spool_error() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().join("spool");
-        let mut spool = Spool::open(&dir, 1 << 20).await?;
+        let mut spool = Spool::open(&dir, 1 << 20, None).await?;
         spool.append(&batch(0..1)).await?;
         let used = spool.used_bytes();
 
@@ -755,7 +870,7 @@ mod tests {
     #[tokio::test]
     async fn damaged_segment_returns_its_readable_lines() -> TestResult {
         let tmp = tempfile::tempdir()?;
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
         spool.append(&batch(0..1)).await?;
         spool.append(&batch(1..2)).await?;
 
@@ -794,10 +909,91 @@ mod tests {
         Ok(())
     }
 
+    fn spool_key() -> SealKey {
+        let secret = crate::chain::ChainSecret::from_bytes([3; 32]);
+        crate::chain::ChainKeys::from_secret(&secret)
+            .spool_key()
+            .clone()
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_directory_and_segments_are_private() -> TestResult {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("spool");
+        let mut spool = Spool::open(&dir, 1 << 20, Some(spool_key())).await?;
+        spool.append(&batch(0..2)).await?;
+        let mode = |p: &Path| fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(&dir)?, 0o700);
+        assert_eq!(mode(&dir.join(seg(0)))?, 0o600);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn lines_without_a_valid_mac_are_refused_and_counted() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, Some(spool_key())).await?;
+        spool.append(&batch(0..2)).await?;
+        spool.append(&batch(2..3)).await?;
+        let first = fs::read_to_string(tmp.path().join(seg(0)))?;
+        let line = first.lines().next().ok_or("a line")?;
+        assert_eq!(line.len(), MAC_PREFIX + record(0).len());
+        assert_eq!(
+            spool.used_bytes(),
+            3 * MAC_PREFIX as u64 + size(&batch(0..3))
+        );
+
+        // A record appended by hand, bare or with a made-up MAC; a genuine record edited; a
+        // genuine line of segment 0 copied into segment 1.
+        let mut forged = first.clone();
+        forged.push_str(&record(10));
+        forged.push('\n');
+        forged.push_str(&format!("{} {}\n", "ab".repeat(32), record(11)));
+        forged.push_str(&line.replace("/items/0", "/items/9"));
+        forged.push('\n');
+        fs::write(tmp.path().join(seg(0)), forged)?;
+        let mut second = fs::read_to_string(tmp.path().join(seg(1)))?;
+        second.push_str(line);
+        second.push('\n');
+        fs::write(tmp.path().join(seg(1)), second)?;
+
+        let oldest = spool
+            .oldest_batch(100, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
+        assert_eq!(oldest.records, batch(0..3), "only the genuine lines");
+        assert_eq!(oldest.rejected, 4);
+
+        // Another key (another secret) authenticates nothing; neither does no key at all.
+        let other =
+            crate::chain::ChainKeys::from_secret(&crate::chain::ChainSecret::from_bytes([4; 32]));
+        let stranger = Spool::open(tmp.path(), 1 << 20, Some(other.spool_key().clone())).await?;
+        let oldest = stranger
+            .oldest_batch(100, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
+        assert!(oldest.records.is_empty());
+        assert_eq!(oldest.rejected, 7);
+        // Unauthenticated segments do not replay into a keyed spool.
+        let plain = tmp.path().join("plain");
+        Spool::open(&plain, 1 << 20, None)
+            .await?
+            .append(&batch(0..1))
+            .await?;
+        let keyed = Spool::open(&plain, 1 << 20, Some(spool_key())).await?;
+        let oldest = keyed
+            .oldest_batch(100, u64::MAX)
+            .await?
+            .ok_or("segments expected")?;
+        assert_eq!((oldest.records.len(), oldest.rejected), (0, 1));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn batch_with_a_newline_or_empty_writes_nothing() -> TestResult {
         let tmp = tempfile::tempdir()?;
-        let mut spool = Spool::open(tmp.path(), 1 << 20).await?;
+        let mut spool = Spool::open(tmp.path(), 1 << 20, None).await?;
 
         assert_eq!(spool.append(&[]).await?, Appended::Stored);
         assert!(spool.is_empty());

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::chain::ChainKeys;
 use crate::model::{
     ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, Page, RecordQuery,
-    ScannedLink, StoredRecord, TimedLink,
+    Retention, ScannedLink, StoredRecord, TimedLink,
 };
 use crate::{Result, StoreError};
 
@@ -62,8 +62,13 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
 
     /// Deletes records whose time is before `cutoff_ms`, in bounded steps, and returns how
     /// many were deleted. Nothing at or after the cutoff is touched. A chained store deletes
-    /// only the prefix of each chain that is older than the cutoff, after signing an anchor
-    /// where the chain now starts.
+    /// only the prefix of each chain that is older than the cutoff, after verifying it and
+    /// signing an anchor where the chain now starts (see [`ChainedStore::retain`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Tampered`] when a chain's prefix does not verify (the other chains are
+    /// pruned; nothing of that one is deleted); a database error.
     fn delete_before(&self, cutoff_ms: i64) -> impl Future<Output = Result<u64>> + Send;
 
     /// The JSON of one record of one account, exactly as written.
@@ -154,6 +159,45 @@ pub trait ChainedStore: AuditStore {
 
     /// Every checkpoint and anchor stored for `chain`.
     fn checkpoints(&self, chain: &str) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+
+    /// Retention: deletes records whose time is before `cutoff_ms`, as
+    /// [`AuditStore::delete_before`] does, and says what it did, chain by chain.
+    ///
+    /// A chained store verifies the prefix of each chain it is about to prune before it
+    /// signs the anchor that will vouch for where the chain starts: every record there once
+    /// and in sequence, its hash linking it to the one before, its seal this store's, its
+    /// time never further back than a spool replay explains (30 days) behind a record
+    /// chained before it, and the first record kept linking to the last one pruned. The
+    /// prefix is chosen by the records' times, which whoever edits the database can change;
+    /// the check makes such an edit stop retention instead of being pruned away under a
+    /// fresh anchor. A chain that fails is [refused](Retention::refused): nothing of it is
+    /// deleted or signed, and the other chains are pruned. The anchors signed are returned,
+    /// to be kept outside the database as well (the pipeline hands them to its
+    /// [`CheckpointSink`](crate::chain::CheckpointSink)).
+    ///
+    /// The default, for types that wrap a store, runs [`AuditStore::delete_before`] and
+    /// finds the anchors it signed among [`all_checkpoints`](Self::all_checkpoints).
+    ///
+    /// # Errors
+    ///
+    /// A database error; a refused chain is not an error here.
+    fn retain(&self, cutoff_ms: i64) -> impl Future<Output = Result<Retention>> + Send {
+        async move {
+            let started = crate::time::now_ms();
+            let deleted = self.delete_before(cutoff_ms).await?;
+            let anchors = self
+                .all_checkpoints()
+                .await?
+                .into_iter()
+                .filter(|c| c.kind == CheckpointKind::Anchor && c.time_ms >= started)
+                .collect();
+            Ok(Retention {
+                deleted,
+                anchors,
+                refused: Vec::new(),
+            })
+        }
+    }
 
     /// Stores checkpoints (already signed).
     fn write_checkpoints(

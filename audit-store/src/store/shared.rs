@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::decode::{CHECKPOINT_COLUMNS, chain_row_of, checkpoint_of, head_of};
 use super::sql::{self, Dialect, Numbered, QueryTarget};
 use crate::Result;
-use crate::chain::ChainKeys;
+use crate::chain::{self, ChainKeys, GENESIS};
 use crate::model::{
-    ChainHead, ChainRow, Checkpoint, CheckpointKind, Direction, Page, PageRow, RecordQuery,
-    TimedLink,
+    ChainHead, ChainRow, Checkpoint, CheckpointKind, Direction, LINK_COLUMNS, Page, PageRow,
+    RecordQuery, Refusal, TimedLink, index_of,
 };
 
 /// A database one of the stores runs on.
@@ -43,10 +43,20 @@ pub(super) struct Tables<'a, DB: sqlx::Database> {
     pool: &'a Pool<DB>,
 }
 
+/// How far back a record's time may be behind a record chained before it, for retention's
+/// check of what it prunes: 30 days. Records spooled while the database was down are chained
+/// when replayed, after newer ones, so time may run back along a chain by as long as an
+/// outage lasted; further back than this, a record's time was edited.
+pub(super) const REPLAY_LAG_MAX_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// What retention did to one chain.
 pub(super) struct Pruned {
     /// Records deleted.
     pub(super) deleted: u64,
+    /// The anchor signed, if the chain's start moved.
+    pub(super) anchor: Option<Checkpoint>,
+    /// Why the chain was not pruned, if its prefix does not verify.
+    pub(super) refused: Option<Refusal>,
     /// The last sequence number of the chain's prefix older than the cutoff (deleted now or
     /// by an earlier pass): PostgreSQL keeps a month's partition while it holds a later one.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -364,8 +374,10 @@ where
         Ok(())
     }
 
-    /// Retention of one chain: signs an anchor where the chain will start, then deletes the
-    /// longest prefix of its records that are all older than the cutoff.
+    /// Retention of one chain: verifies the prefix older than the cutoff (see
+    /// [`check_prefix`](Self::check_prefix)), signs an anchor where the chain will start,
+    /// then deletes the prefix. A prefix that does not verify is refused: nothing is signed
+    /// or deleted.
     ///
     /// Every query goes through the account index: the chain's prefix is older than the
     /// cutoff, so its time bounds the range read (and, in PostgreSQL, the partitions).
@@ -377,28 +389,182 @@ where
     ) -> Result<Pruned> {
         let chain = head.chain.as_str();
         let last_pruned = self.last_older(chain, head.seq, cutoff_ms).await?;
-        let Some(hash) = self.unanchored_hash(chain, last_pruned, cutoff_ms).await? else {
-            return Ok(Pruned {
-                deleted: 0,
+        let mut pruned = Pruned {
+            deleted: 0,
+            last_pruned,
+            anchor: None,
+            refused: None,
+        };
+        let start = self.newest_anchor(chain).await?;
+        if start.as_ref().is_some_and(|a| a.seq >= last_pruned) || last_pruned == 0 {
+            return Ok(pruned);
+        }
+        let hash = match self
+            .check_prefix(
+                keys,
+                chain,
+                start.as_ref(),
                 last_pruned,
-            });
+                head.seq,
+                cutoff_ms,
+            )
+            .await?
+        {
+            Ok(hash) => hash,
+            Err(refusal) => {
+                pruned.refused = Some(refusal);
+                return Ok(pruned);
+            }
         };
         let anchor = Checkpoint::sign(
             keys,
             CheckpointKind::Anchor,
             chain.to_owned(),
             last_pruned,
-            hash,
+            hash.to_vec(),
             crate::time::now_ms(),
         );
         self.write_checkpoints(std::slice::from_ref(&anchor))
             .await?;
-        let deleted = self.delete_prefix(chain, last_pruned, cutoff_ms).await?;
+        pruned.deleted = self.delete_prefix(chain, last_pruned, cutoff_ms).await?;
         self.delete_checkpoints_below(chain, last_pruned).await?;
-        Ok(Pruned {
-            deleted,
-            last_pruned,
+        pruned.anchor = Some(anchor);
+        Ok(pruned)
+    }
+
+    /// The newest anchor of `chain`, if it has one: where the chain now starts.
+    async fn newest_anchor(&self, chain: &str) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE chain = {} \
+             AND kind = 'anchor' ORDER BY seq DESC LIMIT 1",
+            DB::DIALECT.placeholder(1)
+        )))
+        .bind(chain)
+        .fetch_optional(self.pool)
+        .await?;
+        row.as_ref().map(checkpoint_of).transpose()
+    }
+
+    /// Verifies what retention is about to prune of `chain`: the records after its newest
+    /// anchor (`start`; from genesis without one) up to `last`, and the link from `last` to
+    /// the first record kept. Each record must be there once, in sequence; its hash must link
+    /// it to the one before, its seal must be this store's, and its time may not run back
+    /// more than [`REPLAY_LAG_MAX`] behind a record chained before it (spooled records are
+    /// chained when replayed, after newer ones; anything further back was edited). The
+    /// anchor it starts from must be signed by this store's key. Returns the hash of record
+    /// `last`, where the new anchor goes, or why the prefix is refused.
+    ///
+    /// Reads the prefix once, in sequence order, as a stream: memory does not grow with it.
+    async fn check_prefix(
+        &self,
+        keys: &ChainKeys,
+        chain: &str,
+        start: Option<&Checkpoint>,
+        last: i64,
+        head: i64,
+        cutoff_ms: i64,
+    ) -> Result<std::result::Result<[u8; 32], Refusal>> {
+        use futures_util::TryStreamExt as _;
+        let refuse = |seq: i64, reason: &str| {
+            Ok(Err(Refusal {
+                chain: chain.to_owned(),
+                seq,
+                reason: reason.to_owned(),
+            }))
+        };
+        let (mut expected, mut prev) = match start {
+            None => (1, GENESIS),
+            Some(anchor) => {
+                if !anchor.is_signed_for(&keys.verifier()) {
+                    return refuse(
+                        anchor.seq,
+                        "is where an anchor not signed by this store's key says the chain starts",
+                    );
+                }
+                match <[u8; 32]>::try_from(anchor.head.as_slice()) {
+                    Ok(hash) => (anchor.seq + 1, hash),
+                    Err(_) => {
+                        return refuse(anchor.seq, "has an anchor whose hash is not 32 bytes");
+                    }
+                }
+            }
+        };
+        let first = expected - 1;
+        let mut rows = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT {} FROM audit_logs WHERE {condition} AND time_ms < {} \
+                 AND chain_seq > {} AND chain_seq <= {} ORDER BY chain_seq, id",
+                sql::link_select(),
+                n.next(),
+                n.next(),
+                n.next()
+            )
         })
+        .bind(cutoff_ms)
+        .bind(first)
+        .bind(last)
+        .fetch(self.pool);
+        let mut latest_ms = i64::MIN;
+        let seal_key = keys.seal_key();
+        while let Some(row) = rows.try_next().await? {
+            let link = chain_row_of(&row)?;
+            let time_ms: i64 = row.try_get(LINK_COLUMNS.len() + index_of("time_ms"))?;
+            if link.seq < expected {
+                return refuse(link.seq, "is in the chain twice");
+            }
+            if link.seq > expected {
+                return refuse(expected, "is missing");
+            }
+            let hash = chain::link(&prev, chain, link.seq, &link.digest);
+            if link.hash != hash {
+                return refuse(
+                    link.seq,
+                    "does not hash to its link (edited, or the record before it was)",
+                );
+            }
+            if link.seal != chain::seal(seal_key, chain, link.seq, &hash) {
+                return refuse(link.seq, "does not carry this store's seal");
+            }
+            if time_ms < latest_ms.saturating_sub(REPLAY_LAG_MAX_MS) {
+                return refuse(
+                    link.seq,
+                    "has a time further back than a spool replay can explain",
+                );
+            }
+            latest_ms = latest_ms.max(time_ms);
+            prev = hash;
+            expected += 1;
+        }
+        drop(rows);
+        if expected <= last {
+            return refuse(expected, "is missing");
+        }
+        if last < head {
+            // The first record kept must link to the last one pruned, or the anchor would
+            // start a chain that does not continue.
+            let next = Self::of_chain(chain, |condition, n| {
+                format!(
+                    "SELECT {} FROM audit_logs WHERE {condition} AND time_ms >= {} \
+                     AND chain_seq = {}",
+                    sql::link_select(),
+                    n.next(),
+                    n.next()
+                )
+            })
+            .bind(cutoff_ms)
+            .bind(last + 1)
+            .fetch_all(self.pool)
+            .await?;
+            let [next] = next.as_slice() else {
+                return refuse(last + 1, "is missing or in the chain twice");
+            };
+            let link = chain_row_of(next)?;
+            let hash = chain::link(&prev, chain, link.seq, &link.digest);
+            if link.hash != hash || link.seal != chain::seal(seal_key, chain, link.seq, &hash) {
+                return refuse(link.seq, "does not link to the record before it");
+            }
+        }
+        Ok(Ok(prev))
     }
 
     /// The sequence number of the last record of `chain`'s longest prefix older than the
@@ -416,41 +582,6 @@ where
         .await?
         .try_get(0)?;
         Ok(keep.map_or(head, |k| k - 1))
-    }
-
-    /// The chain hash of record `seq` of `chain`, when it is older than the cutoff and no
-    /// anchor is at or after it yet: where a new anchor goes.
-    async fn unanchored_hash(
-        &self,
-        chain: &str,
-        seq: i64,
-        cutoff_ms: i64,
-    ) -> Result<Option<Vec<u8>>> {
-        let anchored: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT max(seq) FROM audit_checkpoints WHERE chain = {} AND kind = 'anchor'",
-            DB::DIALECT.placeholder(1)
-        )))
-        .bind(chain)
-        .fetch_one(self.pool)
-        .await?
-        .try_get(0)?;
-        if seq <= anchored.unwrap_or(0) {
-            return Ok(None);
-        }
-        Ok(Self::of_chain(chain, |condition, n| {
-            format!(
-                "SELECT chain_hash FROM audit_logs WHERE {condition} AND time_ms < {} \
-                 AND chain_seq = {}",
-                n.next(),
-                n.next()
-            )
-        })
-        .bind(cutoff_ms)
-        .bind(seq)
-        .fetch_optional(self.pool)
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?)
     }
 
     /// Deletes `chain`'s records up to `last` that are older than the cutoff, in steps of
@@ -533,6 +664,15 @@ where
                 return Ok(deleted);
             }
         }
+    }
+}
+
+/// [`AuditStore::delete_before`](super::AuditStore::delete_before)'s answer from a
+/// retention pass: how many records it deleted, or the first chain it refused to prune.
+pub(super) fn deleted_unless_refused(retention: crate::model::Retention) -> Result<u64> {
+    match retention.refused.into_iter().next() {
+        Some(refusal) => Err(crate::StoreError::Tampered(refusal)),
+        None => Ok(retention.deleted),
     }
 }
 

@@ -21,7 +21,7 @@ use super::chained;
 use super::shared::{self, Tables};
 use super::{AuditStore, ChainedStore, LinkScan, scan::spawn_scan};
 use crate::chain::ChainKeys;
-use crate::model::{ChainScope, StoredRecord};
+use crate::model::{ChainScope, Retention, StoredRecord};
 use crate::{Result, StoreError};
 use partitions::Partitions;
 
@@ -143,29 +143,38 @@ impl AuditStore for PostgresStore {
     }
 
     async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
-        // A chained store first prunes each chain's prefix (signing its anchor), so that
-        // dropping a month below never cuts a chain in the middle.
-        let mut deleted = 0;
-        let mut pruned = Vec::new();
-        if let Some(keys) = &self.chain {
-            for head in self.chain_heads().await? {
-                let chain = self.tables().prune_chain(keys, &head, cutoff_ms).await?;
-                deleted += chain.deleted;
-                pruned.push((head.chain, chain.last_pruned));
-            }
-        }
-        deleted += self
-            .partitions
-            .drop_before(&self.pool, cutoff_ms, &pruned)
-            .await?;
-        // The month the cutoff falls in: delete its older rows in bounded steps.
-        deleted += self.tables().delete_unchained(cutoff_ms, false).await?;
-        Ok(deleted)
+        shared::deleted_unless_refused(self.retain(cutoff_ms).await?)
     }
 }
 
 impl ChainedStore for PostgresStore {
     shared::chained_reads!();
+
+    async fn retain(&self, cutoff_ms: i64) -> Result<Retention> {
+        // A chained store first prunes each chain's prefix (signing its anchor), so that
+        // dropping a month below never cuts a chain in the middle. A refused chain is not
+        // among the pruned: the months holding its records stay.
+        let mut retention = Retention::default();
+        let mut pruned = Vec::new();
+        if let Some(keys) = &self.chain {
+            for head in self.chain_heads().await? {
+                let chain = self.tables().prune_chain(keys, &head, cutoff_ms).await?;
+                retention.deleted += chain.deleted;
+                retention.anchors.extend(chain.anchor);
+                match chain.refused {
+                    Some(refusal) => retention.refused.push(refusal),
+                    None => pruned.push((head.chain, chain.last_pruned)),
+                }
+            }
+        }
+        retention.deleted += self
+            .partitions
+            .drop_before(&self.pool, cutoff_ms, &pruned)
+            .await?;
+        // The month the cutoff falls in: delete its older rows in bounded steps.
+        retention.deleted += self.tables().delete_unchained(cutoff_ms, false).await?;
+        Ok(retention)
+    }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {
         let pool = self.pool.clone();

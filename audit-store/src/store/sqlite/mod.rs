@@ -22,7 +22,7 @@ use super::chained;
 use super::shared::{self, Tables};
 use super::{AuditStore, ChainedStore, LinkScan, scan::spawn_scan};
 use crate::chain::ChainKeys;
-use crate::model::{ChainScope, StoredRecord};
+use crate::model::{ChainScope, Retention, StoredRecord};
 use crate::{Result, StoreError};
 use wal::{CHECKPOINT_BUSY_TIMEOUT, Checkpoints, WRITER_AUTOCHECKPOINT};
 
@@ -109,8 +109,15 @@ impl SqliteStore {
     /// # Errors
     ///
     /// When the file cannot be opened or created.
+    ///
+    /// A new database file is created readable and writable by the owner only (mode 600,
+    /// whatever the umask; SQLite gives its `-wal` and `-shm` files the database file's mode),
+    /// in a directory created accessible by the owner only (700) when missing. An existing
+    /// file keeps its mode.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::with_options(SqliteConnectOptions::new().filename(path), true).await
+        let options = SqliteConnectOptions::new().filename(path);
+        create_private(&options)?;
+        Self::with_options(options, true).await
     }
 
     /// Opens a database from a `sqlite:` URL (`sqlite://demo-data/audit.db`), with the same
@@ -120,7 +127,9 @@ impl SqliteStore {
     ///
     /// When the URL is not a SQLite URL or the file cannot be opened.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_options(SqliteConnectOptions::from_str(url)?, true).await
+        let options = SqliteConnectOptions::from_str(url)?;
+        create_private(&options)?;
+        Self::with_options(options, true).await
     }
 
     /// Opens an existing database from a `sqlite:` URL, with the same settings as
@@ -247,6 +256,21 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database file `options` names, empty and private, when it is missing (see
+/// [`SqliteStore::open`]); nothing for an in-memory database.
+fn create_private(options: &SqliteConnectOptions) -> Result<()> {
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Ok(());
+    }
+    crate::private_files::touch(path).map_err(|e| {
+        StoreError::Config(format!(
+            "cannot create the SQLite database {}: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// `PRAGMA cache_size`'s value for `bytes`: negative is KiB (at least 1).
 fn cache_size(bytes: u64) -> String {
     format!("-{}", (bytes / 1024).max(1))
@@ -294,25 +318,28 @@ impl AuditStore for SqliteStore {
     }
 
     async fn delete_before(&self, cutoff_ms: i64) -> Result<u64> {
-        let mut deleted = 0;
-        if let Some(keys) = &self.chain {
-            for head in self.chain_heads().await? {
-                deleted += self
-                    .tables()
-                    .prune_chain(keys, &head, cutoff_ms)
-                    .await?
-                    .deleted;
-            }
-        }
-        // Unchained records (all of them in an unchained store) go by time alone.
-        deleted += self.tables().delete_unchained(cutoff_ms, true).await?;
-        self.optimize().await?;
-        Ok(deleted)
+        shared::deleted_unless_refused(self.retain(cutoff_ms).await?)
     }
 }
 
 impl ChainedStore for SqliteStore {
     shared::chained_reads!();
+
+    async fn retain(&self, cutoff_ms: i64) -> Result<Retention> {
+        let mut retention = Retention::default();
+        if let Some(keys) = &self.chain {
+            for head in self.chain_heads().await? {
+                let pruned = self.tables().prune_chain(keys, &head, cutoff_ms).await?;
+                retention.deleted += pruned.deleted;
+                retention.anchors.extend(pruned.anchor);
+                retention.refused.extend(pruned.refused);
+            }
+        }
+        // Unchained records (all of them in an unchained store) go by time alone.
+        retention.deleted += self.tables().delete_unchained(cutoff_ms, true).await?;
+        self.optimize().await?;
+        Ok(retention)
+    }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {
         let pool = self.pool.clone();
