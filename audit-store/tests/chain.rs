@@ -404,7 +404,7 @@ async fn retried_batches_are_chained_once<S: Chainable>(
     n: usize,
     batch_size: Option<usize>,
 ) -> TestResult {
-    let flaky = FlakyStore::new(fx.store.with_chain(keys()));
+    let flaky = flaky_store(fx.store.with_chain(keys()));
     let builder = fast(flaky.clone());
     let builder = match batch_size {
         Some(size) => builder.batch_size(size),
@@ -414,13 +414,13 @@ async fn retried_batches_are_chained_once<S: Chainable>(
     let records: Vec<_> = (0..n)
         .map(|i| record(Some(["x", "y"][i % 2]), BASE_MS + i as i64))
         .collect();
-    flaky.fail_next(2, true);
+    flaky.interceptor().fail_next(2, true);
     for r in &records {
         audit_layer::sink::AuditSink::submit(&sink, r.clone());
     }
     let metrics = stop(&sink, worker).await?;
     assert_eq!(metrics.stored + metrics.duplicates, n as u64, "{metrics:?}");
-    assert!(flaky.failures() >= 2);
+    assert!(flaky.interceptor().failures() >= 2);
     assert_eq!(fx.store.count().await?, n as u64);
     let half = (n / 2) as u64;
     for account in ["x", "y"] {

@@ -17,6 +17,7 @@
 mod chained;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
+pub mod intercept;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
