@@ -577,6 +577,10 @@ async fn bodies_beyond_the_shared_budget_are_answered_503_and_recorded() {
         (record.raw.status_code, record.action.result),
         (503, ActionResult::Failure)
     );
+    assert!(
+        !record.raw.client_gone,
+        "no handler ran: nothing went on alone"
+    );
     assert_eq!(
         recorded_request(&record),
         Some(
