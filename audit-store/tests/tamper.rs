@@ -515,3 +515,47 @@ async fn backpressure_holds_requests_by_bytes_too() -> TestResult {
     fx.teardown().await?;
     Ok(())
 }
+
+/// What verifying the prefix costs retention: 100,000 records of one account pruned in one
+/// pass on SQLite, timed. Ignored by default; run with
+/// `cargo test -p audit-store --test tamper measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints how long retention takes to verify and prune 100,000 records"]
+async fn measure_retention_of_100k_records() -> TestResult {
+    let fx = sqlite().await?;
+    let store = fx.store.with_chain(keys());
+    let n = 100_000;
+    for start in (0..n).step_by(4000) {
+        let batch: Vec<AuditRecord> = (start..start + 4000)
+            .map(|i| record(Some("acc_m"), BASE_MS + i as i64))
+            .collect();
+        store.insert(&rows(&batch)?).await?;
+    }
+    let started = std::time::Instant::now();
+    let retention = store.retain(BASE_MS + n as i64 - 1000).await?;
+    let took = started.elapsed();
+    assert_eq!(retention.deleted, n as u64 - 1000);
+    assert!(retention.refused.is_empty());
+    println!(
+        "retention verified and pruned {} records in {took:?} ({:.0} records/s)",
+        retention.deleted,
+        retention.deleted as f64 / took.as_secs_f64()
+    );
+    // For scale: the same deletion of unchained records, which nothing verifies.
+    let plain = sqlite().await?;
+    for start in (0..n).step_by(4000) {
+        let batch: Vec<AuditRecord> = (start..start + 4000)
+            .map(|i| record(Some("acc_m"), BASE_MS + i as i64))
+            .collect();
+        plain.store.insert(&rows(&batch)?).await?;
+    }
+    let started = std::time::Instant::now();
+    let deleted = plain.store.delete_before(BASE_MS + n as i64 - 1000).await?;
+    println!(
+        "unchained: deleted {deleted} records in {:?}",
+        started.elapsed()
+    );
+    plain.teardown().await?;
+    fx.teardown().await?;
+    Ok(())
+}
