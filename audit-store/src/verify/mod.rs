@@ -2,7 +2,8 @@
 //!
 //! No index orders records by their place in a chain (it cost too much at ingest). The
 //! verifier reads records in whatever order the database returns them cheaply: the whole
-//! store in table order ([`verify_all`]), one account through its time index ([`verify`]).
+//! store in table order ([`verify_all`]), one account through its time index ([`verify`]),
+//! a span and the records chained around it a page at a time outwards from it (`span`).
 //! Each chain keeps its running state (the previous hash, the next expected sequence number)
 //! and a reorder buffer of the records that arrived ahead of their turn: concurrent writers
 //! commit in sequence order, but their records' ids and times interleave, and a record
@@ -189,11 +190,18 @@ pub struct VerifyReport {
 /// they count like the stored ones, so deleting the newest records *and* the stored
 /// checkpoints that vouch for them is still found.
 ///
-/// The account's records are read once, through the account's time index, and put back into
-/// sequence order in memory: the cost is that of reading the whole account (a span too: a
-/// record chained inside it may carry any time), about what a query for all of the
-/// account's records costs. To verify every account, [`verify_all`] reads the store once
-/// instead.
+/// The whole chain ([`Span::all`]) is read once, through the account's time index, and put
+/// back into sequence order in memory: about what a query for all of the account's records
+/// costs. A span reads its records and the records chained around it (the one before its
+/// first, checked in full, and the one after its last; without the secret, on to the
+/// checkpoint after it), a page at a time outwards through the time index: about what the
+/// span holds, not the whole account. To verify every account, [`verify_all`] reads the store
+/// once instead.
+///
+/// The report's [`outcome`](VerifyReport::outcome) is `ok` only where a validly signed
+/// checkpoint covers what was checked; an account with no record and no checkpoint is
+/// `unverifiable`, and one with records but no head row is broken
+/// ([`BreakKind::HeadMissing`]).
 ///
 /// ```no_run
 /// use audit_store::chain::{ChainKeys, ChainSecret};
