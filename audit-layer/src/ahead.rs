@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -136,9 +137,14 @@ where
         {
             return BodyRead::OverBudget(charge.budget.limit());
         }
-        // The timer is made here, on the runtime that polls the read.
         let timeout = bounds.timeout;
-        let read = collect(body, bounds.limit, bounds.declared, &mut charge);
+        let mut read = std::pin::pin!(collect(body, bounds.limit, bounds.declared, &mut charge));
+        // Most bodies are whole at the first poll: they need no timer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        if let Poll::Ready(outcome) = first {
+            return outcome;
+        }
+        // The timer is made here, on the runtime that polls the read.
         tokio::time::timeout(timeout, read)
             .await
             .unwrap_or(BodyRead::TimedOut(timeout))

@@ -156,13 +156,14 @@ impl<B> AuditBody<B> {
         }
     }
 
-    /// A response the layer itself produced (a request it refused).
-    pub(crate) fn layer(message: &'static str, guard: AuditGuard) -> Self {
+    /// A response the layer itself produced (a request it refused; its record is emitted
+    /// already).
+    pub(crate) fn layer(message: &'static str) -> Self {
         Self {
             kind: ResponseKind::Layer {
                 body: Buffered::new(Bytes::from_static(message.as_bytes()), None),
             },
-            guard,
+            guard: AuditGuard::none(),
         }
     }
 }

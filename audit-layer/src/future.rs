@@ -554,10 +554,12 @@ impl Refusal {
 /// A plain-text response the layer produces itself, with the trace id when there is one.
 fn layer_response<RB>(
     refusal: Refusal,
-    guard: AuditGuard,
+    mut guard: AuditGuard,
     ray_id: Option<(HeaderName, HeaderValue)>,
 ) -> Response<AuditBody<RB>> {
-    let mut response = Response::new(AuditBody::layer(refusal.message(), guard));
+    // No handler ran and the record keeps none of this answer: it is complete as it is made.
+    guard.finish(Ending::Complete);
+    let mut response = Response::new(AuditBody::layer(refusal.message()));
     *response.status_mut() = refusal.status();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -265,6 +265,18 @@ impl AuditLayer {
     }
 }
 
+impl AuditLayer {
+    /// What the app calls on graceful shutdown so that nothing the layer still holds is lost:
+    /// see [`AuditFlush`]. Take it once the layer is configured: it belongs to the settings
+    /// made so far.
+    pub fn flush_handle(&self) -> AuditFlush {
+        AuditFlush {
+            detached: Arc::clone(&self.config.detached),
+            coalescing: Arc::clone(&self.config.coalescing),
+        }
+    }
+}
+
 // --- What a record holds (layer-content, issue 18) ---
 impl AuditLayer {
     /// The most bytes of each string a record holds (`raw.user_agent`, `raw.uri`, the request
@@ -317,18 +329,6 @@ impl AuditLayer {
         );
         Arc::make_mut(&mut self.config).record_limits.record = bytes;
         self
-    }
-}
-
-impl AuditLayer {
-    /// What the app calls on graceful shutdown so that nothing the layer still holds is lost:
-    /// see [`AuditFlush`]. Take it once the layer is configured: it belongs to the settings
-    /// made so far.
-    pub fn flush_handle(&self) -> AuditFlush {
-        AuditFlush {
-            detached: Arc::clone(&self.config.detached),
-            coalescing: Arc::clone(&self.config.coalescing),
-        }
     }
 }
 

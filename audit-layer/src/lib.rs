@@ -57,10 +57,49 @@
 //!
 //! # Failures are recorded too
 //!
-//! Error statuses, a handler panic, a client that goes away mid-request and a request body
-//! over the [limit](AuditLayer::body_limit) all produce a record with `result: failure`.
-//! Outside strict mode the response body is never buffered: it streams through, copied up to
-//! the limit, and the record is emitted at its end — or when it is dropped early.
+//! Error statuses, a handler panic, a request body over the [limit](AuditLayer::body_limit),
+//! too slow or beyond the [budget](AuditLayer::body_budget) all produce a record with
+//! `result: failure`. Outside strict mode the response body is never buffered: it streams
+//! through, copied up to the limit, and the record is emitted at its end — or when it is
+//! dropped early.
+//!
+//! Outcomes are honest when the client goes away: a server drops the layer's response future
+//! when the connection closes, and the layer then moves the handler into a task of its own,
+//! where it runs to completion (see [`AuditLayer::detached_timeout`]). A request whose handler
+//! completed is recorded with the handler's status and result, marked `raw.client_gone`, also
+//! when its response was not delivered whole; only a request whose handler did not complete
+//! (still running at the timeout, or never started: the client left while its body was read
+//! or while it waited for the sink) is recorded `499`, a failure, without the mark.
+//!
+//! # Bounds
+//!
+//! Anyone can reach the layer before the app's authentication runs. What an anonymous client
+//! can make it hold or write is bounded:
+//!
+//! | what | bound | beyond it |
+//! |---|---|---|
+//! | a request body read ahead of the handler (operations that record bodies) | the [body limit](AuditLayer::body_limit), 1 MiB | `413`, recorded |
+//! | the time it may take to arrive whole | the [read timeout](AuditLayer::body_read_timeout), 10 s from when reading starts | `408`, recorded |
+//! | the bytes all such bodies hold at once | the [budget](AuditLayer::body_budget), 64 MiB per layer: a declared `Content-Length` is charged whole when reading starts, other bodies as they grow; returned when the body reaches the handler | `503` with `Retry-After: 1`, recorded |
+//! | records of failed authentication (`401`/`403`, no actor known) | [10](AuditLayer::failed_auth_rate) per source IP, account and [60 s window](AuditLayer::failed_auth_window), kept one by one | counted into one `summary` record per source, account and window |
+//! | the table of open windows | [10,000](AuditLayer::failed_auth_sources) (source, account) pairs, as many sources | counted by source alone, then in one window for everyone |
+//! | a handler whose client left | the [detached timeout](AuditLayer::detached_timeout), 30 s | dropped, recorded `499` |
+//!
+//! The budget counts the bytes of the bodies the layer holds; the server's own buffers come on
+//! top (hyper keeps a read buffer of up to ~400 KiB per connection being read).
+//!
+//! A summary record stands for the records it counted: `action.type: "summary"`,
+//! `action.result: "failure"`, `actor.ip_address` the source, `account` the account (absent
+//! for windows counted by source or for everyone), `raw.status_code` the most frequent status
+//! and `raw.method`/`raw.uri` `-`, and `resource.request` holds
+//! `{"count", "first", "last", "statuses": {"401": n, ...}, "by"}` (`first`/`last`: RFC 3339
+//! times of the first and last counted request; `by`: `source_account`, `source` or
+//! `everyone`). It is emitted when its window closes (a task on the tokio runtime checks every
+//! second, or a quarter of the window if shorter), and at a flush.
+//!
+//! At graceful shutdown, once the server stopped serving and before the sink shuts down, the
+//! app calls [`AuditFlush::flush`] (from [`AuditLayer::flush_handle`]): it waits for handlers
+//! whose clients left and emits the summaries of open windows, so nothing counted is lost.
 //!
 //! # Policies, sinks and strict mode
 //!

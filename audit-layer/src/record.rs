@@ -486,10 +486,13 @@ pub struct Raw {
     /// The response status; `499` when the client went away before a response, `500` when the
     /// handler panicked.
     pub status_code: u16,
-    /// Path and query, with query values the schema does not mark auditable replaced by
-    /// `REDACTED` and control characters escaped.
+    /// The path as the router matched it (percent-escapes of unreserved characters decoded,
+    /// see [`routed_path`](crate::redact::routed_path)) and the query: a parameter the
+    /// operation does not declare becomes `REDACTED` (name and value), the value of one it
+    /// does not mark auditable `REDACTED`; hidden characters escaped, at most the string
+    /// limit long.
     pub uri: String,
-    /// The `User-Agent` header, control characters escaped.
+    /// The `User-Agent` header, hidden characters escaped, at most the string limit long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     /// The request id the client sent, when the layer did not take it as `ray_id` (it came

@@ -253,9 +253,9 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         response: ResponseCopy::new(records_response.then_some(config.body_limit)),
         in_service: false,
         strict,
+        client_gone: false,
         client_request_id,
         limits: config.record_limits,
-        client_gone: false,
     };
     Begun {
         guard: AuditGuard::new(capture),

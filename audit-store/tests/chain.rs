@@ -13,7 +13,7 @@ use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints, Verifier}
 use audit_store::model::Checkpoint;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::ChainedStore;
-use audit_store::verify::{self, BreakKind, Span, VerifyReport};
+use audit_store::verify::{self, BreakKind, Outcome, Span, VerifyReport};
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -168,7 +168,15 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
 
     for (account, n) in [("a", 207), ("b", 200), ("c", 200), ("", 30)] {
         let report = check(&store, &keys().verifier(), account).await?;
-        assert!(report.ok, "{report:?}");
+        // "a" has 7 records newer than its checkpoint: linked and sealed, but nothing signed
+        // says they were all there, so it cannot be called ok.
+        let expected = if account == "a" {
+            Outcome::Unverifiable
+        } else {
+            Outcome::Ok
+        };
+        assert_eq!(report.outcome, expected, "{report:?}");
+        assert!(report.broken.is_none() && report.ok == (expected == Outcome::Ok));
         assert_eq!(report.records, n);
         assert_eq!(
             (report.first_seq, report.last_seq),
@@ -179,7 +187,10 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
         let expected_tail = if account == "a" { 7 } else { 0 };
         assert_eq!(report.after_latest_checkpoint, expected_tail);
         let public = check(&store, &public_only(), account).await?;
-        assert!(public.ok && !public.seals_checked, "{public:?}");
+        assert!(
+            public.outcome == expected && !public.seals_checked,
+            "{public:?}"
+        );
         assert_eq!(public.records, n);
     }
     // The whole-store pass: one report per chain, each the per-account walk's.
@@ -193,9 +204,12 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
             same_as_walk(&store, &verifier, &all, account).await?;
         }
     }
-    // An account that never wrote has an empty, valid chain.
+    // An account that never wrote has no records, and nothing says whether it should have.
     let none = check(&store, &keys().verifier(), "nobody").await?;
-    assert!(none.ok && none.records == 0, "{none:?}");
+    assert!(
+        none.outcome == Outcome::Unverifiable && none.records == 0,
+        "{none:?}"
+    );
 
     // A span verifies the records in it and what is chained between them.
     let report = verify::verify(
@@ -210,8 +224,9 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
     )
     .await?;
     assert!(report.ok, "{report:?}");
-    assert_eq!((report.first_seq, report.last_seq), (Some(11), Some(100)));
-    assert_eq!(report.records, 90);
+    // The span's records 11 to 100, and the records linking into and out of it.
+    assert_eq!((report.first_seq, report.last_seq), (Some(10), Some(101)));
+    assert_eq!(report.records, 92);
     Ok(())
 }
 
@@ -360,10 +375,14 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
     }
     // The untampered remainder of the database still verifies: tampering is local.
     fill(&store, Some("bystander"), 20, 20, BASE_MS).await?;
-    assert!(check(&store, &keys().verifier(), "bystander").await?.ok);
+    let bystander = check(&store, &keys().verifier(), "bystander").await?;
+    assert!(bystander.broken.is_none(), "{bystander:?}");
     let all = check_all(&store, &keys().verifier(), &[]).await?;
-    assert!(all["bystander"].ok, "{:?}", all["bystander"]);
-    assert_eq!(all.values().filter(|r| !r.ok).count(), TAMPERED.len());
+    assert!(all["bystander"].broken.is_none(), "{:?}", all["bystander"]);
+    assert_eq!(
+        all.values().filter(|r| r.broken.is_some()).count(),
+        TAMPERED.len()
+    );
     Ok(())
 }
 
@@ -385,7 +404,7 @@ async fn retried_batches_are_chained_once<S: Chainable>(
     n: usize,
     batch_size: Option<usize>,
 ) -> TestResult {
-    let flaky = FlakyStore::new(fx.store.with_chain(keys()));
+    let flaky = flaky_store(fx.store.with_chain(keys()));
     let builder = fast(flaky.clone());
     let builder = match batch_size {
         Some(size) => builder.batch_size(size),
@@ -395,13 +414,13 @@ async fn retried_batches_are_chained_once<S: Chainable>(
     let records: Vec<_> = (0..n)
         .map(|i| record(Some(["x", "y"][i % 2]), BASE_MS + i as i64))
         .collect();
-    flaky.fail_next(2, true);
+    flaky.interceptor().fail_next(2, true);
     for r in &records {
         audit_layer::sink::AuditSink::submit(&sink, r.clone());
     }
     let metrics = stop(&sink, worker).await?;
     assert_eq!(metrics.stored + metrics.duplicates, n as u64, "{metrics:?}");
-    assert!(flaky.failures() >= 2);
+    assert!(flaky.interceptor().failures() >= 2);
     assert_eq!(fx.store.count().await?, n as u64);
     let half = (n / 2) as u64;
     for account in ["x", "y"] {
@@ -422,7 +441,7 @@ async fn a_small_chained_batch_is_not_held_back<S: Chainable>(fx: &Fixture<S>) -
         "the fastest chained write of 4 records took {fastest:?}"
     );
     let report = check(&store, &keys().verifier(), "acc_small").await?;
-    assert!(report.ok, "{report:?}");
+    assert!(report.broken.is_none(), "{report:?}");
     assert_eq!(report.last_seq, Some(36));
     Ok(())
 }
@@ -562,9 +581,11 @@ async fn external_checkpoints_reveal_a_silent_truncation<S: Chainable>(
         .await?;
     let inside = check(&store, &keys().verifier(), "e").await?;
     assert!(
-        inside.ok,
+        inside.broken.is_none(),
         "only what is kept outside can reveal this: {inside:?}"
     );
+    // ... and yet, without any checkpoint, it is not called ok.
+    assert_eq!(inside.outcome, Outcome::Unverifiable, "{inside:?}");
     // ... but the checkpoints kept outside do.
     let report = verify::verify(&store, &public_only(), "e", Span::all(), &kept).await?;
     broken_at(&report, 46, BreakKind::Truncated);
@@ -588,6 +609,7 @@ async fn external_checkpoints_reveal_a_silent_truncation<S: Chainable>(
 async fn the_verify_endpoint_reports_breaks<S: Chainable>(fx: &Fixture<S>) -> TestResult {
     let store = fx.store.with_chain(keys());
     fill(&store, Some("acc"), 20, 20, BASE_MS).await?;
+    store.checkpoint(BASE_MS + 3_600_000).await?;
     let authorize = |request: &http::request::Parts, account: &str| match request
         .headers
         .get("authorization")
@@ -627,8 +649,8 @@ async fn the_verify_endpoint_reports_breaks<S: Chainable>(fx: &Fixture<S>) -> Te
             body["result"]["first_seq"].clone(),
             body["result"]["records"].clone()
         ),
-        (6.into(), 5.into()),
-        "{body}"
+        (5.into(), 7.into()),
+        "the span's records 6 to 10, and the ones linking into and out of it: {body}"
     );
 
     fx.db

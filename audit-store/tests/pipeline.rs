@@ -19,8 +19,8 @@ use audit_store::pipeline::{Directory, IngestSink, Lookup, PipelineBuilder, Pipe
 use audit_store::store::{AuditStore, ChainedStore};
 use common::{
     BASE_MS, DbRow, Fixture, FlakyStore, TestResult, account_of, assert_in_order_per_account,
-    eventually, fast, json, record, spool_line_len, spool_segments, start, stop, until_count,
-    zoned_record,
+    eventually, fast, flaky_store, json, record, spool_line_len, spool_segments, start, stop,
+    until_count, zoned_record,
 };
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
@@ -68,11 +68,14 @@ async fn with_a_hung_write<S: ChainedStore>(
     configure: impl FnOnce(PipelineBuilder<FlakyStore<S>>) -> PipelineBuilder<FlakyStore<S>>,
     first: &AuditRecord,
 ) -> TestResult<(FlakyStore<S>, IngestSink, JoinHandle<()>)> {
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.hold();
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().hold();
     let (sink, worker) = start(configure(fast(flaky.clone()))).await?;
     sink.submit(first.clone());
-    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    eventually("the first write to hang", || {
+        flaky.interceptor().waiting() >= 1
+    })
+    .await?;
     Ok((flaky, sink, worker))
 }
 
@@ -109,7 +112,7 @@ fn assert_gap(row: &DbRow, account: &str, lost: u64, first_ms: i64, last_ms: i64
 async fn sink_records_are_all_stored_after_shutdown<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
-    let flaky = FlakyStore::new(fx.store.clone());
+    let flaky = flaky_store(fx.store.clone());
     let (sink, worker) = start(fast(flaky.clone()).writers(2).batch_size(64)).await?;
     let accounts = ["acc_a", "acc_b", "acc_c"];
     let mut records: Vec<AuditRecord> = (0..300)
@@ -129,7 +132,7 @@ async fn sink_records_are_all_stored_after_shutdown<S: ChainedStore>(
     for (row, r) in anonymous.iter().zip(&records[300..]) {
         assert_eq!((row.id, &row.record), (r.id, &json(r)?));
     }
-    assert_in_order_per_account(&flaky.written());
+    assert_in_order_per_account(&flaky.interceptor().written());
 
     assert_eq!(counts(&m), (320, 320, 0, 0, 0, 0, 0));
     assert_eq!((m.queue_depth, m.spool_bytes, m.failed_writes), (0, 0, 0));
@@ -292,16 +295,16 @@ async fn enrichment_fills_account_and_zone_names<S: ChainedStore>(fx: &Fixture<S
 async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
-    let flaky = FlakyStore::new(fx.store.clone());
+    let flaky = flaky_store(fx.store.clone());
     // More failures than attempts: without a spool the batch stays in memory and is retried.
-    flaky.fail_next(5, false);
+    flaky.interceptor().fail_next(5, false);
     let (sink, worker) = start(fast(flaky.clone())).await?;
     let first: Vec<AuditRecord> = (0..50)
         .map(|i| record(Some(["acc_w1", "acc_w2"][i % 2]), BASE_MS + i as i64))
         .collect();
     submit_all(&sink, &first);
     until_count(&fx.store, 50).await?;
-    assert_eq!(flaky.failures(), 5);
+    assert_eq!(flaky.interceptor().failures(), 5);
     eventually("the pipeline to be available again", || sink.is_available()).await?;
     let m = sink.metrics();
     assert_eq!(counts(&m), (50, 50, 0, 0, 0, 0, 0));
@@ -309,7 +312,7 @@ async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: ChainedStor
 
     // Unclear failures: the transaction committed but the answer was lost, twice. The
     // retries find the records already there and add nothing.
-    flaky.fail_next(2, true);
+    flaky.interceptor().fail_next(2, true);
     let second: Vec<AuditRecord> = (50..100)
         .map(|i| record(Some(["acc_w1", "acc_w2"][i % 2]), BASE_MS + i as i64))
         .collect();
@@ -322,12 +325,12 @@ async fn writer_failures_then_recovery_lose_and_duplicate_nothing<S: ChainedStor
     let m = stop(&sink, worker).await?;
     assert_eq!(counts(&m), (100, 50, 50, 0, 0, 0, 0));
     assert_eq!(m.failed_writes, 7);
-    assert_eq!(flaky.failures(), 7);
+    assert_eq!(flaky.interceptor().failures(), 7);
     assert_eq!(fx.store.count().await?, 100);
     for r in first.iter().chain(&second) {
         assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
     }
-    assert_in_order_per_account(&flaky.written());
+    assert_in_order_per_account(&flaky.interceptor().written());
     Ok(())
 }
 
@@ -335,8 +338,8 @@ async fn outage_at_startup_spools_then_replays_in_order<S: ChainedStore>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().set_down(true);
     let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), 1 << 20)).await?;
     assert!(sink.is_available(), "nothing has failed yet");
 
@@ -364,7 +367,7 @@ async fn outage_at_startup_spools_then_replays_in_order<S: ChainedStore>(
     assert_eq!(spool_segments(spool.path())?.1, bytes);
 
     // The database comes back: the spool is replayed, then records go straight in again.
-    flaky.set_down(false);
+    flaky.interceptor().set_down(false);
     eventually("the spool to be replayed", || sink.metrics().replayed == 31).await?;
     until_count(&fx.store, 31).await?;
     eventually("the pipeline to be available again", || sink.is_available()).await?;
@@ -382,7 +385,7 @@ async fn outage_at_startup_spools_then_replays_in_order<S: ChainedStore>(
         assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
     }
     // In order: within each account by time, and the spool before anything newer.
-    let written = flaky.written();
+    let written = flaky.interceptor().written();
     assert_in_order_per_account(&written);
     let order: Vec<_> = written.iter().map(|(_, _, id)| *id).collect();
     let mut want: Vec<_> = spooled.iter().map(|r| r.id).collect();
@@ -394,8 +397,8 @@ async fn outage_at_startup_spools_then_replays_in_order<S: ChainedStore>(
 
 async fn spool_is_replayed_after_a_restart<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().set_down(true);
     let records: Vec<AuditRecord> = (0..40)
         .map(|i| record(Some(["acc_r1", "acc_r2"][i % 2]), BASE_MS + i as i64))
         .collect();
@@ -416,7 +419,7 @@ async fn spool_is_replayed_after_a_restart<S: ChainedStore>(fx: &Fixture<S>) -> 
     assert_eq!(spool_segments(spool.path())?.1, bytes);
 
     // Second process, database up: it starts degraded, replays everything, and recovers.
-    flaky.set_down(false);
+    flaky.interceptor().set_down(false);
     let (sink, pipeline) = fast(flaky.clone())
         .spool(spool.path(), 1 << 20)
         .build()
@@ -437,7 +440,7 @@ async fn spool_is_replayed_after_a_restart<S: ChainedStore>(fx: &Fixture<S>) -> 
     for r in &records {
         assert_eq!(fx.store.get(account_of(r), r.id).await?, Some(json(r)?));
     }
-    let written = flaky.written();
+    let written = flaky.interceptor().written();
     assert_in_order_per_account(&written);
     assert_eq!(
         written.iter().map(|(_, _, id)| *id).collect::<Vec<_>>(),
@@ -461,7 +464,7 @@ async fn queue_overflow_counts_drops_and_writes_a_gap_record<S: ChainedStore>(
     assert_eq!((m.enqueued, m.dropped, m.queue_depth), (11, 20, 10));
     assert_eq!(fx.store.count().await?, 0);
 
-    flaky.release();
+    flaky.interceptor().release();
     until_count(&fx.store, 12).await?;
     let m = stop(&sink, worker).await?;
     assert_eq!(counts(&m), (11, 11, 0, 0, 0, 20, 1));
@@ -522,7 +525,7 @@ async fn a_full_queue_overflows_to_the_spool_and_loses_nothing<S: ChainedStore>(
         "an overflow is not an outage: strict requests go on"
     );
 
-    flaky.release();
+    flaky.interceptor().release();
     until_count(&fx.store, 500).await?;
     let m = stop(&sink, worker).await?;
     assert_eq!(counts(&m), (500, 500, 0, 489, 489, 0, 0), "{m:?}");
@@ -662,7 +665,7 @@ async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: ChainedStor
     assert!(!waiting.is_finished(), "no writer took a batch yet");
 
     // The hanging write ends; the writer takes the next batch of four and wakes the request.
-    flaky.release();
+    flaky.interceptor().release();
     tokio::time::timeout(Duration::from_secs(10), waiting).await??;
     let m = sink.metrics();
     assert_eq!((m.waited, m.waits_timed_out), (1, 0), "{m:?}");
@@ -676,9 +679,9 @@ async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: ChainedStor
             .backpressure(Duration::from_millis(30)),
     )
     .await?;
-    flaky.hold();
+    flaky.interceptor().hold();
     short.submit(records[7].clone());
-    eventually("the write to hang", || flaky.waiting() >= 1).await?;
+    eventually("the write to hang", || flaky.interceptor().waiting() >= 1).await?;
     for r in &records[8..11] {
         short.submit(r.clone());
     }
@@ -699,7 +702,7 @@ async fn backpressure_holds_requests_until_a_writer_takes_a_batch<S: ChainedStor
         tokio::spawn(async move { short.shutdown().await })
     };
     tokio::time::timeout(Duration::from_secs(10), waiting).await??;
-    flaky.release();
+    flaky.interceptor().release();
     stopping.await?;
     short_worker.await?;
     let m = stop(&sink, worker).await?;
@@ -853,8 +856,8 @@ async fn directory_is_asked_once_per_id_thanks_to_the_cache() -> TestResult {
 async fn spool_over_budget_counts_drops_and_writes_a_gap_record() -> TestResult {
     let fx = common::sqlite().await?;
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().set_down(true);
     let records: Vec<AuditRecord> = (0..12)
         .map(|i| record(Some("acc_b"), BASE_MS + i))
         .collect();
@@ -880,7 +883,7 @@ async fn spool_over_budget_counts_drops_and_writes_a_gap_record() -> TestResult 
     assert_eq!(m.spool_bytes, 5 * line);
     assert_eq!(spool_segments(spool.path())?, (5, 5 * line));
 
-    flaky.set_down(false);
+    flaky.interceptor().set_down(false);
     eventually("the gap record", || sink.metrics().gap_records == 1).await?;
     let m = stop(&sink, worker).await?;
     assert_eq!(counts(&m), (12, 5, 0, 5, 5, 7, 1));
@@ -939,8 +942,8 @@ async fn panicking_directory_does_not_stop_ingestion() -> TestResult {
 async fn drops_during_an_outage_are_reported_after_a_restart() -> TestResult {
     let fx = common::sqlite().await?;
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().set_down(true);
     let records: Vec<AuditRecord> = (0..5).map(|i| record(Some("acc_g"), BASE_MS + i)).collect();
     let budget = 2 * spool_line_len(&records[0])?;
     let (sink, worker) = start(
@@ -953,7 +956,7 @@ async fn drops_during_an_outage_are_reported_after_a_restart() -> TestResult {
     let m = stop(&sink, worker).await?;
     assert_eq!(counts(&m), (5, 0, 0, 2, 0, 3, 0));
 
-    flaky.set_down(false);
+    flaky.interceptor().set_down(false);
     let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), budget)).await?;
     eventually("the spool to be replayed", || sink.metrics().replayed == 2).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -981,8 +984,8 @@ async fn drops_during_an_outage_are_reported_after_a_restart() -> TestResult {
 async fn the_pipeline_is_available_again_soon_while_records_keep_arriving() -> TestResult {
     let fx = common::sqlite().await?;
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().set_down(true);
     let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), 64 << 20)).await?;
 
     // A steady load, one record every 2 ms over three accounts, until told to stop.
@@ -1010,8 +1013,8 @@ async fn the_pipeline_is_available_again_soon_while_records_keep_arriving() -> T
     assert!(!sink.is_available());
 
     // The database is back, but every transaction takes 25 ms.
-    flaky.set_latency(Duration::from_millis(25));
-    flaky.set_down(false);
+    flaky.interceptor().set_latency(Duration::from_millis(25));
+    flaky.interceptor().set_down(false);
     let back = tokio::time::Instant::now();
     let limit = Duration::from_secs(5);
     while !sink.is_available() && back.elapsed() < limit {
@@ -1021,7 +1024,7 @@ async fn the_pipeline_is_available_again_soon_while_records_keep_arriving() -> T
     eprintln!("available again {available_after:?} after the database came back");
     stop_load.store(true, Ordering::Release);
     let sent = load.await?;
-    flaky.set_latency(Duration::ZERO);
+    flaky.interceptor().set_latency(Duration::ZERO);
     let m = common::time_limit(common::TEST_TIMEOUT, async { stop(&sink, worker).await }).await?;
     assert!(
         available_after < limit,
@@ -1034,7 +1037,7 @@ async fn the_pipeline_is_available_again_soon_while_records_keep_arriving() -> T
     assert_eq!(m.stored, sent.len() as u64, "{m:?}");
     assert_eq!(fx.store.count().await?, sent.len() as u64);
     assert_eq!(spool_segments(spool.path())?, (0, 0));
-    assert_in_order_per_account(&flaky.written());
+    assert_in_order_per_account(&flaky.interceptor().written());
     Ok(())
 }
 

@@ -172,8 +172,8 @@ async fn retention_sends_its_anchor_to_the_checkpoint_sink<S: Chainable>(
 async fn a_forged_spool_line_is_not_replayed<S: Chainable>(fx: &Fixture<S>) -> TestResult {
     let store = fx.store.with_chain(keys());
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(store.clone());
+    flaky.interceptor().set_down(true);
     let records: Vec<AuditRecord> = (0..5).map(|i| record(Some("acc_s"), BASE_MS + i)).collect();
     {
         let (sink, worker) = start(fast(flaky.clone()).spool(spool.path(), 1 << 20)).await?;
@@ -372,8 +372,8 @@ async fn write_everything_and_check_modes() -> TestResult {
     let spool = data.join("spool");
     let file = data.join("external/checkpoints.jsonl");
     // First records go to the spool (the database "down"), then everything is replayed.
-    let flaky = FlakyStore::new(store.clone());
-    flaky.set_down(true);
+    let flaky = flaky_store(store.clone());
+    flaky.interceptor().set_down(true);
     let (sink, worker) = start(
         fast(flaky.clone())
             .spool(&spool, 1 << 20)
@@ -387,7 +387,7 @@ async fn write_everything_and_check_modes() -> TestResult {
     let (segments, _) = spool_segments(&spool)?;
     assert!(segments > 0);
     let running = loose_permissions(&data)?;
-    flaky.set_down(false);
+    flaky.interceptor().set_down(false);
     eventually("the spool to be replayed", || sink.metrics().replayed == 5).await?;
     assert!(data.join("db/audit.db-wal").exists() && data.join("db/audit.db-shm").exists());
     let stopped_store = loose_permissions(&data)?;
@@ -419,8 +419,8 @@ fn large_record(account: &str, time_ms: i64, bytes: usize) -> AuditRecord {
 async fn the_queue_and_batches_are_bounded_in_bytes() -> TestResult {
     let fx = sqlite().await?;
     let spool = tempfile::tempdir()?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.hold();
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().hold();
     let (sink, worker) = start(
         fast(flaky.clone())
             .queue_capacity(8192)
@@ -434,7 +434,10 @@ async fn the_queue_and_batches_are_bounded_in_bytes() -> TestResult {
         .map(|i| large_record("acc_b", BASE_MS + i, 8 << 10))
         .collect();
     sink.submit(records[0].clone());
-    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    eventually("the first write to hang", || {
+        flaky.interceptor().waiting() >= 1
+    })
+    .await?;
     for r in &records[1..] {
         sink.submit(r.clone());
     }
@@ -453,8 +456,8 @@ async fn the_queue_and_batches_are_bounded_in_bytes() -> TestResult {
     .await?;
     let m = sink.metrics();
     assert!(m.queue_bytes <= 64 << 10, "{m:?}");
-    let calls_before = flaky.calls();
-    flaky.release();
+    let calls_before = flaky.interceptor().calls();
+    flaky.interceptor().release();
     let m = stop(&sink, worker).await?;
     assert_eq!(m.dropped, 0, "{m:?}");
     assert_eq!(m.stored, 60, "{m:?}");
@@ -462,9 +465,9 @@ async fn the_queue_and_batches_are_bounded_in_bytes() -> TestResult {
     assert_eq!(fx.store.count().await?, 60);
     // 20 KiB a batch: two records of 8 KiB (and their JSON), so at least 30 writes.
     assert!(
-        flaky.calls() - calls_before >= 30,
+        flaky.interceptor().calls() - calls_before >= 30,
         "{} writes for 60 records of 8 KiB",
-        flaky.calls() - calls_before
+        flaky.interceptor().calls() - calls_before
     );
     fx.teardown().await?;
     Ok(())
@@ -475,8 +478,8 @@ async fn the_queue_and_batches_are_bounded_in_bytes() -> TestResult {
 #[tokio::test]
 async fn backpressure_holds_requests_by_bytes_too() -> TestResult {
     let fx = sqlite().await?;
-    let flaky = FlakyStore::new(fx.store.clone());
-    flaky.hold();
+    let flaky = flaky_store(fx.store.clone());
+    flaky.interceptor().hold();
     let (sink, worker) = start(
         fast(flaky.clone())
             .queue_capacity(8192)
@@ -485,7 +488,10 @@ async fn backpressure_holds_requests_by_bytes_too() -> TestResult {
     )
     .await?;
     sink.submit(large_record("acc_p", BASE_MS, 8 << 10));
-    eventually("the first write to hang", || flaky.waiting() >= 1).await?;
+    eventually("the first write to hang", || {
+        flaky.interceptor().waiting() >= 1
+    })
+    .await?;
     for i in 1..=4 {
         sink.submit(large_record("acc_p", BASE_MS + i, 8 << 10));
     }
@@ -502,7 +508,7 @@ async fn backpressure_holds_requests_by_bytes_too() -> TestResult {
     let waiting = tokio::spawn(wait);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiting.is_finished(), "a request waits for room");
-    flaky.release();
+    flaky.interceptor().release();
     tokio::time::timeout(Duration::from_secs(2), waiting).await??;
     let m = stop(&sink, worker).await?;
     assert_eq!((m.stored, m.waited, m.waits_timed_out), (7, 1, 0));

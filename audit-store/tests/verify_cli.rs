@@ -1,6 +1,7 @@
 //! The `audit-verify` binary against a real SQLite database: `ok` and exit 0 on an untouched
-//! log, the break and exit 1 after an edit, a clear error and exit 2 on bad input, and never
-//! a secret in its output.
+//! log, the break and exit 1 after an edit, `UNVERIFIABLE` and exit 3 where no checkpoint
+//! covers a chain, a clear error and exit 2 on bad input or a public key it cannot trust,
+//! and never a secret in its output.
 
 #[allow(unused_macros)]
 mod common;
@@ -13,6 +14,7 @@ use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints};
 use audit_store::store::{AuditStore, ChainedStore};
 
 use common::{BASE_MS, TestResult, record, rows};
+use sha2::Digest as _;
 
 const SECRET_HEX: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 
@@ -60,7 +62,9 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     let kept = dir.path().join("checkpoints.jsonl");
     audit_store::chain::CheckpointSink::publish(&JsonLinesCheckpoints::new(&kept), &checkpoints)
         .await?;
-    let public = dir.path().join("audit-public.key");
+    // The auditor's copy of the key, outside the database's directory.
+    let auditor = tempfile::tempdir()?;
+    let public = auditor.path().join("audit-public.key");
     std::fs::write(&public, format!("{}\n", keys.public_key()))?;
     let secret = dir.path().join("chain.secret");
     std::fs::write(&secret, SECRET_HEX)?;
@@ -190,5 +194,195 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
         "{}",
         wrong_key.stdout
     );
+    Ok(())
+}
+
+/// A database of two accounts of 30 records each, checkpointed (also into a file kept
+/// outside); returns the store, the database URL and the file of checkpoints.
+async fn two_accounts(
+    dir: &Path,
+    keys: &ChainKeys,
+) -> TestResult<(SqliteStore, String, std::path::PathBuf)> {
+    let db = dir.join("audit.db");
+    let store = SqliteStore::open(&db).await?.chained(keys.clone());
+    store.migrate().await?;
+    for account in ["acc-1", "acc-2"] {
+        let records: Vec<_> = (0..30)
+            .map(|i| record(Some(account), BASE_MS + i))
+            .collect();
+        store.insert(&rows(&records)?).await?;
+    }
+    let checkpoints = store.checkpoint(BASE_MS + 1000).await?;
+    let kept = dir.join("checkpoints.jsonl");
+    audit_store::chain::CheckpointSink::publish(&JsonLinesCheckpoints::new(&kept), &checkpoints)
+        .await?;
+    Ok((store, url(&db), kept))
+}
+
+#[tokio::test]
+async fn without_a_checkpoint_a_chain_is_unverifiable_and_the_exit_status_is_3() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let keys = ChainKeys::from_secret(&ChainSecret::from_hex(SECRET_HEX)?);
+    let (store, database, _) = two_accounts(dir.path(), &keys).await?;
+    let key = keys.public_key().to_hex();
+    let ok = run(&["--database-url", &database, "--public-key", &key])?;
+    assert_eq!(ok.code, Some(0), "{}", ok.stdout);
+
+    // An insider rewrites acc-1 (here: records newer than its checkpoint, as a rechained log
+    // would be) and deletes the stored checkpoints: with only the public key nothing can
+    // prove the log wrong, and nothing vouches for it either.
+    let more: Vec<_> = (30..35)
+        .map(|i| record(Some("acc-1"), BASE_MS + i))
+        .collect();
+    store.insert(&rows(&more)?).await?;
+    let tail = run(&["--database-url", &database, "--public-key", &key])?;
+    assert_eq!(tail.code, Some(3), "{}{}", tail.stdout, tail.stderr);
+    assert!(
+        tail.stdout.contains("UNVERIFIABLE \"acc-1\"")
+            && tail
+                .stdout
+                .contains("records 31 to 35 are newer than the newest checkpoint")
+            && tail.stdout.contains("ok \"acc-2\""),
+        "{}",
+        tail.stdout
+    );
+    sqlx::raw_sql("DELETE FROM audit_checkpoints")
+        .execute(store.pool())
+        .await?;
+    for args in [
+        vec!["--database-url", &database, "--public-key", &key],
+        vec![
+            "--database-url",
+            &database,
+            "--public-key",
+            &key,
+            "--account",
+            "acc-2",
+            "--json",
+        ],
+    ] {
+        let none = run(&args)?;
+        assert_eq!(none.code, Some(3), "{}{}", none.stdout, none.stderr);
+        assert!(
+            none.stdout.contains("UNVERIFIABLE") || none.stdout.contains("\"unverifiable\""),
+            "{}",
+            none.stdout
+        );
+        assert!(!none.stdout.contains("ok \""), "{}", none.stdout);
+    }
+    // An empty database proves nothing either.
+    let empty_dir = tempfile::tempdir()?;
+    let empty = SqliteStore::open(empty_dir.path().join("audit.db")).await?;
+    empty.migrate().await?;
+    let nothing = run(&[
+        "--database-url",
+        &url(&empty_dir.path().join("audit.db")),
+        "--public-key",
+        &key,
+    ])?;
+    assert_eq!(nothing.code, Some(3), "{}", nothing.stdout);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_public_key_from_the_data_directory_is_refused_unless_pinned() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let keys = ChainKeys::from_secret(&ChainSecret::from_hex(SECRET_HEX)?);
+    let (_store, database, _) = two_accounts(dir.path(), &keys).await?;
+    // The key the server left beside its database: an insider may have replaced it.
+    let beside = dir.path().join("audit-public.key");
+    std::fs::write(&beside, format!("{}\n", keys.public_key()))?;
+    let beside_arg = format!("@{}", beside.display());
+    let refused = run(&["--database-url", &database, "--public-key", &beside_arg])?;
+    assert_eq!(refused.code, Some(2), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("database's directory") && refused.stderr.contains("--fingerprint"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+
+    // Pinned by its fingerprint, the same file is trusted...
+    let bytes = hex::decode(keys.public_key().to_hex())?;
+    let print = hex::encode(sha2::Sha256::digest(&bytes));
+    let pinned = run(&[
+        "--database-url",
+        &database,
+        "--public-key",
+        &beside_arg,
+        "--fingerprint",
+        &print,
+    ])?;
+    assert_eq!(pinned.code, Some(0), "{}{}", pinned.stdout, pinned.stderr);
+    // ... and a key an insider put there instead is not.
+    let theirs = ChainKeys::from_secret(&ChainSecret::from_bytes([6; 32]));
+    std::fs::write(&beside, format!("{}\n", theirs.public_key()))?;
+    let swapped = run(&[
+        "--database-url",
+        &database,
+        "--public-key",
+        &beside_arg,
+        "--fingerprint",
+        &print,
+    ])?;
+    assert_eq!(swapped.code, Some(2), "{}", swapped.stdout);
+    assert!(
+        swapped.stderr.contains("no --fingerprint pins"),
+        "{}",
+        swapped.stderr
+    );
+    let bad = run(&[
+        "--database-url",
+        &database,
+        "--public-key",
+        &beside_arg,
+        "--fingerprint",
+        "abc",
+    ])?;
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("--fingerprint"), "{}", bad.stderr);
+    Ok(())
+}
+
+#[tokio::test]
+async fn accounts_are_found_from_records_and_checkpoints_not_only_from_heads() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let keys = ChainKeys::from_secret(&ChainSecret::from_hex(SECRET_HEX)?);
+    let (store, database, kept) = two_accounts(dir.path(), &keys).await?;
+    let key = keys.public_key().to_hex();
+    let kept = kept.display().to_string();
+    // acc-1 loses its head row; acc-2 loses its records, head and stored checkpoints.
+    sqlx::raw_sql(
+        "DELETE FROM audit_chain_heads WHERE chain = 'acc-1'; \
+         DELETE FROM audit_logs WHERE account_id = 'acc-2'; \
+         DELETE FROM audit_chain_heads WHERE chain = 'acc-2'; \
+         DELETE FROM audit_checkpoints WHERE chain = 'acc-2'",
+    )
+    .execute(store.pool())
+    .await?;
+    // Account by account (a span), and the whole store in one pass.
+    for extra in [vec!["--since", "2020-01-01"], vec![]] {
+        let mut args = vec![
+            "--database-url",
+            database.as_str(),
+            "--public-key",
+            key.as_str(),
+            "--checkpoints",
+            kept.as_str(),
+        ];
+        args.extend(extra.iter().copied());
+        let report = run(&args)?;
+        assert_eq!(report.code, Some(1), "{}{}", report.stdout, report.stderr);
+        assert!(
+            report.stdout.contains("BROKEN \"acc-1\"") && report.stdout.contains("head_missing"),
+            "{args:?}: {}",
+            report.stdout
+        );
+        assert!(
+            report.stdout.contains("BROKEN \"acc-2\"") && report.stdout.contains("truncated"),
+            "{args:?}: {}",
+            report.stdout
+        );
+    }
     Ok(())
 }

@@ -123,7 +123,11 @@ async fn serve<S: ChainedStore>(
         .await
         .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
-    let audit_log = app::audit_log_router(store, state.clone());
+    let audit_log = app::audit_log_router(
+        store,
+        state.clone(),
+        JsonLinesCheckpoints::new(config.data_dir.join("checkpoints.jsonl")),
+    );
     let bounds = &config.bounds;
     let (app, flush) = app::router(state, sink.clone(), audit_log, |layer| {
         layer

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 use audit_layer::AuditLayer;
 use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
-use audit_store::chain::ChainKeys;
-use audit_store::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, StoredRecord,
-    TimedLink,
-};
+use audit_store::model::StoredRecord;
 use audit_store::pipeline::{self, IngestSink};
-use audit_store::store::{AuditStore, ChainedStore, LinkScan};
+use audit_store::store::intercept::{Intercepted, Interceptor};
+use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::{PostgresStore, SqliteStore};
 use axum::Router;
 use axum::routing::{get, post};
@@ -267,10 +264,7 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
             ),
             None,
         ),
-        Variant::AuditDiscard => (
-            app().layer(AuditLayer::new(spec()?).sink(DiscardSink)),
-            None,
-        ),
+        Variant::AuditDiscard => (app().layer(audit_layer()?.sink(DiscardSink)), None),
         Variant::AuditSqlite => {
             let store = SqliteStore::open(args.data_dir.join("audit.db")).await?;
             store.migrate().await?;
@@ -294,8 +288,15 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
 
 /// The handlers behind the audit layer, into the pipeline.
 fn audited(ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
-    let app = app().layer(AuditLayer::new(spec()?).sink(ingest.sink.clone()));
+    let app = app().layer(audit_layer()?.sink(ingest.sink.clone()));
     Ok((app, Some(ingest)))
+}
+
+/// The audit layer of the audited variants. The load generator, on this host, stands in for a
+/// trusted proxy: the layer keeps the `x-request-id` it gives each request as `raw.ray_id`
+/// only from a trusted peer, and the records are matched to the requests by it.
+fn audit_layer() -> Result<AuditLayer, BoxError> {
+    Ok(AuditLayer::new(spec()?).trusted_proxies(["127.0.0.1/32".parse()?, "::1/128".parse()?]))
 }
 
 /// rune-axum-audit's own `StdoutSink`, made `Clone`: its `AuditLayer` derives `Clone` with a
@@ -322,10 +323,7 @@ async fn start_pipeline<S: ChainedStore>(
     default_writers: usize,
 ) -> Result<Ingest, BoxError> {
     let commits = Arc::new(Mutex::new(CommitLog::default()));
-    let store = TimedStore {
-        inner: store,
-        commits: Arc::clone(&commits),
-    };
+    let store = Intercepted::new(store, CommitTimes(Arc::clone(&commits)));
     let writers = if args.writers == 0 {
         default_writers
     } else {
@@ -356,23 +354,20 @@ struct CommitLog {
     committed: u64,
 }
 
-/// A store that notes, for every batch it commits, when the insert returned and how old each
-/// record was by then (commit time minus the record's `action.time`, the request's start).
+/// Notes, for every batch a store commits, when the insert returned and how old each record
+/// was by then (commit time minus the record's `action.time`, the request's start).
 #[derive(Clone, Debug)]
-struct TimedStore<S> {
-    inner: S,
-    commits: Arc<Mutex<CommitLog>>,
-}
+struct CommitTimes(Arc<Mutex<CommitLog>>);
 
-impl<S: AuditStore> AuditStore for TimedStore<S> {
-    async fn migrate(&self) -> audit_store::Result<()> {
-        self.inner.migrate().await
-    }
-
-    async fn insert(&self, records: &[StoredRecord]) -> audit_store::Result<u64> {
-        let new = self.inner.insert(records).await?;
+impl Interceptor for CommitTimes {
+    async fn insert<S: AuditStore>(
+        &self,
+        inner: &S,
+        records: &[StoredRecord],
+    ) -> audit_store::Result<u64> {
+        let new = inner.insert(records).await?;
         let now = unix_ms();
-        let mut log = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for record in records.iter().filter(|r| r.action_type != "gap") {
             log.lags_ms
                 .push(u32::try_from((now - record.time_ms).max(0)).unwrap_or(u32::MAX));
@@ -381,87 +376,6 @@ impl<S: AuditStore> AuditStore for TimedStore<S> {
         let committed = log.committed;
         log.commits.push((now, committed));
         Ok(new)
-    }
-
-    async fn ping(&self) -> audit_store::Result<()> {
-        self.inner.ping().await
-    }
-
-    async fn delete_before(&self, cutoff_ms: i64) -> audit_store::Result<u64> {
-        self.inner.delete_before(cutoff_ms).await
-    }
-
-    async fn get(&self, account_id: &str, id: uuid::Uuid) -> audit_store::Result<Option<String>> {
-        self.inner.get(account_id, id).await
-    }
-
-    async fn count(&self) -> audit_store::Result<u64> {
-        self.inner.count().await
-    }
-
-    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Page> {
-        self.inner.page(query).await
-    }
-}
-
-impl<S: ChainedStore> ChainedStore for TimedStore<S> {
-    fn chain_keys(&self) -> Option<&ChainKeys> {
-        self.inner.chain_keys()
-    }
-
-    async fn chain_heads(&self) -> audit_store::Result<Vec<ChainHead>> {
-        self.inner.chain_heads().await
-    }
-
-    async fn chain_head(&self, chain: &str) -> audit_store::Result<Option<ChainHead>> {
-        self.inner.chain_head(chain).await
-    }
-
-    async fn chain_rows(
-        &self,
-        chain: &str,
-        after: (i64, uuid::Uuid),
-        limit: u32,
-    ) -> audit_store::Result<Vec<ChainRow>> {
-        self.inner.chain_rows(chain, after, limit).await
-    }
-
-    async fn chain_span(
-        &self,
-        chain: &str,
-        since_ms: i64,
-        before_ms: i64,
-    ) -> audit_store::Result<Option<(i64, i64)>> {
-        self.inner.chain_span(chain, since_ms, before_ms).await
-    }
-
-    async fn chain_page(
-        &self,
-        chain: &str,
-        span: (i64, i64),
-        after: Option<(i64, uuid::Uuid)>,
-        direction: Direction,
-        limit: u32,
-    ) -> audit_store::Result<Vec<TimedLink>> {
-        self.inner
-            .chain_page(chain, span, after, direction, limit)
-            .await
-    }
-
-    fn chain_scan(&self, scope: ChainScope) -> LinkScan {
-        self.inner.chain_scan(scope)
-    }
-
-    async fn all_checkpoints(&self) -> audit_store::Result<Vec<Checkpoint>> {
-        self.inner.all_checkpoints().await
-    }
-
-    async fn checkpoints(&self, chain: &str) -> audit_store::Result<Vec<Checkpoint>> {
-        self.inner.checkpoints(chain).await
-    }
-
-    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> audit_store::Result<()> {
-        self.inner.write_checkpoints(checkpoints).await
     }
 }
 

@@ -65,7 +65,11 @@ fn policy() -> AuditPolicy {
                 .query_plan(QueryPlan::new(["name"])),
         )
         .operation(Operation::new(Method::DELETE, DNS_RECORD).summary("Delete DNS Record"))
-        .operation(Operation::new(Method::GET, EXPORT).summary("Download a zone export"))
+        .operation(
+            Operation::new(Method::GET, EXPORT)
+                .summary("Download a zone export")
+                .query_plan(QueryPlan::default().declare(["hold"])),
+        )
         .operation(Operation::new(Method::GET, WHOAMI).summary("User Details"))
         .operation(Operation::new(Method::GET, VERIFY_TOKEN).summary("Verify Token"))
         .operation(Operation::new(Method::GET, CRASH).summary("Crash"))
@@ -914,7 +918,7 @@ async fn credentials_never_reach_a_record() {
     }
     assert_eq!(
         records[0].raw.uri,
-        "/accounts/acc_1/alerting/v3/policies/pol_1?token=REDACTED&api_key=REDACTED"
+        "/accounts/acc_1/alerting/v3/policies/pol_1?REDACTED=REDACTED&REDACTED=REDACTED"
     );
 }
 
@@ -991,20 +995,39 @@ async fn the_generated_request_id_is_echoed_and_is_the_ray_id() {
     assert_eq!(records[0].raw.ray_id, echoed);
 }
 
+/// The test client on loopback, as a trusted proxy.
+fn loopback_trusted(layer: AuditLayer) -> AuditLayer {
+    layer.trusted_proxies(["127.0.0.0/8".parse().unwrap()])
+}
+
 #[tokio::test]
-async fn a_well_formed_incoming_request_id_is_kept() {
-    let app = spawn_app(|layer| layer).await;
+async fn a_well_formed_request_id_from_a_trusted_proxy_is_kept() {
+    let app = spawn_app(loopback_trusted).await;
     let response = app
         .send(Method::GET, "/user", &[("x-request-id", "abc-123")], None)
         .await;
     assert_eq!(response.headers()["x-request-id"], "abc-123");
     let records = exactly(&app.sink, 1).await;
     assert_eq!(records[0].raw.ray_id, "abc-123");
+    assert_eq!(records[0].raw.client_request_id, None);
+}
+
+#[tokio::test]
+async fn a_request_id_from_a_client_is_replaced_and_kept_apart() {
+    let app = spawn_app(|layer| layer).await;
+    let response = app
+        .send(Method::GET, "/user", &[("x-request-id", "abc-123")], None)
+        .await;
+    let echoed = header(&response, "x-request-id");
+    assert!(is_generated_ray_id(&echoed), "{echoed}");
+    let records = exactly(&app.sink, 1).await;
+    assert_eq!(records[0].raw.ray_id, echoed);
+    assert_eq!(records[0].raw.client_request_id.as_deref(), Some("abc-123"));
 }
 
 #[tokio::test]
 async fn a_malformed_incoming_request_id_is_replaced() {
-    let app = spawn_app(|layer| layer).await;
+    let app = spawn_app(loopback_trusted).await;
     let too_long = "a".repeat(300);
     for bad in [too_long.as_str(), "abc 123", "abc/123"] {
         let response = app
@@ -1029,7 +1052,10 @@ async fn a_malformed_incoming_request_id_is_replaced() {
 
 #[tokio::test]
 async fn a_custom_request_id_header_is_honoured() {
-    let app = spawn_app(|layer| layer.request_id_header(HeaderName::from_static("cf-ray"))).await;
+    let app = spawn_app(|layer| {
+        loopback_trusted(layer).request_id_header(HeaderName::from_static("cf-ray"))
+    })
+    .await;
     let response = app
         .send(
             Method::GET,
@@ -1082,7 +1108,7 @@ async fn control_characters_are_escaped_in_every_recorded_string() {
     assert_eq!(json["raw"]["user_agent"], r"evil\x09agent\u{9b}[31m\xff");
     assert_eq!(
         json["raw"]["uri"],
-        r"/zones/z%1b1/dns_records/r\u{9b}9?name=%1b[31m\u{85}red&other=REDACTED"
+        r"/zones/z%1b1/dns_records/r\u{9b}9?name=%1b[31m\u{85}red&REDACTED=REDACTED"
     );
     assert_eq!(json["zone"]["id"], r"z\x1b1");
     assert_eq!(json["resource"]["id"], r"r\u{9b}9");

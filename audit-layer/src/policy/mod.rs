@@ -221,7 +221,8 @@ impl Operation {
         self
     }
 
-    /// Which query parameters keep their values in `raw.uri`. Defaults to none.
+    /// Which query parameters `raw.uri` names, and which keep their values (see
+    /// [`QueryPlan`]). Defaults to none: every parameter is recorded as `REDACTED=REDACTED`.
     pub fn query_plan(mut self, plan: QueryPlan) -> Self {
         self.query = plan;
         self

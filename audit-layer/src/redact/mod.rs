@@ -372,22 +372,31 @@ impl ResponsePlans {
     }
 }
 
-/// Which query parameters of an operation keep their values in `raw.uri`.
+/// Which query parameters of an operation `raw.uri` names, and which keep their values.
+///
+/// A parameter the operation does not declare is recorded as `REDACTED` (name and value): a
+/// client can put anything in a name, a token or a password too. A declared parameter keeps
+/// its name; its value is `REDACTED` unless the parameter is auditable. An auditable parameter
+/// is declared.
 ///
 /// ```
 /// use audit_layer::redact::QueryPlan;
 ///
-/// let plan = QueryPlan::new(["page", "per_page"]);
-/// assert!(plan.is_auditable("page"));
-/// assert!(!plan.is_auditable("api_key"));
+/// let plan = QueryPlan::new(["page", "per_page"]).declare(["sort"]);
+/// assert!(plan.is_auditable("page") && plan.is_declared("page"));
+/// assert!(plan.is_declared("sort") && !plan.is_auditable("sort"));
+/// assert!(!plan.is_declared("api_key"));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct QueryPlan {
     auditable: Arc<[Box<str>]>,
+    /// Declared and not auditable.
+    declared: Arc<[Box<str>]>,
 }
 
 impl QueryPlan {
-    /// A plan that keeps the values of the named parameters.
+    /// A plan that keeps the values of the named parameters (which it declares), and declares
+    /// no other.
     pub fn new<I, S>(auditable: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -395,7 +404,21 @@ impl QueryPlan {
     {
         Self {
             auditable: auditable.into_iter().map(Into::into).collect(),
+            declared: Arc::from([]),
         }
+    }
+
+    /// Declares the named parameters too: `raw.uri` keeps their names, with their values
+    /// `REDACTED` (unless they are auditable).
+    pub fn declare<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        let mut declared: Vec<Box<str>> = self.declared.iter().cloned().collect();
+        declared.extend(names.into_iter().map(Into::into));
+        self.declared = declared.into();
+        self
     }
 
     /// Whether the value of parameter `name` may be recorded.
@@ -403,10 +426,20 @@ impl QueryPlan {
         self.auditable.iter().any(|n| **n == *name)
     }
 
-    /// `path?query` as it may be recorded: query values redacted unless auditable, control
-    /// characters and invalid UTF-8 escaped.
+    /// Whether parameter `name` is declared, so that its name may be recorded: an auditable
+    /// parameter, or one named by [`declare`](Self::declare). `name[]` (the array form) is
+    /// declared with `name`.
+    pub fn is_declared(&self, name: &str) -> bool {
+        let name = name.strip_suffix("[]").unwrap_or(name);
+        self.is_auditable(name) || self.declared.iter().any(|n| **n == *name)
+    }
+
+    /// `path?query` as it may be recorded: the path as routed (see [`routed_path`]), query
+    /// parameters the operation does not declare redacted whole, values redacted unless
+    /// auditable, hidden characters and invalid UTF-8 escaped.
     pub(crate) fn redact_uri(&self, uri: &http::Uri) -> String {
-        let path = escape::visible(uri.path().as_bytes());
+        let path = routed_path(uri.path());
+        let path = escape::visible(path.as_bytes());
         let Some(query) = uri.query() else {
             return path.into_owned();
         };
@@ -426,14 +459,15 @@ impl QueryPlan {
                 None => (pair, None),
             };
             let name: Cow<'_, str> = percent_decode_str(raw_name).decode_utf8_lossy();
-            if !is_plain_name(&name) {
+            if !is_plain_name(&name) || !self.is_declared(&name) {
                 out.push_str(REDACTED);
                 if value.is_some() {
                     let _ = write!(out, "={REDACTED}");
                 }
                 continue;
             }
-            out.push_str(raw_name);
+            // Decoded: a declared name, plain ASCII.
+            out.push_str(&name);
             match value {
                 Some(value) if self.is_auditable(&name) => {
                     out.push('=');
@@ -447,6 +481,46 @@ impl QueryPlan {
         }
         out
     }
+}
+
+/// `path` as the router matched it: the percent-escapes of unreserved characters (RFC 3986:
+/// `A-Z a-z 0-9 - . _ ~`) decoded, for they name the same resource either way
+/// (`/accounts/acc%5Fdemo` is `/accounts/acc_demo`); every other escape kept as written, so
+/// that `%2F` stays apart from a `/` that separates segments.
+///
+/// ```
+/// # use audit_layer::redact::routed_path;
+/// assert_eq!(routed_path("/accounts/acc%5Fdemo/%7Ehome"), "/accounts/acc_demo/~home");
+/// assert_eq!(routed_path("/files/a%2Fb%20c%zz%4"), "/files/a%2Fb%20c%zz%4");
+/// ```
+pub fn routed_path(path: &str) -> Cow<'_, str> {
+    let Some(first) = path.find('%') else {
+        return Cow::Borrowed(path);
+    };
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    // `path[copied..at]` is still to be written as it is.
+    let mut copied = 0;
+    let mut at = first;
+    while let Some(offset) = path[at..].find('%') {
+        at += offset;
+        let decoded = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        match decoded {
+            Some(b) => {
+                out.push_str(&path[copied..at]);
+                out.push(char::from(b));
+                at += 3;
+                copied = at;
+            }
+            None => at += 1,
+        }
+    }
+    out.push_str(&path[copied..]);
+    Cow::Owned(out)
 }
 
 fn is_plain_name(name: &str) -> bool {
@@ -467,7 +541,7 @@ mod tests {
 
     #[test]
     fn only_auditable_query_values_are_kept() {
-        let plan = QueryPlan::new(["page"]);
+        let plan = QueryPlan::new(["page"]).declare(["token", "flag"]);
         assert_eq!(
             redact(&plan, "/zones?page=2&token=s3cret&flag"),
             "/zones?page=2&token=REDACTED&flag"
@@ -479,23 +553,38 @@ mod tests {
             "/zones?page=1&&token=REDACTED"
         );
         assert_eq!(
-            redact(&QueryPlan::default(), "/z?page=2"),
+            redact(&QueryPlan::default().declare(["page"]), "/z?page=2"),
             "/z?page=REDACTED"
         );
     }
 
     #[test]
-    fn names_that_look_like_secrets_are_redacted_too() {
-        let plan = QueryPlan::new(["page"]);
+    fn undeclared_names_are_redacted_with_their_values() {
+        let plan = QueryPlan::new(["page"]).declare(["filter", "ids"]);
+        assert_eq!(
+            redact(&plan, "/login?pw-secret-1&page=2&token[tok_5ecret9]=1"),
+            "/login?REDACTED&page=2&REDACTED=REDACTED"
+        );
+        assert_eq!(
+            redact(&QueryPlan::default(), "/z?page=2&x"),
+            "/z?REDACTED=REDACTED&REDACTED"
+        );
+        // Declared names are matched decoded, and written so.
+        assert_eq!(
+            redact(&plan, "/a?pa%67e=3&ids[]=1"),
+            "/a?page=3&ids[]=REDACTED"
+        );
+        assert_eq!(redact(&plan, "/a?filter[name]=x"), "/a?REDACTED=REDACTED");
+    }
+
+    #[test]
+    fn names_that_look_like_secrets_are_redacted_even_if_declared() {
         let secret = "sk_live_51HqLyjWDarjtT1zdp7dcXYZabcdefgh";
+        let plan = QueryPlan::new(["page"]).declare([secret, "we ird", ""]);
         assert_eq!(redact(&plan, &format!("/a?{secret}")), "/a?REDACTED");
         assert_eq!(
             redact(&plan, "/a?we%20ird=1&=x"),
             "/a?REDACTED=REDACTED&REDACTED=REDACTED"
-        );
-        assert_eq!(
-            redact(&plan, "/a?filter[name]=x"),
-            "/a?filter[name]=REDACTED"
         );
     }
 
@@ -505,6 +594,24 @@ mod tests {
         let uri =
             http::Uri::from_maybe_shared(bytes::Bytes::from_static(b"/a%1b?q=%1b[31m")).unwrap();
         assert_eq!(plan.redact_uri(&uri), "/a%1b?q=%1b[31m");
+    }
+
+    #[test]
+    fn the_path_is_recorded_as_routed() {
+        let plan = QueryPlan::new(["page"]);
+        assert_eq!(
+            redact(&plan, "/accounts/acc%5Fdemo/alerting/v3/p%6flicies?page=1"),
+            "/accounts/acc_demo/alerting/v3/policies?page=1"
+        );
+        // Reserved and other characters stay escaped; malformed escapes stay as written.
+        for kept in [
+            "/a%2Fb", "/a%3f", "/%25", "/%", "/a%4", "/a%g1", "/%C3%A9", "/%00",
+        ] {
+            assert_eq!(redact(&plan, kept), kept);
+        }
+        assert_eq!(routed_path("%41%2d%2E%5f%7e%30"), "A-._~0");
+        assert_eq!(routed_path("%%41"), "%A");
+        assert!(matches!(routed_path("/plain/path"), Cow::Borrowed(_)));
     }
 
     fn json_type() -> HeaderValue {

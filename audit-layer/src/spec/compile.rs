@@ -189,9 +189,12 @@ impl<'d> Compiler<'d> {
             operation = operation.resource_type(kind);
         }
 
-        let auditable =
-            self.auditable_query_params(shared_params, item_ptr, op.get("parameters"), ptr)?;
-        operation = operation.query_plan(QueryPlan::new(auditable));
+        let query = self.query_params(shared_params, item_ptr, op.get("parameters"), ptr)?;
+        let (auditable, declared): (Vec<_>, Vec<_>) = query.into_iter().partition(|(_, m)| *m);
+        operation = operation.query_plan(
+            QueryPlan::new(auditable.into_iter().map(|(name, _)| name))
+                .declare(declared.into_iter().map(|(name, _)| name)),
+        );
 
         let request = match op.get("requestBody") {
             Some(body) => {
@@ -225,15 +228,15 @@ impl<'d> Compiler<'d> {
         })
     }
 
-    /// Names of the query parameters marked auditable (operation parameters override the
-    /// path item's of the same name).
-    fn auditable_query_params(
+    /// The query parameters, by name, and whether each is marked auditable (operation
+    /// parameters override the path item's of the same name).
+    fn query_params(
         &mut self,
         shared: Option<&'d Value>,
         shared_ptr: &str,
         own: Option<&'d Value>,
         own_ptr: &str,
-    ) -> Result<Vec<String>, PolicyError> {
+    ) -> Result<Vec<(String, bool)>, PolicyError> {
         let mut marked: Vec<(String, bool)> = Vec::new();
         for (list, base) in [(shared, shared_ptr), (own, own_ptr)] {
             let Some(list) = list else { continue };
@@ -264,11 +267,7 @@ impl<'d> Compiler<'d> {
                 marked.push((name.to_owned(), is_marked));
             }
         }
-        Ok(marked
-            .into_iter()
-            .filter(|(_, m)| *m)
-            .map(|(n, _)| n)
-            .collect())
+        Ok(marked)
     }
 
     /// Plans by media type for a `content` map.

@@ -23,7 +23,8 @@
 //!   dropped; `additionalProperties: {schema}` maps keep each entry by the value schema (a
 //!   marked map keeps its scalar values).
 //! - A query parameter keeps its value in `raw.uri` only if the parameter (or its schema) is
-//!   marked; otherwise the value is `REDACTED`.
+//!   marked; otherwise the value is `REDACTED`. A parameter the operation does not declare is
+//!   recorded as `REDACTED`, name and value.
 //!
 //! Operation extensions: `x-audit: false` (record nothing, e.g. health checks),
 //! `x-audit-action` (e.g. `login`), `x-audit-level` (`metadata`, `request`,

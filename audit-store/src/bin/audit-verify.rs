@@ -2,27 +2,44 @@
 //! with only the public key (or also the chain secret, to check every record's seal).
 //!
 //! ```text
-//! audit-verify --database-url sqlite://audit.db --public-key 3b6a27bc...
-//! audit-verify --database-url postgres://auditor@db/app --public-key @audit-public.key \
-//!     --account acc-1 --since 2026-11-01 --checkpoints checkpoints.jsonl
+//! audit-verify --database-url sqlite://data/audit.db --public-key 3b6a27bc...
+//! audit-verify --database-url sqlite://data/audit.db --public-key @data/audit-public.key \
+//!     --fingerprint 9f86d081884c7d65...
+//! audit-verify --database-url postgres://auditor@db/app --public-key @/etc/audit/public.key \
+//!     --account acc-1 --since 2026-11-01 --checkpoints /mnt/elsewhere/checkpoints.jsonl
 //! ```
+//!
+//! The public key is what every signature is checked against, so the verifier pins it: given
+//! on the command line, or read from a file outside the database's directory; a key file in
+//! that directory (which whoever can write the database can write too, with a key of their
+//! own and checkpoints re-signed with it) is refused unless `--fingerprint` pins it (the
+//! SHA-256 of the key, 64 hex digits; `--fingerprint` also pins keys from anywhere else).
 //!
 //! Without `--account`, `--since` or `--before` it verifies the whole database in one pass
 //! over its records (`verify::verify_all`): every chain, including one named only by a
 //! checkpoint. With them, each account's records are read through the account index
 //! (`verify::verify`).
 //!
-//! Prints one line per account, `ok` with counts or the first broken sequence number and the
-//! kind of break (`--json`: one report per line). Exits 0 when every chain verifies, 1 when
-//! one is broken, 2 when it cannot run (bad arguments, unreachable database).
+//! Accounts are found from the records, the chain heads, and the checkpoints stored and kept
+//! outside: an account whose head row, or whose records and head, were deleted is still
+//! reported.
+//!
+//! Prints one line per account: `ok` with counts, `UNVERIFIABLE` with what no checkpoint
+//! covers, or `BROKEN` with the first broken sequence number and the kind of break
+//! (`--json`: one report per line).
+//!
+//! Exit status: 0 when every chain verifies, 1 when one is broken, 3 when none is broken but
+//! one is unverifiable (no checkpoint covers all it holds: its newest records could have been
+//! deleted or rewritten unseen), 2 when it cannot run (bad arguments, a key not pinned, an
+//! unreachable database).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints, PublicKey, Verifier};
 use audit_store::model::Checkpoint;
 use audit_store::store::ChainedStore;
-use audit_store::verify::{self, Span, VerifyReport};
+use audit_store::verify::{self, Outcome, Span, VerifyReport};
 use audit_store::{PostgresStore, SqliteStore};
 use clap::Parser;
 
@@ -33,10 +50,15 @@ struct Args {
     /// The database: `sqlite://path/to/audit.db` or `postgres://user@host/db`.
     #[arg(long, env = "AUDIT_VERIFY_DATABASE_URL")]
     database_url: String,
-    /// The Ed25519 public key (64 hex digits), or `@file` holding it. Repeat to also trust
-    /// keys used before a rotation.
+    /// The Ed25519 public key (64 hex digits), or `@file` holding it: a file outside the
+    /// database's directory, or one pinned by `--fingerprint`. Repeat to also trust keys used
+    /// before a rotation.
     #[arg(long = "public-key", required = true)]
     public_keys: Vec<String>,
+    /// The SHA-256 of a trusted public key (64 hex digits): pins keys read from files. Given,
+    /// every key read from a file must match one.
+    #[arg(long = "fingerprint")]
+    fingerprints: Vec<String>,
     /// A file holding the chain secret (64 hex digits): also checks every record's seal,
     /// which locates edits exactly and covers records newer than the last checkpoint.
     #[arg(long)]
@@ -58,19 +80,81 @@ struct Args {
     json: bool,
 }
 
-fn read_key_arg(value: &str) -> Result<String, String> {
-    match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the public key file {path}: {e}")),
-        None => Ok(value.to_owned()),
+/// The SHA-256 of a public key, in hex: its fingerprint.
+fn fingerprint(key: &PublicKey) -> String {
+    use sha2::Digest as _;
+    let bytes = hex::decode(key.to_hex()).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The directory of the SQLite database `url` names (`None` for PostgreSQL): where the
+/// database's writers can write.
+fn data_directory(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    let dir = Path::new(path).parent()?;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    dir.canonicalize().ok()
+}
+
+/// The public key `value` gives (hex, or `@file`), pinned.
+fn pinned_key(args: &Args, value: &str, pins: &[String]) -> Result<PublicKey, String> {
+    let Some(path) = value.strip_prefix('@') else {
+        return PublicKey::from_hex(value).map_err(|e| format!("--public-key: {e}"));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the public key file {path}: {e}"))?;
+    let key = PublicKey::from_hex(&text).map_err(|e| format!("--public-key @{path}: {e}"))?;
+    let print = fingerprint(&key);
+    if !pins.is_empty() {
+        return if pins.contains(&print) {
+            Ok(key)
+        } else {
+            Err(format!(
+                "--public-key @{path}: the key in it has fingerprint {print}, which no \
+                 --fingerprint pins: it is not the key you trust"
+            ))
+        };
     }
+    let inside = match (
+        data_directory(&args.database_url),
+        Path::new(path).canonicalize(),
+    ) {
+        (Some(dir), Ok(file)) => file.starts_with(dir),
+        _ => false,
+    };
+    if inside {
+        return Err(format!(
+            "--public-key @{path}: the key file is in the database's directory, which whoever \
+             can write the database can also write (a key of their own, and checkpoints \
+             re-signed with it): give the key itself (64 hex digits, as the server printed it), \
+             a copy kept elsewhere, or pin this one with --fingerprint {print} after checking \
+             that fingerprint against one you trust"
+        ));
+    }
+    Ok(key)
 }
 
 fn verifier(args: &Args) -> Result<Verifier, String> {
+    let mut pins = Vec::new();
+    for pin in &args.fingerprints {
+        let pin = pin.trim().to_ascii_lowercase();
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(
+                "--fingerprint: expected the SHA-256 of a public key, 64 hex digits".to_owned(),
+            );
+        }
+        pins.push(pin);
+    }
     let mut keys = Vec::new();
     for value in &args.public_keys {
-        let text = read_key_arg(value)?;
-        keys.push(PublicKey::from_hex(&text).map_err(|e| format!("--public-key: {e}"))?);
+        keys.push(pinned_key(args, value, &pins)?);
     }
     let mut verifier = match &args.secret_file {
         Some(path) => {
@@ -113,18 +197,30 @@ fn span(args: &Args) -> Result<Span, String> {
     })
 }
 
+/// What the reports say, taken together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    Ok,
+    Unverifiable,
+    Broken,
+}
+
 async fn run<S: ChainedStore>(
     store: S,
     args: &Args,
     verifier: &Verifier,
     span: Span,
     external: &[Checkpoint],
-) -> Result<bool, String> {
-    let mut all_ok = true;
+) -> Result<Verdict, String> {
+    let mut verdict = Verdict::Ok;
     let mut any = false;
     let mut print = |report: &VerifyReport| {
         any = true;
-        all_ok &= report.ok;
+        verdict = verdict.max(match report.outcome {
+            Outcome::Ok => Verdict::Ok,
+            Outcome::Unverifiable => Verdict::Unverifiable,
+            _ => Verdict::Broken,
+        });
         if args.json {
             println!("{}", serde_json::to_string(report).unwrap_or_default());
         } else {
@@ -139,13 +235,9 @@ async fn run<S: ChainedStore>(
         reports.iter().for_each(&mut print);
     } else {
         let accounts = if args.accounts.is_empty() {
-            store
-                .chain_heads()
+            verify::chains(&store, external)
                 .await
                 .map_err(|e| format!("cannot list the chains: {e}"))?
-                .into_iter()
-                .map(|h| h.chain)
-                .collect()
         } else {
             args.accounts.clone()
         };
@@ -157,9 +249,11 @@ async fn run<S: ChainedStore>(
         }
     }
     if !any && !args.json {
-        println!("no chains in this database");
+        // Nothing vouches that the database should be empty.
+        println!("UNVERIFIABLE: no chains in this database, and no checkpoint names one");
+        verdict = Verdict::Unverifiable;
     }
-    Ok(all_ok)
+    Ok(verdict)
 }
 
 fn describe(r: &VerifyReport) -> String {
@@ -168,32 +262,35 @@ fn describe(r: &VerifyReport) -> String {
     } else {
         format!("{:?}", r.account_id)
     };
-    match &r.broken {
-        Some(b) => format!("BROKEN {name}: {b}"),
-        None => {
-            let range = match (r.first_seq, r.last_seq) {
-                (Some(a), Some(b)) => format!(" (sequence {a} to {b})"),
-                _ => String::new(),
-            };
+    let range = match (r.first_seq, r.last_seq) {
+        (Some(a), Some(b)) => format!(" (sequence {a} to {b})"),
+        _ => String::new(),
+    };
+    let seals = if r.seals_checked {
+        "checked"
+    } else {
+        "not checked (no secret)"
+    };
+    match (&r.broken, &r.unverifiable) {
+        (Some(b), _) => format!("BROKEN {name}: {b}"),
+        (None, Some(why)) => format!(
+            "UNVERIFIABLE {name}: {} records linked{range}, seals {seals}, but {why}",
+            r.records
+        ),
+        (None, None) => {
             let latest = match r.latest_checkpoint {
                 Some((seq, _)) => format!(", newest checkpoint at {seq}"),
-                None => ", no checkpoint yet".to_owned(),
+                None => String::new(),
             };
             format!(
-                "ok {name}: {} records{range}, {} checkpoints matched{latest}, seals {}",
-                r.records,
-                r.checkpoints,
-                if r.seals_checked {
-                    "checked"
-                } else {
-                    "not checked (no secret)"
-                }
+                "ok {name}: {} records{range}, {} checkpoints matched{latest}, seals {seals}",
+                r.records, r.checkpoints
             )
         }
     }
 }
 
-async fn main_inner(args: Args) -> Result<bool, String> {
+async fn main_inner(args: Args) -> Result<Verdict, String> {
     let verifier = verifier(&args)?;
     let span = span(&args)?;
     let external = match &args.checkpoints {
@@ -229,8 +326,9 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(main_inner(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Broken) => ExitCode::from(1),
+        Ok(Verdict::Unverifiable) => ExitCode::from(3),
         Err(e) => {
             eprintln!("audit-verify: {e}");
             ExitCode::from(2)

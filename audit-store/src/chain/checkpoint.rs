@@ -89,6 +89,11 @@ impl JsonLinesCheckpoints {
         Self { path: path.into() }
     }
 
+    /// The file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Reads every checkpoint a file of this format holds.
     ///
     /// # Errors

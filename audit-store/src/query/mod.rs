@@ -16,8 +16,10 @@
 //! reach on a long range (a 422 that says which filter and how to narrow the query).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
-//!   hash chain (a chained store only; see [`chain`](crate::chain)): `result` is a
-//!   [`VerifyReport`](crate::verify::VerifyReport), `ok` with counts or the first break.
+//!   hash chain (a chained store only; see [`chain`](crate::chain)) against its stored
+//!   checkpoints and those kept outside ([`AuditLogRouter::external_checkpoints`]): `result`
+//!   is a [`VerifyReport`](crate::verify::VerifyReport), whose `outcome` is `ok`,
+//!   `unverifiable` (no checkpoint covers what was checked) or `broken` (the first break).
 //!
 //! Responses use the original envelope, `{"success", "errors", "messages", "result",
 //! "result_info": {"count", "cursor", "cursors": {"after"}}}`; the last page has no cursor.
@@ -66,6 +68,7 @@ use crate::StoreError;
 use crate::chain::Verifier;
 use crate::model::{Column, Page, PageRow, RecordQuery};
 use crate::store::ChainedStore;
+use crate::verify::CheckpointSource;
 use export::Exports;
 
 /// The default of [`AuditLogRouter::page_bytes`].
@@ -117,6 +120,7 @@ pub struct AuditLogRouter<S> {
     authorizer: Arc<dyn Authorizer>,
     cursor_key: CursorKey,
     verifier: Option<Verifier>,
+    external: Option<Arc<dyn CheckpointSource>>,
     page_bytes: usize,
     exports_per_account: usize,
     statement_timeout: Option<Duration>,
@@ -133,6 +137,7 @@ struct Shared<S> {
     authorizer: Arc<dyn Authorizer>,
     cursor_key: CursorKey,
     verifier: Option<Verifier>,
+    external: Option<Arc<dyn CheckpointSource>>,
     page_bytes: usize,
     statement_timeout: Option<Duration>,
     exports: Exports,
@@ -147,6 +152,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             authorizer: Arc::new(authorizer),
             cursor_key: CursorKey::random(),
             verifier,
+            external: None,
             page_bytes: DEFAULT_PAGE_BYTES,
             exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
@@ -210,6 +216,25 @@ impl<S: ChainedStore> AuditLogRouter<S> {
         self
     }
 
+    /// Where the verify endpoint also reads checkpoints kept outside the database (the
+    /// pipeline's [`CheckpointSink`](crate::chain::CheckpointSink), read back): they count
+    /// like the stored ones, so an insider who deletes an account's newest records (or all of
+    /// them) with the stored checkpoints and the head is still found. Defaults to none: the
+    /// stored checkpoints only.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// use audit_store::chain::JsonLinesCheckpoints;
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .external_checkpoints(JsonLinesCheckpoints::new("/mnt/elsewhere/checkpoints.jsonl"));
+    /// # let _ = router; }
+    /// ```
+    pub fn external_checkpoints(mut self, source: impl CheckpointSource) -> Self {
+        self.external = Some(Arc::new(source));
+        self
+    }
+
     /// The key cursors are signed with. Defaults to a random key per process, so cursors do
     /// not survive a restart; give every instance behind one load balancer the same key.
     pub fn cursor_key(mut self, key: [u8; 32]) -> Self {
@@ -224,6 +249,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             authorizer: self.authorizer,
             cursor_key: self.cursor_key,
             verifier: self.verifier,
+            external: self.external,
             page_bytes: self.page_bytes,
             statement_timeout: self.statement_timeout,
             exports: Exports::new(self.exports_per_account),
@@ -468,7 +494,21 @@ async fn verify<S: ChainedStore>(
             "this audit log is not chained: tamper evidence is not enabled on its store",
         );
     };
-    match crate::verify::verify(&shared.store, verifier, &account_id, span, &[]).await {
+    let external = match &shared.external {
+        None => Vec::new(),
+        Some(source) => match source.checkpoints(Some(&account_id)).await {
+            Ok(external) => external,
+            Err(e) => {
+                tracing::error!(target: "audit_store", "cannot read the external checkpoints: {e}");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    10000,
+                    "cannot read the checkpoints kept outside the database: nothing verified",
+                );
+            }
+        },
+    };
+    match crate::verify::verify(&shared.store, verifier, &account_id, span, &external).await {
         Ok(report) => match serde_json::to_string(&report) {
             Ok(report) => json_response(format!(
                 r#"{{"success":true,"errors":[],"messages":[],"result":{report}}}"#

@@ -17,6 +17,7 @@
 mod chained;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
+pub mod intercept;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -100,6 +101,11 @@ pub trait ChainedStore: AuditStore {
 
     /// The newest link of every chain.
     fn chain_heads(&self) -> impl Future<Output = Result<Vec<ChainHead>>> + Send;
+
+    /// The chains that hold records: their account ids (`""` for records without one), read
+    /// through the account index, one step per account. Unlike [`chain_heads`](Self::chain_heads)
+    /// it names a chain whose head row was deleted.
+    fn chains(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
 
     /// The newest link of one chain.
     fn chain_head(&self, chain: &str) -> impl Future<Output = Result<Option<ChainHead>>> + Send;

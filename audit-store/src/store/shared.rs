@@ -186,6 +186,33 @@ where
         rows.iter().map(head_of).collect()
     }
 
+    pub(super) async fn chains(&self) -> Result<Vec<String>> {
+        // A loose index scan: from each account id to the next through the account index.
+        let rows = sqlx::query(
+            "WITH RECURSIVE accounts(id) AS ( \
+                 SELECT min(account_id) FROM audit_logs WHERE account_id > '' \
+                 UNION ALL \
+                 SELECT (SELECT min(account_id) FROM audit_logs WHERE account_id > accounts.id) \
+                 FROM accounts WHERE accounts.id IS NOT NULL \
+             ) SELECT id FROM accounts WHERE id IS NOT NULL",
+        )
+        .fetch_all(self.pool)
+        .await?;
+        let mut chains: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let unnamed = sqlx::query(
+            "SELECT 1 FROM audit_logs WHERE account_id IS NULL OR account_id = '' LIMIT 1",
+        )
+        .fetch_optional(self.pool)
+        .await?;
+        if unnamed.is_some() {
+            chains.insert(0, String::new());
+        }
+        Ok(chains)
+    }
+
     pub(super) async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
         let sql = format!(
             "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = {}",
@@ -678,6 +705,10 @@ macro_rules! chained_reads {
 
         async fn chain_heads(&self) -> crate::Result<Vec<crate::model::ChainHead>> {
             self.tables().chain_heads().await
+        }
+
+        async fn chains(&self) -> crate::Result<Vec<String>> {
+            self.tables().chains().await
         }
 
         async fn chain_head(&self, chain: &str) -> crate::Result<Option<crate::model::ChainHead>> {

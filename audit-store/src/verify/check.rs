@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{Break, BreakKind, VerifyReport};
+use super::{Break, BreakKind, Outcome, VerifyReport};
 use crate::chain::{GENESIS, Verifier, link, seal};
 use crate::model::{ChainRow, Checkpoint, CheckpointKind};
 
@@ -32,6 +32,11 @@ pub(super) struct ChainCheck {
     starts_mid_chain: bool,
     /// The chain's head when the walk started, if known.
     head: Option<i64>,
+    /// Whether `head` was looked up (and so `None` means the chain has no head row).
+    head_looked_up: bool,
+    /// The last record of the span (`None`: the span holds none): what the verification is
+    /// about, as opposed to the records around it that are checked too.
+    span_end: Option<i64>,
     /// Whether the whole chain is walked (not a span).
     whole: bool,
     /// Rows ahead of `expected`, by `(seq, id)`.
@@ -103,6 +108,8 @@ impl ChainCheck {
                 anchored_at: anchor.as_ref().map(|a| a.seq),
                 seals_checked: verifier.checks_seals(),
                 after_latest_checkpoint: 0,
+                outcome: Outcome::Unverifiable,
+                unverifiable: None,
                 broken: None,
             },
             checkpoints,
@@ -115,11 +122,35 @@ impl ChainCheck {
             last: i64::MAX,
             starts_mid_chain: false,
             head,
+            head_looked_up: false,
+            span_end: None,
             whole: true,
             buffer: BTreeMap::new(),
             stopped: false,
             looked_up: HashSet::new(),
         }
+    }
+
+    /// Says that `head` is the chain's head as looked up (`None`: the chain has no head row).
+    pub(super) fn head_looked_up(&mut self, head: Option<i64>) {
+        self.head = head;
+        self.head_looked_up = true;
+    }
+
+    /// The chain's head, as given.
+    pub(super) fn head(&self) -> Option<i64> {
+        self.head
+    }
+
+    /// The first validly signed checkpoint at or after `seq`.
+    pub(super) fn checkpoint_at_or_after(&self, seq: i64) -> Option<i64> {
+        let at = self.checkpoints.partition_point(|c| c.seq < seq);
+        self.checkpoints.get(at).map(|c| c.seq)
+    }
+
+    /// The records of a span are `lo..=hi` (none when `hi < lo`): what the outcome is about.
+    pub(super) fn span(&mut self, lo: i64, hi: i64) {
+        self.span_end = (hi >= lo).then_some(hi);
     }
 
     /// Narrows the walk to the records chained from the first to the last of a span
@@ -291,12 +322,41 @@ impl ChainCheck {
             if let Some(cp) = vouched.filter(|c| c.seq > walked_to) {
                 let by = format!("a checkpoint dated {} ms", cp.time_ms);
                 self.breaks.push(truncated(walked_to, cp.seq, &by));
-            } else if self.whole
-                && let Some(head) = self.head.filter(|&h| h > walked_to)
-            {
-                self.breaks
-                    .push(truncated(walked_to, head, "the chain's head"));
+            } else if let Some(head) = self.head.filter(|&h| h.min(self.last) > walked_to) {
+                if head > self.last {
+                    // A span's walk: the chain goes on after the records missing.
+                    let first = walked_to + 1;
+                    self.breaks.push(Break {
+                        seq: first,
+                        kind: BreakKind::Missing,
+                        detail: if first == self.last {
+                            format!("record {first} is missing (the chain goes on to {head})")
+                        } else {
+                            format!(
+                                "records {first} to {} are missing (the chain goes on to {head})",
+                                self.last
+                            )
+                        },
+                    });
+                } else {
+                    self.breaks
+                        .push(truncated(walked_to, head, "the chain's head"));
+                }
             }
+        }
+        // Records, but no head row: deleted (the next write would start the chain again).
+        if self.head_looked_up
+            && self.head.is_none()
+            && let Some(last) = self.report.last_seq
+        {
+            self.breaks.push(Break {
+                seq: last,
+                kind: BreakKind::HeadMissing,
+                detail: format!(
+                    "the chain's head row is missing, though its records go up to {last}: it \
+                     was deleted"
+                ),
+            });
         }
         let report = &mut self.report;
         report.after_latest_checkpoint = match report.latest_checkpoint {
@@ -309,7 +369,38 @@ impl ChainCheck {
             Some(anchor) => Some(anchor),
             None => self.breaks.into_iter().min_by_key(|b| b.seq),
         };
-        report.ok = report.broken.is_none();
+        // What the outcome is about: the chain, or the span's records (the records around an
+        // empty span).
+        let end = if self.whole {
+            report.last_seq
+        } else {
+            self.span_end.or(report.last_seq)
+        };
+        let newest = report.latest_checkpoint.map(|(seq, _)| seq);
+        report.unverifiable = match (end, newest) {
+            (Some(end), Some(newest)) if end > newest => Some(format!(
+                "records {} to {end} are newer than the newest checkpoint (at {newest}): no \
+                 signature vouches for them yet, so a deletion or rewrite of them could not be \
+                 told",
+                (newest + 1).max(report.first_seq.unwrap_or(newest + 1))
+            )),
+            (Some(end), None) => Some(format!(
+                "no checkpoint vouches for this chain (its records up to {end} are linked, but \
+                 nothing signed says how long it was): checkpoints may have been deleted"
+            )),
+            (None, None) if report.anchored_at.is_none() && report.records == 0 => Some(
+                "no record and no checkpoint: nothing vouches that this log is empty (it may \
+                 have been deleted whole)"
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        report.outcome = match (&report.broken, &report.unverifiable) {
+            (Some(_), _) => Outcome::Broken,
+            (None, Some(_)) => Outcome::Unverifiable,
+            (None, None) => Outcome::Ok,
+        };
+        report.ok = report.outcome == Outcome::Ok;
         self.report
     }
 }
@@ -439,7 +530,7 @@ mod tests {
         ];
         for order in orders {
             let report = run(order.iter().map(|&i| rows[i].clone()));
-            assert!(report.ok, "{order:?}: {report:?}");
+            assert!(report.broken.is_none(), "{order:?}: {report:?}");
             assert_eq!((report.records, report.last_seq), (10, Some(10)));
         }
     }
@@ -514,7 +605,7 @@ mod tests {
         // The scan reaches it later.
         check.feed(rows[0].clone(), &verifier);
         let report = check.finish();
-        assert!(report.ok, "{report:?}");
+        assert!(report.broken.is_none(), "{report:?}");
         assert_eq!(report.records, 5);
     }
 
@@ -529,10 +620,48 @@ mod tests {
             check.feed(row.clone(), &verifier);
         }
         let report = check.finish();
-        assert!(report.ok, "{report:?}");
+        assert!(report.broken.is_none(), "{report:?}");
         assert_eq!(
             (report.records, report.first_seq, report.last_seq),
             (4, Some(4), Some(7))
         );
+    }
+
+    #[test]
+    fn the_outcome_is_ok_only_where_a_checkpoint_covers_what_was_checked() {
+        let rows = chain(10);
+        let verifier = keys().verifier();
+        let at = |seq: i64| {
+            Checkpoint::sign(
+                &keys(),
+                CheckpointKind::Checkpoint,
+                "a".into(),
+                seq,
+                rows[seq as usize - 1].hash.clone(),
+                1,
+            )
+        };
+        let outcome = |checkpoints: Vec<Checkpoint>, span: Option<(i64, i64)>| {
+            let mut check = ChainCheck::new("a".into(), checkpoints, &verifier, Some(10));
+            if let Some((lo, hi)) = span {
+                check.span(lo, hi);
+                check.narrow(Some((lo - 1, hi + 1)));
+            }
+            for row in &rows {
+                check.feed(row.clone(), &verifier);
+            }
+            let report = check.finish();
+            assert!(report.broken.is_none(), "{report:?}");
+            (report.outcome, report.ok)
+        };
+        assert_eq!(outcome(vec![at(10)], None), (Outcome::Ok, true));
+        assert_eq!(outcome(vec![at(8)], None).0, Outcome::Unverifiable);
+        assert_eq!(outcome(Vec::new(), None).0, Outcome::Unverifiable);
+        // A span is about its own records: a checkpoint at or after its last covers it.
+        assert_eq!(outcome(vec![at(8)], Some((3, 6))).0, Outcome::Ok);
+        assert_eq!(outcome(vec![at(5)], Some((3, 6))).0, Outcome::Unverifiable);
+        // Nothing at all: not an empty log proven, only nothing known.
+        let empty = ChainCheck::new("a".into(), Vec::new(), &verifier, None).finish();
+        assert_eq!((empty.outcome, empty.records), (Outcome::Unverifiable, 0));
     }
 }

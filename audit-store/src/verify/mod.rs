@@ -2,7 +2,8 @@
 //!
 //! No index orders records by their place in a chain (it cost too much at ingest). The
 //! verifier reads records in whatever order the database returns them cheaply: the whole
-//! store in table order ([`verify_all`]), one account through its time index ([`verify`]).
+//! store in table order ([`verify_all`]), one account through its time index ([`verify`]),
+//! a span and the records chained around it a page at a time outwards from it (`span`).
 //! Each chain keeps its running state (the previous hash, the next expected sequence number)
 //! and a reorder buffer of the records that arrived ahead of their turn: concurrent writers
 //! commit in sequence order, but their records' ids and times interleave, and a record
@@ -10,6 +11,8 @@
 //! still waiting in a buffer at the end is behind a gap: the missing record.
 
 mod check;
+mod external;
+mod span;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +25,7 @@ use crate::chain::Verifier;
 use crate::model::{ChainScope, Checkpoint};
 use crate::store::ChainedStore;
 use check::ChainCheck;
+pub use external::{CheckpointSource, ReadCheckpoints};
 
 /// Records held in reorder buffers (all chains together) before the verifier looks up the
 /// record a chain is waiting for instead of reading on: about 200 bytes each, so ~50 MB.
@@ -77,6 +81,9 @@ pub enum BreakKind {
     /// A validly signed checkpoint does not match the chain: records up to it were rewritten
     /// (hashes recomputed without the secret).
     CheckpointMismatch,
+    /// The chain has records but no head row: it was deleted (the next write would start the
+    /// chain over at 1).
+    HeadMissing,
 }
 
 impl BreakKind {
@@ -91,6 +98,7 @@ impl BreakKind {
             Self::Truncated => "truncated",
             Self::BadCheckpoint => "bad_checkpoint",
             Self::CheckpointMismatch => "checkpoint_mismatch",
+            Self::HeadMissing => "head_missing",
         }
     }
 }
@@ -118,13 +126,43 @@ impl fmt::Display for Break {
     }
 }
 
+/// What a verification concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every record checked links, and a validly signed checkpoint at or after the last of
+    /// them vouches that none was deleted or rewritten.
+    Ok,
+    /// Nothing found broken, but no checkpoint covers (all of) what was checked: the newest
+    /// records could have been deleted or (without the secret) rewritten, and nothing here
+    /// could tell. See [`VerifyReport::unverifiable`].
+    Unverifiable,
+    /// A break: see [`VerifyReport::broken`].
+    Broken,
+}
+
+impl Outcome {
+    /// `ok`, `unverifiable` or `broken`, as in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unverifiable => "unverifiable",
+            Self::Broken => "broken",
+        }
+    }
+}
+
 /// The outcome of verifying one account's chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// The account (the chain's name).
     pub account_id: String,
-    /// Whether everything verified.
+    /// Whether everything verified: `outcome` is [`Outcome::Ok`].
     pub ok: bool,
+    /// What the verification concluded.
+    pub outcome: Outcome,
+    /// Why the outcome is [`Outcome::Unverifiable`] (which records no checkpoint covers).
+    pub unverifiable: Option<String>,
     /// Records whose link was checked.
     pub records: u64,
     /// The first and last sequence numbers checked.
@@ -152,11 +190,18 @@ pub struct VerifyReport {
 /// they count like the stored ones, so deleting the newest records *and* the stored
 /// checkpoints that vouch for them is still found.
 ///
-/// The account's records are read once, through the account's time index, and put back into
-/// sequence order in memory: the cost is that of reading the whole account (a span too: a
-/// record chained inside it may carry any time), about what a query for all of the
-/// account's records costs. To verify every account, [`verify_all`] reads the store once
-/// instead.
+/// The whole chain ([`Span::all`]) is read once, through the account's time index, and put
+/// back into sequence order in memory: about what a query for all of the account's records
+/// costs. A span reads its records and the records chained around it (the one before its
+/// first, checked in full, and the one after its last; without the secret, on to the
+/// checkpoint after it), a page at a time outwards through the time index: about what the
+/// span holds, not the whole account. To verify every account, [`verify_all`] reads the store
+/// once instead.
+///
+/// The report's [`outcome`](VerifyReport::outcome) is `ok` only where a validly signed
+/// checkpoint covers what was checked; an account with no record and no checkpoint is
+/// `unverifiable`, and one with records but no head row is broken
+/// ([`BreakKind::HeadMissing`]).
 ///
 /// ```no_run
 /// use audit_store::chain::{ChainKeys, ChainSecret};
@@ -184,42 +229,37 @@ pub async fn verify<S: ChainedStore>(
     external: &[Checkpoint],
 ) -> Result<VerifyReport> {
     let chain = account_id;
-    // The head first: every record up to it was committed before the read below starts.
-    let head = if span.is_all() {
-        store.chain_head(chain).await?.map(|h| h.seq)
-    } else {
-        None
-    };
+    // The head first: every record up to it was committed before the reads below start.
+    let head = store.chain_head(chain).await?.map(|h| h.seq);
     let mut stored = store.checkpoints(chain).await?;
     stored.extend(external.iter().filter(|c| c.account_id == chain).cloned());
     let mut check = ChainCheck::new(chain.to_owned(), stored, verifier, head);
+    check.head_looked_up(head);
 
-    // Where to walk.
-    if !span.is_all() {
-        let window = store
-            .chain_span(
-                chain,
-                span.since_ms.unwrap_or(i64::MIN),
-                span.before_ms.unwrap_or(i64::MAX),
-            )
-            .await?;
-        check.narrow(window);
-    }
-    if check.expected <= check.last {
-        let scope = ChainScope::Chain {
-            chain: chain.to_owned(),
-            first: check.floor,
-            last: check.last,
-        };
-        let mut scan = store.chain_scan(scope);
-        while let Some(chunk) = scan.next().await {
-            for link in chunk? {
-                check.feed(link.row, verifier);
-            }
-            while check.buffer.len() > MAX_BUFFERED {
-                resolve_gap(store, &mut check, verifier).await?;
+    if span.is_all() {
+        if check.expected <= check.last {
+            let scope = ChainScope::Chain {
+                chain: chain.to_owned(),
+                first: check.floor,
+                last: check.last,
+            };
+            let mut scan = store.chain_scan(scope);
+            while let Some(chunk) = scan.next().await {
+                for link in chunk? {
+                    check.feed(link.row, verifier);
+                }
+                while check.buffer.len() > MAX_BUFFERED {
+                    resolve_gap(store, &mut check, verifier).await?;
+                }
             }
         }
+    } else {
+        span::walk(store, &mut check, verifier, span).await?;
+    }
+    if head.is_none() && check.report.records > 0 {
+        // The chain's first records may have been committed after the head was read.
+        let again = store.chain_head(chain).await?.map(|h| h.seq);
+        check.head_looked_up(again);
     }
     Ok(check.finish())
 }
@@ -276,11 +316,13 @@ pub async fn verify_all<S: ChainedStore>(
         HashMap::with_capacity(heads.len().max(statements.len()));
     for head in heads {
         let stored = statements.remove(&head.chain).unwrap_or_default();
-        let check = ChainCheck::new(head.chain.clone(), stored, verifier, Some(head.seq));
+        let mut check = ChainCheck::new(head.chain.clone(), stored, verifier, Some(head.seq));
+        check.head_looked_up(Some(head.seq));
         checks.insert(head.chain, check);
     }
     for (chain, stored) in statements {
-        let check = ChainCheck::new(chain.clone(), stored, verifier, None);
+        let mut check = ChainCheck::new(chain.clone(), stored, verifier, None);
+        check.head_looked_up(None);
         checks.insert(chain, check);
     }
 
@@ -291,9 +333,11 @@ pub async fn verify_all<S: ChainedStore>(
             let check = match checks.get_mut(&link.chain) {
                 Some(check) => check,
                 // A chain without head or statements: records whose head row was deleted.
-                None => checks
-                    .entry(link.chain.clone())
-                    .or_insert_with(|| ChainCheck::new(link.chain, Vec::new(), verifier, None)),
+                None => checks.entry(link.chain.clone()).or_insert_with(|| {
+                    let mut check = ChainCheck::new(link.chain, Vec::new(), verifier, None);
+                    check.head_looked_up(None);
+                    check
+                }),
             };
             let before = check.buffer.len();
             check.feed(link.row, verifier);
@@ -308,9 +352,39 @@ pub async fn verify_all<S: ChainedStore>(
             buffered = buffered + check.buffer.len() - before;
         }
     }
+    for check in checks.values_mut() {
+        if check.head().is_none() && check.report.records > 0 {
+            // The chain's first records may have been committed after the heads were read.
+            let again = store.chain_head(&check.report.account_id).await?;
+            check.head_looked_up(again.map(|h| h.seq));
+        }
+    }
     let mut reports: Vec<VerifyReport> = checks.into_values().map(ChainCheck::finish).collect();
     reports.sort_by(|a, b| a.account_id.cmp(&b.account_id));
     Ok(reports)
+}
+
+/// Every chain there is evidence of: the accounts that hold records, the chains with a head
+/// row, and the chains named by a stored or an `external` checkpoint, sorted. An account whose
+/// head row was deleted, or whose records and head were, is still listed (the first by its
+/// records, the second by its checkpoints).
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn chains<S: ChainedStore>(store: &S, external: &[Checkpoint]) -> Result<Vec<String>> {
+    let mut chains: std::collections::BTreeSet<String> =
+        store.chains().await?.into_iter().collect();
+    chains.extend(store.chain_heads().await?.into_iter().map(|h| h.chain));
+    chains.extend(
+        store
+            .all_checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| c.account_id),
+    );
+    chains.extend(external.iter().map(|c| c.account_id.clone()));
+    Ok(chains.into_iter().collect())
 }
 
 /// A chain is waiting for a record while more and more later ones pile up in its buffer:

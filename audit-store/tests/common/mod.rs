@@ -17,12 +17,10 @@ use audit_layer::record::{
     Resource, Timestamp, Token, Zone,
 };
 use audit_store::chain::ChainKeys;
-use audit_store::model::{
-    COLUMNS, ChainHead, ChainRow, ChainScope, Checkpoint, ColumnType, Direction, Page, RecordQuery,
-    StoredRecord, TimedLink,
-};
+use audit_store::model::{COLUMNS, ColumnType, StoredRecord};
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
-use audit_store::store::{AuditStore, ChainedStore, LinkScan};
+use audit_store::store::intercept::{Intercepted, Interceptor};
+use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::{PostgresStore, SqliteStore, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
@@ -641,12 +639,18 @@ pub(crate) fn spool_segments(dir: &std::path::Path) -> TestResult<(usize, u64)> 
 
 /// A test double wrapping a real store: `insert` fails for the next N calls, or while "down"
 /// is set (then `ping` fails too), or waits while "held", and takes at least its set latency.
-/// Everything else, and every insert it lets through, is the real store's.
-#[derive(Clone)]
-pub(crate) struct FlakyStore<S> {
-    inner: S,
-    state: Arc<FlakyState>,
+/// Everything else, and every insert it lets through, is the real store's. Its faults are set
+/// through [`interceptor`](Intercepted::interceptor) ([`Flaky`]).
+pub(crate) type FlakyStore<S> = Intercepted<S, Flaky>;
+
+/// `inner`, wrapped; initially it behaves exactly like `inner`.
+pub(crate) fn flaky_store<S: AuditStore>(inner: S) -> FlakyStore<S> {
+    Intercepted::new(inner, Flaky::new())
 }
+
+/// The faults of a [`FlakyStore`], shared by its clones.
+#[derive(Clone)]
+pub(crate) struct Flaky(Arc<FlakyState>);
 
 struct FlakyState {
     /// Inserts still to fail.
@@ -670,42 +674,38 @@ struct FlakyState {
     written: Mutex<Vec<(Option<String>, i64, Uuid)>>,
 }
 
-impl<S: AuditStore> FlakyStore<S> {
-    /// Wraps `inner`; initially it behaves exactly like `inner`.
-    pub(crate) fn new(inner: S) -> Self {
-        Self {
-            inner,
-            state: Arc::new(FlakyState {
-                fail_next: AtomicUsize::new(0),
-                fail_after_writing: AtomicBool::new(false),
-                down: AtomicBool::new(false),
-                held: watch::Sender::new(false),
-                latency_us: AtomicU64::new(0),
-                waiting: AtomicUsize::new(0),
-                calls: AtomicUsize::new(0),
-                failures: AtomicUsize::new(0),
-                written: Mutex::default(),
-            }),
-        }
+impl Flaky {
+    fn new() -> Self {
+        Self(Arc::new(FlakyState {
+            fail_next: AtomicUsize::new(0),
+            fail_after_writing: AtomicBool::new(false),
+            down: AtomicBool::new(false),
+            held: watch::Sender::new(false),
+            latency_us: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+            written: Mutex::default(),
+        }))
     }
 
     /// The next `n` inserts fail; with `after_writing`, each writes its batch first.
     pub(crate) fn fail_next(&self, n: usize, after_writing: bool) {
-        self.state
+        self.0
             .fail_after_writing
             .store(after_writing, Ordering::SeqCst);
-        self.state.fail_next.store(n, Ordering::SeqCst);
+        self.0.fail_next.store(n, Ordering::SeqCst);
     }
 
     /// Takes the database down (or brings it back).
     pub(crate) fn set_down(&self, down: bool) {
-        self.state.down.store(down, Ordering::SeqCst);
+        self.0.down.store(down, Ordering::SeqCst);
     }
 
     /// Every insert from now on takes at least `latency` (the round trips of a transaction
     /// to a database that is far away or busy).
     pub(crate) fn set_latency(&self, latency: Duration) {
-        self.state.latency_us.store(
+        self.0.latency_us.store(
             u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
@@ -713,32 +713,32 @@ impl<S: AuditStore> FlakyStore<S> {
 
     /// Makes inserts wait until [`release`](Self::release).
     pub(crate) fn hold(&self) {
-        self.state.held.send_replace(true);
+        self.0.held.send_replace(true);
     }
 
     /// Lets waiting and later inserts through.
     pub(crate) fn release(&self) {
-        self.state.held.send_replace(false);
+        self.0.held.send_replace(false);
     }
 
     /// Inserts waiting on [`hold`](Self::hold) now.
     pub(crate) fn waiting(&self) -> usize {
-        self.state.waiting.load(Ordering::SeqCst)
+        self.0.waiting.load(Ordering::SeqCst)
     }
 
     /// Insert calls so far.
     pub(crate) fn calls(&self) -> usize {
-        self.state.calls.load(Ordering::SeqCst)
+        self.0.calls.load(Ordering::SeqCst)
     }
 
     /// Insert calls that failed so far.
     pub(crate) fn failures(&self) -> usize {
-        self.state.failures.load(Ordering::SeqCst)
+        self.0.failures.load(Ordering::SeqCst)
     }
 
     /// The rows of the successful inserts, in the order they were written.
     pub(crate) fn written(&self) -> Vec<(Option<String>, i64, Uuid)> {
-        self.state
+        self.0
             .written
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -746,7 +746,7 @@ impl<S: AuditStore> FlakyStore<S> {
     }
 
     fn unavailable(&self) -> StoreError {
-        self.state.failures.fetch_add(1, Ordering::SeqCst);
+        self.0.failures.fetch_add(1, Ordering::SeqCst);
         StoreError::Database(sqlx::Error::Io(io::Error::new(
             io::ErrorKind::ConnectionRefused,
             "flaky test store: database unavailable",
@@ -754,39 +754,39 @@ impl<S: AuditStore> FlakyStore<S> {
     }
 }
 
-impl<S: AuditStore> AuditStore for FlakyStore<S> {
-    async fn migrate(&self) -> audit_store::Result<()> {
-        self.inner.migrate().await
-    }
-
-    async fn insert(&self, records: &[StoredRecord]) -> audit_store::Result<u64> {
-        self.state.calls.fetch_add(1, Ordering::SeqCst);
-        let mut held = self.state.held.subscribe();
+impl Interceptor for Flaky {
+    async fn insert<S: AuditStore>(
+        &self,
+        inner: &S,
+        records: &[StoredRecord],
+    ) -> audit_store::Result<u64> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.0.held.subscribe();
         if *held.borrow_and_update() {
-            self.state.waiting.fetch_add(1, Ordering::SeqCst);
+            self.0.waiting.fetch_add(1, Ordering::SeqCst);
             let _ = held.wait_for(|held| !*held).await;
-            self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.0.waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        let latency = self.state.latency_us.load(Ordering::SeqCst);
+        let latency = self.0.latency_us.load(Ordering::SeqCst);
         if latency > 0 {
             tokio::time::sleep(Duration::from_micros(latency)).await;
         }
-        if self.state.down.load(Ordering::SeqCst) {
+        if self.0.down.load(Ordering::SeqCst) {
             return Err(self.unavailable());
         }
         let fail = self
-            .state
+            .0
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if fail {
-            if self.state.fail_after_writing.load(Ordering::SeqCst) {
-                self.inner.insert(records).await?;
+            if self.0.fail_after_writing.load(Ordering::SeqCst) {
+                inner.insert(records).await?;
             }
             return Err(self.unavailable());
         }
-        let new = self.inner.insert(records).await?;
-        self.state
+        let new = inner.insert(records).await?;
+        self.0
             .written
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -798,91 +798,14 @@ impl<S: AuditStore> AuditStore for FlakyStore<S> {
         Ok(new)
     }
 
-    async fn ping(&self) -> audit_store::Result<()> {
-        if self.state.down.load(Ordering::SeqCst) {
+    async fn ping<S: AuditStore>(&self, inner: &S) -> audit_store::Result<()> {
+        if self.0.down.load(Ordering::SeqCst) {
             return Err(StoreError::Database(sqlx::Error::Io(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "flaky test store: database unavailable",
             ))));
         }
-        self.inner.ping().await
-    }
-
-    async fn delete_before(&self, cutoff_ms: i64) -> audit_store::Result<u64> {
-        self.inner.delete_before(cutoff_ms).await
-    }
-
-    async fn get(&self, account_id: &str, id: Uuid) -> audit_store::Result<Option<String>> {
-        self.inner.get(account_id, id).await
-    }
-
-    async fn count(&self) -> audit_store::Result<u64> {
-        self.inner.count().await
-    }
-
-    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Page> {
-        self.inner.page(query).await
-    }
-}
-
-impl<S: ChainedStore> ChainedStore for FlakyStore<S> {
-    fn chain_keys(&self) -> Option<&ChainKeys> {
-        self.inner.chain_keys()
-    }
-
-    async fn chain_heads(&self) -> audit_store::Result<Vec<ChainHead>> {
-        self.inner.chain_heads().await
-    }
-
-    async fn chain_head(&self, chain: &str) -> audit_store::Result<Option<ChainHead>> {
-        self.inner.chain_head(chain).await
-    }
-
-    async fn chain_rows(
-        &self,
-        chain: &str,
-        after: (i64, Uuid),
-        limit: u32,
-    ) -> audit_store::Result<Vec<ChainRow>> {
-        self.inner.chain_rows(chain, after, limit).await
-    }
-
-    async fn chain_span(
-        &self,
-        chain: &str,
-        since_ms: i64,
-        before_ms: i64,
-    ) -> audit_store::Result<Option<(i64, i64)>> {
-        self.inner.chain_span(chain, since_ms, before_ms).await
-    }
-
-    async fn chain_page(
-        &self,
-        chain: &str,
-        span: (i64, i64),
-        after: Option<(i64, Uuid)>,
-        direction: Direction,
-        limit: u32,
-    ) -> audit_store::Result<Vec<TimedLink>> {
-        self.inner
-            .chain_page(chain, span, after, direction, limit)
-            .await
-    }
-
-    fn chain_scan(&self, scope: ChainScope) -> LinkScan {
-        self.inner.chain_scan(scope)
-    }
-
-    async fn all_checkpoints(&self) -> audit_store::Result<Vec<Checkpoint>> {
-        self.inner.all_checkpoints().await
-    }
-
-    async fn checkpoints(&self, chain: &str) -> audit_store::Result<Vec<Checkpoint>> {
-        self.inner.checkpoints(chain).await
-    }
-
-    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> audit_store::Result<()> {
-        self.inner.write_checkpoints(checkpoints).await
+        inner.ping().await
     }
 }
 

@@ -3,6 +3,7 @@
 //! pipeline adds to records ([`AppDirectory`]).
 
 use audit_layer::AuditHandle;
+use audit_store::chain::JsonLinesCheckpoints;
 use audit_store::pipeline::{Directory, Lookup};
 use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
 use audit_store::store::ChainedStore;
@@ -16,9 +17,16 @@ use crate::state::AppState;
 
 /// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`, guarded
 /// by the demo's own credentials: an account's token (or a member's session) reads only that
-/// account's log; no credentials is a 401, another account a 404.
-pub(crate) fn audit_log_router<S: ChainedStore>(store: S, state: AppState) -> Router {
-    AuditLogRouter::new(store, DemoAuthorizer(state.db.clone())).into_router()
+/// account's log; no credentials is a 401, another account a 404. Its `/verify` also reads
+/// the checkpoints the pipeline keeps outside the database (`checkpoints`).
+pub(crate) fn audit_log_router<S: ChainedStore>(
+    store: S,
+    state: AppState,
+    checkpoints: JsonLinesCheckpoints,
+) -> Router {
+    AuditLogRouter::new(store, DemoAuthorizer(state.db.clone()))
+        .external_checkpoints(checkpoints)
+        .into_router()
 }
 
 /// Decides audit log access with the demo's tokens and sessions.

@@ -1,9 +1,10 @@
 //! A page of records from SQLite under a time limit: SQLite has no statement timeout, so a
 //! progress handler interrupts the statement once the deadline passes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
 
 use super::super::shared::Tables;
@@ -13,16 +14,14 @@ use crate::{Result, StoreError};
 /// Virtual machine steps between two looks at the clock: a few microseconds of work.
 const STEPS_PER_CHECK: i32 = 1000;
 
-/// A pooled connection whose progress handler is still set: should the page's future be
-/// dropped before the handler is removed (a client gone), the connection is closed rather
-/// than handed back to the pool with a handler that would interrupt its next statement.
-struct Interruptible(Option<PoolConnection<sqlx::Sqlite>>);
+/// Disarms a page's progress handler when the page is done, or dropped (a client gone). The
+/// handler stays on the pooled connection, harmless, until the next page replaces it:
+/// removing it would cost another round trip to the connection's thread on every page.
+struct Disarm(Arc<AtomicBool>);
 
-impl Drop for Interruptible {
+impl Drop for Disarm {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.0.take() {
-            conn.close_on_drop();
-        }
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -33,16 +32,17 @@ pub(super) async fn page(pool: &SqlitePool, query: &RecordQuery) -> Result<Page>
         return Tables::<sqlx::Sqlite>::page_on(&mut conn, query).await;
     };
     let deadline = Instant::now() + limit;
+    let armed = Arc::new(AtomicBool::new(true));
+    let handler = Arc::clone(&armed);
     conn.lock_handle()
         .await?
-        .set_progress_handler(STEPS_PER_CHECK, move || Instant::now() < deadline);
-    let mut guard = Interruptible(Some(conn));
-    let conn = guard.0.as_mut().expect("set just above");
-    let outcome = Tables::<sqlx::Sqlite>::page_on(conn, query).await;
-    conn.lock_handle().await?.remove_progress_handler();
-    let conn = guard.0.take().expect("set just above");
-    drop(conn);
-    outcome.map_err(|e| timed_out(e, limit))
+        .set_progress_handler(STEPS_PER_CHECK, move || {
+            !handler.load(Ordering::Relaxed) || Instant::now() < deadline
+        });
+    let _disarm = Disarm(armed);
+    Tables::<sqlx::Sqlite>::page_on(&mut conn, query)
+        .await
+        .map_err(|e| timed_out(e, limit))
 }
 
 /// The interruption of a statement at its deadline, as [`StoreError::StatementTimeout`].
