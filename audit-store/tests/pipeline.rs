@@ -37,6 +37,7 @@ backend_tests!(
     retention_deletes_what_is_older_than_the_period,
     shutdown_flushes_a_full_queue,
     unstorable_record_does_not_block_the_pipeline,
+    hostile_directory_names_are_escaped_and_capped,
     backpressure_holds_requests_until_a_writer_takes_a_batch,
 );
 
@@ -771,6 +772,54 @@ async fn unstorable_record_does_not_block_the_pipeline<S: ChainedStore>(
     );
     // The refused record is accounted for: stored (sanitized) or dropped, never in limbo.
     assert_eq!(m.stored + m.dropped, 11, "{m:?}");
+    Ok(())
+}
+
+/// A directory whose names are a tenant's choice: a right-to-left override and a line
+/// separator in acc_rtl's, 100 KB in zone z_long's.
+struct HostileNames;
+
+impl Directory for HostileNames {
+    fn account_name<'a>(&'a self, account_id: &'a str) -> Lookup<'a> {
+        Box::pin(async move {
+            Ok((account_id == "acc_rtl").then(|| "Acme\u{202e}gpj.exe\u{2028}Corp".to_owned()))
+        })
+    }
+
+    fn zone_name<'a>(&'a self, zone_id: &'a str) -> Lookup<'a> {
+        Box::pin(async move { Ok((zone_id == "z_long").then(|| "z".repeat(100_000))) })
+    }
+}
+
+/// Names from the directory are recorded as the layer records every string: invisible and
+/// separator characters escaped, and at most the layer's default string cap with its marker.
+async fn hostile_directory_names_are_escaped_and_capped<S: ChainedStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let (sink, worker) = start(fast(fx.store.clone()).directory(HostileNames)).await?;
+    let mut hostile = record(Some("acc_rtl"), BASE_MS);
+    hostile.zone = Some(audit_layer::record::Zone {
+        id: "z_long".to_owned(),
+        name: None,
+    });
+    sink.submit(hostile.clone());
+    let m = stop(&sink, worker).await?;
+    assert_eq!(m.stored, 1, "{m:?}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&fx.store.get("acc_rtl", hostile.id).await?.unwrap())?;
+    assert_eq!(
+        stored["account"]["name"], "Acme\\u{202e}gpj.exe\\u{2028}Corp",
+        "{}",
+        fx.backend
+    );
+    let zone = stored["zone"]["name"].as_str().unwrap();
+    assert!(
+        zone.len() <= audit_layer::DEFAULT_STRING_LIMIT && zone.contains("…[truncated"),
+        "{}: a zone name of {} bytes: {}…",
+        fx.backend,
+        zone.len(),
+        &zone[..64]
+    );
     Ok(())
 }
 

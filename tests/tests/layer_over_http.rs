@@ -655,24 +655,44 @@ async fn a_client_that_hangs_up_mid_request_body_is_recorded_once() {
     exactly(&app.sink, 2).await;
 }
 
+/// Opens a `DELETE` of rec_1 (whose handler takes 300 ms) and hangs up 50 ms later.
+async fn hang_up_during_the_delete(app: &TestApp) {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"DELETE /zones/z_1/dns_records/rec_1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Dropped while the handler sleeps.
+}
+
+/// A client that leaves does not change what happened: the handler runs to its end on its
+/// own, and the record has its status and result, marked `client_gone`.
 #[tokio::test]
-async fn a_client_that_hangs_up_during_a_slow_handler_is_a_499() {
+async fn a_client_that_hangs_up_during_a_slow_handler_gets_the_handlers_outcome() {
     let app = spawn_app(|layer| layer).await;
-    {
-        let mut stream = TcpStream::connect(app.addr).await.unwrap();
-        stream
-            .write_all(b"DELETE /zones/z_1/dns_records/rec_1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // Dropped while the handler sleeps.
-    }
+    hang_up_during_the_delete(&app).await;
+
+    let json = only_record(&app.sink).await;
+    assert_eq!(json["action"]["type"], "delete");
+    assert_eq!(json["action"]["result"], "success");
+    assert_eq!(json["raw"]["status_code"], 204);
+    assert_eq!(json["raw"]["client_gone"], true);
+    assert_eq!(json["zone"], json!({"id": "z_1"}));
+    assert_eq!(json["resource"]["id"], "rec_1");
+}
+
+/// A handler still running at the detached timeout after its client left is dropped: it did
+/// not complete, and only then is the record a `499` failure.
+#[tokio::test]
+async fn a_handler_that_outlives_the_detached_timeout_is_a_499() {
+    let app = spawn_app(|layer| layer.detached_timeout(Duration::from_millis(100))).await;
+    hang_up_during_the_delete(&app).await;
 
     let json = only_record(&app.sink).await;
     assert_eq!(json["action"]["type"], "delete");
     assert_eq!(json["action"]["result"], "failure");
     assert_eq!(json["raw"]["status_code"], 499);
-    assert_eq!(json["zone"], json!({"id": "z_1"}));
     assert_eq!(json["resource"]["id"], "rec_1");
 }
 
@@ -804,8 +824,10 @@ async fn a_streamed_response_arrives_intact_and_is_recorded_at_its_end() {
     assert_eq!(json["resource"].get("response"), None);
 }
 
+/// The handler completed; its answer did not all reach the client: recorded with the
+/// handler's outcome, marked `client_gone`.
 #[tokio::test]
-async fn a_client_that_drops_a_streamed_response_midway_is_a_failure() {
+async fn a_client_that_drops_a_streamed_response_midway_is_marked_gone() {
     let app = spawn_app(|layer| layer).await;
     let mut response = app.get("/zones/z_1/exports/exp_1?pace_ms=5").await;
     assert_eq!(response.status(), 200);
@@ -816,8 +838,9 @@ async fn a_client_that_drops_a_streamed_response_midway_is_a_failure() {
     drop(response);
 
     let json = only_record(&app.sink).await;
-    assert_eq!(json["action"]["result"], "failure");
+    assert_eq!(json["action"]["result"], "success");
     assert_eq!(json["raw"]["status_code"], 200);
+    assert_eq!(json["raw"]["client_gone"], true);
 }
 
 // ---------------------------------------------------------------------------------------------

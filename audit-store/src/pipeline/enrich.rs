@@ -106,7 +106,12 @@ impl Enricher {
             }
         };
         match cache.try_get_with(id.to_owned(), lookup).await {
-            Ok(name) => name.map(|n| audit_layer::escape::visible(n.as_bytes()).into_owned()),
+            // A name is the app's data, which a tenant may have chosen: escaped and capped as
+            // the layer does every string it records.
+            Ok(name) => name.map(|n| {
+                audit_layer::escape::visible_within(n.as_bytes(), audit_layer::DEFAULT_STRING_LIMIT)
+                    .into_owned()
+            }),
             Err(e) => {
                 // Errors are not cached: the next record asks again.
                 let what = if account { "account" } else { "zone" };
