@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use audit_layer::AuditLayer;
 use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
+use audit_layer::{AuditFlush, AuditLayer};
 use audit_store::chain::ChainKeys;
 use audit_store::model::{
     ChainHead, ChainRow, ChainScope, Checkpoint, PageRow, RecordQuery, StoredRecord,
@@ -176,11 +176,16 @@ struct Ingest {
     sink: IngestSink,
     worker: tokio::task::JoinHandle<()>,
     commits: Arc<Mutex<CommitLog>>,
+    /// The layer's, once it is built: handlers whose clients left, and open summaries.
+    flush: Option<AuditFlush>,
 }
 
 impl Ingest {
     /// Flushes the pipeline and notes its counters and commit log in `report`.
     async fn finish(self, report: &mut ServerReport) -> Result<(), BoxError> {
+        if let Some(flush) = &self.flush {
+            flush.flush(audit_layer::DEFAULT_DETACHED_TIMEOUT).await;
+        }
         self.sink.shutdown().await;
         self.worker.await?;
         let metrics = self.sink.metrics();
@@ -292,9 +297,10 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
 }
 
 /// The handlers behind the audit layer, into the pipeline.
-fn audited(ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
-    let app = app().layer(AuditLayer::new(spec()?).sink(ingest.sink.clone()));
-    Ok((app, Some(ingest)))
+fn audited(mut ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
+    let layer = AuditLayer::new(spec()?).sink(ingest.sink.clone());
+    ingest.flush = Some(layer.flush_handle());
+    Ok((app().layer(layer), Some(ingest)))
 }
 
 /// rune-axum-audit's own `StdoutSink`, made `Clone`: its `AuditLayer` derives `Clone` with a
@@ -344,6 +350,7 @@ async fn start_pipeline<S: ChainedStore>(
         sink,
         worker,
         commits,
+        flush: None,
     })
 }
 
