@@ -314,10 +314,9 @@ impl Coalescing {
                 let Some(this) = this.upgrade() else { return };
                 this.close_due();
                 // Idle: the task ends, and the next coalesced record starts it again.
-                let mut table = this.table.lock().unwrap_or_else(PoisonError::into_inner);
+                let table = this.table.lock().unwrap_or_else(PoisonError::into_inner);
                 if table.is_empty() {
                     this.ticking.store(false, Ordering::Release);
-                    drop(std::mem::take(&mut *table));
                     return;
                 }
             }
@@ -328,10 +327,11 @@ impl Coalescing {
 impl Drop for Coalescing {
     fn drop(&mut self) {
         // Nothing counted is lost with the layer.
-        let table = std::mem::take(self.table.get_mut().unwrap_or_else(PoisonError::into_inner));
         let mut closed = Vec::new();
-        let mut table = table;
-        table.close(Instant::now(), self.rules.window, true, &mut closed);
+        self.table
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .close(Instant::now(), self.rules.window, true, &mut closed);
         self.emit(closed);
     }
 }

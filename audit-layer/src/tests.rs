@@ -866,3 +866,60 @@ async fn backpressure_holds_audited_requests_before_the_handler_runs() {
         "the body read after the wait is captured (and redacted: nothing is marked)"
     );
 }
+
+#[tokio::test]
+async fn failed_authentications_beyond_the_rate_are_counted_and_flushed_as_a_summary() {
+    let sink = MemorySink::new();
+    let layer = layer(&sink)
+        .failed_auth_rate(2)
+        .failed_auth_window(Duration::from_secs(60));
+    let flush = layer.flush_handle();
+    let mut svc = audited(
+        layer,
+        service_fn(|req: Req| async move {
+            let known = req.headers().contains_key("authorization");
+            if known {
+                let handle = req.extensions().get::<crate::AuditHandle>().cloned();
+                handle
+                    .expect("a handle")
+                    .identify(crate::Identity::user("usr_1"));
+            }
+            let mut response = Response::new(Empty::<Bytes>::new());
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            Ok::<_, Infallible>(response)
+        }),
+    );
+    let peer: SocketAddr = "192.0.2.7:4000".parse().expect("an address");
+    for i in 0..6 {
+        let mut req = get(POLICY_PATH);
+        req.extensions_mut().insert(peer);
+        if i == 5 {
+            req.headers_mut()
+                .insert("authorization", HeaderValue::from_static("Bearer t"));
+        }
+        body_of(serve(&mut svc, req).await).await;
+    }
+    assert_eq!(
+        sink.len(),
+        3,
+        "two anonymous refusals and the known actor's"
+    );
+    flush.flush(WAIT).await;
+    let records = sink.records();
+    assert_eq!(records.len(), 4);
+    let summary = &records[3];
+    assert_eq!(summary.action.kind, ActionType::Summary);
+    assert_eq!(summary.actor.ip_address, Some(peer.ip()));
+    assert_eq!(
+        summary.account.as_ref().map(|a| a.id.as_str()),
+        Some("acc_1")
+    );
+    let counted = summary
+        .resource
+        .request
+        .as_ref()
+        .expect("counts")
+        .to_value();
+    assert_eq!(counted["count"], 3);
+    assert_eq!(counted["statuses"], json!({"403": 3}));
+}

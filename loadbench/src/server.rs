@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use audit_layer::AuditLayer;
 use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
+use audit_layer::{AuditFlush, AuditLayer};
 use audit_store::model::StoredRecord;
 use audit_store::pipeline::{self, IngestSink};
 use audit_store::store::intercept::{Intercepted, Interceptor};
@@ -174,11 +174,16 @@ struct Ingest {
     sink: IngestSink,
     worker: tokio::task::JoinHandle<()>,
     commits: Arc<Mutex<CommitLog>>,
+    /// The layer's, once it is built: handlers whose clients left, and open summaries.
+    flush: Option<AuditFlush>,
 }
 
 impl Ingest {
     /// Flushes the pipeline and notes its counters and commit log in `report`.
     async fn finish(self, report: &mut ServerReport) -> Result<(), BoxError> {
+        if let Some(flush) = &self.flush {
+            flush.flush(audit_layer::DEFAULT_DETACHED_TIMEOUT).await;
+        }
         self.sink.shutdown().await;
         self.worker.await?;
         let metrics = self.sink.metrics();
@@ -287,9 +292,10 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
 }
 
 /// The handlers behind the audit layer, into the pipeline.
-fn audited(ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
-    let app = app().layer(audit_layer()?.sink(ingest.sink.clone()));
-    Ok((app, Some(ingest)))
+fn audited(mut ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
+    let layer = audit_layer()?.sink(ingest.sink.clone());
+    ingest.flush = Some(layer.flush_handle());
+    Ok((app().layer(layer), Some(ingest)))
 }
 
 /// The audit layer of the audited variants. The load generator, on this host, stands in for a
@@ -343,6 +349,7 @@ async fn start_pipeline<S: ChainedStore>(
         sink,
         worker,
         commits,
+        flush: None,
     })
 }
 
