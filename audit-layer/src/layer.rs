@@ -200,7 +200,7 @@ impl AuditLayer {
     }
 
     /// The bytes that request bodies read ahead of their handlers may hold at once, all
-    /// requests of this layer together. Defaults to 64 MiB
+    /// requests of this layer together. Defaults to 32 MiB
     /// ([`DEFAULT_BODY_BUDGET`](crate::DEFAULT_BODY_BUDGET)).
     ///
     /// A body's declared `Content-Length` is charged whole when the layer starts reading it (a

@@ -64,7 +64,7 @@ pub(crate) struct Args {
         value_parser = clap::value_parser!(u64).range(1..))]
     body_read_timeout_ms: u64,
     /// The bytes that request bodies read ahead of the app's authentication may hold at once,
-    /// all requests together; a body beyond it is answered 503. Default: 64 MiB.
+    /// all requests together; a body beyond it is answered 503. Default: 32 MiB.
     #[arg(long, env = "DEMO_BODY_BUDGET", default_value_t = audit_layer::DEFAULT_BODY_BUDGET)]
     body_budget: usize,
     /// Records of failed authentication (401/403, no actor known) kept one by one per source,
@@ -330,7 +330,7 @@ mod tests {
     fn the_audit_bounds_have_defaults_and_flags() {
         let config = check(&["demo-app"]).ok().unwrap();
         assert_eq!(config.bounds.body_read_timeout, Duration::from_secs(10));
-        assert_eq!(config.bounds.body_budget, 64 * 1024 * 1024);
+        assert_eq!(config.bounds.body_budget, 32 * 1024 * 1024);
         assert_eq!(config.bounds.failed_auth_rate, 10);
         assert_eq!(config.bounds.failed_auth_window, Duration::from_secs(60));
         let args = [
