@@ -91,12 +91,23 @@ pub(super) async fn walk<S: ChainedStore>(
     // Outwards, both ways, until every record of the walk was seen.
     let mut later = Side::new(Direction::Asc, (before, i64::MAX), before != i64::MAX);
     let mut earlier = Side::new(Direction::Desc, (i64::MIN, since), since != i64::MIN);
+    // Each side looks for what is chained on its side of the span, and for what is missing
+    // inside it (a record of the span chained there with a time outside it): as few rows as
+    // that. Once one side has no more records, the other looks for everything still missing.
     while search.missing() > 0 && (later.open || earlier.open) {
-        for side in [&mut later, &mut earlier] {
-            if !side.open || search.missing() == 0 {
+        for asc in [true, false] {
+            let (below, inside, above) = search.missing_around(lo, hi);
+            let (side, other_open) = if asc {
+                (&mut later, earlier.open)
+            } else {
+                (&mut earlier, later.open)
+            };
+            let (own, others) = if asc { (above, below) } else { (below, above) };
+            let wanted = inside + own + if other_open { 0 } else { others };
+            if !side.open || wanted == 0 {
                 continue;
             }
-            let limit = side.next_limit(search.missing());
+            let limit = side.next_limit(wanted);
             let page = store
                 .chain_page(&chain, side.range, side.after, side.direction, limit)
                 .await?;
@@ -128,6 +139,23 @@ impl Search {
     /// How many records of the walk were not seen yet.
     fn missing(&self) -> usize {
         usize::try_from(self.last - self.first + 1).unwrap_or(0) - self.seen.len()
+    }
+
+    /// How many records not seen yet are chained before `lo`, from `lo` to `hi`, and after
+    /// `hi`.
+    fn missing_around(&self, lo: i64, hi: i64) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for seq in self.first..=self.last {
+            if self.seen.contains(&seq) {
+                continue;
+            }
+            match seq {
+                s if s < lo => counts.0 += 1,
+                s if s <= hi => counts.1 += 1,
+                _ => counts.2 += 1,
+            }
+        }
+        counts
     }
 
     /// Feeds a page to the walk; returns how many records of the walk it held.
@@ -167,16 +195,16 @@ impl Side {
         }
     }
 
-    /// A page as long as what is missing (and a little more), doubling while pages come back
-    /// without any of it.
+    /// A page as long as what is missing on this side, doubling while pages come back without
+    /// any of it.
     fn next_limit(&mut self, missing: usize) -> u32 {
-        let wanted = u32::try_from(missing).unwrap_or(u32::MAX).saturating_add(1);
+        let wanted = u32::try_from(missing).unwrap_or(u32::MAX);
         self.limit = if self.fruitless {
             self.limit.saturating_mul(2).max(wanted)
         } else {
             wanted
         }
-        .clamp(2, MAX_SEARCH_PAGE);
+        .clamp(1, MAX_SEARCH_PAGE);
         self.limit
     }
 }
