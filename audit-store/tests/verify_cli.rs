@@ -6,6 +6,7 @@
 #[allow(unused_macros)]
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -70,6 +71,27 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     std::fs::write(&secret, SECRET_HEX)?;
     let database = url(&db);
     let public_arg = format!("@{}", public.display());
+
+    // A secret others may read is refused, as the store refuses it, and never shown.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644))?;
+    let exposed = run(&[
+        "--database-url",
+        &database,
+        "--public-key",
+        &public_arg,
+        "--secret-file",
+        &secret.display().to_string(),
+    ])?;
+    assert_eq!(
+        exposed.code,
+        Some(2),
+        "{}{}",
+        exposed.stdout,
+        exposed.stderr
+    );
+    assert!(exposed.stderr.contains("chmod 600"), "{}", exposed.stderr);
+    assert!(!exposed.stderr.contains(SECRET_HEX), "{}", exposed.stderr);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
 
     // Untouched: every chain ok, with and without the secret.
     let ok = run(&["--database-url", &database, "--public-key", &public_arg])?;

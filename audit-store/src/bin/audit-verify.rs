@@ -158,11 +158,9 @@ fn verifier(args: &Args) -> Result<Verifier, String> {
     }
     let mut verifier = match &args.secret_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read the chain secret file {}: {e}", path.display())
-            })?;
-            let secret = ChainSecret::from_hex(&text)
-                .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+            // Refused when others may read it, as the store refuses it; errors name the
+            // path, never the content.
+            let secret = ChainSecret::from_file(path).map_err(|e| format!("--secret-file: {e}"))?;
             let own = ChainKeys::from_secret(&secret);
             if !keys.contains(&own.public_key()) {
                 return Err(format!(
