@@ -805,14 +805,18 @@ async fn hostile_directory_names_are_escaped_and_capped<S: ChainedStore>(
     sink.submit(hostile.clone());
     let m = stop(&sink, worker).await?;
     assert_eq!(m.stored, 1, "{m:?}");
-    let stored: serde_json::Value =
-        serde_json::from_str(&fx.store.get("acc_rtl", hostile.id).await?.unwrap())?;
+    let stored: serde_json::Value = serde_json::from_str(
+        &fx.store
+            .get("acc_rtl", hostile.id)
+            .await?
+            .ok_or("not stored")?,
+    )?;
     assert_eq!(
         stored["account"]["name"], "Acme\\u{202e}gpj.exe\\u{2028}Corp",
         "{}",
         fx.backend
     );
-    let zone = stored["zone"]["name"].as_str().unwrap();
+    let zone = stored["zone"]["name"].as_str().ok_or("no zone name")?;
     assert!(
         zone.len() <= audit_layer::DEFAULT_STRING_LIMIT && zone.contains("…[truncated"),
         "{}: a zone name of {} bytes: {}…",
