@@ -93,6 +93,9 @@ const SCHEMA: &str = "audit_bench";
 /// The pipeline's queue capacity (its documented default, set explicitly so the producer
 /// knows the lane size).
 const QUEUE_CAPACITY: usize = 65_536;
+/// The pipeline's queue bound in bytes (its documented default, set explicitly so the
+/// producer knows it): the queue is full at whichever bound comes first.
+const QUEUE_BYTES: u64 = 16 << 20;
 /// The producer looks at the queue depth every this many submits.
 const CHECK_EVERY: usize = 64;
 /// The index every query uses; the one kept by the "one index" configuration.
@@ -366,6 +369,7 @@ async fn run_pipeline<S: ChainedStore>(
     let n = records.len() as u64;
     let mut builder = pipeline::builder(store)
         .queue_capacity(QUEUE_CAPACITY)
+        .queue_bytes(QUEUE_BYTES)
         .writers(writers);
     if let Some(batch) = batch_size {
         builder = builder.batch_size(batch);
@@ -382,7 +386,11 @@ async fn run_pipeline<S: ChainedStore>(
     let worker = tokio::spawn(pipeline.run());
     for (i, record) in records.into_iter().enumerate() {
         if i % CHECK_EVERY == 0 {
-            while sink.metrics().queue_depth as usize >= high_water {
+            // Half the byte bound leaves room for CHECK_EVERY records of the largest size.
+            while {
+                let m = sink.metrics();
+                m.queue_depth as usize >= high_water || m.queue_bytes >= QUEUE_BYTES / 2
+            } {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
