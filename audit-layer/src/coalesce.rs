@@ -403,15 +403,7 @@ fn summary(key: &Key, window: &Window, rules: &Rules) -> AuditRecord {
             ip_address: key.source(),
             ..Actor::default()
         },
-        raw: Raw {
-            method: "-".into(),
-            ray_id: id.simple().to_string(),
-            status_code: status,
-            uri: "-".into(),
-            user_agent: None,
-            client_request_id: None,
-            client_gone: false,
-        },
+        raw: Raw::synthetic(id, status),
         resource: Resource {
             id: None,
             product: Some("audit_log".into()),

@@ -506,6 +506,29 @@ pub struct Raw {
     pub client_gone: bool,
 }
 
+impl Raw {
+    /// The exchange of a record that no single request made (a summary the layer counts, a
+    /// gap the store reports): no method, no URI, `id` as the ray id, and `status`.
+    ///
+    /// ```
+    /// use audit_layer::record::Raw;
+    ///
+    /// let raw = Raw::synthetic(uuid::Uuid::nil(), 500);
+    /// assert_eq!((raw.method.as_str(), raw.uri.as_str(), raw.status_code), ("-", "-", 500));
+    /// ```
+    pub fn synthetic(id: uuid::Uuid, status: u16) -> Self {
+        Self {
+            method: "-".into(),
+            ray_id: id.simple().to_string(),
+            status_code: status,
+            uri: "-".into(),
+            user_agent: None,
+            client_request_id: None,
+            client_gone: false,
+        }
+    }
+}
+
 /// What an action touched.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resource {

@@ -129,15 +129,7 @@ pub(super) fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord 
             kind: Some(ActorType::System),
             ..Actor::default()
         },
-        raw: Raw {
-            method: "-".into(),
-            ray_id: id.simple().to_string(),
-            status_code: 500,
-            uri: "-".into(),
-            user_agent: None,
-            client_request_id: None,
-            client_gone: false,
-        },
+        raw: Raw::synthetic(id, 500),
         resource: Resource {
             id: None,
             product: Some("audit_log".into()),
