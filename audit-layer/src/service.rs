@@ -221,7 +221,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
     let records_response =
         records_bodies && level.is_some_and(|level| level >= AuditLevel::RequestResponse);
 
-    let handle = AuditHandle::default();
+    let handle = AuditHandle::for_request(ray_id);
     req.extensions_mut().insert(handle.clone());
     let capture = Capture {
         sink: Arc::clone(&config.sink),
@@ -244,7 +244,6 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         time,
         method,
         action,
-        ray_id,
         handle,
         request: RequestBody::NotCaptured,
         response_type: None,
