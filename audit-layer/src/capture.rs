@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn what_changed_is_dropped_after_the_bodies() {
-        let big = json!({"name": "x".repeat(30_000)});
+        let big = json!({"name": "x".repeat(40_000)});
         let mut r = record("acc_1", &json!({"small": true}));
         r.change = Some(Change {
             before: Some(Body::from(&big)),

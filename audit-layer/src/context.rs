@@ -40,6 +40,7 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use crate::identity::{AuditHandle, Identity};
+use crate::record::InvalidRayId;
 
 tokio::task_local! {
     static CURRENT: AuditContext;
@@ -85,10 +86,26 @@ impl AuditContext {
         self
     }
 
-    /// The same context under ray id `ray_id`.
-    pub fn with_ray_id(mut self, ray_id: impl Into<Arc<str>>) -> Self {
-        self.ray_id = Some(ray_id.into());
-        self
+    /// The same context under ray id `ray_id` (e.g. one a trusted upstream sent with a job).
+    ///
+    /// # Errors
+    ///
+    /// When `ray_id` is not 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
+    ///
+    /// ```
+    /// use audit_layer::context::AuditContext;
+    ///
+    /// assert!(AuditContext::system().with_ray_id("8f3a:b").is_ok());
+    /// let err = AuditContext::system().with_ray_id("no spaces").unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     r#"invalid ray id "no spaces": expected 1 to 128 characters of A-Z a-z 0-9 . _ : -"#
+    /// );
+    /// ```
+    pub fn with_ray_id(mut self, ray_id: &str) -> Result<Self, InvalidRayId> {
+        InvalidRayId::check(ray_id)?;
+        self.ray_id = Some(Arc::from(ray_id));
+        Ok(self)
     }
 
     /// Who acts, when known.
@@ -208,7 +225,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_context_follows_a_future_into_a_spawned_task_and_no_further() {
-        let context = AuditContext::new(Identity::user("usr_1")).with_ray_id("ray-1");
+        let context = AuditContext::new(Identity::user("usr_1")).with_ray_id("ray-1")
+            .unwrap();
         let (inside, after_spawn) = tokio::spawn(
             async {
                 tokio::task::yield_now().await;
@@ -228,8 +246,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_innermost_context_wins() {
-        let outer = AuditContext::system().with_ray_id("outer");
-        let inner = AuditContext::new(Identity::user("usr_2")).with_ray_id("inner");
+        let outer = AuditContext::system().with_ray_id("outer").unwrap();
+        let inner = AuditContext::new(Identity::user("usr_2"))
+            .with_ray_id("inner")
+            .unwrap();
         let seen = async {
             let nested = async { AuditContext::current().unwrap() }
                 .in_audit_context(inner)

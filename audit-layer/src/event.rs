@@ -63,8 +63,8 @@ use crate::context::AuditContext;
 use crate::escape;
 use crate::identity::Identity;
 use crate::record::{
-    Account, Action, ActionResult, ActionType, Actor, AuditRecord, Raw, Resource, Timestamp,
-    Token, Zone,
+    Account, Action, ActionResult, ActionType, Actor, AuditRecord, InvalidRayId, Raw, Resource,
+    Timestamp, Token, Zone,
 };
 use crate::sink::{AuditSink, NotCommitted};
 
@@ -186,7 +186,7 @@ impl AuditEvent<'_> {
     ///
     /// let records = MemorySink::new();
     /// let events = AuditEvents::new(records.clone());
-    /// let request = AuditContext::new(Identity::user("usr_1")).with_ray_id("8f3a");
+    /// let request = AuditContext::new(Identity::user("usr_1")).with_ray_id("8f3a")?;
     /// events
     ///     .event(ActionType::from_static("disable"))
     ///     .context(&request)
@@ -195,6 +195,7 @@ impl AuditEvent<'_> {
     /// let record = &records.records()[0];
     /// assert_eq!(record.raw.ray_id, "8f3a");
     /// assert_eq!(record.actor.id, None);
+    /// # Ok::<(), audit_layer::record::InvalidRayId>(())
     /// ```
     pub fn context(mut self, context: &AuditContext) -> Self {
         self.context = Some(context.clone());
@@ -202,9 +203,15 @@ impl AuditEvent<'_> {
     }
 
     /// The ray id, tying the event to a request or a run; overrides the context's.
-    pub fn ray_id(mut self, ray_id: impl Into<String>) -> Self {
-        self.record.raw.ray_id = ray_id.into();
-        self
+    ///
+    /// # Errors
+    ///
+    /// When `ray_id` is not 1 to 128 characters of `A-Z a-z 0-9 . _ : -` (the event is
+    /// dropped: build it again with a good one, or without).
+    pub fn ray_id(mut self, ray_id: &str) -> Result<Self, InvalidRayId> {
+        InvalidRayId::check(ray_id)?;
+        self.record.raw.ray_id = ray_id.to_owned();
+        Ok(self)
     }
 
     /// The account the action belongs to.
@@ -502,7 +509,8 @@ mod tests {
                 .token("tok_1", "CI")
                 .account("acc_1"),
         )
-        .with_ray_id("ray-of-the-put");
+        .with_ray_id("ray-of-the-put")
+        .unwrap();
         let job = events.clone();
         tokio::spawn(
             async move {
@@ -511,7 +519,10 @@ mod tests {
                     .actor(Identity::system())
                     .account("acc_1")
                     .emit();
-                job.event(ActionType::from_static("other")).ray_id("own").emit();
+                job.event(ActionType::from_static("other"))
+                    .ray_id("own")
+                    .unwrap()
+                    .emit();
             }
             .in_audit_context(request),
         )
@@ -526,6 +537,17 @@ mod tests {
         assert_eq!(records[1].actor.id, None);
         assert_eq!(records[1].raw.ray_id, "ray-of-the-put");
         assert_eq!(records[2].raw.ray_id, "own");
+    }
+
+    #[test]
+    fn a_bad_ray_id_is_refused_naming_it() {
+        let (events, sink) = events();
+        let err = events
+            .event(ActionType::Update)
+            .ray_id("ray\u{1b}[31m id")
+            .unwrap_err();
+        assert!(err.to_string().starts_with(r#"invalid ray id "ray\\x1b[31m id""#), "{err}");
+        assert_eq!(sink.len(), 0);
     }
 
     #[test]

@@ -727,6 +727,36 @@ impl Raw {
     }
 }
 
+/// Whether `value` is a well-formed ray id: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
+pub(crate) fn is_valid_ray_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A ray id that is not well-formed, given to an [event](crate::event) or an
+/// [`AuditContext`](crate::context::AuditContext).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ray id {0:?}: expected 1 to 128 characters of A-Z a-z 0-9 . _ : -")]
+pub struct InvalidRayId(String);
+
+impl InvalidRayId {
+    /// Checks `value`; the error quotes it escaped and cut to 64 characters.
+    pub(crate) fn check(value: &str) -> Result<(), Self> {
+        if is_valid_ray_id(value.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Self(
+                crate::escape::visible(value.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect(),
+            ))
+        }
+    }
+}
+
 /// What an action touched.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resource {

@@ -16,7 +16,7 @@ use crate::escape;
 use crate::future::{Detach, Refusal, ResponseFuture, Then};
 use crate::identity::AuditHandle;
 use crate::policy::{AuditLevel, OperationPlan};
-use crate::record::{ActionType, Timestamp};
+use crate::record::{ActionType, Timestamp, is_valid_ray_id};
 use crate::redact::QueryPlan;
 
 /// Middleware that records every request it serves as an audit record.
@@ -310,11 +310,4 @@ fn ray_id<B>(
         (header.clone(), value),
         client_request_id,
     )
-}
-
-fn is_valid_ray_id(value: &[u8]) -> bool {
-    (1..=128).contains(&value.len())
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
