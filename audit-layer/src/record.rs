@@ -437,6 +437,28 @@ impl ActionType {
         }
     }
 
+    /// The wire name, borrowed for the built-in types (no allocation), owned for others.
+    ///
+    /// ```
+    /// use audit_layer::record::ActionType;
+    /// use std::borrow::Cow;
+    ///
+    /// assert!(matches!(ActionType::Update.into_name(), Cow::Borrowed("update")));
+    /// assert_eq!(ActionType::new("expire")?.into_name(), "expire");
+    /// # Ok::<(), audit_layer::record::InvalidActionType>(())
+    /// ```
+    pub fn into_name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Other(name) => std::borrow::Cow::Owned(name.as_str().to_owned()),
+            built_in => std::borrow::Cow::Borrowed(
+                BUILT_IN
+                    .iter()
+                    .find(|(t, _)| *t == built_in)
+                    .map_or("", |(_, name)| name),
+            ),
+        }
+    }
+
     /// The wire name, as in the JSON record.
     pub fn as_str(&self) -> &str {
         match self {

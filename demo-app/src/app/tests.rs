@@ -74,7 +74,7 @@ impl Stored {
 
 impl TestApp {
     async fn build(dir: TempDir, db: Db, sink: impl AuditSink) -> Self {
-        let state = AppState { db };
+        let state = AppState::new(db);
         let config = test_seed_config();
         let (router, _flush) = router(state, sink, Router::new(), |layer| layer).unwrap();
         Self {
