@@ -115,10 +115,15 @@ pub fn redact<T: Serialize + ToSchema + 'static>(value: &T) -> Body {
         }
     };
     let Ok(json) = serde_json::to_vec(value) else {
-        return marker(format!("a value of {} does not serialize to JSON", T::name()));
+        return marker(format!(
+            "a value of {} does not serialize to JSON",
+            T::name()
+        ));
     };
     match plan.redact_json(&json) {
-        Ok(kept) => Body::from_json(kept).unwrap_or_else(|_| marker("internal redaction error".into())),
+        Ok(kept) => {
+            Body::from_json(kept).unwrap_or_else(|_| marker("internal redaction error".into()))
+        }
         Err(e) => marker(e.to_string()),
     }
 }
@@ -191,14 +196,20 @@ mod tests {
     fn a_marked_secret_is_an_error_naming_the_field_and_never_recorded() {
         let err = prepare::<Leaky>().unwrap_err().to_string();
         assert!(
-            err.contains("#/components/schemas/Leaky/properties/password") && err.contains("writeOnly"),
+            err.contains("#/components/schemas/Leaky/properties/password")
+                && err.contains("writeOnly"),
             "{err}"
         );
         let body = redact(&Leaky {
             password: CANARY.into(),
         });
         assert!(!body.get().contains(CANARY), "{body}");
-        assert!(body.to_value()["_unparsed"].as_str().unwrap().contains("writeOnly"));
+        assert!(
+            body.to_value()["_unparsed"]
+                .as_str()
+                .unwrap()
+                .contains("writeOnly")
+        );
     }
 
     #[test]
@@ -212,6 +223,11 @@ mod tests {
             });
         }
         assert_eq!(plans().read().unwrap().len(), before);
-        assert!(plans().read().unwrap().contains_key(&TypeId::of::<Settings>()));
+        assert!(
+            plans()
+                .read()
+                .unwrap()
+                .contains_key(&TypeId::of::<Settings>())
+        );
     }
 }

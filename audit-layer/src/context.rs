@@ -225,14 +225,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_context_follows_a_future_into_a_spawned_task_and_no_further() {
-        let context = AuditContext::new(Identity::user("usr_1")).with_ray_id("ray-1")
+        let context = AuditContext::new(Identity::user("usr_1"))
+            .with_ray_id("ray-1")
             .unwrap();
         let (inside, after_spawn) = tokio::spawn(
             async {
                 tokio::task::yield_now().await;
                 let inside = AuditContext::current();
                 // A task spawned without the adapter does not inherit it: the adapter is explicit.
-                let bare = tokio::spawn(async { AuditContext::current() }).await.unwrap();
+                let bare = tokio::spawn(async { AuditContext::current() })
+                    .await
+                    .unwrap();
                 (inside, bare)
             }
             .in_audit_context(context.clone()),

@@ -492,12 +492,19 @@ mod tests {
         let record = &sink.records()[0];
         assert_eq!(record.raw.ray_id, record.id.simple().to_string());
         assert_eq!(
-            (record.raw.method.as_ref(), record.raw.uri.as_ref(), record.raw.status_code),
+            (
+                record.raw.method.as_ref(),
+                record.raw.uri.as_ref(),
+                record.raw.status_code
+            ),
             (None, None, None)
         );
         assert_eq!(record.actor, Actor::default());
         let json = serde_json::to_value(record).unwrap();
-        assert_eq!(json["raw"], serde_json::json!({"ray_id": record.raw.ray_id}));
+        assert_eq!(
+            json["raw"],
+            serde_json::json!({"ray_id": record.raw.ray_id})
+        );
     }
 
     #[tokio::test]
@@ -533,7 +540,10 @@ mod tests {
         assert_eq!(records[0].actor.token.name.as_deref(), Some("CI"));
         assert_eq!(records[0].account.as_ref().unwrap().id, "acc_1");
         assert_eq!(records[0].raw.ray_id, "ray-of-the-put");
-        assert_eq!(records[1].actor.kind, Some(crate::record::ActorType::System));
+        assert_eq!(
+            records[1].actor.kind,
+            Some(crate::record::ActorType::System)
+        );
         assert_eq!(records[1].actor.id, None);
         assert_eq!(records[1].raw.ray_id, "ray-of-the-put");
         assert_eq!(records[2].raw.ray_id, "own");
@@ -546,7 +556,11 @@ mod tests {
             .event(ActionType::Update)
             .ray_id("ray\u{1b}[31m id")
             .unwrap_err();
-        assert!(err.to_string().starts_with(r#"invalid ray id "ray\\x1b[31m id""#), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(r#"invalid ray id "ray\\x1b[31m id""#),
+            "{err}"
+        );
         assert_eq!(sink.len(), 0);
     }
 
@@ -569,7 +583,10 @@ mod tests {
         let record = &sink.records()[0];
         let id = record.resource.id.as_deref().unwrap();
         assert!(id.len() <= 256 && id.starts_with(r"id\x1b[31m"), "{id}");
-        assert_eq!(record.action.description.as_deref(), Some(r"evil\u{202e}text"));
+        assert_eq!(
+            record.action.description.as_deref(),
+            Some(r"evil\u{202e}text")
+        );
         assert_eq!(record.raw.uri.as_deref(), Some(r"/hook?\x0a"));
     }
 }

@@ -338,7 +338,10 @@ impl AuditHandle {
     /// ```
     pub fn before<T: serde::Serialize + utoipa::ToSchema + 'static>(&self, value: &T) {
         let body = crate::auditable::redact(value);
-        self.told().change.get_or_insert_with(Change::default).before = Some(body);
+        self.told()
+            .change
+            .get_or_insert_with(Change::default)
+            .before = Some(body);
     }
 
     /// Records the resource's value after the request changed it: the record's

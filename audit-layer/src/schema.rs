@@ -103,7 +103,10 @@ mod tests {
         record["change"] = json!({"before": {"enabled": true}, "after": {"_truncated": "dropped"}});
         validate_json(&record).unwrap();
         let parsed: AuditRecord = serde_json::from_value(record.clone()).unwrap();
-        assert_eq!(serde_json::to_value(&parsed).unwrap()["change"], record["change"]);
+        assert_eq!(
+            serde_json::to_value(&parsed).unwrap()["change"],
+            record["change"]
+        );
         record["raw"] = json!({});
         assert!(validate_json(&record).is_err(), "raw.ray_id is required");
     }

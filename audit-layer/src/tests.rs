@@ -196,7 +196,10 @@ async fn operations_not_audited_leave_no_record() {
     assert!(!response.headers().contains_key("x-request-id"));
     body_of(response).await;
     body_of(serve(&mut svc, put("{}")).await).await;
-    assert_eq!(only_record(&sink).await.raw.uri.as_deref(), Some(POLICY_PATH));
+    assert_eq!(
+        only_record(&sink).await.raw.uri.as_deref(),
+        Some(POLICY_PATH)
+    );
 }
 
 #[tokio::test]

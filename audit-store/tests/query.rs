@@ -521,7 +521,7 @@ fn dataset() -> Vec<AuditRecord> {
     let mut control = make_record(&mut rng, Some(ALPHA), ms("2025-03-05T05:05:05.505Z"));
     control.actor.email = Some("mallory\u{7}@example.com".to_owned());
     control.actor.token.name = Some("tab\there\u{0}".to_owned());
-    control.raw.uri = "/accounts/acc_alpha/members?q=\u{1b}[31m\u{85}".to_owned();
+    control.raw.uri = Some("/accounts/acc_alpha/members?q=\u{1b}[31m\u{85}".to_owned());
     out.push(control);
     // Inserted in a scrambled order: storage order must not matter.
     let mut scrambled = Vec::with_capacity(out.len());

@@ -16,9 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use self::deliveries::spawn_test_delivery;
 use crate::api::{AccountPath, ApiError, ApiJson, InvalidField, NoSuchAccount, ResourceId};
 use crate::api::{changed_id, check_name, error_answers, found, product};
-use self::deliveries::spawn_test_delivery;
 use crate::auth::{AuditFacts, zone_account};
 use crate::db::{Db, execute, new_id, now_ms, rfc3339, select};
 use crate::state::AppState;

@@ -225,7 +225,10 @@ mod tests {
     #[test]
     fn a_webhook_endpoint_is_its_host_and_port() {
         for (url, want) in [
-            ("https://hooks.example.com/T0/B0?x=1", Some(("hooks.example.com", 443))),
+            (
+                "https://hooks.example.com/T0/B0?x=1",
+                Some(("hooks.example.com", 443)),
+            ),
             ("http://127.0.0.1:9/hook", Some(("127.0.0.1", 9))),
             ("http://user:pw@[::1]:8080/x", Some(("::1", 8080))),
             ("http://[::1]/x", Some(("::1", 80))),
@@ -234,11 +237,7 @@ mod tests {
             ("http://host:notaport/", None),
         ] {
             let got = endpoint(url);
-            assert_eq!(
-                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
-                want,
-                "{url}"
-            );
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
         }
     }
 }
