@@ -66,7 +66,7 @@ async fn round_trip_is_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestRe
     // Every typed column holds what the record says.
     let (time_ms, status, texts) = fx.db.columns(r.id).await?.ok_or("row missing")?;
     assert_eq!(time_ms, BASE_MS + 749);
-    assert_eq!(status, 200);
+    assert_eq!(status, Some(200));
     let want: Vec<Option<String>> = vec![
         row.account_id.clone(),
         row.account_name.clone(),

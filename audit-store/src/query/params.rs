@@ -144,10 +144,18 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
         Kind::Text => {
             FilterValue::Text(audit_layer::escape::visible(value.as_bytes()).into_owned())
         }
+        // Open: events name their own (`expire`, `disable`, ...).
         Kind::ActionType => FilterValue::Text(
             value
                 .parse::<ActionType>()
-                .map_err(|_| enum_error("view, create, update, delete, login, logout, gap"))?
+                .map_err(|_| {
+                    bad(format!(
+                        "invalid value for '{name}': expected an action type, a lowercase name of \
+                         letters, digits and '_' that starts with a letter (e.g. update, login, \
+                         expire), got {}",
+                        quoted(value)
+                    ))
+                })?
                 .as_str()
                 .to_owned(),
         ),
@@ -431,9 +439,11 @@ mod tests {
             "invalid value for 'limit': expected an integer from 1 to 1000, got \"1001\""
         );
         assert_eq!(
-            err(&format!("{base}&action_type=edit")),
-            "invalid value for 'action_type': expected one of view, create, update, delete, login, logout, gap, got \"edit\""
+            err(&format!("{base}&action_type=Edit")),
+            "invalid value for 'action_type': expected an action type, a lowercase name of letters, digits and '_' that starts with a letter (e.g. update, login, expire), got \"Edit\""
         );
+        // Any well-formed name selects records (those of events that say so, or none).
+        assert!(parse(&format!("{base}&action_type=expire")).is_ok());
         assert_eq!(
             err(&format!("{base}&raw_status_code=ok")),
             "invalid value for 'raw_status_code': expected an HTTP status code (an integer from 100 to 599), got \"ok\""

@@ -226,7 +226,7 @@ impl Db {
     pub(crate) async fn columns(
         &self,
         id: Uuid,
-    ) -> TestResult<Option<(i64, i32, Vec<Option<String>>)>> {
+    ) -> TestResult<Option<(i64, Option<i32>, Vec<Option<String>>)>> {
         let select = format!(
             "SELECT time_ms, raw_status_code, {} FROM audit_logs WHERE id = ",
             text_columns().join(", ")
@@ -270,13 +270,13 @@ impl Db {
 
 /// Reads the [`Db::columns`] tuple from either backend's row type.
 trait RowAccess {
-    fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)>;
+    fn read(&self) -> TestResult<(i64, Option<i32>, Vec<Option<String>>)>;
 }
 
 macro_rules! row_access {
     ($row:ty) => {
         impl RowAccess for $row {
-            fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)> {
+            fn read(&self) -> TestResult<(i64, Option<i32>, Vec<Option<String>>)> {
                 let count = text_columns().len();
                 let mut texts = Vec::with_capacity(count);
                 for i in 0..count {
