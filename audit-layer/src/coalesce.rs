@@ -449,7 +449,7 @@ mod tests {
             },
             raw: Raw {
                 method: "GET".into(),
-                ray_id: "r".into(),
+                cf_ray_id: "r".into(),
                 status_code: status,
                 uri: format!("/accounts/{account}/alerting/v3/policies"),
                 user_agent: Some("curl".into()),

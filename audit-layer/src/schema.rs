@@ -5,7 +5,7 @@
 //! `ip`).
 //!
 //! ```
-//! # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
+//! # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
 //! audit_layer::schema::validate(&record)?;
 //! # Ok::<(), audit_layer::schema::SchemaViolation>(())
 //! ```
@@ -80,7 +80,7 @@ mod tests {
                        "time": "2025-01-23T18:25:14.749Z", "type": "update"},
             "actor": {"context": "dash", "email": "alice@example.com", "id": "usr_1",
                       "ip_address": "127.0.0.1", "token": {}, "type": "user"},
-            "raw": {"method": "PUT", "ray_id": "8f3a21c0d9e6b7a4", "status_code": 200,
+            "raw": {"method": "PUT", "cf_ray_id": "8f3a21c0d9e6b7a4", "status_code": 200,
                     "uri": "/accounts/acc_demo/alerting/v3/policies/p1", "user_agent": "Postman"},
             "resource": {"id": "p1", "product": "alerting", "request": {"enabled": false},
                          "response": {"id": "p1"}, "scope": "accounts", "type": "policies"},

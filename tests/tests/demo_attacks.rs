@@ -885,7 +885,11 @@ async fn a_client_chosen_request_id_is_not_the_recorded_ray_id() {
     }
     for (who, reply) in &forged {
         let record = record_of(&api, reply).await;
-        assert_ne!(record["raw"]["ray_id"], ray.as_str(), "{who}: {record:#}");
+        assert_ne!(
+            record["raw"]["cf_ray_id"],
+            ray.as_str(),
+            "{who}: {record:#}"
+        );
         if let Some(claimed) = record.pointer(CLIENT_REQUEST_ID) {
             assert_eq!(
                 claimed,
@@ -957,7 +961,7 @@ async fn a_percent_encoded_path_is_recorded_as_routed_and_found_by_raw_uri() {
     assert!(
         found
             .iter()
-            .any(|b| b.record["raw"]["ray_id"] == reply.ray()),
+            .any(|b| b.record["raw"]["cf_ray_id"] == reply.ray()),
         "a raw_uri filter for {routed} does not find the request"
     );
 }
