@@ -277,6 +277,29 @@ impl AuditLayer {
     }
 }
 
+// --- Events beyond HTTP (issue 19) ---
+impl AuditLayer {
+    /// What the app emits [events](crate::event) with — actions that are not HTTP requests —
+    /// into this layer's sink, under its record bounds. Cheap to clone; take it once the layer
+    /// is configured: it belongs to the sink set so far.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy, record::ActionType, sink::MemorySink};
+    ///
+    /// let records = MemorySink::new();
+    /// let layer = AuditLayer::new(AuditPolicy::default()).sink(records.clone());
+    /// let events = layer.events();
+    /// events.event(ActionType::from_static("expire")).account("acc_demo").emit();
+    /// assert_eq!(records.records()[0].action.kind.as_str(), "expire");
+    /// ```
+    pub fn events(&self) -> crate::event::AuditEvents {
+        crate::event::AuditEvents::with_sink(
+            Arc::clone(&self.config.sink),
+            self.config.record_limits,
+        )
+    }
+}
+
 // --- What a record holds (layer-content, issue 18) ---
 impl AuditLayer {
     /// The most bytes of each string a record holds (`raw.user_agent`, `raw.uri`, the request

@@ -170,13 +170,18 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ahead;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub mod auditable;
 mod body;
 mod capture;
 mod client_ip;
 mod coalesce;
 mod config;
+pub mod context;
 mod detach;
 pub mod escape;
+pub mod event;
 mod flush;
 mod future;
 pub mod identity;
@@ -198,7 +203,9 @@ pub use body::{AuditBody, AuditRequestBody};
 pub use coalesce::{
     DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
 };
+pub use context::{AuditContext, WithAuditContext};
 pub use detach::DEFAULT_DETACHED_TIMEOUT;
+pub use event::{AuditEvent, AuditEvents};
 pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};

@@ -97,6 +97,22 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
     builder.build()
 }
 
+/// Compiles the schema at `pointer` in `doc` (whose `$ref`s point into `doc`) into a plan of
+/// its own: a value of that schema keeps only what it marks auditable.
+#[cfg(feature = "utoipa")]
+pub(crate) fn compile_schema(doc: &Value, pointer: &str) -> Result<RedactionPlan, PolicyError> {
+    let mut compiler = Compiler {
+        doc,
+        arena: PlanArena::default(),
+        memo: HashMap::new(),
+    };
+    let Some(schema) = doc.pointer(pointer) else {
+        return Err(spec_error(pointer, "no schema at this pointer"));
+    };
+    let root = compiler.schema(schema, pointer, false, 0)?;
+    Ok(RedactionPlan::new(Arc::new(compiler.arena), root))
+}
+
 struct Compiler<'d> {
     doc: &'d Value,
     arena: PlanArena,
@@ -621,7 +637,7 @@ fn as_object<'a>(value: &'a Value, ptr: &str) -> Result<&'a Map<String, Value>, 
 }
 
 /// `~` and `/` escaped for a JSON pointer token (RFC 6901).
-fn escape_pointer(token: &str) -> String {
+pub(crate) fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 

@@ -230,5 +230,17 @@ fn compile_serialized(
     OpenApiDocument::from_value(document).into_audit_policy()
 }
 
+/// The plan of one schema of `doc`, at `pointer` (see [`compile::compile_schema`]).
+#[cfg(feature = "utoipa")]
+pub(crate) fn schema_plan(
+    doc: &Value,
+    pointer: &str,
+) -> Result<crate::redact::RedactionPlan, PolicyError> {
+    compile::compile_schema(doc, pointer)
+}
+
+#[cfg(feature = "utoipa")]
+pub(crate) use compile::escape_pointer;
+
 #[cfg(test)]
 mod tests;

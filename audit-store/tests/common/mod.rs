@@ -491,10 +491,10 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
             kind: Some(ActorType::User),
         },
         raw: Raw {
-            method: "PUT".to_owned(),
+            method: Some("PUT".to_owned()),
             cf_ray_id: id.simple().to_string(),
-            status_code: 200,
-            uri: "/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned(),
+            status_code: Some(200),
+            uri: Some("/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned()),
             user_agent: Some("curl/8.5.0".to_owned()),
             client_request_id: None,
             client_gone: false,
@@ -508,6 +508,7 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
             kind: Some("policies".into()),
         },
         zone: None,
+        change: None,
     }
 }
 

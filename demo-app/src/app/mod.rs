@@ -86,6 +86,7 @@ pub(crate) fn router(
         .split_for_parts();
     let layer = configure(AuditLayer::try_new(&spec)?.sink(sink));
     let flush = layer.flush_handle();
+    state.set_events(layer.events());
     Ok((app.with_state(state).merge(audit_log).layer(layer), flush))
 }
 

@@ -372,13 +372,22 @@ pub(crate) async fn get_record(
 )]
 pub(crate) async fn update_record(
     State(state): State<AppState>,
+    facts: AuditFacts,
     Path(path): Path<RecordPath>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
     let record = check_in_zone(&state.db, &path.zone_id, input).await?;
+    let before = load(&state.db, &path.zone_id, &path.record_id).await?;
     let rows = save(&state.db, UPDATE, &path.zone_id, &path.record_id, &record).await?;
     changed(rows, "DNS record")?;
-    get_record(State(state), Path(path)).await
+    let after = found(
+        load(&state.db, &path.zone_id, &path.record_id).await?,
+        "DNS record",
+    )?;
+    // The record's exact value before and after, as the audit log's `change` (its auditable
+    // fields: never the comment).
+    facts.change(before.as_ref(), Some(&after.0));
+    Ok(after)
 }
 
 /// Delete DNS Record
