@@ -50,7 +50,7 @@ pub(crate) struct Capture {
     pub(crate) action: ActionType,
     pub(crate) uri: String,
     pub(crate) user_agent: Option<String>,
-    /// The request id the client sent, when it was not taken as `ray_id`.
+    /// The request id the client sent, when it was not taken as `cf_ray_id`.
     pub(crate) client_request_id: Option<String>,
     pub(crate) ip: Option<IpAddr>,
     pub(crate) ids: PathIds,
@@ -194,7 +194,7 @@ fn cut_strings(record: &mut AuditRecord, limit: usize) {
     ] {
         s.as_mut().map(cut);
     }
-    cut(&mut raw.ray_id);
+    cut(&mut raw.cf_ray_id);
     for s in [
         &mut action.description,
         &mut resource.product,
@@ -379,7 +379,7 @@ impl Capture {
             },
             raw: Raw {
                 method: Some(limits.string(capture.method.as_str().to_owned())),
-                ray_id: limits.string(told.ray_id),
+                cf_ray_id: limits.string(told.ray_id),
                 status_code: Some(status),
                 uri: Some(limits.string(capture.uri)),
                 user_agent: clean(capture.user_agent),
@@ -527,7 +527,7 @@ mod tests {
             },
             raw: Raw {
                 method: s(),
-                ray_id: text.to_owned(),
+                cf_ray_id: text.to_owned(),
                 status_code: Some(499),
                 uri: s(),
                 user_agent: s(),
@@ -720,7 +720,7 @@ mod tests {
             request("10.1.2.3:4000", b"ray-from-proxy"),
         )
         .await;
-        assert_eq!(r.raw.ray_id, "ray-from-proxy");
+        assert_eq!(r.raw.cf_ray_id, "ray-from-proxy");
         assert_eq!(r.raw.client_request_id, None);
 
         let sink = MemorySink::new();
@@ -730,14 +730,19 @@ mod tests {
             request("203.0.113.9:4000", b"alices-ray"),
         )
         .await;
-        assert_ne!(r.raw.ray_id, "alices-ray");
-        assert_eq!(r.raw.ray_id.len(), 32, "a generated id: {}", r.raw.ray_id);
+        assert_ne!(r.raw.cf_ray_id, "alices-ray");
+        assert_eq!(
+            r.raw.cf_ray_id.len(),
+            32,
+            "a generated id: {}",
+            r.raw.cf_ray_id
+        );
         assert_eq!(r.raw.client_request_id.as_deref(), Some("alices-ray"));
 
         // A proxy's malformed id is not taken either, but kept apart, escaped.
         let sink = MemorySink::new();
         let r = record_of(layer(&sink), &sink, request("10.1.2.3:4000", b"bad id\xff")).await;
-        assert_eq!(r.raw.ray_id.len(), 32);
+        assert_eq!(r.raw.cf_ray_id.len(), 32);
         assert_eq!(r.raw.client_request_id.as_deref(), Some(r"bad id\xff"));
     }
 }

@@ -451,7 +451,7 @@ mod tests {
             },
             raw: Raw {
                 method: Some("GET".into()),
-                ray_id: "r".into(),
+                cf_ray_id: "r".into(),
                 status_code: Some(status),
                 uri: Some(format!("/accounts/{account}/alerting/v3/policies")),
                 user_agent: Some("curl".into()),

@@ -126,7 +126,7 @@ impl AuditEvents {
                 actor: Actor::default(),
                 raw: Raw {
                     method: None,
-                    ray_id: String::new(),
+                    cf_ray_id: String::new(),
                     status_code: None,
                     uri: None,
                     user_agent: None,
@@ -193,7 +193,7 @@ impl AuditEvent<'_> {
     ///     .actor(Identity::system()) // the system acted, as caused by the request
     ///     .emit();
     /// let record = &records.records()[0];
-    /// assert_eq!(record.raw.ray_id, "8f3a");
+    /// assert_eq!(record.raw.cf_ray_id, "8f3a");
     /// assert_eq!(record.actor.id, None);
     /// # Ok::<(), audit_layer::record::InvalidRayId>(())
     /// ```
@@ -210,7 +210,7 @@ impl AuditEvent<'_> {
     /// dropped: build it again with a good one, or without).
     pub fn ray_id(mut self, ray_id: &str) -> Result<Self, InvalidRayId> {
         InvalidRayId::check(ray_id)?;
-        self.record.raw.ray_id = ray_id.to_owned();
+        self.record.raw.cf_ray_id = ray_id.to_owned();
         Ok(self)
     }
 
@@ -331,8 +331,8 @@ impl AuditEvent<'_> {
         } = self;
         let context = context.or_else(AuditContext::current);
         let actor = actor.or_else(|| context.as_ref().and_then(|c| c.actor().cloned()));
-        if record.raw.ray_id.is_empty() {
-            record.raw.ray_id = match context.as_ref().and_then(AuditContext::ray_id) {
+        if record.raw.cf_ray_id.is_empty() {
+            record.raw.cf_ray_id = match context.as_ref().and_then(AuditContext::ray_id) {
                 Some(ray) => ray.to_owned(),
                 None => record.id.simple().to_string(),
             };
@@ -451,7 +451,7 @@ fn clean(record: &mut AuditRecord, limits: RecordLimits) {
     if let Some(zone) = zone {
         text(&mut zone.id);
     }
-    text(&mut raw.ray_id);
+    text(&mut raw.cf_ray_id);
     for s in [
         &mut actor.id,
         &mut actor.email,
@@ -490,7 +490,7 @@ mod tests {
         let (events, sink) = events();
         events.event(ActionType::Logout).account("acc_1").emit();
         let record = &sink.records()[0];
-        assert_eq!(record.raw.ray_id, record.id.simple().to_string());
+        assert_eq!(record.raw.cf_ray_id, record.id.simple().to_string());
         assert_eq!(
             (
                 record.raw.method.as_ref(),
@@ -503,7 +503,7 @@ mod tests {
         let json = serde_json::to_value(record).unwrap();
         assert_eq!(
             json["raw"],
-            serde_json::json!({"ray_id": record.raw.ray_id})
+            serde_json::json!({"cf_ray_id": record.raw.cf_ray_id})
         );
     }
 
@@ -539,14 +539,14 @@ mod tests {
         assert_eq!(records[0].actor.id.as_deref(), Some("usr_1"));
         assert_eq!(records[0].actor.token.name.as_deref(), Some("CI"));
         assert_eq!(records[0].account.as_ref().unwrap().id, "acc_1");
-        assert_eq!(records[0].raw.ray_id, "ray-of-the-put");
+        assert_eq!(records[0].raw.cf_ray_id, "ray-of-the-put");
         assert_eq!(
             records[1].actor.kind,
             Some(crate::record::ActorType::System)
         );
         assert_eq!(records[1].actor.id, None);
-        assert_eq!(records[1].raw.ray_id, "ray-of-the-put");
-        assert_eq!(records[2].raw.ray_id, "own");
+        assert_eq!(records[1].raw.cf_ray_id, "ray-of-the-put");
+        assert_eq!(records[2].raw.cf_ray_id, "own");
     }
 
     #[test]

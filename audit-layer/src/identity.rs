@@ -225,7 +225,7 @@ pub struct AuditHandle {
 /// What the app told the handle, and the request's ray id.
 #[derive(Debug, Default)]
 struct Told {
-    /// The request's trace id (`raw.ray_id`); empty for a handle made outside the layer.
+    /// The request's trace id (`raw.cf_ray_id`); empty for a handle made outside the layer.
     ray_id: String,
     identity: Option<Identity>,
     change: Option<Change>,
@@ -278,7 +278,7 @@ impl AuditHandle {
         self.told().identity.clone()
     }
 
-    /// The request's trace id, as its record's `raw.ray_id` and the response's request-id
+    /// The request's trace id, as its record's `raw.cf_ray_id` and the response's request-id
     /// header say it; `None` for a handle made outside the layer.
     ///
     /// ```

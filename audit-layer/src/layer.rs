@@ -252,7 +252,7 @@ impl AuditLayer {
         self
     }
 
-    /// The header carrying the request's trace id (`raw.ray_id`). Defaults to `x-request-id`.
+    /// The header carrying the request's trace id (`raw.cf_ray_id`). Defaults to `x-request-id`.
     ///
     /// An incoming value is kept only when the socket peer is one of the
     /// [trusted proxies](Self::trusted_proxies) and the value is well-formed (1–128

@@ -43,7 +43,7 @@
 //! - **where**: account and zone from the path; client IP from the socket peer (see
 //!   [below](#the-client-address)), or from forwarding headers of
 //!   [trusted proxies](AuditLayer::trusted_proxies) only;
-//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, ray_id}`.
+//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, cf_ray_id}`.
 //!
 //! Credentials are never recorded: the only header a record keeps is `User-Agent`. Control
 //! characters, line separators and invisible format characters (bidi controls among them) in

@@ -4,6 +4,11 @@
 //! field, and is described precisely by `schemas/audit-log.schema.json` (JSON Schema 2020-12).
 //! Optional fields are omitted from the JSON when unknown, except `actor.token`, which is always
 //! present (an empty object when the actor did not use a token), as in the original.
+//!
+//! Names follow the original's v2 API: `raw.cf_ray_id`, and the token both as the sample's
+//! `actor.token` object and as the flat `actor.token_id` and `actor.token_name` the official
+//! SDKs read. Records written before these names (`raw.ray_id`, no flat token fields) still
+//! deserialize, so spooled records of an older version replay.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use uuid::Uuid;
 ///   "account": {"id": "acc_demo"},
 ///   "action": {"result": "success", "time": "2025-01-23T18:25:14.749Z", "type": "update"},
 ///   "actor": {"ip_address": "127.0.0.1", "token": {}},
-///   "raw": {"method": "PUT", "ray_id": "8f3a", "status_code": 200, "uri": "/accounts/acc_demo"},
+///   "raw": {"method": "PUT", "cf_ray_id": "8f3a", "status_code": 200, "uri": "/accounts/acc_demo"},
 ///   "resource": {"scope": "accounts"}
 /// }"#;
 /// let record: AuditRecord = serde_json::from_str(json)?;
@@ -84,7 +89,7 @@ impl AuditRecord {
     ///
     /// # let json = r#"{"id":"01a2160e-562e-73be-befc-c44b8cd9efa2","action":{"result":"success",
     /// #   "time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET",
-    /// #   "ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+    /// #   "cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
     /// let record: AuditRecord = serde_json::from_str(json)?;
     /// let exact = serde_json::to_string(&record)?.len();
     /// assert!(record.size_hint() >= exact);
@@ -105,7 +110,7 @@ impl AuditRecord {
     ///
     /// # let json = r#"{"id":"01a2160e-562e-73be-befc-c44b8cd9efa2","action":{"result":"success",
     /// #   "time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET",
-    /// #   "ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+    /// #   "cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
     /// let record: AuditRecord = serde_json::from_str(json)?;
     /// assert_eq!(record.json_len(), serde_json::to_string(&record)?.len());
     /// # Ok::<(), serde_json::Error>(())
@@ -154,10 +159,11 @@ impl AuditRecord {
             + shared(&self.action.description)
             + text(&actor.email)
             + text(&actor.id)
-            + text(&actor.token.id)
-            + text(&actor.token.name)
+            // Twice: in `actor.token` and as `actor.token_id`, `actor.token_name`.
+            + 2 * text(&actor.token.id)
+            + 2 * text(&actor.token.name)
             + text(&raw.method)
-            + raw.ray_id.len()
+            + raw.cf_ray_id.len()
             + text(&raw.uri)
             + text(&raw.user_agent)
             + text(&raw.client_request_id)
@@ -541,7 +547,28 @@ impl InvalidActionType {
 }
 
 /// Who acted, from where, and how they were authenticated.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The token is written twice: as the sample record's `token` object and as the v2 API's flat
+/// `token_id` and `token_name`, so that readers of either find it. Reading takes the object,
+/// or the flat fields when the object lacks them.
+///
+/// ```
+/// use audit_layer::record::{Actor, Token};
+///
+/// let actor = Actor {
+///     token: Token { id: Some("tok_1".into()), name: Some("CI deploy".into()) },
+///     ..Actor::default()
+/// };
+/// let json = serde_json::to_value(&actor)?;
+/// assert_eq!(json["token_id"], "tok_1");
+/// assert_eq!(json["token_name"], "CI deploy");
+/// assert_eq!(json["token"]["id"], "tok_1");
+/// let flat: Actor = serde_json::from_str(r#"{"token_id": "tok_1", "token_name": "CI deploy"}"#)?;
+/// assert_eq!(flat, actor);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "ActorFields")]
 pub struct Actor {
     /// How the actor reached the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -555,12 +582,84 @@ pub struct Actor {
     /// The client's IP address (the socket peer, or the forwarded client behind a trusted proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<std::net::IpAddr>,
-    /// The API token used, if any; an empty object otherwise.
-    #[serde(default)]
+    /// The API token used, if any; an empty object otherwise. Also written as `token_id` and
+    /// `token_name`.
     pub token: Token,
     /// What kind of principal acted; absent when authentication failed or was not attempted.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<ActorType>,
+}
+
+impl Serialize for Actor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+
+        fn field<S: SerializeStruct, T: Serialize>(
+            s: &mut S,
+            name: &'static str,
+            value: Option<&T>,
+        ) -> Result<(), S::Error> {
+            match value {
+                Some(value) => s.serialize_field(name, value),
+                None => s.skip_field(name),
+            }
+        }
+        let mut s = serializer.serialize_struct("Actor", 8)?;
+        field(&mut s, "context", self.context.as_ref())?;
+        field(&mut s, "email", self.email.as_ref())?;
+        field(&mut s, "id", self.id.as_ref())?;
+        field(&mut s, "ip_address", self.ip_address.as_ref())?;
+        field(&mut s, "token_id", self.token.id.as_ref())?;
+        field(&mut s, "token_name", self.token.name.as_ref())?;
+        s.serialize_field("token", &self.token)?;
+        field(&mut s, "type", self.kind.as_ref())?;
+        s.end()
+    }
+}
+
+/// An [`Actor`] as read: the `token` object and the flat `token_id`, `token_name` apart.
+#[derive(Deserialize)]
+struct ActorFields {
+    #[serde(default)]
+    context: Option<ActorContext>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    ip_address: Option<std::net::IpAddr>,
+    #[serde(default)]
+    token_id: Option<String>,
+    #[serde(default)]
+    token_name: Option<String>,
+    #[serde(default)]
+    token: Token,
+    #[serde(default, rename = "type")]
+    kind: Option<ActorType>,
+}
+
+impl From<ActorFields> for Actor {
+    fn from(fields: ActorFields) -> Self {
+        let ActorFields {
+            context,
+            email,
+            id,
+            ip_address,
+            token_id,
+            token_name,
+            mut token,
+            kind,
+        } = fields;
+        token.id = token.id.or(token_id);
+        token.name = token.name.or(token_name);
+        Self {
+            context,
+            email,
+            id,
+            ip_address,
+            token,
+            kind,
+        }
+    }
 }
 
 /// The API token an actor used.
@@ -696,8 +795,10 @@ pub struct Raw {
     /// The request method; absent for an event that no request made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    /// The request's trace id: the configured request-id header, or one the layer generated.
-    pub ray_id: String,
+    /// The request's trace id (the v2 API's name for it): the configured request-id header,
+    /// or one the layer generated. Read also as `ray_id`, the name records had before.
+    #[serde(alias = "ray_id")]
+    pub cf_ray_id: String,
     /// The response status; `499` when the client went away before a response, `500` when the
     /// handler panicked; absent for an event that no request made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -712,7 +813,7 @@ pub struct Raw {
     /// The `User-Agent` header, hidden characters escaped, at most the string limit long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
-    /// The request id the client sent, when the layer did not take it as `ray_id` (it came
+    /// The request id the client sent, when the layer did not take it as `cf_ray_id` (it came
     /// from a peer that is not a trusted proxy). **Unverified**: anyone can send any value;
     /// useful only to match a client's own logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -739,7 +840,7 @@ impl Raw {
     pub fn synthetic(id: uuid::Uuid, status: u16) -> Self {
         Self {
             method: Some("-".into()),
-            ray_id: id.simple().to_string(),
+            cf_ray_id: id.simple().to_string(),
             status_code: Some(status),
             uri: Some("-".into()),
             user_agent: None,
@@ -1161,7 +1262,7 @@ mod tests {
             actor: Actor::default(),
             raw: Raw {
                 method: Some("GET".into()),
-                ray_id: "r".into(),
+                cf_ray_id: "r".into(),
                 status_code: Some(200),
                 uri: Some("/".into()),
                 user_agent: None,
@@ -1175,9 +1276,29 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"00000000-0000-0000-0000-000000000000","account":{"id":"acc"},"action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#
+            r#"{"id":"00000000-0000-0000-0000-000000000000","account":{"id":"acc"},"action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#
         );
         assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn records_of_the_previous_names_still_read() {
+        // As written before `cf_ray_id` and the flat token fields: a spooled record of an
+        // older version replays.
+        let old = r#"{"id":"00000000-0000-0000-0000-000000000000","action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{"id":"tok","name":"CI"}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+        let record: AuditRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.raw.cf_ray_id, "r");
+        assert_eq!(record.actor.token.id.as_deref(), Some("tok"));
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(
+                r#""actor":{"token_id":"tok","token_name":"CI","token":{"id":"tok","name":"CI"}}"#
+            ),
+            "{json}"
+        );
+        assert!(json.contains(r#""cf_ray_id":"r""#), "{json}");
+        assert_eq!(record.json_len(), json.len());
+        assert!(record.size_hint() >= json.len());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `ip`).
 //!
 //! ```
-//! # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
+//! # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
 //! audit_layer::schema::validate(&record)?;
 //! # Ok::<(), audit_layer::schema::SchemaViolation>(())
 //! ```
@@ -80,7 +80,7 @@ mod tests {
                        "time": "2025-01-23T18:25:14.749Z", "type": "update"},
             "actor": {"context": "dash", "email": "alice@example.com", "id": "usr_1",
                       "ip_address": "127.0.0.1", "token": {}, "type": "user"},
-            "raw": {"method": "PUT", "ray_id": "8f3a21c0d9e6b7a4", "status_code": 200,
+            "raw": {"method": "PUT", "cf_ray_id": "8f3a21c0d9e6b7a4", "status_code": 200,
                     "uri": "/accounts/acc_demo/alerting/v3/policies/p1", "user_agent": "Postman"},
             "resource": {"id": "p1", "product": "alerting", "request": {"enabled": false},
                          "response": {"id": "p1"}, "scope": "accounts", "type": "policies"},
@@ -99,7 +99,7 @@ mod tests {
     fn an_event_with_no_exchange_and_an_action_of_its_own_validates() {
         let mut record = sample();
         record["action"]["type"] = json!("policy_disabled_2");
-        record["raw"] = json!({"ray_id": "0193aa"});
+        record["raw"] = json!({"cf_ray_id": "0193aa"});
         record["change"] = json!({"before": {"enabled": true}, "after": {"_truncated": "dropped"}});
         validate_json(&record).unwrap();
         let parsed: AuditRecord = serde_json::from_value(record.clone()).unwrap();
@@ -108,7 +108,7 @@ mod tests {
             record["change"]
         );
         record["raw"] = json!({});
-        assert!(validate_json(&record).is_err(), "raw.ray_id is required");
+        assert!(validate_json(&record).is_err(), "raw.cf_ray_id is required");
     }
 
     #[test]

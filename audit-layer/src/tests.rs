@@ -150,7 +150,7 @@ async fn a_request_becomes_exactly_one_record_and_the_handler_sees_identical_byt
 
     let record = only_record(&sink).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(record.raw.ray_id, request_id.to_str().expect("ascii"));
+    assert_eq!(record.raw.cf_ray_id, request_id.to_str().expect("ascii"));
     assert_eq!(record.raw.method.as_deref(), Some("PUT"));
     assert_eq!(record.raw.status_code, Some(200));
     assert_eq!(record.raw.uri.as_deref(), Some(POLICY_PATH));

@@ -363,7 +363,7 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         },
         raw: Raw {
             method: Some(method.to_owned()),
-            ray_id: format!("{:016x}", rng.next_u64()),
+            cf_ray_id: format!("{:016x}", rng.next_u64()),
             status_code: Some(status),
             uri: Some(uri),
             user_agent: Some(
@@ -586,7 +586,7 @@ fn record_field(r: &AuditRecord, name: &str) -> Option<String> {
         "actor_token_id" => owned(&r.actor.token.id),
         "actor_token_name" => owned(&r.actor.token.name),
         "id" => Some(r.id.to_string()),
-        "raw_ray_id" => Some(r.raw.ray_id.clone()),
+        "raw_ray_id" => Some(r.raw.cf_ray_id.clone()),
         "raw_method" => r.raw.method.clone(),
         "raw_status_code" => r.raw.status_code.map(|c| c.to_string()),
         "raw_uri" => r.raw.uri.clone(),
@@ -1025,7 +1025,7 @@ async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> T
         data.records.iter().find(|r| r.id == all[3]).ok_or("r1")?,
         data.records.iter().find(|r| r.id == all[40]).ok_or("r2")?,
     );
-    let (ray1, ray2) = (r1.raw.ray_id.as_str(), r2.raw.ray_id.as_str());
+    let (ray1, ray2) = (r1.raw.cf_ray_id.as_str(), r2.raw.cf_ray_id.as_str());
     let (id1, id2) = (r1.id.to_string(), r2.id.to_string());
 
     let by_ray = api.check(&data, ALPHA, &q(&[("raw_ray_id", ray1)])).await?;
@@ -1051,6 +1051,21 @@ async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> T
         )
         .await?;
     assert_eq!(not.len(), all.len() - 2);
+
+    // Values the v2 API allows that no record of this log holds select nothing, and their
+    // `.not` forms everything (records without an actor type or context included).
+    for (name, value) in [
+        ("actor_type", "cloudflare_admin"),
+        ("actor_context", "origin_ca_key"),
+    ] {
+        let none = api.check(&data, ALPHA, &q(&[(name, value)])).await?;
+        assert!(none.is_empty(), "{name}={value}: {none:?}");
+        let not = format!("{name}.not");
+        let every = api
+            .check(&data, ALPHA, &q(&[(not.as_str(), value)]))
+            .await?;
+        assert_eq!(every, all, "{not}={value}");
+    }
 
     let by_id = api.check(&data, ALPHA, &q(&[("id", &id1)])).await?;
     assert_eq!(by_id, vec![r1.id]);
@@ -2219,7 +2234,7 @@ fn stamped(
         .map(|i| {
             let mut r = make_record(rng, Some(account), TEMPLATE_TIME);
             r.id = Uuid::nil();
-            r.raw.ray_id = "RAY_PLACEHOLDER_".into();
+            r.raw.cf_ray_id = "RAY_PLACEHOLDER_".into();
             if i % 4 != 0 {
                 r.resource.request = None;
                 r.resource.response = None;
@@ -2252,7 +2267,7 @@ fn stamped(
         let mut record = record.clone();
         record.id = id;
         record.action.time = Timestamp::from_unix_millis(time_ms);
-        record.raw.ray_id = ray;
+        record.raw.cf_ray_id = ray;
         data.json.insert(id, row.record.clone());
         data.records.push(record);
         rows.push(row);

@@ -83,7 +83,7 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         },
         raw: Raw {
             method: Some(method.to_owned()),
-            ray_id: format!("{:016x}", rng.next_u64()),
+            cf_ray_id: format!("{:016x}", rng.next_u64()),
             status_code: Some(status),
             uri: Some(format!("/accounts/{account}/alerting/v3/policies/{policy}")),
             user_agent: Some("cloudflare-python".to_owned()),

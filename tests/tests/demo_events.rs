@@ -228,7 +228,7 @@ async fn events_are_tied_to_what_caused_them_and_hold_no_secret() {
     assert_eq!(expire["resource"]["product"], "tokens");
     assert_eq!(expire["change"]["before"]["status"], "active");
     assert_eq!(expire["change"]["after"]["status"], "revoked");
-    let run_ray = expire["raw"]["ray_id"].as_str().unwrap().to_owned();
+    let run_ray = expire["raw"]["cf_ray_id"].as_str().unwrap().to_owned();
     assert_eq!(run_ray.len(), 32, "a ray id of the run's own: {run_ray}");
     let in_run = read_log_where(&api, DEMO, &admin, &[("raw_ray_id", &run_ray)], 100).await;
     assert!(

@@ -137,7 +137,7 @@ impl World {
             },
             raw: Raw {
                 method: Some(method.to_owned()),
-                ray_id: rng.hex(16),
+                cf_ray_id: rng.hex(16),
                 status_code: Some(status),
                 uri: Some(uri),
                 user_agent: Some(principal.user_agent.to_owned()),

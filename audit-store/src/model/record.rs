@@ -40,7 +40,7 @@ pub struct StoredRecord {
     pub actor_token_id: Option<String>,
     /// `actor.token.name`.
     pub actor_token_name: Option<String>,
-    /// `raw.ray_id`.
+    /// `raw.cf_ray_id`.
     pub raw_ray_id: String,
     /// `raw.method`; NULL for an event with no request.
     pub raw_method: Option<String>,
@@ -124,7 +124,7 @@ impl StoredRecord {
             actor_context: actor.context.map(|c| c.as_str()),
             actor_token_id: o(actor.token.id),
             actor_token_name: o(actor.token.name),
-            raw_ray_id: t(raw.ray_id),
+            raw_ray_id: t(raw.cf_ray_id),
             raw_method: o(raw.method),
             raw_status_code: raw.status_code.map(i32::from),
             raw_uri: o(raw.uri),

@@ -100,7 +100,7 @@ pub(super) fn export<S: ChainedStore>(shared: Arc<Shared<S>>, mut first: RecordQ
                     let mut chunk =
                         String::with_capacity(rows.iter().map(|r| r.record.len() + 1).sum());
                     for row in &rows {
-                        chunk.push_str(&row.record);
+                        chunk.push_str(&super::names::current(&row.record));
                         chunk.push('\n');
                     }
                     let next = match (more, rows.last()) {

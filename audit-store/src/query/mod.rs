@@ -21,6 +21,9 @@
 //!   is a [`VerifyReport`](crate::verify::VerifyReport), whose `outcome` is `ok`,
 //!   `unverifiable` (no checkpoint covers what was checked) or `broken` (the first break).
 //!
+//! Records stored before the v2 API's names (`raw.ray_id`, no `actor.token_id`) are served
+//! under them; the stored rows are not rewritten (see `names`).
+//!
 //! Responses use the original envelope, `{"success", "errors", "messages", "result",
 //! "result_info": {"count", "cursor", "cursors": {"after"}}}`; the last page has no cursor.
 //! Every bad parameter is a 400 naming it. Access is decided by the app's [`Authorizer`]: a
@@ -46,6 +49,7 @@
 
 mod cursor;
 mod export;
+mod names;
 mod params;
 
 use std::future::Future;
@@ -363,6 +367,11 @@ async fn list<S: ChainedStore>(
     };
     let more = cut || rows.len() > query.limit as usize;
     rows.truncate(query.limit as usize);
+    for row in &mut rows {
+        if let std::borrow::Cow::Owned(renamed) = names::current(&row.record) {
+            row.record = renamed;
+        }
+    }
     let cursor = more
         .then(|| rows.last())
         .flatten()
@@ -536,7 +545,8 @@ async fn one<S: ChainedStore>(
     };
     match shared.store.get(&account_id, id).await {
         Ok(Some(record)) => json_response(format!(
-            r#"{{"success":true,"errors":[],"messages":[],"result":{record}}}"#
+            r#"{{"success":true,"errors":[],"messages":[],"result":{}}}"#,
+            names::current(&record)
         )),
         Ok(None) => error(StatusCode::NOT_FOUND, 10404, "not found"),
         Err(e) => internal(&e),

@@ -17,6 +17,17 @@ pub(crate) const DEFAULT_LIMIT: u32 = 100;
 /// Longest filter value accepted.
 const MAX_VALUE_LEN: usize = 1024;
 
+/// `actor_type` values the v2 API allows that no record of this log holds (Cloudflare's own
+/// staff): a filter on one selects nothing (its `.not` form, everything), never a 400.
+const SPEC_ONLY_ACTOR_TYPES: [&str; 1] = ["cloudflare_admin"];
+/// Every `actor_type` a filter takes: the record's, then the v2 API's others.
+const ACTOR_TYPES: &str = "user, account, system, cloudflare_admin";
+/// `actor_context` values the v2 API allows that no record of this log holds (an Origin CA
+/// key): as [`SPEC_ONLY_ACTOR_TYPES`].
+const SPEC_ONLY_ACTOR_CONTEXTS: [&str; 1] = ["origin_ca_key"];
+/// Every `actor_context` a filter takes: the record's, then the v2 API's others.
+const ACTOR_CONTEXTS: &str = "api_token, api_key, dash, oauth, system, origin_ca_key";
+
 /// A parameter that cannot be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -163,20 +174,18 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
             "success" | "failure" => FilterValue::Text(value.to_owned()),
             _ => return Err(enum_error("success, failure")),
         },
-        Kind::ActorType => FilterValue::Text(
-            value
-                .parse::<ActorType>()
-                .map_err(|_| enum_error("user, account, system"))?
-                .as_str()
-                .to_owned(),
-        ),
-        Kind::ActorContext => FilterValue::Text(
-            value
-                .parse::<ActorContext>()
-                .map_err(|_| enum_error("api_token, api_key, dash, oauth, system"))?
-                .as_str()
-                .to_owned(),
-        ),
+        Kind::ActorType => match value.parse::<ActorType>() {
+            Ok(kind) => FilterValue::Text(kind.as_str().to_owned()),
+            Err(_) if SPEC_ONLY_ACTOR_TYPES.contains(&value) => FilterValue::Text(value.to_owned()),
+            Err(_) => return Err(enum_error(ACTOR_TYPES)),
+        },
+        Kind::ActorContext => match value.parse::<ActorContext>() {
+            Ok(context) => FilterValue::Text(context.as_str().to_owned()),
+            Err(_) if SPEC_ONLY_ACTOR_CONTEXTS.contains(&value) => {
+                FilterValue::Text(value.to_owned())
+            }
+            Err(_) => return Err(enum_error(ACTOR_CONTEXTS)),
+        },
         Kind::StatusCode => {
             // Clients that type numbers as floats send "200.0".
             let code = value
@@ -416,6 +425,45 @@ mod tests {
     }
 
     #[test]
+    fn every_value_the_v2_api_allows_is_a_filter_value() {
+        // The enums of the v2 API's list parameters (the official SDKs' `audit_list_params`).
+        let allowed = [
+            ("action_result", &["success", "failure"][..]),
+            ("action_type", &["create", "delete", "view", "update"]),
+            (
+                "actor_context",
+                &["api_key", "api_token", "dash", "oauth", "origin_ca_key"],
+            ),
+            (
+                "actor_type",
+                &["account", "cloudflare_admin", "system", "user"],
+            ),
+            (
+                "resource_scope",
+                &["accounts", "user", "zones", "memberships"],
+            ),
+        ];
+        for (name, values) in allowed {
+            for value in values {
+                for key in [name.to_owned(), format!("{name}.not")] {
+                    let q = parse(&format!("since=2025-01-01&before=2025-01-02&{key}={value}"))
+                        .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+                    assert_eq!(
+                        q.filters[0].values,
+                        vec![FilterValue::Text((*value).into())]
+                    );
+                }
+            }
+        }
+        for direction in ["desc", "asc"] {
+            parse(&format!(
+                "since=2025-01-01&before=2025-01-02&direction={direction}"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
     fn every_bad_parameter_is_named() {
         let base = "since=2025-01-01&before=2025-01-02";
         assert_eq!(
@@ -444,6 +492,14 @@ mod tests {
         );
         // Any well-formed name selects records (those of events that say so, or none).
         assert!(parse(&format!("{base}&action_type=expire")).is_ok());
+        assert_eq!(
+            err(&format!("{base}&actor_type=robot")),
+            "invalid value for 'actor_type': expected one of user, account, system, cloudflare_admin, got \"robot\""
+        );
+        assert_eq!(
+            err(&format!("{base}&actor_context.not=cookie")),
+            "invalid value for 'actor_context.not': expected one of api_token, api_key, dash, oauth, system, origin_ca_key, got \"cookie\""
+        );
         assert_eq!(
             err(&format!("{base}&raw_status_code=ok")),
             "invalid value for 'raw_status_code': expected an HTTP status code (an integer from 100 to 599), got \"ok\""

@@ -492,7 +492,7 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
         },
         raw: Raw {
             method: Some("PUT".to_owned()),
-            ray_id: id.simple().to_string(),
+            cf_ray_id: id.simple().to_string(),
             status_code: Some(200),
             uri: Some("/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned()),
             user_agent: Some("curl/8.5.0".to_owned()),

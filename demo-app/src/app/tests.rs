@@ -319,7 +319,7 @@ async fn a_policy_update_is_recorded_like_the_announcements_sample() {
     assert_eq!(record["actor"]["token"], json!({}));
     assert_eq!(record["actor"]["type"], "user");
 
-    assert_eq!(record["raw"]["ray_id"], ray_id);
+    assert_eq!(record["raw"]["cf_ray_id"], ray_id);
     assert_eq!(record["raw"]["method"], "PUT");
     assert_eq!(record["raw"]["status_code"], 200);
     assert_eq!(record["raw"]["uri"], uri);
@@ -487,6 +487,8 @@ async fn no_password_or_token_value_reaches_a_record() {
         used["actor"]["token"],
         json!({"id": token_id, "name": "CI deploys"})
     );
+    assert_eq!(used["actor"]["token_id"], json!(token_id));
+    assert_eq!(used["actor"]["token_name"], "CI deploys");
     assert_eq!(used["account"]["id"], DEMO_ACCOUNT);
     let other = &records[6];
     assert_eq!(other["account"]["id"], OTHER_ACCOUNT);
