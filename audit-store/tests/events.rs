@@ -60,7 +60,7 @@ async fn an_event_is_stored_with_null_request_columns_and_verifies<S: Chainable>
     assert_eq!(column("action_type").as_deref(), Some("expire"));
     assert_eq!(
         column("raw_ray_id").as_deref(),
-        Some(ev.raw.ray_id.as_str())
+        Some(ev.raw.cf_ray_id.as_str())
     );
 
     store.checkpoint(BASE_MS + 10_000).await?;
