@@ -175,6 +175,7 @@ mod capture;
 mod client_ip;
 mod coalesce;
 mod config;
+pub mod correlation;
 mod detach;
 pub mod escape;
 mod flush;

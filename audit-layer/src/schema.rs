@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::record::AuditRecord;
 
 /// The text of `schemas/audit-log.schema.json`.
-pub const AUDIT_LOG_SCHEMA: &str = include_str!("../../schemas/audit-log.schema.json");
+pub const AUDIT_LOG_SCHEMA: &str = include_str!("../schemas/audit-log.schema.json");
 
 /// A record (or JSON value) that does not satisfy the record schema.
 #[derive(Debug, thiserror::Error)]

@@ -381,6 +381,8 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
             kind: place.kind.map(Into::into),
         },
         zone,
+        trace: None,
+        service: None,
     }
 }
 

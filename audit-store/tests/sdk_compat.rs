@@ -100,6 +100,8 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
             kind: Some("policies".into()),
         },
         zone: None,
+        trace: None,
+        service: None,
     }
 }
 

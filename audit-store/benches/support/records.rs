@@ -153,6 +153,8 @@ impl World {
                 kind: Some(Arc::clone(&endpoint.kind)),
             },
             zone: zone.map(|id| Zone { id, name: None }),
+            trace: None,
+            service: None,
         }
     }
 

@@ -143,6 +143,8 @@ pub(super) fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord 
             kind: Some("gap".into()),
         },
         zone: None,
+        trace: None,
+        service: None,
     }
 }
 

@@ -508,6 +508,8 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
             kind: Some("policies".into()),
         },
         zone: None,
+        trace: None,
+        service: None,
     }
 }
 
