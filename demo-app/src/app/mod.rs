@@ -6,6 +6,7 @@
 //! the audit log query API and the names the audit pipeline looks up in [`audit_log`]; the
 //! pipeline's metrics at `/metrics` in [`prometheus`].
 
+mod answers;
 mod audit_log;
 mod document;
 mod prometheus;
@@ -38,7 +39,7 @@ pub(crate) const SERVICE_NAME: &str = "demo-app";
 /// The routes behind authentication (each product's), and the public ones (login, health,
 /// this document), which the document says need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())
         .merge(members::routes())
         .merge(invites::routes())
@@ -54,6 +55,7 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     for_each_operation(&mut public, |operation| {
         operation.security = Some(vec![SecurityRequirement::default()]);
     });
+    answers::declare(&mut protected, &mut public);
     (protected, public)
 }
 
