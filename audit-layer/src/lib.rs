@@ -43,7 +43,10 @@
 //! - **where**: account and zone from the path; client IP from the socket peer (see
 //!   [below](#the-client-address)), or from forwarding headers of
 //!   [trusted proxies](AuditLayer::trusted_proxies) only;
-//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, cf_ray_id}`.
+//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, cf_ray_id}`;
+//! - **which trace, which service**: `trace.{trace_id, span_id}` from the request's W3C
+//!   `traceparent` (or the current OpenTelemetry span), and the layer's
+//!   [service name](AuditLayer::service_name) (see [`correlation`]).
 //!
 //! Credentials are never recorded: the only header a record keeps is `User-Agent`. Control
 //! characters, line separators and invisible format characters (bidi controls among them) in
@@ -121,6 +124,8 @@
 //!   then checks every record it receives.
 //! - `utoipa`: compiles policies from a `utoipa::openapi::OpenApi` (OpenAPI 3.1).
 //! - `openapiv3`: compiles policies from an `openapiv3::OpenAPI` (OpenAPI 3.0).
+//! - `opentelemetry`: records the current OpenTelemetry span's trace and span ids (through
+//!   `tracing-opentelemetry`) when a request is served inside one; see [`correlation`].
 //!
 //! # Without axum
 //!
@@ -179,6 +184,7 @@ mod client_ip;
 mod coalesce;
 mod config;
 pub mod context;
+pub mod correlation;
 mod detach;
 pub mod escape;
 pub mod event;

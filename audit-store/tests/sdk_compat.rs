@@ -101,6 +101,8 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         },
         zone: None,
         change: None,
+        trace: None,
+        service: None,
     }
 }
 
