@@ -11,9 +11,8 @@
 //! store's migrations.
 //!
 //! Another prefix replaces `audit_` at the start of every identifier of the files; a
-//! PostgreSQL schema is created by each migration if missing and made its `search_path` for
-//! the migration's transaction (`SET LOCAL`), so nothing it creates or drops lies outside the
-//! schema.
+//! PostgreSQL schema is created by each migration if missing and made its `search_path` while
+//! it runs (restored at its end), so nothing it creates or drops lies outside the schema.
 
 use sqlx::migrate::{Migrate, Migration, Migrator};
 use sqlx::{AssertSqlSafe, Decode, Encode, Executor, IntoArguments, Pool, SqlSafeStr as _, Type};
@@ -26,6 +25,9 @@ use crate::Result;
 /// The table sqlx records migrations in unless told otherwise, where releases before
 /// `_audit_migrations` recorded the store's.
 pub(crate) const SQLX_DEFAULT_TABLE: &str = "_sqlx_migrations";
+
+/// Where a migration into a schema keeps the search path it restores at its end.
+const SAVED_SEARCH_PATH: &str = "audit_store.saved_search_path";
 
 /// The SQLite store's migrations, for `names`.
 #[cfg(feature = "sqlite")]
@@ -51,15 +53,16 @@ pub(crate) fn postgres(names: &TableNames) -> Vec<Migration> {
 fn renamed(migration: &Migration, names: &TableNames, dialect: Dialect) -> Migration {
     let mut sql = with_prefix(migration.sql.as_str(), names.table_prefix());
     if let (Dialect::Postgres, Some(schema)) = (dialect, names.schema_name()) {
-        // A migration outside a transaction has no `SET LOCAL`: its setting is undone at its
-        // end instead.
-        let (set, reset) = if migration.no_tx {
-            ("SET", "\nRESET search_path;\n")
-        } else {
-            ("SET LOCAL", "")
-        };
+        // The search path is the schema while the migration runs, and what it was after it:
+        // an application's migrator records the migration (in its own table, unqualified)
+        // in the same transaction. Outside a transaction (`no_tx`), for the session.
+        let local = if migration.no_tx { "false" } else { "true" };
         sql = format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n{set} search_path TO \"{schema}\";\n{sql}{reset}"
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n\
+             SELECT set_config('{SAVED_SEARCH_PATH}', current_setting('search_path'), {local});\n\
+             SELECT set_config('search_path', '\"{schema}\"', {local});\n\
+             {sql}\n\
+             SELECT set_config('search_path', current_setting('{SAVED_SEARCH_PATH}'), {local});\n"
         );
     }
     if sql == migration.sql.as_str() {
@@ -268,9 +271,13 @@ mod tests {
         let names = TableNames::new().schema("tenant_audit").unwrap();
         for m in postgres(&names) {
             assert!(
-                m.sql.as_str().starts_with(
-                    "CREATE SCHEMA IF NOT EXISTS \"tenant_audit\";\nSET LOCAL search_path TO \"tenant_audit\";\n"
-                ),
+                m.sql.as_str().starts_with("CREATE SCHEMA IF NOT EXISTS \"tenant_audit\";\n")
+                    && m.sql.as_str().contains(
+                        "SELECT set_config('search_path', '\"tenant_audit\"', true);\n"
+                    )
+                    && m.sql.as_str().ends_with(
+                        "SELECT set_config('search_path', current_setting('audit_store.saved_search_path'), true);\n"
+                    ),
                 "{}",
                 m.sql.as_str()
             );
