@@ -208,8 +208,9 @@ impl Identity {
 /// A handle to the audit record of the request being served, found in the request's
 /// extensions.
 ///
-/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it
-/// with `Extension<AuditHandle>` and call [`identify`](Self::identify).
+/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it as
+/// an extractor, `audit: AuditHandle` (feature `axum`, see [`extract`](crate::extract)), or
+/// with `Extension<AuditHandle>`, and call [`identify`](Self::identify).
 #[derive(Clone, Debug, Default)]
 pub struct AuditHandle {
     identity: Arc<Mutex<Option<Identity>>>,

@@ -8,10 +8,10 @@
 //! use audit_layer::{AuditHandle, AuditLayer, AuditPolicy, Identity, Operation};
 //! use audit_layer::record::ActorContext;
 //! use audit_layer::sink::MemorySink;
-//! use axum::{Extension, Router, routing::put};
+//! use axum::{Router, routing::put};
 //! use http::Method;
 //!
-//! async fn update_policy(Extension(audit): Extension<AuditHandle>) -> &'static str {
+//! async fn update_policy(audit: AuditHandle) -> &'static str {
 //!     // The app's auth code says who the caller is:
 //!     audit.identify(Identity::user("usr_1").email("alice@example.com").context(ActorContext::Dash));
 //!     r#"{"id":"p1"}"#
@@ -177,6 +177,9 @@ mod coalesce;
 mod config;
 mod detach;
 pub mod escape;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod extract;
 mod flush;
 mod future;
 pub mod identity;
