@@ -130,6 +130,7 @@ impl TableNames {
 
     /// `name` in the schema, if one is set (for names built from the prefix, such as
     /// PostgreSQL's partitions).
+    #[cfg_attr(not(any(test, feature = "postgres")), allow(dead_code))]
     pub(crate) fn qualify(&self, name: &str) -> String {
         match &self.schema {
             Some(schema) => format!("\"{schema}\".{name}"),

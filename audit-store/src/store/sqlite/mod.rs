@@ -140,9 +140,10 @@ impl SqliteStore {
     /// use audit_store::SqliteStore;
     /// use audit_store::sqlx::migrate::Migrator;
     ///
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // `app`: the application's own, `sqlx::migrate!("./migrations")`.
+    /// # async fn run(app: Migrator) -> Result<(), Box<dyn std::error::Error>> {
     /// let store = SqliteStore::open("app.db").await?;
-    /// let mut migrations: Vec<_> = sqlx::migrate!("../demo-app/migrations/sqlite").iter().cloned().collect();
+    /// let mut migrations: Vec<_> = app.iter().cloned().collect();
     /// migrations.extend(store.migrations());
     /// Migrator::with_migrations(migrations).run(store.pool()).await?;
     /// # Ok(()) }
