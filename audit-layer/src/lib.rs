@@ -8,10 +8,10 @@
 //! use audit_layer::{AuditHandle, AuditLayer, AuditPolicy, Identity, Operation};
 //! use audit_layer::record::ActorContext;
 //! use audit_layer::sink::MemorySink;
-//! use axum::{Extension, Router, routing::put};
+//! use axum::{Router, routing::put};
 //! use http::Method;
 //!
-//! async fn update_policy(Extension(audit): Extension<AuditHandle>) -> &'static str {
+//! async fn update_policy(audit: AuditHandle) -> &'static str {
 //!     // The app's auth code says who the caller is:
 //!     audit.identify(Identity::user("usr_1").email("alice@example.com").context(ActorContext::Dash));
 //!     r#"{"id":"p1"}"#
@@ -188,6 +188,9 @@ pub mod correlation;
 mod detach;
 pub mod escape;
 pub mod event;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod extract;
 mod flush;
 mod future;
 pub mod identity;
@@ -216,7 +219,7 @@ pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
-pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError};
+pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError, TenantParams};
 pub use record::{DEFAULT_RECORD_LIMIT, DEFAULT_STRING_LIMIT};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};

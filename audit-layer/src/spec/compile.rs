@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError};
+use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError, TenantParams};
 use crate::record::ActionType;
 use crate::redact::{
     ContentPlans, DROP, KEEP, Node, NodeId, PlanArena, QueryPlan, RedactionPlan, ResponsePlans,
@@ -35,7 +35,7 @@ struct Pending {
 }
 
 /// Compiles a whole document.
-pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
+pub(crate) fn compile(doc: &Value, tenants: &TenantParams) -> Result<AuditPolicy, PolicyError> {
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
     if !(version.starts_with("3.0") || version.starts_with("3.1")) {
         return Err(spec_error(
@@ -81,7 +81,7 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
                 .collect(),
         )
     };
-    let mut builder = AuditPolicy::builder();
+    let mut builder = AuditPolicy::builder().tenant_params(tenants.clone());
     for p in pending {
         let responses = p
             .responses

@@ -50,6 +50,9 @@
 mod cursor;
 mod export;
 mod names;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+mod openapi;
 mod params;
 
 use std::future::Future;
@@ -65,6 +68,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use cursor::CursorKey;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub use openapi::{TAG, openapi};
 pub use params::BadParameter;
 use uuid::Uuid;
 
@@ -128,6 +134,7 @@ pub struct AuditLogRouter<S> {
     page_bytes: usize,
     exports_per_account: usize,
     statement_timeout: Option<Duration>,
+    prefix: String,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -160,7 +167,41 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             page_bytes: DEFAULT_PAGE_BYTES,
             exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            prefix: String::new(),
         }
+    }
+
+    /// The path the API is served under: with `/client/v4`, a page is
+    /// `GET /client/v4/accounts/{account_id}/logs/audit`. Defaults to none (`/accounts/...`).
+    /// The API's description (`openapi(prefix)`, feature `utoipa`) takes the same prefix.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .prefix("/client/v4");
+    /// # let _ = router; }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `prefix` does not start with `/`, ends with `/`, or holds a character a path
+    /// template gives a meaning (`{`, `}`, `*`, `?`, `#`) or whitespace: a mistake in the app's
+    /// code, found at start-up as axum finds a bad route.
+    #[track_caller]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        let bad = !prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix
+                .chars()
+                .any(|c| matches!(c, '{' | '}' | '*' | '?' | '#') || c.is_whitespace());
+        assert!(
+            !bad,
+            "invalid audit log router prefix {prefix:?}: expected a path such as \"/client/v4\" \
+             (starting with '/', not ending with '/', without {{ }} * ? # or spaces)"
+        );
+        self.prefix = prefix.to_owned();
+        self
     }
 
     /// The most bytes one page's answer holds, envelope included: a page of large records
@@ -258,10 +299,11 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             statement_timeout: self.statement_timeout,
             exports: Exports::new(self.exports_per_account),
         });
+        let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
         Router::new()
-            .route("/accounts/{account_id}/logs/audit", get(list::<S>))
-            .route("/accounts/{account_id}/logs/audit/verify", get(verify::<S>))
-            .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>))
+            .route(&base, get(list::<S>))
+            .route(&format!("{base}/verify"), get(verify::<S>))
+            .route(&format!("{base}/{{id}}"), get(one::<S>))
             .with_state(shared)
     }
 }

@@ -84,6 +84,33 @@ enum Kind {
     Id,
 }
 
+/// The filter parameters (each also with a `.not` form) and the field each matches, for the
+/// API's description ([`filter`] also takes the aliases `audit_log_id` and `raw_cf_ray_id`).
+#[cfg_attr(not(feature = "utoipa"), allow(dead_code))]
+pub(crate) const FILTERS: [(&str, &str); 21] = [
+    ("action_type", "`action.type`"),
+    ("action_result", "`action.result`"),
+    ("actor_email", "`actor.email`"),
+    ("actor_id", "`actor.id`"),
+    ("actor_ip_address", "`actor.ip_address`"),
+    ("actor_type", "`actor.type`"),
+    ("actor_context", "`actor.context`"),
+    ("actor_token_id", "`actor.token_id`"),
+    ("actor_token_name", "`actor.token_name`"),
+    ("id", "`id` (alias `audit_log_id`)"),
+    ("raw_ray_id", "`raw.ray_id` (alias `raw_cf_ray_id`)"),
+    ("raw_method", "`raw.method`"),
+    ("raw_status_code", "`raw.status_code`"),
+    ("raw_uri", "`raw.uri`"),
+    ("resource_id", "`resource.id`"),
+    ("resource_product", "`resource.product`"),
+    ("resource_type", "`resource.type`"),
+    ("resource_scope", "`resource.scope`"),
+    ("zone_id", "`zone.id`"),
+    ("zone_name", "`zone.name`"),
+    ("account_name", "`account.name`"),
+];
+
 /// Filter parameter names: the original API's, with its aliases.
 fn filter(name: &str) -> Option<(Column, Kind)> {
     Some(match name {
@@ -415,6 +442,18 @@ mod tests {
         );
         assert!(q.filters[1].negated);
         assert_eq!(q.filters[2].values, vec![FilterValue::Int(200)]);
+    }
+
+    #[test]
+    fn the_described_filters_are_the_accepted_ones() {
+        for (name, _) in FILTERS {
+            assert!(filter(name).is_some(), "{name}");
+        }
+        let columns: std::collections::HashSet<_> = FILTERS
+            .iter()
+            .map(|(n, _)| filter(n).map(|f| f.0))
+            .collect();
+        assert_eq!(columns.len(), FILTERS.len(), "one parameter per column");
     }
 
     #[test]

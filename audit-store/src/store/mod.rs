@@ -18,6 +18,9 @@ mod chained;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
 pub mod intercept;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
+mod names;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -42,6 +45,7 @@ use crate::model::{
     Retention, ScannedLink, StoredRecord, TimedLink,
 };
 use crate::{Result, StoreError};
+pub use names::{DEFAULT_PREFIX, TableNames};
 
 /// What [`ChainedStore::chain_scan`] returns: chunks of links as they are read; an error is
 /// the last item.

@@ -4,6 +4,7 @@
 //!
 //! Every value is a bound parameter; only fixed identifiers are spliced in.
 
+use super::TableNames;
 use crate::model::{COLUMNS, Direction, FilterValue, LINK_COLUMNS, RecordQuery};
 
 /// How a database spells what the two backends write differently.
@@ -121,8 +122,8 @@ fn value(target: &mut impl QueryTarget, value: &FilterValue) {
 }
 
 /// `SELECT time_ms, id, record FROM audit_logs WHERE ... ORDER BY ... LIMIT ...`: one page
-/// of one account's records.
-pub fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
+/// of one account's records, from the records' table of `names`.
+pub fn page(target: &mut impl QueryTarget, names: &TableNames, query: &RecordQuery) {
     // After a cursor, the cursor's time narrows the scanned range itself: a bound the index
     // scan starts from, so a deep page costs what the first one does.
     let (since_ms, before_ms) = match (query.after, query.direction) {
@@ -132,7 +133,10 @@ pub fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
         }
         (Some((t, _)), Direction::Asc) => (query.since_ms.max(t), query.before_ms),
     };
-    target.sql("SELECT time_ms, id, record FROM audit_logs WHERE account_id = ");
+    target.sql(&format!(
+        "SELECT time_ms, id, record FROM {} WHERE account_id = ",
+        names.logs()
+    ));
     target.text(query.account_id.clone());
     target.sql(" AND time_ms >= ");
     target.bigint(since_ms);

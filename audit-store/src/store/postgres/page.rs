@@ -3,15 +3,16 @@
 
 use sqlx::postgres::PgPool;
 
+use super::super::TableNames;
 use super::super::shared::Tables;
 use crate::model::{Page, RecordQuery};
 use crate::{Result, StoreError};
 
 /// One page of `query` (see [`AuditStore::page`](crate::store::AuditStore::page)).
-pub(super) async fn page(pool: &PgPool, query: &RecordQuery) -> Result<Page> {
+pub(super) async fn page(pool: &PgPool, names: &TableNames, query: &RecordQuery) -> Result<Page> {
     let Some(limit) = query.time_limit else {
         let mut conn = pool.acquire().await?;
-        return Tables::<sqlx::Postgres>::page_on(&mut conn, query).await;
+        return Tables::<sqlx::Postgres>::page_on(&mut conn, names, query).await;
     };
     let mut tx = pool.begin().await?;
     // A number of milliseconds: nothing a caller chooses is spliced in as text.
@@ -21,7 +22,7 @@ pub(super) async fn page(pool: &PgPool, query: &RecordQuery) -> Result<Page> {
     )))
     .execute(&mut *tx)
     .await?;
-    let page = match Tables::<sqlx::Postgres>::page_on(&mut tx, query).await {
+    let page = match Tables::<sqlx::Postgres>::page_on(&mut tx, names, query).await {
         Ok(page) => page,
         Err(StoreError::Database(sqlx::Error::Database(db)))
             // query_canceled: the statement timeout

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqlitePool;
 
+use super::super::TableNames;
 use super::super::shared::Tables;
 use crate::model::{Page, RecordQuery};
 use crate::{Result, StoreError};
@@ -26,10 +27,14 @@ impl Drop for Disarm {
 }
 
 /// One page of `query` (see [`AuditStore::page`](crate::store::AuditStore::page)).
-pub(super) async fn page(pool: &SqlitePool, query: &RecordQuery) -> Result<Page> {
+pub(super) async fn page(
+    pool: &SqlitePool,
+    names: &TableNames,
+    query: &RecordQuery,
+) -> Result<Page> {
     let mut conn = pool.acquire().await?;
     let Some(limit) = query.time_limit else {
-        return Tables::<sqlx::Sqlite>::page_on(&mut conn, query).await;
+        return Tables::<sqlx::Sqlite>::page_on(&mut conn, names, query).await;
     };
     let deadline = Instant::now() + limit;
     let armed = Arc::new(AtomicBool::new(true));
@@ -40,7 +45,7 @@ pub(super) async fn page(pool: &SqlitePool, query: &RecordQuery) -> Result<Page>
             !handler.load(Ordering::Relaxed) || Instant::now() < deadline
         });
     let _disarm = Disarm(armed);
-    Tables::<sqlx::Sqlite>::page_on(&mut conn, query)
+    Tables::<sqlx::Sqlite>::page_on(&mut conn, names, query)
         .await
         .map_err(|e| timed_out(e, limit))
 }
