@@ -181,3 +181,4 @@ impl ChainedStore for PostgresStore {
         spawn_scan(move |tx| scan::scan(pool, scope, tx))
     }
 }
+super::positions::export_positions!(PostgresStore);
