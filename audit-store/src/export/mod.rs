@@ -39,6 +39,7 @@ mod secret;
 
 pub use batch::{EncodedBatch, idempotency_key};
 pub use destination::{DEFAULT_HTTP_TIMEOUT, DeliveryError, Destination, HttpDestination};
+pub use format::csv::{header as csv_header, write_row as write_csv_row};
 pub use format::{Format, FormatError, UnknownFormat};
 pub use job::{
     DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, ExportJob,

@@ -1,4 +1,10 @@
-//! The formats an export job writes its records in, one line per record.
+//! The formats an export job writes its records in, one line per record, and CSV for the
+//! query API's export.
+
+pub(crate) mod csv;
+mod fields;
+mod logpush;
+mod ocsf;
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,16 +18,23 @@ pub enum Format {
     /// The record's own JSON, exactly as stored (NDJSON).
     #[default]
     Ndjson,
+    /// Cloudflare Logpush's `audit_logs_v2` field names (`AccountID`, `ActionTimestamp`,
+    /// `ActorEmail`, `Raw`, ...), one JSON object per line.
+    Logpush,
+    /// OCSF 1.8.0 API Activity (class 6003) events, one per line.
+    Ocsf,
 }
 
 impl Format {
     /// Every format.
-    pub const ALL: [Self; 1] = [Self::Ndjson];
+    pub const ALL: [Self; 3] = [Self::Ndjson, Self::Logpush, Self::Ocsf];
 
-    /// The format's name in configuration (`ndjson`).
+    /// The format's name in configuration: `ndjson`, `logpush`, `ocsf`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ndjson => "ndjson",
+            Self::Logpush => "logpush",
+            Self::Ocsf => "ocsf",
         }
     }
 
@@ -38,6 +51,8 @@ impl Format {
     pub fn write_line(self, row: &PageRow, out: &mut String) -> Result<(), FormatError> {
         match self {
             Self::Ndjson => out.push_str(&row.record),
+            Self::Logpush => logpush::write(row, out)?,
+            Self::Ocsf => ocsf::write(row, out)?,
         }
         out.push('\n');
         Ok(())
@@ -65,6 +80,7 @@ impl FromStr for Format {
     /// use audit_store::export::Format;
     ///
     /// assert_eq!("ndjson".parse::<Format>(), Ok(Format::Ndjson));
+    /// assert_eq!("ocsf".parse::<Format>(), Ok(Format::Ocsf));
     /// assert!("xml".parse::<Format>().unwrap_err().to_string().contains("\"xml\""));
     /// ```
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -84,4 +100,13 @@ impl FromStr for Format {
 pub struct FormatError {
     id: uuid::Uuid,
     reason: String,
+}
+
+impl FormatError {
+    pub(crate) fn new(id: uuid::Uuid, reason: &str) -> Self {
+        Self {
+            id,
+            reason: reason.chars().take(200).collect(),
+        }
+    }
 }
