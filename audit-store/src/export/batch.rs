@@ -27,6 +27,9 @@ pub struct EncodedBatch {
     pub format: Format,
     /// The records, one line each, every line ending in `\n`. No line holds a raw newline.
     pub lines: String,
+    /// Each line's record position, in order (for destinations that frame records one by
+    /// one, with their time).
+    pub positions: Vec<LogPosition>,
 }
 
 impl EncodedBatch {

@@ -309,6 +309,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         let mut lines = String::new();
         let mut span: Option<(LogPosition, LogPosition)> = None;
         let mut records = 0;
+        let mut positions = Vec::with_capacity(page.rows.len());
         for row in &page.rows {
             let at = (row.time_ms, row.id);
             if position.pending.is_some_and(|pending| at > pending) {
@@ -324,6 +325,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 break;
             }
             records += 1;
+            positions.push(at);
             span = Some((span.map_or(at, |(first, _)| first), at));
         }
         let Some((first, last)) = span else {
@@ -339,6 +341,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 records,
                 format: self.format,
                 lines,
+                positions,
             },
             full,
         )))

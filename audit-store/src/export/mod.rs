@@ -38,7 +38,9 @@ mod retry;
 mod secret;
 
 pub use batch::{EncodedBatch, idempotency_key};
-pub use destination::{DEFAULT_HTTP_TIMEOUT, DeliveryError, Destination, HttpDestination};
+pub use destination::{
+    DEFAULT_HTTP_TIMEOUT, DeliveryError, Destination, HttpDestination, SyslogDestination,
+};
 pub use format::csv::{header as csv_header, write_row as write_csv_row};
 pub use format::{Format, FormatError, UnknownFormat};
 pub use job::{

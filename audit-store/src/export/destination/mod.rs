@@ -2,11 +2,13 @@
 //! that ship with the crate.
 
 mod http;
+mod syslog;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use http::{DEFAULT_HTTP_TIMEOUT, HttpDestination};
+pub use syslog::SyslogDestination;
 
 use super::batch::EncodedBatch;
 
