@@ -1,5 +1,5 @@
 //! Push export: committed records delivered to the places security teams read them (a SIEM's
-//! HTTP endpoint, ...), at least once, in (time, id) order per account, with a durable place
+//! HTTP endpoint, a syslog collector, a file a shipper tails), at least once, in (time, id) order per account, with a durable place
 //! in the database per job.
 //!
 //! An [`ExportJob`] reads committed records through the store (never from the request path),
@@ -39,7 +39,8 @@ mod secret;
 
 pub use batch::{EncodedBatch, idempotency_key};
 pub use destination::{
-    DEFAULT_HTTP_TIMEOUT, DeliveryError, Destination, HttpDestination, SyslogDestination,
+    DEFAULT_FILE_KEEP, DEFAULT_FILE_MAX_BYTES, DEFAULT_HTTP_TIMEOUT, DeliveryError, Destination,
+    FileDestination, HttpDestination, SyslogDestination,
 };
 pub use format::csv::{header as csv_header, write_row as write_csv_row};
 pub use format::{Format, FormatError, UnknownFormat};

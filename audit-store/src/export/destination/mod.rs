@@ -1,12 +1,14 @@
 //! Where an export job delivers its batches: the [`Destination`] trait and the destinations
 //! that ship with the crate.
 
+mod file;
 mod http;
 mod syslog;
 
 use std::future::Future;
 use std::time::Duration;
 
+pub use file::{DEFAULT_FILE_KEEP, DEFAULT_FILE_MAX_BYTES, FileDestination};
 pub use http::{DEFAULT_HTTP_TIMEOUT, HttpDestination};
 pub use syslog::SyslogDestination;
 
