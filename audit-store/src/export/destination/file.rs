@@ -98,10 +98,10 @@ impl FileDestination {
 
     fn append(&self, lines: &[u8]) -> std::io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                private_files::create_dir_all(parent)?;
-            }
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            private_files::create_dir_all(parent)?;
         }
         let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         if size > 0 && size + lines.len() as u64 > self.max_bytes {
