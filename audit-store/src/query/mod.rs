@@ -4,8 +4,9 @@
 //! - `GET /accounts/{account_id}/logs/audit?since=&before=` — a page of records, newest first:
 //!   every filter of the original API (`action_type`, `actor_email`, `resource_product`, ...),
 //!   repeatable (OR) and with a `<name>.not` form, `direction`, `limit` (1–1000, default 100)
-//!   and an opaque `cursor`. With `Accept: application/x-ndjson`, every matching record is
-//!   streamed instead, one per line, page by page (for SIEM ingestion).
+//!   and an opaque `cursor`. With `Accept: application/x-ndjson` or `format=ndjson`, every
+//!   matching record is streamed instead, one per line, page by page (for SIEM ingestion);
+//!   with `format=csv`, as CSV (a header row, every cell quoted, formulas defused).
 //!
 //! What one caller can make the server hold is bounded, whatever the records weigh: a page's
 //! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
@@ -377,11 +378,17 @@ async fn list<S: ChainedStore>(
             }
         },
     };
-    let ndjson = parts
+    let accepts_ndjson = parts
         .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
+    let stream = match query.format {
+        params::AnswerFormat::Csv => Some(export::Stream::Csv),
+        params::AnswerFormat::Ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json if accepts_ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json => None,
+    };
     let mut page = RecordQuery {
         account_id,
         since_ms: query.since_ms,
@@ -393,8 +400,8 @@ async fn list<S: ChainedStore>(
         max_bytes: None,
         time_limit: shared.statement_timeout,
     };
-    if ndjson {
-        return export::export(Arc::clone(&shared), page);
+    if let Some(stream) = stream {
+        return export::export(Arc::clone(&shared), page, stream);
     }
     // One more than asked: whether another page exists.
     page.limit = query.limit + 1;

@@ -42,6 +42,30 @@ pub(crate) struct LogQuery {
     pub(crate) direction: Direction,
     pub(crate) limit: u32,
     pub(crate) cursor: Option<String>,
+    /// `format`: how the answer is written.
+    pub(crate) format: AnswerFormat,
+}
+
+/// The `format` parameter: a JSON page (the default), or every matching record streamed as
+/// NDJSON (also chosen by `Accept: application/x-ndjson`) or CSV.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum AnswerFormat {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+fn parse_format(format: Option<&str>) -> Result<AnswerFormat, BadParameter> {
+    match format {
+        None | Some("json") => Ok(AnswerFormat::Json),
+        Some("ndjson") => Ok(AnswerFormat::Ndjson),
+        Some("csv") => Ok(AnswerFormat::Csv),
+        Some(other) => Err(bad(format!(
+            "invalid value for 'format': expected json, ndjson or csv, got {}",
+            quoted(other)
+        ))),
+    }
 }
 
 impl LogQuery {
@@ -287,6 +311,7 @@ struct Given {
     direction: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    format: Option<String>,
     filters: Vec<ColumnFilter>,
     /// Filter values so far, all filters together.
     values: usize,
@@ -305,6 +330,7 @@ impl Given {
             ("direction", false) => &mut self.direction,
             ("limit", false) => &mut self.limit,
             ("cursor", false) => &mut self.cursor,
+            ("format", false) => &mut self.format,
             _ => return self.filter(key, name, negated, &value),
         };
         if slot.is_some() {
@@ -415,6 +441,7 @@ pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
         direction: parse_direction(given.direction.as_deref())?,
         limit: parse_limit(given.limit.as_deref())?,
         cursor: given.cursor,
+        format: parse_format(given.format.as_deref())?,
     })
 }
 
@@ -454,6 +481,20 @@ mod tests {
             .map(|(n, _)| filter(n).map(|f| f.0))
             .collect();
         assert_eq!(columns.len(), FILTERS.len(), "one parameter per column");
+    }
+
+    #[test]
+    fn format_is_json_ndjson_or_csv() {
+        let base = "since=2025-01-01&before=2025-01-02";
+        assert_eq!(parse(base).unwrap().format, AnswerFormat::Json);
+        assert_eq!(
+            parse(&format!("{base}&format=csv")).unwrap().format,
+            AnswerFormat::Csv
+        );
+        assert_eq!(
+            err(&format!("{base}&format=xlsx")),
+            "invalid value for 'format': expected json, ndjson or csv, got \"xlsx\""
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod intercept;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 mod names;
+mod positions;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -41,8 +42,8 @@ use uuid::Uuid;
 
 use crate::chain::ChainKeys;
 use crate::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, Page, RecordQuery,
-    Retention, ScannedLink, StoredRecord, TimedLink,
+    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, ExportPosition, Page,
+    RecordQuery, Retention, ScannedLink, StoredRecord, TimedLink,
 };
 use crate::{Result, StoreError};
 pub use names::{DEFAULT_PREFIX, TableNames};
@@ -238,4 +239,21 @@ pub trait ChainedStore: AuditStore {
             Ok(checkpoints)
         }
     }
+}
+
+/// A store that keeps where each push export job stands in each account's log (see
+/// [`export`](crate::export)), in a table of its own beside the records.
+pub trait ExportPositions: ChainedStore {
+    /// Every position stored for `job`.
+    fn export_positions(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = Result<Vec<ExportPosition>>> + Send;
+
+    /// Stores `position` for `job`, replacing the account's previous one.
+    fn save_export_position(
+        &self,
+        job: &str,
+        position: &ExportPosition,
+    ) -> impl Future<Output = Result<()>> + Send;
 }

@@ -221,3 +221,4 @@ impl ChainedStore for PostgresStore {
         spawn_scan(move |tx| scan::scan(pool, names, scope, tx))
     }
 }
+super::positions::export_positions!(PostgresStore);

@@ -400,6 +400,8 @@ impl ChainedStore for SqliteStore {
     }
 }
 
+super::positions::export_positions!(SqliteStore);
+
 #[cfg(test)]
 mod tests {
     use super::*;
