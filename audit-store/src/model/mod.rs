@@ -6,6 +6,7 @@ mod chain;
 mod columns;
 mod query;
 mod record;
+mod stats;
 
 pub(crate) use chain::Link;
 pub use chain::{
@@ -19,3 +20,4 @@ pub use query::{
     Column, ColumnFilter, Direction, FilterValue, Page, PageRow, RecordQuery, TimedLink,
 };
 pub use record::StoredRecord;
+pub use stats::{Stats, StatsQuery};

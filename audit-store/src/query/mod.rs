@@ -15,6 +15,9 @@
 //! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
 //! reach on a long range (a 422 that says which filter and how to narrow the query).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
+//! - `GET /accounts/{account_id}/logs/audit/stats?since=&before=` — counts for the same
+//!   filters: records per hour or day by result, the top actors, actions and products
+//!   (`interval=hour|day`, `top` up to [`MAX_TOP`]); bounded like a page.
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
 //!   hash chain (a chained store only; see [`chain`](crate::chain)) against its stored
 //!   checkpoints and those kept outside ([`AuditLogRouter::external_checkpoints`]): `result`
@@ -47,6 +50,7 @@
 mod cursor;
 mod export;
 mod params;
+mod stats;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,6 +66,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use cursor::CursorKey;
 pub use params::BadParameter;
+pub use stats::{MAX_BUCKETS, MAX_TOP};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -257,6 +262,10 @@ impl<S: ChainedStore> AuditLogRouter<S> {
         Router::new()
             .route("/accounts/{account_id}/logs/audit", get(list::<S>))
             .route("/accounts/{account_id}/logs/audit/verify", get(verify::<S>))
+            .route(
+                "/accounts/{account_id}/logs/audit/stats",
+                get(stats::stats::<S>),
+            )
             .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>))
             .with_state(shared)
     }

@@ -116,6 +116,10 @@ impl AuditStore for PostgresStore {
         page::page(&self.pool, query).await
     }
 
+    async fn stats(&self, query: &crate::model::StatsQuery) -> Result<crate::model::Stats> {
+        page::stats(&self.pool, query).await
+    }
+
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)

@@ -289,6 +289,10 @@ impl AuditStore for SqliteStore {
         page::page(&self.pool, query).await
     }
 
+    async fn stats(&self, query: &crate::model::StatsQuery) -> Result<crate::model::Stats> {
+        page::stats(&self.pool, query).await
+    }
+
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
         self.optimize().await
