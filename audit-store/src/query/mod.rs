@@ -51,6 +51,8 @@ mod cursor;
 mod export;
 mod params;
 mod stats;
+#[cfg(feature = "viewer")]
+mod viewer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -68,6 +70,8 @@ use cursor::CursorKey;
 pub use params::BadParameter;
 pub use stats::{MAX_BUCKETS, MAX_TOP};
 use uuid::Uuid;
+#[cfg(feature = "viewer")]
+pub use viewer::InvalidFrameAncestor;
 
 use crate::StoreError;
 use crate::chain::Verifier;
@@ -129,6 +133,8 @@ pub struct AuditLogRouter<S> {
     page_bytes: usize,
     exports_per_account: usize,
     statement_timeout: Option<Duration>,
+    #[cfg(feature = "viewer")]
+    viewer: Option<viewer::Viewer>,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -161,6 +167,8 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             page_bytes: DEFAULT_PAGE_BYTES,
             exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            #[cfg(feature = "viewer")]
+            viewer: None,
         }
     }
 
@@ -259,15 +267,20 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             statement_timeout: self.statement_timeout,
             exports: Exports::new(self.exports_per_account),
         });
-        Router::new()
+        let router = Router::new()
             .route("/accounts/{account_id}/logs/audit", get(list::<S>))
             .route("/accounts/{account_id}/logs/audit/verify", get(verify::<S>))
             .route(
                 "/accounts/{account_id}/logs/audit/stats",
                 get(stats::stats::<S>),
             )
-            .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>))
-            .with_state(shared)
+            .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>));
+        #[cfg(feature = "viewer")]
+        let router = match self.viewer {
+            Some(viewer) => viewer.routes(router),
+            None => router,
+        };
+        router.with_state(shared)
     }
 }
 
