@@ -7,6 +7,7 @@ mod columns;
 mod export;
 mod query;
 mod record;
+mod stats;
 
 pub(crate) use chain::Link;
 pub use chain::{
@@ -21,3 +22,4 @@ pub use query::{
     Column, ColumnFilter, Direction, FilterValue, Page, PageRow, RecordQuery, TimedLink,
 };
 pub use record::StoredRecord;
+pub use stats::{Stats, StatsQuery};

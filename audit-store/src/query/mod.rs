@@ -16,6 +16,9 @@
 //! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
 //! reach on a long range (a 422 that says which filter and how to narrow the query).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
+//! - `GET /accounts/{account_id}/logs/audit/stats?since=&before=` — counts for the same
+//!   filters: records per hour or day by result, the top actors, actions and products
+//!   (`interval=hour|day`, `top` up to [`MAX_TOP`]); bounded like a page.
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
 //!   hash chain (a chained store only; see [`chain`](crate::chain)) against its stored
 //!   checkpoints and those kept outside ([`AuditLogRouter::external_checkpoints`]): `result`
@@ -55,6 +58,9 @@ mod names;
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 mod openapi;
 mod params;
+mod stats;
+#[cfg(feature = "viewer")]
+mod viewer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,7 +79,10 @@ use cursor::CursorKey;
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 pub use openapi::{TAG, openapi};
 pub use params::BadParameter;
+pub use stats::{MAX_BUCKETS, MAX_TOP};
 use uuid::Uuid;
+#[cfg(feature = "viewer")]
+pub use viewer::InvalidFrameAncestor;
 
 use crate::StoreError;
 use crate::chain::Verifier;
@@ -136,6 +145,8 @@ pub struct AuditLogRouter<S> {
     exports_per_account: usize,
     statement_timeout: Option<Duration>,
     prefix: String,
+    #[cfg(feature = "viewer")]
+    viewer: Option<viewer::Viewer>,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -169,6 +180,8 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
             prefix: String::new(),
+            #[cfg(feature = "viewer")]
+            viewer: None,
         }
     }
 
@@ -301,11 +314,17 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             exports: Exports::new(self.exports_per_account),
         });
         let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
-        Router::new()
+        let router = Router::new()
             .route(&base, get(list::<S>))
             .route(&format!("{base}/verify"), get(verify::<S>))
-            .route(&format!("{base}/{{id}}"), get(one::<S>))
-            .with_state(shared)
+            .route(&format!("{base}/stats"), get(stats::stats::<S>))
+            .route(&format!("{base}/{{id}}"), get(one::<S>));
+        #[cfg(feature = "viewer")]
+        let router = match self.viewer {
+            Some(viewer) => viewer.routes(router, &base),
+            None => router,
+        };
+        router.with_state(shared)
     }
 }
 

@@ -14,6 +14,8 @@
 //! store is scanned, SQLite's WAL checkpoints, PostgreSQL's partitions).
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod aggregate;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod chained;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
@@ -43,7 +45,7 @@ use uuid::Uuid;
 use crate::chain::ChainKeys;
 use crate::model::{
     ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, ExportPosition, Page,
-    RecordQuery, Retention, ScannedLink, StoredRecord, TimedLink,
+    RecordQuery, Retention, ScannedLink, Stats, StatsQuery, StoredRecord, TimedLink,
 };
 use crate::{Result, StoreError};
 pub use names::{DEFAULT_PREFIX, TableNames};
@@ -92,6 +94,11 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
     /// [`Page::cut`] says so), read as they come (never more than the page in memory) and
     /// stopped at `query.time_limit` ([`StoreError::StatementTimeout`]).
     fn page(&self, query: &RecordQuery) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Counts of one account's records matching `query`: per time bucket and result, and the
+    /// most frequent actors, actions and products, read in one statement stopped at
+    /// `query.time_limit` ([`StoreError::StatementTimeout`]).
+    fn stats(&self, query: &StatsQuery) -> impl Future<Output = Result<Stats>> + Send;
 }
 
 /// A store that keeps every account's log as a hash chain with signed checkpoints (see

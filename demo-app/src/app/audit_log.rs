@@ -18,7 +18,9 @@ use crate::state::AppState;
 /// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`, guarded
 /// by the demo's own credentials: an account's token (or a member's session) reads only that
 /// account's log; no credentials is a 401, another account a 404. Its `/verify` also reads
-/// the checkpoints the pipeline keeps outside the database (`checkpoints`).
+/// the checkpoints the pipeline keeps outside the database (`checkpoints`). The viewer is
+/// served with it (`/accounts/{account_id}/logs/audit/viewer`): a logged-in dashboard user
+/// opens it with the session cookie.
 pub(crate) fn audit_log_router<S: ChainedStore>(
     store: S,
     state: AppState,
@@ -26,6 +28,7 @@ pub(crate) fn audit_log_router<S: ChainedStore>(
 ) -> Router {
     AuditLogRouter::new(store, DemoAuthorizer(state.db.clone()))
         .external_checkpoints(checkpoints)
+        .with_viewer()
         .into_router()
 }
 
