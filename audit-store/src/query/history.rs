@@ -9,11 +9,11 @@
 //!
 //! - `change`: the record's own `change` (`{"before", "after"}`), which the app told the
 //!   layer (already redacted by the layer, as every recorded value is);
-//! - `bodies`: derived from the recorded (redacted) request and response bodies: a create's
-//!   value is its response (or request) body, an update's its response body, else its
-//!   request body (for `PATCH`, merged into the value before, RFC 7396), a delete's `null`;
-//!   the value before is the one after the previous write. Only fields the API description
-//!   marks auditable are there, so the values are partial;
+//! - `bodies`: derived from the recorded (redacted) request and response bodies: a write's
+//!   value is its request body (for `PATCH`, merged into the value before, RFC 7396) with
+//!   the fields of its response body over it, a delete's `null`; the value before is the one
+//!   after the previous write. Only fields the API description marks auditable are there, so
+//!   the values are partial;
 //! - `none`: nothing recorded tells.
 //!
 //! A value not known is `null` and then `patch` is absent; otherwise `patch` is the RFC 6902
@@ -274,23 +274,28 @@ fn values(record: &Value, before: Option<Value>) -> Values {
     }
     let method = record["raw"]["method"].as_str().unwrap_or("");
     let (before, after) = match record["action"]["type"].as_str() {
-        Some("create") => (
-            Some(Value::Null),
-            body(record, "response").or_else(|| body(record, "request")),
-        ),
         Some("delete") => (before, Some(Value::Null)),
-        _ => {
-            let after = body(record, "response").or_else(|| {
-                let request = body(record, "request")?;
-                match (&before, method) {
-                    (Some(prior @ Value::Object(_)), "PATCH") => {
-                        let mut merged = prior.clone();
-                        json_patch::merge(&mut merged, &request);
-                        Some(merged)
-                    }
-                    _ => Some(request),
+        kind => {
+            let before = if kind == Some("create") {
+                Some(Value::Null)
+            } else {
+                before
+            };
+            let request = match (body(record, "request"), &before, method) {
+                (Some(request), Some(prior @ Value::Object(_)), "PATCH") => {
+                    let mut merged = prior.clone();
+                    json_patch::merge(&mut merged, &request);
+                    Some(merged)
                 }
-            });
+                (request, _, _) => request,
+            };
+            let after = match (request, body(record, "response")) {
+                (Some(mut value @ Value::Object(_)), Some(response @ Value::Object(_))) => {
+                    json_patch::merge(&mut value, &response);
+                    Some(value)
+                }
+                (request, response) => response.or(request),
+            };
             (before, after)
         }
     };
@@ -444,6 +449,13 @@ mod tests {
             values(&put, None).after,
             Some(json!({"name": "b"})),
             "a marker is no value"
+        );
+
+        let answered = write("update", "PUT", json!({"name": "b"}), json!({"id": "p1"}));
+        assert_eq!(
+            values(&answered, None).after,
+            Some(json!({"id": "p1", "name": "b"})),
+            "the response's fields over the request's"
         );
 
         let deleted = write("delete", "DELETE", Value::Null, Value::Null);
