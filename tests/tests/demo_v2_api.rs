@@ -204,4 +204,42 @@ async fn the_demo_serves_the_v2_names_categories_and_histories() {
     )
     .await;
     assert_eq!((status, body), (404, not_found()));
+
+    // Hostile values in the new parameters: a 400 naming the parameter, never a 5xx, a
+    // database error or a secret.
+    let long = "9".repeat(5000);
+    for payload in ["' OR 1=1 --", "%", "\u{0}' --", "\u{1b}[2J", long.as_str()] {
+        let attempts = [
+            (
+                history.clone(),
+                vec![window[0], window[1], ("action_time", payload)],
+                "'action_time'",
+            ),
+            (
+                history.clone(),
+                [&query[..], &[("cursor", payload)]].concat(),
+                "'cursor'",
+            ),
+            (
+                history.clone(),
+                [&query[..], &[("limit", payload)]].concat(),
+                "'limit'",
+            ),
+            (
+                path.clone(),
+                [&window[..], &[("product_category", payload)]].concat(),
+                "'product_category'",
+            ),
+            (format!("{path}/{id}x/history"), query.clone(), "UUID"),
+        ];
+        for (target, params, named) in attempts {
+            let (status, body, text) = get(&api, &target, &params).await;
+            assert_eq!(status, 400, "{target} {params:?}: {text}");
+            let message = body["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains(named), "{message}");
+            for word in ["sqlx", "sqlite", "SQLITE", "syntax error", ADMIN_TOKEN] {
+                assert!(!text.contains(word), "{word} in {text}");
+            }
+        }
+    }
 }
