@@ -219,7 +219,10 @@ pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
-pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError, TenantParams};
+pub use policy::{
+    AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError, ProductCategories,
+    ProductCategory, TenantParams,
+};
 pub use record::{DEFAULT_RECORD_LIMIT, DEFAULT_STRING_LIMIT};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};

@@ -15,10 +15,18 @@
 //! (2) running at once (a 429 beyond); every statement has a time limit
 //! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
 //! reach on a long range (a 422 that says which filter and how to narrow the query).
+//!   `product_category` (repeatable, any case) adds the products of a category to the
+//!   `resource_product` filter ([`AuditLogRouter::product_categories`]).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
 //! - `GET /accounts/{account_id}/logs/audit/stats?since=&before=` — counts for the same
 //!   filters: records per hour or day by result, the top actors, actions and products
 //!   (`interval=hour|day`, `top` up to [`MAX_TOP`]); bounded like a page.
+//! - `GET /accounts/{account_id}/logs/audit/product_categories` — the product categories and
+//!   the products each stands for.
+//! - `GET /accounts/{account_id}/logs/audit/{id}/history?since=&before=&action_time=` — the
+//!   writes of the resource the record `{id}` acted on, each with the resource's value before
+//!   and after and an RFC 6902 patch between them; `result_info.history_status` is `exact`,
+//!   `approximate` or `unavailable` (see `history`).
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
 //!   hash chain (a chained store only; see [`chain`](crate::chain)) against its stored
 //!   checkpoints and those kept outside ([`AuditLogRouter::external_checkpoints`]): `result`
@@ -51,8 +59,10 @@
 //! # }
 //! ```
 
+mod categories;
 mod cursor;
 mod export;
+mod history;
 mod names;
 #[cfg(feature = "utoipa")]
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
@@ -67,6 +77,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use audit_layer::ProductCategories;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -147,6 +158,7 @@ pub struct AuditLogRouter<S> {
     prefix: String,
     #[cfg(feature = "viewer")]
     viewer: Option<viewer::Viewer>,
+    categories: ProductCategories,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -164,6 +176,7 @@ struct Shared<S> {
     page_bytes: usize,
     statement_timeout: Option<Duration>,
     exports: Exports,
+    categories: ProductCategories,
 }
 
 impl<S: ChainedStore> AuditLogRouter<S> {
@@ -182,6 +195,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             prefix: String::new(),
             #[cfg(feature = "viewer")]
             viewer: None,
+            categories: ProductCategories::new(),
         }
     }
 
@@ -215,6 +229,32 @@ impl<S: ChainedStore> AuditLogRouter<S> {
              (starting with '/', not ending with '/', without {{ }} * ? # or spaces)"
         );
         self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// The product categories `GET …/logs/audit/product_categories` serves and the
+    /// `product_category` filter takes: usually the app's policy's
+    /// ([`AuditPolicy::product_categories`](audit_layer::AuditPolicy::product_categories),
+    /// from `x-audit-product-category` in its API description), extended with
+    /// [`ProductCategories::category`] for products only events have. Defaults to none: the
+    /// endpoint lists nothing and every `product_category` value is a 400.
+    ///
+    /// A category is a name for a set of `resource.product` values, resolved when a query is
+    /// made, not a field of each record: the filter becomes one on `resource_product` (which
+    /// an index serves), a category declared or changed later applies to the records already
+    /// stored, and the stored rows (whose JSON each chain's digests cover) stay as written.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// use audit_layer::ProductCategories;
+    /// # fn run(store: audit_store::SqliteStore) -> Result<(), audit_layer::PolicyError> {
+    /// let categories = ProductCategories::new().category("DNS", ["dns", "zones"])?;
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .product_categories(categories);
+    /// # let _ = router; Ok(()) }
+    /// ```
+    pub fn product_categories(mut self, categories: ProductCategories) -> Self {
+        self.categories = categories;
         self
     }
 
@@ -312,13 +352,19 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             page_bytes: self.page_bytes,
             statement_timeout: self.statement_timeout,
             exports: Exports::new(self.exports_per_account),
+            categories: self.categories,
         });
         let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
         let router = Router::new()
             .route(&base, get(list::<S>))
             .route(&format!("{base}/verify"), get(verify::<S>))
             .route(&format!("{base}/stats"), get(stats::stats::<S>))
-            .route(&format!("{base}/{{id}}"), get(one::<S>));
+            .route(
+                &format!("{base}/product_categories"),
+                get(categories::list::<S>),
+            )
+            .route(&format!("{base}/{{id}}"), get(one::<S>))
+            .route(&format!("{base}/{{id}}/history"), get(history::history::<S>));
         #[cfg(feature = "viewer")]
         let router = match self.viewer {
             Some(viewer) => viewer.routes(router, &base),
@@ -379,7 +425,7 @@ async fn list<S: ChainedStore>(
     if let Some(denied) = authorize(&shared, &parts, &account_id).await {
         return denied;
     }
-    let query = match params::parse(raw.as_deref().unwrap_or("")) {
+    let query = match params::parse(raw.as_deref().unwrap_or(""), &shared.categories) {
         Ok(query) => query,
         Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
     };

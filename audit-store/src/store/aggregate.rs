@@ -6,9 +6,9 @@ use futures_util::TryStreamExt as _;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
+use super::TableNames;
 use super::shared::Backend;
 use super::sql;
-use super::TableNames;
 use crate::Result;
 use crate::model::{Stats, StatsQuery};
 

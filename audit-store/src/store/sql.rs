@@ -135,7 +135,10 @@ pub fn page(target: &mut impl QueryTarget, names: &TableNames, query: &RecordQue
         }
         (Some((t, _)), Direction::Asc) => (query.since_ms.max(t), query.before_ms),
     };
-    target.sql(&format!("SELECT time_ms, id, record FROM {} WHERE ", names.logs()));
+    target.sql(&format!(
+        "SELECT time_ms, id, record FROM {} WHERE ",
+        names.logs()
+    ));
     matching(
         target,
         &query.account_id,

@@ -13,7 +13,9 @@ mod prometheus;
 
 use std::sync::OnceLock;
 
-use audit_layer::{AuditFlush, AuditLayer, AuditSink, PolicyError};
+use audit_layer::{
+    AuditFlush, AuditLayer, AuditSink, IntoAuditPolicy, PolicyError, ProductCategories,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -71,6 +73,17 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 pub(crate) fn openapi_json_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| document::json_text(openapi()))
+}
+
+/// The product categories the document declares (`x-audit-product-category` on each
+/// product's operations), for the audit log API's `product_category` filter and its
+/// `product_categories` endpoint.
+///
+/// # Errors
+///
+/// When the document does not compile into an audit policy, as [`router`].
+pub(crate) fn product_categories() -> Result<ProductCategories, PolicyError> {
+    Ok(openapi().into_audit_policy()?.product_categories().clone())
 }
 
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the

@@ -397,10 +397,14 @@ pub(crate) async fn delete_policy(
     changed_id(rows, "policy", path.policy_id)
 }
 
-/// The routes of these operations, tagged `alerting`.
+/// The routes of these operations, tagged `alerting`, in the `Notifications` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, update_policy, delete_policy));
-    product("alerting", &[], router)
+    product(
+        "alerting",
+        &[("x-audit-product-category", "Notifications")],
+        router,
+    )
 }

@@ -418,12 +418,17 @@ pub(crate) async fn delete_record(
     changed_id(rows, "DNS record", record_id)
 }
 
-/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`.
+/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`, in the
+/// `DNS` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_records, create_record))
         .routes(routes!(get_record, update_record, delete_record));
-    product("dns", &[("x-audit-product", "dns")], router)
+    let marks = [
+        ("x-audit-product", "dns"),
+        ("x-audit-product-category", "DNS"),
+    ];
+    product("dns", &marks, router)
 }
 
 #[cfg(test)]

@@ -216,10 +216,10 @@ pub(crate) async fn revoke_token(
     changed_id(rows, "token", token_id)
 }
 
-/// The routes of these operations, tagged `tokens`.
+/// The routes of these operations, tagged `tokens`, in the `Access` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token));
-    product("tokens", &[], router)
+    product("tokens", &[("x-audit-product-category", "Access")], router)
 }

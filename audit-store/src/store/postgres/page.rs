@@ -14,18 +14,26 @@ use crate::{Result, StoreError};
 
 /// One page of `query` (see [`AuditStore::page`](crate::store::AuditStore::page)).
 pub(super) async fn page(pool: &PgPool, names: &TableNames, query: &RecordQuery) -> Result<Page> {
-    timed(pool, names, query.time_limit, query, |conn, names, query| {
-        Box::pin(Tables::<sqlx::Postgres>::page_on(conn, names, query))
-    })
+    timed(
+        pool,
+        names,
+        query.time_limit,
+        query,
+        |conn, names, query| Box::pin(Tables::<sqlx::Postgres>::page_on(conn, names, query)),
+    )
     .await
 }
 
 /// The statistics of `query` (see [`AuditStore::stats`](crate::store::AuditStore::stats)):
 /// one statement, so the time limit bounds it all.
 pub(super) async fn stats(pool: &PgPool, names: &TableNames, query: &StatsQuery) -> Result<Stats> {
-    timed(pool, names, query.time_limit, query, |conn, names, query| {
-        Box::pin(stats_on::<sqlx::Postgres>(conn, names, query))
-    })
+    timed(
+        pool,
+        names,
+        query.time_limit,
+        query,
+        |conn, names, query| Box::pin(stats_on::<sqlx::Postgres>(conn, names, query)),
+    )
     .await
 }
 

@@ -30,18 +30,34 @@ impl Drop for Disarm {
 }
 
 /// One page of `query` (see [`AuditStore::page`](crate::store::AuditStore::page)).
-pub(super) async fn page(pool: &SqlitePool, names: &TableNames, query: &RecordQuery) -> Result<Page> {
-    timed(pool, names, query.time_limit, query, |conn, names, query| {
-        Box::pin(Tables::<sqlx::Sqlite>::page_on(conn, names, query))
-    })
+pub(super) async fn page(
+    pool: &SqlitePool,
+    names: &TableNames,
+    query: &RecordQuery,
+) -> Result<Page> {
+    timed(
+        pool,
+        names,
+        query.time_limit,
+        query,
+        |conn, names, query| Box::pin(Tables::<sqlx::Sqlite>::page_on(conn, names, query)),
+    )
     .await
 }
 
 /// The statistics of `query` (see [`AuditStore::stats`](crate::store::AuditStore::stats)).
-pub(super) async fn stats(pool: &SqlitePool, names: &TableNames, query: &StatsQuery) -> Result<Stats> {
-    timed(pool, names, query.time_limit, query, |conn, names, query| {
-        Box::pin(stats_on::<sqlx::Sqlite>(conn, names, query))
-    })
+pub(super) async fn stats(
+    pool: &SqlitePool,
+    names: &TableNames,
+    query: &StatsQuery,
+) -> Result<Stats> {
+    timed(
+        pool,
+        names,
+        query.time_limit,
+        query,
+        |conn, names, query| Box::pin(stats_on::<sqlx::Sqlite>(conn, names, query)),
+    )
     .await
 }
 
@@ -51,7 +67,11 @@ async fn timed<Q: Sync + ?Sized, T>(
     names: &TableNames,
     limit: Option<Duration>,
     query: &Q,
-    read: impl for<'c> FnOnce(&'c mut SqliteConnection, &'c TableNames, &'c Q) -> BoxFuture<'c, Result<T>>,
+    read: impl for<'c> FnOnce(
+        &'c mut SqliteConnection,
+        &'c TableNames,
+        &'c Q,
+    ) -> BoxFuture<'c, Result<T>>,
 ) -> Result<T> {
     let mut conn = pool.acquire().await?;
     let Some(limit) = limit else {
