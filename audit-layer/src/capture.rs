@@ -13,7 +13,7 @@ use crate::identity::{AuditHandle, Identity};
 use crate::policy::{OperationPlan, PathIds};
 use crate::record::{
     Account, Action, ActionResult, ActionType, Actor, AuditRecord, Body, DEFAULT_RECORD_LIMIT,
-    DEFAULT_STRING_LIMIT, MIN_RECORD_LIMIT, Raw, Resource, Timestamp, Token, Zone,
+    DEFAULT_STRING_LIMIT, MIN_RECORD_LIMIT, Raw, Resource, Timestamp, Token, Trace, Zone,
 };
 use crate::sink::AuditSink;
 
@@ -72,6 +72,9 @@ pub(crate) struct Capture {
     pub(crate) client_gone: bool,
     /// The caps on the record's strings and size.
     pub(crate) limits: RecordLimits,
+    /// The request's distributed trace, and the service's name.
+    pub(crate) trace: Option<Trace>,
+    pub(crate) service: Option<Arc<str>>,
 }
 
 /// The caps on what one record holds: each string, and the whole record's JSON text.
@@ -169,6 +172,7 @@ fn cut_strings(record: &mut AuditRecord, limit: usize) {
         raw,
         resource,
         zone,
+        service,
         ..
     } = record;
     for place in [
@@ -200,6 +204,7 @@ fn cut_strings(record: &mut AuditRecord, limit: usize) {
         &mut resource.product,
         &mut resource.scope,
         &mut resource.kind,
+        service,
     ] {
         cut_shared(s);
     }
@@ -396,6 +401,8 @@ impl Capture {
             },
             zone: clean(capture.ids.zone).map(|id| Zone { id, name: None }),
             change: told.change,
+            trace: capture.trace,
+            service: capture.service,
         };
         limits.fit(&mut record);
         record
@@ -547,6 +554,11 @@ mod tests {
                 name: s(),
             }),
             change: None,
+            trace: Some(Trace {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                span_id: "00f067aa0ba902b7".into(),
+            }),
+            service: shared(),
         }
     }
 

@@ -32,7 +32,7 @@ pub const DEFAULT_FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_FAILED_AUTH_SOURCES: usize = 10_000;
 
 /// How failed authentications are coalesced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Rules {
     /// Records kept individually per key and window.
     pub(crate) rate: u32,
@@ -40,6 +40,8 @@ pub(crate) struct Rules {
     pub(crate) window: Duration,
     /// Keys counted at once, per kind of key.
     pub(crate) sources: usize,
+    /// The service name summaries carry: the layer's.
+    pub(crate) service: Option<Arc<str>>,
 }
 
 impl Default for Rules {
@@ -48,6 +50,7 @@ impl Default for Rules {
             rate: DEFAULT_FAILED_AUTH_RATE,
             window: DEFAULT_FAILED_AUTH_WINDOW,
             sources: DEFAULT_FAILED_AUTH_SOURCES,
+            service: None,
         }
     }
 }
@@ -228,7 +231,7 @@ impl Coalescing {
     }
 
     pub(crate) fn rules(&self) -> Rules {
-        self.rules
+        self.rules.clone()
     }
 
     /// The app's sink, behind the coalescing.
@@ -421,6 +424,8 @@ fn summary(key: &Key, window: &Window, rules: &Rules) -> AuditRecord {
         },
         zone: None,
         change: None,
+        trace: None,
+        service: rules.service.clone(),
     }
 }
 
@@ -461,6 +466,8 @@ mod tests {
             resource: Resource::default(),
             zone: None,
             change: None,
+            trace: None,
+            service: None,
         }
     }
 
@@ -469,6 +476,7 @@ mod tests {
             rate,
             window: Duration::from_millis(window_ms),
             sources,
+            service: None,
         }
     }
 

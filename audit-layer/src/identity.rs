@@ -208,8 +208,9 @@ impl Identity {
 /// A handle to the audit record of the request being served, found in the request's
 /// extensions.
 ///
-/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it
-/// with `Extension<AuditHandle>` and call [`identify`](Self::identify) to say who acted,
+/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it as
+/// an extractor, `audit: AuditHandle` (feature `axum`, see [`extract`](crate::extract)), or
+/// with `Extension<AuditHandle>`, and call [`identify`](Self::identify) to say who acted,
 /// [`before`](Self::before) and [`after`](Self::after) to say what changed, and
 /// [`context`](Self::context) for the request's actor and ray id, which
 /// [events](crate::event) it causes carry (also in the tasks it spawns, see

@@ -60,6 +60,15 @@ pub struct AuditRecord {
     /// schema of its type, when the app told (see [`Change`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// The distributed trace the request belongs to: from the request's W3C `traceparent`
+    /// header, or the current OpenTelemetry span (feature `opentelemetry`). See
+    /// [`correlation`](crate::correlation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+    /// The name of the service that made the record
+    /// ([`AuditLayer::service_name`](crate::AuditLayer::service_name)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Arc<str>>,
 }
 
 /// The default cap on each string a record holds (`raw.user_agent`, `raw.uri`, ids, what the
@@ -151,11 +160,17 @@ impl AuditRecord {
             .as_ref()
             .map_or(0, |a| a.id.len() + text(&a.name));
         let zone = self.zone.as_ref().map_or(0, |z| z.id.len() + text(&z.name));
+        let trace = self
+            .trace
+            .as_ref()
+            .map_or(0, |t| t.trace_id.len() + t.span_id.len());
         let actor = &self.actor;
         let raw = &self.raw;
         let resource = &self.resource;
         let strings = account
             + zone
+            + trace
+            + shared(&self.service)
             + shared(&self.action.description)
             + text(&actor.email)
             + text(&actor.id)
@@ -180,6 +195,19 @@ impl AuditRecord {
             body(&resource.request) + body(&resource.response) + change,
         )
     }
+}
+
+/// The distributed trace a record belongs to, as W3C Trace Context ids in lowercase hex.
+///
+/// **Unverified** when it comes from the request's `traceparent` header: anyone can send any
+/// well-formed ids; they tie the record to the caller's traces, they prove nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Trace {
+    /// The trace id: 32 lowercase hex digits, not all zero.
+    pub trace_id: String,
+    /// The span the request was made in (the `traceparent`'s parent id), or the server's own
+    /// current span (OpenTelemetry): 16 lowercase hex digits, not all zero.
+    pub span_id: String,
 }
 
 /// The account an action belongs to.
@@ -1272,6 +1300,8 @@ mod tests {
             resource: Resource::default(),
             zone: None,
             change: None,
+            trace: None,
+            service: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(

@@ -16,8 +16,9 @@ use serde_json::Value;
 
 use crate::record::AuditRecord;
 
-/// The text of `schemas/audit-log.schema.json`.
-pub const AUDIT_LOG_SCHEMA: &str = include_str!("../../schemas/audit-log.schema.json");
+/// The text of `schemas/audit-log.schema.json` (packaged in the crate as
+/// `audit-layer/schemas/audit-log.schema.json`, a link to the workspace's file).
+pub const AUDIT_LOG_SCHEMA: &str = include_str!("../schemas/audit-log.schema.json");
 
 /// A record (or JSON value) that does not satisfy the record schema.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ use crate::body::{AuditBody, AuditRequestBody};
 use crate::capture::{AuditGuard, Capture, RequestBody, ResponseCopy};
 use crate::client_ip::peer_addr;
 use crate::config::Config;
+use crate::correlation;
 use crate::escape;
 use crate::future::{Detach, Refusal, ResponseFuture, Then};
 use crate::identity::AuditHandle;
@@ -255,6 +256,8 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         client_gone: false,
         client_request_id,
         limits: config.record_limits,
+        trace: correlation::request_trace(req.headers()),
+        service: config.service.clone(),
     };
     Begun {
         guard: AuditGuard::new(capture),

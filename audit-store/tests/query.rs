@@ -382,6 +382,8 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
             kind: place.kind.map(Into::into),
         },
         zone,
+        trace: None,
+        service: None,
         change: None,
     };
     // Some are events, not requests: no method, URI or status (NULL columns), an action type

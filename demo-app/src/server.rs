@@ -124,10 +124,17 @@ async fn serve<S: ChainedStore>(
         .await
         .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
+    let categories = app::product_categories().map_err(|e| {
+        StartError::runtime(
+            "the OpenAPI document does not compile into an audit policy",
+            &e,
+        )
+    })?;
     let audit_log = app::audit_log_router(
         store,
         state.clone(),
         JsonLinesCheckpoints::new(config.data_dir.join("checkpoints.jsonl")),
+        categories,
     );
     let bounds = &config.bounds;
     let state_for_jobs = state.clone();

@@ -7,12 +7,8 @@ use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 
-use super::PolicyError;
+use super::{PolicyError, TenantParams};
 use crate::escape;
-
-/// Names of the path parameters that carry account and zone ids.
-pub(crate) const ACCOUNT_PARAM: &str = "account_id";
-pub(crate) const ZONE_PARAM: &str = "zone_id";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
@@ -43,8 +39,15 @@ pub(crate) struct PathIds {
 }
 
 impl RouteTemplate {
-    /// Parses `template`, in OpenAPI (`{name}`) or axum (`{name}`, `{*rest}`) syntax.
+    /// [`parse_with`](Self::parse_with) the default tenant parameters.
+    #[cfg(test)]
     pub(crate) fn parse(template: &str) -> Result<Self, PolicyError> {
+        Self::parse_with(template, &TenantParams::default())
+    }
+
+    /// Parses `template`, in OpenAPI (`{name}`) or axum (`{name}`, `{*rest}`) syntax; its
+    /// account and zone ids are in the parameters `tenants` names.
+    pub(crate) fn parse_with(template: &str, tenants: &TenantParams) -> Result<Self, PolicyError> {
         let invalid = |why: &str| PolicyError::InvalidTemplate {
             template: template.to_owned(),
             why: why.to_owned(),
@@ -78,10 +81,10 @@ impl RouteTemplate {
                 segments.push(segment);
             }
         }
-        Ok(Self::from_segments(template, segments.into()))
+        Ok(Self::from_segments(template, segments.into(), tenants))
     }
 
-    fn from_segments(text: &str, segments: Box<[Segment]>) -> Self {
+    fn from_segments(text: &str, segments: Box<[Segment]>, tenants: &TenantParams) -> Self {
         let param = |wanted: &str| {
             segments.iter().position(
                 |s| matches!(s, Segment::Param(n) | Segment::CatchAll(n) if &**n == wanted),
@@ -116,8 +119,8 @@ impl RouteTemplate {
         let scoped = |name: &str| scope_param.filter(|_| scope == Some(name));
         Self {
             text: text.into(),
-            account: param(ACCOUNT_PARAM).or_else(|| scoped("accounts")),
-            zone: param(ZONE_PARAM).or_else(|| scoped("zones")),
+            account: param(&tenants.account).or_else(|| scoped("accounts")),
+            zone: param(&tenants.zone).or_else(|| scoped("zones")),
             resource_id,
             scope: scope.map(Arc::from),
             product: product.map(Arc::from),

@@ -154,6 +154,8 @@ impl World {
             },
             zone: zone.map(|id| Zone { id, name: None }),
             change: None,
+            trace: None,
+            service: None,
         }
     }
 

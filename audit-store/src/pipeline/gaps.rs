@@ -144,6 +144,8 @@ pub(super) fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord 
         },
         zone: None,
         change: None,
+        trace: None,
+        service: None,
     }
 }
 

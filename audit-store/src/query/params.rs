@@ -3,6 +3,7 @@
 //! Every problem is a [`BadParameter`] that names the parameter and what was expected, in
 //! the words a person reading a 400 needs.
 
+use audit_layer::ProductCategories;
 use audit_layer::record::{ActionType, ActorContext, ActorType};
 use uuid::Uuid;
 
@@ -42,6 +43,30 @@ pub(crate) struct LogQuery {
     pub(crate) direction: Direction,
     pub(crate) limit: u32,
     pub(crate) cursor: Option<String>,
+    /// `format`: how the answer is written.
+    pub(crate) format: AnswerFormat,
+}
+
+/// The `format` parameter: a JSON page (the default), or every matching record streamed as
+/// NDJSON (also chosen by `Accept: application/x-ndjson`) or CSV.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum AnswerFormat {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+fn parse_format(format: Option<&str>) -> Result<AnswerFormat, BadParameter> {
+    match format {
+        None | Some("json") => Ok(AnswerFormat::Json),
+        Some("ndjson") => Ok(AnswerFormat::Ndjson),
+        Some("csv") => Ok(AnswerFormat::Csv),
+        Some(other) => Err(bad(format!(
+            "invalid value for 'format': expected json, ndjson or csv, got {}",
+            quoted(other)
+        ))),
+    }
 }
 
 impl LogQuery {
@@ -83,6 +108,33 @@ enum Kind {
     Ip,
     Id,
 }
+
+/// The filter parameters (each also with a `.not` form) and the field each matches, for the
+/// API's description ([`filter`] also takes the aliases `audit_log_id` and `raw_cf_ray_id`).
+#[cfg_attr(not(feature = "utoipa"), allow(dead_code))]
+pub(crate) const FILTERS: [(&str, &str); 21] = [
+    ("action_type", "`action.type`"),
+    ("action_result", "`action.result`"),
+    ("actor_email", "`actor.email`"),
+    ("actor_id", "`actor.id`"),
+    ("actor_ip_address", "`actor.ip_address`"),
+    ("actor_type", "`actor.type`"),
+    ("actor_context", "`actor.context`"),
+    ("actor_token_id", "`actor.token_id`"),
+    ("actor_token_name", "`actor.token_name`"),
+    ("id", "`id` (alias `audit_log_id`)"),
+    ("raw_ray_id", "`raw.ray_id` (alias `raw_cf_ray_id`)"),
+    ("raw_method", "`raw.method`"),
+    ("raw_status_code", "`raw.status_code`"),
+    ("raw_uri", "`raw.uri`"),
+    ("resource_id", "`resource.id`"),
+    ("resource_product", "`resource.product`"),
+    ("resource_type", "`resource.type`"),
+    ("resource_scope", "`resource.scope`"),
+    ("zone_id", "`zone.id`"),
+    ("zone_name", "`zone.name`"),
+    ("account_name", "`account.name`"),
+];
 
 /// Filter parameter names: the original API's, with its aliases.
 fn filter(name: &str) -> Option<(Column, Kind)> {
@@ -253,19 +305,34 @@ pub(crate) fn parse_span(query: &str) -> Result<crate::verify::Span, BadParamete
 }
 
 /// The parameters of a query as given, each checked on its own; [`parse`] checks them together.
-#[derive(Default)]
-struct Given {
+struct Given<'c> {
+    /// What `product_category` values stand for.
+    categories: &'c ProductCategories,
     since: Option<String>,
     before: Option<String>,
     direction: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    format: Option<String>,
     filters: Vec<ColumnFilter>,
     /// Filter values so far, all filters together.
     values: usize,
 }
 
-impl Given {
+impl<'c> Given<'c> {
+    fn new(categories: &'c ProductCategories) -> Self {
+        Self {
+            categories,
+            since: None,
+            before: None,
+            direction: None,
+            limit: None,
+            cursor: None,
+            filters: Vec::new(),
+            values: 0,
+        }
+    }
+
     /// Takes one `key=value` pair of the query string.
     fn take(&mut self, key: &str, value: String) -> Result<(), BadParameter> {
         let (name, negated) = match key.strip_suffix(".not") {
@@ -278,6 +345,7 @@ impl Given {
             ("direction", false) => &mut self.direction,
             ("limit", false) => &mut self.limit,
             ("cursor", false) => &mut self.cursor,
+            ("format", false) => &mut self.format,
             _ => return self.filter(key, name, negated, &value),
         };
         if slot.is_some() {
@@ -297,12 +365,23 @@ impl Given {
         negated: bool,
         value: &str,
     ) -> Result<(), BadParameter> {
+        if name == "product_category" {
+            return self.category(key, negated, value);
+        }
         let Some((column, kind)) = filter(name) else {
             return Err(bad(format!(
                 "unknown parameter {}: see the audit log API's parameters",
                 quoted(key)
             )));
         };
+        self.count(key)?;
+        let value = parse_value(key, kind, value)?;
+        self.push(column, negated, value);
+        Ok(())
+    }
+
+    /// Counts one more filter value, within [`MAX_FILTER_VALUES`].
+    fn count(&mut self, key: &str) -> Result<(), BadParameter> {
         self.values += 1;
         if self.values > MAX_FILTER_VALUES {
             return Err(bad(format!(
@@ -310,7 +389,36 @@ impl Given {
                 quoted(key)
             )));
         }
-        let value = parse_value(key, kind, value)?;
+        Ok(())
+    }
+
+    /// A `product_category` value: the products of that category (its name matched without
+    /// regard to case) join the `resource_product` filter of the same form, as the v2 API
+    /// unions the two.
+    fn category(&mut self, key: &str, negated: bool, value: &str) -> Result<(), BadParameter> {
+        self.count(key)?;
+        let Some(category) = self.categories.get(value) else {
+            let known: Vec<&str> = self.categories.iter().map(|c| c.value()).collect();
+            let expected = if known.is_empty() {
+                "none: this audit log declares no product categories".to_owned()
+            } else {
+                format!("one of {} (in any case)", known.join(", "))
+            };
+            return Err(bad(format!(
+                "invalid value for '{key}': unknown product category {}: expected {expected}; \
+                 GET /accounts/{{account_id}}/logs/audit/product_categories lists them",
+                quoted(value)
+            )));
+        };
+        for product in category.products() {
+            let product = audit_layer::escape::visible(product.as_bytes()).into_owned();
+            self.push(Column::ResourceProduct, negated, FilterValue::Text(product));
+        }
+        Ok(())
+    }
+
+    /// Adds `value` to the filter on `column` of the same form (repeats are OR-ed).
+    fn push(&mut self, column: Column, negated: bool, value: FilterValue) {
         match self
             .filters
             .iter_mut()
@@ -323,7 +431,6 @@ impl Given {
                 values: vec![value],
             }),
         }
-        Ok(())
     }
 }
 
@@ -375,8 +482,64 @@ fn parse_limit(limit: Option<&str>) -> Result<u32, BadParameter> {
         })
 }
 
-pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
-    let mut given = Given::default();
+/// A validated query of a resource's history (`…/logs/audit/{id}/history`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryQuery {
+    pub(crate) since_ms: i64,
+    pub(crate) before_ms: i64,
+    /// The `action.time` of the audit log the history is of.
+    pub(crate) action_time_ms: i64,
+    pub(crate) direction: Direction,
+    pub(crate) limit: u32,
+    pub(crate) cursor: Option<String>,
+}
+
+/// Parses the query string of a history: `since`, `before` and `action_time` required,
+/// `direction`, `limit` and `cursor` as for a page; nothing else.
+pub(crate) fn parse_history(query: &str) -> Result<HistoryQuery, BadParameter> {
+    const NAMES: [&str; 6] = [
+        "since",
+        "before",
+        "action_time",
+        "direction",
+        "limit",
+        "cursor",
+    ];
+    let mut given: [Option<String>; 6] = Default::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(i) = NAMES.iter().position(|n| *n == key) else {
+            return Err(bad(format!(
+                "unknown parameter {}: a history takes 'since', 'before', 'action_time', \
+                 'direction', 'limit' and 'cursor'",
+                quoted(&key)
+            )));
+        };
+        if given[i].is_some() {
+            return Err(bad(format!(
+                "'{key}' is given more than once: give it once"
+            )));
+        }
+        given[i] = Some(value.into_owned());
+    }
+    let [since, before, action_time, direction, limit, cursor] = given;
+    let (since_ms, before_ms) = parse_range(since.as_deref(), before.as_deref())?;
+    let action_time = action_time.ok_or_else(|| {
+        bad("missing required parameter 'action_time': expected the RFC 3339 action.time of the audit log".into())
+    })?;
+    Ok(HistoryQuery {
+        since_ms,
+        before_ms,
+        action_time_ms: parse_time("action_time", &action_time)?,
+        direction: parse_direction(direction.as_deref())?,
+        limit: parse_limit(limit.as_deref())?,
+        cursor,
+    })
+}
+
+/// Parses the query string of a page or an export; `categories` are what `product_category`
+/// values stand for.
+pub(crate) fn parse(query: &str, categories: &ProductCategories) -> Result<LogQuery, BadParameter> {
+    let mut given = Given::new(categories);
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         given.take(&key, value.into_owned())?;
     }
@@ -388,12 +551,23 @@ pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
         direction: parse_direction(given.direction.as_deref())?,
         limit: parse_limit(given.limit.as_deref())?,
         cursor: given.cursor,
+        format: parse_format(given.format.as_deref())?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::parse`] with the categories `DNS` (`dns`, `zones`) and `Notifications`
+    /// (`alerting`).
+    fn parse(query: &str) -> Result<LogQuery, BadParameter> {
+        let categories = ProductCategories::new()
+            .category("DNS", ["dns", "zones"])
+            .and_then(|c| c.category("Notifications", ["alerting"]))
+            .expect("valid categories");
+        super::parse(query, &categories)
+    }
 
     fn err(query: &str) -> String {
         parse(query).expect_err(query).to_string()
@@ -415,6 +589,32 @@ mod tests {
         );
         assert!(q.filters[1].negated);
         assert_eq!(q.filters[2].values, vec![FilterValue::Int(200)]);
+    }
+
+    #[test]
+    fn the_described_filters_are_the_accepted_ones() {
+        for (name, _) in FILTERS {
+            assert!(filter(name).is_some(), "{name}");
+        }
+        let columns: std::collections::HashSet<_> = FILTERS
+            .iter()
+            .map(|(n, _)| filter(n).map(|f| f.0))
+            .collect();
+        assert_eq!(columns.len(), FILTERS.len(), "one parameter per column");
+    }
+
+    #[test]
+    fn format_is_json_ndjson_or_csv() {
+        let base = "since=2025-01-01&before=2025-01-02";
+        assert_eq!(parse(base).unwrap().format, AnswerFormat::Json);
+        assert_eq!(
+            parse(&format!("{base}&format=csv")).unwrap().format,
+            AnswerFormat::Csv
+        );
+        assert_eq!(
+            err(&format!("{base}&format=xlsx")),
+            "invalid value for 'format': expected json, ndjson or csv, got \"xlsx\""
+        );
     }
 
     #[test]
@@ -461,6 +661,79 @@ mod tests {
             ))
             .unwrap();
         }
+    }
+
+    #[test]
+    fn product_categories_join_the_resource_product_filter() {
+        let q = parse("since=2025-01-01&before=2025-01-02&resource_product=tokens&product_category=dns&product_category=NOTIFICATIONS&product_category.not=Dns").unwrap();
+        let text = |v: &[&str]| {
+            v.iter()
+                .map(|v| FilterValue::Text((*v).into()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            q.filters,
+            vec![
+                ColumnFilter {
+                    column: Column::ResourceProduct,
+                    negated: false,
+                    values: text(&["tokens", "dns", "zones", "alerting"]),
+                },
+                ColumnFilter {
+                    column: Column::ResourceProduct,
+                    negated: true,
+                    values: text(&["dns", "zones"]),
+                },
+            ]
+        );
+        assert_eq!(
+            err("since=2025-01-01&before=2025-01-02&product_category=security"),
+            "invalid value for 'product_category': unknown product category \"security\": expected one of DNS, Notifications (in any case); GET /accounts/{account_id}/logs/audit/product_categories lists them"
+        );
+        let none = super::parse(
+            "since=2025-01-01&before=2025-01-02&product_category.not=dns",
+            &ProductCategories::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            none.starts_with("invalid value for 'product_category.not': unknown product category \"dns\": expected none"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn history_queries_parse_and_name_bad_parameters() {
+        let q = parse_history("since=2025-01-01&before=2025-01-02&action_time=2025-01-01T10:00:00.5Z&direction=asc&limit=3&cursor=c").unwrap();
+        assert_eq!(
+            (q.action_time_ms, q.direction, q.limit, q.cursor.as_deref()),
+            (1_735_725_600_500, Direction::Asc, 3, Some("c"))
+        );
+        let e = |q: &str| parse_history(q).unwrap_err().to_string();
+        assert_eq!(
+            e("since=2025-01-01&before=2025-01-02"),
+            "missing required parameter 'action_time': expected the RFC 3339 action.time of the audit log"
+        );
+        assert!(
+            e("before=2025-01-02&action_time=2025-01-01")
+                .starts_with("missing required parameter 'since'")
+        );
+        assert_eq!(
+            e("since=2025-01-01&before=2025-01-02&action_time=soon"),
+            "invalid value for 'action_time': expected YYYY-MM-DD or RFC 3339, got \"soon\""
+        );
+        assert!(
+            e("since=2025-01-01&before=2025-01-02&action_time=2025-01-01&actor_email=a")
+                .starts_with("unknown parameter \"actor_email\": a history takes")
+        );
+        assert_eq!(
+            e("since=2025-01-01&before=2025-01-02&action_time=2025-01-01&limit=1001"),
+            "invalid value for 'limit': expected an integer from 1 to 1000, got \"1001\""
+        );
+        assert_eq!(
+            e("since=2025-01-01&since=2025-01-01"),
+            "'since' is given more than once: give it once"
+        );
     }
 
     #[test]

@@ -509,6 +509,8 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
         },
         zone: None,
         change: None,
+        trace: None,
+        service: None,
     }
 }
 

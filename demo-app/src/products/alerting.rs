@@ -51,16 +51,16 @@ pub(crate) struct Policy {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct PolicyInput {
     /// The policy's name (1–256 characters).
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: String,
     /// What the policy is for (up to 1024 characters).
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(max_length = 1024, extensions(("x-auditable" = json!(true))))]
     pub(crate) description: Option<String>,
     /// Whether alerts are sent.
     #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) enabled: bool,
     /// The kind of alert: lowercase letters, digits and `_`.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(pattern = r"^[a-z0-9_]{1,100}$", extensions(("x-auditable" = json!(true))))]
     pub(crate) alert_type: String,
     /// Which events alert; all when absent.
     pub(crate) filters: Option<Filters>,
@@ -102,7 +102,8 @@ pub(crate) struct EmailTarget {
 /// A webhook target.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct WebhookTarget {
-    /// The URL alerts are posted to; it often carries a secret.
+    /// The URL alerts are posted to (`http://` or `https://`); it often carries a secret.
+    #[schema(pattern = "^https?://")]
     pub(crate) url: String,
 }
 
@@ -202,9 +203,8 @@ async fn check(db: &Db, account_id: &str, mut input: PolicyInput) -> Result<Chec
     let filters = input.filters.take().unwrap_or_default();
     for zone in &filters.zones {
         if zone_account(db, zone).await?.as_deref() != Some(account_id) {
-            return Err(ApiError::BadRequest(format!(
-                "invalid value for 'filters.zones': {zone:?} is not a zone of this account"
-            )));
+            // The body is well-formed; the zone it names is not the account's.
+            return Err(ApiError::NotFound("zone in 'filters.zones'"));
         }
     }
     let mechanisms = input.mechanisms.take().unwrap_or_default();
@@ -397,10 +397,14 @@ pub(crate) async fn delete_policy(
     changed_id(rows, "policy", path.policy_id)
 }
 
-/// The routes of these operations, tagged `alerting`.
+/// The routes of these operations, tagged `alerting`, in the `Notifications` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, update_policy, delete_policy));
-    product("alerting", &[], router)
+    product(
+        "alerting",
+        &[("x-audit-product-category", "Notifications")],
+        router,
+    )
 }

@@ -45,7 +45,7 @@ pub(crate) struct Token {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct TokenCreate {
     /// A display name (1–100 characters), e.g. `CI deploys`.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: String,
     /// When the token stops working (RFC 3339, in the future); never when absent. A background
     /// sweep revokes expired tokens.
@@ -216,10 +216,10 @@ pub(crate) async fn revoke_token(
     changed_id(rows, "token", token_id)
 }
 
-/// The routes of these operations, tagged `tokens`.
+/// The routes of these operations, tagged `tokens`, in the `Access` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token));
-    product("tokens", &[], router)
+    product("tokens", &[("x-audit-product-category", "Access")], router)
 }
