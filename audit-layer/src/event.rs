@@ -75,6 +75,8 @@ use crate::sink::{AuditSink, NotCommitted};
 pub struct AuditEvents {
     sink: Arc<dyn AuditSink>,
     limits: RecordLimits,
+    /// The layer's service name, which every record of it carries.
+    service: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for AuditEvents {
@@ -101,11 +103,19 @@ impl AuditEvents {
     /// assert_eq!(records.len(), 1);
     /// ```
     pub fn new(sink: impl AuditSink) -> Self {
-        Self::with_sink(Arc::new(sink), RecordLimits::default())
+        Self::with_sink(Arc::new(sink), RecordLimits::default(), None)
     }
 
-    pub(crate) fn with_sink(sink: Arc<dyn AuditSink>, limits: RecordLimits) -> Self {
-        Self { sink, limits }
+    pub(crate) fn with_sink(
+        sink: Arc<dyn AuditSink>,
+        limits: RecordLimits,
+        service: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            sink,
+            limits,
+            service,
+        }
     }
 
     /// Begins the record of an action of type `action` (a built-in one, or any other:
@@ -136,6 +146,8 @@ impl AuditEvents {
                 resource: Resource::default(),
                 zone: None,
                 change: None,
+                trace: None,
+                service: self.service.clone(),
             },
             actor: None,
             context: None,
@@ -573,6 +585,7 @@ mod tests {
                 string: 256,
                 record: crate::record::DEFAULT_RECORD_LIMIT,
             },
+            None,
         );
         events
             .event(ActionType::Update)

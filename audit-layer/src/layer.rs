@@ -319,6 +319,7 @@ impl AuditLayer {
         crate::event::AuditEvents::with_sink(
             Arc::clone(&self.config.sink),
             self.config.record_limits,
+            self.config.service.clone(),
         )
     }
 }

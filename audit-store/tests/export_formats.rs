@@ -37,7 +37,7 @@ fn variety() -> TestResult<Vec<AuditRecord>> {
     let mut login = record(Some("acc_1"), BASE_MS + 10);
     login.action.kind = "login".parse()?;
     login.action.result = ActionResult::Failure;
-    login.raw.status_code = 401;
+    login.raw.status_code = Some(401);
     login.actor = Default::default();
     login.actor.ip_address = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
     records.push(login);
@@ -45,7 +45,7 @@ fn variety() -> TestResult<Vec<AuditRecord>> {
     system.actor = Default::default();
     system.actor.kind = Some(ActorType::System);
     system.actor.context = Some(ActorContext::System);
-    system.raw.uri = "/jobs/rotate?dry_run=REDACTED".into();
+    system.raw.uri = Some("/jobs/rotate?dry_run=REDACTED".into());
     system.resource = Default::default();
     records.push(system);
     let mut token = record(Some("acc_1"), BASE_MS + 12);
@@ -213,7 +213,7 @@ async fn the_query_apis_export_answers_csv_with_formulas_defused() -> TestResult
     let store = SqliteStore::open(dir.path().join("audit.db")).await?;
     store.migrate().await?;
     let mut hostile = record(Some("acc_1"), BASE_MS);
-    hostile.raw.uri = "=HYPERLINK(\"http://evil.example\",\"x\")".into();
+    hostile.raw.uri = Some("=HYPERLINK(\"http://evil.example\",\"x\")".into());
     hostile.actor.email = Some("+1@example.com".into());
     hostile.action.description = Some("line\nbreak, \"quoted\"".into());
     let plain = record(Some("acc_1"), BASE_MS + 1);
