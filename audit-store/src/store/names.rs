@@ -38,6 +38,7 @@ pub struct TableNames {
     logs: String,
     chain_heads: String,
     checkpoints: String,
+    export_positions: String,
     migrations: String,
 }
 
@@ -91,6 +92,7 @@ impl TableNames {
             logs: qualified(format!("{prefix}logs")),
             chain_heads: qualified(format!("{prefix}chain_heads")),
             checkpoints: qualified(format!("{prefix}checkpoints")),
+            export_positions: qualified(format!("{prefix}export_positions")),
             migrations: qualified(format!("_{prefix}migrations")),
             prefix,
             schema,
@@ -120,6 +122,11 @@ impl TableNames {
     /// The signed checkpoints' table, as written in SQL.
     pub fn checkpoints(&self) -> &str {
         &self.checkpoints
+    }
+
+    /// The export jobs' positions' table, as written in SQL.
+    pub fn export_positions(&self) -> &str {
+        &self.export_positions
     }
 
     /// The table [`migrate`](super::AuditStore::migrate) records the store's migrations in

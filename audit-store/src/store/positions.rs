@@ -1,16 +1,21 @@
-//! The export jobs' positions (`audit_export_positions`), the same statements on both
-//! databases.
+//! The export jobs' positions (`audit_export_positions` under the default
+//! [names](super::TableNames)), the same statements on both databases.
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use uuid::Uuid;
 
+use super::TableNames;
 use super::shared::Backend;
 use super::sql::Numbered;
 use crate::Result;
 use crate::model::{ExportPosition, LogPosition};
 
 /// Every position of `job`.
-pub(super) async fn load<DB>(pool: &Pool<DB>, job: &str) -> Result<Vec<ExportPosition>>
+pub(super) async fn load<DB>(
+    pool: &Pool<DB>,
+    names: &TableNames,
+    job: &str,
+) -> Result<Vec<ExportPosition>>
 where
     DB: Backend,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -25,7 +30,8 @@ where
     let mut n = Numbered::new(DB::DIALECT);
     let sql = format!(
         "SELECT account_id, delivered_time_ms, delivered_id, pending_time_ms, pending_id \
-         FROM audit_export_positions WHERE job = {} ORDER BY account_id",
+         FROM {} WHERE job = {} ORDER BY account_id",
+        names.export_positions(),
         n.next()
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -49,7 +55,12 @@ where
 }
 
 /// Stores `position` for `job` (an upsert: one row per job and account).
-pub(super) async fn save<DB>(pool: &Pool<DB>, job: &str, position: &ExportPosition) -> Result<()>
+pub(super) async fn save<DB>(
+    pool: &Pool<DB>,
+    names: &TableNames,
+    job: &str,
+    position: &ExportPosition,
+) -> Result<()>
 where
     DB: Backend,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
@@ -62,13 +73,14 @@ where
     let mut n = Numbered::new(DB::DIALECT);
     let values: Vec<String> = (0..7).map(|_| n.next()).collect();
     let sql = format!(
-        "INSERT INTO audit_export_positions \
+        "INSERT INTO {} \
          (job, account_id, delivered_time_ms, delivered_id, pending_time_ms, pending_id, \
          updated_ms) VALUES ({}) \
          ON CONFLICT (job, account_id) DO UPDATE SET \
          delivered_time_ms = excluded.delivered_time_ms, delivered_id = excluded.delivered_id, \
          pending_time_ms = excluded.pending_time_ms, pending_id = excluded.pending_id, \
          updated_ms = excluded.updated_ms",
+        names.export_positions(),
         values.join(", ")
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -92,7 +104,7 @@ macro_rules! export_positions {
                 &self,
                 job: &str,
             ) -> crate::Result<Vec<crate::model::ExportPosition>> {
-                super::positions::load(&self.pool, job).await
+                super::positions::load(&self.pool, &self.names, job).await
             }
 
             async fn save_export_position(
@@ -100,7 +112,7 @@ macro_rules! export_positions {
                 job: &str,
                 position: &crate::model::ExportPosition,
             ) -> crate::Result<()> {
-                super::positions::save(&self.pool, job, position).await
+                super::positions::save(&self.pool, &self.names, job, position).await
             }
         }
     };
