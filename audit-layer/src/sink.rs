@@ -16,7 +16,7 @@
 //! use audit_layer::{AuditLayer, AuditPolicy, record::AuditRecord};
 //!
 //! let layer = AuditLayer::new(AuditPolicy::default())
-//!     .sink(|record: AuditRecord| println!("{}", record.raw.uri));
+//!     .sink(|record: AuditRecord| println!("{}", record.raw.cf_ray_id));
 //! ```
 
 use std::fmt;

@@ -92,10 +92,10 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
             kind: Some(ActorType::User),
         },
         raw: Raw {
-            method: method.to_owned(),
+            method: Some(method.to_owned()),
             cf_ray_id: format!("{:016x}", rng.next_u64()),
-            status_code: status,
-            uri: format!("/accounts/{account}/alerting/v3/policies/{policy}"),
+            status_code: Some(status),
+            uri: Some(format!("/accounts/{account}/alerting/v3/policies/{policy}")),
             user_agent: Some("cloudflare-python".to_owned()),
             client_request_id: None,
             client_gone: false,
@@ -110,6 +110,9 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
             kind: Some("policies".into()),
         },
         zone: None,
+        change: None,
+        trace: None,
+        service: None,
     }
 }
 

@@ -29,6 +29,7 @@
 mod categories;
 mod router;
 mod template;
+mod tenants;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -40,6 +41,7 @@ use crate::redact::{ContentPlans, QueryPlan, RedactedBody, ResponsePlans};
 pub use categories::{ProductCategories, ProductCategory};
 use router::SegmentRouter;
 pub(crate) use template::{PathIds, RouteTemplate};
+pub use tenants::TenantParams;
 
 /// How many undescribed routes' plans are cached; an app has far fewer routes than this.
 const MAX_UNDESCRIBED_ROUTES: usize = 4096;
@@ -48,6 +50,15 @@ const MAX_UNDESCRIBED_ROUTES: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// A tenant path parameter name a template cannot hold (see [`TenantParams`]).
+    #[error(
+        "invalid tenant path parameter name {name:?}: expected the name of a path parameter, \
+         such as \"account_id\" (not empty, without {{ }} / *)"
+    )]
+    InvalidTenantParam {
+        /// The name as given (at most 128 characters).
+        name: String,
+    },
     /// A path template that is not of the form `/segment/{param}/...`.
     #[error("invalid path template {template:?}: {why}")]
     InvalidTemplate {
@@ -283,8 +294,8 @@ pub(crate) struct OperationPlan {
 }
 
 impl OperationPlan {
-    fn compile(op: Operation) -> Result<Self, PolicyError> {
-        let template = RouteTemplate::parse(&op.template)?;
+    fn compile(op: Operation, tenants: &TenantParams) -> Result<Self, PolicyError> {
+        let template = RouteTemplate::parse_with(&op.template, tenants)?;
         let name = |explicit: Option<String>, derived: &Option<Arc<str>>| {
             explicit.map(Arc::from).or_else(|| derived.clone())
         };
@@ -333,9 +344,17 @@ type MethodPlans = Vec<(Method, Arc<OperationPlan>)>;
 #[derive(Debug, Default)]
 pub struct AuditPolicyBuilder {
     operations: Vec<Operation>,
+    tenants: TenantParams,
 }
 
 impl AuditPolicyBuilder {
+    /// Which path parameters carry the account and zone ids. Defaults to `account_id` and
+    /// `zone_id` (see [`TenantParams`]).
+    pub fn tenant_params(mut self, tenants: TenantParams) -> Self {
+        self.tenants = tenants;
+        self
+    }
+
     /// Adds one operation.
     pub fn operation(mut self, operation: Operation) -> Self {
         self.operations.push(operation);
@@ -349,11 +368,14 @@ impl AuditPolicyBuilder {
     /// A malformed path template, an operation described twice, or two templates that match
     /// the same paths.
     pub fn build(self) -> Result<AuditPolicy, PolicyError> {
-        let mut policy = AuditPolicy::default();
+        let mut policy = AuditPolicy {
+            tenants: self.tenants,
+            ..AuditPolicy::default()
+        };
         for mut op in self.operations {
             let method = op.method.clone();
             let category = op.product_category.take();
-            let plan = OperationPlan::compile(op)?;
+            let plan = OperationPlan::compile(op, &policy.tenants)?;
             if let Some(category) = category {
                 let Some(product) = plan.product.as_deref() else {
                     return Err(PolicyError::ProductCategory {
@@ -415,6 +437,8 @@ pub struct AuditPolicy {
     /// Plans for the routes axum matched that the policy does not describe, compiled on
     /// first use. Keys are route templates, so the map is bounded by the app's routes.
     undescribed: RwLock<HashMap<Box<str>, MethodPlans>>,
+    /// Which path parameters carry the account and zone ids.
+    tenants: TenantParams,
 }
 
 impl std::fmt::Debug for AuditPolicy {
@@ -570,7 +594,7 @@ impl AuditPolicy {
         {
             return Some(plan);
         }
-        let template = RouteTemplate::parse(matched_template).ok()?;
+        let template = RouteTemplate::parse_with(matched_template, &self.tenants).ok()?;
         let plan = Arc::new(OperationPlan::undescribed(method, template));
         let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
         if cache.len() < MAX_UNDESCRIBED_ROUTES {

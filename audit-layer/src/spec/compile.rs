@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError};
+use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError, TenantParams};
 use crate::record::ActionType;
 use crate::redact::{
     ContentPlans, DROP, KEEP, Node, NodeId, PlanArena, QueryPlan, RedactionPlan, ResponsePlans,
@@ -39,7 +39,7 @@ struct Pending {
 }
 
 /// Compiles a whole document.
-pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
+pub(crate) fn compile(doc: &Value, tenants: &TenantParams) -> Result<AuditPolicy, PolicyError> {
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
     if !(version.starts_with("3.0") || version.starts_with("3.1")) {
         return Err(spec_error(
@@ -92,7 +92,7 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
                 .collect(),
         )
     };
-    let mut builder = AuditPolicy::builder();
+    let mut builder = AuditPolicy::builder().tenant_params(tenants.clone());
     for p in pending {
         let responses = p
             .responses
@@ -106,6 +106,22 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
         );
     }
     builder.build()
+}
+
+/// Compiles the schema at `pointer` in `doc` (whose `$ref`s point into `doc`) into a plan of
+/// its own: a value of that schema keeps only what it marks auditable.
+#[cfg(feature = "utoipa")]
+pub(crate) fn compile_schema(doc: &Value, pointer: &str) -> Result<RedactionPlan, PolicyError> {
+    let mut compiler = Compiler {
+        doc,
+        arena: PlanArena::default(),
+        memo: HashMap::new(),
+    };
+    let Some(schema) = doc.pointer(pointer) else {
+        return Err(spec_error(pointer, "no schema at this pointer"));
+    };
+    let root = compiler.schema(schema, pointer, false, 0)?;
+    Ok(RedactionPlan::new(Arc::new(compiler.arena), root))
 }
 
 struct Compiler<'d> {
@@ -635,7 +651,7 @@ fn as_object<'a>(value: &'a Value, ptr: &str) -> Result<&'a Map<String, Value>, 
 }
 
 /// `~` and `/` escaped for a JSON pointer token (RFC 6901).
-fn escape_pointer(token: &str) -> String {
+pub(crate) fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 

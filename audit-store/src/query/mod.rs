@@ -4,8 +4,9 @@
 //! - `GET /accounts/{account_id}/logs/audit?since=&before=` — a page of records, newest first:
 //!   every filter of the original API (`action_type`, `actor_email`, `resource_product`, ...),
 //!   repeatable (OR) and with a `<name>.not` form, `direction`, `limit` (1–1000, default 100)
-//!   and an opaque `cursor`. With `Accept: application/x-ndjson`, every matching record is
-//!   streamed instead, one per line, page by page (for SIEM ingestion).
+//!   and an opaque `cursor`. With `Accept: application/x-ndjson` or `format=ndjson`, every
+//!   matching record is streamed instead, one per line, page by page (for SIEM ingestion);
+//!   with `format=csv`, as CSV (a header row, every cell quoted, formulas defused).
 //!
 //! What one caller can make the server hold is bounded, whatever the records weigh: a page's
 //! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
@@ -17,6 +18,9 @@
 //!   `product_category` (repeatable, any case) adds the products of a category to the
 //!   `resource_product` filter ([`AuditLogRouter::product_categories`]).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
+//! - `GET /accounts/{account_id}/logs/audit/stats?since=&before=` — counts for the same
+//!   filters: records per hour or day by result, the top actors, actions and products
+//!   (`interval=hour|day`, `top` up to [`MAX_TOP`]); bounded like a page.
 //! - `GET /accounts/{account_id}/logs/audit/product_categories` — the product categories and
 //!   the products each stands for.
 //! - `GET /accounts/{account_id}/logs/audit/{id}/history?since=&before=&action_time=` — the
@@ -60,7 +64,13 @@ mod cursor;
 mod export;
 mod history;
 mod names;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+mod openapi;
 mod params;
+mod stats;
+#[cfg(feature = "viewer")]
+mod viewer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,8 +86,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use cursor::CursorKey;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub use openapi::{TAG, openapi};
 pub use params::BadParameter;
+pub use stats::{MAX_BUCKETS, MAX_TOP};
 use uuid::Uuid;
+#[cfg(feature = "viewer")]
+pub use viewer::InvalidFrameAncestor;
 
 use crate::StoreError;
 use crate::chain::Verifier;
@@ -139,6 +155,9 @@ pub struct AuditLogRouter<S> {
     page_bytes: usize,
     exports_per_account: usize,
     statement_timeout: Option<Duration>,
+    prefix: String,
+    #[cfg(feature = "viewer")]
+    viewer: Option<viewer::Viewer>,
     categories: ProductCategories,
 }
 
@@ -173,8 +192,44 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             page_bytes: DEFAULT_PAGE_BYTES,
             exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            prefix: String::new(),
+            #[cfg(feature = "viewer")]
+            viewer: None,
             categories: ProductCategories::new(),
         }
+    }
+
+    /// The path the API is served under: with `/client/v4`, a page is
+    /// `GET /client/v4/accounts/{account_id}/logs/audit`. Defaults to none (`/accounts/...`).
+    /// The API's description (`openapi(prefix)`, feature `utoipa`) takes the same prefix.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .prefix("/client/v4");
+    /// # let _ = router; }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `prefix` does not start with `/`, ends with `/`, or holds a character a path
+    /// template gives a meaning (`{`, `}`, `*`, `?`, `#`) or whitespace: a mistake in the app's
+    /// code, found at start-up as axum finds a bad route.
+    #[track_caller]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        let bad = !prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix
+                .chars()
+                .any(|c| matches!(c, '{' | '}' | '*' | '?' | '#') || c.is_whitespace());
+        assert!(
+            !bad,
+            "invalid audit log router prefix {prefix:?}: expected a path such as \"/client/v4\" \
+             (starting with '/', not ending with '/', without {{ }} * ? # or spaces)"
+        );
+        self.prefix = prefix.to_owned();
+        self
     }
 
     /// The product categories `GET …/logs/audit/product_categories` serves and the
@@ -299,19 +354,23 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             exports: Exports::new(self.exports_per_account),
             categories: self.categories,
         });
-        Router::new()
-            .route("/accounts/{account_id}/logs/audit", get(list::<S>))
-            .route("/accounts/{account_id}/logs/audit/verify", get(verify::<S>))
+        let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
+        let router = Router::new()
+            .route(&base, get(list::<S>))
+            .route(&format!("{base}/verify"), get(verify::<S>))
+            .route(&format!("{base}/stats"), get(stats::stats::<S>))
             .route(
-                "/accounts/{account_id}/logs/audit/product_categories",
+                &format!("{base}/product_categories"),
                 get(categories::list::<S>),
             )
-            .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>))
-            .route(
-                "/accounts/{account_id}/logs/audit/{id}/history",
-                get(history::history::<S>),
-            )
-            .with_state(shared)
+            .route(&format!("{base}/{{id}}"), get(one::<S>))
+            .route(&format!("{base}/{{id}}/history"), get(history::history::<S>));
+        #[cfg(feature = "viewer")]
+        let router = match self.viewer {
+            Some(viewer) => viewer.routes(router, &base),
+            None => router,
+        };
+        router.with_state(shared)
     }
 }
 
@@ -384,11 +443,17 @@ async fn list<S: ChainedStore>(
             }
         },
     };
-    let ndjson = parts
+    let accepts_ndjson = parts
         .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
+    let stream = match query.format {
+        params::AnswerFormat::Csv => Some(export::Stream::Csv),
+        params::AnswerFormat::Ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json if accepts_ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json => None,
+    };
     let mut page = RecordQuery {
         account_id,
         since_ms: query.since_ms,
@@ -400,8 +465,8 @@ async fn list<S: ChainedStore>(
         max_bytes: None,
         time_limit: shared.statement_timeout,
     };
-    if ndjson {
-        return export::export(Arc::clone(&shared), page);
+    if let Some(stream) = stream {
+        return export::export(Arc::clone(&shared), page, stream);
     }
     // One more than asked: whether another page exists.
     page.limit = query.limit + 1;

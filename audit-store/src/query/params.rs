@@ -43,6 +43,30 @@ pub(crate) struct LogQuery {
     pub(crate) direction: Direction,
     pub(crate) limit: u32,
     pub(crate) cursor: Option<String>,
+    /// `format`: how the answer is written.
+    pub(crate) format: AnswerFormat,
+}
+
+/// The `format` parameter: a JSON page (the default), or every matching record streamed as
+/// NDJSON (also chosen by `Accept: application/x-ndjson`) or CSV.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum AnswerFormat {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+fn parse_format(format: Option<&str>) -> Result<AnswerFormat, BadParameter> {
+    match format {
+        None | Some("json") => Ok(AnswerFormat::Json),
+        Some("ndjson") => Ok(AnswerFormat::Ndjson),
+        Some("csv") => Ok(AnswerFormat::Csv),
+        Some(other) => Err(bad(format!(
+            "invalid value for 'format': expected json, ndjson or csv, got {}",
+            quoted(other)
+        ))),
+    }
 }
 
 impl LogQuery {
@@ -84,6 +108,33 @@ enum Kind {
     Ip,
     Id,
 }
+
+/// The filter parameters (each also with a `.not` form) and the field each matches, for the
+/// API's description ([`filter`] also takes the aliases `audit_log_id` and `raw_cf_ray_id`).
+#[cfg_attr(not(feature = "utoipa"), allow(dead_code))]
+pub(crate) const FILTERS: [(&str, &str); 21] = [
+    ("action_type", "`action.type`"),
+    ("action_result", "`action.result`"),
+    ("actor_email", "`actor.email`"),
+    ("actor_id", "`actor.id`"),
+    ("actor_ip_address", "`actor.ip_address`"),
+    ("actor_type", "`actor.type`"),
+    ("actor_context", "`actor.context`"),
+    ("actor_token_id", "`actor.token_id`"),
+    ("actor_token_name", "`actor.token_name`"),
+    ("id", "`id` (alias `audit_log_id`)"),
+    ("raw_ray_id", "`raw.ray_id` (alias `raw_cf_ray_id`)"),
+    ("raw_method", "`raw.method`"),
+    ("raw_status_code", "`raw.status_code`"),
+    ("raw_uri", "`raw.uri`"),
+    ("resource_id", "`resource.id`"),
+    ("resource_product", "`resource.product`"),
+    ("resource_type", "`resource.type`"),
+    ("resource_scope", "`resource.scope`"),
+    ("zone_id", "`zone.id`"),
+    ("zone_name", "`zone.name`"),
+    ("account_name", "`account.name`"),
+];
 
 /// Filter parameter names: the original API's, with its aliases.
 fn filter(name: &str) -> Option<(Column, Kind)> {
@@ -156,10 +207,18 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
         Kind::Text => {
             FilterValue::Text(audit_layer::escape::visible(value.as_bytes()).into_owned())
         }
+        // Open: events name their own (`expire`, `disable`, ...).
         Kind::ActionType => FilterValue::Text(
             value
                 .parse::<ActionType>()
-                .map_err(|_| enum_error("view, create, update, delete, login, logout, gap"))?
+                .map_err(|_| {
+                    bad(format!(
+                        "invalid value for '{name}': expected an action type, a lowercase name of \
+                         letters, digits and '_' that starts with a letter (e.g. update, login, \
+                         expire), got {}",
+                        quoted(value)
+                    ))
+                })?
                 .as_str()
                 .to_owned(),
         ),
@@ -254,6 +313,7 @@ struct Given<'c> {
     direction: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    format: Option<String>,
     filters: Vec<ColumnFilter>,
     /// Filter values so far, all filters together.
     values: usize,
@@ -285,6 +345,7 @@ impl<'c> Given<'c> {
             ("direction", false) => &mut self.direction,
             ("limit", false) => &mut self.limit,
             ("cursor", false) => &mut self.cursor,
+            ("format", false) => &mut self.format,
             _ => return self.filter(key, name, negated, &value),
         };
         if slot.is_some() {
@@ -490,6 +551,7 @@ pub(crate) fn parse(query: &str, categories: &ProductCategories) -> Result<LogQu
         direction: parse_direction(given.direction.as_deref())?,
         limit: parse_limit(given.limit.as_deref())?,
         cursor: given.cursor,
+        format: parse_format(given.format.as_deref())?,
     })
 }
 
@@ -527,6 +589,32 @@ mod tests {
         );
         assert!(q.filters[1].negated);
         assert_eq!(q.filters[2].values, vec![FilterValue::Int(200)]);
+    }
+
+    #[test]
+    fn the_described_filters_are_the_accepted_ones() {
+        for (name, _) in FILTERS {
+            assert!(filter(name).is_some(), "{name}");
+        }
+        let columns: std::collections::HashSet<_> = FILTERS
+            .iter()
+            .map(|(n, _)| filter(n).map(|f| f.0))
+            .collect();
+        assert_eq!(columns.len(), FILTERS.len(), "one parameter per column");
+    }
+
+    #[test]
+    fn format_is_json_ndjson_or_csv() {
+        let base = "since=2025-01-01&before=2025-01-02";
+        assert_eq!(parse(base).unwrap().format, AnswerFormat::Json);
+        assert_eq!(
+            parse(&format!("{base}&format=csv")).unwrap().format,
+            AnswerFormat::Csv
+        );
+        assert_eq!(
+            err(&format!("{base}&format=xlsx")),
+            "invalid value for 'format': expected json, ndjson or csv, got \"xlsx\""
+        );
     }
 
     #[test]
@@ -672,9 +760,11 @@ mod tests {
             "invalid value for 'limit': expected an integer from 1 to 1000, got \"1001\""
         );
         assert_eq!(
-            err(&format!("{base}&action_type=edit")),
-            "invalid value for 'action_type': expected one of view, create, update, delete, login, logout, gap, got \"edit\""
+            err(&format!("{base}&action_type=Edit")),
+            "invalid value for 'action_type': expected an action type, a lowercase name of letters, digits and '_' that starts with a letter (e.g. update, login, expire), got \"Edit\""
         );
+        // Any well-formed name selects records (those of events that say so, or none).
+        assert!(parse(&format!("{base}&action_type=expire")).is_ok());
         assert_eq!(
             err(&format!("{base}&actor_type=robot")),
             "invalid value for 'actor_type': expected one of user, account, system, cloudflare_admin, got \"robot\""

@@ -20,7 +20,9 @@ use crate::state::AppState;
 /// account's log; no credentials is a 401, another account a 404. Its `/verify` also reads
 /// the checkpoints the pipeline keeps outside the database (`checkpoints`); its
 /// `product_category` filter takes the `categories` of the app's document
-/// ([`product_categories`](super::product_categories)).
+/// ([`product_categories`](super::product_categories)). The viewer is served with it
+/// (`/accounts/{account_id}/logs/audit/viewer`): a logged-in dashboard user opens it with the
+/// session cookie.
 pub(crate) fn audit_log_router<S: ChainedStore>(
     store: S,
     state: AppState,
@@ -29,6 +31,7 @@ pub(crate) fn audit_log_router<S: ChainedStore>(
 ) -> Router {
     AuditLogRouter::new(store, DemoAuthorizer(state.db.clone()))
         .external_checkpoints(checkpoints)
+        .with_viewer()
         .product_categories(categories)
         .into_router()
 }

@@ -3,10 +3,13 @@
 //!
 //! [`router`] is the one place the app is put together; `main` serves it and the tests drive
 //! it, with whatever audit sink each needs. The document's fixed parts are in [`document`];
-//! the audit log query API and the names the audit pipeline looks up in [`audit_log`].
+//! the audit log query API and the names the audit pipeline looks up in [`audit_log`]; the
+//! pipeline's metrics at `/metrics` in [`prometheus`].
 
+mod answers;
 mod audit_log;
 mod document;
+mod prometheus;
 
 use std::sync::OnceLock;
 
@@ -26,15 +29,19 @@ use utoipa_axum::routes;
 
 pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
 use self::document::ApiDoc;
+pub(crate) use self::prometheus::install as install_metrics;
 use crate::api::{for_each_operation, product};
 use crate::auth::require_auth;
 use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
 
+/// The `service` of every record the app makes.
+pub(crate) const SERVICE_NAME: &str = "demo-app";
+
 /// The routes behind authentication (each product's), and the public ones (login, health,
 /// this document), which the document says need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())
         .merge(members::routes())
         .merge(invites::routes())
@@ -44,11 +51,13 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(alerting::routes());
     let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .routes(routes!(prometheus::metrics));
     let mut public = login::routes().merge(product("operations", &[], operations));
     for_each_operation(&mut public, |operation| {
         operation.security = Some(vec![SecurityRequirement::default()]);
     });
+    answers::declare(&mut protected, &mut public);
     (protected, public)
 }
 
@@ -97,8 +106,13 @@ pub(crate) fn router(
         .route_layer(from_fn_with_state(state.clone(), require_auth))
         .merge(public)
         .split_for_parts();
-    let layer = configure(AuditLayer::try_new(&spec)?.sink(sink));
+    let layer = configure(
+        AuditLayer::try_new(&spec)?
+            .sink(sink)
+            .service_name(SERVICE_NAME),
+    );
     let flush = layer.flush_handle();
+    state.set_events(layer.events());
     Ok((app.with_state(state).merge(audit_log).layer(layer), flush))
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct AccountSettings {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct AccountUpdate {
     /// A new display name (1–100 characters).
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: Option<String>,
     /// New security settings.
     pub(crate) settings: Option<AccountSettingsUpdate>,
