@@ -136,6 +136,8 @@ impl AuditEvents {
                 resource: Resource::default(),
                 zone: None,
                 change: None,
+                trace: None,
+                service: None,
             },
             actor: None,
             context: None,

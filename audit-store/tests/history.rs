@@ -68,7 +68,7 @@ async fn get(router: &Router, uri: &str, auth: Option<&str>) -> TestResult<(Stat
 fn write(account: &str, id: &str, i: i64, kind: ActionType, method: &str) -> AuditRecord {
     let mut r = record(Some(account), BASE_MS + i * 1000);
     r.action.kind = kind;
-    r.raw.method = method.to_owned();
+    r.raw.method = Some(method.to_owned());
     r.resource.id = Some(id.to_owned());
     r.resource.product = Some("dns".into());
     r.resource.kind = Some("dns_records".into());

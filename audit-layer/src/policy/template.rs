@@ -178,9 +178,9 @@ impl RouteTemplate {
 /// A percent-decoded, escaped, bounded path parameter value.
 fn path_value(raw: &str) -> String {
     // Visible ASCII but `%`, in one fold without an early exit (it compiles to SIMD).
-    let plain = raw
-        .bytes()
-        .fold(true, |plain, b| plain & (b.wrapping_sub(0x21) < 0x5e) & (b != b'%'));
+    let plain = raw.bytes().fold(true, |plain, b| {
+        plain & (b.wrapping_sub(0x21) < 0x5e) & (b != b'%')
+    });
     if raw.len() <= MAX_ID && plain {
         return raw.to_owned();
     }

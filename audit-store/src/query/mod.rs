@@ -364,7 +364,10 @@ impl<S: ChainedStore> AuditLogRouter<S> {
                 get(categories::list::<S>),
             )
             .route(&format!("{base}/{{id}}"), get(one::<S>))
-            .route(&format!("{base}/{{id}}/history"), get(history::history::<S>));
+            .route(
+                &format!("{base}/{{id}}/history"),
+                get(history::history::<S>),
+            );
         #[cfg(feature = "viewer")]
         let router = match self.viewer {
             Some(viewer) => viewer.routes(router, &base),

@@ -328,6 +328,7 @@ impl<'c> Given<'c> {
             direction: None,
             limit: None,
             cursor: None,
+            format: None,
             filters: Vec::new(),
             values: 0,
         }

@@ -56,7 +56,10 @@ pub(crate) struct StatsParams {
 }
 
 /// Parses the stats endpoint's query string: the list's range and filters, `interval` and `top`.
-pub(crate) fn parse(raw: &str) -> Result<StatsParams, BadParameter> {
+pub(crate) fn parse(
+    raw: &str,
+    categories: &audit_layer::ProductCategories,
+) -> Result<StatsParams, BadParameter> {
     let mut rest = form_urlencoded::Serializer::new(String::new());
     let (mut interval, mut top) = (None, None);
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
@@ -81,7 +84,7 @@ pub(crate) fn parse(raw: &str) -> Result<StatsParams, BadParameter> {
         }
         *slot = Some(value.into_owned());
     }
-    let query = params::parse(&rest.finish())?;
+    let query = params::parse(&rest.finish(), categories)?;
     let range = query.before_ms - query.since_ms;
     let bucket_ms = match interval.as_deref() {
         None if range <= HOURLY_UP_TO_MS => HOUR_MS,
@@ -138,7 +141,7 @@ pub(super) async fn stats<S: ChainedStore>(
     if let Some(denied) = authorize(&shared, &parts, &account_id).await {
         return denied;
     }
-    let params = match parse(raw.as_deref().unwrap_or("")) {
+    let params = match parse(raw.as_deref().unwrap_or(""), &shared.categories) {
         Ok(params) => params,
         Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
     };
@@ -225,18 +228,34 @@ mod tests {
 
     #[test]
     fn the_interval_follows_the_range_unless_given() {
-        let p = parse("since=2025-01-01&before=2025-01-02").unwrap();
+        let p = parse(
+            "since=2025-01-01&before=2025-01-02",
+            &audit_layer::ProductCategories::new(),
+        )
+        .unwrap();
         assert_eq!((p.bucket_ms, p.top), (HOUR_MS, DEFAULT_TOP));
-        let p = parse("since=2025-01-01&before=2025-01-31&actor_email=a@x&top=3").unwrap();
+        let p = parse(
+            "since=2025-01-01&before=2025-01-31&actor_email=a@x&top=3",
+            &audit_layer::ProductCategories::new(),
+        )
+        .unwrap();
         assert_eq!((p.bucket_ms, p.top), (DAY_MS, 3));
         assert_eq!(p.query.filters.len(), 1);
-        let p = parse("since=2025-01-01&before=2025-01-31&interval=hour").unwrap();
+        let p = parse(
+            "since=2025-01-01&before=2025-01-31&interval=hour",
+            &audit_layer::ProductCategories::new(),
+        )
+        .unwrap();
         assert_eq!(p.bucket_ms, HOUR_MS);
     }
 
     #[test]
     fn every_bad_parameter_is_named() {
-        let e = |q: &str| parse(q).unwrap_err().to_string();
+        let e = |q: &str| {
+            parse(q, &audit_layer::ProductCategories::new())
+                .unwrap_err()
+                .to_string()
+        };
         let base = "since=2025-01-01&before=2025-01-02";
         assert!(e(&format!("{base}&cursor=x")).starts_with("'cursor' does not apply to stats"));
         assert!(e(&format!("{base}&limit=5")).starts_with("'limit' does not apply"));
