@@ -53,10 +53,6 @@ use tower::{Service, ServiceExt};
 use utoipa::ToSchema;
 
 #[path = "../../loadbench/src/api.rs"]
-#[allow(
-    dead_code,
-    reason = "the load benchmark's module, of which this bench uses a part"
-)]
 mod api;
 
 use api::{BEARER, ITEM_ROUTE, POLICY_JSON, USER_AGENT, get_policy, update_policy};
