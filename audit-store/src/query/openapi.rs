@@ -4,6 +4,7 @@
 
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{Array, ObjectBuilder, Type};
+use utoipa::openapi::tag::Tag;
 use utoipa::openapi::{
     ContentBuilder, Info, OpenApi, PathItem, PathsBuilder, RefOr, Required, ResponseBuilder, Schema,
 };
@@ -41,7 +42,11 @@ pub fn openapi(prefix: &str) -> OpenApi {
             format!("{base}/{{id}}"),
             PathItem::new(HttpMethod::Get, one()),
         );
-    OpenApi::new(Info::new("Audit logs", "2"), paths.build())
+    let mut tag = Tag::new(TAG);
+    tag.description = Some("Who did what, when, from where: the account's audit log".into());
+    let mut doc = OpenApi::new(Info::new("Audit logs", "2"), paths.build());
+    doc.tags = Some(vec![tag]);
+    doc
 }
 
 fn string() -> ObjectBuilder {

@@ -29,8 +29,9 @@ use crate::auth::require_auth;
 use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
 
-/// The routes behind authentication (each product's), and the public ones (login, health,
-/// this document), which the document says need no credentials (`security: [{}]`).
+/// The routes behind authentication (each product's, and the description of the audit log
+/// query API), and the public ones (login, health, this document), which the document says
+/// need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())
@@ -39,7 +40,9 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(tokens::routes())
         .merge(zones::routes())
         .merge(dns::routes())
-        .merge(alerting::routes());
+        .merge(alerting::routes())
+        // Served by `audit_log_router`, merged into the app in `router`.
+        .merge(OpenApiRouter::with_openapi(audit_store::query::openapi("")));
     let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
