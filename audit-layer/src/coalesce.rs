@@ -32,7 +32,7 @@ pub const DEFAULT_FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_FAILED_AUTH_SOURCES: usize = 10_000;
 
 /// How failed authentications are coalesced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Rules {
     /// Records kept individually per key and window.
     pub(crate) rate: u32,
@@ -40,6 +40,8 @@ pub(crate) struct Rules {
     pub(crate) window: Duration,
     /// Keys counted at once, per kind of key.
     pub(crate) sources: usize,
+    /// The service name summaries carry: the layer's.
+    pub(crate) service: Option<Arc<str>>,
 }
 
 impl Default for Rules {
@@ -48,6 +50,7 @@ impl Default for Rules {
             rate: DEFAULT_FAILED_AUTH_RATE,
             window: DEFAULT_FAILED_AUTH_WINDOW,
             sources: DEFAULT_FAILED_AUTH_SOURCES,
+            service: None,
         }
     }
 }
@@ -120,7 +123,8 @@ impl Window {
             self.last = self.last.max(time);
         }
         self.count += 1;
-        let status = record.raw.status_code;
+        // Counted records are of failed authentications: they have a status.
+        let status = record.raw.status_code.unwrap_or_default();
         match self.statuses.iter_mut().find(|(s, _)| *s == status) {
             Some((_, n)) => *n += 1,
             None => self.statuses.push((status, 1)),
@@ -227,7 +231,7 @@ impl Coalescing {
     }
 
     pub(crate) fn rules(&self) -> Rules {
-        self.rules
+        self.rules.clone()
     }
 
     /// The app's sink, behind the coalescing.
@@ -237,7 +241,7 @@ impl Coalescing {
 
     /// Whether `record` is one of a failed authentication: `401` or `403`, no actor known.
     fn is_failed_auth(record: &AuditRecord) -> bool {
-        matches!(record.raw.status_code, 401 | 403)
+        matches!(record.raw.status_code, Some(401 | 403))
             && record.actor.id.is_none()
             && record.actor.token.id.is_none()
             && !matches!(record.action.kind, ActionType::Summary | ActionType::Gap)
@@ -419,6 +423,9 @@ fn summary(key: &Key, window: &Window, rules: &Rules) -> AuditRecord {
             kind: Some("summary".into()),
         },
         zone: None,
+        change: None,
+        trace: None,
+        service: rules.service.clone(),
     }
 }
 
@@ -448,16 +455,19 @@ mod tests {
                 ..Actor::default()
             },
             raw: Raw {
-                method: "GET".into(),
-                ray_id: "r".into(),
-                status_code: status,
-                uri: format!("/accounts/{account}/alerting/v3/policies"),
+                method: Some("GET".into()),
+                cf_ray_id: "r".into(),
+                status_code: Some(status),
+                uri: Some(format!("/accounts/{account}/alerting/v3/policies")),
                 user_agent: Some("curl".into()),
                 client_request_id: None,
                 client_gone: false,
             },
             resource: Resource::default(),
             zone: None,
+            change: None,
+            trace: None,
+            service: None,
         }
     }
 
@@ -466,6 +476,7 @@ mod tests {
             rate,
             window: Duration::from_millis(window_ms),
             sources,
+            service: None,
         }
     }
 

@@ -35,11 +35,14 @@ pub(crate) struct Config {
     // --- What a record holds (layer-content, issue 18) ---
     /// The caps on each recorded string and on each record's JSON text.
     pub(crate) record_limits: RecordLimits,
+    /// The service name every record carries.
+    pub(crate) service: Option<Arc<str>>,
 }
 
 impl Config {
     /// Sends records to `sink`, coalescing failed authentications by `rules`.
-    pub(crate) fn set_sink(&mut self, sink: Arc<dyn AuditSink>, rules: Rules) {
+    pub(crate) fn set_sink(&mut self, sink: Arc<dyn AuditSink>, mut rules: Rules) {
+        rules.service = self.service.clone();
         let coalescing = Coalescing::new(sink, rules);
         self.sink = Arc::clone(&coalescing) as Arc<dyn AuditSink>;
         self.coalescing = coalescing;

@@ -10,6 +10,7 @@ use crate::capture::RecordLimits;
 use crate::client_ip::TrustedProxies;
 use crate::coalesce::{Coalescing, Rules};
 use crate::config::Config;
+use crate::correlation;
 use crate::detach::{DEFAULT_DETACHED_TIMEOUT, Detached};
 use crate::escape::MIN_STRING_LIMIT;
 use crate::flush::AuditFlush;
@@ -105,6 +106,7 @@ impl AuditLayer {
                 request_id_header: DEFAULT_REQUEST_ID_HEADER,
                 strict: false,
                 record_limits: RecordLimits::default(),
+                service: None,
             }),
         })
     }
@@ -252,7 +254,7 @@ impl AuditLayer {
         self
     }
 
-    /// The header carrying the request's trace id (`raw.ray_id`). Defaults to `x-request-id`.
+    /// The header carrying the request's trace id (`raw.cf_ray_id`). Defaults to `x-request-id`.
     ///
     /// An incoming value is kept only when the socket peer is one of the
     /// [trusted proxies](Self::trusted_proxies) and the value is well-formed (1–128
@@ -261,6 +263,27 @@ impl AuditLayer {
     /// handler sees the trace id in the request and the client in the response.
     pub fn request_id_header(mut self, header: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).request_id_header = header;
+        self
+    }
+
+    /// The name of the service, recorded as `service` in every record the layer makes (the
+    /// `summary` records too), so that the records of a fleet writing into one log say where
+    /// they come from. Defaults to none: records have no `service`.
+    ///
+    /// Hidden characters are escaped and a name over
+    /// [256 bytes](crate::correlation::MAX_SERVICE_NAME) is cut, as any recorded string; an
+    /// empty name is none.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy};
+    ///
+    /// let layer = AuditLayer::new(AuditPolicy::default()).service_name("billing-api");
+    /// ```
+    pub fn service_name(mut self, name: impl AsRef<str>) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.service = correlation::service_name(name.as_ref());
+        // Summaries carry it too.
+        config.set_rules(|_| {});
         self
     }
 }
@@ -274,6 +297,30 @@ impl AuditLayer {
             detached: Arc::clone(&self.config.detached),
             coalescing: Arc::clone(&self.config.coalescing),
         }
+    }
+}
+
+// --- Events beyond HTTP (issue 19) ---
+impl AuditLayer {
+    /// What the app emits [events](crate::event) with — actions that are not HTTP requests —
+    /// into this layer's sink, under its record bounds. Cheap to clone; take it once the layer
+    /// is configured: it belongs to the sink set so far.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy, record::ActionType, sink::MemorySink};
+    ///
+    /// let records = MemorySink::new();
+    /// let layer = AuditLayer::new(AuditPolicy::default()).sink(records.clone());
+    /// let events = layer.events();
+    /// events.event(ActionType::from_static("expire")).account("acc_demo").emit();
+    /// assert_eq!(records.records()[0].action.kind.as_str(), "expire");
+    /// ```
+    pub fn events(&self) -> crate::event::AuditEvents {
+        crate::event::AuditEvents::with_sink(
+            Arc::clone(&self.config.sink),
+            self.config.record_limits,
+            self.config.service.clone(),
+        )
     }
 }
 

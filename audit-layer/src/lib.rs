@@ -43,7 +43,10 @@
 //! - **where**: account and zone from the path; client IP from the socket peer (see
 //!   [below](#the-client-address)), or from forwarding headers of
 //!   [trusted proxies](AuditLayer::trusted_proxies) only;
-//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, ray_id}`.
+//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, cf_ray_id}`;
+//! - **which trace, which service**: `trace.{trace_id, span_id}` from the request's W3C
+//!   `traceparent` (or the current OpenTelemetry span), and the layer's
+//!   [service name](AuditLayer::service_name) (see [`correlation`]).
 //!
 //! Credentials are never recorded: the only header a record keeps is `User-Agent`. Control
 //! characters, line separators and invisible format characters (bidi controls among them) in
@@ -121,6 +124,8 @@
 //!   then checks every record it receives.
 //! - `utoipa`: compiles policies from a `utoipa::openapi::OpenApi` (OpenAPI 3.1).
 //! - `openapiv3`: compiles policies from an `openapiv3::OpenAPI` (OpenAPI 3.0).
+//! - `opentelemetry`: records the current OpenTelemetry span's trace and span ids (through
+//!   `tracing-opentelemetry`) when a request is served inside one; see [`correlation`].
 //!
 //! # Without axum
 //!
@@ -170,13 +175,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ahead;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub mod auditable;
 mod body;
 mod capture;
 mod client_ip;
 mod coalesce;
 mod config;
+pub mod context;
+pub mod correlation;
 mod detach;
 pub mod escape;
+pub mod event;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
@@ -201,12 +212,17 @@ pub use body::{AuditBody, AuditRequestBody};
 pub use coalesce::{
     DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
 };
+pub use context::{AuditContext, WithAuditContext};
 pub use detach::DEFAULT_DETACHED_TIMEOUT;
+pub use event::{AuditEvent, AuditEvents};
 pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
-pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError, TenantParams};
+pub use policy::{
+    AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError, ProductCategories,
+    ProductCategory, TenantParams,
+};
 pub use record::{DEFAULT_RECORD_LIMIT, DEFAULT_STRING_LIMIT};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};

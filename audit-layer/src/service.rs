@@ -12,11 +12,12 @@ use crate::body::{AuditBody, AuditRequestBody};
 use crate::capture::{AuditGuard, Capture, RequestBody, ResponseCopy};
 use crate::client_ip::peer_addr;
 use crate::config::Config;
+use crate::correlation;
 use crate::escape;
 use crate::future::{Detach, Refusal, ResponseFuture, Then};
 use crate::identity::AuditHandle;
 use crate::policy::{AuditLevel, OperationPlan};
-use crate::record::{ActionType, Timestamp};
+use crate::record::{ActionType, Timestamp, is_valid_ray_id};
 use crate::redact::QueryPlan;
 
 /// Middleware that records every request it serves as an audit record.
@@ -221,7 +222,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
     let records_response =
         records_bodies && level.is_some_and(|level| level >= AuditLevel::RequestResponse);
 
-    let handle = AuditHandle::default();
+    let handle = AuditHandle::for_request(ray_id);
     req.extensions_mut().insert(handle.clone());
     let capture = Capture {
         sink: Arc::clone(&config.sink),
@@ -244,7 +245,6 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         time,
         method,
         action,
-        ray_id,
         handle,
         request: RequestBody::NotCaptured,
         response_type: None,
@@ -256,6 +256,8 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         client_gone: false,
         client_request_id,
         limits: config.record_limits,
+        trace: correlation::request_trace(req.headers()),
+        service: config.service.clone(),
     };
     Begun {
         guard: AuditGuard::new(capture),
@@ -311,11 +313,4 @@ fn ray_id<B>(
         (header.clone(), value),
         client_request_id,
     )
-}
-
-fn is_valid_ray_id(value: &[u8]) -> bool {
-    (1..=128).contains(&value.len())
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }

@@ -21,6 +21,7 @@
 
 pub mod chain;
 mod error;
+pub mod export;
 pub mod model;
 pub mod pipeline;
 mod private_files;

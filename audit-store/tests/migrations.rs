@@ -266,6 +266,7 @@ async fn sqlite_stores_under_two_prefixes_share_a_file_and_not_their_records() -
                 "_billing_audit_migrations",
                 "billing_audit_chain_heads",
                 "billing_audit_checkpoints",
+                "billing_audit_export_positions",
                 "billing_audit_logs"
             ]
         );
@@ -489,6 +490,7 @@ async fn postgres_a_store_in_its_own_schema_under_a_prefix_run_by_the_apps_migra
             [
                 "tenant_audit_chain_heads",
                 "tenant_audit_checkpoints",
+                "tenant_audit_export_positions",
                 "tenant_audit_logs",
                 "tenant_audit_logs_p2025_03"
             ]

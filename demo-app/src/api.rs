@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,9 @@ pub(crate) struct ErrorDetail {
     pub(crate) message: String,
 }
 
-/// A JSON request body whose rejections are [`ApiError::BadRequest`] answers.
+/// A JSON request body whose rejections are [`ApiError::BadRequest`] answers. The body must
+/// be a JSON object, as every request body the document describes is: serde would otherwise
+/// take a struct from an array of its fields' values too (`[null, null]`).
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
@@ -108,8 +111,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
+        let bad = |rejection: axum::extract::rejection::JsonRejection| {
+            ApiError::BadRequest(rejection.body_text())
+        };
+        let Json(value) = Json::<Box<serde_json::value::RawValue>>::from_request(request, state)
+            .await
+            .map_err(bad)?;
+        if !value.get().starts_with('{') {
+            return Err(ApiError::BadRequest(
+                "invalid request body: expected a JSON object".into(),
+            ));
+        }
+        serde_json::from_str(value.get())
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    }
+}
+
+/// Query parameters whose rejections are [`ApiError::BadRequest`] answers (a JSON error body,
+/// as the document declares, not axum's plain text).
+#[derive(Debug)]
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }
@@ -164,7 +193,11 @@ pub(crate) fn changed_id(
     Ok(Json(ResourceId { id }))
 }
 
-/// The `page` (from 1) and `per_page` (1–500, default 50) query parameters of list operations.
+/// The last page a list operation serves (`maximum` of `page` in the document).
+pub(crate) const MAX_PAGE: u32 = 1_000_000;
+
+/// The `page` (from 1 to [`MAX_PAGE`]) and `per_page` (1–500, default 50) query parameters of
+/// list operations.
 ///
 /// Extracted on its own (`Query<Page>`) beside the operation's filters: a struct flattened into
 /// another would reach `serde_urlencoded` as text and fail to parse its numbers.
@@ -190,6 +223,11 @@ impl Page {
             return Err(ApiError::BadRequest(
                 "invalid value for 'page': pages start at 1".into(),
             ));
+        }
+        if page > MAX_PAGE {
+            return Err(ApiError::BadRequest(format!(
+                "invalid value for 'page': expected at most {MAX_PAGE}, got {page}"
+            )));
         }
         Ok((
             i64::from(per_page),
@@ -301,6 +339,63 @@ pub(crate) fn error_responses(
             (status.to_string(), RefOr::T(response))
         })
         .collect()
+}
+
+/// The OpenAPI responses of `(status, description)` pairs, each answering plain text (what
+/// the audit layer answers when it refuses a request body itself).
+pub(crate) fn text_responses(
+    answers: &[(u16, &str)],
+) -> BTreeMap<String, RefOr<openapi::response::Response>> {
+    answers
+        .iter()
+        .map(|&(status, description)| {
+            let text = ContentBuilder::new()
+                .schema(Some(
+                    openapi::ObjectBuilder::new().schema_type(openapi::schema::Type::String),
+                ))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("text/plain", text)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// Adds `answers` to every operation of `router` that `applies` to (given its path template
+/// and itself), each status it does not declare yet: the answers that come from what runs
+/// around the handlers (authentication and access checks, the audit layer's bounds), declared
+/// once for every operation they can answer, so that the document says all a client can get.
+pub(crate) fn declare_answers(
+    router: &mut OpenApiRouter<AppState>,
+    answers: &BTreeMap<String, RefOr<openapi::response::Response>>,
+    applies: impl Fn(&str, &Operation) -> bool,
+) {
+    for (path, item) in router.get_openapi_mut().paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if !applies(path, operation) {
+                continue;
+            }
+            for (status, response) in answers {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.clone())
+                    .or_insert_with(|| response.clone());
+            }
+        }
+    }
 }
 
 error_answers! {

@@ -26,6 +26,7 @@
 //! # Ok::<(), audit_layer::PolicyError>(())
 //! ```
 
+mod categories;
 mod router;
 mod template;
 mod tenants;
@@ -37,6 +38,7 @@ use http::Method;
 
 use crate::record::ActionType;
 use crate::redact::{ContentPlans, QueryPlan, RedactedBody, ResponsePlans};
+pub use categories::{ProductCategories, ProductCategory};
 use router::SegmentRouter;
 pub(crate) use template::{PathIds, RouteTemplate};
 pub use tenants::TenantParams;
@@ -89,6 +91,15 @@ pub enum PolicyError {
         /// Why.
         message: String,
     },
+    /// A product category that cannot be used (see [`ProductCategories`]), or one given to an
+    /// operation that has no product.
+    #[error("invalid product category {category:?}: {why}")]
+    ProductCategory {
+        /// The category, escaped.
+        category: String,
+        /// What is wrong with it, and how to fix it.
+        why: String,
+    },
     /// Two templates that match the same paths (e.g. `/a/{x}` and `/a/{y}`).
     #[error("path template {template:?} conflicts with another template: {why}")]
     ConflictingTemplate {
@@ -140,6 +151,7 @@ pub struct Operation {
     action: Option<ActionType>,
     scope: Option<String>,
     product: Option<String>,
+    product_category: Option<String>,
     resource_type: Option<String>,
     level: AuditLevel,
     audited: bool,
@@ -159,6 +171,7 @@ impl Operation {
             action: None,
             scope: None,
             product: None,
+            product_category: None,
             resource_type: None,
             level: AuditLevel::default(),
             audited: true,
@@ -191,6 +204,29 @@ impl Operation {
     /// id that is not a version (`alerting` in `/accounts/{account_id}/alerting/v3/policies`).
     pub fn product(mut self, product: impl Into<String>) -> Self {
         self.product = Some(product.into());
+        self
+    }
+
+    /// The product category the operation's product belongs to: the policy's
+    /// [`product_categories`](AuditPolicy::product_categories) group the products of the
+    /// operations naming each category, for the audit log API's `product_category` filter.
+    /// Defaults to none.
+    ///
+    /// ```
+    /// use audit_layer::{AuditPolicy, Operation};
+    /// use http::Method;
+    ///
+    /// let policy = AuditPolicy::builder()
+    ///     .operation(Operation::new(Method::PUT, "/zones/{zone_id}/dns_records/{id}")
+    ///         .product("dns").product_category("DNS"))
+    ///     .operation(Operation::new(Method::PATCH, "/zones/{zone_id}").product_category("DNS"))
+    ///     .build()?;
+    /// let dns = policy.product_categories().get("dns").unwrap();
+    /// assert_eq!(dns.products(), ["dns", "zones"]);
+    /// # Ok::<(), audit_layer::PolicyError>(())
+    /// ```
+    pub fn product_category(mut self, category: impl Into<String>) -> Self {
+        self.product_category = Some(category.into());
         self
     }
 
@@ -336,9 +372,24 @@ impl AuditPolicyBuilder {
             tenants: self.tenants,
             ..AuditPolicy::default()
         };
-        for op in self.operations {
+        for mut op in self.operations {
             let method = op.method.clone();
+            let category = op.product_category.take();
             let plan = OperationPlan::compile(op, &policy.tenants)?;
+            if let Some(category) = category {
+                let Some(product) = plan.product.as_deref() else {
+                    return Err(PolicyError::ProductCategory {
+                        category,
+                        why: format!(
+                            "operation {method} {} has no product to put in it: set one \
+                             (x-audit-product, Operation::product)",
+                            plan.template.as_str()
+                        ),
+                    });
+                };
+                policy.categories =
+                    std::mem::take(&mut policy.categories).category(&category, [product])?;
+            }
             let template = plan.template.as_str().to_owned();
             let index = match policy.by_template.get(&template) {
                 Some(&index) => index,
@@ -382,6 +433,7 @@ pub struct AuditPolicy {
     routes: Vec<MethodPlans>,
     by_template: HashMap<String, usize>,
     operations: usize,
+    categories: ProductCategories,
     /// Plans for the routes axum matched that the policy does not describe, compiled on
     /// first use. Keys are route templates, so the map is bounded by the app's routes.
     undescribed: RwLock<HashMap<Box<str>, MethodPlans>>,
@@ -411,6 +463,14 @@ impl AuditPolicy {
     /// Whether the policy describes no operation.
     pub fn is_empty(&self) -> bool {
         self.operations == 0
+    }
+
+    /// The product categories the operations declare, each with the products of the
+    /// operations naming it (see [`Operation::product_category`]; `x-audit-product-category`
+    /// in an API description). Give them to the audit log API, which serves them and filters
+    /// by them.
+    pub fn product_categories(&self) -> &ProductCategories {
+        &self.categories
     }
 
     /// The plan for a request: by the template axum matched when there is one, otherwise by

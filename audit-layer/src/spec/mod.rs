@@ -28,7 +28,10 @@
 //!
 //! Operation extensions: `x-audit: false` (record nothing, e.g. health checks),
 //! `x-audit-action` (e.g. `login`), `x-audit-level` (`metadata`, `request`,
-//! `request_response`), `x-audit-product`, `x-audit-resource-type`, `x-audit-scope`.
+//! `request_response`), `x-audit-product`, `x-audit-resource-type`, `x-audit-scope`, and
+//! `x-audit-product-category` (also on a path item, for all its operations): the category of
+//! the operation's product, which the audit log API serves and filters by (see
+//! [`AuditPolicy::product_categories`](crate::AuditPolicy::product_categories)).
 //!
 //! A broken description fails at start-up with the JSON pointer of the fault and the fix: a
 //! dangling or external `$ref`, a marked field that is `writeOnly` or `format: password`, an
@@ -254,6 +257,18 @@ fn compile_serialized(
     })?;
     OpenApiDocument::from_value(document).into_audit_policy()
 }
+
+/// The plan of one schema of `doc`, at `pointer` (see [`compile::compile_schema`]).
+#[cfg(feature = "utoipa")]
+pub(crate) fn schema_plan(
+    doc: &Value,
+    pointer: &str,
+) -> Result<crate::redact::RedactionPlan, PolicyError> {
+    compile::compile_schema(doc, pointer)
+}
+
+#[cfg(feature = "utoipa")]
+pub(crate) use compile::escape_pointer;
 
 #[cfg(test)]
 mod tests;

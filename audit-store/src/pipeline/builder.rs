@@ -62,6 +62,8 @@ pub struct PipelineBuilder<S> {
     pub(super) retention: Option<Duration>,
     pub(super) retention_interval: Duration,
     pub(super) backpressure: Option<Duration>,
+    /// The labels of every metric the pipeline exports through the `metrics` facade.
+    pub(super) metric_labels: Vec<metrics::Label>,
 }
 
 /// 18 months of 30.44 days: the original system's retention.
@@ -116,6 +118,7 @@ pub fn builder<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
         retention: Some(EIGHTEEN_MONTHS),
         retention_interval: Duration::from_secs(24 * 3600),
         backpressure: None,
+        metric_labels: Vec::new(),
     }
 }
 
@@ -331,6 +334,24 @@ impl<S: ChainedStore> PipelineBuilder<S> {
         self
     }
 
+    /// A label every metric of this pipeline carries through the [`metrics`] facade (see
+    /// [Metrics](crate::pipeline#metrics)), e.g. to tell apart two pipelines of one process.
+    /// Defaults to none; may be called again for more labels.
+    ///
+    /// ```no_run
+    /// # async fn run(store: audit_store::SqliteStore) -> audit_store::Result<()> {
+    /// let (sink, pipeline) = audit_store::pipeline::builder(store)
+    ///     .metric_label("log", "billing")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn metric_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metric_labels
+            .push(metrics::Label::new(key.into(), value.into()));
+        self
+    }
+
     /// Where checkpoints are also kept, outside the database. Defaults to none.
     pub fn checkpoint_sink(mut self, sink: impl CheckpointSink) -> Self {
         self.checkpoint_sink = Some(Arc::new(sink));
@@ -361,7 +382,7 @@ impl<S: ChainedStore> PipelineBuilder<S> {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..self.writers).map(|_| mpsc::channel(per_lane)).unzip();
         let shared = Arc::new(Shared {
-            counters: Counters::default(),
+            counters: Counters::new(&self.metric_labels),
             degraded: AtomicBool::new(spool.as_ref().is_some_and(|s| !s.is_empty())),
             spilled: AtomicBool::new(false),
             in_memory: std::sync::atomic::AtomicU64::new(0),

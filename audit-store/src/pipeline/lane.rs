@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::Context;
 use super::gaps::GapSpan;
-use super::metrics::Counters;
+use super::metrics::{Counters, Source};
 use super::queue::{Envelope, Message, batch_end};
 use super::spool::Appended;
 use crate::Result;
@@ -256,7 +256,9 @@ impl<S: ChainedStore> Context<S> {
             records.saturating_sub(new.saturating_sub(gaps)),
         );
         Counters::add(&counters.replayed, records);
-        counters.batch_took(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let times = rows.iter().map(|r| r.time_ms);
+        counters.batch_written(started.elapsed(), Source::Spool, times);
+        self.shared.export_levels();
     }
 
     pub(super) fn committed(&self, rows: &[StoredRecord], new: u64, started: Instant) {
@@ -266,7 +268,9 @@ impl<S: ChainedStore> Context<S> {
             &counters.duplicates,
             (rows.len() as u64).saturating_sub(new),
         );
-        counters.batch_took(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let times = rows.iter().map(|r| r.time_ms);
+        counters.batch_written(started.elapsed(), Source::Queue, times);
+        self.shared.export_levels();
     }
 
     /// Appends a batch to the spool while the database is unavailable (degraded). `None` when
@@ -305,6 +309,7 @@ impl<S: ChainedStore> Context<S> {
         self.shared
             .spool_bytes
             .store(spool.used_bytes(), Ordering::Relaxed);
+        self.shared.export_levels();
         Some(outcome)
     }
 }

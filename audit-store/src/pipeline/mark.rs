@@ -47,9 +47,9 @@ impl<S: ChainedStore> Context<S> {
     ) {
         let path = dir.join(RUNNING_MARK);
         let temp = dir.join(format!("{RUNNING_MARK}.tmp"));
-        let mut accepted = self.shared.counters.enqueued.load(Ordering::Relaxed);
+        let mut accepted = self.shared.counters.enqueued.get();
         loop {
-            let now_accepted = self.shared.counters.enqueued.load(Ordering::Relaxed);
+            let now_accepted = self.shared.counters.enqueued.get();
             let mark = RunningMark {
                 noted_ms: crate::time::now_ms(),
                 in_memory: self.shared.in_memory.load(Ordering::Relaxed),

@@ -1,40 +1,206 @@
-//! Counters for every path a record can take, as a snapshot struct and in Prometheus text.
+//! Counters for every path a record can take, as a snapshot struct and in Prometheus text,
+//! and the same counts, with histograms and gauges, through the [`metrics`] facade.
+//! See [Metrics](super#metrics).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Live counters, shared by the sink and the pipeline.
-#[derive(Debug, Default)]
+use metrics::{Counter, Gauge, Histogram, Label};
+
+/// Buckets for the pipeline's latency histograms, in seconds: 100 µs to 60 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+/// Buckets for the records in a batch: 1 to 4,096.
+pub const BATCH_RECORDS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// Each histogram the pipeline records, with the buckets suited to it.
+///
+/// ```
+/// let names: Vec<&str> = audit_store::pipeline::HISTOGRAM_BUCKETS.iter().map(|(n, _)| *n).collect();
+/// assert_eq!(names, ["audit_batch_records", "audit_batch_write_seconds", "audit_commit_lag_seconds"]);
+/// ```
+pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 3] = [
+    ("audit_batch_records", BATCH_RECORDS_BUCKETS),
+    ("audit_batch_write_seconds", LATENCY_BUCKETS),
+    ("audit_commit_lag_seconds", LATENCY_BUCKETS),
+];
+
+/// One count: the value the snapshot reads, and the same count through the facade.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    value: AtomicU64,
+    exported: Counter,
+}
+
+impl Tally {
+    fn new(name: &'static str, help: &'static str, labels: &[Label]) -> Self {
+        metrics::describe_counter!(name, help);
+        Self {
+            value: AtomicU64::new(0),
+            exported: metrics::counter!(name, labels.iter()),
+        }
+    }
+
+    /// The count now.
+    pub(crate) fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a committed record came from, for the lag histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Straight from the queue.
+    Queue,
+    /// Replayed from the spool.
+    Spool,
+}
+
+/// Live counters, shared by the sink and the pipeline, and the facade's histograms and gauges.
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) enqueued: AtomicU64,
-    pub(crate) stored: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) spooled: AtomicU64,
-    pub(crate) replayed: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) failed_writes: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) batch_micros_sum: AtomicU64,
-    pub(crate) batch_micros_max: AtomicU64,
-    pub(crate) gap_records: AtomicU64,
-    pub(crate) checkpoints: AtomicU64,
-    pub(crate) overflowed: AtomicU64,
-    pub(crate) expired: AtomicU64,
-    pub(crate) unclean_restarts: AtomicU64,
-    pub(crate) spool_rejected: AtomicU64,
-    pub(crate) retention_refused: AtomicU64,
-    pub(crate) waited: AtomicU64,
-    pub(crate) waits_timed_out: AtomicU64,
+    pub(crate) enqueued: Tally,
+    pub(crate) stored: Tally,
+    pub(crate) duplicates: Tally,
+    pub(crate) spooled: Tally,
+    pub(crate) replayed: Tally,
+    pub(crate) dropped: Tally,
+    pub(crate) failed_writes: Tally,
+    pub(crate) batches: Tally,
+    batch_micros_sum: AtomicU64,
+    batch_micros_max: AtomicU64,
+    pub(crate) gap_records: Tally,
+    pub(crate) checkpoints: Tally,
+    pub(crate) overflowed: Tally,
+    pub(crate) expired: Tally,
+    pub(crate) unclean_restarts: Tally,
+    pub(crate) spool_rejected: Tally,
+    pub(crate) retention_refused: Tally,
+    pub(crate) waited: Tally,
+    pub(crate) waits_timed_out: Tally,
+    batch_records: Histogram,
+    batch_seconds: Histogram,
+    lag_from_queue: Histogram,
+    lag_from_spool: Histogram,
+    queue_depth: Gauge,
+    queue_bytes: Gauge,
+    spool_bytes: Gauge,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new(&[])
+    }
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// Counters registered with the facade's recorder (if one is installed), each metric
+    /// carrying `labels`.
+    pub(crate) fn new(labels: &[Label]) -> Self {
+        let help = |name: &str| {
+            PROMETHEUS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map_or("", |(_, _, help)| *help)
+        };
+        let tally = |name: &'static str| Tally::new(name, help(name), labels);
+        let gauge = |name: &'static str| {
+            metrics::describe_gauge!(name, help(name));
+            metrics::gauge!(name, labels.iter())
+        };
+        metrics::describe_histogram!(
+            "audit_batch_records",
+            metrics::Unit::Count,
+            "Records in each batch written to the database."
+        );
+        metrics::describe_histogram!(
+            "audit_batch_write_seconds",
+            metrics::Unit::Seconds,
+            "Time of each batch write (one transaction)."
+        );
+        metrics::describe_histogram!(
+            "audit_commit_lag_seconds",
+            metrics::Unit::Seconds,
+            "From a record's action time to its commit."
+        );
+        let lag = |from: &'static str| {
+            let mut labels = labels.to_vec();
+            labels.push(Label::from_static_parts("from", from));
+            metrics::histogram!("audit_commit_lag_seconds", labels.iter())
+        };
+        Self {
+            enqueued: tally("audit_records_enqueued_total"),
+            stored: tally("audit_records_stored_total"),
+            duplicates: tally("audit_records_duplicate_total"),
+            spooled: tally("audit_records_spooled_total"),
+            replayed: tally("audit_records_replayed_total"),
+            dropped: tally("audit_records_dropped_total"),
+            failed_writes: tally("audit_batch_write_failures_total"),
+            batches: tally("audit_batches_total"),
+            batch_micros_sum: AtomicU64::new(0),
+            batch_micros_max: AtomicU64::new(0),
+            gap_records: tally("audit_gap_records_total"),
+            checkpoints: tally("audit_chain_checkpoints_total"),
+            overflowed: tally("audit_records_overflowed_total"),
+            expired: tally("audit_records_expired_total"),
+            unclean_restarts: tally("audit_unclean_restarts_total"),
+            spool_rejected: tally("audit_spool_records_rejected_total"),
+            retention_refused: tally("audit_retention_refusals_total"),
+            waited: tally("audit_requests_waited_total"),
+            waits_timed_out: tally("audit_request_waits_timed_out_total"),
+            batch_records: metrics::histogram!("audit_batch_records", labels.iter()),
+            batch_seconds: metrics::histogram!("audit_batch_write_seconds", labels.iter()),
+            lag_from_queue: lag("queue"),
+            lag_from_spool: lag("spool"),
+            queue_depth: gauge("audit_queue_depth"),
+            queue_bytes: gauge("audit_queue_bytes"),
+            spool_bytes: gauge("audit_spool_bytes"),
+        }
     }
 
-    pub(crate) fn batch_took(&self, micros: u64) {
+    /// Adds `n` to `counter`; the count before.
+    pub(crate) fn add(counter: &Tally, n: u64) -> u64 {
+        counter.exported.increment(n);
+        counter.value.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// One batch written in `took`: its records, committed at once, whose action times are
+    /// `times_ms`.
+    pub(crate) fn batch_written(
+        &self,
+        took: Duration,
+        from: Source,
+        times_ms: impl ExactSizeIterator<Item = i64>,
+    ) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         Self::add(&self.batches, 1);
-        Self::add(&self.batch_micros_sum, micros);
+        self.batch_micros_sum.fetch_add(micros, Ordering::Relaxed);
         self.batch_micros_max.fetch_max(micros, Ordering::Relaxed);
+        self.batch_records.record(times_ms.len() as f64);
+        self.batch_seconds.record(took.as_secs_f64());
+        let lag = match from {
+            Source::Queue => &self.lag_from_queue,
+            Source::Spool => &self.lag_from_spool,
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for time_ms in times_ms {
+            // A clock that went back, or a record from the future, is no lag.
+            lag.record(now_ms.saturating_sub(time_ms).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Sets the gauges of what the pipeline holds now.
+    pub(crate) fn levels(&self, queue_depth: u64, queue_bytes: u64, spool_bytes: u64) {
+        self.queue_depth.set(queue_depth as f64);
+        self.queue_bytes.set(queue_bytes as f64);
+        self.spool_bytes.set(spool_bytes as f64);
     }
 
     pub(crate) fn snapshot(
@@ -43,30 +209,31 @@ impl Counters {
         queue_bytes: u64,
         spool_bytes: u64,
     ) -> PipelineMetrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let batches = get(&self.batches);
+        let batches = self.batches.get();
         PipelineMetrics {
-            enqueued: get(&self.enqueued),
-            stored: get(&self.stored),
-            duplicates: get(&self.duplicates),
-            spooled: get(&self.spooled),
-            replayed: get(&self.replayed),
-            dropped: get(&self.dropped),
-            failed_writes: get(&self.failed_writes),
-            gap_records: get(&self.gap_records),
-            checkpoints: get(&self.checkpoints),
-            overflowed: get(&self.overflowed),
-            expired: get(&self.expired),
-            unclean_restarts: get(&self.unclean_restarts),
-            spool_rejected: get(&self.spool_rejected),
-            retention_refused: get(&self.retention_refused),
-            waited: get(&self.waited),
-            waits_timed_out: get(&self.waits_timed_out),
+            enqueued: self.enqueued.get(),
+            stored: self.stored.get(),
+            duplicates: self.duplicates.get(),
+            spooled: self.spooled.get(),
+            replayed: self.replayed.get(),
+            dropped: self.dropped.get(),
+            failed_writes: self.failed_writes.get(),
+            gap_records: self.gap_records.get(),
+            checkpoints: self.checkpoints.get(),
+            overflowed: self.overflowed.get(),
+            expired: self.expired.get(),
+            unclean_restarts: self.unclean_restarts.get(),
+            spool_rejected: self.spool_rejected.get(),
+            retention_refused: self.retention_refused.get(),
+            waited: self.waited.get(),
+            waits_timed_out: self.waits_timed_out.get(),
             batches,
-            batch_latency_avg_micros: get(&self.batch_micros_sum)
+            batch_latency_avg_micros: self
+                .batch_micros_sum
+                .load(Ordering::Relaxed)
                 .checked_div(batches)
                 .unwrap_or(0),
-            batch_latency_max_micros: get(&self.batch_micros_max),
+            batch_latency_max_micros: self.batch_micros_max.load(Ordering::Relaxed),
             queue_depth,
             queue_bytes,
             spool_bytes,
@@ -180,8 +347,7 @@ impl PipelineMetrics {
 }
 
 /// Each metric of [`PipelineMetrics::to_prometheus`], in the order of its values: name, type
-/// and help text.
-#[cfg(feature = "prometheus")]
+/// and help text (also the facade's descriptions).
 const PROMETHEUS: [(&str, &str, &str); 22] = [
     (
         "audit_records_enqueued_total",

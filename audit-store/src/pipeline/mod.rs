@@ -93,6 +93,40 @@
 //! reported by a gap record. The spool's directory is created accessible by its owner only
 //! and its files readable by their owner only (modes 700 and 600, whatever the umask).
 //!
+//! # Metrics
+//!
+//! [`IngestSink::metrics`] reads every counter at once ([`PipelineMetrics`]; in Prometheus
+//! text with [`to_prometheus`](PipelineMetrics::to_prometheus), feature `prometheus`). The
+//! same counters, and histograms of batch sizes, write times and the lag from a record's time
+//! to its commit, and gauges of the queue and the spool, go through the
+//! [`metrics`](https://docs.rs/metrics) facade to whatever recorder the app installs
+//! (Prometheus, StatsD, OpenTelemetry...), with the labels given to
+//! [`PipelineBuilder::metric_label`]. Install the recorder before building the pipeline.
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `audit_records_{enqueued,stored,duplicate,spooled,replayed,dropped,overflowed,expired}_total` | counter | as [`PipelineMetrics`] |
+//! | `audit_batches_total`, `audit_batch_write_failures_total`, `audit_gap_records_total`, `audit_chain_checkpoints_total`, ... | counter | as [`PipelineMetrics`] |
+//! | `audit_batch_records` | histogram | records in each batch written to the database |
+//! | `audit_batch_write_seconds` | histogram | the time of each batch's write (one transaction) |
+//! | `audit_commit_lag_seconds` | histogram | for each record, from its `action.time` to its commit; label `from`: `queue`, or `spool` when replayed from it |
+//! | `audit_queue_depth`, `audit_queue_bytes`, `audit_spool_bytes` | gauge | what the pipeline holds, set after each batch |
+//!
+//! [`HISTOGRAM_BUCKETS`] gives buckets suited to each histogram, for exporters that need
+//! them:
+//!
+//! ```
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//!
+//! let mut exporter = PrometheusBuilder::new();
+//! for (name, buckets) in audit_store::pipeline::HISTOGRAM_BUCKETS {
+//!     exporter = exporter.set_buckets_for_metric(Matcher::Full(name.into()), buckets)?;
+//! }
+//! let prometheus = exporter.install_recorder()?; // then build the pipeline
+//! // serve `prometheus.render()` at /metrics
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Ordering
 //!
 //! Records are spread over the writers by account: all records of one account go through one
@@ -120,9 +154,11 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
+pub use self::metrics::{
+    BATCH_RECORDS_BUCKETS, HISTOGRAM_BUCKETS, LATENCY_BUCKETS, PipelineMetrics,
+};
 pub use builder::{PipelineBuilder, builder};
 pub use enrich::{Directory, Lookup};
-pub use metrics::PipelineMetrics;
 pub use sink::IngestSink;
 
 use crate::chain::CheckpointSink;

@@ -60,6 +60,22 @@ pub(super) struct Admission {
 
 impl Shared {
     /// Records waiting in the queue now.
+    /// What the pipeline holds now: records in the queue, bytes in memory (the queue and the
+    /// overflow buffer), bytes in the spool.
+    pub(super) fn levels(&self) -> (u64, u64, u64) {
+        (
+            self.queue_depth() as u64,
+            self.queued_bytes.load(Ordering::Relaxed) + self.overflow_bytes.load(Ordering::Relaxed),
+            self.spool_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets the facade's gauges to the [`levels`](Self::levels) now.
+    pub(super) fn export_levels(&self) {
+        let (depth, bytes, spool) = self.levels();
+        self.counters.levels(depth, bytes, spool);
+    }
+
     pub(super) fn queue_depth(&self) -> usize {
         self.lanes
             .iter()
@@ -75,16 +91,14 @@ impl Shared {
 
     /// Notes that a round of checkpoints begins: the record count starts over.
     pub(super) fn checkpointed(&self) {
-        self.stored_at_checkpoint.store(
-            self.counters.stored.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        self.stored_at_checkpoint
+            .store(self.counters.stored.get(), Ordering::Relaxed);
     }
 
     /// Counts `n` records stored; wakes the checkpoint task once enough were since its last
     /// round.
     pub(super) fn stored(&self, n: u64) {
-        let stored = self.counters.stored.fetch_add(n, Ordering::Relaxed) + n;
+        let stored = Counters::add(&self.counters.stored, n) + n;
         let since = stored.saturating_sub(self.stored_at_checkpoint.load(Ordering::Relaxed));
         if n > 0 && since >= self.checkpoint_records {
             self.checkpoint_due.notify_one();

@@ -187,12 +187,8 @@ impl IngestSink {
 
     /// The counters now.
     pub fn metrics(&self) -> PipelineMetrics {
-        self.shared.counters.snapshot(
-            self.shared.queue_depth() as u64,
-            self.shared.queued_bytes.load(Ordering::Relaxed)
-                + self.shared.overflow_bytes.load(Ordering::Relaxed),
-            self.shared.spool_bytes.load(Ordering::Relaxed),
-        )
+        let (depth, bytes, spool) = self.shared.levels();
+        self.shared.counters.snapshot(depth, bytes, spool)
     }
 
     /// Stops accepting records, writes (or spools) everything accepted, and waits until the

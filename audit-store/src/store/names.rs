@@ -38,6 +38,7 @@ pub struct TableNames {
     logs: String,
     chain_heads: String,
     checkpoints: String,
+    export_positions: String,
     migrations: String,
 }
 
@@ -91,6 +92,7 @@ impl TableNames {
             logs: qualified(format!("{prefix}logs")),
             chain_heads: qualified(format!("{prefix}chain_heads")),
             checkpoints: qualified(format!("{prefix}checkpoints")),
+            export_positions: qualified(format!("{prefix}export_positions")),
             migrations: qualified(format!("_{prefix}migrations")),
             prefix,
             schema,
@@ -120,6 +122,11 @@ impl TableNames {
     /// The signed checkpoints' table, as written in SQL.
     pub fn checkpoints(&self) -> &str {
         &self.checkpoints
+    }
+
+    /// The export jobs' positions table, as written in SQL.
+    pub fn export_positions(&self) -> &str {
+        &self.export_positions
     }
 
     /// The table [`migrate`](super::AuditStore::migrate) records the store's migrations in
@@ -202,6 +209,7 @@ mod tests {
         assert_eq!(names.logs(), "\"s1\".x_logs");
         assert_eq!(names.chain_heads(), "\"s1\".x_chain_heads");
         assert_eq!(names.checkpoints(), "\"s1\".x_checkpoints");
+        assert_eq!(names.export_positions(), "\"s1\".x_export_positions");
         assert_eq!(names.migrations(), "\"s1\"._x_migrations");
         assert_eq!(names.qualify("x_logs_p2026_01"), "\"s1\".x_logs_p2026_01");
         assert!(names.for_sqlite().is_err());

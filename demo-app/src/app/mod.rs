@@ -3,14 +3,19 @@
 //!
 //! [`router`] is the one place the app is put together; `main` serves it and the tests drive
 //! it, with whatever audit sink each needs. The document's fixed parts are in [`document`];
-//! the audit log query API and the names the audit pipeline looks up in [`audit_log`].
+//! the audit log query API and the names the audit pipeline looks up in [`audit_log`]; the
+//! pipeline's metrics at `/metrics` in [`prometheus`].
 
+mod answers;
 mod audit_log;
 mod document;
+mod prometheus;
 
 use std::sync::OnceLock;
 
-use audit_layer::{AuditFlush, AuditLayer, AuditSink, PolicyError};
+use audit_layer::{
+    AuditFlush, AuditLayer, AuditSink, IntoAuditPolicy, PolicyError, ProductCategories,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,16 +29,20 @@ use utoipa_axum::routes;
 
 pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
 use self::document::ApiDoc;
+pub(crate) use self::prometheus::install as install_metrics;
 use crate::api::{for_each_operation, product};
 use crate::auth::require_auth;
 use crate::products::{accounts, alerting, dns, invites, login, members, tokens, zones};
 use crate::state::AppState;
 
+/// The `service` of every record the app makes.
+pub(crate) const SERVICE_NAME: &str = "demo-app";
+
 /// The routes behind authentication (each product's, and the description of the audit log
 /// query API), and the public ones (login, health, this document), which the document says
 /// need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())
         .merge(members::routes())
         .merge(invites::routes())
@@ -45,11 +54,13 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(OpenApiRouter::with_openapi(audit_store::query::openapi("")));
     let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .routes(routes!(prometheus::metrics));
     let mut public = login::routes().merge(product("operations", &[], operations));
     for_each_operation(&mut public, |operation| {
         operation.security = Some(vec![SecurityRequirement::default()]);
     });
+    answers::declare(&mut protected, &mut public);
     (protected, public)
 }
 
@@ -65,6 +76,17 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 pub(crate) fn openapi_json_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| document::json_text(openapi()))
+}
+
+/// The product categories the document declares (`x-audit-product-category` on each
+/// product's operations), for the audit log API's `product_category` filter and its
+/// `product_categories` endpoint.
+///
+/// # Errors
+///
+/// When the document does not compile into an audit policy, as [`router`].
+pub(crate) fn product_categories() -> Result<ProductCategories, PolicyError> {
+    Ok(openapi().into_audit_policy()?.product_categories().clone())
 }
 
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
@@ -87,8 +109,13 @@ pub(crate) fn router(
         .route_layer(from_fn_with_state(state.clone(), require_auth))
         .merge(public)
         .split_for_parts();
-    let layer = configure(AuditLayer::try_new(&spec)?.sink(sink));
+    let layer = configure(
+        AuditLayer::try_new(&spec)?
+            .sink(sink)
+            .service_name(SERVICE_NAME),
+    );
     let flush = layer.flush_handle();
+    state.set_events(layer.events());
     Ok((app.with_state(state).merge(audit_log).layer(layer), flush))
 }
 

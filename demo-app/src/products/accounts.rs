@@ -44,7 +44,7 @@ pub(crate) struct AccountSettings {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct AccountUpdate {
     /// A new display name (1–100 characters).
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: Option<String>,
     /// New security settings.
     pub(crate) settings: Option<AccountSettingsUpdate>,
@@ -166,10 +166,14 @@ pub(crate) async fn update_account(
     found(load(&state.db, &account_id).await?, "account")
 }
 
-/// The routes of these operations, tagged `accounts`.
+/// The routes of these operations, tagged `accounts`, in the `Account` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_accounts))
         .routes(routes!(get_account, update_account));
-    product("accounts", &[], router)
+    product(
+        "accounts",
+        &[("x-audit-product-category", "Account")],
+        router,
+    )
 }

@@ -8,14 +8,16 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::zones::zone_name;
-use crate::api::{ApiError, ApiJson, InvalidField, NoSuchZone, Page, ResourceId, ZonePath};
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, InvalidField, NoSuchZone, Page, ResourceId, ZonePath,
+};
 use crate::api::{changed, changed_id, created, error_answers, found, product};
 use crate::auth::AuditFacts;
 use crate::db::{Db, execute, new_id, now_ms, on_db, rfc3339, select};
@@ -60,9 +62,12 @@ pub(crate) struct DnsRecord {
 /// A DNS record to create, or to replace an existing one with.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct DnsRecordInput {
-    /// `A`, `AAAA`, `CNAME`, `MX`, `NS` or `TXT`.
+    /// `A`, `AAAA`, `CNAME`, `MX`, `NS` or `TXT` (any case).
     #[serde(rename = "type")]
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(
+        pattern = "^([aA]|[aA]{4}|[cC][nN][aA][mM][eE]|[mM][xX]|[nN][sS]|[tT][xX][tT])$",
+        extensions(("x-auditable" = json!(true)))
+    )]
     pub(crate) kind: String,
     /// The name: `@` for the zone apex, a name relative to the zone (`www`), or a fully
     /// qualified name inside the zone.
@@ -282,8 +287,8 @@ async fn save(
         ZonePath,
         ("type" = Option<String>, Query, description = "Only records of this type", extensions(("x-auditable" = json!(true)))),
         ("name" = Option<String>, Query, description = "Only records with this name", extensions(("x-auditable" = json!(true)))),
-        ("page" = Option<u32>, Query, description = "Page, from 1", extensions(("x-auditable" = json!(true)))),
-        ("per_page" = Option<u32>, Query, description = "Records per page (1–500, default 50)", extensions(("x-auditable" = json!(true)))),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 1000000, description = "Page, from 1 to 1,000,000", extensions(("x-auditable" = json!(true)))),
+        ("per_page" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Records per page (1–500, default 50)", extensions(("x-auditable" = json!(true)))),
     ),
     responses(
         (status = 200, description = "The zone's records", body = Vec<DnsRecord>),
@@ -293,8 +298,8 @@ async fn save(
 pub(crate) async fn list_records(
     State(state): State<AppState>,
     Path(ZonePath { zone_id }): Path<ZonePath>,
-    Query(page): Query<Page>,
-    Query(query): Query<DnsQuery>,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(query): ApiQuery<DnsQuery>,
 ) -> Result<Json<Vec<DnsRecord>>, ApiError> {
     const SQL: &str = "SELECT id, zone_id, type, name, content, ttl, proxied, comment, created_ms, modified_ms \
         FROM dns_records WHERE zone_id = $1 AND ($2 IS NULL OR type = $2) AND ($3 IS NULL OR name = $3) \
@@ -372,13 +377,22 @@ pub(crate) async fn get_record(
 )]
 pub(crate) async fn update_record(
     State(state): State<AppState>,
+    facts: AuditFacts,
     Path(path): Path<RecordPath>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
     let record = check_in_zone(&state.db, &path.zone_id, input).await?;
+    let before = load(&state.db, &path.zone_id, &path.record_id).await?;
     let rows = save(&state.db, UPDATE, &path.zone_id, &path.record_id, &record).await?;
     changed(rows, "DNS record")?;
-    get_record(State(state), Path(path)).await
+    let after = found(
+        load(&state.db, &path.zone_id, &path.record_id).await?,
+        "DNS record",
+    )?;
+    // The record's exact value before and after, as the audit log's `change` (its auditable
+    // fields: never the comment).
+    facts.change(before.as_ref(), Some(&after.0));
+    Ok(after)
 }
 
 /// Delete DNS Record
@@ -404,12 +418,17 @@ pub(crate) async fn delete_record(
     changed_id(rows, "DNS record", record_id)
 }
 
-/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`.
+/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`, in the
+/// `DNS` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_records, create_record))
         .routes(routes!(get_record, update_record, delete_record));
-    product("dns", &[("x-audit-product", "dns")], router)
+    let marks = [
+        ("x-audit-product", "dns"),
+        ("x-audit-product-category", "DNS"),
+    ];
+    product("dns", &marks, router)
 }
 
 #[cfg(test)]

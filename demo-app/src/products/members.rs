@@ -45,11 +45,11 @@ pub(crate) struct Member {
 /// they have a password).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct MemberCreate {
-    /// The user's email.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    /// The user's email (at most 254 characters).
+    #[schema(max_length = 254, pattern = r"^\s*[^@\s<>,\u0000-\u001f\u007f-\u009f]+@[^@\s<>,.\u0000-\u001f\u007f-\u009f][^@\s<>,\u0000-\u001f\u007f-\u009f]*\.[^@\s<>,\u0000-\u001f\u007f-\u009f]*[^@\s<>,.\u0000-\u001f\u007f-\u009f]\s*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) email: String,
     /// `administrator` or `member`.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[schema(pattern = "^(administrator|member)$", extensions(("x-auditable" = json!(true))))]
     pub(crate) role: String,
 }
 
@@ -172,7 +172,7 @@ pub(crate) async fn add_member(
     params(MemberPath),
     responses(
         (status = 200, description = "The removed member's id", body = ResourceId),
-        (status = 400, description = "The last administrator", body = ErrorBody),
+        (status = 409, description = "The account's last administrator", body = ErrorBody),
         (status = 404, description = "No such member or invitation", body = ErrorBody),
     ),
 )]
@@ -222,28 +222,33 @@ pub(crate) async fn remove_member(
     match outcome? {
         Outcome::Removed => Ok(Json(ResourceId { id: member_id })),
         Outcome::NotMember => Err(ApiError::NotFound("member")),
-        Outcome::LastAdministrator => Err(ApiError::BadRequest(
+        // The request is valid; what exists forbids it.
+        Outcome::LastAdministrator => Err(ApiError::Conflict(
             "cannot remove the account's last administrator".into(),
         )),
     }
 }
 
-/// The routes of these operations, tagged `members`.
+/// The routes of these operations, tagged `members`, in the `Account` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_members, add_member))
         .routes(routes!(remove_member));
-    product("members", &[], router)
+    product(
+        "members",
+        &[("x-audit-product-category", "Account")],
+        router,
+    )
 }
 
 /// A plausible email address: one `@` between a non-empty local part and a dotted domain, no
-/// spaces or control characters, at most 254 bytes.
+/// spaces or control characters, at most 254 characters (as the document says).
 pub(crate) fn is_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
     !local.is_empty()
-        && email.len() <= 254
+        && email.chars().count() <= 254
         && !domain.contains('@')
         && domain.contains('.')
         && !domain.starts_with('.')

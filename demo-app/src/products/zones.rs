@@ -5,14 +5,14 @@
 //! Auditable: the zone's id, name, owning account and status.
 
 use audit_layer::Identity;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ApiError, ApiJson, ErrorBody, Page, ResourceId};
+use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, Page, ResourceId};
 use crate::api::{InvalidName, NoSuchAccount, NoSuchZone, ZonePath};
 use crate::api::{changed_id, conflict_if_duplicate, created, found, product};
 use crate::auth::{AuditFacts, Principal};
@@ -53,8 +53,9 @@ pub(crate) struct ZoneAccount {
 /// A zone to create.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ZoneCreate {
-    /// The domain, e.g. `example.net`: lowercase, dotted, at most 253 characters.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    /// The domain, e.g. `example.net`: dotted labels of letters, digits and `-`, at most 253
+    /// characters.
+    #[schema(max_length = 253, pattern = r"^\s*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+\.?\s*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: String,
     /// The account to create the zone in; defaults to the caller's (a token's) account.
     pub(crate) account: Option<ZoneAccount>,
@@ -119,8 +120,8 @@ pub(crate) async fn zone_name(db: &Db, zone_id: &str) -> Result<Option<String>, 
     path = "/zones",
     params(
         ("name" = Option<String>, Query, description = "Only the zone with this name", extensions(("x-auditable" = json!(true)))),
-        ("page" = Option<u32>, Query, description = "Page, from 1", extensions(("x-auditable" = json!(true)))),
-        ("per_page" = Option<u32>, Query, description = "Zones per page (1–500, default 50)", extensions(("x-auditable" = json!(true)))),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 1000000, description = "Page, from 1 to 1,000,000", extensions(("x-auditable" = json!(true)))),
+        ("per_page" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Zones per page (1–500, default 50)", extensions(("x-auditable" = json!(true)))),
     ),
     responses(
         (status = 200, description = "The zones of the caller's accounts", body = Vec<Zone>),
@@ -130,8 +131,8 @@ pub(crate) async fn zone_name(db: &Db, zone_id: &str) -> Result<Option<String>, 
 pub(crate) async fn list_zones(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(page): Query<Page>,
-    Query(query): Query<ZoneQuery>,
+    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(query): ApiQuery<ZoneQuery>,
 ) -> Result<Json<Vec<Zone>>, ApiError> {
     let (limit, offset) = page.limit_offset()?;
     // A caller has few accounts: one query per account, merged, keeps the SQL portable.
@@ -269,12 +270,12 @@ pub(crate) async fn delete_zone(
     changed_id(rows, "zone", zone_id)
 }
 
-/// The routes of these operations, tagged `zones`.
+/// The routes of these operations, tagged `zones`, in the `DNS` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_zones, create_zone))
         .routes(routes!(get_zone, update_zone, delete_zone));
-    product("zones", &[], router)
+    product("zones", &[("x-audit-product-category", "DNS")], router)
 }
 
 /// Whether `name` is a lowercase domain of at least two labels: letters, digits and inner

@@ -148,7 +148,7 @@ fn encode_row(out: &mut Vec<u8>, r: &StoredRecord, link: Option<&Link>) -> sqlx:
         match column.value(r) {
             ColumnValue::Uuid(v) => bytes(out, Some(v.as_bytes()))?,
             ColumnValue::BigInt(v) => bytes(out, Some(&v.to_be_bytes()))?,
-            ColumnValue::Int(v) => bytes(out, Some(&v.to_be_bytes()))?,
+            ColumnValue::Int(v) => bytes(out, v.map(i32::to_be_bytes).as_ref().map(|b| &b[..]))?,
             ColumnValue::Text(v) => text(out, v)?,
         }
     }

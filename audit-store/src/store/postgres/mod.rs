@@ -155,6 +155,10 @@ impl AuditStore for PostgresStore {
         page::page(&self.pool, &self.names, query).await
     }
 
+    async fn stats(&self, query: &crate::model::StatsQuery) -> Result<crate::model::Stats> {
+        page::stats(&self.pool, &self.names, query).await
+    }
+
     async fn migrate(&self) -> Result<()> {
         migrations::migrate(&self.pool, &self.names, self.migrations()).await
     }
@@ -221,3 +225,4 @@ impl ChainedStore for PostgresStore {
         spawn_scan(move |tx| scan::scan(pool, names, scope, tx))
     }
 }
+super::positions::export_positions!(PostgresStore);

@@ -341,6 +341,10 @@ impl AuditStore for SqliteStore {
         page::page(&self.pool, &self.names, query).await
     }
 
+    async fn stats(&self, query: &crate::model::StatsQuery) -> Result<crate::model::Stats> {
+        page::stats(&self.pool, &self.names, query).await
+    }
+
     async fn migrate(&self) -> Result<()> {
         migrations::migrate(&self.pool, &self.names, self.migrations()).await?;
         self.optimize().await
@@ -399,6 +403,8 @@ impl ChainedStore for SqliteStore {
         spawn_scan(move |tx| scan::scan(pool, names, scope, tx))
     }
 }
+
+super::positions::export_positions!(SqliteStore);
 
 #[cfg(test)]
 mod tests {

@@ -95,7 +95,9 @@ fn packed_link_of(row: &SqliteRow) -> Result<ScannedLink> {
         match column.ty {
             ColumnType::Uuid => digest.uuid(row.try_get(next_typed)?),
             ColumnType::BigInt => digest.int(row.try_get(next_typed)?),
-            ColumnType::Int => digest.int(i64::from(row.try_get::<i32, _>(next_typed)?)),
+            ColumnType::Int => {
+                digest.optional_int(row.try_get::<Option<i32>, _>(next_typed)?.map(i64::from))
+            }
             ColumnType::Text => {
                 let text = packed.next().ok_or_else(malformed)?;
                 if i == index_of("account_id") {
