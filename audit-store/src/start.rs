@@ -30,7 +30,6 @@
 //! ([`AuditFlush`]) then the sink ([`IngestSink::shutdown`]).
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -102,7 +101,7 @@ impl<S> std::fmt::Debug for AuditLog<S> {
 impl AuditLog<SqliteStore> {
     /// An audit log in the SQLite file at `path` (created if missing; see
     /// [`SqliteStore::open`]).
-    pub fn sqlite(path: impl Into<PathBuf>) -> AuditLogBuilder<SqliteStore> {
+    pub fn sqlite(path: impl Into<std::path::PathBuf>) -> AuditLogBuilder<SqliteStore> {
         let path = path.into();
         AuditLogBuilder::new(Box::new(move || Box::pin(SqliteStore::open(path))))
     }

@@ -541,3 +541,42 @@ async fn postgres_a_store_in_its_own_schema_migrates_itself_and_runs() -> TestRe
     })
     .await
 }
+
+/// `audit-verify` reads a store under another prefix when told it.
+#[tokio::test]
+async fn the_command_line_verifier_reads_tables_under_a_prefix() -> TestResult {
+    time_limit(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir()?;
+        let store = sqlite_store(&dir)
+            .await?
+            .table_names(TableNames::new().prefix("billing_audit_")?)?;
+        store.migrate().await?;
+        store_runs(&store).await?;
+        let database = format!("sqlite://{}", dir.path().join("app.db").display());
+        let public = keys()?.public_key().to_string();
+        let verify = |extra: &[&str]| -> TestResult<std::process::Output> {
+            Ok(
+                std::process::Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+                    .args(["--database-url", &database, "--public-key", &public])
+                    .args(extra)
+                    .env_remove("AUDIT_VERIFY_DATABASE_URL")
+                    .output()?,
+            )
+        };
+        let found = verify(&["--table-prefix", "billing_audit_"])?;
+        let stdout = String::from_utf8_lossy(&found.stdout);
+        assert_eq!(found.status.code(), Some(0), "{stdout}");
+        assert!(stdout.contains("ok \"acc_adopt\": 5 records"), "{stdout}");
+        let missing = verify(&[])?;
+        assert_ne!(
+            missing.status.code(),
+            Some(0),
+            "the default tables do not exist"
+        );
+        let bad = verify(&["--table-prefix", "x; DROP TABLE y"])?;
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("--table-prefix"));
+        Ok(())
+    })
+    .await
+}

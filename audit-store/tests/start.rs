@@ -237,3 +237,26 @@ async fn a_bad_prefix_is_refused_at_start_up() {
     )
     .prefix("/v4/");
 }
+
+/// Dropped without `shutdown` while the runtime runs on, the log still writes what it took.
+#[tokio::test]
+async fn dropped_without_shutdown_it_still_writes_what_it_accepted() -> TestResult {
+    time_limit(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir()?;
+        let audit = AuditLog::sqlite(dir.path().join("audit.db"))
+            .pipeline(|p| p.flush_interval(Duration::from_secs(60)).batch_size(100))
+            .start()
+            .await?;
+        let app: Router = Router::new()
+            .route("/accounts/{account_id}/widgets/{widget_id}", put(update))
+            .layer(audit.layer(AuditLayer::new(policy()?)));
+        for i in 0..2 {
+            let request = Request::put(format!("/accounts/a/widgets/w{i}")).body(Body::empty())?;
+            assert_eq!(call(&app, request).await?.0, StatusCode::OK);
+        }
+        let store = audit.store().clone();
+        drop(audit);
+        common::until_count(&store, 2).await
+    })
+    .await
+}

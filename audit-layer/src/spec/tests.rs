@@ -407,3 +407,41 @@ fn bad_product_categories_fail_at_start_up() {
     ));
     assert!(bad.contains("1 to 64 bytes"), "{bad}");
 }
+
+/// Through the layer, from an OpenAPI document: the record's account and zone.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn a_layer_records_the_tenant_its_document_names() {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    let document = serde_json::json!({
+            "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+            "paths": {"/orgs/{org_id}/sites/{site_id}": {"put": {
+                "summary": "Update a site",
+                "responses": {"200": {"description": "ok"}}}}}});
+    let spec = OpenApiDocument::from_value(document).tenant_params(
+        crate::TenantParams::new()
+            .account("org_id")
+            .unwrap()
+            .zone("site_id")
+            .unwrap(),
+    );
+    let records = crate::sink::MemorySink::new();
+    let app: axum::Router = axum::Router::new()
+        .route(
+            "/orgs/{org_id}/sites/{site_id}",
+            axum::routing::put(|| async { "{}" }),
+        )
+        .layer(crate::AuditLayer::new(spec).sink(records.clone()));
+    let request = http::Request::put("/orgs/org_7/sites/site_3")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let record = records.records().pop().expect("a record");
+    assert_eq!(record.account.map(|a| a.id).as_deref(), Some("org_7"));
+    assert_eq!(record.zone.map(|z| z.id).as_deref(), Some("site_3"));
+}

@@ -38,7 +38,7 @@ use std::process::ExitCode;
 
 use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints, PublicKey, Verifier};
 use audit_store::model::Checkpoint;
-use audit_store::store::ChainedStore;
+use audit_store::store::{ChainedStore, TableNames};
 use audit_store::verify::{self, Outcome, Span, VerifyReport};
 use audit_store::{PostgresStore, SqliteStore};
 use clap::Parser;
@@ -78,6 +78,24 @@ struct Args {
     /// One JSON report per line instead of text.
     #[arg(long)]
     json: bool,
+    /// The prefix of the store's tables, when the app gave it one (`TableNames::prefix`).
+    #[arg(long, default_value = audit_store::store::DEFAULT_PREFIX)]
+    table_prefix: String,
+    /// The PostgreSQL schema of the store's tables, when the app gave it one
+    /// (`TableNames::schema`).
+    #[arg(long)]
+    schema: Option<String>,
+}
+
+/// The store's table names the arguments give.
+fn table_names(args: &Args) -> Result<TableNames, String> {
+    let names = TableNames::new()
+        .prefix(&args.table_prefix)
+        .map_err(|e| format!("--table-prefix: {e}"))?;
+    match &args.schema {
+        None => Ok(names),
+        Some(schema) => names.schema(schema).map_err(|e| format!("--schema: {e}")),
+    }
 }
 
 /// The SHA-256 of a public key, in hex: its fingerprint.
@@ -296,15 +314,19 @@ async fn main_inner(args: Args) -> Result<Verdict, String> {
         None => Vec::new(),
     };
     let url = args.database_url.as_str();
+    let names = table_names(&args)?;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = PostgresStore::connect(url)
             .await
-            .map_err(|e| format!("cannot connect to the PostgreSQL database: {e}"))?;
+            .map_err(|e| format!("cannot connect to the PostgreSQL database: {e}"))?
+            .table_names(names);
         run(store, &args, &verifier, span, &external).await
     } else if url.starts_with("sqlite:") {
         let store = SqliteStore::connect_existing(url)
             .await
-            .map_err(|e| format!("cannot open the SQLite database: {e}"))?;
+            .map_err(|e| format!("cannot open the SQLite database: {e}"))?
+            .table_names(names)
+            .map_err(|e| format!("--schema: {e}"))?;
         run(store, &args, &verifier, span, &external).await
     } else {
         Err("--database-url: expected sqlite://... or postgres://...".into())

@@ -3,12 +3,13 @@
 //! status it answers, under the router's [prefix](super::AuditLogRouter::prefix).
 
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{Array, ObjectBuilder, Type};
+use utoipa::openapi::schema::{AnyOfBuilder, Array, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::tag::Tag;
 use utoipa::openapi::{
     ContentBuilder, Info, OpenApi, PathItem, PathsBuilder, RefOr, Required, ResponseBuilder, Schema,
 };
 
-use super::params::{DEFAULT_LIMIT, FILTERS, MAX_LIMIT};
+use super::params::{DEFAULT_LIMIT, FILTERS, Kind, MAX_LIMIT, MAX_VALUE_LEN, filter};
 
 /// The tag of the audit log's operations.
 pub const TAG: &str = "Audit Logs";
@@ -41,7 +42,11 @@ pub fn openapi(prefix: &str) -> OpenApi {
             format!("{base}/{{id}}"),
             PathItem::new(HttpMethod::Get, one()),
         );
-    OpenApi::new(Info::new("Audit logs", "2"), paths.build())
+    let mut tag = Tag::new(TAG);
+    tag.description = Some("Who did what, when, from where: the account's audit log".into());
+    let mut doc = OpenApi::new(Info::new("Audit logs", "2"), paths.build());
+    doc.tags = Some(vec![tag]);
+    doc
 }
 
 fn string() -> ObjectBuilder {
@@ -75,10 +80,45 @@ fn account_id() -> ParameterBuilder {
     .schema(Some(string()))
 }
 
+fn formatted(format: &str) -> ObjectBuilder {
+    string().format(Some(SchemaFormat::Custom(format.to_owned())))
+}
+
 fn time(name: &str, required: bool, description: &str) -> ParameterBuilder {
-    parameter(name, ParameterIn::Query, required, description).schema(Some(
-        string().description(Some("A date (YYYY-MM-DD, UTC) or an RFC 3339 time")),
-    ))
+    let schema = AnyOfBuilder::new()
+        .item(formatted("date"))
+        .item(formatted("date-time"))
+        .description(Some(
+            "A date (YYYY-MM-DD, midnight UTC) or an RFC 3339 time",
+        ));
+    parameter(name, ParameterIn::Query, required, description).schema(Some(schema))
+}
+
+/// What one value of a filter may be: what the router accepts, no more.
+fn value_schema(kind: Kind) -> RefOr<Schema> {
+    let one_of = |values: &[&str]| string().enum_values(Some(values.to_vec())).into();
+    match kind {
+        Kind::Text => string()
+            .max_length(Some(MAX_VALUE_LEN))
+            .description(Some(format!("At most {MAX_VALUE_LEN} bytes of UTF-8")))
+            .into(),
+        Kind::ActionType => one_of(&[
+            "view", "create", "update", "delete", "login", "logout", "gap", "summary",
+        ]),
+        Kind::ActionResult => one_of(&["success", "failure"]),
+        Kind::ActorType => one_of(&["user", "account", "system"]),
+        Kind::ActorContext => one_of(&["api_token", "api_key", "dash", "oauth", "system"]),
+        Kind::StatusCode => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(100))
+            .maximum(Some(599))
+            .into(),
+        Kind::Ip => AnyOfBuilder::new()
+            .item(formatted("ipv4"))
+            .item(formatted("ipv6"))
+            .into(),
+        Kind::Id => formatted("uuid").into(),
+    }
 }
 
 fn json(schema: impl Into<RefOr<Schema>>) -> ContentBuilder {
@@ -152,6 +192,7 @@ fn list() -> OperationBuilder {
     .parameter(time("since", true, "Records at or after this time."))
     .parameter(time("before", true, "Records before this time."));
     for (name, description) in FILTERS {
+        let kind = filter(name).map_or(Kind::Text, |(_, kind)| kind);
         for (suffix, what) in [("", "equal to"), (".not", "not equal to")] {
             operation = operation.parameter(
                 parameter(
@@ -162,7 +203,7 @@ fn list() -> OperationBuilder {
                         "Records whose {description} is {what} one of the values (repeatable)."
                     ),
                 )
-                .schema(Some(Array::new(string())))
+                .schema(Some(Array::new(value_schema(kind))))
                 .explode(Some(true)),
             );
         }

@@ -16,7 +16,7 @@ pub(crate) const MAX_LIMIT: u32 = 1000;
 /// The page size when none is asked for.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
 /// Longest filter value accepted.
-const MAX_VALUE_LEN: usize = 1024;
+pub(crate) const MAX_VALUE_LEN: usize = 1024;
 
 /// `actor_type` values the v2 API allows that no record of this log holds (Cloudflare's own
 /// staff): a filter on one selects nothing (its `.not` form, everything), never a 400.
@@ -97,8 +97,8 @@ impl LogQuery {
 }
 
 /// The kind of values a filter takes.
-#[derive(Clone, Copy)]
-enum Kind {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
     Text,
     ActionType,
     ActionResult,
@@ -137,7 +137,7 @@ pub(crate) const FILTERS: [(&str, &str); 21] = [
 ];
 
 /// Filter parameter names: the original API's, with its aliases.
-fn filter(name: &str) -> Option<(Column, Kind)> {
+pub(crate) fn filter(name: &str) -> Option<(Column, Kind)> {
     Some(match name {
         "action_type" => (Column::ActionType, Kind::ActionType),
         "action_result" => (Column::ActionResult, Kind::ActionResult),

@@ -124,7 +124,7 @@ impl TableNames {
         &self.checkpoints
     }
 
-    /// The export jobs' positions' table, as written in SQL.
+    /// The export jobs' positions table, as written in SQL.
     pub fn export_positions(&self) -> &str {
         &self.export_positions
     }
@@ -209,6 +209,7 @@ mod tests {
         assert_eq!(names.logs(), "\"s1\".x_logs");
         assert_eq!(names.chain_heads(), "\"s1\".x_chain_heads");
         assert_eq!(names.checkpoints(), "\"s1\".x_checkpoints");
+        assert_eq!(names.export_positions(), "\"s1\".x_export_positions");
         assert_eq!(names.migrations(), "\"s1\"._x_migrations");
         assert_eq!(names.qualify("x_logs_p2026_01"), "\"s1\".x_logs_p2026_01");
         assert!(names.for_sqlite().is_err());

@@ -38,8 +38,9 @@ use crate::state::AppState;
 /// The `service` of every record the app makes.
 pub(crate) const SERVICE_NAME: &str = "demo-app";
 
-/// The routes behind authentication (each product's), and the public ones (login, health,
-/// this document), which the document says need no credentials (`security: [{}]`).
+/// The routes behind authentication (each product's, and the description of the audit log
+/// query API), and the public ones (login, health, this document), which the document says
+/// need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let mut protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())
@@ -48,7 +49,9 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(tokens::routes())
         .merge(zones::routes())
         .merge(dns::routes())
-        .merge(alerting::routes());
+        .merge(alerting::routes())
+        // Served by `audit_log_router`, merged into the app in `router`.
+        .merge(OpenApiRouter::with_openapi(audit_store::query::openapi("")));
     let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))

@@ -952,3 +952,55 @@ async fn health_and_the_document_answer_unrecorded() {
         "x-audit: false operations are not recorded"
     );
 }
+
+/// The audit log query API is in the document (and so in the audit policy): a read of the log
+/// is recorded with the operation's summary, its reader, and its parameter names, their values
+/// redacted (none is marked auditable).
+#[tokio::test]
+async fn the_audit_log_api_is_described_and_a_read_of_it_is_recorded_as_described() {
+    let document = openapi();
+    for path in [
+        "/accounts/{account_id}/logs/audit",
+        "/accounts/{account_id}/logs/audit/verify",
+        "/accounts/{account_id}/logs/audit/{id}",
+    ] {
+        assert!(document.paths.get_path_item(path).is_some(), "{path}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = seeded_db(dir.path()).await;
+    let store = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    audit_store::store::AuditStore::migrate(&store)
+        .await
+        .unwrap();
+    let state = AppState { db };
+    let checkpoints = audit_store::chain::JsonLinesCheckpoints::new(dir.path().join("c.jsonl"));
+    let log = audit_log_router(store, state.clone(), checkpoints);
+    let records = MemorySink::new();
+    let (app, _flush) = router(state, records.clone(), log, |layer| layer).unwrap();
+    let token = test_seed_config().admin_token.unwrap();
+    let uri = format!("/accounts/{DEMO_ACCOUNT}/logs/audit?since=2000-01-01&before=2100-01-01");
+    let request = Request::get(&uri)
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    let read = records
+        .records()
+        .into_iter()
+        .find(|r| r.raw.uri.contains("/logs/audit"))
+        .expect("the read is recorded");
+    assert_eq!(
+        read.action.description.as_deref(),
+        Some("List an account's audit logs")
+    );
+    assert_eq!(
+        read.raw.uri,
+        format!("/accounts/{DEMO_ACCOUNT}/logs/audit?since=REDACTED&before=REDACTED")
+    );
+    assert!(read.actor.id.is_some());
+}

@@ -27,8 +27,9 @@ use sqlx::{Database, Encode, FromRow, Type};
 
 pub(crate) use self::seed::{SeedConfig, SeededAccount, seed, seed_ids};
 
-/// The table that tracks the app's migrations. Not sqlx's default `_sqlx_migrations`: that one
-/// belongs to the audit store, which may share the database (always so on PostgreSQL).
+/// The table that tracks the app's migrations. Not sqlx's default `_sqlx_migrations`, which the
+/// audit store used before it kept its own `_audit_migrations` (the store moves its rows out at
+/// its first start): kept, so that demo databases made since still open.
 const MIGRATIONS_TABLE: &str = "_demo_app_migrations";
 
 /// The app's database, SQLite or PostgreSQL, chosen by the database URL at start-up.
