@@ -73,11 +73,34 @@ pub(crate) struct DnsRecordInput {
     /// `MX`, `NS`) or text (`TXT`, up to 2048 characters).
     pub(crate) content: String,
     /// Time to live in seconds (30–86400), or `1` for automatic (the default).
+    #[serde(default, deserialize_with = "json_integer")]
     pub(crate) ttl: Option<i64>,
     /// Whether to proxy traffic to the name (`A`, `AAAA` and `CNAME` only). Defaults to `false`.
     pub(crate) proxied: Option<bool>,
     /// A note for people (up to 100 characters). Not recorded.
     pub(crate) comment: Option<String>,
+}
+
+/// A JSON integer, also when written with a zero fraction (`300.0`): JSON Schema's `integer`
+/// is any number without a fractional part, and the document says `integer`.
+fn json_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    /// Beyond 2^53 a float no longer holds every integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+            .map(|f| f as i64)
+    });
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("invalid value: {number}, expected an integer")))
 }
 
 impl utoipa::PartialSchema for DnsRecordInput {
@@ -438,6 +461,20 @@ mod tests {
             proxied: None,
             comment: None,
         }
+    }
+
+    #[test]
+    fn a_ttl_is_an_integer_also_with_a_zero_fraction() {
+        let parse = |ttl: &str| {
+            let body =
+                format!(r#"{{"type": "A", "name": "www", "content": "192.0.2.1", "ttl": {ttl}}}"#);
+            serde_json::from_str::<DnsRecordInput>(&body).map(|input| input.ttl)
+        };
+        assert_eq!(parse("300.0").unwrap(), Some(300));
+        assert_eq!(parse("300").unwrap(), Some(300));
+        assert_eq!(parse("null").unwrap(), None);
+        assert!(parse("300.5").is_err());
+        assert!(parse("1e300").is_err());
     }
 
     #[test]
