@@ -57,8 +57,10 @@ done
 
 # `--max-time` would repeat fuzzing until the time is spent: the examples bound the run, and
 # `timeout` bounds a run gone wrong.
+ST="$PWD/$VENV/bin/st"
+# Run from the temporary directory: Schemathesis keeps a cache (`.schemathesis/`) where it runs.
 schemathesis() {
-  timeout "$MAX_TIME" "$VENV/bin/st" --no-color run "http://127.0.0.1:$PORT/openapi.json" \
+  (cd "$DATA" && timeout "$MAX_TIME" "$ST" --no-color run "http://127.0.0.1:$PORT/openapi.json" \
     --checks all \
     --header "Authorization: Bearer $TOKEN" \
     --max-examples "$MAX_EXAMPLES" \
@@ -66,7 +68,7 @@ schemathesis() {
     --workers 2 \
     --request-timeout 10 \
     --generation-database none \
-    "$@"
+    "$@")
 }
 # Revoking a token can revoke the one the run authenticates with: every later request would
 # be a 401. That operation runs last, on its own.
