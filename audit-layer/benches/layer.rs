@@ -166,7 +166,7 @@ fn preflight(rt: &Runtime, kind: Kind) {
         assert_eq!(status, StatusCode::OK);
         let records = records.records();
         assert_eq!(records.len(), 1, "one record per request");
-        assert_eq!(records[0].raw.status_code, 200);
+        assert_eq!(records[0].raw.status_code, Some(200));
     });
 }
 

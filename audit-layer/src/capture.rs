@@ -50,11 +50,11 @@ pub(crate) struct Capture {
     pub(crate) action: ActionType,
     pub(crate) uri: String,
     pub(crate) user_agent: Option<String>,
-    pub(crate) ray_id: String,
-    /// The request id the client sent, when it was not taken as `ray_id`.
+    /// The request id the client sent, when it was not taken as `cf_ray_id`.
     pub(crate) client_request_id: Option<String>,
     pub(crate) ip: Option<IpAddr>,
     pub(crate) ids: PathIds,
+    /// Holds the ray id, and what the app tells of the actor and of what changed.
     pub(crate) handle: AuditHandle,
     pub(crate) request: RequestBody,
     pub(crate) request_type: Option<HeaderValue>,
@@ -98,15 +98,16 @@ impl Default for RecordLimits {
 
 impl RecordLimits {
     /// `s` escaped and cut to the string limit.
-    fn string(self, s: String) -> String {
+    pub(crate) fn string(self, s: String) -> String {
         escape::visible_string(s, self.string)
     }
 
     /// Brings `record`, whose strings are within the string limit, within the record limit:
     /// first its response body, then its request body are replaced by a marker, then its
     /// strings are cut shorter and shorter, until its JSON text fits. Who acted, what they did
-    /// and when (the ids, the action, the time, the status) are kept, if shortened.
-    fn fit(self, record: &mut AuditRecord) {
+    /// and when (the ids, the action, the time, the status) are kept, if shortened. What
+    /// changed goes with the bodies, after them.
+    pub(crate) fn fit(self, record: &mut AuditRecord) {
         let limit = self.record.max(MIN_RECORD_LIMIT);
         // The common case: fits however its strings are escaped, known without serializing.
         if record.max_json_len() <= limit {
@@ -130,6 +131,16 @@ impl RecordLimits {
         }
         if record.resource.request.is_some() {
             record.resource.request = Some(dropped());
+            if fits(record) {
+                return;
+            }
+        }
+        if let Some(change) = record.change.as_mut() {
+            for side in [&mut change.after, &mut change.before] {
+                if side.is_some() {
+                    *side = Some(dropped());
+                }
+            }
         }
         let mut string = self.string;
         while !fits(record) && string > escape::MIN_STRING_LIMIT {
@@ -182,12 +193,12 @@ fn cut_strings(record: &mut AuditRecord, limit: usize) {
         &mut raw.user_agent,
         &mut raw.client_request_id,
         &mut resource.id,
+        &mut raw.method,
+        &mut raw.uri,
     ] {
         s.as_mut().map(cut);
     }
-    for s in [&mut raw.method, &mut raw.ray_id, &mut raw.uri] {
-        cut(s);
-    }
+    cut(&mut raw.cf_ray_id);
     for s in [
         &mut action.description,
         &mut resource.product,
@@ -343,10 +354,8 @@ impl Capture {
             capture
                 .response
                 .recorded(plan, status, capture.response_type.as_ref(), complete);
-        let identity = capture
-            .handle
-            .resolve(capture.header_identity)
-            .unwrap_or_default();
+        let told = capture.handle.finish(capture.header_identity);
+        let identity = told.identity.unwrap_or_default();
         // The app's own strings too may carry hidden characters, and be long.
         let limits = capture.limits;
         let clean = |s: Option<String>| s.map(|s| limits.string(s));
@@ -374,10 +383,10 @@ impl Capture {
                 kind: identity.kind,
             },
             raw: Raw {
-                method: limits.string(capture.method.as_str().to_owned()),
-                ray_id: limits.string(capture.ray_id),
-                status_code: status,
-                uri: limits.string(capture.uri),
+                method: Some(limits.string(capture.method.as_str().to_owned())),
+                cf_ray_id: limits.string(told.ray_id),
+                status_code: Some(status),
+                uri: Some(limits.string(capture.uri)),
                 user_agent: clean(capture.user_agent),
                 client_request_id: clean(capture.client_request_id),
                 client_gone,
@@ -391,6 +400,7 @@ impl Capture {
                 kind: plan.and_then(|p| p.kind.clone()),
             },
             zone: clean(capture.ids.zone).map(|id| Zone { id, name: None }),
+            change: told.change,
             trace: capture.trace,
             service: capture.service,
         };
@@ -493,6 +503,7 @@ mod tests {
 
     use super::*;
     use crate::escape::TRUNCATION_MARKER;
+    use crate::record::Change;
     use crate::record::{ActorContext, ActorType};
     use crate::sink::MemorySink;
     use crate::{AuditLayer, AuditPolicy, AuditRequestBody, Operation};
@@ -522,10 +533,10 @@ mod tests {
                 kind: Some(ActorType::User),
             },
             raw: Raw {
-                method: text.to_owned(),
-                ray_id: text.to_owned(),
-                status_code: 499,
-                uri: text.to_owned(),
+                method: s(),
+                cf_ray_id: text.to_owned(),
+                status_code: Some(499),
+                uri: s(),
                 user_agent: s(),
                 client_request_id: s(),
                 client_gone: true,
@@ -542,6 +553,7 @@ mod tests {
                 id: text.to_owned(),
                 name: s(),
             }),
+            change: None,
             trace: Some(Trace {
                 trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
                 span_id: "00f067aa0ba902b7".into(),
@@ -591,7 +603,24 @@ mod tests {
         limits(8192, 65536).fit(&mut r);
         assert_eq!(r.resource.request.as_ref().unwrap(), &dropped);
         assert_eq!(r.account.as_ref().unwrap().id, "acc_1");
-        assert_eq!(r.raw.status_code, 499);
+        assert_eq!(r.raw.status_code, Some(499));
+    }
+
+    #[test]
+    fn what_changed_is_dropped_after_the_bodies() {
+        let big = json!({"name": "x".repeat(40_000)});
+        let mut r = record("acc_1", &json!({"small": true}));
+        r.change = Some(Change {
+            before: Some(Body::from(&big)),
+            after: Some(Body::from(&big)),
+        });
+        limits(8192, 65536).fit(&mut r);
+        assert!(r.json_len() <= 65536);
+        let change = r.change.unwrap();
+        let dropped = json!({"_truncated":
+            "dropped: the record exceeded the audit record limit of 65536 bytes"});
+        assert_eq!(change.before.unwrap(), dropped);
+        assert_eq!(change.after.unwrap(), dropped);
     }
 
     #[test]
@@ -673,12 +702,9 @@ mod tests {
             agent.ends_with("A…[truncated from 400007 bytes]"),
             "{agent}"
         );
-        assert!(r.raw.uri.len() <= 1024 && r.raw.uri.starts_with("/zones/zzz"));
-        assert!(
-            r.raw.uri.ends_with("…[truncated from 60007 bytes]"),
-            "{}",
-            r.raw.uri
-        );
+        let uri = r.raw.uri.unwrap();
+        assert!(uri.len() <= 1024 && uri.starts_with("/zones/zzz"));
+        assert!(uri.ends_with("…[truncated from 60007 bytes]"), "{uri}");
         assert!(r.zone.unwrap().id.len() <= 1024);
     }
 
@@ -706,7 +732,7 @@ mod tests {
             request("10.1.2.3:4000", b"ray-from-proxy"),
         )
         .await;
-        assert_eq!(r.raw.ray_id, "ray-from-proxy");
+        assert_eq!(r.raw.cf_ray_id, "ray-from-proxy");
         assert_eq!(r.raw.client_request_id, None);
 
         let sink = MemorySink::new();
@@ -716,14 +742,19 @@ mod tests {
             request("203.0.113.9:4000", b"alices-ray"),
         )
         .await;
-        assert_ne!(r.raw.ray_id, "alices-ray");
-        assert_eq!(r.raw.ray_id.len(), 32, "a generated id: {}", r.raw.ray_id);
+        assert_ne!(r.raw.cf_ray_id, "alices-ray");
+        assert_eq!(
+            r.raw.cf_ray_id.len(),
+            32,
+            "a generated id: {}",
+            r.raw.cf_ray_id
+        );
         assert_eq!(r.raw.client_request_id.as_deref(), Some("alices-ray"));
 
         // A proxy's malformed id is not taken either, but kept apart, escaped.
         let sink = MemorySink::new();
         let r = record_of(layer(&sink), &sink, request("10.1.2.3:4000", b"bad id\xff")).await;
-        assert_eq!(r.raw.ray_id.len(), 32);
+        assert_eq!(r.raw.cf_ray_id.len(), 32);
         assert_eq!(r.raw.client_request_id.as_deref(), Some(r"bad id\xff"));
     }
 }

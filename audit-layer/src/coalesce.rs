@@ -123,7 +123,8 @@ impl Window {
             self.last = self.last.max(time);
         }
         self.count += 1;
-        let status = record.raw.status_code;
+        // Counted records are of failed authentications: they have a status.
+        let status = record.raw.status_code.unwrap_or_default();
         match self.statuses.iter_mut().find(|(s, _)| *s == status) {
             Some((_, n)) => *n += 1,
             None => self.statuses.push((status, 1)),
@@ -240,7 +241,7 @@ impl Coalescing {
 
     /// Whether `record` is one of a failed authentication: `401` or `403`, no actor known.
     fn is_failed_auth(record: &AuditRecord) -> bool {
-        matches!(record.raw.status_code, 401 | 403)
+        matches!(record.raw.status_code, Some(401 | 403))
             && record.actor.id.is_none()
             && record.actor.token.id.is_none()
             && !matches!(record.action.kind, ActionType::Summary | ActionType::Gap)
@@ -422,6 +423,7 @@ fn summary(key: &Key, window: &Window, rules: &Rules) -> AuditRecord {
             kind: Some("summary".into()),
         },
         zone: None,
+        change: None,
         trace: None,
         service: rules.service.clone(),
     }
@@ -453,16 +455,17 @@ mod tests {
                 ..Actor::default()
             },
             raw: Raw {
-                method: "GET".into(),
-                ray_id: "r".into(),
-                status_code: status,
-                uri: format!("/accounts/{account}/alerting/v3/policies"),
+                method: Some("GET".into()),
+                cf_ray_id: "r".into(),
+                status_code: Some(status),
+                uri: Some(format!("/accounts/{account}/alerting/v3/policies")),
                 user_agent: Some("curl".into()),
                 client_request_id: None,
                 client_gone: false,
             },
             resource: Resource::default(),
             zone: None,
+            change: None,
             trace: None,
             service: None,
         }

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderMap;
 
 use crate::escape;
-use crate::record::{ActorContext, ActorType};
+use crate::record::{ActorContext, ActorType, Change};
 
 /// Longest identity string kept from a response header; longer values are cut.
 const MAX_HEADER_VALUE: usize = 256;
@@ -143,7 +143,7 @@ impl Identity {
     }
 
     /// Fills the fields this identity lacks from `other`.
-    fn or(mut self, other: Self) -> Self {
+    pub(crate) fn or(mut self, other: Self) -> Self {
         fn fill<T>(a: &mut Option<T>, b: Option<T>) {
             if a.is_none() {
                 *a = b;
@@ -208,14 +208,52 @@ impl Identity {
 /// A handle to the audit record of the request being served, found in the request's
 /// extensions.
 ///
-/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it
-/// with `Extension<AuditHandle>` and call [`identify`](Self::identify).
+/// Cloning is cheap; all clones refer to the same record. Handlers and middleware take it as
+/// an extractor, `audit: AuditHandle` (feature `axum`, see [`extract`](crate::extract)), or
+/// with `Extension<AuditHandle>`, and call [`identify`](Self::identify) to say who acted,
+/// [`before`](Self::before) and [`after`](Self::after) to say what changed, and
+/// [`context`](Self::context) for the request's actor and ray id, which
+/// [events](crate::event) it causes carry (also in the tasks it spawns, see
+/// [`InAuditContext`](crate::context::InAuditContext)).
+///
+/// What it is told goes into the record when the response ends; a handle kept longer (in a
+/// spawned task) still answers [`ray_id`](Self::ray_id), but tells the record nothing more.
 #[derive(Clone, Debug, Default)]
 pub struct AuditHandle {
-    identity: Arc<Mutex<Option<Identity>>>,
+    told: Arc<Mutex<Told>>,
+}
+
+/// What the app told the handle, and the request's ray id.
+#[derive(Debug, Default)]
+struct Told {
+    /// The request's trace id (`raw.cf_ray_id`); empty for a handle made outside the layer.
+    ray_id: String,
+    identity: Option<Identity>,
+    change: Option<Change>,
+}
+
+/// What a request's record takes from its handle when it is finished.
+pub(crate) struct Finished {
+    pub(crate) ray_id: String,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) change: Option<Change>,
 }
 
 impl AuditHandle {
+    /// The handle of a request whose trace id is `ray_id`.
+    pub(crate) fn for_request(ray_id: String) -> Self {
+        Self {
+            told: Arc::new(Mutex::new(Told {
+                ray_id,
+                ..Told::default()
+            })),
+        }
+    }
+
+    fn told(&self) -> std::sync::MutexGuard<'_, Told> {
+        self.told.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Records who acted. A later call replaces the fields it sets and keeps the others.
     ///
     /// ```
@@ -229,8 +267,8 @@ impl AuditHandle {
     /// assert_eq!(identity.account_id.as_deref(), Some("acc_demo"));
     /// ```
     pub fn identify(&self, identity: Identity) {
-        let mut slot = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot = Some(match slot.take() {
+        let mut told = self.told();
+        told.identity = Some(match told.identity.take() {
             Some(previous) => identity.or(previous),
             None => identity,
         });
@@ -238,23 +276,80 @@ impl AuditHandle {
 
     /// What has been recorded about the actor so far.
     pub fn identity(&self) -> Option<Identity> {
-        self.identity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.told().identity.clone()
     }
 
-    /// The identity from the handle, completed by the one from response headers.
-    pub(crate) fn resolve(&self, from_headers: Option<Identity>) -> Option<Identity> {
-        let from_handle = self
-            .identity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match (from_handle, from_headers) {
+    /// The request's trace id, as its record's `raw.cf_ray_id` and the response's request-id
+    /// header say it; `None` for a handle made outside the layer.
+    ///
+    /// ```
+    /// use audit_layer::AuditHandle;
+    ///
+    /// assert_eq!(AuditHandle::default().ray_id(), None);
+    /// ```
+    pub fn ray_id(&self) -> Option<String> {
+        let told = self.told();
+        (!told.ray_id.is_empty()).then(|| told.ray_id.clone())
+    }
+
+    /// The identity from the handle, completed by the one from response headers; the ray id
+    /// and what changed. The ray id is moved out when no other clone of the handle is left.
+    pub(crate) fn finish(&self, from_headers: Option<Identity>) -> Finished {
+        let shared = Arc::strong_count(&self.told) > 1;
+        let mut told = self.told();
+        let identity = match (told.identity.take(), from_headers) {
             (Some(a), Some(b)) => Some(a.or(b)),
             (a, b) => a.or(b),
+        };
+        Finished {
+            ray_id: if shared {
+                told.ray_id.clone()
+            } else {
+                std::mem::take(&mut told.ray_id)
+            },
+            identity,
+            change: told.change.take(),
         }
+    }
+}
+
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+impl AuditHandle {
+    /// Records the resource's value before the request changed it: the record's
+    /// `change.before`, reduced at once to the fields `T`'s schema marks `x-auditable` (see
+    /// [`auditable`](crate::auditable)); the value itself is not kept. A later call replaces it.
+    ///
+    /// ```
+    /// use audit_layer::AuditHandle;
+    /// use serde::Serialize;
+    /// use utoipa::ToSchema;
+    ///
+    /// #[derive(Serialize, ToSchema)]
+    /// struct DnsRecord {
+    ///     #[schema(extensions(("x-auditable" = json!(true))))]
+    ///     content: String,
+    ///     /// Free text: not marked, never recorded.
+    ///     comment: String,
+    /// }
+    ///
+    /// let audit = AuditHandle::default();
+    /// audit.before(&DnsRecord { content: "192.0.2.1".into(), comment: "secret".into() });
+    /// audit.after(&DnsRecord { content: "192.0.2.2".into(), comment: "secret".into() });
+    /// ```
+    pub fn before<T: serde::Serialize + utoipa::ToSchema + 'static>(&self, value: &T) {
+        let body = crate::auditable::redact(value);
+        self.told()
+            .change
+            .get_or_insert_with(Change::default)
+            .before = Some(body);
+    }
+
+    /// Records the resource's value after the request changed it: the record's
+    /// `change.after`; see [`before`](Self::before).
+    pub fn after<T: serde::Serialize + utoipa::ToSchema + 'static>(&self, value: &T) {
+        let body = crate::auditable::redact(value);
+        self.told().change.get_or_insert_with(Change::default).after = Some(body);
     }
 }
 
@@ -302,7 +397,7 @@ mod tests {
         let handle = AuditHandle::default();
         handle.identify(Identity::user("from-handle"));
         let from_headers = Identity::user("from-header").email("h@example.com");
-        let identity = handle.resolve(Some(from_headers)).unwrap();
+        let identity = handle.finish(Some(from_headers)).identity.unwrap();
         assert_eq!(identity.id.as_deref(), Some("from-handle"));
         assert_eq!(identity.email.as_deref(), Some("h@example.com"));
     }

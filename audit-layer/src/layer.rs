@@ -254,7 +254,7 @@ impl AuditLayer {
         self
     }
 
-    /// The header carrying the request's trace id (`raw.ray_id`). Defaults to `x-request-id`.
+    /// The header carrying the request's trace id (`raw.cf_ray_id`). Defaults to `x-request-id`.
     ///
     /// An incoming value is kept only when the socket peer is one of the
     /// [trusted proxies](Self::trusted_proxies) and the value is well-formed (1–128
@@ -297,6 +297,30 @@ impl AuditLayer {
             detached: Arc::clone(&self.config.detached),
             coalescing: Arc::clone(&self.config.coalescing),
         }
+    }
+}
+
+// --- Events beyond HTTP (issue 19) ---
+impl AuditLayer {
+    /// What the app emits [events](crate::event) with — actions that are not HTTP requests —
+    /// into this layer's sink, under its record bounds. Cheap to clone; take it once the layer
+    /// is configured: it belongs to the sink set so far.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy, record::ActionType, sink::MemorySink};
+    ///
+    /// let records = MemorySink::new();
+    /// let layer = AuditLayer::new(AuditPolicy::default()).sink(records.clone());
+    /// let events = layer.events();
+    /// events.event(ActionType::from_static("expire")).account("acc_demo").emit();
+    /// assert_eq!(records.records()[0].action.kind.as_str(), "expire");
+    /// ```
+    pub fn events(&self) -> crate::event::AuditEvents {
+        crate::event::AuditEvents::with_sink(
+            Arc::clone(&self.config.sink),
+            self.config.record_limits,
+            self.config.service.clone(),
+        )
     }
 }
 

@@ -8,10 +8,10 @@
 //! use audit_layer::{AuditHandle, AuditLayer, AuditPolicy, Identity, Operation};
 //! use audit_layer::record::ActorContext;
 //! use audit_layer::sink::MemorySink;
-//! use axum::{Extension, Router, routing::put};
+//! use axum::{Router, routing::put};
 //! use http::Method;
 //!
-//! async fn update_policy(Extension(audit): Extension<AuditHandle>) -> &'static str {
+//! async fn update_policy(audit: AuditHandle) -> &'static str {
 //!     // The app's auth code says who the caller is:
 //!     audit.identify(Identity::user("usr_1").email("alice@example.com").context(ActorContext::Dash));
 //!     r#"{"id":"p1"}"#
@@ -43,7 +43,7 @@
 //! - **where**: account and zone from the path; client IP from the socket peer (see
 //!   [below](#the-client-address)), or from forwarding headers of
 //!   [trusted proxies](AuditLayer::trusted_proxies) only;
-//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, ray_id}`;
+//! - **how**: `actor.context`, and `raw.{method, uri, status_code, user_agent, cf_ray_id}`;
 //! - **which trace, which service**: `trace.{trace_id, span_id}` from the request's W3C
 //!   `traceparent` (or the current OpenTelemetry span), and the layer's
 //!   [service name](AuditLayer::service_name) (see [`correlation`]).
@@ -175,14 +175,22 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ahead;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub mod auditable;
 mod body;
 mod capture;
 mod client_ip;
 mod coalesce;
 mod config;
+pub mod context;
 pub mod correlation;
 mod detach;
 pub mod escape;
+pub mod event;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod extract;
 mod flush;
 mod future;
 pub mod identity;
@@ -204,12 +212,17 @@ pub use body::{AuditBody, AuditRequestBody};
 pub use coalesce::{
     DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
 };
+pub use context::{AuditContext, WithAuditContext};
 pub use detach::DEFAULT_DETACHED_TIMEOUT;
+pub use event::{AuditEvent, AuditEvents};
 pub use flush::{AuditFlush, Flushed};
 pub use future::ResponseFuture;
 pub use identity::{AuditHandle, Identity, headers as actor_headers};
 pub use layer::{AuditLayer, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_ID_HEADER};
-pub use policy::{AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError};
+pub use policy::{
+    AuditLevel, AuditPolicy, IntoAuditPolicy, Operation, PolicyError, ProductCategories,
+    ProductCategory, TenantParams,
+};
 pub use record::{DEFAULT_RECORD_LIMIT, DEFAULT_STRING_LIMIT};
 pub use service::Audit;
 pub use sink::{AuditSink, Backpressure, Commit, NotCommitted};

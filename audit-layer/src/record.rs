@@ -4,6 +4,11 @@
 //! field, and is described precisely by `schemas/audit-log.schema.json` (JSON Schema 2020-12).
 //! Optional fields are omitted from the JSON when unknown, except `actor.token`, which is always
 //! present (an empty object when the actor did not use a token), as in the original.
+//!
+//! Names follow the original's v2 API: `raw.cf_ray_id`, and the token both as the sample's
+//! `actor.token` object and as the flat `actor.token_id` and `actor.token_name` the official
+//! SDKs read. Records written before these names (`raw.ray_id`, no flat token fields) still
+//! deserialize, so spooled records of an older version replay.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use uuid::Uuid;
 ///   "account": {"id": "acc_demo"},
 ///   "action": {"result": "success", "time": "2025-01-23T18:25:14.749Z", "type": "update"},
 ///   "actor": {"ip_address": "127.0.0.1", "token": {}},
-///   "raw": {"method": "PUT", "ray_id": "8f3a", "status_code": 200, "uri": "/accounts/acc_demo"},
+///   "raw": {"method": "PUT", "cf_ray_id": "8f3a", "status_code": 200, "uri": "/accounts/acc_demo"},
 ///   "resource": {"scope": "accounts"}
 /// }"#;
 /// let record: AuditRecord = serde_json::from_str(json)?;
@@ -51,6 +56,10 @@ pub struct AuditRecord {
     /// The zone the action belongs to, when the route has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<Zone>,
+    /// What the action changed: the resource's value before and after it, redacted by the
+    /// schema of its type, when the app told (see [`Change`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
     /// The distributed trace the request belongs to: from the request's W3C `traceparent`
     /// header, or the current OpenTelemetry span (feature `opentelemetry`). See
     /// [`correlation`](crate::correlation).
@@ -89,7 +98,7 @@ impl AuditRecord {
     ///
     /// # let json = r#"{"id":"01a2160e-562e-73be-befc-c44b8cd9efa2","action":{"result":"success",
     /// #   "time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET",
-    /// #   "ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+    /// #   "cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
     /// let record: AuditRecord = serde_json::from_str(json)?;
     /// let exact = serde_json::to_string(&record)?.len();
     /// assert!(record.size_hint() >= exact);
@@ -110,7 +119,7 @@ impl AuditRecord {
     ///
     /// # let json = r#"{"id":"01a2160e-562e-73be-befc-c44b8cd9efa2","action":{"result":"success",
     /// #   "time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET",
-    /// #   "ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+    /// #   "cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
     /// let record: AuditRecord = serde_json::from_str(json)?;
     /// assert_eq!(record.json_len(), serde_json::to_string(&record)?.len());
     /// # Ok::<(), serde_json::Error>(())
@@ -165,18 +174,26 @@ impl AuditRecord {
             + shared(&self.action.description)
             + text(&actor.email)
             + text(&actor.id)
-            + text(&actor.token.id)
-            + text(&actor.token.name)
-            + raw.method.len()
-            + raw.ray_id.len()
-            + raw.uri.len()
+            // Twice: in `actor.token` and as `actor.token_id`, `actor.token_name`.
+            + 2 * text(&actor.token.id)
+            + 2 * text(&actor.token.name)
+            + text(&raw.method)
+            + raw.cf_ray_id.len()
+            + text(&raw.uri)
             + text(&raw.user_agent)
             + text(&raw.client_request_id)
             + text(&resource.id)
             + shared(&resource.product)
             + shared(&resource.scope)
             + shared(&resource.kind);
-        (strings, body(&resource.request) + body(&resource.response))
+        let change = self
+            .change
+            .as_ref()
+            .map_or(0, |c| body(&c.before) + body(&c.after));
+        (
+            strings,
+            body(&resource.request) + body(&resource.response) + change,
+        )
     }
 }
 
@@ -263,11 +280,32 @@ impl ActionResult {
     }
 }
 
-/// The kind of action a request performed.
+/// The kind of action: one of the built-in ones, or any other an app names.
 ///
-/// Derived from the HTTP method unless the operation overrides it (`x-audit-action`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// A request's is derived from its HTTP method unless the operation overrides it
+/// (`x-audit-action`); an [event](crate::event)'s is whatever the app says it did. Any name of
+/// the form `[a-z][a-z0-9_]{0,63}` is an action type ([`ActionType::new`]); the built-in ones
+/// are the variants, so a name is always the same value however it was made.
+///
+/// ```
+/// use audit_layer::record::ActionType;
+///
+/// assert_eq!(ActionType::new("update")?, ActionType::Update);
+/// let rotated = ActionType::new("key_rotated")?;
+/// assert_eq!(rotated.as_str(), "key_rotated");
+/// assert_eq!(serde_json::to_string(&rotated)?, r#""key_rotated""#);
+/// let err = ActionType::new("Key Rotated").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     r#"invalid action type "Key Rotated": expected a lowercase name of letters, digits and '_' that starts with a letter, at most 64 bytes long (e.g. key_rotated); 'K' at byte 0 is not allowed"#
+/// );
+///
+/// // Checked when the program is compiled:
+/// const DISABLE: ActionType = ActionType::from_static("disable");
+/// assert_eq!(DISABLE.as_str(), "disable");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActionType {
     /// A read: `GET`, `HEAD` (and `OPTIONS`).
     View,
@@ -289,9 +327,133 @@ pub enum ActionType {
     /// authentication beyond a rate, per source and account): the description and
     /// `resource.request` say how many, from where, to what, and between which times.
     Summary,
+    /// Any other action an app names, e.g. `key_rotated` or `disable`: made only by
+    /// [`ActionType::new`] and [`ActionType::from_static`], which give the variants above for
+    /// their names.
+    Other(ActionName),
+}
+
+/// The name of an action type that is not one of the built-in ones: `[a-z][a-z0-9_]{0,63}`,
+/// held inline (no allocation, `Copy`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ActionName {
+    len: u8,
+    bytes: [u8; ActionName::MAX_LEN],
+}
+
+impl ActionName {
+    /// The longest name: 64 bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Checked to be ASCII when made.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ActionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// The built-in action types and their names, in the order of the variants.
+const BUILT_IN: [(ActionType, &str); 8] = [
+    (ActionType::View, "view"),
+    (ActionType::Create, "create"),
+    (ActionType::Update, "update"),
+    (ActionType::Delete, "delete"),
+    (ActionType::Login, "login"),
+    (ActionType::Logout, "logout"),
+    (ActionType::Gap, "gap"),
+    (ActionType::Summary, "summary"),
+];
+
+/// Why a name is not an action type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameFault {
+    Empty,
+    TooLong,
+    /// The byte at this index is not allowed there.
+    Byte(usize),
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The action type `name` is, in a `const` context too.
+const fn parse_action(name: &[u8]) -> Result<ActionType, NameFault> {
+    if name.is_empty() {
+        return Err(NameFault::Empty);
+    }
+    let mut i = 0;
+    while i < BUILT_IN.len() {
+        if bytes_eq(BUILT_IN[i].1.as_bytes(), name) {
+            return Ok(BUILT_IN[i].0);
+        }
+        i += 1;
+    }
+    if name.len() > ActionName::MAX_LEN {
+        return Err(NameFault::TooLong);
+    }
+    let mut bytes = [0u8; ActionName::MAX_LEN];
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        let allowed = b.is_ascii_lowercase() || (i > 0 && (b.is_ascii_digit() || b == b'_'));
+        if !allowed {
+            return Err(NameFault::Byte(i));
+        }
+        bytes[i] = b;
+        i += 1;
+    }
+    Ok(ActionType::Other(ActionName {
+        // At most 64.
+        len: name.len() as u8,
+        bytes,
+    }))
 }
 
 impl ActionType {
+    /// The action type named `name`: a built-in one, or any other of the form
+    /// `[a-z][a-z0-9_]{0,63}`.
+    ///
+    /// # Errors
+    ///
+    /// When `name` is not of that form; the error quotes it (escaped, cut to 64 characters)
+    /// and says what is wrong.
+    pub fn new(name: &str) -> Result<Self, InvalidActionType> {
+        parse_action(name.as_bytes()).map_err(|fault| InvalidActionType::new(name, fault))
+    }
+
+    /// [`ActionType::new`] for a name known when the program is written, checked at compile
+    /// time in a `const`.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not an action type (in a `const`, the program does not compile).
+    #[track_caller]
+    pub const fn from_static(name: &'static str) -> Self {
+        match parse_action(name.as_bytes()) {
+            Ok(action) => action,
+            Err(_) => panic!(
+                "not an action type: expected a lowercase name of letters, digits and '_' that starts with a letter, at most 64 bytes long"
+            ),
+        }
+    }
+
     /// The action type a method stands for when the operation does not say otherwise.
     ///
     /// ```
@@ -309,8 +471,30 @@ impl ActionType {
         }
     }
 
+    /// The wire name, borrowed for the built-in types (no allocation), owned for others.
+    ///
+    /// ```
+    /// use audit_layer::record::ActionType;
+    /// use std::borrow::Cow;
+    ///
+    /// assert!(matches!(ActionType::Update.into_name(), Cow::Borrowed("update")));
+    /// assert_eq!(ActionType::new("expire")?.into_name(), "expire");
+    /// # Ok::<(), audit_layer::record::InvalidActionType>(())
+    /// ```
+    pub fn into_name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Other(name) => std::borrow::Cow::Owned(name.as_str().to_owned()),
+            built_in => std::borrow::Cow::Borrowed(
+                BUILT_IN
+                    .iter()
+                    .find(|(t, _)| *t == built_in)
+                    .map_or("", |(_, name)| name),
+            ),
+        }
+    }
+
     /// The wire name, as in the JSON record.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::View => "view",
             Self::Create => "create",
@@ -320,6 +504,7 @@ impl ActionType {
             Self::Logout => "logout",
             Self::Gap => "gap",
             Self::Summary => "summary",
+            Self::Other(name) => name.as_str(),
         }
     }
 }
@@ -331,31 +516,87 @@ impl fmt::Display for ActionType {
 }
 
 impl std::str::FromStr for ActionType {
-    type Err = UnknownVariant;
+    type Err = InvalidActionType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "view" => Self::View,
-            "create" => Self::Create,
-            "update" => Self::Update,
-            "delete" => Self::Delete,
-            "login" => Self::Login,
-            "logout" => Self::Logout,
-            "gap" => Self::Gap,
-            "summary" => Self::Summary,
-            _ => {
-                return Err(UnknownVariant::new(
-                    "action type",
-                    s,
-                    "view, create, update, delete, login, logout, gap, summary",
-                ));
+        Self::new(s)
+    }
+}
+
+impl TryFrom<&str> for ActionType {
+    type Error = InvalidActionType;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl Serialize for ActionType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ActionType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A name that is not an action type.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid action type {value:?}: expected a lowercase name of letters, digits and '_' that starts with a letter, at most 64 bytes long (e.g. key_rotated); {why}"
+)]
+pub struct InvalidActionType {
+    value: String,
+    why: String,
+}
+
+impl InvalidActionType {
+    fn new(name: &str, fault: NameFault) -> Self {
+        // Bounded and escaped: the name may come from anywhere.
+        let value = crate::escape::visible(name.as_bytes())
+            .chars()
+            .take(64)
+            .collect();
+        let why = match fault {
+            NameFault::Empty => "it is empty".to_owned(),
+            NameFault::TooLong => format!("it is {} bytes long", name.len()),
+            NameFault::Byte(at) => {
+                let c = name[at..].chars().next().unwrap_or('?');
+                let shown = crate::escape::visible(c.to_string().as_bytes()).into_owned();
+                format!("'{shown}' at byte {at} is not allowed")
             }
-        })
+        };
+        Self { value, why }
     }
 }
 
 /// Who acted, from where, and how they were authenticated.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The token is written twice: as the sample record's `token` object and as the v2 API's flat
+/// `token_id` and `token_name`, so that readers of either find it. Reading takes the object,
+/// or the flat fields when the object lacks them.
+///
+/// ```
+/// use audit_layer::record::{Actor, Token};
+///
+/// let actor = Actor {
+///     token: Token { id: Some("tok_1".into()), name: Some("CI deploy".into()) },
+///     ..Actor::default()
+/// };
+/// let json = serde_json::to_value(&actor)?;
+/// assert_eq!(json["token_id"], "tok_1");
+/// assert_eq!(json["token_name"], "CI deploy");
+/// assert_eq!(json["token"]["id"], "tok_1");
+/// let flat: Actor = serde_json::from_str(r#"{"token_id": "tok_1", "token_name": "CI deploy"}"#)?;
+/// assert_eq!(flat, actor);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "ActorFields")]
 pub struct Actor {
     /// How the actor reached the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -369,12 +610,84 @@ pub struct Actor {
     /// The client's IP address (the socket peer, or the forwarded client behind a trusted proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<std::net::IpAddr>,
-    /// The API token used, if any; an empty object otherwise.
-    #[serde(default)]
+    /// The API token used, if any; an empty object otherwise. Also written as `token_id` and
+    /// `token_name`.
     pub token: Token,
     /// What kind of principal acted; absent when authentication failed or was not attempted.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<ActorType>,
+}
+
+impl Serialize for Actor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+
+        fn field<S: SerializeStruct, T: Serialize>(
+            s: &mut S,
+            name: &'static str,
+            value: Option<&T>,
+        ) -> Result<(), S::Error> {
+            match value {
+                Some(value) => s.serialize_field(name, value),
+                None => s.skip_field(name),
+            }
+        }
+        let mut s = serializer.serialize_struct("Actor", 8)?;
+        field(&mut s, "context", self.context.as_ref())?;
+        field(&mut s, "email", self.email.as_ref())?;
+        field(&mut s, "id", self.id.as_ref())?;
+        field(&mut s, "ip_address", self.ip_address.as_ref())?;
+        field(&mut s, "token_id", self.token.id.as_ref())?;
+        field(&mut s, "token_name", self.token.name.as_ref())?;
+        s.serialize_field("token", &self.token)?;
+        field(&mut s, "type", self.kind.as_ref())?;
+        s.end()
+    }
+}
+
+/// An [`Actor`] as read: the `token` object and the flat `token_id`, `token_name` apart.
+#[derive(Deserialize)]
+struct ActorFields {
+    #[serde(default)]
+    context: Option<ActorContext>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    ip_address: Option<std::net::IpAddr>,
+    #[serde(default)]
+    token_id: Option<String>,
+    #[serde(default)]
+    token_name: Option<String>,
+    #[serde(default)]
+    token: Token,
+    #[serde(default, rename = "type")]
+    kind: Option<ActorType>,
+}
+
+impl From<ActorFields> for Actor {
+    fn from(fields: ActorFields) -> Self {
+        let ActorFields {
+            context,
+            email,
+            id,
+            ip_address,
+            token_id,
+            token_name,
+            mut token,
+            kind,
+        } = fields;
+        token.id = token.id.or(token_id);
+        token.name = token.name.or(token_name);
+        Self {
+            context,
+            email,
+            id,
+            ip_address,
+            token,
+            kind,
+        }
+    }
 }
 
 /// The API token an actor used.
@@ -504,26 +817,31 @@ impl UnknownVariant {
     }
 }
 
-/// The raw HTTP exchange.
+/// The raw HTTP exchange; for an [event](crate::event) without one, its ray id alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Raw {
-    /// The request method.
-    pub method: String,
-    /// The request's trace id: the configured request-id header, or one the layer generated.
-    pub ray_id: String,
+    /// The request method; absent for an event that no request made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The request's trace id (the v2 API's name for it): the configured request-id header,
+    /// or one the layer generated. Read also as `ray_id`, the name records had before.
+    #[serde(alias = "ray_id")]
+    pub cf_ray_id: String,
     /// The response status; `499` when the client went away before a response, `500` when the
-    /// handler panicked.
-    pub status_code: u16,
+    /// handler panicked; absent for an event that no request made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
     /// The path as the router matched it (percent-escapes of unreserved characters decoded,
     /// see [`routed_path`](crate::redact::routed_path)) and the query: a parameter the
     /// operation does not declare becomes `REDACTED` (name and value), the value of one it
     /// does not mark auditable `REDACTED`; hidden characters escaped, at most the string
-    /// limit long.
-    pub uri: String,
+    /// limit long; absent for an event that no request made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     /// The `User-Agent` header, hidden characters escaped, at most the string limit long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
-    /// The request id the client sent, when the layer did not take it as `ray_id` (it came
+    /// The request id the client sent, when the layer did not take it as `cf_ray_id` (it came
     /// from a peer that is not a trusted proxy). **Unverified**: anyone can send any value;
     /// useful only to match a client's own logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -542,17 +860,50 @@ impl Raw {
     /// use audit_layer::record::Raw;
     ///
     /// let raw = Raw::synthetic(uuid::Uuid::nil(), 500);
-    /// assert_eq!((raw.method.as_str(), raw.uri.as_str(), raw.status_code), ("-", "-", 500));
+    /// assert_eq!(
+    ///     (raw.method.as_deref(), raw.uri.as_deref(), raw.status_code),
+    ///     (Some("-"), Some("-"), Some(500))
+    /// );
     /// ```
     pub fn synthetic(id: uuid::Uuid, status: u16) -> Self {
         Self {
-            method: "-".into(),
-            ray_id: id.simple().to_string(),
-            status_code: status,
-            uri: "-".into(),
+            method: Some("-".into()),
+            cf_ray_id: id.simple().to_string(),
+            status_code: Some(status),
+            uri: Some("-".into()),
             user_agent: None,
             client_request_id: None,
             client_gone: false,
+        }
+    }
+}
+
+/// Whether `value` is a well-formed ray id: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`.
+pub(crate) fn is_valid_ray_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A ray id that is not well-formed, given to an [event](crate::event) or an
+/// [`AuditContext`](crate::context::AuditContext).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ray id {0:?}: expected 1 to 128 characters of A-Z a-z 0-9 . _ : -")]
+pub struct InvalidRayId(String);
+
+impl InvalidRayId {
+    /// Checks `value`; the error quotes it escaped and cut to 64 characters.
+    pub(crate) fn check(value: &str) -> Result<(), Self> {
+        if is_valid_ray_id(value.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Self(
+                crate::escape::visible(value.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect(),
+            ))
         }
     }
 }
@@ -578,6 +929,32 @@ pub struct Resource {
     /// The resource type, e.g. `policies`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<Arc<str>>,
+}
+
+/// What an action changed: the resource's value before and after it, each redacted by the
+/// schema of the type it came from (only `x-auditable` fields are kept), as the app told
+/// through [`AuditHandle::before`](crate::AuditHandle::before) and
+/// [`after`](crate::AuditHandle::after), or an [event](crate::event)'s builder.
+///
+/// Both keys are always written: `null` says the resource did not exist on that side (a
+/// creation, a deletion) or that the app did not tell it.
+///
+/// ```
+/// use audit_layer::record::{Body, Change};
+/// use serde_json::json;
+///
+/// let change = Change { before: None, after: Some(Body::from(json!({"ttl": 300}))) };
+/// assert_eq!(serde_json::to_value(&change)?, json!({"before": null, "after": {"ttl": 300}}));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The value before the action; `null` when there was none, or it was not told.
+    #[serde(default)]
+    pub before: Option<Body>,
+    /// The value after the action; `null` when there is none (a deletion), or it was not told.
+    #[serde(default)]
+    pub after: Option<Body>,
 }
 
 /// A recorded body: the redacted JSON, kept as text.
@@ -912,25 +1289,46 @@ mod tests {
             },
             actor: Actor::default(),
             raw: Raw {
-                method: "GET".into(),
-                ray_id: "r".into(),
-                status_code: 200,
-                uri: "/".into(),
+                method: Some("GET".into()),
+                cf_ray_id: "r".into(),
+                status_code: Some(200),
+                uri: Some("/".into()),
                 user_agent: None,
                 client_request_id: None,
                 client_gone: false,
             },
             resource: Resource::default(),
             zone: None,
+            change: None,
             trace: None,
             service: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"00000000-0000-0000-0000-000000000000","account":{"id":"acc"},"action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#
+            r#"{"id":"00000000-0000-0000-0000-000000000000","account":{"id":"acc"},"action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#
         );
         assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn records_of_the_previous_names_still_read() {
+        // As written before `cf_ray_id` and the flat token fields: a spooled record of an
+        // older version replays.
+        let old = r#"{"id":"00000000-0000-0000-0000-000000000000","action":{"result":"success","time":"1970-01-01T00:00:00.000Z","type":"view"},"actor":{"token":{"id":"tok","name":"CI"}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#;
+        let record: AuditRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.raw.cf_ray_id, "r");
+        assert_eq!(record.actor.token.id.as_deref(), Some("tok"));
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(
+                r#""actor":{"token_id":"tok","token_name":"CI","token":{"id":"tok","name":"CI"}}"#
+            ),
+            "{json}"
+        );
+        assert!(json.contains(r#""cf_ray_id":"r""#), "{json}");
+        assert_eq!(record.json_len(), json.len());
+        assert!(record.size_hint() >= json.len());
     }
 
     #[test]

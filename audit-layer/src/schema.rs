@@ -5,7 +5,7 @@
 //! `ip`).
 //!
 //! ```
-//! # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
+//! # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{"token":{}},"raw":{"method":"GET","cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
 //! audit_layer::schema::validate(&record)?;
 //! # Ok::<(), audit_layer::schema::SchemaViolation>(())
 //! ```
@@ -81,7 +81,7 @@ mod tests {
                        "time": "2025-01-23T18:25:14.749Z", "type": "update"},
             "actor": {"context": "dash", "email": "alice@example.com", "id": "usr_1",
                       "ip_address": "127.0.0.1", "token": {}, "type": "user"},
-            "raw": {"method": "PUT", "ray_id": "8f3a21c0d9e6b7a4", "status_code": 200,
+            "raw": {"method": "PUT", "cf_ray_id": "8f3a21c0d9e6b7a4", "status_code": 200,
                     "uri": "/accounts/acc_demo/alerting/v3/policies/p1", "user_agent": "Postman"},
             "resource": {"id": "p1", "product": "alerting", "request": {"enabled": false},
                          "response": {"id": "p1"}, "scope": "accounts", "type": "policies"},
@@ -97,11 +97,30 @@ mod tests {
     }
 
     #[test]
+    fn an_event_with_no_exchange_and_an_action_of_its_own_validates() {
+        let mut record = sample();
+        record["action"]["type"] = json!("policy_disabled_2");
+        record["raw"] = json!({"cf_ray_id": "0193aa"});
+        record["change"] = json!({"before": {"enabled": true}, "after": {"_truncated": "dropped"}});
+        validate_json(&record).unwrap();
+        let parsed: AuditRecord = serde_json::from_value(record.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&parsed).unwrap()["change"],
+            record["change"]
+        );
+        record["raw"] = json!({});
+        assert!(validate_json(&record).is_err(), "raw.cf_ray_id is required");
+    }
+
+    #[test]
     fn the_schema_rejects_what_the_contract_forbids() {
         let cases: &[(&str, Value)] = &[
             ("/id", json!("not-a-uuid")),
             ("/action/time", json!("2025-01-23 18:25")),
-            ("/action/type", json!("edit")),
+            ("/action/type", json!("Edit")),
+            ("/action/type", json!("key rotated")),
+            ("/change/before", json!("a string")),
+            ("/change/after", json!(42)),
             ("/action/result", json!("ok")),
             ("/actor/type", json!("robot")),
             ("/actor/context", json!("cookie")),
@@ -113,6 +132,8 @@ mod tests {
         ];
         for (pointer, bad) in cases {
             let mut record = sample();
+            record["change"] = json!({"before": null, "after": {"name": "ok"}});
+            validate_json(&record).unwrap();
             let (parent, key) = pointer.rsplit_once('/').unwrap();
             record.pointer_mut(parent).unwrap()[key] = bad.clone();
             let err = validate_json(&record).expect_err(pointer);

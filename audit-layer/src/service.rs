@@ -17,7 +17,7 @@ use crate::escape;
 use crate::future::{Detach, Refusal, ResponseFuture, Then};
 use crate::identity::AuditHandle;
 use crate::policy::{AuditLevel, OperationPlan};
-use crate::record::{ActionType, Timestamp};
+use crate::record::{ActionType, Timestamp, is_valid_ray_id};
 use crate::redact::QueryPlan;
 
 /// Middleware that records every request it serves as an audit record.
@@ -222,7 +222,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
     let records_response =
         records_bodies && level.is_some_and(|level| level >= AuditLevel::RequestResponse);
 
-    let handle = AuditHandle::default();
+    let handle = AuditHandle::for_request(ray_id);
     req.extensions_mut().insert(handle.clone());
     let capture = Capture {
         sink: Arc::clone(&config.sink),
@@ -245,7 +245,6 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         time,
         method,
         action,
-        ray_id,
         handle,
         request: RequestBody::NotCaptured,
         response_type: None,
@@ -314,11 +313,4 @@ fn ray_id<B>(
         (header.clone(), value),
         client_request_id,
     )
-}
-
-fn is_valid_ray_id(value: &[u8]) -> bool {
-    (1..=128).contains(&value.len())
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }

@@ -16,7 +16,7 @@
 //! use audit_layer::{AuditLayer, AuditPolicy, record::AuditRecord};
 //!
 //! let layer = AuditLayer::new(AuditPolicy::default())
-//!     .sink(|record: AuditRecord| println!("{}", record.raw.uri));
+//!     .sink(|record: AuditRecord| println!("{}", record.raw.cf_ray_id));
 //! ```
 
 use std::fmt;
@@ -193,7 +193,7 @@ impl AuditSink for TracingSink {
 /// ```
 /// use audit_layer::sink::{AuditSink, ChannelSink};
 ///
-/// # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET","ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
+/// # let record: audit_layer::record::AuditRecord = serde_json::from_str(r#"{"id":"01948c5e-9a2d-7b3c-8f00-0123456789ab","action":{"result":"success","time":"2025-01-23T18:25:14.749Z","type":"view"},"actor":{},"raw":{"method":"GET","cf_ray_id":"r","status_code":200,"uri":"/"},"resource":{}}"#).unwrap();
 /// let (sink, mut records) = ChannelSink::new(1);
 /// sink.submit(record.clone());
 /// sink.submit(record); // the channel is full: dropped, not awaited

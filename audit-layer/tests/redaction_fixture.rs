@@ -759,7 +759,7 @@ async fn query_values_are_redacted_unless_marked_and_undeclared_names_too() {
         let uri = "/accounts/acc_1/alerting/v3/policies?page=2&per_page=25&api_key=sk_live_CANARY&unknown=CANARY";
         let record = only_record(Arc::clone(&policy), get(uri), 200, "[]").await;
         assert_eq!(
-            record.raw.uri,
+            record.raw.uri.as_deref().unwrap(),
             "/accounts/acc_1/alerting/v3/policies?page=2&per_page=25&api_key=REDACTED&REDACTED=REDACTED",
             "{source}"
         );
@@ -768,7 +768,7 @@ async fn query_values_are_redacted_unless_marked_and_undeclared_names_too() {
         let uri = "/accounts/acc_1/alerting/v3/policies/pol_1?include_secrets=true&per_page=5";
         let record = only_record(Arc::clone(&policy), get(uri), 200, "{}").await;
         assert_eq!(
-            record.raw.uri,
+            record.raw.uri.as_deref().unwrap(),
             "/accounts/acc_1/alerting/v3/policies/pol_1?include_secrets=REDACTED&REDACTED=REDACTED",
             "{source}"
         );
@@ -789,7 +789,7 @@ async fn records_hold_the_redacted_bodies_and_the_operation_extensions() {
         .await;
         // The update operation declares no `api_key`: its name is not recorded either.
         assert_eq!(
-            record.raw.uri,
+            record.raw.uri.unwrap(),
             format!("{POLICY_URI}?REDACTED=REDACTED"),
             "{source}"
         );
@@ -1190,7 +1190,7 @@ async fn the_fixture_read_by_openapiv3_redacts_queries_like_the_document() {
     )
     .await;
     assert_eq!(
-        record.raw.uri,
+        record.raw.uri.as_deref().unwrap(),
         "/accounts/a/alerting/v3/policies?per_page=10&api_key=REDACTED"
     );
 }

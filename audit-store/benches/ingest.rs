@@ -248,7 +248,8 @@ fn csv_row(out: &mut Vec<u8>, r: &StoredRecord) {
         match column.value(r) {
             ColumnValue::Uuid(id) => text(out, Some(&id.hyphenated().to_string())),
             ColumnValue::BigInt(v) => out.extend_from_slice(v.to_string().as_bytes()),
-            ColumnValue::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            ColumnValue::Int(Some(v)) => out.extend_from_slice(v.to_string().as_bytes()),
+            ColumnValue::Int(None) => {}
             ColumnValue::Text(v) => text(out, v),
         }
         out.push(b',');

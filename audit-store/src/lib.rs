@@ -8,7 +8,8 @@
 //! [`store`] → SQL → [`query`] (the audit log API) and [`verify`] (the chains). The modules
 //! depend on each other in that direction only: [`time`] and the error type at the bottom,
 //! then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
-//! databases), [`verify`], and on top [`pipeline`] and [`query`].
+//! databases), [`verify`], then [`pipeline`] and [`query`], and on top [`start`]: the
+//! [`AuditLog`] that opens, migrates and runs all of it in one call.
 
 // Without a SQL backend (`--no-default-features`) the crate still builds, for an application's
 // own store behind the traits; the helpers only the SQL stores use are then unused.
@@ -20,10 +21,12 @@
 
 pub mod chain;
 mod error;
+pub mod export;
 pub mod model;
 pub mod pipeline;
 mod private_files;
 pub mod query;
+pub mod start;
 pub mod store;
 pub mod time;
 pub mod verify;
@@ -35,6 +38,7 @@ struct ReadmeDoctests;
 
 pub use error::{Result, StoreError};
 pub use sqlx;
+pub use start::{AuditLog, AuditLogBuilder};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres::PostgresStore;

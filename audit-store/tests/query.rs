@@ -306,7 +306,8 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         | ActionType::Login
         | ActionType::Logout
         | ActionType::Gap
-        | ActionType::Summary => "POST",
+        | ActionType::Summary
+        | ActionType::Other(_) => "POST",
         ActionType::Update => *rng.pick(&["PUT", "PATCH"]),
         ActionType::Delete => "DELETE",
     };
@@ -335,7 +336,7 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
             "nested": {"list": [1, 2.5, null, {"z": "last", "a": "first"}]},
         })
     });
-    AuditRecord {
+    let mut record = AuditRecord {
         id,
         account: account.map(|id| Account {
             id: id.to_owned(),
@@ -361,10 +362,10 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
             kind: who.kind,
         },
         raw: Raw {
-            method: method.to_owned(),
-            ray_id: format!("{:016x}", rng.next_u64()),
-            status_code: status,
-            uri,
+            method: Some(method.to_owned()),
+            cf_ray_id: format!("{:016x}", rng.next_u64()),
+            status_code: Some(status),
+            uri: Some(uri),
             user_agent: Some(
                 rng.pick(&["curl/8.5.0", "cloudflare-python/5.0", "Mozilla/5.0"])
                     .to_string(),
@@ -383,7 +384,17 @@ fn make_record(rng: &mut Rng, account: Option<&str>, time_ms: i64) -> AuditRecor
         zone,
         trace: None,
         service: None,
+        change: None,
+    };
+    // Some are events, not requests: no method, URI or status (NULL columns), an action type
+    // of their own.
+    if rng.percent(10) {
+        record.action.kind = ActionType::from_static("expire");
+        record.raw.method = None;
+        record.raw.status_code = None;
+        record.raw.uri = None;
     }
+    record
 }
 
 /// The records a test inserted, with the JSON each was stored as.
@@ -512,7 +523,7 @@ fn dataset() -> Vec<AuditRecord> {
     let mut control = make_record(&mut rng, Some(ALPHA), ms("2025-03-05T05:05:05.505Z"));
     control.actor.email = Some("mallory\u{7}@example.com".to_owned());
     control.actor.token.name = Some("tab\there\u{0}".to_owned());
-    control.raw.uri = "/accounts/acc_alpha/members?q=\u{1b}[31m\u{85}".to_owned();
+    control.raw.uri = Some("/accounts/acc_alpha/members?q=\u{1b}[31m\u{85}".to_owned());
     out.push(control);
     // Inserted in a scrambled order: storage order must not matter.
     let mut scrambled = Vec::with_capacity(out.len());
@@ -577,10 +588,10 @@ fn record_field(r: &AuditRecord, name: &str) -> Option<String> {
         "actor_token_id" => owned(&r.actor.token.id),
         "actor_token_name" => owned(&r.actor.token.name),
         "id" => Some(r.id.to_string()),
-        "raw_ray_id" => Some(r.raw.ray_id.clone()),
-        "raw_method" => Some(r.raw.method.clone()),
-        "raw_status_code" => Some(r.raw.status_code.to_string()),
-        "raw_uri" => Some(r.raw.uri.clone()),
+        "raw_ray_id" => Some(r.raw.cf_ray_id.clone()),
+        "raw_method" => r.raw.method.clone(),
+        "raw_status_code" => r.raw.status_code.map(|c| c.to_string()),
+        "raw_uri" => r.raw.uri.clone(),
         "resource_id" => owned(&r.resource.id),
         "resource_product" => arc(&r.resource.product),
         "resource_type" => arc(&r.resource.kind),
@@ -1016,7 +1027,7 @@ async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> T
         data.records.iter().find(|r| r.id == all[3]).ok_or("r1")?,
         data.records.iter().find(|r| r.id == all[40]).ok_or("r2")?,
     );
-    let (ray1, ray2) = (r1.raw.ray_id.as_str(), r2.raw.ray_id.as_str());
+    let (ray1, ray2) = (r1.raw.cf_ray_id.as_str(), r2.raw.cf_ray_id.as_str());
     let (id1, id2) = (r1.id.to_string(), r2.id.to_string());
 
     let by_ray = api.check(&data, ALPHA, &q(&[("raw_ray_id", ray1)])).await?;
@@ -1042,6 +1053,21 @@ async fn aliases_and_non_canonical_values<S: ChainedStore>(fx: &Fixture<S>) -> T
         )
         .await?;
     assert_eq!(not.len(), all.len() - 2);
+
+    // Values the v2 API allows that no record of this log holds select nothing, and their
+    // `.not` forms everything (records without an actor type or context included).
+    for (name, value) in [
+        ("actor_type", "cloudflare_admin"),
+        ("actor_context", "origin_ca_key"),
+    ] {
+        let none = api.check(&data, ALPHA, &q(&[(name, value)])).await?;
+        assert!(none.is_empty(), "{name}={value}: {none:?}");
+        let not = format!("{name}.not");
+        let every = api
+            .check(&data, ALPHA, &q(&[(not.as_str(), value)]))
+            .await?;
+        assert_eq!(every, all, "{not}={value}");
+    }
 
     let by_id = api.check(&data, ALPHA, &q(&[("id", &id1)])).await?;
     assert_eq!(by_id, vec![r1.id]);
@@ -1821,8 +1847,8 @@ async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestR
         (format!("{base}&limit=5&limit=6"), "limit"),
         (format!("{base}&direction=up"), "direction"),
         (format!("{base}&direction=DESC"), "direction"),
-        (format!("{base}&action_type=edit"), "action_type"),
-        (format!("{base}&action_type.not=edit"), "action_type"),
+        (format!("{base}&action_type=Edit"), "action_type"),
+        (format!("{base}&action_type.not=no%20such"), "action_type"),
         (format!("{base}&action_result=maybe"), "action_result"),
         (format!("{base}&actor_type=robot"), "actor_type"),
         (format!("{base}&actor_context=cookie"), "actor_context"),
@@ -2210,7 +2236,7 @@ fn stamped(
         .map(|i| {
             let mut r = make_record(rng, Some(account), TEMPLATE_TIME);
             r.id = Uuid::nil();
-            r.raw.ray_id = "RAY_PLACEHOLDER_".into();
+            r.raw.cf_ray_id = "RAY_PLACEHOLDER_".into();
             if i % 4 != 0 {
                 r.resource.request = None;
                 r.resource.response = None;
@@ -2243,7 +2269,7 @@ fn stamped(
         let mut record = record.clone();
         record.id = id;
         record.action.time = Timestamp::from_unix_millis(time_ms);
-        record.raw.ray_id = ray;
+        record.raw.cf_ray_id = ray;
         data.json.insert(id, row.record.clone());
         data.records.push(record);
         rows.push(row);

@@ -1,5 +1,7 @@
 //! The official `cloudflare` Python SDK (5.x), pointed at the audit log router, lists and
-//! paginates unchanged: `tests/sdk/list_audit.py` is run against a real server on
+//! paginates unchanged, reads the v2 API's names as its typed attributes (`raw.cf_rayid`,
+//! `actor.token_id`, `actor.token_name`), filters by the values and product categories the v2
+//! API allows, and reads the product categories and a resource's history: `tests/sdk/list_audit.py` is run against a real server on
 //! `127.0.0.1:0` with the Python named by `AUDIT_SDK_PYTHON` (a venv with `cloudflare`
 //! installed); without it the tests are skipped, and fail under CI (see `common::skip`).
 //!
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use audit_layer::ProductCategories;
 use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Trace,
@@ -57,7 +60,14 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         (ActionType::Login, "POST"),
     ][rng.below(7)];
     let status = [200, 201, 204, 403, 404, 500][rng.below(6)];
-    let policy = format!("pol_{}", rng.below(20));
+    let n = rng.below(20);
+    let policy = format!("pol_{n}");
+    // Two products, for the product category filter.
+    let product = if n.is_multiple_of(2) {
+        "alerting"
+    } else {
+        "dns"
+    };
     AuditRecord {
         id,
         account: Some(Account {
@@ -82,17 +92,17 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
             kind: Some(ActorType::User),
         },
         raw: Raw {
-            method: method.to_owned(),
-            ray_id: format!("{:016x}", rng.next_u64()),
-            status_code: status,
-            uri: format!("/accounts/{account}/alerting/v3/policies/{policy}"),
+            method: Some(method.to_owned()),
+            cf_ray_id: format!("{:016x}", rng.next_u64()),
+            status_code: Some(status),
+            uri: Some(format!("/accounts/{account}/alerting/v3/policies/{policy}")),
             user_agent: Some("cloudflare-python".to_owned()),
             client_request_id: None,
             client_gone: false,
         },
         resource: Resource {
             id: Some(policy),
-            product: Some("alerting".into()),
+            product: Some(product.into()),
             request: (kind != ActionType::View)
                 .then(|| serde_json::json!({"name": "page me"}).into()),
             response: None,
@@ -100,6 +110,7 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
             kind: Some("policies".into()),
         },
         zone: None,
+        change: None,
         // Fields of ours the original records lack: the SDK must read past them.
         trace: Some(Trace {
             trace_id: format!("{:016x}{:016x}", rng.next_u64() | 1, rng.next_u64()),
@@ -176,17 +187,18 @@ async fn serve(records: &[AuditRecord]) -> TestResult<Server> {
     }
     let requests: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = Arc::clone(&requests);
-    let app: Router =
-        AuditLogRouter::new(store, authorize)
-            .into_router()
-            .layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    log.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(request.uri().to_string());
-                    next.run(request)
-                },
-            ));
+    let categories = ProductCategories::new().category("Notifications", ["alerting"])?;
+    let app: Router = AuditLogRouter::new(store, authorize)
+        .product_categories(categories)
+        .into_router()
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(request.uri().to_string());
+                next.run(request)
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -230,6 +242,17 @@ fn script(python: &str, server: &Server, token: &str, account: &str) -> tokio::p
 
 /// Runs the script as the account's owner with `args` and returns the ids it printed.
 async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec<String>> {
+    Ok(serde_json::from_value(
+        run_sdk_json(python, server, args).await?,
+    )?)
+}
+
+/// Runs the script as the account's owner with `args` and returns the JSON it printed.
+async fn run_sdk_json(
+    python: &str,
+    server: &Server,
+    args: &[&str],
+) -> TestResult<serde_json::Value> {
     let mut command = script(python, server, TOKEN, ACCOUNT);
     command.args(args);
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
@@ -239,13 +262,13 @@ async fn run_sdk(python: &str, server: &Server, args: &[&str]) -> TestResult<Vec
     if !output.status.success() {
         return Err(format!("list_audit.py failed ({}): {stderr}", output.status).into());
     }
-    let ids: Vec<String> = serde_json::from_slice(&output.stdout).map_err(|e| {
+    let printed = serde_json::from_slice(&output.stdout).map_err(|e| {
         format!(
-            "the script printed no JSON array ({e}): {}\n{stderr}",
+            "the script printed no JSON ({e}): {}\n{stderr}",
             String::from_utf8_lossy(&output.stdout)
         )
     })?;
-    Ok(ids)
+    Ok(printed)
 }
 
 /// The Python to run the SDK with, or `None` after [`common::skip`].
@@ -393,6 +416,92 @@ async fn the_python_sdk_sees_an_error_for_another_account() -> TestResult {
         stderr.contains("HTTP 400") && stderr.contains("'limit'"),
         "{stderr}"
     );
+    server.task.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_python_sdk_reads_the_v2_names_and_filters_as_the_v2_api_allows() -> TestResult {
+    let Some((python, records, server)) = setup().await? else {
+        return Ok(());
+    };
+    let (since, before) = (ms("2025-03-01T00:00:00Z"), ms("2025-04-01T00:00:00Z"));
+    let range = [
+        "--since",
+        "2025-03-01",
+        "--before",
+        "2025-04-01",
+        "--limit",
+        "100",
+    ];
+    let want = expected(&records, since, before, &[ActionType::View], false);
+    let by_id = |id: &str| records.iter().find(|r| r.id.to_string() == id);
+
+    // The typed attributes of the v2 names: raw.cf_rayid, actor.token_id, actor.token_name.
+    let printed = run_sdk_json(&python, &server, &[&range[..], &["--fields"][..]].concat()).await?;
+    let rows: Vec<[Option<String>; 4]> = serde_json::from_value(printed)?;
+    assert_eq!(rows.len(), want.len());
+    for [id, ray, token_id, token_name] in &rows {
+        let id = id.as_deref().unwrap_or_default();
+        let record = by_id(id).ok_or("a record the server holds")?;
+        assert_eq!(ray.as_deref(), Some(record.raw.cf_ray_id.as_str()), "{id}");
+        assert_eq!(token_id.as_deref(), Some("tok_sdk"), "{id}");
+        assert_eq!(token_name.as_deref(), Some("SDK test"), "{id}");
+    }
+
+    // actor_type.not=cloudflare_admin: a value the v2 API allows, held by no record here.
+    let seen = server
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len();
+    let args = [&range[..], &["--not-actor-type", "cloudflare_admin"][..]].concat();
+    assert_eq!(run_sdk(&python, &server, &args).await?, want);
+    assert!(list_requests(&server, seen)[0].contains("actor_type.not=cloudflare_admin"));
+
+    // product_category (any case): the records of the category's products.
+    let args = [&range[..], &["--product-category", "notifications"][..]].concat();
+    let alerting: Vec<String> = want
+        .iter()
+        .filter(|id| by_id(id).and_then(|r| r.resource.product.as_deref()) == Some("alerting"))
+        .cloned()
+        .collect();
+    assert!(!alerting.is_empty() && alerting.len() < want.len());
+    assert_eq!(run_sdk(&python, &server, &args).await?, alerting);
+
+    // The product categories, and a resource's history, through the SDK's own methods.
+    let categories = run_sdk_json(
+        &python,
+        &server,
+        &[&range[..], &["--categories"][..]].concat(),
+    )
+    .await?;
+    assert_eq!(
+        categories,
+        serde_json::json!([["Notifications", ["alerting"]]])
+    );
+    let write = records
+        .iter()
+        .filter(|r| r.account.as_ref().is_some_and(|a| a.id == ACCOUNT))
+        .filter(|r| (since..before).contains(&r.action.time.unix_millis()))
+        .find(|r| r.action.kind == ActionType::Update && r.action.result == ActionResult::Success)
+        .ok_or("an update")?;
+    let mut history: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.account.as_ref().is_some_and(|a| a.id == ACCOUNT))
+        .filter(|r| (since..before).contains(&r.action.time.unix_millis()))
+        .filter(|r| r.resource.id == write.resource.id && r.action.kind != ActionType::View)
+        .filter(|r| r.action.result == ActionResult::Success)
+        .collect();
+    history.sort_by_key(|r| std::cmp::Reverse((r.action.time.unix_millis(), r.id)));
+    let want: Vec<String> = history.iter().map(|r| r.id.to_string()).collect();
+    let (id, time) = (write.id.to_string(), write.action.time.to_string());
+    let args = [
+        &range[..4],
+        &["--history", id.as_str(), "--action-time", time.as_str()][..],
+    ]
+    .concat();
+    assert_eq!(run_sdk(&python, &server, &args).await?, want);
     server.task.abort();
     Ok(())
 }

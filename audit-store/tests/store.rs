@@ -66,13 +66,13 @@ async fn round_trip_is_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestRe
     // Every typed column holds what the record says.
     let (time_ms, status, texts) = fx.db.columns(r.id).await?.ok_or("row missing")?;
     assert_eq!(time_ms, BASE_MS + 749);
-    assert_eq!(status, 200);
+    assert_eq!(status, Some(200));
     let want: Vec<Option<String>> = vec![
         row.account_id.clone(),
         row.account_name.clone(),
         row.zone_id.clone(),
         row.zone_name.clone(),
-        Some(row.action_type.to_owned()),
+        Some(row.action_type.to_string()),
         Some(row.action_result.to_owned()),
         row.actor_email.clone(),
         row.actor_id.clone(),
@@ -82,8 +82,8 @@ async fn round_trip_is_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestRe
         row.actor_token_id.clone(),
         row.actor_token_name.clone(),
         Some(row.raw_ray_id.clone()),
-        Some(row.raw_method.clone()),
-        Some(row.raw_uri.clone()),
+        row.raw_method.clone(),
+        row.raw_uri.clone(),
         row.resource_id.clone(),
         row.resource_product.clone(),
         row.resource_type.clone(),

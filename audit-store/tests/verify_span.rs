@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use audit_store::chain::{ChainKeys, ChainSecret, Verifier};
 use audit_store::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, StoredRecord,
-    TimedLink,
+    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, Stats, StatsQuery,
+    StoredRecord, TimedLink,
 };
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use audit_store::verify::{self, BreakKind, Outcome, Span, VerifyReport};
@@ -93,6 +93,9 @@ impl<S: ChainedStore> AuditStore for Reading<S> {
     }
     async fn page(&self, query: &RecordQuery) -> audit_store::Result<Page> {
         self.inner.page(query).await
+    }
+    async fn stats(&self, query: &StatsQuery) -> audit_store::Result<Stats> {
+        self.inner.stats(query).await
     }
 }
 

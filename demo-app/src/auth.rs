@@ -23,6 +23,7 @@
 //! Secrets are stored hashed only (see [`crate::secrets`]): API tokens and session ids are
 //! looked up by their SHA-256.
 
+use audit_layer::AuditContext;
 use audit_layer::record::ActorContext;
 use audit_layer::{AuditHandle, Identity};
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
@@ -115,6 +116,32 @@ impl AuditFacts {
     /// Sets the record's `resource.id`, for a resource the path does not name (a created one).
     pub(crate) fn resource_id(&self, id: &str) {
         self.identify(Identity::anonymous().resource_id(id));
+    }
+
+    /// Sets the record's `change`: the resource's value before and after the request (either
+    /// absent for a creation or a deletion), each reduced to its type's auditable fields.
+    pub(crate) fn change<T: serde::Serialize + utoipa::ToSchema + 'static>(
+        &self,
+        before: Option<&T>,
+        after: Option<&T>,
+    ) {
+        if let Some(handle) = &self.0 {
+            if let Some(before) = before {
+                handle.before(before);
+            }
+            if let Some(after) = after {
+                handle.after(after);
+            }
+        }
+    }
+
+    /// The request's audit context (who acted, the request's ray id), for work it hands to
+    /// another task: events emitted there are tied to this request.
+    pub(crate) fn context(&self) -> AuditContext {
+        self.0
+            .as_ref()
+            .map(AuditHandle::context)
+            .unwrap_or_default()
     }
 }
 

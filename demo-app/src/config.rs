@@ -27,6 +27,12 @@ const BODY_READ_TIMEOUT_MS: u64 = 10_000;
 /// The audit layer's window for coalescing failed authentications: 60 s.
 const FAILED_AUTH_WINDOW_MS: u64 = 60_000;
 
+/// How often expired API tokens are swept: every 60 s.
+const SWEEP_INTERVAL_MS: u64 = 60_000;
+
+/// Consecutive failed deliveries that disable an alerting policy: 3.
+const MAX_FAILED_DELIVERIES: u32 = 3;
+
 /// Command line and environment settings.
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +81,14 @@ pub(crate) struct Args {
     #[arg(long, env = "DEMO_FAILED_AUTH_WINDOW_MS", default_value_t = FAILED_AUTH_WINDOW_MS,
         value_parser = clap::value_parser!(u64).range(1..))]
     failed_auth_window_ms: u64,
+    /// How often the background sweep revokes expired API tokens, in milliseconds.
+    #[arg(long, env = "DEMO_SWEEP_INTERVAL_MS", default_value_t = SWEEP_INTERVAL_MS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    sweep_interval_ms: u64,
+    /// How many consecutive failed deliveries to its webhooks disable an alerting policy.
+    #[arg(long, env = "DEMO_MAX_FAILED_DELIVERIES", default_value_t = MAX_FAILED_DELIVERIES,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    max_failed_deliveries: u32,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     pub(crate) print_openapi: bool,
@@ -111,6 +125,8 @@ pub(crate) struct Config {
     pub(crate) spool_budget: u64,
     /// The audit layer's bounds on what anyone can make it hold.
     pub(crate) bounds: AuditBounds,
+    /// The background jobs' settings.
+    pub(crate) jobs: crate::jobs::JobSettings,
 }
 
 /// The audit layer's bounds on what anonymous clients can make it hold and write (see the
@@ -189,6 +205,10 @@ impl Config {
                 body_budget: args.body_budget,
                 failed_auth_rate: args.failed_auth_rate,
                 failed_auth_window: Duration::from_millis(args.failed_auth_window_ms),
+            },
+            jobs: crate::jobs::JobSettings {
+                sweep_interval: Duration::from_millis(args.sweep_interval_ms),
+                max_failed_deliveries: args.max_failed_deliveries,
             },
             seed: SeedConfig {
                 admin_token,

@@ -25,6 +25,8 @@
 //! - [`state`]: what the handlers share.
 //! - [`auth`]: who the caller is and what they may touch; telling the audit layer who acted.
 //! - [`products`]: the operations, one module a product.
+//! - [`jobs`]: background work the app does on its own (the token expiry sweep), audited as
+//!   system events.
 //! - [`app`]: the router, its OpenAPI document, the audit layer over it, and the audit log
 //!   query API with its directory of names.
 //! - [`config`], [`audit_chain`], [`banner`], [`server`]: settings, the audit chain's keys,
@@ -37,6 +39,7 @@ mod auth;
 mod banner;
 mod config;
 mod db;
+mod jobs;
 mod products;
 mod secrets;
 mod server;

@@ -36,7 +36,8 @@ pub(crate) async fn start(config: Config) -> Result<(), StartError> {
     let seeded = db::seed(&db, &config.seed)
         .await
         .map_err(|e| StartError::runtime("cannot seed the app database", &e))?;
-    let state = AppState { db: db.clone() };
+    let mut state = AppState::new(db.clone());
+    state.max_failed_deliveries = config.jobs.max_failed_deliveries;
     let keys = chain_keys(&config)?;
     match &config.database {
         Database::Postgres(url) => {
@@ -123,12 +124,20 @@ async fn serve<S: ChainedStore>(
         .await
         .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
+    let categories = app::product_categories().map_err(|e| {
+        StartError::runtime(
+            "the OpenAPI document does not compile into an audit policy",
+            &e,
+        )
+    })?;
     let audit_log = app::audit_log_router(
         store,
         state.clone(),
         JsonLinesCheckpoints::new(config.data_dir.join("checkpoints.jsonl")),
+        categories,
     );
     let bounds = &config.bounds;
+    let state_for_jobs = state.clone();
     let (app, flush) = app::router(state, sink.clone(), audit_log, |layer| {
         layer
             .strict(config.strict)
@@ -165,6 +174,10 @@ async fn serve<S: ChainedStore>(
     }
     .print();
 
+    let sweep = tokio::spawn(crate::jobs::sweep_expired_tokens(
+        state_for_jobs,
+        config.jobs.sweep_interval,
+    ));
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -172,6 +185,7 @@ async fn serve<S: ChainedStore>(
     .with_graceful_shutdown(shutdown_signal())
     .await;
     tracing::info!(target: "demo_app", "stopped accepting; flushing the audit pipeline");
+    sweep.abort();
     // Handlers whose clients left finish, and the layer's summaries go out, before the sink
     // shuts down.
     flush.flush(FLUSH_WITHIN).await;

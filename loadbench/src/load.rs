@@ -3,7 +3,7 @@
 //!
 //! Because ids are sequential per connection and a connection stops at its first error, the
 //! set of requests answered is exactly `c<i>-0 .. c<i>-<answered[i]>` for every connection,
-//! which the driver compares with the `raw.ray_id`s stored.
+//! which the driver compares with the `raw.cf_ray_id`s stored.
 //!
 //! HTTP is written by hand (the servers are ours and always send `Content-Length`), so the
 //! generator spends as little as possible of the CPU it shares with the server.

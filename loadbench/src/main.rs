@@ -21,7 +21,7 @@
 //! process for a bounded time, samples the server's CPU (`/proc/<pid>/stat`) and peak RSS
 //! (`VmHWM`), sends `SIGTERM` the moment the load stops, waits for the server to flush and
 //! exit, and then reads the database: every request answered carried its own `x-request-id`,
-//! which the layer keeps as `raw.ray_id`, so the records stored are compared with the requests
+//! which the layer keeps as `raw.cf_ray_id`, so the records stored are compared with the requests
 //! answered one by one. It prints Markdown tables of medians with min–max, ratios computed
 //! within each round, and writes every run as JSON lines.
 //!

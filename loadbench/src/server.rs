@@ -299,7 +299,7 @@ fn audited(mut ingest: Ingest) -> Result<(Router, Option<Ingest>), BoxError> {
 }
 
 /// The audit layer of the audited variants. The load generator, on this host, stands in for a
-/// trusted proxy: the layer keeps the `x-request-id` it gives each request as `raw.ray_id`
+/// trusted proxy: the layer keeps the `x-request-id` it gives each request as `raw.cf_ray_id`
 /// only from a trusted peer, and the records are matched to the requests by it.
 fn audit_layer() -> Result<AuditLayer, BoxError> {
     Ok(AuditLayer::new(spec()?).trusted_proxies(["127.0.0.1/32".parse()?, "::1/128".parse()?]))

@@ -38,7 +38,7 @@ impl Auth {
 pub struct Reply {
     /// The status code.
     pub status: u16,
-    /// The `x-request-id` header: the record's `raw.ray_id`.
+    /// The `x-request-id` header: the record's `raw.cf_ray_id`.
     pub ray_id: Option<String>,
     /// Every `Set-Cookie` header.
     pub set_cookie: Vec<String>,

@@ -19,7 +19,7 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 const EXITS_WITHIN: Duration = Duration::from_secs(60);
 
 /// Every setting the demo reads from its environment: none reaches it unless a test passes it.
-const SETTINGS: [&str; 14] = [
+const SETTINGS: [&str; 16] = [
     "DEMO_LISTEN",
     "DATABASE_URL",
     "DEMO_DATA_DIR",
@@ -33,6 +33,8 @@ const SETTINGS: [&str; 14] = [
     "DEMO_BODY_BUDGET",
     "DEMO_FAILED_AUTH_RATE",
     "DEMO_FAILED_AUTH_WINDOW_MS",
+    "DEMO_SWEEP_INTERVAL_MS",
+    "DEMO_MAX_FAILED_DELIVERIES",
     "RUST_LOG",
 ];
 

@@ -37,25 +37,29 @@ pub struct LogRead {
 }
 
 impl LogRead {
-    /// The records by `raw.ray_id`.
+    /// The records by `raw.cf_ray_id`.
     pub fn by_ray(&self) -> HashMap<String, Vec<&Value>> {
         let mut map: HashMap<String, Vec<&Value>> = HashMap::new();
         for record in &self.records {
-            let ray = record["raw"]["ray_id"].as_str().unwrap_or_default();
+            let ray = record["raw"]["cf_ray_id"].as_str().unwrap_or_default();
             map.entry(ray.to_owned()).or_default().push(record);
         }
         map
     }
 
-    /// The one record with `raw.ray_id` `ray`; panics unless there is exactly one.
+    /// The one record with `raw.cf_ray_id` `ray`; panics unless there is exactly one.
     #[track_caller]
     pub fn one(&self, ray: &str) -> &Value {
         let found: Vec<&Value> = self
             .records
             .iter()
-            .filter(|r| r["raw"]["ray_id"] == ray)
+            .filter(|r| r["raw"]["cf_ray_id"] == ray)
             .collect();
-        assert_eq!(found.len(), 1, "records with raw.ray_id {ray}: {found:#?}");
+        assert_eq!(
+            found.len(),
+            1,
+            "records with raw.cf_ray_id {ray}: {found:#?}"
+        );
         found[0]
     }
 }
@@ -144,7 +148,7 @@ pub async fn wait_for_rays(api: &Api, account: &str, auth: &Auth, rays: &[String
     }
 }
 
-/// The records with `raw.ray_id` `ray` in `account`'s log, read by that filter once at least
+/// The records with `raw.cf_ray_id` `ray` in `account`'s log, read by that filter once at least
 /// one is there, or fails after 15 s.
 pub async fn wait_for_ray(api: &Api, account: &str, auth: &Auth, ray: &str) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -155,7 +159,7 @@ pub async fn wait_for_ray(api: &Api, account: &str, auth: &Auth, ray: &str) -> V
         }
         assert!(
             Instant::now() < deadline,
-            "no record with raw.ray_id {ray} reached {account}'s audit log in 15 s"
+            "no record with raw.cf_ray_id {ray} reached {account}'s audit log in 15 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -286,11 +286,11 @@ impl PgCluster {
     }
 }
 
-/// What the audit tables hold now: records by `raw.ray_id` (gap records apart), and the gap
+/// What the audit tables hold now: records by `raw.cf_ray_id` (gap records apart), and the gap
 /// records' total of lost records.
 #[derive(Debug, Default)]
 pub struct StoredRecords {
-    /// Records (gap records apart) by `raw.ray_id`: how many of each.
+    /// Records (gap records apart) by `raw.cf_ray_id`: how many of each.
     pub by_ray: HashMap<String, u64>,
     /// Gap records: each says that records were lost.
     pub gap_records: u64,

@@ -11,7 +11,7 @@
 //! still answers `/healthz`), and the audit log, read through the app's own query API, holds
 //! exactly one record of the request (found by the `x-request-id` each request sends, which
 //! the layer keeps as `raw.client_request_id`: the demo trusts no proxy, so the record's
-//! `raw.ray_id` is the layer's own, echoed), which validates against the schema,
+//! `raw.cf_ray_id` is the layer's own, echoed), which validates against the schema,
 //! whose strings hold no control character, which carries the expected marker (`_truncated`,
 //! `_unparsed` with its exact reason) or redacted body, and in which no canary appears.
 //! Requests that hyper refuses before the app sees them have no record. At the end of each
@@ -254,7 +254,7 @@ fn check_record(what: &str, record: &Value, ray: &str, e: &Expect) {
         what,
         record,
         &[
-            ("/raw/ray_id", json!(ray)),
+            ("/raw/cf_ray_id", json!(ray)),
             ("/raw/method", json!("PUT")),
             ("/raw/status_code", json!(e.status)),
             ("/raw/uri", json!(e.uri)),
@@ -289,6 +289,11 @@ fn check_record(what: &str, record: &Value, ray: &str, e: &Expect) {
             token["id"].is_string() && token["name"].is_string(),
             "{what}: the token by id and name: {record:#}"
         );
+        assert_eq!(
+            (&record["actor"]["token_id"], &record["actor"]["token_name"]),
+            (&token["id"], &token["name"]),
+            "{what}: the token also by the v2 API's flat names: {record:#}"
+        );
     } else {
         // Nobody was authenticated: only where the request came from is known.
         let actor = json!({"ip_address": "127.0.0.1", "token": {}});
@@ -304,7 +309,7 @@ struct Harness {
     demo: Demo,
     api: Api,
     admin: Auth,
-    /// The `raw.ray_id`s that must each have exactly one record.
+    /// The `raw.cf_ray_id`s that must each have exactly one record.
     recorded: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -353,7 +358,7 @@ impl Harness {
 
     /// The process survived `what`, and the audit log holds exactly one record of the
     /// request that sent `x-request-id: sent` (its `raw.client_request_id`; or, for a request
-    /// whose id the layer did not keep even so, its `raw.ray_id`), as `expect` says.
+    /// whose id the layer did not keep even so, its `raw.cf_ray_id`), as `expect` says.
     async fn expect_record(&mut self, what: &str, sent: &str, expect: Expect) {
         self.demo.assert_alive(what).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -369,7 +374,7 @@ impl Harness {
             let found: Vec<Value> = writes
                 .records
                 .into_iter()
-                .filter(|r| r["raw"]["client_request_id"] == sent || r["raw"]["ray_id"] == sent)
+                .filter(|r| r["raw"]["client_request_id"] == sent || r["raw"]["cf_ray_id"] == sent)
                 .collect();
             if !found.is_empty() || tokio::time::Instant::now() > deadline {
                 break found;
@@ -377,7 +382,7 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         assert_eq!(records.len(), 1, "{what}: records {records:#?}");
-        let ray = records[0]["raw"]["ray_id"].as_str().unwrap_or_default();
+        let ray = records[0]["raw"]["cf_ray_id"].as_str().unwrap_or_default();
         assert!(
             ray.len() == 32 && ray.bytes().all(|b| b.is_ascii_hexdigit()),
             "{what}: the layer's own ray id, not the client's: {ray:?}"
@@ -427,7 +432,7 @@ impl Harness {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for record in &writes.records {
             assert_valid(record);
-            let ray = record["raw"]["ray_id"].as_str().unwrap_or_default();
+            let ray = record["raw"]["cf_ray_id"].as_str().unwrap_or_default();
             *counts.entry(ray.to_owned()).or_default() += 1;
         }
         let mut expected: BTreeMap<String, usize> = BTreeMap::new();
@@ -436,7 +441,7 @@ impl Harness {
         }
         assert_eq!(
             counts, expected,
-            "the writes in the log (raw.ray_id: records) are not the expected ones"
+            "the writes in the log (raw.cf_ray_id: records) are not the expected ones"
         );
         for body in &writes.bodies {
             for secret in SECRETS {

@@ -995,7 +995,7 @@ async fn records_of_answered_requests_survive_a_restart() {
         );
     }
     for ray in &answered {
-        assert_eq!(by_ray[ray].len(), 1, "records with raw.ray_id {ray}");
+        assert_eq!(by_ray[ray].len(), 1, "records with raw.cf_ray_id {ray}");
         assert_valid(by_ray[ray][0]);
     }
     let creates = log

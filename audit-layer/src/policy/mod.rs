@@ -26,8 +26,10 @@
 //! # Ok::<(), audit_layer::PolicyError>(())
 //! ```
 
+mod categories;
 mod router;
 mod template;
+mod tenants;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -36,8 +38,10 @@ use http::Method;
 
 use crate::record::ActionType;
 use crate::redact::{ContentPlans, QueryPlan, RedactedBody, ResponsePlans};
+pub use categories::{ProductCategories, ProductCategory};
 use router::SegmentRouter;
 pub(crate) use template::{PathIds, RouteTemplate};
+pub use tenants::TenantParams;
 
 /// How many undescribed routes' plans are cached; an app has far fewer routes than this.
 const MAX_UNDESCRIBED_ROUTES: usize = 4096;
@@ -46,6 +50,15 @@ const MAX_UNDESCRIBED_ROUTES: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// A tenant path parameter name a template cannot hold (see [`TenantParams`]).
+    #[error(
+        "invalid tenant path parameter name {name:?}: expected the name of a path parameter, \
+         such as \"account_id\" (not empty, without {{ }} / *)"
+    )]
+    InvalidTenantParam {
+        /// The name as given (at most 128 characters).
+        name: String,
+    },
     /// A path template that is not of the form `/segment/{param}/...`.
     #[error("invalid path template {template:?}: {why}")]
     InvalidTemplate {
@@ -77,6 +90,15 @@ pub enum PolicyError {
         source_name: String,
         /// Why.
         message: String,
+    },
+    /// A product category that cannot be used (see [`ProductCategories`]), or one given to an
+    /// operation that has no product.
+    #[error("invalid product category {category:?}: {why}")]
+    ProductCategory {
+        /// The category, escaped.
+        category: String,
+        /// What is wrong with it, and how to fix it.
+        why: String,
     },
     /// Two templates that match the same paths (e.g. `/a/{x}` and `/a/{y}`).
     #[error("path template {template:?} conflicts with another template: {why}")]
@@ -129,6 +151,7 @@ pub struct Operation {
     action: Option<ActionType>,
     scope: Option<String>,
     product: Option<String>,
+    product_category: Option<String>,
     resource_type: Option<String>,
     level: AuditLevel,
     audited: bool,
@@ -148,6 +171,7 @@ impl Operation {
             action: None,
             scope: None,
             product: None,
+            product_category: None,
             resource_type: None,
             level: AuditLevel::default(),
             audited: true,
@@ -180,6 +204,29 @@ impl Operation {
     /// id that is not a version (`alerting` in `/accounts/{account_id}/alerting/v3/policies`).
     pub fn product(mut self, product: impl Into<String>) -> Self {
         self.product = Some(product.into());
+        self
+    }
+
+    /// The product category the operation's product belongs to: the policy's
+    /// [`product_categories`](AuditPolicy::product_categories) group the products of the
+    /// operations naming each category, for the audit log API's `product_category` filter.
+    /// Defaults to none.
+    ///
+    /// ```
+    /// use audit_layer::{AuditPolicy, Operation};
+    /// use http::Method;
+    ///
+    /// let policy = AuditPolicy::builder()
+    ///     .operation(Operation::new(Method::PUT, "/zones/{zone_id}/dns_records/{id}")
+    ///         .product("dns").product_category("DNS"))
+    ///     .operation(Operation::new(Method::PATCH, "/zones/{zone_id}").product_category("DNS"))
+    ///     .build()?;
+    /// let dns = policy.product_categories().get("dns").unwrap();
+    /// assert_eq!(dns.products(), ["dns", "zones"]);
+    /// # Ok::<(), audit_layer::PolicyError>(())
+    /// ```
+    pub fn product_category(mut self, category: impl Into<String>) -> Self {
+        self.product_category = Some(category.into());
         self
     }
 
@@ -247,8 +294,8 @@ pub(crate) struct OperationPlan {
 }
 
 impl OperationPlan {
-    fn compile(op: Operation) -> Result<Self, PolicyError> {
-        let template = RouteTemplate::parse(&op.template)?;
+    fn compile(op: Operation, tenants: &TenantParams) -> Result<Self, PolicyError> {
+        let template = RouteTemplate::parse_with(&op.template, tenants)?;
         let name = |explicit: Option<String>, derived: &Option<Arc<str>>| {
             explicit.map(Arc::from).or_else(|| derived.clone())
         };
@@ -297,9 +344,17 @@ type MethodPlans = Vec<(Method, Arc<OperationPlan>)>;
 #[derive(Debug, Default)]
 pub struct AuditPolicyBuilder {
     operations: Vec<Operation>,
+    tenants: TenantParams,
 }
 
 impl AuditPolicyBuilder {
+    /// Which path parameters carry the account and zone ids. Defaults to `account_id` and
+    /// `zone_id` (see [`TenantParams`]).
+    pub fn tenant_params(mut self, tenants: TenantParams) -> Self {
+        self.tenants = tenants;
+        self
+    }
+
     /// Adds one operation.
     pub fn operation(mut self, operation: Operation) -> Self {
         self.operations.push(operation);
@@ -313,10 +368,28 @@ impl AuditPolicyBuilder {
     /// A malformed path template, an operation described twice, or two templates that match
     /// the same paths.
     pub fn build(self) -> Result<AuditPolicy, PolicyError> {
-        let mut policy = AuditPolicy::default();
-        for op in self.operations {
+        let mut policy = AuditPolicy {
+            tenants: self.tenants,
+            ..AuditPolicy::default()
+        };
+        for mut op in self.operations {
             let method = op.method.clone();
-            let plan = OperationPlan::compile(op)?;
+            let category = op.product_category.take();
+            let plan = OperationPlan::compile(op, &policy.tenants)?;
+            if let Some(category) = category {
+                let Some(product) = plan.product.as_deref() else {
+                    return Err(PolicyError::ProductCategory {
+                        category,
+                        why: format!(
+                            "operation {method} {} has no product to put in it: set one \
+                             (x-audit-product, Operation::product)",
+                            plan.template.as_str()
+                        ),
+                    });
+                };
+                policy.categories =
+                    std::mem::take(&mut policy.categories).category(&category, [product])?;
+            }
             let template = plan.template.as_str().to_owned();
             let index = match policy.by_template.get(&template) {
                 Some(&index) => index,
@@ -360,9 +433,12 @@ pub struct AuditPolicy {
     routes: Vec<MethodPlans>,
     by_template: HashMap<String, usize>,
     operations: usize,
+    categories: ProductCategories,
     /// Plans for the routes axum matched that the policy does not describe, compiled on
     /// first use. Keys are route templates, so the map is bounded by the app's routes.
     undescribed: RwLock<HashMap<Box<str>, MethodPlans>>,
+    /// Which path parameters carry the account and zone ids.
+    tenants: TenantParams,
 }
 
 impl std::fmt::Debug for AuditPolicy {
@@ -387,6 +463,14 @@ impl AuditPolicy {
     /// Whether the policy describes no operation.
     pub fn is_empty(&self) -> bool {
         self.operations == 0
+    }
+
+    /// The product categories the operations declare, each with the products of the
+    /// operations naming it (see [`Operation::product_category`]; `x-audit-product-category`
+    /// in an API description). Give them to the audit log API, which serves them and filters
+    /// by them.
+    pub fn product_categories(&self) -> &ProductCategories {
+        &self.categories
     }
 
     /// The plan for a request: by the template axum matched when there is one, otherwise by
@@ -510,7 +594,7 @@ impl AuditPolicy {
         {
             return Some(plan);
         }
-        let template = RouteTemplate::parse(matched_template).ok()?;
+        let template = RouteTemplate::parse_with(matched_template, &self.tenants).ok()?;
         let plan = Arc::new(OperationPlan::undescribed(method, template));
         let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
         if cache.len() < MAX_UNDESCRIBED_ROUTES {

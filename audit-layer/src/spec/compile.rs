@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError};
+use crate::policy::{AuditLevel, AuditPolicy, Operation, PolicyError, TenantParams};
 use crate::record::ActionType;
 use crate::redact::{
     ContentPlans, DROP, KEEP, Node, NodeId, PlanArena, QueryPlan, RedactionPlan, ResponsePlans,
@@ -24,6 +24,10 @@ const METHODS: [(&str, Method); 8] = [
     ("trace", Method::TRACE),
 ];
 
+/// The extension naming an operation's product category, on the operation or on its path
+/// item (for all its operations).
+const CATEGORY: &str = "x-audit-product-category";
+
 /// Plan roots by media type; `None` for a media type whose bodies are not recorded.
 type MediaPlans = Vec<(Box<str>, Option<NodeId>)>;
 
@@ -35,7 +39,7 @@ struct Pending {
 }
 
 /// Compiles a whole document.
-pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
+pub(crate) fn compile(doc: &Value, tenants: &TenantParams) -> Result<AuditPolicy, PolicyError> {
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
     if !(version.starts_with("3.0") || version.starts_with("3.1")) {
         return Err(spec_error(
@@ -56,17 +60,24 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
             let (item, item_ptr) = compiler.resolve(item, &item_ptr)?;
             let item = as_object(item, &item_ptr)?;
             let shared_params = item.get("parameters");
+            let shared_category = extension_str(item, CATEGORY, &item_ptr)?;
             for (name, method) in &METHODS {
                 if let Some(op) = item.get(*name) {
                     let op_ptr = format!("{item_ptr}/{name}");
-                    pending.push(compiler.operation(
+                    let mut next = compiler.operation(
                         template,
                         method.clone(),
                         op,
                         &op_ptr,
                         shared_params,
                         &item_ptr,
-                    )?);
+                    )?;
+                    if let Some(category) = shared_category
+                        && !as_object(op, &op_ptr)?.contains_key(CATEGORY)
+                    {
+                        next.operation = next.operation.product_category(category);
+                    }
+                    pending.push(next);
                 }
             }
         }
@@ -81,7 +92,7 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
                 .collect(),
         )
     };
-    let mut builder = AuditPolicy::builder();
+    let mut builder = AuditPolicy::builder().tenant_params(tenants.clone());
     for p in pending {
         let responses = p
             .responses
@@ -95,6 +106,22 @@ pub(crate) fn compile(doc: &Value) -> Result<AuditPolicy, PolicyError> {
         );
     }
     builder.build()
+}
+
+/// Compiles the schema at `pointer` in `doc` (whose `$ref`s point into `doc`) into a plan of
+/// its own: a value of that schema keeps only what it marks auditable.
+#[cfg(feature = "utoipa")]
+pub(crate) fn compile_schema(doc: &Value, pointer: &str) -> Result<RedactionPlan, PolicyError> {
+    let mut compiler = Compiler {
+        doc,
+        arena: PlanArena::default(),
+        memo: HashMap::new(),
+    };
+    let Some(schema) = doc.pointer(pointer) else {
+        return Err(spec_error(pointer, "no schema at this pointer"));
+    };
+    let root = compiler.schema(schema, pointer, false, 0)?;
+    Ok(RedactionPlan::new(Arc::new(compiler.arena), root))
 }
 
 struct Compiler<'d> {
@@ -184,6 +211,9 @@ impl<'d> Compiler<'d> {
         }
         if let Some(product) = extension_str(op, "x-audit-product", ptr)? {
             operation = operation.product(product);
+        }
+        if let Some(category) = extension_str(op, CATEGORY, ptr)? {
+            operation = operation.product_category(category);
         }
         if let Some(kind) = extension_str(op, "x-audit-resource-type", ptr)? {
             operation = operation.resource_type(kind);
@@ -621,7 +651,7 @@ fn as_object<'a>(value: &'a Value, ptr: &str) -> Result<&'a Map<String, Value>, 
 }
 
 /// `~` and `/` escaped for a JSON pointer token (RFC 6901).
-fn escape_pointer(token: &str) -> String {
+pub(crate) fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 

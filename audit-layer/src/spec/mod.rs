@@ -28,7 +28,10 @@
 //!
 //! Operation extensions: `x-audit: false` (record nothing, e.g. health checks),
 //! `x-audit-action` (e.g. `login`), `x-audit-level` (`metadata`, `request`,
-//! `request_response`), `x-audit-product`, `x-audit-resource-type`, `x-audit-scope`.
+//! `request_response`), `x-audit-product`, `x-audit-resource-type`, `x-audit-scope`, and
+//! `x-audit-product-category` (also on a path item, for all its operations): the category of
+//! the operation's product, which the audit log API serves and filters by (see
+//! [`AuditPolicy::product_categories`](crate::AuditPolicy::product_categories)).
 //!
 //! A broken description fails at start-up with the JSON pointer of the fault and the fix: a
 //! dangling or external `$ref`, a marked field that is `writeOnly` or `format: password`, an
@@ -73,18 +76,43 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::policy::{AuditPolicy, IntoAuditPolicy, PolicyError};
+use crate::policy::{AuditPolicy, IntoAuditPolicy, PolicyError, TenantParams};
 
 /// An OpenAPI 3.0 or 3.1 document, read from JSON or YAML.
 #[derive(Clone, Debug)]
 pub struct OpenApiDocument {
     document: Value,
+    tenants: TenantParams,
 }
 
 impl OpenApiDocument {
     /// A document already parsed into JSON.
     pub fn from_value(document: Value) -> Self {
-        Self { document }
+        Self {
+            document,
+            tenants: TenantParams::default(),
+        }
+    }
+
+    /// Which path parameters carry the account and zone ids. Defaults to `account_id` and
+    /// `zone_id` (see [`TenantParams`]). For a utoipa document, go through its JSON:
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, TenantParams};
+    /// use audit_layer::spec::OpenApiDocument;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let api = serde_json::json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+    ///     "paths": {"/orgs/{org_id}/members": {"get": {"responses": {"200": {"description": "ok"}}}}}});
+    /// let spec = OpenApiDocument::from_value(api)
+    ///     .tenant_params(TenantParams::new().account("org_id")?);
+    /// let layer = AuditLayer::try_new(spec)?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn tenant_params(mut self, tenants: TenantParams) -> Self {
+        self.tenants = tenants;
+        self
     }
 
     /// Parses a JSON document.
@@ -169,7 +197,7 @@ impl OpenApiDocument {
     /// When the document is not a usable OpenAPI 3.0/3.1 description, with the JSON pointer
     /// of the fault.
     pub fn compile(&self) -> Result<AuditPolicy, PolicyError> {
-        compile::compile(&self.document)
+        compile::compile(&self.document, &self.tenants)
     }
 }
 
@@ -229,6 +257,18 @@ fn compile_serialized(
     })?;
     OpenApiDocument::from_value(document).into_audit_policy()
 }
+
+/// The plan of one schema of `doc`, at `pointer` (see [`compile::compile_schema`]).
+#[cfg(feature = "utoipa")]
+pub(crate) fn schema_plan(
+    doc: &Value,
+    pointer: &str,
+) -> Result<crate::redact::RedactionPlan, PolicyError> {
+    compile::compile_schema(doc, pointer)
+}
+
+#[cfg(feature = "utoipa")]
+pub(crate) use compile::escape_pointer;
 
 #[cfg(test)]
 mod tests;

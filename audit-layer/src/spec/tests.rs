@@ -352,3 +352,58 @@ fn yaml_and_json_documents_are_read_alike() {
         assert!(err.starts_with(expected), "{err}");
     }
 }
+
+#[test]
+fn product_categories_come_from_operations_and_path_items() {
+    let doc = json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {
+        "/zones/{zone_id}/dns_records/{id}": {
+            "x-audit-product-category": "DNS",
+            "put": {"x-audit-product": "dns", "responses": {}},
+            "get": {"x-audit-product": "dns", "x-audit-product-category": "Reads", "responses": {}}},
+        "/zones/{zone_id}": {"patch": {"x-audit-product-category": "dns", "responses": {}}},
+        "/accounts/{account_id}/alerting/v3/policies": {"post": {"responses": {}}}}});
+    let policy = compile(doc);
+    let categories = policy.product_categories();
+    let found: Vec<(&str, Vec<&str>)> = categories
+        .iter()
+        .map(|c| (c.value(), c.products().iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    let mut dns = categories.get("dns").unwrap().products().to_vec();
+    dns.sort();
+    assert_eq!(
+        dns,
+        ["dns", "zones"],
+        "the path item's category, and an operation's of another case"
+    );
+    assert_eq!(categories.get("READS").unwrap().products(), ["dns"]);
+    assert!(categories.get("alerting").is_none());
+}
+
+#[test]
+fn bad_product_categories_fail_at_start_up() {
+    // Every template but the root names a product.
+    let with = |op: Value| {
+        json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+               "paths": {"/": {"post": op}}})
+    };
+    assert!(
+        compile_err(with(
+            json!({"x-audit-product-category": 7, "responses": {}})
+        ))
+        .ends_with(
+            "/post/x-audit-product-category: x-audit-product-category must be a non-empty string"
+        )
+    );
+    let no_product = compile_err(with(
+        json!({"x-audit-product-category": "Auth", "responses": {}}),
+    ));
+    assert!(
+        no_product.contains("\"Auth\"") && no_product.contains("POST / has no product"),
+        "{no_product}"
+    );
+    let bad = compile_err(with(
+        json!({"x-audit-product": "auth", "x-audit-product-category": "a/b", "responses": {}}),
+    ));
+    assert!(bad.contains("1 to 64 bytes"), "{bad}");
+}

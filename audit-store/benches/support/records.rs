@@ -136,10 +136,10 @@ impl World {
                 kind: Some(principal.kind),
             },
             raw: Raw {
-                method: method.to_owned(),
-                ray_id: rng.hex(16),
-                status_code: status,
-                uri,
+                method: Some(method.to_owned()),
+                cf_ray_id: rng.hex(16),
+                status_code: Some(status),
+                uri: Some(uri),
                 user_agent: Some(principal.user_agent.to_owned()),
                 client_request_id: None,
                 client_gone: false,
@@ -153,6 +153,7 @@ impl World {
                 kind: Some(Arc::clone(&endpoint.kind)),
             },
             zone: zone.map(|id| Zone { id, name: None }),
+            change: None,
             trace: None,
             service: None,
         }

@@ -3,6 +3,7 @@
 //! the store sends.
 
 use audit_store::model::RecordQuery;
+use audit_store::store::TableNames;
 use audit_store::store::sql::{self, Dialect, QueryTarget};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Type};
@@ -88,7 +89,7 @@ impl Statement {
     /// The page query the store runs for `query` ([`sql::page`]).
     pub(crate) fn page(dialect: Dialect, query: &RecordQuery) -> Self {
         let mut statement = Self::new(dialect);
-        sql::page(&mut statement, query);
+        sql::page(&mut statement, &TableNames::default(), query);
         statement
     }
 
@@ -100,7 +101,7 @@ impl Statement {
             limit: u32::MAX,
             ..query.clone()
         };
-        sql::page(&mut statement, &unlimited);
+        sql::page(&mut statement, &TableNames::default(), &unlimited);
         statement.sql(") AS matching");
         statement
     }

@@ -13,7 +13,7 @@ pub enum ColumnType {
     Uuid,
     /// A 64-bit integer.
     BigInt,
-    /// A 32-bit integer.
+    /// A 32-bit integer, possibly NULL.
     Int,
     /// Text, possibly NULL.
     Text,
@@ -26,8 +26,8 @@ pub enum ColumnValue<'a> {
     Uuid(Uuid),
     /// A [`ColumnType::BigInt`] value.
     BigInt(i64),
-    /// A [`ColumnType::Int`] value.
-    Int(i32),
+    /// A [`ColumnType::Int`] value; `None` is NULL.
+    Int(Option<i32>),
     /// A [`ColumnType::Text`] value; `None` is NULL.
     Text(Option<&'a str>),
 }
@@ -87,7 +87,7 @@ columns! {
     account_name: Text = |r| ColumnValue::Text(r.account_name.as_deref());
     zone_id: Text = |r| ColumnValue::Text(r.zone_id.as_deref());
     zone_name: Text = |r| ColumnValue::Text(r.zone_name.as_deref());
-    action_type: Text = |r| ColumnValue::Text(Some(r.action_type));
+    action_type: Text = |r| ColumnValue::Text(Some(&r.action_type));
     action_result: Text = |r| ColumnValue::Text(Some(r.action_result));
     actor_email: Text = |r| ColumnValue::Text(r.actor_email.as_deref());
     actor_id: Text = |r| ColumnValue::Text(r.actor_id.as_deref());
@@ -97,9 +97,9 @@ columns! {
     actor_token_id: Text = |r| ColumnValue::Text(r.actor_token_id.as_deref());
     actor_token_name: Text = |r| ColumnValue::Text(r.actor_token_name.as_deref());
     raw_ray_id: Text = |r| ColumnValue::Text(Some(&r.raw_ray_id));
-    raw_method: Text = |r| ColumnValue::Text(Some(&r.raw_method));
+    raw_method: Text = |r| ColumnValue::Text(r.raw_method.as_deref());
     raw_status_code: Int = |r| ColumnValue::Int(r.raw_status_code);
-    raw_uri: Text = |r| ColumnValue::Text(Some(&r.raw_uri));
+    raw_uri: Text = |r| ColumnValue::Text(r.raw_uri.as_deref());
     resource_id: Text = |r| ColumnValue::Text(r.resource_id.as_deref());
     resource_product: Text = |r| ColumnValue::Text(r.resource_product.as_deref());
     resource_type: Text = |r| ColumnValue::Text(r.resource_type.as_deref());

@@ -4,8 +4,10 @@
 
 mod chain;
 mod columns;
+mod export;
 mod query;
 mod record;
+mod stats;
 
 pub(crate) use chain::Link;
 pub use chain::{
@@ -15,7 +17,9 @@ pub(crate) use columns::index_of;
 #[cfg(feature = "sqlite")]
 pub(crate) use columns::text_columns;
 pub use columns::{COLUMNS, ColumnType, ColumnValue, LINK_COLUMNS, StoredColumn};
+pub use export::{ExportPosition, LogPosition};
 pub use query::{
     Column, ColumnFilter, Direction, FilterValue, Page, PageRow, RecordQuery, TimedLink,
 };
 pub use record::StoredRecord;
+pub use stats::{Stats, StatsQuery};

@@ -22,8 +22,8 @@ pub struct StoredRecord {
     pub zone_id: Option<String>,
     /// `zone.name`.
     pub zone_name: Option<String>,
-    /// `action.type`.
-    pub action_type: &'static str,
+    /// `action.type` (borrowed for the built-in types).
+    pub action_type: Cow<'static, str>,
     /// `action.result`.
     pub action_result: &'static str,
     /// `actor.email`.
@@ -40,14 +40,14 @@ pub struct StoredRecord {
     pub actor_token_id: Option<String>,
     /// `actor.token.name`.
     pub actor_token_name: Option<String>,
-    /// `raw.ray_id`.
+    /// `raw.cf_ray_id`.
     pub raw_ray_id: String,
-    /// `raw.method`.
-    pub raw_method: String,
-    /// `raw.status_code`.
-    pub raw_status_code: i32,
-    /// `raw.uri`.
-    pub raw_uri: String,
+    /// `raw.method`; NULL for an event with no request.
+    pub raw_method: Option<String>,
+    /// `raw.status_code`; NULL for an event with no request.
+    pub raw_status_code: Option<i32>,
+    /// `raw.uri`; NULL for an event with no request.
+    pub raw_uri: Option<String>,
     /// `resource.id`.
     pub resource_id: Option<String>,
     /// `resource.product`.
@@ -115,7 +115,7 @@ impl StoredRecord {
             account_name,
             zone_id,
             zone_name,
-            action_type: action.kind.as_str(),
+            action_type: action.kind.into_name(),
             action_result: action.result.as_str(),
             actor_email: o(actor.email),
             actor_id: o(actor.id),
@@ -124,10 +124,10 @@ impl StoredRecord {
             actor_context: actor.context.map(|c| c.as_str()),
             actor_token_id: o(actor.token.id),
             actor_token_name: o(actor.token.name),
-            raw_ray_id: t(raw.ray_id),
-            raw_method: t(raw.method),
-            raw_status_code: i32::from(raw.status_code),
-            raw_uri: t(raw.uri),
+            raw_ray_id: t(raw.cf_ray_id),
+            raw_method: o(raw.method),
+            raw_status_code: raw.status_code.map(i32::from),
+            raw_uri: o(raw.uri),
             resource_id: o(resource.id),
             resource_product: s(resource.product),
             resource_type: s(resource.kind),
@@ -159,7 +159,7 @@ impl StoredRecord {
             account_name: None,
             zone_id: None,
             zone_name: None,
-            action_type: "create",
+            action_type: "create".into(),
             action_result: "success",
             actor_email: None,
             actor_id: None,
@@ -169,9 +169,9 @@ impl StoredRecord {
             actor_token_id: None,
             actor_token_name: None,
             raw_ray_id: "r".into(),
-            raw_method: "POST".into(),
-            raw_status_code: 200,
-            raw_uri: "/".into(),
+            raw_method: Some("POST".into()),
+            raw_status_code: Some(200),
+            raw_uri: Some("/".into()),
             resource_id: None,
             resource_product: None,
             resource_type: None,

@@ -143,6 +143,7 @@ pub(super) fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord 
             kind: Some("gap".into()),
         },
         zone: None,
+        change: None,
         trace: None,
         service: None,
     }

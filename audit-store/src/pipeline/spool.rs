@@ -596,7 +596,7 @@ mod tests {
               "action": {{"result": "success", "time": "2025-01-23T18:25:14.749Z",
                          "type": "update"}},
               "actor": {{"ip_address": "127.0.0.1", "token": {{}}}},
-              "raw": {{"method": "PUT", "ray_id": "8f3a", "status_code": 200, "uri": "/items/{n}"}},
+              "raw": {{"method": "PUT", "cf_ray_id": "8f3a", "status_code": 200, "uri": "/items/{n}"}},
               "resource": {{"scope": "accounts"}}
             }}"#
         );

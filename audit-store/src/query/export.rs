@@ -1,4 +1,5 @@
-//! NDJSON exports: every matching record streamed one per line, about a megabyte read at a
+//! Exports: every matching record streamed as NDJSON (one per line) or CSV (a header row,
+//! then one row per record; see [`crate::export::csv_header`]), about a megabyte read at a
 //! time and only as fast as the client takes it, with a cap on the exports of one account
 //! running at once.
 
@@ -20,6 +21,15 @@ const EXPORT_PAGE: u32 = 1000;
 /// Bytes of records per statement of an export: what one export holds at a time (the next
 /// chunk is read only once the previous one was taken by the connection).
 pub(super) const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How an export writes its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stream {
+    /// The stored JSON, one record per line.
+    Ndjson,
+    /// CSV, with a header row.
+    Csv,
+}
 
 /// The exports running, per account.
 pub(super) struct Exports {
@@ -69,9 +79,13 @@ impl Drop for ExportSlot {
     }
 }
 
-/// Streams every record matching `first` as NDJSON, or answers 429 when the account has as
-/// many exports running as it may.
-pub(super) fn export<S: ChainedStore>(shared: Arc<Shared<S>>, mut first: RecordQuery) -> Response {
+/// Streams every record matching `first` as `stream` says, or answers 429 when the account
+/// has as many exports running as it may.
+pub(super) fn export<S: ChainedStore>(
+    shared: Arc<Shared<S>>,
+    mut first: RecordQuery,
+    stream: Stream,
+) -> Response {
     let Some(slot) = shared.exports.enter(&first.account_id) else {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -99,9 +113,25 @@ pub(super) fn export<S: ChainedStore>(shared: Arc<Shared<S>>, mut first: RecordQ
                     let more = cut || rows.len() == query.limit as usize;
                     let mut chunk =
                         String::with_capacity(rows.iter().map(|r| r.record.len() + 1).sum());
+                    if stream == Stream::Csv && query.after.is_none() {
+                        chunk.push_str(&crate::export::csv_header());
+                    }
                     for row in &rows {
-                        chunk.push_str(&row.record);
-                        chunk.push('\n');
+                        match stream {
+                            Stream::Ndjson => {
+                                chunk.push_str(&super::names::current(&row.record));
+                                chunk.push('\n');
+                            }
+                            Stream::Csv => {
+                                if let Err(e) = crate::export::write_csv_row(row, &mut chunk) {
+                                    tracing::error!(target: "audit_store", "audit log export failed: {e}");
+                                    return Some((
+                                        Err(std::io::Error::other("audit log export failed")),
+                                        None,
+                                    ));
+                                }
+                            }
+                        }
                     }
                     let next = match (more, rows.last()) {
                         (true, Some(last)) => {
@@ -129,10 +159,25 @@ pub(super) fn export<S: ChainedStore>(shared: Arc<Shared<S>>, mut first: RecordQ
         }
     });
     let mut response = Response::new(Body::from_stream(pages));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
+    let headers = response.headers_mut();
+    match stream {
+        Stream::Ndjson => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+        }
+        Stream::Csv => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            headers.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"audit-log.csv\""),
+            );
+        }
+    }
     response
 }
 

@@ -4,8 +4,9 @@
 //! - `GET /accounts/{account_id}/logs/audit?since=&before=` — a page of records, newest first:
 //!   every filter of the original API (`action_type`, `actor_email`, `resource_product`, ...),
 //!   repeatable (OR) and with a `<name>.not` form, `direction`, `limit` (1–1000, default 100)
-//!   and an opaque `cursor`. With `Accept: application/x-ndjson`, every matching record is
-//!   streamed instead, one per line, page by page (for SIEM ingestion).
+//!   and an opaque `cursor`. With `Accept: application/x-ndjson` or `format=ndjson`, every
+//!   matching record is streamed instead, one per line, page by page (for SIEM ingestion);
+//!   with `format=csv`, as CSV (a header row, every cell quoted, formulas defused).
 //!
 //! What one caller can make the server hold is bounded, whatever the records weigh: a page's
 //! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
@@ -14,12 +15,26 @@
 //! (2) running at once (a 429 beyond); every statement has a time limit
 //! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
 //! reach on a long range (a 422 that says which filter and how to narrow the query).
+//!   `product_category` (repeatable, any case) adds the products of a category to the
+//!   `resource_product` filter ([`AuditLogRouter::product_categories`]).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
+//! - `GET /accounts/{account_id}/logs/audit/stats?since=&before=` — counts for the same
+//!   filters: records per hour or day by result, the top actors, actions and products
+//!   (`interval=hour|day`, `top` up to [`MAX_TOP`]); bounded like a page.
+//! - `GET /accounts/{account_id}/logs/audit/product_categories` — the product categories and
+//!   the products each stands for.
+//! - `GET /accounts/{account_id}/logs/audit/{id}/history?since=&before=&action_time=` — the
+//!   writes of the resource the record `{id}` acted on, each with the resource's value before
+//!   and after and an RFC 6902 patch between them; `result_info.history_status` is `exact`,
+//!   `approximate` or `unavailable` (see `history`).
 //! - `GET /accounts/{account_id}/logs/audit/verify?since=&before=` — verifies the account's
 //!   hash chain (a chained store only; see [`chain`](crate::chain)) against its stored
 //!   checkpoints and those kept outside ([`AuditLogRouter::external_checkpoints`]): `result`
 //!   is a [`VerifyReport`](crate::verify::VerifyReport), whose `outcome` is `ok`,
 //!   `unverifiable` (no checkpoint covers what was checked) or `broken` (the first break).
+//!
+//! Records stored before the v2 API's names (`raw.ray_id`, no `actor.token_id`) are served
+//! under them; the stored rows are not rewritten (see `names`).
 //!
 //! Responses use the original envelope, `{"success", "errors", "messages", "result",
 //! "result_info": {"count", "cursor", "cursors": {"after"}}}`; the last page has no cursor.
@@ -44,15 +59,25 @@
 //! # }
 //! ```
 
+mod categories;
 mod cursor;
 mod export;
+mod history;
+mod names;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+mod openapi;
 mod params;
+mod stats;
+#[cfg(feature = "viewer")]
+mod viewer;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use audit_layer::ProductCategories;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -61,8 +86,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use cursor::CursorKey;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub use openapi::{TAG, openapi};
 pub use params::BadParameter;
+pub use stats::{MAX_BUCKETS, MAX_TOP};
 use uuid::Uuid;
+#[cfg(feature = "viewer")]
+pub use viewer::InvalidFrameAncestor;
 
 use crate::StoreError;
 use crate::chain::Verifier;
@@ -124,6 +155,10 @@ pub struct AuditLogRouter<S> {
     page_bytes: usize,
     exports_per_account: usize,
     statement_timeout: Option<Duration>,
+    prefix: String,
+    #[cfg(feature = "viewer")]
+    viewer: Option<viewer::Viewer>,
+    categories: ProductCategories,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -141,6 +176,7 @@ struct Shared<S> {
     page_bytes: usize,
     statement_timeout: Option<Duration>,
     exports: Exports,
+    categories: ProductCategories,
 }
 
 impl<S: ChainedStore> AuditLogRouter<S> {
@@ -156,7 +192,70 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             page_bytes: DEFAULT_PAGE_BYTES,
             exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            prefix: String::new(),
+            #[cfg(feature = "viewer")]
+            viewer: None,
+            categories: ProductCategories::new(),
         }
+    }
+
+    /// The path the API is served under: with `/client/v4`, a page is
+    /// `GET /client/v4/accounts/{account_id}/logs/audit`. Defaults to none (`/accounts/...`).
+    /// The API's description (`openapi(prefix)`, feature `utoipa`) takes the same prefix.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .prefix("/client/v4");
+    /// # let _ = router; }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `prefix` does not start with `/`, ends with `/`, or holds a character a path
+    /// template gives a meaning (`{`, `}`, `*`, `?`, `#`) or whitespace: a mistake in the app's
+    /// code, found at start-up as axum finds a bad route.
+    #[track_caller]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        let bad = !prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix
+                .chars()
+                .any(|c| matches!(c, '{' | '}' | '*' | '?' | '#') || c.is_whitespace());
+        assert!(
+            !bad,
+            "invalid audit log router prefix {prefix:?}: expected a path such as \"/client/v4\" \
+             (starting with '/', not ending with '/', without {{ }} * ? # or spaces)"
+        );
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// The product categories `GET …/logs/audit/product_categories` serves and the
+    /// `product_category` filter takes: usually the app's policy's
+    /// ([`AuditPolicy::product_categories`](audit_layer::AuditPolicy::product_categories),
+    /// from `x-audit-product-category` in its API description), extended with
+    /// [`ProductCategories::category`] for products only events have. Defaults to none: the
+    /// endpoint lists nothing and every `product_category` value is a 400.
+    ///
+    /// A category is a name for a set of `resource.product` values, resolved when a query is
+    /// made, not a field of each record: the filter becomes one on `resource_product` (which
+    /// an index serves), a category declared or changed later applies to the records already
+    /// stored, and the stored rows (whose JSON each chain's digests cover) stay as written.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// use audit_layer::ProductCategories;
+    /// # fn run(store: audit_store::SqliteStore) -> Result<(), audit_layer::PolicyError> {
+    /// let categories = ProductCategories::new().category("DNS", ["dns", "zones"])?;
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .product_categories(categories);
+    /// # let _ = router; Ok(()) }
+    /// ```
+    pub fn product_categories(mut self, categories: ProductCategories) -> Self {
+        self.categories = categories;
+        self
     }
 
     /// The most bytes one page's answer holds, envelope included: a page of large records
@@ -253,12 +352,28 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             page_bytes: self.page_bytes,
             statement_timeout: self.statement_timeout,
             exports: Exports::new(self.exports_per_account),
+            categories: self.categories,
         });
-        Router::new()
-            .route("/accounts/{account_id}/logs/audit", get(list::<S>))
-            .route("/accounts/{account_id}/logs/audit/verify", get(verify::<S>))
-            .route("/accounts/{account_id}/logs/audit/{id}", get(one::<S>))
-            .with_state(shared)
+        let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
+        let router = Router::new()
+            .route(&base, get(list::<S>))
+            .route(&format!("{base}/verify"), get(verify::<S>))
+            .route(&format!("{base}/stats"), get(stats::stats::<S>))
+            .route(
+                &format!("{base}/product_categories"),
+                get(categories::list::<S>),
+            )
+            .route(&format!("{base}/{{id}}"), get(one::<S>))
+            .route(
+                &format!("{base}/{{id}}/history"),
+                get(history::history::<S>),
+            );
+        #[cfg(feature = "viewer")]
+        let router = match self.viewer {
+            Some(viewer) => viewer.routes(router, &base),
+            None => router,
+        };
+        router.with_state(shared)
     }
 }
 
@@ -313,7 +428,7 @@ async fn list<S: ChainedStore>(
     if let Some(denied) = authorize(&shared, &parts, &account_id).await {
         return denied;
     }
-    let query = match params::parse(raw.as_deref().unwrap_or("")) {
+    let query = match params::parse(raw.as_deref().unwrap_or(""), &shared.categories) {
         Ok(query) => query,
         Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
     };
@@ -331,11 +446,17 @@ async fn list<S: ChainedStore>(
             }
         },
     };
-    let ndjson = parts
+    let accepts_ndjson = parts
         .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
+    let stream = match query.format {
+        params::AnswerFormat::Csv => Some(export::Stream::Csv),
+        params::AnswerFormat::Ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json if accepts_ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json => None,
+    };
     let mut page = RecordQuery {
         account_id,
         since_ms: query.since_ms,
@@ -347,8 +468,8 @@ async fn list<S: ChainedStore>(
         max_bytes: None,
         time_limit: shared.statement_timeout,
     };
-    if ndjson {
-        return export::export(Arc::clone(&shared), page);
+    if let Some(stream) = stream {
+        return export::export(Arc::clone(&shared), page, stream);
     }
     // One more than asked: whether another page exists.
     page.limit = query.limit + 1;
@@ -363,6 +484,11 @@ async fn list<S: ChainedStore>(
     };
     let more = cut || rows.len() > query.limit as usize;
     rows.truncate(query.limit as usize);
+    for row in &mut rows {
+        if let std::borrow::Cow::Owned(renamed) = names::current(&row.record) {
+            row.record = renamed;
+        }
+    }
     let cursor = more
         .then(|| rows.last())
         .flatten()
@@ -536,7 +662,8 @@ async fn one<S: ChainedStore>(
     };
     match shared.store.get(&account_id, id).await {
         Ok(Some(record)) => json_response(format!(
-            r#"{{"success":true,"errors":[],"messages":[],"result":{record}}}"#
+            r#"{{"success":true,"errors":[],"messages":[],"result":{}}}"#,
+            names::current(&record)
         )),
         Ok(None) => error(StatusCode::NOT_FOUND, 10404, "not found"),
         Err(e) => internal(&e),

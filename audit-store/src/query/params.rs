@@ -3,6 +3,7 @@
 //! Every problem is a [`BadParameter`] that names the parameter and what was expected, in
 //! the words a person reading a 400 needs.
 
+use audit_layer::ProductCategories;
 use audit_layer::record::{ActionType, ActorContext, ActorType};
 use uuid::Uuid;
 
@@ -16,6 +17,17 @@ pub(crate) const MAX_LIMIT: u32 = 1000;
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
 /// Longest filter value accepted.
 const MAX_VALUE_LEN: usize = 1024;
+
+/// `actor_type` values the v2 API allows that no record of this log holds (Cloudflare's own
+/// staff): a filter on one selects nothing (its `.not` form, everything), never a 400.
+const SPEC_ONLY_ACTOR_TYPES: [&str; 1] = ["cloudflare_admin"];
+/// Every `actor_type` a filter takes: the record's, then the v2 API's others.
+const ACTOR_TYPES: &str = "user, account, system, cloudflare_admin";
+/// `actor_context` values the v2 API allows that no record of this log holds (an Origin CA
+/// key): as [`SPEC_ONLY_ACTOR_TYPES`].
+const SPEC_ONLY_ACTOR_CONTEXTS: [&str; 1] = ["origin_ca_key"];
+/// Every `actor_context` a filter takes: the record's, then the v2 API's others.
+const ACTOR_CONTEXTS: &str = "api_token, api_key, dash, oauth, system, origin_ca_key";
 
 /// A parameter that cannot be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +43,30 @@ pub(crate) struct LogQuery {
     pub(crate) direction: Direction,
     pub(crate) limit: u32,
     pub(crate) cursor: Option<String>,
+    /// `format`: how the answer is written.
+    pub(crate) format: AnswerFormat,
+}
+
+/// The `format` parameter: a JSON page (the default), or every matching record streamed as
+/// NDJSON (also chosen by `Accept: application/x-ndjson`) or CSV.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum AnswerFormat {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+fn parse_format(format: Option<&str>) -> Result<AnswerFormat, BadParameter> {
+    match format {
+        None | Some("json") => Ok(AnswerFormat::Json),
+        Some("ndjson") => Ok(AnswerFormat::Ndjson),
+        Some("csv") => Ok(AnswerFormat::Csv),
+        Some(other) => Err(bad(format!(
+            "invalid value for 'format': expected json, ndjson or csv, got {}",
+            quoted(other)
+        ))),
+    }
 }
 
 impl LogQuery {
@@ -72,6 +108,33 @@ enum Kind {
     Ip,
     Id,
 }
+
+/// The filter parameters (each also with a `.not` form) and the field each matches, for the
+/// API's description ([`filter`] also takes the aliases `audit_log_id` and `raw_cf_ray_id`).
+#[cfg_attr(not(feature = "utoipa"), allow(dead_code))]
+pub(crate) const FILTERS: [(&str, &str); 21] = [
+    ("action_type", "`action.type`"),
+    ("action_result", "`action.result`"),
+    ("actor_email", "`actor.email`"),
+    ("actor_id", "`actor.id`"),
+    ("actor_ip_address", "`actor.ip_address`"),
+    ("actor_type", "`actor.type`"),
+    ("actor_context", "`actor.context`"),
+    ("actor_token_id", "`actor.token_id`"),
+    ("actor_token_name", "`actor.token_name`"),
+    ("id", "`id` (alias `audit_log_id`)"),
+    ("raw_ray_id", "`raw.ray_id` (alias `raw_cf_ray_id`)"),
+    ("raw_method", "`raw.method`"),
+    ("raw_status_code", "`raw.status_code`"),
+    ("raw_uri", "`raw.uri`"),
+    ("resource_id", "`resource.id`"),
+    ("resource_product", "`resource.product`"),
+    ("resource_type", "`resource.type`"),
+    ("resource_scope", "`resource.scope`"),
+    ("zone_id", "`zone.id`"),
+    ("zone_name", "`zone.name`"),
+    ("account_name", "`account.name`"),
+];
 
 /// Filter parameter names: the original API's, with its aliases.
 fn filter(name: &str) -> Option<(Column, Kind)> {
@@ -144,10 +207,18 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
         Kind::Text => {
             FilterValue::Text(audit_layer::escape::visible(value.as_bytes()).into_owned())
         }
+        // Open: events name their own (`expire`, `disable`, ...).
         Kind::ActionType => FilterValue::Text(
             value
                 .parse::<ActionType>()
-                .map_err(|_| enum_error("view, create, update, delete, login, logout, gap"))?
+                .map_err(|_| {
+                    bad(format!(
+                        "invalid value for '{name}': expected an action type, a lowercase name of \
+                         letters, digits and '_' that starts with a letter (e.g. update, login, \
+                         expire), got {}",
+                        quoted(value)
+                    ))
+                })?
                 .as_str()
                 .to_owned(),
         ),
@@ -155,20 +226,18 @@ fn parse_value(name: &str, kind: Kind, value: &str) -> Result<FilterValue, BadPa
             "success" | "failure" => FilterValue::Text(value.to_owned()),
             _ => return Err(enum_error("success, failure")),
         },
-        Kind::ActorType => FilterValue::Text(
-            value
-                .parse::<ActorType>()
-                .map_err(|_| enum_error("user, account, system"))?
-                .as_str()
-                .to_owned(),
-        ),
-        Kind::ActorContext => FilterValue::Text(
-            value
-                .parse::<ActorContext>()
-                .map_err(|_| enum_error("api_token, api_key, dash, oauth, system"))?
-                .as_str()
-                .to_owned(),
-        ),
+        Kind::ActorType => match value.parse::<ActorType>() {
+            Ok(kind) => FilterValue::Text(kind.as_str().to_owned()),
+            Err(_) if SPEC_ONLY_ACTOR_TYPES.contains(&value) => FilterValue::Text(value.to_owned()),
+            Err(_) => return Err(enum_error(ACTOR_TYPES)),
+        },
+        Kind::ActorContext => match value.parse::<ActorContext>() {
+            Ok(context) => FilterValue::Text(context.as_str().to_owned()),
+            Err(_) if SPEC_ONLY_ACTOR_CONTEXTS.contains(&value) => {
+                FilterValue::Text(value.to_owned())
+            }
+            Err(_) => return Err(enum_error(ACTOR_CONTEXTS)),
+        },
         Kind::StatusCode => {
             // Clients that type numbers as floats send "200.0".
             let code = value
@@ -236,19 +305,35 @@ pub(crate) fn parse_span(query: &str) -> Result<crate::verify::Span, BadParamete
 }
 
 /// The parameters of a query as given, each checked on its own; [`parse`] checks them together.
-#[derive(Default)]
-struct Given {
+struct Given<'c> {
+    /// What `product_category` values stand for.
+    categories: &'c ProductCategories,
     since: Option<String>,
     before: Option<String>,
     direction: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    format: Option<String>,
     filters: Vec<ColumnFilter>,
     /// Filter values so far, all filters together.
     values: usize,
 }
 
-impl Given {
+impl<'c> Given<'c> {
+    fn new(categories: &'c ProductCategories) -> Self {
+        Self {
+            categories,
+            since: None,
+            before: None,
+            direction: None,
+            limit: None,
+            cursor: None,
+            format: None,
+            filters: Vec::new(),
+            values: 0,
+        }
+    }
+
     /// Takes one `key=value` pair of the query string.
     fn take(&mut self, key: &str, value: String) -> Result<(), BadParameter> {
         let (name, negated) = match key.strip_suffix(".not") {
@@ -261,6 +346,7 @@ impl Given {
             ("direction", false) => &mut self.direction,
             ("limit", false) => &mut self.limit,
             ("cursor", false) => &mut self.cursor,
+            ("format", false) => &mut self.format,
             _ => return self.filter(key, name, negated, &value),
         };
         if slot.is_some() {
@@ -280,12 +366,23 @@ impl Given {
         negated: bool,
         value: &str,
     ) -> Result<(), BadParameter> {
+        if name == "product_category" {
+            return self.category(key, negated, value);
+        }
         let Some((column, kind)) = filter(name) else {
             return Err(bad(format!(
                 "unknown parameter {}: see the audit log API's parameters",
                 quoted(key)
             )));
         };
+        self.count(key)?;
+        let value = parse_value(key, kind, value)?;
+        self.push(column, negated, value);
+        Ok(())
+    }
+
+    /// Counts one more filter value, within [`MAX_FILTER_VALUES`].
+    fn count(&mut self, key: &str) -> Result<(), BadParameter> {
         self.values += 1;
         if self.values > MAX_FILTER_VALUES {
             return Err(bad(format!(
@@ -293,7 +390,36 @@ impl Given {
                 quoted(key)
             )));
         }
-        let value = parse_value(key, kind, value)?;
+        Ok(())
+    }
+
+    /// A `product_category` value: the products of that category (its name matched without
+    /// regard to case) join the `resource_product` filter of the same form, as the v2 API
+    /// unions the two.
+    fn category(&mut self, key: &str, negated: bool, value: &str) -> Result<(), BadParameter> {
+        self.count(key)?;
+        let Some(category) = self.categories.get(value) else {
+            let known: Vec<&str> = self.categories.iter().map(|c| c.value()).collect();
+            let expected = if known.is_empty() {
+                "none: this audit log declares no product categories".to_owned()
+            } else {
+                format!("one of {} (in any case)", known.join(", "))
+            };
+            return Err(bad(format!(
+                "invalid value for '{key}': unknown product category {}: expected {expected}; \
+                 GET /accounts/{{account_id}}/logs/audit/product_categories lists them",
+                quoted(value)
+            )));
+        };
+        for product in category.products() {
+            let product = audit_layer::escape::visible(product.as_bytes()).into_owned();
+            self.push(Column::ResourceProduct, negated, FilterValue::Text(product));
+        }
+        Ok(())
+    }
+
+    /// Adds `value` to the filter on `column` of the same form (repeats are OR-ed).
+    fn push(&mut self, column: Column, negated: bool, value: FilterValue) {
         match self
             .filters
             .iter_mut()
@@ -306,7 +432,6 @@ impl Given {
                 values: vec![value],
             }),
         }
-        Ok(())
     }
 }
 
@@ -358,8 +483,64 @@ fn parse_limit(limit: Option<&str>) -> Result<u32, BadParameter> {
         })
 }
 
-pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
-    let mut given = Given::default();
+/// A validated query of a resource's history (`…/logs/audit/{id}/history`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryQuery {
+    pub(crate) since_ms: i64,
+    pub(crate) before_ms: i64,
+    /// The `action.time` of the audit log the history is of.
+    pub(crate) action_time_ms: i64,
+    pub(crate) direction: Direction,
+    pub(crate) limit: u32,
+    pub(crate) cursor: Option<String>,
+}
+
+/// Parses the query string of a history: `since`, `before` and `action_time` required,
+/// `direction`, `limit` and `cursor` as for a page; nothing else.
+pub(crate) fn parse_history(query: &str) -> Result<HistoryQuery, BadParameter> {
+    const NAMES: [&str; 6] = [
+        "since",
+        "before",
+        "action_time",
+        "direction",
+        "limit",
+        "cursor",
+    ];
+    let mut given: [Option<String>; 6] = Default::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(i) = NAMES.iter().position(|n| *n == key) else {
+            return Err(bad(format!(
+                "unknown parameter {}: a history takes 'since', 'before', 'action_time', \
+                 'direction', 'limit' and 'cursor'",
+                quoted(&key)
+            )));
+        };
+        if given[i].is_some() {
+            return Err(bad(format!(
+                "'{key}' is given more than once: give it once"
+            )));
+        }
+        given[i] = Some(value.into_owned());
+    }
+    let [since, before, action_time, direction, limit, cursor] = given;
+    let (since_ms, before_ms) = parse_range(since.as_deref(), before.as_deref())?;
+    let action_time = action_time.ok_or_else(|| {
+        bad("missing required parameter 'action_time': expected the RFC 3339 action.time of the audit log".into())
+    })?;
+    Ok(HistoryQuery {
+        since_ms,
+        before_ms,
+        action_time_ms: parse_time("action_time", &action_time)?,
+        direction: parse_direction(direction.as_deref())?,
+        limit: parse_limit(limit.as_deref())?,
+        cursor,
+    })
+}
+
+/// Parses the query string of a page or an export; `categories` are what `product_category`
+/// values stand for.
+pub(crate) fn parse(query: &str, categories: &ProductCategories) -> Result<LogQuery, BadParameter> {
+    let mut given = Given::new(categories);
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         given.take(&key, value.into_owned())?;
     }
@@ -371,12 +552,23 @@ pub(crate) fn parse(query: &str) -> Result<LogQuery, BadParameter> {
         direction: parse_direction(given.direction.as_deref())?,
         limit: parse_limit(given.limit.as_deref())?,
         cursor: given.cursor,
+        format: parse_format(given.format.as_deref())?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::parse`] with the categories `DNS` (`dns`, `zones`) and `Notifications`
+    /// (`alerting`).
+    fn parse(query: &str) -> Result<LogQuery, BadParameter> {
+        let categories = ProductCategories::new()
+            .category("DNS", ["dns", "zones"])
+            .and_then(|c| c.category("Notifications", ["alerting"]))
+            .expect("valid categories");
+        super::parse(query, &categories)
+    }
 
     fn err(query: &str) -> String {
         parse(query).expect_err(query).to_string()
@@ -401,10 +593,148 @@ mod tests {
     }
 
     #[test]
+    fn the_described_filters_are_the_accepted_ones() {
+        for (name, _) in FILTERS {
+            assert!(filter(name).is_some(), "{name}");
+        }
+        let columns: std::collections::HashSet<_> = FILTERS
+            .iter()
+            .map(|(n, _)| filter(n).map(|f| f.0))
+            .collect();
+        assert_eq!(columns.len(), FILTERS.len(), "one parameter per column");
+    }
+
+    #[test]
+    fn format_is_json_ndjson_or_csv() {
+        let base = "since=2025-01-01&before=2025-01-02";
+        assert_eq!(parse(base).unwrap().format, AnswerFormat::Json);
+        assert_eq!(
+            parse(&format!("{base}&format=csv")).unwrap().format,
+            AnswerFormat::Csv
+        );
+        assert_eq!(
+            err(&format!("{base}&format=xlsx")),
+            "invalid value for 'format': expected json, ndjson or csv, got \"xlsx\""
+        );
+    }
+
+    #[test]
     fn aliases_of_the_original_api_are_accepted() {
         let q = parse("since=2025-01-01&before=2025-01-02&raw_cf_ray_id=r1&audit_log_id=01948c5e-9a2d-7b3c-8f00-0123456789ab").unwrap();
         assert_eq!(q.filters[0].column, Column::RawRayId);
         assert_eq!(q.filters[1].column, Column::Id);
+    }
+
+    #[test]
+    fn every_value_the_v2_api_allows_is_a_filter_value() {
+        // The enums of the v2 API's list parameters (the official SDKs' `audit_list_params`).
+        let allowed = [
+            ("action_result", &["success", "failure"][..]),
+            ("action_type", &["create", "delete", "view", "update"]),
+            (
+                "actor_context",
+                &["api_key", "api_token", "dash", "oauth", "origin_ca_key"],
+            ),
+            (
+                "actor_type",
+                &["account", "cloudflare_admin", "system", "user"],
+            ),
+            (
+                "resource_scope",
+                &["accounts", "user", "zones", "memberships"],
+            ),
+        ];
+        for (name, values) in allowed {
+            for value in values {
+                for key in [name.to_owned(), format!("{name}.not")] {
+                    let q = parse(&format!("since=2025-01-01&before=2025-01-02&{key}={value}"))
+                        .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+                    assert_eq!(
+                        q.filters[0].values,
+                        vec![FilterValue::Text((*value).into())]
+                    );
+                }
+            }
+        }
+        for direction in ["desc", "asc"] {
+            parse(&format!(
+                "since=2025-01-01&before=2025-01-02&direction={direction}"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn product_categories_join_the_resource_product_filter() {
+        let q = parse("since=2025-01-01&before=2025-01-02&resource_product=tokens&product_category=dns&product_category=NOTIFICATIONS&product_category.not=Dns").unwrap();
+        let text = |v: &[&str]| {
+            v.iter()
+                .map(|v| FilterValue::Text((*v).into()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            q.filters,
+            vec![
+                ColumnFilter {
+                    column: Column::ResourceProduct,
+                    negated: false,
+                    values: text(&["tokens", "dns", "zones", "alerting"]),
+                },
+                ColumnFilter {
+                    column: Column::ResourceProduct,
+                    negated: true,
+                    values: text(&["dns", "zones"]),
+                },
+            ]
+        );
+        assert_eq!(
+            err("since=2025-01-01&before=2025-01-02&product_category=security"),
+            "invalid value for 'product_category': unknown product category \"security\": expected one of DNS, Notifications (in any case); GET /accounts/{account_id}/logs/audit/product_categories lists them"
+        );
+        let none = super::parse(
+            "since=2025-01-01&before=2025-01-02&product_category.not=dns",
+            &ProductCategories::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            none.starts_with("invalid value for 'product_category.not': unknown product category \"dns\": expected none"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn history_queries_parse_and_name_bad_parameters() {
+        let q = parse_history("since=2025-01-01&before=2025-01-02&action_time=2025-01-01T10:00:00.5Z&direction=asc&limit=3&cursor=c").unwrap();
+        assert_eq!(
+            (q.action_time_ms, q.direction, q.limit, q.cursor.as_deref()),
+            (1_735_725_600_500, Direction::Asc, 3, Some("c"))
+        );
+        let e = |q: &str| parse_history(q).unwrap_err().to_string();
+        assert_eq!(
+            e("since=2025-01-01&before=2025-01-02"),
+            "missing required parameter 'action_time': expected the RFC 3339 action.time of the audit log"
+        );
+        assert!(
+            e("before=2025-01-02&action_time=2025-01-01")
+                .starts_with("missing required parameter 'since'")
+        );
+        assert_eq!(
+            e("since=2025-01-01&before=2025-01-02&action_time=soon"),
+            "invalid value for 'action_time': expected YYYY-MM-DD or RFC 3339, got \"soon\""
+        );
+        assert!(
+            e("since=2025-01-01&before=2025-01-02&action_time=2025-01-01&actor_email=a")
+                .starts_with("unknown parameter \"actor_email\": a history takes")
+        );
+        assert_eq!(
+            e("since=2025-01-01&before=2025-01-02&action_time=2025-01-01&limit=1001"),
+            "invalid value for 'limit': expected an integer from 1 to 1000, got \"1001\""
+        );
+        assert_eq!(
+            e("since=2025-01-01&since=2025-01-01"),
+            "'since' is given more than once: give it once"
+        );
     }
 
     #[test]
@@ -431,8 +761,18 @@ mod tests {
             "invalid value for 'limit': expected an integer from 1 to 1000, got \"1001\""
         );
         assert_eq!(
-            err(&format!("{base}&action_type=edit")),
-            "invalid value for 'action_type': expected one of view, create, update, delete, login, logout, gap, got \"edit\""
+            err(&format!("{base}&action_type=Edit")),
+            "invalid value for 'action_type': expected an action type, a lowercase name of letters, digits and '_' that starts with a letter (e.g. update, login, expire), got \"Edit\""
+        );
+        // Any well-formed name selects records (those of events that say so, or none).
+        assert!(parse(&format!("{base}&action_type=expire")).is_ok());
+        assert_eq!(
+            err(&format!("{base}&actor_type=robot")),
+            "invalid value for 'actor_type': expected one of user, account, system, cloudflare_admin, got \"robot\""
+        );
+        assert_eq!(
+            err(&format!("{base}&actor_context.not=cookie")),
+            "invalid value for 'actor_context.not': expected one of api_token, api_key, dash, oauth, system, origin_ca_key, got \"cookie\""
         );
         assert_eq!(
             err(&format!("{base}&raw_status_code=ok")),

@@ -28,7 +28,9 @@ where
         match column.ty {
             ColumnType::Uuid => digest.uuid(row.try_get::<Uuid, _>(at)?),
             ColumnType::BigInt => digest.int(row.try_get::<i64, _>(at)?),
-            ColumnType::Int => digest.int(i64::from(row.try_get::<i32, _>(at)?)),
+            ColumnType::Int => {
+                digest.optional_int(row.try_get::<Option<i32>, _>(at)?.map(i64::from))
+            }
             ColumnType::Text => digest.bytes(row.try_get_unchecked::<Option<&[u8]>, _>(at)?),
         }
     }

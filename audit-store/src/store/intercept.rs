@@ -12,8 +12,8 @@ use super::{AuditStore, ChainedStore, LinkScan};
 use crate::Result;
 use crate::chain::ChainKeys;
 use crate::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, Retention,
-    StoredRecord, TimedLink,
+    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, Retention, Stats,
+    StatsQuery, StoredRecord, TimedLink,
 };
 
 /// What an [`Intercepted`] store does instead of its inner store's writes and pings; each
@@ -118,6 +118,10 @@ impl<S: AuditStore, I: Interceptor> AuditStore for Intercepted<S, I> {
 
     async fn page(&self, query: &RecordQuery) -> Result<Page> {
         self.store.page(query).await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats> {
+        self.store.stats(query).await
     }
 }
 

@@ -14,10 +14,16 @@
 //! store is scanned, SQLite's WAL checkpoints, PostgreSQL's partitions).
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod aggregate;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod chained;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
 pub mod intercept;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
+mod names;
+mod positions;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -38,10 +44,11 @@ use uuid::Uuid;
 
 use crate::chain::ChainKeys;
 use crate::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, Page, RecordQuery,
-    Retention, ScannedLink, StoredRecord, TimedLink,
+    ChainHead, ChainRow, ChainScope, Checkpoint, CheckpointKind, Direction, ExportPosition, Page,
+    RecordQuery, Retention, ScannedLink, Stats, StatsQuery, StoredRecord, TimedLink,
 };
 use crate::{Result, StoreError};
+pub use names::{DEFAULT_PREFIX, TableNames};
 
 /// What [`ChainedStore::chain_scan`] returns: chunks of links as they are read; an error is
 /// the last item.
@@ -87,6 +94,11 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
     /// [`Page::cut`] says so), read as they come (never more than the page in memory) and
     /// stopped at `query.time_limit` ([`StoreError::StatementTimeout`]).
     fn page(&self, query: &RecordQuery) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Counts of one account's records matching `query`: per time bucket and result, and the
+    /// most frequent actors, actions and products, read in one statement stopped at
+    /// `query.time_limit` ([`StoreError::StatementTimeout`]).
+    fn stats(&self, query: &StatsQuery) -> impl Future<Output = Result<Stats>> + Send;
 }
 
 /// A store that keeps every account's log as a hash chain with signed checkpoints (see
@@ -234,4 +246,21 @@ pub trait ChainedStore: AuditStore {
             Ok(checkpoints)
         }
     }
+}
+
+/// A store that keeps where each push export job stands in each account's log (see
+/// [`export`](crate::export)), in a table of its own beside the records.
+pub trait ExportPositions: ChainedStore {
+    /// Every position stored for `job`.
+    fn export_positions(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = Result<Vec<ExportPosition>>> + Send;
+
+    /// Stores `position` for `job`, replacing the account's previous one.
+    fn save_export_position(
+        &self,
+        job: &str,
+        position: &ExportPosition,
+    ) -> impl Future<Output = Result<()>> + Send;
 }

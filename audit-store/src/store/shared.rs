@@ -7,6 +7,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
+use super::TableNames;
 use super::decode::{CHECKPOINT_COLUMNS, chain_row_of, checkpoint_of, head_of};
 use super::sql::{self, Dialect, Numbered, QueryTarget};
 use crate::Result;
@@ -41,6 +42,7 @@ const CHECKPOINTS_PER_STATEMENT: usize = 500;
 /// The tables of a store, on its pool.
 pub(super) struct Tables<'a, DB: sqlx::Database> {
     pool: &'a Pool<DB>,
+    names: &'a TableNames,
 }
 
 /// How far back a record's time may be behind a record chained before it, for retention's
@@ -64,8 +66,8 @@ pub(super) struct Pruned {
 }
 
 impl<'a, DB: sqlx::Database> Tables<'a, DB> {
-    pub(super) fn new(pool: &'a Pool<DB>) -> Self {
-        Self { pool }
+    pub(super) fn new(pool: &'a Pool<DB>, names: &'a TableNames) -> Self {
+        Self { pool, names }
     }
 }
 
@@ -131,9 +133,10 @@ where
     }
 
     pub(super) async fn get(&self, account_id: &str, id: Uuid) -> Result<Option<String>> {
+        let logs = self.names.logs();
         let mut n = Numbered::new(DB::DIALECT);
         let sql = format!(
-            "SELECT record FROM audit_logs WHERE id = {} AND account_id = {}",
+            "SELECT record FROM {logs} WHERE id = {} AND account_id = {}",
             n.next(),
             n.next()
         );
@@ -146,17 +149,24 @@ where
     }
 
     pub(super) async fn count(&self) -> Result<u64> {
-        let row = sqlx::query("SELECT count(*) FROM audit_logs")
-            .fetch_one(self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            self.names.logs()
+        )))
+        .fetch_one(self.pool)
+        .await?;
         Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
     }
 
     /// One page of `query` read on `conn` row by row, up to its limit or its byte budget:
     /// never more than the page in memory. (The time limit is the backend's part.)
-    pub(super) async fn page_on(conn: &mut DB::Connection, query: &RecordQuery) -> Result<Page> {
+    pub(super) async fn page_on(
+        conn: &mut DB::Connection,
+        names: &TableNames,
+        query: &RecordQuery,
+    ) -> Result<Page> {
         let mut builder = QueryBuilder::<DB>::new("");
-        sql::page(&mut builder, query);
+        sql::page(&mut builder, names, query);
         let mut rows = builder.build().fetch(&mut *conn);
         let mut page = Page::default();
         let mut bytes = 0usize;
@@ -180,31 +190,35 @@ where
     }
 
     pub(super) async fn chain_heads(&self) -> Result<Vec<ChainHead>> {
-        let rows = sqlx::query("SELECT chain, seq, hash FROM audit_chain_heads ORDER BY chain")
-            .fetch_all(self.pool)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT chain, seq, hash FROM {} ORDER BY chain",
+            self.names.chain_heads()
+        )))
+        .fetch_all(self.pool)
+        .await?;
         rows.iter().map(head_of).collect()
     }
 
     pub(super) async fn chains(&self) -> Result<Vec<String>> {
         // A loose index scan: from each account id to the next through the account index.
-        let rows = sqlx::query(
+        let logs = self.names.logs();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH RECURSIVE accounts(id) AS ( \
-                 SELECT min(account_id) FROM audit_logs WHERE account_id > '' \
+                 SELECT min(account_id) FROM {logs} WHERE account_id > '' \
                  UNION ALL \
-                 SELECT (SELECT min(account_id) FROM audit_logs WHERE account_id > accounts.id) \
+                 SELECT (SELECT min(account_id) FROM {logs} WHERE account_id > accounts.id) \
                  FROM accounts WHERE accounts.id IS NOT NULL \
              ) SELECT id FROM accounts WHERE id IS NOT NULL",
-        )
+        )))
         .fetch_all(self.pool)
         .await?;
         let mut chains: Vec<String> = rows
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
-        let unnamed = sqlx::query(
-            "SELECT 1 FROM audit_logs WHERE account_id IS NULL OR account_id = '' LIMIT 1",
-        )
+        let unnamed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM {logs} WHERE account_id IS NULL OR account_id = '' LIMIT 1",
+        )))
         .fetch_optional(self.pool)
         .await?;
         if unnamed.is_some() {
@@ -214,8 +228,9 @@ where
     }
 
     pub(super) async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>> {
+        let heads = self.names.chain_heads();
         let sql = format!(
-            "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = {}",
+            "SELECT chain, seq, hash FROM {heads} WHERE chain = {}",
             DB::DIALECT.placeholder(1)
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -231,9 +246,10 @@ where
         after: (i64, Uuid),
         limit: u32,
     ) -> Result<Vec<ChainRow>> {
+        let logs = self.names.logs();
         let rows = Self::of_chain(chain, |condition, n| {
             format!(
-                "SELECT {} FROM audit_logs WHERE {condition} AND chain_seq IS NOT NULL \
+                "SELECT {} FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL \
                  AND (chain_seq, id) > ({}, {}) ORDER BY chain_seq, id LIMIT {}",
                 sql::link_select(),
                 n.next(),
@@ -255,9 +271,10 @@ where
         since_ms: i64,
         before_ms: i64,
     ) -> Result<Option<(i64, i64)>> {
+        let logs = self.names.logs();
         let row = Self::of_chain(chain, |condition, n| {
             format!(
-                "SELECT min(chain_seq), max(chain_seq) FROM audit_logs WHERE {condition} \
+                "SELECT min(chain_seq), max(chain_seq) FROM {logs} WHERE {condition} \
                  AND chain_seq IS NOT NULL AND time_ms >= {} AND time_ms < {}",
                 n.next(),
                 n.next()
@@ -279,6 +296,7 @@ where
         direction: Direction,
         limit: u32,
     ) -> Result<Vec<TimedLink>> {
+        let logs = self.names.logs();
         let (cmp, order) = match direction {
             Direction::Asc => (">", "ASC"),
             Direction::Desc => ("<", "DESC"),
@@ -291,7 +309,7 @@ where
         };
         let rows = Self::of_chain(chain, |condition, n| {
             let mut sql = format!(
-                "SELECT {} FROM audit_logs WHERE {condition} AND chain_seq IS NOT NULL \
+                "SELECT {} FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL \
                  AND time_ms >= {} AND time_ms < {}",
                 sql::link_select(),
                 n.next(),
@@ -331,10 +349,11 @@ where
 
     /// The checkpoints and anchors of `chain`, or of every chain.
     pub(super) async fn checkpoints(&self, chain: Option<&str>) -> Result<Vec<Checkpoint>> {
+        let checkpoint_table = self.names.checkpoints();
         let rows = match chain {
             None => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints \
+                    "SELECT {CHECKPOINT_COLUMNS} FROM {checkpoint_table} \
                      ORDER BY chain, seq, time_ms"
                 )))
                 .fetch_all(self.pool)
@@ -342,7 +361,7 @@ where
             }
             Some(chain) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE chain = {} \
+                    "SELECT {CHECKPOINT_COLUMNS} FROM {checkpoint_table} WHERE chain = {} \
                      ORDER BY seq, time_ms",
                     DB::DIALECT.placeholder(1)
                 )))
@@ -355,9 +374,10 @@ where
     }
 
     pub(super) async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<()> {
+        let checkpoint_table = self.names.checkpoints();
         for chunk in checkpoints.chunks(CHECKPOINTS_PER_STATEMENT) {
             let mut builder = QueryBuilder::<DB>::new(format!(
-                "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) "
+                "INSERT INTO {checkpoint_table} ({CHECKPOINT_COLUMNS}) "
             ));
             builder.push_values(chunk, |mut b, c| {
                 b.push_bind(c.account_id.as_str())
@@ -434,8 +454,9 @@ where
 
     /// The newest anchor of `chain`, if it has one: where the chain now starts.
     async fn newest_anchor(&self, chain: &str) -> Result<Option<Checkpoint>> {
+        let checkpoint_table = self.names.checkpoints();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE chain = {} \
+            "SELECT {CHECKPOINT_COLUMNS} FROM {checkpoint_table} WHERE chain = {} \
              AND kind = 'anchor' ORDER BY seq DESC LIMIT 1",
             DB::DIALECT.placeholder(1)
         )))
@@ -464,6 +485,7 @@ where
         head: i64,
         cutoff_ms: i64,
     ) -> Result<std::result::Result<[u8; 32], Refusal>> {
+        let logs = self.names.logs();
         use futures_util::TryStreamExt as _;
         let refuse = |seq: i64, reason: &str| {
             Ok(Err(Refusal {
@@ -492,7 +514,7 @@ where
         let first = expected - 1;
         let mut rows = Self::of_chain(chain, |condition, n| {
             format!(
-                "SELECT {} FROM audit_logs WHERE {condition} AND time_ms < {} \
+                "SELECT {} FROM {logs} WHERE {condition} AND time_ms < {} \
                  AND chain_seq > {} AND chain_seq <= {} ORDER BY chain_seq, id",
                 sql::link_select(),
                 n.next(),
@@ -544,7 +566,7 @@ where
             // start a chain that does not continue.
             let next = Self::of_chain(chain, |condition, n| {
                 format!(
-                    "SELECT {} FROM audit_logs WHERE {condition} AND time_ms >= {} \
+                    "SELECT {} FROM {logs} WHERE {condition} AND time_ms >= {} \
                      AND chain_seq = {}",
                     sql::link_select(),
                     n.next(),
@@ -570,9 +592,10 @@ where
     /// The sequence number of the last record of `chain`'s longest prefix older than the
     /// cutoff (`head`, the chain's last, when every record is older).
     async fn last_older(&self, chain: &str, head: i64, cutoff_ms: i64) -> Result<i64> {
+        let logs = self.names.logs();
         let keep: Option<i64> = Self::of_chain(chain, |condition, n| {
             format!(
-                "SELECT min(chain_seq) FROM audit_logs WHERE {condition} \
+                "SELECT min(chain_seq) FROM {logs} WHERE {condition} \
                  AND chain_seq IS NOT NULL AND time_ms >= {}",
                 n.next()
             )
@@ -587,13 +610,14 @@ where
     /// Deletes `chain`'s records up to `last` that are older than the cutoff, in steps of
     /// [`DELETE_CHUNK`].
     async fn delete_prefix(&self, chain: &str, last: i64, cutoff_ms: i64) -> Result<u64> {
+        let logs = self.names.logs();
         let (key, key_columns) = (DB::DIALECT.row_key(), DB::DIALECT.row_key_columns());
         let mut deleted = 0;
         loop {
             let step = Self::of_chain(chain, |condition, n| {
                 format!(
-                    "DELETE FROM audit_logs WHERE {key} IN (SELECT {key_columns} \
-                     FROM audit_logs WHERE {condition} AND time_ms < {} \
+                    "DELETE FROM {logs} WHERE {key} IN (SELECT {key_columns} \
+                     FROM {logs} WHERE {condition} AND time_ms < {} \
                      AND chain_seq IS NOT NULL AND chain_seq <= {} ORDER BY time_ms LIMIT {})",
                     n.next(),
                     n.next(),
@@ -616,9 +640,10 @@ where
     /// Deletes the checkpoints of pruned records, and older anchors: they vouch for nothing
     /// left.
     async fn delete_checkpoints_below(&self, chain: &str, last_pruned: i64) -> Result<()> {
+        let checkpoint_table = self.names.checkpoints();
         let mut n = Numbered::new(DB::DIALECT);
         let sql = format!(
-            "DELETE FROM audit_checkpoints WHERE (chain = {} AND seq < {}) \
+            "DELETE FROM {checkpoint_table} WHERE (chain = {} AND seq < {}) \
              OR (chain = {} AND seq = {} AND kind = 'checkpoint')",
             n.next(),
             n.next(),
@@ -638,6 +663,7 @@ where
     /// Deletes unchained records (all of them in an unchained store) older than the cutoff, in
     /// steps of [`DELETE_CHUNK`], oldest first when `oldest_first`.
     pub(super) async fn delete_unchained(&self, cutoff_ms: i64, oldest_first: bool) -> Result<u64> {
+        let logs = self.names.logs();
         let (key, key_columns) = (DB::DIALECT.row_key(), DB::DIALECT.row_key_columns());
         let order = if oldest_first {
             " ORDER BY time_ms"
@@ -646,7 +672,7 @@ where
         };
         let mut n = Numbered::new(DB::DIALECT);
         let sql = format!(
-            "DELETE FROM audit_logs WHERE {key} IN (SELECT {key_columns} FROM audit_logs \
+            "DELETE FROM {logs} WHERE {key} IN (SELECT {key_columns} FROM {logs} \
              WHERE time_ms < {} AND chain_seq IS NULL{order} LIMIT {})",
             n.next(),
             n.next()

@@ -4,7 +4,10 @@
 //!
 //! Every value is a bound parameter; only fixed identifiers are spliced in.
 
-use crate::model::{COLUMNS, Direction, FilterValue, LINK_COLUMNS, RecordQuery};
+use super::TableNames;
+use crate::model::{
+    COLUMNS, ColumnFilter, Direction, FilterValue, LINK_COLUMNS, RecordQuery, StatsQuery,
+};
 
 /// How a database spells what the two backends write differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +124,8 @@ fn value(target: &mut impl QueryTarget, value: &FilterValue) {
 }
 
 /// `SELECT time_ms, id, record FROM audit_logs WHERE ... ORDER BY ... LIMIT ...`: one page
-/// of one account's records.
-pub fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
+/// of one account's records, from the records' table of `names`.
+pub fn page(target: &mut impl QueryTarget, names: &TableNames, query: &RecordQuery) {
     // After a cursor, the cursor's time narrows the scanned range itself: a bound the index
     // scan starts from, so a deep page costs what the first one does.
     let (since_ms, before_ms) = match (query.after, query.direction) {
@@ -132,27 +135,16 @@ pub fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
         }
         (Some((t, _)), Direction::Asc) => (query.since_ms.max(t), query.before_ms),
     };
-    target.sql("SELECT time_ms, id, record FROM audit_logs WHERE account_id = ");
-    target.text(query.account_id.clone());
-    target.sql(" AND time_ms >= ");
-    target.bigint(since_ms);
-    target.sql(" AND time_ms < ");
-    target.bigint(before_ms);
-    for filter in &query.filters {
-        let column = filter.column.name();
-        if filter.negated {
-            target.sql(&format!(" AND ({column} IS NULL OR {column} NOT IN ("));
-        } else {
-            target.sql(&format!(" AND {column} IN ("));
-        }
-        for (i, v) in filter.values.iter().enumerate() {
-            if i > 0 {
-                target.sql(", ");
-            }
-            value(target, v);
-        }
-        target.sql(if filter.negated { "))" } else { ")" });
-    }
+    target.sql(&format!(
+        "SELECT time_ms, id, record FROM {} WHERE ",
+        names.logs()
+    ));
+    matching(
+        target,
+        &query.account_id,
+        (since_ms, before_ms),
+        &query.filters,
+    );
     let (cmp, order) = match query.direction {
         Direction::Desc => ("<", "DESC"),
         Direction::Asc => (">", "ASC"),
@@ -168,6 +160,86 @@ pub fn page(target: &mut impl QueryTarget, query: &RecordQuery) {
     }
     target.sql(&format!(" ORDER BY time_ms {order}, id {order} LIMIT "));
     target.bigint(i64::from(query.limit));
+}
+
+/// The condition selecting `account_id`'s records in `[since, before)` that match every
+/// filter: what a page and a statistics read select.
+fn matching(
+    target: &mut impl QueryTarget,
+    account_id: &str,
+    (since_ms, before_ms): (i64, i64),
+    filters: &[ColumnFilter],
+) {
+    target.sql("account_id = ");
+    target.text(account_id.to_owned());
+    target.sql(" AND time_ms >= ");
+    target.bigint(since_ms);
+    target.sql(" AND time_ms < ");
+    target.bigint(before_ms);
+    for filter in filters {
+        let column = filter.column.name();
+        if filter.negated {
+            target.sql(&format!(" AND ({column} IS NULL OR {column} NOT IN ("));
+        } else {
+            target.sql(&format!(" AND {column} IN ("));
+        }
+        for (i, v) in filter.values.iter().enumerate() {
+            if i > 0 {
+                target.sql(", ");
+            }
+            value(target, v);
+        }
+        target.sql(if filter.negated { "))" } else { ")" });
+    }
+}
+
+/// The statistics of one account's matching records, in one statement (one read of the
+/// records, one snapshot): rows `(part, bucket, a, b, n)` where `part` is `series` (`bucket`,
+/// `a` = result), `actor` (`a` = email), `action` (`a` = type, `b` = resource type) or
+/// `product` (`a`); each top list is cut at `query.top`, the most frequent first.
+pub fn stats(target: &mut impl QueryTarget, names: &TableNames, query: &StatsQuery) {
+    target.sql(&format!(
+        "WITH matched AS MATERIALIZED (SELECT time_ms, action_result, actor_email, \
+         action_type, resource_type, resource_product FROM {} WHERE ",
+        names.logs()
+    ));
+    matching(
+        target,
+        &query.account_id,
+        (query.since_ms, query.before_ms),
+        &query.filters,
+    );
+    target.sql(") SELECT 'series' AS part, (time_ms - ");
+    target.bigint(query.origin_ms);
+    target.sql(") / ");
+    target.bigint(query.bucket_ms.max(1));
+    target.sql(
+        " AS bucket, action_result AS a, CAST(NULL AS TEXT) AS b, count(*) AS n \
+         FROM matched GROUP BY 2, 3",
+    );
+    let tops = [
+        ("actor", "actor_email", "CAST(NULL AS TEXT)", "actor_email"),
+        (
+            "action",
+            "action_type",
+            "resource_type",
+            "action_type, resource_type",
+        ),
+        (
+            "product",
+            "resource_product",
+            "CAST(NULL AS TEXT)",
+            "resource_product",
+        ),
+    ];
+    for (part, a, b, group) in tops {
+        target.sql(&format!(
+            " UNION ALL SELECT * FROM (SELECT '{part}', CAST(NULL AS BIGINT), {a}, {b}, \
+             count(*) AS n FROM matched GROUP BY {group} ORDER BY n DESC, {group} LIMIT "
+        ));
+        target.bigint(i64::from(query.top));
+        target.sql(&format!(") AS top_{part}"));
+    }
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ impl Db {
     pub(crate) async fn columns(
         &self,
         id: Uuid,
-    ) -> TestResult<Option<(i64, i32, Vec<Option<String>>)>> {
+    ) -> TestResult<Option<(i64, Option<i32>, Vec<Option<String>>)>> {
         let select = format!(
             "SELECT time_ms, raw_status_code, {} FROM audit_logs WHERE id = ",
             text_columns().join(", ")
@@ -270,13 +270,13 @@ impl Db {
 
 /// Reads the [`Db::columns`] tuple from either backend's row type.
 trait RowAccess {
-    fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)>;
+    fn read(&self) -> TestResult<(i64, Option<i32>, Vec<Option<String>>)>;
 }
 
 macro_rules! row_access {
     ($row:ty) => {
         impl RowAccess for $row {
-            fn read(&self) -> TestResult<(i64, i32, Vec<Option<String>>)> {
+            fn read(&self) -> TestResult<(i64, Option<i32>, Vec<Option<String>>)> {
                 let count = text_columns().len();
                 let mut texts = Vec::with_capacity(count);
                 for i in 0..count {
@@ -491,10 +491,10 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
             kind: Some(ActorType::User),
         },
         raw: Raw {
-            method: "PUT".to_owned(),
-            ray_id: id.simple().to_string(),
-            status_code: 200,
-            uri: "/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned(),
+            method: Some("PUT".to_owned()),
+            cf_ray_id: id.simple().to_string(),
+            status_code: Some(200),
+            uri: Some("/alerting/v3/policies/pol_1?verbose=REDACTED".to_owned()),
             user_agent: Some("curl/8.5.0".to_owned()),
             client_request_id: None,
             client_gone: false,
@@ -508,6 +508,7 @@ pub(crate) fn record(account: Option<&str>, time_ms: i64) -> AuditRecord {
             kind: Some("policies".into()),
         },
         zone: None,
+        change: None,
         trace: None,
         service: None,
     }

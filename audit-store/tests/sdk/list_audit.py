@@ -4,8 +4,13 @@
 Run by `audit-store/tests/sdk_compat.rs` against a test server: the SDK is pointed at the
 server with `base_url` and an API token, lists with `since`/`before`, excludes action types
 with the nested `action_type={"not": [...]}` filter and pages on its own (it follows
-`result_info.cursors.after`). Prints the ids it saw, in order, as a JSON array on stdout;
-anything else goes to stderr.
+`result_info.cursors.after`). Prints the ids it saw, in order, as a JSON array on stdout
+(with `--fields`, each record's id and the typed attributes `raw.cf_rayid`, `actor.token_id`
+and `actor.token_name` instead); anything else goes to stderr.
+
+`--categories` prints the product categories (`audit.product_categories`) as
+`[[value, [product, ...]], ...]` instead; `--history ID --action-time T` the ids of the
+resource history of the audit log ID (`audit.history`).
 """
 
 import argparse
@@ -29,6 +34,20 @@ def main() -> int:
     parser.add_argument(
         "--not-action-type", action="append", default=None, help="repeatable; default: view"
     )
+    parser.add_argument(
+        "--not-actor-type", action="append", default=None, help="repeatable: actor_type.not"
+    )
+    parser.add_argument(
+        "--product-category", action="append", default=None, help="repeatable: product_category"
+    )
+    parser.add_argument(
+        "--fields",
+        action="store_true",
+        help="print [id, raw.cf_rayid, actor.token_id, actor.token_name] of each record",
+    )
+    parser.add_argument("--categories", action="store_true", help="list the product categories")
+    parser.add_argument("--history", default=None, help="the history of this audit log id")
+    parser.add_argument("--action-time", default=None, help="with --history: its action.time")
     parser.add_argument(
         "--dates-as-objects",
         action="store_true",
@@ -58,11 +77,34 @@ def main() -> int:
         params["limit"] = args.limit
     if args.direction is not None:
         params["direction"] = args.direction
+    if args.not_actor_type is not None:
+        params["actor_type"] = {"not": args.not_actor_type}
+    if args.product_category is not None:
+        params["product_category"] = args.product_category
 
+    audit = client.accounts.logs.audit
     ids = []
     try:
-        for record in client.accounts.logs.audit.list(**params):
-            ids.append(record.id)
+        if args.categories:
+            for category in audit.product_categories(account_id=args.account):
+                ids.append([category.value, [p.value for p in category.products or []]])
+        elif args.history is not None:
+            entries = audit.history(
+                args.history,
+                account_id=args.account,
+                since=since,
+                before=before,
+                action_time=args.action_time,
+            )
+            ids = [entry.id for entry in entries]
+        else:
+            for record in audit.list(**params):
+                if args.fields:
+                    ids.append(
+                        [record.id, record.raw.cf_rayid, record.actor.token_id, record.actor.token_name]
+                    )
+                else:
+                    ids.append(record.id)
     except cloudflare.APIStatusError as e:
         print(f"HTTP {e.status_code}: {e.response.text}", file=sys.stderr)
         return 2

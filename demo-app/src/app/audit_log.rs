@@ -2,7 +2,7 @@
 //! demo's own credentials ([`audit_log_router`]), and the account and zone names the ingest
 //! pipeline adds to records ([`AppDirectory`]).
 
-use audit_layer::AuditHandle;
+use audit_layer::{AuditHandle, ProductCategories};
 use audit_store::chain::JsonLinesCheckpoints;
 use audit_store::pipeline::{Directory, Lookup};
 use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
@@ -18,14 +18,21 @@ use crate::state::AppState;
 /// The audit log query API, `GET /accounts/{account_id}/logs/audit?since=&before=`, guarded
 /// by the demo's own credentials: an account's token (or a member's session) reads only that
 /// account's log; no credentials is a 401, another account a 404. Its `/verify` also reads
-/// the checkpoints the pipeline keeps outside the database (`checkpoints`).
+/// the checkpoints the pipeline keeps outside the database (`checkpoints`); its
+/// `product_category` filter takes the `categories` of the app's document
+/// ([`product_categories`](super::product_categories)). The viewer is served with it
+/// (`/accounts/{account_id}/logs/audit/viewer`): a logged-in dashboard user opens it with the
+/// session cookie.
 pub(crate) fn audit_log_router<S: ChainedStore>(
     store: S,
     state: AppState,
     checkpoints: JsonLinesCheckpoints,
+    categories: ProductCategories,
 ) -> Router {
     AuditLogRouter::new(store, DemoAuthorizer(state.db.clone()))
         .external_checkpoints(checkpoints)
+        .with_viewer()
+        .product_categories(categories)
         .into_router()
 }
 

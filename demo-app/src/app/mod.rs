@@ -13,7 +13,9 @@ mod prometheus;
 
 use std::sync::OnceLock;
 
-use audit_layer::{AuditFlush, AuditLayer, AuditSink, PolicyError};
+use audit_layer::{
+    AuditFlush, AuditLayer, AuditSink, IntoAuditPolicy, PolicyError, ProductCategories,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -73,6 +75,17 @@ pub(crate) fn openapi_json_text() -> &'static str {
     TEXT.get_or_init(|| document::json_text(openapi()))
 }
 
+/// The product categories the document declares (`x-audit-product-category` on each
+/// product's operations), for the audit log API's `product_category` filter and its
+/// `product_categories` endpoint.
+///
+/// # Errors
+///
+/// When the document does not compile into an audit policy, as [`router`].
+pub(crate) fn product_categories() -> Result<ProductCategories, PolicyError> {
+    Ok(openapi().into_audit_policy()?.product_categories().clone())
+}
+
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
 /// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink` by a
 /// layer with the settings `configure` gives it; with the layer's [`AuditFlush`], for the
@@ -99,6 +112,7 @@ pub(crate) fn router(
             .service_name(SERVICE_NAME),
     );
     let flush = layer.flush_handle();
+    state.set_events(layer.events());
     Ok((app.with_state(state).merge(audit_log).layer(layer), flush))
 }
 

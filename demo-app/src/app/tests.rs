@@ -74,7 +74,7 @@ impl Stored {
 
 impl TestApp {
     async fn build(dir: TempDir, db: Db, sink: impl AuditSink) -> Self {
-        let state = AppState { db };
+        let state = AppState::new(db);
         let config = test_seed_config();
         let (router, _flush) = router(state, sink, Router::new(), |layer| layer).unwrap();
         Self {
@@ -324,7 +324,7 @@ async fn a_policy_update_is_recorded_like_the_announcements_sample() {
     assert_eq!(record["actor"]["token"], json!({}));
     assert_eq!(record["actor"]["type"], "user");
 
-    assert_eq!(record["raw"]["ray_id"], ray_id);
+    assert_eq!(record["raw"]["cf_ray_id"], ray_id);
     assert_eq!(record["raw"]["method"], "PUT");
     assert_eq!(record["raw"]["status_code"], 200);
     assert_eq!(record["raw"]["uri"], uri);
@@ -492,6 +492,8 @@ async fn no_password_or_token_value_reaches_a_record() {
         used["actor"]["token"],
         json!({"id": token_id, "name": "CI deploys"})
     );
+    assert_eq!(used["actor"]["token_id"], json!(token_id));
+    assert_eq!(used["actor"]["token_name"], "CI deploys");
     assert_eq!(used["account"]["id"], DEMO_ACCOUNT);
     let other = &records[6];
     assert_eq!(other["account"]["id"], OTHER_ACCOUNT);
@@ -559,9 +561,9 @@ async fn another_accounts_resources_are_not_found() {
     let records = records.records();
     let attempt = records
         .iter()
-        .find(|r| r.raw.method == "PUT")
+        .find(|r| r.raw.method.as_deref() == Some("PUT"))
         .expect("the refused write is recorded");
-    assert_eq!(attempt.raw.status_code, 404);
+    assert_eq!(attempt.raw.status_code, Some(404));
     assert_eq!(
         attempt.account.as_ref().unwrap().id,
         DEMO_ACCOUNT,
@@ -570,16 +572,19 @@ async fn another_accounts_resources_are_not_found() {
     assert_eq!(attempt.actor.id.as_deref(), Some(BOB));
     let probe = records
         .iter()
-        .find(|r| r.raw.method == "GET" && r.raw.uri == format!("/zones/{EXAMPLE_ZONE}"))
+        .find(|r| {
+            r.raw.method.as_deref() == Some("GET")
+                && r.raw.uri.as_deref() == Some(&*format!("/zones/{EXAMPLE_ZONE}"))
+        })
         .unwrap();
-    assert_eq!(probe.raw.status_code, 404);
+    assert_eq!(probe.raw.status_code, Some(404));
     assert_eq!(
         probe.account.as_ref().unwrap().id,
         DEMO_ACCOUNT,
         "filed with the zone's owner, never in the prober's log under the zone's name"
     );
     let last = records.last().unwrap();
-    assert_eq!(last.raw.status_code, 401);
+    assert_eq!(last.raw.status_code, Some(401));
     assert_eq!(last.actor.id, None);
     assert_eq!(last.account.as_ref().unwrap().id, DEMO_ACCOUNT);
 }
@@ -643,7 +648,10 @@ async fn zones_and_dns_records_keep_their_state_and_record_what_changed() {
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 
     let records = records.records();
-    let zone_created = records.iter().find(|r| r.raw.uri == "/zones").unwrap();
+    let zone_created = records
+        .iter()
+        .find(|r| r.raw.uri.as_deref() == Some("/zones"))
+        .unwrap();
     assert_eq!(zone_created.resource.id.as_deref(), Some(zone_id.as_str()));
     assert_eq!(zone_created.account.as_ref().unwrap().id, DEMO_ACCOUNT);
     assert_eq!(
@@ -652,7 +660,7 @@ async fn zones_and_dns_records_keep_their_state_and_record_what_changed() {
     );
     let dns_created = records
         .iter()
-        .find(|r| r.raw.uri == records_uri && r.raw.status_code == 200)
+        .find(|r| r.raw.uri.as_ref() == Some(&records_uri) && r.raw.status_code == Some(200))
         .unwrap();
     assert_eq!(dns_created.zone.as_ref().unwrap().id, zone_id);
     assert_eq!(dns_created.account.as_ref().unwrap().id, DEMO_ACCOUNT);
@@ -665,10 +673,15 @@ async fn zones_and_dns_records_keep_their_state_and_record_what_changed() {
     );
     let listing = records
         .iter()
-        .find(|r| r.raw.uri.starts_with(&format!("{records_uri}?")))
+        .find(|r| {
+            r.raw
+                .uri
+                .as_deref()
+                .is_some_and(|u| u.starts_with(&format!("{records_uri}?")))
+        })
         .unwrap();
     assert_eq!(
-        listing.raw.uri,
+        listing.raw.uri.clone().unwrap_or_default(),
         format!("{records_uri}?type=a"),
         "marked query values are kept"
     );
@@ -940,7 +953,7 @@ async fn health_and_the_document_answer_unrecorded() {
     assert!(
         !records
             .iter()
-            .any(|r| r.raw.uri == "/healthz" || r.raw.uri == "/openapi.json"),
+            .any(|r| matches!(r.raw.uri.as_deref(), Some("/healthz" | "/openapi.json"))),
         "x-audit: false operations are not recorded"
     );
 }

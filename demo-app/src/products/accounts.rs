@@ -166,10 +166,14 @@ pub(crate) async fn update_account(
     found(load(&state.db, &account_id).await?, "account")
 }
 
-/// The routes of these operations, tagged `accounts`.
+/// The routes of these operations, tagged `accounts`, in the `Account` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_accounts))
         .routes(routes!(get_account, update_account));
-    product("accounts", &[], router)
+    product(
+        "accounts",
+        &[("x-audit-product-category", "Account")],
+        router,
+    )
 }

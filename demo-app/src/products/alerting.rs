@@ -7,6 +7,8 @@
 //! `{"id": ...}`, so a record's `resource.response` is the policy id, as in the original
 //! system's sample record.
 
+mod deliveries;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use self::deliveries::spawn_test_delivery;
 use crate::api::{AccountPath, ApiError, ApiJson, InvalidField, NoSuchAccount, ResourceId};
 use crate::api::{changed_id, check_name, error_answers, found, product};
 use crate::auth::{AuditFacts, zone_account};
@@ -336,10 +339,14 @@ pub(crate) async fn get_policy(
 )]
 pub(crate) async fn update_policy(
     State(state): State<AppState>,
+    facts: AuditFacts,
     Path(path): Path<PolicyPath>,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<Json<ResourceId>, ApiError> {
     let policy = check(&state.db, &path.account_id, input).await?;
+    let was_enabled = load(&state.db, &path.account_id, &path.policy_id)
+        .await?
+        .map(|p| p.enabled);
     let rows = save(
         &state.db,
         UPDATE,
@@ -348,7 +355,23 @@ pub(crate) async fn update_policy(
         &policy,
     )
     .await?;
+    // Turned on: a test alert goes to its webhooks, in a task of its own that the audit log
+    // ties to this request.
+    if rows == 1 && policy.input.enabled && was_enabled == Some(false) {
+        if let Some(updated) = load(&state.db, &path.account_id, &path.policy_id).await?
+            && !updated.mechanisms.webhooks.is_empty()
+        {
+            spawn_test_delivery(&state, facts.context(), path.account_id.clone(), updated);
+        }
+    }
     changed_id(rows, "policy", path.policy_id)
+}
+
+/// The policy `policy_id` of `account_id`, if any.
+async fn load(db: &Db, account_id: &str, policy_id: &str) -> Result<Option<Policy>, ApiError> {
+    const SQL: &str = select_policies!("WHERE account_id = $1 AND id = $2");
+    let row: Option<PolicyRow> = select(SQL, &[account_id, policy_id]).optional(db).await?;
+    row.map(Policy::try_from).transpose()
 }
 
 /// Delete a Notification policy
@@ -374,10 +397,14 @@ pub(crate) async fn delete_policy(
     changed_id(rows, "policy", path.policy_id)
 }
 
-/// The routes of these operations, tagged `alerting`.
+/// The routes of these operations, tagged `alerting`, in the `Notifications` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, update_policy, delete_policy));
-    product("alerting", &[], router)
+    product(
+        "alerting",
+        &[("x-audit-product-category", "Notifications")],
+        router,
+    )
 }

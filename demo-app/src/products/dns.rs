@@ -408,13 +408,22 @@ pub(crate) async fn get_record(
 )]
 pub(crate) async fn update_record(
     State(state): State<AppState>,
+    facts: AuditFacts,
     Path(path): Path<RecordPath>,
     ApiJson(input): ApiJson<DnsRecordInput>,
 ) -> Result<Json<DnsRecord>, ApiError> {
     let record = check_in_zone(&state.db, &path.zone_id, input).await?;
+    let before = load(&state.db, &path.zone_id, &path.record_id).await?;
     let rows = save(&state.db, UPDATE, &path.zone_id, &path.record_id, &record).await?;
     changed(rows, "DNS record")?;
-    get_record(State(state), Path(path)).await
+    let after = found(
+        load(&state.db, &path.zone_id, &path.record_id).await?,
+        "DNS record",
+    )?;
+    // The record's exact value before and after, as the audit log's `change` (its auditable
+    // fields: never the comment).
+    facts.change(before.as_ref(), Some(&after.0));
+    Ok(after)
 }
 
 /// Delete DNS Record
@@ -440,12 +449,17 @@ pub(crate) async fn delete_record(
     changed_id(rows, "DNS record", record_id)
 }
 
-/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`.
+/// The routes of these operations, tagged `dns` and marked `x-audit-product: dns`, in the
+/// `DNS` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_records, create_record))
         .routes(routes!(get_record, update_record, delete_record));
-    product("dns", &[("x-audit-product", "dns")], router)
+    let marks = [
+        ("x-audit-product", "dns"),
+        ("x-audit-product-category", "DNS"),
+    ];
+    product("dns", &marks, router)
 }
 
 #[cfg(test)]

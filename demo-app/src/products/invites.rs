@@ -216,10 +216,15 @@ pub(crate) async fn answer_invite(
     Ok(Json(row.into_invite(&input.status)))
 }
 
-/// The routes of these operations, tagged `user` and marked `x-audit-product: members`.
+/// The routes of these operations, tagged `user` and marked `x-audit-product: members`, in
+/// the `Account` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_invites))
         .routes(routes!(answer_invite));
-    product("user", &[("x-audit-product", "members")], router)
+    let marks = [
+        ("x-audit-product", "members"),
+        ("x-audit-product-category", "Account"),
+    ];
+    product("user", &marks, router)
 }

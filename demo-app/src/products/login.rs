@@ -207,7 +207,8 @@ pub(crate) async fn logout(
 }
 
 /// The routes of these operations, tagged `login`: public (no credentials), and recorded as
-/// the user's (`x-audit-scope`) actions on their sessions, in the `auth` product.
+/// the user's (`x-audit-scope`) actions on their sessions, in the `auth` product (product
+/// category `Access`).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(login))
@@ -216,6 +217,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         ("x-audit-product", "auth"),
         ("x-audit-scope", "user"),
         ("x-audit-resource-type", "sessions"),
+        ("x-audit-product-category", "Access"),
     ];
     product("login", &marks, router)
 }

@@ -229,12 +229,16 @@ pub(crate) async fn remove_member(
     }
 }
 
-/// The routes of these operations, tagged `members`.
+/// The routes of these operations, tagged `members`, in the `Account` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_members, add_member))
         .routes(routes!(remove_member));
-    product("members", &[], router)
+    product(
+        "members",
+        &[("x-audit-product-category", "Account")],
+        router,
+    )
 }
 
 /// A plausible email address: one `@` between a non-empty local part and a dotted domain, no

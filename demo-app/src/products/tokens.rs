@@ -47,6 +47,10 @@ pub(crate) struct TokenCreate {
     /// A display name (1–100 characters), e.g. `CI deploys`.
     #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: String,
+    /// When the token stops working (RFC 3339, in the future); never when absent. A background
+    /// sweep revokes expired tokens.
+    #[schema(extensions(("x-auditable" = json!(true))))]
+    pub(crate) expires_on: Option<String>,
 }
 
 /// A created token, with its value: the only time the value is shown.
@@ -140,14 +144,18 @@ pub(crate) async fn create_token(
     ApiJson(input): ApiJson<TokenCreate>,
 ) -> Result<Json<TokenCreated>, ApiError> {
     check_name("name", &input.name, 100)?;
+    let expires_ms = match input.expires_on.as_deref() {
+        None => None,
+        Some(text) => Some(expiry(text)?),
+    };
     let id = new_id();
     let value = new_secret();
     let now = now_ms();
     execute!(
         &state.db,
         sqlx::query(
-            "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_ms, revoked_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+            "INSERT INTO api_tokens (id, account_id, user_id, name, token_hash, created_ms, revoked_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
         )
         .bind(&id)
         .bind(&account_id)
@@ -155,6 +163,7 @@ pub(crate) async fn create_token(
         .bind(&input.name)
         .bind(sha256_hex(&value))
         .bind(now)
+        .bind(expires_ms)
     )?;
     facts.resource_id(&id);
     Ok(Json(TokenCreated {
@@ -163,6 +172,19 @@ pub(crate) async fn create_token(
         value,
         created_on: rfc3339(now),
     }))
+}
+
+/// `expires_on`, checked: an RFC 3339 time in the future, as milliseconds since the epoch.
+fn expiry(text: &str) -> Result<i64, ApiError> {
+    let bad = |why: &str| ApiError::BadRequest(format!("invalid value for 'expires_on': {why}"));
+    let time: audit_layer::record::Timestamp = text
+        .parse()
+        .map_err(|_| bad("expected an RFC 3339 time, e.g. 2030-01-01T00:00:00Z"))?;
+    let ms = time.unix_millis();
+    if ms <= now_ms() {
+        return Err(bad("expected a time in the future"));
+    }
+    Ok(ms)
 }
 
 /// Revoke Token
@@ -194,10 +216,10 @@ pub(crate) async fn revoke_token(
     changed_id(rows, "token", token_id)
 }
 
-/// The routes of these operations, tagged `tokens`.
+/// The routes of these operations, tagged `tokens`, in the `Access` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token));
-    product("tokens", &[], router)
+    product("tokens", &[("x-audit-product-category", "Access")], router)
 }

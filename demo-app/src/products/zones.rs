@@ -270,12 +270,12 @@ pub(crate) async fn delete_zone(
     changed_id(rows, "zone", zone_id)
 }
 
-/// The routes of these operations, tagged `zones`.
+/// The routes of these operations, tagged `zones`, in the `DNS` product category.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new()
         .routes(routes!(list_zones, create_zone))
         .routes(routes!(get_zone, update_zone, delete_zone));
-    product("zones", &[], router)
+    product("zones", &[("x-audit-product-category", "DNS")], router)
 }
 
 /// Whether `name` is a lowercase domain of at least two labels: letters, digits and inner

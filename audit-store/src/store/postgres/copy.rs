@@ -21,16 +21,19 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, Postgres};
 
 use crate::model::{COLUMNS, ColumnValue, LINK_COLUMNS, Link, StoredRecord};
-use crate::store::sql;
+use crate::store::{TableNames, sql};
 
 /// The statement of a batch, with each record's link when chained.
-fn statement(chained: bool) -> String {
+fn statement(names: &TableNames, chained: bool) -> String {
     let columns = if chained {
         sql::linked_columns()
     } else {
         sql::columns()
     };
-    format!("COPY audit_logs ({columns}) FROM STDIN (FORMAT binary)")
+    format!(
+        "COPY {} ({columns}) FROM STDIN (FORMAT binary)",
+        names.logs()
+    )
 }
 
 /// `PGCOPY\n\377\r\n\0`, no flags, no header extension.
@@ -68,11 +71,12 @@ pub(crate) fn pays(records: &[StoredRecord]) -> bool {
 /// `conn`. Returns the rows written: all of them, or an error and none (one statement).
 pub(crate) async fn copy_rows(
     conn: &mut PgConnection,
+    names: &TableNames,
     records: &[StoredRecord],
     links: Option<&[Link]>,
 ) -> sqlx::Result<u64> {
     debug_assert!(links.is_none_or(|l| l.len() == records.len()));
-    let mut copy = conn.copy_in_raw(&statement(links.is_some())).await?;
+    let mut copy = conn.copy_in_raw(&statement(names, links.is_some())).await?;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(HEADER);
     for (i, record) in records.iter().enumerate() {
@@ -144,7 +148,7 @@ fn encode_row(out: &mut Vec<u8>, r: &StoredRecord, link: Option<&Link>) -> sqlx:
         match column.value(r) {
             ColumnValue::Uuid(v) => bytes(out, Some(v.as_bytes()))?,
             ColumnValue::BigInt(v) => bytes(out, Some(&v.to_be_bytes()))?,
-            ColumnValue::Int(v) => bytes(out, Some(&v.to_be_bytes()))?,
+            ColumnValue::Int(v) => bytes(out, v.map(i32::to_be_bytes).as_ref().map(|b| &b[..]))?,
             ColumnValue::Text(v) => text(out, v)?,
         }
     }
@@ -187,8 +191,14 @@ mod tests {
 
     #[test]
     fn the_statements_name_the_columns_in_the_order_rows_are_encoded() {
-        assert!(statement(false).starts_with("COPY audit_logs (id, time_ms, account_id, "));
-        assert!(statement(true).contains("record, chain_seq, chain_hash, chain_seal)"));
+        assert!(
+            statement(&TableNames::default(), false)
+                .starts_with("COPY audit_logs (id, time_ms, account_id, ")
+        );
+        assert!(
+            statement(&TableNames::default(), true)
+                .contains("record, chain_seq, chain_hash, chain_seal)")
+        );
     }
 
     #[test]

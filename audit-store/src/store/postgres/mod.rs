@@ -20,6 +20,7 @@ use sqlx::postgres::PgPool;
 use super::chained;
 use super::shared::{self, Tables};
 use super::{AuditStore, ChainedStore, LinkScan, scan::spawn_scan};
+use super::{TableNames, migrations};
 use crate::chain::ChainKeys;
 use crate::model::{ChainScope, Retention, StoredRecord};
 use crate::{Result, StoreError};
@@ -44,17 +45,54 @@ pub struct PostgresStore {
     partitions: Arc<Partitions>,
     /// Set: every record is chained (see [`chain`](crate::chain)).
     chain: Option<Arc<ChainKeys>>,
+    /// Where the tables are.
+    names: Arc<TableNames>,
 }
 
 impl PostgresStore {
-    /// A store on a pool. Point the pool's `search_path` elsewhere to keep the tables in
-    /// another schema.
+    /// A store on a pool, its tables named by default (`audit_logs`, ... found through the
+    /// connection's `search_path`); see [`table_names`](Self::table_names).
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             partitions: Arc::default(),
             chain: None,
+            names: Arc::default(),
         }
+    }
+
+    /// Keeps the store's tables under `names`: another prefix than `audit_`, and a schema of
+    /// their own (created by the migrations). Give it before the first
+    /// [`migrate`](AuditStore::migrate), and always the same on every instance.
+    ///
+    /// ```no_run
+    /// use audit_store::PostgresStore;
+    /// use audit_store::store::TableNames;
+    ///
+    /// # async fn run() -> audit_store::Result<()> {
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app")
+    ///     .await?
+    ///     .table_names(TableNames::new().schema("audit")?);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn table_names(mut self, names: TableNames) -> Self {
+        self.names = Arc::new(names);
+        self.partitions = Arc::default();
+        self
+    }
+
+    /// The names of the store's tables.
+    pub fn names(&self) -> &TableNames {
+        &self.names
+    }
+
+    /// The store's migrations, with its table names, for an application that runs them with
+    /// its own sqlx migrator instead of [`migrate`](AuditStore::migrate) (see
+    /// [`SqliteStore::migrations`](crate::SqliteStore::migrations) for an example). Their
+    /// versions are `2026112600000N` and up: the application's must differ.
+    pub fn migrations(&self) -> Vec<sqlx::migrate::Migration> {
+        migrations::postgres(&self.names)
     }
 
     /// Chains every record this store writes into its account's hash chain, sealed and
@@ -89,17 +127,18 @@ impl PostgresStore {
     }
 
     fn tables(&self) -> Tables<'_, sqlx::Postgres> {
-        Tables::new(&self.pool)
+        Tables::new(&self.pool, &self.names)
     }
 
     async fn write(&self, records: &[StoredRecord]) -> Result<u64> {
         match &self.chain {
-            None => write::write_unchained(&self.pool, records).await,
+            None => write::write_unchained(&self.pool, &self.names, records).await,
             Some(keys) => {
                 let mut guarded = copy::Guarded::new(self.pool.acquire().await?);
                 let mut write = write::ChainedWrite {
                     conn: guarded.conn(),
                     keys,
+                    names: &self.names,
                 };
                 let written = chained::insert_linked(&mut write, records).await;
                 guarded.release();
@@ -113,21 +152,24 @@ impl AuditStore for PostgresStore {
     shared::record_reads!();
 
     async fn page(&self, query: &crate::model::RecordQuery) -> Result<crate::model::Page> {
-        page::page(&self.pool, query).await
+        page::page(&self.pool, &self.names, query).await
+    }
+
+    async fn stats(&self, query: &crate::model::StatsQuery) -> Result<crate::model::Stats> {
+        page::stats(&self.pool, &self.names, query).await
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        migrations::migrate(&self.pool, &self.names, self.migrations()).await
     }
 
     async fn insert(&self, records: &[StoredRecord]) -> Result<u64> {
         if records.is_empty() {
             return Ok(0);
         }
-        self.partitions.ensure(&self.pool, records).await?;
+        self.partitions
+            .ensure(&self.pool, &self.names, records)
+            .await?;
         match self.write(records).await {
             // "no partition of relation found for row": another instance dropped a month this
             // one believed existed. Forget what we knew and create what is missing.
@@ -135,7 +177,9 @@ impl AuditStore for PostgresStore {
                 if e.code().as_deref() == Some("23514") =>
             {
                 self.partitions.forget();
-                self.partitions.ensure(&self.pool, records).await?;
+                self.partitions
+                    .ensure(&self.pool, &self.names, records)
+                    .await?;
                 self.write(records).await
             }
             other => other,
@@ -169,7 +213,7 @@ impl ChainedStore for PostgresStore {
         }
         retention.deleted += self
             .partitions
-            .drop_before(&self.pool, cutoff_ms, &pruned)
+            .drop_before(&self.pool, &self.names, cutoff_ms, &pruned)
             .await?;
         // The month the cutoff falls in: delete its older rows in bounded steps.
         retention.deleted += self.tables().delete_unchained(cutoff_ms, false).await?;
@@ -177,7 +221,8 @@ impl ChainedStore for PostgresStore {
     }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {
-        let pool = self.pool.clone();
-        spawn_scan(move |tx| scan::scan(pool, scope, tx))
+        let (pool, names) = (self.pool.clone(), Arc::clone(&self.names));
+        spawn_scan(move |tx| scan::scan(pool, names, scope, tx))
     }
 }
+super::positions::export_positions!(PostgresStore);

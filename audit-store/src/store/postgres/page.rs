@@ -1,17 +1,54 @@
-//! A page of records from PostgreSQL under a time limit: the statement runs in a transaction
-//! of its own with `statement_timeout` set for it alone.
+//! Reads of one account's records from PostgreSQL under a time limit (a page, statistics):
+//! the statement runs in a transaction of its own with `statement_timeout` set for it alone.
 
-use sqlx::postgres::PgPool;
+use std::time::Duration;
 
+use super::super::TableNames;
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgConnection, PgPool};
+
+use super::super::aggregate::stats_on;
 use super::super::shared::Tables;
-use crate::model::{Page, RecordQuery};
+use crate::model::{Page, RecordQuery, Stats, StatsQuery};
 use crate::{Result, StoreError};
 
 /// One page of `query` (see [`AuditStore::page`](crate::store::AuditStore::page)).
-pub(super) async fn page(pool: &PgPool, query: &RecordQuery) -> Result<Page> {
-    let Some(limit) = query.time_limit else {
+pub(super) async fn page(pool: &PgPool, names: &TableNames, query: &RecordQuery) -> Result<Page> {
+    timed(
+        pool,
+        names,
+        query.time_limit,
+        query,
+        |conn, names, query| Box::pin(Tables::<sqlx::Postgres>::page_on(conn, names, query)),
+    )
+    .await
+}
+
+/// The statistics of `query` (see [`AuditStore::stats`](crate::store::AuditStore::stats)):
+/// one statement, so the time limit bounds it all.
+pub(super) async fn stats(pool: &PgPool, names: &TableNames, query: &StatsQuery) -> Result<Stats> {
+    timed(
+        pool,
+        names,
+        query.time_limit,
+        query,
+        |conn, names, query| Box::pin(stats_on::<sqlx::Postgres>(conn, names, query)),
+    )
+    .await
+}
+
+/// `read` of `query` on a pooled connection, its statements cancelled at `limit`
+/// ([`StoreError::StatementTimeout`]).
+async fn timed<Q: Sync + ?Sized, T>(
+    pool: &PgPool,
+    names: &TableNames,
+    limit: Option<Duration>,
+    query: &Q,
+    read: impl for<'c> FnOnce(&'c mut PgConnection, &'c TableNames, &'c Q) -> BoxFuture<'c, Result<T>>,
+) -> Result<T> {
+    let Some(limit) = limit else {
         let mut conn = pool.acquire().await?;
-        return Tables::<sqlx::Postgres>::page_on(&mut conn, query).await;
+        return read(&mut conn, names, query).await;
     };
     let mut tx = pool.begin().await?;
     // A number of milliseconds: nothing a caller chooses is spliced in as text.
@@ -21,8 +58,8 @@ pub(super) async fn page(pool: &PgPool, query: &RecordQuery) -> Result<Page> {
     )))
     .execute(&mut *tx)
     .await?;
-    let page = match Tables::<sqlx::Postgres>::page_on(&mut tx, query).await {
-        Ok(page) => page,
+    let value = match read(&mut tx, names, query).await {
+        Ok(value) => value,
         Err(StoreError::Database(sqlx::Error::Database(db)))
             // query_canceled: the statement timeout
             if db.code().as_deref() == Some("57014") =>
@@ -32,5 +69,5 @@ pub(super) async fn page(pool: &PgPool, query: &RecordQuery) -> Result<Page> {
         Err(e) => return Err(e),
     };
     tx.commit().await?;
-    Ok(page)
+    Ok(value)
 }

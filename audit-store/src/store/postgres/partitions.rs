@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::Result;
 use crate::model::StoredRecord;
+use crate::store::TableNames;
 
 /// The partitions a store knows to exist.
 #[derive(Debug, Default)]
@@ -19,7 +20,12 @@ pub(super) struct Partitions {
 
 impl Partitions {
     /// Creates the monthly partitions `records` need that are not known to exist.
-    pub(super) async fn ensure(&self, pool: &PgPool, records: &[StoredRecord]) -> Result<()> {
+    pub(super) async fn ensure(
+        &self,
+        pool: &PgPool,
+        names: &TableNames,
+        records: &[StoredRecord],
+    ) -> Result<()> {
         let months: BTreeSet<i64> = records.iter().map(|r| month_of(r.time_ms)).collect();
         let missing: Vec<i64> = {
             let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
@@ -27,10 +33,12 @@ impl Partitions {
         };
         for month in missing {
             let (from, to) = (month_start_ms(month), month_start_ms(month + 1));
-            let name = partition_name(month);
-            // Identifiers cannot be bound; `name` is built from integers only.
+            let name = names.qualify(&partition_name(names, month));
+            // Identifiers cannot be bound; `name` is built from the checked prefix and
+            // integers only.
             let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF audit_logs FOR VALUES FROM ({from}) TO ({to})"
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {} FOR VALUES FROM ({from}) TO ({to})",
+                names.logs()
             );
             if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(pool).await {
                 // Another instance may have created it at the same moment.
@@ -64,6 +72,7 @@ impl Partitions {
     pub(super) async fn drop_before(
         &self,
         pool: &PgPool,
+        names: &TableNames,
         cutoff_ms: i64,
         pruned: &[(String, i64)],
     ) -> Result<u64> {
@@ -73,15 +82,17 @@ impl Partitions {
         // Whole months before the cutoff: drop their partitions.
         let rows = sqlx::query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = to_regclass('audit_logs')",
+         WHERE i.inhparent = to_regclass($1)",
         )
+        .bind(names.logs())
         .fetch_all(pool)
         .await?;
         for row in rows {
             let name: String = row.get(0);
-            let Some(month) = parse_partition_name(&name) else {
+            let Some(month) = parse_partition_name(names, &name) else {
                 continue;
             };
+            let name = names.qualify(&name);
             if month_start_ms(month + 1) <= cutoff_ms {
                 // A chained record beyond its chain's pruned prefix (written late, by a
                 // spool replay) keeps its month until the chain's prefix passes it.
@@ -127,9 +138,11 @@ fn month_start_ms(month: i64) -> i64 {
     days_from_civil(year, month0 + 1, 1) * 86_400_000
 }
 
-fn partition_name(month: i64) -> String {
+/// `audit_logs_p2026_11` (with the names' prefix), unqualified.
+fn partition_name(names: &TableNames, month: i64) -> String {
     format!(
-        "audit_logs_p{:04}_{:02}",
+        "{}logs_p{:04}_{:02}",
+        names.table_prefix(),
         month.div_euclid(12),
         month.rem_euclid(12) + 1
     )
@@ -147,8 +160,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// `audit_logs_p2026_11` → its month number, for partitions this store created.
-fn parse_partition_name(name: &str) -> Option<i64> {
-    let rest = name.strip_prefix("audit_logs_p")?;
+fn parse_partition_name(names: &TableNames, name: &str) -> Option<i64> {
+    let rest = name
+        .strip_prefix(names.table_prefix())?
+        .strip_prefix("logs_p")?;
     let (year, month) = rest.split_once('_')?;
     let (year, month): (i64, i64) = (year.parse().ok()?, month.parse().ok()?);
     (1..=12).contains(&month).then_some(year * 12 + month - 1)
@@ -163,12 +178,19 @@ mod tests {
         // 2025-01-23T18:25:14.749Z
         let t = 1_737_656_714_749;
         let month = month_of(t);
-        assert_eq!(partition_name(month), "audit_logs_p2025_01");
+        let names = TableNames::default();
+        assert_eq!(partition_name(&names, month), "audit_logs_p2025_01");
         assert_eq!(month_start_ms(month), 1_735_689_600_000); // 2025-01-01
         assert_eq!(month_start_ms(month + 1), 1_738_368_000_000); // 2025-02-01
-        assert_eq!(parse_partition_name("audit_logs_p2025_01"), Some(month));
+        assert_eq!(
+            parse_partition_name(&names, "audit_logs_p2025_01"),
+            Some(month)
+        );
+        let other = TableNames::new().prefix("b_").unwrap();
+        assert_eq!(partition_name(&other, month), "b_logs_p2025_01");
+        assert_eq!(parse_partition_name(&other, "audit_logs_p2025_01"), None);
         assert_eq!(month_of(month_start_ms(month + 1) - 1), month);
         assert_eq!(month_of(-1), month_of(0) - 1);
-        assert_eq!(partition_name(month_of(0)), "audit_logs_p1970_01");
+        assert_eq!(partition_name(&names, month_of(0)), "audit_logs_p1970_01");
     }
 }

@@ -5,6 +5,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgRow};
 
+use super::super::TableNames;
 use super::super::decode::chain_row_of;
 use super::super::scan::{Chunker, Chunks};
 use super::super::sql::{self, Dialect, Numbered};
@@ -23,11 +24,12 @@ fn scanned_link_of(row: &PgRow) -> Result<ScannedLink> {
 }
 
 /// The statement of a scan, and the chain and sequence range it binds.
-fn scan_statement(scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
+fn scan_statement(names: &TableNames, scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
+    let logs = names.logs();
     match scope {
         ChainScope::All => (
             format!(
-                "SELECT {} FROM audit_logs WHERE chain_seq IS NOT NULL",
+                "SELECT {} FROM {logs} WHERE chain_seq IS NOT NULL",
                 sql::link_select()
             ),
             None,
@@ -39,7 +41,7 @@ fn scan_statement(scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
             let condition = n.chain_condition(chain);
             (
                 format!(
-                    "SELECT {} FROM audit_logs WHERE {condition} \
+                    "SELECT {} FROM {logs} WHERE {condition} \
                      AND chain_seq >= {} AND chain_seq <= {} ORDER BY time_ms, id",
                     sql::link_select(),
                     n.next(),
@@ -53,9 +55,14 @@ fn scan_statement(scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
 
 /// Reads the links of `scope` into `tx`'s chunks (see
 /// [`ChainedStore::chain_scan`](crate::store::ChainedStore::chain_scan)).
-pub(super) async fn scan(pool: PgPool, scope: ChainScope, tx: Chunks) -> Result<()> {
+pub(super) async fn scan(
+    pool: PgPool,
+    names: std::sync::Arc<TableNames>,
+    scope: ChainScope,
+    tx: Chunks,
+) -> Result<()> {
     let mut conn = pool.acquire().await?;
-    let (sql, binds) = scan_statement(&scope);
+    let (sql, binds) = scan_statement(&names, &scope);
     let whole = binds.is_none();
     if whole {
         // A scan joining another one in progress would start mid-table and wrap around:

@@ -9,7 +9,7 @@ use sqlx::{Row, query::Query};
 use uuid::Uuid;
 
 use super::super::chained::{self, LinkedWrite};
-use super::super::sql;
+use super::super::{TableNames, sql};
 use super::copy;
 use crate::Result;
 use crate::chain::{self, ChainKeys, GENESIS};
@@ -36,7 +36,7 @@ fn pg_type(ty: ColumnType) -> &'static str {
 /// column. Unchained, rows already stored are skipped (`ON CONFLICT DO NOTHING`); chained,
 /// with the links' arrays and without `ON CONFLICT`: an id already stored fails the statement
 /// (`unique_violation`), and the batch is linked again without it.
-fn insert_statement(chained: bool) -> String {
+fn insert_statement(names: &TableNames, chained: bool) -> String {
     let mut types: Vec<&str> = COLUMNS.iter().map(|c| pg_type(c.ty)).collect();
     if chained {
         types.extend(["int8", "bytea", "bytea"]);
@@ -58,7 +58,8 @@ fn insert_statement(chained: bool) -> String {
         " ON CONFLICT DO NOTHING"
     };
     format!(
-        "INSERT INTO audit_logs ({columns}) SELECT * FROM UNNEST({}){conflict}",
+        "INSERT INTO {} ({columns}) SELECT * FROM UNNEST({}){conflict}",
+        names.logs(),
         arrays.join(", ")
     )
 }
@@ -111,10 +112,11 @@ fn bind_column<'q>(
 /// already stored.
 async fn insert_rows(
     conn: &mut PgConnection,
+    names: &TableNames,
     records: &[StoredRecord],
     links: Option<&[Link]>,
 ) -> sqlx::Result<u64> {
-    let statement = insert_statement(links.is_some());
+    let statement = insert_statement(names, links.is_some());
     let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
     for column in &COLUMNS {
         query = bind_column(query, column, records);
@@ -133,23 +135,28 @@ async fn insert_rows(
 /// an `INSERT`.
 async fn write_rows(
     conn: &mut PgConnection,
+    names: &TableNames,
     records: &[StoredRecord],
     links: Option<&[Link]>,
 ) -> sqlx::Result<u64> {
     if copy::pays(records) {
-        copy::copy_rows(conn, records, links).await
+        copy::copy_rows(conn, names, records, links).await
     } else {
-        insert_rows(conn, records, links).await
+        insert_rows(conn, names, records, links).await
     }
 }
 
 /// Writes an unchained batch: one `COPY` (or `INSERT` when small), or, when the batch holds
 /// an id already stored (it is a retry of a batch that committed), one `INSERT` that skips
 /// the stored rows.
-pub(super) async fn write_unchained(pool: &PgPool, records: &[StoredRecord]) -> Result<u64> {
+pub(super) async fn write_unchained(
+    pool: &PgPool,
+    names: &TableNames,
+    records: &[StoredRecord],
+) -> Result<u64> {
     let mut guarded = copy::Guarded::new(pool.acquire().await?);
-    let written = match write_rows(guarded.conn(), records, None).await {
-        Err(e) if copy::is_duplicate(&e) => insert_rows(guarded.conn(), records, None).await,
+    let written = match write_rows(guarded.conn(), names, records, None).await {
+        Err(e) if copy::is_duplicate(&e) => insert_rows(guarded.conn(), names, records, None).await,
         written => written,
     };
     guarded.release();
@@ -162,6 +169,7 @@ pub(super) async fn write_unchained(pool: &PgPool, records: &[StoredRecord]) -> 
 pub(super) struct ChainedWrite<'a> {
     pub(super) conn: &'a mut PgConnection,
     pub(super) keys: &'a ChainKeys,
+    pub(super) names: &'a TableNames,
 }
 
 impl LinkedWrite for ChainedWrite<'_> {
@@ -171,10 +179,10 @@ impl LinkedWrite for ChainedWrite<'_> {
         skip_stored: bool,
     ) -> Result<Option<u64>> {
         use sqlx::Connection as _;
-        let keys = self.keys;
+        let (keys, names) = (self.keys, self.names);
         let mut tx = self.conn.begin().await?;
         let rows = if skip_stored {
-            chained::without(records, &stored_ids(&mut tx, records).await?)
+            chained::without(records, &stored_ids(&mut tx, names, records).await?)
         } else {
             records.into()
         };
@@ -193,15 +201,15 @@ impl LinkedWrite for ChainedWrite<'_> {
             }
             digests
         };
-        let (locked, digests) = tokio::join!(lock_heads(&mut tx, &chains), digest_first);
+        let (locked, digests) = tokio::join!(lock_heads(&mut tx, names, &chains), digest_first);
         let mut heads = locked?;
         let links = chain::link_digested(keys, &mut heads, first, &digests);
         let (written_first, rest_links) =
-            tokio::join!(write_rows(&mut tx, first, Some(&links)), async {
+            tokio::join!(write_rows(&mut tx, names, first, Some(&links)), async {
                 chain::link_rows(keys, &mut heads, rest)
             });
         let written = match written_first {
-            Ok(n) if !rest.is_empty() => write_rows(&mut tx, rest, Some(&rest_links))
+            Ok(n) if !rest.is_empty() => write_rows(&mut tx, names, rest, Some(&rest_links))
                 .await
                 .map(|m| n + m),
             other => other,
@@ -216,11 +224,12 @@ impl LinkedWrite for ChainedWrite<'_> {
             Err(e) => return Err(e.into()),
         };
         let advanced = chained::advanced(&chains, &heads);
-        sqlx::query(
-            "UPDATE audit_chain_heads AS h SET seq = u.seq, hash = u.hash \
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} AS h SET seq = u.seq, hash = u.hash \
              FROM UNNEST($1::text[], $2::int8[], $3::bytea[]) AS u(chain, seq, hash) \
              WHERE h.chain = u.chain",
-        )
+            names.chain_heads()
+        )))
         .bind(advanced.iter().map(|a| a.0).collect::<Vec<_>>())
         .bind(advanced.iter().map(|a| a.1).collect::<Vec<_>>())
         .bind(advanced.iter().map(|a| a.2).collect::<Vec<_>>())
@@ -232,12 +241,17 @@ impl LinkedWrite for ChainedWrite<'_> {
 }
 
 /// The ids among `records` that are stored already.
-async fn stored_ids(conn: &mut PgConnection, records: &[StoredRecord]) -> Result<HashSet<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "SELECT l.id FROM audit_logs l \
+async fn stored_ids(
+    conn: &mut PgConnection,
+    names: &TableNames,
+    records: &[StoredRecord],
+) -> Result<HashSet<Uuid>> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT l.id FROM {} l \
          JOIN UNNEST($1::uuid[], $2::int8[]) AS b(id, time_ms) \
          ON l.id = b.id AND l.time_ms = b.time_ms",
-    )
+        names.logs()
+    )))
     .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.time_ms).collect::<Vec<_>>())
     .fetch_all(conn)
@@ -249,21 +263,23 @@ async fn stored_ids(conn: &mut PgConnection, records: &[StoredRecord]) -> Result
 /// Creates the heads of new chains and locks every head of `chains` for the transaction.
 async fn lock_heads(
     conn: &mut PgConnection,
+    names: &TableNames,
     chains: &[&str],
 ) -> Result<HashMap<String, (i64, [u8; 32])>> {
-    sqlx::query(
-        "INSERT INTO audit_chain_heads (chain, seq, hash) \
+    let heads_table = names.chain_heads();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {heads_table} (chain, seq, hash) \
          SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c ORDER BY c \
          ON CONFLICT (chain) DO NOTHING",
-    )
+    )))
     .bind(chains)
     .bind(GENESIS.to_vec())
     .execute(&mut *conn)
     .await?;
-    let locked = sqlx::query(
-        "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1) \
+    let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT chain, seq, hash FROM {heads_table} WHERE chain = ANY($1) \
          ORDER BY chain FOR UPDATE",
-    )
+    )))
     .bind(chains)
     .fetch_all(&mut *conn)
     .await?;
@@ -286,11 +302,11 @@ mod tests {
 
     #[test]
     fn the_unnest_statements_cast_every_column_in_order() {
-        let plain = insert_statement(false);
+        let plain = insert_statement(&TableNames::default(), false);
         assert!(plain.contains("$1::uuid[], $2::int8[], $3::text[]"));
         assert!(plain.contains("$18::int4[]"));
         assert!(plain.ends_with("$24::text[]) ON CONFLICT DO NOTHING"));
-        let linked = insert_statement(true);
+        let linked = insert_statement(&TableNames::default(), true);
         assert!(linked.ends_with("$25::int8[], $26::bytea[], $27::bytea[])"));
     }
 }

@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use super::chained;
 use super::shared::{self, Tables};
 use super::{AuditStore, ChainedStore, LinkScan, scan::spawn_scan};
+use super::{TableNames, migrations};
 use crate::chain::ChainKeys;
 use crate::model::{ChainScope, Retention, StoredRecord};
 use crate::{Result, StoreError};
@@ -62,6 +63,8 @@ pub struct SqliteStore {
     /// The task checkpointing the WAL, for stores opened by this module; ends with the last
     /// clone of the store.
     checkpoints: Option<Arc<Checkpoints>>,
+    /// Where the tables are.
+    names: Arc<TableNames>,
 }
 
 impl SqliteStore {
@@ -79,6 +82,7 @@ impl SqliteStore {
             unanalyzed: Arc::default(),
             chain: None,
             checkpoints: None,
+            names: Arc::default(),
         }
     }
 
@@ -98,6 +102,54 @@ impl SqliteStore {
     pub fn chained(mut self, keys: ChainKeys) -> Self {
         self.chain = Some(Arc::new(keys));
         self
+    }
+
+    /// Keeps the store's tables under `names` (another prefix than `audit_`): give it before
+    /// the first [`migrate`](AuditStore::migrate), and always the same.
+    ///
+    /// ```no_run
+    /// use audit_store::SqliteStore;
+    /// use audit_store::store::TableNames;
+    ///
+    /// # async fn run() -> audit_store::Result<()> {
+    /// let store = SqliteStore::open("app.db")
+    ///     .await?
+    ///     .table_names(TableNames::new().prefix("compliance_")?)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] when `names` has a schema (PostgreSQL's only).
+    pub fn table_names(mut self, names: TableNames) -> Result<Self> {
+        self.names = Arc::new(names.for_sqlite()?);
+        Ok(self)
+    }
+
+    /// The names of the store's tables.
+    pub fn names(&self) -> &TableNames {
+        &self.names
+    }
+
+    /// The store's migrations, with its table names, for an application that runs them with
+    /// its own sqlx migrator (with its own migrations, in one table of its own) instead of
+    /// [`migrate`](AuditStore::migrate). Their versions are `2026112600000N` and up: the
+    /// application's must differ. Run them one way or the other, not both.
+    ///
+    /// ```no_run
+    /// use audit_store::SqliteStore;
+    /// use audit_store::sqlx::migrate::Migrator;
+    ///
+    /// // `app`: the application's own, `sqlx::migrate!("./migrations")`.
+    /// # async fn run(app: Migrator) -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = SqliteStore::open("app.db").await?;
+    /// let mut migrations: Vec<_> = app.iter().cloned().collect();
+    /// migrations.extend(store.migrations());
+    /// Migrator::with_migrations(migrations).run(store.pool()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn migrations(&self) -> Vec<sqlx::migrate::Migration> {
+        migrations::sqlite(&self.names)
     }
 
     /// Opens (creating if missing) the database file at `path`, in WAL mode with
@@ -278,7 +330,7 @@ fn cache_size(bytes: u64) -> String {
 
 impl SqliteStore {
     fn tables(&self) -> Tables<'_, sqlx::Sqlite> {
-        Tables::new(&self.pool)
+        Tables::new(&self.pool, &self.names)
     }
 }
 
@@ -286,11 +338,15 @@ impl AuditStore for SqliteStore {
     shared::record_reads!();
 
     async fn page(&self, query: &crate::model::RecordQuery) -> Result<crate::model::Page> {
-        page::page(&self.pool, query).await
+        page::page(&self.pool, &self.names, query).await
+    }
+
+    async fn stats(&self, query: &crate::model::StatsQuery) -> Result<crate::model::Stats> {
+        page::stats(&self.pool, &self.names, query).await
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        migrations::migrate(&self.pool, &self.names, self.migrations()).await?;
         self.optimize().await
     }
 
@@ -303,10 +359,11 @@ impl AuditStore for SqliteStore {
                 let mut write = write::ChainedWrite {
                     writer: &self.writer,
                     keys,
+                    names: &self.names,
                 };
                 chained::insert_linked(&mut write, records).await?
             }
-            None => write::insert_unchained(&self.writer, records).await?,
+            None => write::insert_unchained(&self.writer, &self.names, records).await?,
         };
         // Statistics follow the data as it grows (see `optimize`).
         let written = self.unanalyzed.fetch_add(stored, Ordering::Relaxed) + stored;
@@ -342,10 +399,12 @@ impl ChainedStore for SqliteStore {
     }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {
-        let pool = self.pool.clone();
-        spawn_scan(move |tx| scan::scan(pool, scope, tx))
+        let (pool, names) = (self.pool.clone(), Arc::clone(&self.names));
+        spawn_scan(move |tx| scan::scan(pool, names, scope, tx))
     }
 }
+
+super::positions::export_positions!(SqliteStore);
 
 #[cfg(test)]
 mod tests {

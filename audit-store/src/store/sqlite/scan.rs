@@ -8,6 +8,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
+use super::super::TableNames;
 use super::super::scan::{Chunker, Chunks};
 use super::super::sql::{Dialect, Numbered};
 use crate::chain::RowDigest;
@@ -94,7 +95,9 @@ fn packed_link_of(row: &SqliteRow) -> Result<ScannedLink> {
         match column.ty {
             ColumnType::Uuid => digest.uuid(row.try_get(next_typed)?),
             ColumnType::BigInt => digest.int(row.try_get(next_typed)?),
-            ColumnType::Int => digest.int(i64::from(row.try_get::<i32, _>(next_typed)?)),
+            ColumnType::Int => {
+                digest.optional_int(row.try_get::<Option<i32>, _>(next_typed)?.map(i64::from))
+            }
             ColumnType::Text => {
                 let text = packed.next().ok_or_else(malformed)?;
                 if i == index_of("account_id") {
@@ -122,12 +125,13 @@ fn packed_link_of(row: &SqliteRow) -> Result<ScannedLink> {
 }
 
 /// The statement of a scan, and the chain and sequence range it binds.
-fn scan_statement(scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
+fn scan_statement(names: &TableNames, scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
+    let logs = names.logs();
     match scope {
         // The table is clustered by id: one pass in id order, page after page.
         ChainScope::All => (
             format!(
-                "SELECT {} FROM audit_logs WHERE chain_seq IS NOT NULL",
+                "SELECT {} FROM {logs} WHERE chain_seq IS NOT NULL",
                 packed_select()
             ),
             None,
@@ -139,7 +143,7 @@ fn scan_statement(scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
             let condition = n.chain_condition(chain);
             (
                 format!(
-                    "SELECT {} FROM audit_logs WHERE {condition} \
+                    "SELECT {} FROM {logs} WHERE {condition} \
                      AND chain_seq >= ? AND chain_seq <= ? ORDER BY time_ms, id",
                     packed_select()
                 ),
@@ -151,10 +155,15 @@ fn scan_statement(scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
 
 /// Reads the links of `scope` into `tx`'s chunks (see
 /// [`ChainedStore::chain_scan`](crate::store::ChainedStore::chain_scan)).
-pub(super) async fn scan(pool: SqlitePool, scope: ChainScope, tx: Chunks) -> Result<()> {
+pub(super) async fn scan(
+    pool: SqlitePool,
+    names: std::sync::Arc<TableNames>,
+    scope: ChainScope,
+    tx: Chunks,
+) -> Result<()> {
     let mut conn = pool.acquire().await?;
     let whole = matches!(scope, ChainScope::All);
-    let (sql, binds) = scan_statement(&scope);
+    let (sql, binds) = scan_statement(&names, &scope);
     if whole {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA mmap_size = {SCAN_MMAP_BYTES}"

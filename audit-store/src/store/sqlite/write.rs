@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::super::chained::{self, Heads, LinkedWrite};
-use super::super::sql;
+use super::super::{TableNames, sql};
 use crate::Result;
 use crate::chain::{self, ChainKeys};
 use crate::model::{COLUMNS, ColumnValue, Link, StoredRecord};
@@ -30,8 +30,12 @@ fn cached(chunk: &[StoredRecord]) -> bool {
 }
 
 /// `INSERT OR IGNORE` of `rows`, each with its link when chained.
-fn insert_statement(rows: &[StoredRecord], links: Option<&[Link]>) -> QueryBuilder<Sqlite> {
-    let mut builder = QueryBuilder::new("INSERT OR IGNORE INTO audit_logs (");
+fn insert_statement(
+    names: &TableNames,
+    rows: &[StoredRecord],
+    links: Option<&[Link]>,
+) -> QueryBuilder<Sqlite> {
+    let mut builder = QueryBuilder::new(format!("INSERT OR IGNORE INTO {} (", names.logs()));
     builder.push(match links {
         Some(_) => sql::linked_columns(),
         None => sql::columns(),
@@ -63,11 +67,15 @@ fn placeholders(n: usize) -> String {
 }
 
 /// Writes an unchained batch in one transaction; rows already stored are skipped.
-pub(super) async fn insert_unchained(writer: &SqlitePool, records: &[StoredRecord]) -> Result<u64> {
+pub(super) async fn insert_unchained(
+    writer: &SqlitePool,
+    names: &TableNames,
+    records: &[StoredRecord],
+) -> Result<u64> {
     let mut tx = writer.begin().await?;
     let mut stored = 0;
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        stored += insert_statement(chunk, None)
+        stored += insert_statement(names, chunk, None)
             .build()
             .persistent(cached(chunk))
             .execute(&mut *tx)
@@ -83,6 +91,7 @@ pub(super) async fn insert_unchained(writer: &SqlitePool, records: &[StoredRecor
 pub(super) struct ChainedWrite<'a> {
     pub(super) writer: &'a SqlitePool,
     pub(super) keys: &'a ChainKeys,
+    pub(super) names: &'a TableNames,
 }
 
 impl LinkedWrite for ChainedWrite<'_> {
@@ -93,12 +102,12 @@ impl LinkedWrite for ChainedWrite<'_> {
     ) -> Result<Option<u64>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = if skip_stored {
-            chained::without(records, &stored_ids(&mut tx, records).await?)
+            chained::without(records, &stored_ids(&mut tx, self.names, records).await?)
         } else {
             records.into()
         };
         let chains = chained::chains_of(&rows);
-        let mut heads = read_heads(&mut tx, &chains).await?;
+        let mut heads = read_heads(&mut tx, self.names, &chains).await?;
         let keys = self.keys;
         // Each statement's links are computed while SQLite writes the previous one: the
         // hashing runs on this thread while SQLite's worker thread inserts.
@@ -108,7 +117,7 @@ impl LinkedWrite for ChainedWrite<'_> {
             .next()
             .map(|chunk| (chunk, chain::link_rows(keys, &mut heads, chunk)));
         while let Some((chunk, links)) = next.take() {
-            let mut statement = insert_statement(chunk, Some(&links));
+            let mut statement = insert_statement(self.names, chunk, Some(&links));
             let (written, following) = tokio::join!(
                 statement
                     .build()
@@ -129,8 +138,10 @@ impl LinkedWrite for ChainedWrite<'_> {
             return Ok(None);
         }
         for chunk in chained::advanced(&chains, &heads).chunks(IN_LIST) {
-            let mut builder =
-                QueryBuilder::<Sqlite>::new("INSERT INTO audit_chain_heads (chain, seq, hash) ");
+            let mut builder = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO {} (chain, seq, hash) ",
+                self.names.chain_heads()
+            ));
             builder.push_values(chunk, |mut b, (chain, seq, hash)| {
                 b.push_bind(*chain).push_bind(*seq).push_bind(hash.to_vec());
             });
@@ -147,12 +158,14 @@ impl LinkedWrite for ChainedWrite<'_> {
 /// The ids among `records` that are stored already.
 async fn stored_ids(
     tx: &mut sqlx::SqliteConnection,
+    names: &TableNames,
     records: &[StoredRecord],
 ) -> Result<HashSet<Uuid>> {
     let mut stored = HashSet::new();
     for chunk in records.chunks(IN_LIST) {
         let sql = format!(
-            "SELECT id FROM audit_logs WHERE id IN ({})",
+            "SELECT id FROM {} WHERE id IN ({})",
+            names.logs(),
             placeholders(chunk.len())
         );
         let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
@@ -165,11 +178,16 @@ async fn stored_ids(
 }
 
 /// The heads of `chains` as stored; chains without one start at genesis when linked.
-async fn read_heads(tx: &mut sqlx::SqliteConnection, chains: &[&str]) -> Result<Heads> {
+async fn read_heads(
+    tx: &mut sqlx::SqliteConnection,
+    names: &TableNames,
+    chains: &[&str],
+) -> Result<Heads> {
     let mut heads = Heads::with_capacity(chains.len());
     for chunk in chains.chunks(IN_LIST) {
         let sql = format!(
-            "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain IN ({})",
+            "SELECT chain, seq, hash FROM {} WHERE chain IN ({})",
+            names.chain_heads(),
             placeholders(chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

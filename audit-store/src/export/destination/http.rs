@@ -1,0 +1,231 @@
+//! An HTTP(S) endpoint: batches as gzipped NDJSON, signed, with an idempotency key.
+
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{DeliveryError, Destination};
+use crate::export::batch::EncodedBatch;
+use crate::export::retry::parse_retry_after;
+use crate::export::secret::{SIGNATURE_HEADER, Secret, signature};
+
+/// The default of [`HttpDestination::timeout`].
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Posts each batch to a URL: the batch's lines gzipped (`Content-Encoding: gzip`), with an
+/// `Idempotency-Key` header (the batch's key: the same on every retry) and, with a
+/// [`secret`](Self::secret), `X-Audit-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 over
+/// "<t>." and the body as sent>`. A 2xx answer delivers the batch; anything else (an error
+/// status, a timeout, a reset connection) fails it, and a `Retry-After` in the answer sets
+/// the wait before the next attempt.
+///
+/// The URL may not carry credentials (`user:password@`): a token goes in
+/// [`authorization`](Self::authorization), which like the secret is never logged or shown.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use audit_store::export::{HttpDestination, Secret};
+///
+/// let siem = HttpDestination::new("https://siem.example/ingest")?
+///     .secret(Secret::new("whsec-from-the-environment"))
+///     .timeout(Duration::from_secs(10));
+/// assert!(!format!("{siem:?}").contains("whsec"));
+/// assert!(HttpDestination::new("ftp://siem.example/").is_err());
+/// # Ok::<(), audit_store::export::ExportConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct HttpDestination {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    secret: Option<Secret>,
+    authorization: Option<Secret>,
+    timeout: Duration,
+    gzip: bool,
+}
+
+impl std::fmt::Debug for HttpDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The host only: a path or query may hold a token.
+        f.debug_struct("HttpDestination")
+            .field("host", &self.url.host_str())
+            .field("signed", &self.secret.is_some())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpDestination {
+    /// A destination posting to `url` (`http` or `https`), unsigned, with a 30 s timeout.
+    ///
+    /// # Errors
+    ///
+    /// When `url` is not an absolute `http(s)` URL, or carries credentials.
+    pub fn new(url: &str) -> Result<Self, crate::export::ExportConfigError> {
+        use crate::export::ExportConfigError as E;
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            E::new(format!(
+                "invalid export URL: {e} (expected http(s)://host/path)"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(E::new(format!(
+                "invalid export URL: scheme {:?} (expected http or https)",
+                parsed.scheme()
+            )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(E::new(
+                "invalid export URL: it carries credentials (user:password@); give a token \
+                 with `authorization` instead, which is never logged",
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| E::new(format!("cannot build the HTTP client: {}", e.without_url())))?;
+        Ok(Self {
+            client,
+            url: parsed,
+            secret: None,
+            authorization: None,
+            timeout: DEFAULT_HTTP_TIMEOUT,
+            gzip: true,
+        })
+    }
+
+    /// Signs every batch with `secret` (the `X-Audit-Signature` header).
+    #[must_use]
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Sends `value` as the `Authorization` header (`Bearer ...`, `Splunk ...`), marked
+    /// sensitive. Defaults to none.
+    #[must_use]
+    pub fn authorization(mut self, value: Secret) -> Self {
+        self.authorization = Some(value);
+        self
+    }
+
+    /// How long one attempt may take, from connecting to the end of the answer. Defaults to
+    /// 30 s.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether bodies are gzipped. Defaults to `true`.
+    #[must_use]
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
+    /// The body of `batch` as sent.
+    fn body(&self, batch: &EncodedBatch) -> Result<Vec<u8>, DeliveryError> {
+        if !self.gzip {
+            return Ok(batch.lines.as_bytes().to_vec());
+        }
+        let mut gz = GzEncoder::new(
+            Vec::with_capacity(batch.lines.len() / 4),
+            Compression::fast(),
+        );
+        gz.write_all(batch.lines.as_bytes())
+            .and_then(|()| gz.finish())
+            .map_err(|e| DeliveryError::new(format!("cannot gzip the batch: {e}")))
+    }
+
+    fn headers(&self, batch: &EncodedBatch, body: &[u8]) -> Result<HeaderMap, DeliveryError> {
+        let invalid = |what: &str| DeliveryError::new(format!("invalid {what} header value"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(batch.format.content_type()),
+        );
+        if self.gzip {
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
+        headers.insert(
+            HeaderName::from_static("idempotency-key"),
+            HeaderValue::from_str(&batch.idempotency_key)
+                .map_err(|_| invalid("Idempotency-Key"))?,
+        );
+        if let Some(secret) = &self.secret {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            headers.insert(
+                HeaderName::from_static("x-audit-signature"),
+                HeaderValue::from_str(&signature(secret, now, body))
+                    .map_err(|_| invalid(SIGNATURE_HEADER))?,
+            );
+        }
+        if let Some(token) = &self.authorization {
+            let mut value =
+                HeaderValue::from_bytes(token.expose()).map_err(|_| invalid("Authorization"))?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        Ok(headers)
+    }
+}
+
+impl Destination for HttpDestination {
+    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
+        let body = self.body(batch)?;
+        let headers = self.headers(batch, &body)?;
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(headers)
+            .timeout(self.timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| DeliveryError::new(describe(&e, self.timeout)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        Err(
+            DeliveryError::new(format!("the HTTP destination answered {status}"))
+                .retry_after(retry_after),
+        )
+    }
+}
+
+/// A request's failure, without its URL (whose path or query may hold a token).
+fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        format!("the HTTP destination did not answer within {timeout:?}")
+    } else if error.is_connect() {
+        "cannot connect to the HTTP destination".to_owned()
+    } else {
+        let mut text = String::from("the HTTP request failed");
+        let mut source: Option<&dyn std::error::Error> = Some(error);
+        // The chain down to the I/O error (a reset connection), none of which holds the URL
+        // once the top one is stripped of it.
+        while let Some(e) = source {
+            if !std::ptr::eq(e, error as &dyn std::error::Error) {
+                text.push_str(": ");
+                text.push_str(&e.to_string());
+            }
+            source = e.source();
+        }
+        text
+    }
+}

@@ -1,0 +1,241 @@
+//! A syslog collector over TCP: each record one RFC 5424 message, framed by octet counting
+//! (RFC 6587), on a connection kept open between batches.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use super::{DeliveryError, Destination};
+use crate::export::ExportConfigError;
+use crate::export::batch::EncodedBatch;
+
+/// Sends each record of a batch as one RFC 5424 message over TCP, octet-counted (RFC 6587:
+/// `<length> <message>`), so a record's JSON is never split or merged by a receiver looking
+/// for newlines:
+///
+/// `<PRI>1 <action.time, RFC 3339 UTC with ms> <hostname> <app name> <pid> audit - <line>`
+///
+/// PRI is the [facility](Self::facility) (13, "log audit", by default) times 8 plus the
+/// severity: 6 (informational). The message is the record's line in the job's format. A
+/// batch is delivered once every message is written to the connection: TCP syslog has no
+/// acknowledgement, so a collector that crashes with messages in its buffers loses them (as
+/// for every TCP syslog sender). A failed write drops the connection; the next attempt
+/// connects again and sends the whole batch.
+///
+/// Collectors cap messages (rsyslog: 8 KiB by default, `maxMessageSize`); records are sent
+/// whole, so raise the cap to the layer's record cap.
+///
+/// ```
+/// use audit_store::export::SyslogDestination;
+///
+/// let collector = SyslogDestination::new("127.0.0.1:6514")?.app_name("billing-api")?;
+/// # Ok::<(), audit_store::export::ExportConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct SyslogDestination {
+    address: String,
+    hostname: String,
+    app_name: String,
+    facility: u8,
+    timeout: Duration,
+    connection: Mutex<Option<TcpStream>>,
+}
+
+/// RFC 5424's PRINTUSASCII: a header field's characters (`NILVALUE` when empty).
+fn header_field(value: &str, max: usize, what: &str) -> Result<String, ExportConfigError> {
+    if value.is_empty() || value.len() > max || !value.bytes().all(|b| (33..=126).contains(&b)) {
+        return Err(ExportConfigError::new(format!(
+            "invalid syslog {what} {:?}: expected 1 to {max} printable ASCII characters without \
+             spaces",
+            value.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+impl SyslogDestination {
+    /// A collector at `address` (`host:port`), app name `audit-export`, facility 13, a 10 s
+    /// timeout, and this machine's hostname.
+    ///
+    /// # Errors
+    ///
+    /// When `address` has no port.
+    pub fn new(address: &str) -> Result<Self, ExportConfigError> {
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(ExportConfigError::new(format!(
+                "invalid syslog address {:?}: expected host:port",
+                address.chars().take(80).collect::<String>()
+            )));
+        }
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .and_then(|h| header_field(h.trim(), 255, "hostname").ok())
+            .unwrap_or_else(|| "-".to_owned());
+        Ok(Self {
+            address: address.to_owned(),
+            hostname,
+            app_name: "audit-export".to_owned(),
+            facility: 13,
+            timeout: Duration::from_secs(10),
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// The APP-NAME field (1 to 48 printable ASCII characters). Defaults to `audit-export`.
+    ///
+    /// # Errors
+    ///
+    /// When `name` is not such a field.
+    pub fn app_name(mut self, name: &str) -> Result<Self, ExportConfigError> {
+        self.app_name = header_field(name, 48, "app name")?;
+        Ok(self)
+    }
+
+    /// The HOSTNAME field. Defaults to this machine's hostname.
+    ///
+    /// # Errors
+    ///
+    /// When `hostname` is not 1 to 255 printable ASCII characters.
+    pub fn hostname(mut self, hostname: &str) -> Result<Self, ExportConfigError> {
+        self.hostname = header_field(hostname, 255, "hostname")?;
+        Ok(self)
+    }
+
+    /// The facility (0 to 23). Defaults to 13, "log audit".
+    ///
+    /// # Errors
+    ///
+    /// When `facility` is above 23.
+    pub fn facility(mut self, facility: u8) -> Result<Self, ExportConfigError> {
+        if facility > 23 {
+            return Err(ExportConfigError::new(format!(
+                "invalid syslog facility {facility}: expected 0 to 23"
+            )));
+        }
+        self.facility = facility;
+        Ok(self)
+    }
+
+    /// How long connecting and writing a batch may take. Defaults to 10 s.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The batch's messages, each framed.
+    fn frames(&self, batch: &EncodedBatch) -> Vec<u8> {
+        let pri = u16::from(self.facility) * 8 + 6;
+        let pid = std::process::id();
+        let mut out = Vec::with_capacity(batch.lines.len() + batch.records * 100);
+        for (line, (time_ms, _)) in batch.lines().zip(&batch.positions) {
+            let time = audit_layer::record::Timestamp::from_unix_millis(*time_ms);
+            let message = format!(
+                "<{pri}>1 {time} {} {} {pid} audit - {line}",
+                self.hostname, self.app_name
+            );
+            out.extend_from_slice(format!("{} ", message.len()).as_bytes());
+            out.extend_from_slice(message.as_bytes());
+        }
+        out
+    }
+
+    async fn send(&self, frames: &[u8]) -> Result<(), DeliveryError> {
+        let mut connection = self.connection.lock().await;
+        if connection.is_none() {
+            let stream = TcpStream::connect(&self.address).await.map_err(|e| {
+                DeliveryError::new(format!("cannot connect to the syslog collector: {e}"))
+            })?;
+            let _ = stream.set_nodelay(true);
+            *connection = Some(stream);
+        }
+        let Some(stream) = connection.as_mut() else {
+            unreachable!("connected above");
+        };
+        let written = async {
+            stream.write_all(frames).await?;
+            stream.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            *connection = None;
+            return Err(DeliveryError::new(format!(
+                "writing to the syslog collector failed: {e}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Destination for SyslogDestination {
+    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
+        let frames = self.frames(batch);
+        match tokio::time::timeout(self.timeout, self.send(&frames)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                *self.connection.lock().await = None;
+                Err(DeliveryError::new(format!(
+                    "the syslog collector did not take the batch within {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::Format;
+
+    #[test]
+    fn each_record_is_one_octet_counted_rfc_5424_message() {
+        let destination = SyslogDestination::new("127.0.0.1:1")
+            .unwrap()
+            .hostname("web-1")
+            .unwrap();
+        let batch = EncodedBatch {
+            job: "j".into(),
+            account_id: "a".into(),
+            idempotency_key: "k".into(),
+            first: (0, uuid::Uuid::nil()),
+            last: (1, uuid::Uuid::nil()),
+            records: 2,
+            format: Format::Ndjson,
+            lines: "{\"a\":\"é\"}\n{}\n".into(),
+            positions: vec![
+                (0, uuid::Uuid::nil()),
+                (1_700_000_000_123, uuid::Uuid::nil()),
+            ],
+        };
+        let frames = String::from_utf8(destination.frames(&batch)).unwrap();
+        let pid = std::process::id();
+        let first = format!(
+            "<110>1 1970-01-01T00:00:00.000Z web-1 audit-export {pid} audit - {{\"a\":\"é\"}}"
+        );
+        let second =
+            format!("<110>1 2023-11-14T22:13:20.123Z web-1 audit-export {pid} audit - {{}}");
+        assert_eq!(
+            frames,
+            format!("{} {first}{} {second}", first.len(), second.len())
+        );
+    }
+
+    #[test]
+    fn header_fields_are_printable_ascii() {
+        assert!(SyslogDestination::new("host").is_err());
+        let d = SyslogDestination::new("host:514").unwrap();
+        assert!(d.app_name("has space").is_err());
+        assert!(
+            SyslogDestination::new("host:514")
+                .unwrap()
+                .facility(24)
+                .is_err()
+        );
+    }
+}

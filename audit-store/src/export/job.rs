@@ -1,0 +1,375 @@
+//! One export job: reads committed records in (time, id) order, one batch per account at a
+//! time, delivers each until it is taken, and keeps its place in the database.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use super::ExportConfigError;
+use super::batch::{EncodedBatch, idempotency_key};
+use super::destination::Destination;
+use super::format::Format;
+use super::metrics::ExportStatus;
+use super::retry::Backoff;
+use crate::model::{ColumnFilter, Direction, ExportPosition, LogPosition, RecordQuery};
+use crate::store::ExportPositions;
+use crate::time::now_ms;
+
+/// The default of [`ExportJob::batch_records`].
+pub const DEFAULT_BATCH_RECORDS: u32 = 500;
+/// The default of [`ExportJob::batch_bytes`].
+pub const DEFAULT_BATCH_BYTES: usize = 1024 * 1024;
+/// The default of [`ExportJob::poll_interval`].
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The default of [`ExportJob::settle`].
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
+
+/// Whose records a job exports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One account's.
+    Account(String),
+    /// Every account's, each in its own order (records without an account are not exported).
+    AllAccounts,
+}
+
+/// A push export job: a [destination](Destination), a [format](Format), optional filters (the
+/// query API's), and whose records ([`Scope`]). Build it, keep its [`status`](Self::status),
+/// and spawn [`run`](Self::run) with a shutdown signal.
+///
+/// It reads only committed records, through the store, in (time, id) order per account: never
+/// from the request path. Its place in each account's log is kept in the database (the
+/// [`ExportPositions`] table), so a restart resumes where it left off and a destination that
+/// was down gets everything when it returns. Each batch is delivered at least once: it is
+/// sent again, identical and under the same idempotency key, after a failure or when a
+/// restart interrupted its delivery, and never otherwise.
+///
+/// A record is read once its time is [`settle`](Self::settle) old (5 s by default), so that
+/// records still being batched by the pipeline are not passed over. A record whose time is
+/// older still when it is committed (replayed from the pipeline's spool after the database
+/// was down longer than that) falls behind the job's place and is not exported: give such
+/// deployments a longer settle time.
+#[derive(Debug)]
+pub struct ExportJob<S, D> {
+    name: String,
+    store: S,
+    destination: D,
+    scope: Scope,
+    format: Format,
+    filters: Vec<ColumnFilter>,
+    since_ms: i64,
+    batch_records: u32,
+    batch_bytes: usize,
+    poll_interval: Duration,
+    settle: Duration,
+    backoff: Backoff,
+    read_time_limit: Duration,
+    status: ExportStatus,
+}
+
+impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
+    /// A job named `name` (its key in the positions table: 1 to 64 letters, digits, `-`, `_`
+    /// or `.`) exporting every account's records to `destination` as NDJSON.
+    ///
+    /// # Errors
+    ///
+    /// When `name` is not a valid job name.
+    pub fn new(name: &str, store: S, destination: D) -> Result<Self, ExportConfigError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(ExportConfigError::new(format!(
+                "invalid export job name {:?}: expected 1 to 64 letters, digits, '-', '_' or '.'",
+                name.chars().take(80).collect::<String>()
+            )));
+        }
+        Ok(Self {
+            status: ExportStatus::new(name),
+            name: name.to_owned(),
+            store,
+            destination,
+            scope: Scope::AllAccounts,
+            format: Format::Ndjson,
+            filters: Vec::new(),
+            since_ms: 0,
+            batch_records: DEFAULT_BATCH_RECORDS,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            settle: DEFAULT_SETTLE,
+            backoff: Backoff {
+                first: Duration::from_millis(250),
+                max: Duration::from_secs(60),
+            },
+            read_time_limit: Duration::from_secs(10),
+        })
+    }
+
+    /// Whose records. Defaults to [`Scope::AllAccounts`].
+    #[must_use]
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The records' format. Defaults to [`Format::Ndjson`].
+    #[must_use]
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Only records matching every filter (the query API's filters). Defaults to none.
+    #[must_use]
+    pub fn filters(mut self, filters: Vec<ColumnFilter>) -> Self {
+        self.filters = filters;
+        self
+    }
+
+    /// Only records at or after this time (ms since the epoch), for a job that should not
+    /// send the whole retained log first. Defaults to 0: everything.
+    #[must_use]
+    pub fn since_ms(mut self, since_ms: i64) -> Self {
+        self.since_ms = since_ms;
+        self
+    }
+
+    /// The most records per batch. Defaults to 500.
+    #[must_use]
+    pub fn batch_records(mut self, records: u32) -> Self {
+        self.batch_records = records.max(1);
+        self
+    }
+
+    /// The most bytes of encoded lines per batch (before compression); a single record larger
+    /// than this goes alone. Defaults to 1 MiB.
+    #[must_use]
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long the job sleeps when it has delivered everything. Defaults to 1 s.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How old a record must be before it is read (see the type's docs). Defaults to 5 s.
+    #[must_use]
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// The first wait after a failed delivery (doubled, with jitter, after each further
+    /// failure) and the longest, also for a `Retry-After` asking for more. Defaults to 250 ms
+    /// and 60 s.
+    #[must_use]
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = Backoff {
+            first,
+            max: max.max(first),
+        };
+        self
+    }
+
+    /// A handle on the job's counters (delivered, failed, lag), to read while it runs.
+    pub fn status(&self) -> ExportStatus {
+        self.status.clone()
+    }
+
+    /// Runs the job until `shutdown` completes. A delivery in flight then is abandoned: the
+    /// batch is sent again, under the same key, when the job next runs.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => {}
+            () = self.work() => {}
+        }
+    }
+
+    async fn work(&self) {
+        let mut positions = self.load_positions().await;
+        let mut read_failures = 0u32;
+        loop {
+            match self.pass(&mut positions).await {
+                Ok(true) => read_failures = 0,
+                Ok(false) => {
+                    read_failures = 0;
+                    tokio::time::sleep(self.poll_interval).await;
+                }
+                Err(e) => {
+                    read_failures += 1;
+                    self.status.read_failed(&e.to_string());
+                    tracing::warn!(
+                        target: "audit_store::export",
+                        job = %self.name,
+                        "export job cannot read the store: {e}"
+                    );
+                    tokio::time::sleep(self.backoff.wait(read_failures, None)).await;
+                }
+            }
+        }
+    }
+
+    async fn load_positions(&self) -> HashMap<String, ExportPosition> {
+        let mut failures = 0u32;
+        loop {
+            match self.store.export_positions(&self.name).await {
+                Ok(positions) => {
+                    return positions
+                        .into_iter()
+                        .map(|p| (p.account_id.clone(), p))
+                        .collect();
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.status.read_failed(&e.to_string());
+                    tracing::warn!(
+                        target: "audit_store::export",
+                        job = %self.name,
+                        "export job cannot read its positions: {e}"
+                    );
+                    tokio::time::sleep(self.backoff.wait(failures, None)).await;
+                }
+            }
+        }
+    }
+
+    /// One batch of each account; whether any account has more waiting.
+    async fn pass(&self, positions: &mut HashMap<String, ExportPosition>) -> crate::Result<bool> {
+        let accounts = match &self.scope {
+            Scope::Account(account) => vec![account.clone()],
+            Scope::AllAccounts => {
+                let mut chains = self.store.chains().await?;
+                chains.retain(|c| !c.is_empty());
+                chains
+            }
+        };
+        let now = now_ms();
+        let before_ms =
+            now.saturating_sub(i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX));
+        let mut more = false;
+        let mut lag = 0;
+        for account in accounts {
+            let position = positions
+                .entry(account.clone())
+                .or_insert_with(|| ExportPosition::new(account));
+            let Some((batch, full)) = self.read_batch(position, before_ms).await? else {
+                continue;
+            };
+            lag = lag.max(now - batch.first.0);
+            self.status.set_lag(lag);
+            if position.pending != Some(batch.last) {
+                position.pending = Some(batch.last);
+                self.store
+                    .save_export_position(&self.name, position)
+                    .await?;
+            }
+            self.deliver(&batch).await;
+            position.delivered = Some(batch.last);
+            position.pending = None;
+            self.store
+                .save_export_position(&self.name, position)
+                .await?;
+            more |= full;
+        }
+        self.status.set_lag(if more { lag } else { 0 });
+        Ok(more)
+    }
+
+    /// The next batch of `position`'s account (the pending one again, if a delivery was
+    /// interrupted), and whether it was cut short by its bounds (more may follow).
+    async fn read_batch(
+        &self,
+        position: &ExportPosition,
+        before_ms: i64,
+    ) -> crate::Result<Option<(EncodedBatch, bool)>> {
+        let query = RecordQuery {
+            account_id: position.account_id.clone(),
+            since_ms: self.since_ms,
+            before_ms: match position.pending {
+                Some((time, _)) => time.saturating_add(1),
+                None => before_ms,
+            },
+            filters: self.filters.clone(),
+            direction: Direction::Asc,
+            after: position.delivered,
+            limit: self.batch_records,
+            max_bytes: Some(self.batch_bytes),
+            time_limit: Some(self.read_time_limit),
+        };
+        let page = self.store.page(&query).await?;
+        let mut full = page.cut || page.rows.len() == self.batch_records as usize;
+        let mut lines = String::new();
+        let mut span: Option<(LogPosition, LogPosition)> = None;
+        let mut records = 0;
+        let mut positions = Vec::with_capacity(page.rows.len());
+        for row in &page.rows {
+            let at = (row.time_ms, row.id);
+            if position.pending.is_some_and(|pending| at > pending) {
+                break;
+            }
+            let start = lines.len();
+            self.format
+                .write_line(row, &mut lines)
+                .map_err(|e| crate::StoreError::Config(e.to_string()))?;
+            if records > 0 && lines.len() > self.batch_bytes {
+                lines.truncate(start);
+                full = true;
+                break;
+            }
+            records += 1;
+            positions.push(at);
+            span = Some((span.map_or(at, |(first, _)| first), at));
+        }
+        let Some((first, last)) = span else {
+            return Ok(None);
+        };
+        Ok(Some((
+            EncodedBatch {
+                job: self.name.clone(),
+                idempotency_key: idempotency_key(&self.name, &position.account_id, first, last),
+                account_id: position.account_id.clone(),
+                first,
+                last,
+                records,
+                format: self.format,
+                lines,
+                positions,
+            },
+            full,
+        )))
+    }
+
+    /// Delivers `batch`, trying again after each failure until it is taken.
+    async fn deliver(&self, batch: &EncodedBatch) {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.destination.deliver(batch).await {
+                Ok(()) => {
+                    self.status.delivered(batch.records, attempt, now_ms());
+                    return;
+                }
+                Err(e) => {
+                    self.status.failed(&e.to_string());
+                    self.status.set_lag(now_ms() - batch.first.0);
+                    tracing::warn!(
+                        target: "audit_store::export",
+                        job = %self.name,
+                        account = ?batch.account_id,
+                        attempt,
+                        "export delivery failed, will retry: {e}"
+                    );
+                    tokio::time::sleep(self.backoff.wait(attempt, e.asked_wait())).await;
+                }
+            }
+        }
+    }
+}

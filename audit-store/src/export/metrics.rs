@@ -1,0 +1,177 @@
+//! What an export job has done and how far behind it is: counters any thread can read.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A running job's live counters; [`ExportStatus::snapshot`] reads them.
+#[derive(Debug, Default)]
+struct Counters {
+    delivered_records: AtomicU64,
+    delivered_batches: AtomicU64,
+    failed_attempts: AtomicU64,
+    retried_batches: AtomicU64,
+    read_errors: AtomicU64,
+    consecutive_failures: AtomicU64,
+    lag_ms: AtomicI64,
+    last_delivery_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A handle on one export job's counters, cheap to clone: read it from a metrics or status
+/// endpoint while the job runs.
+#[derive(Clone, Debug, Default)]
+pub struct ExportStatus {
+    job: Arc<str>,
+    counters: Arc<Counters>,
+}
+
+/// A snapshot of an export job's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportMetrics {
+    /// The job's name.
+    pub job: String,
+    /// Records delivered (a record delivered again after a retry counts again).
+    pub delivered_records: u64,
+    /// Batches delivered.
+    pub delivered_batches: u64,
+    /// Delivery attempts that failed.
+    pub failed_attempts: u64,
+    /// Batches that needed more than one attempt.
+    pub retried_batches: u64,
+    /// Reads of the store that failed (retried after a backoff).
+    pub read_errors: u64,
+    /// Failed attempts since the last success: above zero, the job is failing now.
+    pub consecutive_failures: u64,
+    /// How far behind the job is: the age, in ms, of the oldest record it has yet to deliver
+    /// when it last looked (0 when it had delivered everything committed then).
+    pub lag_ms: i64,
+    /// When the job last delivered a batch, ms since the epoch (0: never).
+    pub last_delivery_ms: i64,
+    /// The last failure's description (never holds a secret).
+    pub last_error: Option<String>,
+}
+
+impl ExportStatus {
+    pub(crate) fn new(job: &str) -> Self {
+        Self {
+            job: job.into(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ExportMetrics {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ExportMetrics {
+            job: self.job.to_string(),
+            delivered_records: get(&c.delivered_records),
+            delivered_batches: get(&c.delivered_batches),
+            failed_attempts: get(&c.failed_attempts),
+            retried_batches: get(&c.retried_batches),
+            read_errors: get(&c.read_errors),
+            consecutive_failures: get(&c.consecutive_failures),
+            lag_ms: c.lag_ms.load(Ordering::Relaxed),
+            last_delivery_ms: c.last_delivery_ms.load(Ordering::Relaxed),
+            last_error: c
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    pub(crate) fn delivered(&self, records: usize, attempts: u32, now_ms: i64) {
+        let c = &self.counters;
+        c.delivered_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+        c.delivered_batches.fetch_add(1, Ordering::Relaxed);
+        if attempts > 1 {
+            c.retried_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        c.consecutive_failures.store(0, Ordering::Relaxed);
+        c.last_delivery_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, error: &str) {
+        let c = &self.counters;
+        c.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        c.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        *c.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
+    pub(crate) fn read_failed(&self, error: &str) {
+        self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
+    pub(crate) fn set_lag(&self, lag_ms: i64) {
+        self.counters.lag_ms.store(lag_ms.max(0), Ordering::Relaxed);
+    }
+}
+
+impl ExportMetrics {
+    /// The counters in Prometheus text format, labelled with the job's name.
+    ///
+    /// ```
+    /// use audit_store::export::ExportMetrics;
+    ///
+    /// let text = ExportMetrics::default().to_prometheus();
+    /// assert!(text.contains("audit_export_delivered_records_total{job=\"\"} 0"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        let job = self
+            .job
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{job=\"{job}\"}} {value}\n"
+            ));
+        };
+        metric(
+            "audit_export_delivered_records_total",
+            "counter",
+            "Records delivered by the export job.",
+            self.delivered_records.to_string(),
+        );
+        metric(
+            "audit_export_delivered_batches_total",
+            "counter",
+            "Batches delivered by the export job.",
+            self.delivered_batches.to_string(),
+        );
+        metric(
+            "audit_export_failed_attempts_total",
+            "counter",
+            "Delivery attempts that failed.",
+            self.failed_attempts.to_string(),
+        );
+        metric(
+            "audit_export_read_errors_total",
+            "counter",
+            "Reads of the store that failed.",
+            self.read_errors.to_string(),
+        );
+        metric(
+            "audit_export_consecutive_failures",
+            "gauge",
+            "Failed attempts since the last delivery.",
+            self.consecutive_failures.to_string(),
+        );
+        metric(
+            "audit_export_lag_seconds",
+            "gauge",
+            "Age of the oldest record not yet delivered.",
+            format!("{:.3}", self.lag_ms as f64 / 1000.0),
+        );
+        out
+    }
+}

@@ -1,0 +1,343 @@
+//! Push export jobs against every backend (see `backend_tests!`): what a destination receives,
+//! in what order, how often, and where a restarted job resumes.
+
+#[macro_use]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use audit_store::export::{DeliveryError, Destination, EncodedBatch, ExportJob, Scope};
+use audit_store::model::{Column, ColumnFilter, FilterValue};
+use audit_store::store::{ChainedStore, ExportPositions};
+use common::{BASE_MS, Fixture, TestResult, record, rows};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+backend_tests!(
+    every_record_is_delivered_once_in_order_when_nothing_fails,
+    a_failed_batch_is_sent_again_identical_under_its_key,
+    a_restart_resumes_and_resends_only_the_interrupted_batch,
+    a_job_of_one_account_with_a_filter_sends_only_its_matching_records,
+    records_younger_than_the_settle_time_wait,
+);
+
+/// What a destination got: every batch, in arrival order.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<EncodedBatch>>>);
+
+impl Received {
+    fn batches(&self) -> Vec<EncodedBatch> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The ids received per account, in order, duplicates included.
+    fn ids(&self) -> BTreeMap<String, Vec<Uuid>> {
+        let mut ids: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
+        for batch in self.batches() {
+            for line in batch.lines() {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                let id = value["id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_default();
+                ids.entry(batch.account_id.clone()).or_default().push(id);
+            }
+        }
+        ids
+    }
+}
+
+/// A destination that keeps what it gets, after failing the first `fail` attempts (which it
+/// also keeps when `got_it`: the receiver had the batch, its answer was lost), and hanging
+/// forever from attempt `hang_from` on.
+#[derive(Clone, Default)]
+struct Recorder {
+    received: Received,
+    attempts: Arc<Mutex<u32>>,
+    fail: u32,
+    got_it: bool,
+    hang_from: Option<u32>,
+}
+
+impl Destination for Recorder {
+    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
+        let attempt = {
+            let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+            *attempts += 1;
+            *attempts
+        };
+        if self.hang_from.is_some_and(|from| attempt >= from) {
+            std::future::pending::<()>().await;
+        }
+        if attempt <= self.fail && !self.got_it {
+            return Err(DeliveryError::new("refused"));
+        }
+        self.received
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(batch.clone());
+        if attempt <= self.fail {
+            return Err(DeliveryError::new("answer lost"));
+        }
+        Ok(())
+    }
+}
+
+/// `per_account` records in each of `accounts`, stored in the past (past the settle time),
+/// returned in (time, id) order per account.
+async fn seed<S: ChainedStore>(
+    store: &S,
+    accounts: &[&str],
+    per_account: usize,
+) -> TestResult<BTreeMap<String, Vec<Uuid>>> {
+    let mut expected = BTreeMap::new();
+    for account in accounts {
+        let mut records: Vec<_> = (0..per_account)
+            // Several records per millisecond: the id orders them.
+            .map(|i| record(Some(account), BASE_MS + (i / 3) as i64))
+            .collect();
+        store.insert(&rows(&records)?).await?;
+        records.sort_by_key(|r| (r.action.time.unix_millis(), r.id));
+        expected.insert(
+            (*account).to_owned(),
+            records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        );
+    }
+    Ok(expected)
+}
+
+/// A job over `store` to `destination`, with short waits.
+fn job<S: ExportPositions>(store: S, destination: Recorder) -> TestResult<ExportJob<S, Recorder>> {
+    Ok(ExportJob::new("siem", store, destination)?
+        .batch_records(100)
+        .poll_interval(Duration::from_millis(20))
+        .backoff(Duration::from_millis(5), Duration::from_millis(20)))
+}
+
+/// Runs `job` until `done` holds of what was received (or 10 s pass), then stops it.
+async fn run_until<S: ExportPositions>(
+    job: ExportJob<S, Recorder>,
+    received: &Received,
+    done: impl Fn(&Received) -> bool,
+) -> TestResult {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(job.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut waited = Duration::ZERO;
+    while !done(received) {
+        if waited > Duration::from_secs(10) {
+            return Err("the job did not deliver in 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    let _ = stop.send(());
+    task.await?;
+    Ok(())
+}
+
+fn total(ids: &BTreeMap<String, Vec<Uuid>>) -> usize {
+    ids.values().map(Vec::len).sum()
+}
+
+async fn every_record_is_delivered_once_in_order_when_nothing_fails<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let expected = seed(&fx.store, &["acc_a", "acc_b", "acc_c"], 250).await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?;
+    let status = job.status();
+    run_until(job, &received, |r| total(&r.ids()) >= 750).await?;
+    assert_eq!(
+        received.ids(),
+        expected,
+        "each record once, in (time, id) order"
+    );
+    let batches = received.batches();
+    assert_eq!(batches.len(), 9, "100, 100 and 50 records per account");
+    let keys: std::collections::HashSet<_> =
+        batches.iter().map(|b| b.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), 9, "a key of its own per batch");
+    let metrics = status.snapshot();
+    assert_eq!(
+        (metrics.delivered_records, metrics.failed_attempts),
+        (750, 0)
+    );
+    // The positions are in the database: the last record of each account, nothing pending.
+    let positions = fx.store.export_positions("siem").await?;
+    assert_eq!(positions.len(), 3);
+    for position in positions {
+        let last = expected[&position.account_id].last().copied();
+        assert_eq!(position.delivered.map(|(_, id)| id), last);
+        assert_eq!(position.pending, None);
+    }
+    Ok(())
+}
+
+async fn a_failed_batch_is_sent_again_identical_under_its_key<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let expected = seed(&fx.store, &["acc_a"], 150).await?;
+    let recorder = Recorder {
+        fail: 3,
+        got_it: true,
+        ..Recorder::default()
+    };
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?;
+    let status = job.status();
+    run_until(job, &received, |r| total(&r.ids()) >= 150 + 300).await?;
+    let batches = received.batches();
+    // The first batch four times (three answers lost), then the second once.
+    assert_eq!(batches.len(), 5);
+    for retry in &batches[1..4] {
+        assert_eq!(retry.idempotency_key, batches[0].idempotency_key);
+        assert_eq!(retry.lines, batches[0].lines, "the same bytes");
+    }
+    assert_ne!(batches[4].idempotency_key, batches[0].idempotency_key);
+    let mut first_seen: Vec<Uuid> = Vec::new();
+    for id in &received.ids()["acc_a"] {
+        if !first_seen.contains(id) {
+            first_seen.push(*id);
+        }
+    }
+    assert_eq!(first_seen, expected["acc_a"]);
+    let metrics = status.snapshot();
+    assert_eq!(
+        (
+            metrics.failed_attempts,
+            metrics.retried_batches,
+            metrics.consecutive_failures
+        ),
+        (3, 1, 0)
+    );
+    assert_eq!(metrics.last_error.as_deref(), Some("answer lost"));
+    Ok(())
+}
+
+async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let expected = seed(&fx.store, &["acc_a", "acc_b"], 300).await?;
+    // First run: two batches are taken, the third hangs until the job is stopped.
+    let hanging = Recorder {
+        hang_from: Some(3),
+        ..Recorder::default()
+    };
+    let first = hanging.received.clone();
+    let attempts = Arc::clone(&hanging.attempts);
+    run_until(job(fx.store.clone(), hanging)?, &first, |_| {
+        *attempts.lock().unwrap_or_else(PoisonError::into_inner) >= 3
+    })
+    .await?;
+    assert_eq!(first.batches().len(), 2);
+    let pending: HashMap<String, Option<(i64, Uuid)>> = fx
+        .store
+        .export_positions("siem")
+        .await?
+        .into_iter()
+        .map(|p| (p.account_id, p.pending))
+        .collect();
+    assert_eq!(
+        pending.values().filter(|p| p.is_some()).count(),
+        1,
+        "the interrupted batch is pending: {pending:?}"
+    );
+
+    // Second run, a new job on the same table: it starts with the interrupted batch.
+    let recorder = Recorder::default();
+    let second = recorder.received.clone();
+    run_until(job(fx.store.clone(), recorder)?, &second, |r| {
+        total(&r.ids()) + total(&first.ids()) >= 600
+    })
+    .await?;
+    let resent = &second.batches()[0];
+    let (pending_account, pending_last) = pending
+        .iter()
+        .find_map(|(a, p)| p.map(|p| (a.clone(), p)))
+        .ok_or("a pending batch")?;
+    assert_eq!(resent.account_id, pending_account);
+    assert_eq!(
+        resent.last, pending_last,
+        "read again up to the same record"
+    );
+    // Everything arrived once, in order: the interrupted batch had never been received.
+    let mut all = first.ids();
+    for (account, ids) in second.ids() {
+        all.entry(account).or_default().extend(ids);
+    }
+    assert_eq!(all, expected);
+    // Its key is the one it was first sent under (derived, so a third run agrees).
+    assert_eq!(
+        resent.idempotency_key,
+        audit_store::export::idempotency_key("siem", &resent.account_id, resent.first, resent.last)
+    );
+    Ok(())
+}
+
+async fn a_job_of_one_account_with_a_filter_sends_only_its_matching_records<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let mut kept = Vec::new();
+    let mut records = Vec::new();
+    for (i, account) in ["acc_a", "acc_b", "acc_a", "acc_a"].into_iter().enumerate() {
+        let mut r = record(Some(account), BASE_MS + i as i64);
+        if i == 2 {
+            r.action.kind = audit_layer::record::ActionType::Delete;
+        } else if account == "acc_a" {
+            kept.push(r.id);
+        }
+        records.push(r);
+    }
+    fx.store.insert(&rows(&records)?).await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?
+        .scope(Scope::Account("acc_a".to_owned()))
+        .filters(vec![ColumnFilter {
+            column: Column::ActionType,
+            negated: true,
+            values: vec![FilterValue::Text("delete".to_owned())],
+        }]);
+    run_until(job, &received, |r| total(&r.ids()) >= 2).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(received.ids(), BTreeMap::from([("acc_a".to_owned(), kept)]));
+    Ok(())
+}
+
+async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let now = audit_layer::record::Timestamp::now().unix_millis();
+    let old = record(Some("acc_a"), now - 60_000);
+    let young = record(Some("acc_a"), now);
+    fx.store
+        .insert(&rows(&[old.clone(), young.clone()])?)
+        .await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?.settle(Duration::from_millis(600));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(job.run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received.ids()["acc_a"], vec![old.id], "the young one waits");
+    let mut waited = 0;
+    while total(&received.ids()) < 2 && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let _ = stop.send(());
+    task.await?;
+    assert_eq!(received.ids()["acc_a"], vec![old.id, young.id]);
+    Ok(())
+}

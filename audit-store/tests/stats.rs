@@ -1,0 +1,355 @@
+//! The stats endpoint (`GET /accounts/{account_id}/logs/audit/stats`), driven in-process, the
+//! same tests on SQLite and PostgreSQL: every count compared with one computed here from the
+//! records the test inserted, for the list endpoint's filters; access and bad parameters; the
+//! statement time limit.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use audit_layer::record::AuditRecord;
+use audit_store::model::StoredRecord;
+use audit_store::query::{Access, AuditLogRouter};
+use audit_store::store::ChainedStore;
+use axum::Router;
+use axum::body::Body;
+use common::{Fixture, Rng, TestResult, ms, record_id};
+use http::request::Parts;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+backend_tests!(
+    counts_match_the_records_for_every_filter_kind,
+    top_lists_are_cut_and_ordered,
+    access_is_checked_and_bad_parameters_named,
+    a_slow_read_stops_at_the_time_limit,
+);
+
+const ALPHA: &str = "acc_alpha";
+const BETA: &str = "acc_beta";
+const ACTORS: [Option<&str>; 4] = [
+    Some("alice@example.com"),
+    Some("bob@example.com"),
+    Some("ci-bot@example.com"),
+    None,
+];
+const PRODUCTS: [Option<&str>; 3] = [Some("dns"), Some("workers"), None];
+const ACTIONS: [(&str, &str); 4] = [
+    ("create", "dns_record"),
+    ("update", "dns_record"),
+    ("delete", "worker_script"),
+    ("view", "zone"),
+];
+
+/// A record of `account` at `time_ms`, its fields picked by `rng`.
+fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
+    let actor = *rng.pick(&ACTORS);
+    let product = *rng.pick(&PRODUCTS);
+    let (action, resource) = *rng.pick(&ACTIONS);
+    let status = if rng.below(4) == 0 { 403 } else { 200 };
+    let value = json!({
+        "id": record_id(rng, time_ms).to_string(),
+        "account": {"id": account},
+        "action": {
+            "result": if status < 400 { "success" } else { "failure" },
+            "time": audit_layer::record::Timestamp::from_unix_millis(time_ms).to_string(),
+            "type": action,
+        },
+        "actor": {"email": actor, "type": if actor.is_some() { "user" } else { "system" }},
+        "raw": {"method": "POST", "ray_id": format!("{:016x}", rng.next_u64()),
+                "status_code": status, "uri": "/x"},
+        "resource": {"product": product, "type": resource},
+    });
+    serde_json::from_value(value).expect("a valid record")
+}
+
+/// Three days of records for two accounts, inserted; the records of `ALPHA`.
+async fn seed<S: ChainedStore>(store: &S, count: usize) -> TestResult<Vec<AuditRecord>> {
+    let mut rng = Rng(21);
+    let start = ms("2025-03-01T00:00:00Z");
+    let mut alpha = Vec::new();
+    let mut rows = Vec::new();
+    for i in 0..count {
+        let time_ms = start + (i as i64 * 3 * 86_400_000) / count as i64;
+        let account = if i % 5 == 0 { BETA } else { ALPHA };
+        let r = record(&mut rng, account, time_ms);
+        rows.push(StoredRecord::from_record(&r)?);
+        if account == ALPHA {
+            alpha.push(r);
+        }
+    }
+    for chunk in rows.chunks(500) {
+        store.insert(chunk).await?;
+    }
+    Ok(alpha)
+}
+
+fn router<S: ChainedStore>(store: S) -> Router {
+    AuditLogRouter::new(store, |parts: &Parts, account: &str| {
+        match parts.headers.get("authorization").map(|v| v.as_bytes()) {
+            None => Access::Unauthenticated,
+            Some(b"Bearer alpha") if account == ALPHA => Access::Allowed,
+            Some(_) => Access::Denied,
+        }
+    })
+    .into_router()
+}
+
+async fn get(
+    router: &Router,
+    account: &str,
+    query: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::get(format!("/accounts/{account}/logs/audit/stats?{query}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("a request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    (status, serde_json::from_slice(&body).expect("JSON"))
+}
+
+/// What the endpoint must answer for `records` matching `keep`, hourly from `since`.
+fn expected(records: &[&AuditRecord], since_ms: i64, hours: usize) -> Value {
+    let mut series = vec![(0u64, 0u64); hours];
+    let mut actors: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    let mut actions: BTreeMap<(String, Option<String>), u64> = BTreeMap::new();
+    let mut products: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    for r in records {
+        let bucket = ((r.action.time.unix_millis() - since_ms) / 3_600_000) as usize;
+        let v = serde_json::to_value(r).expect("serializes");
+        if v["action"]["result"] == "failure" {
+            series[bucket].1 += 1;
+        } else {
+            series[bucket].0 += 1;
+        }
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        *actors.entry(text(&v["actor"]["email"])).or_default() += 1;
+        *actions
+            .entry((
+                v["action"]["type"].as_str().unwrap_or("").to_owned(),
+                text(&v["resource"]["type"]),
+            ))
+            .or_default() += 1;
+        *products.entry(text(&v["resource"]["product"])).or_default() += 1;
+    }
+    fn ranked<K: Ord + Clone>(map: BTreeMap<K, u64>) -> Vec<(K, u64)> {
+        let mut list: Vec<(K, u64)> = map.into_iter().collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    }
+    json!({
+        "count": records.len(),
+        "series": series.iter().map(|(s, f)| json!([s, f])).collect::<Vec<_>>(),
+        "actors": ranked(actors).into_iter().map(|(k, n)| json!([k, n])).collect::<Vec<_>>(),
+        "actions": ranked(actions).into_iter().map(|((a, t), n)| json!([a, t, n])).collect::<Vec<_>>(),
+        "products": ranked(products).into_iter().map(|(k, n)| json!([k, n])).collect::<Vec<_>>(),
+    })
+}
+
+/// The parts of an answer [`expected`] computes, in its shape.
+fn observed(result: &Value) -> Value {
+    let list = |name: &str, keys: &[&str]| -> Vec<Value> {
+        result[name]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| {
+                let mut row: Vec<Value> = keys.iter().map(|k| e[*k].clone()).collect();
+                row.push(e["count"].clone());
+                Value::Array(row)
+            })
+            .collect()
+    };
+    json!({
+        "count": result["count"],
+        "series": list("series", &["success"]).into_iter()
+            .zip(result["series"].as_array().expect("series"))
+            .map(|(_, e)| json!([e["success"], e["failure"]])).collect::<Vec<_>>(),
+        "actors": list("actors", &["actor_email"]),
+        "actions": list("actions", &["action_type", "resource_type"]),
+        "products": list("products", &["resource_product"]),
+    })
+}
+
+async fn counts_match_the_records_for_every_filter_kind<S: ChainedStore>(
+    fixture: &Fixture<S>,
+) -> TestResult {
+    let records = seed(&fixture.store, 600).await?;
+    let router = router(fixture.store.clone());
+    let since = ms("2025-03-01T06:00:00Z");
+    let before = ms("2025-03-03T06:00:00Z");
+    let range = "since=2025-03-01T06:00:00Z&before=2025-03-03T06:00:00Z&top=50";
+    type Keep = fn(&Value) -> bool;
+    let cases: [(&str, Keep); 5] = [
+        ("", |_| true),
+        ("&actor_email=alice@example.com", |v| {
+            v["actor"]["email"] == "alice@example.com"
+        }),
+        ("&resource_product.not=dns", |v| {
+            v["resource"]["product"] != "dns"
+        }),
+        ("&action_type=create&action_type=delete", |v| {
+            v["action"]["type"] == "create" || v["action"]["type"] == "delete"
+        }),
+        (
+            "&action_result=failure&actor_email.not=bob@example.com",
+            |v| v["action"]["result"] == "failure" && v["actor"]["email"] != "bob@example.com",
+        ),
+    ];
+    for (filter, keep) in cases {
+        let matching: Vec<&AuditRecord> = records
+            .iter()
+            .filter(|r| (since..before).contains(&r.action.time.unix_millis()))
+            .filter(|r| keep(&serde_json::to_value(r).expect("serializes")))
+            .collect();
+        let (status, body) = get(&router, ALPHA, &format!("{range}{filter}"), Some("alpha")).await;
+        assert_eq!(status, StatusCode::OK, "{filter}: {body}");
+        let result = &body["result"];
+        assert_eq!(result["interval"], "hour");
+        assert_eq!(
+            result["series"].as_array().map(Vec::len),
+            Some(48),
+            "{filter}"
+        );
+        assert_eq!(result["series"][0]["time"], "2025-03-01T06:00:00.000Z");
+        assert_eq!(
+            observed(result),
+            expected(&matching, since, 48),
+            "{} {filter}",
+            fixture.backend
+        );
+        assert!(!matching.is_empty(), "{filter} matches something");
+    }
+    Ok(())
+}
+
+async fn top_lists_are_cut_and_ordered<S: ChainedStore>(fixture: &Fixture<S>) -> TestResult {
+    seed(&fixture.store, 300).await?;
+    let router = router(fixture.store.clone());
+    let (status, body) = get(
+        &router,
+        ALPHA,
+        "since=2025-02-01&before=2025-04-01&top=2",
+        Some("alpha"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result = &body["result"];
+    assert_eq!(result["interval"], "day");
+    assert_eq!(result["series"].as_array().map(Vec::len), Some(59));
+    assert_eq!(result["count"], 240);
+    for list in ["actors", "actions", "products"] {
+        let counts: Vec<u64> = result[list]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| e["count"].as_u64().expect("a count"))
+            .collect();
+        assert_eq!(counts.len(), 2, "{list}");
+        assert!(counts[0] >= counts[1], "{list}: {counts:?}");
+    }
+    let days: u64 = result["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|d| d["success"].as_u64().unwrap_or(0) + d["failure"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(days, 240, "every record in one bucket");
+    Ok(())
+}
+
+async fn access_is_checked_and_bad_parameters_named<S: ChainedStore>(
+    fixture: &Fixture<S>,
+) -> TestResult {
+    seed(&fixture.store, 50).await?;
+    let router = router(fixture.store.clone());
+    let range = "since=2025-03-01&before=2025-03-02";
+    let (status, _) = get(&router, ALPHA, range, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = get(&router, BETA, range, Some("alpha")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!body.to_string().contains(BETA), "no hint: {body}");
+    for (query, message) in [
+        ("since=2025-03-01", "missing required parameter 'before'"),
+        (
+            "since=2025-03-01&before=2025-03-02&interval=minute",
+            "invalid value for 'interval'",
+        ),
+        (
+            "since=2025-03-01&before=2025-03-02&top=0",
+            "invalid value for 'top'",
+        ),
+        (
+            "since=2025-03-01&before=2025-03-02&cursor=abc",
+            "'cursor' does not apply to stats",
+        ),
+        (
+            "since=2024-01-01&before=2025-03-02&interval=hour",
+            "at most 1000",
+        ),
+        (
+            "since=2025-03-01&before=2025-03-02&raw_status_code=abc",
+            "invalid value for 'raw_status_code'",
+        ),
+    ] {
+        let (status, body) = get(&router, ALPHA, query, Some("alpha")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        let got = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(got.contains(message), "{query}: {got}");
+    }
+    // Hostile filter values are bound, never spliced: no match, no error.
+    let (status, body) = get(
+        &router,
+        ALPHA,
+        "since=2025-03-01&before=2025-03-02&actor_email=%27%29%20OR%201%3D1%20--",
+        Some("alpha"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["count"], 0);
+    Ok(())
+}
+
+async fn a_slow_read_stops_at_the_time_limit<S: ChainedStore>(fixture: &Fixture<S>) -> TestResult {
+    seed(&fixture.store, 3000).await?;
+    let router = AuditLogRouter::new(fixture.store.clone(), |_: &Parts, _: &str| Access::Allowed)
+        .statement_timeout(Some(Duration::from_millis(1)))
+        .into_router();
+    // A filter no index serves, over a range of thousands of records: past 1 ms on SQLite's
+    // progress handler; PostgreSQL may be quicker than its 1 ms, so it may answer.
+    let query = "since=2025-02-01&before=2025-04-01&raw_method=PUT";
+    let mut stopped = false;
+    for _ in 0..20 {
+        let (status, body) = get(&router, ALPHA, query, None).await;
+        match status {
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                let message = body["errors"][0]["message"].as_str().unwrap_or("");
+                assert!(message.contains("'raw_method'"), "{message}");
+                stopped = true;
+                break;
+            }
+            StatusCode::OK => assert_eq!(body["result"]["count"], 0),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    if fixture.backend == "sqlite" {
+        assert!(stopped, "SQLite's read is interrupted");
+    }
+    Ok(())
+}
