@@ -52,11 +52,8 @@ use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use utoipa::ToSchema;
 
+// The load benchmark's module, of which this bench uses a part (it allows its own dead code).
 #[path = "../../loadbench/src/api.rs"]
-#[allow(
-    dead_code,
-    reason = "the load benchmark's module, of which this bench uses a part"
-)]
 mod api;
 
 use api::{BEARER, ITEM_ROUTE, POLICY_JSON, USER_AGENT, get_policy, update_policy};
