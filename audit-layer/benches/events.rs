@@ -55,6 +55,7 @@ use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use utoipa::ToSchema;
 
+// The load benchmark's module, of which this bench uses a part (it allows its own dead code).
 #[path = "../../loadbench/src/api.rs"]
 mod api;
 

@@ -293,10 +293,15 @@ async fn a_policy_update_is_recorded_like_the_announcements_sample() {
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
+    // The sample's fields, and the service that made the record (no trace: the request
+    // carried no traceparent).
     assert_eq!(
         keys,
-        ["account", "action", "actor", "id", "raw", "resource"]
+        [
+            "account", "action", "actor", "id", "raw", "resource", "service"
+        ]
     );
+    assert_eq!(record["service"], super::SERVICE_NAME);
     let id = uuid::Uuid::parse_str(record["id"].as_str().unwrap()).unwrap();
     assert_eq!(id.get_version_num(), 7);
 
@@ -724,7 +729,7 @@ async fn members_the_account_and_policies_keep_their_state() {
         .await;
     assert_eq!(
         created.status,
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "another account's zone"
     );
     let created = app
