@@ -18,6 +18,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod alert;
 pub mod chain;
 mod error;
 pub mod export;

@@ -141,14 +141,20 @@ impl HttpDestination {
             .map_err(|e| DeliveryError::new(format!("cannot gzip the batch: {e}")))
     }
 
-    fn headers(&self, batch: &EncodedBatch, body: &[u8]) -> Result<HeaderMap, DeliveryError> {
+    fn headers(
+        &self,
+        content_type: &'static str,
+        gzipped: bool,
+        idempotency_key: &str,
+        body: &[u8],
+    ) -> Result<HeaderMap, DeliveryError> {
         let invalid = |what: &str| DeliveryError::new(format!("invalid {what} header value"));
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static(batch.format.content_type()),
+            HeaderValue::from_static(content_type),
         );
-        if self.gzip {
+        if gzipped {
             headers.insert(
                 http::header::CONTENT_ENCODING,
                 HeaderValue::from_static("gzip"),
@@ -156,8 +162,7 @@ impl HttpDestination {
         }
         headers.insert(
             HeaderName::from_static("idempotency-key"),
-            HeaderValue::from_str(&batch.idempotency_key)
-                .map_err(|_| invalid("Idempotency-Key"))?,
+            HeaderValue::from_str(idempotency_key).map_err(|_| invalid("Idempotency-Key"))?,
         );
         if let Some(secret) = &self.secret {
             let now = SystemTime::now()
@@ -177,12 +182,17 @@ impl HttpDestination {
         }
         Ok(headers)
     }
-}
 
-impl Destination for HttpDestination {
-    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
-        let body = self.body(batch)?;
-        let headers = self.headers(batch, &body)?;
+    /// Posts `body` (already gzipped when `gzipped`), signed, under `idempotency_key`: a 2xx
+    /// answer is `Ok`. Alert notifications go through here too.
+    pub(crate) async fn post(
+        &self,
+        body: Vec<u8>,
+        content_type: &'static str,
+        gzipped: bool,
+        idempotency_key: &str,
+    ) -> Result<(), DeliveryError> {
+        let headers = self.headers(content_type, gzipped, idempotency_key, &body)?;
         let response = self
             .client
             .post(self.url.clone())
@@ -205,6 +215,19 @@ impl Destination for HttpDestination {
             DeliveryError::new(format!("the HTTP destination answered {status}"))
                 .retry_after(retry_after),
         )
+    }
+}
+
+impl Destination for HttpDestination {
+    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
+        let body = self.body(batch)?;
+        self.post(
+            body,
+            batch.format.content_type(),
+            self.gzip,
+            &batch.idempotency_key,
+        )
+        .await
     }
 }
 
