@@ -84,6 +84,7 @@ async fn five_failed_logins_in_the_window_fire_once_four_never_and_the_notice_is
             .batch_records(3)
             .poll_interval(Duration::from_millis(20));
         let status = job.status();
+        sink.report_export(&status);
         let (stop_job, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(job.run(async move {
             let _ = stopped.await;
@@ -96,8 +97,16 @@ async fn five_failed_logins_in_the_window_fire_once_four_never_and_the_notice_is
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = stop_job.send(());
         task.await?;
-        stop(&sink, worker).await?;
+        let metrics = stop(&sink, worker).await?;
         receiver.stop().await;
+        // The job's counters are in the pipeline's metrics and its Prometheus text.
+        assert_eq!(metrics.exports.len(), 1);
+        assert!(metrics.exports[0].delivered_records >= rows.len() as u64);
+        assert!(
+            metrics
+                .to_prometheus()
+                .contains("audit_export_consecutive_failures{job=\"alerts\"} 0"),
+        );
 
         assert_eq!(
             shared.bad.load(std::sync::atomic::Ordering::Relaxed),

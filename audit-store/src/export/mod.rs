@@ -48,7 +48,7 @@ pub use job::{
     DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, ExportJob,
     Scope,
 };
-pub use metrics::{ExportMetrics, ExportStatus};
+pub use metrics::{ExportMetrics, ExportStatus, to_prometheus as exports_to_prometheus};
 pub use secret::{SIGNATURE_HEADER, Secret, signature, verify_signature};
 
 /// A job or destination configured wrongly; the message names the setting and the fix.

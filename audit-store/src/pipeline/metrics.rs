@@ -24,6 +24,8 @@ pub(crate) struct Counters {
     pub(crate) retention_refused: AtomicU64,
     pub(crate) waited: AtomicU64,
     pub(crate) waits_timed_out: AtomicU64,
+    /// The export jobs reported with [`IngestSink::report_export`](super::IngestSink::report_export).
+    pub(crate) exports: std::sync::Mutex<Vec<crate::export::ExportStatus>>,
 }
 
 impl Counters {
@@ -70,6 +72,13 @@ impl Counters {
             queue_depth,
             queue_bytes,
             spool_bytes,
+            exports: self
+                .exports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(crate::export::ExportStatus::snapshot)
+                .collect(),
         }
     }
 }
@@ -131,6 +140,8 @@ pub struct PipelineMetrics {
     pub queue_bytes: u64,
     /// Bytes in the spool now.
     pub spool_bytes: u64,
+    /// The export and alert jobs reported to the pipeline: delivered, failed, lag.
+    pub exports: Vec<crate::export::ExportMetrics>,
 }
 
 impl PipelineMetrics {
@@ -174,6 +185,9 @@ impl PipelineMetrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        if !self.exports.is_empty() {
+            out.push_str(&crate::export::exports_to_prometheus(&self.exports));
         }
         out
     }
