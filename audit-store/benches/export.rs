@@ -102,9 +102,12 @@ fn receiver() {
     });
 }
 
+/// A batch and its gzipped body.
+type Captured = (EncodedBatch, Vec<u8>);
+
 /// Keeps the batches the job builds, as `curl` will send them.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(EncodedBatch, Vec<u8>)>>>);
+struct Capture(Arc<Mutex<Vec<Captured>>>);
 
 impl Destination for Capture {
     async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
@@ -183,7 +186,7 @@ async fn run(common: support::Common) -> BoxResult<()> {
     };
     let rows: Vec<StoredRecord> = data
         .iter()
-        .map(|r| StoredRecord::try_from(r))
+        .map(StoredRecord::try_from)
         .collect::<Result<_, _>>()?;
     for chunk in rows.chunks(5000) {
         store.insert(chunk).await?;
