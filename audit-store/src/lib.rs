@@ -5,10 +5,11 @@
 //!
 //! A record flows one way: `AuditLayer` → [`pipeline`] (the layer's sink: a bounded queue,
 //! never awaited by a request in the default mode; enrichment, batching, the spool) → a
-//! [`store`] → SQL → [`query`] (the audit log API) and [`verify`] (the chains). The modules
-//! depend on each other in that direction only: [`time`] and the error type at the bottom,
-//! then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
-//! databases), [`verify`], and on top [`pipeline`] and [`query`].
+//! [`store`] → SQL → [`query`] (the audit log API), [`verify`] (the chains), [`export`] (push
+//! export to SIEMs, syslog and files) and [`alert`] (rules over committed records). The
+//! modules depend on each other in that direction only: [`time`] and the error type at the
+//! bottom, then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
+//! databases), [`verify`], [`export`], [`alert`], and on top [`pipeline`] and [`query`].
 
 // Without a SQL backend (`--no-default-features`) the crate still builds, for an application's
 // own store behind the traits; the helpers only the SQL stores use are then unused.

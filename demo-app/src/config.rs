@@ -184,7 +184,7 @@ impl Config {
             })
             .transpose()?;
         let password = seed_password()?;
-        let push = crate::push::PushConfig::from_env()?;
+        let push = crate::push::PushConfig::from_env().map_err(|e| StartError::Config(e.0))?;
         Ok(Self {
             push,
             listen,

@@ -22,7 +22,9 @@ use audit_store::store::ExportPositions;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::StartError;
+/// A setting that is wrong; the message names it (the app exits with 2).
+#[derive(Debug)]
+pub(crate) struct BadSetting(pub(crate) String);
 
 /// How old a record must be before the jobs read it: the pipeline commits within this.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -35,29 +37,29 @@ pub(crate) struct PushConfig {
 }
 
 /// The value of `name`, if set and not empty.
-fn env(name: &str) -> Result<Option<String>, StartError> {
+fn env(name: &str) -> Result<Option<String>, BadSetting> {
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Ok(None),
         Ok(value) => Ok(Some(value)),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(StartError::Config(format!(
+        Err(std::env::VarError::NotUnicode(_)) => Err(BadSetting(format!(
             "invalid value for {name}: not valid UTF-8"
         ))),
     }
 }
 
 /// A receiver at the URL in `url_var`, signed with the secret in `secret_var` if set.
-fn destination(url_var: &str, secret_var: &str) -> Result<Option<HttpDestination>, StartError> {
+fn destination(url_var: &str, secret_var: &str) -> Result<Option<HttpDestination>, BadSetting> {
     let Some(url) = env(url_var)? else {
         if env(secret_var)?.is_some() {
-            return Err(StartError::Config(format!(
+            return Err(BadSetting(format!(
                 "{secret_var} is set but {url_var} is not: set both, or neither"
             )));
         }
         return Ok(None);
     };
     let mut destination = HttpDestination::new(&url)
-        .map_err(|e| StartError::Config(format!("invalid value for {url_var}: {e}")))?;
+        .map_err(|e| BadSetting(format!("invalid value for {url_var}: {e}")))?;
     if let Some(secret) = env(secret_var)? {
         destination = destination.secret(Secret::new(secret));
     }
@@ -66,12 +68,12 @@ fn destination(url_var: &str, secret_var: &str) -> Result<Option<HttpDestination
 
 impl PushConfig {
     /// Reads and checks the settings.
-    pub(crate) fn from_env() -> Result<Self, StartError> {
+    pub(crate) fn from_env() -> Result<Self, BadSetting> {
         let format = match env("DEMO_EXPORT_FORMAT")? {
             None => Format::Ndjson,
-            Some(name) => name.parse().map_err(|e| {
-                StartError::Config(format!("invalid value for DEMO_EXPORT_FORMAT: {e}"))
-            })?,
+            Some(name) => name
+                .parse()
+                .map_err(|e| BadSetting(format!("invalid value for DEMO_EXPORT_FORMAT: {e}")))?,
         };
         Ok(Self {
             export: destination("DEMO_EXPORT_URL", "DEMO_EXPORT_SECRET")?
@@ -86,9 +88,9 @@ impl PushConfig {
 pub(crate) struct PushJobs(Vec<(oneshot::Sender<()>, JoinHandle<()>)>);
 
 /// The failed-login rule of the demo: 5 per source address per 5 minutes, in one account.
-fn failed_logins() -> Result<AlertRule, StartError> {
+fn failed_logins() -> Result<AlertRule, BadSetting> {
     Ok(AlertRule::new("failed-logins", 5, Duration::from_secs(300))
-        .map_err(|e| StartError::Config(e.to_string()))?
+        .map_err(|e| BadSetting(e.to_string()))?
         .only(Column::ActionType, ["login"])
         .only(Column::ActionResult, ["failure"])
         .group_by(Column::ActorIpAddress))
@@ -101,10 +103,9 @@ impl PushJobs {
         config: PushConfig,
         store: &S,
         sink: &IngestSink,
-    ) -> Result<Self, StartError> {
+    ) -> Result<Self, BadSetting> {
         let mut jobs = Self::default();
-        let config_error =
-            |e: audit_store::export::ExportConfigError| StartError::Config(e.to_string());
+        let config_error = |e: audit_store::export::ExportConfigError| BadSetting(e.to_string());
         if let Some((destination, format)) = config.export {
             let job = ExportJob::new("demo-export", store.clone(), destination)
                 .map_err(config_error)?

@@ -124,7 +124,8 @@ async fn serve<S: ExportPositions>(
         .await
         .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
     let worker = tokio::spawn(pipeline.run());
-    let push = PushJobs::start(std::mem::take(&mut config.push), &store, &sink)?;
+    let push = PushJobs::start(std::mem::take(&mut config.push), &store, &sink)
+        .map_err(|e| StartError::Config(e.0))?;
     let audit_log = app::audit_log_router(
         store,
         state.clone(),
