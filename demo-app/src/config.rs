@@ -39,7 +39,7 @@ const FAILED_AUTH_WINDOW_MS: u64 = 60_000;
         DEMO_PASSWORD     the seeded users' password (default: demo-password)\n  \
         DEMO_CHAIN_SECRET the audit chain's secret, 64 hex digits (default: DATA_DIR/chain.secret, created at first start)\n\n\
         Push export and alerting (environment only):\n  \
-        DEMO_EXPORT_URL    an HTTP(S) receiver of every account's records (batched, gzipped)\n  \
+        DEMO_EXPORT_URL    an HTTP receiver of every account's records (batched, gzipped)\n  \
         DEMO_EXPORT_FORMAT ndjson (default), logpush or ocsf\n  \
         DEMO_EXPORT_SECRET the key of the X-Audit-Signature HMAC of each batch\n  \
         DEMO_ALERT_URL     a webhook told of 5 failed logins per address in 5 minutes\n  \

@@ -1,7 +1,7 @@
 //! Push export and alerting, configured from the environment (secrets and the URLs that may
 //! carry tokens are read from there only):
 //!
-//! - `DEMO_EXPORT_URL`: an HTTP(S) receiver; one export job of every account's records,
+//! - `DEMO_EXPORT_URL`: an HTTP receiver; one export job of every account's records,
 //!   batched, gzipped, signed with `DEMO_EXPORT_SECRET` when set, in `DEMO_EXPORT_FORMAT`
 //!   (`ndjson`, the default; `logpush`; `ocsf`).
 //! - `DEMO_ALERT_URL`: a webhook notified when 5 failed logins from one address hit an

@@ -29,7 +29,7 @@
 //!     .only(Column::ActionType, ["login"])
 //!     .only(Column::ActionResult, ["failure"])
 //!     .group_by(Column::ActorEmail);
-//! let webhook = HttpDestination::new("https://hooks.example/audit")?
+//! let webhook = HttpDestination::new("http://127.0.0.1:8443/alerts")?
 //!     .secret(Secret::new(std::env::var("ALERT_SECRET")?));
 //! let alerts = Alerts::new(vec![rule], webhook, Arc::new(sink));
 //! let job = ExportJob::new("alerts", store, alerts)?.settle(Duration::from_secs(1));

@@ -16,7 +16,7 @@
 //! use audit_store::export::{ExportJob, Format, HttpDestination, Secret};
 //!
 //! # async fn run(store: SqliteStore) -> Result<(), Box<dyn std::error::Error>> {
-//! let siem = HttpDestination::new("https://siem.example/audit")?
+//! let siem = HttpDestination::new("http://127.0.0.1:8443/audit")?
 //!     .secret(Secret::new(std::env::var("EXPORT_SECRET")?));
 //! let job = ExportJob::new("siem", store, siem)?.format(Format::Ndjson);
 //! let status = job.status(); // delivered, failed, lag: for a metrics endpoint
