@@ -266,7 +266,16 @@ fn event(notification: &Notification) -> AuditRecord {
             kind: Some(ActorType::System),
             ..Actor::default()
         },
-        raw: Raw::synthetic(id, 200),
+        // An event no request made: its ray id alone.
+        raw: Raw {
+            method: None,
+            cf_ray_id: id.simple().to_string(),
+            status_code: None,
+            uri: None,
+            user_agent: None,
+            client_request_id: None,
+            client_gone: false,
+        },
         resource: Resource {
             id: Some(notification.key.clone()),
             product: Some("audit_alerts".into()),
@@ -278,6 +287,9 @@ fn event(notification: &Notification) -> AuditRecord {
             response: None,
         },
         zone: None,
+        change: None,
+        trace: None,
+        service: None,
     }
 }
 

@@ -159,7 +159,7 @@ impl AlertRule {
             ColumnValue::Text(None) => None,
             ColumnValue::Text(Some("")) => None,
             ColumnValue::Text(Some(text)) => Some(text.to_owned()),
-            ColumnValue::Int(i) => Some(i.to_string()),
+            ColumnValue::Int(i) => i.map(|i| i.to_string()),
             ColumnValue::BigInt(i) => Some(i.to_string()),
             ColumnValue::Uuid(u) => Some(u.to_string()),
         }
@@ -177,7 +177,7 @@ fn value_of(record: &StoredRecord, column: Column) -> ColumnValue<'_> {
 fn equal(value: &ColumnValue<'_>, wanted: &FilterValue) -> bool {
     match (value, wanted) {
         (ColumnValue::Text(Some(a)), FilterValue::Text(b)) => a == b,
-        (ColumnValue::Int(a), FilterValue::Int(b)) => a == b,
+        (ColumnValue::Int(Some(a)), FilterValue::Int(b)) => a == b,
         (ColumnValue::Uuid(a), FilterValue::Uuid(b)) => a == b,
         _ => false,
     }
