@@ -34,7 +34,7 @@ fn failed_login(email: &str, time_ms: i64) -> TestResult<AuditRecord> {
     let mut r = record(Some("acc_1"), time_ms);
     r.action.kind = "login".parse()?;
     r.action.result = ActionResult::Failure;
-    r.raw.status_code = 401;
+    r.raw.status_code = Some(401);
     r.actor.email = Some(email.to_owned());
     r.actor.id = None;
     Ok(r)
