@@ -114,19 +114,34 @@ pub fn redact<T: Serialize + ToSchema + 'static>(value: &T) -> Body {
             return marker(format!("the schema of {} does not compile: {e}", T::name()));
         }
     };
-    let Ok(json) = serde_json::to_vec(value) else {
-        return marker(format!(
+    // The value's JSON text is scratch: written into a buffer of the thread's, reused.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let kept = SCRATCH.with_borrow_mut(|json| {
+        json.clear();
+        let serialized = serde_json::to_writer(&mut *json, value);
+        let kept = serialized.map(|()| plan.redact_json(json));
+        // A large value's buffer is not kept for the life of the thread.
+        if json.capacity() > SCRATCH_KEPT {
+            *json = Vec::new();
+        }
+        kept
+    });
+    match kept {
+        Err(_) => marker(format!(
             "a value of {} does not serialize to JSON",
             T::name()
-        ));
-    };
-    match plan.redact_json(&json) {
-        Ok(kept) => {
+        )),
+        Ok(Ok(kept)) => {
             Body::from_json(kept).unwrap_or_else(|_| marker("internal redaction error".into()))
         }
-        Err(e) => marker(e.to_string()),
+        Ok(Err(e)) => marker(e.to_string()),
     }
 }
+
+/// The largest scratch buffer a thread keeps between values: 64 KiB.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 fn marker(reason: String) -> Body {
     Body::from(json!({ "_unparsed": reason }))

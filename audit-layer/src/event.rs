@@ -561,6 +561,76 @@ mod tests {
         assert_eq!(records[2].raw.cf_ray_id, "own");
     }
 
+    /// A value with one auditable field and one secret.
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    struct Setting {
+        #[schema(extensions(("x-auditable" = json!(true))))]
+        level: u32,
+        token: String,
+    }
+
+    #[tokio::test]
+    async fn a_request_and_the_events_it_causes_share_its_ray_id_and_actor() {
+        use std::convert::Infallible;
+
+        use bytes::Bytes;
+        use http::{Request, Response};
+        use http_body_util::{BodyExt, Full};
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        use crate::{AuditHandle, AuditLayer, AuditPolicy, AuditRequestBody};
+
+        let sink = MemorySink::new();
+        let layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
+        let events = layer.events();
+        let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+            move |req: Request<AuditRequestBody<Full<Bytes>>>| {
+                let events = events.clone();
+                async move {
+                    let audit = req.extensions().get::<AuditHandle>().cloned().unwrap();
+                    audit.identify(Identity::user("usr_9").account("acc_9"));
+                    audit.before(&Setting {
+                        level: 1,
+                        token: "CANARY-SECRET".into(),
+                    });
+                    audit.after(&Setting {
+                        level: 2,
+                        token: "CANARY-SECRET".into(),
+                    });
+                    let job = tokio::spawn(
+                        async move {
+                            events.event(ActionType::from_static("reindex")).emit();
+                        }
+                        .in_audit_context(audit.context()),
+                    );
+                    job.await.unwrap();
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                }
+            },
+        ));
+        let request = Request::put("/settings").body(Full::default()).unwrap();
+        let response = svc.oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let records = sink.wait_for(2, std::time::Duration::from_secs(5)).await;
+        let (event, request) = (&records[0], &records[1]);
+        assert_eq!(event.action.kind.as_str(), "reindex");
+        assert_eq!(request.raw.method.as_deref(), Some("PUT"));
+        assert_eq!(event.raw.cf_ray_id, request.raw.cf_ray_id);
+        assert_eq!(event.actor.id.as_deref(), Some("usr_9"));
+        assert_eq!(event.account.as_ref().unwrap().id, "acc_9");
+        let change = request.change.as_ref().unwrap();
+        assert_eq!(
+            change.before.as_ref().unwrap(),
+            &serde_json::json!({"level": 1})
+        );
+        assert_eq!(
+            change.after.as_ref().unwrap(),
+            &serde_json::json!({"level": 2})
+        );
+        let json = serde_json::to_string(&records).unwrap();
+        assert!(!json.contains("CANARY-SECRET"));
+    }
+
     #[test]
     fn a_bad_ray_id_is_refused_naming_it() {
         let (events, sink) = events();

@@ -58,6 +58,16 @@
 //! record over [64 KiB](AuditLayer::record_limit) of JSON loses its bodies (then has its
 //! strings cut shorter) before it is emitted.
 //!
+//! # Events: actions that are not requests
+//!
+//! A background job, a policy the app enforces, work a request started in another task: the
+//! app records them as [events](event) through [`AuditLayer::events`], the same record, sink,
+//! redaction and bounds. An event caused by a request carries its ray id, and who acted
+//! follows work into spawned tasks through an explicit adapter
+//! ([`in_audit_context`](WithAuditContext::in_audit_context), see [`context`]). Handlers tell
+//! what a request changed with `AuditHandle::before` and `AuditHandle::after` (feature
+//! `utoipa`): typed values reduced by their schema, recorded as the record's `change`.
+//!
 //! # Failures are recorded too
 //!
 //! Error statuses, a handler panic, a request body over the [limit](AuditLayer::body_limit),

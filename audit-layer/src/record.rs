@@ -1,4 +1,5 @@
-//! The audit record: one JSON object per request, answering who, what, when, where and how.
+//! The audit record: one JSON object per request or [event](crate::event), answering who,
+//! what, when, where and how (and, when the app tells, what changed).
 //!
 //! The shape follows the sample record of the original automatic audit log system field for
 //! field, and is described precisely by `schemas/audit-log.schema.json` (JSON Schema 2020-12).
@@ -933,8 +934,8 @@ pub struct Resource {
 
 /// What an action changed: the resource's value before and after it, each redacted by the
 /// schema of the type it came from (only `x-auditable` fields are kept), as the app told
-/// through [`AuditHandle::before`](crate::AuditHandle::before) and
-/// [`after`](crate::AuditHandle::after), or an [event](crate::event)'s builder.
+/// through the `AuditHandle`'s `before` and `after` (feature `utoipa`), or an
+/// [event](crate::event)'s builder.
 ///
 /// Both keys are always written: `null` says the resource did not exist on that side (a
 /// creation, a deletion) or that the app did not tell it.

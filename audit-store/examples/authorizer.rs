@@ -7,9 +7,9 @@
 //! Run with: `cargo run -p audit-store --example authorizer`, then
 //!
 //! ```sh
-//! curl -i -H 'authorization: Bearer token-of-acc-1' localhost:3000/accounts/acc_1/logs/audit   # 200
-//! curl -i -H 'authorization: Bearer token-of-acc-1' localhost:3000/accounts/acc_2/logs/audit   # 404
-//! curl -i localhost:3000/accounts/acc_1/logs/audit                                             # 401
+//! curl -i -H 'authorization: Bearer token-of-acc-1' 'localhost:3000/accounts/acc_1/logs/audit?since=2026-01-01&before=2030-01-01'   # 200
+//! curl -i -H 'authorization: Bearer token-of-acc-1' 'localhost:3000/accounts/acc_2/logs/audit?since=2026-01-01&before=2030-01-01'   # 404
+//! curl -i 'localhost:3000/accounts/acc_1/logs/audit?since=2026-01-01&before=2030-01-01'                                             # 401
 //! ```
 
 use std::collections::HashMap;

@@ -8,7 +8,7 @@
 //! AUDIT_CHAIN_SECRET=$(openssl rand -hex 32) \
 //!   cargo run -p audit-store --features postgres --example postgres
 //! curl -X DELETE localhost:3000/zones/z1/dns_records/r1
-//! curl -H 'authorization: Bearer example-auditor' 'localhost:3000/accounts/acc_1/logs/audit'
+//! curl -H 'authorization: Bearer example-auditor' 'localhost:3000/accounts/acc_1/logs/audit?since=2026-01-01&before=2030-01-01'
 //! ```
 
 use std::net::SocketAddr;

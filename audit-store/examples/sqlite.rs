@@ -6,8 +6,12 @@
 //! ```sh
 //! curl -X PUT localhost:3000/accounts/acc_1/settings \
 //!   -H 'content-type: application/json' -d '{"name": "Acme", "secret": "not recorded"}'
-//! curl -H 'authorization: Bearer example-auditor' localhost:3000/accounts/acc_1/logs/audit
+//! curl -H 'authorization: Bearer example-auditor' \
+//!   'localhost:3000/accounts/acc_1/logs/audit?since=2026-01-01&before=2030-01-01'
 //! ```
+//!
+//! A request with a W3C `traceparent` header is recorded with its trace id
+//! (`-H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'`).
 //!
 //! The records go to `audit-example.db` (and `audit-example-spool/` while the file cannot be
 //! written); Ctrl-C stops the server.
@@ -22,7 +26,7 @@ use audit_store::store::AuditStore;
 use audit_store::{SqliteStore, pipeline};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::{Extension, Router, routing::put};
+use axum::{Extension, Json, Router, routing::put};
 
 /// The API's description: what the layer records of each operation. `name` is the one field
 /// of the body a record keeps.
@@ -53,9 +57,12 @@ paths:
 "#;
 
 /// The handler tells the layer who acted (here a fixed user; your auth code knows).
-async fn update_settings(Extension(audit): Extension<AuditHandle>) -> &'static str {
+async fn update_settings(
+    Extension(audit): Extension<AuditHandle>,
+    Json(settings): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
     audit.identify(Identity::user("usr_1").context(ActorContext::Dash));
-    r#"{"name": "Acme"}"#
+    Json(serde_json::json!({"name": settings["name"]}))
 }
 
 /// Who may read an account's log: a caller with the auditor's token. Yours asks your auth.

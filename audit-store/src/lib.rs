@@ -5,11 +5,12 @@
 //!
 //! A record flows one way: `AuditLayer` → [`pipeline`] (the layer's sink: a bounded queue,
 //! never awaited by a request in the default mode; enrichment, batching, the spool) → a
-//! [`store`] → SQL → [`query`] (the audit log API) and [`verify`] (the chains). The modules
-//! depend on each other in that direction only: [`time`] and the error type at the bottom,
-//! then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
-//! databases), [`verify`], then [`pipeline`] and [`query`], and on top [`start`]: the
-//! [`AuditLog`] that opens, migrates and runs all of it in one call.
+//! [`store`] → SQL → [`query`] (the audit log API), [`verify`] (the chains), [`export`] (push
+//! export to SIEMs, syslog and files) and [`alert`] (rules over committed records). The
+//! modules depend on each other in that direction only: [`time`] and the error type at the
+//! bottom, then [`model`] (plain data), [`chain`] (hashes, keys, signatures), [`store`] (the
+//! databases), [`verify`], [`export`], [`alert`], then [`pipeline`] and [`query`], and on top
+//! [`start`]: the [`AuditLog`] that opens, migrates and runs all of it in one call.
 
 // Without a SQL backend (`--no-default-features`) the crate still builds, for an application's
 // own store behind the traits; the helpers only the SQL stores use are then unused.
@@ -19,6 +20,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod alert;
 pub mod chain;
 mod error;
 pub mod export;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use audit_layer::ProductCategories;
 use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
-    Resource, Timestamp, Token,
+    Resource, Timestamp, Token, Trace,
 };
 use audit_store::SqliteStore;
 use audit_store::model::StoredRecord;
@@ -111,8 +111,12 @@ fn record(rng: &mut Rng, account: &str, time_ms: i64) -> AuditRecord {
         },
         zone: None,
         change: None,
-        trace: None,
-        service: None,
+        // Fields of ours the original records lack: the SDK must read past them.
+        trace: Some(Trace {
+            trace_id: format!("{:016x}{:016x}", rng.next_u64() | 1, rng.next_u64()),
+            span_id: format!("{:016x}", rng.next_u64() | 1),
+        }),
+        service: Some("sdk-test-api".into()),
     }
 }
 

@@ -502,12 +502,12 @@
     }
     const gap = record.action && record.action.type === 'gap';
     $('detail-title').textContent = show(record.action && record.action.description) || 'Record';
-    body.append(
+    append(body, [
       gap ? el('p', { class: 'badge gap', text: 'A gap record: records were lost at this point, and the log says how.' }) : null,
       el('dl', { class: 'fields' }, fieldRows(record, '', [])),
       jsonBlock('Request body', record.resource && record.resource.request),
       jsonBlock('Response body', record.resource && record.resource.response),
-      diffTable(record.change));
+      diffTable(record.change)]);
     const related = el('div', {});
     body.append(related);
     const ray = rayId(record);

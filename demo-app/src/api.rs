@@ -111,21 +111,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bad = |rejection: axum::extract::rejection::JsonRejection| {
-            ApiError::BadRequest(rejection.body_text())
-        };
-        let Json(value) = Json::<Box<serde_json::value::RawValue>>::from_request(request, state)
+        if !is_json(request.headers()) {
+            return Err(ApiError::BadRequest(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        let body = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(bad)?;
-        if !value.get().starts_with('{') {
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::BadRequest(
                 "invalid request body: expected a JSON object".into(),
             ));
         }
-        serde_json::from_str(value.get())
-            .map(Self)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+        // As axum's `Json` reads it: fields the type does not name are skipped unread.
+        match Json::<T>::from_bytes(&body) {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or `application/*+json`),
+/// as axum's `Json` decides.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Query parameters whose rejections are [`ApiError::BadRequest`] answers (a JSON error body,

@@ -43,7 +43,13 @@ const MAX_FAILED_DELIVERIES: u32 = 3;
         DEMO_ADMIN_TOKEN  the value of acc_demo's seeded API token (random at each start when unset)\n  \
         DEMO_OTHER_TOKEN  the value of acc_other's seeded API token (random at each start when unset)\n  \
         DEMO_PASSWORD     the seeded users' password (default: demo-password)\n  \
-        DEMO_CHAIN_SECRET the audit chain's secret, 64 hex digits (default: DATA_DIR/chain.secret, created at first start)"
+        DEMO_CHAIN_SECRET the audit chain's secret, 64 hex digits (default: DATA_DIR/chain.secret, created at first start)\n\n\
+        Push export and alerting (environment only):\n  \
+        DEMO_EXPORT_URL    an HTTP receiver of every account's records (batched, gzipped)\n  \
+        DEMO_EXPORT_FORMAT ndjson (default), logpush or ocsf\n  \
+        DEMO_EXPORT_SECRET the key of the X-Audit-Signature HMAC of each batch\n  \
+        DEMO_ALERT_URL     a webhook told of 5 failed logins per address in 5 minutes\n  \
+        DEMO_ALERT_SECRET  the key of the X-Audit-Signature HMAC of each notification"
 )]
 pub(crate) struct Args {
     /// The address to listen on.
@@ -127,6 +133,8 @@ pub(crate) struct Config {
     pub(crate) bounds: AuditBounds,
     /// The background jobs' settings.
     pub(crate) jobs: crate::jobs::JobSettings,
+    /// Push export and alerting.
+    pub(crate) push: crate::push::PushConfig,
 }
 
 /// The audit layer's bounds on what anonymous clients can make it hold and write (see the
@@ -192,7 +200,9 @@ impl Config {
             })
             .transpose()?;
         let password = seed_password()?;
+        let push = crate::push::PushConfig::from_env().map_err(|e| StartError::Config(e.0))?;
         Ok(Self {
+            push,
             listen,
             database,
             data_dir: args.data_dir,

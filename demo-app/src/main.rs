@@ -29,8 +29,9 @@
 //!   system events.
 //! - [`app`]: the router, its OpenAPI document, the audit layer over it, and the audit log
 //!   query API with its directory of names.
-//! - [`config`], [`audit_chain`], [`banner`], [`server`]: settings, the audit chain's keys,
-//!   the start-up banner, and serving until a shutdown signal.
+//! - [`config`], [`audit_chain`], [`banner`], [`push`], [`server`]: settings, the audit
+//!   chain's keys, the start-up banner, push export and alerting, and serving until a
+//!   shutdown signal.
 
 mod api;
 mod app;
@@ -41,6 +42,7 @@ mod config;
 mod db;
 mod jobs;
 mod products;
+mod push;
 mod secrets;
 mod server;
 mod state;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use audit_store::chain::JsonLinesCheckpoints;
 use audit_store::pipeline;
-use audit_store::store::ChainedStore;
+use audit_store::store::ExportPositions;
 use audit_store::{PostgresStore, SqliteStore};
 
 use crate::app::{self, AppDirectory};
@@ -15,6 +15,7 @@ use crate::audit_chain::chain_keys;
 use crate::banner::Banner;
 use crate::config::{Config, Database, StartError, redact_url};
 use crate::db::{self, Db, SeededAccount};
+use crate::push::PushJobs;
 use crate::state::AppState;
 
 /// How long the shutdown waits for handlers whose clients left to finish (the audit layer's
@@ -101,8 +102,8 @@ async fn open_app_db(config: &Config) -> Result<(Db, String), StartError> {
 
 /// Runs the audit pipeline into `store` and serves the app until a shutdown signal; then
 /// finishes in-flight requests and flushes the pipeline.
-async fn serve<S: ChainedStore>(
-    config: Config,
+async fn serve<S: ExportPositions>(
+    mut config: Config,
     state: AppState,
     store: S,
     app_db: &str,
@@ -130,6 +131,8 @@ async fn serve<S: ChainedStore>(
             &e,
         )
     })?;
+    let push = PushJobs::start(std::mem::take(&mut config.push), &store, &sink)
+        .map_err(|e| StartError::Config(e.0))?;
     let audit_log = app::audit_log_router(
         store,
         state.clone(),
@@ -189,6 +192,8 @@ async fn serve<S: ChainedStore>(
     // Handlers whose clients left finish, and the layer's summaries go out, before the sink
     // shuts down.
     flush.flush(FLUSH_WITHIN).await;
+    // The alert job records its notifications through the sink: it stops first.
+    push.stop().await;
     sink.shutdown().await;
     let _ = worker.await;
     served.map_err(|e| StartError::runtime("the server failed", &e))

@@ -125,53 +125,71 @@ impl ExportMetrics {
     /// assert!(text.contains("audit_export_delivered_records_total{job=\"\"} 0"));
     /// ```
     pub fn to_prometheus(&self) -> String {
-        let job = self
-            .job
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{job=\"{job}\"}} {value}\n"
-            ));
-        };
-        metric(
+        to_prometheus(std::slice::from_ref(self))
+    }
+}
+
+/// The counters of several jobs in Prometheus text format: each metric's help and type once,
+/// then a line per job.
+///
+/// ```
+/// use audit_store::export::{ExportMetrics, exports_to_prometheus};
+///
+/// let text = exports_to_prometheus(&[ExportMetrics::default(), ExportMetrics::default()]);
+/// assert_eq!(text.matches("# TYPE audit_export_lag_seconds gauge").count(), 1);
+/// assert_eq!(text.matches("audit_export_lag_seconds{").count(), 2);
+/// ```
+pub fn to_prometheus(jobs: &[ExportMetrics]) -> String {
+    type Value = fn(&ExportMetrics) -> String;
+    const METRICS: [(&str, &str, &str, Value); 6] = [
+        (
             "audit_export_delivered_records_total",
             "counter",
             "Records delivered by the export job.",
-            self.delivered_records.to_string(),
-        );
-        metric(
+            |m| m.delivered_records.to_string(),
+        ),
+        (
             "audit_export_delivered_batches_total",
             "counter",
             "Batches delivered by the export job.",
-            self.delivered_batches.to_string(),
-        );
-        metric(
+            |m| m.delivered_batches.to_string(),
+        ),
+        (
             "audit_export_failed_attempts_total",
             "counter",
             "Delivery attempts that failed.",
-            self.failed_attempts.to_string(),
-        );
-        metric(
+            |m| m.failed_attempts.to_string(),
+        ),
+        (
             "audit_export_read_errors_total",
             "counter",
             "Reads of the store that failed.",
-            self.read_errors.to_string(),
-        );
-        metric(
+            |m| m.read_errors.to_string(),
+        ),
+        (
             "audit_export_consecutive_failures",
             "gauge",
-            "Failed attempts since the last delivery.",
-            self.consecutive_failures.to_string(),
-        );
-        metric(
+            "Failed attempts since the last delivery: above 0, the job is failing.",
+            |m| m.consecutive_failures.to_string(),
+        ),
+        (
             "audit_export_lag_seconds",
             "gauge",
-            "Age of the oldest record not yet delivered.",
-            format!("{:.3}", self.lag_ms as f64 / 1000.0),
-        );
-        out
+            "Age of the oldest record the job has yet to deliver.",
+            |m| format!("{:.3}", m.lag_ms as f64 / 1000.0),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in METRICS {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for job in jobs {
+            let label = job
+                .job
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            out.push_str(&format!("{name}{{job=\"{label}\"}} {}\n", value(job)));
+        }
     }
+    out
 }

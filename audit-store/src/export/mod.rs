@@ -16,7 +16,7 @@
 //! use audit_store::export::{ExportJob, Format, HttpDestination, Secret};
 //!
 //! # async fn run(store: SqliteStore) -> Result<(), Box<dyn std::error::Error>> {
-//! let siem = HttpDestination::new("https://siem.example/audit")?
+//! let siem = HttpDestination::new("http://127.0.0.1:8443/audit")?
 //!     .secret(Secret::new(std::env::var("EXPORT_SECRET")?));
 //! let job = ExportJob::new("siem", store, siem)?.format(Format::Ndjson);
 //! let status = job.status(); // delivered, failed, lag: for a metrics endpoint
@@ -48,7 +48,7 @@ pub use job::{
     DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, ExportJob,
     Scope,
 };
-pub use metrics::{ExportMetrics, ExportStatus};
+pub use metrics::{ExportMetrics, ExportStatus, to_prometheus as exports_to_prometheus};
 pub use secret::{SIGNATURE_HEADER, Secret, signature, verify_signature};
 
 /// A job or destination configured wrongly; the message names the setting and the fix.

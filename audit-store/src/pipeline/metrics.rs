@@ -90,6 +90,8 @@ pub(crate) struct Counters {
     queue_depth: Gauge,
     queue_bytes: Gauge,
     spool_bytes: Gauge,
+    /// The export jobs reported with [`IngestSink::report_export`](super::IngestSink::report_export).
+    pub(crate) exports: std::sync::Mutex<Vec<crate::export::ExportStatus>>,
 }
 
 impl Default for Counters {
@@ -160,6 +162,7 @@ impl Counters {
             queue_depth: gauge("audit_queue_depth"),
             queue_bytes: gauge("audit_queue_bytes"),
             spool_bytes: gauge("audit_spool_bytes"),
+            exports: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -237,6 +240,13 @@ impl Counters {
             queue_depth,
             queue_bytes,
             spool_bytes,
+            exports: self
+                .exports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(crate::export::ExportStatus::snapshot)
+                .collect(),
         }
     }
 }
@@ -298,6 +308,8 @@ pub struct PipelineMetrics {
     pub queue_bytes: u64,
     /// Bytes in the spool now.
     pub spool_bytes: u64,
+    /// The export and alert jobs reported to the pipeline: delivered, failed, lag.
+    pub exports: Vec<crate::export::ExportMetrics>,
 }
 
 impl PipelineMetrics {
@@ -341,6 +353,9 @@ impl PipelineMetrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        if !self.exports.is_empty() {
+            out.push_str(&crate::export::exports_to_prometheus(&self.exports));
         }
         out
     }

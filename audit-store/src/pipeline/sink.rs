@@ -191,6 +191,17 @@ impl IngestSink {
         self.shared.counters.snapshot(depth, bytes, spool)
     }
 
+    /// Adds an export or alert job's counters to [`metrics`](Self::metrics) (and so to the
+    /// Prometheus text): its delivered and failed counts and how far behind it is.
+    pub fn report_export(&self, status: &crate::export::ExportStatus) {
+        self.shared
+            .counters
+            .exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(status.clone());
+    }
+
     /// Stops accepting records, writes (or spools) everything accepted, and waits until the
     /// pipeline's [`run`](super::Pipeline::run) has finished. Records submitted afterwards are
     /// dropped and counted.

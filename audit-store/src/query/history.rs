@@ -185,7 +185,6 @@ pub(super) async fn history<S: ChainedStore>(
     };
 
     let mut entries = Vec::with_capacity(records.len());
-    let mut sources = Vec::with_capacity(records.len());
     let mut state = prior;
     let in_time_order: Box<dyn Iterator<Item = &(PageRow, Value)>> = match query.direction {
         Direction::Asc => Box::new(records.iter()),
@@ -194,15 +193,14 @@ pub(super) async fn history<S: ChainedStore>(
     for (row, record) in in_time_order {
         let values = values(record, state.take());
         state.clone_from(&values.after);
-        sources.push(values.source);
-        entries.push((row, entry(&row.record, &values)));
+        entries.push((row, entry(&row.record, &values), values.source));
     }
     if query.direction == Direction::Desc {
         entries.reverse();
     }
     let mut size = 0;
     let mut kept = 0;
-    for (_, text) in &entries {
+    for (_, text, _) in &entries {
         if kept > 0 && size + text.len() + 1 > budget {
             more = true;
             break;
@@ -214,14 +212,14 @@ pub(super) async fn history<S: ChainedStore>(
     let status = if entries.is_empty() {
         status(&[values(&source, None).source])
     } else {
-        status(&sources)
+        status(&entries.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
     };
     let cursor = more
         .then(|| entries.last())
         .flatten()
-        .map(|(row, _)| shared.cursor_key.seal(row.time_ms, row.id, &binding));
+        .map(|(row, _, _)| shared.cursor_key.seal(row.time_ms, row.id, &binding));
     answer(
-        entries.into_iter().map(|(_, text)| text).collect(),
+        entries.into_iter().map(|(_, text, _)| text).collect(),
         cursor,
         status,
     )

@@ -1,5 +1,5 @@
-//! The export jobs' positions (`audit_export_positions`), the same statements on both
-//! databases.
+//! The export jobs' positions (`audit_export_positions` under the default
+//! [names](super::TableNames)), the same statements on both databases.
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use uuid::Uuid;

@@ -138,10 +138,15 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v == "gzip");
     let mut text = String::new();
-    let unzipped = gzipped
-        && flate2::read::GzDecoder::new(&body[..])
+    let unzipped = if gzipped {
+        flate2::read::GzDecoder::new(&body[..])
             .read_to_string(&mut text)
-            .is_ok();
+            .is_ok()
+    } else {
+        // A plain body: an alert notification (JSON), kept as one line.
+        text = String::from_utf8_lossy(&body).into_owned();
+        !text.contains('\n')
+    };
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())

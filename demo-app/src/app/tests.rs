@@ -293,10 +293,15 @@ async fn a_policy_update_is_recorded_like_the_announcements_sample() {
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
+    // The sample's fields, and the service that made the record (no trace: the request
+    // carried no traceparent).
     assert_eq!(
         keys,
-        ["account", "action", "actor", "id", "raw", "resource"]
+        [
+            "account", "action", "actor", "id", "raw", "resource", "service"
+        ]
     );
+    assert_eq!(record["service"], super::SERVICE_NAME);
     let id = uuid::Uuid::parse_str(record["id"].as_str().unwrap()).unwrap();
     assert_eq!(id.get_version_num(), 7);
 
@@ -724,7 +729,7 @@ async fn members_the_account_and_policies_keep_their_state() {
         .await;
     assert_eq!(
         created.status,
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "another account's zone"
     );
     let created = app
@@ -976,12 +981,8 @@ async fn the_audit_log_api_is_described_and_a_read_of_it_is_recorded_as_describe
         .unwrap();
     let state = AppState::new(db);
     let checkpoints = audit_store::chain::JsonLinesCheckpoints::new(dir.path().join("c.jsonl"));
-    let log = audit_log_router(
-        store,
-        state.clone(),
-        checkpoints,
-        product_categories().unwrap(),
-    );
+    let categories = super::product_categories().unwrap();
+    let log = audit_log_router(store, state.clone(), checkpoints, categories);
     let records = MemorySink::new();
     let (app, _flush) = router(state, records.clone(), log, |layer| layer).unwrap();
     let token = test_seed_config().admin_token.unwrap();

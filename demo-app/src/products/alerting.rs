@@ -357,12 +357,13 @@ pub(crate) async fn update_policy(
     .await?;
     // Turned on: a test alert goes to its webhooks, in a task of its own that the audit log
     // ties to this request.
-    if rows == 1 && policy.input.enabled && was_enabled == Some(false) {
-        if let Some(updated) = load(&state.db, &path.account_id, &path.policy_id).await?
-            && !updated.mechanisms.webhooks.is_empty()
-        {
-            spawn_test_delivery(&state, facts.context(), path.account_id.clone(), updated);
-        }
+    if rows == 1
+        && policy.input.enabled
+        && was_enabled == Some(false)
+        && let Some(updated) = load(&state.db, &path.account_id, &path.policy_id).await?
+        && !updated.mechanisms.webhooks.is_empty()
+    {
+        spawn_test_delivery(&state, facts.context(), path.account_id.clone(), updated);
     }
     changed_id(rows, "policy", path.policy_id)
 }

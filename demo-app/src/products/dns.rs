@@ -59,32 +59,60 @@ pub(crate) struct DnsRecord {
     pub(crate) modified_on: String,
 }
 
-/// A DNS record to create, or to replace an existing one with.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A DNS record to create, or to replace an existing one with. Its schema in the document is
+/// written by hand ([`super::dns_input`]): what a record needs depends on its type.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DnsRecordInput {
     /// `A`, `AAAA`, `CNAME`, `MX`, `NS` or `TXT` (any case).
     #[serde(rename = "type")]
-    #[schema(
-        pattern = "^([aA]|[aA]{4}|[cC][nN][aA][mM][eE]|[mM][xX]|[nN][sS]|[tT][xX][tT])$",
-        extensions(("x-auditable" = json!(true)))
-    )]
     pub(crate) kind: String,
     /// The name: `@` for the zone apex, a name relative to the zone (`www`), or a fully
-    /// qualified name inside the zone.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    /// qualified name inside the zone; at most 253 characters.
     pub(crate) name: String,
     /// The value: an IPv4 address (`A`), an IPv6 address (`AAAA`), a host name (`CNAME`,
     /// `MX`, `NS`) or text (`TXT`, up to 2048 characters).
-    #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) content: String,
     /// Time to live in seconds (30–86400), or `1` for automatic (the default).
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    #[serde(default, deserialize_with = "json_integer")]
     pub(crate) ttl: Option<i64>,
     /// Whether to proxy traffic to the name (`A`, `AAAA` and `CNAME` only). Defaults to `false`.
-    #[schema(extensions(("x-auditable" = json!(true))))]
     pub(crate) proxied: Option<bool>,
     /// A note for people (up to 100 characters). Not recorded.
     pub(crate) comment: Option<String>,
+}
+
+/// A JSON integer, also when written with a zero fraction (`300.0`): JSON Schema's `integer`
+/// is any number without a fractional part, and the document says `integer`.
+fn json_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    /// Beyond 2^53 a float no longer holds every integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+            .map(|f| f as i64)
+    });
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("invalid value: {number}, expected an integer")))
+}
+
+impl utoipa::PartialSchema for DnsRecordInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::dns_input::schema()
+    }
+}
+
+impl ToSchema for DnsRecordInput {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "DnsRecordInput".into()
+    }
 }
 
 /// The filters of the record list (its paging is a [`Page`]).
@@ -165,6 +193,9 @@ fn check(input: DnsRecordInput, zone: &str) -> Result<Checked, ApiError> {
             format!("expected one of {TYPES:?}, got {:?}", input.kind),
         ));
     }
+    if input.name.chars().count() > 253 {
+        return Err(bad("name", "at most 253 characters".into()));
+    }
     let raw = input.name.trim().trim_end_matches('.').to_ascii_lowercase();
     let name = if raw == "@" || raw.is_empty() {
         zone.to_owned()
@@ -173,7 +204,7 @@ fn check(input: DnsRecordInput, zone: &str) -> Result<Checked, ApiError> {
     } else {
         format!("{raw}.{zone}")
     };
-    if !is_record_name(&name) {
+    if !has_host_labels(&name) {
         return Err(bad(
             "name",
             format!("expected a host name inside {zone}, got {:?}", input.name),
@@ -184,7 +215,7 @@ fn check(input: DnsRecordInput, zone: &str) -> Result<Checked, ApiError> {
         "A" => content.parse::<Ipv4Addr>().is_ok(),
         "AAAA" => content.parse::<Ipv6Addr>().is_ok(),
         "TXT" => !content.is_empty() && content.chars().count() <= 2048,
-        _ => is_record_name(content.trim_end_matches('.')),
+        _ => content.chars().count() <= 253 && has_host_labels(content.trim_end_matches('.')),
     };
     if !content_ok {
         return Err(bad(
@@ -218,18 +249,18 @@ fn check(input: DnsRecordInput, zone: &str) -> Result<Checked, ApiError> {
     })
 }
 
-/// A host name as records use it: labels of letters, digits, `-` and `_` (`_dmarc`), a
-/// leading `*` wildcard allowed.
-fn is_record_name(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').enumerate().all(|(i, label)| {
-            (i == 0 && label == "*")
-                || (!label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        })
+/// Labels of a host name as records use them: letters, digits, `-` and `_` (`_dmarc`), at
+/// most 63 each, a leading `*` wildcard allowed. (The lengths of whole names are bounded where
+/// the document says: a record's name as sent, a host name as content.)
+fn has_host_labels(name: &str) -> bool {
+    name.split('.').enumerate().all(|(i, label)| {
+        (i == 0 && label == "*")
+            || (!label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    })
 }
 
 async fn load(db: &Db, zone_id: &str, record_id: &str) -> Result<Option<DnsRecord>, ApiError> {
@@ -444,6 +475,20 @@ mod tests {
             proxied: None,
             comment: None,
         }
+    }
+
+    #[test]
+    fn a_ttl_is_an_integer_also_with_a_zero_fraction() {
+        let parse = |ttl: &str| {
+            let body =
+                format!(r#"{{"type": "A", "name": "www", "content": "192.0.2.1", "ttl": {ttl}}}"#);
+            serde_json::from_str::<DnsRecordInput>(&body).map(|input| input.ttl)
+        };
+        assert_eq!(parse("300.0").unwrap(), Some(300));
+        assert_eq!(parse("300").unwrap(), Some(300));
+        assert_eq!(parse("null").unwrap(), None);
+        assert!(parse("300.5").is_err());
+        assert!(parse("1e300").is_err());
     }
 
     #[test]

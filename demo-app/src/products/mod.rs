@@ -13,6 +13,7 @@
 pub(crate) mod accounts;
 pub(crate) mod alerting;
 pub(crate) mod dns;
+mod dns_input;
 pub(crate) mod invites;
 pub(crate) mod login;
 pub(crate) mod members;

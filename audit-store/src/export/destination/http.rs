@@ -1,4 +1,4 @@
-//! An HTTP(S) endpoint: batches as gzipped NDJSON, signed, with an idempotency key.
+//! An HTTP endpoint: batches as gzipped NDJSON, signed, with an idempotency key.
 
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,11 +30,12 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// use audit_store::export::{HttpDestination, Secret};
 ///
-/// let siem = HttpDestination::new("https://siem.example/ingest")?
+/// let siem = HttpDestination::new("http://127.0.0.1:8443/ingest")?
 ///     .secret(Secret::new("whsec-from-the-environment"))
 ///     .timeout(Duration::from_secs(10));
 /// assert!(!format!("{siem:?}").contains("whsec"));
 /// assert!(HttpDestination::new("ftp://siem.example/").is_err());
+/// assert!(HttpDestination::new("https://siem.example/").is_err(), "no TLS client yet");
 /// # Ok::<(), audit_store::export::ExportConfigError>(())
 /// ```
 #[derive(Clone)]
@@ -59,11 +60,12 @@ impl std::fmt::Debug for HttpDestination {
 }
 
 impl HttpDestination {
-    /// A destination posting to `url` (`http` or `https`), unsigned, with a 30 s timeout.
+    /// A destination posting to `url` (`http`; `https` is refused until the crate has a TLS
+    /// client), unsigned, with a 30 s timeout.
     ///
     /// # Errors
     ///
-    /// When `url` is not an absolute `http(s)` URL, or carries credentials.
+    /// When `url` is not an absolute `http` URL, or carries credentials.
     pub fn new(url: &str) -> Result<Self, crate::export::ExportConfigError> {
         use crate::export::ExportConfigError as E;
         let parsed = reqwest::Url::parse(url).map_err(|e| {
@@ -71,11 +73,21 @@ impl HttpDestination {
                 "invalid export URL: {e} (expected http(s)://host/path)"
             ))
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(E::new(format!(
-                "invalid export URL: scheme {:?} (expected http or https)",
-                parsed.scheme()
-            )));
+        match parsed.scheme() {
+            "http" => {}
+            // Refused here rather than failing every delivery: the client is built without a
+            // TLS stack (yet). Put a TLS-terminating proxy on the loopback in front.
+            "https" => {
+                return Err(E::new(
+                    "invalid export URL: https is not supported yet (this build has no TLS \
+                     client); send to a local TLS-terminating proxy over http",
+                ));
+            }
+            other => {
+                return Err(E::new(format!(
+                    "invalid export URL: scheme {other:?} (expected http)"
+                )));
+            }
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(E::new(
@@ -141,14 +153,20 @@ impl HttpDestination {
             .map_err(|e| DeliveryError::new(format!("cannot gzip the batch: {e}")))
     }
 
-    fn headers(&self, batch: &EncodedBatch, body: &[u8]) -> Result<HeaderMap, DeliveryError> {
+    fn headers(
+        &self,
+        content_type: &'static str,
+        gzipped: bool,
+        idempotency_key: &str,
+        body: &[u8],
+    ) -> Result<HeaderMap, DeliveryError> {
         let invalid = |what: &str| DeliveryError::new(format!("invalid {what} header value"));
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static(batch.format.content_type()),
+            HeaderValue::from_static(content_type),
         );
-        if self.gzip {
+        if gzipped {
             headers.insert(
                 http::header::CONTENT_ENCODING,
                 HeaderValue::from_static("gzip"),
@@ -156,8 +174,7 @@ impl HttpDestination {
         }
         headers.insert(
             HeaderName::from_static("idempotency-key"),
-            HeaderValue::from_str(&batch.idempotency_key)
-                .map_err(|_| invalid("Idempotency-Key"))?,
+            HeaderValue::from_str(idempotency_key).map_err(|_| invalid("Idempotency-Key"))?,
         );
         if let Some(secret) = &self.secret {
             let now = SystemTime::now()
@@ -177,12 +194,17 @@ impl HttpDestination {
         }
         Ok(headers)
     }
-}
 
-impl Destination for HttpDestination {
-    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
-        let body = self.body(batch)?;
-        let headers = self.headers(batch, &body)?;
+    /// Posts `body` (already gzipped when `gzipped`), signed, under `idempotency_key`: a 2xx
+    /// answer is `Ok`. Alert notifications go through here too.
+    pub(crate) async fn post(
+        &self,
+        body: Vec<u8>,
+        content_type: &'static str,
+        gzipped: bool,
+        idempotency_key: &str,
+    ) -> Result<(), DeliveryError> {
+        let headers = self.headers(content_type, gzipped, idempotency_key, &body)?;
         let response = self
             .client
             .post(self.url.clone())
@@ -205,6 +227,19 @@ impl Destination for HttpDestination {
             DeliveryError::new(format!("the HTTP destination answered {status}"))
                 .retry_after(retry_after),
         )
+    }
+}
+
+impl Destination for HttpDestination {
+    async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
+        let body = self.body(batch)?;
+        self.post(
+            body,
+            batch.format.content_type(),
+            self.gzip,
+            &batch.idempotency_key,
+        )
+        .await
     }
 }
 

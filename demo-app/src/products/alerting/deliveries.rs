@@ -3,11 +3,11 @@
 //! events tied to that request.
 //!
 //! When a `PUT` turns a policy on (from disabled) and it has webhooks, the handler spawns a test
-//! delivery in the request's audit context ([`AuditFacts::context`]): the task checks that
+//! delivery in the request's audit context ([`crate::auth::AuditFacts::context`]): the task checks that
 //! each webhook's endpoint accepts a connection (within 2 s; no alert content is sent) and
 //! records a `deliver` event — its actor is the user who sent the `PUT`, its ray id the
 //! `PUT`'s. A failed delivery counts against the policy; at the limit
-//! ([`AppState::max_failed_deliveries`]) the app disables the policy and records a `disable`
+//! ([`crate::state::AppState::max_failed_deliveries`]) the app disables the policy and records a `disable`
 //! event whose actor is the system, still under the `PUT`'s ray id, with the policy's value
 //! before and after (its auditable fields: never the webhook URLs, which carry secrets).
 
