@@ -193,7 +193,7 @@ async fn the_router_serves_under_its_prefix_the_paths_its_description_lists() ->
             .await?;
         let router = audit.router();
         let doc = audit_store::query::openapi("/client/v4");
-        assert_eq!(doc.paths.paths.len(), 3);
+        assert_eq!(doc.paths.paths.len(), 6);
         for (path, item) in &doc.paths.paths {
             let get = item.get.as_ref().ok_or("a GET operation")?;
             assert_eq!(

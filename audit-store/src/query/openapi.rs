@@ -39,8 +39,20 @@ pub fn openapi(prefix: &str) -> OpenApi {
             PathItem::new(HttpMethod::Get, verify()),
         )
         .path(
+            format!("{base}/stats"),
+            PathItem::new(HttpMethod::Get, stats()),
+        )
+        .path(
+            format!("{base}/product_categories"),
+            PathItem::new(HttpMethod::Get, categories()),
+        )
+        .path(
             format!("{base}/{{id}}"),
             PathItem::new(HttpMethod::Get, one()),
+        )
+        .path(
+            format!("{base}/{{id}}/history"),
+            PathItem::new(HttpMethod::Get, history()),
         );
     let mut tag = Tag::new(TAG);
     tag.description = Some("Who did what, when, from where: the account's audit log".into());
@@ -183,40 +195,12 @@ fn operation(id: &str, summary: &str, description: &str) -> OperationBuilder {
 }
 
 fn list() -> OperationBuilder {
-    let mut operation = operation(
+    let operation = matching(operation(
         "audit-logs-list",
         "List an account's audit logs",
         "A page of the account's audit log records, newest first, with a cursor to the next \
          page; with `Accept: application/x-ndjson`, every matching record, one per line.",
-    )
-    .parameter(time("since", true, "Records at or after this time."))
-    .parameter(time("before", true, "Records before this time."));
-    for (name, description) in FILTERS {
-        let kind = filter(name).map_or(Kind::Text, |(_, kind)| kind);
-        for (suffix, what) in [("", "equal to"), (".not", "not equal to")] {
-            operation = operation.parameter(
-                parameter(
-                    &format!("{name}{suffix}"),
-                    ParameterIn::Query,
-                    false,
-                    &format!(
-                        "Records whose {description} is {what} one of the values (repeatable)."
-                    ),
-                )
-                .schema(Some(Array::new(value_schema(kind))))
-                .explode(Some(true)),
-            );
-        }
-    }
-    let direction = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(["desc", "asc"]))
-        .default(Some("desc".into()));
-    let limit = ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(1))
-        .maximum(Some(MAX_LIMIT))
-        .default(Some(DEFAULT_LIMIT.into()));
+    ));
     let records = Array::new(ObjectBuilder::new().description(Some(
         "An audit log record (the JSON Schema `audit-log.schema.json`).",
     )));
@@ -227,6 +211,69 @@ fn list() -> OperationBuilder {
             .property("cursor", string())
             .property("cursors", ObjectBuilder::new().property("after", string())),
     );
+    paging(operation)
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("A page of records, or (NDJSON) every record.")
+                .content("application/json", json(page))
+                .content("application/x-ndjson", json(string())),
+        )
+        .response(
+            "422",
+            error("The query reached its time limit; the message names the slow filters."),
+        )
+        .response(
+            "429",
+            error("Too many exports of this account run at once."),
+        )
+        .pipe(with_errors)
+}
+
+/// The range and the filters: what the list, an export and the stats select records by.
+fn matching(operation: OperationBuilder) -> OperationBuilder {
+    let mut operation = operation
+        .parameter(time("since", true, "Records at or after this time."))
+        .parameter(time("before", true, "Records before this time."));
+    let filters = FILTERS.iter().map(|&(name, description)| {
+        let kind = filter(name).map_or(Kind::Text, |(_, kind)| kind);
+        (name, description, value_schema(kind))
+    });
+    let category = (
+        "product_category",
+        "product category (its `resource.product` values, see `/product_categories`)",
+        string().max_length(Some(MAX_VALUE_LEN)).into(),
+    );
+    for (name, description, schema) in filters.chain([category]) {
+        for (suffix, what) in [("", "equal to"), (".not", "not equal to")] {
+            operation = operation.parameter(
+                parameter(
+                    &format!("{name}{suffix}"),
+                    ParameterIn::Query,
+                    false,
+                    &format!(
+                        "Records whose {description} is {what} one of the values (repeatable)."
+                    ),
+                )
+                .schema(Some(Array::new(schema.clone())))
+                .explode(Some(true)),
+            );
+        }
+    }
+    operation
+}
+
+/// The paging of the list and the history.
+fn paging(operation: OperationBuilder) -> OperationBuilder {
+    let direction = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["desc", "asc"]))
+        .default(Some("desc".into()));
+    let limit = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(DEFAULT_LIMIT.into()));
     operation
         .parameter(
             parameter("direction", ParameterIn::Query, false, "The order by time.")
@@ -244,22 +291,101 @@ fn list() -> OperationBuilder {
             )
             .schema(Some(string())),
         )
-        .response(
-            "200",
-            ResponseBuilder::new()
-                .description("A page of records, or (NDJSON) every record.")
-                .content("application/json", json(page))
-                .content("application/x-ndjson", json(string())),
+}
+
+fn stats() -> OperationBuilder {
+    let interval = string().enum_values(Some(["hour", "day"]));
+    let top = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(super::stats::MAX_TOP))
+        .default(Some(10.into()));
+    matching(operation(
+        "audit-logs-stats",
+        "Count an account's audit logs",
+        "Counts of the matching records per hour or day, by result, and the most frequent \
+         actors, actions and products.",
+    ))
+    .parameter(
+        parameter(
+            "interval",
+            ParameterIn::Query,
+            false,
+            "The buckets' length (by default `hour` up to 7 days, else `day`).",
         )
-        .response(
-            "422",
-            error("The query reached its time limit; the message names the slow filters."),
-        )
-        .response(
-            "429",
-            error("Too many exports of this account run at once."),
-        )
-        .pipe(with_errors)
+        .schema(Some(interval)),
+    )
+    .parameter(
+        parameter("top", ParameterIn::Query, false, "Entries per top list.").schema(Some(top)),
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The counts.")
+            .content("application/json", json(envelope(ObjectBuilder::new()))),
+    )
+    .response(
+        "422",
+        error("The query reached its time limit; the message names the slow filters."),
+    )
+    .pipe(with_errors)
+}
+
+fn categories() -> OperationBuilder {
+    let category = ObjectBuilder::new()
+        .property("value", string())
+        .property("label", string())
+        .property("products", Array::new(ObjectBuilder::new()));
+    operation(
+        "audit-logs-product-categories",
+        "List the product categories",
+        "The values the `product_category` filter takes, each with its products.",
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The categories.")
+            .content("application/json", json(envelope(Array::new(category)))),
+    )
+    .pipe(with_errors)
+}
+
+fn history() -> OperationBuilder {
+    let operation = operation(
+        "audit-logs-history",
+        "Get the history of an audit log's resource",
+        "The successful writes to the resource the audit log acted on, each with the \
+         resource's value before and after it.",
+    )
+    .parameter(id());
+    paging(
+        operation
+            .parameter(time("since", true, "Writes at or after this time."))
+            .parameter(time("before", true, "Writes before this time."))
+            .parameter(
+                parameter(
+                    "action_time",
+                    ParameterIn::Query,
+                    false,
+                    "The audit log's `action.time`.",
+                )
+                .schema(Some(formatted("date-time"))),
+            ),
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("A page of the resource's history.")
+            .content(
+                "application/json",
+                json(envelope(Array::new(ObjectBuilder::new()))),
+            ),
+    )
+    .pipe(with_errors)
+}
+
+fn id() -> ParameterBuilder {
+    parameter("id", ParameterIn::Path, true, "The audit log's id.").schema(Some(formatted("uuid")))
 }
 
 fn verify() -> OperationBuilder {
@@ -294,11 +420,7 @@ fn one() -> OperationBuilder {
         "Get an audit log record",
         "One record of the account's audit log, by id.",
     )
-    .parameter(
-        parameter("id", ParameterIn::Path, true, "The record's id.").schema(Some(string().format(
-            Some(utoipa::openapi::SchemaFormat::Custom("uuid".to_owned())),
-        ))),
-    )
+    .parameter(id())
     .response(
         "200",
         ResponseBuilder::new()
@@ -348,7 +470,8 @@ mod tests {
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }
-        assert_eq!(names.len(), 1 + 2 + FILTERS.len() * 2 + 3);
+        // The account, the range, every filter and `product_category` (each with `.not`), paging.
+        assert_eq!(names.len(), 1 + 2 + (FILTERS.len() + 1) * 2 + 3);
         let statuses: Vec<&str> = list
             .responses
             .responses
@@ -366,8 +489,11 @@ mod tests {
             paths,
             [
                 "/client/v4/accounts/{account_id}/logs/audit",
+                "/client/v4/accounts/{account_id}/logs/audit/product_categories",
+                "/client/v4/accounts/{account_id}/logs/audit/stats",
                 "/client/v4/accounts/{account_id}/logs/audit/verify",
                 "/client/v4/accounts/{account_id}/logs/audit/{id}",
+                "/client/v4/accounts/{account_id}/logs/audit/{id}/history",
             ]
         );
     }

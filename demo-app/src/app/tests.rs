@@ -998,7 +998,12 @@ async fn the_audit_log_api_is_described_and_a_read_of_it_is_recorded_as_describe
     let read = records
         .records()
         .into_iter()
-        .find(|r| r.raw.uri.as_deref().is_some_and(|u| u.contains("/logs/audit")))
+        .find(|r| {
+            r.raw
+                .uri
+                .as_deref()
+                .is_some_and(|u| u.contains("/logs/audit"))
+        })
         .expect("the read is recorded");
     assert_eq!(
         read.action.description.as_deref(),
@@ -1006,7 +1011,9 @@ async fn the_audit_log_api_is_described_and_a_read_of_it_is_recorded_as_describe
     );
     assert_eq!(
         read.raw.uri.as_deref(),
-        Some(format!("/accounts/{DEMO_ACCOUNT}/logs/audit?since=REDACTED&before=REDACTED").as_str())
+        Some(
+            format!("/accounts/{DEMO_ACCOUNT}/logs/audit?since=REDACTED&before=REDACTED").as_str()
+        )
     );
     assert!(read.actor.id.is_some());
 }
