@@ -86,6 +86,9 @@
 //! At the end, a table of criterion's median estimates per backend and query.
 
 mod support;
+/// The viewer's requests (issue 21), in `benches/query/viewer.rs`.
+#[path = "query/viewer.rs"]
+mod viewer;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -1437,6 +1440,7 @@ fn run_sqlite(bench: &mut Bench<'_>) -> BoxResult<()> {
         Ok::<_, BoxError>(prepared)
     })?;
     bench.group("sqlite", "all", &store, &router, &prepared);
+    viewer::measure(bench.c, rt, "sqlite", &store, data, config.smoke)?;
     if config.pool_variants {
         bench_diag(bench, store.pool(), &prepared[0]);
         sqlite_pool_variants(bench, &path)?;
@@ -1552,6 +1556,7 @@ fn run_postgres(bench: &mut Bench<'_>) -> BoxResult<()> {
         Ok::<_, BoxError>(prepared)
     })?;
     bench.group("postgres", "all", &store, &router, &prepared);
+    viewer::measure(bench.c, rt, "postgres", &store, data, config.smoke)?;
     if config.pool_variants {
         bench_diag(bench, store.pool(), &prepared[0]);
     }
@@ -1712,6 +1717,7 @@ fn run() -> BoxResult<()> {
     c.final_summary();
     if !config.smoke {
         summary(&measured, started, config.rows);
+        viewer::summary(&data, started);
     }
     let failures = std::mem::take(&mut *FAILURES.lock().unwrap_or_else(PoisonError::into_inner));
     if !failures.is_empty() {
