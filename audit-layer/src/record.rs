@@ -444,7 +444,13 @@ impl ActionType {
     ///
     /// # Panics
     ///
-    /// When `name` is not an action type (in a `const`, the program does not compile).
+    /// When `name` is not an action type (in a `const`, the program does not compile):
+    ///
+    /// ```compile_fail
+    /// use audit_layer::record::ActionType;
+    ///
+    /// const BAD: ActionType = ActionType::from_static("Key Rotated");
+    /// ```
     #[track_caller]
     pub const fn from_static(name: &'static str) -> Self {
         match parse_action(name.as_bytes()) {
@@ -1330,6 +1336,38 @@ mod tests {
         assert!(json.contains(r#""cf_ray_id":"r""#), "{json}");
         assert_eq!(record.json_len(), json.len());
         assert!(record.size_hint() >= json.len());
+    }
+
+    #[test]
+    fn action_types_are_the_built_in_ones_or_well_formed_names() {
+        assert_eq!(ActionType::new("summary"), Ok(ActionType::Summary));
+        let longest = format!("a{}", "b_9".repeat(21));
+        assert_eq!(longest.len(), 64);
+        assert_eq!(ActionType::new(&longest).unwrap().as_str(), longest);
+        for bad in [
+            "",
+            "9lives",
+            "_x",
+            "Upper",
+            "a-b",
+            "a b",
+            "ünï",
+            &format!("{longest}c"),
+        ] {
+            let err = ActionType::new(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid action type"), "{bad:?}: {err}");
+        }
+        assert!(
+            ActionType::new(&"x".repeat(100))
+                .unwrap_err()
+                .to_string()
+                .ends_with("it is 100 bytes long")
+        );
+        let custom = ActionType::from_static("key_rotated");
+        let json = serde_json::to_string(&custom).unwrap();
+        assert_eq!(serde_json::from_str::<ActionType>(&json).unwrap(), custom);
+        assert!(serde_json::from_str::<ActionType>(r#""Key""#).is_err());
+        assert_eq!(ActionType::View.into_name(), "view");
     }
 
     #[test]
