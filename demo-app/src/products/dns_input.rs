@@ -10,6 +10,9 @@ use utoipa::openapi::{RefOr, Schema};
 /// trailing dot and surrounding spaces are allowed too.
 const HOST: &str = r"^\s*(\*|(\*\.)?[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*)\.*\s*$";
 
+/// An IPv4 address as Rust reads one: four decimal bytes, no leading zeros; spaces around.
+const IPV4: &str = r"^\s*((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\s*$";
+
 /// A record's name: `@` or nothing for the zone apex, or host-name labels.
 const NAME: &str = r"^\s*(@|\*|(\*\.)?[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*)?\.*\s*$";
 
@@ -41,7 +44,11 @@ fn branch(type_pattern: &str, content: Value, proxiable: bool) -> Value {
 pub(super) fn schema() -> RefOr<Schema> {
     let host = json!({"type": "string", "maxLength": 253, "pattern": HOST});
     let types = [
-        branch("^[aA]$", json!({"type": "string", "format": "ipv4"}), true),
+        branch(
+            "^[aA]$",
+            json!({"type": "string", "format": "ipv4", "pattern": IPV4}),
+            true,
+        ),
         branch(
             "^[aA]{4}$",
             json!({"type": "string", "format": "ipv6"}),

@@ -47,9 +47,13 @@ pub(crate) struct TokenCreate {
     /// A display name (1–100 characters), e.g. `CI deploys`.
     #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", extensions(("x-auditable" = json!(true))))]
     pub(crate) name: String,
-    /// When the token stops working (RFC 3339, in the future); never when absent. A background
-    /// sweep revokes expired tokens.
-    #[schema(extensions(("x-auditable" = json!(true))))]
+    /// When the token stops working (RFC 3339, in the future: a time past is a `409`); never
+    /// when absent. A background sweep revokes expired tokens.
+    #[schema(
+        format = DateTime,
+        pattern = r"^[0-9]{4}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$",
+        extensions(("x-auditable" = json!(true)))
+    )]
     pub(crate) expires_on: Option<String>,
 }
 
@@ -134,6 +138,7 @@ pub(crate) async fn list_tokens(
         (status = 200, description = "The new token, with its value (shown once)", body = TokenCreated),
         InvalidName,
         NoSuchAccount,
+        (status = 409, description = "`expires_on` is not in the future", body = ErrorBody),
     ),
 )]
 pub(crate) async fn create_token(
@@ -181,8 +186,12 @@ fn expiry(text: &str) -> Result<i64, ApiError> {
         .parse()
         .map_err(|_| bad("expected an RFC 3339 time, e.g. 2030-01-01T00:00:00Z"))?;
     let ms = time.unix_millis();
+    // A well-formed time that the clock has passed: the request is valid, the present
+    // refuses it.
     if ms <= now_ms() {
-        return Err(bad("expected a time in the future"));
+        return Err(ApiError::Conflict(
+            "invalid value for 'expires_on': expected a time in the future".into(),
+        ));
     }
     Ok(ms)
 }

@@ -3,8 +3,9 @@
 //! events tied to that request.
 //!
 //! When a `PUT` turns a policy on (from disabled) and it has webhooks, the handler spawns a test
-//! delivery in the request's audit context ([`crate::auth::AuditFacts::context`]): the task checks that
-//! each webhook's endpoint accepts a connection (within 2 s; no alert content is sent; at most
+//! delivery in the request's audit context
+//! ([`AuditFacts::context`](crate::auth::AuditFacts::context)): the task checks that each
+//! webhook's endpoint accepts a connection (within 2 s; no alert content is sent; at most
 //! 10 webhooks, 16 deliveries at once, never an address of this machine or a private network) and
 //! records a `deliver` event — its actor is the user who sent the `PUT`, its ray id the
 //! `PUT`'s. A failed delivery counts against the policy; at the limit
