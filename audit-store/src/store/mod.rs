@@ -23,6 +23,7 @@ pub mod intercept;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 mod names;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod positions;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
