@@ -226,6 +226,7 @@ async fn the_query_apis_export_answers_csv_with_formulas_defused() -> TestResult
     let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
         .into_router();
     let response = router
+        .clone()
         .oneshot(
             http::Request::get(
                 "/accounts/acc_1/logs/audit?since=2025-01-01&before=2030-01-01&format=csv&direction=asc",
@@ -250,6 +251,22 @@ async fn the_query_apis_export_answers_csv_with_formulas_defused() -> TestResult
     assert!(body.contains("\"line\nbreak, \"\"quoted\"\"\""), "{body}");
     assert!(body.find(&hostile.id.to_string()) < body.find(&plain.id.to_string()));
     assert_eq!(body.matches("\r\n").count(), 3, "a header and two rows");
+    // The viewer's CSV button asks with `Accept: text/csv`: the same answer.
+    let by_accept = router
+        .oneshot(
+            http::Request::get(
+                "/accounts/acc_1/logs/audit?since=2025-01-01&before=2030-01-01&direction=asc",
+            )
+            .header(http::header::ACCEPT, "text/csv")
+            .body(Body::empty())?,
+        )
+        .await?;
+    assert_eq!(
+        by_accept.headers()[http::header::CONTENT_TYPE],
+        "text/csv; charset=utf-8"
+    );
+    let by_accept = by_accept.into_body().collect().await?.to_bytes();
+    assert_eq!(String::from_utf8(by_accept.to_vec())?, body);
     // A format the API does not have is a 400 naming it.
     let bad = AuditLogRouter::new(
         SqliteStore::open(dir.path().join("other.db")).await?,

@@ -6,7 +6,8 @@
 //!   repeatable (OR) and with a `<name>.not` form, `direction`, `limit` (1–1000, default 100)
 //!   and an opaque `cursor`. With `Accept: application/x-ndjson` or `format=ndjson`, every
 //!   matching record is streamed instead, one per line, page by page (for SIEM ingestion);
-//!   with `format=csv`, as CSV (a header row, every cell quoted, formulas defused).
+//!   with `Accept: text/csv` or `format=csv`, as CSV (a header row, every cell quoted,
+//!   formulas defused).
 //!
 //! What one caller can make the server hold is bounded, whatever the records weigh: a page's
 //! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
@@ -446,15 +447,21 @@ async fn list<S: ChainedStore>(
             }
         },
     };
-    let accepts_ndjson = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/x-ndjson"));
+    let accepts = |media: &str| {
+        parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(media))
+    };
     let stream = match query.format {
         params::AnswerFormat::Csv => Some(export::Stream::Csv),
         params::AnswerFormat::Ndjson => Some(export::Stream::Ndjson),
-        params::AnswerFormat::Json if accepts_ndjson => Some(export::Stream::Ndjson),
+        params::AnswerFormat::Json if accepts("application/x-ndjson") => {
+            Some(export::Stream::Ndjson)
+        }
+        // The viewer's CSV button asks this way.
+        params::AnswerFormat::Json if accepts("text/csv") => Some(export::Stream::Csv),
         params::AnswerFormat::Json => None,
     };
     let mut page = RecordQuery {
