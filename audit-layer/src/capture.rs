@@ -153,61 +153,18 @@ impl RecordLimits {
 /// Cuts every string of `record` longer than `limit` bytes to `limit`, with the truncation
 /// marker.
 fn cut_strings(record: &mut AuditRecord, limit: usize) {
-    let cut = |s: &mut String| {
-        if s.len() > limit {
-            *s = escape::visible_string(std::mem::take(s), limit);
-        }
-    };
-    let cut_shared = |s: &mut Option<Arc<str>>| {
-        if let Some(text) = s.as_mut()
-            && text.len() > limit
-        {
-            *text = Arc::from(escape::visible_within(text.as_bytes(), limit));
-        }
-    };
-    let AuditRecord {
-        account,
-        action,
-        actor,
-        raw,
-        resource,
-        zone,
-        service,
-        ..
-    } = record;
-    for place in [
-        account.as_mut().map(|a| (&mut a.id, &mut a.name)),
-        zone.as_mut().map(|z| (&mut z.id, &mut z.name)),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        cut(place.0);
-        place.1.as_mut().map(cut);
-    }
-    for s in [
-        &mut actor.email,
-        &mut actor.id,
-        &mut actor.token.id,
-        &mut actor.token.name,
-        &mut raw.user_agent,
-        &mut raw.client_request_id,
-        &mut resource.id,
-        &mut raw.method,
-        &mut raw.uri,
-    ] {
-        s.as_mut().map(cut);
-    }
-    cut(&mut raw.cf_ray_id);
-    for s in [
-        &mut action.description,
-        &mut resource.product,
-        &mut resource.scope,
-        &mut resource.kind,
-        service,
-    ] {
-        cut_shared(s);
-    }
+    record.visit_texts(
+        |s| {
+            if s.len() > limit {
+                *s = escape::visible_string(std::mem::take(s), limit);
+            }
+        },
+        |text| {
+            if text.len() > limit {
+                *text = Arc::from(escape::visible_within(text.as_bytes(), limit));
+            }
+        },
+    );
 }
 
 /// A copy of the response body, up to a limit, taken as frames pass.

@@ -434,55 +434,16 @@ impl AuditEvent<'_> {
 
 /// Escapes and caps every string the app gave: an event's text may come from anywhere.
 fn clean(record: &mut AuditRecord, limits: RecordLimits) {
-    let text = |s: &mut String| *s = limits.string(std::mem::take(s));
-    let optional = |s: &mut Option<String>| {
-        if let Some(s) = s.as_mut() {
-            text(s);
-        }
-    };
-    let shared = |s: &mut Option<Arc<str>>| {
-        if let Some(value) = s.as_mut()
-            && let std::borrow::Cow::Owned(cleaned) =
+    record.visit_texts(
+        |s| *s = limits.string(std::mem::take(s)),
+        |value| {
+            if let std::borrow::Cow::Owned(cleaned) =
                 escape::visible_within(value.as_bytes(), limits.string)
-        {
-            *value = Arc::from(cleaned);
-        }
-    };
-    let AuditRecord {
-        account,
-        action,
-        actor,
-        raw,
-        resource,
-        zone,
-        ..
-    } = record;
-    if let Some(account) = account {
-        text(&mut account.id);
-    }
-    if let Some(zone) = zone {
-        text(&mut zone.id);
-    }
-    text(&mut raw.cf_ray_id);
-    for s in [
-        &mut actor.id,
-        &mut actor.email,
-        &mut actor.token.id,
-        &mut actor.token.name,
-        &mut raw.method,
-        &mut raw.uri,
-        &mut resource.id,
-    ] {
-        optional(s);
-    }
-    for s in [
-        &mut action.description,
-        &mut resource.scope,
-        &mut resource.product,
-        &mut resource.kind,
-    ] {
-        shared(s);
-    }
+            {
+                *value = Arc::from(cleaned);
+            }
+        },
+    );
 }
 
 #[cfg(test)]

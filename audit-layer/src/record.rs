@@ -85,6 +85,66 @@ pub const DEFAULT_RECORD_LIMIT: usize = 64 * 1024;
 pub const MIN_RECORD_LIMIT: usize = 4 * 1024;
 
 impl AuditRecord {
+    /// Visits every free-text string the record holds, the strings the escaping and the caps
+    /// apply to: account and zone ids and names, the actor's, the raw exchange's, the
+    /// resource's id and labels, the service. Bodies and `change` (JSON the redactor wrote)
+    /// are not visited. The one list both the layer's caps and the events' cleaning walk.
+    pub(crate) fn visit_texts(
+        &mut self,
+        mut text: impl FnMut(&mut String),
+        mut shared: impl FnMut(&mut Arc<str>),
+    ) {
+        let Self {
+            account,
+            action,
+            actor,
+            raw,
+            resource,
+            zone,
+            service,
+            ..
+        } = self;
+        for (id, name) in [
+            account.as_mut().map(|a| (&mut a.id, &mut a.name)),
+            zone.as_mut().map(|z| (&mut z.id, &mut z.name)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            text(id);
+            name.as_mut().map(&mut text);
+        }
+        text(&mut raw.cf_ray_id);
+        for s in [
+            &mut actor.email,
+            &mut actor.id,
+            &mut actor.token.id,
+            &mut actor.token.name,
+            &mut raw.user_agent,
+            &mut raw.client_request_id,
+            &mut raw.method,
+            &mut raw.uri,
+            &mut resource.id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            text(s);
+        }
+        for s in [
+            &mut action.description,
+            &mut resource.product,
+            &mut resource.scope,
+            &mut resource.kind,
+            service,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            shared(s);
+        }
+    }
+
     /// Field names, quotes, punctuation, the id, the time, the address and the enums: at most
     /// this many bytes of a record's JSON text are not its strings and bodies.
     const STRUCTURE: usize = 1024;

@@ -40,17 +40,7 @@ impl AlertRule {
     ///
     /// When the name, threshold or window is invalid.
     pub fn new(name: &str, threshold: u32, window: Duration) -> Result<Self, ExportConfigError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
-            return Err(ExportConfigError::new(format!(
-                "invalid alert rule name {:?}: expected 1 to 64 letters, digits, '-', '_' or '.'",
-                name.chars().take(80).collect::<String>()
-            )));
-        }
+        ExportConfigError::check_name("alert rule", name)?;
         if threshold == 0 {
             return Err(ExportConfigError::new(format!(
                 "invalid threshold of alert rule {name:?}: expected at least 1"

@@ -75,17 +75,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
     ///
     /// When `name` is not a valid job name.
     pub fn new(name: &str, store: S, destination: D) -> Result<Self, ExportConfigError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
-            return Err(ExportConfigError::new(format!(
-                "invalid export job name {:?}: expected 1 to 64 letters, digits, '-', '_' or '.'",
-                name.chars().take(80).collect::<String>()
-            )));
-        }
+        ExportConfigError::check_name("export job", name)?;
         Ok(Self {
             status: ExportStatus::new(name),
             name: name.to_owned(),

@@ -60,4 +60,21 @@ impl ExportConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
+
+    /// `name` as the name of a job or rule (`what`): 1 to 64 ASCII letters, digits, `-`, `_` or
+    /// `.`, since it is written into keys, metrics and paths.
+    pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Self> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid {
+            return Ok(());
+        }
+        Err(Self::new(format!(
+            "invalid {what} name {:?}: expected 1 to 64 letters, digits, '-', '_' or '.'",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
 }

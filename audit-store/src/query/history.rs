@@ -39,7 +39,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::params;
-use super::{ENVELOPE_BYTES, Shared, authorize, error, internal, json_response, names};
+use super::{
+    ENVELOPE_BYTES, Shared, authorize, bad_record_id, error, internal, json_response, names,
+};
 use crate::StoreError;
 use crate::model::{Column, ColumnFilter, Direction, FilterValue, PageRow, RecordQuery};
 use crate::store::ChainedStore;
@@ -82,11 +84,7 @@ pub(super) async fn history<S: ChainedStore>(
         return denied;
     }
     let Ok(id) = id.parse::<Uuid>() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            400,
-            "invalid audit log id in the path: expected a UUID",
-        );
+        return bad_record_id();
     };
     let query = match params::parse_history(raw.as_deref().unwrap_or("")) {
         Ok(query) => query,

@@ -652,6 +652,16 @@ async fn verify<S: ChainedStore>(
     }
 }
 
+/// The answer to a record id in the path (`…/logs/audit/{id}`, `…/{id}/history`) that is not
+/// a UUID.
+fn bad_record_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        400,
+        "invalid audit log id in the path: expected a UUID",
+    )
+}
+
 async fn one<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
     Path((account_id, id)): Path<(String, String)>,
@@ -661,11 +671,7 @@ async fn one<S: ChainedStore>(
         return denied;
     }
     let Ok(id) = id.parse::<Uuid>() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            400,
-            "invalid audit log id in the path: expected a UUID",
-        );
+        return bad_record_id();
     };
     match shared.store.get(&account_id, id).await {
         Ok(Some(record)) => json_response(format!(
