@@ -60,6 +60,7 @@
 //! # }
 //! ```
 
+mod authorized;
 mod categories;
 mod cursor;
 mod export;
@@ -81,8 +82,8 @@ use std::time::Duration;
 use audit_layer::ProductCategories;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -92,7 +93,6 @@ use cursor::CursorKey;
 pub use openapi::{TAG, openapi};
 pub use params::BadParameter;
 pub use stats::{MAX_BUCKETS, MAX_TOP};
-use uuid::Uuid;
 #[cfg(feature = "viewer")]
 pub use viewer::InvalidFrameAncestor;
 
@@ -101,6 +101,7 @@ use crate::chain::Verifier;
 use crate::model::{Column, Page, PageRow, RecordQuery};
 use crate::store::ChainedStore;
 use crate::verify::CheckpointSource;
+use authorized::{Authorized, RecordId};
 use export::Exports;
 
 /// The default of [`AuditLogRouter::page_bytes`].
@@ -422,17 +423,12 @@ fn json_response(body: String) -> Response {
 
 async fn list<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path(account_id): Path<String>,
-    RawQuery(raw): RawQuery,
-    parts: Parts,
+    headers: HeaderMap,
+    Authorized {
+        account_id,
+        params: query,
+    }: Authorized<params::LogQuery>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let query = match params::parse(raw.as_deref().unwrap_or(""), &shared.categories) {
-        Ok(query) => query,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
-    };
     let binding = query.binding(&account_id);
     let after = match &query.cursor {
         None => None,
@@ -448,8 +444,7 @@ async fn list<S: ChainedStore>(
         },
     };
     let accepts = |media: &str| {
-        parts
-            .headers
+        headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains(media))
@@ -609,17 +604,11 @@ fn envelope_ends(count: usize, cursor: Option<&str>) -> (String, String) {
 
 async fn verify<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path(account_id): Path<String>,
-    RawQuery(raw): RawQuery,
-    parts: Parts,
+    Authorized {
+        account_id,
+        params: span,
+    }: Authorized<crate::verify::Span>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let span = match params::parse_span(raw.as_deref().unwrap_or("")) {
-        Ok(span) => span,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
-    };
     let Some(verifier) = &shared.verifier else {
         return error(
             StatusCode::NOT_IMPLEMENTED,
@@ -664,15 +653,11 @@ fn bad_record_id() -> Response {
 
 async fn one<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path((account_id, id)): Path<(String, String)>,
-    parts: Parts,
+    Authorized {
+        account_id,
+        params: RecordId(id),
+    }: Authorized<RecordId>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let Ok(id) = id.parse::<Uuid>() else {
-        return bad_record_id();
-    };
     match shared.store.get(&account_id, id).await {
         Ok(Some(record)) => json_response(format!(
             r#"{{"success":true,"errors":[],"messages":[],"result":{}}}"#,
@@ -685,6 +670,8 @@ async fn one<S: ChainedStore>(
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     #[test]
