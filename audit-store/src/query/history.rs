@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use super::authorized::{Authorized, RecordId};
 use super::params;
-use super::{ENVELOPE_BYTES, Shared, error, internal, json_response, names};
+use super::{ENVELOPE_BYTES, Shared, error, internal, json_response, names, open_cursor};
 use crate::StoreError;
 use crate::model::{Column, ColumnFilter, Direction, FilterValue, PageRow, RecordQuery};
 use crate::store::ChainedStore;
@@ -88,18 +88,9 @@ pub(super) async fn history<S: ChainedStore>(
         query.direction.as_str()
     ])
     .to_string();
-    let after = match &query.cursor {
-        None => None,
-        Some(cursor) => match shared.cursor_key.open(cursor, &binding) {
-            Some(position) => Some(position),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "invalid value for 'cursor': not a cursor this history issued (edited, from another query, or expired); start again without 'cursor'",
-                );
-            }
-        },
+    let after = match open_cursor(&shared, query.cursor.as_deref(), &binding, "history") {
+        Ok(after) => after,
+        Err(bad) => return bad,
     };
     let source = match shared.store.get(&account_id, id).await {
         Ok(Some(json)) => serde_json::from_str::<Value>(&names::current(&json)).ok(),

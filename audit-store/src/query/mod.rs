@@ -103,6 +103,7 @@ use crate::store::ChainedStore;
 use crate::verify::CheckpointSource;
 use authorized::{Authorized, RecordId};
 use export::Exports;
+use uuid::Uuid;
 
 /// The default of [`AuditLogRouter::page_bytes`].
 pub const DEFAULT_PAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -149,18 +150,11 @@ where
 /// Builds the audit log [`Router`].
 #[must_use]
 pub struct AuditLogRouter<S> {
-    store: S,
-    authorizer: Arc<dyn Authorizer>,
-    cursor_key: CursorKey,
-    verifier: Option<Verifier>,
-    external: Option<Arc<dyn CheckpointSource>>,
-    page_bytes: usize,
-    exports_per_account: usize,
-    statement_timeout: Option<Duration>,
+    /// What every route reads, set by the builder's methods.
+    shared: Shared<S>,
     prefix: String,
     #[cfg(feature = "viewer")]
     viewer: Option<viewer::Viewer>,
-    categories: ProductCategories,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -186,18 +180,20 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     pub fn new(store: S, authorizer: impl Authorizer) -> Self {
         let verifier = store.chain_keys().map(crate::chain::ChainKeys::verifier);
         Self {
-            store,
-            authorizer: Arc::new(authorizer),
-            cursor_key: CursorKey::random(),
-            verifier,
-            external: None,
-            page_bytes: DEFAULT_PAGE_BYTES,
-            exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
-            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            shared: Shared {
+                store,
+                authorizer: Arc::new(authorizer),
+                cursor_key: CursorKey::random(),
+                verifier,
+                external: None,
+                page_bytes: DEFAULT_PAGE_BYTES,
+                statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+                exports: Exports::new(DEFAULT_EXPORTS_PER_ACCOUNT),
+                categories: ProductCategories::new(),
+            },
             prefix: String::new(),
             #[cfg(feature = "viewer")]
             viewer: None,
-            categories: ProductCategories::new(),
         }
     }
 
@@ -256,7 +252,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; Ok(()) }
     /// ```
     pub fn product_categories(mut self, categories: ProductCategories) -> Self {
-        self.categories = categories;
+        self.shared.categories = categories;
         self
     }
 
@@ -272,7 +268,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn page_bytes(mut self, bytes: usize) -> Self {
-        self.page_bytes = bytes;
+        self.shared.page_bytes = bytes;
         self
     }
 
@@ -287,7 +283,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn exports_per_account(mut self, exports: usize) -> Self {
-        self.exports_per_account = exports;
+        self.shared.exports = Exports::new(exports);
         self
     }
 
@@ -306,14 +302,14 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn statement_timeout(mut self, limit: Option<Duration>) -> Self {
-        self.statement_timeout = limit;
+        self.shared.statement_timeout = limit;
         self
     }
 
     /// What the verify endpoint trusts. Defaults, for a chained store, to the store's own
     /// keys (signatures and seals); give one with older public keys after a key rotation.
     pub fn verifier(mut self, verifier: Verifier) -> Self {
-        self.verifier = Some(verifier);
+        self.shared.verifier = Some(verifier);
         self
     }
 
@@ -332,30 +328,20 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn external_checkpoints(mut self, source: impl CheckpointSource) -> Self {
-        self.external = Some(Arc::new(source));
+        self.shared.external = Some(Arc::new(source));
         self
     }
 
     /// The key cursors are signed with. Defaults to a random key per process, so cursors do
     /// not survive a restart; give every instance behind one load balancer the same key.
     pub fn cursor_key(mut self, key: [u8; 32]) -> Self {
-        self.cursor_key = CursorKey::new(key);
+        self.shared.cursor_key = CursorKey::new(key);
         self
     }
 
     /// The router, to `merge` into the app's.
     pub fn into_router(self) -> Router {
-        let shared = Arc::new(Shared {
-            store: self.store,
-            authorizer: self.authorizer,
-            cursor_key: self.cursor_key,
-            verifier: self.verifier,
-            external: self.external,
-            page_bytes: self.page_bytes,
-            statement_timeout: self.statement_timeout,
-            exports: Exports::new(self.exports_per_account),
-            categories: self.categories,
-        });
+        let shared = Arc::new(self.shared);
         let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
         let router = Router::new()
             .route(&base, get(list::<S>))
@@ -430,18 +416,9 @@ async fn list<S: ChainedStore>(
     }: Authorized<params::LogQuery>,
 ) -> Response {
     let binding = query.binding(&account_id);
-    let after = match &query.cursor {
-        None => None,
-        Some(cursor) => match shared.cursor_key.open(cursor, &binding) {
-            Some(position) => Some(position),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "invalid value for 'cursor': not a cursor this query issued (edited, from another query, or expired); start again without 'cursor'",
-                );
-            }
-        },
+    let after = match open_cursor(&shared, query.cursor.as_deref(), &binding, "query") {
+        Ok(after) => after,
+        Err(bad) => return bad,
     };
     let accepts = |media: &str| {
         headers
@@ -496,6 +473,30 @@ async fn list<S: ChainedStore>(
         .flatten()
         .map(|last| shared.cursor_key.seal(last.time_ms, last.id, &binding));
     envelope_response(rows, cursor.as_deref())
+}
+
+/// The position after which the page `cursor` asks for starts (`None`: the first page); a
+/// 400 when `cursor` is not one this `what` (with these parameters: `binding`) issued.
+fn open_cursor<S>(
+    shared: &Shared<S>,
+    cursor: Option<&str>,
+    binding: &str,
+    what: &str,
+) -> Result<Option<(i64, Uuid)>, Response> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    match shared.cursor_key.open(cursor, binding) {
+        Some(position) => Ok(Some(position)),
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            400,
+            &format!(
+                "invalid value for 'cursor': not a cursor this {what} issued (edited, from \
+                 another query, or expired); start again without 'cursor'"
+            ),
+        )),
+    }
 }
 
 /// The answer to a read that failed: a 422 for one stopped at its time limit, naming the
@@ -670,8 +671,6 @@ async fn one<S: ChainedStore>(
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
 
     #[test]
