@@ -872,3 +872,66 @@ pub(crate) fn assert_in_order_per_account(written: &[(Option<String>, i64, Uuid)
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A router's answers
+// ---------------------------------------------------------------------------------------------
+
+/// An answer of a router, read whole.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: http::StatusCode,
+    /// The `Content-Type` (empty when there is none).
+    pub(crate) content_type: String,
+    pub(crate) body: bytes::Bytes,
+}
+
+impl Reply {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub(crate) fn json(&self) -> TestResult<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("not JSON ({e}): {}", self.text()).into())
+    }
+}
+
+/// The answer of `router` to `GET uri` with `headers` (`None` values are left out).
+pub(crate) async fn get(
+    router: &axum::Router,
+    uri: &str,
+    headers: &[(http::header::HeaderName, Option<&str>)],
+) -> TestResult<Reply> {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let mut request = http::Request::get(uri);
+    for (name, value) in headers {
+        if let Some(value) = value {
+            request = request.header(name, *value);
+        }
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty())?)
+        .await?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// `Bearer <token>`, for an `Authorization` header.
+pub(crate) fn bearer(token: Option<&str>) -> Option<String> {
+    token.map(|token| format!("Bearer {token}"))
+}
