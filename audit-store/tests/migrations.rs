@@ -125,7 +125,10 @@ impl AppDb {
         // advisory lock (PostgreSQL).
         let stale = on_pool!(self, pool => {
             let mut conn = pool.acquire().await?.detach();
-            let stale = app_migrator().run(&mut conn).await.unwrap_err();
+            let stale = app_migrator()
+                .run(&mut conn)
+                .await
+                .expect_err("a migrator missing applied versions is refused");
             conn.close().await?;
             stale
         });

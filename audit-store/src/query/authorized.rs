@@ -22,6 +22,10 @@ pub(super) struct Authorized<P> {
 /// What a route reads from its path's record id (`{id}`, when the route has one) and its
 /// query string; the response to give instead when they are wrong.
 pub(super) trait RouteParams<S>: Sized {
+    #[expect(
+        clippy::result_large_err,
+        reason = "the answer itself, as axum's rejections are: made once per refused request"
+    )]
     fn parse(shared: &Shared<S>, id: Option<&str>, query: &str) -> Result<Self, Response>;
 }
 

@@ -477,6 +477,10 @@ async fn list<S: ChainedStore>(
 
 /// The position after which the page `cursor` asks for starts (`None`: the first page); a
 /// 400 when `cursor` is not one this `what` (with these parameters: `binding`) issued.
+#[expect(
+    clippy::result_large_err,
+    reason = "the answer itself, as axum's rejections are: made once per refused request"
+)]
 fn open_cursor<S>(
     shared: &Shared<S>,
     cursor: Option<&str>,
