@@ -13,12 +13,9 @@ use audit_store::chain::{ChainKeys, ChainSecret};
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::AuditStore;
 use axum::Router;
-use axum::body::Body;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Row};
-use tower::ServiceExt;
 
 use common::TestResult;
 
@@ -43,14 +40,8 @@ fn allow(_: &http::request::Parts, _: &str) -> Access {
 }
 
 async fn get(router: &Router, uri: &str, accept: Option<&str>) -> TestResult<(StatusCode, String)> {
-    let mut request = Request::get(uri);
-    if let Some(accept) = accept {
-        request = request.header(http::header::ACCEPT, accept);
-    }
-    let response = router.clone().oneshot(request.body(Body::empty())?).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8(body.to_vec())?))
+    let reply = common::get(router, uri, &[(http::header::ACCEPT, accept)]).await?;
+    Ok((reply.status, String::from_utf8(reply.body.to_vec())?))
 }
 
 /// A record as served: the current names, valid by the schema, the token twice alike.

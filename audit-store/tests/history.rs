@@ -13,11 +13,9 @@ use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::ChainedStore;
 use axum::Router;
-use axum::body::Body;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
+use http::header::AUTHORIZATION;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use common::{BASE_MS, Fixture, TestResult, record};
 
@@ -54,14 +52,9 @@ fn router<S: ChainedStore>(store: &S, page_bytes: usize) -> Router {
 }
 
 async fn get(router: &Router, uri: &str, auth: Option<&str>) -> TestResult<(StatusCode, Value)> {
-    let mut request = Request::get(uri);
-    if let Some(auth) = auth {
-        request = request.header("authorization", format!("Bearer {auth}"));
-    }
-    let response = router.clone().oneshot(request.body(Body::empty())?).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, serde_json::from_slice(&body)?))
+    let auth = common::bearer(auth);
+    let reply = common::get(router, uri, &[(AUTHORIZATION, auth.as_deref())]).await?;
+    Ok((reply.status, reply.json()?))
 }
 
 /// A write of `account` to the DNS record `id` at `BASE_MS + i` seconds.

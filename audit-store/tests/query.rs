@@ -20,8 +20,7 @@ use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::{AuditStore, ChainedStore};
 use axum::Router;
 use axum::body::Body;
-use bytes::Bytes;
-use common::{Fixture, Rng, TestResult, ms, record_id};
+use common::{Fixture, Reply, Rng, TestResult, ms, record_id};
 use http::request::Parts;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -739,22 +738,12 @@ fn list_uri(account: &str, params: &[(String, String)]) -> String {
 }
 
 /// A response, read whole.
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: Bytes,
+/// What the query API's answers are checked for, beyond [`Reply`]'s own.
+trait Envelope {
+    fn error_message(&self) -> TestResult<String>;
 }
 
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> TestResult<Value> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("not JSON ({e}): {}", self.text()).into())
-    }
-
+impl Envelope for Reply {
     /// `errors[0].message` of an error envelope, after checking the envelope.
     fn error_message(&self) -> TestResult<String> {
         let body = self.json()?;
@@ -819,31 +808,12 @@ impl Api {
     }
 
     async fn send(&self, uri: &str, auth: Option<&str>, accept: Option<&str>) -> TestResult<Reply> {
-        let mut request = Request::get(uri);
-        if let Some(auth) = auth {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        if let Some(accept) = accept {
-            request = request.header(header::ACCEPT, accept);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(Body::empty())?)
-            .await?;
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Reply {
-            status,
-            content_type,
-            body,
-        })
+        common::get(
+            &self.router,
+            uri,
+            &[(header::AUTHORIZATION, auth), (header::ACCEPT, accept)],
+        )
+        .await
     }
 
     /// `GET` one record (or whatever stands where its id goes) as the account's owner.

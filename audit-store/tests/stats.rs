@@ -14,13 +14,11 @@ use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::ChainedStore;
 use axum::Router;
-use axum::body::Body;
 use common::{Fixture, Rng, TestResult, ms, record_id};
+use http::StatusCode;
+use http::header::AUTHORIZATION;
 use http::request::Parts;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 backend_tests!(
     counts_match_the_records_for_every_filter_kind,
@@ -105,23 +103,12 @@ async fn get(
     query: &str,
     token: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut request = Request::get(format!("/accounts/{account}/logs/audit/stats?{query}"));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("a request"))
+    let uri = format!("/accounts/{account}/logs/audit/stats?{query}");
+    let auth = common::bearer(token);
+    let reply = common::get(router, &uri, &[(AUTHORIZATION, auth.as_deref())])
         .await
-        .expect("infallible");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
-    (status, serde_json::from_slice(&body).expect("JSON"))
+        .expect("an answer");
+    (reply.status, reply.json().expect("JSON"))
 }
 
 /// What the endpoint must answer for `records` matching `keep`, hourly from `since`.

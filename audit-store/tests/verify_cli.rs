@@ -42,6 +42,13 @@ fn run(args: &[&str]) -> TestResult<Run> {
     Ok(run)
 }
 
+/// `audit-verify --database-url <database> --public-key <key>`, then `extra`.
+fn verify(database: &str, key: &str, extra: &[&str]) -> TestResult<Run> {
+    let mut args = vec!["--database-url", database, "--public-key", key];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
@@ -49,39 +56,23 @@ fn url(path: &Path) -> String {
 #[tokio::test]
 async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("audit.db");
     let keys = ChainKeys::from_secret(&ChainSecret::from_hex(SECRET_HEX)?);
-    let store = SqliteStore::open(&db).await?.chained(keys.clone());
-    store.migrate().await?;
-    for account in ["acc-1", "acc-2"] {
-        let records: Vec<_> = (0..30)
-            .map(|i| record(Some(account), BASE_MS + i))
-            .collect();
-        store.insert(&rows(&records)?).await?;
-    }
-    let checkpoints = store.checkpoint(BASE_MS + 1000).await?;
-    let kept = dir.path().join("checkpoints.jsonl");
-    audit_store::chain::CheckpointSink::publish(&JsonLinesCheckpoints::new(&kept), &checkpoints)
-        .await?;
+    let (store, database, kept) = two_accounts(dir.path(), &keys).await?;
     // The auditor's copy of the key, outside the database's directory.
     let auditor = tempfile::tempdir()?;
     let public = auditor.path().join("audit-public.key");
     std::fs::write(&public, format!("{}\n", keys.public_key()))?;
     let secret = dir.path().join("chain.secret");
     std::fs::write(&secret, SECRET_HEX)?;
-    let database = url(&db);
     let public_arg = format!("@{}", public.display());
 
     // A secret others may read is refused, as the store refuses it, and never shown.
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644))?;
-    let exposed = run(&[
-        "--database-url",
+    let exposed = verify(
         &database,
-        "--public-key",
         &public_arg,
-        "--secret-file",
-        &secret.display().to_string(),
-    ])?;
+        &["--secret-file", &secret.display().to_string()],
+    )?;
     assert_eq!(
         exposed.code,
         Some(2),
@@ -94,7 +85,7 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
 
     // Untouched: every chain ok, with and without the secret.
-    let ok = run(&["--database-url", &database, "--public-key", &public_arg])?;
+    let ok = verify(&database, &public_arg, &[])?;
     assert_eq!(ok.code, Some(0), "{}{}", ok.stdout, ok.stderr);
     assert!(
         ok.stdout
@@ -104,17 +95,17 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     );
     assert!(ok.stdout.contains("ok \"acc-2\""), "{}", ok.stdout);
     assert!(ok.stdout.contains("seals not checked"), "{}", ok.stdout);
-    let sealed = run(&[
-        "--database-url",
+    let sealed = verify(
         &database,
-        "--public-key",
         &public_arg,
-        "--secret-file",
-        &secret.display().to_string(),
-        "--account",
-        "acc-1",
-        "--json",
-    ])?;
+        &[
+            "--secret-file",
+            &secret.display().to_string(),
+            "--account",
+            "acc-1",
+            "--json",
+        ],
+    )?;
     assert_eq!(sealed.code, Some(0), "{}", sealed.stderr);
     let report: serde_json::Value = serde_json::from_str(sealed.stdout.trim())?;
     assert_eq!(
@@ -137,14 +128,11 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     )
     .execute(store.pool())
     .await?;
-    let broken = run(&[
-        "--database-url",
+    let broken = verify(
         &database,
-        "--public-key",
         &public_arg,
-        "--checkpoints",
-        &kept.display().to_string(),
-    ])?;
+        &["--checkpoints", &kept.display().to_string()],
+    )?;
     assert_eq!(broken.code, Some(1), "{}{}", broken.stdout, broken.stderr);
     assert!(
         broken
@@ -163,7 +151,7 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
 
     // Bad input: named, never echoed, exit 2.
     let canary = "not-a-key-canary-7f3a";
-    let bad = run(&["--database-url", &database, "--public-key", canary])?;
+    let bad = verify(&database, canary, &[])?;
     assert_eq!(bad.code, Some(2));
     assert!(
         bad.stderr.contains("--public-key") && !bad.stderr.contains(canary),
@@ -173,14 +161,11 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
     let other = ChainKeys::from_secret(&ChainSecret::from_bytes([1; 32]))
         .public_key()
         .to_hex();
-    let mismatch = run(&[
-        "--database-url",
+    let mismatch = verify(
         &database,
-        "--public-key",
         &other,
-        "--secret-file",
-        &secret.display().to_string(),
-    ])?;
+        &["--secret-file", &secret.display().to_string()],
+    )?;
     assert_eq!(mismatch.code, Some(2));
     assert!(
         mismatch
@@ -205,7 +190,7 @@ async fn the_command_line_verifier_finds_what_was_changed() -> TestResult {
         !dir.path().join("nope.db").exists(),
         "the verifier must not create a database"
     );
-    let wrong_key = run(&["--database-url", &database, "--public-key", &other])?;
+    let wrong_key = verify(&database, &other, &[])?;
     assert_eq!(
         wrong_key.code,
         Some(1),
@@ -247,7 +232,7 @@ async fn without_a_checkpoint_a_chain_is_unverifiable_and_the_exit_status_is_3()
     let keys = ChainKeys::from_secret(&ChainSecret::from_hex(SECRET_HEX)?);
     let (store, database, _) = two_accounts(dir.path(), &keys).await?;
     let key = keys.public_key().to_hex();
-    let ok = run(&["--database-url", &database, "--public-key", &key])?;
+    let ok = verify(&database, &key, &[])?;
     assert_eq!(ok.code, Some(0), "{}", ok.stdout);
 
     // An insider rewrites acc-1 (here: records newer than its checkpoint, as a rechained log
@@ -257,7 +242,7 @@ async fn without_a_checkpoint_a_chain_is_unverifiable_and_the_exit_status_is_3()
         .map(|i| record(Some("acc-1"), BASE_MS + i))
         .collect();
     store.insert(&rows(&more)?).await?;
-    let tail = run(&["--database-url", &database, "--public-key", &key])?;
+    let tail = verify(&database, &key, &[])?;
     assert_eq!(tail.code, Some(3), "{}{}", tail.stdout, tail.stderr);
     assert!(
         tail.stdout.contains("UNVERIFIABLE \"acc-1\"")
@@ -315,7 +300,7 @@ async fn a_public_key_from_the_data_directory_is_refused_unless_pinned() -> Test
     let beside = dir.path().join("audit-public.key");
     std::fs::write(&beside, format!("{}\n", keys.public_key()))?;
     let beside_arg = format!("@{}", beside.display());
-    let refused = run(&["--database-url", &database, "--public-key", &beside_arg])?;
+    let refused = verify(&database, &beside_arg, &[])?;
     assert_eq!(refused.code, Some(2), "{}", refused.stdout);
     assert!(
         refused.stderr.contains("database's directory") && refused.stderr.contains("--fingerprint"),
@@ -327,40 +312,19 @@ async fn a_public_key_from_the_data_directory_is_refused_unless_pinned() -> Test
     // Pinned by its fingerprint, the same file is trusted...
     let bytes = hex::decode(keys.public_key().to_hex())?;
     let print = hex::encode(sha2::Sha256::digest(&bytes));
-    let pinned = run(&[
-        "--database-url",
-        &database,
-        "--public-key",
-        &beside_arg,
-        "--fingerprint",
-        &print,
-    ])?;
+    let pinned = verify(&database, &beside_arg, &["--fingerprint", &print])?;
     assert_eq!(pinned.code, Some(0), "{}{}", pinned.stdout, pinned.stderr);
     // ... and a key an insider put there instead is not.
     let theirs = ChainKeys::from_secret(&ChainSecret::from_bytes([6; 32]));
     std::fs::write(&beside, format!("{}\n", theirs.public_key()))?;
-    let swapped = run(&[
-        "--database-url",
-        &database,
-        "--public-key",
-        &beside_arg,
-        "--fingerprint",
-        &print,
-    ])?;
+    let swapped = verify(&database, &beside_arg, &["--fingerprint", &print])?;
     assert_eq!(swapped.code, Some(2), "{}", swapped.stdout);
     assert!(
         swapped.stderr.contains("no --fingerprint pins"),
         "{}",
         swapped.stderr
     );
-    let bad = run(&[
-        "--database-url",
-        &database,
-        "--public-key",
-        &beside_arg,
-        "--fingerprint",
-        "abc",
-    ])?;
+    let bad = verify(&database, &beside_arg, &["--fingerprint", "abc"])?;
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("--fingerprint"), "{}", bad.stderr);
     Ok(())

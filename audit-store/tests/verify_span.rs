@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use audit_store::chain::{ChainKeys, ChainSecret, Verifier};
-use audit_store::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, Stats, StatsQuery,
-    StoredRecord, TimedLink,
-};
+use audit_store::model::{ChainRow, ChainScope, Direction, TimedLink};
+use audit_store::store::intercept::{Intercepted, Interceptor};
 use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use audit_store::verify::{self, BreakKind, Outcome, Span, VerifyReport};
 use futures_util::StreamExt as _;
@@ -52,102 +50,45 @@ fn span(first: i64, last: i64) -> Span {
 }
 
 /// A store that counts the links it reads for a verifier.
-#[derive(Clone)]
-struct Reading<S> {
-    inner: S,
-    links: Arc<AtomicU64>,
-}
+/// Counts the chain links verification reads, whichever way it reads them.
+#[derive(Clone, Default)]
+struct Links(Arc<AtomicU64>);
 
-impl<S> Reading<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            links: Arc::default(),
+impl Links {
+    fn counted<T>(&self, read: audit_store::Result<Vec<T>>) -> audit_store::Result<Vec<T>> {
+        if let Ok(links) = &read {
+            self.0.fetch_add(links.len() as u64, Ordering::SeqCst);
         }
-    }
-
-    /// Links read since the last call.
-    fn take(&self) -> u64 {
-        self.links.swap(0, Ordering::SeqCst)
+        read
     }
 }
 
-impl<S: ChainedStore> AuditStore for Reading<S> {
-    async fn migrate(&self) -> audit_store::Result<()> {
-        self.inner.migrate().await
-    }
-    async fn insert(&self, records: &[StoredRecord]) -> audit_store::Result<u64> {
-        self.inner.insert(records).await
-    }
-    async fn ping(&self) -> audit_store::Result<()> {
-        self.inner.ping().await
-    }
-    async fn delete_before(&self, cutoff_ms: i64) -> audit_store::Result<u64> {
-        self.inner.delete_before(cutoff_ms).await
-    }
-    async fn get(&self, account_id: &str, id: Uuid) -> audit_store::Result<Option<String>> {
-        self.inner.get(account_id, id).await
-    }
-    async fn count(&self) -> audit_store::Result<u64> {
-        self.inner.count().await
-    }
-    async fn page(&self, query: &RecordQuery) -> audit_store::Result<Page> {
-        self.inner.page(query).await
-    }
-    async fn stats(&self, query: &StatsQuery) -> audit_store::Result<Stats> {
-        self.inner.stats(query).await
-    }
-}
-
-impl<S: ChainedStore> ChainedStore for Reading<S> {
-    fn chain_keys(&self) -> Option<&ChainKeys> {
-        self.inner.chain_keys()
-    }
-    async fn chain_heads(&self) -> audit_store::Result<Vec<ChainHead>> {
-        self.inner.chain_heads().await
-    }
-    async fn chains(&self) -> audit_store::Result<Vec<String>> {
-        self.inner.chains().await
-    }
-    async fn chain_head(&self, chain: &str) -> audit_store::Result<Option<ChainHead>> {
-        self.inner.chain_head(chain).await
-    }
-    async fn chain_rows(
+impl Interceptor for Links {
+    async fn chain_rows<S: ChainedStore>(
         &self,
+        inner: &S,
         chain: &str,
         after: (i64, Uuid),
         limit: u32,
     ) -> audit_store::Result<Vec<ChainRow>> {
-        let rows = self.inner.chain_rows(chain, after, limit).await?;
-        self.links.fetch_add(rows.len() as u64, Ordering::SeqCst);
-        Ok(rows)
+        self.counted(inner.chain_rows(chain, after, limit).await)
     }
-    async fn chain_span(
+
+    async fn chain_page<S: ChainedStore>(
         &self,
-        chain: &str,
-        since_ms: i64,
-        before_ms: i64,
-    ) -> audit_store::Result<Option<(i64, i64)>> {
-        self.inner.chain_span(chain, since_ms, before_ms).await
-    }
-    async fn chain_page(
-        &self,
+        inner: &S,
         chain: &str,
         span: (i64, i64),
         after: Option<(i64, Uuid)>,
         direction: Direction,
         limit: u32,
     ) -> audit_store::Result<Vec<TimedLink>> {
-        let page = self
-            .inner
-            .chain_page(chain, span, after, direction, limit)
-            .await?;
-        self.links.fetch_add(page.len() as u64, Ordering::SeqCst);
-        Ok(page)
+        self.counted(inner.chain_page(chain, span, after, direction, limit).await)
     }
-    fn chain_scan(&self, scope: ChainScope) -> LinkScan {
-        let links = Arc::clone(&self.links);
-        self.inner
+
+    fn chain_scan<S: ChainedStore>(&self, inner: &S, scope: ChainScope) -> LinkScan {
+        let links = Arc::clone(&self.0);
+        inner
             .chain_scan(scope)
             .inspect(move |chunk| {
                 if let Ok(chunk) = chunk {
@@ -156,15 +97,19 @@ impl<S: ChainedStore> ChainedStore for Reading<S> {
             })
             .boxed()
     }
-    async fn all_checkpoints(&self) -> audit_store::Result<Vec<Checkpoint>> {
-        self.inner.all_checkpoints().await
-    }
-    async fn checkpoints(&self, chain: &str) -> audit_store::Result<Vec<Checkpoint>> {
-        self.inner.checkpoints(chain).await
-    }
-    async fn write_checkpoints(&self, checkpoints: &[Checkpoint]) -> audit_store::Result<()> {
-        self.inner.write_checkpoints(checkpoints).await
-    }
+}
+
+/// A store whose chain reads are counted.
+type Reading<S> = Intercepted<S, Links>;
+
+/// `store`, its chain reads counted.
+fn reading<S: ChainedStore>(store: S) -> Reading<S> {
+    Intercepted::new(store, Links::default())
+}
+
+/// Links read since the last call.
+fn take<S>(store: &Reading<S>) -> u64 {
+    store.interceptor().0.swap(0, Ordering::SeqCst)
 }
 
 /// `n` records of [`ACCOUNT`], one second apart from `at(1)`, in batches of 100, then a
@@ -198,9 +143,9 @@ fn broken_at(report: &VerifyReport, seq: i64, kind: BreakKind) {
 async fn a_span_is_read_around_itself_not_across_the_whole_account<S: Chainable>(
     fx: &Fixture<S>,
 ) -> TestResult {
-    let store = Reading::new(fx.store.with_chain(keys()));
+    let store = reading(fx.store.with_chain(keys()));
     fill(&store, 3000).await?;
-    store.take();
+    take(&store);
 
     // Ten seconds in the middle: its 10 records, and the ones linking into and out of it.
     let report = check(&store, &keys().verifier(), span(1001, 1010)).await?;
@@ -209,14 +154,14 @@ async fn a_span_is_read_around_itself_not_across_the_whole_account<S: Chainable>
         (report.first_seq, report.last_seq, report.records),
         (Some(1000), Some(1011), 12)
     );
-    let read = store.take();
+    let read = take(&store);
     assert!(read <= 40, "verifying 10 records read {read} of 3000");
 
     // The account's first and last seconds.
     for (first, last) in [(1, 10), (2991, 3000)] {
         let report = check(&store, &keys().verifier(), span(first, last)).await?;
         assert!(report.ok, "{report:?}");
-        let read = store.take();
+        let read = take(&store);
         assert!(
             read <= 40,
             "verifying records {first} to {last} read {read} of 3000"
@@ -229,19 +174,19 @@ async fn a_span_is_read_around_itself_not_across_the_whole_account<S: Chainable>
     };
     let report = check(&store, &keys().verifier(), empty).await?;
     assert!(report.broken.is_none(), "{report:?}");
-    assert!(store.take() <= 40);
+    assert!(take(&store) <= 40);
 
     // Without the secret, only the checkpoint vouches for the span: the walk goes on to it.
     let report = check(&store, &public_only(), span(2981, 2990)).await?;
     assert!(report.ok, "{report:?}");
     assert_eq!((report.last_seq, report.checkpoints), (Some(3000), 1));
-    let read = store.take();
+    let read = take(&store);
     assert!(read <= 80, "read {read} records of 3000");
 
     // The whole account, for comparison, reads every record.
     let report = check(&store, &keys().verifier(), Span::all()).await?;
     assert!(report.ok, "{report:?}");
-    assert!(store.take() >= 3000);
+    assert!(take(&store) >= 3000);
     Ok(())
 }
 
@@ -329,17 +274,17 @@ async fn a_record_chained_in_a_span_with_an_old_time_is_found_where_it_is<S: Cha
 ) -> TestResult {
     // A spool replay: record 21 carries the time of a request long before, but is chained
     // between records of the span.
-    let store = Reading::new(fx.store.with_chain(keys()));
+    let store = reading(fx.store.with_chain(keys()));
     let mut records: Vec<_> = (1..=40).map(|i| record(Some(ACCOUNT), at(i))).collect();
     records[20] = record(Some(ACCOUNT), at(1) - 3_600_000);
     for record in &records {
         store.insert(&rows(std::slice::from_ref(record))?).await?;
     }
     store.checkpoint(at(40) + 60_000).await?;
-    store.take();
+    take(&store);
     let report = check(&store, &keys().verifier(), span(15, 25)).await?;
     assert!(report.ok, "{report:?}");
     assert_eq!((report.first_seq, report.last_seq), (Some(14), Some(26)));
-    assert!(store.take() <= 40);
+    assert!(take(&store) <= 40);
     Ok(())
 }

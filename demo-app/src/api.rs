@@ -283,7 +283,7 @@ pub(crate) fn product(
     extensions: &[(&str, &str)],
     mut router: OpenApiRouter<AppState>,
 ) -> OpenApiRouter<AppState> {
-    for_each_operation(&mut router, |operation| {
+    for_each_operation(&mut router, |_, operation| {
         operation.tags = Some(vec![tag.to_owned()]);
         if !extensions.is_empty() {
             let marks = extensions
@@ -298,12 +298,12 @@ pub(crate) fn product(
     router
 }
 
-/// Calls `f` with every operation `router` documents.
+/// Calls `f` with every operation `router` documents, and its path template.
 pub(crate) fn for_each_operation(
     router: &mut OpenApiRouter<AppState>,
-    mut f: impl FnMut(&mut Operation),
+    mut f: impl FnMut(&str, &mut Operation),
 ) {
-    for item in router.get_openapi_mut().paths.paths.values_mut() {
+    for (path, item) in router.get_openapi_mut().paths.paths.iter_mut() {
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -314,7 +314,9 @@ pub(crate) fn for_each_operation(
             &mut item.patch,
             &mut item.trace,
         ];
-        operations.into_iter().flatten().for_each(&mut f);
+        for operation in operations.into_iter().flatten() {
+            f(path, operation);
+        }
     }
 }
 
@@ -395,30 +397,18 @@ pub(crate) fn declare_answers(
     answers: &BTreeMap<String, RefOr<openapi::response::Response>>,
     applies: impl Fn(&str, &Operation) -> bool,
 ) {
-    for (path, item) in router.get_openapi_mut().paths.paths.iter_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            if !applies(path, operation) {
-                continue;
-            }
-            for (status, response) in answers {
-                operation
-                    .responses
-                    .responses
-                    .entry(status.clone())
-                    .or_insert_with(|| response.clone());
-            }
+    for_each_operation(router, |path, operation| {
+        if !applies(path, operation) {
+            return;
         }
-    }
+        for (status, response) in answers {
+            operation
+                .responses
+                .responses
+                .entry(status.clone())
+                .or_insert_with(|| response.clone());
+        }
+    });
 }
 
 error_answers! {

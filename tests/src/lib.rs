@@ -14,12 +14,14 @@
 //! | `proxy` | a TCP proxy that delays or cuts the way to PostgreSQL |
 //! | `load` | a bounded load on the demo, and its accounting against the audit tables |
 //! | `attack` | floods, stalled bodies and slow readers against the demo, its memory watched |
+//! | `disk` | the files the demo leaves, searched for secrets |
 //! | `spool` | the demo's spool directory, seen from outside |
 //! | `skip` | [`skip`]: a test that cannot run here is skipped, or fails under `CI=true` |
 
 mod api;
 mod attack;
 mod demo;
+mod disk;
 mod load;
 mod log;
 mod postgres;
@@ -38,10 +40,11 @@ pub use demo::{
     DEMO_BIN_VAR, Demo, DemoConfig, demo_binary, demo_command, demo_has_flag, exits_within,
     free_port, status_kib,
 };
+pub use disk::{contains, files_under};
 pub use load::{Accounting, Latency, Load, LoadSpec, RequestKind, Sample, Samples};
 pub use log::{
     LogRead, assert_fields, assert_valid, log_window, not_found, read_log, read_log_where,
-    wait_for_ray, wait_for_rays,
+    read_one, wait_for_ray, wait_for_rays,
 };
 pub use postgres::{PG_BIN_VAR, PgCluster, StoredRecords, wait_for_catch_up};
 pub use proxy::Proxy;

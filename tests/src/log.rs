@@ -8,7 +8,7 @@ use audit_layer::record::Timestamp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api::{Api, Auth};
+use crate::api::{Api, Auth, Reply};
 
 /// `since` (yesterday) and `before` (tomorrow) as dates, which cover every record of a test.
 pub fn log_window() -> (String, String) {
@@ -62,6 +62,13 @@ impl LogRead {
         );
         found[0]
     }
+}
+
+/// The answer to `GET /accounts/{account}/logs/audit/{id}` (one record), which must be a 200.
+pub async fn read_one(api: &Api, account: &str, auth: &Auth, id: &str) -> Reply {
+    api.get(&format!("/accounts/{account}/logs/audit/{id}"), auth)
+        .await
+        .expect(200, "one record by id")
 }
 
 /// `account`'s whole audit log of the [`log_window`], read in pages of `limit`.

@@ -14,14 +14,14 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use audit_tests::{
     ADMIN_TOKEN, ALICE, ALICE_ID, Api, Auth, BOB, DEMO, Demo, OTHER, OTHER_TOKEN, PASSWORD,
-    SEEDED_POLICY, USER_AGENT, assert_fields, assert_valid, demo_command, exits_within, log_window,
-    not_found, read_log, wait_for_rays,
+    SEEDED_POLICY, USER_AGENT, assert_fields, assert_valid, contains, demo_command, exits_within,
+    files_under, log_window, not_found, read_log, read_one, wait_for_rays,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -576,11 +576,7 @@ async fn a_full_session_is_in_the_audit_log() {
 
     // One record read by id, through the same router.
     let id = log.one(s.ray("policy_create"))["id"].as_str().unwrap();
-    let reply = api
-        .get(&format!("/accounts/{DEMO}/logs/audit/{id}"), &admin)
-        .await
-        .expect(200, "one record by id");
-    let one = reply.json();
+    let one = read_one(&api, DEMO, &admin, id).await.json();
     assert_eq!(one["result"], *log.one(s.ray("policy_create")));
     assert_valid(&one["result"]);
 }
@@ -588,23 +584,6 @@ async fn a_full_session_is_in_the_audit_log() {
 // ---------------------------------------------------------------------------------------------
 // 2. Secrets: nothing in clear on disk, nothing non-auditable in the audit log
 // ---------------------------------------------------------------------------------------------
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 #[tokio::test]
 async fn no_secret_reaches_the_disk_or_the_audit_log() {
@@ -638,12 +617,8 @@ async fn no_secret_reaches_the_disk_or_the_audit_log() {
         "login",
         "login_failed",
     ] {
-        let id = log.one(s.ray(step))["id"].as_str().unwrap().to_owned();
-        let reply = api
-            .get(&format!("/accounts/{DEMO}/logs/audit/{id}"), &admin)
-            .await
-            .expect(200, "one record by id");
-        answered.push(reply.text);
+        let id = log.one(s.ray(step))["id"].as_str().unwrap();
+        answered.push(read_one(&api, DEMO, &admin, id).await.text);
     }
     for body in &answered {
         for (what, value) in secrets.iter().chain(&not_auditable) {

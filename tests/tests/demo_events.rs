@@ -16,13 +16,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use audit_layer::record::Timestamp;
 use audit_tests::{
     ALICE, ALICE_ID, Api, Auth, DEMO, Demo, DemoConfig, EXAMPLE_ZONE, PASSWORD, assert_valid,
-    read_log, read_log_where,
+    contains, files_under, read_log, read_log_where, read_one,
 };
 use serde_json::{Value, json};
 
@@ -74,23 +74,6 @@ fn of_type<'a>(records: &'a [Value], action: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|r| r["action"]["type"] == action)
         .collect()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test]
@@ -286,11 +269,7 @@ async fn events_are_tied_to_what_caused_them_and_hold_no_secret() {
     let mut answered = log.bodies.clone();
     for record in [put_record, deliver, disable, &updated[0], expire] {
         let id = record["id"].as_str().unwrap();
-        let reply = api
-            .get(&format!("/accounts/{DEMO}/logs/audit/{id}"), &admin)
-            .await
-            .expect(200, "one record by id");
-        answered.push(reply.text);
+        answered.push(read_one(&api, DEMO, &admin, id).await.text);
     }
     for body in &answered {
         for (what, canary) in canaries {

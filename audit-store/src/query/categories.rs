@@ -5,35 +5,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Shared, authorize, error, json_response};
+use super::authorized::{Authorized, NoParams};
+use super::{Shared, json_response};
 use crate::store::ChainedStore;
 
 pub(super) async fn list<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path(account_id): Path<String>,
-    RawQuery(raw): RawQuery,
-    parts: Parts,
+    _: Authorized<NoParams>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    if let Some((key, _)) = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).next() {
-        let key: String = audit_layer::escape::visible(key.as_bytes())
-            .chars()
-            .take(64)
-            .collect();
-        return error(
-            StatusCode::BAD_REQUEST,
-            400,
-            &format!("unknown parameter {key:?}: product categories take no parameters"),
-        );
-    }
     let result: Vec<Value> = shared
         .categories
         .iter()

@@ -31,17 +31,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::Response;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
+use super::authorized::{Authorized, RecordId};
 use super::params;
-use super::{
-    ENVELOPE_BYTES, Shared, authorize, bad_record_id, error, internal, json_response, names,
-};
+use super::{ENVELOPE_BYTES, Shared, error, internal, json_response, names, open_cursor};
 use crate::StoreError;
 use crate::model::{Column, ColumnFilter, Direction, FilterValue, PageRow, RecordQuery};
 use crate::store::ChainedStore;
@@ -76,20 +73,11 @@ struct Values {
 
 pub(super) async fn history<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path((account_id, id)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    parts: Parts,
+    Authorized {
+        account_id,
+        params: (RecordId(id), query),
+    }: Authorized<(RecordId, params::HistoryQuery)>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let Ok(id) = id.parse::<Uuid>() else {
-        return bad_record_id();
-    };
-    let query = match params::parse_history(raw.as_deref().unwrap_or("")) {
-        Ok(query) => query,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
-    };
     let binding = json!([
         "history",
         1,
@@ -100,18 +88,9 @@ pub(super) async fn history<S: ChainedStore>(
         query.direction.as_str()
     ])
     .to_string();
-    let after = match &query.cursor {
-        None => None,
-        Some(cursor) => match shared.cursor_key.open(cursor, &binding) {
-            Some(position) => Some(position),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "invalid value for 'cursor': not a cursor this history issued (edited, from another query, or expired); start again without 'cursor'",
-                );
-            }
-        },
+    let after = match open_cursor(&shared, query.cursor.as_deref(), &binding, "history") {
+        Ok(after) => after,
+        Err(bad) => return bad,
     };
     let source = match shared.store.get(&account_id, id).await {
         Ok(Some(json)) => serde_json::from_str::<Value>(&names::current(&json)).ok(),

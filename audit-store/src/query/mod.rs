@@ -60,6 +60,7 @@
 //! # }
 //! ```
 
+mod authorized;
 mod categories;
 mod cursor;
 mod export;
@@ -81,8 +82,8 @@ use std::time::Duration;
 use audit_layer::ProductCategories;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -92,7 +93,6 @@ use cursor::CursorKey;
 pub use openapi::{TAG, openapi};
 pub use params::BadParameter;
 pub use stats::{MAX_BUCKETS, MAX_TOP};
-use uuid::Uuid;
 #[cfg(feature = "viewer")]
 pub use viewer::InvalidFrameAncestor;
 
@@ -101,7 +101,9 @@ use crate::chain::Verifier;
 use crate::model::{Column, Page, PageRow, RecordQuery};
 use crate::store::ChainedStore;
 use crate::verify::CheckpointSource;
+use authorized::{Authorized, RecordId};
 use export::Exports;
+use uuid::Uuid;
 
 /// The default of [`AuditLogRouter::page_bytes`].
 pub const DEFAULT_PAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -148,18 +150,11 @@ where
 /// Builds the audit log [`Router`].
 #[must_use]
 pub struct AuditLogRouter<S> {
-    store: S,
-    authorizer: Arc<dyn Authorizer>,
-    cursor_key: CursorKey,
-    verifier: Option<Verifier>,
-    external: Option<Arc<dyn CheckpointSource>>,
-    page_bytes: usize,
-    exports_per_account: usize,
-    statement_timeout: Option<Duration>,
+    /// What every route reads, set by the builder's methods.
+    shared: Shared<S>,
     prefix: String,
     #[cfg(feature = "viewer")]
     viewer: Option<viewer::Viewer>,
-    categories: ProductCategories,
 }
 
 impl<S> std::fmt::Debug for AuditLogRouter<S> {
@@ -185,18 +180,20 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     pub fn new(store: S, authorizer: impl Authorizer) -> Self {
         let verifier = store.chain_keys().map(crate::chain::ChainKeys::verifier);
         Self {
-            store,
-            authorizer: Arc::new(authorizer),
-            cursor_key: CursorKey::random(),
-            verifier,
-            external: None,
-            page_bytes: DEFAULT_PAGE_BYTES,
-            exports_per_account: DEFAULT_EXPORTS_PER_ACCOUNT,
-            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            shared: Shared {
+                store,
+                authorizer: Arc::new(authorizer),
+                cursor_key: CursorKey::random(),
+                verifier,
+                external: None,
+                page_bytes: DEFAULT_PAGE_BYTES,
+                statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+                exports: Exports::new(DEFAULT_EXPORTS_PER_ACCOUNT),
+                categories: ProductCategories::new(),
+            },
             prefix: String::new(),
             #[cfg(feature = "viewer")]
             viewer: None,
-            categories: ProductCategories::new(),
         }
     }
 
@@ -255,7 +252,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; Ok(()) }
     /// ```
     pub fn product_categories(mut self, categories: ProductCategories) -> Self {
-        self.categories = categories;
+        self.shared.categories = categories;
         self
     }
 
@@ -271,7 +268,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn page_bytes(mut self, bytes: usize) -> Self {
-        self.page_bytes = bytes;
+        self.shared.page_bytes = bytes;
         self
     }
 
@@ -286,7 +283,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn exports_per_account(mut self, exports: usize) -> Self {
-        self.exports_per_account = exports;
+        self.shared.exports = Exports::new(exports);
         self
     }
 
@@ -305,14 +302,14 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn statement_timeout(mut self, limit: Option<Duration>) -> Self {
-        self.statement_timeout = limit;
+        self.shared.statement_timeout = limit;
         self
     }
 
     /// What the verify endpoint trusts. Defaults, for a chained store, to the store's own
     /// keys (signatures and seals); give one with older public keys after a key rotation.
     pub fn verifier(mut self, verifier: Verifier) -> Self {
-        self.verifier = Some(verifier);
+        self.shared.verifier = Some(verifier);
         self
     }
 
@@ -331,30 +328,20 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     /// # let _ = router; }
     /// ```
     pub fn external_checkpoints(mut self, source: impl CheckpointSource) -> Self {
-        self.external = Some(Arc::new(source));
+        self.shared.external = Some(Arc::new(source));
         self
     }
 
     /// The key cursors are signed with. Defaults to a random key per process, so cursors do
     /// not survive a restart; give every instance behind one load balancer the same key.
     pub fn cursor_key(mut self, key: [u8; 32]) -> Self {
-        self.cursor_key = CursorKey::new(key);
+        self.shared.cursor_key = CursorKey::new(key);
         self
     }
 
     /// The router, to `merge` into the app's.
     pub fn into_router(self) -> Router {
-        let shared = Arc::new(Shared {
-            store: self.store,
-            authorizer: self.authorizer,
-            cursor_key: self.cursor_key,
-            verifier: self.verifier,
-            external: self.external,
-            page_bytes: self.page_bytes,
-            statement_timeout: self.statement_timeout,
-            exports: Exports::new(self.exports_per_account),
-            categories: self.categories,
-        });
+        let shared = Arc::new(self.shared);
         let base = format!("{}/accounts/{{account_id}}/logs/audit", self.prefix);
         let router = Router::new()
             .route(&base, get(list::<S>))
@@ -422,34 +409,19 @@ fn json_response(body: String) -> Response {
 
 async fn list<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path(account_id): Path<String>,
-    RawQuery(raw): RawQuery,
-    parts: Parts,
+    headers: HeaderMap,
+    Authorized {
+        account_id,
+        params: query,
+    }: Authorized<params::LogQuery>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let query = match params::parse(raw.as_deref().unwrap_or(""), &shared.categories) {
-        Ok(query) => query,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
-    };
     let binding = query.binding(&account_id);
-    let after = match &query.cursor {
-        None => None,
-        Some(cursor) => match shared.cursor_key.open(cursor, &binding) {
-            Some(position) => Some(position),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "invalid value for 'cursor': not a cursor this query issued (edited, from another query, or expired); start again without 'cursor'",
-                );
-            }
-        },
+    let after = match open_cursor(&shared, query.cursor.as_deref(), &binding, "query") {
+        Ok(after) => after,
+        Err(bad) => return bad,
     };
     let accepts = |media: &str| {
-        parts
-            .headers
+        headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains(media))
@@ -501,6 +473,34 @@ async fn list<S: ChainedStore>(
         .flatten()
         .map(|last| shared.cursor_key.seal(last.time_ms, last.id, &binding));
     envelope_response(rows, cursor.as_deref())
+}
+
+/// The position after which the page `cursor` asks for starts (`None`: the first page); a
+/// 400 when `cursor` is not one this `what` (with these parameters: `binding`) issued.
+#[expect(
+    clippy::result_large_err,
+    reason = "the answer itself, as axum's rejections are: made once per refused request"
+)]
+fn open_cursor<S>(
+    shared: &Shared<S>,
+    cursor: Option<&str>,
+    binding: &str,
+    what: &str,
+) -> Result<Option<(i64, Uuid)>, Response> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    match shared.cursor_key.open(cursor, binding) {
+        Some(position) => Ok(Some(position)),
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            400,
+            &format!(
+                "invalid value for 'cursor': not a cursor this {what} issued (edited, from \
+                 another query, or expired); start again without 'cursor'"
+            ),
+        )),
+    }
 }
 
 /// The answer to a read that failed: a 422 for one stopped at its time limit, naming the
@@ -609,17 +609,11 @@ fn envelope_ends(count: usize, cursor: Option<&str>) -> (String, String) {
 
 async fn verify<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path(account_id): Path<String>,
-    RawQuery(raw): RawQuery,
-    parts: Parts,
+    Authorized {
+        account_id,
+        params: span,
+    }: Authorized<crate::verify::Span>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let span = match params::parse_span(raw.as_deref().unwrap_or("")) {
-        Ok(span) => span,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 400, &e.to_string()),
-    };
     let Some(verifier) = &shared.verifier else {
         return error(
             StatusCode::NOT_IMPLEMENTED,
@@ -664,15 +658,11 @@ fn bad_record_id() -> Response {
 
 async fn one<S: ChainedStore>(
     State(shared): State<Arc<Shared<S>>>,
-    Path((account_id, id)): Path<(String, String)>,
-    parts: Parts,
+    Authorized {
+        account_id,
+        params: RecordId(id),
+    }: Authorized<RecordId>,
 ) -> Response {
-    if let Some(denied) = authorize(&shared, &parts, &account_id).await {
-        return denied;
-    }
-    let Ok(id) = id.parse::<Uuid>() else {
-        return bad_record_id();
-    };
     match shared.store.get(&account_id, id).await {
         Ok(Some(record)) => json_response(format!(
             r#"{{"success":true,"errors":[],"messages":[],"result":{}}}"#,

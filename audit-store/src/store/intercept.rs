@@ -1,5 +1,6 @@
-//! A store wrapped to watch or change what its writes do: what a benchmark that times commits
-//! or a test that makes the database fail needs. Every other method is forwarded here, once,
+//! A store wrapped to watch or change what its writes and chain reads do: what a benchmark
+//! that times commits, a test that makes the database fail or one that counts what
+//! verification reads needs. Every other method is forwarded here, once,
 //! so that a method added to [`AuditStore`] or [`ChainedStore`] is forwarded by every such
 //! wrapper at the same time (neither trait has defaults that would hide a method a wrapper
 //! forgot).
@@ -16,8 +17,8 @@ use crate::model::{
     StatsQuery, StoredRecord, TimedLink,
 };
 
-/// What an [`Intercepted`] store does instead of its inner store's writes and pings; each
-/// method defaults to the inner store's own.
+/// What an [`Intercepted`] store does instead of its inner store's writes, pings and reads of
+/// chain links; each method defaults to the inner store's own.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -64,10 +65,39 @@ pub trait Interceptor: Clone + Send + Sync + 'static {
     fn ping<S: AuditStore>(&self, inner: &S) -> impl Future<Output = Result<()>> + Send {
         inner.ping()
     }
+
+    /// Links of a chain in chain order, read through `inner`: see [`ChainedStore::chain_rows`].
+    fn chain_rows<S: ChainedStore>(
+        &self,
+        inner: &S,
+        chain: &str,
+        after: (i64, Uuid),
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ChainRow>>> + Send {
+        inner.chain_rows(chain, after, limit)
+    }
+
+    /// Links of a chain in time order, read through `inner`: see [`ChainedStore::chain_page`].
+    fn chain_page<S: ChainedStore>(
+        &self,
+        inner: &S,
+        chain: &str,
+        span: (i64, i64),
+        after: Option<(i64, Uuid)>,
+        direction: Direction,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TimedLink>>> + Send {
+        inner.chain_page(chain, span, after, direction, limit)
+    }
+
+    /// Every link of `scope`, read through `inner`: see [`ChainedStore::chain_scan`].
+    fn chain_scan<S: ChainedStore>(&self, inner: &S, scope: ChainScope) -> LinkScan {
+        inner.chain_scan(scope)
+    }
 }
 
-/// A store whose writes and pings go through an [`Interceptor`]; everything else is the inner
-/// store's, unchanged.
+/// A store whose writes, pings and reads of chain links go through an [`Interceptor`];
+/// everything else is the inner store's, unchanged.
 #[derive(Clone, Debug)]
 pub struct Intercepted<S, I> {
     store: S,
@@ -148,7 +178,9 @@ impl<S: ChainedStore, I: Interceptor> ChainedStore for Intercepted<S, I> {
         after: (i64, Uuid),
         limit: u32,
     ) -> Result<Vec<ChainRow>> {
-        self.store.chain_rows(chain, after, limit).await
+        self.interceptor
+            .chain_rows(&self.store, chain, after, limit)
+            .await
     }
 
     async fn chain_span(
@@ -168,13 +200,13 @@ impl<S: ChainedStore, I: Interceptor> ChainedStore for Intercepted<S, I> {
         direction: Direction,
         limit: u32,
     ) -> Result<Vec<TimedLink>> {
-        self.store
-            .chain_page(chain, span, after, direction, limit)
+        self.interceptor
+            .chain_page(&self.store, chain, span, after, direction, limit)
             .await
     }
 
     fn chain_scan(&self, scope: ChainScope) -> LinkScan {
-        self.store.chain_scan(scope)
+        self.interceptor.chain_scan(&self.store, scope)
     }
 
     async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {

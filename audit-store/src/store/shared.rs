@@ -394,6 +394,31 @@ where
         Ok(())
     }
 
+    /// Retention of every chain (with `keys`: a chained store) by [`prune_chain`](Self::prune_chain):
+    /// what was deleted, signed and refused, and each pruned chain's last pruned sequence
+    /// number (a refused chain is not among them).
+    pub(super) async fn prune_chains(
+        &self,
+        keys: Option<&ChainKeys>,
+        cutoff_ms: i64,
+    ) -> Result<(crate::model::Retention, Vec<(String, i64)>)> {
+        let mut retention = crate::model::Retention::default();
+        let mut pruned = Vec::new();
+        let Some(keys) = keys else {
+            return Ok((retention, pruned));
+        };
+        for head in self.chain_heads().await? {
+            let chain = self.prune_chain(keys, &head, cutoff_ms).await?;
+            retention.deleted += chain.deleted;
+            retention.anchors.extend(chain.anchor);
+            match chain.refused {
+                Some(refusal) => retention.refused.push(refusal),
+                None => pruned.push((head.chain, chain.last_pruned)),
+            }
+        }
+        Ok((retention, pruned))
+    }
+
     /// Retention of one chain: verifies the prefix older than the cutoff (see
     /// [`check_prefix`](Self::check_prefix)), signs an anchor where the chain will start,
     /// then deletes the prefix. A prefix that does not verify is refused: nothing is signed

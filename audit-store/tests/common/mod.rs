@@ -343,6 +343,32 @@ pub(crate) struct SchemaGuard {
 }
 
 impl SchemaGuard {
+    /// Drops `schema` at the end (whether or not it exists by then).
+    pub(crate) fn new(url: &str, schema: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            schema: schema.to_owned(),
+            armed: true,
+        }
+    }
+
+    /// A fresh schema `<prefix>_<uuid>` on `url`, dropped at the end, and a pool whose
+    /// `search_path` is it.
+    pub(crate) async fn fresh(url: &str, prefix: &str) -> TestResult<(Self, PgPool)> {
+        let guard = Self::new(url, &fresh_schema_name(prefix));
+        let mut admin = PgConnection::connect(url).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {}", guard.schema)))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let options = PgConnectOptions::from_str(url)?.options([("search_path", &guard.schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok((guard, pool))
+    }
+
     async fn drop_now(mut self) -> TestResult {
         self.armed = false;
         drop_schema(&self.url, &self.schema).await
@@ -377,6 +403,12 @@ impl Drop for SchemaGuard {
     }
 }
 
+/// A schema name no other test uses: `<prefix>_` and a UUID (letters, digits and `_` only:
+/// safe to splice into SQL as an identifier).
+pub(crate) fn fresh_schema_name(prefix: &str) -> String {
+    format!("{prefix}_{}", Uuid::now_v7().simple())
+}
+
 async fn drop_schema(url: &str, schema: &str) -> TestResult {
     let mut conn = PgConnection::connect(url).await?;
     // Never wait forever on a lock a leaked connection still holds.
@@ -404,23 +436,7 @@ impl Backend for Postgres {
         let Some(url) = postgres_url() else {
             return Ok(None);
         };
-        // Letters, digits and `_` only: safe to splice into SQL as an identifier.
-        let schema = format!("audit_test_{}", Uuid::now_v7().simple());
-        let mut admin = PgConnection::connect(&url).await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        let guard = SchemaGuard {
-            url: url.clone(),
-            schema: schema.clone(),
-            armed: true,
-        };
-        let options = PgConnectOptions::from_str(&url)?.options([("search_path", &schema)]);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let (guard, pool) = SchemaGuard::fresh(&url, "audit_test").await?;
         let store = PostgresStore::new(pool.clone());
         store.migrate().await?;
         Ok(Some(Fixture {
@@ -855,4 +871,67 @@ pub(crate) fn assert_in_order_per_account(written: &[(Option<String>, i64, Uuid)
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A router's answers
+// ---------------------------------------------------------------------------------------------
+
+/// An answer of a router, read whole.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: http::StatusCode,
+    /// The `Content-Type` (empty when there is none).
+    pub(crate) content_type: String,
+    pub(crate) body: bytes::Bytes,
+}
+
+impl Reply {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub(crate) fn json(&self) -> TestResult<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("not JSON ({e}): {}", self.text()).into())
+    }
+}
+
+/// The answer of `router` to `GET uri` with `headers` (`None` values are left out).
+pub(crate) async fn get(
+    router: &axum::Router,
+    uri: &str,
+    headers: &[(http::header::HeaderName, Option<&str>)],
+) -> TestResult<Reply> {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let mut request = http::Request::get(uri);
+    for (name, value) in headers {
+        if let Some(value) = value {
+            request = request.header(name, *value);
+        }
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty())?)
+        .await?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// `Bearer <token>`, for an `Authorization` header.
+pub(crate) fn bearer(token: Option<&str>) -> Option<String> {
+    token.map(|token| format!("Bearer {token}"))
 }

@@ -57,7 +57,7 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(openapi_json))
         .routes(routes!(prometheus::metrics));
     let mut public = login::routes().merge(product("operations", &[], operations));
-    for_each_operation(&mut public, |operation| {
+    for_each_operation(&mut public, |_, operation| {
         operation.security = Some(vec![SecurityRequirement::default()]);
     });
     answers::declare(&mut protected, &mut public);

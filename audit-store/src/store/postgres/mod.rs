@@ -198,19 +198,10 @@ impl ChainedStore for PostgresStore {
         // A chained store first prunes each chain's prefix (signing its anchor), so that
         // dropping a month below never cuts a chain in the middle. A refused chain is not
         // among the pruned: the months holding its records stay.
-        let mut retention = Retention::default();
-        let mut pruned = Vec::new();
-        if let Some(keys) = &self.chain {
-            for head in self.chain_heads().await? {
-                let chain = self.tables().prune_chain(keys, &head, cutoff_ms).await?;
-                retention.deleted += chain.deleted;
-                retention.anchors.extend(chain.anchor);
-                match chain.refused {
-                    Some(refusal) => retention.refused.push(refusal),
-                    None => pruned.push((head.chain, chain.last_pruned)),
-                }
-            }
-        }
+        let (mut retention, pruned) = self
+            .tables()
+            .prune_chains(self.chain.as_deref(), cutoff_ms)
+            .await?;
         retention.deleted += self
             .partitions
             .drop_before(&self.pool, &self.names, cutoff_ms, &pruned)

@@ -383,15 +383,10 @@ impl ChainedStore for SqliteStore {
     shared::chained_reads!();
 
     async fn retain(&self, cutoff_ms: i64) -> Result<Retention> {
-        let mut retention = Retention::default();
-        if let Some(keys) = &self.chain {
-            for head in self.chain_heads().await? {
-                let pruned = self.tables().prune_chain(keys, &head, cutoff_ms).await?;
-                retention.deleted += pruned.deleted;
-                retention.anchors.extend(pruned.anchor);
-                retention.refused.extend(pruned.refused);
-            }
-        }
+        let (mut retention, _) = self
+            .tables()
+            .prune_chains(self.chain.as_deref(), cutoff_ms)
+            .await?;
         // Unchained records (all of them in an unchained store) go by time alone.
         retention.deleted += self.tables().delete_unchained(cutoff_ms, true).await?;
         self.optimize().await?;

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use audit_layer::record::{ActionResult, ActionType};
-use audit_layer::{AuditContext, AuditEvents, Identity, WithAuditContext};
+use audit_layer::{AuditContext, AuditEvent, AuditEvents, Identity, WithAuditContext};
 
 use super::{Filters, Mechanisms, Policy, PolicyInput, WebhookTarget};
 use crate::db::{Db, execute, now_ms};
@@ -90,13 +90,7 @@ async fn deliver(
         }
     }
     let failed = delivered < hooks.len();
-    events
-        .event(DELIVER)
-        .account(account_id)
-        .scope("accounts")
-        .product("alerting")
-        .resource_type("policies")
-        .resource_id(policy.id.as_str())
+    policy_event(events, DELIVER, account_id, &policy)
         .description(format!(
             "Test alert delivered to {delivered} of {} webhooks",
             hooks.len()
@@ -159,14 +153,8 @@ async fn deliver(
     if disabled == 1 {
         let before = as_input(&policy, true);
         let after = as_input(&policy, false);
-        events
-            .event(DISABLE)
+        policy_event(events, DISABLE, account_id, &policy)
             .actor(Identity::system())
-            .account(account_id)
-            .scope("accounts")
-            .product("alerting")
-            .resource_type("policies")
-            .resource_id(policy.id.as_str())
             .description(format!(
                 "Disabled the policy after {failures} consecutive failed deliveries"
             ))
@@ -175,6 +163,22 @@ async fn deliver(
             .emit();
     }
     Ok(())
+}
+
+/// An event `action` on `account_id`'s alerting policy `policy`.
+fn policy_event<'a>(
+    events: &'a AuditEvents,
+    action: ActionType,
+    account_id: &str,
+    policy: &Policy,
+) -> AuditEvent<'a> {
+    events
+        .event(action)
+        .account(account_id)
+        .scope("accounts")
+        .product("alerting")
+        .resource_type("policies")
+        .resource_id(policy.id.as_str())
 }
 
 /// The policy as written, enabled or not: the shape whose schema marks what of a policy the
