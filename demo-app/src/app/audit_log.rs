@@ -5,7 +5,7 @@
 use audit_layer::{AuditHandle, ProductCategories};
 use audit_store::chain::JsonLinesCheckpoints;
 use audit_store::pipeline::{Directory, Lookup};
-use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
+use audit_store::query::{Access, ApiDescription, AuditLogRouter, Authorization, Authorizer};
 use audit_store::store::ChainedStore;
 use axum::Router;
 use axum::http::request::Parts;
@@ -34,6 +34,14 @@ pub(crate) fn audit_log_router<S: ChainedStore>(
         .with_viewer()
         .product_categories(categories)
         .into_router()
+}
+
+/// What the app's document says of [`audit_log_router`] (its `description()`): at the root,
+/// with the viewer, `product_category` taking `categories`.
+pub(super) fn audit_log_description(categories: ProductCategories) -> ApiDescription {
+    ApiDescription::new()
+        .product_categories(categories)
+        .viewer(true)
 }
 
 /// Decides audit log access with the demo's tokens and sessions.
