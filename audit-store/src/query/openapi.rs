@@ -7,14 +7,18 @@
 
 use audit_layer::ProductCategories;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{AnyOfBuilder, Array, ArrayBuilder, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, Array, ArrayBuilder, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::tag::Tag;
 use utoipa::openapi::{
     ContentBuilder, Info, OpenApi, PathItem, PathsBuilder, RefOr, Required, ResponseBuilder, Schema,
 };
 
-use super::params::{DEFAULT_LIMIT, FILTERS, Kind, MAX_FILTER_VALUES, MAX_LIMIT, MAX_VALUE_LEN, filter};
+use super::params::{
+    DEFAULT_LIMIT, FILTERS, Kind, MAX_FILTER_VALUES, MAX_LIMIT, MAX_VALUE_LEN, filter,
+};
 
 /// An action type (`audit_layer::record::ActionType`): a lowercase word, at most 64 bytes.
 const ACTION_TYPE_PATTERN: &str = "^[a-z][a-z0-9_]{0,63}$";
@@ -292,7 +296,10 @@ fn error_envelope() -> ObjectBuilder {
                 .schema_type(Type::Boolean)
                 .enum_values(Some([false])),
         )
-        .property("errors", ArrayBuilder::new().items(note()).min_items(Some(1)))
+        .property(
+            "errors",
+            ArrayBuilder::new().items(note()).min_items(Some(1)),
+        )
         .property("messages", Array::new(note()))
         .property("result", ObjectBuilder::new().schema_type(Type::Null))
         .required("success")
@@ -310,7 +317,10 @@ fn envelope(result: impl Into<RefOr<Schema>>) -> ObjectBuilder {
                 .schema_type(Type::Boolean)
                 .enum_values(Some([true])),
         )
-        .property("errors", ArrayBuilder::new().items(note()).max_items(Some(0)))
+        .property(
+            "errors",
+            ArrayBuilder::new().items(note()).max_items(Some(0)),
+        )
         .property("messages", Array::new(note()))
         .property("result", result)
         .required("success")
@@ -636,10 +646,9 @@ fn viewer_page() -> OperationBuilder {
     )
     .response(
         "200",
-        ResponseBuilder::new().description("The page.").content(
-            "text/html",
-            ContentBuilder::new().schema(Some(string())),
-        ),
+        ResponseBuilder::new()
+            .description("The page.")
+            .content("text/html", ContentBuilder::new().schema(Some(string()))),
     )
     .response("401", error("The request carries no valid credentials."))
     .response(
@@ -657,7 +666,12 @@ fn viewer_asset() -> OperationBuilder {
         "The viewer's script or style sheet.",
     )
     .schema(Some(string()));
-    let text = |media: &str| (media.to_owned(), ContentBuilder::new().schema(Some(string())).build());
+    let text = |media: &str| {
+        (
+            media.to_owned(),
+            ContentBuilder::new().schema(Some(string())).build(),
+        )
+    };
     let mut found = ResponseBuilder::new().description("The asset.");
     for (media, content) in [text("text/javascript"), text("text/css")] {
         found = found.content(media, content);
@@ -675,7 +689,10 @@ fn viewer_asset() -> OperationBuilder {
         "404",
         ResponseBuilder::new()
             .description("No such asset.")
-            .content("text/plain", ContentBuilder::new().schema(Some(string())).build()),
+            .content(
+                "text/plain",
+                ContentBuilder::new().schema(Some(string())).build(),
+            ),
     )
     .response("414", too_long())
 }

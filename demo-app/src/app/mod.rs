@@ -28,7 +28,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::audit_log::audit_log_description;
-pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
+#[cfg(test)]
+use self::audit_log::audit_log_router;
+pub(crate) use self::audit_log::{AppDirectory, audit_log_authorizer, configure_audit_log_router};
 use self::document::ApiDoc;
 pub(crate) use self::prometheus::install as install_metrics;
 use crate::api::{for_each_operation, product};
@@ -53,7 +55,7 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(alerting::routes());
     // A document that does not compile fails `router` with the error: no categories here.
     let categories = categories_of(products.get_openapi()).unwrap_or_default();
-    // Served by `audit_log_router`, merged into the app in `router`.
+    // Served by `configure_audit_log_router`'s router, merged into the app in `router`.
     let audit_log = audit_log_description(categories).openapi();
     let mut protected = products.merge(OpenApiRouter::with_openapi(audit_log));
     let operations = OpenApiRouter::new()
@@ -99,7 +101,7 @@ fn categories_of(document: &utoipa::openapi::OpenApi) -> Result<ProductCategorie
 }
 
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
-/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink` by a
+/// audit log query API, see [`configure_audit_log_router`]) merged in, all audited into `sink` by a
 /// layer with the settings `configure` gives it; with the layer's [`AuditFlush`], for the
 /// graceful shutdown.
 ///
