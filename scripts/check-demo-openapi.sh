@@ -6,7 +6,11 @@
 #
 # The demo runs from `cargo build -p demo-app` on a free loopback port with its data in a
 # temporary directory, and is stopped when the run ends. Requests carry the seeded admin
-# token (`DEMO_ADMIN_TOKEN`, the demo's documented way to fix its credentials).
+# token (`DEMO_ADMIN_TOKEN`, the demo's documented way to fix its credentials). The audit log
+# API's operations (`/accounts/{account_id}/logs/audit...`, `audit_store::query`, merged into
+# the demo's document) are sent to the seeded account `acc_demo`, the one that token may read:
+# with a random account every request would be the same 404, and the API's parameters would
+# go untested.
 #
 # Bounded: a fixed number of examples per operation (`ST_MAX_EXAMPLES`), and killed past a
 # time limit (`ST_MAX_TIME` seconds); a fixed seed (`ST_SEED`) so that a run is reproducible.
@@ -58,9 +62,24 @@ done
 # `--max-time` would repeat fuzzing until the time is spent: the examples bound the run, and
 # `timeout` bounds a run gone wrong.
 ST="$PWD/$VENV/bin/st"
+# The audit log API's filters repeat (up to 100 values each, 1,024 characters a value), so a
+# query can be longer than the server takes: hyper answers a request line over 64 KiB with
+# 414, before any handler, whatever the document allows. OpenAPI cannot bound the length of a
+# whole query; the document declares the 414, and both data checks take it as what it is, a
+# refusal. What else OpenAPI cannot state (a cursor comes from the server; the stats' bucket
+# limit) the hooks in schemathesis_hooks.py keep the valid cases to.
+cat >"$DATA/schemathesis.toml" <<'EOF'
+[[operations]]
+include-path-regex = "/logs/audit"
+parameters = { "path.account_id" = "acc_demo" }
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "414", "429", "5xx"]
+checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]
+EOF
+export SCHEMATHESIS_HOOKS="$PWD/scripts/schemathesis_hooks.py"
 # Run from the temporary directory: Schemathesis keeps a cache (`.schemathesis/`) where it runs.
 schemathesis() {
-  (cd "$DATA" && timeout "$MAX_TIME" "$ST" --no-color run "http://127.0.0.1:$PORT/openapi.json" \
+  (cd "$DATA" && timeout "$MAX_TIME" "$ST" --config-file "$DATA/schemathesis.toml" --no-color \
+    run "http://127.0.0.1:$PORT/openapi.json" \
     --checks all \
     --header "Authorization: Bearer $TOKEN" \
     --max-examples "$MAX_EXAMPLES" \
@@ -73,10 +92,5 @@ schemathesis() {
 # Revoking a token can revoke the one the run authenticates with: every later request would
 # be a 401. That operation runs last, on its own.
 REVOKE="/accounts/{account_id}/tokens/{token_id}"
-# The audit log router's own endpoints (`audit_store::query::openapi`, merged into the demo's
-# document) are left out until their description is exact: a `product_category` value outside
-# the app's categories, `before` not after `since` (a constraint between two parameters, which
-# OpenAPI cannot state) and over-long query strings (414) still fail the checks. Issue 20.
-AUDIT_LOG='/logs/audit'
-schemathesis --exclude-path "$REVOKE" --exclude-path-regex "$AUDIT_LOG" "$@"
+schemathesis --exclude-path "$REVOKE" "$@"
 schemathesis --include-path "$REVOKE" "$@"

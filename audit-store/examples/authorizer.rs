@@ -16,9 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use audit_layer::{AuditHandle, AuditLayer, AuditPolicy, Identity};
-use audit_store::query::{Access, AuditLogRouter, Authorization, Authorizer};
-use audit_store::store::AuditStore;
-use audit_store::{SqliteStore, pipeline};
+use audit_store::AuditLog;
+use audit_store::query::{Access, Authorization, Authorizer};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -63,11 +62,6 @@ impl Authorizer for TokenAuthorizer {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = SqliteStore::open("audit-authorizer-example.db").await?;
-    store.migrate().await?;
-    let (sink, pipeline) = pipeline::builder(store.clone()).build().await?;
-    let worker = tokio::spawn(pipeline.run());
-
     let tokens = HashMap::from([
         ("token-of-acc-1".to_owned(), "acc_1".to_owned()),
         ("token-of-acc-2".to_owned(), "acc_2".to_owned()),
@@ -75,11 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let authorizer = TokenAuthorizer {
         accounts_by_token: Arc::new(tokens),
     };
-    let layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
-    let flush = layer.flush_handle();
-    let app = AuditLogRouter::new(store, authorizer)
-        .into_router()
-        .layer(layer);
+    let audit = AuditLog::sqlite("audit-authorizer-example.db")
+        .authorizer(authorizer)
+        .start()
+        .await?;
+    // Reads of the log are audited too.
+    let app = audit
+        .router()
+        .layer(audit.layer(AuditLayer::new(AuditPolicy::default())));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -88,8 +85,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
-    flush.flush(audit_layer::DEFAULT_DETACHED_TIMEOUT).await;
-    sink.shutdown().await;
-    worker.await?;
+    audit.shutdown().await;
     Ok(())
 }

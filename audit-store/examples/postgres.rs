@@ -1,5 +1,7 @@
-//! An audited axum app whose audit log lives in PostgreSQL, chained (tamper-evident) under a
-//! secret from the environment, with the store's tables beside the app's own.
+//! The audit log in PostgreSQL, beside the app's own tables: chained (tamper-evident) under a
+//! secret from the environment, its tables in a schema of their own (`audit`). It makes one
+//! request through the audited app, in-process, reads the record back through the audit log
+//! API and exits.
 //!
 //! Run with:
 //!
@@ -7,33 +9,25 @@
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //! AUDIT_CHAIN_SECRET=$(openssl rand -hex 32) \
 //!   cargo run -p audit-store --features postgres --example postgres
-//! curl -X DELETE localhost:3000/zones/z1/dns_records/r1
-//! curl -H 'authorization: Bearer example-auditor' 'localhost:3000/accounts/acc_1/logs/audit?since=2026-01-01&before=2030-01-01'
 //! ```
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
-use audit_layer::{AuditLayer, AuditPolicy, Identity, Operation};
-use audit_store::PostgresStore;
+use audit_layer::{AuditHandle, AuditLayer, AuditPolicy, Identity, Operation};
+use audit_store::AuditLog;
 use audit_store::chain::{ChainKeys, ChainSecret};
-use audit_store::pipeline;
-use audit_store::query::{Access, AuditLogRouter};
-use audit_store::store::AuditStore;
-use axum::http::header::AUTHORIZATION;
-use axum::http::{Method, request::Parts};
+use audit_store::query::Access;
+use audit_store::store::TableNames;
+use axum::body::Body;
+use axum::http::{Method, Request};
 use axum::{Extension, Router, routing::delete};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 /// Deletes a DNS record of a zone that belongs to `acc_1` (your handler knows the account).
-async fn delete_record(Extension(audit): Extension<audit_layer::AuditHandle>) -> &'static str {
+async fn delete_record(Extension(audit): Extension<AuditHandle>) -> &'static str {
     audit.identify(Identity::user("usr_1").account("acc_1"));
     r#"{"id": "r1"}"#
-}
-
-fn auditor(request: &Parts, _account_id: &str) -> Access {
-    match request.headers.get(AUTHORIZATION) {
-        Some(value) if value == "Bearer example-auditor" => Access::Allowed,
-        _ => Access::Unauthenticated,
-    }
 }
 
 #[tokio::main]
@@ -46,11 +40,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = ChainKeys::from_secret(&ChainSecret::from_hex(&secret)?);
     println!("checkpoints are signed by {}", keys.public_key());
 
-    let store = PostgresStore::connect(&url).await?.chained(keys);
-    store.migrate().await?;
-    let (sink, pipeline) = pipeline::builder(store.clone()).build().await?;
-    let worker = tokio::spawn(pipeline.run());
-
+    let audit = AuditLog::postgres(url)
+        .table_names(TableNames::new().schema("audit")?)
+        .chained(keys)
+        // Everyone may read: this example's only caller is itself.
+        .authorizer(|_: &http::request::Parts, _: &str| Access::Allowed)
+        .start()
+        .await?;
     let policy = AuditPolicy::builder()
         .operation(
             Operation::new(
@@ -60,28 +56,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .summary("Delete DNS Record"),
         )
         .build()?;
-    let layer = AuditLayer::new(policy).sink(sink.clone());
-    let flush = layer.flush_handle();
     let app = Router::new()
         .route(
             "/zones/{zone_id}/dns_records/{dns_record_id}",
             delete(delete_record),
         )
-        .merge(AuditLogRouter::new(store, auditor).into_router())
-        .layer(layer);
+        .merge(audit.router())
+        .layer(audit.layer(AuditLayer::new(policy)));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    flush.flush(audit_layer::DEFAULT_DETACHED_TIMEOUT).await;
-    sink.shutdown().await;
-    worker.await?;
+    let deleted = Request::delete("/zones/z1/dns_records/r1")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::empty())?;
+    let response = app.clone().oneshot(deleted).await?;
+    response.into_body().collect().await?;
+    // The pipeline writes in batches, off the request path.
+    for _ in 0..100 {
+        if audit.metrics().stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = Request::get("/accounts/acc_1/logs/audit?since=2026-01-01&before=2100-01-01")
+        .body(Body::empty())?;
+    let page = app.oneshot(read).await?.into_body().collect().await?;
+    println!("{}", String::from_utf8_lossy(&page.to_bytes()));
+    audit.shutdown().await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The smallest audited axum app that keeps its audit log: SQLite, the ingest pipeline, the
-//! audit log API, and a graceful shutdown that writes every record accepted.
+//! audit log API, and a graceful shutdown that writes every record accepted, all started by
+//! `AuditLog` in one call.
 //!
 //! Run with: `cargo run -p audit-store --example sqlite`, then
 //!
@@ -21,9 +22,8 @@ use std::net::SocketAddr;
 use audit_layer::record::ActorContext;
 use audit_layer::spec::OpenApiDocument;
 use audit_layer::{AuditHandle, AuditLayer, Identity};
-use audit_store::query::{Access, AuditLogRouter};
-use audit_store::store::AuditStore;
-use audit_store::{SqliteStore, pipeline};
+use audit_store::AuditLog;
+use audit_store::query::Access;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::{Extension, Json, Router, routing::put};
@@ -75,19 +75,15 @@ fn auditor(request: &Parts, _account_id: &str) -> Access {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = SqliteStore::open("audit-example.db").await?;
-    store.migrate().await?;
-    let (sink, pipeline) = pipeline::builder(store.clone())
-        .spool("audit-example-spool", 64 << 20)
-        .build()
+    let audit = AuditLog::sqlite("audit-example.db")
+        .pipeline(|pipeline| pipeline.spool("audit-example-spool", 64 << 20))
+        .authorizer(auditor)
+        .start()
         .await?;
-    let worker = tokio::spawn(pipeline.run());
-
-    let layer = AuditLayer::try_new(OpenApiDocument::from_yaml_str(API)?)?.sink(sink.clone());
-    let flush = layer.flush_handle();
+    let layer = audit.layer(AuditLayer::try_new(OpenApiDocument::from_yaml_str(API)?)?);
     let app = Router::new()
         .route("/accounts/{account_id}/settings", put(update_settings))
-        .merge(AuditLogRouter::new(store, auditor).into_router())
+        .merge(audit.router())
         .layer(layer);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -101,8 +97,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     // Handlers whose clients left, and the layer's summaries, then everything accepted.
-    flush.flush(audit_layer::DEFAULT_DETACHED_TIMEOUT).await;
-    sink.shutdown().await;
-    worker.await?;
+    audit.shutdown().await;
     Ok(())
 }

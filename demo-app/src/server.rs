@@ -1,14 +1,14 @@
-//! Starting and stopping the app: open, migrate and seed the app's database, open the audit
-//! store, run the audit pipeline, serve [`crate::app::router`] until SIGINT or SIGTERM, then
-//! finish in-flight requests and flush the pipeline.
+//! Starting and stopping the app: open, migrate and seed the app's database, start the audit
+//! log ([`AuditLog`]: the store, its pipeline and its query API), serve [`crate::app::router`]
+//! until SIGINT or SIGTERM, then finish in-flight requests and flush the pipeline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use audit_layer::ProductCategories;
 use audit_store::chain::JsonLinesCheckpoints;
-use audit_store::pipeline;
 use audit_store::store::ExportPositions;
-use audit_store::{PostgresStore, SqliteStore};
+use audit_store::{AuditLog, AuditLogBuilder};
 
 use crate::app::{self, AppDirectory};
 use crate::audit_chain::chain_keys;
@@ -42,28 +42,15 @@ pub(crate) async fn start(config: Config) -> Result<(), StartError> {
     let keys = chain_keys(&config)?;
     match &config.database {
         Database::Postgres(url) => {
-            let store = PostgresStore::connect(url)
-                .await
-                .map_err(|e| {
-                    StartError::runtime("cannot open the audit database (DATABASE_URL)", &e)
-                })?
-                .chained(keys);
+            let audit = AuditLog::postgres(url.as_str()).chained(keys);
             let where_ = format!("{described} (tables audit_logs*)");
-            serve(config, state, store, &described, &where_, &seeded).await
+            serve(config, state, audit, &described, &where_, &seeded).await
         }
         Database::Sqlite { .. } => {
             let path = config.data_dir.join("audit.db");
-            let store = SqliteStore::open(&path)
-                .await
-                .map_err(|e| {
-                    StartError::runtime(
-                        &format!("cannot open the audit database {}", path.display()),
-                        &e,
-                    )
-                })?
-                .chained(keys);
             let where_ = format!("sqlite {}", path.display());
-            serve(config, state, store, &described, &where_, &seeded).await
+            let audit = AuditLog::sqlite(path).chained(keys);
+            serve(config, state, audit, &described, &where_, &seeded).await
         }
     }
 }
@@ -100,48 +87,30 @@ async fn open_app_db(config: &Config) -> Result<(Db, String), StartError> {
     }
 }
 
-/// Runs the audit pipeline into `store` and serves the app until a shutdown signal; then
-/// finishes in-flight requests and flushes the pipeline.
+/// Starts the audit log and serves the app until a shutdown signal; then finishes in-flight
+/// requests and flushes the pipeline.
 async fn serve<S: ExportPositions>(
     mut config: Config,
     state: AppState,
-    store: S,
+    audit: AuditLogBuilder<S>,
     app_db: &str,
     audit_db: &str,
     seeded: &[SeededAccount],
 ) -> Result<(), StartError> {
-    store
-        .migrate()
-        .await
-        .map_err(|e| StartError::runtime("cannot migrate the audit database", &e))?;
-    let spool = config.data_dir.join("spool");
-    let (sink, pipeline) = pipeline::builder(store.clone())
-        .spool(&spool, config.spool_budget)
-        .directory(AppDirectory(state.db.clone()))
-        .checkpoint_sink(JsonLinesCheckpoints::new(
-            config.data_dir.join("checkpoints.jsonl"),
-        ))
-        .build()
-        .await
-        .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
-    let worker = tokio::spawn(pipeline.run());
     let categories = app::product_categories().map_err(|e| {
         StartError::runtime(
             "the OpenAPI document does not compile into an audit policy",
             &e,
         )
     })?;
-    let push = PushJobs::start(std::mem::take(&mut config.push), &store, &sink)
+    let spool = config.data_dir.join("spool");
+    let audit = start_audit_log(audit, &config, &state, categories).await?;
+    let sink = audit.sink();
+    let push = PushJobs::start(std::mem::take(&mut config.push), audit.store(), &sink)
         .map_err(|e| StartError::Config(e.0))?;
-    let audit_log = app::audit_log_router(
-        store,
-        state.clone(),
-        JsonLinesCheckpoints::new(config.data_dir.join("checkpoints.jsonl")),
-        categories,
-    );
     let bounds = &config.bounds;
     let state_for_jobs = state.clone();
-    let (app, flush) = app::router(state, sink.clone(), audit_log, |layer| {
+    let (app, flush) = app::router(state, sink, audit.router(), |layer| {
         layer
             .strict(config.strict)
             .body_read_timeout(bounds.body_read_timeout)
@@ -194,9 +163,35 @@ async fn serve<S: ExportPositions>(
     flush.flush(FLUSH_WITHIN).await;
     // The alert job records its notifications through the sink: it stops first.
     push.stop().await;
-    sink.shutdown().await;
-    let _ = worker.await;
+    audit.shutdown().await;
     served.map_err(|e| StartError::runtime("the server failed", &e))
+}
+
+/// Opens and migrates the audit store, runs its ingest pipeline (spooled in the data
+/// directory, account and zone names from the app's tables, checkpoints also kept in a file)
+/// and builds its query API ([`app::configure_audit_log_router`]).
+async fn start_audit_log<S: ExportPositions>(
+    audit: AuditLogBuilder<S>,
+    config: &Config,
+    state: &AppState,
+    categories: ProductCategories,
+) -> Result<AuditLog<S>, StartError> {
+    let (spool, budget) = (config.data_dir.join("spool"), config.spool_budget);
+    let checkpoints = config.data_dir.join("checkpoints.jsonl");
+    let directory = AppDirectory(state.db.clone());
+    let external = JsonLinesCheckpoints::new(&checkpoints);
+    audit
+        .pipeline(move |pipeline| {
+            pipeline
+                .spool(spool, budget)
+                .directory(directory)
+                .checkpoint_sink(JsonLinesCheckpoints::new(checkpoints))
+        })
+        .authorizer(app::audit_log_authorizer(state))
+        .router(move |router| app::configure_audit_log_router(router, external, categories))
+        .start()
+        .await
+        .map_err(|e| StartError::runtime("cannot start the audit log", &e))
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.

@@ -90,7 +90,7 @@ use bytes::Bytes;
 use cursor::CursorKey;
 #[cfg(feature = "utoipa")]
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
-pub use openapi::{TAG, openapi};
+pub use openapi::{ApiDescription, TAG, openapi};
 pub use params::BadParameter;
 pub use stats::{MAX_BUCKETS, MAX_TOP};
 #[cfg(feature = "viewer")]
@@ -339,6 +339,29 @@ impl<S: ChainedStore> AuditLogRouter<S> {
         self
     }
 
+    /// What this router serves (its prefix, product categories and viewer), to describe in
+    /// OpenAPI: `router.description().openapi()` is the document to merge into the app's.
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .prefix("/client/v4");
+    /// let doc = router.description().openapi();
+    /// assert!(doc.paths.get_path_item("/client/v4/accounts/{account_id}/logs/audit").is_some());
+    /// # }
+    /// ```
+    #[cfg(feature = "utoipa")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+    pub fn description(&self) -> ApiDescription {
+        let description = ApiDescription::new()
+            .prefix(&self.prefix)
+            .product_categories(self.categories.clone());
+        #[cfg(feature = "viewer")]
+        let description = description.viewer(self.viewer.is_some());
+        description
+    }
+
     /// The router, to `merge` into the app's.
     pub fn into_router(self) -> Router {
         let shared = Arc::new(self.shared);
@@ -449,6 +472,16 @@ async fn list<S: ChainedStore>(
     };
     if let Some(stream) = stream {
         return export::export(Arc::clone(&shared), page, stream);
+    }
+    if query.before_ms <= query.since_ms {
+        return json_response(
+            serde_json::json!({
+                "success": true, "errors": [],
+                "messages": [{"code": 10200, "message": params::EMPTY_RANGE}],
+                "result": [], "result_info": {"count": 0, "cursors": {}},
+            })
+            .to_string(),
+        );
     }
     // One more than asked: whether another page exists.
     page.limit = query.limit + 1;

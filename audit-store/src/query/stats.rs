@@ -159,8 +159,13 @@ pub(super) async fn stats<S: ChainedStore>(
     };
     match shared.store.stats(&query).await {
         Ok(stats) => {
+            let messages = if query.before_ms <= query.since_ms {
+                json!([{"code": 10200, "message": params::EMPTY_RANGE}])
+            } else {
+                json!([])
+            };
             let body = json!({
-                "success": true, "errors": [], "messages": [],
+                "success": true, "errors": [], "messages": messages,
                 "result": result(&query, &stats),
             });
             json_response(body.to_string())

@@ -27,7 +27,10 @@ use utoipa::openapi::security::SecurityRequirement;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub(crate) use self::audit_log::{AppDirectory, audit_log_router};
+use self::audit_log::audit_log_description;
+#[cfg(test)]
+use self::audit_log::audit_log_router;
+pub(crate) use self::audit_log::{AppDirectory, audit_log_authorizer, configure_audit_log_router};
 use self::document::ApiDoc;
 pub(crate) use self::prometheus::install as install_metrics;
 use crate::api::{for_each_operation, product};
@@ -42,16 +45,19 @@ pub(crate) const SERVICE_NAME: &str = "demo-app";
 /// query API), and the public ones (login, health, this document), which the document says
 /// need no credentials (`security: [{}]`).
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    let mut protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let products = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::routes())
         .merge(members::routes())
         .merge(invites::routes())
         .merge(tokens::routes())
         .merge(zones::routes())
         .merge(dns::routes())
-        .merge(alerting::routes())
-        // Served by `audit_log_router`, merged into the app in `router`.
-        .merge(OpenApiRouter::with_openapi(audit_store::query::openapi("")));
+        .merge(alerting::routes());
+    // A document that does not compile fails `router` with the error: no categories here.
+    let categories = categories_of(products.get_openapi()).unwrap_or_default();
+    // Served by `configure_audit_log_router`'s router, merged into the app in `router`.
+    let audit_log = audit_log_description(categories).openapi();
+    let mut protected = products.merge(OpenApiRouter::with_openapi(audit_log));
     let operations = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))
@@ -86,11 +92,16 @@ pub(crate) fn openapi_json_text() -> &'static str {
 ///
 /// When the document does not compile into an audit policy, as [`router`].
 pub(crate) fn product_categories() -> Result<ProductCategories, PolicyError> {
-    Ok(openapi().into_audit_policy()?.product_categories().clone())
+    categories_of(&openapi())
+}
+
+/// The product categories `document` declares.
+fn categories_of(document: &utoipa::openapi::OpenApi) -> Result<ProductCategories, PolicyError> {
+    Ok(document.into_audit_policy()?.product_categories().clone())
 }
 
 /// The whole app: every route, authentication inside the audit layer, and `audit_log` (the
-/// audit log query API, see [`audit_log_router`]) merged in, all audited into `sink` by a
+/// audit log query API, see [`configure_audit_log_router`]) merged in, all audited into `sink` by a
 /// layer with the settings `configure` gives it; with the layer's [`AuditFlush`], for the
 /// graceful shutdown.
 ///

@@ -982,7 +982,13 @@ async fn the_audit_log_api_is_described_and_a_read_of_it_is_recorded_as_describe
     let state = AppState::new(db);
     let checkpoints = audit_store::chain::JsonLinesCheckpoints::new(dir.path().join("c.jsonl"));
     let categories = super::product_categories().unwrap();
-    let log = audit_log_router(store, state.clone(), checkpoints, categories);
+    let log = audit_log_router(store, &state, checkpoints, categories.clone());
+    // The document describes the router as it is.
+    assert_eq!(
+        log.description().openapi(),
+        super::audit_log_description(categories).openapi()
+    );
+    let log = log.into_router();
     let records = MemorySink::new();
     let (app, _flush) = router(state, records.clone(), log, |layer| layer).unwrap();
     let token = test_seed_config().admin_token.unwrap();
