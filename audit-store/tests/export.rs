@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use audit_store::export::{DeliveryError, Destination, EncodedBatch, ExportJob, Scope};
-use audit_store::model::{Column, ColumnFilter, FilterValue};
+use audit_store::model::{Column, ColumnFilter, CommitPosition, FilterValue};
 use audit_store::store::{ChainedStore, ExportPositions};
 use common::{BASE_MS, Fixture, TestResult, record, rows};
 use tokio::sync::oneshot;
@@ -20,7 +20,8 @@ backend_tests!(
     a_failed_batch_is_sent_again_identical_under_its_key,
     a_restart_resumes_and_resends_only_the_interrupted_batch,
     a_job_of_one_account_with_a_filter_sends_only_its_matching_records,
-    records_younger_than_the_settle_time_wait,
+    records_committed_less_than_the_settle_time_ago_wait,
+    a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time,
 );
 
 /// What a destination got: every batch, in arrival order.
@@ -112,9 +113,11 @@ async fn seed<S: ChainedStore>(
     Ok(expected)
 }
 
-/// A job over `store` to `destination`, with short waits.
+/// A job over `store` to `destination`, with short waits (records are read as soon as they
+/// are committed).
 fn job<S: ExportPositions>(store: S, destination: Recorder) -> TestResult<ExportJob<S, Recorder>> {
     Ok(ExportJob::new("siem", store, destination)?
+        .settle(Duration::ZERO)
         .batch_records(100)
         .poll_interval(Duration::from_millis(20))
         .backoff(Duration::from_millis(5), Duration::from_millis(20)))
@@ -176,7 +179,7 @@ async fn every_record_is_delivered_once_in_order_when_nothing_fails<S: ExportPos
     assert_eq!(positions.len(), 3);
     for position in positions {
         let last = expected[&position.account_id].last().copied();
-        assert_eq!(position.delivered.map(|(_, id)| id), last);
+        assert_eq!(position.delivered.map(|p| p.id), last);
         assert_eq!(position.pending, None);
     }
     Ok(())
@@ -239,7 +242,7 @@ async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPosit
     })
     .await?;
     assert_eq!(first.batches().len(), 2);
-    let pending: HashMap<String, Option<(i64, Uuid)>> = fx
+    let pending: HashMap<String, Option<CommitPosition>> = fx
         .store
         .export_positions("siem")
         .await?
@@ -266,7 +269,8 @@ async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPosit
         .ok_or("a pending batch")?;
     assert_eq!(resent.account_id, pending_account);
     assert_eq!(
-        resent.last, pending_last,
+        resent.last,
+        pending_last.log_position(),
         "read again up to the same record"
     );
     // Everything arrived once, in order: the interrupted batch had never been received.
@@ -313,15 +317,16 @@ async fn a_job_of_one_account_with_a_filter_sends_only_its_matching_records<S: E
     Ok(())
 }
 
-async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
+async fn records_committed_less_than_the_settle_time_ago_wait<S: ExportPositions>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let now = audit_layer::record::Timestamp::now().unix_millis();
-    let old = record(Some("acc_a"), now - 60_000);
-    let young = record(Some("acc_a"), now);
-    fx.store
-        .insert(&rows(&[old.clone(), young.clone()])?)
-        .await?;
+    let first = record(Some("acc_a"), now - 60_000);
+    fx.store.insert(&rows(std::slice::from_ref(&first))?).await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Committed now, though its action is older than the first's: the commit is what waits.
+    let second = record(Some("acc_a"), now - 120_000);
+    fx.store.insert(&rows(std::slice::from_ref(&second))?).await?;
     let recorder = Recorder::default();
     let received = recorder.received.clone();
     let job = job(fx.store.clone(), recorder)?.settle(Duration::from_millis(600));
@@ -330,7 +335,11 @@ async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
         let _ = stopped.await;
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(received.ids()["acc_a"], vec![old.id], "the young one waits");
+    assert_eq!(
+        received.ids()["acc_a"],
+        vec![first.id],
+        "the one committed 700 ms ago is read, the one just committed waits"
+    );
     let mut waited = 0;
     while total(&received.ids()) < 2 && waited < 200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -338,6 +347,58 @@ async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
     }
     let _ = stop.send(());
     task.await?;
-    assert_eq!(received.ids()["acc_a"], vec![old.id, young.id]);
+    assert_eq!(received.ids()["acc_a"], vec![first.id, second.id]);
+    Ok(())
+}
+
+/// The hole of a job reading in (time, id) order: a record committed long after its action
+/// (the pipeline's spool replayed after an outage) lies behind the job's place. In commit
+/// order it comes next.
+async fn a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time<
+    S: ExportPositions,
+>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let now = audit_layer::record::Timestamp::now().unix_millis();
+    let recent: Vec<_> = (0..3)
+        .map(|i| record(Some("acc_a"), now - 10_000 + i))
+        .collect();
+    fx.store.insert(&rows(&recent)?).await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(job.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut waited = 0;
+    while total(&received.ids()) < 3 && waited < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(total(&received.ids()), 3, "the recent records first");
+    // The job is past `now - 10 s` in time; this record's action was an hour ago.
+    let late = record(Some("acc_a"), now - 3_600_000);
+    fx.store.insert(&rows(std::slice::from_ref(&late))?).await?;
+    let mut waited = 0;
+    while total(&received.ids()) < 4 && waited < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    // A few more polls: nothing else comes (no record twice).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    task.await?;
+    let mut expected: Vec<Uuid> = recent.iter().map(|r| r.id).collect();
+    expected.push(late.id);
+    assert_eq!(
+        received.ids()["acc_a"],
+        expected,
+        "the late record once, after the others"
+    );
+    let position = fx.store.export_positions("siem").await?;
+    assert_eq!(position.len(), 1);
+    assert_eq!(position[0].delivered.map(|p| p.id), Some(late.id));
+    assert_eq!(position[0].delivered.map(|p| p.time_ms), Some(now - 3_600_000));
     Ok(())
 }
