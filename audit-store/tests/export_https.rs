@@ -123,7 +123,8 @@ async fn a_wrong_ca_fails_every_attempt_naming_the_destination_and_no_secret() -
         let key = Secret::new(pki.client_key_pem.clone());
         let tls = TlsConfig::ca_bundle_pem(pki.other_ca_pem.as_bytes())?
             .client_certificate(pki.client_pem.as_bytes(), &key)?;
-        let url = format!("https://localhost:{}/ingest?token=urltoken-canary-9d", receiver.addr.port());
+        let port = receiver.addr.port();
+        let url = format!("https://localhost:{port}/ingest?token=urltoken-canary-9d");
         let destination = HttpDestination::new(&url)?
             .secret(Secret::new(SECRET))
             .tls(tls.clone())?;
@@ -140,7 +141,7 @@ async fn a_wrong_ca_fails_every_attempt_naming_the_destination_and_no_secret() -
         assert!(shared.deliveries().is_empty());
         // The error names the destination and the cause.
         let error = metrics.last_error.clone().unwrap_or_default();
-        let endpoint = format!("localhost:{}", receiver.addr.port());
+        let endpoint = format!("localhost:{port}");
         assert!(error.contains(&endpoint), "{error}");
         assert!(
             error.contains("certificate") && error.contains("UnknownIssuer"),
