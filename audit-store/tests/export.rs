@@ -402,3 +402,74 @@ async fn a_record_committed_an_hour_after_its_action_is_exported_after_the_job_p
     assert_eq!(position[0].delivered.map(|p| p.time_ms), Some(now - 3_600_000));
     Ok(())
 }
+
+/// A job of the previous release (positions in (time, id) order, records without a commit
+/// stamp) resumes after the upgrade where it was: the old records it had not sent yet, in
+/// (time, id) order, then the records committed since, even one whose action is older than
+/// everything.
+#[tokio::test]
+async fn sqlite_a_job_of_the_previous_release_resumes_where_it_was_after_the_upgrade() -> TestResult
+{
+    use audit_store::model::{COLUMNS, ColumnValue};
+    use audit_store::sqlx::{self, QueryBuilder, Sqlite};
+    use audit_store::store::AuditStore as _;
+
+    let dir = tempfile::tempdir()?;
+    let store = audit_store::SqliteStore::open(dir.path().join("audit.db")).await?;
+    // The previous release's schema: every migration before the commit order's.
+    let previous: Vec<_> = store
+        .migrations()
+        .into_iter()
+        .filter(|m| m.version < 20261206000050)
+        .collect();
+    let mut migrator = sqlx::migrate::Migrator::with_migrations(previous);
+    migrator.dangerous_set_table_name("_audit_migrations");
+    migrator.run(store.pool()).await?;
+    // Its records, written with its columns (no commit stamp), and its job's position after
+    // the second of four.
+    let old: Vec<_> = (0..4)
+        .map(|i| record(Some("acc_a"), BASE_MS + i * 1000))
+        .collect();
+    let old_rows = rows(&old)?;
+    let mut insert = QueryBuilder::<Sqlite>::new(format!(
+        "INSERT INTO audit_logs ({}) ",
+        audit_store::store::sql::columns()
+    ));
+    insert.push_values(&old_rows, |mut b, r| {
+        for column in &COLUMNS {
+            match column.value(r) {
+                ColumnValue::Uuid(v) => b.push_bind(v),
+                ColumnValue::BigInt(v) => b.push_bind(v),
+                ColumnValue::Int(v) => b.push_bind(v),
+                ColumnValue::Text(v) => b.push_bind(v.map(str::to_owned)),
+            };
+        }
+    });
+    insert.build().execute(store.pool()).await?;
+    sqlx::query(
+        "INSERT INTO audit_export_positions (job, account_id, delivered_time_ms, delivered_id, \
+         pending_time_ms, pending_id, updated_ms) VALUES ('siem', 'acc_a', ?, ?, NULL, NULL, 0)",
+    )
+    .bind(old_rows[1].time_ms)
+    .bind(old_rows[1].id)
+    .execute(store.pool())
+    .await?;
+
+    // The upgrade, then a record committed now whose action is older than all of them.
+    store.migrate().await?;
+    let late = record(Some("acc_a"), BASE_MS - 3_600_000);
+    store.insert(&rows(std::slice::from_ref(&late))?).await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    run_until(job(store.clone(), recorder)?, &received, |r| {
+        total(&r.ids()) >= 3
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        received.ids()["acc_a"],
+        vec![old[2].id, old[3].id, late.id],
+        "the old records after the old position, then the one committed since"
+    );
+    Ok(())
+}
