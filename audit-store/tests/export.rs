@@ -322,11 +322,15 @@ async fn records_committed_less_than_the_settle_time_ago_wait<S: ExportPositions
 ) -> TestResult {
     let now = audit_layer::record::Timestamp::now().unix_millis();
     let first = record(Some("acc_a"), now - 60_000);
-    fx.store.insert(&rows(std::slice::from_ref(&first))?).await?;
+    fx.store
+        .insert(&rows(std::slice::from_ref(&first))?)
+        .await?;
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Committed now, though its action is older than the first's: the commit is what waits.
     let second = record(Some("acc_a"), now - 120_000);
-    fx.store.insert(&rows(std::slice::from_ref(&second))?).await?;
+    fx.store
+        .insert(&rows(std::slice::from_ref(&second))?)
+        .await?;
     let recorder = Recorder::default();
     let received = recorder.received.clone();
     let job = job(fx.store.clone(), recorder)?.settle(Duration::from_millis(600));
@@ -399,7 +403,10 @@ async fn a_record_committed_an_hour_after_its_action_is_exported_after_the_job_p
     let position = fx.store.export_positions("siem").await?;
     assert_eq!(position.len(), 1);
     assert_eq!(position[0].delivered.map(|p| p.id), Some(late.id));
-    assert_eq!(position[0].delivered.map(|p| p.time_ms), Some(now - 3_600_000));
+    assert_eq!(
+        position[0].delivered.map(|p| p.time_ms),
+        Some(now - 3_600_000)
+    );
     Ok(())
 }
 

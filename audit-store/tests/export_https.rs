@@ -70,8 +70,10 @@ async fn a_job_trusting_the_receivers_ca_delivers_over_https_with_its_client_cer
             pki.server_config(true)?,
         )
         .await?;
-        let tls = TlsConfig::ca_bundle_pem(pki.ca_pem.as_bytes())?
-            .client_certificate(pki.client_pem.as_bytes(), &Secret::new(pki.client_key_pem.clone()))?;
+        let tls = TlsConfig::ca_bundle_pem(pki.ca_pem.as_bytes())?.client_certificate(
+            pki.client_pem.as_bytes(),
+            &Secret::new(pki.client_key_pem.clone()),
+        )?;
         let url = format!("https://localhost:{}/ingest", receiver.addr.port());
         let destination = HttpDestination::new(&url)?
             .secret(Secret::new(SECRET))

@@ -38,9 +38,13 @@ fn rsyslogd() -> Option<&'static str> {
 
 /// rsyslog's GnuTLS network stream driver (Debian's `rsyslog-gnutls`), if installed.
 fn gtls_driver() -> bool {
-    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"]
-        .iter()
-        .any(|dir| Path::new(dir).join("rsyslog/lmnsd_gtls.so").exists())
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join("rsyslog/lmnsd_gtls.so").exists())
 }
 
 /// Starts rsyslogd on `port`, writing what it parses into `dir/parsed.log`; with `pki`, its
@@ -260,9 +264,7 @@ async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> Tes
 
         let store = SqliteStore::open(dir.path().join("audit.db")).await?;
         store.migrate().await?;
-        let records: Vec<_> = (0..3)
-            .map(|i| record(Some("acc_1"), BASE_MS + i))
-            .collect();
+        let records: Vec<_> = (0..3).map(|i| record(Some("acc_1"), BASE_MS + i)).collect();
         let rows: Vec<StoredRecord> = records
             .iter()
             .map(StoredRecord::from_record)
@@ -294,7 +296,10 @@ async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> Tes
             .filter(|l| !l.starts_with("-----"))
             .collect();
         for text in [format!("{refused:?}"), debug] {
-            assert!(!text.contains(&key_body[..24]) && !text.contains("PRIVATE KEY"), "{text}");
+            assert!(
+                !text.contains(&key_body[..24]) && !text.contains("PRIVATE KEY"),
+                "{text}"
+            );
         }
 
         // The right CA: rsyslog receives and parses every record.

@@ -306,8 +306,8 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         // Full (more may follow: no sleep before the next pass) when the page reached its
         // record limit, or half its byte budget (it may have been cut by it).
         let bytes: usize = rows.iter().map(|r| r.row.record.len()).sum();
-        let mut full = rows.len() == self.batch_records as usize
-            || bytes.saturating_mul(2) > self.batch_bytes;
+        let mut full =
+            rows.len() == self.batch_records as usize || bytes.saturating_mul(2) > self.batch_bytes;
         let mut lines = String::new();
         let mut span: Option<(LogPosition, LogPosition)> = None;
         let mut last = None;
@@ -336,12 +336,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         Ok(Some((
             EncodedBatch {
                 job: self.name.clone(),
-                idempotency_key: idempotency_key(
-                    &self.name,
-                    &position.account_id,
-                    first,
-                    last_at,
-                ),
+                idempotency_key: idempotency_key(&self.name, &position.account_id, first, last_at),
                 account_id: position.account_id.clone(),
                 first,
                 last: last_at,

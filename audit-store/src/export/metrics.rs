@@ -191,10 +191,7 @@ impl ExportStatus {
     pub(crate) fn set_lag(&self, lag_ms: i64) {
         let lag_ms = lag_ms.max(0);
         self.counters.lag_ms.store(lag_ms, Ordering::Relaxed);
-        self.counters
-            .facade
-            .lag_seconds
-            .set(lag_ms as f64 / 1000.0);
+        self.counters.facade.lag_seconds.set(lag_ms as f64 / 1000.0);
     }
 }
 
@@ -216,43 +213,43 @@ type Value = fn(&ExportMetrics) -> String;
 
 /// Each metric: its name, kind, help and value in the text format.
 const METRICS: [(&str, &str, &str, Value); 6] = [
-        (
-            "audit_export_delivered_records_total",
-            "counter",
-            "Records delivered by the export job.",
-            |m| m.delivered_records.to_string(),
-        ),
-        (
-            "audit_export_delivered_batches_total",
-            "counter",
-            "Batches delivered by the export job.",
-            |m| m.delivered_batches.to_string(),
-        ),
-        (
-            "audit_export_failed_attempts_total",
-            "counter",
-            "Delivery attempts that failed.",
-            |m| m.failed_attempts.to_string(),
-        ),
-        (
-            "audit_export_read_errors_total",
-            "counter",
-            "Reads of the store that failed.",
-            |m| m.read_errors.to_string(),
-        ),
-        (
-            "audit_export_consecutive_failures",
-            "gauge",
-            "Failed attempts since the last delivery: above 0, the job is failing.",
-            |m| m.consecutive_failures.to_string(),
-        ),
-        (
-            "audit_export_lag_seconds",
-            "gauge",
-            "Age of the oldest record the job has yet to deliver.",
-            |m| format!("{:.3}", m.lag_ms as f64 / 1000.0),
-        ),
-    ];
+    (
+        "audit_export_delivered_records_total",
+        "counter",
+        "Records delivered by the export job.",
+        |m| m.delivered_records.to_string(),
+    ),
+    (
+        "audit_export_delivered_batches_total",
+        "counter",
+        "Batches delivered by the export job.",
+        |m| m.delivered_batches.to_string(),
+    ),
+    (
+        "audit_export_failed_attempts_total",
+        "counter",
+        "Delivery attempts that failed.",
+        |m| m.failed_attempts.to_string(),
+    ),
+    (
+        "audit_export_read_errors_total",
+        "counter",
+        "Reads of the store that failed.",
+        |m| m.read_errors.to_string(),
+    ),
+    (
+        "audit_export_consecutive_failures",
+        "gauge",
+        "Failed attempts since the last delivery: above 0, the job is failing.",
+        |m| m.consecutive_failures.to_string(),
+    ),
+    (
+        "audit_export_lag_seconds",
+        "gauge",
+        "Age of the oldest record the job has yet to deliver.",
+        |m| format!("{:.3}", m.lag_ms as f64 / 1000.0),
+    ),
+];
 
 /// The counters of several jobs in Prometheus text format: each metric's help and type once,
 /// then a line per job.

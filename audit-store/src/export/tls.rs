@@ -86,8 +86,9 @@ fn private_key(pem: &Secret) -> Result<PrivateKeyDer<'static>, ExportConfigError
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, ExportConfigError> {
-    std::fs::read(path)
-        .map_err(|e| ExportConfigError::new(format!("cannot read the {what} {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| {
+        ExportConfigError::new(format!("cannot read the {what} {}: {e}", path.display()))
+    })
 }
 
 impl TlsConfig {
@@ -198,9 +199,9 @@ impl TlsConfig {
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ExportConfigError::new(format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(roots);
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ExportConfigError::new(format!("cannot set up TLS: {e}")))?
+            .with_root_certificates(roots);
         let mut config = match &self.client {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => builder

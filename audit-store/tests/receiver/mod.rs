@@ -145,7 +145,9 @@ impl axum::serve::Listener for TlsListening {
                 Ok(Ok(tls)) => return (tls, addr),
                 _ => {
                     self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                    self.shared.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .handshakes_failed
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -36,9 +36,8 @@ impl Pki {
         let ca = ca("audit-store test CA")?;
         let other = ca_other()?;
         let server_key = KeyPair::generate()?;
-        let server =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
-                .signed_by(&server_key, &ca)?;
+        let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
+            .signed_by(&server_key, &ca)?;
         let client_key = KeyPair::generate()?;
         let mut client_params = CertificateParams::new(vec!["audit-export".to_owned()])?;
         client_params

@@ -230,7 +230,9 @@ impl SyslogDestination {
     async fn connect(&self) -> Result<Connection, DeliveryError> {
         let address = &self.address;
         let stream = TcpStream::connect(address).await.map_err(|e| {
-            DeliveryError::new(format!("cannot connect to the syslog collector {address}: {e}"))
+            DeliveryError::new(format!(
+                "cannot connect to the syslog collector {address}: {e}"
+            ))
         })?;
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.tls else {
