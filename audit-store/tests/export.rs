@@ -480,3 +480,53 @@ async fn sqlite_a_job_of_the_previous_release_resumes_where_it_was_after_the_upg
     );
     Ok(())
 }
+
+/// The job's counters through the `metrics` facade, labelled with its name, as an app's
+/// `/metrics` serves them (a Prometheus recorder, local to the job's construction).
+#[tokio::test]
+async fn the_jobs_counters_reach_the_metrics_facade_labelled_with_its_name() -> TestResult {
+    let fx = common::sqlite().await?;
+    seed(&fx.store, &["acc_a"], 5).await?;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let destination = Recorder {
+        fail: 2,
+        ..Recorder::default()
+    };
+    let received = destination.received.clone();
+    let job = metrics::with_local_recorder(&recorder, || {
+        ExportJob::new("siem.metrics", fx.store.clone(), destination)
+    })?
+    .settle(Duration::ZERO)
+    .poll_interval(Duration::from_millis(20))
+    .backoff(Duration::from_millis(5), Duration::from_millis(20));
+    run_until(job, &received, |r| total(&r.ids()) >= 5).await?;
+    let text = prometheus.render();
+    let sample = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    };
+    for (series, value) in [
+        (
+            "audit_export_delivered_records_total{job=\"siem.metrics\"}",
+            5.0,
+        ),
+        (
+            "audit_export_delivered_batches_total{job=\"siem.metrics\"}",
+            1.0,
+        ),
+        (
+            "audit_export_failed_attempts_total{job=\"siem.metrics\"}",
+            2.0,
+        ),
+        (
+            "audit_export_consecutive_failures{job=\"siem.metrics\"}",
+            0.0,
+        ),
+        ("audit_export_lag_seconds{job=\"siem.metrics\"}", 0.0),
+    ] {
+        assert_eq!(sample(series), Some(value), "{series} in:\n{text}");
+    }
+    Ok(())
+}
