@@ -1,6 +1,7 @@
 //! Push export: committed records delivered to the places security teams read them (a SIEM's
-//! HTTPS endpoint, a syslog collector over TLS, a file a shipper tails), at least once, in (time, id) order per account, with a durable place
-//! in the database per job.
+//! HTTPS endpoint, a syslog collector over TLS, a file a shipper tails), at least once, per
+//! account in the order they were committed ([`CommitPosition`](crate::model::CommitPosition)),
+//! with a durable place in the database per job.
 //!
 //! An [`ExportJob`] reads committed records through the store (never from the request path),
 //! a batch per account at a time, encodes them in its [`Format`], and hands each batch to its
