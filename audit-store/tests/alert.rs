@@ -198,3 +198,64 @@ async fn a_failed_notification_is_retried_under_its_key_without_counting_twice()
     })
     .await
 }
+
+/// Windows are over action times, records come in commit order: a failed login committed
+/// after the job read the others, whose time is older than theirs but within their window,
+/// completes it; one whose window has long passed (an hour old) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_committed_late_counts_in_its_open_window_and_not_in_a_passed_one()
+-> TestResult {
+    time_limit(Duration::from_secs(20), async {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
+        store.migrate().await?;
+        let shared = Shared::new(Secret::new(SECRET), Duration::ZERO);
+        let receiver = Receiver::start(Arc::clone(&shared), "127.0.0.1:0".parse()?).await?;
+        let (sink, worker) = start(fast(store.clone())).await?;
+        let now = Timestamp::now().unix_millis() - 60_000;
+        let mut first = Vec::new();
+        for i in 0..4 {
+            first.push(failed_login("dave@example.com", now + i * 1_000)?);
+            first.push(failed_login("erin@example.com", now + i * 1_000)?);
+        }
+        store.insert(&common::rows(&first)?).await?;
+
+        let webhook = HttpDestination::new(&format!("http://{}/ingest", receiver.addr))?
+            .secret(Secret::new(SECRET));
+        let alerts = Alerts::new(rules_from_yaml(RULES)?, webhook, Arc::new(sink.clone()));
+        let job = ExportJob::new("alerts", store.clone(), alerts)?
+            .settle(Duration::ZERO)
+            .poll_interval(Duration::from_millis(20));
+        let status = job.status();
+        let (stop_job, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(job.run(async move {
+            let _ = stopped.await;
+        }));
+        common::eventually("the job to read the first eight", || {
+            status.snapshot().delivered_records >= 8
+        })
+        .await?;
+        assert!(shared.deliveries().is_empty(), "four each: nothing yet");
+        // dave's fifth, 10 s before his first; erin's fifth, an hour before hers.
+        let late = [
+            failed_login("dave@example.com", now - 10_000)?,
+            failed_login("erin@example.com", now - 3_600_000)?,
+        ];
+        store.insert(&common::rows(&late)?).await?;
+        common::eventually("the job to read the late two", || {
+            status.snapshot().delivered_records >= 10
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = stop_job.send(());
+        task.await?;
+        stop(&sink, worker).await?;
+        receiver.stop().await;
+        let deliveries = shared.deliveries();
+        assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+        let notice: serde_json::Value = serde_json::from_str(&deliveries[0].lines[0])?;
+        assert_eq!(notice["group"], "dave@example.com");
+        Ok(())
+    })
+    .await
+}

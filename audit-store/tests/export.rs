@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use audit_store::export::{DeliveryError, Destination, EncodedBatch, ExportJob, Scope};
-use audit_store::model::{Column, ColumnFilter, FilterValue};
+use audit_store::model::{Column, ColumnFilter, CommitPosition, FilterValue};
 use audit_store::store::{ChainedStore, ExportPositions};
 use common::{BASE_MS, Fixture, TestResult, record, rows};
 use tokio::sync::oneshot;
@@ -20,7 +20,8 @@ backend_tests!(
     a_failed_batch_is_sent_again_identical_under_its_key,
     a_restart_resumes_and_resends_only_the_interrupted_batch,
     a_job_of_one_account_with_a_filter_sends_only_its_matching_records,
-    records_younger_than_the_settle_time_wait,
+    records_committed_less_than_the_settle_time_ago_wait,
+    a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time,
 );
 
 /// What a destination got: every batch, in arrival order.
@@ -112,9 +113,11 @@ async fn seed<S: ChainedStore>(
     Ok(expected)
 }
 
-/// A job over `store` to `destination`, with short waits.
+/// A job over `store` to `destination`, with short waits (records are read as soon as they
+/// are committed).
 fn job<S: ExportPositions>(store: S, destination: Recorder) -> TestResult<ExportJob<S, Recorder>> {
     Ok(ExportJob::new("siem", store, destination)?
+        .settle(Duration::ZERO)
         .batch_records(100)
         .poll_interval(Duration::from_millis(20))
         .backoff(Duration::from_millis(5), Duration::from_millis(20)))
@@ -176,7 +179,7 @@ async fn every_record_is_delivered_once_in_order_when_nothing_fails<S: ExportPos
     assert_eq!(positions.len(), 3);
     for position in positions {
         let last = expected[&position.account_id].last().copied();
-        assert_eq!(position.delivered.map(|(_, id)| id), last);
+        assert_eq!(position.delivered.map(|p| p.id), last);
         assert_eq!(position.pending, None);
     }
     Ok(())
@@ -239,7 +242,7 @@ async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPosit
     })
     .await?;
     assert_eq!(first.batches().len(), 2);
-    let pending: HashMap<String, Option<(i64, Uuid)>> = fx
+    let pending: HashMap<String, Option<CommitPosition>> = fx
         .store
         .export_positions("siem")
         .await?
@@ -266,7 +269,8 @@ async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPosit
         .ok_or("a pending batch")?;
     assert_eq!(resent.account_id, pending_account);
     assert_eq!(
-        resent.last, pending_last,
+        resent.last,
+        pending_last.log_position(),
         "read again up to the same record"
     );
     // Everything arrived once, in order: the interrupted batch had never been received.
@@ -313,14 +317,19 @@ async fn a_job_of_one_account_with_a_filter_sends_only_its_matching_records<S: E
     Ok(())
 }
 
-async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
+async fn records_committed_less_than_the_settle_time_ago_wait<S: ExportPositions>(
     fx: &Fixture<S>,
 ) -> TestResult {
     let now = audit_layer::record::Timestamp::now().unix_millis();
-    let old = record(Some("acc_a"), now - 60_000);
-    let young = record(Some("acc_a"), now);
+    let first = record(Some("acc_a"), now - 60_000);
     fx.store
-        .insert(&rows(&[old.clone(), young.clone()])?)
+        .insert(&rows(std::slice::from_ref(&first))?)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Committed now, though its action is older than the first's: the commit is what waits.
+    let second = record(Some("acc_a"), now - 120_000);
+    fx.store
+        .insert(&rows(std::slice::from_ref(&second))?)
         .await?;
     let recorder = Recorder::default();
     let received = recorder.received.clone();
@@ -330,7 +339,11 @@ async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
         let _ = stopped.await;
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(received.ids()["acc_a"], vec![old.id], "the young one waits");
+    assert_eq!(
+        received.ids()["acc_a"],
+        vec![first.id],
+        "the one committed 700 ms ago is read, the one just committed waits"
+    );
     let mut waited = 0;
     while total(&received.ids()) < 2 && waited < 200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -338,6 +351,182 @@ async fn records_younger_than_the_settle_time_wait<S: ExportPositions>(
     }
     let _ = stop.send(());
     task.await?;
-    assert_eq!(received.ids()["acc_a"], vec![old.id, young.id]);
+    assert_eq!(received.ids()["acc_a"], vec![first.id, second.id]);
+    Ok(())
+}
+
+/// The hole of a job reading in (time, id) order: a record committed long after its action
+/// (the pipeline's spool replayed after an outage) lies behind the job's place. In commit
+/// order it comes next.
+async fn a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time<
+    S: ExportPositions,
+>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let now = audit_layer::record::Timestamp::now().unix_millis();
+    let recent: Vec<_> = (0..3)
+        .map(|i| record(Some("acc_a"), now - 10_000 + i))
+        .collect();
+    fx.store.insert(&rows(&recent)?).await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(job.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut waited = 0;
+    while total(&received.ids()) < 3 && waited < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(total(&received.ids()), 3, "the recent records first");
+    // The job is past `now - 10 s` in time; this record's action was an hour ago.
+    let late = record(Some("acc_a"), now - 3_600_000);
+    fx.store.insert(&rows(std::slice::from_ref(&late))?).await?;
+    let mut waited = 0;
+    while total(&received.ids()) < 4 && waited < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    // A few more polls: nothing else comes (no record twice).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    task.await?;
+    let mut expected: Vec<Uuid> = recent.iter().map(|r| r.id).collect();
+    expected.push(late.id);
+    assert_eq!(
+        received.ids()["acc_a"],
+        expected,
+        "the late record once, after the others"
+    );
+    let position = fx.store.export_positions("siem").await?;
+    assert_eq!(position.len(), 1);
+    assert_eq!(position[0].delivered.map(|p| p.id), Some(late.id));
+    assert_eq!(
+        position[0].delivered.map(|p| p.time_ms),
+        Some(now - 3_600_000)
+    );
+    Ok(())
+}
+
+/// A job of the previous release (positions in (time, id) order, records without a commit
+/// stamp) resumes after the upgrade where it was: the old records it had not sent yet, in
+/// (time, id) order, then the records committed since, even one whose action is older than
+/// everything.
+#[tokio::test]
+async fn sqlite_a_job_of_the_previous_release_resumes_where_it_was_after_the_upgrade() -> TestResult
+{
+    use audit_store::model::{COLUMNS, ColumnValue};
+    use audit_store::sqlx::{self, QueryBuilder, Sqlite};
+    use audit_store::store::AuditStore as _;
+
+    let dir = tempfile::tempdir()?;
+    let store = audit_store::SqliteStore::open(dir.path().join("audit.db")).await?;
+    // The previous release's schema: every migration before the commit order's.
+    let previous: Vec<_> = store
+        .migrations()
+        .into_iter()
+        .filter(|m| m.version < 20261206000050)
+        .collect();
+    let mut migrator = sqlx::migrate::Migrator::with_migrations(previous);
+    migrator.dangerous_set_table_name("_audit_migrations");
+    migrator.run(store.pool()).await?;
+    // Its records, written with its columns (no commit stamp), and its job's position after
+    // the second of four.
+    let old: Vec<_> = (0..4)
+        .map(|i| record(Some("acc_a"), BASE_MS + i * 1000))
+        .collect();
+    let old_rows = rows(&old)?;
+    let mut insert = QueryBuilder::<Sqlite>::new(format!(
+        "INSERT INTO audit_logs ({}) ",
+        audit_store::store::sql::columns()
+    ));
+    insert.push_values(&old_rows, |mut b, r| {
+        for column in &COLUMNS {
+            match column.value(r) {
+                ColumnValue::Uuid(v) => b.push_bind(v),
+                ColumnValue::BigInt(v) => b.push_bind(v),
+                ColumnValue::Int(v) => b.push_bind(v),
+                ColumnValue::Text(v) => b.push_bind(v.map(str::to_owned)),
+            };
+        }
+    });
+    insert.build().execute(store.pool()).await?;
+    sqlx::query(
+        "INSERT INTO audit_export_positions (job, account_id, delivered_time_ms, delivered_id, \
+         pending_time_ms, pending_id, updated_ms) VALUES ('siem', 'acc_a', ?, ?, NULL, NULL, 0)",
+    )
+    .bind(old_rows[1].time_ms)
+    .bind(old_rows[1].id)
+    .execute(store.pool())
+    .await?;
+
+    // The upgrade, then a record committed now whose action is older than all of them.
+    store.migrate().await?;
+    let late = record(Some("acc_a"), BASE_MS - 3_600_000);
+    store.insert(&rows(std::slice::from_ref(&late))?).await?;
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    run_until(job(store.clone(), recorder)?, &received, |r| {
+        total(&r.ids()) >= 3
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        received.ids()["acc_a"],
+        vec![old[2].id, old[3].id, late.id],
+        "the old records after the old position, then the one committed since"
+    );
+    Ok(())
+}
+
+/// The job's counters through the `metrics` facade, labelled with its name, as an app's
+/// `/metrics` serves them (a Prometheus recorder, local to the job's construction).
+#[tokio::test]
+async fn the_jobs_counters_reach_the_metrics_facade_labelled_with_its_name() -> TestResult {
+    let fx = common::sqlite().await?;
+    seed(&fx.store, &["acc_a"], 5).await?;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let destination = Recorder {
+        fail: 2,
+        ..Recorder::default()
+    };
+    let received = destination.received.clone();
+    let job = metrics::with_local_recorder(&recorder, || {
+        ExportJob::new("siem.metrics", fx.store.clone(), destination)
+    })?
+    .settle(Duration::ZERO)
+    .poll_interval(Duration::from_millis(20))
+    .backoff(Duration::from_millis(5), Duration::from_millis(20));
+    run_until(job, &received, |r| total(&r.ids()) >= 5).await?;
+    let text = prometheus.render();
+    let sample = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    };
+    for (series, value) in [
+        (
+            "audit_export_delivered_records_total{job=\"siem.metrics\"}",
+            5.0,
+        ),
+        (
+            "audit_export_delivered_batches_total{job=\"siem.metrics\"}",
+            1.0,
+        ),
+        (
+            "audit_export_failed_attempts_total{job=\"siem.metrics\"}",
+            2.0,
+        ),
+        (
+            "audit_export_consecutive_failures{job=\"siem.metrics\"}",
+            0.0,
+        ),
+        ("audit_export_lag_seconds{job=\"siem.metrics\"}", 0.0),
+    ] {
+        assert_eq!(sample(series), Some(value), "{series} in:\n{text}");
+    }
     Ok(())
 }

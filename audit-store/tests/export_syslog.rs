@@ -1,8 +1,11 @@
-//! The syslog destination against a real rsyslog (Debian's `rsyslog` package): the test
-//! starts its own `rsyslogd` on a free port with a generated configuration whose template
-//! writes the fields rsyslog parsed from each message, and checks them.
+//! The syslog destination against a real rsyslog (Debian's `rsyslog` package, and
+//! `rsyslog-gnutls` for TLS): the test starts its own `rsyslogd` on a free port with a
+//! generated configuration whose template writes the fields rsyslog parsed from each message,
+//! and checks them; over plain TCP, and over TLS (RFC 5425) with a certificate made in the
+//! test by a CA of its own.
 
 mod common;
+mod receiver;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,10 +13,11 @@ use std::time::Duration;
 
 use audit_layer::record::Timestamp;
 use audit_store::SqliteStore;
-use audit_store::export::{ExportJob, SyslogDestination};
+use audit_store::export::{ExportJob, ExportMetrics, Secret, SyslogDestination, TlsConfig};
 use audit_store::model::StoredRecord;
 use audit_store::store::AuditStore as _;
 use common::{BASE_MS, TestResult, record, time_limit};
+use receiver::tls::Pki;
 use tokio::sync::oneshot;
 
 /// Our own rsyslogd, killed when dropped.
@@ -32,11 +36,39 @@ fn rsyslogd() -> Option<&'static str> {
         .find(|p| Path::new(p).exists())
 }
 
-/// Starts rsyslogd on `port`, writing what it parses into `dir/parsed.log`.
-fn start_rsyslog(binary: &str, dir: &Path, port: u16) -> TestResult<Rsyslog> {
+/// rsyslog's GnuTLS network stream driver (Debian's `rsyslog-gnutls`), if installed.
+fn gtls_driver() -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join("rsyslog/lmnsd_gtls.so").exists())
+}
+
+/// Starts rsyslogd on `port`, writing what it parses into `dir/parsed.log`; with `pki`, its
+/// input is TLS only, presenting the PKI's server certificate.
+fn start_rsyslog(binary: &str, dir: &Path, port: u16, pki: Option<&Pki>) -> TestResult<Rsyslog> {
+    let (global_tls, imtcp) = match pki {
+        None => (String::new(), r#"module(load="imtcp")"#.to_owned()),
+        Some(pki) => {
+            std::fs::write(dir.join("ca.pem"), &pki.ca_pem)?;
+            std::fs::write(dir.join("server.pem"), &pki.server_pem)?;
+            std::fs::write(dir.join("server.key"), &pki.server_key_pem)?;
+            (
+                format!(
+                    r#" defaultNetstreamDriver="gtls" defaultNetstreamDriverCAFile="{dir}/ca.pem" defaultNetstreamDriverCertFile="{dir}/server.pem" defaultNetstreamDriverKeyFile="{dir}/server.key""#,
+                    dir = dir.display()
+                ),
+                r#"module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")"#
+                    .to_owned(),
+            )
+        }
+    };
     let config = format!(
-        r#"global(workDirectory="{dir}" maxMessageSize="256k")
-module(load="imtcp")
+        r#"global(workDirectory="{dir}" maxMessageSize="256k"{global_tls})
+{imtcp}
 template(name="parsed" type="list") {{
   property(name="syslogfacility") constant(value="|")
   property(name="syslogseverity") constant(value="|")
@@ -85,7 +117,7 @@ async fn rsyslog_parses_every_record_as_an_rfc_5424_message() -> TestResult {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let _rsyslog = start_rsyslog(binary, dir.path(), port)?;
+        let _rsyslog = start_rsyslog(binary, dir.path(), port, None)?;
         let mut waited = 0;
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -158,6 +190,142 @@ async fn rsyslog_parses_every_record_as_an_rfc_5424_message() -> TestResult {
                 &["web-1", "billing-api", pid.as_str(), "audit", "-"],
                 "{line}"
             );
+            assert_eq!(fields[9], row.record, "the message is the record, whole");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Waits until `port` accepts connections (rsyslogd has started).
+async fn listening(port: u16) {
+    let mut waited = 0;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(waited < 100, "rsyslogd did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+}
+
+/// Runs a job of `store`'s records to `destination` until `done` holds of its counters or
+/// `limit` passes.
+async fn run(
+    store: SqliteStore,
+    destination: SyslogDestination,
+    limit: Duration,
+    done: impl Fn(&ExportMetrics) -> bool,
+) -> TestResult<ExportMetrics> {
+    let job = ExportJob::new("syslog", store, destination)?
+        .settle(Duration::ZERO)
+        .poll_interval(Duration::from_millis(20))
+        .backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let status = job.status();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(job.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut waited = Duration::ZERO;
+    while !done(&status.snapshot()) && waited < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    let _ = stop.send(());
+    task.await?;
+    Ok(status.snapshot())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> TestResult {
+    let Some(binary) = rsyslogd() else {
+        common::skip(
+            "the rsyslog TLS test",
+            "rsyslogd is not installed (apt-get install -y rsyslog rsyslog-gnutls)",
+        );
+        return Ok(());
+    };
+    if !gtls_driver() {
+        common::skip(
+            "the rsyslog TLS test",
+            "rsyslog's TLS driver is not installed (apt-get install -y rsyslog-gnutls)",
+        );
+        return Ok(());
+    }
+    time_limit(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let pki = Pki::new()?;
+        let _rsyslog = start_rsyslog(binary, dir.path(), port, Some(&pki))?;
+        listening(port).await;
+
+        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
+        store.migrate().await?;
+        let records: Vec<_> = (0..3).map(|i| record(Some("acc_1"), BASE_MS + i)).collect();
+        let rows: Vec<StoredRecord> = records
+            .iter()
+            .map(StoredRecord::from_record)
+            .collect::<Result<_, _>>()?;
+        store.insert(&rows).await?;
+
+        // A job trusting another CA: every attempt fails, naming the collector and the
+        // cause, and nothing reaches rsyslog.
+        let key = Secret::new(pki.client_key_pem.clone());
+        let wrong = TlsConfig::ca_bundle_pem(pki.other_ca_pem.as_bytes())?
+            .client_certificate(pki.client_pem.as_bytes(), &key)?;
+        let address = format!("127.0.0.1:{port}");
+        let destination = SyslogDestination::new(&address)?.tls(wrong)?;
+        let debug = format!("{destination:?}");
+        let refused = run(store.clone(), destination, Duration::from_secs(5), |m| {
+            m.failed_attempts >= 3
+        })
+        .await?;
+        assert!(refused.failed_attempts >= 3, "{refused:?}");
+        assert_eq!(refused.delivered_records, 0);
+        let error = refused.last_error.clone().unwrap_or_default();
+        assert!(
+            error.contains(&address) && error.contains("UnknownIssuer"),
+            "{error}"
+        );
+        let key_body: String = pki
+            .client_key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        for text in [format!("{refused:?}"), debug] {
+            assert!(
+                !text.contains(&key_body[..24]) && !text.contains("PRIVATE KEY"),
+                "{text}"
+            );
+        }
+
+        // The right CA: rsyslog receives and parses every record.
+        let right = TlsConfig::ca_bundle_pem(pki.ca_pem.as_bytes())?;
+        let destination = SyslogDestination::new(&address)?
+            .hostname("web-1")?
+            .app_name("billing-api")?
+            .tls(right)?;
+        let parsed = dir.path().join("parsed.log");
+        let sent = run(store, destination, Duration::from_secs(10), |m| {
+            m.delivered_records >= 3
+                && std::fs::read_to_string(&parsed)
+                    .unwrap_or_default()
+                    .lines()
+                    .count()
+                    >= 3
+        })
+        .await?;
+        assert_eq!(sent.delivered_records, 3, "{sent:?}");
+        let text = std::fs::read_to_string(&parsed)?;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        for (line, row) in lines.iter().zip(&rows) {
+            let fields: Vec<&str> = line.splitn(10, '|').collect();
+            assert_eq!(&fields[..3], &["13", "6", "1"], "{line}");
+            assert_eq!(&fields[4..6], &["web-1", "billing-api"], "{line}");
             assert_eq!(fields[9], row.record, "the message is the record, whole");
         }
         Ok(())

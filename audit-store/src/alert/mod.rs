@@ -2,8 +2,8 @@
 //! itself recorded as a system event in the account's log.
 //!
 //! [`Alerts`] is an export [`Destination`]: run it in an
-//! [`ExportJob`](crate::export::ExportJob) and it sees every committed record once, in (time,
-//! id) order per account, with the job's durable place in the log (a restarted job resumes
+//! [`ExportJob`](crate::export::ExportJob) and it sees every committed record once, in commit
+//! order per account, with the job's durable place in the log (a restarted job resumes
 //! where it was). Each [`AlertRule`] counts the records that match its filters, per account
 //! and per value of its grouping column, over a sliding window; when a group reaches the
 //! threshold, one notification goes to the webhook (a JSON body, signed and keyed like an
@@ -13,7 +13,10 @@
 //! `create` of an `audit_alerts` `notifications` resource by a `system` actor.
 //!
 //! Windows live in memory: after a restart, records before the job's place no longer count
-//! toward a window (a burst split by a restart may not fire).
+//! toward a window (a burst split by a restart may not fire). Windows are over the records'
+//! action times: a record committed late still counts in its group's window if that window
+//! is still open (its time is within a window of the group's newest), and is too late to
+//! count otherwise.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -55,7 +58,7 @@ pub use config::rules_from_yaml;
 pub use rule::AlertRule;
 
 use crate::export::{DeliveryError, Destination, EncodedBatch, HttpDestination};
-use crate::model::{LogPosition, StoredRecord};
+use crate::model::StoredRecord;
 
 /// Groups kept per rule and account at most; past it the quietest are forgotten.
 const MAX_GROUPS: usize = 100_000;
@@ -81,8 +84,11 @@ struct Notification {
 struct State {
     /// Per (rule, account, group).
     windows: HashMap<(usize, String, String), Window>,
-    /// The last record counted per account: a batch sent again is not counted again.
-    counted: HashMap<String, LogPosition>,
+    /// The idempotency key of the last batch counted per account: a batch sent again (after
+    /// a failed notification) is not counted again.
+    counted: HashMap<String, String>,
+    /// The newest action time counted per account.
+    newest: HashMap<String, i64>,
     /// Fired and not yet delivered.
     pending: Vec<Notification>,
 }
@@ -125,19 +131,26 @@ impl Alerts {
     fn count(&self, batch: &EncodedBatch) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *state;
-        for (line, position) in batch.lines().zip(&batch.positions) {
-            if state
-                .counted
-                .get(&batch.account_id)
-                .is_some_and(|counted| position <= counted)
-            {
-                continue;
-            }
-            state.counted.insert(batch.account_id.clone(), *position);
+        if state
+            .counted
+            .get(&batch.account_id)
+            .is_some_and(|key| *key == batch.idempotency_key)
+        {
+            return;
+        }
+        state
+            .counted
+            .insert(batch.account_id.clone(), batch.idempotency_key.clone());
+        for line in batch.lines() {
             let Ok(record) = StoredRecord::from_json(line.to_owned()) else {
                 tracing::warn!(target: "audit_store::alert", "a stored record is not readable: skipped by the alert rules");
                 continue;
             };
+            let newest = state
+                .newest
+                .entry(batch.account_id.clone())
+                .or_insert(record.time_ms);
+            *newest = (*newest).max(record.time_ms);
             for (index, rule) in self.rules.iter().enumerate() {
                 if !rule.matches(&record) {
                     continue;
@@ -148,19 +161,28 @@ impl Alerts {
                 let window_ms = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX);
                 let key = (index, batch.account_id.clone(), group);
                 let window = state.windows.entry(key.clone()).or_default();
-                window.times.push_back((record.time_ms, record.id));
+                // The group's newest time; a record committed late goes in its place in time,
+                // or nowhere if its window has passed.
+                let newest = window
+                    .times
+                    .back()
+                    .map_or(record.time_ms, |(t, _)| (*t).max(record.time_ms));
+                if record.time_ms <= newest.saturating_sub(window_ms) {
+                    continue;
+                }
+                let at = (record.time_ms, record.id);
+                let place = window.times.partition_point(|p| *p <= at);
+                window.times.insert(place, at);
                 while window
                     .times
                     .front()
-                    .is_some_and(|(t, _)| *t <= record.time_ms.saturating_sub(window_ms))
+                    .is_some_and(|(t, _)| *t <= newest.saturating_sub(window_ms))
                 {
                     window.times.pop_front();
                 }
-                if window.times.len() >= rule.threshold as usize
-                    && record.time_ms >= window.quiet_until
-                {
+                if window.times.len() >= rule.threshold as usize && newest >= window.quiet_until {
                     let fired: Vec<(i64, Uuid)> = window.times.drain(..).collect();
-                    window.quiet_until = record.time_ms.saturating_add(window_ms);
+                    window.quiet_until = newest.saturating_add(window_ms);
                     state
                         .pending
                         .push(notification(rule, &batch.account_id, &key.2, &fired));
@@ -168,7 +190,7 @@ impl Alerts {
             }
         }
         // Forget groups whose window has passed, and bound the rest.
-        if let Some(now) = state.counted.get(&batch.account_id).map(|(t, _)| *t) {
+        if let Some(now) = state.newest.get(&batch.account_id).copied() {
             state.windows.retain(|(index, account, _), window| {
                 let window_ms =
                     i64::try_from(self.rules[*index].window.as_millis()).unwrap_or(i64::MAX);

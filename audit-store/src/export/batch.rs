@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use super::format::Format;
 use crate::model::LogPosition;
 
-/// One account's records in (time, id) order, encoded one line each in the job's format: what
+/// One account's records in commit order, encoded one line each in the job's format: what
 /// a [`Destination`](super::Destination) delivers. Sent again after a failure exactly as
 /// first built, under the same [`idempotency_key`](Self::idempotency_key).
 #[derive(Clone, Debug)]

@@ -1,4 +1,4 @@
-//! One export job: reads committed records in (time, id) order, one batch per account at a
+//! One export job: reads committed records in commit order, one batch per account at a
 //! time, delivers each until it is taken, and keeps its place in the database.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use super::destination::Destination;
 use super::format::Format;
 use super::metrics::ExportStatus;
 use super::retry::Backoff;
-use crate::model::{ColumnFilter, Direction, ExportPosition, LogPosition, RecordQuery};
+use crate::model::{ColumnFilter, CommitPosition, CommitQuery, ExportPosition, LogPosition};
 use crate::store::ExportPositions;
 use crate::time::now_ms;
 
@@ -37,18 +37,23 @@ pub enum Scope {
 /// query API's), and whose records ([`Scope`]). Build it, keep its [`status`](Self::status),
 /// and spawn [`run`](Self::run) with a shutdown signal.
 ///
-/// It reads only committed records, through the store, in (time, id) order per account: never
-/// from the request path. Its place in each account's log is kept in the database (the
+/// It reads only committed records, through the store, per account in the order they were
+/// committed (and in (time, id) order within one write: [`CommitPosition`]), never from the
+/// request path. Its place in each account's log is kept in the database (the
 /// [`ExportPositions`] table), so a restart resumes where it left off and a destination that
 /// was down gets everything when it returns. Each batch is delivered at least once: it is
 /// sent again, identical and under the same idempotency key, after a failure or when a
 /// restart interrupted its delivery, and never otherwise.
 ///
-/// A record is read once its time is [`settle`](Self::settle) old (5 s by default), so that
-/// records still being batched by the pipeline are not passed over. A record whose time is
-/// older still when it is committed (replayed from the pipeline's spool after the database
-/// was down longer than that) falls behind the job's place and is not exported: give such
-/// deployments a longer settle time.
+/// A record committed late (replayed from the pipeline's spool after the database was down
+/// for an hour) is read after its commit like any other, whatever its action's time: it is
+/// not passed over. It then arrives after records with later action times; a destination
+/// that needs time order sorts by `action.time`.
+///
+/// A record is read once its write began [`settle`](Self::settle) ago (5 s by default), so
+/// that a write still in its transaction when the job reads is not passed over: the settle
+/// time must exceed the longest write transaction (the pipeline's are milliseconds to
+/// a second).
 #[derive(Debug)]
 pub struct ExportJob<S, D> {
     name: String,
@@ -148,7 +153,8 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         self
     }
 
-    /// How old a record must be before it is read (see the type's docs). Defaults to 5 s.
+    /// How long after its write began a record is read: longer than any write transaction
+    /// takes (see the type's docs). Defaults to 5 s.
     #[must_use]
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
@@ -242,27 +248,31 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             }
         };
         let now = now_ms();
-        let before_ms =
-            now.saturating_sub(i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX));
+        let settled = CommitPosition {
+            committed_ms: now
+                .saturating_sub(i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX)),
+            time_ms: i64::MAX,
+            id: uuid::Uuid::max(),
+        };
         let mut more = false;
         let mut lag = 0;
         for account in accounts {
             let position = positions
                 .entry(account.clone())
                 .or_insert_with(|| ExportPosition::new(account));
-            let Some((batch, full)) = self.read_batch(position, before_ms).await? else {
+            let Some((batch, last, full)) = self.read_batch(position, settled).await? else {
                 continue;
             };
             lag = lag.max(now - batch.first.0);
             self.status.set_lag(lag);
-            if position.pending != Some(batch.last) {
-                position.pending = Some(batch.last);
+            if position.pending != Some(last) {
+                position.pending = Some(last);
                 self.store
                     .save_export_position(&self.name, position)
                     .await?;
             }
             self.deliver(&batch).await;
-            position.delivered = Some(batch.last);
+            position.delivered = Some(last);
             position.pending = None;
             self.store
                 .save_export_position(&self.name, position)
@@ -274,37 +284,38 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
     }
 
     /// The next batch of `position`'s account (the pending one again, if a delivery was
-    /// interrupted), and whether it was cut short by its bounds (more may follow).
+    /// interrupted) of the records committed through `settled`, its last record's place, and
+    /// whether it was cut short by its bounds (more may follow).
     async fn read_batch(
         &self,
         position: &ExportPosition,
-        before_ms: i64,
-    ) -> crate::Result<Option<(EncodedBatch, bool)>> {
-        let query = RecordQuery {
+        settled: CommitPosition,
+    ) -> crate::Result<Option<(EncodedBatch, CommitPosition, bool)>> {
+        let query = CommitQuery {
             account_id: position.account_id.clone(),
             since_ms: self.since_ms,
-            before_ms: match position.pending {
-                Some((time, _)) => time.saturating_add(1),
-                None => before_ms,
-            },
             filters: self.filters.clone(),
-            direction: Direction::Asc,
             after: position.delivered,
+            through: position.pending.unwrap_or(settled),
             limit: self.batch_records,
             max_bytes: Some(self.batch_bytes),
-            time_limit: Some(self.read_time_limit),
         };
-        let page = self.store.page(&query).await?;
-        let mut full = page.cut || page.rows.len() == self.batch_records as usize;
+        let rows = tokio::time::timeout(self.read_time_limit, self.store.commit_page(&query))
+            .await
+            .map_err(|_| crate::StoreError::StatementTimeout(self.read_time_limit))??;
+        // Full (more may follow: no sleep before the next pass) when the page reached its
+        // record limit, or half its byte budget (it may have been cut by it).
+        let bytes: usize = rows.iter().map(|r| r.row.record.len()).sum();
+        let mut full =
+            rows.len() == self.batch_records as usize || bytes.saturating_mul(2) > self.batch_bytes;
         let mut lines = String::new();
         let mut span: Option<(LogPosition, LogPosition)> = None;
+        let mut last = None;
         let mut records = 0;
-        let mut positions = Vec::with_capacity(page.rows.len());
-        for row in &page.rows {
+        let mut positions = Vec::with_capacity(rows.len());
+        for committed in &rows {
+            let row = &committed.row;
             let at = (row.time_ms, row.id);
-            if position.pending.is_some_and(|pending| at > pending) {
-                break;
-            }
             let start = lines.len();
             self.format
                 .write_line(row, &mut lines)
@@ -316,23 +327,25 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             }
             records += 1;
             positions.push(at);
+            last = Some(committed.at);
             span = Some((span.map_or(at, |(first, _)| first), at));
         }
-        let Some((first, last)) = span else {
+        let (Some((first, last_at)), Some(last)) = (span, last) else {
             return Ok(None);
         };
         Ok(Some((
             EncodedBatch {
                 job: self.name.clone(),
-                idempotency_key: idempotency_key(&self.name, &position.account_id, first, last),
+                idempotency_key: idempotency_key(&self.name, &position.account_id, first, last_at),
                 account_id: position.account_id.clone(),
                 first,
-                last,
+                last: last_at,
                 records,
                 format: self.format,
                 lines,
                 positions,
             },
+            last,
             full,
         )))
     }

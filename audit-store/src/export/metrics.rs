@@ -1,7 +1,72 @@
-//! What an export job has done and how far behind it is: counters any thread can read.
+//! What an export job has done and how far behind it is: counters any thread can read, and
+//! the same through the [`metrics`] facade, labelled `job=<name>`.
+//!
+//! | facade name | kind | meaning |
+//! | --- | --- | --- |
+//! | `audit_export_delivered_records_total` | counter | records delivered |
+//! | `audit_export_delivered_batches_total` | counter | batches delivered |
+//! | `audit_export_failed_attempts_total` | counter | delivery attempts that failed |
+//! | `audit_export_read_errors_total` | counter | reads of the store that failed |
+//! | `audit_export_consecutive_failures` | gauge | failed attempts since the last delivery |
+//! | `audit_export_lag_seconds` | gauge | age of the oldest record not yet delivered |
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use metrics::{Counter, Gauge};
+
+/// The job's metrics through the facade, for whatever recorder the app installs (none: no-ops).
+#[derive(Debug)]
+struct Facade {
+    delivered_records: Counter,
+    delivered_batches: Counter,
+    failed_attempts: Counter,
+    read_errors: Counter,
+    consecutive_failures: Gauge,
+    lag_seconds: Gauge,
+}
+
+impl Default for Facade {
+    fn default() -> Self {
+        Self {
+            delivered_records: Counter::noop(),
+            delivered_batches: Counter::noop(),
+            failed_attempts: Counter::noop(),
+            read_errors: Counter::noop(),
+            consecutive_failures: Gauge::noop(),
+            lag_seconds: Gauge::noop(),
+        }
+    }
+}
+
+impl Facade {
+    /// The job's metrics registered with the installed recorder, labelled `job`.
+    fn new(job: &str) -> Self {
+        let help = |name: &str| {
+            METRICS
+                .iter()
+                .find(|(n, ..)| *n == name)
+                .map_or("", |(_, _, help, _)| *help)
+        };
+        let labels = [("job", job.to_owned())];
+        let counter = |name: &'static str| {
+            metrics::describe_counter!(name, help(name));
+            metrics::counter!(name, &labels)
+        };
+        let gauge = |name: &'static str| {
+            metrics::describe_gauge!(name, help(name));
+            metrics::gauge!(name, &labels)
+        };
+        Self {
+            delivered_records: counter("audit_export_delivered_records_total"),
+            delivered_batches: counter("audit_export_delivered_batches_total"),
+            failed_attempts: counter("audit_export_failed_attempts_total"),
+            read_errors: counter("audit_export_read_errors_total"),
+            consecutive_failures: gauge("audit_export_consecutive_failures"),
+            lag_seconds: gauge("audit_export_lag_seconds"),
+        }
+    }
+}
 
 /// A running job's live counters; [`ExportStatus::snapshot`] reads them.
 #[derive(Debug, Default)]
@@ -15,10 +80,13 @@ struct Counters {
     lag_ms: AtomicI64,
     last_delivery_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    facade: Facade,
 }
 
 /// A handle on one export job's counters, cheap to clone: read it from a metrics or status
-/// endpoint while the job runs.
+/// endpoint while the job runs. The same counts go to the [`metrics`] facade as they change
+/// (`audit_export_delivered_records_total{job="<name>"}`, ...: the names of
+/// [`to_prometheus`]), for an app that installed a recorder.
 #[derive(Clone, Debug, Default)]
 pub struct ExportStatus {
     job: Arc<str>,
@@ -56,7 +124,10 @@ impl ExportStatus {
     pub(crate) fn new(job: &str) -> Self {
         Self {
             job: job.into(),
-            counters: Arc::default(),
+            counters: Arc::new(Counters {
+                facade: Facade::new(job),
+                ..Counters::default()
+            }),
         }
     }
 
@@ -92,17 +163,24 @@ impl ExportStatus {
         }
         c.consecutive_failures.store(0, Ordering::Relaxed);
         c.last_delivery_ms.store(now_ms, Ordering::Relaxed);
+        let f = &c.facade;
+        f.delivered_records.increment(records as u64);
+        f.delivered_batches.increment(1);
+        f.consecutive_failures.set(0.0);
     }
 
     pub(crate) fn failed(&self, error: &str) {
         let c = &self.counters;
         c.failed_attempts.fetch_add(1, Ordering::Relaxed);
-        c.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = c.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        c.facade.failed_attempts.increment(1);
+        c.facade.consecutive_failures.set(failures as f64);
         *c.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
     }
 
     pub(crate) fn read_failed(&self, error: &str) {
         self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+        self.counters.facade.read_errors.increment(1);
         *self
             .counters
             .last_error
@@ -111,7 +189,9 @@ impl ExportStatus {
     }
 
     pub(crate) fn set_lag(&self, lag_ms: i64) {
-        self.counters.lag_ms.store(lag_ms.max(0), Ordering::Relaxed);
+        let lag_ms = lag_ms.max(0);
+        self.counters.lag_ms.store(lag_ms, Ordering::Relaxed);
+        self.counters.facade.lag_seconds.set(lag_ms as f64 / 1000.0);
     }
 }
 
@@ -129,6 +209,48 @@ impl ExportMetrics {
     }
 }
 
+type Value = fn(&ExportMetrics) -> String;
+
+/// Each metric: its name, kind, help and value in the text format.
+const METRICS: [(&str, &str, &str, Value); 6] = [
+    (
+        "audit_export_delivered_records_total",
+        "counter",
+        "Records delivered by the export job.",
+        |m| m.delivered_records.to_string(),
+    ),
+    (
+        "audit_export_delivered_batches_total",
+        "counter",
+        "Batches delivered by the export job.",
+        |m| m.delivered_batches.to_string(),
+    ),
+    (
+        "audit_export_failed_attempts_total",
+        "counter",
+        "Delivery attempts that failed.",
+        |m| m.failed_attempts.to_string(),
+    ),
+    (
+        "audit_export_read_errors_total",
+        "counter",
+        "Reads of the store that failed.",
+        |m| m.read_errors.to_string(),
+    ),
+    (
+        "audit_export_consecutive_failures",
+        "gauge",
+        "Failed attempts since the last delivery: above 0, the job is failing.",
+        |m| m.consecutive_failures.to_string(),
+    ),
+    (
+        "audit_export_lag_seconds",
+        "gauge",
+        "Age of the oldest record the job has yet to deliver.",
+        |m| format!("{:.3}", m.lag_ms as f64 / 1000.0),
+    ),
+];
+
 /// The counters of several jobs in Prometheus text format: each metric's help and type once,
 /// then a line per job.
 ///
@@ -140,45 +262,6 @@ impl ExportMetrics {
 /// assert_eq!(text.matches("audit_export_lag_seconds{").count(), 2);
 /// ```
 pub fn to_prometheus(jobs: &[ExportMetrics]) -> String {
-    type Value = fn(&ExportMetrics) -> String;
-    const METRICS: [(&str, &str, &str, Value); 6] = [
-        (
-            "audit_export_delivered_records_total",
-            "counter",
-            "Records delivered by the export job.",
-            |m| m.delivered_records.to_string(),
-        ),
-        (
-            "audit_export_delivered_batches_total",
-            "counter",
-            "Batches delivered by the export job.",
-            |m| m.delivered_batches.to_string(),
-        ),
-        (
-            "audit_export_failed_attempts_total",
-            "counter",
-            "Delivery attempts that failed.",
-            |m| m.failed_attempts.to_string(),
-        ),
-        (
-            "audit_export_read_errors_total",
-            "counter",
-            "Reads of the store that failed.",
-            |m| m.read_errors.to_string(),
-        ),
-        (
-            "audit_export_consecutive_failures",
-            "gauge",
-            "Failed attempts since the last delivery: above 0, the job is failing.",
-            |m| m.consecutive_failures.to_string(),
-        ),
-        (
-            "audit_export_lag_seconds",
-            "gauge",
-            "Age of the oldest record the job has yet to deliver.",
-            |m| format!("{:.3}", m.lag_ms as f64 / 1000.0),
-        ),
-    ];
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

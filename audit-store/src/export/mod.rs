@@ -1,6 +1,7 @@
 //! Push export: committed records delivered to the places security teams read them (a SIEM's
-//! HTTP endpoint, a syslog collector, a file a shipper tails), at least once, in (time, id) order per account, with a durable place
-//! in the database per job.
+//! HTTPS endpoint, a syslog collector over TLS, a file a shipper tails), at least once, per
+//! account in the order they were committed ([`CommitPosition`](crate::model::CommitPosition)),
+//! with a durable place in the database per job.
 //!
 //! An [`ExportJob`] reads committed records through the store (never from the request path),
 //! a batch per account at a time, encodes them in its [`Format`], and hands each batch to its
@@ -16,7 +17,7 @@
 //! use audit_store::export::{ExportJob, Format, HttpDestination, Secret};
 //!
 //! # async fn run(store: SqliteStore) -> Result<(), Box<dyn std::error::Error>> {
-//! let siem = HttpDestination::new("http://127.0.0.1:8443/audit")?
+//! let siem = HttpDestination::new("https://siem.example/audit")?
 //!     .secret(Secret::new(std::env::var("EXPORT_SECRET")?));
 //! let job = ExportJob::new("siem", store, siem)?.format(Format::Ndjson);
 //! let status = job.status(); // delivered, failed, lag: for a metrics endpoint
@@ -36,6 +37,7 @@ mod job;
 mod metrics;
 mod retry;
 mod secret;
+mod tls;
 
 pub use batch::{EncodedBatch, idempotency_key};
 pub use destination::{
@@ -50,6 +52,7 @@ pub use job::{
 };
 pub use metrics::{ExportMetrics, ExportStatus, to_prometheus as exports_to_prometheus};
 pub use secret::{SIGNATURE_HEADER, Secret, signature, verify_signature};
+pub use tls::TlsConfig;
 
 /// A job or destination configured wrongly; the message names the setting and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,7 @@ pub(crate) use columns::index_of;
 #[cfg(feature = "sqlite")]
 pub(crate) use columns::text_columns;
 pub use columns::{COLUMNS, ColumnType, ColumnValue, LINK_COLUMNS, StoredColumn};
-pub use export::{ExportPosition, LogPosition};
+pub use export::{CommitPosition, CommitQuery, CommittedRow, ExportPosition, LogPosition};
 pub use query::{
     Column, ColumnFilter, Direction, FilterValue, Page, PageRow, RecordQuery, TimedLink,
 };

@@ -264,4 +264,12 @@ pub trait ExportPositions: ChainedStore {
         job: &str,
         position: &ExportPosition,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The records of `query`, in commit order ([`CommitPosition`](crate::model::CommitPosition)):
+    /// what an export job reads, so that a record committed late is read after its commit,
+    /// not skipped.
+    fn commit_page(
+        &self,
+        query: &crate::model::CommitQuery,
+    ) -> impl Future<Output = Result<Vec<crate::model::CommittedRow>>> + Send;
 }

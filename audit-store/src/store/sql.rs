@@ -6,7 +6,8 @@
 
 use super::TableNames;
 use crate::model::{
-    COLUMNS, ColumnFilter, Direction, FilterValue, LINK_COLUMNS, RecordQuery, StatsQuery,
+    COLUMNS, ColumnFilter, CommitQuery, Direction, FilterValue, LINK_COLUMNS, RecordQuery,
+    StatsQuery,
 };
 
 /// How a database spells what the two backends write differently.
@@ -159,6 +160,60 @@ pub fn page(target: &mut impl QueryTarget, names: &TableNames, query: &RecordQue
         target.sql("))");
     }
     target.sql(&format!(" ORDER BY time_ms {order}, id {order} LIMIT "));
+    target.bigint(i64::from(query.limit));
+}
+
+/// `SELECT committed_ms, time_ms, id, record FROM audit_logs WHERE ... ORDER BY committed_ms,
+/// time_ms, id LIMIT ...`: an export job's read of one account's matching records in commit
+/// order, after `query.after` and through `query.through`, on the `(account_id, committed_ms,
+/// time_ms, id)` index (named for SQLite, whose planner would otherwise take the time index
+/// the filters' `time_ms >=` bound suggests, and sort).
+pub(crate) fn commit_page(
+    target: &mut impl QueryTarget,
+    names: &TableNames,
+    dialect: Dialect,
+    query: &CommitQuery,
+) {
+    let hint = match dialect {
+        Dialect::Sqlite => format!(" INDEXED BY {}logs_account_committed", names.table_prefix()),
+        Dialect::Postgres => String::new(),
+    };
+    target.sql(&format!(
+        "SELECT committed_ms, time_ms, id, record FROM {}{hint} WHERE ",
+        names.logs()
+    ));
+    matching(
+        target,
+        &query.account_id,
+        (query.since_ms, i64::MAX),
+        &query.filters,
+    );
+    // (committed_ms, time_ms, id) > after, spelled so the index range starts at its commit.
+    if let Some(after) = query.after {
+        target.sql(" AND committed_ms >= ");
+        target.bigint(after.committed_ms);
+        target.sql(" AND (committed_ms > ");
+        target.bigint(after.committed_ms);
+        target.sql(" OR time_ms > ");
+        target.bigint(after.time_ms);
+        target.sql(" OR (time_ms = ");
+        target.bigint(after.time_ms);
+        target.sql(" AND id > ");
+        target.uuid(after.id);
+        target.sql("))");
+    }
+    let through = query.through;
+    target.sql(" AND committed_ms <= ");
+    target.bigint(through.committed_ms);
+    target.sql(" AND (committed_ms < ");
+    target.bigint(through.committed_ms);
+    target.sql(" OR time_ms < ");
+    target.bigint(through.time_ms);
+    target.sql(" OR (time_ms = ");
+    target.bigint(through.time_ms);
+    target.sql(" AND id <= ");
+    target.uuid(through.id);
+    target.sql(")) ORDER BY committed_ms, time_ms, id LIMIT ");
     target.bigint(i64::from(query.limit));
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod tls;
+
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -51,6 +53,8 @@ pub(crate) struct Shared {
     /// Requests whose body was not gzip or whose signature did not verify.
     pub(crate) bad: AtomicU64,
     pub(crate) requests: AtomicU64,
+    /// TLS handshakes that failed (a TLS receiver only).
+    pub(crate) handshakes_failed: AtomicU64,
 }
 
 impl Shared {
@@ -62,6 +66,7 @@ impl Shared {
             kept: Mutex::default(),
             bad: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            handshakes_failed: AtomicU64::new(0),
         })
     }
 
@@ -109,6 +114,42 @@ impl axum::serve::Listener for Resetting {
                 continue;
             }
             return (stream, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A TLS listener: each connection's handshake is done before it is served; one that fails
+/// (the client does not trust the certificate, or has none when one is required) is counted
+/// as a request and dropped.
+struct TlsListening {
+    inner: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for TlsListening {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let Ok((stream, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            let handshake = self.acceptor.accept(stream);
+            match tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                _ => {
+                    self.shared.requests.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .handshakes_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -196,6 +237,33 @@ impl Receiver {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(Resetting { inner, shared }, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Serves `shared` over TLS (HTTPS) with `config` on `addr`.
+    pub(crate) async fn start_tls(
+        shared: Arc<Shared>,
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
+        let inner = TcpListener::bind(addr).await?;
+        let addr = inner.local_addr()?;
+        let app = Router::new()
+            .route("/ingest", post(receive))
+            .with_state(Arc::clone(&shared));
+        let listener = TlsListening {
+            inner,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            shared,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })

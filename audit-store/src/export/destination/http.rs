@@ -11,6 +11,7 @@ use super::{DeliveryError, Destination};
 use crate::export::batch::EncodedBatch;
 use crate::export::retry::parse_retry_after;
 use crate::export::secret::{SIGNATURE_HEADER, Secret, signature};
+use crate::export::tls::TlsConfig;
 
 /// The default of [`HttpDestination::timeout`].
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,20 +23,28 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// status, a timeout, a reset connection) fails it, and a `Retry-After` in the answer sets
 /// the wait before the next attempt.
 ///
+/// `https://` URLs are checked against the platform's certificate authorities unless given a
+/// [`TlsConfig`](crate::export::TlsConfig) (a CA bundle, a client certificate); plain `http://`
+/// is for a receiver on the loopback or a test: the records and the signature travel in clear.
+///
 /// The URL may not carry credentials (`user:password@`): a token goes in
 /// [`authorization`](Self::authorization), which like the secret is never logged or shown.
 ///
 /// ```
 /// use std::time::Duration;
 ///
-/// use audit_store::export::{HttpDestination, Secret};
+/// use audit_store::export::{HttpDestination, Secret, TlsConfig};
 ///
 /// let siem = HttpDestination::new("http://127.0.0.1:8443/ingest")?
 ///     .secret(Secret::new("whsec-from-the-environment"))
 ///     .timeout(Duration::from_secs(10));
 /// assert!(!format!("{siem:?}").contains("whsec"));
 /// assert!(HttpDestination::new("ftp://siem.example/").is_err());
-/// assert!(HttpDestination::new("https://siem.example/").is_err(), "no TLS client yet");
+/// // HTTPS, checked against a private CA's bundle instead of the platform's:
+/// # let ca_pem = rcgen::generate_simple_self_signed(vec!["siem.example".into()])
+/// #     .unwrap().cert.pem();
+/// let siem = HttpDestination::new("https://siem.example/ingest")?
+///     .tls(TlsConfig::ca_bundle_pem(ca_pem.as_bytes())?)?;
 /// # Ok::<(), audit_store::export::ExportConfigError>(())
 /// ```
 #[derive(Clone)]
@@ -46,6 +55,8 @@ pub struct HttpDestination {
     authorization: Option<Secret>,
     timeout: Duration,
     gzip: bool,
+    /// `host:port`, naming the destination in errors (never its path or query).
+    endpoint: String,
 }
 
 impl std::fmt::Debug for HttpDestination {
@@ -60,12 +71,13 @@ impl std::fmt::Debug for HttpDestination {
 }
 
 impl HttpDestination {
-    /// A destination posting to `url` (`http`; `https` is refused until the crate has a TLS
-    /// client), unsigned, with a 30 s timeout.
+    /// A destination posting to `url` (`https`, or `http` for the loopback and tests),
+    /// unsigned, with a 30 s timeout; an `https` one trusts the platform's certificate
+    /// authorities (see [`tls`](Self::tls)).
     ///
     /// # Errors
     ///
-    /// When `url` is not an absolute `http` URL, or carries credentials.
+    /// When `url` is not an absolute `http` or `https` URL, or carries credentials.
     pub fn new(url: &str) -> Result<Self, crate::export::ExportConfigError> {
         use crate::export::ExportConfigError as E;
         let parsed = reqwest::Url::parse(url).map_err(|e| {
@@ -73,40 +85,53 @@ impl HttpDestination {
                 "invalid export URL: {e} (expected http(s)://host/path)"
             ))
         })?;
-        match parsed.scheme() {
-            "http" => {}
-            // Refused here rather than failing every delivery: the client is built without a
-            // TLS stack (yet). Put a TLS-terminating proxy on the loopback in front.
-            "https" => {
-                return Err(E::new(
-                    "invalid export URL: https is not supported yet (this build has no TLS \
-                     client); send to a local TLS-terminating proxy over http",
-                ));
-            }
+        let tls = match parsed.scheme() {
+            "http" => None,
+            "https" => Some(TlsConfig::platform()),
             other => {
                 return Err(E::new(format!(
-                    "invalid export URL: scheme {other:?} (expected http)"
+                    "invalid export URL: scheme {other:?} (expected https, or http for the \
+                     loopback)"
                 )));
             }
-        }
+        };
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(E::new(
                 "invalid export URL: it carries credentials (user:password@); give a token \
                  with `authorization` instead, which is never logged",
             ));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| E::new(format!("cannot build the HTTP client: {}", e.without_url())))?;
+        let endpoint = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or_default(),
+            parsed.port_or_known_default().unwrap_or_default()
+        );
         Ok(Self {
-            client,
+            client: client(tls.as_ref())?,
             url: parsed,
             secret: None,
             authorization: None,
             timeout: DEFAULT_HTTP_TIMEOUT,
             gzip: true,
+            endpoint,
         })
+    }
+
+    /// How HTTPS connections are made: the certificate authorities the receiver's certificate
+    /// must chain to, a client certificate. Defaults to [`TlsConfig::platform`].
+    ///
+    /// # Errors
+    ///
+    /// When the URL is `http` (TLS would not be used), or the configuration cannot be set up.
+    pub fn tls(mut self, tls: TlsConfig) -> Result<Self, crate::export::ExportConfigError> {
+        if self.url.scheme() != "https" {
+            return Err(crate::export::ExportConfigError::new(format!(
+                "invalid export destination {}: a TLS configuration needs an https URL",
+                self.endpoint
+            )));
+        }
+        self.client = client(Some(&tls))?;
+        Ok(self)
     }
 
     /// Signs every batch with `secret` (the `X-Audit-Signature` header).
@@ -213,7 +238,7 @@ impl HttpDestination {
             .body(body)
             .send()
             .await
-            .map_err(|e| DeliveryError::new(describe(&e, self.timeout)))?;
+            .map_err(|e| DeliveryError::new(describe(&e, &self.endpoint, self.timeout)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -223,10 +248,11 @@ impl HttpDestination {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        Err(
-            DeliveryError::new(format!("the HTTP destination answered {status}"))
-                .retry_after(retry_after),
-        )
+        Err(DeliveryError::new(format!(
+            "the HTTP destination {} answered {status}",
+            self.endpoint
+        ))
+        .retry_after(retry_after))
     }
 }
 
@@ -243,24 +269,44 @@ impl Destination for HttpDestination {
     }
 }
 
-/// A request's failure, without its URL (whose path or query may hold a token).
-fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+/// The HTTP client: with `tls` for an `https` URL; without one, a TLS configuration that
+/// trusts nothing (an `http` URL never uses it, and a redirect to `https` fails).
+fn client(tls: Option<&TlsConfig>) -> Result<reqwest::Client, crate::export::ExportConfigError> {
+    use crate::export::ExportConfigError as E;
+    let config = match tls {
+        Some(tls) => tls.client_config(&[b"http/1.1"])?,
+        None => TlsConfig::ca_bundle_none().client_config(&[b"http/1.1"])?,
+    };
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(config)
+        .build()
+        .map_err(|e| E::new(format!("cannot build the HTTP client: {}", e.without_url())))
+}
+
+/// A request's failure, naming the destination by `endpoint` (`host:port`) and without its
+/// URL (whose path or query may hold a token): the chain of causes down to the I/O or TLS
+/// error (a reset connection, an untrusted certificate).
+fn describe(error: &reqwest::Error, endpoint: &str, timeout: Duration) -> String {
     if error.is_timeout() {
-        format!("the HTTP destination did not answer within {timeout:?}")
-    } else if error.is_connect() {
-        "cannot connect to the HTTP destination".to_owned()
-    } else {
-        let mut text = String::from("the HTTP request failed");
-        let mut source: Option<&dyn std::error::Error> = Some(error);
-        // The chain down to the I/O error (a reset connection), none of which holds the URL
-        // once the top one is stripped of it.
-        while let Some(e) = source {
-            if !std::ptr::eq(e, error as &dyn std::error::Error) {
-                text.push_str(": ");
-                text.push_str(&e.to_string());
-            }
-            source = e.source();
-        }
-        text
+        return format!("the HTTP destination {endpoint} did not answer within {timeout:?}");
     }
+    let mut text = if error.is_connect() {
+        format!("cannot connect to the HTTP destination {endpoint}")
+    } else {
+        format!("the HTTP request to {endpoint} failed")
+    };
+    // The causes below the top one, none of which holds the URL.
+    let mut source = std::error::Error::source(error);
+    let mut last = String::new();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if part != last {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        last = part;
+        source = e.source();
+    }
+    text
 }

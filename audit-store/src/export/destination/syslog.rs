@@ -1,15 +1,20 @@
-//! A syslog collector over TCP: each record one RFC 5424 message, framed by octet counting
-//! (RFC 6587), on a connection kept open between batches.
+//! A syslog collector over TCP or TLS (RFC 5425): each record one RFC 5424 message, framed
+//! by octet counting (RFC 6587), on a connection kept open between batches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::{DeliveryError, Destination};
 use crate::export::ExportConfigError;
 use crate::export::batch::EncodedBatch;
+use crate::export::tls::{TlsConfig, describe as describe_tls};
 
 /// Sends each record of a batch as one RFC 5424 message over TCP, octet-counted (RFC 6587:
 /// `<length> <message>`), so a record's JSON is never split or merged by a receiver looking
@@ -24,13 +29,21 @@ use crate::export::batch::EncodedBatch;
 /// for every TCP syslog sender). A failed write drops the connection; the next attempt
 /// connects again and sends the whole batch.
 ///
+/// With [`tls`](Self::tls) the connection is TLS (RFC 5425, the same octet-counted frames),
+/// the collector's certificate checked against the configuration's certificate authorities
+/// and the host of the address; without, plain TCP, for a collector on the loopback or a
+/// private network.
+///
 /// Collectors cap messages (rsyslog: 8 KiB by default, `maxMessageSize`); records are sent
 /// whole, so raise the cap to the layer's record cap.
 ///
 /// ```
 /// use audit_store::export::SyslogDestination;
 ///
-/// let collector = SyslogDestination::new("127.0.0.1:6514")?.app_name("billing-api")?;
+/// use audit_store::export::TlsConfig;
+///
+/// let collector = SyslogDestination::new("127.0.0.1:514")?.app_name("billing-api")?;
+/// let over_tls = SyslogDestination::new("logs.example:6514")?.tls(TlsConfig::platform())?;
 /// # Ok::<(), audit_store::export::ExportConfigError>(())
 /// ```
 #[derive(Debug)]
@@ -40,7 +53,45 @@ pub struct SyslogDestination {
     app_name: String,
     facility: u8,
     timeout: Duration,
-    connection: Mutex<Option<TcpStream>>,
+    tls: Option<Tls>,
+    connection: Mutex<Option<Connection>>,
+}
+
+/// What a TLS connection to the collector needs.
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open connection to the collector.
+#[derive(Debug)]
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+            Self::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+        }
+    }
 }
 
 /// RFC 5424's PRINTUSASCII: a header field's characters (`NILVALUE` when empty).
@@ -82,6 +133,7 @@ impl SyslogDestination {
             app_name: "audit-export".to_owned(),
             facility: 13,
             timeout: Duration::from_secs(10),
+            tls: None,
             connection: Mutex::new(None),
         })
     }
@@ -128,6 +180,35 @@ impl SyslogDestination {
         self
     }
 
+    /// Connects over TLS (RFC 5425), checking the collector's certificate against `tls`'s
+    /// certificate authorities and the address's host name (or IP address). Defaults to plain
+    /// TCP.
+    ///
+    /// # Errors
+    ///
+    /// When the address's host is not a DNS name or IP address, or the configuration cannot
+    /// be set up.
+    pub fn tls(mut self, tls: TlsConfig) -> Result<Self, ExportConfigError> {
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            ExportConfigError::new(format!(
+                "invalid syslog address {:?}: its host is not a DNS name or IP address, which \
+                 TLS checks the certificate against",
+                self.address
+            ))
+        })?;
+        self.tls = Some(Tls {
+            connector: TlsConnector::from(Arc::new(tls.client_config(&[])?)),
+            server_name,
+        });
+        Ok(self)
+    }
+
     /// The batch's messages, each framed.
     fn frames(&self, batch: &EncodedBatch) -> Vec<u8> {
         let pri = u16::from(self.facility) * 8 + 6;
@@ -145,27 +226,44 @@ impl SyslogDestination {
         out
     }
 
+    /// A new connection to the collector, TLS when configured.
+    async fn connect(&self) -> Result<Connection, DeliveryError> {
+        let address = &self.address;
+        let stream = TcpStream::connect(address).await.map_err(|e| {
+            DeliveryError::new(format!(
+                "cannot connect to the syslog collector {address}: {e}"
+            ))
+        })?;
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Connection::Plain(stream));
+        };
+        let stream = tls
+            .connector
+            .connect(tls.server_name.clone(), stream)
+            .await
+            .map_err(|e| {
+                DeliveryError::new(format!(
+                    "the TLS handshake with the syslog collector {address} failed: {}",
+                    describe_tls(&e)
+                ))
+            })?;
+        Ok(Connection::Tls(Box::new(stream)))
+    }
+
     async fn send(&self, frames: &[u8]) -> Result<(), DeliveryError> {
         let mut connection = self.connection.lock().await;
         if connection.is_none() {
-            let stream = TcpStream::connect(&self.address).await.map_err(|e| {
-                DeliveryError::new(format!("cannot connect to the syslog collector: {e}"))
-            })?;
-            let _ = stream.set_nodelay(true);
-            *connection = Some(stream);
+            *connection = Some(self.connect().await?);
         }
         let Some(stream) = connection.as_mut() else {
             unreachable!("connected above");
         };
-        let written = async {
-            stream.write_all(frames).await?;
-            stream.flush().await
-        }
-        .await;
-        if let Err(e) = written {
+        if let Err(e) = stream.write_all(frames).await {
             *connection = None;
             return Err(DeliveryError::new(format!(
-                "writing to the syslog collector failed: {e}"
+                "writing to the syslog collector {} failed: {e}",
+                self.address
             )));
         }
         Ok(())
@@ -180,8 +278,8 @@ impl Destination for SyslogDestination {
             Err(_) => {
                 *self.connection.lock().await = None;
                 Err(DeliveryError::new(format!(
-                    "the syslog collector did not take the batch within {:?}",
-                    self.timeout
+                    "the syslog collector {} did not take the batch within {:?}",
+                    self.address, self.timeout
                 )))
             }
         }

@@ -12,7 +12,7 @@ use crate::Result;
 use crate::chain::{self, ChainKeys};
 use crate::model::{COLUMNS, ColumnValue, Link, StoredRecord};
 
-/// Rows per `INSERT` statement (24 columns each, 27 when chained: 6,750 bind parameters, well
+/// Rows per `INSERT` statement (25 values each, 28 when chained: 7,000 bind parameters, well
 /// under SQLite's 32,766). A prepared statement holds every bound value and its program;
 /// 1,000-row ones held 6 MiB more of a server's memory under load and were slower (ingest
 /// benchmark, 200k rows: 19.0k rows/s at 44.5 µs CPU per row, against 21.5k at 39.3 µs).
@@ -29,18 +29,20 @@ fn cached(chunk: &[StoredRecord]) -> bool {
     chunk.len() == ROWS_PER_STATEMENT
 }
 
-/// `INSERT OR IGNORE` of `rows`, each with its link when chained.
+/// `INSERT OR IGNORE` of `rows`, each with its link when chained, stamped `committed_ms`
+/// (when their transaction took the write lock: the commit order export reads in).
 fn insert_statement(
     names: &TableNames,
     rows: &[StoredRecord],
     links: Option<&[Link]>,
+    committed_ms: i64,
 ) -> QueryBuilder<Sqlite> {
     let mut builder = QueryBuilder::new(format!("INSERT OR IGNORE INTO {} (", names.logs()));
     builder.push(match links {
         Some(_) => sql::linked_columns(),
         None => sql::columns(),
     });
-    builder.push(") ");
+    builder.push(", committed_ms) ");
     builder.push_values(rows.iter().enumerate(), |mut b, (i, r)| {
         for column in &COLUMNS {
             match column.value(r) {
@@ -55,6 +57,7 @@ fn insert_statement(
                 .push_bind(link.hash.to_vec())
                 .push_bind(link.seal.to_vec());
         }
+        b.push_bind(committed_ms);
     });
     builder
 }
@@ -72,10 +75,13 @@ pub(super) async fn insert_unchained(
     names: &TableNames,
     records: &[StoredRecord],
 ) -> Result<u64> {
-    let mut tx = writer.begin().await?;
+    // IMMEDIATE: the write lock first, then the stamp, so that the transaction commits soon
+    // after the time it stamps (an export job reads records once that is `settle` old).
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let committed_ms = crate::time::now_ms();
     let mut stored = 0;
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        stored += insert_statement(names, chunk, None)
+        stored += insert_statement(names, chunk, None, committed_ms)
             .build()
             .persistent(cached(chunk))
             .execute(&mut *tx)
@@ -101,6 +107,7 @@ impl LinkedWrite for ChainedWrite<'_> {
         skip_stored: bool,
     ) -> Result<Option<u64>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let committed_ms = crate::time::now_ms();
         let rows = if skip_stored {
             chained::without(records, &stored_ids(&mut tx, self.names, records).await?)
         } else {
@@ -117,7 +124,7 @@ impl LinkedWrite for ChainedWrite<'_> {
             .next()
             .map(|chunk| (chunk, chain::link_rows(keys, &mut heads, chunk)));
         while let Some((chunk, links)) = next.take() {
-            let mut statement = insert_statement(self.names, chunk, Some(&links));
+            let mut statement = insert_statement(self.names, chunk, Some(&links), committed_ms);
             let (written, following) = tokio::join!(
                 statement
                     .build()
