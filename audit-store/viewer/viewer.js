@@ -385,10 +385,8 @@
     });
     const zone = stats.utc_offset === 'Z' ? 'UTC' : 'UTC' + stats.utc_offset;
     chart.append(
-      el('p', { class: 'legend' }, stats.count + ' records per ' + stats.interval + ' ',
-        el('span', { class: 'ok', text: 'success' }), ' ', el('span', { class: 'fail', text: 'failure' }),
-        el('span', { class: 'muted', id: 'chart-zone', text: ' ' + (stats.interval === 'day' ? 'days' : 'hours')
-          + ' of your time zone (' + zone + ')' })),
+      el('p', { class: 'legend' }, stats.count + ' records, per ' + stats.interval + ' of your time zone ('
+        + zone + ') ', el('span', { class: 'ok', text: 'success' }), ' ', el('span', { class: 'fail', text: 'failure' })),
       picture,
       el('div', { class: 'axis muted' },
         series.length ? timeNode(series[0].time) : null,

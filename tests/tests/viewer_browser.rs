@@ -439,6 +439,9 @@ async fn a_user_filters_by_actor_opens_a_record_pages_and_exports() {
         by_alice[..2],
         "the policy's updates, newest first"
     );
+    browser
+        .js("document.getElementById('history').scrollIntoView();")
+        .await;
     browser.screenshot("record-1440").await;
     browser
         .js("document.getElementById('close-detail').click();")
@@ -510,7 +513,7 @@ async fn a_user_filters_by_actor_opens_a_record_pages_and_exports() {
         .await
         .expect("a wide window");
     browser
-        .js("document.getElementById('close-detail').click();")
+        .js("document.getElementById('close-detail').click(); window.scrollTo(0, 0);")
         .await;
     browser.screenshot("list-1440").await;
     browser.close().await;
