@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 backend_tests!(
     counts_match_the_records_for_every_filter_kind,
     top_lists_are_cut_and_ordered,
+    days_start_at_the_callers_midnight,
     access_is_checked_and_bad_parameters_named,
     a_slow_read_stops_at_the_time_limit,
 );
@@ -258,6 +259,72 @@ async fn top_lists_are_cut_and_ordered<S: ChainedStore>(fixture: &Fixture<S>) ->
         .map(|d| d["success"].as_u64().unwrap_or(0) + d["failure"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(days, 240, "every record in one bucket");
+    Ok(())
+}
+
+/// `utc_offset`: a day bucket of a caller in UTC−05:00 runs from 05:00Z to 05:00Z, and each
+/// record counts in the day it happened on there.
+async fn days_start_at_the_callers_midnight<S: ChainedStore>(fixture: &Fixture<S>) -> TestResult {
+    let records = seed(&fixture.store, 600).await?;
+    let router = router(fixture.store.clone());
+    let since = ms("2025-03-01T00:00:00Z");
+    let before = ms("2025-03-04T00:00:00Z");
+    let offset = -5 * 3_600_000;
+    let range = "since=2025-03-01&before=2025-03-04&interval=day";
+    for (given, offset_ms, named) in [("", 0, "Z"), ("&utc_offset=-05:00", offset, "-05:00")] {
+        let (status, body) = get(&router, ALPHA, &format!("{range}{given}"), Some("alpha")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let result = &body["result"];
+        assert_eq!(result["utc_offset"], named);
+        let origin = (since + offset_ms).div_euclid(86_400_000) * 86_400_000 - offset_ms;
+        let days = usize::try_from((before - origin + 86_400_000 - 1) / 86_400_000)?;
+        let mut expected = vec![0u64; days];
+        for r in &records {
+            let t = r.action.time.unix_millis();
+            if (since..before).contains(&t) {
+                expected[usize::try_from((t - origin) / 86_400_000)?] += 1;
+            }
+        }
+        let series = result["series"].as_array().expect("series");
+        let got: Vec<u64> = series
+            .iter()
+            .map(|d| d["success"].as_u64().unwrap_or(0) + d["failure"].as_u64().unwrap_or(0))
+            .collect();
+        assert_eq!(got, expected, "{} {given}", fixture.backend);
+        let first = if offset_ms == 0 {
+            "2025-03-01T00:00:00.000Z"
+        } else {
+            // 2025-03-01T00:00Z is 19:00 on 28 February in UTC−05:00: that day is the first.
+            "2025-02-28T05:00:00.000Z"
+        };
+        assert_eq!(series[0]["time"], first);
+        assert_eq!(result["count"], expected.iter().sum::<u64>());
+    }
+    // The seed's records fall both sides of 05:00Z: the two answers differ.
+    let (_, utc) = get(&router, ALPHA, range, Some("alpha")).await;
+    let (_, local) = get(
+        &router,
+        ALPHA,
+        &format!("{range}&utc_offset=-05:00"),
+        Some("alpha"),
+    )
+    .await;
+    assert_ne!(utc["result"]["series"], local["result"]["series"]);
+    let (status, body) = get(
+        &router,
+        ALPHA,
+        &format!("{range}&utc_offset=%2B15:00"),
+        Some("alpha"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("invalid value for 'utc_offset'"),
+        "{body}"
+    );
     Ok(())
 }
 

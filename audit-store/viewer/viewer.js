@@ -43,6 +43,9 @@
   const PRESETS = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, '30d': 30 * 86400e3 };
   const PAGE = 50;
   const TOP = 5;
+  const HISTORY_PAGE = 20;
+  // The patch operations a history entry lists before "and n more".
+  const PATCH_SHOWN = 8;
 
   // The API's base path: this page is `<base>/viewer`.
   const base = location.pathname.replace(/\/viewer\/?$/, '');
@@ -51,6 +54,8 @@
 
   const $ = id => document.getElementById(id);
   const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+  const hourFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
   // ----------------------------------------------------------------------------------------
   // DOM helpers: elements and text nodes only.
@@ -177,6 +182,15 @@
 
   function rayId(r) {
     return r.raw && (r.raw.cf_ray_id || r.raw.ray_id);
+  }
+
+  // This browser's offset from UTC at `ms`, as the stats endpoint's `utc_offset` takes it.
+  function utcOffset(ms) {
+    const minutes = -new Date(ms).getTimezoneOffset();
+    if (!Number.isFinite(minutes) || minutes === 0 || Math.abs(minutes) > 14 * 60) return 'Z';
+    const abs = Math.abs(minutes);
+    const two = n => String(n).padStart(2, '0');
+    return (minutes < 0 ? '-' : '+') + two(Math.floor(abs / 60)) + ':' + two(abs % 60);
   }
 
   function timeNode(iso) {
@@ -335,9 +349,12 @@
     clear(chart);
     clear(tops);
     chart.append(el('p', { class: 'muted', text: 'Loading trends…' }));
+    // The buckets follow this browser's time zone: its offset at the range's end (fixed over
+    // the range, as the endpoint's `utc_offset` is).
+    const offset = utcOffset(range.before);
     let body;
     try {
-      body = await api('/stats', apiParams({ top: String(TOP) }));
+      body = await api('/stats', apiParams({ top: String(TOP), utc_offset: offset }));
     } catch (error) {
       if (mine !== generation) return;
       clear(chart);
@@ -348,6 +365,7 @@
     const stats = body.result;
     clear(chart);
     const series = stats.series || [];
+    const bucketFormat = stats.interval === 'day' ? dayFormat : hourFormat;
     const peak = Math.max(1, ...series.map(b => b.success + b.failure));
     const width = Math.max(1, series.length) * 10;
     const picture = svg('svg', {
@@ -358,16 +376,17 @@
     series.forEach((bucket, i) => {
       const ok = (bucket.success / peak) * 100;
       const fail = (bucket.failure / peak) * 100;
-      const label = timeFormat.format(new Date(bucket.time)) + ': ' + bucket.success
+      const label = bucketFormat.format(new Date(bucket.time)) + ': ' + bucket.success
         + ' succeeded, ' + bucket.failure + ' failed';
       picture.append(svg('g', {},
         svg('title', {}, label),
         svg('rect', { class: 'ok', x: i * 10 + 1, width: 8, y: 100 - ok, height: ok }),
         svg('rect', { class: 'fail', x: i * 10 + 1, width: 8, y: 100 - ok - fail, height: fail })));
     });
+    const zone = stats.utc_offset === 'Z' ? 'UTC' : 'UTC' + stats.utc_offset;
     chart.append(
-      el('p', { class: 'legend' }, stats.count + ' records per ' + stats.interval + ' ',
-        el('span', { class: 'ok', text: 'success' }), ' ', el('span', { class: 'fail', text: 'failure' })),
+      el('p', { class: 'legend' }, stats.count + ' records, per ' + stats.interval + ' of your time zone ('
+        + zone + ') ', el('span', { class: 'ok', text: 'success' }), ' ', el('span', { class: 'fail', text: 'failure' })),
       picture,
       el('div', { class: 'axis muted' },
         series.length ? timeNode(series[0].time) : null,
@@ -521,11 +540,105 @@
         if (state.record === id) append(related, [relatedList('Records of the same ray id', answer.result, id)]);
       }, () => {});
     }
-    // The resource's history, where the server keeps one.
-    api('/' + encodeURIComponent(id) + '/history').then(answer => {
-      const entries = Array.isArray(answer.result) ? answer.result : [];
-      if (state.record === id) append(related, [relatedList('History of this resource', entries, id)]);
-    }, () => {});
+    body.insertBefore(historySection(record, id), related);
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // A resource's history: the writes to the resource a record acted on (the history
+  // endpoint), over the view's range widened to hold the record, newest first. Each entry
+  // opens its record, whose own history then shows; the section keeps the API query it read
+  // in `data-api`.
+
+  function historyParams(record, after) {
+    const time = Date.parse(record.action.time);
+    const params = new URLSearchParams({
+      since: new Date(Math.min(range.since, time)).toISOString(),
+      before: new Date(Math.max(range.before, time + 1)).toISOString(),
+      action_time: record.action.time,
+      limit: String(HISTORY_PAGE),
+    });
+    if (after) params.set('cursor', after);
+    return params;
+  }
+
+  const HISTORY_STATUS = {
+    exact: 'The values before and after each write are the ones the app recorded.',
+    approximate: 'Values are derived from the recorded (redacted) request and response bodies: fields may be missing.',
+    unavailable: 'Nothing recorded tells the values before and after.',
+  };
+
+  function patchList(patch) {
+    if (!Array.isArray(patch) || patch.length === 0) return null;
+    const items = patch.slice(0, PATCH_SHOWN).map(op => el('li', {},
+      el('span', { class: 'op', text: show(op && op.op) }), ' ',
+      el('code', { text: show(op && op.path) }),
+      op && typeof op === 'object' && 'value' in op ? ' = ' + show(op.value) : ''));
+    if (patch.length > PATCH_SHOWN) {
+      items.push(el('li', { class: 'muted', text: 'and ' + (patch.length - PATCH_SHOWN) + ' more' }));
+    }
+    return el('ul', { class: 'patch', 'aria-label': 'Changes' }, items);
+  }
+
+  function historyEntry(entry, current) {
+    const { history: values, ...record } = entry;
+    const what = show(record.action && record.action.type) + ' by '
+      + show(record.actor && (record.actor.email || record.actor.id || record.actor.type));
+    const item = el('li', { 'data-id': record.id, class: record.id === current ? 'current' : '' },
+      timeNode(record.action && record.action.time), ' ',
+      record.id === current
+        ? el('strong', { text: what + ' (this record)' })
+        : el('button', {
+          type: 'button', class: 'value follow',
+          'aria-label': 'Open the write ' + what + ' of ' + show(record.action && record.action.time),
+          onclick: () => openRecord(record.id, record, null),
+        }, what),
+      values && values.source !== 'none'
+        ? el('span', { class: 'muted', text: ' (from ' + (values.source === 'change' ? 'the recorded change' : 'the bodies') + ')' })
+        : null,
+      patchList(values && values.patch));
+    return item;
+  }
+
+  function historySection(record, id) {
+    const section = el('section', { id: 'history', 'aria-labelledby': 'history-title' },
+      el('h3', { id: 'history-title', text: 'History of this resource' }));
+    const resource = record.resource || {};
+    if (!resource.type || !resource.id || !record.action || !record.action.time) {
+      section.append(el('p', { class: 'muted', text: 'This record names no resource: it has no history.' }));
+      return section;
+    }
+    const list = el('ol', { class: 'history' });
+    const status = el('p', { class: 'muted', role: 'status', text: 'Loading the history…' });
+    const more = el('button', { type: 'button', hidden: true }, 'Load more history');
+    section.append(
+      el('p', {}, 'Writes to ', el('code', { text: show(resource.type) }), ' ',
+        el('code', { text: show(resource.id) }), ', newest first:'),
+      status, list, more);
+    const read = after => {
+      const params = historyParams(record, after);
+      section.dataset.api = '/' + encodeURIComponent(id) + '/history?' + params.toString();
+      more.hidden = true;
+      return api('/' + encodeURIComponent(id) + '/history', params).then(answer => {
+        if (state.record !== id) return;
+        const entries = Array.isArray(answer.result) ? answer.result : [];
+        for (const entry of entries) list.append(historyEntry(entry, id));
+        const next = answer.result_info && answer.result_info.cursor;
+        more.hidden = !next;
+        more.onclick = () => { read(next); };
+        const shown = list.children.length;
+        const kind = answer.result_info && answer.result_info.history_status;
+        status.textContent = shown === 0
+          ? 'No write to this resource in this range.'
+          : shown + ' write' + (shown === 1 ? '' : 's') + (next ? ' shown; more are available. ' : '. ')
+            + (HISTORY_STATUS[kind] || '');
+      }, error => {
+        if (state.record !== id) return;
+        status.textContent = 'Cannot read the history: ' + error.message;
+        status.classList.add('error');
+      });
+    };
+    read(null);
+    return section;
   }
 
   function closeRecord() {

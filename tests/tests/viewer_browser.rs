@@ -2,8 +2,9 @@
 //! through its chromedriver (WebDriver, `fantoccini`), against the running demo binary.
 //!
 //! - a user logs in to the demo, opens the viewer, filters by clicking an actor, opens a
-//!   record, loads the next page and exports; what the page shows is compared with what the
-//!   query API answers for the same query;
+//!   record, follows its resource's history to an earlier write, loads the next page and
+//!   exports; what the page shows is compared with what the query API answers for the same
+//!   query (the history with the history endpoint's answer);
 //! - an XSS corpus is put in every record string the demo records (user agent, URI, resource
 //!   id, body values, token name, login email) through real requests: no dialog opens, the
 //!   page-level canary stays unset, no request leaves for another origin, the payloads show
@@ -24,7 +25,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use audit_layer::record::Timestamp;
-use audit_tests::{ADMIN_TOKEN, ALICE, Api, Auth, DEMO, Demo, PASSWORD, free_port, skip};
+use audit_tests::{
+    ADMIN_TOKEN, ALICE, Api, Auth, DEMO, Demo, EXAMPLE_ZONE, PASSWORD, SEEDED_POLICY, free_port,
+    skip,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -298,7 +302,21 @@ async fn a_user_filters_by_actor_opens_a_record_pages_and_exports() {
             .await
             .expect(200, "alice reads members");
     }
-    let window = settled_range(&api, 64).await;
+    // Then she renames the seeded alerting policy twice: a resource with a history, her
+    // newest records.
+    let policy = format!("/accounts/{DEMO}/alerting/v3/policies/{SEEDED_POLICY}");
+    for name in ["viewer first", "viewer second"] {
+        let body = json!({
+            "name": name,
+            "enabled": true,
+            "alert_type": "clickhouse_alert_fw_ent_anomaly",
+            "filters": {"services": ["securitylevel"], "zones": [EXAMPLE_ZONE]},
+        });
+        api.put(&policy, &alice, &body)
+            .await
+            .expect(200, "alice updates the policy");
+    }
+    let window = settled_range(&api, 66).await;
     let (since, before) = (&window.0, &window.1);
 
     let browser = Browser::start(1440, 900).await;
@@ -411,6 +429,19 @@ async fn a_user_filters_by_actor_opens_a_record_pages_and_exports() {
         url.query().unwrap_or("").contains(&by_alice[0]),
         "the URL holds the record: {url}"
     );
+
+    // Its resource's history (the policy's two updates) is the history endpoint's answer for
+    // the query the page made; following it to the earlier update opens that record.
+    let history = follow_history(&browser, &api, &by_alice[0], since).await;
+    assert!(history.len() >= 2, "both updates: {history:?}");
+    assert_eq!(
+        history[..2],
+        by_alice[..2],
+        "the policy's updates, newest first"
+    );
+    browser
+        .js("document.getElementById('history').scrollIntoView();")
+        .await;
     browser.screenshot("record-1440").await;
     browser
         .js("document.getElementById('close-detail').click();")
@@ -482,11 +513,120 @@ async fn a_user_filters_by_actor_opens_a_record_pages_and_exports() {
         .await
         .expect("a wide window");
     browser
-        .js("document.getElementById('close-detail').click();")
+        .js("document.getElementById('close-detail').click(); window.scrollTo(0, 0);")
         .await;
     browser.screenshot("list-1440").await;
     browser.close().await;
     demo.stop().await;
+}
+
+/// The history the open record `id` shows: waits for it, compares it with the history
+/// endpoint's answer for the query the page made (`data-api` of the section), then follows it
+/// to the next write (keyboard: focus and Enter) and checks that record opens, with the same
+/// history and itself marked. Returns the history's record ids, newest first.
+async fn follow_history(browser: &Browser, api: &Api, id: &str, since: &str) -> Vec<String> {
+    let loaded = "document.querySelector('#history [role=status]') \
+        && !document.querySelector('#history [role=status]').textContent.startsWith('Loading')";
+    browser.until(loaded).await;
+    let shown = browser
+        .js("const s = document.getElementById('history');
+             return {api: s.dataset.api, status: s.querySelector('[role=status]').textContent,
+                     ids: Array.from(s.querySelectorAll('ol.history > li')).map(li => li.dataset.id),
+                     current: Array.from(s.querySelectorAll('ol.history > li.current')).map(li => li.dataset.id),
+                     text: Array.from(s.querySelectorAll('ol.history > li')).map(li => li.innerText)};")
+        .await;
+    let query = shown["api"].as_str().expect("the section names its query");
+    let (path, query) = query.split_once('?').expect("a query");
+    assert_eq!(path, format!("/{id}/history"));
+    let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://x/?{query}"))
+        .expect("a query string")
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("the history query has no {name}: {query}"))
+    };
+    let ms = |t: &str| t.parse::<Timestamp>().expect("a time").unix_millis();
+    assert_eq!(ms(&param("since")), ms(since), "the view's range");
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let answer = api
+        .call(
+            Method::GET,
+            &format!("/accounts/{DEMO}/logs/audit{path}"),
+            &pairs,
+            &Auth::Bearer(ADMIN_TOKEN.into()),
+            None,
+        )
+        .await
+        .expect(200, "the history endpoint answers")
+        .json();
+    let entries = answer["result"].as_array().expect("history entries");
+    let expected: Vec<String> = entries
+        .iter()
+        .map(|e| e["id"].as_str().expect("an id").to_owned())
+        .collect();
+    let ids: Vec<String> = serde_json::from_value(shown["ids"].clone()).expect("ids");
+    assert_eq!(ids, expected, "the page's history is the endpoint's");
+    assert_eq!(shown["current"], json!([id]), "the open record is marked");
+    // Each entry shows its write's changes as the endpoint's patch gives them.
+    let texts = shown["text"].as_array().expect("texts");
+    for (entry, text) in entries.iter().zip(texts) {
+        let text = text.as_str().unwrap_or("");
+        for op in entry["history"]["patch"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(8)
+        {
+            let path = op["path"].as_str().unwrap_or("");
+            assert!(text.contains(path), "{path} in {text:?}");
+        }
+    }
+    let status = shown["status"].as_str().unwrap_or("");
+    let kind = answer["result_info"]["history_status"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        kind != "approximate" || status.contains("derived from the recorded"),
+        "the page says the values are approximate: {status}"
+    );
+    // Follow the history to the write after this one in the list, with the keyboard.
+    let Some(next) = ids.iter().skip_while(|i| *i != id).nth(1).cloned() else {
+        return ids;
+    };
+    let button = browser
+        .client
+        .find(Locator::Css(&format!(
+            "#history li[data-id=\"{next}\"] button.follow"
+        )))
+        .await
+        .expect("the entry is a button");
+    button.send_keys("\u{e007}").await.expect("Enter");
+    browser
+        .until(&format!(
+            "new URLSearchParams(location.search).get('record') === {next:?}"
+        ))
+        .await;
+    browser.until(loaded).await;
+    let followed = browser
+        .js("return {text: document.getElementById('detail-body').innerText,
+                     current: Array.from(document.querySelectorAll('#history ol.history > li.current')).map(li => li.dataset.id),
+                     ids: Array.from(document.querySelectorAll('#history ol.history > li')).map(li => li.dataset.id)};")
+        .await;
+    assert!(
+        followed["text"].as_str().unwrap_or("").contains(&next),
+        "the earlier write is open: {followed}"
+    );
+    assert_eq!(followed["current"], json!([next]), "{followed}");
+    assert_eq!(followed["ids"], json!(ids), "the same resource's history");
+    ids
 }
 
 // ---------------------------------------------------------------------------------------------

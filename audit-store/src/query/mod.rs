@@ -21,7 +21,8 @@
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
 //! - `GET /accounts/{account_id}/logs/audit/stats?since=&before=` — counts for the same
 //!   filters: records per hour or day by result, the top actors, actions and products
-//!   (`interval=hour|day`, `top` up to [`MAX_TOP`]); bounded like a page.
+//!   (`interval=hour|day`, `top` up to [`MAX_TOP`], `utc_offset` for the caller's hours and
+//!   days); bounded like a page.
 //! - `GET /accounts/{account_id}/logs/audit/product_categories` — the product categories and
 //!   the products each stands for.
 //! - `GET /accounts/{account_id}/logs/audit/{id}/history?since=&before=&action_time=` — the

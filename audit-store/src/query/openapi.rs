@@ -529,6 +529,21 @@ fn stats(category: Option<RefOr<Schema>>) -> OperationBuilder {
     .parameter(
         parameter("top", ParameterIn::Query, false, "Entries per top list.").schema(Some(top)),
     )
+    .parameter(
+        parameter(
+            "utc_offset",
+            ParameterIn::Query,
+            false,
+            "The time zone offset the buckets follow: `Z` (the default: UTC hours and days) or \
+             `±HH:MM` from `-14:00` to `+14:00` (`+` sent as `%2B`), so that days start at the \
+             caller's midnight. Fixed over the range; each bucket's `time` is its start in UTC.",
+        )
+        .schema(Some(
+            string()
+                .pattern(Some("^(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])$"))
+                .default(Some("Z".into())),
+        )),
+    )
     .response(
         "200",
         ResponseBuilder::new()

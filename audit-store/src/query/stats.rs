@@ -4,9 +4,13 @@
 //!
 //! It takes the list's parameters (`since`, `before`, every filter with its repeats and
 //! `.not` forms) but not its paging (`cursor`, `limit`, `direction`), and two of its own:
-//! `interval` (`hour` or `day`; by default `hour` for ranges up to 7 days, else `day`) and
-//! `top` (1–50, default 10). Buckets are aligned to UTC hours or days; every bucket of the
-//! range is listed, empty ones with zeros.
+//! `interval` (`hour` or `day`; by default `hour` for ranges up to 7 days, else `day`), `top`
+//! (1–50, default 10) and `utc_offset` (`Z` or `±HH:MM` from `-14:00` to `+14:00`, default
+//! `Z`; `+` sent as `%2B`). Buckets are aligned to the hours or days of that offset — a
+//! viewer in UTC+2 asks `utc_offset=%2B02:00` and gets its own midnights — and each bucket's
+//! `time` is the instant it starts, in UTC. The offset is fixed over the range: a zone that
+//! changes offset inside it (daylight saving time) sees the days after the change shifted by
+//! the difference. Every bucket of the range is listed, empty ones with zeros.
 //!
 //! Bounded like a page: one statement under the router's
 //! [`statement_timeout`](super::AuditLogRouter::statement_timeout) (a 422 naming the slow
@@ -16,7 +20,7 @@
 //! ```json
 //! {"success": true, "errors": [], "messages": [], "result": {
 //!   "since": "2025-01-01T00:00:00.000Z", "before": "2025-01-02T00:00:00.000Z",
-//!   "interval": "hour", "count": 3,
+//!   "interval": "hour", "utc_offset": "Z", "count": 3,
 //!   "series": [{"time": "2025-01-01T00:00:00.000Z", "success": 2, "failure": 1}, ...],
 //!   "actors": [{"actor_email": "alice@example.com", "count": 3}],
 //!   "actions": [{"action_type": "update", "resource_type": "dns_record", "count": 2}, ...],
@@ -47,6 +51,8 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// The longest range bucketed by hour when `interval` is not given.
 const HOURLY_UP_TO_MS: i64 = 7 * DAY_MS;
+/// The largest `utc_offset` either way, minutes: the farthest any time zone is from UTC.
+const MAX_OFFSET_MINUTES: i64 = 14 * 60;
 
 /// A validated stats query (without its account).
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +60,67 @@ pub(crate) struct StatsParams {
     pub(crate) query: params::LogQuery,
     pub(crate) bucket_ms: i64,
     pub(crate) top: u32,
+    /// `utc_offset`, ms east of UTC: the buckets start at this offset's hours or midnights.
+    pub(crate) offset_ms: i64,
+}
+
+impl StatsParams {
+    /// The start of the bucket holding `since`: an hour or a midnight of the offset's time.
+    pub(crate) fn origin_ms(&self) -> i64 {
+        origin(self.query.since_ms, self.bucket_ms, self.offset_ms)
+    }
+}
+
+fn origin(since_ms: i64, bucket_ms: i64, offset_ms: i64) -> i64 {
+    (since_ms + offset_ms).div_euclid(bucket_ms) * bucket_ms - offset_ms
+}
+
+/// Parses `utc_offset`: `Z`, or `+HH:MM` / `-HH:MM` within [`MAX_OFFSET_MINUTES`].
+fn parse_offset(text: &str) -> Result<i64, BadParameter> {
+    let invalid = || {
+        let hint = if text.starts_with(' ') {
+            " (a '+' in a query string means a space: send it as %2B)"
+        } else {
+            ""
+        };
+        BadParameter(format!(
+            "invalid value for 'utc_offset': expected Z or ±HH:MM from -14:00 to +14:00{hint}, \
+             got {:?}",
+            text.chars().take(64).collect::<String>()
+        ))
+    };
+    if text == "Z" {
+        return Ok(0);
+    }
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(invalid()),
+    };
+    let digits = |s: &str| {
+        (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<i64>().ok())
+            .flatten()
+    };
+    let (hours, minutes) = rest
+        .split_once(':')
+        .and_then(|(h, m)| Some((digits(h)?, digits(m)?)))
+        .ok_or_else(invalid)?;
+    let total = hours * 60 + minutes;
+    if minutes >= 60 || total > MAX_OFFSET_MINUTES {
+        return Err(invalid());
+    }
+    Ok(sign * total * 60_000)
+}
+
+/// `offset_ms` as `utc_offset` writes it: `Z` or `±HH:MM`.
+fn offset_text(offset_ms: i64) -> String {
+    if offset_ms == 0 {
+        return "Z".to_owned();
+    }
+    let minutes = offset_ms.abs() / 60_000;
+    let sign = if offset_ms < 0 { '-' } else { '+' };
+    format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
 /// Parses the stats endpoint's query string: the list's range and filters, `interval` and `top`.
@@ -62,11 +129,12 @@ pub(crate) fn parse(
     categories: &ProductCategories,
 ) -> Result<StatsParams, BadParameter> {
     let mut rest = form_urlencoded::Serializer::new(String::new());
-    let (mut interval, mut top) = (None, None);
+    let (mut interval, mut top, mut offset) = (None, None, None);
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
         let slot = match &*key {
             "interval" => &mut interval,
             "top" => &mut top,
+            "utc_offset" => &mut offset,
             "cursor" | "limit" | "direction" => {
                 return Err(BadParameter(format!(
                     "'{key}' does not apply to stats: they count every matching record \
@@ -98,7 +166,8 @@ pub(crate) fn parse(
             )));
         }
     };
-    let origin = query.since_ms.div_euclid(bucket_ms) * bucket_ms;
+    let offset_ms = offset.as_deref().map_or(Ok(0), parse_offset)?;
+    let origin = origin(query.since_ms, bucket_ms, offset_ms);
     let buckets = (query.before_ms - origin + bucket_ms - 1) / bucket_ms;
     if buckets > MAX_BUCKETS {
         let advice = if bucket_ms == HOUR_MS {
@@ -129,6 +198,7 @@ pub(crate) fn parse(
         query,
         bucket_ms,
         top,
+        offset_ms,
     })
 }
 
@@ -152,7 +222,7 @@ pub(super) async fn stats<S: ChainedStore>(
         since_ms: q.since_ms,
         before_ms: q.before_ms,
         filters: q.filters.clone(),
-        origin_ms: q.since_ms.div_euclid(params.bucket_ms) * params.bucket_ms,
+        origin_ms: params.origin_ms(),
         bucket_ms: params.bucket_ms,
         top: params.top,
         time_limit: shared.statement_timeout,
@@ -166,7 +236,7 @@ pub(super) async fn stats<S: ChainedStore>(
             };
             let body = json!({
                 "success": true, "errors": [], "messages": messages,
-                "result": result(&query, &stats),
+                "result": result(&query, params.offset_ms, &stats),
             });
             json_response(body.to_string())
         }
@@ -186,7 +256,7 @@ fn time(ms: i64) -> String {
 }
 
 /// The `result` of an answer: every bucket of the range (empty ones too) and the top lists.
-fn result(query: &StatsQuery, stats: &Stats) -> Value {
+fn result(query: &StatsQuery, offset_ms: i64, stats: &Stats) -> Value {
     let buckets = (query.before_ms - query.origin_ms + query.bucket_ms - 1) / query.bucket_ms;
     let mut counts = vec![(0u64, 0u64); usize::try_from(buckets.max(0)).unwrap_or(0)];
     let mut total = 0u64;
@@ -216,6 +286,7 @@ fn result(query: &StatsQuery, stats: &Stats) -> Value {
         "since": time(query.since_ms),
         "before": time(query.before_ms),
         "interval": if query.bucket_ms == DAY_MS { "day" } else { "hour" },
+        "utc_offset": offset_text(offset_ms),
         "count": total,
         "series": series,
         "actors": stats.actors.iter()
@@ -239,7 +310,7 @@ mod tests {
             &ProductCategories::new(),
         )
         .unwrap();
-        assert_eq!((p.bucket_ms, p.top), (HOUR_MS, DEFAULT_TOP));
+        assert_eq!((p.bucket_ms, p.top, p.offset_ms), (HOUR_MS, DEFAULT_TOP, 0));
         let p = parse(
             "since=2025-01-01&before=2025-01-31&actor_email=a@x&top=3",
             &ProductCategories::new(),
@@ -253,6 +324,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.bucket_ms, HOUR_MS);
+    }
+
+    #[test]
+    fn buckets_start_at_the_offsets_hours_and_midnights() {
+        let categories = ProductCategories::new();
+        // 2025-01-01T00:00Z is 02:00 in UTC+2: its day started at 2024-12-31T22:00Z.
+        let p = parse(
+            "since=2025-01-01&before=2025-01-31&utc_offset=%2B02:00",
+            &categories,
+        )
+        .unwrap();
+        assert_eq!(p.offset_ms, 2 * HOUR_MS);
+        assert_eq!(time(p.origin_ms()), "2024-12-31T22:00:00.000Z");
+        // In UTC-05:00, 2025-01-01T00:00Z is 19:00 of the day before, which began at 05:00Z.
+        let p = parse(
+            "since=2025-01-01&before=2025-01-31&utc_offset=-05:00",
+            &categories,
+        )
+        .unwrap();
+        assert_eq!(time(p.origin_ms()), "2024-12-31T05:00:00.000Z");
+        // Hours of a half-hour zone start at half past in UTC.
+        let p = parse(
+            "since=2025-01-01T10:10:00Z&before=2025-01-02&utc_offset=%2B05:30",
+            &categories,
+        )
+        .unwrap();
+        assert_eq!(p.bucket_ms, HOUR_MS);
+        assert_eq!(time(p.origin_ms()), "2025-01-01T09:30:00.000Z");
+        for (given, ms) in [
+            ("Z", 0),
+            ("+00:00", 0),
+            ("-00:30", -1_800_000),
+            ("+14:00", 14 * HOUR_MS),
+        ] {
+            assert_eq!(parse_offset(given).unwrap(), ms, "{given}");
+        }
+        for ms in [0, 2 * HOUR_MS, -(5 * HOUR_MS + 1_800_000), 14 * HOUR_MS] {
+            assert_eq!(parse_offset(&offset_text(ms)).unwrap(), ms);
+        }
+        assert_eq!(offset_text(-(9 * HOUR_MS + 1_800_000)), "-09:30");
+    }
+
+    #[test]
+    fn the_answer_names_its_offset() {
+        let query = StatsQuery::new("a", 0, DAY_MS, DAY_MS);
+        assert_eq!(result(&query, 0, &Stats::default())["utc_offset"], "Z");
+        assert_eq!(
+            result(&query, -(3 * HOUR_MS), &Stats::default())["utc_offset"],
+            "-03:00"
+        );
     }
 
     #[test]
@@ -280,6 +401,31 @@ mod tests {
         assert!(e("since=2000-01-01&before=2025-01-01").contains("use a shorter range"));
         assert!(e("before=2025-01-01").starts_with("missing required parameter 'since'"));
         assert!(e(&format!("{base}&colour=red")).starts_with("unknown parameter"));
+        let offset = "invalid value for 'utc_offset': expected Z or ±HH:MM from -14:00 to +14:00";
+        for bad in [
+            "14:00",
+            "+14:01",
+            "-15:00",
+            "+2:00",
+            "+02:60",
+            "+0200",
+            "UTC",
+            "+02:00:00",
+            "-",
+        ] {
+            let message = e(&format!("{base}&utc_offset={}", bad.replace('+', "%2B")));
+            assert!(message.starts_with(offset), "{bad}: {message}");
+        }
+        assert_eq!(
+            e(&format!("{base}&utc_offset=+02:00")),
+            format!(
+                "{offset} (a '+' in a query string means a space: send it as %2B), got \" 02:00\""
+            )
+        );
+        assert_eq!(
+            e(&format!("{base}&utc_offset=Z&utc_offset=Z")),
+            "'utc_offset' is given more than once: give it once"
+        );
     }
 
     #[test]
@@ -296,7 +442,7 @@ mod tests {
             ],
             ..Stats::default()
         };
-        let r = result(&query, &stats);
+        let r = result(&query, 0, &stats);
         assert_eq!(r["count"], 7);
         assert_eq!(r["series"].as_array().unwrap().len(), 3);
         assert_eq!(
