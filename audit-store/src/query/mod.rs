@@ -357,7 +357,7 @@ impl<S: ChainedStore> AuditLogRouter<S> {
     pub fn description(&self) -> ApiDescription {
         let description = ApiDescription::new()
             .prefix(&self.prefix)
-            .product_categories(self.categories.clone());
+            .product_categories(self.shared.categories.clone());
         #[cfg(feature = "viewer")]
         let description = description.viewer(self.viewer.is_some());
         description
