@@ -9,7 +9,7 @@ use std::pin::Pin;
 use audit_layer::BoxError;
 
 use super::{ChainKeys, Verifier};
-use crate::model::{Checkpoint, CheckpointKind};
+use crate::model::{ChainHead, Checkpoint, CheckpointKind};
 
 impl Checkpoint {
     /// Makes and signs a statement.
@@ -32,6 +32,18 @@ impl Checkpoint {
         };
         checkpoint.signature = keys.sign(&checkpoint.message()).to_vec();
         checkpoint
+    }
+
+    /// Signs a checkpoint of `head` (its chain, sequence number and hash) at `time_ms`.
+    pub(crate) fn of_head(keys: &ChainKeys, head: ChainHead, time_ms: i64) -> Self {
+        Self::sign(
+            keys,
+            CheckpointKind::Checkpoint,
+            head.chain,
+            head.seq,
+            head.hash,
+            time_ms,
+        )
     }
 
     /// The bytes the signature covers.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Context;
 use super::metrics::Counters;
-use crate::model::{Checkpoint, CheckpointKind};
+use crate::model::Checkpoint;
 use crate::store::ChainedStore;
 
 /// The shortest time between two rounds of checkpoints started by the record count: under
@@ -110,16 +110,7 @@ impl<S: ChainedStore> Context<S> {
         let checkpoints: Vec<Checkpoint> = heads
             .into_iter()
             .filter(|h| full || signed.get(&h.chain) != Some(&h.seq))
-            .map(|h| {
-                Checkpoint::sign(
-                    keys,
-                    CheckpointKind::Checkpoint,
-                    h.chain,
-                    h.seq,
-                    h.hash,
-                    now,
-                )
-            })
+            .map(|h| Checkpoint::of_head(keys, h, now))
             .collect();
         if checkpoints.is_empty() {
             return;

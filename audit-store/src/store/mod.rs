@@ -232,16 +232,7 @@ pub trait ChainedStore: AuditStore {
                 .chain_heads()
                 .await?
                 .into_iter()
-                .map(|h| {
-                    Checkpoint::sign(
-                        keys,
-                        CheckpointKind::Checkpoint,
-                        h.chain,
-                        h.seq,
-                        h.hash,
-                        now_ms,
-                    )
-                })
+                .map(|h| Checkpoint::of_head(keys, h, now_ms))
                 .collect();
             self.write_checkpoints(&checkpoints).await?;
             Ok(checkpoints)
