@@ -4,6 +4,7 @@
 //! ```no_run
 //! use audit_store::PostgresStore;
 //! use audit_store::fleet::{FleetConfig, ingest};
+//! use audit_store::store::AuditStore as _;
 //!
 //! # async fn run(keys: audit_store::chain::ChainKeys) -> audit_store::Result<()> {
 //! let store = PostgresStore::connect("postgres://audit@db/audit").await?.chained(keys);
