@@ -521,6 +521,58 @@ async fn an_ingestor_shutting_down_commits_and_acknowledges_what_it_took() -> Te
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_the_ingestor_keeps_its_messages_without_redelivery() -> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let destination = destination(&server).await?;
+        let rows: Vec<StoredRecord> = records(20)
+            .iter()
+            .map(StoredRecord::from_record)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(destination.write_rows(&rows).await?, 20);
+
+        let fx = common::sqlite().await?;
+        let flaky = common::flaky_store(fx.store.clone());
+        flaky.interceptor().set_down(true);
+        let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
+            .ack_wait(Duration::from_secs(1))
+            .pipeline(|p| {
+                p.flush_interval(Duration::from_millis(5))
+                    .retry(2, Duration::from_millis(10), Duration::from_millis(100))
+            })
+            .connect()
+            .await?;
+        let monitor = ingestor.monitor();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ingestor.run(async {
+            let _ = stopped.await;
+        }));
+        until("the records taken", async || Ok(monitor.metrics().fetched == 20)).await?;
+        // Three times the consumer's ack_wait: without the in-progress acknowledgements
+        // JetStream would have handed every message out again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let waiting = monitor.metrics();
+        assert_eq!(waiting.fetched, 20, "redelivered while the database was down: {waiting:?}");
+        assert_eq!(waiting.acked, 0);
+        assert_eq!(waiting.in_flight, 20);
+        assert!(flaky.interceptor().failures() > 0);
+
+        flaky.interceptor().set_down(false);
+        until("the records committed", async || Ok(monitor.metrics().acked == 20)).await?;
+        let _ = stop.send(());
+        let metrics = task.await??;
+        assert_eq!(metrics.fetched, 20, "{metrics:?}");
+        assert_eq!(metrics.pipeline.stored, 20, "{metrics:?}");
+        assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
+        assert_eq!(fx.db.rows().await?.len(), 20);
+        fx.teardown().await
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------------------------
 // The audit-ingest binary
 // ---------------------------------------------------------------------------------------------

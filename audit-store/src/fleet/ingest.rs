@@ -490,8 +490,13 @@ impl<S: ChainedStore> Ingestor<S> {
                 let mut chunk = match first {
                     Some(Ok(message)) => vec![message],
                     Some(Err(e)) => {
+                        // NATS unreachable, or a missed heartbeat: the pull is renewed; not
+                        // in a tight loop.
                         tracing::warn!(target: "audit_store", "audit stream pull: {e}");
-                        continue;
+                        tokio::select! {
+                            () = &mut shutdown => break 'pull,
+                            () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                        }
                     }
                     None => {
                         if consumer_gone(&consumer).await {
