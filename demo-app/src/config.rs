@@ -439,7 +439,13 @@ mod tests {
         assert!(!format!("{config:?}").contains("hunter2"));
         for bad in [
             vec!["demo-app", "--nats-url", "nats://app:hunter2@[::1"],
-            vec!["demo-app", "--nats-url", "nats://10.0.0.1", "--nats-replicas", "0"],
+            vec![
+                "demo-app",
+                "--nats-url",
+                "nats://10.0.0.1",
+                "--nats-replicas",
+                "0",
+            ],
         ] {
             let Err(StartError::Config(message)) = check(&bad) else {
                 panic!("expected a configuration error for {bad:?}");
