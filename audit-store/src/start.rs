@@ -44,7 +44,7 @@ use crate::PostgresStore;
 use crate::Result;
 #[cfg(feature = "sqlite")]
 use crate::SqliteStore;
-use crate::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
+use crate::pipeline::{self, Destination, IngestSink, PipelineBuilder, PipelineMetrics};
 use crate::query::{Access, AuditLogRouter, Authorizer};
 use crate::store::ChainedStore;
 
@@ -271,22 +271,67 @@ impl<S: ChainedStore> AuditLogBuilder<S> {
     /// When the store cannot be opened or migrated, or the pipeline cannot start (its spool
     /// cannot be opened).
     pub async fn start(self) -> Result<AuditLog<S>> {
-        let store = (self.open)().await?;
-        if self.migrate {
+        self.launch(|store, configure| configure(pipeline::builder(store.clone())))
+            .await
+    }
+
+    /// Starts like [`start`](Self::start), but the pipeline writes to `destination` instead
+    /// of the store: fleet mode, where the layer's records go to a stream (the
+    /// `NatsDestination` of feature `nats`) and ingestors write them into the store, which
+    /// the router still reads. `configure` sets that pipeline up (a spool, a directory...);
+    /// the settings given to [`pipeline`](Self::pipeline) are for a pipeline into the store,
+    /// and do not apply here.
+    ///
+    /// ```no_run
+    /// # use audit_store::AuditLog;
+    /// # use audit_store::pipeline::Destination;
+    /// # async fn run(stream: impl Destination) -> audit_store::Result<()> {
+    /// let audit = AuditLog::postgres("postgres://audit@db/audit")
+    ///     .start_publishing(stream, |p| p.spool("audit-spool", 256 << 20))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_publishing<D: Destination>(
+        self,
+        destination: D,
+        configure: impl FnOnce(PipelineBuilder<D>) -> PipelineBuilder<D> + Send,
+    ) -> Result<AuditLog<S>> {
+        self.launch(move |_, _| configure(pipeline::builder(destination)))
+            .await
+    }
+
+    /// Opens (and migrates) the store, runs the pipeline `build` makes on a task of its own
+    /// (given the store and the settings of [`pipeline`](Self::pipeline)), builds the router.
+    async fn launch<D: Destination>(
+        self,
+        build: impl FnOnce(&S, Configure<PipelineBuilder<S>>) -> PipelineBuilder<D> + Send,
+    ) -> Result<AuditLog<S>> {
+        let Self {
+            open,
+            migrate,
+            pipeline,
+            make_router,
+            router,
+            flush_within,
+        } = self;
+        let store = open().await?;
+        if migrate {
             store.migrate().await?;
         }
-        let (sink, pipeline) = (self.pipeline)(pipeline::builder(store.clone()))
-            .build()
-            .await?;
+        let (sink, pipeline) = build(&store, pipeline).build().await?;
         let worker = tokio::spawn(pipeline.run());
-        let router = (self.router)((self.make_router)(store.clone())).into_router();
+        let router = router(make_router(store.clone())).into_router();
         Ok(AuditLog {
             store,
             sink,
             router,
             worker: Some(worker),
             layers: Mutex::default(),
-            flush_within: self.flush_within,
+            flush_within,
         })
     }
 

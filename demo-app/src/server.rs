@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use audit_layer::ProductCategories;
 use audit_store::chain::JsonLinesCheckpoints;
+use audit_store::fleet::{FleetConfig, NatsDestination};
 use audit_store::store::ExportPositions;
 use audit_store::{AuditLog, AuditLogBuilder};
 
@@ -105,6 +106,18 @@ async fn serve<S: ExportPositions>(
     })?;
     let spool = config.data_dir.join("spool");
     let audit = start_audit_log(audit, &config, &state, categories).await?;
+    let published;
+    let audit_db = match &config.fleet {
+        None => audit_db,
+        Some(fleet) => {
+            published = format!(
+                "{audit_db}, written by audit-ingest from NATS stream {} at {}",
+                fleet.stream_name(),
+                fleet.redacted_servers()
+            );
+            published.as_str()
+        }
+    };
     let sink = audit.sink();
     let push = PushJobs::start(std::mem::take(&mut config.push), audit.store(), &sink)
         .map_err(|e| StartError::Config(e.0))?;
@@ -168,8 +181,10 @@ async fn serve<S: ExportPositions>(
 }
 
 /// Opens and migrates the audit store, runs its ingest pipeline (spooled in the data
-/// directory, account and zone names from the app's tables, checkpoints also kept in a file)
-/// and builds its query API ([`app::configure_audit_log_router`]).
+/// directory, account and zone names from the app's tables) and builds its query API
+/// ([`app::configure_audit_log_router`]). The pipeline writes to the store, with checkpoints
+/// also kept in a file; in fleet mode (`AUDIT_NATS_URL`), to the NATS stream instead, which
+/// `audit-ingest` processes write into the store (and sign checkpoints of).
 async fn start_audit_log<S: ExportPositions>(
     audit: AuditLogBuilder<S>,
     config: &Config,
@@ -180,18 +195,48 @@ async fn start_audit_log<S: ExportPositions>(
     let checkpoints = config.data_dir.join("checkpoints.jsonl");
     let directory = AppDirectory(state.db.clone());
     let external = JsonLinesCheckpoints::new(&checkpoints);
-    audit
-        .pipeline(move |pipeline| {
-            pipeline
-                .spool(spool, budget)
-                .directory(directory)
-                .checkpoint_sink(JsonLinesCheckpoints::new(checkpoints))
-        })
+    let audit = audit
         .authorizer(app::audit_log_authorizer(state))
-        .router(move |router| app::configure_audit_log_router(router, external, categories))
-        .start()
+        .router(move |router| app::configure_audit_log_router(router, external, categories));
+    let started = match config.fleet.clone() {
+        None => {
+            audit
+                .pipeline(move |pipeline| {
+                    pipeline
+                        .spool(spool, budget)
+                        .directory(directory)
+                        .checkpoint_sink(JsonLinesCheckpoints::new(checkpoints))
+                })
+                .start()
+                .await
+        }
+        Some(fleet) => {
+            let stream = nats_destination(fleet, config).await?;
+            audit
+                .start_publishing(stream, move |pipeline| {
+                    pipeline.spool(spool, budget).directory(directory)
+                })
+                .await
+        }
+    };
+    started.map_err(|e| StartError::runtime("cannot start the audit log", &e))
+}
+
+/// Fleet mode's destination: the NATS stream (created when missing; when NATS is down at
+/// start, records spool, and the stream is created by the first ingestor or the next start),
+/// the spool's lines authenticated under the chain's keys as with the database.
+async fn nats_destination(
+    fleet: FleetConfig,
+    config: &Config,
+) -> Result<NatsDestination, StartError> {
+    let destination = NatsDestination::connect(fleet)
         .await
-        .map_err(|e| StartError::runtime("cannot start the audit log", &e))
+        .map_err(|e| StartError::runtime("cannot use --nats-url/AUDIT_NATS_URL", &e))?
+        .spool_keys_from(&chain_keys(config)?);
+    if let Err(e) = destination.ensure_stream().await {
+        tracing::warn!(target: "demo_app", "cannot create the audit stream now (records spool until NATS answers): {e}");
+    }
+    Ok(destination)
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
