@@ -600,8 +600,24 @@ fn history() -> OperationBuilder {
             .description("A page of the resource's history.")
             .content(
                 "application/json",
-                json(envelope(Array::new(ObjectBuilder::new()))),
+                json(
+                    envelope(Array::new(ObjectBuilder::new())).property(
+                        "result_info",
+                        ObjectBuilder::new()
+                            .property("count", ObjectBuilder::new().schema_type(Type::Integer))
+                            .property(
+                                "history_status",
+                                string().enum_values(Some(["exact", "approximate", "unavailable"])),
+                            )
+                            .property("cursor", string())
+                            .property("cursors", ObjectBuilder::new().property("after", string())),
+                    ),
+                ),
             ),
+    )
+    .response(
+        "422",
+        error("The query reached its time limit: narrow 'since' and 'before'."),
     )
     .pipe(with_errors)
 }
