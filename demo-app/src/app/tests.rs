@@ -985,8 +985,8 @@ async fn the_audit_log_api_is_described_and_a_read_of_it_is_recorded_as_describe
     let log = audit_log_router(store, &state, checkpoints, categories.clone());
     // The document describes the router as it is.
     assert_eq!(
-        log.description().openapi(),
-        super::audit_log_description(categories).openapi()
+        serde_json::to_value(log.description().openapi()).unwrap(),
+        serde_json::to_value(super::audit_log_description(categories).openapi()).unwrap()
     );
     let log = log.into_router();
     let records = MemorySink::new();
