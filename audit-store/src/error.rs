@@ -44,6 +44,15 @@ pub enum StoreError {
     /// (retention checks the prefix it prunes): the database was edited outside the store.
     #[error("{0}")]
     Tampered(crate::model::Refusal),
+    /// The stream a fleet publishes to or ingests from (NATS JetStream) failed or did not
+    /// answer in time: retried, then spooled, by the pipeline. The text names what failed,
+    /// never a server's credentials.
+    #[error("audit stream error: {0}")]
+    Stream(String),
+    /// The stream refused a record itself (larger than the servers' payload limit): retrying
+    /// cannot help, so the pipeline drops it and reports it by a gap record.
+    #[error("audit stream refused the record: {0}")]
+    StreamRefused(String),
     /// A setting that cannot work, or a database that is not where a setting says.
     #[error("invalid audit store configuration: {0}")]
     Config(String),
@@ -59,7 +68,7 @@ impl StoreError {
                 !matches!(e.kind(), sqlx::error::ErrorKind::Other)
                     || matches!(class.as_deref(), Some("22" | "23"))
             }
-            Self::Json(_) => true,
+            Self::Json(_) | Self::StreamRefused(_) => true,
             _ => false,
         }
     }

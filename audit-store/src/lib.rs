@@ -24,6 +24,9 @@ pub mod alert;
 pub mod chain;
 mod error;
 pub mod export;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod fleet;
 pub mod model;
 pub mod pipeline;
 mod private_files;

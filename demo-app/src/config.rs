@@ -95,6 +95,15 @@ pub(crate) struct Args {
     #[arg(long, env = "DEMO_MAX_FAILED_DELIVERIES", default_value_t = MAX_FAILED_DELIVERIES,
         value_parser = clap::value_parser!(u32).range(1..))]
     max_failed_deliveries: u32,
+    /// Fleet mode: publish audit records to a NATS JetStream stream on these servers
+    /// (comma-separated seed URLs) instead of writing the audit database; `audit-ingest`
+    /// processes write them into it, and the query API reads it as before. The stream
+    /// `AUDIT` is created when missing.
+    #[arg(long, env = "AUDIT_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+    /// Replicas of the audit stream when the app creates it (3 in a three-node cluster).
+    #[arg(long, env = "AUDIT_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     pub(crate) print_openapi: bool,
@@ -135,6 +144,8 @@ pub(crate) struct Config {
     pub(crate) jobs: crate::jobs::JobSettings,
     /// Push export and alerting.
     pub(crate) push: crate::push::PushConfig,
+    /// Fleet mode: the NATS stream records are published to (`AUDIT_NATS_URL`).
+    pub(crate) fleet: Option<audit_store::fleet::FleetConfig>,
 }
 
 /// The audit layer's bounds on what anonymous clients can make it hold and write (see the
@@ -201,8 +212,23 @@ impl Config {
             .transpose()?;
         let password = seed_password()?;
         let push = crate::push::PushConfig::from_env().map_err(|e| StartError::Config(e.0))?;
+        let fleet = args
+            .nats_url
+            .map(|urls| {
+                let fleet = audit_store::fleet::FleetConfig::new(&urls)?
+                    .replicas(args.nats_replicas)
+                    .client_name("demo-app");
+                fleet.validate().map(|()| fleet)
+            })
+            .transpose()
+            .map_err(|e| {
+                StartError::Config(format!(
+                    "--nats-url/AUDIT_NATS_URL, --nats-replicas/AUDIT_NATS_REPLICAS: {e}"
+                ))
+            })?;
         Ok(Self {
             push,
+            fleet,
             listen,
             database,
             data_dir: args.data_dir,

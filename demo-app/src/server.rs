@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use audit_store::chain::JsonLinesCheckpoints;
-use audit_store::pipeline;
+use audit_store::fleet::{FleetConfig, NatsDestination};
+use audit_store::pipeline::{self, IngestSink};
 use audit_store::store::ExportPositions;
 use audit_store::{PostgresStore, SqliteStore};
 
@@ -115,16 +116,30 @@ async fn serve<S: ExportPositions>(
         .await
         .map_err(|e| StartError::runtime("cannot migrate the audit database", &e))?;
     let spool = config.data_dir.join("spool");
-    let (sink, pipeline) = pipeline::builder(store.clone())
-        .spool(&spool, config.spool_budget)
-        .directory(AppDirectory(state.db.clone()))
-        .checkpoint_sink(JsonLinesCheckpoints::new(
-            config.data_dir.join("checkpoints.jsonl"),
-        ))
-        .build()
-        .await
-        .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
-    let worker = tokio::spawn(pipeline.run());
+    let (sink, worker, audit_db) = match config.fleet.clone() {
+        None => {
+            let (sink, pipeline) = pipeline::builder(store.clone())
+                .spool(&spool, config.spool_budget)
+                .directory(AppDirectory(state.db.clone()))
+                .checkpoint_sink(JsonLinesCheckpoints::new(
+                    config.data_dir.join("checkpoints.jsonl"),
+                ))
+                .build()
+                .await
+                .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
+            (sink, tokio::spawn(pipeline.run()), audit_db.to_owned())
+        }
+        Some(fleet) => {
+            let (sink, worker, nats) =
+                publish_to_nats(fleet, &store, &state, &spool, &config).await?;
+            (
+                sink,
+                worker,
+                format!("{audit_db}, written by audit-ingest from {nats}"),
+            )
+        }
+    };
+    let audit_db = audit_db.as_str();
     let categories = app::product_categories().map_err(|e| {
         StartError::runtime(
             "the OpenAPI document does not compile into an audit policy",
@@ -197,6 +212,41 @@ async fn serve<S: ExportPositions>(
     sink.shutdown().await;
     let _ = worker.await;
     served.map_err(|e| StartError::runtime("the server failed", &e))
+}
+
+/// Fleet mode: the same pipeline (spool, strict mode, backpressure, gap records) with the
+/// NATS stream as its destination, creating the stream when missing (when NATS is down at
+/// start, records spool and the stream is created by the first ingestor or the next start).
+/// Returns the sink, the pipeline's task, and where records go, for people.
+async fn publish_to_nats<S: ExportPositions>(
+    fleet: FleetConfig,
+    store: &S,
+    state: &AppState,
+    spool: &std::path::Path,
+    config: &Config,
+) -> Result<(IngestSink, tokio::task::JoinHandle<()>, String), StartError> {
+    let nats = format!(
+        "NATS stream {} at {}",
+        fleet.stream_name(),
+        fleet.redacted_servers()
+    );
+    let mut destination = NatsDestination::connect(fleet)
+        .await
+        .map_err(|e| StartError::runtime("cannot use --nats-url/AUDIT_NATS_URL", &e))?;
+    if let Some(keys) = store.chain_keys() {
+        // The spool's lines are authenticated as with the database.
+        destination = destination.spool_keys_from(keys);
+    }
+    if let Err(e) = destination.ensure_stream().await {
+        tracing::warn!(target: "demo_app", "cannot create the audit stream now (records spool until NATS answers): {e}");
+    }
+    let (sink, pipeline) = pipeline::builder(destination)
+        .spool(spool, config.spool_budget)
+        .directory(AppDirectory(state.db.clone()))
+        .build()
+        .await
+        .map_err(|e| StartError::runtime("cannot start the audit pipeline", &e))?;
+    Ok((sink, tokio::spawn(pipeline.run()), nats))
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::Destination;
 use super::enrich::{Directory, Enricher};
 use super::mark::{MARK_INTERVAL, RunningMark};
 use super::metrics::Counters;
@@ -17,7 +18,6 @@ use super::spool::Spool;
 use super::{Context, Pipeline};
 use crate::Result;
 use crate::chain::CheckpointSink;
-use crate::store::ChainedStore;
 
 /// How a batch write is retried before the pipeline turns to the spool.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +88,7 @@ impl<S> std::fmt::Debug for PipelineBuilder<S> {
 }
 
 /// A pipeline writing into `store`, with the defaults documented on each setting.
-pub fn builder<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
+pub fn builder<S: Destination>(store: S) -> PipelineBuilder<S> {
     PipelineBuilder {
         store,
         queue_capacity: 8192,
@@ -122,7 +122,7 @@ pub fn builder<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
     }
 }
 
-impl<S: ChainedStore> PipelineBuilder<S> {
+impl<S: Destination> PipelineBuilder<S> {
     /// How many records may wait in memory for a writer. Defaults to 8,192 (about 16 MiB of
     /// records with half-kilobyte bodies; see [Memory](crate::pipeline#memory)).
     pub fn queue_capacity(mut self, records: usize) -> Self {
@@ -352,6 +352,12 @@ impl<S: ChainedStore> PipelineBuilder<S> {
         self
     }
 
+    /// Takes the spool away (the fleet's ingestor: the stream is its buffer).
+    pub(crate) fn without_spool(mut self) -> Self {
+        self.spool = None;
+        self
+    }
+
     /// Where checkpoints are also kept, outside the database. Defaults to none.
     pub fn checkpoint_sink(mut self, sink: impl CheckpointSink) -> Self {
         self.checkpoint_sink = Some(Arc::new(sink));
@@ -368,7 +374,7 @@ impl<S: ChainedStore> PipelineBuilder<S> {
             Some((dir, budget)) => {
                 // Spooled lines are authenticated under a key of the chain's secret, so that
                 // a line written into the spool by hand never replays as a genuine record.
-                let key = self.store.chain_keys().map(|k| k.spool_key().clone());
+                let key = self.store.spool_keys().map(|k| k.spool_key().clone());
                 Some(Spool::open(dir.clone(), *budget, key).await?)
             }
             None => None,

@@ -12,11 +12,11 @@ use audit_layer::record::{
 use uuid::Uuid;
 
 use super::Context;
+use super::Destination;
 use super::metrics::Counters;
 use super::queue::Envelope;
 use super::spool::Appended;
 use crate::model::StoredRecord;
-use crate::store::ChainedStore;
 
 /// Bytes the spool may exceed its budget by to keep gap records.
 const GAP_RESERVE: u64 = 1024 * 1024;
@@ -149,7 +149,7 @@ pub(super) fn gap_record(account: Option<String>, span: GapSpan) -> AuditRecord 
     }
 }
 
-impl<S: ChainedStore> Context<S> {
+impl<S: Destination> Context<S> {
     /// Writes one gap record per account that lost records, if any did.
     pub(super) async fn write_gaps(&self) {
         let spans: Vec<(Option<String>, GapSpan)> = {

@@ -11,13 +11,13 @@ use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 
 use super::Context;
+use super::Destination;
 use super::gaps::GapSpan;
 use super::metrics::{Counters, Source};
 use super::queue::{Envelope, Message, batch_end};
 use super::spool::Appended;
 use crate::Result;
 use crate::model::StoredRecord;
-use crate::store::ChainedStore;
 
 /// Messages a lane takes from its channel at a time: enough that taking costs little per
 /// record, few enough that the buffer they pass through stays small beside the batch.
@@ -47,12 +47,12 @@ pub(super) fn unpack(
     shutdown
 }
 
-impl<S: ChainedStore> Context<S> {
+impl<S: Destination> Context<S> {
     /// One write, bounded in time: a database that hangs fails like one that refuses, so the
     /// pipeline retries and then spools. A write that timed out may have committed; its
     /// retry then finds the records stored and skips them.
     pub(super) async fn insert(&self, rows: &[StoredRecord]) -> Result<u64> {
-        match tokio::time::timeout(self.write_timeout, self.store.insert(rows)).await {
+        match tokio::time::timeout(self.write_timeout, self.store.write_rows(rows)).await {
             Ok(result) => result,
             Err(_) => Err(crate::StoreError::Timeout(self.write_timeout)),
         }

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Context;
+use super::Destination;
 use super::metrics::Counters;
 use crate::model::{Checkpoint, CheckpointKind};
-use crate::store::ChainedStore;
 
 /// The shortest time between two rounds of checkpoints started by the record count: under
 /// load, one round a second (at most one checkpoint per chain that grew).
 pub(super) const CHECKPOINT_FLOOR: Duration = Duration::from_secs(1);
 
-impl<S: ChainedStore> Context<S> {
+impl<S: Destination> Context<S> {
     /// Signs checkpoints until stopped: of every chain at once (start-up) and every
     /// `checkpoint_interval`; between those, of the chains that grew, once
     /// `checkpoint_records` records were stored since the last round or `checkpoint_every`
@@ -66,7 +66,7 @@ impl<S: ChainedStore> Context<S> {
             wait = self.retention_interval;
             let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
             let cutoff = crate::time::now_ms().saturating_sub(keep_ms);
-            match self.store.retain(cutoff).await {
+            match self.store.expire(cutoff).await {
                 Ok(retention) => {
                     Counters::add(&self.shared.counters.expired, retention.deleted);
                     tracing::info!(target: "audit_store", deleted = retention.deleted, "audit retention ran");
@@ -95,12 +95,12 @@ impl<S: ChainedStore> Context<S> {
     /// to the checkpoint sink. Failures are logged: the next round vouches for everything
     /// this one would have.
     pub(super) async fn checkpoint_round(&self, signed: &mut HashMap<String, i64>, full: bool) {
-        let Some(keys) = self.store.chain_keys() else {
+        let Some(keys) = self.store.checkpoint_keys() else {
             return;
         };
         self.shared.checkpointed();
         let now = crate::time::now_ms();
-        let heads = match self.store.chain_heads().await {
+        let heads = match self.store.heads().await {
             Ok(heads) => heads,
             Err(e) => {
                 tracing::warn!(target: "audit_store", "cannot sign audit chain checkpoints now: {e}");
@@ -124,7 +124,7 @@ impl<S: ChainedStore> Context<S> {
         if checkpoints.is_empty() {
             return;
         }
-        if let Err(e) = self.store.write_checkpoints(&checkpoints).await {
+        if let Err(e) = self.store.keep_checkpoints(&checkpoints).await {
             tracing::warn!(target: "audit_store", "cannot sign audit chain checkpoints now: {e}");
             return;
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Context;
-use crate::store::ChainedStore;
+use super::Destination;
 
 /// The file in the spool directory that says a pipeline is running, and how many records it
 /// holds in memory: found at start, it means the last process stopped without shutting down.
@@ -37,7 +37,7 @@ impl RunningMark {
     }
 }
 
-impl<S: ChainedStore> Context<S> {
+impl<S: Destination> Context<S> {
     /// Rewrites the running mark every [`MARK_INTERVAL`] until stopped, then removes it: a
     /// mark found at the next start means this process was killed.
     pub(super) async fn mark_running(

@@ -68,10 +68,19 @@
 //! drops are counted, and once storage works again a *gap record* is written into each
 //! affected account's log saying how many records were lost and between which times.
 //!
+//! # Destinations
+//!
+//! The pipeline writes to a [`Destination`]: every chained SQL store is one, and so is the
+//! fleet's `NatsDestination` (feature `nats`), which publishes each batch to a NATS
+//! JetStream stream that `audit-ingest` processes write into SQL. Batching, enrichment,
+//! retries, the spool, strict mode (a commit is then the stream's acknowledgement of the
+//! replicated write), backpressure and gap records are the same whatever the destination;
+//! checkpoints and retention run only where the destination is a chained SQL store.
+//!
 //! # Retention
 //!
 //! The pipeline deletes records older than the retention period (default 18 months) a minute
-//! after it starts and then daily, through [`ChainedStore::retain`]:
+//! after it starts and then daily, through [`ChainedStore::retain`](crate::store::ChainedStore::retain):
 //! a chained store verifies what it is about to prune and refuses a chain whose prefix does
 //! not verify (logged as an error, counted in
 //! [`PipelineMetrics::retention_refused`]); the anchors it
@@ -135,6 +144,7 @@
 //! stores them, under a per-account lock (see [`chain`](crate::chain)).
 
 mod builder;
+mod destination;
 mod enrich;
 mod gaps;
 mod lane;
@@ -158,11 +168,11 @@ pub use self::metrics::{
     BATCH_RECORDS_BUCKETS, HISTOGRAM_BUCKETS, LATENCY_BUCKETS, PipelineMetrics,
 };
 pub use builder::{PipelineBuilder, builder};
+pub use destination::Destination;
 pub use enrich::{Directory, Lookup};
 pub use sink::IngestSink;
 
 use crate::chain::CheckpointSink;
-use crate::store::ChainedStore;
 use builder::Retry;
 use enrich::Enricher;
 use queue::Message;
@@ -205,7 +215,7 @@ struct Context<S> {
     spool_dir: Option<PathBuf>,
 }
 
-impl<S: ChainedStore> Pipeline<S> {
+impl<S: Destination> Pipeline<S> {
     /// Runs until [`IngestSink::shutdown`] is called and everything accepted is written or
     /// spooled. Spawn it: `tokio::spawn(pipeline.run())`.
     pub async fn run(self) {
@@ -226,11 +236,12 @@ impl<S: ChainedStore> Pipeline<S> {
         let (stop_checkpoints, stopped) = tokio::sync::watch::channel(false);
         let checkpoints = ctx
             .store
-            .chain_keys()
+            .checkpoint_keys()
             .is_some()
             .then(|| tokio::spawn(Arc::clone(&ctx).checkpoints(stopped.clone())));
         let retention = ctx
             .retention
+            .filter(|_| ctx.store.keeps_records())
             .map(|keep| tokio::spawn(Arc::clone(&ctx).retain(keep, stopped.clone())));
         let (stop_mark, mark_stopped) = tokio::sync::watch::channel(false);
         let mark = ctx

@@ -8,14 +8,14 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::Context;
+use super::Destination;
 use super::metrics::Counters;
 use super::queue::{Envelope, Message, batch_end};
 use super::shared::Lost;
 use super::spool::Appended;
 use crate::model::StoredRecord;
-use crate::store::ChainedStore;
 
-impl<S: ChainedStore> Context<S> {
+impl<S: Destination> Context<S> {
     /// Appends records that found the queue full to the spool, in batches.
     pub(super) async fn overflow(self: Arc<Self>, mut rx: mpsc::Receiver<Message>) {
         let mut batch: Vec<Envelope> = Vec::with_capacity(1024);
@@ -119,7 +119,7 @@ impl<S: ChainedStore> Context<S> {
             let spilled = self.shared.spilled.load(Ordering::Acquire)
                 && (stopping || self.shared.queue_depth() < self.shared.queue_capacity() / 2);
             if (degraded || spilled) && self.has_spool {
-                if self.store.ping().await.is_ok() {
+                if self.store.probe().await.is_ok() {
                     self.replay().await;
                 }
             } else if !degraded {

@@ -179,6 +179,12 @@ impl IngestSink {
         rx.await.unwrap_or(Err(NotCommitted::Dropped))
     }
 
+    /// Counts a record lost before it reached the pipeline (a fleet's poison message), so
+    /// that a gap record in its account's log reports it once storage works.
+    pub(crate) fn note_lost(&self, account: Option<&str>, time_ms: i64) {
+        self.shared.drop_record(account, time_ms);
+    }
+
     /// Whether the database is taking records now (not degraded).
     pub fn is_available(&self) -> bool {
         !self.shared.degraded.load(Ordering::Acquire)

@@ -1,0 +1,750 @@
+//! The ingestor: a durable pull consumer of the fleet's stream that writes records into SQL
+//! through the ingest pipeline, acknowledging each message once its record is committed.
+//!
+//! ```no_run
+//! use audit_store::PostgresStore;
+//! use audit_store::fleet::{FleetConfig, ingest};
+//!
+//! # async fn run(keys: audit_store::chain::ChainKeys) -> audit_store::Result<()> {
+//! let store = PostgresStore::connect("postgres://audit@db/audit").await?.chained(keys);
+//! store.migrate().await?;
+//! let ingestor = ingest::builder(store, FleetConfig::new("nats://10.0.0.1:4222")?)
+//!     .consumer("audit-ingest")
+//!     .pipeline(|p| p.writers(2))
+//!     .connect()
+//!     .await?;
+//! let metrics = ingestor
+//!     .run(async { tokio::signal::ctrl_c().await.ok(); })
+//!     .await?;
+//! println!("stored {}", metrics.pipeline.stored);
+//! # Ok(()) }
+//! ```
+//!
+//! # What happens to a message
+//!
+//! Every ingestor process of a fleet pulls from the same durable consumer (explicit
+//! acknowledgement, [`ack_wait`](IngestorBuilder::ack_wait) 30 s, at most
+//! [`max_ack_pending`](IngestorBuilder::max_ack_pending) messages out at once): JetStream
+//! hands each message to one of them, and again to any of them when it is not acknowledged in
+//! time (an ingestor killed mid-batch). Messages are taken in batches bounded in count and
+//! bytes ([`batch_size`](IngestorBuilder::batch_size), [`batch_bytes`](IngestorBuilder::batch_bytes)).
+//!
+//! Each message is parsed as an [`AuditRecord`] and committed through an in-process
+//! [pipeline](crate::pipeline) over the SQL store, in strict mode: batches from many messages
+//! share one chained transaction (group commit), enriched by the pipeline's
+//! [`Directory`](crate::pipeline::Directory) if one is configured, and the pipeline's
+//! checkpoints, retention and gap records run as in a single process. A message is
+//! acknowledged only once its record is committed; the store skips a record it already holds
+//! (the same id), so a message delivered twice (an acknowledgement lost, an ingestor killed
+//! after its commit) is stored once.
+//!
+//! # Poison messages
+//!
+//! A message that is larger than [`max_record_bytes`](IngestorBuilder::max_record_bytes),
+//! is not an audit record, or that the database refuses row by row
+//! ([`StoreError::is_data_error`](crate::StoreError::is_data_error)) is *poison*: it is
+//! published to the dead-letter subject (default `audit.dead`) with the headers
+//! `Audit-Dead-Reason` (`too_large`, `unparseable`, `refused`), `Audit-Original-Subject`,
+//! `Audit-Original-Stream`, `Audit-Original-Sequence` and `Audit-Deliveries`, then
+//! acknowledged, counted ([`IngestorMetrics::dead_lettered`]) and reported by a gap record:
+//! in the account's log when the record names its account, else in the log of records
+//! without one. It is never retried for ever and never holds back the messages behind it.
+//!
+//! # The database down
+//!
+//! The pipeline keeps the records of unacknowledged messages in memory and retries the write
+//! with backoff (no spool: the stream is the buffer). Meanwhile the ingestor tells JetStream
+//! every third of `ack_wait` that it is still working on them (`+WPI`), so they are not
+//! handed to another ingestor; it takes no more than [`in_flight`](IngestorBuilder::in_flight)
+//! records at a time, and everything else waits in the stream. Were a message redelivered
+//! all the same (the ingestor paused longer than `ack_wait`), the store's skip by id makes
+//! the second write harmless.
+//!
+//! # Shutdown
+//!
+//! When the future given to [`run`](Ingestor::run) resolves, the ingestor stops pulling,
+//! waits until every record it took is committed and its message acknowledged (at most
+//! [`shutdown_timeout`](IngestorBuilder::shutdown_timeout)), flushes the pipeline (gap
+//! records, a last checkpoint) and returns. Messages buffered but not started are left
+//! unacknowledged: JetStream hands them to another ingestor after `ack_wait`. If the
+//! database does not come back within the timeout, the ingestor stops without acknowledging
+//! what it holds, which is redelivered.
+//!
+//! # Metrics
+//!
+//! The pipeline's metrics (see [`pipeline`](crate::pipeline#metrics): stored, duplicates,
+//! batch write seconds, the lag from a record's time to its commit, ...) and the ingestor's
+//! own counters through the [`metrics`](https://docs.rs/metrics) facade:
+//! `audit_ingest_fetched_total`, `audit_ingest_acked_total`,
+//! `audit_ingest_dead_lettered_total`, `audit_ingest_redelivery_requested_total`, and the
+//! gauge `audit_ingest_in_flight`. [`IngestorMonitor::metrics`] reads them all at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use audit_layer::NotCommitted;
+use audit_layer::record::AuditRecord;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::config::FleetConfig;
+use super::destination::ensure_streams;
+use crate::pipeline::{self, IngestSink, Pipeline, PipelineBuilder, PipelineMetrics};
+use crate::store::ChainedStore;
+use crate::{Result, StoreError};
+
+type Configure<S> = Box<dyn FnOnce(PipelineBuilder<S>) -> PipelineBuilder<S> + Send>;
+
+/// The default durable consumer's name.
+pub const DEFAULT_CONSUMER: &str = "audit-ingest";
+
+/// An ingestor writing into `store` from the stream of `fleet`, with the defaults documented
+/// on each setting of [`IngestorBuilder`].
+pub fn builder<S: ChainedStore>(store: S, fleet: FleetConfig) -> IngestorBuilder<S> {
+    IngestorBuilder {
+        store,
+        fleet,
+        consumer: DEFAULT_CONSUMER.to_owned(),
+        batch_size: 1000,
+        batch_bytes: 8 << 20,
+        fetch_expiry: Duration::from_secs(5),
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 20_000,
+        max_record_bytes: 1 << 20,
+        in_flight: 8000,
+        shutdown_timeout: Duration::from_secs(30),
+        create_stream: false,
+        pipeline: Box::new(|p| p),
+    }
+}
+
+/// Configures an [`Ingestor`]; see [`builder`].
+#[must_use]
+pub struct IngestorBuilder<S> {
+    store: S,
+    fleet: FleetConfig,
+    consumer: String,
+    batch_size: usize,
+    batch_bytes: usize,
+    fetch_expiry: Duration,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+    max_record_bytes: usize,
+    in_flight: usize,
+    shutdown_timeout: Duration,
+    create_stream: bool,
+    pipeline: Configure<S>,
+}
+
+impl<S> std::fmt::Debug for IngestorBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestorBuilder")
+            .field("fleet", &self.fleet)
+            .field("consumer", &self.consumer)
+            .field("batch_size", &self.batch_size)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_ack_pending", &self.max_ack_pending)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: ChainedStore> IngestorBuilder<S> {
+    /// The durable consumer's name, shared by every ingestor of the fleet. Defaults to
+    /// `audit-ingest`.
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = name.into();
+        self
+    }
+
+    /// The most messages pulled at once. Defaults to 1,000.
+    pub fn batch_size(mut self, messages: usize) -> Self {
+        self.batch_size = messages.max(1);
+        self
+    }
+
+    /// The most bytes of messages pulled at once. Defaults to 8 MiB.
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1024);
+        self
+    }
+
+    /// How long one pull request waits on the server for messages. Defaults to 5 s.
+    pub fn fetch_expiry(mut self, expiry: Duration) -> Self {
+        self.fetch_expiry = expiry.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long JetStream waits for a message's acknowledgement before it hands the message
+    /// to another ingestor (the consumer's `ack_wait`, set when the consumer is created).
+    /// Defaults to 30 s.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The most messages handed out and not yet acknowledged, over all ingestors (the
+    /// consumer's `max_ack_pending`, set when the consumer is created). Defaults to 20,000.
+    pub fn max_ack_pending(mut self, messages: i64) -> Self {
+        self.max_ack_pending = messages.max(1);
+        self
+    }
+
+    /// Messages larger than this are poison (see [the module docs](self#poison-messages)).
+    /// Defaults to 1 MiB.
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most records of this ingestor waiting for their commit. Defaults to 8,000.
+    pub fn in_flight(mut self, records: usize) -> Self {
+        self.in_flight = records.max(1);
+        self
+    }
+
+    /// How long a shutdown waits for the records taken to be committed. Defaults to 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Creates the stream (and the dead-letter stream) when missing, as
+    /// [`NatsDestination::ensure_stream`](super::NatsDestination::ensure_stream) does.
+    /// Defaults to off: a missing stream is an error.
+    pub fn create_stream(mut self, create: bool) -> Self {
+        self.create_stream = create;
+        self
+    }
+
+    /// Configures the pipeline that writes into the store (writers, directory, checkpoint
+    /// sink, retention, metric labels...). A spool set here is ignored: the stream is the
+    /// ingestor's buffer.
+    pub fn pipeline(
+        mut self,
+        configure: impl FnOnce(PipelineBuilder<S>) -> PipelineBuilder<S> + Send + 'static,
+    ) -> Self {
+        self.pipeline = Box::new(configure);
+        self
+    }
+
+    /// Connects (waiting for a server), checks that the stream exists (or creates it), and
+    /// creates the durable consumer if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] naming a setting that cannot work; [`StoreError::Stream`] when
+    /// NATS does not answer or the stream is missing.
+    pub async fn connect(self) -> Result<Ingestor<S>> {
+        crate::fleet::subject::check_name("consumer", &self.consumer)
+            .map_err(StoreError::Config)?;
+        let client = self.fleet.connect(true).await?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(self.fleet.request_timeout)
+            .build(client.clone());
+        if self.create_stream {
+            ensure_streams(&js, &self.fleet).await?;
+        }
+        let stream = js.get_stream(&self.fleet.stream).await.map_err(|e| {
+            StoreError::Stream(format!(
+                "cannot open the stream {} (stream): {e}; create it with --create-stream or NatsDestination::ensure_stream",
+                self.fleet.stream
+            ))
+        })?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &self.consumer,
+                pull::Config {
+                    durable_name: Some(self.consumer.clone()),
+                    description: Some("audit-ingest: writes audit records into SQL".to_owned()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: self.max_ack_pending,
+                    filter_subject: format!("{}.>", self.fleet.subject_prefix),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                StoreError::Stream(format!(
+                    "cannot open the consumer {} (consumer) of the stream {}: {e}",
+                    self.consumer, self.fleet.stream
+                ))
+            })?;
+        let in_flight = self.in_flight;
+        let (sink, pipeline) = (self.pipeline)(pipeline::builder(self.store))
+            .without_spool()
+            // Room for every record in flight: a strict commit is refused when the queue is
+            // full, and would only come back.
+            .queue_capacity(in_flight + self.batch_size)
+            .queue_bytes(
+                ((in_flight + self.batch_size) as u64)
+                    .saturating_mul(4096)
+                    .max(16 << 20),
+            )
+            .build()
+            .await?;
+        let counters = Arc::new(Counters::default());
+        Ok(Ingestor {
+            shared: Arc::new(Shared {
+                client,
+                js,
+                sink,
+                counters,
+                dead_letter_subject: self.fleet.dead_letter_subject.clone(),
+                max_record_bytes: self.max_record_bytes,
+                ack_wait: self.ack_wait,
+                request_timeout: self.fleet.request_timeout,
+            }),
+            consumer,
+            pipeline,
+            batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes,
+            fetch_expiry: self.fetch_expiry,
+            in_flight,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+/// A connected ingestor; [`run`](Self::run) it. See [the module docs](self).
+#[must_use = "an ingestor does nothing unless run"]
+pub struct Ingestor<S> {
+    shared: Arc<Shared>,
+    consumer: jetstream::consumer::PullConsumer,
+    pipeline: Pipeline<S>,
+    batch_size: usize,
+    batch_bytes: usize,
+    fetch_expiry: Duration,
+    in_flight: usize,
+    shutdown_timeout: Duration,
+}
+
+impl<S> std::fmt::Debug for Ingestor<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("metrics", &self.shared.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an ingestor did: its own counters and its pipeline's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngestorMetrics {
+    /// Messages received from the stream (redeliveries included).
+    pub fetched: u64,
+    /// Messages acknowledged after their record was committed (new or already stored).
+    pub acked: u64,
+    /// Poison messages moved to the dead-letter subject.
+    pub dead_lettered: u64,
+    /// Messages handed back for redelivery (the pipeline could not take them).
+    pub redelivery_requested: u64,
+    /// Records taken and not yet settled.
+    pub in_flight: u64,
+    /// The pipeline's counters: `stored`, `duplicates`, `dropped`, `gap_records`, ...
+    pub pipeline: PipelineMetrics,
+}
+
+/// Reads an ingestor's metrics while it runs. Cheap to clone.
+#[derive(Clone)]
+pub struct IngestorMonitor(Arc<Shared>);
+
+impl std::fmt::Debug for IngestorMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("IngestorMonitor")
+            .field(&self.metrics())
+            .finish()
+    }
+}
+
+impl IngestorMonitor {
+    /// The counters now.
+    pub fn metrics(&self) -> IngestorMetrics {
+        self.0.metrics()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    fetched: AtomicU64,
+    acked: AtomicU64,
+    dead_lettered: AtomicU64,
+    redelivery_requested: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, counter: &AtomicU64, name: &'static str, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(name).increment(n);
+    }
+
+    fn in_flight(&self, delta: i64) {
+        if delta >= 0 {
+            self.in_flight
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.in_flight
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+        metrics::gauge!("audit_ingest_in_flight")
+            .set(self.in_flight.load(Ordering::Relaxed) as f64);
+    }
+}
+
+struct Shared {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    sink: IngestSink,
+    counters: Arc<Counters>,
+    dead_letter_subject: String,
+    max_record_bytes: usize,
+    ack_wait: Duration,
+    request_timeout: Duration,
+}
+
+/// Why a message is poison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Poison {
+    TooLarge,
+    Unparseable,
+    Refused,
+}
+
+impl Poison {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Unparseable => "unparseable",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl<S: ChainedStore> Ingestor<S> {
+    /// Reads the metrics while the ingestor runs.
+    pub fn monitor(&self) -> IngestorMonitor {
+        IngestorMonitor(Arc::clone(&self.shared))
+    }
+
+    /// The counters now.
+    pub fn metrics(&self) -> IngestorMetrics {
+        self.shared.metrics()
+    }
+
+    /// Ingests until `shutdown` resolves, then stops as described in [the module
+    /// docs](self#shutdown) and returns the final counters.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Stream`] when the consumer cannot be read from at all (it was deleted).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<IngestorMetrics> {
+        let Self {
+            shared,
+            consumer,
+            pipeline,
+            batch_size,
+            batch_bytes,
+            fetch_expiry,
+            in_flight,
+            shutdown_timeout,
+        } = self;
+        let worker = tokio::spawn(pipeline.run());
+        let permits = Arc::new(Semaphore::new(in_flight));
+        let mut settling = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        let mut failure = None;
+        'pull: loop {
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(batch_size)
+                .max_bytes_per_batch(batch_bytes)
+                .expires(fetch_expiry)
+                .messages()
+                .await
+            {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::warn!(target: "audit_store", "cannot pull from the audit stream, will retry: {e}");
+                    tokio::select! {
+                        () = &mut shutdown => break 'pull,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'pull,
+                    }
+                }
+            };
+            loop {
+                while settling.try_join_next().is_some() {}
+                let first = tokio::select! {
+                    () = &mut shutdown => break 'pull,
+                    next = messages.next() => next,
+                };
+                let mut chunk = match first {
+                    Some(Ok(message)) => vec![message],
+                    Some(Err(e)) => {
+                        tracing::warn!(target: "audit_store", "audit stream pull: {e}");
+                        continue;
+                    }
+                    None => {
+                        if consumer_gone(&consumer).await {
+                            failure = Some(StoreError::Stream(
+                                "the audit consumer was deleted".to_owned(),
+                            ));
+                            break 'pull;
+                        }
+                        continue 'pull;
+                    }
+                };
+                // Whatever else is already there, up to a batch: one group commit.
+                while chunk.len() < batch_size {
+                    match tokio::time::timeout(Duration::from_millis(5), messages.next()).await {
+                        Ok(Some(Ok(message))) => chunk.push(message),
+                        _ => break,
+                    }
+                }
+                let n = chunk.len();
+                let permit = tokio::select! {
+                    () = &mut shutdown => {
+                        // Taken, not started: left unacknowledged, for redelivery.
+                        break 'pull;
+                    }
+                    permit = Arc::clone(&permits).acquire_many_owned(n.min(in_flight) as u32) => permit,
+                };
+                let Ok(permit) = permit else { break 'pull };
+                shared.counters.add(
+                    &shared.counters.fetched,
+                    "audit_ingest_fetched_total",
+                    n as u64,
+                );
+                shared.counters.in_flight(n as i64);
+                settling.spawn(Arc::clone(&shared).settle(chunk, permit));
+            }
+        }
+        let settled = tokio::time::timeout(shutdown_timeout, async {
+            while settling.join_next().await.is_some() {}
+        })
+        .await;
+        if settled.is_ok() {
+            shared.sink.shutdown().await;
+            let _ = worker.await;
+        } else {
+            tracing::error!(target: "audit_store", "the audit database did not take the records in flight before the shutdown timeout: they are left to the stream, for redelivery");
+            settling.abort_all();
+            worker.abort();
+        }
+        let _ = shared.client.flush().await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(shared.metrics()),
+        }
+    }
+}
+
+async fn consumer_gone(consumer: &jetstream::consumer::PullConsumer) -> bool {
+    let mut consumer = consumer.clone();
+    matches!(
+        consumer.info().await,
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound
+    )
+}
+
+impl Shared {
+    fn metrics(&self) -> IngestorMetrics {
+        let c = &self.counters;
+        IngestorMetrics {
+            fetched: c.fetched.load(Ordering::Relaxed),
+            acked: c.acked.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            redelivery_requested: c.redelivery_requested.load(Ordering::Relaxed),
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            pipeline: self.sink.metrics(),
+        }
+    }
+
+    /// Commits the records of `chunk` and settles each message: acknowledged once committed,
+    /// dead-lettered when poison, handed back when the pipeline could not take it.
+    async fn settle(
+        self: Arc<Self>,
+        chunk: Vec<jetstream::Message>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let n = chunk.len();
+        let mut pending: Vec<Option<jetstream::Message>> = Vec::with_capacity(n);
+        let mut commits = FuturesUnordered::new();
+        for (i, message) in chunk.into_iter().enumerate() {
+            match self.admit(&message) {
+                Ok(record) => {
+                    let sink = self.sink.clone();
+                    commits.push(async move { (i, sink.commit(record).await) });
+                    pending.push(Some(message));
+                }
+                Err(poison) => {
+                    self.dead_letter(&message, poison).await;
+                    pending.push(None);
+                }
+            }
+        }
+        let every = self.ack_wait / 3;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                next = commits.next() => {
+                    let Some((i, outcome)) = next else { break };
+                    let Some(message) = pending[i].take() else { continue };
+                    self.settle_one(message, outcome).await;
+                }
+                _ = progress.tick() => {
+                    // Still working on them: not to be handed to another ingestor.
+                    for message in pending.iter().flatten() {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+        let _ = self.client.flush().await;
+        self.counters.in_flight(-(n as i64));
+    }
+
+    /// The record a message carries, or why it is poison.
+    fn admit(&self, message: &jetstream::Message) -> std::result::Result<AuditRecord, Poison> {
+        if message.payload.len() > self.max_record_bytes {
+            return Err(Poison::TooLarge);
+        }
+        serde_json::from_slice::<AuditRecord>(&message.payload).map_err(|_| Poison::Unparseable)
+    }
+
+    async fn settle_one(
+        &self,
+        message: jetstream::Message,
+        outcome: std::result::Result<(), NotCommitted>,
+    ) {
+        match outcome {
+            Ok(()) => {
+                if let Err(e) = message.ack().await {
+                    tracing::warn!(target: "audit_store", "cannot acknowledge an audit message (it will be redelivered, and skipped by the store): {e}");
+                }
+                self.counters
+                    .add(&self.counters.acked, "audit_ingest_acked_total", 1);
+            }
+            // Refused by the database row by row: the pipeline counted it and notes the gap.
+            Err(NotCommitted::Dropped) => self.move_aside(&message, Poison::Refused).await,
+            Err(_) => {
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                self.counters.add(
+                    &self.counters.redelivery_requested,
+                    "audit_ingest_redelivery_requested_total",
+                    1,
+                );
+            }
+        }
+    }
+
+    /// A poison message that never reached the pipeline: moved aside, and its loss noted
+    /// for a gap record in its account's log (when it names one).
+    async fn dead_letter(&self, message: &jetstream::Message, poison: Poison) {
+        let (account, time_ms) = account_and_time(&message.payload);
+        tracing::error!(target: "audit_store", reason = poison.as_str(), subject = %message.subject, account = account.as_deref().unwrap_or(""), "poison audit message moved to the dead-letter subject");
+        self.sink.note_lost(account.as_deref(), time_ms);
+        self.move_aside(message, poison).await;
+    }
+
+    /// Publishes `message` to the dead-letter subject with headers saying why and whence,
+    /// then acknowledges it.
+    async fn move_aside(&self, message: &jetstream::Message, poison: Poison) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Audit-Dead-Reason", poison.as_str());
+        headers.insert("Audit-Original-Subject", message.subject.as_str());
+        if let Ok(info) = message.info() {
+            headers.insert("Audit-Original-Stream", info.stream);
+            headers.insert(
+                "Audit-Original-Sequence",
+                info.stream_sequence.to_string().as_str(),
+            );
+            headers.insert("Audit-Deliveries", info.delivered.to_string().as_str());
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("{}.{}", info.stream, info.stream_sequence).as_str(),
+            );
+        }
+        let published = match self
+            .js
+            .publish_with_headers(
+                self.dead_letter_subject.clone(),
+                headers.clone(),
+                message.payload.clone(),
+            )
+            .await
+        {
+            Ok(ack) => tokio::time::timeout(self.request_timeout, ack)
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map(drop).map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = published {
+            // Kept nowhere in the stream (no dead-letter stream?): still sent to subscribers
+            // of the subject, and never retried for ever.
+            tracing::error!(target: "audit_store", "the dead-letter stream did not take a poison audit message ({e}); published without it");
+            let _ = self
+                .client
+                .publish_with_headers(
+                    self.dead_letter_subject.clone(),
+                    headers,
+                    message.payload.clone(),
+                )
+                .await;
+        }
+        let _ = message.ack().await;
+        self.counters.add(
+            &self.counters.dead_lettered,
+            "audit_ingest_dead_lettered_total",
+            1,
+        );
+    }
+}
+
+/// The account id and time (ms) a payload names, when it is JSON that names them; else no
+/// account, and now.
+fn account_and_time(payload: &[u8]) -> (Option<String>, i64) {
+    let now = crate::time::now_ms();
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return (None, now);
+    };
+    let account = value
+        .pointer("/account/id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let time = value
+        .pointer("/action/time")
+        .and_then(serde_json::Value::as_str)
+        .and_then(crate::time::parse_time)
+        .unwrap_or(now);
+    (account, time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poison_message_names_its_account_when_it_can() {
+        let (account, time) = account_and_time(
+            br#"{"account":{"id":"acc"},"action":{"time":"2026-01-02T03:04:05Z"}}"#,
+        );
+        assert_eq!(account.as_deref(), Some("acc"));
+        assert_eq!(time, 1_767_323_045_000);
+        let (account, _) = account_and_time(b"not json");
+        assert_eq!(account, None);
+        let (account, _) = account_and_time(br#"{"account":{"id":7}}"#);
+        assert_eq!(account, None);
+    }
+}
