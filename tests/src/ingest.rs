@@ -23,13 +23,28 @@ const SETTLES_WITHIN: Duration = Duration::from_millis(500);
 
 /// Every setting the binary reads from its environment: none reaches it unless a test passes
 /// it.
-const SETTINGS: [&str; 7] = [
+const SETTINGS: [&str; 22] = [
     "AUDIT_NATS_URL",
     "DATABASE_URL",
-    "AUDIT_STREAM",
-    "AUDIT_CONSUMER",
     "AUDIT_CHAIN_SECRET",
+    "AUDIT_UNCHAINED",
+    "AUDIT_STREAM",
+    "AUDIT_SUBJECT_PREFIX",
+    "AUDIT_CONSUMER",
+    "AUDIT_DEAD_LETTER_SUBJECT",
+    "AUDIT_CREATE_STREAM",
     "AUDIT_NATS_REPLICAS",
+    "AUDIT_STREAM_MAX_BYTES",
+    "AUDIT_INGEST_BATCH_SIZE",
+    "AUDIT_INGEST_IN_FLIGHT",
+    "AUDIT_INGEST_WRITERS",
+    "AUDIT_ACK_WAIT",
+    "AUDIT_MAX_ACK_PENDING",
+    "AUDIT_MAX_RECORD_BYTES",
+    "AUDIT_SHUTDOWN_TIMEOUT",
+    "AUDIT_CHECKPOINTS",
+    "AUDIT_TABLE_PREFIX",
+    "AUDIT_SCHEMA",
     "RUST_LOG",
 ];
 

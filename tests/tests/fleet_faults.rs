@@ -47,8 +47,15 @@ use audit_tests::{
 
 /// The stream the demos publish to and the ingestors consume (the binaries' default).
 const STREAM: &str = "AUDIT";
+/// Where poison messages go (the dead-letter stream the demos create beside [`STREAM`]).
+const DEAD_LETTERS: &str = "AUDIT_DEAD";
 /// The ingestors' durable consumer (the binary's default).
 const CONSUMER: &str = "audit-ingest";
+
+/// How long JetStream waits for an ingestor's acknowledgement before it hands a message to
+/// another (the consumer's `ack_wait`; `audit-ingest` defaults to 30 s): shorter here, so that
+/// the killed ingestor's messages come back within the test's time budget.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the whole NATS cluster stays unreachable.
 const NATS_OUTAGE: Duration = Duration::from_secs(10);
@@ -145,6 +152,7 @@ impl Fleet {
     async fn start_ingestor(&self, i: usize) -> Ingestor {
         let config = IngestConfig::new(self.nats.urls(), self.pg.url())
             .env("AUDIT_CHAIN_SECRET", CHAIN_SECRET)
+            .env("AUDIT_ACK_WAIT", ACK_WAIT.as_secs().to_string())
             .env("RUST_LOG", "info");
         Ingestor::start(&self.dir.path().join(format!("ingest-{i}")), &config).await
     }
@@ -195,6 +203,7 @@ struct Settled {
     accounting: Accounting,
     chains: usize,
     chains_ok: usize,
+    dead_letters: u64,
     catch_up: Duration,
 }
 
@@ -241,11 +250,16 @@ async fn settle(
     );
     assert_eq!(stored.gap_records, 0, "{case}: a gap record says records were lost");
     let (chains, chains_ok) = verify_chains(case, &fleet.pg).await;
+    let dead_letters = blocking(|| fleet.nats.stream_info(DEAD_LETTERS))
+        .map(|i| i["state"]["messages"].as_u64().unwrap_or(0))
+        .unwrap_or_else(|e| panic!("{case}: the dead-letter stream cannot be read: {e}"));
+    assert_eq!(dead_letters, 0, "{case}: messages were dead-lettered");
     Settled {
         stored,
         accounting,
         chains,
         chains_ok,
+        dead_letters,
         catch_up,
     }
 }
@@ -290,6 +304,7 @@ fn summary(case: &str, samples: &Samples, outcome: &Settled, tail: &[(&str, u64)
         ("chains", outcome.chains as u64),
         ("chains_broken", 0),
         ("chains_checkpointed", outcome.chains_ok as u64),
+        ("dead_letters", outcome.dead_letters),
         ("catch_up_ms", outcome.catch_up.as_millis() as u64),
     ]
     .iter()
@@ -436,6 +451,11 @@ async fn nats_faults_every_answer_stored_once() {
             ("stored_before_restart", stored_before_restart),
         ],
     );
+    // Every record is stored: the last acknowledgements follow their commits.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fleet.unacknowledged() != Some(0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let left = fleet.unacknowledged();
     assert_eq!(left, Some(0), "the consumer still has messages to acknowledge");
 }
