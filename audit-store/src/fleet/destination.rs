@@ -72,6 +72,11 @@ impl NatsDestination {
     pub fn new(client: async_nats::Client, config: FleetConfig) -> Self {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
+            // A batch's publishes are all in flight before their acks are awaited: room for
+            // a few batches of the pipeline's largest (4,000 records by default), and the
+            // permits of acks abandoned by a failed batch back after the request timeout.
+            .max_ack_inflight(1 << 16)
+            .ack_timeout(config.request_timeout)
             .build(client.clone());
         Self {
             client,

@@ -1,0 +1,704 @@
+//! Fleet mode against a real NATS server: a private single-node JetStream `nats-server`
+//! (Debian's `/usr/sbin/nats-server`) per test, on a free port with its store in a temp dir,
+//! never the machine's 127.0.0.1:4222.
+//!
+//! Records go app → pipeline → `NatsDestination` → stream → `Ingestor` → SQLite (and
+//! PostgreSQL with `AUDIT_TEST_POSTGRES_URL`, in a schema of its own): each stored once, chains
+//! verified; duplicates dropped; poison messages moved aside with a gap record; NATS down
+//! → spool → replay; strict mode released only by the stream's ack; an ingestor's shutdown
+//! commits and acknowledges what it took; the `audit-ingest` binary end to end.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use audit_layer::NotCommitted;
+use audit_layer::record::AuditRecord;
+use audit_store::chain::{ChainKeys, ChainSecret};
+use audit_store::fleet::{FleetConfig, IngestorMetrics, NatsDestination, ingest};
+use audit_store::model::StoredRecord;
+use audit_store::pipeline::{self, Destination, IngestSink};
+use audit_store::store::ChainedStore;
+use audit_store::verify;
+use common::{BASE_MS, Backend, TestResult, record};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn keys() -> ChainKeys {
+    ChainKeys::from_secret(&ChainSecret::from_bytes([23; 32]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private NATS server
+// ---------------------------------------------------------------------------------------------
+
+/// A single-node JetStream server of this test: its own port and store directory. Stopped
+/// (killed) when dropped.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts one; `None` (after [`common::skip`]) when there is no `nats-server` here.
+    async fn start() -> TestResult<Option<Self>> {
+        if !Path::new(NATS_SERVER).exists() {
+            common::skip(
+                "a NATS test",
+                &format!(
+                    "{NATS_SERVER} is missing (Debian package nats-server; .ci/run installs it)"
+                ),
+            );
+            return Ok(None);
+        }
+        let port = free_port()?;
+        let mut server = Self {
+            child: None,
+            port,
+            dir: tempfile::tempdir()?,
+        };
+        server.run().await?;
+        Ok(Some(server))
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process (again: the same port and store) and waits until it listens.
+    async fn run(&mut self) -> TestResult {
+        let store: PathBuf = self.dir.path().join("js");
+        let child = Command::new(NATS_SERVER)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("nats-server did not listen on {}", self.port).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Kills the process and waits for it.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> TestResult<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    assert_ne!(port, 4222, "never the machine's NATS");
+    Ok(port)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A fleet on `server` with test-speed timeouts.
+fn fleet(server: &NatsServer) -> TestResult<FleetConfig> {
+    Ok(FleetConfig::new(&server.url())?.request_timeout(Duration::from_millis(1500)))
+}
+
+/// A destination on `server`, its stream created (JetStream may take a moment to be ready).
+async fn destination(server: &NatsServer) -> TestResult<NatsDestination> {
+    let destination = NatsDestination::connect(fleet(server)?)
+        .await?
+        .spool_keys_from(&keys());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match destination.ensure_stream().await {
+            Ok(_) => return Ok(destination),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A publishing pipeline into `destination`, spooling to `spool`, with quick retries.
+async fn publisher(
+    destination: NatsDestination,
+    spool: &Path,
+) -> TestResult<(IngestSink, tokio::task::JoinHandle<()>)> {
+    let (sink, pipeline) = pipeline::builder(destination)
+        .flush_interval(Duration::from_millis(5))
+        .retry(2, Duration::from_millis(10), Duration::from_millis(50))
+        .write_timeout(Duration::from_secs(2))
+        .probe_interval(Duration::from_millis(50))
+        .spool(spool, 16 << 20)
+        .build()
+        .await?;
+    Ok((sink, tokio::spawn(pipeline.run())))
+}
+
+/// A running ingestor into `store`; send on the returned sender to shut it down.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<audit_store::Result<IngestorMetrics>>,
+    monitor: audit_store::fleet::IngestorMonitor,
+}
+
+impl Running {
+    async fn stop(self) -> TestResult<IngestorMetrics> {
+        let _ = self.stop.send(());
+        Ok(self.task.await??)
+    }
+}
+
+async fn ingestor<S: ChainedStore>(store: S, server: &NatsServer) -> TestResult<Running> {
+    let ingestor = ingest::builder(store, fleet(server)?)
+        .pipeline(|p| p.flush_interval(Duration::from_millis(5)))
+        .shutdown_timeout(Duration::from_secs(20))
+        .connect()
+        .await?;
+    let monitor = ingestor.monitor();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(ingestor.run(async {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        stop,
+        task,
+        monitor,
+    })
+}
+
+/// Waits (polling, up to 30 s) until `check` holds.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> TestResult<bool>) -> TestResult {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await? {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn jetstream_of(server: &NatsServer) -> TestResult<jetstream::Context> {
+    Ok(jetstream::new(async_nats::connect(server.url()).await?))
+}
+
+/// Messages the stream `name` holds now.
+async fn messages_in(js: &jetstream::Context, name: &str) -> TestResult<u64> {
+    Ok(js.get_stream(name).await?.get_info().await?.state.messages)
+}
+
+/// `n` records over five accounts (and some without one), times from `BASE_MS` on.
+fn records(n: usize) -> Vec<AuditRecord> {
+    (0..n)
+        .map(|i| {
+            let account = match i % 6 {
+                5 => None,
+                k => Some(format!("acc-{k}")),
+            };
+            record(account.as_deref(), BASE_MS + i as i64)
+        })
+        .collect()
+}
+
+/// Every chain of `store` verifies.
+async fn chains_verify<S: ChainedStore>(store: &S) -> TestResult {
+    let reports = verify::verify_all(store, &keys().verifier(), &[]).await?;
+    assert!(!reports.is_empty());
+    for report in reports {
+        assert!(report.ok, "{report:?}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trip, on both backends
+// ---------------------------------------------------------------------------------------------
+
+/// Published through the pipeline (some strictly), published again (same ids: dropped by the
+/// stream's window) and once more under another message id (stored once all the same),
+/// ingested: each record stored once, chains verify, the consumer has nothing pending.
+async fn round_trip<S: ChainedStore>(store: S, db: &common::Db) -> TestResult {
+    let Some(server) = NatsServer::start().await? else {
+        return Ok(());
+    };
+    let spool = tempfile::tempdir()?;
+    let destination = destination(&server).await?;
+    let js = jetstream_of(&server).await?;
+    let (sink, worker) = publisher(destination.clone(), spool.path()).await?;
+    let all = records(120);
+    // Strict mode: the commit resolves once the stream holds the record.
+    let strict = all[0].clone();
+    sink.commit(strict).await?;
+    assert_eq!(
+        messages_in(&js, "AUDIT").await?,
+        1,
+        "acknowledged means in the stream"
+    );
+    for r in &all[1..] {
+        audit_layer::AuditSink::submit(&sink, r.clone());
+    }
+    common::stop(&sink, worker).await?;
+    assert_eq!(messages_in(&js, "AUDIT").await?, 120);
+
+    // A retried publish of the same records: the stream drops them.
+    let rows: Vec<StoredRecord> = all[..10]
+        .iter()
+        .map(StoredRecord::from_record)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(destination.write_rows(&rows).await?, 0, "all duplicates");
+    assert_eq!(messages_in(&js, "AUDIT").await?, 120);
+    // One under another message id (past the window, say): the store skips it.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "another-id");
+    js.publish_with_headers(
+        destination.config().subject(Some("acc-1")),
+        headers,
+        rows[1].record.clone().into(),
+    )
+    .await?
+    .await?;
+    assert_eq!(messages_in(&js, "AUDIT").await?, 121);
+
+    let running = ingestor(store.clone(), &server).await?;
+    let monitor = running.monitor.clone();
+    until("every message acknowledged", async || {
+        Ok(monitor.metrics().acked == 121)
+    })
+    .await?;
+    let metrics = running.stop().await?;
+    assert_eq!(metrics.fetched, 121, "{metrics:?}");
+    assert_eq!(metrics.pipeline.stored, 120, "{metrics:?}");
+    assert_eq!(metrics.pipeline.duplicates, 1, "{metrics:?}");
+    assert_eq!(metrics.dead_lettered, 0);
+    assert_eq!(metrics.in_flight, 0);
+    // Work-queue retention: acknowledged messages are gone from the stream.
+    assert_eq!(messages_in(&js, "AUDIT").await?, 0);
+
+    let stored = db.rows().await?;
+    assert_eq!(stored.len(), 120, "each record once");
+    let ids: HashSet<Uuid> = stored.iter().map(|r| r.id).collect();
+    let sent: HashSet<Uuid> = all.iter().map(|r| r.id).collect();
+    assert_eq!(ids, sent);
+    chains_verify(&store).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_published_are_ingested_once_into_sqlite_and_chains_verify() -> TestResult {
+    let fx = common::sqlite().await?;
+    let store = fx.store.clone().chained(keys());
+    let outcome = common::time_limit(LIMIT, round_trip(store, &fx.db)).await;
+    fx.teardown().await?;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_published_are_ingested_once_into_postgres_and_chains_verify() -> TestResult {
+    let Some(fx) = common::Postgres::setup().await? else {
+        return Ok(());
+    };
+    let store = fx.store.clone().chained(keys());
+    let outcome = common::time_limit(LIMIT, round_trip(store, &fx.db)).await;
+    fx.teardown().await?;
+    outcome
+}
+
+// ---------------------------------------------------------------------------------------------
+// Poison
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_them() -> TestResult
+{
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let fx = common::sqlite().await?;
+        let store = fx.store.clone().chained(keys());
+        let destination = destination(&server).await?;
+        let js = jetstream_of(&server).await?;
+        let config = destination.config();
+        let poison_time = "2026-01-02T03:04:05Z";
+        let good = record(Some("acc-good"), BASE_MS);
+        let payloads: Vec<(String, Vec<u8>)> = vec![
+            (config.subject(None), b"not json at all".to_vec()),
+            (
+                config.subject(Some("acc-poison")),
+                format!(r#"{{"account":{{"id":"acc-poison"}},"action":{{"time":"{poison_time}"}},"id":7}}"#)
+                    .into_bytes(),
+            ),
+            (
+                config.subject(Some("acc-good")),
+                serde_json::to_vec(&good)?,
+            ),
+        ];
+        for (subject, payload) in payloads {
+            js.publish(subject, payload.into()).await?.await?;
+        }
+        let running = ingestor(store.clone(), &server).await?;
+        let monitor = running.monitor.clone();
+        until("the poison moved aside and the good record stored", async || {
+            let m = monitor.metrics();
+            Ok(m.dead_lettered == 2 && m.acked == 1)
+        })
+        .await?;
+        let metrics = running.stop().await?;
+        assert_eq!(metrics.pipeline.stored, 1, "{metrics:?}");
+        assert_eq!(messages_in(&js, "AUDIT").await?, 0, "nothing left to retry");
+
+        // Moved aside, with headers that say why and whence.
+        let dead = js.get_stream("AUDIT_DEAD").await?;
+        assert_eq!(dead.get_info().await?.state.messages, 2);
+        let first = dead.get_raw_message(1).await?;
+        assert_eq!(first.subject.as_str(), "audit.dead");
+        assert_eq!(&first.payload[..], b"not json at all");
+        let headers = &first.headers;
+        assert_eq!(
+            headers.get("Audit-Dead-Reason").map(|v| v.as_str()),
+            Some("unparseable")
+        );
+        assert_eq!(
+            headers.get("Audit-Original-Subject").map(|v| v.as_str()),
+            Some(config.subject(None).as_str())
+        );
+        assert_eq!(
+            headers.get("Audit-Original-Stream").map(|v| v.as_str()),
+            Some("AUDIT")
+        );
+        assert!(headers.get("Audit-Original-Sequence").is_some());
+
+        // Reported: in acc-poison's log (its time), and in the log of records without an
+        // account.
+        let gaps = fx.db.gap_rows().await?;
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        let poisoned = gaps
+            .iter()
+            .find(|g| g.account_id.as_deref() == Some("acc-poison"))
+            .ok_or("no gap record in acc-poison's log")?;
+        assert!(poisoned.record.contains("1 audit records were lost"), "{}", poisoned.record);
+        assert!(poisoned.record.contains("2026-01-02T03:04:05"), "{}", poisoned.record);
+        assert!(gaps.iter().any(|g| g.account_id.is_none()));
+        chains_verify(&store).await?;
+        fx.teardown().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS down
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_spool_while_nats_is_down_and_replay_when_it_returns() -> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(mut server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let spool = tempfile::tempdir()?;
+        let destination = destination(&server).await?;
+        let (sink, worker) = publisher(destination, spool.path()).await?;
+        server.stop();
+
+        let all = records(40);
+        for r in &all[..39] {
+            audit_layer::AuditSink::submit(&sink, r.clone());
+        }
+        common::eventually("the records spooled", || sink.metrics().spooled == 39).await?;
+        let (segments, _) = common::spool_segments(spool.path())?;
+        assert!(segments > 0);
+        // Strict mode: not acknowledged by the stream, so not released as committed.
+        assert_eq!(
+            sink.commit(all[39].clone()).await,
+            Err(NotCommitted::Spooled)
+        );
+
+        server.run().await?;
+        until("the spool replayed and emptied", async || {
+            Ok(sink.metrics().replayed == 40 && common::spool_segments(spool.path())?.0 == 0)
+        })
+        .await?;
+        let published = common::stop(&sink, worker).await?;
+        assert_eq!(published.dropped, 0, "{published:?}");
+
+        let js = jetstream_of(&server).await?;
+        assert_eq!(messages_in(&js, "AUDIT").await?, 40);
+        let fx = common::sqlite().await?;
+        let store = fx.store.clone().chained(keys());
+        let running = ingestor(store.clone(), &server).await?;
+        let monitor = running.monitor.clone();
+        until("every record ingested", async || {
+            Ok(monitor.metrics().acked == 40)
+        })
+        .await?;
+        running.stop().await?;
+        let ids: HashSet<Uuid> = fx.db.rows().await?.iter().map(|r| r.id).collect();
+        assert_eq!(ids, all.iter().map(|r| r.id).collect());
+        chains_verify(&store).await?;
+        fx.teardown().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingestor_shutting_down_commits_and_acknowledges_what_it_took() -> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let destination = destination(&server).await?;
+        let rows: Vec<StoredRecord> = records(30)
+            .iter()
+            .map(StoredRecord::from_record)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(destination.write_rows(&rows).await?, 30);
+
+        let fx = common::sqlite().await?;
+        let flaky = common::flaky_store(fx.store.clone());
+        // The database holds every write: the records are taken, not committed.
+        flaky.interceptor().hold();
+        let running = ingestor(flaky.clone(), &server).await?;
+        let monitor = running.monitor.clone();
+        until("the records taken", async || {
+            Ok(monitor.metrics().in_flight == 30)
+        })
+        .await?;
+        common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
+        let stop = running.stop;
+        let _ = stop.send(());
+        // Shutting down: it waits for the commit instead of dropping the batch.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!running.task.is_finished());
+        flaky.interceptor().release();
+        let metrics = running.task.await??;
+        assert_eq!(metrics.acked, 30, "{metrics:?}");
+        assert_eq!(fx.db.rows().await?.len(), 30);
+
+        let js = jetstream_of(&server).await?;
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream("AUDIT")
+            .await?
+            .get_consumer("audit-ingest")
+            .await?;
+        let info = consumer.info().await?;
+        assert_eq!(info.num_ack_pending, 0, "{info:?}");
+        assert_eq!(info.num_pending, 0, "{info:?}");
+        assert_eq!(messages_in(&js, "AUDIT").await?, 0);
+        fx.teardown().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit-ingest binary
+// ---------------------------------------------------------------------------------------------
+
+const AUDIT_INGEST: &str = env!("CARGO_BIN_EXE_audit-ingest");
+
+#[test]
+fn audit_ingest_help_documents_every_setting_and_its_variable() -> TestResult {
+    let output = Command::new(AUDIT_INGEST).arg("--help").output()?;
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout)?;
+    for (flag, var) in [
+        ("--nats-url", "AUDIT_NATS_URL"),
+        ("--database-url", "DATABASE_URL"),
+        ("--chain-secret", "AUDIT_CHAIN_SECRET"),
+        ("--stream", "AUDIT_STREAM"),
+        ("--subject-prefix", "AUDIT_SUBJECT_PREFIX"),
+        ("--consumer", "AUDIT_CONSUMER"),
+        ("--dead-letter-subject", "AUDIT_DEAD_LETTER_SUBJECT"),
+        ("--create-stream", "AUDIT_CREATE_STREAM"),
+        ("--replicas", "AUDIT_NATS_REPLICAS"),
+        ("--batch-size", "AUDIT_INGEST_BATCH_SIZE"),
+        ("--writers", "AUDIT_INGEST_WRITERS"),
+        ("--table-prefix", "AUDIT_TABLE_PREFIX"),
+        ("--schema", "AUDIT_SCHEMA"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        assert!(
+            help.contains(&format!("env: {var}")),
+            "{var} missing from:\n{help}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn audit_ingest_names_a_bad_setting_and_prints_no_secret() -> TestResult {
+    let run = |args: &[&str], envs: &[(&str, &str)]| -> TestResult<(i32, String)> {
+        let mut command = Command::new(AUDIT_INGEST);
+        command
+            .args(args)
+            .env_remove("AUDIT_NATS_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("AUDIT_CHAIN_SECRET");
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let output = command.output()?;
+        Ok((
+            output.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        ))
+    };
+    let db = "sqlite://unused.db";
+    let (code, text) = run(
+        &[
+            "--nats-url",
+            "nats://u:hunter2@[::1",
+            "--database-url",
+            db,
+            "--unchained",
+        ],
+        &[],
+    )?;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--nats-url"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let (code, text) = run(
+        &["--nats-url", "nats://127.0.0.1:1", "--database-url", db],
+        &[],
+    )?;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--chain-secret/AUDIT_CHAIN_SECRET"), "{text}");
+    let (code, text) = run(
+        &["--nats-url", "nats://127.0.0.1:1", "--database-url", db],
+        &[("AUDIT_CHAIN_SECRET", "not-a-secret-but-private")],
+    )?;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--chain-secret/AUDIT_CHAIN_SECRET"), "{text}");
+    assert!(!text.contains("not-a-secret-but-private"), "{text}");
+    let (code, text) = run(
+        &[
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--database-url",
+            "mysql://x",
+            "--unchained",
+        ],
+        &[],
+    )?;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--database-url/DATABASE_URL"), "{text}");
+    let (code, text) = run(
+        &[
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--database-url",
+            db,
+            "--unchained",
+            "--stream",
+            "A.B",
+        ],
+        &[],
+    )?;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("'stream'"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_ingest_ingests_until_sigterm_then_exits_cleanly() -> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let dir = tempfile::tempdir()?;
+        let secret = ChainSecret::from_bytes([23; 32]);
+        // The secret through the environment, as an operator would.
+        let db_path = dir.path().join("audit.db");
+        let mut child = Command::new(AUDIT_INGEST)
+            .args([
+                "--nats-url",
+                &server.url(),
+                "--create-stream",
+                "--database-url",
+            ])
+            .arg(format!("sqlite://{}", db_path.display()))
+            .env("AUDIT_CHAIN_SECRET", secret.to_hex())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let destination = NatsDestination::connect(fleet(&server)?).await?;
+        let all = records(25);
+        let rows: Vec<StoredRecord> = all
+            .iter()
+            .map(StoredRecord::from_record)
+            .collect::<Result<_, _>>()?;
+        // The ingestor creates the stream: publish once it exists.
+        until("the stream", async || Ok(destination.probe().await.is_ok())).await?;
+        assert_eq!(destination.write_rows(&rows).await?, 25);
+        let store =
+            audit_store::SqliteStore::connect_existing(&format!("sqlite://{}", db_path.display()))
+                .await?
+                .chained(keys());
+        until("the records stored", async || {
+            Ok(audit_store::store::AuditStore::count(&store).await? == 25)
+        })
+        .await?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = child.try_wait()? {
+                break exit;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("audit-ingest did not stop on SIGTERM".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let output = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(exit.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("audit-ingest: consuming stream AUDIT"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("stored 25"), "{stdout}");
+        assert!(!stdout.contains(&secret.to_hex()) && !stderr.contains(&secret.to_hex()));
+        chains_verify(&store).await
+    })
+    .await
+}
