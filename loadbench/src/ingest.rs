@@ -21,6 +21,7 @@ use audit_layer::record::AuditRecord;
 use audit_store::PostgresStore;
 use audit_store::fleet::{FleetConfig, ingest};
 use audit_store::pipeline;
+use audit_store::store::AuditStore;
 use audit_store::store::intercept::Intercepted;
 
 use crate::flags::Flags;
