@@ -134,6 +134,8 @@ async fn ingestor(args: &IngestArgs) -> Result<IngestReport, BoxError> {
     let (writers, batch_size) = (args.writers, args.batch_size);
     let ingestor = ingest::builder(store, FleetConfig::new(&args.nats_url)?)
         .pipeline(move |p| p.writers(writers).batch_size(batch_size))
+        // Live, it starts before the first server, which would create the stream.
+        .create_stream(true)
         .connect()
         .await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
