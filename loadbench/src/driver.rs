@@ -247,7 +247,10 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
         None
     };
     let nats = if options.variants.contains(&Variant::AuditNats) {
-        Some(NatsServer::start(&options.nats_server, &scratch.join("nats"))?)
+        Some(NatsServer::start(
+            &options.nats_server,
+            &scratch.join("nats"),
+        )?)
     } else {
         None
     };
@@ -611,7 +614,6 @@ impl Run<'_> {
         };
         let db_ticks = postgres_ticks().saturating_sub(db_start);
 
-
         let (start_ticks, _) = at_start.ok_or("no CPU sample at the window's start")??;
         let ((end_ticks, _), end_ms) = match at_end {
             Some((usage, ms)) => (usage?, ms),
@@ -759,7 +761,8 @@ impl Run<'_> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let drain = started.elapsed();
-        let pid = rustix::process::Pid::from_raw(i32::try_from(ingestor.0.id())?).ok_or("no pid")?;
+        let pid =
+            rustix::process::Pid::from_raw(i32::try_from(ingestor.0.id())?).ok_or("no pid")?;
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
         let status = ingestor.wait(crate::server::EXIT_TIMEOUT).await?;
         if !status.success() {
@@ -885,8 +888,7 @@ impl FleetFigures {
     fn fill(self, r: &mut RunResult, publish_nats_ticks: u64, publish_db_ticks: u64) {
         let tick_us = 1e6 / rustix::param::clock_ticks_per_second() as f64;
         let rows = self.ingest.stored.max(1) as f64;
-        r.nats_cpu_us_per_request =
-            (publish_nats_ticks + self.nats_ticks) as f64 * tick_us / rows;
+        r.nats_cpu_us_per_request = (publish_nats_ticks + self.nats_ticks) as f64 * tick_us / rows;
         r.db_cpu_us_per_request = (publish_db_ticks + self.db_ticks) as f64 * tick_us / rows;
         r.ingest_cpu_us_per_row = self.ingest.cpu_ticks as f64 * tick_us / rows;
         r.drain_ms = u64::try_from(self.drain.as_millis()).unwrap_or(u64::MAX);
@@ -1247,14 +1249,18 @@ fn fleet_table(
         out,
         "| request | answered | stored end to end | lost | app CPU µs/req | NATS CPU µs/row | ingestor CPU µs/row | PostgreSQL CPU µs/row | stream ack lag p99 ms | end-to-end lag p50 / p99 / max ms | caught up after ms | ingestor rows/s | in-process pipeline rows/s (CPU µs/row) | dead-lettered |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for &kind in &options.kinds {
         let runs = runs_of(results, kind, Variant::AuditNats, rate);
         if runs.is_empty() {
             continue;
         }
         let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
-            Spread::of(runs.iter().map(|r| f(r))).map_or_else(|| "–".to_owned(), |s| s.show(decimals))
+            Spread::of(runs.iter().map(|r| f(r)))
+                .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
         };
         let lost: u64 = runs.iter().map(|r| r.missing).sum();
         let _ = writeln!(
@@ -1341,12 +1347,9 @@ fn goals(options: &Options, results: &[RunResult]) -> String {
         }
     }
     let mut by_variant: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
-    for r in results
-        .iter()
-        .filter(|r| {
-            r.variant == "audit-sqlite" || r.variant == "audit-postgres" || r.variant == "audit-nats"
-        })
-    {
+    for r in results.iter().filter(|r| {
+        r.variant == "audit-sqlite" || r.variant == "audit-postgres" || r.variant == "audit-nats"
+    }) {
         let entry = by_variant.entry(r.variant).or_default();
         entry.0 += r.missing;
         entry.1 += 1;

@@ -205,17 +205,13 @@ async fn read_stream(url: &str) -> Result<Vec<AuditRecord>, BoxError> {
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut records = Vec::new();
     for seq in first..=last {
-        let message = match tokio::time::timeout(
-            Duration::from_secs(5),
-            stream.get_raw_message(seq),
-        )
-        .await
-        {
-            Ok(Ok(message)) => message,
-            // Acknowledged and deleted, or never there.
-            Ok(Err(_)) => continue,
-            Err(_) => return Err(format!("no answer for message {seq} of the stream").into()),
-        };
+        let message =
+            match tokio::time::timeout(Duration::from_secs(5), stream.get_raw_message(seq)).await {
+                Ok(Ok(message)) => message,
+                // Acknowledged and deleted, or never there.
+                Ok(Err(_)) => continue,
+                Err(_) => return Err(format!("no answer for message {seq} of the stream").into()),
+            };
         records.push(serde_json::from_slice(&message.payload)?);
     }
     Ok(records)

@@ -624,7 +624,9 @@ mod tests {
 
         let info = cluster.stream_info("HARNESS").unwrap();
         let leader = info["cluster"]["leader"].as_str().unwrap().to_owned();
-        let victim = cluster.index_of(&leader).expect("the leader is one of ours");
+        let victim = cluster
+            .index_of(&leader)
+            .expect("the leader is one of ours");
         cluster.kill(victim);
         assert_eq!(
             publish_acked(&mut cluster, "harness.b", 50, 50),
@@ -646,9 +648,9 @@ mod tests {
                 })
                 .map(|i| i["cluster"]["replicas"].clone());
             let current = held.as_ref().is_ok_and(|replicas| {
-                replicas.as_array().is_some_and(|r| {
-                    r.len() == 2 && r.iter().all(|p| p["current"] == true)
-                })
+                replicas
+                    .as_array()
+                    .is_some_and(|r| r.len() == 2 && r.iter().all(|p| p["current"] == true))
             });
             if current {
                 break;

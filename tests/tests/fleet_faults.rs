@@ -173,7 +173,10 @@ impl Fleet {
         }
         for (i, ingestor) in self.ingestors.iter().enumerate() {
             if let Some(ingestor) = ingestor {
-                out.push_str(&format!("--- ingestor {i}:\n{}\n", ingestor.stderr_tail(15)));
+                out.push_str(&format!(
+                    "--- ingestor {i}:\n{}\n",
+                    ingestor.stderr_tail(15)
+                ));
             }
         }
         out
@@ -211,12 +214,7 @@ struct Settled {
 /// `patience`), verifies every chain, and asserts the case's promise: most requests answered
 /// (each with its `x-request-id`), each answer stored exactly once, no gap record, no broken
 /// chain.
-async fn settle(
-    case: &str,
-    fleet: &mut Fleet,
-    samples: &Samples,
-    patience: Duration,
-) -> Settled {
+async fn settle(case: &str, fleet: &mut Fleet, samples: &Samples, patience: Duration) -> Settled {
     let rays = samples.answered_rays();
     let started = Instant::now();
     let stored = wait_for_catch_up(&fleet.pg, &rays, patience, Duration::from_secs(180)).await;
@@ -248,7 +246,10 @@ async fn settle(
         &accounting.duplicated[..accounting.duplicated.len().min(10)],
         fleet.logs()
     );
-    assert_eq!(stored.gap_records, 0, "{case}: a gap record says records were lost");
+    assert_eq!(
+        stored.gap_records, 0,
+        "{case}: a gap record says records were lost"
+    );
     let (chains, chains_ok) = verify_chains(case, &fleet.pg).await;
     let dead_letters = blocking(|| fleet.nats.stream_info(DEAD_LETTERS))
         .map(|i| i["state"]["messages"].as_u64().unwrap_or(0))
@@ -457,7 +458,11 @@ async fn nats_faults_every_answer_stored_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let left = fleet.unacknowledged();
-    assert_eq!(left, Some(0), "the consumer still has messages to acknowledge");
+    assert_eq!(
+        left,
+        Some(0),
+        "the consumer still has messages to acknowledge"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
