@@ -203,6 +203,8 @@ struct RunResult {
     e2e_lag_max_ms: u32,
     /// audit-nats: from the server's exit until the ingestor had committed every record, ms.
     drain_ms: u64,
+    /// audit-nats, backlog: the stream's bytes per record it held (file storage).
+    stream_bytes_per_record: f64,
     dead_lettered: u64,
     errors: u64,
     first_error: Option<String>,
@@ -380,7 +382,11 @@ fn print_progress(result: &RunResult, variant: Variant) {
                 result.db_cpu_us_per_request,
                 group(result.ingest_rows_per_s, 0),
                 group(result.baseline_rows_per_s, 0)
-            )
+            ) + &if result.stream_bytes_per_record > 0.0 {
+                format!(", stream {:.0} B/record", result.stream_bytes_per_record)
+            } else {
+                String::new()
+            }
         } else if variant.stores() {
             format!(
                 "  stored {}/{} (lost {}), lag p99 {} ms, {} rows/s",
@@ -724,9 +730,11 @@ impl Run<'_> {
     ) -> Result<FleetFigures, BoxError> {
         let pg = self.bench.pg()?;
         let mut baseline = None;
+        let mut stream_bytes = (0, 0);
         let (mut ingestor, started) = match live {
             Some(ingestor) => (ingestor, Instant::now()),
             None => {
+                stream_bytes = backlog_bytes(self.bench.nats_url()?).await?;
                 let (ticks, db) = (self.nats_ticks(), postgres_ticks());
                 let mut process = self.start_ingest(dir, "baseline", true).await?;
                 let status = process.wait(crate::server::EXIT_TIMEOUT).await?;
@@ -776,6 +784,7 @@ impl Run<'_> {
             baseline,
             drain,
             backlog: self.bench.options.backlog,
+            stream_bytes,
         })
     }
 
@@ -880,6 +889,8 @@ struct FleetFigures {
     /// committed.
     drain: Duration,
     backlog: bool,
+    /// Backlog: the stream's bytes and messages before the ingestor started.
+    stream_bytes: (u64, u64),
 }
 
 impl FleetFigures {
@@ -894,6 +905,8 @@ impl FleetFigures {
         r.drain_ms = u64::try_from(self.drain.as_millis()).unwrap_or(u64::MAX);
         r.dead_lettered = self.ingest.dead_lettered;
         if self.backlog {
+            r.stream_bytes_per_record =
+                self.stream_bytes.0 as f64 / self.stream_bytes.1.max(1) as f64;
             r.ingest_rows_per_s = rows_per_s(&self.ingest);
             if let Some((baseline, _, _)) = &self.baseline {
                 r.baseline_rows_per_s = rows_per_s(baseline);
@@ -917,6 +930,16 @@ fn rows_per_s(report: &IngestReport) -> f64 {
     };
     let span_s = (last_ms - report.started_ms).max(1) as f64 / 1000.0;
     committed as f64 / span_s
+}
+
+/// The bytes and messages the fleet's stream holds now.
+async fn backlog_bytes(url: &str) -> Result<(u64, u64), BoxError> {
+    let client = async_nats::connect(url).await?;
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(audit_store::fleet::FleetConfig::new(url)?.stream_name())
+        .await?;
+    let info = stream.info().await?;
+    Ok((info.state.bytes, info.state.messages))
 }
 
 fn read_ingest(path: &Path) -> Result<IngestReport, BoxError> {
