@@ -76,3 +76,14 @@ impl StoreError {
 
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_fails_is_retried_and_one_that_refuses_the_record_is_not() {
+        assert!(!StoreError::Stream("publish failed: timed out".into()).is_data_error());
+        assert!(StoreError::StreamRefused("max payload size exceeded".into()).is_data_error());
+    }
+}

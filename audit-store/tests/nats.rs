@@ -178,7 +178,13 @@ impl Running {
 }
 
 async fn ingestor<S: ChainedStore>(store: S, server: &NatsServer) -> TestResult<Running> {
-    let ingestor = ingest::builder(store, fleet(server)?)
+    ingestor_with(ingest::builder(store, fleet(server)?)).await
+}
+
+async fn ingestor_with<S: ChainedStore>(
+    builder: ingest::IngestorBuilder<S>,
+) -> TestResult<Running> {
+    let ingestor = builder
         .pipeline(|p| p.flush_interval(Duration::from_millis(5)))
         .shutdown_timeout(Duration::from_secs(20))
         .connect()
@@ -349,6 +355,8 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         let config = destination.config();
         let poison_time = "2026-01-02T03:04:05Z";
         let good = record(Some("acc-good"), BASE_MS);
+        let mut large = record(Some("acc-large"), BASE_MS);
+        large.resource.request = Some(serde_json::json!({"name": "x".repeat(8192)}).into());
         let payloads: Vec<(String, Vec<u8>)> = vec![
             (config.subject(None), b"not json at all".to_vec()),
             (
@@ -360,15 +368,19 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
                 config.subject(Some("acc-good")),
                 serde_json::to_vec(&good)?,
             ),
+            (config.subject(Some("acc-large")), serde_json::to_vec(&large)?),
         ];
         for (subject, payload) in payloads {
             js.publish(subject, payload.into()).await?.await?;
         }
-        let running = ingestor(store.clone(), &server).await?;
+        let running = ingestor_with(
+            ingest::builder(store.clone(), fleet(&server)?).max_record_bytes(4096),
+        )
+        .await?;
         let monitor = running.monitor.clone();
         until("the poison moved aside and the good record stored", async || {
             let m = monitor.metrics();
-            Ok(m.dead_lettered == 2 && m.acked == 1)
+            Ok(m.dead_lettered == 3 && m.acked == 1)
         })
         .await?;
         let metrics = running.stop().await?;
@@ -377,15 +389,25 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
 
         // Moved aside, with headers that say why and whence.
         let dead = js.get_stream("AUDIT_DEAD").await?;
-        assert_eq!(dead.get_info().await?.state.messages, 2);
-        let first = dead.get_raw_message(1).await?;
+        assert_eq!(dead.get_info().await?.state.messages, 3);
+        let mut moved = Vec::new();
+        for seq in 1..=3 {
+            moved.push(dead.get_raw_message(seq).await?);
+        }
+        let reason = |m: &jetstream::message::StreamMessage| {
+            m.headers
+                .get("Audit-Dead-Reason")
+                .map(|v| v.as_str().to_owned())
+        };
+        let mut reasons: Vec<String> = moved.iter().filter_map(reason).collect();
+        reasons.sort();
+        assert_eq!(reasons, ["too_large", "unparseable", "unparseable"]);
+        let first = moved
+            .iter()
+            .find(|m| &m.payload[..] == b"not json at all")
+            .ok_or("the unparseable message is kept as it was")?;
         assert_eq!(first.subject.as_str(), "audit.dead");
-        assert_eq!(&first.payload[..], b"not json at all");
         let headers = &first.headers;
-        assert_eq!(
-            headers.get("Audit-Dead-Reason").map(|v| v.as_str()),
-            Some("unparseable")
-        );
         assert_eq!(
             headers.get("Audit-Original-Subject").map(|v| v.as_str()),
             Some(config.subject(None).as_str())
@@ -396,10 +418,11 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         );
         assert!(headers.get("Audit-Original-Sequence").is_some());
 
-        // Reported: in acc-poison's log (its time), and in the log of records without an
-        // account.
+        // Reported: in acc-poison's log (its time), in acc-large's, and in the log of records
+        // without an account.
         let gaps = fx.db.gap_rows().await?;
-        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert_eq!(gaps.len(), 3, "{gaps:?}");
+        assert!(gaps.iter().any(|g| g.account_id.as_deref() == Some("acc-large")));
         let poisoned = gaps
             .iter()
             .find(|g| g.account_id.as_deref() == Some("acc-poison"))
@@ -516,6 +539,71 @@ async fn an_ingestor_shutting_down_commits_and_acknowledges_what_it_took() -> Te
         assert_eq!(info.num_ack_pending, 0, "{info:?}");
         assert_eq!(info.num_pending, 0, "{info:?}");
         assert_eq!(messages_in(&js, "AUDIT").await?, 0);
+        fx.teardown().await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_the_ingestor_keeps_its_messages_without_redelivery()
+-> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let destination = destination(&server).await?;
+        let rows: Vec<StoredRecord> = records(20)
+            .iter()
+            .map(StoredRecord::from_record)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(destination.write_rows(&rows).await?, 20);
+
+        let fx = common::sqlite().await?;
+        let flaky = common::flaky_store(fx.store.clone());
+        flaky.interceptor().set_down(true);
+        let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
+            .ack_wait(Duration::from_secs(1))
+            .pipeline(|p| {
+                p.flush_interval(Duration::from_millis(5)).retry(
+                    2,
+                    Duration::from_millis(10),
+                    Duration::from_millis(100),
+                )
+            })
+            .connect()
+            .await?;
+        let monitor = ingestor.monitor();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ingestor.run(async {
+            let _ = stopped.await;
+        }));
+        until("the records taken", async || {
+            Ok(monitor.metrics().fetched == 20)
+        })
+        .await?;
+        // Three times the consumer's ack_wait: without the in-progress acknowledgements
+        // JetStream would have handed every message out again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let waiting = monitor.metrics();
+        assert_eq!(
+            waiting.fetched, 20,
+            "redelivered while the database was down: {waiting:?}"
+        );
+        assert_eq!(waiting.acked, 0);
+        assert_eq!(waiting.in_flight, 20);
+        assert!(flaky.interceptor().failures() > 0);
+
+        flaky.interceptor().set_down(false);
+        until("the records committed", async || {
+            Ok(monitor.metrics().acked == 20)
+        })
+        .await?;
+        let _ = stop.send(());
+        let metrics = task.await??;
+        assert_eq!(metrics.fetched, 20, "{metrics:?}");
+        assert_eq!(metrics.pipeline.stored, 20, "{metrics:?}");
+        assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
+        assert_eq!(fx.db.rows().await?.len(), 20);
         fx.teardown().await
     })
     .await

@@ -419,4 +419,39 @@ mod tests {
             .unwrap();
         assert!(matches!(config.database, Database::Postgres(_)));
     }
+
+    #[test]
+    fn a_nats_url_switches_to_publishing_and_a_bad_one_is_named_without_its_password() {
+        let config = check(&[
+            "demo-app",
+            "--nats-url",
+            "nats://app:hunter2@10.0.0.1:4222,nats://10.0.0.2:4222",
+            "--nats-replicas",
+            "3",
+        ])
+        .ok()
+        .unwrap();
+        let fleet = config.fleet.as_ref().unwrap();
+        assert_eq!(
+            fleet.redacted_servers(),
+            "nats://app:***@10.0.0.1:4222,nats://10.0.0.2:4222"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        for bad in [
+            vec!["demo-app", "--nats-url", "nats://app:hunter2@[::1"],
+            vec![
+                "demo-app",
+                "--nats-url",
+                "nats://10.0.0.1",
+                "--nats-replicas",
+                "0",
+            ],
+        ] {
+            let Err(StartError::Config(message)) = check(&bad) else {
+                panic!("expected a configuration error for {bad:?}");
+            };
+            assert!(message.contains("AUDIT_NATS_URL"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
 }

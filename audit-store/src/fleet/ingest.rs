@@ -4,6 +4,7 @@
 //! ```no_run
 //! use audit_store::PostgresStore;
 //! use audit_store::fleet::{FleetConfig, ingest};
+//! use audit_store::store::AuditStore as _;
 //!
 //! # async fn run(keys: audit_store::chain::ChainKeys) -> audit_store::Result<()> {
 //! let store = PostgresStore::connect("postgres://audit@db/audit").await?.chained(keys);
@@ -489,8 +490,13 @@ impl<S: ChainedStore> Ingestor<S> {
                 let mut chunk = match first {
                     Some(Ok(message)) => vec![message],
                     Some(Err(e)) => {
+                        // NATS unreachable, or a missed heartbeat: the pull is renewed; not
+                        // in a tight loop.
                         tracing::warn!(target: "audit_store", "audit stream pull: {e}");
-                        continue;
+                        tokio::select! {
+                            () = &mut shutdown => break 'pull,
+                            () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                        }
                     }
                     None => {
                         if consumer_gone(&consumer).await {

@@ -20,6 +20,10 @@
 //! go to the spool (authenticated with a key of the chain secret, see
 //! [`NatsDestination::spool_keys_from`]) and are replayed through the stream once it answers.
 //!
+//! On an app instance the pipeline's metrics keep their names: `stored` counts the records
+//! the stream acknowledged as new, `duplicates` those its window dropped, `spooled` and
+//! `replayed` what waited for NATS; the commit lag is measured to the stream's ack.
+//!
 //! **Subjects.** A record goes to `<prefix>.<partition>` (default `audit.records.0` to
 //! `audit.records.15`): the partition is a stable hash of its account id (FNV-1a, 64 bits)
 //! modulo the number of partitions, and records without an account go to partition 0. One
