@@ -75,7 +75,8 @@ stop() {
     echo "fleet: logs and stores kept in $dir"
   fi
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
 
 # The NATS cluster: three nodes, JetStream on, routes to each other.
 client=(); route=(); monitor=()
@@ -154,6 +155,7 @@ fleet: running (Ctrl-C stops everything)
                  monitoring http://127.0.0.1:${monitor[0]}/jsz (also :${monitor[1]}, :${monitor[2]})
   demo 0         http://127.0.0.1:${demo_port[0]}   (logs $dir/demo-0/)
   demo 1         http://127.0.0.1:${demo_port[1]}   (logs $dir/demo-1/)
+                 (their API tokens: the banner in $dir/demo-*/stdout.log)
   ingestors      2 x audit-ingest, stream AUDIT, consumer audit-ingest (logs $dir/ingest-*/)
   PostgreSQL     $database_url
   directory      $dir
