@@ -11,7 +11,9 @@ use audit_store::sqlx::{self, Row};
 use serde::Serialize;
 
 use crate::flags::Flags;
+use crate::ingest::IngestReport;
 use crate::load::{self, LoadOutcome, LoadPlan};
+use crate::nats::NatsServer;
 use crate::stats::{Spread, group, quantile};
 use crate::usage::process_usage;
 use crate::{BoxError, Kind, ServerReport, Variant, unix_ms};
@@ -27,11 +29,19 @@ USAGE: loadbench [OPTIONS]
   --connections N       concurrent keep-alive connections [16]
   --rates LIST          load levels: 'sat' (closed loop, as fast as answered) and/or
                         requests per second, comma-separated [sat]
-  --variants LIST       bare,trace,audit-discard,audit-sqlite,audit-postgres,rune [all]
+  --variants LIST       bare,trace,audit-discard,audit-sqlite,audit-postgres,rune,audit-nats
+                        [all]
   --kinds LIST          GET,POST [both]
   --postgres-url URL    the PostgreSQL the audit-postgres server writes to; its tables go into
                         a schema of this run, dropped at the end
                         [$AUDIT_TEST_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/test]
+  --nats-server PATH    the nats-server the audit-nats variant publishes to (started on a
+                        free port, JetStream in a temporary directory)
+                        [/usr/sbin/nats-server, else the PATH's]
+  --nats-ingest MODE    audit-nats: 'live' (the ingestor consumes during the load: end-to-end
+                        lag) or 'backlog' (it starts once the server exited: its rows/s,
+                        against the in-process pipeline fed the same records) [live]
+  --ingest-writers N    writers of the ingestor's (and the baseline's) pipeline [3]
   --queue-capacity N    the audit pipeline's queue, records [8192]
   --batch-size N        the audit pipeline's largest transaction, records [4000]
   --spool-budget BYTES  the audit pipeline's spool budget [268435456]
@@ -57,6 +67,9 @@ struct Options {
     variants: Vec<Variant>,
     kinds: Vec<Kind>,
     postgres_url: String,
+    nats_server: PathBuf,
+    backlog: bool,
+    ingest_writers: usize,
     queue_capacity: usize,
     batch_size: usize,
     spool_budget: u64,
@@ -77,6 +90,9 @@ impl Options {
             kinds: vec![Kind::Get, Kind::Post],
             postgres_url: std::env::var("AUDIT_TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            nats_server: crate::nats::default_binary(),
+            backlog: false,
+            ingest_writers: 3,
             queue_capacity: 8192,
             batch_size: 4000,
             spool_budget: 256 << 20,
@@ -99,6 +115,20 @@ impl Options {
                 "--variants" => options.variants = flags.list(flag, Variant::parse)?,
                 "--kinds" => options.kinds = flags.list(flag, Kind::parse)?,
                 "--postgres-url" => options.postgres_url = flags.value(flag)?.to_owned(),
+                "--nats-server" => options.nats_server = PathBuf::from(flags.value(flag)?),
+                "--nats-ingest" => {
+                    options.backlog = match flags.value(flag)? {
+                        "live" => false,
+                        "backlog" => true,
+                        other => {
+                            return Err(format!(
+                                "invalid --nats-ingest {other:?}: expected live or backlog"
+                            )
+                            .into());
+                        }
+                    }
+                }
+                "--ingest-writers" => options.ingest_writers = flags.parse(flag)?,
                 "--queue-capacity" => options.queue_capacity = flags.parse(flag)?,
                 "--batch-size" => options.batch_size = flags.parse(flag)?,
                 "--spool-budget" => options.spool_budget = flags.parse(flag)?,
@@ -156,6 +186,26 @@ struct RunResult {
     /// CPU of every `postgres` process on this machine from the window's start to the
     /// server's exit, per request (audit-postgres only; includes other clients' work).
     db_cpu_us_per_request: f64,
+    /// audit-nats: CPU of the NATS server from the window's start until the ingestor caught
+    /// up, per request.
+    nats_cpu_us_per_request: f64,
+    /// audit-nats: CPU of the ingestor process per row it committed.
+    ingest_cpu_us_per_row: f64,
+    /// audit-nats, backlog: the ingestor's committed rows/s (first pull to last commit), and
+    /// the in-process pipeline's over the same store and records (first submit to last
+    /// commit), with its CPU per row.
+    ingest_rows_per_s: f64,
+    baseline_rows_per_s: f64,
+    baseline_cpu_us_per_row: f64,
+    /// audit-nats, live: request start → row committed by the ingestor, ms.
+    e2e_lag_p50_ms: u32,
+    e2e_lag_p99_ms: u32,
+    e2e_lag_max_ms: u32,
+    /// audit-nats: from the server's exit until the ingestor had committed every record, ms.
+    drain_ms: u64,
+    /// audit-nats, backlog: the stream's bytes per record it held (file storage).
+    stream_bytes_per_record: f64,
+    dead_lettered: u64,
     errors: u64,
     first_error: Option<String>,
     /// Requests answered `200`, warm-up included.
@@ -193,8 +243,16 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
     let exe = std::env::current_exe()?;
     let scratch = std::env::temp_dir().join(format!("loadbench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let postgres = if options.variants.contains(&Variant::AuditPostgres) {
+    let postgres = if options.variants.iter().any(|v| v.uses_postgres()) {
         Some(runtime.block_on(Postgres::prepare(&options.postgres_url))?)
+    } else {
+        None
+    };
+    let nats = if options.variants.contains(&Variant::AuditNats) {
+        Some(NatsServer::start(
+            &options.nats_server,
+            &scratch.join("nats"),
+        )?)
     } else {
         None
     };
@@ -219,12 +277,14 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
         exe: &exe,
         scratch: &scratch,
         postgres: postgres.as_ref(),
+        nats: nats.as_ref(),
     };
     let mut results = Vec::new();
     let outcome = bench.run_all(&runtime, &mut out, &mut results);
     if let Some(pg) = &postgres {
         runtime.block_on(pg.drop_schema());
     }
+    drop(nats);
     let _ = std::fs::remove_dir_all(&scratch);
     outcome?;
 
@@ -245,9 +305,22 @@ struct Bench<'a> {
     exe: &'a Path,
     scratch: &'a Path,
     postgres: Option<&'a Postgres>,
+    nats: Option<&'a NatsServer>,
 }
 
 impl Bench<'_> {
+    /// The PostgreSQL schema of the run.
+    fn pg(&self) -> Result<&Postgres, BoxError> {
+        self.postgres.ok_or_else(|| "no PostgreSQL prepared".into())
+    }
+
+    /// The NATS server's URL.
+    fn nats_url(&self) -> Result<&str, BoxError> {
+        self.nats
+            .map(NatsServer::url)
+            .ok_or_else(|| "no NATS server started".into())
+    }
+
     /// Every round, level, kind and variant, one server each: each result is printed, written
     /// to `out` as a JSON line and kept in `results`.
     fn run_all(
@@ -296,7 +369,25 @@ fn print_progress(result: &RunResult, variant: Variant) {
         f64::from(result.p99_us) / 1000.0,
         result.cpu_us_per_request,
         result.peak_rss_kib as f64 / 1024.0,
-        if variant.stores() {
+        if variant == Variant::AuditNats {
+            format!(
+                "  stored {}/{} (lost {}), stream lag p99 {} ms, end-to-end p99 {} ms, nats {:.1} µs/req, ingestor {:.1} µs/row, db {:.1} µs/req, ingest {} rows/s (pipeline {})",
+                result.stored,
+                result.answered,
+                result.missing,
+                result.lag_p99_ms,
+                result.e2e_lag_p99_ms,
+                result.nats_cpu_us_per_request,
+                result.ingest_cpu_us_per_row,
+                result.db_cpu_us_per_request,
+                group(result.ingest_rows_per_s, 0),
+                group(result.baseline_rows_per_s, 0)
+            ) + &if result.stream_bytes_per_record > 0.0 {
+                format!(", stream {:.0} B/record", result.stream_bytes_per_record)
+            } else {
+                String::new()
+            }
+        } else if variant.stores() {
             format!(
                 "  stored {}/{} (lost {}), lag p99 {} ms, {} rows/s",
                 result.stored,
@@ -424,6 +515,17 @@ impl Postgres {
         }
     }
 
+    /// Records stored (gap records apart).
+    async fn count(&self) -> Result<u64, BoxError> {
+        let schema = &self.schema;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.audit_logs WHERE action_type <> 'gap'"
+        )))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn ray_ids(&self) -> Result<Vec<String>, BoxError> {
         let schema = &self.schema;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -458,6 +560,16 @@ impl Run<'_> {
         std::fs::create_dir_all(&dir)?;
         let addr = free_port()?;
         let report_path = dir.join("report.json");
+        if self.variant.uses_postgres() {
+            self.bench.pg()?.reset().await?;
+        }
+        // Live: the ingestor consumes while the load runs.
+        let mut live_ingestor = if self.variant == Variant::AuditNats && !self.bench.options.backlog
+        {
+            Some(self.start_ingest(&dir, "ingest", false).await?)
+        } else {
+            None
+        };
         let mut child = self.start_server(&dir, addr, &report_path).await?;
         let pid = child.0.id();
 
@@ -472,6 +584,7 @@ impl Run<'_> {
             rate: self.rate,
         };
         let db_start = postgres_ticks();
+        let nats_start = self.nats_ticks();
         let mut at_start = None;
         let mut at_end = None;
         let load: LoadOutcome = load::run(
@@ -495,8 +608,17 @@ impl Run<'_> {
             )
             .into());
         }
-        let db_ticks = postgres_ticks().saturating_sub(db_start);
         let report: ServerReport = serde_json::from_slice(&std::fs::read(&report_path)?)?;
+        let publish_ticks = (
+            self.nats_ticks().saturating_sub(nats_start),
+            postgres_ticks().saturating_sub(db_start),
+        );
+        let fleet = if self.variant == Variant::AuditNats {
+            Some(self.ingest(&dir, live_ingestor.take(), &report).await?)
+        } else {
+            None
+        };
+        let db_ticks = postgres_ticks().saturating_sub(db_start);
 
         let (start_ticks, _) = at_start.ok_or("no CPU sample at the window's start")??;
         let ((end_ticks, _), end_ms) = match at_end {
@@ -504,6 +626,9 @@ impl Run<'_> {
             None => return Err("no CPU sample at the window's end".into()),
         };
         let mut result = self.result(&load, &report, (start_ticks, end_ticks), db_ticks);
+        if let Some(fleet) = fleet {
+            fleet.fill(&mut result, publish_ticks.0, publish_ticks.1);
+        }
         if self.variant.stores() {
             self.check_storage(&mut result, &dir, &load, report, (stopped_ms, end_ms))
                 .await?;
@@ -538,13 +663,133 @@ impl Run<'_> {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("server.log"))?);
         if self.variant == Variant::AuditPostgres {
-            let pg = self.bench.postgres.ok_or("no PostgreSQL prepared")?;
-            pg.reset().await?;
-            command.args(["--postgres-url", &pg.server_url]);
+            command.args(["--postgres-url", &self.bench.pg()?.server_url]);
+        }
+        if self.variant == Variant::AuditNats {
+            command.args(["--nats-url", self.bench.nats_url()?]);
         }
         let mut child = ServerProcess(command.spawn()?);
         wait_until_listening(&mut child.0, addr, dir).await?;
         Ok(child)
+    }
+
+    /// Starts `loadbench ingest` (`baseline`: the in-process pipeline over the stream's
+    /// records) into the run's schema, its report and log named after `name` in `dir`; an
+    /// ingestor is waited for until it consumes.
+    async fn start_ingest(
+        &self,
+        dir: &Path,
+        name: &str,
+        baseline: bool,
+    ) -> Result<ServerProcess, BoxError> {
+        let options = self.bench.options;
+        let ready = dir.join(format!("{name}.ready"));
+        let log = dir.join(format!("{name}.log"));
+        let mut command = Command::new(self.bench.exe);
+        command
+            .arg("ingest")
+            .args(["--nats-url", self.bench.nats_url()?])
+            .args(["--postgres-url", &self.bench.pg()?.server_url])
+            .arg("--report")
+            .arg(dir.join(format!("{name}.json")))
+            .arg("--ready")
+            .arg(&ready)
+            .args(["--writers", &options.ingest_writers.to_string()])
+            .args(["--batch-size", &options.batch_size.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        if baseline {
+            command.arg("--baseline");
+        }
+        let mut child = ServerProcess(command.spawn()?);
+        if !baseline {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !ready.exists() {
+                if let Some(status) = child.0.try_wait()? {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(format!("the ingestor exited with {status}:\n{log}").into());
+                }
+                if Instant::now() > deadline {
+                    return Err("the ingestor did not connect within 60 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(child)
+    }
+
+    /// The ingest side of an `audit-nats` run, once the server exited having published
+    /// `report.stored` records: the `live` ingestor (else, backlog: the baseline pipeline,
+    /// then an ingestor on an empty schema) until every record is committed, then `SIGTERM`.
+    async fn ingest(
+        &self,
+        dir: &Path,
+        live: Option<ServerProcess>,
+        report: &ServerReport,
+    ) -> Result<FleetFigures, BoxError> {
+        let pg = self.bench.pg()?;
+        let mut baseline = None;
+        let mut stream_bytes = (0, 0);
+        let (mut ingestor, started) = match live {
+            Some(ingestor) => (ingestor, Instant::now()),
+            None => {
+                stream_bytes = backlog_bytes(self.bench.nats_url()?).await?;
+                let (ticks, db) = (self.nats_ticks(), postgres_ticks());
+                let mut process = self.start_ingest(dir, "baseline", true).await?;
+                let status = process.wait(crate::server::EXIT_TIMEOUT).await?;
+                let log = || std::fs::read_to_string(dir.join("baseline.log")).unwrap_or_default();
+                if !status.success() {
+                    return Err(format!("the baseline exited with {status}:\n{}", log()).into());
+                }
+                let report = read_ingest(&dir.join("baseline.json"))?;
+                baseline = Some((
+                    report,
+                    self.nats_ticks().saturating_sub(ticks),
+                    postgres_ticks().saturating_sub(db),
+                ));
+                pg.reset().await?;
+                let started = Instant::now();
+                (self.start_ingest(dir, "ingest", false).await?, started)
+            }
+        };
+        let (nats_start, db_start) = (self.nats_ticks(), postgres_ticks());
+        // Until every published record is committed, or nothing new comes for 20 s.
+        let mut last = (0, Instant::now());
+        loop {
+            let stored = pg.count().await?;
+            if stored >= report.stored {
+                break;
+            }
+            if stored != last.0 {
+                last = (stored, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let drain = started.elapsed();
+        let pid =
+            rustix::process::Pid::from_raw(i32::try_from(ingestor.0.id())?).ok_or("no pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let status = ingestor.wait(crate::server::EXIT_TIMEOUT).await?;
+        if !status.success() {
+            let log = std::fs::read_to_string(dir.join("ingest.log")).unwrap_or_default();
+            return Err(format!("the ingestor exited with {status}:\n{log}").into());
+        }
+        Ok(FleetFigures {
+            ingest: read_ingest(&dir.join("ingest.json"))?,
+            nats_ticks: self.nats_ticks().saturating_sub(nats_start),
+            db_ticks: postgres_ticks().saturating_sub(db_start),
+            baseline,
+            drain,
+            backlog: self.bench.options.backlog,
+            stream_bytes,
+        })
+    }
+
+    fn nats_ticks(&self) -> u64 {
+        self.bench.nats.map_or(0, NatsServer::ticks)
     }
 
     /// The run's figures from the load, the server's report, the server's CPU ticks at the
@@ -576,7 +821,7 @@ impl Run<'_> {
             cpu_us_per_request_window: end_ticks.saturating_sub(start_ticks) as f64 * tick_us
                 / requests,
             peak_rss_kib: report.peak_rss_kib,
-            db_cpu_us_per_request: if self.variant == Variant::AuditPostgres {
+            db_cpu_us_per_request: if self.variant.uses_postgres() {
                 db_ticks as f64 * tick_us / requests
             } else {
                 0.0
@@ -630,6 +875,75 @@ impl Run<'_> {
         result.lag_max_ms = lags.last().copied().unwrap_or(0);
         Ok(())
     }
+}
+
+/// What the ingest side of an `audit-nats` run measured.
+struct FleetFigures {
+    ingest: IngestReport,
+    /// CPU of the NATS server and of every `postgres` process while the ingestor caught up.
+    nats_ticks: u64,
+    db_ticks: u64,
+    /// Backlog: the in-process pipeline's report, and the NATS and PostgreSQL ticks of it.
+    baseline: Option<(IngestReport, u64, u64)>,
+    /// From the server's exit (backlog: the ingestor's start) until every record was
+    /// committed.
+    drain: Duration,
+    backlog: bool,
+    /// Backlog: the stream's bytes and messages before the ingestor started.
+    stream_bytes: (u64, u64),
+}
+
+impl FleetFigures {
+    /// Puts the figures into `r`, given the NATS and PostgreSQL ticks from the window's start
+    /// to the server's exit (the publishing phase).
+    fn fill(self, r: &mut RunResult, publish_nats_ticks: u64, publish_db_ticks: u64) {
+        let tick_us = 1e6 / rustix::param::clock_ticks_per_second() as f64;
+        let rows = self.ingest.stored.max(1) as f64;
+        r.nats_cpu_us_per_request = (publish_nats_ticks + self.nats_ticks) as f64 * tick_us / rows;
+        r.db_cpu_us_per_request = (publish_db_ticks + self.db_ticks) as f64 * tick_us / rows;
+        r.ingest_cpu_us_per_row = self.ingest.cpu_ticks as f64 * tick_us / rows;
+        r.drain_ms = u64::try_from(self.drain.as_millis()).unwrap_or(u64::MAX);
+        r.dead_lettered = self.ingest.dead_lettered;
+        if self.backlog {
+            r.stream_bytes_per_record =
+                self.stream_bytes.0 as f64 / self.stream_bytes.1.max(1) as f64;
+            r.ingest_rows_per_s = rows_per_s(&self.ingest);
+            if let Some((baseline, _, _)) = &self.baseline {
+                r.baseline_rows_per_s = rows_per_s(baseline);
+                r.baseline_cpu_us_per_row =
+                    baseline.cpu_ticks as f64 * tick_us / baseline.stored.max(1) as f64;
+            }
+        } else {
+            let mut lags = self.ingest.lags_ms;
+            lags.sort_unstable();
+            r.e2e_lag_p50_ms = quantile(&lags, 0.5);
+            r.e2e_lag_p99_ms = quantile(&lags, 0.99);
+            r.e2e_lag_max_ms = lags.last().copied().unwrap_or(0);
+        }
+    }
+}
+
+/// Rows committed per second, from the report's start to its last commit.
+fn rows_per_s(report: &IngestReport) -> f64 {
+    let Some(&(last_ms, committed)) = report.commits.last() else {
+        return 0.0;
+    };
+    let span_s = (last_ms - report.started_ms).max(1) as f64 / 1000.0;
+    committed as f64 / span_s
+}
+
+/// The bytes and messages the fleet's stream holds now.
+async fn backlog_bytes(url: &str) -> Result<(u64, u64), BoxError> {
+    let client = async_nats::connect(url).await?;
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(audit_store::fleet::FleetConfig::new(url)?.stream_name())
+        .await?;
+    let info = stream.info().await?;
+    Ok((info.state.bytes, info.state.messages))
+}
+
+fn read_ingest(path: &Path) -> Result<IngestReport, BoxError> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 
 /// A server process, killed if the driver gives up on it.
@@ -816,6 +1130,9 @@ fn tables(options: &Options, results: &[RunResult]) -> String {
         if options.variants.iter().any(|v| v.stores()) {
             storage_table(&mut out, options, results, rate, &level);
         }
+        if options.variants.contains(&Variant::AuditNats) {
+            fleet_table(&mut out, options, results, rate, &level);
+        }
     }
     let _ = writeln!(out, "{}", goals(options, results));
     out
@@ -923,13 +1240,91 @@ fn storage_table(
                 show(&|r| r.waited as f64, 0),
                 show(&|r| r.waits_timed_out as f64, 0),
                 show(&|r| r.peak_rss_kib as f64 / 1024.0, 1),
-                if variant == Variant::AuditPostgres {
+                if variant.uses_postgres() {
                     show(&|r| r.db_cpu_us_per_request, 1)
                 } else {
                     "in-process".to_owned()
                 },
             );
         }
+    }
+    let _ = writeln!(out);
+}
+
+/// Fleet mode at one level: CPU per record of each process, lags, the ingestor's rate.
+fn fleet_table(
+    out: &mut String,
+    options: &Options,
+    results: &[RunResult],
+    rate: Option<f64>,
+    level: &str,
+) {
+    let _ = writeln!(
+        out,
+        "### Fleet mode (audit-nats: app → NATS JetStream → one ingestor → PostgreSQL, ingestor {}) — {level}\n",
+        if options.backlog {
+            "started once the app exited: a backlog"
+        } else {
+            "consuming during the load"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| request | answered | stored end to end | lost | app CPU µs/req | NATS CPU µs/row | ingestor CPU µs/row | PostgreSQL CPU µs/row | stream ack lag p99 ms | end-to-end lag p50 / p99 / max ms | caught up after ms | ingestor rows/s | in-process pipeline rows/s (CPU µs/row) | dead-lettered |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for &kind in &options.kinds {
+        let runs = runs_of(results, kind, Variant::AuditNats, rate);
+        if runs.is_empty() {
+            continue;
+        }
+        let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
+            Spread::of(runs.iter().map(|r| f(r)))
+                .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
+        };
+        let lost: u64 = runs.iter().map(|r| r.missing).sum();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            kind.name(),
+            show(&|r| r.answered as f64, 0),
+            show(&|r| r.stored as f64, 0),
+            lost,
+            show(&|r| r.cpu_us_per_request, 1),
+            show(&|r| r.nats_cpu_us_per_request, 1),
+            show(&|r| r.ingest_cpu_us_per_row, 1),
+            show(&|r| r.db_cpu_us_per_request, 1),
+            show(&|r| f64::from(r.lag_p99_ms), 0),
+            if options.backlog {
+                "– (backlog)".to_owned()
+            } else {
+                format!(
+                    "{} / {} / {}",
+                    show(&|r| f64::from(r.e2e_lag_p50_ms), 0),
+                    show(&|r| f64::from(r.e2e_lag_p99_ms), 0),
+                    show(&|r| f64::from(r.e2e_lag_max_ms), 0)
+                )
+            },
+            show(&|r| r.drain_ms as f64, 0),
+            if options.backlog {
+                show(&|r| r.ingest_rows_per_s, 0)
+            } else {
+                "– (live)".to_owned()
+            },
+            if options.backlog {
+                format!(
+                    "{} ({})",
+                    show(&|r| r.baseline_rows_per_s, 0),
+                    show(&|r| r.baseline_cpu_us_per_row, 1)
+                )
+            } else {
+                "–".to_owned()
+            },
+            show(&|r| r.dead_lettered as f64, 0),
+        );
     }
     let _ = writeln!(out);
 }
@@ -975,10 +1370,9 @@ fn goals(options: &Options, results: &[RunResult]) -> String {
         }
     }
     let mut by_variant: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
-    for r in results
-        .iter()
-        .filter(|r| r.variant == "audit-sqlite" || r.variant == "audit-postgres")
-    {
+    for r in results.iter().filter(|r| {
+        r.variant == "audit-sqlite" || r.variant == "audit-postgres" || r.variant == "audit-nats"
+    }) {
         let entry = by_variant.entry(r.variant).or_default();
         entry.0 += r.missing;
         entry.1 += 1;
@@ -1005,7 +1399,63 @@ fn goals(options: &Options, results: &[RunResult]) -> String {
     for variant in [Variant::AuditSqlite, Variant::AuditPostgres] {
         storage_goals(&mut out, options, results, variant);
     }
+    fleet_goals(&mut out, results);
     out
+}
+
+/// Fleet mode's goals (issue 23): the app side's POST throughput with the NATS sink, the
+/// ingestor's rows/s against the in-process pipeline, the end-to-end lag at 10,000 req/s.
+fn fleet_goals(out: &mut String, results: &[RunResult]) {
+    if let Some(ratio) = median(results, Kind::Post, Variant::AuditNats, &|r| {
+        same_round(results, r, Variant::Bare).map(|b| r.rps / b.rps)
+    }) {
+        let against = [Variant::AuditPostgres, Variant::AuditSqlite]
+            .into_iter()
+            .filter_map(|v| {
+                median(results, Kind::Post, Variant::AuditNats, &|r| {
+                    same_round(results, r, v).map(|b| r.rps / b.rps)
+                })
+                .map(|x| format!("{x:.2}x {}", v.name()))
+            })
+            .collect::<Vec<_>>();
+        let _ = writeln!(
+            out,
+            "- audit-nats: POST throughput {ratio:.2} of bare (goal ≥ 0.7): {}; {}",
+            met(ratio >= 0.7),
+            if against.is_empty() {
+                "no in-process SQL variant in this run".to_owned()
+            } else {
+                format!("{} in the same rounds", against.join(", "))
+            }
+        );
+    }
+    let ratios: Vec<f64> = results
+        .iter()
+        .filter(|r| r.variant == "audit-nats" && r.baseline_rows_per_s > 0.0)
+        .map(|r| r.ingest_rows_per_s / r.baseline_rows_per_s)
+        .collect();
+    if let Some(spread) = Spread::of(ratios) {
+        let _ = writeln!(
+            out,
+            "- audit-nats: one ingestor's committed rows/s {} of the in-process pipeline's over the same PostgreSQL and records (goal ≥ 0.9): {}",
+            spread.show(2),
+            met(spread.median >= 0.9)
+        );
+    }
+    for r in results
+        .iter()
+        .filter(|r| r.variant == "audit-nats" && r.rate == Some(10_000.0) && r.e2e_lag_p99_ms > 0)
+    {
+        let _ = writeln!(
+            out,
+            "- audit-nats {} at 10,000 req/s offered ({} req/s served), round {}: end-to-end lag p99 {} ms (goal < 1,000 ms): {}",
+            r.kind,
+            group(r.rps, 0),
+            r.round + 1,
+            r.e2e_lag_p99_ms,
+            met(r.e2e_lag_p99_ms < 1000)
+        );
+    }
 }
 
 /// A storing variant's goals: its peak RSS, and per kind its commit lag and rate.

@@ -14,6 +14,7 @@
 //! | `audit-sqlite` | `AuditLayer` into the ingest pipeline and the SQLite store |
 //! | `audit-postgres` | `AuditLayer` into the ingest pipeline and the PostgreSQL store |
 //! | `rune` | `rune-axum-audit`'s stdout sink, with stdout sent to `/dev/null` |
+//! | `audit-nats` | `AuditLayer` into the ingest pipeline publishing to NATS JetStream (fleet mode's `NatsDestination`), a `nats-server` the driver starts; one ingestor (`loadbench ingest`, the library `audit-ingest` runs) writes the stream into the PostgreSQL schema |
 //!
 //! Without `serve`, the binary is the driver and the load generator. For every round, request
 //! kind and variant (interleaved, the order rotated each round) it starts a fresh server
@@ -25,6 +26,14 @@
 //! answered one by one. It prints Markdown tables of medians with min–max, ratios computed
 //! within each round, and writes every run as JSON lines.
 //!
+//! For `audit-nats`, the records are counted in PostgreSQL once the ingestor caught up
+//! (answered → published → ingested → committed, end to end), and the run also reports the
+//! CPU per record of the NATS server, the ingestor and PostgreSQL, and the end-to-end lag
+//! (request start → row committed). With `--nats-ingest backlog` the ingestor starts only
+//! once the server exited (the stream holds every record): its committed rows/s then measure
+//! its capacity, against the in-process pipeline over the same store fed the same records
+//! (`loadbench ingest --baseline`) in the same run.
+//!
 //! `--smoke` runs one short round (CI) and fails on any lost record.
 //!
 //! `loadbench load --addr HOST:PORT [--kind GET|POST] [--seconds S] [--connections N]` only
@@ -34,7 +43,9 @@
 mod api;
 mod driver;
 mod flags;
+mod ingest;
 mod load;
+mod nats;
 mod server;
 mod stats;
 mod usage;
@@ -46,6 +57,7 @@ fn main() -> ExitCode {
     let outcome = match args.first().map(String::as_str) {
         Some("serve") => server::main(&args[1..]),
         Some("load") => driver::load_only(&args[1..]),
+        Some("ingest") => ingest::main(&args[1..]),
         _ => driver::main(&args),
     };
     match outcome {
@@ -69,16 +81,18 @@ enum Variant {
     AuditSqlite,
     AuditPostgres,
     Rune,
+    AuditNats,
 }
 
 impl Variant {
-    const ALL: [Variant; 6] = [
+    const ALL: [Variant; 7] = [
         Variant::Bare,
         Variant::Trace,
         Variant::AuditDiscard,
         Variant::AuditSqlite,
         Variant::AuditPostgres,
         Variant::Rune,
+        Variant::AuditNats,
     ];
 
     fn name(self) -> &'static str {
@@ -89,6 +103,7 @@ impl Variant {
             Variant::AuditSqlite => "audit-sqlite",
             Variant::AuditPostgres => "audit-postgres",
             Variant::Rune => "rune",
+            Variant::AuditNats => "audit-nats",
         }
     }
 
@@ -107,7 +122,15 @@ impl Variant {
 
     /// Whether every answered request must have a stored record.
     fn stores(self) -> bool {
-        matches!(self, Variant::AuditSqlite | Variant::AuditPostgres)
+        matches!(
+            self,
+            Variant::AuditSqlite | Variant::AuditPostgres | Variant::AuditNats
+        )
+    }
+
+    /// Whether its records end in the benchmark's PostgreSQL schema.
+    fn uses_postgres(self) -> bool {
+        matches!(self, Variant::AuditPostgres | Variant::AuditNats)
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
 use audit_layer::{AuditFlush, AuditLayer};
+use audit_store::fleet::{FleetConfig, NatsDestination};
 use audit_store::model::StoredRecord;
-use audit_store::pipeline::{self, IngestSink};
+use audit_store::pipeline::{self, Destination, IngestSink};
+use audit_store::store::AuditStore;
 use audit_store::store::intercept::{Intercepted, Interceptor};
-use audit_store::store::{AuditStore, ChainedStore};
 use audit_store::{PostgresStore, SqliteStore};
 use axum::Router;
 use axum::routing::{get, post};
@@ -109,6 +110,7 @@ struct ServeArgs {
     report: PathBuf,
     data_dir: PathBuf,
     postgres_url: Option<String>,
+    nats_url: Option<String>,
     queue_capacity: usize,
     batch_size: usize,
     spool_budget: u64,
@@ -123,6 +125,7 @@ impl ServeArgs {
         let mut report = None;
         let mut data_dir = None;
         let mut postgres_url = None;
+        let mut nats_url = None;
         let mut queue_capacity = 8192;
         let mut batch_size = 4000;
         let mut spool_budget = 256 << 20;
@@ -136,6 +139,7 @@ impl ServeArgs {
                 "--report" => report = Some(PathBuf::from(flags.value(flag)?)),
                 "--data-dir" => data_dir = Some(PathBuf::from(flags.value(flag)?)),
                 "--postgres-url" => postgres_url = Some(flags.value(flag)?.to_owned()),
+                "--nats-url" => nats_url = Some(flags.value(flag)?.to_owned()),
                 "--queue-capacity" => queue_capacity = flags.parse(flag)?,
                 "--batch-size" => batch_size = flags.parse(flag)?,
                 "--spool-budget" => spool_budget = flags.parse(flag)?,
@@ -150,6 +154,7 @@ impl ServeArgs {
             report: report.ok_or("serve: --report is required")?,
             data_dir: data_dir.ok_or("serve: --data-dir is required")?,
             postgres_url,
+            nats_url,
             queue_capacity,
             batch_size,
             spool_budget,
@@ -273,7 +278,7 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
         Variant::AuditSqlite => {
             let store = SqliteStore::open(args.data_dir.join("audit.db")).await?;
             store.migrate().await?;
-            audited(start_pipeline(store, args, 1).await?)?
+            audited(start_pipeline(|log| Intercepted::new(store, log), args, 1).await?)?
         }
         Variant::AuditPostgres => {
             let url = args
@@ -282,7 +287,16 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
                 .ok_or("audit-postgres needs --postgres-url")?;
             let store = PostgresStore::connect(url).await?;
             store.migrate().await?;
-            audited(start_pipeline(store, args, 3).await?)?
+            audited(start_pipeline(|log| Intercepted::new(store, log), args, 3).await?)?
+        }
+        Variant::AuditNats => {
+            let url = args
+                .nats_url
+                .as_deref()
+                .ok_or("audit-nats needs --nats-url")?;
+            let destination = NatsDestination::connect(FleetConfig::new(url)?).await?;
+            destination.ensure_stream().await?;
+            audited(start_pipeline(|log| Published { destination, log }, args, 1).await?)?
         }
         Variant::Rune => (
             app().layer(rune_axum_audit::AuditLayer::new(RuneStdout)),
@@ -322,14 +336,15 @@ fn spec() -> Result<OpenApiDocument, BoxError> {
 }
 
 /// The pipeline as an app would configure it: a bounded queue, a spool, and `default_writers`
-/// unless `--writers` says otherwise.
-async fn start_pipeline<S: ChainedStore>(
-    store: S,
+/// unless `--writers` says otherwise, into the destination `destination` builds around the
+/// log of commit times it is given.
+async fn start_pipeline<D: Destination>(
+    destination: impl FnOnce(CommitTimes) -> D,
     args: &ServeArgs,
     default_writers: usize,
 ) -> Result<Ingest, BoxError> {
     let commits = Arc::new(Mutex::new(CommitLog::default()));
-    let store = Intercepted::new(store, CommitTimes(Arc::clone(&commits)));
+    let store = destination(CommitTimes(Arc::clone(&commits)));
     let writers = if args.writers == 0 {
         default_writers
     } else {
@@ -353,26 +368,23 @@ async fn start_pipeline<S: ChainedStore>(
     })
 }
 
-/// Commit times as the server saw them.
+/// Commit times as the server (or the ingestor) saw them.
 #[derive(Debug, Default)]
-struct CommitLog {
-    lags_ms: Vec<u32>,
-    commits: Vec<(i64, u64)>,
+pub(crate) struct CommitLog {
+    pub(crate) lags_ms: Vec<u32>,
+    pub(crate) commits: Vec<(i64, u64)>,
     committed: u64,
 }
 
-/// Notes, for every batch a store commits, when the insert returned and how old each record
-/// was by then (commit time minus the record's `action.time`, the request's start).
+/// Notes, for every batch a store commits (or the stream acknowledges), when the write
+/// returned and how old each record was by then (that time minus the record's
+/// `action.time`, the request's start).
 #[derive(Clone, Debug)]
-struct CommitTimes(Arc<Mutex<CommitLog>>);
+pub(crate) struct CommitTimes(pub(crate) Arc<Mutex<CommitLog>>);
 
-impl Interceptor for CommitTimes {
-    async fn insert<S: AuditStore>(
-        &self,
-        inner: &S,
-        records: &[StoredRecord],
-    ) -> audit_store::Result<u64> {
-        let new = inner.insert(records).await?;
+impl CommitTimes {
+    /// Notes that `records` were written now, `new` of them for the first time.
+    fn note(&self, records: &[StoredRecord], new: u64) {
         let now = unix_ms();
         let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for record in records.iter().filter(|r| r.action_type != "gap") {
@@ -382,7 +394,42 @@ impl Interceptor for CommitTimes {
         log.committed += new;
         let committed = log.committed;
         log.commits.push((now, committed));
+    }
+
+    /// The log so far, taken out.
+    pub(crate) fn take(&self) -> CommitLog {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Interceptor for CommitTimes {
+    async fn insert<S: AuditStore>(
+        &self,
+        inner: &S,
+        records: &[StoredRecord],
+    ) -> audit_store::Result<u64> {
+        let new = inner.insert(records).await?;
+        self.note(records, new);
         Ok(new)
+    }
+}
+
+/// The NATS destination, its acknowledged publishes noted in the commit log (the stream's
+/// acknowledgement is the app's commit in fleet mode).
+struct Published {
+    destination: NatsDestination,
+    log: CommitTimes,
+}
+
+impl Destination for Published {
+    async fn write_rows(&self, rows: &[StoredRecord]) -> audit_store::Result<u64> {
+        let new = self.destination.write_rows(rows).await?;
+        self.log.note(rows, new);
+        Ok(new)
+    }
+
+    async fn probe(&self) -> audit_store::Result<()> {
+        self.destination.probe().await
     }
 }
 

@@ -19,7 +19,7 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 const EXITS_WITHIN: Duration = Duration::from_secs(60);
 
 /// Every setting the demo reads from its environment: none reaches it unless a test passes it.
-const SETTINGS: [&str; 16] = [
+const SETTINGS: [&str; 18] = [
     "DEMO_LISTEN",
     "DATABASE_URL",
     "DEMO_DATA_DIR",
@@ -35,6 +35,8 @@ const SETTINGS: [&str; 16] = [
     "DEMO_FAILED_AUTH_WINDOW_MS",
     "DEMO_SWEEP_INTERVAL_MS",
     "DEMO_MAX_FAILED_DELIVERIES",
+    "AUDIT_NATS_URL",
+    "AUDIT_NATS_REPLICAS",
     "RUST_LOG",
 ];
 
@@ -62,7 +64,7 @@ pub fn demo_binary() -> &'static Path {
             );
             path
         }
-        _ => build_demo_binary(),
+        _ => cargo_binary("demo-app", "demo-app", &[]),
     })
 }
 
@@ -73,13 +75,19 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn build_demo_binary() -> PathBuf {
+/// The binary `bin` of the workspace's package `package`, built with `features` by
+/// `cargo build -p <package> --bin <bin>` (once per caller: each keeps it in a `OnceLock`).
+pub(crate) fn cargo_binary(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO")
         .or_else(|| option_env!("CARGO").map(Into::into))
         .unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "-p", "demo-app", "--bin", "demo-app"])
+    let mut command = Command::new(cargo);
+    command.args(["build", "-p", package, "--bin", bin]);
+    if !features.is_empty() {
+        command.arg("--features").arg(features.join(","));
+    }
+    let output = command
         .arg("--message-format=json-render-diagnostics")
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
@@ -90,14 +98,14 @@ fn build_demo_binary() -> PathBuf {
         .expect("cargo runs");
     assert!(
         output.status.success(),
-        "cargo build -p demo-app failed: {}",
+        "cargo build -p {package} --bin {bin} failed: {}",
         output.status
     );
     // The executable cargo reports, wherever the target directory is; else the usual place.
     let reported = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "demo-app")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
         .next_back();
     let path = reported.unwrap_or_else(|| {
@@ -106,9 +114,9 @@ fn build_demo_binary() -> PathBuf {
             .map_or_else(|| root.join("target"), |t| root.join(t));
         target
             .join("debug")
-            .join(format!("demo-app{}", std::env::consts::EXE_SUFFIX))
+            .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX))
     });
-    assert!(path.is_file(), "no demo-app binary at {}", path.display());
+    assert!(path.is_file(), "no {bin} binary at {}", path.display());
     path
 }
 
@@ -157,6 +165,16 @@ pub fn exits_within(mut child: Child, limit: Duration, what: &str) -> Output {
     child
         .wait_with_output()
         .expect("the child's output is read")
+}
+
+/// Sends the signal `name` (`TERM`, `KILL`, `STOP`, `CONT`) to the process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
 }
 
 /// A loopback port that was free a moment ago.
@@ -366,13 +384,8 @@ impl Demo {
         self.wait_exit(Duration::from_secs(10), "SIGKILL").await
     }
 
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} failed: {status}");
+    fn signal(&self, name: &str) {
+        signal(self.pid(), name);
     }
 
     async fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {

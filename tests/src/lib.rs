@@ -11,6 +11,8 @@
 //! | `log` | the audit log read through the query API, and assertions on records |
 //! | `raw_http` | HTTP/1.1 over a bare TCP stream, for clients that must misbehave |
 //! | `postgres` | a PostgreSQL cluster of the test's own, and its audit tables read directly |
+//! | `nats` | a 3-node NATS JetStream cluster of the test's own, and the JetStream API asked directly |
+//! | `ingest` | the `audit-ingest` binary (fleet mode's ingestor): built once, started, stopped or killed |
 //! | `proxy` | a TCP proxy that delays or cuts the way to PostgreSQL |
 //! | `load` | a bounded load on the demo, and its accounting against the audit tables |
 //! | `attack` | floods, stalled bodies and slow readers against the demo, its memory watched |
@@ -22,8 +24,10 @@ mod api;
 mod attack;
 mod demo;
 mod disk;
+mod ingest;
 mod load;
 mod log;
+mod nats;
 mod postgres;
 mod proxy;
 mod raw_http;
@@ -38,14 +42,16 @@ pub use attack::{
 };
 pub use demo::{
     DEMO_BIN_VAR, Demo, DemoConfig, demo_binary, demo_command, demo_has_flag, exits_within,
-    free_port, status_kib,
+    free_port, signal, status_kib,
 };
 pub use disk::{contains, files_under};
+pub use ingest::{INGEST_BIN_VAR, IngestConfig, Ingestor, ingest_binary};
 pub use load::{Accounting, Latency, Load, LoadSpec, RequestKind, Sample, Samples};
 pub use log::{
     LogRead, assert_fields, assert_valid, log_window, not_found, read_log, read_log_where,
     read_one, wait_for_ray, wait_for_rays,
 };
+pub use nats::{NATS_BIN_VAR, NatsCluster, NatsConnection};
 pub use postgres::{PG_BIN_VAR, PgCluster, StoredRecords, wait_for_catch_up};
 pub use proxy::Proxy;
 pub use raw_http::{RawResponse, parse_responses, raw_exchange, raw_one, read_until_closed};
