@@ -1,6 +1,6 @@
 //! TLS for the HTTPS and syslog destinations: which certificate authorities a destination's
 //! certificate is checked against (the platform's, or a PEM bundle), and an optional client
-//! certificate. rustls with the ring provider; no OpenSSL.
+//! certificate. rustls with the aws-lc-rs provider; no OpenSSL.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -193,11 +193,8 @@ impl TlsConfig {
                 let (_added, _ignored) = roots.add_parsable_certificates(found.certs);
             }
         }
-        // ring, not aws-lc-rs: it builds without cmake or a C toolchain beyond `cc`. rustls
-        // marks it deprecated for lacking post-quantum key exchange (X25519MLKEM768); the
-        // classical suites it has are what SIEM endpoints and rsyslog negotiate today.
-        #[allow(deprecated)]
-        let provider = rustls::crypto::ring::default_provider();
+        // aws-lc-rs, the provider reqwest's `rustls` feature brings (and rustls' default).
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| ExportConfigError::new(format!("cannot set up TLS: {e}")))?
