@@ -1096,7 +1096,7 @@ async fn spool_path_that_is_a_file_stops_the_start() {
     // A failure at start-up (1), not a configuration error (2): the message names the spool.
     assert_eq!(output.status.code(), Some(1), "exit code; stderr: {stderr}");
     assert!(
-        stderr.contains("audit pipeline") && stderr.contains(&spool.display().to_string()),
+        stderr.contains("audit spool") && stderr.contains(&spool.display().to_string()),
         "the message names the spool and its path: {stderr}"
     );
     assert_eq!(
