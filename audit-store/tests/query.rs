@@ -1804,8 +1804,6 @@ async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestR
             format!("since={SINCE}&before=2025-03-01T00:00:00"),
             "before",
         ),
-        (format!("since={SINCE}&before={SINCE}"), "before"),
-        (format!("since={BEFORE}&before={SINCE}"), "before"),
         (format!("{base}&since={SINCE}"), "since"),
         (format!("{base}&limit=0"), "limit"),
         (format!("{base}&limit=1001"), "limit"),
@@ -1845,6 +1843,16 @@ async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestR
         (format!("{base}&actor_email={long}"), "actor_email"),
         (format!("{base}{many}"), "actor_email"),
     ];
+    // An empty range is not an error: an empty answer that says why.
+    for query in [
+        format!("since={SINCE}&before={SINCE}"),
+        format!("since={BEFORE}&before={SINCE}"),
+    ] {
+        let uri = format!("/accounts/{ALPHA}/logs/audit?{query}");
+        let reply = api.send(&uri, Some(&bearer(ALPHA)), None).await?;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+        assert!(reply.text().contains("is not after"), "{query}: {}", reply.text());
+    }
     let mut unnamed = Vec::new();
     for (query, parameter) in &cases {
         let uri = format!("/accounts/{ALPHA}/logs/audit?{query}");

@@ -246,6 +246,18 @@ impl NatsCluster {
         loop {
             let mut waiting = Vec::new();
             for i in which.clone() {
+                if !self.nodes[i].running()
+                    && Instant::now() < deadline
+                    && self.log_tail(i, 5).contains("address already in use")
+                {
+                    // A restarted node's port, free when it was chosen, was taken meanwhile
+                    // by a short-lived socket of another test: try again until it is free.
+                    std::thread::sleep(Duration::from_millis(200));
+                    let binary = self.binary.clone();
+                    self.nodes[i].spawn(&binary);
+                    waiting.push(format!("{} respawned", self.nodes[i].name));
+                    continue;
+                }
                 if !self.nodes[i].running() {
                     panic!(
                         "nats-server {} exited; its log:\n{}",
