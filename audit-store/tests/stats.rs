@@ -522,15 +522,25 @@ async fn a_filtered_read_is_answered_by_its_filter_index_alone<S: ChainedStore>(
                 // checked is that the filter index can answer alone, so only index scans are
                 // allowed, on a vacuumed table (index-only scans need its visibility map).
                 let mut conn = pool.acquire().await?;
-                sqlx::query("VACUUM ANALYZE audit_logs").execute(&mut *conn).await?;
-                sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await?;
-                sqlx::query("SET enable_bitmapscan = off").execute(&mut *conn).await?;
+                sqlx::query("VACUUM ANALYZE audit_logs")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("SET enable_seqscan = off")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("SET enable_bitmapscan = off")
+                    .execute(&mut *conn)
+                    .await?;
                 let text = format!("EXPLAIN {}", stmt.sql);
                 let rows = bound!(sqlx::query(sqlx::AssertSqlSafe(text)), &stmt.params)
                     .fetch_all(&mut *conn)
                     .await;
-                sqlx::query("RESET enable_seqscan").execute(&mut *conn).await?;
-                sqlx::query("RESET enable_bitmapscan").execute(&mut *conn).await?;
+                sqlx::query("RESET enable_seqscan")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("RESET enable_bitmapscan")
+                    .execute(&mut *conn)
+                    .await?;
                 rows?
                     .iter()
                     .map(|r| sqlx::Row::try_get::<String, _>(r, 0))
@@ -538,18 +548,15 @@ async fn a_filtered_read_is_answered_by_its_filter_index_alone<S: ChainedStore>(
             }
         };
         let text = plan.join("\n");
-        let scans: Vec<&String> = plan
-            .iter()
-            .filter(|l| l.contains("audit_logs"))
-            .collect();
+        let scans: Vec<&String> = plan.iter().filter(|l| l.contains("audit_logs")).collect();
         assert!(!scans.is_empty(), "{index}: no scan in the plan:\n{text}");
         for line in scans {
             let covered = match &fixture.db {
                 // e.g. `SEARCH audit_logs USING COVERING INDEX audit_logs_account_actor_email
                 // (account_id=? AND actor_email=? AND time_ms>? AND time_ms<?)`
-                Db::Sqlite(_) => {
-                    line.contains(&format!("USING COVERING INDEX audit_logs_account_{index} ("))
-                }
+                Db::Sqlite(_) => line.contains(&format!(
+                    "USING COVERING INDEX audit_logs_account_{index} ("
+                )),
                 // each partition's index is named after its columns by PostgreSQL
                 Db::Postgres(_) => {
                     line.contains("Index Only Scan using")
