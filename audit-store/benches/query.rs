@@ -61,7 +61,8 @@
 //!   HMAC, the store query (limit + 1 rows) and the envelope.
 //! - `page/*`: the same `RecordQuery` (limit 101) through `store.page()` alone.
 //! - `*-noindex` groups: (2)–(4) on a copy of the data without the three composite filter
-//!   indexes (`(account_id, actor_email|resource_product|action_type, time_ms)`).
+//!   indexes (`(account_id, actor_email|resource_product|action_type, time_ms)`, covering the
+//!   stats' columns since migration 20261206000060).
 //! - `sqlite-nostats`: the queries whose plan changes without `ANALYZE` statistics, on a copy
 //!   without `sqlite_stat1` and `sqlite_stat4`. The store never runs `ANALYZE` (nor
 //!   `PRAGMA optimize`), so this is what a deployed SQLite database plans with.
