@@ -1851,7 +1851,11 @@ async fn every_bad_parameter_is_named<S: ChainedStore>(fx: &Fixture<S>) -> TestR
         let uri = format!("/accounts/{ALPHA}/logs/audit?{query}");
         let reply = api.send(&uri, Some(&bearer(ALPHA)), None).await?;
         assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
-        assert!(reply.text().contains("is not after"), "{query}: {}", reply.text());
+        assert!(
+            reply.text().contains("is not after"),
+            "{query}: {}",
+            reply.text()
+        );
     }
     let mut unnamed = Vec::new();
     for (query, parameter) in &cases {
