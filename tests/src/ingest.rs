@@ -107,7 +107,7 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Starts the binary with `config`, its output in `logs_dir` (a file pair per start), and
-    /// waits [`SETTLES_WITHIN`]: a start that fails (a bad setting, NATS or the database
+    /// waits `SETTLES_WITHIN`: a start that fails (a bad setting, NATS or the database
     /// refusing) panics with what it printed.
     pub async fn start(logs_dir: &Path, config: &IngestConfig) -> Self {
         std::fs::create_dir_all(logs_dir).expect("the logs directory can be created");

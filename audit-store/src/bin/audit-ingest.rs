@@ -13,6 +13,10 @@
 //! a clean shutdown (SIGTERM or SIGINT: the batch in hand is committed and acknowledged
 //! first), 2 when it cannot start (a bad setting, named; NATS or the database unreachable).
 
+// The settings' doc comments are their `--help` text, read in a terminal: `<PREFIX>` there is
+// a placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -31,7 +31,7 @@
 //! bytes ([`batch_size`](IngestorBuilder::batch_size), [`batch_bytes`](IngestorBuilder::batch_bytes)).
 //!
 //! Each message is parsed as an [`AuditRecord`] and committed through an in-process
-//! [pipeline](crate::pipeline) over the SQL store, in strict mode: batches from many messages
+//! [ingest pipeline](crate::pipeline) over the SQL store, in strict mode: batches from many messages
 //! share one chained transaction (group commit), enriched by the pipeline's
 //! [`Directory`](crate::pipeline::Directory) if one is configured, and the pipeline's
 //! checkpoints, retention and gap records run as in a single process. A message is
