@@ -353,6 +353,7 @@ impl<S: Destination> PipelineBuilder<S> {
     }
 
     /// Takes the spool away (the fleet's ingestor: the stream is its buffer).
+    #[cfg(feature = "nats")]
     pub(crate) fn without_spool(mut self) -> Self {
         self.spool = None;
         self

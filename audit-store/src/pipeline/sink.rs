@@ -181,6 +181,7 @@ impl IngestSink {
 
     /// Counts a record lost before it reached the pipeline (a fleet's poison message), so
     /// that a gap record in its account's log reports it once storage works.
+    #[cfg(feature = "nats")]
     pub(crate) fn note_lost(&self, account: Option<&str>, time_ms: i64) {
         self.shared.drop_record(account, time_ms);
     }
