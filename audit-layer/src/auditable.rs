@@ -229,20 +229,16 @@ mod tests {
 
     #[test]
     fn a_plan_is_compiled_once_per_type() {
+        // Other tests fill the same process-wide cache meanwhile: the plan is compared by
+        // identity, not by the size of the cache.
         prepare::<Settings>().unwrap();
-        let before = plans().read().unwrap().len();
+        let first = plan_of::<Settings>().unwrap();
         for _ in 0..3 {
             redact(&Settings {
                 proxied: false,
                 secret: String::new(),
             });
         }
-        assert_eq!(plans().read().unwrap().len(), before);
-        assert!(
-            plans()
-                .read()
-                .unwrap()
-                .contains_key(&TypeId::of::<Settings>())
-        );
+        assert!(plan_of::<Settings>().unwrap().is_same_plan(&first));
     }
 }

@@ -54,6 +54,14 @@ pub struct RedactionPlan {
     root: NodeId,
 }
 
+#[cfg(test)]
+impl RedactionPlan {
+    /// Whether `other` is this very plan (a clone of it), not one compiled again.
+    pub(crate) fn is_same_plan(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.arena, &other.arena) && self.root == other.root
+    }
+}
+
 impl Default for RedactionPlan {
     fn default() -> Self {
         Self::keep_nothing()
