@@ -544,6 +544,69 @@ async fn an_ingestor_shutting_down_commits_and_acknowledges_what_it_took() -> Te
     .await
 }
 
+/// Records go to the pipeline's lanes by account: when every record in flight belongs to one
+/// account, its lane must still have room for them all. A commit refused for a full lane
+/// would hand its message back for redelivery and count the record as lost, so that a gap
+/// record reported a loss that did not happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_one_account_all_in_flight_are_neither_refused_nor_reported_lost() -> TestResult
+{
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let destination = destination(&server).await?;
+        let rows: Vec<StoredRecord> = (0..300)
+            .map(|i| StoredRecord::from_record(&record(Some("acc-0"), BASE_MS + i)))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(destination.write_rows(&rows).await?, 300);
+
+        let fx = common::sqlite().await?;
+        let flaky = common::flaky_store(fx.store.clone());
+        // The database holds every write, so the records in flight wait in one lane of three
+        // (a batch of 20 taken by its writer, the rest queued).
+        flaky.interceptor().hold();
+        let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
+            .in_flight(200)
+            .batch_size(50)
+            .pipeline(|p| {
+                p.writers(3)
+                    .batch_size(20)
+                    .flush_interval(Duration::from_millis(5))
+            })
+            .connect()
+            .await?;
+        let monitor = ingestor.monitor();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ingestor.run(async {
+            let _ = stopped.await;
+        }));
+        until("the records taken", async || {
+            Ok(monitor.metrics().in_flight == 200)
+        })
+        .await?;
+        common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
+        let waiting = monitor.metrics();
+        assert_eq!(waiting.redelivery_requested, 0, "{waiting:?}");
+        assert_eq!(waiting.pipeline.dropped, 0, "{waiting:?}");
+
+        flaky.interceptor().release();
+        until("every record committed", async || {
+            Ok(monitor.metrics().acked == 300)
+        })
+        .await?;
+        let _ = stop.send(());
+        let metrics = task.await??;
+        assert_eq!(metrics.fetched, 300, "{metrics:?}");
+        assert_eq!(metrics.redelivery_requested, 0, "{metrics:?}");
+        assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
+        assert_eq!(metrics.pipeline.gap_records, 0, "{metrics:?}");
+        assert_eq!(fx.db.rows().await?.len(), 300);
+        fx.teardown().await
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_database_is_down_the_ingestor_keeps_its_messages_without_redelivery()
 -> TestResult {

@@ -277,11 +277,14 @@ impl<S: ChainedStore> IngestorBuilder<S> {
                 ))
             })?;
         let in_flight = self.in_flight;
-        let (sink, pipeline) = (self.pipeline)(pipeline::builder(self.store))
+        let configured = (self.pipeline)(pipeline::builder(self.store));
+        // Room for every record in flight in every lane: a lane takes the records of the
+        // accounts that hash to it, so one lane may get them all, and a strict commit that
+        // finds its lane full is refused (its message would come back only after a delay).
+        let lanes = configured.lanes();
+        let (sink, pipeline) = configured
             .without_spool()
-            // Room for every record in flight: a strict commit is refused when the queue is
-            // full, and would only come back.
-            .queue_capacity(in_flight + self.batch_size)
+            .queue_capacity((in_flight + self.batch_size).saturating_mul(lanes))
             .queue_bytes(
                 ((in_flight + self.batch_size) as u64)
                     .saturating_mul(4096)

@@ -123,6 +123,13 @@ pub fn builder<S: Destination>(store: S) -> PipelineBuilder<S> {
 }
 
 impl<S: Destination> PipelineBuilder<S> {
+    /// How many lanes (writers) the queue is divided into, each of
+    /// `queue_capacity / lanes` records.
+    #[cfg(feature = "nats")]
+    pub(crate) fn lanes(&self) -> usize {
+        self.writers
+    }
+
     /// How many records may wait in memory for a writer. Defaults to 8,192 (about 16 MiB of
     /// records with half-kilobyte bodies; see [Memory](crate::pipeline#memory)).
     pub fn queue_capacity(mut self, records: usize) -> Self {
