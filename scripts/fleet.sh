@@ -12,7 +12,10 @@
 #                    audit tables) use [postgres://postgres@127.0.0.1:5432/test]
 #   FLEET_DIR        where the nodes' stores, the demos' data and every log go [a new temp dir,
 #                    deleted at exit unless FLEET_KEEP=1]
-#   AUDIT_CHAIN_SECRET  the fleet's chain secret, 64 hex digits [generated for this run]
+#   AUDIT_CHAIN_SECRET  the fleet's chain secret, 64 hex digits [generated on the first run,
+#                    kept in target/fleet/chain-secret for the next ones]
+#   DEMO_ADMIN_TOKEN, DEMO_OTHER_TOKEN  the seeded accounts' API tokens, shared by both demos
+#                    [generated for this run]
 #   NATS_SERVER      the nats-server binary [/usr/sbin/nats-server, else the PATH's]
 #
 # Every port is a free loopback port picked at start: never 4222, so a NATS server of the
@@ -53,7 +56,18 @@ if [ -n "${FLEET_DIR:-}" ]; then
 else
   dir="$(mktemp -d -t audit-fleet-XXXXXX)"
 fi
-secret="${AUDIT_CHAIN_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}"
+# The chain secret outlives the run: the audit tables do (in DATABASE_URL), and their chains
+# verify only under the secret that wrote them.
+secret_file="${CARGO_TARGET_DIR:-target}/fleet/chain-secret"
+if [ -z "${AUDIT_CHAIN_SECRET:-}" ] && [ ! -s "$secret_file" ]; then
+  mkdir -p "$(dirname "$secret_file")"
+  (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' >"$secret_file")
+fi
+secret="${AUDIT_CHAIN_SECRET:-$(cat "$secret_file")}"
+# Both demos seed the same app database at start: one pair of API tokens for both, or the
+# second demo's seeding would replace the first's.
+admin_token="${DEMO_ADMIN_TOKEN:-demo_$(python3 -c 'import secrets; print(secrets.token_hex(24))')}"
+other_token="${DEMO_OTHER_TOKEN:-demo_$(python3 -c 'import secrets; print(secrets.token_hex(24))')}"
 
 pids=()
 stop() {
@@ -128,7 +142,7 @@ for i in 0 1; do
   demo_port+=("$(free_port)")
   mkdir -p "$dir/demo-$i"
   AUDIT_NATS_URL="$nats_urls" AUDIT_NATS_REPLICAS=3 DATABASE_URL="$database_url" \
-    DEMO_CHAIN_SECRET="$secret" \
+    DEMO_CHAIN_SECRET="$secret" DEMO_ADMIN_TOKEN="$admin_token" DEMO_OTHER_TOKEN="$other_token" \
     "$target/demo-app" --listen "127.0.0.1:${demo_port[$i]}" --data-dir "$dir/demo-$i/data" \
     >"$dir/demo-$i/stdout.log" 2>"$dir/demo-$i/stderr.log" &
   pids+=("demo:$!")
@@ -155,12 +169,14 @@ fleet: running (Ctrl-C stops everything)
                  monitoring http://127.0.0.1:${monitor[0]}/jsz (also :${monitor[1]}, :${monitor[2]})
   demo 0         http://127.0.0.1:${demo_port[0]}   (logs $dir/demo-0/)
   demo 1         http://127.0.0.1:${demo_port[1]}   (logs $dir/demo-1/)
-                 (their API tokens: the banner in $dir/demo-*/stdout.log)
+  API tokens     acc_demo: $admin_token
+                 acc_other: $other_token
   ingestors      2 x audit-ingest, stream AUDIT, consumer audit-ingest (logs $dir/ingest-*/)
   PostgreSQL     $database_url
   directory      $dir
 
-  try: curl -s -X POST http://127.0.0.1:${demo_port[0]}/accounts/acc_demo/alerting/v3/policies -d '{}'
+  try: curl -s -H "Authorization: Bearer $admin_token" http://127.0.0.1:${demo_port[1]}/zones
+       curl -s -H "Authorization: Bearer $admin_token" "http://127.0.0.1:${demo_port[0]}/accounts/acc_demo/logs/audit?since=$(date -u +%F)"
 EOF
 
 # Until Ctrl-C, or until one of the processes dies.

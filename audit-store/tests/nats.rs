@@ -544,6 +544,46 @@ async fn an_ingestor_shutting_down_commits_and_acknowledges_what_it_took() -> Te
     .await
 }
 
+/// A fleet stopped all at once (Ctrl-C in a terminal, a whole host going down): NATS gone
+/// before the ingestor is told to stop. It commits and acknowledges what it took, and exits
+/// without waiting for NATS to come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingestor_stops_promptly_when_nats_went_away_first() -> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(mut server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let destination = destination(&server).await?;
+        let rows: Vec<StoredRecord> = records(10)
+            .iter()
+            .map(StoredRecord::from_record)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(destination.write_rows(&rows).await?, 10);
+        let fx = common::sqlite().await?;
+        let running = ingestor(fx.store.clone(), &server).await?;
+        let monitor = running.monitor.clone();
+        until("the records committed", async || {
+            Ok(monitor.metrics().acked == 10)
+        })
+        .await?;
+
+        server.stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let metrics = running.stop().await?;
+        // The request timeout of `fleet()` is 1.5 s: one flush bounded by it, not for ever.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the ingestor took {:?} to stop",
+            started.elapsed()
+        );
+        assert_eq!(metrics.pipeline.stored, 10, "{metrics:?}");
+        assert_eq!(fx.db.rows().await?.len(), 10);
+        fx.teardown().await
+    })
+    .await
+}
+
 /// Records go to the pipeline's lanes by account: when every record in flight belongs to one
 /// account, its lane must still have room for them all. A commit refused for a full lane
 /// would hand its message back for redelivery and count the record as lost, so that a gap

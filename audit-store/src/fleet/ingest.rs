@@ -548,7 +548,10 @@ impl<S: ChainedStore> Ingestor<S> {
             settling.abort_all();
             worker.abort();
         }
-        let _ = shared.client.flush().await;
+        // The acknowledgements written out; not waited for beyond a request's timeout when
+        // NATS is unreachable (they would be lost with the connection all the same, and the
+        // messages redelivered, then skipped by the store).
+        let _ = tokio::time::timeout(shared.request_timeout, shared.client.flush()).await;
         match failure {
             Some(e) => Err(e),
             None => Ok(shared.metrics()),
@@ -617,7 +620,7 @@ impl Shared {
                 }
             }
         }
-        let _ = self.client.flush().await;
+        let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
         self.counters.in_flight(-(n as i64));
     }
 
