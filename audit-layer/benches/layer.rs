@@ -46,7 +46,7 @@ use tracing_appender::non_blocking::WorkerGuard;
 #[path = "support/service.rs"]
 mod service;
 
-use service::{Kind, app, policy, roundtrip, time_requests};
+use service::{Kind, app, policy, roundtrip, runtime, time_requests};
 
 /// The header the requests carry besides the usual ones.
 const ACCEPT_ENCODING: Option<(HeaderName, &str)> =
@@ -124,12 +124,10 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
 }
 
 fn layer_overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    bench_kind(c, &rt, Kind::Get);
-    bench_kind(c, &rt, Kind::Put);
+    let rt = runtime();
+    for kind in Kind::ALL {
+        bench_kind(c, &rt, kind);
+    }
 }
 
 criterion_group!(benches, layer_overhead);

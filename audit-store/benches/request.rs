@@ -42,7 +42,7 @@ use tokio::runtime::Runtime;
 #[path = "../../audit-layer/benches/support/service.rs"]
 mod service;
 
-use service::{Kind, REQUESTS, app, policy, roundtrip, time_requests};
+use service::{Kind, REQUESTS, app, policy, roundtrip, runtime, time_requests};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -71,10 +71,7 @@ impl Audited {
     fn start(recorder: Option<&PrometheusRecorder>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("audit.db");
-        let setup = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
+        let setup = runtime();
         let build = || {
             setup.block_on(async {
                 let store = SqliteStore::open(&path).await.expect("the store opens");
@@ -162,12 +159,10 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
 }
 
 fn correlation_and_metrics(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    bench_kind(c, &rt, Kind::Get);
-    bench_kind(c, &rt, Kind::Put);
+    let rt = runtime();
+    for kind in Kind::ALL {
+        bench_kind(c, &rt, kind);
+    }
 }
 
 criterion_group!(benches, correlation_and_metrics);

@@ -42,6 +42,14 @@ pub(crate) fn policy() -> AuditPolicy {
         .expect("the bench policy compiles")
 }
 
+/// A current-thread tokio runtime, which the benches drive the requests on.
+pub(crate) fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// The request kinds, one criterion group each.
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
@@ -52,6 +60,9 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order of the groups.
+    pub(crate) const ALL: [Self; 2] = [Self::Get, Self::Put];
+
     /// Its criterion group's name.
     pub(crate) fn group(self) -> &'static str {
         match self {
