@@ -31,45 +31,26 @@
 //! cargo bench -p audit-layer --bench layer
 //! ```
 
-use std::hint::black_box;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use audit_layer::AuditLayer;
 use audit_layer::sink::{DiscardSink, MemorySink};
-use audit_layer::{AuditLayer, AuditPolicy, Operation};
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::routing::get;
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::BodyExt;
+use http::{HeaderName, StatusCode, header};
 use tokio::runtime::Runtime;
-use tower::{Service, ServiceExt};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::{Dispatch, Level};
 use tracing_appender::non_blocking::WorkerGuard;
 
-#[path = "../../loadbench/src/api.rs"]
-mod api;
+#[path = "support/service.rs"]
+mod service;
 
-use api::{BEARER, ITEM_ROUTE, POLICY_JSON, USER_AGENT, get_policy, update_policy};
+use service::{Kind, app, policy, roundtrip, runtime, time_requests};
 
-/// A request path matching [`ITEM_ROUTE`].
-const PATH: &str = "/accounts/023e105f4ecef8ad9ca31a8372d0c353/alerting/v3/policies/0da2b59e-f118-439d-8097-bdfb215203c9";
-
-fn app() -> Router {
-    Router::new().route(ITEM_ROUTE, get(get_policy).put(update_policy))
-}
-
-fn policy() -> AuditPolicy {
-    AuditPolicy::builder()
-        .operation(Operation::new(Method::GET, ITEM_ROUTE).summary("Get a Notification policy"))
-        .operation(Operation::new(Method::PUT, ITEM_ROUTE).summary("Update a Notification policy"))
-        .build()
-        .expect("the bench policy compiles")
-}
+/// The header the requests carry besides the usual ones.
+const ACCEPT_ENCODING: Option<(HeaderName, &str)> =
+    Some((header::ACCEPT_ENCODING, "gzip, deflate, br"));
 
 fn traced() -> Router {
     app().layer(
@@ -95,74 +76,17 @@ fn log_subscriber() -> (Dispatch, WorkerGuard) {
     (Dispatch::new(subscriber), worker)
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Get,
-    Put,
-}
-
-impl Kind {
-    fn group(self) -> &'static str {
-        match self {
-            Self::Get => "get_policy",
-            Self::Put => "update_policy",
-        }
-    }
-
-    /// The request as a client sends it (with the peer a server would record).
-    fn request(self) -> Request<Body> {
-        let builder = Request::builder()
-            .uri(Uri::from_static(PATH))
-            .header(header::HOST, HeaderValue::from_static("api.example.com"))
-            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .header(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_static("gzip, deflate, br"),
-            )
-            .header(header::AUTHORIZATION, HeaderValue::from_static(BEARER))
-            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let (builder, body) = match self {
-            Self::Get => (builder.method(Method::GET), Body::empty()),
-            Self::Put => (
-                builder
-                    .method(Method::PUT)
-                    .header(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    )
-                    .header(header::CONTENT_LENGTH, HeaderValue::from(POLICY_JSON.len())),
-                Body::from(Bytes::from_static(POLICY_JSON.as_bytes())),
-            ),
-        };
-        builder.body(body).expect("the bench request is valid")
-    }
-}
-
-/// One request through `svc`, response body read to its end.
-async fn roundtrip(svc: &mut Router, req: Request<Body>) -> (StatusCode, Bytes) {
-    let Ok(ready) = ServiceExt::<Request<Body>>::ready(svc).await;
-    let Ok(response) = ready.call(req).await;
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .expect("the response body is readable")
-        .to_bytes();
-    (parts.status, body)
-}
-
 /// Every variant answers 200, and the audit layer emits one (schema-valid) record per request
 /// once the body is consumed.
 fn preflight(rt: &Runtime, kind: Kind) {
     rt.block_on(async {
         for mut svc in [app(), traced(), audited()] {
-            let (status, body) = roundtrip(&mut svc, kind.request()).await;
+            let (status, body) = roundtrip(&mut svc, kind.request(ACCEPT_ENCODING)).await;
             assert_eq!(status, StatusCode::OK, "{}: {body:?}", kind.group());
         }
         let records = MemorySink::new();
         let mut svc = app().layer(AuditLayer::new(policy()).sink(records.clone()));
-        let (status, _) = roundtrip(&mut svc, kind.request()).await;
+        let (status, _) = roundtrip(&mut svc, kind.request(ACCEPT_ENCODING)).await;
         assert_eq!(status, StatusCode::OK);
         let records = records.records();
         assert_eq!(records.len(), 1, "one record per request");
@@ -178,16 +102,7 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     group.measurement_time(Duration::from_secs(5));
 
     let run = |b: &mut criterion::Bencher<'_>, svc: &Router| {
-        b.to_async(rt).iter_custom(|iters| {
-            let mut svc = svc.clone();
-            async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(roundtrip(&mut svc, kind.request()).await);
-                }
-                start.elapsed()
-            }
-        });
+        time_requests(b, rt, svc, move || kind.request(ACCEPT_ENCODING));
     };
 
     let bare = app();
@@ -209,12 +124,10 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
 }
 
 fn layer_overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    bench_kind(c, &rt, Kind::Get);
-    bench_kind(c, &rt, Kind::Put);
+    let rt = runtime();
+    for kind in Kind::ALL {
+        bench_kind(c, &rt, kind);
+    }
 }
 
 criterion_group!(benches, layer_overhead);

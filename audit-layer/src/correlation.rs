@@ -186,12 +186,22 @@ mod tests {
         assert_eq!(Trace::from_traceparent(&[0xff; 55]), None);
     }
 
-    /// What the record of `req` says of its trace and service.
+    /// What the record of a request with the `traceparent` headers `traceparents`, through a
+    /// layer named `service_name`, says of its trace and service.
     async fn correlation_of(
-        layer: AuditLayer,
-        sink: &MemorySink,
-        req: Request<Full<Bytes>>,
+        service_name: Option<&str>,
+        traceparents: &[&str],
     ) -> (Option<Trace>, Option<Arc<str>>) {
+        let sink = MemorySink::new();
+        let mut layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
+        if let Some(name) = service_name {
+            layer = layer.service_name(name);
+        }
+        let mut req = Request::get("/status").body(Full::default()).unwrap();
+        for value in traceparents {
+            req.headers_mut()
+                .append(TRACEPARENT, value.parse().unwrap());
+        }
         let svc = ServiceBuilder::new().layer(layer).service(service_fn(
             |_req: Request<AuditRequestBody<Full<Bytes>>>| async {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -213,15 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_with_a_traceparent_is_recorded_with_its_trace_and_the_service() {
-        let sink = MemorySink::new();
-        let layer = AuditLayer::new(AuditPolicy::default())
-            .sink(sink.clone())
-            .service_name("billing-api");
-        let req = Request::get("/status")
-            .header("traceparent", VALID)
-            .body(Full::default())
-            .unwrap();
-        let (trace, service) = correlation_of(layer, &sink, req).await;
+        let (trace, service) = correlation_of(Some("billing-api"), &[VALID]).await;
         assert_eq!(trace, parse(VALID));
         assert_eq!(service.as_deref(), Some("billing-api"));
     }
@@ -229,14 +231,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_or_repeated_traceparent_is_ignored() {
         for values in [vec!["00-not-a-trace"], vec![VALID, VALID]] {
-            let sink = MemorySink::new();
-            let layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
-            let mut req = Request::get("/status").body(Full::default()).unwrap();
-            for value in values {
-                req.headers_mut()
-                    .append(TRACEPARENT, value.parse().unwrap());
-            }
-            let (trace, service) = correlation_of(layer, &sink, req).await;
+            let (trace, service) = correlation_of(None, &values).await;
             assert_eq!(trace, None);
             assert_eq!(service, None, "no service name configured");
         }
@@ -257,12 +252,6 @@ mod tests {
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("audit-layer")));
         let _default = tracing::subscriber::set_default(subscriber);
 
-        let sink = MemorySink::new();
-        let layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
-        let req = Request::get("/status")
-            .header("traceparent", VALID)
-            .body(Full::default())
-            .unwrap();
         let span = tracing::info_span!("request");
         let expected = {
             let context = span.context();
@@ -273,18 +262,12 @@ mod tests {
                 span_id: span_context.span_id().to_string(),
             }
         };
-        let (trace, _) = correlation_of(layer, &sink, req).instrument(span).await;
+        let (trace, _) = correlation_of(None, &[VALID]).instrument(span).await;
         assert_eq!(trace, Some(expected));
         assert_ne!(trace, parse(VALID));
 
         // Outside any span, the header.
-        let sink = MemorySink::new();
-        let layer = AuditLayer::new(AuditPolicy::default()).sink(sink.clone());
-        let req = Request::get("/status")
-            .header("traceparent", VALID)
-            .body(Full::default())
-            .unwrap();
-        assert_eq!(correlation_of(layer, &sink, req).await.0, parse(VALID));
+        assert_eq!(correlation_of(None, &[VALID]).await.0, parse(VALID));
     }
 
     #[test]

@@ -26,43 +26,25 @@
 //! cargo bench -p audit-store --bench request
 //! ```
 
-use std::hint::black_box;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use audit_layer::{AuditLayer, AuditPolicy, Operation};
+use audit_layer::AuditLayer;
 use audit_store::SqliteStore;
 use audit_store::pipeline::{self, IngestSink, PipelineMetrics};
 use audit_store::store::AuditStore;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::routing::get;
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::BodyExt;
+use http::{HeaderName, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio::runtime::Runtime;
-use tower::{Service, ServiceExt};
 
-#[path = "../../loadbench/src/api.rs"]
-mod api;
+#[path = "../../audit-layer/benches/support/service.rs"]
+mod service;
 
-use api::{BEARER, ITEM_ROUTE, POLICY_JSON, USER_AGENT, get_policy, update_policy};
+use service::{Kind, REQUESTS, app, policy, roundtrip, runtime, time_requests};
 
-/// A request path matching [`ITEM_ROUTE`].
-const PATH: &str = "/accounts/023e105f4ecef8ad9ca31a8372d0c353/alerting/v3/policies/0da2b59e-f118-439d-8097-bdfb215203c9";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn policy() -> AuditPolicy {
-    AuditPolicy::builder()
-        .operation(Operation::new(Method::GET, ITEM_ROUTE).summary("Get a Notification policy"))
-        .operation(Operation::new(Method::PUT, ITEM_ROUTE).summary("Update a Notification policy"))
-        .build()
-        .expect("the bench policy compiles")
-}
 
 /// The demo's recorder: the pipeline's histograms with their buckets.
 fn recorder() -> PrometheusRecorder {
@@ -89,10 +71,7 @@ impl Audited {
     fn start(recorder: Option<&PrometheusRecorder>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("audit.db");
-        let setup = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
+        let setup = runtime();
         let build = || {
             setup.block_on(async {
                 let store = SqliteStore::open(&path).await.expect("the store opens");
@@ -112,9 +91,7 @@ impl Audited {
             None => build(),
         };
         let pipeline = std::thread::spawn(move || setup.block_on(pipeline.run()));
-        let app = Router::new()
-            .route(ITEM_ROUTE, get(get_policy).put(update_policy))
-            .layer(AuditLayer::new(policy()).sink(sink.clone()));
+        let app = app().layer(AuditLayer::new(policy()).sink(sink.clone()));
         Self {
             app,
             sink,
@@ -133,65 +110,9 @@ impl Audited {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Get,
-    Put,
-}
-
-impl Kind {
-    fn group(self) -> &'static str {
-        match self {
-            Self::Get => "get_policy",
-            Self::Put => "update_policy",
-        }
-    }
-
-    /// The request as a client sends it (with the peer a server would record).
-    fn request(self, traceparent: bool) -> Request<Body> {
-        let mut builder = Request::builder()
-            .uri(Uri::from_static(PATH))
-            .header(header::HOST, HeaderValue::from_static("api.example.com"))
-            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .header(header::AUTHORIZATION, HeaderValue::from_static(BEARER))
-            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        if traceparent {
-            builder = builder.header("traceparent", HeaderValue::from_static(TRACEPARENT));
-        }
-        let (builder, body) = match self {
-            Self::Get => (builder.method(Method::GET), Body::empty()),
-            Self::Put => (
-                builder
-                    .method(Method::PUT)
-                    .header(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    )
-                    .header(header::CONTENT_LENGTH, HeaderValue::from(POLICY_JSON.len())),
-                Body::from(Bytes::from_static(POLICY_JSON.as_bytes())),
-            ),
-        };
-        builder.body(body).expect("the bench request is valid")
-    }
-}
-
-/// Requests made by [`roundtrip`] since the last [`bench_kind`] began: for instruction counts
-/// per request under callgrind (`--toggle-collect='*roundtrip*'`).
-static REQUESTS: AtomicU64 = AtomicU64::new(0);
-
-/// One request through `svc`, response body read to its end.
-async fn roundtrip(svc: &mut Router, req: Request<Body>) -> (StatusCode, Bytes) {
-    REQUESTS.fetch_add(1, Ordering::Relaxed);
-    let Ok(ready) = ServiceExt::<Request<Body>>::ready(svc).await;
-    let Ok(response) = ready.call(req).await;
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .expect("the response body is readable")
-        .to_bytes();
-    (parts.status, body)
+/// The header a request carries besides the usual ones: a `traceparent`, or none.
+fn extra(traceparent: bool) -> Option<(HeaderName, &'static str)> {
+    traceparent.then_some((HeaderName::from_static("traceparent"), TRACEPARENT))
 }
 
 fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
@@ -201,7 +122,8 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     let recorded = Audited::start(Some(&recorder));
     rt.block_on(async {
         for (svc, traceparent) in [(&plain, false), (&plain, true), (&recorded, false)] {
-            let (status, body) = roundtrip(&mut svc.app.clone(), kind.request(traceparent)).await;
+            let (status, body) =
+                roundtrip(&mut svc.app.clone(), kind.request(extra(traceparent))).await;
             assert_eq!(status, StatusCode::OK, "{}: {body:?}", kind.group());
         }
     });
@@ -210,16 +132,7 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
     let run = |b: &mut criterion::Bencher<'_>, svc: &Router, traceparent: bool| {
-        b.to_async(rt).iter_custom(|iters| {
-            let mut svc = svc.clone();
-            async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(roundtrip(&mut svc, kind.request(traceparent)).await);
-                }
-                start.elapsed()
-            }
-        });
+        time_requests(b, rt, svc, move || kind.request(extra(traceparent)));
     };
     group.bench_function("audit", |b| run(b, &plain.app, false));
     group.bench_function("traceparent", |b| run(b, &plain.app, true));
@@ -246,12 +159,10 @@ fn bench_kind(c: &mut Criterion, rt: &Runtime, kind: Kind) {
 }
 
 fn correlation_and_metrics(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    bench_kind(c, &rt, Kind::Get);
-    bench_kind(c, &rt, Kind::Put);
+    let rt = runtime();
+    for kind in Kind::ALL {
+        bench_kind(c, &rt, kind);
+    }
 }
 
 criterion_group!(benches, correlation_and_metrics);

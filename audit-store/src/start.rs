@@ -18,7 +18,9 @@
 //!     .route("/zones/{zone_id}", get(|| async { "{}" }))
 //!     .merge(audit.router())
 //!     .layer(audit.layer(AuditLayer::new(spec)));
-//! axum::serve(listener, app).await?; // with a graceful shutdown
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(audit_store::start::shutdown_signal())
+//!     .await?;
 //! audit.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -368,5 +370,43 @@ impl AuditLogBuilder<PostgresStore> {
     /// The store's table names and schema (see [`PostgresStore::table_names`]).
     pub fn table_names(self, names: crate::store::TableNames) -> Self {
         self.map_store(move |store| Ok(store.table_names(names)))
+    }
+}
+
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM (on Unix; elsewhere at Ctrl-C only): the
+/// future to stop serving on, before [`AuditLog::shutdown`] flushes what was recorded.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let serving = axum::serve(listener, axum::Router::new())
+///     .with_graceful_shutdown(audit_store::start::shutdown_signal());
+/// // It serves until the process is asked to stop; no signal comes here.
+/// let stopped = tokio::time::timeout(Duration::from_millis(50), serving).await;
+/// assert!(stopped.is_err(), "still serving");
+/// # Ok(())
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 mod receiver;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +14,11 @@ use audit_store::SqliteStore;
 use audit_store::alert::{Alerts, rules_from_yaml};
 use audit_store::export::{ExportJob, HttpDestination, Secret};
 use audit_store::model::{Column, ColumnFilter, FilterValue, RecordQuery, StoredRecord};
+use audit_store::pipeline::IngestSink;
 use audit_store::store::AuditStore as _;
-use common::{TestResult, fast, record, start, stop, time_limit};
+use common::{RunningJob, TestResult, fast, record, start, stop, time_limit};
 use receiver::{Receiver, Shared};
-use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 const SECRET: &str = "alert-secret-canary-19";
 
@@ -40,16 +42,42 @@ fn failed_login(email: &str, time_ms: i64) -> TestResult<AuditRecord> {
     Ok(r)
 }
 
+/// A store in `dir` with its pipeline running, and a receiver of notifications signed by
+/// [`SECRET`], answering at once.
+async fn start_all(
+    dir: &Path,
+) -> TestResult<(
+    SqliteStore,
+    Arc<Shared>,
+    Receiver,
+    IngestSink,
+    JoinHandle<()>,
+)> {
+    let store = common::sqlite_in(dir).await?;
+    let shared = Shared::new(Secret::new(SECRET), Duration::ZERO);
+    let receiver = Receiver::start(Arc::clone(&shared), "127.0.0.1:0".parse()?).await?;
+    let (sink, worker) = start(fast(store.clone())).await?;
+    Ok((store, shared, receiver, sink, worker))
+}
+
+/// The alerts of [`RULES`], notifying `receiver` (signed) and recording each notification
+/// through `sink`.
+fn alerts(receiver: &Receiver, sink: &IngestSink) -> TestResult<Alerts> {
+    let webhook = HttpDestination::new(&format!("http://{}/ingest", receiver.addr))?
+        .secret(Secret::new(SECRET));
+    Ok(Alerts::new(
+        rules_from_yaml(RULES)?,
+        webhook,
+        Arc::new(sink.clone()),
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_failed_logins_in_the_window_fire_once_four_never_and_the_notice_is_logged()
 -> TestResult {
     time_limit(Duration::from_secs(20), async {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
-        let shared = Shared::new(Secret::new(SECRET), Duration::ZERO);
-        let receiver = Receiver::start(Arc::clone(&shared), "127.0.0.1:0".parse()?).await?;
-        let (sink, worker) = start(fast(store.clone())).await?;
+        let (store, shared, receiver, sink, worker) = start_all(dir.path()).await?;
 
         let now = Timestamp::now().unix_millis() - 60_000;
         let mut records = Vec::new();
@@ -70,33 +98,24 @@ async fn five_failed_logins_in_the_window_fire_once_four_never_and_the_notice_is
             }
             records.push(r);
         }
-        let rows: Vec<StoredRecord> = records
-            .iter()
-            .map(StoredRecord::from_record)
-            .collect::<Result<_, _>>()?;
+        let rows = common::rows(&records)?;
         store.insert(&rows).await?;
 
-        let webhook = HttpDestination::new(&format!("http://{}/ingest", receiver.addr))?
-            .secret(Secret::new(SECRET));
-        let alerts = Alerts::new(rules_from_yaml(RULES)?, webhook, Arc::new(sink.clone()));
+        let alerts = alerts(&receiver, &sink)?;
         let job = ExportJob::new("alerts", store.clone(), alerts)?
             .settle(Duration::ZERO)
             .batch_records(3)
             .poll_interval(Duration::from_millis(20));
         let status = job.status();
         sink.report_export(&status);
-        let (stop_job, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(job.run(async move {
-            let _ = stopped.await;
-        }));
+        let job = RunningJob::spawn(job);
         common::eventually("the job to read every record", || {
             status.snapshot().delivered_records >= rows.len() as u64
         })
         .await?;
         // The system event is written through the pipeline, and read by the job in turn.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = stop_job.send(());
-        task.await?;
+        job.stop().await?;
         let metrics = stop(&sink, worker).await?;
         receiver.stop().await;
         // The job's counters are in the pipeline's metrics and its Prometheus text.
@@ -150,12 +169,8 @@ async fn five_failed_logins_in_the_window_fire_once_four_never_and_the_notice_is
 async fn a_failed_notification_is_retried_under_its_key_without_counting_twice() -> TestResult {
     time_limit(Duration::from_secs(20), async {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
-        let shared = Shared::new(Secret::new(SECRET), Duration::ZERO);
+        let (store, shared, receiver, sink, worker) = start_all(dir.path()).await?;
         shared.set_mode(receiver::Mode::Error);
-        let receiver = Receiver::start(Arc::clone(&shared), "127.0.0.1:0".parse()?).await?;
-        let (sink, worker) = start(fast(store.clone())).await?;
         let now = Timestamp::now().unix_millis() - 60_000;
         let rows: Vec<StoredRecord> = (0..5)
             .map(|i| -> TestResult<StoredRecord> {
@@ -166,25 +181,19 @@ async fn a_failed_notification_is_retried_under_its_key_without_counting_twice()
             })
             .collect::<TestResult<_>>()?;
         store.insert(&rows).await?;
-        let webhook = HttpDestination::new(&format!("http://{}/ingest", receiver.addr))?
-            .secret(Secret::new(SECRET));
-        let alerts = Alerts::new(rules_from_yaml(RULES)?, webhook, Arc::new(sink.clone()));
+        let alerts = alerts(&receiver, &sink)?;
         let job = ExportJob::new("alerts", store.clone(), alerts)?
             .settle(Duration::ZERO)
             .poll_interval(Duration::from_millis(20))
             .backoff(Duration::from_millis(10), Duration::from_millis(30));
         let status = job.status();
-        let (stop_job, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(job.run(async move {
-            let _ = stopped.await;
-        }));
+        let job = RunningJob::spawn(job);
         // Retry-After: 1 from the failing receiver, capped at the job's 30 ms.
         common::eventually("failed attempts", || status.snapshot().failed_attempts >= 3).await?;
         shared.set_mode(receiver::Mode::Ok);
         common::eventually("the notification", || !shared.deliveries().is_empty()).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = stop_job.send(());
-        task.await?;
+        job.stop().await?;
         stop(&sink, worker).await?;
         receiver.stop().await;
         let deliveries = shared.deliveries();
@@ -207,11 +216,7 @@ async fn a_failed_login_committed_late_counts_in_its_open_window_and_not_in_a_pa
 -> TestResult {
     time_limit(Duration::from_secs(20), async {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
-        let shared = Shared::new(Secret::new(SECRET), Duration::ZERO);
-        let receiver = Receiver::start(Arc::clone(&shared), "127.0.0.1:0".parse()?).await?;
-        let (sink, worker) = start(fast(store.clone())).await?;
+        let (store, shared, receiver, sink, worker) = start_all(dir.path()).await?;
         let now = Timestamp::now().unix_millis() - 60_000;
         let mut first = Vec::new();
         for i in 0..4 {
@@ -220,17 +225,12 @@ async fn a_failed_login_committed_late_counts_in_its_open_window_and_not_in_a_pa
         }
         store.insert(&common::rows(&first)?).await?;
 
-        let webhook = HttpDestination::new(&format!("http://{}/ingest", receiver.addr))?
-            .secret(Secret::new(SECRET));
-        let alerts = Alerts::new(rules_from_yaml(RULES)?, webhook, Arc::new(sink.clone()));
+        let alerts = alerts(&receiver, &sink)?;
         let job = ExportJob::new("alerts", store.clone(), alerts)?
             .settle(Duration::ZERO)
             .poll_interval(Duration::from_millis(20));
         let status = job.status();
-        let (stop_job, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(job.run(async move {
-            let _ = stopped.await;
-        }));
+        let job = RunningJob::spawn(job);
         common::eventually("the job to read the first eight", || {
             status.snapshot().delivered_records >= 8
         })
@@ -247,8 +247,7 @@ async fn a_failed_login_committed_late_counts_in_its_open_window_and_not_in_a_pa
         })
         .await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = stop_job.send(());
-        task.await?;
+        job.stop().await?;
         stop(&sink, worker).await?;
         receiver.stop().await;
         let deliveries = shared.deliveries();

@@ -210,8 +210,7 @@ fn logpush_lines_use_the_audit_logs_v2_field_names() -> TestResult {
 #[tokio::test]
 async fn the_query_apis_export_answers_csv_with_formulas_defused() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-    store.migrate().await?;
+    let store = common::sqlite_in(dir.path()).await?;
     let mut hostile = record(Some("acc_1"), BASE_MS);
     hostile.raw.uri = Some("=HYPERLINK(\"http://evil.example\",\"x\")".into());
     hostile.actor.email = Some("+1@example.com".into());

@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use audit_layer::record::Timestamp;
 use audit_store::SqliteStore;
-use audit_store::export::{ExportJob, ExportStatus, HttpDestination, Secret};
+use audit_store::export::{ExportJob, HttpDestination, Secret};
 use audit_store::store::AuditStore as _;
-use common::{TestResult, record, time_limit};
+use common::{RunningJob, TestResult, record, time_limit};
 use receiver::{Mode, Receiver, Shared};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const SECRET: &str = "whsec-canary-7f3a91";
@@ -26,10 +25,7 @@ const URL_TOKEN: &str = "urltoken-canary-55e2";
 
 /// Starts an export job of every account to `url`, with timeouts and backoff scaled to the
 /// test's phases.
-fn start_exporter(
-    store: SqliteStore,
-    url: &str,
-) -> TestResult<(ExportStatus, oneshot::Sender<()>, JoinHandle<()>)> {
+fn start_exporter(store: SqliteStore, url: &str) -> TestResult<RunningJob> {
     let destination = HttpDestination::new(url)?
         .secret(Secret::new(SECRET))
         .timeout(Duration::from_millis(300));
@@ -38,12 +34,7 @@ fn start_exporter(
         .settle(Duration::from_millis(300))
         .poll_interval(Duration::from_millis(50))
         .backoff(Duration::from_millis(20), Duration::from_millis(300));
-    let status = job.status();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(job.run(async move {
-        let _ = stopped.await;
-    }));
-    Ok((status, stop, task))
+    Ok(RunningJob::spawn(job))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,8 +42,7 @@ async fn every_committed_record_arrives_in_order_through_errors_slowness_resets_
 -> TestResult {
     time_limit(Duration::from_secs(40), async {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
+        let store = common::sqlite_in(dir.path()).await?;
         let shared = Shared::new(Secret::new(SECRET), Duration::from_millis(600));
         let receiver = Receiver::start(Arc::clone(&shared), "127.0.0.1:0".parse()?).await?;
         let addr = receiver.addr;
@@ -81,7 +71,8 @@ async fn every_committed_record_arrives_in_order_through_errors_slowness_resets_
             })
         };
 
-        let (status, stop, exporter) = start_exporter(store.clone(), &url)?;
+        let exporter = start_exporter(store.clone(), &url)?;
+        let status = exporter.status.clone();
         let mut phases = Vec::new();
         for mode in [
             Mode::Ok,
@@ -99,10 +90,10 @@ async fn every_committed_record_arrives_in_order_through_errors_slowness_resets_
         // Stopped across a restart of the exporter.
         receiver.stop().await;
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let _ = stop.send(());
-        exporter.await?;
+        exporter.stop().await?;
         let failed_before_restart = status.snapshot();
-        let (status, stop, exporter) = start_exporter(store.clone(), &url)?;
+        let exporter = start_exporter(store.clone(), &url)?;
+        let status = exporter.status.clone();
         tokio::time::sleep(Duration::from_millis(700)).await;
         let down = status.snapshot();
         assert!(
@@ -145,8 +136,7 @@ async fn every_committed_record_arrives_in_order_through_errors_slowness_resets_
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += Duration::from_millis(50);
         }
-        let _ = stop.send(());
-        exporter.await?;
+        exporter.stop().await?;
         receiver.stop().await;
 
         assert_eq!(
@@ -234,8 +224,7 @@ impl std::io::Write for Captured {
 async fn the_secret_and_tokens_never_reach_logs_errors_or_debug_output() -> TestResult {
     const TOKEN: &str = "Bearer hec-canary-0c1d";
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-    store.migrate().await?;
+    let store = common::sqlite_in(dir.path()).await?;
     store
         .insert(&common::rows(&[record(Some("acc_a"), 1_000)])?)
         .await?;
@@ -271,13 +260,9 @@ async fn the_secret_and_tokens_never_reach_logs_errors_or_debug_output() -> Test
             .backoff(Duration::from_millis(10), Duration::from_millis(50));
         reported.push_str(&format!("{job:?}"));
         let status = job.status();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(job.run(async move {
-            let _ = stopped.await;
-        }));
+        let job = RunningJob::spawn(job);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = stop.send(());
-        task.await?;
+        job.stop().await?;
         let snapshot = status.snapshot();
         assert!(snapshot.failed_attempts > 0, "{snapshot:?}");
         reported.push_str(&format!("{snapshot:?}{}", snapshot.to_prometheus()));

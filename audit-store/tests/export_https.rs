@@ -11,48 +11,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use audit_store::SqliteStore;
-use audit_store::export::{ExportJob, ExportMetrics, HttpDestination, Secret, TlsConfig};
+use audit_store::export::{HttpDestination, Secret, TlsConfig};
 use audit_store::store::AuditStore as _;
-use common::{TestResult, record, rows, time_limit};
+use common::{TestResult, record, rows, run_export, time_limit};
 use receiver::tls::Pki;
 use receiver::{Receiver, Shared};
-use tokio::sync::oneshot;
 
 const SECRET: &str = "whsec-canary-https-81c2";
 
 /// A store with `n` records of `acc_a`, long settled.
 async fn store_with(dir: &tempfile::TempDir, n: i64) -> TestResult<SqliteStore> {
-    let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-    store.migrate().await?;
+    let store = common::sqlite_in(dir.path()).await?;
     let records: Vec<_> = (0..n).map(|i| record(Some("acc_a"), 1_000 + i)).collect();
     store.insert(&rows(&records)?).await?;
     Ok(store)
-}
-
-/// Runs a job to `destination` until `done` holds of its counters (or `limit` passes).
-async fn run(
-    store: SqliteStore,
-    destination: HttpDestination,
-    limit: Duration,
-    done: impl Fn(&ExportMetrics) -> bool,
-) -> TestResult<ExportMetrics> {
-    let job = ExportJob::new("siem", store, destination)?
-        .settle(Duration::ZERO)
-        .poll_interval(Duration::from_millis(20))
-        .backoff(Duration::from_millis(20), Duration::from_millis(100));
-    let status = job.status();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(job.run(async move {
-        let _ = stopped.await;
-    }));
-    let mut waited = Duration::ZERO;
-    while !done(&status.snapshot()) && waited < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += Duration::from_millis(20);
-    }
-    let _ = stop.send(());
-    task.await?;
-    Ok(status.snapshot())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,9 +50,13 @@ async fn a_job_trusting_the_receivers_ca_delivers_over_https_with_its_client_cer
         let destination = HttpDestination::new(&url)?
             .secret(Secret::new(SECRET))
             .tls(tls.clone())?;
-        let metrics = run(store.clone(), destination, Duration::from_secs(10), |m| {
-            m.delivered_records >= 3
-        })
+        let metrics = run_export(
+            "siem",
+            store.clone(),
+            destination,
+            Duration::from_secs(10),
+            |m| m.delivered_records >= 3,
+        )
         .await?;
         assert_eq!(metrics.delivered_records, 3, "{metrics:?}");
         assert_eq!(metrics.failed_attempts, 0, "{metrics:?}");
@@ -94,7 +70,8 @@ async fn a_job_trusting_the_receivers_ca_delivers_over_https_with_its_client_cer
         let destination = HttpDestination::new(&url)?
             .secret(Secret::new(SECRET))
             .tls(TlsConfig::ca_bundle_pem(pki.ca_pem.as_bytes())?)?;
-        let refused = run(
+        let refused = run_export(
+            "siem",
             store_with(&fresh, 1).await?,
             destination,
             Duration::from_secs(5),
@@ -131,7 +108,7 @@ async fn a_wrong_ca_fails_every_attempt_naming_the_destination_and_no_secret() -
             .secret(Secret::new(SECRET))
             .tls(tls.clone())?;
         let mut reported = format!("{destination:?}{tls:?}");
-        let metrics = run(store, destination, Duration::from_secs(5), |m| {
+        let metrics = run_export("siem", store, destination, Duration::from_secs(5), |m| {
             m.failed_attempts >= 3
         })
         .await?;

@@ -12,13 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use audit_layer::record::Timestamp;
-use audit_store::SqliteStore;
-use audit_store::export::{ExportJob, ExportMetrics, Secret, SyslogDestination, TlsConfig};
-use audit_store::model::StoredRecord;
+use audit_store::export::{ExportJob, Secret, SyslogDestination, TlsConfig};
 use audit_store::store::AuditStore as _;
-use common::{BASE_MS, TestResult, record, time_limit};
+use common::{BASE_MS, RunningJob, TestResult, record, run_export, time_limit};
 use receiver::tls::Pki;
-use tokio::sync::oneshot;
 
 /// Our own rsyslogd, killed when dropped.
 struct Rsyslog(Child);
@@ -118,18 +115,9 @@ async fn rsyslog_parses_every_record_as_an_rfc_5424_message() -> TestResult {
             .local_addr()?
             .port();
         let _rsyslog = start_rsyslog(binary, dir.path(), port, None)?;
-        let mut waited = 0;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(waited < 100, "rsyslogd did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            waited += 1;
-        }
+        listening(port).await;
 
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
+        let store = common::sqlite_in(dir.path()).await?;
         let mut records = Vec::new();
         for i in 0..5 {
             let mut r = record(Some("acc_1"), BASE_MS + i);
@@ -140,10 +128,7 @@ async fn rsyslog_parses_every_record_as_an_rfc_5424_message() -> TestResult {
         let mut large = record(Some("acc_1"), BASE_MS + 10);
         large.resource.request = Some(serde_json::json!({ "blob": "x".repeat(20_000) }).into());
         records.push(large);
-        let rows: Vec<StoredRecord> = records
-            .iter()
-            .map(StoredRecord::from_record)
-            .collect::<Result<_, _>>()?;
+        let rows = common::rows(&records)?;
         store.insert(&rows).await?;
 
         let destination = SyslogDestination::new(&format!("127.0.0.1:{port}"))?
@@ -154,10 +139,7 @@ async fn rsyslog_parses_every_record_as_an_rfc_5424_message() -> TestResult {
             .batch_records(4)
             .poll_interval(Duration::from_millis(20));
         let status = job.status();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(job.run(async move {
-            let _ = stopped.await;
-        }));
+        let job = RunningJob::spawn(job);
         let parsed = dir.path().join("parsed.log");
         let mut lines = Vec::new();
         for _ in 0..200 {
@@ -171,8 +153,7 @@ async fn rsyslog_parses_every_record_as_an_rfc_5424_message() -> TestResult {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = stop.send(());
-        task.await?;
+        job.stop().await?;
         assert_eq!(lines.len(), rows.len(), "{lines:#?}");
         assert_eq!(status.snapshot().delivered_records, rows.len() as u64);
         let pid = std::process::id().to_string();
@@ -210,33 +191,6 @@ async fn listening(port: u16) {
     }
 }
 
-/// Runs a job of `store`'s records to `destination` until `done` holds of its counters or
-/// `limit` passes.
-async fn run(
-    store: SqliteStore,
-    destination: SyslogDestination,
-    limit: Duration,
-    done: impl Fn(&ExportMetrics) -> bool,
-) -> TestResult<ExportMetrics> {
-    let job = ExportJob::new("syslog", store, destination)?
-        .settle(Duration::ZERO)
-        .poll_interval(Duration::from_millis(20))
-        .backoff(Duration::from_millis(20), Duration::from_millis(100));
-    let status = job.status();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(job.run(async move {
-        let _ = stopped.await;
-    }));
-    let mut waited = Duration::ZERO;
-    while !done(&status.snapshot()) && waited < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += Duration::from_millis(20);
-    }
-    let _ = stop.send(());
-    task.await?;
-    Ok(status.snapshot())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> TestResult {
     let Some(binary) = rsyslogd() else {
@@ -262,13 +216,9 @@ async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> Tes
         let _rsyslog = start_rsyslog(binary, dir.path(), port, Some(&pki))?;
         listening(port).await;
 
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
+        let store = common::sqlite_in(dir.path()).await?;
         let records: Vec<_> = (0..3).map(|i| record(Some("acc_1"), BASE_MS + i)).collect();
-        let rows: Vec<StoredRecord> = records
-            .iter()
-            .map(StoredRecord::from_record)
-            .collect::<Result<_, _>>()?;
+        let rows = common::rows(&records)?;
         store.insert(&rows).await?;
 
         // A job trusting another CA: every attempt fails, naming the collector and the
@@ -279,9 +229,13 @@ async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> Tes
         let address = format!("127.0.0.1:{port}");
         let destination = SyslogDestination::new(&address)?.tls(wrong)?;
         let debug = format!("{destination:?}");
-        let refused = run(store.clone(), destination, Duration::from_secs(5), |m| {
-            m.failed_attempts >= 3
-        })
+        let refused = run_export(
+            "syslog",
+            store.clone(),
+            destination,
+            Duration::from_secs(5),
+            |m| m.failed_attempts >= 3,
+        )
         .await?;
         assert!(refused.failed_attempts >= 3, "{refused:?}");
         assert_eq!(refused.delivered_records, 0);
@@ -309,7 +263,7 @@ async fn rsyslog_parses_records_sent_over_tls_and_a_wrong_ca_is_refused() -> Tes
             .app_name("billing-api")?
             .tls(right)?;
         let parsed = dir.path().join("parsed.log");
-        let sent = run(store, destination, Duration::from_secs(10), |m| {
+        let sent = run_export("syslog", store, destination, Duration::from_secs(10), |m| {
             m.delivered_records >= 3
                 && std::fs::read_to_string(&parsed)
                     .unwrap_or_default()

@@ -21,7 +21,6 @@ use audit_layer::record::{
     Account, Action, ActionResult, ActionType, Actor, ActorContext, ActorType, AuditRecord, Raw,
     Resource, Timestamp, Token, Trace,
 };
-use audit_store::SqliteStore;
 use audit_store::model::StoredRecord;
 use audit_store::query::{Access, AuditLogRouter};
 use audit_store::store::AuditStore;
@@ -176,8 +175,7 @@ struct Server {
 
 async fn serve(records: &[AuditRecord]) -> TestResult<Server> {
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-    store.migrate().await?;
+    let store = common::sqlite_in(dir.path()).await?;
     let rows: Vec<StoredRecord> = records
         .iter()
         .map(StoredRecord::from_record)

@@ -167,7 +167,7 @@ async fn serve<S: ExportPositions>(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(audit_store::start::shutdown_signal())
     .await;
     tracing::info!(target: "demo_app", "stopped accepting; flushing the audit pipeline");
     sweep.abort();
@@ -237,26 +237,4 @@ async fn nats_destination(
         tracing::warn!(target: "demo_app", "cannot create the audit stream now (records spool until NATS answers): {e}");
     }
     Ok(destination)
-}
-
-/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }

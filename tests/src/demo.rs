@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::process::{Process, log_files};
 use crate::seed::{ADMIN_TOKEN, OTHER_TOKEN, PASSWORD};
 
 /// How long the demo may take to answer `/healthz` after it starts (migrations on a busy
@@ -167,16 +168,6 @@ pub fn exits_within(mut child: Child, limit: Duration, what: &str) -> Output {
         .expect("the child's output is read")
 }
 
-/// Sends the signal `name` (`TERM`, `KILL`, `STOP`, `CONT`) to the process `pid`.
-pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name} {pid} failed: {status}");
-}
-
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -233,11 +224,9 @@ impl DemoConfig {
 /// A running `demo-app`, killed (SIGKILL) if the test ends without stopping it.
 #[derive(Debug)]
 pub struct Demo {
-    child: Option<Child>,
+    process: Process,
     addr: SocketAddr,
     base: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
 }
 
 impl Demo {
@@ -250,13 +239,7 @@ impl Demo {
     /// the canary secrets ([`ADMIN_TOKEN`], [`OTHER_TOKEN`], [`PASSWORD`]) in its environment
     /// and `config`'s database and flags, and waits until `/healthz` answers.
     pub async fn start_with(data_dir: &Path, logs_dir: &Path, config: &DemoConfig) -> Self {
-        std::fs::create_dir_all(logs_dir).expect("the logs directory can be created");
-        // Each start gets its own log files, so that a restart keeps the first run's.
-        let n = std::fs::read_dir(logs_dir)
-            .expect("the logs directory can be read")
-            .count();
-        let stdout = logs_dir.join(format!("stdout-{n}.txt"));
-        let stderr = logs_dir.join(format!("stderr-{n}.txt"));
+        let (stdout, stderr) = log_files(logs_dir);
         let mut last_error = String::new();
         // The port is free when picked; if another process takes it first, try another.
         for _ in 0..3 {
@@ -270,20 +253,16 @@ impl Demo {
                 .args(&config.args)
                 .env("DEMO_ADMIN_TOKEN", ADMIN_TOKEN)
                 .env("DEMO_OTHER_TOKEN", OTHER_TOKEN)
-                .env("DEMO_PASSWORD", PASSWORD)
-                .stdout(std::fs::File::create(&stdout).expect("the stdout file can be created"))
-                .stderr(std::fs::File::create(&stderr).expect("the stderr file can be created"));
+                .env("DEMO_PASSWORD", PASSWORD);
             if let Some(url) = &config.database_url {
                 command.env("DATABASE_URL", url);
             }
             command.envs(config.env.iter().map(|(k, v)| (k, v)));
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut demo = Self {
-                child: Some(command.spawn().expect("demo-app starts")),
+                process: Process::spawn("demo-app", &mut command, &stdout, &stderr),
                 addr,
                 base: format!("http://{addr}"),
-                stdout: stdout.clone(),
-                stderr: stderr.clone(),
             };
             match demo.wait_healthy().await {
                 Ok(()) => return demo,
@@ -305,7 +284,7 @@ impl Demo {
 
     /// Its process id; panics once it has been stopped.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("demo-app is running").id()
+        self.process.pid()
     }
 
     /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
@@ -314,18 +293,12 @@ impl Demo {
             .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
-    /// Whether the process has exited, and how (`None` while it runs).
-    fn exited(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        child.try_wait().expect("the child's status can be read")
-    }
-
     async fn wait_healthy(&mut self) -> Result<(), String> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + HEALTHY_WITHIN;
         loop {
-            if let Some(status) = self.exited() {
-                self.child = None;
+            if let Some(status) = self.process.exited() {
+                self.process.release();
                 // The banner (stdout) says how far it got; stderr has its log and any panic.
                 return Err(format!(
                     "exited with {status}; stdout: {}\nstderr: {}",
@@ -352,8 +325,8 @@ impl Demo {
     /// Asserts that the process still runs and answers `GET /healthz` with `200` within 5 s;
     /// `after` says what it just went through, for the failure message.
     pub async fn assert_alive(&mut self, after: &str) {
-        if let Some(status) = self.exited() {
-            self.child = None;
+        if let Some(status) = self.process.exited() {
+            self.process.release();
             panic!(
                 "demo-app exited with {status} after {after}; stderr: {}",
                 self.stderr()
@@ -374,62 +347,26 @@ impl Demo {
     /// Stops the binary with SIGTERM (graceful: in-flight requests finish and the audit
     /// pipeline is flushed) and waits for it to exit.
     pub async fn stop(&mut self) -> ExitStatus {
-        self.signal("TERM");
-        self.wait_exit(EXITS_WITHIN, "SIGTERM").await
+        self.process.stop(EXITS_WITHIN).await
     }
 
     /// Kills the binary with SIGKILL (nothing is flushed) and reaps it.
     pub async fn kill(&mut self) -> ExitStatus {
-        self.signal("KILL");
-        self.wait_exit(Duration::from_secs(10), "SIGKILL").await
-    }
-
-    fn signal(&self, name: &str) {
-        signal(self.pid(), name);
-    }
-
-    async fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {
-        let mut child = self.child.take().expect("demo-app is running");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("the child's status can be read") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "demo-app did not exit within {limit:?} of {what}; stderr: {}",
-                    self.stderr_tail(20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.kill().await
     }
 
     /// What it printed on stdout so far.
     pub fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+        self.process.stdout()
     }
 
     /// What it printed on stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.stderr()
     }
 
     /// The last `n` lines of its stderr, for failure messages.
     pub fn stderr_tail(&self, n: usize) -> String {
-        let text = self.stderr();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stderr_tail(n)
     }
 }

@@ -4,11 +4,12 @@
 //! with SIGKILL, and killed if the test ends without stopping it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::demo::{cargo_binary, signal};
+use crate::demo::cargo_binary;
+use crate::process::{Process, log_files};
 
 /// The variable that names another `audit-ingest` binary to run instead of the workspace's.
 pub const INGEST_BIN_VAR: &str = "AUDIT_TEST_INGEST_BIN";
@@ -100,9 +101,7 @@ impl IngestConfig {
 /// A running `audit-ingest`, killed (SIGKILL) if the test ends without stopping it.
 #[derive(Debug)]
 pub struct Ingestor {
-    child: Option<Child>,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    process: Process,
 }
 
 impl Ingestor {
@@ -110,12 +109,7 @@ impl Ingestor {
     /// waits `SETTLES_WITHIN`: a start that fails (a bad setting, NATS or the database
     /// refusing) panics with what it printed.
     pub async fn start(logs_dir: &Path, config: &IngestConfig) -> Self {
-        std::fs::create_dir_all(logs_dir).expect("the logs directory can be created");
-        let n = std::fs::read_dir(logs_dir)
-            .expect("the logs directory can be read")
-            .count();
-        let stdout = logs_dir.join(format!("stdout-{n}.txt"));
-        let stderr = logs_dir.join(format!("stderr-{n}.txt"));
+        let (stdout, stderr) = log_files(logs_dir);
         let mut command = Command::new(ingest_binary());
         for name in SETTINGS {
             command.env_remove(name);
@@ -123,13 +117,9 @@ impl Ingestor {
         command
             .args(&config.args)
             .envs(config.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("the stdout file can be created"))
-            .stderr(std::fs::File::create(&stderr).expect("the stderr file can be created"));
+            .stdin(Stdio::null());
         let mut ingestor = Self {
-            child: Some(command.spawn().expect("audit-ingest starts")),
-            stdout,
-            stderr,
+            process: Process::spawn("audit-ingest", &mut command, &stdout, &stderr),
         };
         tokio::time::sleep(SETTLES_WITHIN).await;
         if let Some(status) = ingestor.exited() {
@@ -144,13 +134,12 @@ impl Ingestor {
 
     /// Its process id; panics once it has been stopped.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("audit-ingest is running").id()
+        self.process.pid()
     }
 
     /// Whether the process has exited, and how (`None` while it runs).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        child.try_wait().expect("the child's status can be read")
+        self.process.exited()
     }
 
     /// Asserts that the process still runs; `after` says what it just went through.
@@ -167,59 +156,27 @@ impl Ingestor {
     /// Stops it with SIGTERM (graceful: the batch in hand is committed and acknowledged) and
     /// waits for it to exit.
     pub async fn stop(&mut self) -> ExitStatus {
-        signal(self.pid(), "TERM");
-        self.wait_exit(EXITS_WITHIN, "SIGTERM").await
+        self.process.stop(EXITS_WITHIN).await
     }
 
     /// Kills it with SIGKILL (its unacknowledged messages are redelivered to another
     /// ingestor once their acknowledgement wait passes) and reaps it.
     pub async fn kill(&mut self) -> ExitStatus {
-        signal(self.pid(), "KILL");
-        self.wait_exit(Duration::from_secs(10), "SIGKILL").await
-    }
-
-    async fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {
-        let mut child = self.child.take().expect("audit-ingest is running");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("the child's status can be read") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "audit-ingest did not exit within {limit:?} of {what}; stderr: {}",
-                    self.stderr_tail(20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.kill().await
     }
 
     /// What it printed on stdout so far.
     pub fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+        self.process.stdout()
     }
 
     /// What it printed on stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.stderr()
     }
 
     /// The last `n` lines of its stderr, for failure messages.
     pub fn stderr_tail(&self, n: usize) -> String {
-        let text = self.stderr();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Ingestor {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stderr_tail(n)
     }
 }

@@ -12,10 +12,12 @@
 //! | `raw_http` | HTTP/1.1 over a bare TCP stream, for clients that must misbehave |
 //! | `postgres` | a PostgreSQL cluster of the test's own, and its audit tables read directly |
 //! | `nats` | a 3-node NATS JetStream cluster of the test's own, and the JetStream API asked directly |
+//! | `process` | a binary run as a child process, its output in files, stopped or killed |
 //! | `ingest` | the `audit-ingest` binary (fleet mode's ingestor): built once, started, stopped or killed |
 //! | `proxy` | a TCP proxy that delays or cuts the way to PostgreSQL |
 //! | `load` | a bounded load on the demo, and its accounting against the audit tables |
 //! | `attack` | floods, stalled bodies and slow readers against the demo, its memory watched |
+//! | `env` | the fault tests' settings from the environment, which the soak scales |
 //! | `disk` | the files the demo leaves, searched for secrets |
 //! | `spool` | the demo's spool directory, seen from outside |
 //! | `skip` | [`skip`]: a test that cannot run here is skipped, or fails under `CI=true` |
@@ -24,11 +26,13 @@ mod api;
 mod attack;
 mod demo;
 mod disk;
+mod env;
 mod ingest;
 mod load;
 mod log;
 mod nats;
 mod postgres;
+mod process;
 mod proxy;
 mod raw_http;
 mod seed;
@@ -42,9 +46,10 @@ pub use attack::{
 };
 pub use demo::{
     DEMO_BIN_VAR, Demo, DemoConfig, demo_binary, demo_command, demo_has_flag, exits_within,
-    free_port, signal, status_kib,
+    free_port, status_kib,
 };
 pub use disk::{contains, files_under};
+pub use env::{env_number, env_secs};
 pub use ingest::{INGEST_BIN_VAR, IngestConfig, Ingestor, ingest_binary};
 pub use load::{Accounting, Latency, Load, LoadSpec, RequestKind, Sample, Samples};
 pub use log::{
@@ -53,6 +58,7 @@ pub use log::{
 };
 pub use nats::{NATS_BIN_VAR, NatsCluster, NatsConnection};
 pub use postgres::{PG_BIN_VAR, PgCluster, StoredRecords, wait_for_catch_up};
+pub use process::signal;
 pub use proxy::Proxy;
 pub use raw_http::{RawResponse, parse_responses, raw_exchange, raw_one, read_until_closed};
 pub use seed::{

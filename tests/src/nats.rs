@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::demo::{free_port, signal};
-use crate::skip::skip;
+use crate::demo::free_port;
+use crate::process::signal;
+use crate::skip::or_skip;
 
 /// The variable that names the `nats-server` binary, where it is not `/usr/sbin/nats-server`
 /// (Debian's package) or on the `PATH`.
@@ -220,23 +221,16 @@ impl NatsCluster {
         Ok(cluster)
     }
 
-    /// [`start`](Self::start), or, where `nats-server` is not available, [`skip`] the test
-    /// `what` (a failure under `CI=true`) and `None`.
+    /// [`start`](Self::start), or, where `nats-server` is not available,
+    /// [`skip`](crate::skip) the test `what` (a failure under `CI=true`) and `None`.
     pub fn start_or_skip(what: &str) -> Option<Self> {
-        match Self::start() {
-            Ok(cluster) => Some(cluster),
-            Err(why) => {
-                skip(
-                    what,
-                    &why,
-                    &format!(
-                        "install nats-server (Debian: nats-server), or set {NATS_BIN_VAR} to \
-                         its path"
-                    ),
-                );
-                None
-            }
-        }
+        or_skip(
+            Self::start(),
+            what,
+            &format!(
+                "install nats-server (Debian: nats-server), or set {NATS_BIN_VAR} to its path"
+            ),
+        )
     }
 
     /// Waits until the nodes `which` run, answer `/healthz` and know a meta leader; panics

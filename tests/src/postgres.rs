@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::demo::free_port;
-use crate::skip::skip;
+use crate::skip::or_skip;
 
 /// The variable that names the directory of PostgreSQL's server tools, where they are not in
 /// `/usr/lib/postgresql/<version>/bin`.
@@ -265,24 +265,18 @@ impl Drop for PgCluster {
 }
 
 impl PgCluster {
-    /// [`start`](Self::start), or, where PostgreSQL is not available, [`skip`] the test
-    /// `what` (a failure under `CI=true`) and `None`.
+    /// [`start`](Self::start), or, where PostgreSQL is not available, [`skip`](crate::skip) the
+    /// test `what` (a failure under `CI=true`) and `None`.
     pub fn start_or_skip(what: &str) -> Option<Self> {
-        match Self::start() {
-            Ok(cluster) => Some(cluster),
-            Err(why) => {
-                skip(
-                    what,
-                    &why,
-                    &format!(
-                        "install PostgreSQL's server package (Debian: postgresql), or set \
-                         {PG_BIN_VAR} to the directory of its initdb, pg_ctl and psql; as root \
-                         also runuser (Debian: util-linux)"
-                    ),
-                );
-                None
-            }
-        }
+        or_skip(
+            Self::start(),
+            what,
+            &format!(
+                "install PostgreSQL's server package (Debian: postgresql), or set {PG_BIN_VAR} \
+                 to the directory of its initdb, pg_ctl and psql; as root also runuser (Debian: \
+                 util-linux)"
+            ),
+        )
     }
 }
 

@@ -29,6 +29,18 @@ pub fn skip(what: &str, why: &str, fix: &str) {
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
+/// What `started` holds, or, where it failed because a tool or service is not available
+/// here (`why`), [`skip`] the test `what` (a failure under `CI=true`) and `None`.
+pub(crate) fn or_skip<T>(started: Result<T, String>, what: &str, fix: &str) -> Option<T> {
+    match started {
+        Ok(value) => Some(value),
+        Err(why) => {
+            skip(what, &why, fix);
+            None
+        }
+    }
+}
+
 /// Whether this runs in CI: the variable `CI` is `true` or `1`, as CI services set it.
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")

@@ -44,28 +44,9 @@ use std::time::{Duration, Instant};
 
 use audit_tests::{
     Accounting, Demo, DemoConfig, Load, LoadSpec, PgCluster, Proxy, RequestKind, Sample, Samples,
-    StoredRecords, demo_command, demo_has_flag, exits_within, free_port, skip, spool_bytes,
-    spool_segments, spool_text, wait_for_catch_up,
+    StoredRecords, demo_command, demo_has_flag, env_number, env_secs, exits_within, free_port,
+    skip, spool_bytes, spool_segments, spool_text, wait_for_catch_up,
 };
-
-/// A duration from the environment variable `name` (whole or fractional seconds), else
-/// `default`: the soak (`scripts/soak.sh`) scales the fault tests through these.
-fn env_secs(name: &str, default: Duration) -> Duration {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map_or(default, Duration::from_secs_f64)
-}
-
-/// A number from the environment variable `name`, else `default`.
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .unwrap_or(default)
-}
 
 /// How long PostgreSQL stays down in the outage test (`AUDIT_FAULT_OUTAGE_SECS`, 30 s).
 fn outage() -> Duration {

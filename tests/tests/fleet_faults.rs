@@ -42,7 +42,7 @@ use audit_store::chain::{ChainKeys, ChainSecret};
 use audit_store::verify::{self, Outcome};
 use audit_tests::{
     Accounting, Demo, DemoConfig, IngestConfig, Ingestor, Load, LoadSpec, NatsCluster, PgCluster,
-    Samples, StoredRecords, wait_for_catch_up,
+    Samples, StoredRecords, env_number, env_secs, wait_for_catch_up,
 };
 
 /// The stream the demos publish to and the ingestors consume (the binaries' default).
@@ -64,14 +64,6 @@ const NATS_OUTAGE: Duration = Duration::from_secs(10);
 /// their spools with it): a fixed test value, so that the verifier is given it too.
 const CHAIN_SECRET: &str = "5f3c0a8e9b7d6c4e2a1f0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e";
 
-fn env_secs(name: &str, default: Duration) -> Duration {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map_or(default, Duration::from_secs_f64)
-}
-
 /// The load around each fault (`AUDIT_FAULT_LOAD_SECS`, 8 s).
 fn load_phase() -> Duration {
     env_secs("AUDIT_FAULT_LOAD_SECS", Duration::from_secs(8))
@@ -85,12 +77,7 @@ fn pg_outage() -> Duration {
 /// The load on each demo (`AUDIT_FLEET_RATE`, 200 requests/s): a quarter authenticated writes,
 /// the rest unauthenticated `POST`s.
 fn load_spec() -> LoadSpec {
-    let rate = std::env::var("AUDIT_FLEET_RATE")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .unwrap_or(200.0);
-    LoadSpec::at_rate(rate)
+    LoadSpec::at_rate(env_number("AUDIT_FLEET_RATE", 200.0))
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {

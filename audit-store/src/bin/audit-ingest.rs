@@ -232,31 +232,9 @@ async fn ingest_into<S: ChainedStore>(
         redact_url(&args.database_url)
     );
     ingestor
-        .run(shutdown_signal())
+        .run(audit_store::start::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Resolves at the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }
 
 fn main() -> ExitCode {

@@ -4,8 +4,10 @@ use std::future::Future;
 
 use futures_util::stream::BoxStream;
 
+use super::TableNames;
+use super::sql::{Dialect, Numbered};
 use crate::Result;
-use crate::model::ScannedLink;
+use crate::model::{ChainScope, ScannedLink};
 
 /// Links per chunk of [`ChainedStore::chain_scan`](super::ChainedStore::chain_scan).
 pub(super) const SCAN_CHUNK: usize = 2048;
@@ -32,6 +34,40 @@ where
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
+}
+
+/// The statement of a scan selecting `select` in `dialect`, and the chain and sequence range
+/// it binds (the chain only when it is not `""`: see [`Numbered::chain_condition`]).
+pub(super) fn scan_statement(
+    names: &TableNames,
+    scope: &ChainScope,
+    dialect: Dialect,
+    select: &str,
+) -> (String, Option<(String, i64, i64)>) {
+    let logs = names.logs();
+    match scope {
+        // One pass in the table's order (SQLite's table is clustered by id; PostgreSQL reads
+        // its partitions sequentially).
+        ChainScope::All => (
+            format!("SELECT {select} FROM {logs} WHERE chain_seq IS NOT NULL"),
+            None,
+        ),
+        // The account index, in its order: records of one account in time order are nearly
+        // in chain order.
+        ChainScope::Chain { chain, first, last } => {
+            let mut n = Numbered::new(dialect);
+            let condition = n.chain_condition(chain);
+            (
+                format!(
+                    "SELECT {select} FROM {logs} WHERE {condition} \
+                     AND chain_seq >= {} AND chain_seq <= {} ORDER BY time_ms, id",
+                    n.next(),
+                    n.next()
+                ),
+                Some((chain.clone(), *first, *last)),
+            )
+        }
+    }
 }
 
 /// Collects links into chunks of [`SCAN_CHUNK`] and sends each full one. `false` once the

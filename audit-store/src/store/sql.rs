@@ -6,8 +6,8 @@
 
 use super::TableNames;
 use crate::model::{
-    COLUMNS, ColumnFilter, CommitQuery, Direction, FilterValue, LINK_COLUMNS, RecordQuery,
-    StatsQuery,
+    COLUMNS, ColumnFilter, CommitPosition, CommitQuery, Direction, FilterValue, LINK_COLUMNS,
+    RecordQuery, StatsQuery,
 };
 
 /// How a database spells what the two backends write differently.
@@ -150,14 +150,10 @@ pub fn page(target: &mut impl QueryTarget, names: &TableNames, query: &RecordQue
         Direction::Desc => ("<", "DESC"),
         Direction::Asc => (">", "ASC"),
     };
-    if let Some((time_ms, id)) = query.after {
-        target.sql(&format!(" AND (time_ms {cmp} "));
-        target.bigint(time_ms);
-        target.sql(" OR (time_ms = ");
-        target.bigint(time_ms);
-        target.sql(&format!(" AND id {cmp} "));
-        target.uuid(id);
-        target.sql("))");
+    if let Some(after) = query.after {
+        target.sql(" AND (");
+        time_and_id(target, cmp, after, cmp);
+        target.sql(")");
     }
     target.sql(&format!(" ORDER BY time_ms {order}, id {order} LIMIT "));
     target.bigint(i64::from(query.limit));
@@ -188,33 +184,48 @@ pub(crate) fn commit_page(
         (query.since_ms, i64::MAX),
         &query.filters,
     );
-    // (committed_ms, time_ms, id) > after, spelled so the index range starts at its commit.
+    // (committed_ms, time_ms, id) > after and <= through, each spelled so the index range
+    // starts (ends) at its commit.
     if let Some(after) = query.after {
-        target.sql(" AND committed_ms >= ");
-        target.bigint(after.committed_ms);
-        target.sql(" AND (committed_ms > ");
-        target.bigint(after.committed_ms);
-        target.sql(" OR time_ms > ");
-        target.bigint(after.time_ms);
-        target.sql(" OR (time_ms = ");
-        target.bigint(after.time_ms);
-        target.sql(" AND id > ");
-        target.uuid(after.id);
-        target.sql("))");
+        commit_position(target, ">", after, ">");
     }
-    let through = query.through;
-    target.sql(" AND committed_ms <= ");
-    target.bigint(through.committed_ms);
-    target.sql(" AND (committed_ms < ");
-    target.bigint(through.committed_ms);
-    target.sql(" OR time_ms < ");
-    target.bigint(through.time_ms);
-    target.sql(" OR (time_ms = ");
-    target.bigint(through.time_ms);
-    target.sql(" AND id <= ");
-    target.uuid(through.id);
-    target.sql(")) ORDER BY committed_ms, time_ms, id LIMIT ");
+    commit_position(target, "<", query.through, "<=");
+    target.sql(" ORDER BY committed_ms, time_ms, id LIMIT ");
     target.bigint(i64::from(query.limit));
+}
+
+/// ` AND committed_ms {cmp}= c AND (committed_ms {cmp} c OR time_ms {cmp} t OR (time_ms = t
+/// AND id {id_cmp} i))`: the rows on one side of `position` in commit order.
+fn commit_position(
+    target: &mut impl QueryTarget,
+    cmp: &str,
+    position: CommitPosition,
+    id_cmp: &str,
+) {
+    target.sql(&format!(" AND committed_ms {cmp}= "));
+    target.bigint(position.committed_ms);
+    target.sql(&format!(" AND (committed_ms {cmp} "));
+    target.bigint(position.committed_ms);
+    target.sql(" OR ");
+    time_and_id(target, cmp, (position.time_ms, position.id), id_cmp);
+    target.sql(")");
+}
+
+/// `time_ms {time_cmp} t OR (time_ms = t AND id {id_cmp} i)`: the rows on one side of the
+/// key `(t, i)` in `(time_ms, id)` order (`<=` as `id_cmp` takes the key's row in).
+fn time_and_id(
+    target: &mut impl QueryTarget,
+    time_cmp: &str,
+    (time_ms, id): (i64, uuid::Uuid),
+    id_cmp: &str,
+) {
+    target.sql(&format!("time_ms {time_cmp} "));
+    target.bigint(time_ms);
+    target.sql(" OR (time_ms = ");
+    target.bigint(time_ms);
+    target.sql(&format!(" AND id {id_cmp} "));
+    target.uuid(id);
+    target.sql(")");
 }
 
 /// The condition selecting `account_id`'s records in `[since, before)` that match every

@@ -17,15 +17,16 @@ use audit_layer::record::{
     Resource, Timestamp, Token, Zone,
 };
 use audit_store::chain::ChainKeys;
+use audit_store::export::{Destination, ExportJob, ExportMetrics, ExportStatus};
 use audit_store::model::{COLUMNS, ColumnType, StoredRecord};
 use audit_store::pipeline::{self, IngestSink, PipelineBuilder, PipelineMetrics};
 use audit_store::store::intercept::{Intercepted, Interceptor};
-use audit_store::store::{AuditStore, ChainedStore};
+use audit_store::store::{AuditStore, ChainedStore, ExportPositions};
 use audit_store::{PostgresStore, SqliteStore, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{AssertSqlSafe, Connection, Row};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -324,8 +325,7 @@ impl Backend for Sqlite {
 
     async fn setup() -> TestResult<Option<Fixture<SqliteStore>>> {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path().join("audit.db")).await?;
-        store.migrate().await?;
+        let store = sqlite_in(dir.path()).await?;
         Ok(Some(Fixture {
             db: Db::Sqlite(store.pool().clone()),
             store,
@@ -446,6 +446,13 @@ impl Backend for Postgres {
             cleanup: Cleanup::Schema(guard),
         }))
     }
+}
+
+/// A migrated SQLite store in the file `audit.db` of `dir`.
+pub(crate) async fn sqlite_in(dir: &std::path::Path) -> TestResult<SqliteStore> {
+    let store = SqliteStore::open(dir.join("audit.db")).await?;
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// A fresh SQLite fixture, for tests that run on SQLite only.
@@ -600,6 +607,59 @@ pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// An export job running in a task of its own until [`stop`](Self::stop)ped.
+pub(crate) struct RunningJob {
+    /// Its counters, live.
+    pub(crate) status: ExportStatus,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningJob {
+    /// Runs `job` in a task of its own.
+    pub(crate) fn spawn<S: ExportPositions + 'static, D: Destination>(
+        job: ExportJob<S, D>,
+    ) -> Self {
+        let status = job.status();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(job.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { status, stop, task }
+    }
+
+    /// Stops the job (a delivery in flight is abandoned) and waits for its task to end.
+    pub(crate) async fn stop(self) -> TestResult {
+        let _ = self.stop.send(());
+        self.task.await?;
+        Ok(())
+    }
+}
+
+/// Runs an export job named `name` of `store`'s records to `destination`, with short waits,
+/// until `done` holds of its counters or `limit` passes: its counters then.
+pub(crate) async fn run_export<S: ExportPositions + 'static, D: Destination>(
+    name: &str,
+    store: S,
+    destination: D,
+    limit: Duration,
+    done: impl Fn(&ExportMetrics) -> bool,
+) -> TestResult<ExportMetrics> {
+    let job = ExportJob::new(name, store, destination)?
+        .settle(Duration::ZERO)
+        .poll_interval(Duration::from_millis(20))
+        .backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let running = RunningJob::spawn(job);
+    let mut waited = Duration::ZERO;
+    while !done(&running.status.snapshot()) && waited < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    let status = running.status.clone();
+    running.stop().await?;
+    Ok(status.snapshot())
 }
 
 /// Waits (polling) until the store holds `n` records, for up to 10 s.

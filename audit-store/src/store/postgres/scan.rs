@@ -7,8 +7,8 @@ use sqlx::postgres::{PgPool, PgRow};
 
 use super::super::TableNames;
 use super::super::decode::chain_row_of;
-use super::super::scan::{Chunker, Chunks};
-use super::super::sql::{self, Dialect, Numbered};
+use super::super::scan::{Chunker, Chunks, scan_statement};
+use super::super::sql::{self, Dialect};
 use crate::Result;
 use crate::model::{ChainScope, LINK_COLUMNS, ScannedLink, index_of};
 
@@ -23,36 +23,6 @@ fn scanned_link_of(row: &PgRow) -> Result<ScannedLink> {
     })
 }
 
-/// The statement of a scan, and the chain and sequence range it binds.
-fn scan_statement(names: &TableNames, scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
-    let logs = names.logs();
-    match scope {
-        ChainScope::All => (
-            format!(
-                "SELECT {} FROM {logs} WHERE chain_seq IS NOT NULL",
-                sql::link_select()
-            ),
-            None,
-        ),
-        // The account index, in its order: records of one account in time order are nearly
-        // in chain order.
-        ChainScope::Chain { chain, first, last } => {
-            let mut n = Numbered::new(Dialect::Postgres);
-            let condition = n.chain_condition(chain);
-            (
-                format!(
-                    "SELECT {} FROM {logs} WHERE {condition} \
-                     AND chain_seq >= {} AND chain_seq <= {} ORDER BY time_ms, id",
-                    sql::link_select(),
-                    n.next(),
-                    n.next()
-                ),
-                Some((chain.clone(), *first, *last)),
-            )
-        }
-    }
-}
-
 /// Reads the links of `scope` into `tx`'s chunks (see
 /// [`ChainedStore::chain_scan`](crate::store::ChainedStore::chain_scan)).
 pub(super) async fn scan(
@@ -62,7 +32,7 @@ pub(super) async fn scan(
     tx: Chunks,
 ) -> Result<()> {
     let mut conn = pool.acquire().await?;
-    let (sql, binds) = scan_statement(&names, &scope);
+    let (sql, binds) = scan_statement(&names, &scope, Dialect::Postgres, &sql::link_select());
     let whole = binds.is_none();
     if whole {
         // A scan joining another one in progress would start mid-table and wrap around:

@@ -9,8 +9,8 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
 use super::super::TableNames;
-use super::super::scan::{Chunker, Chunks};
-use super::super::sql::{Dialect, Numbered};
+use super::super::scan::{Chunker, Chunks, scan_statement};
+use super::super::sql::Dialect;
 use crate::chain::RowDigest;
 use crate::model::{
     COLUMNS, ChainRow, ChainScope, ColumnType, LINK_COLUMNS, ScannedLink, index_of, text_columns,
@@ -124,35 +124,6 @@ fn packed_link_of(row: &SqliteRow) -> Result<ScannedLink> {
     })
 }
 
-/// The statement of a scan, and the chain and sequence range it binds.
-fn scan_statement(names: &TableNames, scope: &ChainScope) -> (String, Option<(String, i64, i64)>) {
-    let logs = names.logs();
-    match scope {
-        // The table is clustered by id: one pass in id order, page after page.
-        ChainScope::All => (
-            format!(
-                "SELECT {} FROM {logs} WHERE chain_seq IS NOT NULL",
-                packed_select()
-            ),
-            None,
-        ),
-        // The account index, in its order: records of one account in time order are nearly
-        // in chain order.
-        ChainScope::Chain { chain, first, last } => {
-            let mut n = Numbered::new(Dialect::Sqlite);
-            let condition = n.chain_condition(chain);
-            (
-                format!(
-                    "SELECT {} FROM {logs} WHERE {condition} \
-                     AND chain_seq >= ? AND chain_seq <= ? ORDER BY time_ms, id",
-                    packed_select()
-                ),
-                Some((chain.clone(), *first, *last)),
-            )
-        }
-    }
-}
-
 /// Reads the links of `scope` into `tx`'s chunks (see
 /// [`ChainedStore::chain_scan`](crate::store::ChainedStore::chain_scan)).
 pub(super) async fn scan(
@@ -163,7 +134,7 @@ pub(super) async fn scan(
 ) -> Result<()> {
     let mut conn = pool.acquire().await?;
     let whole = matches!(scope, ChainScope::All);
-    let (sql, binds) = scan_statement(&names, &scope);
+    let (sql, binds) = scan_statement(&names, &scope, Dialect::Sqlite, &packed_select());
     if whole {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA mmap_size = {SCAN_MMAP_BYTES}"
