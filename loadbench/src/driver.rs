@@ -206,6 +206,10 @@ struct RunResult {
     /// audit-nats, backlog: the stream's bytes per record it held (file storage).
     stream_bytes_per_record: f64,
     dead_lettered: u64,
+    /// audit-nats: the ingestor's messages handed back for redelivery, and records its
+    /// pipeline dropped (a run with any fails).
+    ingest_redelivered: u64,
+    ingest_dropped: u64,
     errors: u64,
     first_error: Option<String>,
     /// Requests answered `200`, warm-up included.
@@ -407,17 +411,18 @@ fn print_progress(result: &RunResult, variant: Variant) {
 fn verdict(results: &[RunResult]) -> ExitCode {
     let failed: Vec<&RunResult> = results
         .iter()
-        .filter(|r| r.missing > 0 || r.extra > 0 || r.errors > 0)
+        .filter(|r| r.missing > 0 || r.extra > 0 || r.errors > 0 || r.ingest_dropped > 0)
         .collect();
     for r in &failed {
         eprintln!(
-            "FAILED: round {} {} {}: {} lost, {} unexpected records, {} failed requests {}",
+            "FAILED: round {} {} {}: {} lost, {} unexpected records, {} failed requests, {} dropped by the ingestor {}",
             r.round + 1,
             r.kind,
             r.variant,
             r.missing,
             r.extra,
             r.errors,
+            r.ingest_dropped,
             r.first_error.as_deref().unwrap_or("")
         );
     }
@@ -904,6 +909,8 @@ impl FleetFigures {
         r.ingest_cpu_us_per_row = self.ingest.cpu_ticks as f64 * tick_us / rows;
         r.drain_ms = u64::try_from(self.drain.as_millis()).unwrap_or(u64::MAX);
         r.dead_lettered = self.ingest.dead_lettered;
+        r.ingest_redelivered = self.ingest.redelivered;
+        r.ingest_dropped = self.ingest.dropped;
         if self.backlog {
             r.stream_bytes_per_record =
                 self.stream_bytes.0 as f64 / self.stream_bytes.1.max(1) as f64;
@@ -1270,11 +1277,11 @@ fn fleet_table(
     );
     let _ = writeln!(
         out,
-        "| request | answered | stored end to end | lost | app CPU µs/req | NATS CPU µs/row | ingestor CPU µs/row | PostgreSQL CPU µs/row | stream ack lag p99 ms | end-to-end lag p50 / p99 / max ms | caught up after ms | ingestor rows/s | in-process pipeline rows/s (CPU µs/row) | dead-lettered |"
+        "| request | answered | stored end to end | lost | app CPU µs/req | NATS CPU µs/row | ingestor CPU µs/row | PostgreSQL CPU µs/row | stream ack lag p99 ms | end-to-end lag p50 / p99 / max ms | caught up after ms | ingestor rows/s | in-process pipeline rows/s (CPU µs/row) | dead-lettered | redelivered / dropped by the ingestor |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for &kind in &options.kinds {
         let runs = runs_of(results, kind, Variant::AuditNats, rate);
@@ -1288,7 +1295,7 @@ fn fleet_table(
         let lost: u64 = runs.iter().map(|r| r.missing).sum();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             kind.name(),
             show(&|r| r.answered as f64, 0),
             show(&|r| r.stored as f64, 0),
@@ -1324,6 +1331,8 @@ fn fleet_table(
                 "–".to_owned()
             },
             show(&|r| r.dead_lettered as f64, 0),
+            show(&|r| r.ingest_redelivered as f64, 0),
+            show(&|r| r.ingest_dropped as f64, 0),
         );
     }
     let _ = writeln!(out);

@@ -43,6 +43,13 @@ pub(crate) struct IngestReport {
     pub(crate) acked: u64,
     pub(crate) stored: u64,
     pub(crate) dead_lettered: u64,
+    /// Ingestor: messages handed back for redelivery (the pipeline refused their commit),
+    /// and records its pipeline counted as dropped (each reported by a gap record). Both 0
+    /// in a healthy run.
+    #[serde(default)]
+    pub(crate) redelivered: u64,
+    #[serde(default)]
+    pub(crate) dropped: u64,
     /// Per committed record: commit time minus the record's `action.time`, ms.
     pub(crate) lags_ms: Vec<u32>,
     /// Per committed batch: (unix ms when the insert returned, records committed so far).
@@ -155,6 +162,8 @@ async fn ingestor(args: &IngestArgs) -> Result<IngestReport, BoxError> {
         acked: metrics.acked,
         stored: metrics.pipeline.stored,
         dead_lettered: metrics.dead_lettered,
+        redelivered: metrics.redelivery_requested,
+        dropped: metrics.pipeline.dropped,
         ..IngestReport::default()
     };
     fill(&mut report, times.take());
