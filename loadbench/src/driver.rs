@@ -973,11 +973,13 @@ async fn ingest_consumer(
     url: &str,
 ) -> Result<async_nats::jetstream::consumer::PullConsumer, BoxError> {
     let client = async_nats::connect(url).await?;
-    Ok(async_nats::jetstream::new(client)
+    let stream = async_nats::jetstream::new(client)
         .get_stream(audit_store::fleet::FleetConfig::new(url)?.stream_name())
-        .await?
+        .await?;
+    let consumer = stream
         .get_consumer(audit_store::fleet::DEFAULT_CONSUMER)
-        .await?)
+        .await?;
+    Ok(consumer)
 }
 
 fn read_ingest(path: &Path) -> Result<IngestReport, BoxError> {
