@@ -647,6 +647,71 @@ async fn records_of_one_account_all_in_flight_are_neither_refused_nor_reported_l
     .await
 }
 
+/// Large records (bodies of 100 KiB) in flight: the pipeline's queue counts bytes too, and
+/// must have room for every byte the ingestor takes, or it refuses commits as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_records_in_flight_are_neither_refused_nor_reported_lost() -> TestResult {
+    common::time_limit(LIMIT, async {
+        let Some(server) = NatsServer::start().await? else {
+            return Ok(());
+        };
+        let destination = destination(&server).await?;
+        let body = audit_layer::record::Body::from_json(format!(
+            "{{\"notes\":\"{}\"}}",
+            "x".repeat(100 << 10)
+        ))?;
+        let rows: Vec<StoredRecord> = (0..300)
+            .map(|i| {
+                let mut record = record(Some(&format!("acc-{}", i % 3)), BASE_MS + i);
+                record.resource.request = Some(body.clone());
+                StoredRecord::from_record(&record)
+            })
+            .collect::<Result<_, _>>()?;
+        for batch in rows.chunks(20) {
+            assert_eq!(destination.write_rows(batch).await?, 20);
+        }
+
+        let fx = common::sqlite().await?;
+        let flaky = common::flaky_store(fx.store.clone());
+        // The database holds every write: all 300 records (30 MiB) wait in the queue.
+        flaky.interceptor().hold();
+        let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
+            .in_flight(300)
+            .batch_size(50)
+            .pipeline(|p| p.batch_size(10).flush_interval(Duration::from_millis(5)))
+            .connect()
+            .await?;
+        let monitor = ingestor.monitor();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ingestor.run(async {
+            let _ = stopped.await;
+        }));
+        until("the records taken", async || {
+            Ok(monitor.metrics().in_flight == 300)
+        })
+        .await?;
+        common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
+        let waiting = monitor.metrics();
+        assert_eq!(waiting.redelivery_requested, 0, "{waiting:?}");
+        assert_eq!(waiting.pipeline.dropped, 0, "{waiting:?}");
+
+        flaky.interceptor().release();
+        until("every record committed", async || {
+            Ok(monitor.metrics().acked == 300)
+        })
+        .await?;
+        let _ = stop.send(());
+        let metrics = task.await??;
+        assert_eq!(metrics.fetched, 300, "{metrics:?}");
+        assert_eq!(metrics.redelivery_requested, 0, "{metrics:?}");
+        assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
+        assert_eq!(metrics.pipeline.gap_records, 0, "{metrics:?}");
+        assert_eq!(fx.db.rows().await?.len(), 300);
+        fx.teardown().await
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_database_is_down_the_ingestor_keeps_its_messages_without_redelivery()
 -> TestResult {
@@ -734,6 +799,8 @@ fn audit_ingest_help_documents_every_setting_and_its_variable() -> TestResult {
         ("--create-stream", "AUDIT_CREATE_STREAM"),
         ("--replicas", "AUDIT_NATS_REPLICAS"),
         ("--batch-size", "AUDIT_INGEST_BATCH_SIZE"),
+        ("--in-flight", "AUDIT_INGEST_IN_FLIGHT"),
+        ("--in-flight-bytes", "AUDIT_INGEST_IN_FLIGHT_BYTES"),
         ("--writers", "AUDIT_INGEST_WRITERS"),
         ("--table-prefix", "AUDIT_TABLE_PREFIX"),
         ("--schema", "AUDIT_SCHEMA"),

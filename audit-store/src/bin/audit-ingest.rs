@@ -84,6 +84,9 @@ struct Args {
     /// The most records waiting for their commit in this process.
     #[arg(long, env = "AUDIT_INGEST_IN_FLIGHT", default_value_t = 8000)]
     in_flight: usize,
+    /// The most bytes of messages waiting for their commit in this process (at least 1 MiB).
+    #[arg(long, env = "AUDIT_INGEST_IN_FLIGHT_BYTES", default_value_t = 64 << 20)]
+    in_flight_bytes: usize,
     /// Concurrent database writers (1 for SQLite; 2 to 4 for PostgreSQL).
     #[arg(long, env = "AUDIT_INGEST_WRITERS", default_value_t = 1)]
     writers: usize,
@@ -211,6 +214,7 @@ async fn ingest_into<S: ChainedStore>(
         .consumer(&args.consumer)
         .batch_size(args.batch_size)
         .in_flight(args.in_flight)
+        .in_flight_bytes(args.in_flight_bytes)
         .ack_wait(Duration::from_secs(args.ack_wait))
         .max_ack_pending(args.max_ack_pending)
         .max_record_bytes(args.max_record_bytes)

@@ -57,9 +57,9 @@
 //! with backoff (no spool: the stream is the buffer). Meanwhile the ingestor tells JetStream
 //! every third of `ack_wait` that it is still working on them (`+WPI`), so they are not
 //! handed to another ingestor; it takes no more than [`in_flight`](IngestorBuilder::in_flight)
-//! records at a time, and everything else waits in the stream. Were a message redelivered
-//! all the same (the ingestor paused longer than `ack_wait`), the store's skip by id makes
-//! the second write harmless.
+//! records and [`in_flight_bytes`](IngestorBuilder::in_flight_bytes) at a time, and everything
+//! else waits in the stream. Were a message redelivered all the same (the ingestor paused
+//! longer than `ack_wait`), the store's skip by id makes the second write harmless.
 //!
 //! # Shutdown
 //!
@@ -116,6 +116,7 @@ pub fn builder<S: ChainedStore>(store: S, fleet: FleetConfig) -> IngestorBuilder
         max_ack_pending: 20_000,
         max_record_bytes: 1 << 20,
         in_flight: 8000,
+        in_flight_bytes: 64 << 20,
         shutdown_timeout: Duration::from_secs(30),
         create_stream: false,
         pipeline: Box::new(|p| p),
@@ -135,6 +136,7 @@ pub struct IngestorBuilder<S> {
     max_ack_pending: i64,
     max_record_bytes: usize,
     in_flight: usize,
+    in_flight_bytes: usize,
     shutdown_timeout: Duration,
     create_stream: bool,
     pipeline: Configure<S>,
@@ -150,6 +152,7 @@ impl<S> std::fmt::Debug for IngestorBuilder<S> {
             .field("ack_wait", &self.ack_wait)
             .field("max_ack_pending", &self.max_ack_pending)
             .field("in_flight", &self.in_flight)
+            .field("in_flight_bytes", &self.in_flight_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +208,15 @@ impl<S: ChainedStore> IngestorBuilder<S> {
     /// The most records of this ingestor waiting for their commit. Defaults to 8,000.
     pub fn in_flight(mut self, records: usize) -> Self {
         self.in_flight = records.max(1);
+        self
+    }
+
+    /// The most bytes of messages of this ingestor waiting for their commit. Defaults to
+    /// 64 MiB. With [`in_flight`](Self::in_flight), it bounds the ingestor's memory, and the
+    /// pipeline's queue is sized to take them all: records are never refused for want of
+    /// room (which would hand their messages back for redelivery).
+    pub fn in_flight_bytes(mut self, bytes: usize) -> Self {
+        self.in_flight_bytes = bytes.max(1 << 20);
         self
     }
 
@@ -285,10 +297,12 @@ impl<S: ChainedStore> IngestorBuilder<S> {
         let (sink, pipeline) = configured
             .without_spool()
             .queue_capacity((in_flight + self.batch_size).saturating_mul(lanes))
+            // Room for every byte in flight, and a pull's more: a record's size as the queue
+            // counts it (its JSON's length, estimated) is about its message's.
             .queue_bytes(
-                ((in_flight + self.batch_size) as u64)
-                    .saturating_mul(4096)
-                    .max(16 << 20),
+                (self.in_flight_bytes as u64)
+                    .saturating_add(self.batch_bytes as u64)
+                    .saturating_mul(2),
             )
             .build()
             .await?;
@@ -310,6 +324,7 @@ impl<S: ChainedStore> IngestorBuilder<S> {
             batch_bytes: self.batch_bytes,
             fetch_expiry: self.fetch_expiry,
             in_flight,
+            in_flight_kib: kib(self.in_flight_bytes),
             shutdown_timeout: self.shutdown_timeout,
         })
     }
@@ -325,6 +340,7 @@ pub struct Ingestor<S> {
     batch_bytes: usize,
     fetch_expiry: Duration,
     in_flight: usize,
+    in_flight_kib: u32,
     shutdown_timeout: Duration,
 }
 
@@ -459,10 +475,12 @@ impl<S: ChainedStore> Ingestor<S> {
             batch_bytes,
             fetch_expiry,
             in_flight,
+            in_flight_kib,
             shutdown_timeout,
         } = self;
         let worker = tokio::spawn(pipeline.run());
         let permits = Arc::new(Semaphore::new(in_flight));
+        let kib_permits = Arc::new(Semaphore::new(in_flight_kib as usize));
         let mut settling = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         let mut failure = None;
@@ -519,12 +537,18 @@ impl<S: ChainedStore> Ingestor<S> {
                     }
                 }
                 let n = chunk.len();
+                // A chunk larger than the whole budget still goes, alone.
+                let chunk_kib = kib(chunk.iter().map(|m| m.payload.len()).sum()).min(in_flight_kib);
                 let permit = tokio::select! {
                     () = &mut shutdown => {
                         // Taken, not started: left unacknowledged, for redelivery.
                         break 'pull;
                     }
-                    permit = Arc::clone(&permits).acquire_many_owned(n.min(in_flight) as u32) => permit,
+                    permit = async {
+                        let records = Arc::clone(&permits).acquire_many_owned(n.min(in_flight) as u32).await?;
+                        let bytes = Arc::clone(&kib_permits).acquire_many_owned(chunk_kib).await?;
+                        Ok::<_, tokio::sync::AcquireError>((records, bytes))
+                    } => permit,
                 };
                 let Ok(permit) = permit else { break 'pull };
                 shared.counters.add(
@@ -559,6 +583,11 @@ impl<S: ChainedStore> Ingestor<S> {
     }
 }
 
+/// `bytes` in KiB, rounded up (the unit of the ingestor's byte permits).
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
 async fn consumer_gone(consumer: &jetstream::consumer::PullConsumer) -> bool {
     let mut consumer = consumer.clone();
     matches!(
@@ -585,7 +614,7 @@ impl Shared {
     async fn settle(
         self: Arc<Self>,
         chunk: Vec<jetstream::Message>,
-        _permit: OwnedSemaphorePermit,
+        _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) {
         let n = chunk.len();
         let mut pending: Vec<Option<jetstream::Message>> = Vec::with_capacity(n);
