@@ -569,11 +569,16 @@ async fn stalled_anonymous_bodies_are_answered_408_or_503_and_hold_bounded_memor
     let briefs = census(&api, &[]).await;
     let (individual, summaries) = failures_from(&briefs, "127.0.0.1", &[408, 503]);
     let summarized: u64 = summaries.iter().map(|s| s.count).sum();
-    assert_eq!(
-        individual.len() as u64 + summarized,
-        CONNECTIONS as u64,
-        "every stalled body is recorded (individually or counted in a summary): {} records, \
-         summaries {summaries:?}; answers {by_status:?}",
+    // Every answered stalled body is recorded. A connection that saw no answer (reset while
+    // its body was still going out) may have been closed before the demo read its request,
+    // and so have no record: seen once in a full run, 499 records for 499 answers of 500.
+    let answered = outcomes.iter().filter(|o| o.status.is_some()).count() as u64;
+    let recorded = individual.len() as u64 + summarized;
+    assert!(
+        (answered..=CONNECTIONS as u64).contains(&recorded),
+        "every answered stalled body is recorded (individually or counted in a summary), and \
+         none twice: {recorded} recorded ({} records, summaries {summaries:?}) for {answered} \
+         answered of {CONNECTIONS}; answers {by_status:?}",
         individual.len()
     );
 }
