@@ -584,131 +584,109 @@ async fn an_ingestor_stops_promptly_when_nats_went_away_first() -> TestResult {
     .await
 }
 
+/// Publishes `records`, then ingests them while the database holds every write, so that
+/// `in_flight` of them wait in the pipeline at once: none may be refused for want of room
+/// (its message handed back for redelivery, the record counted as lost and reported by a gap
+/// record that is false). Then the database takes them, and each is stored once.
+async fn held_records_are_neither_refused_nor_reported_lost(
+    records: Vec<AuditRecord>,
+    in_flight: usize,
+    configure: impl FnOnce(
+        pipeline::PipelineBuilder<common::FlakyStore<audit_store::SqliteStore>>,
+    )
+        -> pipeline::PipelineBuilder<common::FlakyStore<audit_store::SqliteStore>>
+    + Send
+    + 'static,
+) -> TestResult {
+    let Some(server) = NatsServer::start().await? else {
+        return Ok(());
+    };
+    let destination = destination(&server).await?;
+    let n = records.len() as u64;
+    let rows: Vec<StoredRecord> = records
+        .iter()
+        .map(StoredRecord::from_record)
+        .collect::<Result<_, _>>()?;
+    for batch in rows.chunks(20) {
+        assert_eq!(destination.write_rows(batch).await?, batch.len() as u64);
+    }
+
+    let fx = common::sqlite().await?;
+    let flaky = common::flaky_store(fx.store.clone());
+    flaky.interceptor().hold();
+    let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
+        .in_flight(in_flight)
+        .batch_size(50)
+        .pipeline(move |p| configure(p.flush_interval(Duration::from_millis(5))))
+        .connect()
+        .await?;
+    let monitor = ingestor.monitor();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(ingestor.run(async {
+        let _ = stopped.await;
+    }));
+    until("the records taken", async || {
+        Ok(monitor.metrics().in_flight == in_flight as u64)
+    })
+    .await?;
+    common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
+    let waiting = monitor.metrics();
+    assert_eq!(waiting.redelivery_requested, 0, "{waiting:?}");
+    assert_eq!(waiting.pipeline.dropped, 0, "{waiting:?}");
+
+    flaky.interceptor().release();
+    until("every record committed", async || {
+        Ok(monitor.metrics().acked == n)
+    })
+    .await?;
+    let _ = stop.send(());
+    let metrics = task.await??;
+    assert_eq!(metrics.fetched, n, "{metrics:?}");
+    assert_eq!(metrics.redelivery_requested, 0, "{metrics:?}");
+    assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
+    assert_eq!(metrics.pipeline.gap_records, 0, "{metrics:?}");
+    assert_eq!(fx.db.rows().await?.len() as u64, n);
+    fx.teardown().await
+}
+
 /// Records go to the pipeline's lanes by account: when every record in flight belongs to one
-/// account, its lane must still have room for them all. A commit refused for a full lane
-/// would hand its message back for redelivery and count the record as lost, so that a gap
-/// record reported a loss that did not happen.
+/// account, its lane must still have room for them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_one_account_all_in_flight_are_neither_refused_nor_reported_lost() -> TestResult
 {
-    common::time_limit(LIMIT, async {
-        let Some(server) = NatsServer::start().await? else {
-            return Ok(());
-        };
-        let destination = destination(&server).await?;
-        let rows: Vec<StoredRecord> = (0..300)
-            .map(|i| StoredRecord::from_record(&record(Some("acc-0"), BASE_MS + i)))
-            .collect::<Result<_, _>>()?;
-        assert_eq!(destination.write_rows(&rows).await?, 300);
-
-        let fx = common::sqlite().await?;
-        let flaky = common::flaky_store(fx.store.clone());
-        // The database holds every write, so the records in flight wait in one lane of three
-        // (a batch of 20 taken by its writer, the rest queued).
-        flaky.interceptor().hold();
-        let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
-            .in_flight(200)
-            .batch_size(50)
-            .pipeline(|p| {
-                p.writers(3)
-                    .batch_size(20)
-                    .flush_interval(Duration::from_millis(5))
-            })
-            .connect()
-            .await?;
-        let monitor = ingestor.monitor();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ingestor.run(async {
-            let _ = stopped.await;
-        }));
-        until("the records taken", async || {
-            Ok(monitor.metrics().in_flight == 200)
-        })
-        .await?;
-        common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
-        let waiting = monitor.metrics();
-        assert_eq!(waiting.redelivery_requested, 0, "{waiting:?}");
-        assert_eq!(waiting.pipeline.dropped, 0, "{waiting:?}");
-
-        flaky.interceptor().release();
-        until("every record committed", async || {
-            Ok(monitor.metrics().acked == 300)
-        })
-        .await?;
-        let _ = stop.send(());
-        let metrics = task.await??;
-        assert_eq!(metrics.fetched, 300, "{metrics:?}");
-        assert_eq!(metrics.redelivery_requested, 0, "{metrics:?}");
-        assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
-        assert_eq!(metrics.pipeline.gap_records, 0, "{metrics:?}");
-        assert_eq!(fx.db.rows().await?.len(), 300);
-        fx.teardown().await
-    })
+    let records = (0..300)
+        .map(|i| record(Some("acc-0"), BASE_MS + i))
+        .collect();
+    // 200 records in flight wait in one lane of three: a batch of 20 taken by its writer,
+    // the rest queued.
+    let configure = |p: pipeline::PipelineBuilder<_>| p.writers(3).batch_size(20);
+    common::time_limit(
+        LIMIT,
+        held_records_are_neither_refused_nor_reported_lost(records, 200, configure),
+    )
     .await
 }
 
 /// Large records (bodies of 100 KiB) in flight: the pipeline's queue counts bytes too, and
-/// must have room for every byte the ingestor takes, or it refuses commits as above.
+/// must have room for every byte the ingestor takes (300 records, 30 MiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_records_in_flight_are_neither_refused_nor_reported_lost() -> TestResult {
-    common::time_limit(LIMIT, async {
-        let Some(server) = NatsServer::start().await? else {
-            return Ok(());
-        };
-        let destination = destination(&server).await?;
-        let body = audit_layer::record::Body::from_json(format!(
-            "{{\"notes\":\"{}\"}}",
-            "x".repeat(100 << 10)
-        ))?;
-        let rows: Vec<StoredRecord> = (0..300)
-            .map(|i| {
-                let mut record = record(Some(&format!("acc-{}", i % 3)), BASE_MS + i);
-                record.resource.request = Some(body.clone());
-                StoredRecord::from_record(&record)
-            })
-            .collect::<Result<_, _>>()?;
-        for batch in rows.chunks(20) {
-            assert_eq!(destination.write_rows(batch).await?, 20);
-        }
-
-        let fx = common::sqlite().await?;
-        let flaky = common::flaky_store(fx.store.clone());
-        // The database holds every write: all 300 records (30 MiB) wait in the queue.
-        flaky.interceptor().hold();
-        let ingestor = ingest::builder(flaky.clone(), fleet(&server)?)
-            .in_flight(300)
-            .batch_size(50)
-            .pipeline(|p| p.batch_size(10).flush_interval(Duration::from_millis(5)))
-            .connect()
-            .await?;
-        let monitor = ingestor.monitor();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ingestor.run(async {
-            let _ = stopped.await;
-        }));
-        until("the records taken", async || {
-            Ok(monitor.metrics().in_flight == 300)
+    let body = audit_layer::record::Body::from_json(format!(
+        "{{\"notes\":\"{}\"}}",
+        "x".repeat(100 << 10)
+    ))?;
+    let records = (0..300)
+        .map(|i| {
+            let mut record = record(Some(&format!("acc-{}", i % 3)), BASE_MS + i);
+            record.resource.request = Some(body.clone());
+            record
         })
-        .await?;
-        common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
-        let waiting = monitor.metrics();
-        assert_eq!(waiting.redelivery_requested, 0, "{waiting:?}");
-        assert_eq!(waiting.pipeline.dropped, 0, "{waiting:?}");
-
-        flaky.interceptor().release();
-        until("every record committed", async || {
-            Ok(monitor.metrics().acked == 300)
-        })
-        .await?;
-        let _ = stop.send(());
-        let metrics = task.await??;
-        assert_eq!(metrics.fetched, 300, "{metrics:?}");
-        assert_eq!(metrics.redelivery_requested, 0, "{metrics:?}");
-        assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
-        assert_eq!(metrics.pipeline.gap_records, 0, "{metrics:?}");
-        assert_eq!(fx.db.rows().await?.len(), 300);
-        fx.teardown().await
-    })
+        .collect();
+    let configure = |p: pipeline::PipelineBuilder<_>| p.batch_size(10);
+    common::time_limit(
+        LIMIT,
+        held_records_are_neither_refused_nor_reported_lost(records, 300, configure),
+    )
     .await
 }
 

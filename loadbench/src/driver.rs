@@ -1253,10 +1253,7 @@ fn storage_table(
             if runs.is_empty() {
                 continue;
             }
-            let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
-                Spread::of(runs.iter().map(|r| f(r)))
-                    .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
-            };
+            let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| spread(&runs, f, decimals);
             let lost: u64 = runs.iter().map(|r| r.missing).sum();
             let _ = writeln!(
                 out,
@@ -1322,10 +1319,7 @@ fn fleet_table(
         if runs.is_empty() {
             continue;
         }
-        let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| {
-            Spread::of(runs.iter().map(|r| f(r)))
-                .map_or_else(|| "–".to_owned(), |s| s.show(decimals))
-        };
+        let show = |f: &dyn Fn(&RunResult) -> f64, decimals: usize| spread(&runs, f, decimals);
         let lost: u64 = runs.iter().map(|r| r.missing).sum();
         let _ = writeln!(
             out,
@@ -1370,6 +1364,11 @@ fn fleet_table(
         );
     }
     let _ = writeln!(out);
+}
+
+/// `f` over `runs` as a table cell: its spread, or "–" when there is none.
+fn spread(runs: &[&RunResult], f: &dyn Fn(&RunResult) -> f64, decimals: usize) -> String {
+    Spread::of(runs.iter().map(|r| f(r))).map_or_else(|| "–".to_owned(), |s| s.show(decimals))
 }
 
 /// The median over rounds, at saturation, of `f` for `kind` and `variant`.
