@@ -222,6 +222,43 @@ async fn messages_in(js: &jetstream::Context, name: &str) -> TestResult<u64> {
     Ok(js.get_stream(name).await?.get_info().await?.state.messages)
 }
 
+/// Records the stream `name` holds now: its messages carry one per line.
+async fn records_in(js: &jetstream::Context, name: &str) -> TestResult<u64> {
+    let stream = js.get_stream(name).await?;
+    let state = stream.clone().get_info().await?.state;
+    let mut records = 0;
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            records += 1 + message.payload.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+    Ok(records)
+}
+
+/// How many records a gap record reports lost.
+fn lost_in(gap: &str) -> u64 {
+    let at = gap
+        .find(" audit records were lost")
+        .unwrap_or_else(|| panic!("not a gap record: {gap}"));
+    let digits = gap[..at]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {gap}"))
+}
+
+/// Waits until the ingestor took `records` records and settled every one of them (committed,
+/// skipped as duplicates, or moved aside, and their messages acknowledged).
+async fn until_settled(monitor: &audit_store::fleet::IngestorMonitor, records: u64) -> TestResult {
+    until("every record settled", async || {
+        let m = monitor.metrics();
+        Ok(m.records == records && m.in_flight == 0)
+    })
+    .await
+}
+
 /// `n` records over five accounts (and some without one), times from `BASE_MS` on.
 fn records(n: usize) -> Vec<AuditRecord> {
     (0..n)
@@ -249,9 +286,10 @@ async fn chains_verify<S: ChainedStore>(store: &S) -> TestResult {
 // Round trip, on both backends
 // ---------------------------------------------------------------------------------------------
 
-/// Published through the pipeline (some strictly), published again (same ids: dropped by the
-/// stream's window) and once more under another message id (stored once all the same),
-/// ingested: each record stored once, chains verify, the consumer has nothing pending.
+/// Published through the pipeline (some strictly, the rest packed several to a message),
+/// ten published again twice (the second time the same messages, dropped by the stream's
+/// window) and one more under another message id (stored once all the same), ingested:
+/// each record stored once, chains verify, the consumer has nothing pending.
 async fn round_trip<S: ChainedStore>(store: S, db: &common::Db) -> TestResult {
     let Some(server) = NatsServer::start().await? else {
         return Ok(());
@@ -273,15 +311,21 @@ async fn round_trip<S: ChainedStore>(store: S, db: &common::Db) -> TestResult {
         audit_layer::AuditSink::submit(&sink, r.clone());
     }
     common::stop(&sink, worker).await?;
-    assert_eq!(messages_in(&js, "AUDIT").await?, 120);
+    assert_eq!(records_in(&js, "AUDIT").await?, 120);
+    assert!(
+        messages_in(&js, "AUDIT").await? < 60,
+        "several records to a message"
+    );
 
-    // A retried publish of the same records: the stream drops them.
+    // Ten records published again (packed otherwise than by the pipeline: new messages,
+    // which the store skips), then that batch retried: the stream drops its messages.
     let rows: Vec<StoredRecord> = all[..10]
         .iter()
         .map(StoredRecord::from_record)
         .collect::<Result<_, _>>()?;
+    assert_eq!(destination.write_rows(&rows).await?, 10);
     assert_eq!(destination.write_rows(&rows).await?, 0, "all duplicates");
-    assert_eq!(messages_in(&js, "AUDIT").await?, 120);
+    assert_eq!(records_in(&js, "AUDIT").await?, 130);
     // One under another message id (past the window, say): the store skips it.
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "another-id");
@@ -292,18 +336,16 @@ async fn round_trip<S: ChainedStore>(store: S, db: &common::Db) -> TestResult {
     )
     .await?
     .await?;
-    assert_eq!(messages_in(&js, "AUDIT").await?, 121);
+    assert_eq!(records_in(&js, "AUDIT").await?, 131);
+    let messages = messages_in(&js, "AUDIT").await?;
 
     let running = ingestor(store.clone(), &server).await?;
-    let monitor = running.monitor.clone();
-    until("every message acknowledged", async || {
-        Ok(monitor.metrics().acked == 121)
-    })
-    .await?;
+    until_settled(&running.monitor, 131).await?;
     let metrics = running.stop().await?;
-    assert_eq!(metrics.fetched, 121, "{metrics:?}");
+    assert_eq!(metrics.fetched, messages, "{metrics:?}");
+    assert_eq!(metrics.acked, messages, "{metrics:?}");
     assert_eq!(metrics.pipeline.stored, 120, "{metrics:?}");
-    assert_eq!(metrics.pipeline.duplicates, 1, "{metrics:?}");
+    assert_eq!(metrics.pipeline.duplicates, 11, "{metrics:?}");
     assert_eq!(metrics.dead_lettered, 0);
     assert_eq!(metrics.in_flight, 0);
     // Work-queue retention: acknowledged messages are gone from the stream.
@@ -355,6 +397,7 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         let config = destination.config();
         let poison_time = "2026-01-02T03:04:05Z";
         let good = record(Some("acc-good"), BASE_MS);
+        let mixed = [record(Some("acc-mixed"), BASE_MS), record(Some("acc-mixed"), BASE_MS + 1)];
         let mut large = record(Some("acc-large"), BASE_MS);
         large.resource.request = Some(serde_json::json!({"name": "x".repeat(8192)}).into());
         let payloads: Vec<(String, Vec<u8>)> = vec![
@@ -369,6 +412,21 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
                 serde_json::to_vec(&good)?,
             ),
             (config.subject(Some("acc-large")), serde_json::to_vec(&large)?),
+            // Three records in one message, the middle one poison: the other two are stored.
+            (
+                config.subject(Some("acc-mixed")),
+                [
+                    serde_json::to_vec(&mixed[0])?,
+                    br#"{"account":{"id":"acc-mixed"},"id":8}"#.to_vec(),
+                    serde_json::to_vec(&mixed[1])?,
+                ]
+                .join(&b'\n'),
+            ),
+            // More records than any message may carry: moved aside whole, unread.
+            (
+                config.subject(None),
+                vec![&b"{}"[..]; audit_store::fleet::MAX_RECORDS_PER_MESSAGE + 1].join(&b'\n'),
+            ),
         ];
         for (subject, payload) in payloads {
             js.publish(subject, payload.into()).await?.await?;
@@ -378,20 +436,26 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         )
         .await?;
         let monitor = running.monitor.clone();
-        until("the poison moved aside and the good record stored", async || {
+        until("the poison moved aside and the good records stored", async || {
             let m = monitor.metrics();
-            Ok(m.dead_lettered == 3 && m.acked == 1)
+            Ok(m.dead_lettered == 5 && m.acked == 6)
         })
         .await?;
         let metrics = running.stop().await?;
-        assert_eq!(metrics.pipeline.stored, 1, "{metrics:?}");
+        assert_eq!(metrics.pipeline.stored, 3, "{metrics:?}");
+        assert_eq!(metrics.fetched, 6, "{metrics:?}");
+        assert_eq!(metrics.records, 8, "{metrics:?}");
         assert_eq!(messages_in(&js, "AUDIT").await?, 0, "nothing left to retry");
+        let stored: HashSet<Uuid> = fx.db.rows().await?.iter().map(|r| r.id).collect();
+        for id in [good.id, mixed[0].id, mixed[1].id] {
+            assert!(stored.contains(&id), "{id} not stored");
+        }
 
         // Moved aside, with headers that say why and whence.
         let dead = js.get_stream("AUDIT_DEAD").await?;
-        assert_eq!(dead.get_info().await?.state.messages, 3);
+        assert_eq!(dead.get_info().await?.state.messages, 5);
         let mut moved = Vec::new();
-        for seq in 1..=3 {
+        for seq in 1..=5 {
             moved.push(dead.get_raw_message(seq).await?);
         }
         let reason = |m: &jetstream::message::StreamMessage| {
@@ -401,7 +465,28 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         };
         let mut reasons: Vec<String> = moved.iter().filter_map(reason).collect();
         reasons.sort();
-        assert_eq!(reasons, ["too_large", "unparseable", "unparseable"]);
+        assert_eq!(
+            reasons,
+            ["too_large", "too_many_records", "unparseable", "unparseable", "unparseable"]
+        );
+        // The poison record of the mixed message alone, with its place in it.
+        let middle = moved
+            .iter()
+            .find(|m| &m.payload[..] == br#"{"account":{"id":"acc-mixed"},"id":8}"#)
+            .ok_or("the mixed message's poison record is moved aside alone")?;
+        assert_eq!(
+            middle.headers.get("Audit-Original-Record").map(|v| v.as_str()),
+            Some("1")
+        );
+        let whole = moved
+            .iter()
+            .find(|m| reason(m).as_deref() == Some("too_many_records"))
+            .ok_or("the message of too many records")?;
+        assert!(whole.headers.get("Audit-Original-Record").is_none());
+        assert_eq!(
+            whole.payload.len(),
+            (audit_store::fleet::MAX_RECORDS_PER_MESSAGE + 1) * 3 - 1
+        );
         let first = moved
             .iter()
             .find(|m| &m.payload[..] == b"not json at all")
@@ -418,11 +503,13 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         );
         assert!(headers.get("Audit-Original-Sequence").is_some());
 
-        // Reported: in acc-poison's log (its time), in acc-large's, and in the log of records
-        // without an account.
+        // Reported: in acc-poison's log (its time), in acc-large's, in acc-mixed's, and in the
+        // log of records without an account (the unparseable message, the one of too many).
         let gaps = fx.db.gap_rows().await?;
-        assert_eq!(gaps.len(), 3, "{gaps:?}");
+        let lost: u64 = gaps.iter().map(|g| lost_in(&g.record)).sum();
+        assert_eq!(lost, 5, "{gaps:?}");
         assert!(gaps.iter().any(|g| g.account_id.as_deref() == Some("acc-large")));
+        assert!(gaps.iter().any(|g| g.account_id.as_deref() == Some("acc-mixed")));
         let poisoned = gaps
             .iter()
             .find(|g| g.account_id.as_deref() == Some("acc-poison"))
@@ -472,18 +559,22 @@ async fn records_spool_while_nats_is_down_and_replay_when_it_returns() -> TestRe
         let published = common::stop(&sink, worker).await?;
         assert_eq!(published.dropped, 0, "{published:?}");
 
+        // A publish the client held while NATS was down may have reached the stream once it
+        // came back, before the same records were replayed from the spool packed otherwise:
+        // the stream may hold a record twice, the store holds each once.
         let js = jetstream_of(&server).await?;
-        assert_eq!(messages_in(&js, "AUDIT").await?, 40);
+        let in_stream = records_in(&js, "AUDIT").await?;
+        assert!(in_stream >= 40, "{in_stream}");
         let fx = common::sqlite().await?;
         let store = fx.store.clone().chained(keys());
         let running = ingestor(store.clone(), &server).await?;
-        let monitor = running.monitor.clone();
-        until("every record ingested", async || {
-            Ok(monitor.metrics().acked == 40)
-        })
-        .await?;
-        running.stop().await?;
-        let ids: HashSet<Uuid> = fx.db.rows().await?.iter().map(|r| r.id).collect();
+        until_settled(&running.monitor, in_stream).await?;
+        let metrics = running.stop().await?;
+        assert_eq!(metrics.pipeline.stored, 40, "{metrics:?}");
+        assert_eq!(metrics.pipeline.duplicates, in_stream - 40, "{metrics:?}");
+        let rows = fx.db.rows().await?;
+        assert_eq!(rows.len(), 40);
+        let ids: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
         assert_eq!(ids, all.iter().map(|r| r.id).collect());
         chains_verify(&store).await?;
         fx.teardown().await
@@ -526,7 +617,8 @@ async fn an_ingestor_shutting_down_commits_and_acknowledges_what_it_took() -> Te
         assert!(!running.task.is_finished());
         flaky.interceptor().release();
         let metrics = running.task.await??;
-        assert_eq!(metrics.acked, 30, "{metrics:?}");
+        assert_eq!(metrics.pipeline.stored, 30, "{metrics:?}");
+        assert_eq!(metrics.acked, metrics.fetched, "{metrics:?}");
         assert_eq!(fx.db.rows().await?.len(), 30);
 
         let js = jetstream_of(&server).await?;
@@ -562,10 +654,7 @@ async fn an_ingestor_stops_promptly_when_nats_went_away_first() -> TestResult {
         let fx = common::sqlite().await?;
         let running = ingestor(fx.store.clone(), &server).await?;
         let monitor = running.monitor.clone();
-        until("the records committed", async || {
-            Ok(monitor.metrics().acked == 10)
-        })
-        .await?;
+        until_settled(&monitor, 10).await?;
 
         server.stop();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -607,7 +696,8 @@ async fn held_records_are_neither_refused_nor_reported_lost(
         .iter()
         .map(StoredRecord::from_record)
         .collect::<Result<_, _>>()?;
-    for batch in rows.chunks(20) {
+    // Messages of up to 100 records (fewer where a batch spans subjects).
+    for batch in rows.chunks(100) {
         assert_eq!(destination.write_rows(batch).await?, batch.len() as u64);
     }
 
@@ -625,8 +715,9 @@ async fn held_records_are_neither_refused_nor_reported_lost(
     let task = tokio::spawn(ingestor.run(async {
         let _ = stopped.await;
     }));
+    // As many as fit: a group of messages is taken whole or waits.
     until("the records taken", async || {
-        Ok(monitor.metrics().in_flight == in_flight as u64)
+        Ok(monitor.metrics().in_flight + 50 > in_flight as u64)
     })
     .await?;
     common::eventually("a write waiting", || flaky.interceptor().waiting() > 0).await?;
@@ -635,13 +726,11 @@ async fn held_records_are_neither_refused_nor_reported_lost(
     assert_eq!(waiting.pipeline.dropped, 0, "{waiting:?}");
 
     flaky.interceptor().release();
-    until("every record committed", async || {
-        Ok(monitor.metrics().acked == n)
-    })
-    .await?;
+    until_settled(&monitor, n).await?;
     let _ = stop.send(());
     let metrics = task.await??;
-    assert_eq!(metrics.fetched, n, "{metrics:?}");
+    assert_eq!(metrics.records, n, "{metrics:?}");
+    assert_eq!(metrics.acked, metrics.fetched, "{metrics:?}");
     assert_eq!(metrics.redelivery_requested, 0, "{metrics:?}");
     assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
     assert_eq!(metrics.pipeline.gap_records, 0, "{metrics:?}");
@@ -650,19 +739,21 @@ async fn held_records_are_neither_refused_nor_reported_lost(
 }
 
 /// Records go to the pipeline's lanes by account: when every record in flight belongs to one
-/// account, its lane must still have room for them all.
+/// account, its lane must still have room for them all. 3,000 in flight is more than the
+/// third of the whole queue (in flight, a group, and the largest message) a lane would get
+/// were the queue not sized per lane.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_one_account_all_in_flight_are_neither_refused_nor_reported_lost() -> TestResult
 {
-    let records = (0..300)
+    let records = (0..3500)
         .map(|i| record(Some("acc-0"), BASE_MS + i))
         .collect();
-    // 200 records in flight wait in one lane of three: a batch of 20 taken by its writer,
+    // 3,000 records in flight wait in one lane of three: a batch of 20 taken by its writer,
     // the rest queued.
     let configure = |p: pipeline::PipelineBuilder<_>| p.writers(3).batch_size(20);
     common::time_limit(
         LIMIT,
-        held_records_are_neither_refused_nor_reported_lost(records, 200, configure),
+        held_records_are_neither_refused_nor_reported_lost(records, 3000, configure),
     )
     .await
 }
@@ -724,15 +815,17 @@ async fn while_the_database_is_down_the_ingestor_keeps_its_messages_without_rede
             let _ = stopped.await;
         }));
         until("the records taken", async || {
-            Ok(monitor.metrics().fetched == 20)
+            Ok(monitor.metrics().records == 20)
         })
         .await?;
+        let taken = monitor.metrics().fetched;
         // Three times the consumer's ack_wait: without the in-progress acknowledgements
         // JetStream would have handed every message out again.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let waiting = monitor.metrics();
         assert_eq!(
-            waiting.fetched, 20,
+            (waiting.fetched, waiting.records),
+            (taken, 20),
             "redelivered while the database was down: {waiting:?}"
         );
         assert_eq!(waiting.acked, 0);
@@ -740,13 +833,11 @@ async fn while_the_database_is_down_the_ingestor_keeps_its_messages_without_rede
         assert!(flaky.interceptor().failures() > 0);
 
         flaky.interceptor().set_down(false);
-        until("the records committed", async || {
-            Ok(monitor.metrics().acked == 20)
-        })
-        .await?;
+        until_settled(&monitor, 20).await?;
         let _ = stop.send(());
         let metrics = task.await??;
-        assert_eq!(metrics.fetched, 20, "{metrics:?}");
+        assert_eq!(metrics.records, 20, "{metrics:?}");
+        assert_eq!(metrics.acked, taken, "{metrics:?}");
         assert_eq!(metrics.pipeline.stored, 20, "{metrics:?}");
         assert_eq!(metrics.pipeline.dropped, 0, "{metrics:?}");
         assert_eq!(fx.db.rows().await?.len(), 20);

@@ -205,6 +205,8 @@ struct RunResult {
     drain_ms: u64,
     /// audit-nats, backlog: the stream's bytes per record it held (file storage).
     stream_bytes_per_record: f64,
+    /// audit-nats, backlog: records per message in the stream.
+    stream_records_per_message: f64,
     dead_lettered: u64,
     /// audit-nats: the ingestor's messages handed back for redelivery, and records its
     /// pipeline dropped (a run with any fails).
@@ -387,7 +389,10 @@ fn print_progress(result: &RunResult, variant: Variant) {
                 group(result.ingest_rows_per_s, 0),
                 group(result.baseline_rows_per_s, 0)
             ) + &if result.stream_bytes_per_record > 0.0 {
-                format!(", stream {:.0} B/record", result.stream_bytes_per_record)
+                format!(
+                    ", stream {:.0} B/record, {:.0} records/message",
+                    result.stream_bytes_per_record, result.stream_records_per_message
+                )
             } else {
                 String::new()
             }
@@ -930,8 +935,9 @@ impl FleetFigures {
         r.ingest_redelivered = self.ingest.redelivered;
         r.ingest_dropped = self.ingest.dropped;
         if self.backlog {
-            r.stream_bytes_per_record =
-                self.stream_bytes.0 as f64 / self.stream_bytes.1.max(1) as f64;
+            // Records, not messages: a message carries many.
+            r.stream_bytes_per_record = self.stream_bytes.0 as f64 / rows;
+            r.stream_records_per_message = rows / self.stream_bytes.1.max(1) as f64;
             r.ingest_rows_per_s = rows_per_s(&self.ingest);
             if let Some((baseline, _, _)) = &self.baseline {
                 r.baseline_rows_per_s = rows_per_s(baseline);

@@ -221,7 +221,10 @@ async fn read_stream(url: &str) -> Result<Vec<AuditRecord>, BoxError> {
                 Ok(Err(_)) => continue,
                 Err(_) => return Err(format!("no answer for message {seq} of the stream").into()),
             };
-        records.push(serde_json::from_slice(&message.payload)?);
+        // One record per line (the fleet's wire format).
+        for line in message.payload.split(|&b| b == b'\n') {
+            records.push(serde_json::from_slice(line)?);
+        }
     }
     Ok(records)
 }

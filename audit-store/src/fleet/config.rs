@@ -43,6 +43,8 @@ pub struct FleetConfig {
     pub(crate) dead_letter_max_age: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) client_name: String,
+    pub(crate) records_per_message: usize,
+    pub(crate) message_bytes: usize,
 }
 
 impl std::fmt::Debug for FleetConfig {
@@ -57,6 +59,8 @@ impl std::fmt::Debug for FleetConfig {
             .field("max_bytes", &self.max_bytes)
             .field("max_age", &self.max_age)
             .field("dead_letter_subject", &self.dead_letter_subject)
+            .field("records_per_message", &self.records_per_message)
+            .field("message_bytes", &self.message_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +114,8 @@ impl FleetConfig {
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
             request_timeout: Duration::from_secs(5),
             client_name: "audit".to_owned(),
+            records_per_message: 256,
+            message_bytes: 256 << 10,
         })
     }
 
@@ -194,6 +200,23 @@ impl FleetConfig {
         self
     }
 
+    /// The most records a publisher packs into one message (see
+    /// [the module docs](super)). Defaults to 256; 1 publishes each record as a
+    /// message of its own. At most [`MAX_RECORDS_PER_MESSAGE`](super::MAX_RECORDS_PER_MESSAGE),
+    /// beyond which ingestors take a message for poison.
+    pub fn records_per_message(mut self, records: usize) -> Self {
+        self.records_per_message = records;
+        self
+    }
+
+    /// The most bytes of records a publisher packs into one message; a record larger than
+    /// this goes alone. Defaults to 256 KiB, and never more than the servers' payload limit
+    /// (`max_payload`, 1 MiB unless configured).
+    pub fn message_bytes(mut self, bytes: usize) -> Self {
+        self.message_bytes = bytes;
+        self
+    }
+
     /// Checks every setting.
     ///
     /// # Errors
@@ -227,6 +250,19 @@ impl FleetConfig {
                 self.replicas
             )));
         }
+        if !(1..=super::MAX_RECORDS_PER_MESSAGE).contains(&self.records_per_message) {
+            return Err(StoreError::Config(format!(
+                "invalid value for 'records per message': expected 1 to {}, got {}",
+                super::MAX_RECORDS_PER_MESSAGE,
+                self.records_per_message
+            )));
+        }
+        if !(1024..=64 << 20).contains(&self.message_bytes) {
+            return Err(StoreError::Config(format!(
+                "invalid value for 'message bytes': expected 1 KiB to 64 MiB, got {}",
+                self.message_bytes
+            )));
+        }
         if self.duplicate_window < Duration::from_secs(1) {
             return Err(StoreError::Config(format!(
                 "invalid value for 'duplicate window': expected at least 1 s, got {:?}",
@@ -238,11 +274,17 @@ impl FleetConfig {
 
     /// The subject of a record of `account_id`: `<prefix>.<partition>`.
     pub fn subject(&self, account_id: Option<&str>) -> String {
-        format!(
-            "{}.{}",
-            self.subject_prefix,
-            partition(account_id, self.partitions)
-        )
+        self.subject_of(self.partition_of(account_id))
+    }
+
+    /// The partition of a record of `account_id`.
+    pub(crate) fn partition_of(&self, account_id: Option<&str>) -> u32 {
+        partition(account_id, self.partitions)
+    }
+
+    /// The subject of `partition`.
+    pub(crate) fn subject_of(&self, partition: u32) -> String {
+        format!("{}.{partition}", self.subject_prefix)
     }
 
     /// The stream's name.
@@ -303,6 +345,9 @@ mod tests {
         assert!(err(base().partitions(0)).contains("'partitions'"));
         assert!(err(base().replicas(0)).contains("'replicas'"));
         assert!(err(base().duplicate_window(Duration::ZERO)).contains("'duplicate window'"));
+        assert!(err(base().records_per_message(0)).contains("'records per message'"));
+        assert!(err(base().records_per_message(4097)).contains("got 4097"));
+        assert!(err(base().message_bytes(10)).contains("'message bytes'"));
         assert!(base().validate().is_ok());
     }
 

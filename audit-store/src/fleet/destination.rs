@@ -5,25 +5,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
-use bytes::Bytes;
 
 use super::config::FleetConfig;
+use super::message;
 use crate::chain::{ChainKeys, ChainSecret};
 use crate::model::StoredRecord;
 use crate::pipeline::Destination;
 use crate::{Result, StoreError};
 
+/// Room for a message's headers (its id) under the servers' payload limit, which counts them.
+const HEADROOM: usize = 512;
+
 /// Publishes the pipeline's batches to the fleet's JetStream stream (see [the module
 /// docs](super)). Cheap to clone: clones share the connection.
 ///
-/// [`write_rows`](Destination::write_rows) publishes every record of a batch (pipelined),
-/// each record's JSON to `<prefix>.<partition>` under `Nats-Msg-Id` = its id, then awaits
-/// every acknowledgement: it returns once the stream stored them all (on a majority of its
-/// replicas), counting those the stream had already (a duplicate within its window) as not
-/// new. A publish error or a missing acknowledgement is a [`StoreError::Stream`]: the
-/// pipeline retries, then spools, and replays through here once [`probe`](Destination::probe)
-/// (the stream's information) answers. A record larger than the servers' payload limit is
-/// refused as data ([`StoreError::StreamRefused`]): dropped and reported by a gap record.
+/// [`write_rows`](Destination::write_rows) packs a batch into messages (see [the module
+/// docs](super)), publishes them all (pipelined), then awaits every acknowledgement: it
+/// returns once the stream stored them all (on a majority of its replicas), counting the
+/// records of messages the stream had already (a duplicate within its window) as not new. A
+/// publish error or a missing acknowledgement is a [`StoreError::Stream`]: the pipeline
+/// retries, then spools, and replays through here once [`probe`](Destination::probe) (the
+/// stream's information) answers. A record larger than the servers' payload limit is refused
+/// as data ([`StoreError::StreamRefused`]) before anything of its batch is published: the
+/// pipeline then writes the batch record by record, and that one is dropped and reported by a
+/// gap record.
 ///
 /// ```no_run
 /// use audit_store::fleet::{FleetConfig, NatsDestination};
@@ -100,6 +105,12 @@ impl NatsDestination {
     pub fn spool_secret(self, secret: &ChainSecret) -> Self {
         let keys = ChainKeys::from_secret(secret);
         self.spool_keys_from(&keys)
+    }
+
+    /// The largest payload the connected server takes (a little less, for the headers);
+    /// 1 MiB, NATS's default, until a server said otherwise.
+    fn max_payload(&self) -> usize {
+        self.client.max_payload().saturating_sub(HEADROOM)
     }
 
     /// The fleet's settings.
@@ -198,27 +209,36 @@ async fn create_if_missing(js: &jetstream::Context, config: stream::Config) -> R
 
 impl Destination for NatsDestination {
     async fn write_rows(&self, rows: &[StoredRecord]) -> Result<u64> {
-        let mut acks = Vec::with_capacity(rows.len());
-        for row in rows {
+        let max_payload = self.max_payload();
+        if let Some(row) = rows.iter().find(|r| r.record.len() > max_payload) {
+            return Err(StoreError::StreamRefused(format!(
+                "record {} has {} bytes, more than the servers' payload limit ({max_payload} bytes)",
+                row.id,
+                row.record.len()
+            )));
+        }
+        let messages = message::pack(
+            rows,
+            &self.config,
+            self.config.records_per_message,
+            self.config.message_bytes.min(max_payload),
+        );
+        let mut acks = Vec::with_capacity(messages.len());
+        for message in messages {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                row.id.to_string().as_str(),
-            );
-            let subject = self.config.subject(row.account_id.as_deref());
-            let payload = Bytes::from(row.record.clone().into_bytes());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, message.id.as_str());
             let ack = self
                 .jetstream
-                .publish_with_headers(subject, headers, payload)
+                .publish_with_headers(message.subject, headers, message.payload)
                 .await
                 .map_err(publish_error)?;
-            acks.push(ack);
+            acks.push((ack, message.records));
         }
         let mut new = 0;
-        for ack in acks {
+        for (ack, records) in acks {
             let ack = ack.await.map_err(publish_error)?;
             if !ack.duplicate {
-                new += 1;
+                new += records;
             }
         }
         Ok(new)

@@ -30,26 +30,30 @@
 //! time (an ingestor killed mid-batch). Messages are taken in batches bounded in count and
 //! bytes ([`batch_size`](IngestorBuilder::batch_size), [`batch_bytes`](IngestorBuilder::batch_bytes)).
 //!
-//! Each message is parsed as an [`AuditRecord`] and committed through an in-process
+//! A message carries one or more records, one per line ([the wire format](super)). Each
+//! record is parsed as an [`AuditRecord`] and committed through an in-process
 //! [ingest pipeline](crate::pipeline) over the SQL store, in strict mode: batches from many messages
 //! share one chained transaction (group commit), enriched by the pipeline's
 //! [`Directory`](crate::pipeline::Directory) if one is configured, and the pipeline's
 //! checkpoints, retention and gap records run as in a single process. A message is
-//! acknowledged only once its record is committed; the store skips a record it already holds
-//! (the same id), so a message delivered twice (an acknowledgement lost, an ingestor killed
-//! after its commit) is stored once.
+//! acknowledged only once all its records are committed; the store skips a record it
+//! already holds (the same id), so a message delivered twice (an acknowledgement lost, an
+//! ingestor killed after its commit) is stored once.
 //!
 //! # Poison messages
 //!
-//! A message that is larger than [`max_record_bytes`](IngestorBuilder::max_record_bytes),
+//! A record that is larger than [`max_record_bytes`](IngestorBuilder::max_record_bytes),
 //! is not an audit record, or that the database refuses row by row
-//! ([`StoreError::is_data_error`](crate::StoreError::is_data_error)) is *poison*: it is
-//! published to the dead-letter subject (default `audit.dead`) with the headers
-//! `Audit-Dead-Reason` (`too_large`, `unparseable`, `refused`), `Audit-Original-Subject`,
-//! `Audit-Original-Stream`, `Audit-Original-Sequence` and `Audit-Deliveries`, then
-//! acknowledged, counted ([`IngestorMetrics::dead_lettered`]) and reported by a gap record:
-//! in the account's log when the record names its account, else in the log of records
-//! without one. It is never retried for ever and never holds back the messages behind it.
+//! ([`StoreError::is_data_error`](crate::StoreError::is_data_error)) is *poison*, and so is
+//! a whole message of more than [`MAX_RECORDS_PER_MESSAGE`] records: it is published to the
+//! dead-letter subject (default `audit.dead`) with the headers `Audit-Dead-Reason`
+//! (`too_large`, `too_many_records`, `unparseable`, `refused`), `Audit-Original-Subject`,
+//! `Audit-Original-Stream`, `Audit-Original-Sequence`, `Audit-Original-Record` (the record's
+//! index in its message, from 0; absent for a whole message) and `Audit-Deliveries`, counted
+//! ([`IngestorMetrics::dead_lettered`]) and reported by a gap record: in the account's log
+//! when the record names its account, else in the log of records without one. Its message's
+//! other records are stored, and the message acknowledged; poison is never retried for ever
+//! and never holds back the messages behind it.
 //!
 //! # The database down
 //!
@@ -87,12 +91,14 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use audit_layer::NotCommitted;
 use audit_layer::record::AuditRecord;
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::FleetConfig;
 use super::destination::ensure_streams;
+use super::message::{self, MAX_RECORDS_PER_MESSAGE};
 use crate::pipeline::{self, IngestSink, Pipeline, PipelineBuilder, PipelineMetrics};
 use crate::store::ChainedStore;
 use crate::{Result, StoreError};
@@ -165,7 +171,8 @@ impl<S: ChainedStore> IngestorBuilder<S> {
         self
     }
 
-    /// The most messages pulled at once. Defaults to 1,000.
+    /// The most messages pulled at once, and the records committed as one group (a message's
+    /// records stay together, so a group may hold one message's more). Defaults to 1,000.
     pub fn batch_size(mut self, messages: usize) -> Self {
         self.batch_size = messages.max(1);
         self
@@ -198,7 +205,7 @@ impl<S: ChainedStore> IngestorBuilder<S> {
         self
     }
 
-    /// Messages larger than this are poison (see [the module docs](self#poison-messages)).
+    /// Records larger than this are poison (see [the module docs](self#poison-messages)).
     /// Defaults to 1 MiB.
     pub fn max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record_bytes = bytes.max(1);
@@ -296,7 +303,9 @@ impl<S: ChainedStore> IngestorBuilder<S> {
         let lanes = configured.lanes();
         let (sink, pipeline) = configured
             .without_spool()
-            .queue_capacity((in_flight + self.batch_size).saturating_mul(lanes))
+            .queue_capacity(
+                (in_flight + self.batch_size + MAX_RECORDS_PER_MESSAGE).saturating_mul(lanes),
+            )
             // Room for every byte in flight, and a pull's more: a record's size as the queue
             // counts it (its JSON's length, estimated) is about its message's.
             .queue_bytes(
@@ -358,11 +367,14 @@ impl<S> std::fmt::Debug for Ingestor<S> {
 pub struct IngestorMetrics {
     /// Messages received from the stream (redeliveries included).
     pub fetched: u64,
-    /// Messages acknowledged after their record was committed (new or already stored).
+    /// Records those messages carried (see [the wire format](super#messages)).
+    pub records: u64,
+    /// Messages acknowledged after their records were committed (new or already stored) or
+    /// moved aside.
     pub acked: u64,
-    /// Poison messages moved to the dead-letter subject.
+    /// Poison records (or whole messages) moved to the dead-letter subject.
     pub dead_lettered: u64,
-    /// Messages handed back for redelivery (the pipeline could not take them).
+    /// Messages handed back for redelivery (the pipeline could not take a record of them).
     pub redelivery_requested: u64,
     /// Records taken and not yet settled.
     pub in_flight: u64,
@@ -392,6 +404,7 @@ impl IngestorMonitor {
 #[derive(Default)]
 struct Counters {
     fetched: AtomicU64,
+    records: AtomicU64,
     acked: AtomicU64,
     dead_lettered: AtomicU64,
     redelivery_requested: AtomicU64,
@@ -428,10 +441,11 @@ struct Shared {
     request_timeout: Duration,
 }
 
-/// Why a message is poison.
+/// Why a record (or a whole message) is poison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Poison {
     TooLarge,
+    TooMany,
     Unparseable,
     Refused,
 }
@@ -440,6 +454,7 @@ impl Poison {
     fn as_str(self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",
+            Self::TooMany => "too_many_records",
             Self::Unparseable => "unparseable",
             Self::Refused => "refused",
         }
@@ -529,23 +544,28 @@ impl<S: ChainedStore> Ingestor<S> {
                         continue 'pull;
                     }
                 };
-                // Whatever else is already there, up to a batch: one group commit.
-                while chunk.len() < batch_size {
+                let mut records = records_of(&chunk[0]);
+                // Whatever else is already there, up to a batch of records: one group commit.
+                while records < batch_size {
                     match tokio::time::timeout(Duration::from_millis(5), messages.next()).await {
-                        Ok(Some(Ok(message))) => chunk.push(message),
+                        Ok(Some(Ok(message))) => {
+                            records += records_of(&message);
+                            chunk.push(message);
+                        }
                         _ => break,
                     }
                 }
                 let n = chunk.len();
                 // A chunk larger than the whole budget still goes, alone.
                 let chunk_kib = kib(chunk.iter().map(|m| m.payload.len()).sum()).min(in_flight_kib);
+                let chunk_records = u32::try_from(records.min(in_flight)).unwrap_or(u32::MAX);
                 let permit = tokio::select! {
                     () = &mut shutdown => {
                         // Taken, not started: left unacknowledged, for redelivery.
                         break 'pull;
                     }
                     permit = async {
-                        let records = Arc::clone(&permits).acquire_many_owned(n.min(in_flight) as u32).await?;
+                        let records = Arc::clone(&permits).acquire_many_owned(chunk_records).await?;
                         let bytes = Arc::clone(&kib_permits).acquire_many_owned(chunk_kib).await?;
                         Ok::<_, tokio::sync::AcquireError>((records, bytes))
                     } => permit,
@@ -556,8 +576,13 @@ impl<S: ChainedStore> Ingestor<S> {
                     "audit_ingest_fetched_total",
                     n as u64,
                 );
-                shared.counters.in_flight(n as i64);
-                settling.spawn(Arc::clone(&shared).settle(chunk, permit));
+                shared.counters.add(
+                    &shared.counters.records,
+                    "audit_ingest_records_total",
+                    records as u64,
+                );
+                shared.counters.in_flight(records as i64);
+                settling.spawn(Arc::clone(&shared).settle(chunk, records, permit));
             }
         }
         let settled = tokio::time::timeout(shutdown_timeout, async {
@@ -583,6 +608,15 @@ impl<S: ChainedStore> Ingestor<S> {
     }
 }
 
+/// The records a message carries, as the ingestor counts them: a message with too many is
+/// one (poison) item.
+fn records_of(message: &jetstream::Message) -> usize {
+    match message::count(&message.payload) {
+        n if n > MAX_RECORDS_PER_MESSAGE => 1,
+        n => n,
+    }
+}
+
 /// `bytes` in KiB, rounded up (the unit of the ingestor's byte permits).
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
@@ -601,6 +635,7 @@ impl Shared {
         let c = &self.counters;
         IngestorMetrics {
             fetched: c.fetched.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
             acked: c.acked.load(Ordering::Relaxed),
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             redelivery_requested: c.redelivery_requested.load(Ordering::Relaxed),
@@ -609,27 +644,44 @@ impl Shared {
         }
     }
 
-    /// Commits the records of `chunk` and settles each message: acknowledged once committed,
-    /// dead-lettered when poison, handed back when the pipeline could not take it.
+    /// Commits the records of `chunk` and settles each message once all of its records are:
+    /// acknowledged when they are committed (poison records moved aside first), handed back
+    /// whole when the pipeline could not take one of them.
     async fn settle(
         self: Arc<Self>,
         chunk: Vec<jetstream::Message>,
+        records: usize,
         _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) {
-        let n = chunk.len();
-        let mut pending: Vec<Option<jetstream::Message>> = Vec::with_capacity(n);
+        let mut taken: Vec<Option<Taken>> = Vec::with_capacity(chunk.len());
         let mut commits = FuturesUnordered::new();
-        for (i, message) in chunk.into_iter().enumerate() {
-            match self.admit(&message) {
-                Ok(record) => {
-                    let sink = self.sink.clone();
-                    commits.push(async move { (i, sink.commit(record).await) });
-                    pending.push(Some(message));
+        for (m, message) in chunk.into_iter().enumerate() {
+            let mut t = Taken {
+                message,
+                remaining: 0,
+                poison: Vec::new(),
+                redeliver: false,
+            };
+            if message::count(&t.message.payload) > MAX_RECORDS_PER_MESSAGE {
+                t.poison
+                    .push((None, t.message.payload.clone(), Poison::TooMany));
+            } else {
+                for (i, line) in message::records(&t.message.payload).enumerate() {
+                    match self.admit(&line) {
+                        Ok(record) => {
+                            let sink = self.sink.clone();
+                            t.remaining += 1;
+                            commits.push(async move { (m, i, line, sink.commit(record).await) });
+                        }
+                        Err(poison) => t.poison.push((Some(i), line, poison)),
+                    }
                 }
-                Err(poison) => {
-                    self.dead_letter(&message, poison).await;
-                    pending.push(None);
-                }
+            }
+            if t.remaining == 0 {
+                self.finish(t).await;
+                taken.push(None);
+            } else {
+                taken.push(Some(t));
             }
         }
         let every = self.ack_wait / 3;
@@ -637,73 +689,90 @@ impl Shared {
         loop {
             tokio::select! {
                 next = commits.next() => {
-                    let Some((i, outcome)) = next else { break };
-                    let Some(message) = pending[i].take() else { continue };
-                    self.settle_one(message, outcome).await;
+                    let Some((m, i, line, outcome)) = next else { break };
+                    let Some(t) = taken[m].as_mut() else { continue };
+                    match outcome {
+                        Ok(()) => {}
+                        // Refused by the database row by row: the pipeline counted it and
+                        // notes the gap.
+                        Err(NotCommitted::Dropped) => t.poison.push((Some(i), line, Poison::Refused)),
+                        Err(_) => t.redeliver = true,
+                    }
+                    t.remaining -= 1;
+                    if t.remaining == 0 {
+                        let t = taken[m].take().expect("taken above");
+                        self.finish(t).await;
+                    }
                 }
                 _ = progress.tick() => {
                     // Still working on them: not to be handed to another ingestor.
-                    for message in pending.iter().flatten() {
-                        let _ = message.ack_with(AckKind::Progress).await;
+                    for t in taken.iter().flatten() {
+                        let _ = t.message.ack_with(AckKind::Progress).await;
                     }
                 }
             }
         }
         let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
-        self.counters.in_flight(-(n as i64));
+        self.counters.in_flight(-(records as i64));
     }
 
-    /// The record a message carries, or why it is poison.
-    fn admit(&self, message: &jetstream::Message) -> std::result::Result<AuditRecord, Poison> {
-        if message.payload.len() > self.max_record_bytes {
+    /// A record of a message, or why it is poison.
+    fn admit(&self, line: &[u8]) -> std::result::Result<AuditRecord, Poison> {
+        if line.len() > self.max_record_bytes {
             return Err(Poison::TooLarge);
         }
-        serde_json::from_slice::<AuditRecord>(&message.payload).map_err(|_| Poison::Unparseable)
+        serde_json::from_slice::<AuditRecord>(line).map_err(|_| Poison::Unparseable)
     }
 
-    async fn settle_one(
-        &self,
-        message: jetstream::Message,
-        outcome: std::result::Result<(), NotCommitted>,
-    ) {
-        match outcome {
-            Ok(()) => {
-                if let Err(e) = message.ack().await {
-                    tracing::warn!(target: "audit_store", "cannot acknowledge an audit message (it will be redelivered, and skipped by the store): {e}");
-                }
-                self.counters
-                    .add(&self.counters.acked, "audit_ingest_acked_total", 1);
-            }
-            // Refused by the database row by row: the pipeline counted it and notes the gap.
-            Err(NotCommitted::Dropped) => self.move_aside(&message, Poison::Refused).await,
-            Err(_) => {
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-                self.counters.add(
-                    &self.counters.redelivery_requested,
-                    "audit_ingest_redelivery_requested_total",
-                    1,
-                );
-            }
+    /// Settles a message whose records are all settled: handed back whole if the pipeline
+    /// could not take one of them (the store skips, when it comes back, those committed);
+    /// else its poison moved aside, then acknowledged.
+    async fn finish(&self, t: Taken) {
+        if t.redeliver {
+            let _ = t
+                .message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            self.counters.add(
+                &self.counters.redelivery_requested,
+                "audit_ingest_redelivery_requested_total",
+                1,
+            );
+            return;
         }
+        for (index, bytes, poison) in &t.poison {
+            if *poison != Poison::Refused {
+                // Never reached the pipeline: its loss noted for a gap record in its
+                // account's log (when it names one).
+                let (account, time_ms) = account_and_time(bytes);
+                tracing::error!(target: "audit_store", reason = poison.as_str(), subject = %t.message.subject, account = account.as_deref().unwrap_or(""), "poison audit record moved to the dead-letter subject");
+                self.sink.note_lost(account.as_deref(), time_ms);
+            }
+            self.move_aside(&t.message, *index, bytes.clone(), *poison)
+                .await;
+        }
+        if let Err(e) = t.message.ack().await {
+            tracing::warn!(target: "audit_store", "cannot acknowledge an audit message (it will be redelivered, and skipped by the store): {e}");
+        }
+        self.counters
+            .add(&self.counters.acked, "audit_ingest_acked_total", 1);
     }
 
-    /// A poison message that never reached the pipeline: moved aside, and its loss noted
-    /// for a gap record in its account's log (when it names one).
-    async fn dead_letter(&self, message: &jetstream::Message, poison: Poison) {
-        let (account, time_ms) = account_and_time(&message.payload);
-        tracing::error!(target: "audit_store", reason = poison.as_str(), subject = %message.subject, account = account.as_deref().unwrap_or(""), "poison audit message moved to the dead-letter subject");
-        self.sink.note_lost(account.as_deref(), time_ms);
-        self.move_aside(message, poison).await;
-    }
-
-    /// Publishes `message` to the dead-letter subject with headers saying why and whence,
-    /// then acknowledges it.
-    async fn move_aside(&self, message: &jetstream::Message, poison: Poison) {
+    /// Publishes a poison record (record `index` of `message`, or the whole message) to the
+    /// dead-letter subject with headers saying why and whence.
+    async fn move_aside(
+        &self,
+        message: &jetstream::Message,
+        index: Option<usize>,
+        payload: Bytes,
+        poison: Poison,
+    ) {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Audit-Dead-Reason", poison.as_str());
         headers.insert("Audit-Original-Subject", message.subject.as_str());
+        if let Some(index) = index {
+            headers.insert("Audit-Original-Record", index.to_string().as_str());
+        }
         if let Ok(info) = message.info() {
             headers.insert("Audit-Original-Stream", info.stream);
             headers.insert(
@@ -711,17 +780,19 @@ impl Shared {
                 info.stream_sequence.to_string().as_str(),
             );
             headers.insert("Audit-Deliveries", info.delivered.to_string().as_str());
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("{}.{}", info.stream, info.stream_sequence).as_str(),
-            );
+            // Moved aside once, were the message delivered again before its acknowledgement.
+            let id = match index {
+                Some(index) => format!("{}.{}.{index}", info.stream, info.stream_sequence),
+                None => format!("{}.{}", info.stream, info.stream_sequence),
+            };
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         }
         let published = match self
             .js
             .publish_with_headers(
                 self.dead_letter_subject.clone(),
                 headers.clone(),
-                message.payload.clone(),
+                payload.clone(),
             )
             .await
         {
@@ -734,23 +805,29 @@ impl Shared {
         if let Err(e) = published {
             // Kept nowhere in the stream (no dead-letter stream?): still sent to subscribers
             // of the subject, and never retried for ever.
-            tracing::error!(target: "audit_store", "the dead-letter stream did not take a poison audit message ({e}); published without it");
+            tracing::error!(target: "audit_store", "the dead-letter stream did not take a poison audit record ({e}); published without it");
             let _ = self
                 .client
-                .publish_with_headers(
-                    self.dead_letter_subject.clone(),
-                    headers,
-                    message.payload.clone(),
-                )
+                .publish_with_headers(self.dead_letter_subject.clone(), headers, payload)
                 .await;
         }
-        let _ = message.ack().await;
         self.counters.add(
             &self.counters.dead_lettered,
             "audit_ingest_dead_lettered_total",
             1,
         );
     }
+}
+
+/// A message taken from the stream, while its records are committed.
+struct Taken {
+    message: jetstream::Message,
+    /// Records given to the pipeline and not settled yet.
+    remaining: usize,
+    /// Records (by index; `None`: the whole message) to move aside.
+    poison: Vec<(Option<usize>, Bytes, Poison)>,
+    /// A record the pipeline could not take: the message goes back to the stream.
+    redeliver: bool,
 }
 
 /// The account id and time (ms) a payload names, when it is JSON that names them; else no

@@ -12,9 +12,8 @@
 //!
 //! **Publishing.** The app's pipeline is the usual one ([`pipeline::builder`]) with a
 //! [`NatsDestination`] instead of a store: batching, enrichment, retries, the spool,
-//! backpressure and gap records are the same. A batch is published record by record (the
-//! publishes pipelined, then every acknowledgement awaited), each record's JSON under the
-//! header `Nats-Msg-Id` = its id, so the stream's duplicate window drops a retried publish.
+//! backpressure and gap records are the same. A batch is published as a few messages (the
+//! publishes pipelined, then every acknowledgement awaited); see **Messages** below.
 //! A strict-mode commit is the stream's acknowledgement, which JetStream sends once the
 //! write is stored on a majority of the stream's replicas. While NATS is unreachable, batches
 //! go to the spool (authenticated with a key of the chain secret, see
@@ -23,6 +22,16 @@
 //! On an app instance the pipeline's metrics keep their names: `stored` counts the records
 //! the stream acknowledged as new, `duplicates` those its window dropped, `spooled` and
 //! `replayed` what waited for NATS; the commit lag is measured to the stream's ack.
+//!
+//! **Messages.** A message carries the records of one subject, up to [`FleetConfig::records_per_message`]
+//! (256) and [`FleetConfig::message_bytes`] (256 KiB): their JSON, one record per line. Its
+//! header `Nats-Msg-Id` is the record's id when it carries one; when it carries several, an id
+//! derived from all of theirs in order (the first id, the count, 128 bits of their
+//! SHA-256). A retried batch packs into the same messages, which the stream's duplicate
+//! window drops; records replayed from the spool may be packed differently, and the store
+//! skips those it already holds. The stream's cost is mostly per message (its
+//! acknowledgement, index entry and deletion, the ingestor's acknowledgement), so packing
+//! cuts it by the records per message; `records_per_message(1)` publishes each record alone.
 //!
 //! **Subjects.** A record goes to `<prefix>.<partition>` (default `audit.records.0` to
 //! `audit.records.15`): the partition is a stable hash of its account id (FNV-1a, 64 bits)
@@ -33,7 +42,7 @@
 //! shared by every ingestor process: each message goes to one of them. It feeds the records
 //! to an in-process pipeline over the SQL store (enrichment, batched chained writes, retries,
 //! checkpoints, retention, gap records), in strict mode, and acknowledges each message only
-//! once its record is committed; the store skips a record it already holds (same id), so a
+//! once all its records are committed; the store skips a record it already holds (same id), so a
 //! redelivered message is stored once. See [`ingest`] for poison messages, the database
 //! being down, and shutdown.
 //!
@@ -67,6 +76,7 @@
 mod config;
 mod destination;
 pub mod ingest;
+mod message;
 mod subject;
 
 pub use config::{
@@ -74,4 +84,5 @@ pub use config::{
 };
 pub use destination::NatsDestination;
 pub use ingest::{DEFAULT_CONSUMER, Ingestor, IngestorBuilder, IngestorMetrics, IngestorMonitor};
+pub use message::MAX_RECORDS_PER_MESSAGE;
 pub use subject::{partition, redact_url};
