@@ -112,29 +112,21 @@ fn one_message<'a>(
 /// The records (lines) of a message's payload, as slices of it; an empty payload is one
 /// empty (unparseable) record.
 pub(crate) fn records(payload: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    // SIMD search: a byte-by-byte scan was an eighth of the ingestor's CPU (a profile of
+    // `loadbench --variants audit-nats --nats-ingest backlog`).
     let mut start = 0;
-    let mut done = false;
+    let mut ends = memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len()));
     std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        match payload[start..].iter().position(|&b| b == b'\n') {
-            Some(at) => {
-                let line = payload.slice(start..start + at);
-                start += at + 1;
-                Some(line)
-            }
-            None => {
-                done = true;
-                Some(payload.slice(start..))
-            }
-        }
+        let end = ends.next()?;
+        let line = payload.slice(start..end);
+        start = end + 1;
+        Some(line)
     })
 }
 
 /// How many records a message's payload carries.
 pub(crate) fn count(payload: &[u8]) -> usize {
-    1 + payload.iter().filter(|&&b| b == b'\n').count()
+    1 + memchr::memchr_iter(b'\n', payload).count()
 }
 
 #[cfg(test)]
