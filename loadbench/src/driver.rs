@@ -753,6 +753,13 @@ impl Run<'_> {
                     return Err(format!("the baseline exited with {status}:\n{}", log()).into());
                 }
                 let report = read_ingest(&dir.join("baseline.json"))?;
+                if report.dropped > 0 {
+                    return Err(format!(
+                        "the baseline pipeline dropped {} of {} records: its rows/s would not compare",
+                        report.dropped, report.records_read
+                    )
+                    .into());
+                }
                 baseline = Some((
                     report,
                     self.nats_ticks().saturating_sub(ticks),

@@ -178,8 +178,9 @@ async fn baseline(args: &IngestArgs) -> Result<IngestReport, BoxError> {
     let (sink, pipeline) = pipeline::builder(store)
         .writers(args.writers)
         .batch_size(args.batch_size)
-        // Room for the whole backlog: the baseline measures the writes, not the overflow.
-        .queue_capacity(records.len() + 1)
+        // Room for the whole backlog in every lane (a lane takes the accounts that hash to
+        // it, so one may get most): the baseline measures the writes, not the overflow.
+        .queue_capacity((records.len() + 1).saturating_mul(args.writers))
         .queue_bytes(u64::MAX / 2)
         .build()
         .await?;
@@ -198,6 +199,7 @@ async fn baseline(args: &IngestArgs) -> Result<IngestReport, BoxError> {
         started_ms,
         records_read,
         stored: metrics.stored,
+        dropped: metrics.dropped,
         ..IngestReport::default()
     };
     fill(&mut report, times.take());

@@ -582,7 +582,7 @@ impl<S: ChainedStore> Ingestor<S> {
                     records as u64,
                 );
                 shared.counters.in_flight(records as i64);
-                settling.spawn(Arc::clone(&shared).settle(chunk, records, permit));
+                settling.spawn(Arc::clone(&shared).settle(chunk, permit));
             }
         }
         let settled = tokio::time::timeout(shutdown_timeout, async {
@@ -646,17 +646,25 @@ impl Shared {
 
     /// Commits the records of `chunk` and settles each message once all of its records are:
     /// acknowledged when they are committed (poison records moved aside first), handed back
-    /// whole when the pipeline could not take one of them.
+    /// whole when the pipeline could not take one of them. A message's share of `permits`
+    /// is given back as soon as it is settled, not with the whole chunk: the ingestor then
+    /// takes more while the chunk's slower records are still being written.
     async fn settle(
         self: Arc<Self>,
         chunk: Vec<jetstream::Message>,
-        records: usize,
-        _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        mut permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) {
         let mut taken: Vec<Option<Taken>> = Vec::with_capacity(chunk.len());
         let mut commits = FuturesUnordered::new();
         for (m, message) in chunk.into_iter().enumerate() {
+            let records = records_of(&message);
+            let kib = kib(message.payload.len()) as usize;
             let mut t = Taken {
+                records,
+                _permits: (
+                    permits.0.split(records.min(permits.0.num_permits())),
+                    permits.1.split(kib.min(permits.1.num_permits())),
+                ),
                 message,
                 remaining: 0,
                 poison: Vec::new(),
@@ -713,7 +721,6 @@ impl Shared {
             }
         }
         let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
-        self.counters.in_flight(-(records as i64));
     }
 
     /// A record of a message, or why it is poison.
@@ -728,6 +735,7 @@ impl Shared {
     /// could not take one of them (the store skips, when it comes back, those committed);
     /// else its poison moved aside, then acknowledged.
     async fn finish(&self, t: Taken) {
+        self.counters.in_flight(-(t.records as i64));
         if t.redeliver {
             let _ = t
                 .message
@@ -822,6 +830,10 @@ impl Shared {
 /// A message taken from the stream, while its records are committed.
 struct Taken {
     message: jetstream::Message,
+    /// Its records, as [`records_of`] counts them.
+    records: usize,
+    /// Its share of the chunk's permits (records, KiB), given back once it is settled.
+    _permits: (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
     /// Records given to the pipeline and not settled yet.
     remaining: usize,
     /// Records (by index; `None`: the whole message) to move aside.
