@@ -1,7 +1,7 @@
 //! `audit-ingest`: the fleet's ingestor. Pulls audit records from a NATS JetStream stream (a
 //! durable consumer shared by every `audit-ingest` process) and writes them into the audit
 //! database through the ingest pipeline (chained, batched, exactly once by record id),
-//! acknowledging each message once its record is committed.
+//! acknowledging each message once all its records are committed.
 //!
 //! ```text
 //! AUDIT_CHAIN_SECRET=@/etc/audit/chain.secret \
@@ -30,9 +30,10 @@ use clap::Parser;
 /// Ingests audit records from a NATS JetStream stream into the audit database.
 ///
 /// Run as many as the database absorbs: they share one durable consumer, each message goes
-/// to one of them, and a message is acknowledged only after its record is committed (a
-/// record delivered twice is stored once). Poison messages (unparseable, too large, refused
-/// by the database) go to the dead-letter subject, with a gap record in the account's log.
+/// to one of them, and a message (one or more records, one per line) is acknowledged only
+/// after its records are committed (a record delivered twice is stored once). Poison records
+/// (unparseable, too large, refused by the database) go to the dead-letter subject, with a
+/// gap record in the account's log.
 /// SIGTERM or SIGINT stops pulling, commits and acknowledges what was taken, then exits.
 #[derive(Debug, Parser)]
 #[command(name = "audit-ingest", version)]
@@ -64,7 +65,7 @@ struct Args {
     /// The durable consumer's name, shared by every ingestor of the fleet.
     #[arg(long, env = "AUDIT_CONSUMER", default_value = "audit-ingest")]
     consumer: String,
-    /// Where poison messages go (kept by the stream <STREAM>_DEAD).
+    /// Where poison records go (kept by the stream <STREAM>_DEAD).
     #[arg(long, env = "AUDIT_DEAD_LETTER_SUBJECT", default_value = "audit.dead")]
     dead_letter_subject: String,
     /// Create the stream and the dead-letter stream when missing (file storage, work-queue
@@ -78,7 +79,7 @@ struct Args {
     /// when full, app instances spool locally. Default: the server's JetStream limit.
     #[arg(long, env = "AUDIT_STREAM_MAX_BYTES")]
     stream_max_bytes: Option<u64>,
-    /// The most messages pulled at once.
+    /// The most messages pulled at once, and the records committed as one group.
     #[arg(long, env = "AUDIT_INGEST_BATCH_SIZE", default_value_t = 1000)]
     batch_size: usize,
     /// The most records waiting for their commit in this process.
@@ -98,7 +99,7 @@ struct Args {
     /// the consumer is created).
     #[arg(long, env = "AUDIT_MAX_ACK_PENDING", default_value_t = 20_000)]
     max_ack_pending: i64,
-    /// Messages larger than this many bytes are poison.
+    /// Records larger than this many bytes are poison.
     #[arg(long, env = "AUDIT_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
     max_record_bytes: usize,
     /// Seconds a shutdown waits for the records taken to be committed; what is not is left
@@ -265,8 +266,9 @@ fn main() -> ExitCode {
     match runtime.block_on(main_inner(args)) {
         Ok(m) => {
             println!(
-                "audit-ingest: stopped; fetched {} acked {} stored {} duplicates {} dead-lettered {} gap records {}",
+                "audit-ingest: stopped; fetched {} messages ({} records) acked {} stored {} duplicates {} dead-lettered {} gap records {}",
                 m.fetched,
+                m.records,
                 m.acked,
                 m.pipeline.stored,
                 m.pipeline.duplicates,
