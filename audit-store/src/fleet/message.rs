@@ -13,6 +13,8 @@
 //! an acknowledgement from the ingestor). Measured by `loadbench --variants audit-nats`
 //! (BENCHMARKS.md, "Fleet mode").
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
@@ -97,7 +99,7 @@ fn one_message<'a>(
         let digest = digest.finalize();
         let mut hex = String::with_capacity(32);
         for byte in &digest[..16] {
-            hex.push_str(&format!("{byte:02x}"));
+            let _ = write!(hex, "{byte:02x}");
         }
         format!("{first}+{n}.{hex}")
     };
