@@ -38,6 +38,9 @@ USAGE: loadbench [OPTIONS]
   --nats-server PATH    the nats-server the audit-nats variant publishes to (started on a
                         free port, JetStream in a temporary directory)
                         [/usr/sbin/nats-server, else the PATH's]
+  --nats-nodes N        audit-nats: 1 server, or a cluster of N on loopback with the stream
+                        replicated on every node (3: R3, as in a fleet); NATS CPU is
+                        then the nodes' together [1]
   --nats-ingest MODE    audit-nats: 'live' (the ingestor consumes during the load: end-to-end
                         lag) or 'backlog' (it starts once the server exited: its rows/s,
                         against the in-process pipeline fed the same records) [live]
@@ -68,6 +71,7 @@ struct Options {
     kinds: Vec<Kind>,
     postgres_url: String,
     nats_server: PathBuf,
+    nats_nodes: usize,
     backlog: bool,
     ingest_writers: usize,
     queue_capacity: usize,
@@ -91,6 +95,7 @@ impl Options {
             postgres_url: std::env::var("AUDIT_TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
             nats_server: crate::nats::default_binary(),
+            nats_nodes: 1,
             backlog: false,
             ingest_writers: 3,
             queue_capacity: 8192,
@@ -116,6 +121,16 @@ impl Options {
                 "--kinds" => options.kinds = flags.list(flag, Kind::parse)?,
                 "--postgres-url" => options.postgres_url = flags.value(flag)?.to_owned(),
                 "--nats-server" => options.nats_server = PathBuf::from(flags.value(flag)?),
+                "--nats-nodes" => {
+                    options.nats_nodes = flags.parse(flag)?;
+                    if !(1..=5).contains(&options.nats_nodes) {
+                        return Err(format!(
+                            "invalid --nats-nodes {}: expected 1 to 5",
+                            options.nats_nodes
+                        )
+                        .into());
+                    }
+                }
                 "--nats-ingest" => {
                     options.backlog = match flags.value(flag)? {
                         "live" => false,
@@ -258,6 +273,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode, BoxError> {
         Some(NatsServer::start(
             &options.nats_server,
             &scratch.join("nats"),
+            options.nats_nodes,
         )?)
     } else {
         None
@@ -972,7 +988,7 @@ fn rows_per_s(report: &IngestReport) -> f64 {
 
 /// The bytes and messages the fleet's stream holds now.
 async fn backlog_bytes(url: &str) -> Result<(u64, u64), BoxError> {
-    let client = async_nats::connect(url).await?;
+    let client = async_nats::connect(crate::nats::first_url(url)).await?;
     let mut stream = async_nats::jetstream::new(client)
         .get_stream(audit_store::fleet::FleetConfig::new(url)?.stream_name())
         .await?;
@@ -985,7 +1001,7 @@ async fn backlog_bytes(url: &str) -> Result<(u64, u64), BoxError> {
 async fn ingest_consumer(
     url: &str,
 ) -> Result<async_nats::jetstream::consumer::PullConsumer, BoxError> {
-    let client = async_nats::connect(url).await?;
+    let client = async_nats::connect(crate::nats::first_url(url)).await?;
     let stream = async_nats::jetstream::new(client)
         .get_stream(audit_store::fleet::FleetConfig::new(url)?.stream_name())
         .await?;
@@ -1312,7 +1328,11 @@ fn fleet_table(
 ) {
     let _ = writeln!(
         out,
-        "### Fleet mode (audit-nats: app → NATS JetStream → one ingestor → PostgreSQL, ingestor {}) — {level}\n",
+        "### Fleet mode (audit-nats: app → NATS JetStream ({}) → one ingestor → PostgreSQL, ingestor {}) — {level}\n",
+        match options.nats_nodes {
+            1 => "one node".to_owned(),
+            n => format!("{n} nodes, R{n}; NATS CPU of all nodes"),
+        },
         if options.backlog {
             "started once the app exited: a backlog"
         } else {

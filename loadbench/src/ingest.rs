@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use audit_layer::AuditSink;
 use audit_layer::record::AuditRecord;
@@ -134,17 +134,31 @@ fn fill(report: &mut IngestReport, log: CommitLog) {
     report.commits = log.commits;
 }
 
+/// The fleet on `url`: a stream replicated on every server the driver started.
+pub(crate) fn fleet(url: &str) -> Result<FleetConfig, BoxError> {
+    Ok(FleetConfig::new(url)?.replicas(url.split(',').count()))
+}
+
 /// One ingestor, as `audit-ingest` runs it, until `SIGTERM`.
 async fn ingestor(args: &IngestArgs) -> Result<IngestReport, BoxError> {
     let times = CommitTimes(Arc::new(Mutex::new(CommitLog::default())));
     let store = Intercepted::new(store(&args.postgres_url).await?, times.clone());
     let (writers, batch_size) = (args.writers, args.batch_size);
-    let ingestor = ingest::builder(store, FleetConfig::new(&args.nats_url)?)
-        .pipeline(move |p| p.writers(writers).batch_size(batch_size))
-        // Live, it starts before the first server, which would create the stream.
-        .create_stream(true)
-        .connect()
-        .await?;
+    // A cluster elects its JetStream leader a moment after its nodes answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ingestor = loop {
+        let connected = ingest::builder(store.clone(), fleet(&args.nats_url)?)
+            .pipeline(move |p| p.writers(writers).batch_size(batch_size))
+            // Live, it starts before the first server, which would create the stream.
+            .create_stream(true)
+            .connect()
+            .await;
+        match connected {
+            Ok(ingestor) => break ingestor,
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     if let Some(ready) = &args.ready {
         std::fs::write(ready, b"ready")?;
@@ -209,7 +223,7 @@ async fn baseline(args: &IngestArgs) -> Result<IngestReport, BoxError> {
 /// Every record in the fleet's stream, read by sequence number (not consumed).
 async fn read_stream(url: &str) -> Result<Vec<AuditRecord>, BoxError> {
     let fleet = FleetConfig::new(url)?;
-    let client = async_nats::connect(url).await?;
+    let client = async_nats::connect(crate::nats::first_url(url)).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(fleet.stream_name()).await?;
     let info = stream.info().await?;

@@ -1,6 +1,7 @@
-//! The NATS server the `audit-nats` variant publishes to: one `nats-server` with JetStream,
-//! started by the driver on a free loopback port with its store in the run's scratch
-//! directory (never the machine's own server on 4222), killed when the driver is done.
+//! The NATS servers the `audit-nats` variant publishes to: one `nats-server` with JetStream,
+//! or a cluster of them (`--nats-nodes 3`, the stream then replicated on every node), started
+//! by the driver on free loopback ports with their stores in the run's scratch directory
+//! (never the machine's own server on 4222), killed when the driver is done.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,80 +11,111 @@ use std::time::{Duration, Instant};
 use crate::BoxError;
 use crate::usage::process_usage;
 
-/// A `nats-server` of the benchmark's own.
+/// The `nats-server`s of the benchmark's own: one, or a cluster.
 pub(crate) struct NatsServer {
-    child: Child,
+    nodes: Vec<Child>,
     url: String,
 }
 
 impl NatsServer {
-    /// Starts `binary` (JetStream on, store in `dir`) on a free port and waits until it
-    /// answers `/healthz`.
-    pub(crate) fn start(binary: &Path, dir: &Path) -> Result<Self, BoxError> {
+    /// Starts `nodes` servers of `binary` (JetStream on, stores under `dir`; more than one
+    /// form a cluster) on free ports and waits until each answers `/healthz`.
+    pub(crate) fn start(binary: &Path, dir: &Path, nodes: usize) -> Result<Self, BoxError> {
         std::fs::create_dir_all(dir)?;
-        let client = free_port()?;
-        let monitor = free_port()?;
-        let config = dir.join("nats.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: {client}\nhttp: {monitor}\nlog_file: \"{log}\"\n\
-                 jetstream {{ store_dir: \"{store}\" }}\n",
-                log = dir.join("server.log").display(),
-                store = dir.join("jetstream").display(),
-            ),
-        )?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot run {}: {e} (install nats-server, Debian: nats-server; pass \
-                     --nats-server; or leave audit-nats out with --variants)",
-                    binary.display()
-                )
-            })?;
+        let ports: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..nodes)
+            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+            .collect::<Result<_, BoxError>>()?;
         let mut server = Self {
-            child,
-            url: format!("nats://{client}"),
+            nodes: Vec::new(),
+            url: ports
+                .iter()
+                .map(|(client, _, _)| format!("nats://{client}"))
+                .collect::<Vec<_>>()
+                .join(","),
         };
+        for (i, &(client, monitor, route)) in ports.iter().enumerate() {
+            let node = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&node)?;
+            let mut config = format!(
+                "server_name: n{i}\nlisten: {client}\nhttp: {monitor}\nlog_file: \"{log}\"\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n",
+                log = node.join("server.log").display(),
+                store = node.join("jetstream").display(),
+            );
+            if nodes > 1 {
+                let routes: Vec<String> = ports
+                    .iter()
+                    .filter(|(_, _, r)| *r != route)
+                    .map(|(_, _, r)| format!("nats-route://{r}"))
+                    .collect();
+                config.push_str(&format!(
+                    "cluster {{ name: loadbench, listen: {route}, routes: [{}] }}\n",
+                    routes.join(", ")
+                ));
+            }
+            let file = node.join("nats.conf");
+            std::fs::write(&file, config)?;
+            let child = Command::new(binary)
+                .arg("-c")
+                .arg(&file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "cannot run {}: {e} (install nats-server, Debian: nats-server; pass \
+                         --nats-server; or leave audit-nats out with --variants)",
+                        binary.display()
+                    )
+                })?;
+            server.nodes.push(child);
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !healthy(monitor) {
-            if let Some(status) = server.child.try_wait()? {
-                return Err(format!(
-                    "nats-server exited with {status}; see {}",
-                    dir.join("server.log").display()
-                )
-                .into());
+        for (i, &(_, monitor, _)) in ports.iter().enumerate() {
+            while !healthy(monitor) {
+                if let Some(status) = server.nodes[i].try_wait()? {
+                    return Err(format!(
+                        "nats-server exited with {status}; see {}",
+                        dir.join(format!("n{i}/server.log")).display()
+                    )
+                    .into());
+                }
+                if Instant::now() > deadline {
+                    return Err("nats-server did not become healthy within 30 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if Instant::now() > deadline {
-                return Err("nats-server did not become healthy within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
         Ok(server)
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>`, comma-separated for a cluster.
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
-    /// Its CPU so far (utime + stime, clock ticks).
+    /// Their CPU so far, all nodes together (utime + stime, clock ticks).
     pub(crate) fn ticks(&self) -> u64 {
-        process_usage(self.child.id()).map_or(0, |(ticks, _)| ticks)
+        self.nodes
+            .iter()
+            .map(|n| process_usage(n.id()).map_or(0, |(ticks, _)| ticks))
+            .sum()
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
     }
+}
+
+/// The first server of a comma-separated list, for a client that takes one.
+pub(crate) fn first_url(url: &str) -> &str {
+    url.split(',').next().unwrap_or(url)
 }
 
 /// The `nats-server` binary: Debian's, else the first on the `PATH`.

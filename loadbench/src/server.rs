@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use audit_layer::sink::DiscardSink;
 use audit_layer::spec::OpenApiDocument;
 use audit_layer::{AuditFlush, AuditLayer};
-use audit_store::fleet::{FleetConfig, NatsDestination};
+use audit_store::fleet::NatsDestination;
 use audit_store::model::StoredRecord;
 use audit_store::pipeline::{self, Destination, IngestSink};
 use audit_store::store::AuditStore;
@@ -294,8 +294,15 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
                 .nats_url
                 .as_deref()
                 .ok_or("audit-nats needs --nats-url")?;
-            let destination = NatsDestination::connect(FleetConfig::new(url)?).await?;
-            destination.ensure_stream().await?;
+            let destination = NatsDestination::connect(crate::ingest::fleet(url)?).await?;
+            // A cluster elects its JetStream leader a moment after its nodes answer.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while let Err(e) = destination.ensure_stream().await {
+                if std::time::Instant::now() > deadline {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
             audited(start_pipeline(|log| Published { destination, log }, args, 1).await?)?
         }
         Variant::Rune => (
