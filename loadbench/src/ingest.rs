@@ -134,11 +134,6 @@ fn fill(report: &mut IngestReport, log: CommitLog) {
     report.commits = log.commits;
 }
 
-/// The fleet on `url`: a stream replicated on every server the driver started.
-pub(crate) fn fleet(url: &str) -> Result<FleetConfig, BoxError> {
-    Ok(FleetConfig::new(url)?.replicas(url.split(',').count()))
-}
-
 /// One ingestor, as `audit-ingest` runs it, until `SIGTERM`.
 async fn ingestor(args: &IngestArgs) -> Result<IngestReport, BoxError> {
     let times = CommitTimes(Arc::new(Mutex::new(CommitLog::default())));
@@ -147,7 +142,7 @@ async fn ingestor(args: &IngestArgs) -> Result<IngestReport, BoxError> {
     // A cluster elects its JetStream leader a moment after its nodes answer.
     let deadline = Instant::now() + Duration::from_secs(30);
     let ingestor = loop {
-        let connected = ingest::builder(store.clone(), fleet(&args.nats_url)?)
+        let connected = ingest::builder(store.clone(), crate::nats::fleet(&args.nats_url)?)
             .pipeline(move |p| p.writers(writers).batch_size(batch_size))
             // Live, it starts before the first server, which would create the stream.
             .create_stream(true)

@@ -113,6 +113,11 @@ impl Drop for NatsServer {
     }
 }
 
+/// The fleet on `url`: a stream replicated on every server the driver started.
+pub(crate) fn fleet(url: &str) -> Result<audit_store::fleet::FleetConfig, BoxError> {
+    Ok(audit_store::fleet::FleetConfig::new(url)?.replicas(url.split(',').count()))
+}
+
 /// The first server of a comma-separated list, for a client that takes one.
 pub(crate) fn first_url(url: &str) -> &str {
     url.split(',').next().unwrap_or(url)

@@ -294,7 +294,7 @@ async fn stack(args: &ServeArgs) -> Result<(Router, Option<Ingest>), BoxError> {
                 .nats_url
                 .as_deref()
                 .ok_or("audit-nats needs --nats-url")?;
-            let destination = NatsDestination::connect(crate::ingest::fleet(url)?).await?;
+            let destination = NatsDestination::connect(crate::nats::fleet(url)?).await?;
             // A cluster elects its JetStream leader a moment after its nodes answer.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while let Err(e) = destination.ensure_stream().await {
