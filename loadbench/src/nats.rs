@@ -22,9 +22,9 @@ impl NatsServer {
     /// form a cluster) on free ports and waits until each answers `/healthz`.
     pub(crate) fn start(binary: &Path, dir: &Path, nodes: usize) -> Result<Self, BoxError> {
         std::fs::create_dir_all(dir)?;
-        let ports: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..nodes)
-            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
-            .collect::<Result<_, BoxError>>()?;
+        let free = free_ports(3 * nodes)?;
+        let ports: Vec<(SocketAddr, SocketAddr, SocketAddr)> =
+            free.chunks(3).map(|p| (p[0], p[1], p[2])).collect();
         let mut server = Self {
             nodes: Vec::new(),
             url: ports
@@ -137,8 +137,16 @@ pub(crate) fn default_binary() -> PathBuf {
         .unwrap_or(debian)
 }
 
-fn free_port() -> Result<SocketAddr, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// `n` distinct free ports: every listener is held until all are bound, so that the kernel
+/// cannot hand out one port twice (a server then failed with "address already in use").
+fn free_ports(n: usize) -> Result<Vec<SocketAddr>, BoxError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Whether the monitoring endpoint answers `/healthz` with 200.
