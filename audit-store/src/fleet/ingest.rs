@@ -611,9 +611,15 @@ impl<S: ChainedStore> Ingestor<S> {
 /// The records a message carries, as the ingestor counts them: a message with too many is
 /// one (poison) item.
 fn records_of(message: &jetstream::Message) -> usize {
-    match message::count(&message.payload) {
-        n if n > MAX_RECORDS_PER_MESSAGE => 1,
-        n => n,
+    counted(message::count(&message.payload))
+}
+
+/// The records of a message of `lines` lines, as the ingestor counts them.
+fn counted(lines: usize) -> usize {
+    if lines > MAX_RECORDS_PER_MESSAGE {
+        1
+    } else {
+        lines
     }
 }
 
@@ -657,7 +663,8 @@ impl Shared {
         let mut taken: Vec<Option<Taken>> = Vec::with_capacity(chunk.len());
         let mut commits = FuturesUnordered::new();
         for (m, message) in chunk.into_iter().enumerate() {
-            let records = records_of(&message);
+            let lines = message::count(&message.payload);
+            let records = counted(lines);
             let kib = kib(message.payload.len()) as usize;
             let mut t = Taken {
                 records,
@@ -670,7 +677,7 @@ impl Shared {
                 poison: Vec::new(),
                 redeliver: false,
             };
-            if message::count(&t.message.payload) > MAX_RECORDS_PER_MESSAGE {
+            if lines > MAX_RECORDS_PER_MESSAGE {
                 t.poison
                     .push((None, t.message.payload.clone(), Poison::TooMany));
             } else {
