@@ -500,7 +500,14 @@ async fn the_jobs_counters_reach_the_metrics_facade_labelled_with_its_name() -> 
     .settle(Duration::ZERO)
     .poll_interval(Duration::from_millis(20))
     .backoff(Duration::from_millis(5), Duration::from_millis(20));
-    run_until(job, &received, |r| total(&r.ids()) >= 5).await?;
+    // The destination holds the records before the job counts them and clears its lag: stop
+    // it only once it has (stopped between the two, the lag gauge kept the records' age).
+    let status = job.status();
+    run_until(job, &received, |r| {
+        let counted = status.snapshot();
+        total(&r.ids()) >= 5 && counted.delivered_records >= 5 && counted.lag_ms == 0
+    })
+    .await?;
     let text = prometheus.render();
     let sample = |series: &str| -> Option<f64> {
         text.lines()

@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -60,7 +59,7 @@ impl NatsServer {
             );
             return Ok(None);
         }
-        let port = free_port()?;
+        let port = common::free_port();
         let mut server = Self {
             child: None,
             port,
@@ -114,13 +113,6 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> TestResult<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    assert_ne!(port, 4222, "never the machine's NATS");
-    Ok(port)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! its data in a directory the test owns, stopped gracefully with SIGTERM (or killed with
 //! SIGKILL) and killed if the test ends without stopping it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::ports::free_port;
 use crate::process::{Process, log_files};
 use crate::seed::{ADMIN_TOKEN, OTHER_TOKEN, PASSWORD};
 
@@ -166,14 +167,6 @@ pub fn exits_within(mut child: Child, limit: Duration, what: &str) -> Output {
     child
         .wait_with_output()
         .expect("the child's output is read")
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process

@@ -31,6 +31,7 @@ mod ingest;
 mod load;
 mod log;
 mod nats;
+mod ports;
 mod postgres;
 mod process;
 mod proxy;
@@ -46,7 +47,7 @@ pub use attack::{
 };
 pub use demo::{
     DEMO_BIN_VAR, Demo, DemoConfig, demo_binary, demo_command, demo_has_flag, exits_within,
-    free_port, status_kib,
+    status_kib,
 };
 pub use disk::{contains, files_under};
 pub use env::{env_number, env_secs};
@@ -57,6 +58,7 @@ pub use log::{
     read_one, wait_for_ray, wait_for_rays,
 };
 pub use nats::{NATS_BIN_VAR, NatsCluster, NatsConnection};
+pub use ports::free_port;
 pub use postgres::{PG_BIN_VAR, PgCluster, StoredRecords, wait_for_catch_up};
 pub use process::signal;
 pub use proxy::Proxy;

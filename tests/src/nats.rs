@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::demo::free_port;
+use crate::ports::free_port;
 use crate::process::signal;
 use crate::skip::or_skip;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::demo::free_port;
+use crate::ports::free_port;
 use crate::skip::or_skip;
 
 /// The variable that names the directory of PostgreSQL's server tools, where they are not in

@@ -35,6 +35,13 @@ use uuid::Uuid;
 #[path = "../../benches/support/rng.rs"]
 mod rng;
 
+/// Loopback ports below the kernel's ephemeral range (the same helper as `audit-tests`').
+#[path = "../../../tests/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
+#[allow(unused_imports)]
+pub(crate) use ports::free_port;
+
 pub(crate) use rng::Rng;
 
 /// What every test returns.
