@@ -12,6 +12,7 @@ use super::Destination;
 use super::enrich::{Directory, Enricher};
 use super::mark::{MARK_INTERVAL, RunningMark};
 use super::metrics::Counters;
+use super::route::LaneRouter;
 use super::shared::{Admission, Shared};
 use super::sink::IngestSink;
 use super::spool::Spool;
@@ -447,6 +448,7 @@ impl<S: Destination> PipelineBuilder<S> {
         }
         let sink = IngestSink {
             shared: Arc::clone(&shared),
+            router: Arc::new(LaneRouter::new(senders.len())),
             lanes: senders.into(),
             overflow,
         };

@@ -139,7 +139,8 @@
 //! # Ordering
 //!
 //! Records are spread over the writers by account: all records of one account go through one
-//! writer, in the order they were submitted (records that overflowed or were spooled are
+//! writer (accounts take the writers in turn as they are first seen, so a few accounts share
+//! them evenly), in the order they were submitted (records that overflowed or were spooled are
 //! stored when replayed, after later ones). A chained store numbers records in the order it
 //! stores them, under a per-account lock (see [`chain`](crate::chain)).
 
@@ -153,6 +154,7 @@ mod mark;
 mod metrics;
 mod queue;
 mod recovery;
+mod route;
 mod shared;
 mod sink;
 mod spool;

@@ -2,8 +2,6 @@
 //! buffer) without waiting, holds requests back under backpressure, and waits for commits in
 //! strict mode.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::{Counters, PipelineMetrics};
 use super::queue::{Envelope, Message};
+use super::route::LaneRouter;
 use super::shared::{Admission, Shared};
 
 /// The layer's sink: hands records to the pipeline without waiting.
@@ -24,6 +23,8 @@ use super::shared::{Admission, Shared};
 pub struct IngestSink {
     pub(super) shared: Arc<Shared>,
     pub(super) lanes: Arc<[mpsc::Sender<Message>]>,
+    /// Which lane an account's records take.
+    pub(super) router: Arc<LaneRouter>,
     /// To the spool when the queue is full (with a spool only).
     pub(super) overflow: Option<mpsc::Sender<Message>>,
 }
@@ -38,15 +39,9 @@ impl std::fmt::Debug for IngestSink {
 
 impl IngestSink {
     pub(super) fn lane_for(&self, record: &AuditRecord) -> &mpsc::Sender<Message> {
-        let lane = match (&record.account, self.lanes.len()) {
-            (_, 1) | (None, _) => 0,
-            (Some(account), n) => {
-                let mut hasher = DefaultHasher::new();
-                account.id.hash(&mut hasher);
-                (hasher.finish() % n as u64) as usize
-            }
-        };
-        &self.lanes[lane]
+        &self.lanes[self
+            .router
+            .lane(record.account.as_ref().map(|a| a.id.as_str()))]
     }
 
     /// Queues a record; when the queue is full, hands it to the spool's overflow buffer
