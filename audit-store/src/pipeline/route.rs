@@ -87,7 +87,7 @@ mod tests {
             .filter(|a| {
                 let mut hasher = DefaultHasher::new();
                 a.hash(&mut hasher);
-                hasher.finish() % 3 == 0
+                hasher.finish().is_multiple_of(3)
             })
             .take(8)
             .collect();
