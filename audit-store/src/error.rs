@@ -60,13 +60,19 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the database refused the data itself (a value it cannot store, a violated
-    /// constraint) rather than failed: retrying the same rows cannot help.
+    /// constraint, a row over one of its limits) rather than failed: retrying the same rows
+    /// cannot help.
+    ///
+    /// PostgreSQL's classes `22` (data exception), `23` (integrity constraint violation) and
+    /// `54` (program limit exceeded: "index row size exceeds btree maximum" for a value of a
+    /// few kilobytes in an indexed column) count. A class-54 refusal of a whole batch (too
+    /// many parameters, say) is then written row by row, which is what it needs too.
     pub fn is_data_error(&self) -> bool {
         match self {
             Self::Database(sqlx::Error::Database(e)) => {
                 let class = e.code().map(|c| c.chars().take(2).collect::<String>());
                 !matches!(e.kind(), sqlx::error::ErrorKind::Other)
-                    || matches!(class.as_deref(), Some("22" | "23"))
+                    || matches!(class.as_deref(), Some("22" | "23" | "54"))
             }
             Self::Json(_) | Self::StreamRefused(_) => true,
             _ => false,

@@ -392,6 +392,9 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         let mixed = [record(Some("acc-mixed"), BASE_MS), record(Some("acc-mixed"), BASE_MS + 1)];
         let mut large = record(Some("acc-large"), BASE_MS);
         large.resource.request = Some(serde_json::json!({"name": "x".repeat(8192)}).into());
+        // An account id no layer records, and no index could hold at length: its gap record
+        // goes to the log of records without an account.
+        let long_id = record(Some(&"a".repeat(audit_store::model::MAX_ID_BYTES + 1)), BASE_MS);
         let payloads: Vec<(String, Vec<u8>)> = vec![
             (config.subject(None), b"not json at all".to_vec()),
             (
@@ -404,6 +407,7 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
                 serde_json::to_vec(&good)?,
             ),
             (config.subject(Some("acc-large")), serde_json::to_vec(&large)?),
+            (config.subject(None), serde_json::to_vec(&long_id)?),
             // Three records in one message, the middle one poison: the other two are stored.
             (
                 config.subject(Some("acc-mixed")),
@@ -430,13 +434,13 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         let monitor = running.monitor.clone();
         until("the poison moved aside and the good records stored", async || {
             let m = monitor.metrics();
-            Ok(m.dead_lettered == 5 && m.acked == 6)
+            Ok(m.dead_lettered == 6 && m.acked == 7)
         })
         .await?;
         let metrics = running.stop().await?;
         assert_eq!(metrics.pipeline.stored, 3, "{metrics:?}");
-        assert_eq!(metrics.fetched, 6, "{metrics:?}");
-        assert_eq!(metrics.records, 8, "{metrics:?}");
+        assert_eq!(metrics.fetched, 7, "{metrics:?}");
+        assert_eq!(metrics.records, 9, "{metrics:?}");
         assert_eq!(messages_in(&js, "AUDIT").await?, 0, "nothing left to retry");
         let stored: HashSet<Uuid> = fx.db.rows().await?.iter().map(|r| r.id).collect();
         for id in [good.id, mixed[0].id, mixed[1].id] {
@@ -445,9 +449,9 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
 
         // Moved aside, with headers that say why and whence.
         let dead = js.get_stream("AUDIT_DEAD").await?;
-        assert_eq!(dead.get_info().await?.state.messages, 5);
+        assert_eq!(dead.get_info().await?.state.messages, 6);
         let mut moved = Vec::new();
-        for seq in 1..=5 {
+        for seq in 1..=6 {
             moved.push(dead.get_raw_message(seq).await?);
         }
         let reason = |m: &jetstream::message::StreamMessage| {
@@ -459,7 +463,14 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         reasons.sort();
         assert_eq!(
             reasons,
-            ["too_large", "too_many_records", "unparseable", "unparseable", "unparseable"]
+            [
+                "id_too_long",
+                "too_large",
+                "too_many_records",
+                "unparseable",
+                "unparseable",
+                "unparseable"
+            ]
         );
         // The poison record of the mixed message alone, with its place in it.
         let middle = moved
@@ -499,7 +510,8 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         // log of records without an account (the unparseable message, the one of too many).
         let gaps = fx.db.gap_rows().await?;
         let lost: u64 = gaps.iter().map(|g| lost_in(&g.record)).sum();
-        assert_eq!(lost, 5, "{gaps:?}");
+        assert_eq!(lost, 6, "{gaps:?}");
+        assert!(gaps.iter().all(|g| g.account_id.as_ref().is_none_or(|a| a.len() < 100)));
         assert!(gaps.iter().any(|g| g.account_id.as_deref() == Some("acc-large")));
         assert!(gaps.iter().any(|g| g.account_id.as_deref() == Some("acc-mixed")));
         let poisoned = gaps

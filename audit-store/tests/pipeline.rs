@@ -37,6 +37,7 @@ backend_tests!(
     retention_deletes_what_is_older_than_the_period,
     shutdown_flushes_a_full_queue,
     unstorable_record_does_not_block_the_pipeline,
+    a_record_too_large_for_an_index_is_refused_alone,
     hostile_directory_names_are_escaped_and_capped,
     backpressure_holds_requests_until_a_writer_takes_a_batch,
 );
@@ -772,6 +773,71 @@ async fn unstorable_record_does_not_block_the_pipeline<S: ChainedStore>(
     );
     // The refused record is accounted for: stored (sanitized) or dropped, never in limbo.
     assert_eq!(m.stored + m.dropped, 11, "{m:?}");
+    Ok(())
+}
+
+/// A record PostgreSQL's indexes cannot hold: an account id of 6,000 random characters (the
+/// layer never records one; an app building its own events might), "index row size exceeds
+/// btree maximum" (SQLSTATE class 54). That refusal is the record's, not the database's: the
+/// batch is written row by row, that record dropped and reported by a gap record (of no
+/// account: its own could not be stored either), and every other record stored. It was once
+/// retried as an outage, holding its lane for good. An actor email of 6,000 characters (a
+/// sign-in's claimed email, which the layer caps at 8 KiB) is stored whole in the JSON, its
+/// column cut to its first bytes.
+async fn a_record_too_large_for_an_index_is_refused_alone<S: ChainedStore>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let spool = tempfile::tempdir()?;
+    let (sink, worker) = start(fast(fx.store.clone()).spool(spool.path(), 1 << 20)).await?;
+    let huge_account = common::Rng(7).hex(6000);
+    let huge = record(Some(&huge_account), BASE_MS);
+    let email = format!("{}@example.com", common::Rng(8).hex(6000));
+    let mut long_email = record(Some("acc_ok"), BASE_MS + 1);
+    long_email.actor.email = Some(email.clone());
+    let others: Vec<AuditRecord> = (2..12)
+        .map(|i| record(Some("acc_ok"), BASE_MS + i))
+        .chain([long_email.clone()])
+        .collect();
+    sink.submit(huge.clone());
+    submit_all(&sink, &others);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut stored = 0;
+    while stored < others.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stored = 0;
+        for r in &others {
+            if fx.store.get("acc_ok", r.id).await?.is_some() {
+                stored += 1;
+            }
+        }
+    }
+    let m = stop(&sink, worker).await?;
+    assert_eq!(
+        stored,
+        others.len(),
+        "{}: records beside one too large for an index were not stored within 5 s: {m:?}",
+        fx.backend
+    );
+    let json = fx
+        .store
+        .get("acc_ok", long_email.id)
+        .await?
+        .expect("stored");
+    assert!(json.contains(&email), "the JSON keeps the whole email");
+    let (_, _, texts) = fx.db.columns(long_email.id).await?.expect("stored");
+    let index = common::text_columns()
+        .iter()
+        .position(|c| *c == "actor_email")
+        .expect("a text column");
+    let column = texts[index].as_deref().unwrap_or_default();
+    assert!(email.starts_with(column) && column.len() == 320, "{column}");
+    // SQLite has no such limit and stores it; PostgreSQL refuses it, and says so.
+    if fx.backend == "postgres" {
+        assert_eq!((m.stored, m.dropped, m.gap_records), (11, 1, 1), "{m:?}");
+        assert!(fx.store.get(&huge_account, huge.id).await?.is_none());
+    } else {
+        assert_eq!(m.stored, 12, "{m:?}");
+    }
     Ok(())
 }
 

@@ -43,11 +43,15 @@
 //! # Poison messages
 //!
 //! A record that is larger than [`max_record_bytes`](IngestorBuilder::max_record_bytes),
-//! is not an audit record, or that the database refuses row by row
+//! is not an audit record, names an account or zone by an id longer than
+//! [`MAX_ID_BYTES`]
+//! (the layer never records one; the store's indexes could not hold it), or that the
+//! database refuses row by row
 //! ([`StoreError::is_data_error`](crate::StoreError::is_data_error)) is *poison*, and so is
 //! a whole message of more than [`MAX_RECORDS_PER_MESSAGE`] records: it is published to the
 //! dead-letter subject (default `audit.dead`) with the headers `Audit-Dead-Reason`
-//! (`too_large`, `too_many_records`, `unparseable`, `refused`), `Audit-Original-Subject`,
+//! (`too_large`, `too_many_records`, `unparseable`, `id_too_long`, `refused`),
+//! `Audit-Original-Subject`,
 //! `Audit-Original-Stream`, `Audit-Original-Sequence`, `Audit-Original-Record` (the record's
 //! index in its message, from 0; absent for a whole message) and `Audit-Deliveries`, counted
 //! ([`IngestorMetrics::dead_lettered`]) and reported by a gap record: in the account's log
@@ -99,6 +103,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::config::FleetConfig;
 use super::destination::ensure_streams;
 use super::message::{self, MAX_RECORDS_PER_MESSAGE};
+use crate::model::MAX_ID_BYTES;
 use crate::pipeline::{self, IngestSink, Pipeline, PipelineBuilder, PipelineMetrics};
 use crate::store::ChainedStore;
 use crate::{Result, StoreError};
@@ -447,6 +452,7 @@ enum Poison {
     TooLarge,
     TooMany,
     Unparseable,
+    IdTooLong,
     Refused,
 }
 
@@ -456,6 +462,7 @@ impl Poison {
             Self::TooLarge => "too_large",
             Self::TooMany => "too_many_records",
             Self::Unparseable => "unparseable",
+            Self::IdTooLong => "id_too_long",
             Self::Refused => "refused",
         }
     }
@@ -735,7 +742,15 @@ impl Shared {
         if line.len() > self.max_record_bytes {
             return Err(Poison::TooLarge);
         }
-        serde_json::from_slice::<AuditRecord>(line).map_err(|_| Poison::Unparseable)
+        let record =
+            serde_json::from_slice::<AuditRecord>(line).map_err(|_| Poison::Unparseable)?;
+        let long = |id: Option<&str>| id.is_some_and(|id| id.len() > MAX_ID_BYTES);
+        if long(record.account.as_ref().map(|a| a.id.as_str()))
+            || long(record.zone.as_ref().map(|z| z.id.as_str()))
+        {
+            return Err(Poison::IdTooLong);
+        }
+        Ok(record)
     }
 
     /// Settles a message whose records are all settled: handed back whole if the pipeline
@@ -859,6 +874,7 @@ fn account_and_time(payload: &[u8]) -> (Option<String>, i64) {
     let account = value
         .pointer("/account/id")
         .and_then(serde_json::Value::as_str)
+        .filter(|id| id.len() <= MAX_ID_BYTES)
         .map(str::to_owned);
     let time = value
         .pointer("/action/time")

@@ -21,5 +21,5 @@ pub use export::{CommitPosition, CommitQuery, CommittedRow, ExportPosition, LogP
 pub use query::{
     Column, ColumnFilter, Direction, FilterValue, Page, PageRow, RecordQuery, TimedLink,
 };
-pub use record::StoredRecord;
+pub use record::{MAX_ID_BYTES, MAX_INDEXED_TEXT_BYTES, StoredRecord};
 pub use stats::{Stats, StatsQuery};

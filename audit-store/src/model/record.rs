@@ -7,6 +7,18 @@ use uuid::Uuid;
 
 use crate::Result;
 
+/// The longest account or zone id a stored record may name, in bytes: the layer's own bound on
+/// an id taken from a request path. A longer one could not be held by the store's indexes
+/// (PostgreSQL refuses an index row over about 2.7 KB), and the pipeline never attributes a
+/// gap record to one.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The longest `actor_email`, `resource_product` or `resource_type` column, in bytes (an
+/// email address has at most 254): beyond it the column holds the value's first bytes, and
+/// the record's JSON the whole of it. An app may record a sign-in's claimed email of
+/// kilobytes; in full it would make a row PostgreSQL's indexes refuse.
+pub const MAX_INDEXED_TEXT_BYTES: usize = 320;
+
 /// One record flattened into its [columns](super::COLUMNS).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {
@@ -86,6 +98,10 @@ impl StoredRecord {
                 v
             }
         }
+        fn capped(mut v: String) -> String {
+            v.truncate(v.floor_char_boundary(MAX_INDEXED_TEXT_BYTES));
+            v
+        }
         let o = |v: Option<String>| v.map(t);
         let s = |v: Option<std::sync::Arc<str>>| {
             v.map(|v| audit_layer::escape::visible(v.as_bytes()).into_owned())
@@ -117,7 +133,7 @@ impl StoredRecord {
             zone_name,
             action_type: action.kind.into_name(),
             action_result: action.result.as_str(),
-            actor_email: o(actor.email),
+            actor_email: o(actor.email).map(capped),
             actor_id: o(actor.id),
             actor_ip_address: actor.ip_address.map(|ip| ip.to_string()),
             actor_type: actor.kind.map(|k| k.as_str()),
@@ -129,8 +145,8 @@ impl StoredRecord {
             raw_status_code: raw.status_code.map(i32::from),
             raw_uri: o(raw.uri),
             resource_id: o(resource.id),
-            resource_product: s(resource.product),
-            resource_type: s(resource.kind),
+            resource_product: s(resource.product).map(capped),
+            resource_type: s(resource.kind).map(capped),
             resource_scope: s(resource.scope),
             record: json,
         }

@@ -16,7 +16,7 @@ use super::Destination;
 use super::metrics::Counters;
 use super::queue::Envelope;
 use super::spool::Appended;
-use crate::model::StoredRecord;
+use crate::model::{MAX_ID_BYTES, StoredRecord};
 
 /// Bytes the spool may exceed its budget by to keep gap records.
 const GAP_RESERVE: u64 = 1024 * 1024;
@@ -84,7 +84,10 @@ impl Gaps {
         );
     }
 
+    /// An account id longer than [`MAX_ID_BYTES`] (never the layer's; a hostile one from a
+    /// fleet's stream) is noted as no account: its gap record could not be stored.
     pub(super) fn note_span(&mut self, account: Option<String>, span: &GapSpan) {
+        let account = account.filter(|id| id.len() <= MAX_ID_BYTES);
         self.spans
             .entry(account)
             .or_insert_with(|| GapSpan::at(span.first_ms))
