@@ -440,7 +440,7 @@ impl ResponseCopy {
 /// not, the record says so rather than holding `null`.
 fn into_body(text: crate::redact::RedactedBody) -> Body {
     text.into_raw_value()
-        .map(Body::from)
+        .map(Body::from_redacted)
         .unwrap_or_else(|| marker("_unparsed", "internal redaction error".to_owned()))
 }
 

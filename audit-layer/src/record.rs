@@ -1031,6 +1031,10 @@ pub struct Change {
 /// [`Body::to_value`] parses it when a caller wants to look inside. Two bodies are equal when
 /// they hold the same JSON value, whatever their whitespace or key order.
 ///
+/// A body's text is one line: line breaks in the JSON it is made from (whitespace, the only
+/// place JSON allows them) become spaces, so that a record's JSON is one line, as the
+/// pipeline's spool and the fleet's messages (a record per line) need.
+///
 /// ```
 /// use audit_layer::record::Body;
 /// use serde_json::json;
@@ -1041,14 +1045,30 @@ pub struct Change {
 /// assert_eq!(body, Body::from(json!({"enabled": true, "name": "page me"})));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize)]
 #[serde(transparent)]
 pub struct Body(Box<RawValue>);
 
 impl Body {
-    /// A body from JSON text, checked to be one valid JSON value.
+    /// A body from JSON text, checked to be one valid JSON value; its line breaks become
+    /// spaces.
+    ///
+    /// ```
+    /// use audit_layer::record::Body;
+    ///
+    /// let body = Body::from_json("{\n  \"ttl\": 300\n}".to_owned())?;
+    /// assert_eq!(body.get(), "{   \"ttl\": 300 }");
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(Self)
+        RawValue::from_string(json).map(Self::from)
+    }
+
+    /// A body of the redactor's text, which holds no line break (it writes whitespace it
+    /// keeps as spaces): not scanned again on the request path.
+    pub(crate) fn from_redacted(raw: Box<RawValue>) -> Self {
+        debug_assert!(!has_line_break(raw.get()), "{}", raw.get());
+        Self(raw)
     }
 
     /// The JSON text.
@@ -1064,9 +1084,29 @@ impl Body {
 }
 
 impl From<Box<RawValue>> for Body {
+    /// The body of `raw`, its line breaks made spaces.
     fn from(raw: Box<RawValue>) -> Self {
-        Self(raw)
+        if !has_line_break(raw.get()) {
+            return Self(raw);
+        }
+        // A line break in valid JSON is whitespace between tokens (inside a string it must be
+        // escaped): a space in its place leaves the same value, and valid JSON.
+        match RawValue::from_string(raw.get().replace(['\n', '\r'], " ")) {
+            Ok(one_line) => Self(one_line),
+            Err(_) => Self(raw),
+        }
     }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self::from)
+    }
+}
+
+/// Whether `json` holds a line break (CR or LF).
+fn has_line_break(json: &str) -> bool {
+    json.bytes().any(|b| b == b'\n' || b == b'\r')
 }
 
 impl From<Value> for Body {
@@ -1268,6 +1308,29 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_one_line_however_its_json_was_spelled() {
+        let pretty = "{\r\n  \"name\": \"a\\nb\",\n  \"tags\": [\n    1,\n    2\n  ]\n}";
+        let from_text = Body::from_json(pretty.to_owned()).unwrap();
+        let from_raw = Body::from(RawValue::from_string(pretty.to_owned()).unwrap());
+        let parsed: Body = serde_json::from_str(&format!("[{pretty}]"))
+            .map(|mut v: Vec<Body>| v.remove(0))
+            .unwrap();
+        for body in [&from_text, &from_raw, &parsed] {
+            assert!(!body.get().contains(['\n', '\r']), "{:?}", body.get());
+            // The escaped line break inside the string is the value's, and stays.
+            assert_eq!(
+                body.to_value(),
+                serde_json::json!({"name": "a\nb", "tags": [1, 2]})
+            );
+        }
+        let change = Change {
+            before: None,
+            after: Some(from_text),
+        };
+        assert!(!serde_json::to_string(&change).unwrap().contains('\n'));
+    }
 
     #[test]
     fn timestamps_round_trip_with_millisecond_precision() {

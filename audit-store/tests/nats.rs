@@ -290,7 +290,14 @@ async fn round_trip<S: ChainedStore>(store: S, db: &common::Db) -> TestResult {
     let destination = destination(&server).await?;
     let js = jetstream_of(&server).await?;
     let (sink, worker) = publisher(destination.clone(), spool.path()).await?;
-    let all = records(120);
+    let mut all = records(120);
+    // A body an app made from pretty-printed JSON: still one line, one record of its message.
+    all[7].change = Some(audit_layer::record::Change {
+        before: None,
+        after: Some(audit_layer::record::Body::from_json(
+            "{\n  \"ttl\": 300,\r\n  \"tags\": [\n    \"a\"\n  ]\n}".to_owned(),
+        )?),
+    });
     // Strict mode: the commit resolves once the stream holds the record.
     let strict = all[0].clone();
     sink.commit(strict).await?;
