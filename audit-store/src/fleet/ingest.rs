@@ -183,7 +183,9 @@ impl<S: ChainedStore> IngestorBuilder<S> {
         self
     }
 
-    /// The most bytes of messages pulled at once. Defaults to 8 MiB.
+    /// The most bytes of messages pulled at once, and gathered into one group commit.
+    /// Defaults to 8 MiB; never less than the servers' payload limit (and a little more, for
+    /// headers), so that the largest message they take can be pulled.
     pub fn batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1024);
         self
@@ -301,6 +303,11 @@ impl<S: ChainedStore> IngestorBuilder<S> {
                 ))
             })?;
         let in_flight = self.in_flight;
+        // A pull must have room for the largest message the servers take: one larger than a
+        // pull's bytes is never delivered, and holds the consumer's head for good.
+        let batch_bytes = self
+            .batch_bytes
+            .max(client.max_payload().saturating_add(PULL_HEADROOM));
         let configured = (self.pipeline)(pipeline::builder(self.store));
         // Room for every record in flight in every lane: a lane takes the records of the
         // accounts that hash to it, so one lane may get them all, and a strict commit that
@@ -315,7 +322,7 @@ impl<S: ChainedStore> IngestorBuilder<S> {
             // counts it (its JSON's length, estimated) is about its message's.
             .queue_bytes(
                 (self.in_flight_bytes as u64)
-                    .saturating_add(self.batch_bytes as u64)
+                    .saturating_add(batch_bytes as u64)
                     .saturating_mul(2),
             )
             .build()
@@ -335,7 +342,7 @@ impl<S: ChainedStore> IngestorBuilder<S> {
             consumer,
             pipeline,
             batch_size: self.batch_size,
-            batch_bytes: self.batch_bytes,
+            batch_bytes,
             fetch_expiry: self.fetch_expiry,
             in_flight,
             in_flight_kib: kib(self.in_flight_bytes),
@@ -552,11 +559,14 @@ impl<S: ChainedStore> Ingestor<S> {
                     }
                 };
                 let mut records = records_of(&chunk[0]);
-                // Whatever else is already there, up to a batch of records: one group commit.
-                while records < batch_size {
+                let mut bytes = chunk[0].payload.len();
+                // Whatever else is already there, up to a batch of records or of bytes: one
+                // group commit.
+                while records < batch_size && bytes < batch_bytes {
                     match tokio::time::timeout(Duration::from_millis(5), messages.next()).await {
                         Ok(Some(Ok(message))) => {
                             records += records_of(&message);
+                            bytes += message.payload.len();
                             chunk.push(message);
                         }
                         _ => break,
@@ -614,6 +624,9 @@ impl<S: ChainedStore> Ingestor<S> {
         }
     }
 }
+
+/// Room in a pull, beyond the servers' payload limit, for a message's headers and framing.
+const PULL_HEADROOM: usize = 64 << 10;
 
 /// The records a message carries, as the ingestor counts them: a message with too many is
 /// one (poison) item.

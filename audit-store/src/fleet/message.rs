@@ -45,6 +45,9 @@ pub(crate) fn pack(
     records: usize,
     bytes: usize,
 ) -> Vec<Packed> {
+    // Checked by `FleetConfig::validate`, but a destination made by `NatsDestination::new`
+    // is not: 0 would pack nothing, more than the ingestors take would be moved aside.
+    let records = records.clamp(1, MAX_RECORDS_PER_MESSAGE);
     let mut order: Vec<(u32, usize)> = rows
         .iter()
         .enumerate()
@@ -227,6 +230,24 @@ mod tests {
         assert_eq!(ids_in(&packed[0]), [1, 2]);
         let packed = pack(&rows, &config(), 100, 3);
         assert_eq!(packed.len(), 4, "each record alone");
+    }
+
+    #[test]
+    fn a_records_bound_outside_what_ingestors_take_is_clamped() {
+        // `NatsDestination::new` does not validate its config: 0 once made an empty message
+        // (a panic in the lane, its batch dropped).
+        let few = rows(&[Some("a"); 3]);
+        assert_eq!(
+            pack(&few, &config(), 0, 1 << 20).len(),
+            3,
+            "one record each"
+        );
+        let many = rows(&vec![Some("a"); MAX_RECORDS_PER_MESSAGE + 1]);
+        let packed = pack(&many, &config(), usize::MAX, usize::MAX);
+        assert_eq!(
+            packed.iter().map(|p| p.records).collect::<Vec<_>>(),
+            [MAX_RECORDS_PER_MESSAGE as u64, 1]
+        );
     }
 
     #[test]
