@@ -455,8 +455,12 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         }
 
         // Moved aside, with headers that say why and whence.
-        let dead = js.get_stream("AUDIT_DEAD").await?;
-        assert_eq!(dead.get_info().await?.state.messages, 6);
+        let mut dead = js.get_stream("AUDIT_DEAD").await?;
+        let info = dead.info().await?;
+        assert_eq!(info.state.messages, 6);
+        // Bounded: junk sent to the stream cannot fill the servers' disks through it.
+        assert_eq!(info.config.max_bytes, 1 << 30);
+        assert_eq!(info.config.discard, jetstream::stream::DiscardPolicy::Old);
         let mut moved = Vec::new();
         for seq in 1..=6 {
             moved.push(dead.get_raw_message(seq).await?);

@@ -41,6 +41,7 @@ pub struct FleetConfig {
     pub(crate) dead_letter_subject: String,
     pub(crate) dead_letter_stream: String,
     pub(crate) dead_letter_max_age: Duration,
+    pub(crate) dead_letter_max_bytes: u64,
     pub(crate) request_timeout: Duration,
     pub(crate) client_name: String,
     pub(crate) records_per_message: usize,
@@ -112,6 +113,7 @@ impl FleetConfig {
             dead_letter_subject: DEFAULT_DEAD_LETTER_SUBJECT.to_owned(),
             dead_letter_stream: format!("{DEFAULT_STREAM}_DEAD"),
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
+            dead_letter_max_bytes: 1 << 30,
             request_timeout: Duration::from_secs(5),
             client_name: "audit".to_owned(),
             records_per_message: 256,
@@ -184,6 +186,14 @@ impl FleetConfig {
     /// How long the dead-letter stream keeps messages. Defaults to 30 days.
     pub fn dead_letter_max_age(mut self, age: Duration) -> Self {
         self.dead_letter_max_age = age;
+        self
+    }
+
+    /// The most bytes the dead-letter stream keeps; beyond them, the oldest messages go.
+    /// Defaults to 1 GiB. Poison is moved aside record by record, headers added, so a
+    /// publisher sending junk could otherwise fill the servers' disks faster than it sends.
+    pub fn dead_letter_max_bytes(mut self, bytes: u64) -> Self {
+        self.dead_letter_max_bytes = bytes.max(1 << 20);
         self
     }
 

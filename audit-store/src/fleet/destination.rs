@@ -163,6 +163,8 @@ pub(crate) async fn ensure_streams(js: &jetstream::Context, config: &FleetConfig
         num_replicas: config.replicas,
         duplicate_window: config.duplicate_window,
         max_age: config.dead_letter_max_age,
+        max_bytes: i64::try_from(config.dead_letter_max_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::Old,
         ..Default::default()
     };
     let created = create_if_missing(js, records).await?;

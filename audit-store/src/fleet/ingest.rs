@@ -625,6 +625,9 @@ impl<S: ChainedStore> Ingestor<S> {
     }
 }
 
+/// Poison records of one message logged one by one; the rest are counted in one line.
+const POISON_LOGGED_PER_MESSAGE: usize = 8;
+
 /// Room in a pull, beyond the servers' payload limit, for a message's headers and framing.
 const PULL_HEADROOM: usize = 64 << 10;
 
@@ -783,17 +786,28 @@ impl Shared {
             );
             return;
         }
-        for (index, bytes, poison) in &t.poison {
+        let mut logged = 0;
+        for (_, bytes, poison) in &t.poison {
             if *poison != Poison::Refused {
                 // Never reached the pipeline: its loss noted for a gap record in its
                 // account's log (when it names one).
                 let (account, time_ms) = account_and_time(bytes);
-                tracing::error!(target: "audit_store", reason = poison.as_str(), subject = %t.message.subject, account = account.as_deref().unwrap_or(""), "poison audit record moved to the dead-letter subject");
+                if logged < POISON_LOGGED_PER_MESSAGE {
+                    logged += 1;
+                    tracing::error!(target: "audit_store", reason = poison.as_str(), subject = %t.message.subject, account = account.as_deref().unwrap_or(""), "poison audit record moved to the dead-letter subject");
+                }
                 self.sink.note_lost(account.as_deref(), time_ms);
             }
-            self.move_aside(&t.message, *index, bytes.clone(), *poison)
-                .await;
         }
+        if t.poison.len() > POISON_LOGGED_PER_MESSAGE {
+            tracing::error!(target: "audit_store", records = t.poison.len(), subject = %t.message.subject, "poison audit records of one message moved to the dead-letter subject (the first {POISON_LOGGED_PER_MESSAGE} logged)");
+        }
+        // All published at once, their acknowledgements awaited together: a message of
+        // thousands of junk lines takes one round trip, not one each.
+        futures_util::future::join_all(t.poison.iter().map(|(index, bytes, poison)| {
+            self.move_aside(&t.message, *index, bytes.clone(), *poison)
+        }))
+        .await;
         if let Err(e) = t.message.ack().await {
             tracing::warn!(target: "audit_store", "cannot acknowledge an audit message (it will be redelivered, and skipped by the store): {e}");
         }

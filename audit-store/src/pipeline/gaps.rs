@@ -21,6 +21,10 @@ use crate::model::{MAX_ID_BYTES, StoredRecord};
 /// Bytes the spool may exceed its budget by to keep gap records.
 const GAP_RESERVE: u64 = 1024 * 1024;
 
+/// The most accounts with losses waiting for their gap records at once; losses of further
+/// accounts are reported in the log of records without an account.
+pub(super) const MAX_GAP_ACCOUNTS: usize = 10_000;
+
 /// Drops waiting to be reported by a gap record, by account.
 #[derive(Debug, Default)]
 pub(super) struct Gaps {
@@ -85,9 +89,15 @@ impl Gaps {
     }
 
     /// An account id longer than [`MAX_ID_BYTES`] (never the layer's; a hostile one from a
-    /// fleet's stream) is noted as no account: its gap record could not be stored.
+    /// fleet's stream) is noted as no account: its gap record could not be stored. So is any
+    /// account beyond [`MAX_GAP_ACCOUNTS`] waiting at once, which bounds this map however many
+    /// accounts a flood of poison names while the database is down.
     pub(super) fn note_span(&mut self, account: Option<String>, span: &GapSpan) {
-        let account = account.filter(|id| id.len() <= MAX_ID_BYTES);
+        let account = account.filter(|id| {
+            id.len() <= MAX_ID_BYTES
+                && (self.spans.len() < MAX_GAP_ACCOUNTS
+                    || self.spans.contains_key(&Some(id.clone())))
+        });
         self.spans
             .entry(account)
             .or_insert_with(|| GapSpan::at(span.first_ms))
@@ -211,5 +221,30 @@ impl<S: Destination> Context<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_accounts_are_reported_without_one_and_the_map_stays_bounded() {
+        let mut gaps = Gaps::default();
+        gaps.note(Some(&"a".repeat(MAX_ID_BYTES + 1)), 1);
+        assert_eq!(gaps.spans.keys().collect::<Vec<_>>(), [&None]);
+        for i in 0..MAX_GAP_ACCOUNTS + 50 {
+            gaps.note(Some(&format!("acc-{i}")), 2);
+        }
+        assert_eq!(gaps.spans.len(), MAX_GAP_ACCOUNTS);
+        // A loss of an account already waiting still goes to it.
+        gaps.note(Some("acc-0"), 3);
+        assert_eq!(gaps.spans[&Some("acc-0".to_owned())].lost, 2);
+        let total: u64 = gaps.spans.values().map(|s| s.lost).sum();
+        assert_eq!(
+            total,
+            1 + MAX_GAP_ACCOUNTS as u64 + 50 + 1,
+            "nothing uncounted"
+        );
     }
 }
