@@ -94,6 +94,17 @@ impl Partitions {
             };
             let name = names.qualify(&name);
             if month_start_ms(month + 1) <= cutoff_ms {
+                // Locked first, in the transaction that drops it: an insert into the month
+                // (a spool replay of old records) commits before the checks below read it,
+                // or waits and then fails on the missing partition and is retried. Checked
+                // without the lock, such an insert was dropped with the month uncounted, its
+                // chained records with it.
+                let mut tx = pool.begin().await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"
+                )))
+                .execute(&mut *tx)
+                .await?;
                 // A chained record beyond its chain's pruned prefix (written late, by a
                 // spool replay) keeps its month until the chain's prefix passes it.
                 let kept: bool = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -104,18 +115,19 @@ impl Partitions {
                 )))
                 .bind(&pruned_chains)
                 .bind(&pruned_seqs)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
                 if kept {
                     continue;
                 }
                 let n: i64 =
                     sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
-                        .fetch_one(pool)
+                        .fetch_one(&mut *tx)
                         .await?;
                 sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 self.known
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
