@@ -52,7 +52,7 @@
 //! what is not in SQL yet), the configured replicas (3 in a cluster), a duplicate window of
 //! 2 minutes, discard-new when full (publishers then get errors and spool locally instead of
 //! the stream dropping old records), and no age limit unless [`FleetConfig::max_age`] sets
-//! one; beside it the dead-letter stream (`AUDIT_DEAD`, limits retention, 30 days).
+//! one; beside it the dead-letter stream (`AUDIT_DEAD`, limits retention: 30 days, 1 GiB).
 //!
 //! ```no_run
 //! use audit_store::fleet::{FleetConfig, NatsDestination};
