@@ -894,17 +894,30 @@ struct Taken {
 /// The account id and time (ms) a payload names, when it is JSON that names them; else no
 /// account, and now.
 fn account_and_time(payload: &[u8]) -> (Option<String>, i64) {
+    /// The two members read; the rest of the payload (bodies of up to the payload limit) is
+    /// skipped, not built into a tree of several times its size.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        account: Option<serde_json::Value>,
+        #[serde(default)]
+        action: Option<serde_json::Value>,
+    }
     let now = crate::time::now_ms();
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    let Ok(head) = serde_json::from_slice::<Head>(payload) else {
         return (None, now);
     };
-    let account = value
-        .pointer("/account/id")
+    let account = head
+        .account
+        .as_ref()
+        .and_then(|a| a.get("id"))
         .and_then(serde_json::Value::as_str)
         .filter(|id| id.len() <= MAX_ID_BYTES)
         .map(str::to_owned);
-    let time = value
-        .pointer("/action/time")
+    let time = head
+        .action
+        .as_ref()
+        .and_then(|a| a.get("time"))
         .and_then(serde_json::Value::as_str)
         .and_then(crate::time::parse_time)
         .unwrap_or(now);
@@ -926,5 +939,19 @@ mod tests {
         assert_eq!(account, None);
         let (account, _) = account_and_time(br#"{"account":{"id":7}}"#);
         assert_eq!(account, None);
+        // Whatever else a record holds is skipped, whatever its shape; an account that is no
+        // object is none.
+        let (account, time) = account_and_time(
+            br#"{"resource":{"request":{"a":[1,{"b":null}]}},"account":{"id":"acc","name":[]},"action":{"time":"2026-01-02T03:04:05Z","type":5},"x":1}"#,
+        );
+        assert_eq!((account.as_deref(), time), (Some("acc"), 1_767_323_045_000));
+        let (account, time) =
+            account_and_time(br#"{"account":"acc","action":{"time":"2026-01-02T03:04:05Z"}}"#);
+        assert_eq!((account, time), (None, 1_767_323_045_000));
+        let long = format!(
+            r#"{{"account":{{"id":"{}"}}}}"#,
+            "a".repeat(MAX_ID_BYTES + 1)
+        );
+        assert_eq!(account_and_time(long.as_bytes()).0, None);
     }
 }
