@@ -84,6 +84,10 @@ pub const DEFAULT_RECORD_LIMIT: usize = 64 * 1024;
 /// The smallest record limit: room for who, what and when with every string cut short.
 pub const MIN_RECORD_LIMIT: usize = 4 * 1024;
 
+/// The most characters of an id a record takes from a request path (an account, a zone, a
+/// resource), after escaping; a longer one is cut there.
+pub const MAX_PATH_ID_CHARS: usize = 256;
+
 impl AuditRecord {
     /// Visits every free-text string the record holds, the strings the escaping and the caps
     /// apply to: account and zone ids and names, the actor's, the raw exchange's, the

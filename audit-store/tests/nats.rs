@@ -395,7 +395,9 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
         let js = jetstream_of(&server).await?;
         let config = destination.config();
         let poison_time = "2026-01-02T03:04:05Z";
-        let good = record(Some("acc-good"), BASE_MS);
+        // The longest account id the layer records (256 characters of 3 bytes each) is good.
+        let widest = "日".repeat(audit_layer::record::MAX_PATH_ID_CHARS);
+        let good = record(Some(&widest), BASE_MS);
         let mixed = [record(Some("acc-mixed"), BASE_MS), record(Some("acc-mixed"), BASE_MS + 1)];
         let mut large = record(Some("acc-large"), BASE_MS);
         large.resource.request = Some(serde_json::json!({"name": "x".repeat(8192)}).into());
@@ -409,10 +411,7 @@ async fn poison_messages_go_to_the_dead_letter_subject_and_a_gap_record_reports_
                 format!(r#"{{"account":{{"id":"acc-poison"}},"action":{{"time":"{poison_time}"}},"id":7}}"#)
                     .into_bytes(),
             ),
-            (
-                config.subject(Some("acc-good")),
-                serde_json::to_vec(&good)?,
-            ),
+            (config.subject(Some(&widest)), serde_json::to_vec(&good)?),
             (config.subject(Some("acc-large")), serde_json::to_vec(&large)?),
             (config.subject(None), serde_json::to_vec(&long_id)?),
             // Three records in one message, the middle one poison: the other two are stored.

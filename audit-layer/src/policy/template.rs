@@ -9,6 +9,7 @@ use percent_encoding::percent_decode_str;
 
 use super::{PolicyError, TenantParams};
 use crate::escape;
+use crate::record::MAX_PATH_ID_CHARS;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
@@ -181,19 +182,16 @@ fn path_value(raw: &str) -> String {
     let plain = raw.bytes().fold(true, |plain, b| {
         plain & (b.wrapping_sub(0x21) < 0x5e) & (b != b'%')
     });
-    if raw.len() <= MAX_ID && plain {
+    if raw.len() <= MAX_PATH_ID_CHARS && plain {
         return raw.to_owned();
     }
     let decoded: Cow<'_, [u8]> = percent_decode_str(raw).into();
     let visible = escape::visible(&decoded);
-    match visible.char_indices().nth(MAX_ID) {
+    match visible.char_indices().nth(MAX_PATH_ID_CHARS) {
         Some((cut, _)) => visible[..cut].to_owned(),
         None => visible.into_owned(),
     }
 }
-
-/// The most characters of a path parameter a record keeps.
-const MAX_ID: usize = 256;
 
 /// `v3`, `v1.1`, `2`: version segments name no product or resource.
 fn is_version(segment: &str) -> bool {

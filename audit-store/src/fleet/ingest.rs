@@ -43,17 +43,15 @@
 //! # Poison messages
 //!
 //! A record that is larger than [`max_record_bytes`](IngestorBuilder::max_record_bytes),
-//! is not an audit record, names an account or zone by an id longer than
-//! [`MAX_ID_BYTES`]
+//! is not an audit record, names an account or zone by an id longer than [`MAX_ID_BYTES`]
 //! (the layer never records one; the store's indexes could not hold it), or that the
-//! database refuses row by row
-//! ([`StoreError::is_data_error`](crate::StoreError::is_data_error)) is *poison*, and so is
-//! a whole message of more than [`MAX_RECORDS_PER_MESSAGE`] records: it is published to the
-//! dead-letter subject (default `audit.dead`) with the headers `Audit-Dead-Reason`
-//! (`too_large`, `too_many_records`, `unparseable`, `id_too_long`, `refused`),
-//! `Audit-Original-Subject`,
-//! `Audit-Original-Stream`, `Audit-Original-Sequence`, `Audit-Original-Record` (the record's
-//! index in its message, from 0; absent for a whole message) and `Audit-Deliveries`, counted
+//! database refuses row by row ([`StoreError::is_data_error`](crate::StoreError::is_data_error))
+//! is *poison*, and so is a whole message of more than [`MAX_RECORDS_PER_MESSAGE`] records:
+//! it is published to the dead-letter subject (default `audit.dead`) with the headers
+//! `Audit-Dead-Reason` (`too_large`, `too_many_records`, `unparseable`, `id_too_long`,
+//! `refused`), `Audit-Original-Subject`, `Audit-Original-Stream`, `Audit-Original-Sequence`,
+//! `Audit-Original-Record` (the record's index in its message, from 0; absent for a whole
+//! message) and `Audit-Deliveries`, counted
 //! ([`IngestorMetrics::dead_lettered`]) and reported by a gap record: in the account's log
 //! when the record names its account, else in the log of records without one. Its message's
 //! other records are stored, and the message acknowledged; poison is never retried for ever
@@ -309,8 +307,8 @@ impl<S: ChainedStore> IngestorBuilder<S> {
             .batch_bytes
             .max(client.max_payload().saturating_add(PULL_HEADROOM));
         let configured = (self.pipeline)(pipeline::builder(self.store));
-        // Room for every record in flight in every lane: a lane takes the records of the
-        // accounts that hash to it, so one lane may get them all, and a strict commit that
+        // Room for every record in flight in every lane: an account's records all go to one
+        // lane, so one lane may get them all, and a strict commit that
         // finds its lane full is refused (its message would come back only after a delay).
         let lanes = configured.lanes();
         let (sink, pipeline) = configured

@@ -8,10 +8,12 @@ use uuid::Uuid;
 use crate::Result;
 
 /// The longest account or zone id a stored record may name, in bytes: the layer's own bound on
-/// an id taken from a request path. A longer one could not be held by the store's indexes
-/// (PostgreSQL refuses an index row over about 2.7 KB), and the pipeline never attributes a
-/// gap record to one.
-pub const MAX_ID_BYTES: usize = 256;
+/// an id taken from a request path ([`MAX_PATH_ID_CHARS`] characters), at 4 bytes a
+/// character. A much longer one could not be held by the store's indexes (PostgreSQL refuses
+/// an index row over about 2.7 KB), and the pipeline never attributes a gap record to one.
+///
+/// [`MAX_PATH_ID_CHARS`]: audit_layer::record::MAX_PATH_ID_CHARS
+pub const MAX_ID_BYTES: usize = audit_layer::record::MAX_PATH_ID_CHARS * 4;
 
 /// The longest `actor_email`, `resource_product` or `resource_type` column, in bytes (an
 /// email address has at most 254): beyond it the column holds the value's first bytes, and

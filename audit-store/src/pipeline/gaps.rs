@@ -93,11 +93,11 @@ impl Gaps {
     /// account beyond [`MAX_GAP_ACCOUNTS`] waiting at once, which bounds this map however many
     /// accounts a flood of poison names while the database is down.
     pub(super) fn note_span(&mut self, account: Option<String>, span: &GapSpan) {
-        let account = account.filter(|id| {
-            id.len() <= MAX_ID_BYTES
-                && (self.spans.len() < MAX_GAP_ACCOUNTS
-                    || self.spans.contains_key(&Some(id.clone())))
-        });
+        let account = match account {
+            Some(id) if id.len() > MAX_ID_BYTES => None,
+            full if self.spans.len() >= MAX_GAP_ACCOUNTS && !self.spans.contains_key(&full) => None,
+            account => account,
+        };
         self.spans
             .entry(account)
             .or_insert_with(|| GapSpan::at(span.first_ms))
