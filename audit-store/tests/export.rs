@@ -19,6 +19,7 @@ backend_tests!(
     every_record_is_delivered_once_in_order_when_nothing_fails,
     a_failed_batch_is_sent_again_identical_under_its_key,
     a_restart_resumes_and_resends_only_the_interrupted_batch,
+    a_delivery_answered_during_shutdown_keeps_its_place,
     a_job_of_one_account_with_a_filter_sends_only_its_matching_records,
     records_committed_less_than_the_settle_time_ago_wait,
     a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time,
@@ -54,8 +55,8 @@ impl Received {
 }
 
 /// A destination that keeps what it gets, after failing the first `fail` attempts (which it
-/// also keeps when `got_it`: the receiver had the batch, its answer was lost), and hanging
-/// forever from attempt `hang_from` on.
+/// also keeps when `got_it`: the receiver had the batch, its answer was lost), hanging
+/// forever from attempt `hang_from` on, and answering `answer_after` after it kept a batch.
 #[derive(Clone, Default)]
 struct Recorder {
     received: Received,
@@ -63,6 +64,7 @@ struct Recorder {
     fail: u32,
     got_it: bool,
     hang_from: Option<u32>,
+    answer_after: Duration,
 }
 
 impl Destination for Recorder {
@@ -83,6 +85,7 @@ impl Destination for Recorder {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(batch.clone());
+        tokio::time::sleep(self.answer_after).await;
         if attempt <= self.fail {
             return Err(DeliveryError::new("answer lost"));
         }
@@ -237,7 +240,9 @@ async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPosit
     };
     let first = hanging.received.clone();
     let attempts = Arc::clone(&hanging.attempts);
-    run_until(job(fx.store.clone(), hanging)?, &first, |_| {
+    // The hanging attempt gets a short grace when the job stops, and is not answered in it.
+    let first_job = job(fx.store.clone(), hanging)?.stop_grace(Duration::from_millis(50));
+    run_until(first_job, &first, |_| {
         *attempts.lock().unwrap_or_else(PoisonError::into_inner) >= 3
     })
     .await?;
@@ -284,6 +289,46 @@ async fn a_restart_resumes_and_resends_only_the_interrupted_batch<S: ExportPosit
         resent.idempotency_key,
         audit_store::export::idempotency_key("siem", &resent.account_id, resent.first, resent.last)
     );
+    Ok(())
+}
+
+async fn a_delivery_answered_during_shutdown_keeps_its_place<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let expected = seed(&fx.store, &["acc_a"], 150).await?;
+    // The destination keeps each batch at once and answers 300 ms later; the job is stopped
+    // in between, as soon as the first batch arrived.
+    let slow = Recorder {
+        answer_after: Duration::from_millis(300),
+        ..Recorder::default()
+    };
+    let first = slow.received.clone();
+    let stopped = job(fx.store.clone(), slow)?;
+    let status = stopped.status();
+    run_until(stopped, &first, |r| total(&r.ids()) >= 100).await?;
+    assert_eq!(first.batches().len(), 1, "no attempt starts once stopping");
+    assert_eq!(status.snapshot().delivered_records, 100);
+    let positions = fx.store.export_positions("siem").await?;
+    assert_eq!(positions.len(), 1);
+    assert_eq!(
+        positions[0].delivered.map(|p| p.id),
+        Some(expected["acc_a"][99]),
+        "the batch answered within the stop grace has its place saved"
+    );
+    assert_eq!(positions[0].pending, None);
+
+    // The next run starts after it: nothing is sent twice.
+    let recorder = Recorder::default();
+    let second = recorder.received.clone();
+    run_until(job(fx.store.clone(), recorder)?, &second, |r| {
+        total(&r.ids()) >= 50
+    })
+    .await?;
+    let mut all = first.ids();
+    for (account, ids) in second.ids() {
+        all.entry(account).or_default().extend(ids);
+    }
+    assert_eq!(all, expected);
     Ok(())
 }
 

@@ -140,7 +140,8 @@ impl PushJobs {
         self.0.push((stop, task));
     }
 
-    /// Stops every job (a delivery in flight is sent again at the next start).
+    /// Stops every job (a delivery in flight gets its stop grace; one not answered in it is sent
+    /// again at the next start).
     pub(crate) async fn stop(self) {
         for (stop, task) in self.0 {
             let _ = stop.send(());

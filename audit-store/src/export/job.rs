@@ -23,6 +23,8 @@ pub const DEFAULT_BATCH_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The default of [`ExportJob::settle`].
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
+/// The default of [`ExportJob::stop_grace`].
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Whose records a job exports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +71,7 @@ pub struct ExportJob<S, D> {
     settle: Duration,
     backoff: Backoff,
     read_time_limit: Duration,
+    stop_grace: Duration,
     status: ExportStatus,
 }
 
@@ -99,6 +102,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 max: Duration::from_secs(60),
             },
             read_time_limit: Duration::from_secs(10),
+            stop_grace: DEFAULT_STOP_GRACE,
         })
     }
 
@@ -178,26 +182,37 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         self.status.clone()
     }
 
-    /// Runs the job until `shutdown` completes. A delivery in flight then is abandoned: the
-    /// batch is sent again, under the same key, when the job next runs.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        tokio::pin!(shutdown);
-        tokio::select! {
-            biased;
-            () = &mut shutdown => {}
-            () = self.work() => {}
-        }
+    /// On shutdown, how long a delivery attempt already in flight is given to be answered.
+    /// If the destination takes it within this time, the job saves its place before it stops;
+    /// otherwise the batch is sent again, under the same key, when the job next runs. No
+    /// attempt starts once shutdown began. Defaults to 5 s.
+    #[must_use]
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
     }
 
-    async fn work(&self) {
-        let mut positions = self.load_positions().await;
+    /// Runs the job until `shutdown` completes.
+    ///
+    /// The job then stops at once, except that a delivery attempt in flight is given
+    /// [`stop_grace`](Self::stop_grace) to be answered and, if taken, has its place saved.
+    /// A batch whose delivery was cut short is sent again, identical and under the same key,
+    /// when the job next runs.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        let mut stop = Stop {
+            signal: shutdown,
+            stopping: false,
+        };
+        let Some(mut positions) = stop.unless(self.load_positions()).await else {
+            return;
+        };
         let mut read_failures = 0u32;
         loop {
-            match self.pass(&mut positions).await {
-                Ok(true) => read_failures = 0,
-                Ok(false) => {
+            let wait = match self.pass(&mut positions, &mut stop).await {
+                Ok(more) => {
                     read_failures = 0;
-                    tokio::time::sleep(self.poll_interval).await;
+                    (!more).then_some(self.poll_interval)
                 }
                 Err(e) => {
                     read_failures += 1;
@@ -207,8 +222,16 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                         job = %self.name,
                         "export job cannot read the store: {e}"
                     );
-                    tokio::time::sleep(self.backoff.wait(read_failures, None)).await;
+                    Some(self.backoff.wait(read_failures, None))
                 }
+            };
+            if stop.stopping {
+                return;
+            }
+            if let Some(wait) = wait
+                && stop.unless(tokio::time::sleep(wait)).await.is_none()
+            {
+                return;
             }
         }
     }
@@ -237,12 +260,20 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         }
     }
 
-    /// One batch of each account; whether any account has more waiting.
-    async fn pass(&self, positions: &mut HashMap<String, ExportPosition>) -> crate::Result<bool> {
+    /// One batch of each account; whether any account has more waiting. Returns early, with
+    /// `stop.stopping` set, once shutdown began.
+    async fn pass<F: Future<Output = ()>>(
+        &self,
+        positions: &mut HashMap<String, ExportPosition>,
+        stop: &mut Stop<'_, F>,
+    ) -> crate::Result<bool> {
         let accounts = match &self.scope {
             Scope::Account(account) => vec![account.clone()],
             Scope::AllAccounts => {
-                let mut chains = self.store.chains().await?;
+                let Some(chains) = stop.unless(self.store.chains()).await else {
+                    return Ok(false);
+                };
+                let mut chains = chains?;
                 chains.retain(|c| !c.is_empty());
                 chains
             }
@@ -260,18 +291,28 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             let position = positions
                 .entry(account.clone())
                 .or_insert_with(|| ExportPosition::new(account));
-            let Some((batch, last, full)) = self.read_batch(position, settled).await? else {
+            let Some(read) = stop.unless(self.read_batch(position, settled)).await else {
+                return Ok(false);
+            };
+            let Some((batch, last, full)) = read? else {
                 continue;
             };
             lag = lag.max(now - batch.first.0);
             self.status.set_lag(lag);
             if position.pending != Some(last) {
                 position.pending = Some(last);
-                self.store
-                    .save_export_position(&self.name, position)
-                    .await?;
+                let Some(saved) = stop
+                    .unless(self.store.save_export_position(&self.name, position))
+                    .await
+                else {
+                    return Ok(false);
+                };
+                saved?;
             }
-            self.deliver(&batch).await;
+            if !self.deliver(&batch, stop).await {
+                return Ok(false);
+            }
+            // Taken: its place is saved even when shutdown began during the attempt.
             position.delivered = Some(last);
             position.pending = None;
             self.store
@@ -350,15 +391,29 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         )))
     }
 
-    /// Delivers `batch`, trying again after each failure until it is taken.
-    async fn deliver(&self, batch: &EncodedBatch) {
+    /// Delivers `batch`, trying again after each failure until it is taken (`true`) or
+    /// shutdown stops it (`false`; an attempt in flight is given the stop grace first).
+    async fn deliver<F: Future<Output = ()>>(
+        &self,
+        batch: &EncodedBatch,
+        stop: &mut Stop<'_, F>,
+    ) -> bool {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.destination.deliver(batch).await {
+            let sending = self.destination.deliver(batch);
+            tokio::pin!(sending);
+            let outcome = match stop.unless(&mut sending).await {
+                Some(outcome) => outcome,
+                None => match tokio::time::timeout(self.stop_grace, sending).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return false,
+                },
+            };
+            match outcome {
                 Ok(()) => {
                     self.status.delivered(batch.records, attempt, now_ms());
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.status.failed(&e.to_string());
@@ -370,9 +425,42 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                         attempt,
                         "export delivery failed, will retry: {e}"
                     );
-                    tokio::time::sleep(self.backoff.wait(attempt, e.asked_wait())).await;
+                    if stop.stopping
+                        || stop
+                            .unless(tokio::time::sleep(
+                                self.backoff.wait(attempt, e.asked_wait()),
+                            ))
+                            .await
+                            .is_none()
+                    {
+                        return false;
+                    }
                 }
             }
+        }
+    }
+}
+
+/// The job's shutdown signal, awaited alongside its work; once it completed, `stopping`
+/// stays set (the signal is not polled again).
+struct Stop<'a, F> {
+    signal: std::pin::Pin<&'a mut F>,
+    stopping: bool,
+}
+
+impl<F: Future<Output = ()>> Stop<'_, F> {
+    /// `work`'s output, or `None` when shutdown began first (or had begun).
+    async fn unless<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        if self.stopping {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            () = self.signal.as_mut() => {
+                self.stopping = true;
+                None
+            }
+            out = work => Some(out),
         }
     }
 }

@@ -47,8 +47,8 @@ pub use destination::{
 pub use format::csv::{header as csv_header, write_row as write_csv_row};
 pub use format::{Format, FormatError, UnknownFormat};
 pub use job::{
-    DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, ExportJob,
-    Scope,
+    DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE,
+    DEFAULT_STOP_GRACE, ExportJob, Scope,
 };
 pub use metrics::{ExportMetrics, ExportStatus, to_prometheus as exports_to_prometheus};
 pub use secret::{SIGNATURE_HEADER, Secret, signature, verify_signature};

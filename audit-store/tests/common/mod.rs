@@ -637,7 +637,7 @@ impl RunningJob {
         Self { status, stop, task }
     }
 
-    /// Stops the job (a delivery in flight is abandoned) and waits for its task to end.
+    /// Stops the job (a delivery in flight gets the job's stop grace) and waits for its task to end.
     pub(crate) async fn stop(self) -> TestResult {
         let _ = self.stop.send(());
         self.task.await?;
