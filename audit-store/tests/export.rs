@@ -20,6 +20,7 @@ backend_tests!(
     a_failed_batch_is_sent_again_identical_under_its_key,
     a_restart_resumes_and_resends_only_the_interrupted_batch,
     a_delivery_answered_during_shutdown_keeps_its_place,
+    an_interrupted_batch_that_now_reads_as_nothing_is_passed,
     a_job_of_one_account_with_a_filter_sends_only_its_matching_records,
     records_committed_less_than_the_settle_time_ago_wait,
     a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time,
@@ -329,6 +330,45 @@ async fn a_delivery_answered_during_shutdown_keeps_its_place<S: ExportPositions>
         all.entry(account).or_default().extend(ids);
     }
     assert_eq!(all, expected);
+    Ok(())
+}
+
+async fn an_interrupted_batch_that_now_reads_as_nothing_is_passed<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    seed(&fx.store, &["acc_a"], 150).await?;
+    // First run: the first batch is taken, the second hangs until the job is stopped.
+    let hanging = Recorder {
+        hang_from: Some(2),
+        ..Recorder::default()
+    };
+    let attempts = Arc::clone(&hanging.attempts);
+    let first = hanging.received.clone();
+    let stopped = job(fx.store.clone(), hanging)?.stop_grace(Duration::from_millis(50));
+    run_until(stopped, &first, |_| {
+        *attempts.lock().unwrap_or_else(PoisonError::into_inner) >= 2
+    })
+    .await?;
+    let positions = fx.store.export_positions("siem").await?;
+    assert!(positions[0].pending.is_some(), "{positions:?}");
+
+    // Restarted with a `since` past every record of the interrupted batch (as an operator
+    // skips a batch the destination keeps refusing): it reads as nothing, and the job goes
+    // on with the records after it instead of reading that empty batch for ever.
+    let later: Vec<_> = (0..10)
+        .map(|i| record(Some("acc_a"), BASE_MS + 100_000 + i))
+        .collect();
+    fx.store.insert(&rows(&later)?).await?;
+    let recorder = Recorder::default();
+    let second = recorder.received.clone();
+    let restarted = job(fx.store.clone(), recorder)?.since_ms(BASE_MS + 50_000);
+    run_until(restarted, &second, |r| total(&r.ids()) >= 10).await?;
+    // One record a millisecond: time order is the order they were made in.
+    let ids = later.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(second.ids()["acc_a"], ids);
+    let positions = fx.store.export_positions("siem").await?;
+    assert_eq!(positions[0].pending, None);
+    assert_eq!(positions[0].delivered.map(|p| p.id), ids.last().copied());
     Ok(())
 }
 

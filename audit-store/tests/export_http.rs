@@ -283,3 +283,94 @@ async fn the_secret_and_tokens_never_reach_logs_errors_or_debug_output() -> Test
     }
     Ok(())
 }
+
+/// A redirect is never followed: a 301 would make the POST a GET without its body (and its
+/// 200 a delivery nobody received), a 307 would send the signed records wherever the answer
+/// points. Either is a failed attempt, retried at the configured URL.
+#[tokio::test]
+async fn a_redirect_is_a_failed_delivery_never_followed() -> TestResult {
+    use std::sync::atomic::AtomicU64;
+
+    use audit_store::export::{Destination as _, EncodedBatch, Format};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+
+    // Elsewhere: counts every request that reaches it.
+    let elsewhere_hits = Arc::new(AtomicU64::new(0));
+    let hits = Arc::clone(&elsewhere_hits);
+    let count = move || {
+        let hits = Arc::clone(&hits);
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            StatusCode::OK
+        }
+    };
+    let elsewhere = axum::Router::new().fallback(count);
+    let elsewhere_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let elsewhere_addr = elsewhere_listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(elsewhere_listener, elsewhere).await });
+
+    // The configured URL: `/moved` answers 301 to a path of its own (whose GET is a 200),
+    // `/temporary` 307 to the other server.
+    let to_other = format!("http://{elsewhere_addr}/stolen");
+    let here = axum::Router::new()
+        .route(
+            "/moved",
+            axum::routing::post(|| async {
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, "/moved/")],
+                )
+                    .into_response()
+            }),
+        )
+        .route("/moved/", axum::routing::get(|| async { StatusCode::OK }))
+        .route(
+            "/temporary",
+            axum::routing::post(move || {
+                let to_other = to_other.clone();
+                async move {
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [(header::LOCATION, to_other)],
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, here).await });
+
+    let batch = EncodedBatch {
+        job: "siem".into(),
+        account_id: "acc_1".into(),
+        idempotency_key: "key-1".into(),
+        first: (0, Uuid::nil()),
+        last: (0, Uuid::nil()),
+        records: 1,
+        format: Format::Ndjson,
+        lines: "{}\n".into(),
+        positions: vec![(0, Uuid::nil())],
+    };
+    for (path, status) in [
+        ("moved", "301 Moved Permanently"),
+        ("temporary", "307 Temporary Redirect"),
+    ] {
+        let destination =
+            HttpDestination::new(&format!("http://{addr}/{path}"))?.secret(Secret::new(SECRET));
+        let failed = destination
+            .deliver(&batch)
+            .await
+            .expect_err("a redirect is not a delivery");
+        let message = failed.to_string();
+        assert!(message.contains(status), "{message}");
+        assert!(message.contains("redirects are not followed"), "{message}");
+    }
+    assert_eq!(
+        elsewhere_hits.load(Ordering::SeqCst),
+        0,
+        "nothing was sent where the redirect pointed"
+    );
+    Ok(())
+}

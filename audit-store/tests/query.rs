@@ -45,6 +45,7 @@ backend_tests!(
     injection_payloads_are_inert,
     one_record_is_served_byte_for_byte,
     ndjson_export_honours_filters_and_access,
+    no_answer_is_cached_or_sniffed,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2000,6 +2001,55 @@ async fn injection_payloads_are_inert<S: ChainedStore>(fx: &Fixture<S>) -> TestR
 // ---------------------------------------------------------------------------------------------
 // One record
 // ---------------------------------------------------------------------------------------------
+
+/// Answers hold records (or speak of them): a browser's cache must not keep them for whoever
+/// uses the machine next, nor a proxy's for everyone.
+async fn no_answer_is_cached_or_sniffed<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
+    let (data, api) = loaded(fx).await?;
+    let record = data.expected(ALPHA, &q(&[]))[0];
+    let base = format!("/accounts/{ALPHA}/logs/audit");
+    let range = format!("since={SINCE}&before={BEFORE}");
+    let mine = Some(bearer(ALPHA));
+    for (uri, auth, accept) in [
+        (format!("{base}?{range}"), mine.clone(), None),
+        (
+            format!("{base}?{range}"),
+            mine.clone(),
+            Some("application/x-ndjson"),
+        ),
+        (format!("{base}?{range}"), mine.clone(), Some("text/csv")),
+        (format!("{base}/{record}"), mine.clone(), None),
+        (
+            format!("{base}/{record}/history?{range}"),
+            mine.clone(),
+            None,
+        ),
+        (format!("{base}/stats?{range}"), mine.clone(), None),
+        (format!("{base}/verify?{range}"), mine.clone(), None),
+        (format!("{base}/product_categories"), mine.clone(), None),
+        // Errors too: a bad parameter, and another account's records.
+        (format!("{base}?colour=red"), mine.clone(), None),
+        (format!("{base}?{range}"), Some(bearer(BETA)), None),
+    ] {
+        let reply = api.send(&uri, auth.as_deref(), accept).await?;
+        let header = |name| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert_eq!(
+            header(header::CACHE_CONTROL),
+            "no-store",
+            "{uri} ({accept:?}): {}",
+            reply.status
+        );
+        assert_eq!(header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{uri}");
+    }
+    Ok(())
+}
 
 async fn one_record_is_served_byte_for_byte<S: ChainedStore>(fx: &Fixture<S>) -> TestResult {
     let (data, api) = loaded(fx).await?;

@@ -7,10 +7,13 @@
 mod common;
 
 use audit_store::chain::{ChainKeys, ChainSecret, CheckpointSink as _, JsonLinesCheckpoints};
+use audit_store::model::ChainScope;
 use audit_store::query::{Access, AuditLogRouter};
-use audit_store::store::AuditStore;
+use audit_store::store::intercept::{Intercepted, Interceptor};
+use audit_store::store::{AuditStore, ChainedStore, LinkScan};
 use axum::Router;
 use axum::body::Body;
+use futures_util::StreamExt as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -21,6 +24,7 @@ use common::{BASE_MS, Chainable, Fixture, TestResult, record, rows};
 backend_tests!(
     the_verify_endpoint_consults_the_checkpoints_kept_outside,
     a_deleted_head_row_does_not_verify_ok,
+    verifications_are_bounded_in_number_and_time,
 );
 
 fn keys() -> ChainKeys {
@@ -114,5 +118,94 @@ async fn a_deleted_head_row_does_not_verify_ok<S: Chainable>(fx: &Fixture<S>) ->
     let result = verified(&router, "acc_headless").await?;
     assert_eq!(result["outcome"], "broken", "{result}");
     assert_eq!(result["broken"]["kind"], "head_missing", "{result}");
+    Ok(())
+}
+
+/// A store whose full-chain scans (a verification without `since`/`before`) take its
+/// duration per chunk: a long chain on a slow disk.
+#[derive(Clone)]
+struct SlowScan(std::time::Duration);
+
+impl Interceptor for SlowScan {
+    fn chain_scan<S: ChainedStore>(&self, inner: &S, scope: ChainScope) -> LinkScan {
+        let wait = self.0;
+        inner
+            .chain_scan(scope)
+            .then(move |chunk| async move {
+                tokio::time::sleep(wait).await;
+                chunk
+            })
+            .boxed()
+    }
+}
+
+/// The answer's status and its first error message.
+async fn status_and_message(router: &Router, uri: &str) -> TestResult<(StatusCode, String)> {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty())?)
+        .await?;
+    let status = response.status();
+    let body: Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+    Ok((
+        status,
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+    ))
+}
+
+/// A verification reads a whole chain and holds a connection while it does: one account
+/// cannot run two at once, all accounts together no more than the router allows, and none
+/// runs past its time limit. Other reads go on meanwhile.
+async fn verifications_are_bounded_in_number_and_time<S: Chainable>(fx: &Fixture<S>) -> TestResult {
+    use std::time::Duration;
+
+    let store = fx.store.with_chain(keys());
+    fill(&store, "acc_1").await?;
+    fill(&store, "acc_2").await?;
+    store.checkpoint(BASE_MS + 60_000).await?;
+    let slow = Intercepted::new(store, SlowScan(Duration::from_millis(1500)));
+
+    // Past the time limit: a 422 that says to verify a shorter range.
+    let limited = AuditLogRouter::new(slow.clone(), allow)
+        .verify_time_limit(Some(Duration::from_millis(200)))
+        .into_router();
+    let (status, message) =
+        status_and_message(&limited, "/accounts/acc_1/logs/audit/verify").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+    assert!(
+        message.contains("time limit") && message.contains("'since'"),
+        "{message}"
+    );
+
+    // One at a time in all here: while acc_1's runs, a second of acc_1 and one of acc_2 are
+    // refused with 429, and a page of acc_2 is served.
+    let router = AuditLogRouter::new(slow, allow)
+        .verifications_at_once(1)
+        .into_router();
+    let running = tokio::spawn({
+        let router = router.clone();
+        async move { status_and_message(&router, "/accounts/acc_1/logs/audit/verify").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, message) =
+        status_and_message(&router, "/accounts/acc_1/logs/audit/verify").await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{message}");
+    assert!(message.contains("already running"), "{message}");
+    let (status, message) =
+        status_and_message(&router, "/accounts/acc_2/logs/audit/verify").await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{message}");
+    // BASE_MS is 2025-03-10T09:00:00Z.
+    let page = "/accounts/acc_2/logs/audit?since=2025-03-10&before=2025-03-11";
+    let (status, message) = status_and_message(&router, page).await?;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    let (status, message) = running.await??;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    // Its place is given back: the next verification runs.
+    let (status, message) =
+        status_and_message(&router, "/accounts/acc_2/logs/audit/verify").await?;
+    assert_eq!(status, StatusCode::OK, "{message}");
     Ok(())
 }

@@ -44,6 +44,7 @@
   const PAGE = 50;
   const TOP = 5;
   const HISTORY_PAGE = 20;
+  const RECORD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   // The patch operations a history entry lists before "and n more".
   const PATCH_SHOWN = 8;
 
@@ -114,7 +115,8 @@
       since: custom ? since : null,
       before: custom ? before : null,
       filters,
-      record: params.get('record'),
+      // Only a record id: anything else would become a path of the API's (`..`).
+      record: RECORD_ID.test(params.get('record') || '') ? params.get('record') : null,
     };
   }
 

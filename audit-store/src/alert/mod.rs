@@ -60,8 +60,12 @@ pub use rule::AlertRule;
 use crate::export::{DeliveryError, Destination, EncodedBatch, HttpDestination};
 use crate::model::StoredRecord;
 
-/// Groups kept per rule and account at most; past it the quietest are forgotten.
-const MAX_GROUPS: usize = 100_000;
+/// Groups kept per rule and account at most; past it the quieter half is forgotten. (Small
+/// under test, so that a test can pass it.)
+const MAX_GROUPS: usize = if cfg!(test) { 1_000 } else { 100_000 };
+/// The actor of the system events that record notifications; such events are not counted by
+/// the rules (a rule matching them would fire on its own notifications for ever).
+const ALERTS_ACTOR: &str = "audit-alerts";
 
 /// A sliding window of one group.
 #[derive(Debug, Default)]
@@ -82,8 +86,9 @@ struct Notification {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Per (rule, account, group).
-    windows: HashMap<(usize, String, String), Window>,
+    /// Per (rule, account), per group: each account's groups apart, so that one account's
+    /// flood of groups is bounded and forgotten on its own, never another account's.
+    windows: HashMap<(usize, String), HashMap<String, Window>>,
     /// The idempotency key of the last batch counted per account: a batch sent again (after
     /// a failed notification) is not counted again.
     counted: HashMap<String, String>,
@@ -146,6 +151,11 @@ impl Alerts {
                 tracing::warn!(target: "audit_store::alert", "a stored record is not readable: skipped by the alert rules");
                 continue;
             };
+            if record.actor_type == Some("system")
+                && record.actor_id.as_deref() == Some(ALERTS_ACTOR)
+            {
+                continue;
+            }
             let newest = state
                 .newest
                 .entry(batch.account_id.clone())
@@ -159,8 +169,14 @@ impl Alerts {
                     continue;
                 };
                 let window_ms = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX);
-                let key = (index, batch.account_id.clone(), group);
-                let window = state.windows.entry(key.clone()).or_default();
+                let groups = state
+                    .windows
+                    .entry((index, batch.account_id.clone()))
+                    .or_default();
+                if !groups.contains_key(&group) && groups.len() >= MAX_GROUPS {
+                    forget_quietest(groups);
+                }
+                let window = groups.entry(group.clone()).or_default();
                 // The group's newest time; a record committed late goes in its place in time,
                 // or nowhere if its window has passed.
                 let newest = window
@@ -185,28 +201,45 @@ impl Alerts {
                     window.quiet_until = newest.saturating_add(window_ms);
                     state
                         .pending
-                        .push(notification(rule, &batch.account_id, &key.2, &fired));
+                        .push(notification(rule, &batch.account_id, &group, &fired));
                 }
             }
         }
-        // Forget groups whose window has passed, and bound the rest.
+        // Forget this account's groups whose window has passed.
         if let Some(now) = state.newest.get(&batch.account_id).copied() {
-            state.windows.retain(|(index, account, _), window| {
-                let window_ms =
-                    i64::try_from(self.rules[*index].window.as_millis()).unwrap_or(i64::MAX);
-                account != &batch.account_id
-                    || window.quiet_until > now
-                    || window
-                        .times
-                        .back()
-                        .is_some_and(|(t, _)| *t > now.saturating_sub(window_ms))
-            });
-        }
-        if state.windows.len() > MAX_GROUPS * self.rules.len().max(1) {
-            tracing::warn!(target: "audit_store::alert", "too many alert groups at once: windows forgotten");
-            state.windows.clear();
+            for (index, rule) in self.rules.iter().enumerate() {
+                let Some(groups) = state.windows.get_mut(&(index, batch.account_id.clone())) else {
+                    continue;
+                };
+                let window_ms = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX);
+                groups.retain(|_, window| {
+                    window.quiet_until > now
+                        || window
+                            .times
+                            .back()
+                            .is_some_and(|(t, _)| *t > now.saturating_sub(window_ms))
+                });
+                if groups.is_empty() {
+                    state.windows.remove(&(index, batch.account_id.clone()));
+                }
+            }
         }
     }
+}
+
+/// Forgets the quieter half of one rule's groups of one account (those whose last record is
+/// oldest), when it holds [`MAX_GROUPS`]: a flood of distinct groups (addresses, emails)
+/// cannot grow memory without bound, and costs only the flooding account its windows.
+fn forget_quietest(groups: &mut HashMap<String, Window>) {
+    tracing::warn!(target: "audit_store::alert", groups = groups.len(), "too many alert groups in one account: the quieter half forgotten");
+    let mut last: Vec<i64> = groups
+        .values()
+        .map(|w| w.times.back().map_or(i64::MIN, |(t, _)| *t))
+        .collect();
+    let middle = last.len() / 2;
+    let (_, cut, _) = last.select_nth_unstable(middle);
+    let cut = *cut;
+    groups.retain(|_, w| w.times.back().is_some_and(|(t, _)| *t > cut));
 }
 
 /// The notification of `rule` firing for `group` of `account_id` on `fired`.
@@ -284,7 +317,7 @@ fn event(notification: &Notification) -> AuditRecord {
         },
         actor: Actor {
             context: Some(ActorContext::System),
-            id: Some("audit-alerts".to_owned()),
+            id: Some(ALERTS_ACTOR.to_owned()),
             kind: Some(ActorType::System),
             ..Actor::default()
         },
@@ -342,5 +375,132 @@ impl Destination for Alerts {
                 .retain(|n| n.key != notification.key);
             self.events.submit(event(&notification));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::Format;
+
+    const RULES: &str = "
+rules:
+  - name: failed-logins
+    filter: { action_type: login, action_result: failure }
+    group_by: actor_email
+    threshold: 5
+    window: 5m
+  - name: anything-created
+    filter: { action_type: create }
+    threshold: 1
+    window: 5m
+";
+
+    fn alerts() -> Alerts {
+        Alerts::new(
+            rules_from_yaml(RULES).unwrap(),
+            HttpDestination::new("http://127.0.0.1:9/alerts").unwrap(),
+            Arc::new(audit_layer::sink::MemorySink::new()),
+        )
+    }
+
+    /// A failed login of `email` into `account` at `time_ms`, as stored.
+    fn failed_login(account: &str, email: &str, time_ms: i64) -> AuditRecord {
+        let mut record = event(&Notification {
+            key: "k".into(),
+            account_id: account.into(),
+            body: "{}".into(),
+            description: String::new(),
+        });
+        record.action.kind = "login".parse().unwrap();
+        record.action.result = ActionResult::Failure;
+        record.action.time = Timestamp::from_unix_millis(time_ms);
+        record.actor = Actor {
+            email: Some(email.into()),
+            kind: Some(ActorType::User),
+            ..Actor::default()
+        };
+        record
+    }
+
+    fn batch(account: &str, key: &str, records: &[AuditRecord]) -> EncodedBatch {
+        let lines: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        EncodedBatch {
+            job: "alerts".into(),
+            account_id: account.into(),
+            idempotency_key: key.into(),
+            first: (0, Uuid::nil()),
+            last: (0, Uuid::nil()),
+            records: records.len(),
+            format: Format::Ndjson,
+            lines,
+            positions: vec![(0, Uuid::nil()); records.len()],
+        }
+    }
+
+    fn fired(alerts: &Alerts) -> Vec<(String, String)> {
+        let state = alerts.state.lock().unwrap();
+        state
+            .pending
+            .iter()
+            .map(|n| (n.account_id.clone(), n.description.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_groups_in_one_account_forgets_only_that_accounts_windows() {
+        let alerts = alerts();
+        let t = 1_700_000_000_000;
+        let victim: Vec<_> = (0..4)
+            .map(|i| failed_login("acc_b", "victim@example.com", t + i))
+            .collect();
+        alerts.count(&batch("acc_b", "b1", &victim));
+        // Another tenant makes far more groups than one rule and account may hold.
+        for chunk in 0..3 {
+            let flood: Vec<_> = (0..MAX_GROUPS)
+                .map(|i| failed_login("acc_a", &format!("u{chunk}-{i}@example.com"), t + 10))
+                .collect();
+            alerts.count(&batch("acc_a", &format!("a{chunk}"), &flood));
+        }
+        {
+            let state = alerts.state.lock().unwrap();
+            assert!(state.windows[&(0, "acc_a".to_owned())].len() <= MAX_GROUPS);
+        }
+        assert!(fired(&alerts).is_empty());
+        // The victim's fifth failure still fires.
+        let fifth = failed_login("acc_b", "victim@example.com", t + 20);
+        alerts.count(&batch("acc_b", "b2", &[fifth]));
+        let fired = fired(&alerts);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].0, "acc_b");
+    }
+
+    #[test]
+    fn the_events_recording_notifications_are_not_counted() {
+        let alerts = alerts();
+        let notice = event(&Notification {
+            key: "k".into(),
+            account_id: "acc_a".into(),
+            body: "{}".into(),
+            description: "failed-logins fired".into(),
+        });
+        alerts.count(&batch("acc_a", "n1", std::slice::from_ref(&notice)));
+        assert!(
+            fired(&alerts).is_empty(),
+            "a notification would fire a notification"
+        );
+        // Any other create fires the catch-all rule.
+        let mut created = notice;
+        created.id = Uuid::now_v7();
+        created.actor = Actor {
+            id: Some("user-1".into()),
+            kind: Some(ActorType::User),
+            ..Actor::default()
+        };
+        alerts.count(&batch("acc_a", "n2", &[created]));
+        assert_eq!(fired(&alerts).len(), 1);
     }
 }

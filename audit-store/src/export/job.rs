@@ -166,8 +166,8 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
     }
 
     /// The first wait after a failed delivery (doubled, with jitter, after each further
-    /// failure) and the longest, also for a `Retry-After` asking for more. Defaults to 250 ms
-    /// and 60 s.
+    /// failure) and the longest. A destination's `Retry-After` is honoured within these two:
+    /// never less than the first, never more than the longest. Defaults to 250 ms and 60 s.
     #[must_use]
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
         self.backoff = Backoff {
@@ -295,6 +295,16 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 return Ok(false);
             };
             let Some((batch, last, full)) = read? else {
+                if let Some(pending) = position.pending.take() {
+                    // The interrupted batch now reads as nothing (the job's filters or
+                    // `since` changed, or retention removed its records): nothing to send
+                    // again, so the job moves past it rather than read it for ever.
+                    position.delivered = Some(pending);
+                    self.store
+                        .save_export_position(&self.name, position)
+                        .await?;
+                    more = true;
+                }
                 continue;
             };
             lag = lag.max(now - batch.first.0);

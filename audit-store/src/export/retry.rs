@@ -14,12 +14,13 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// The wait after failed attempt `attempt` (1, 2, ...): a destination's `Retry-After`
-    /// when it gave one (at most `max`), otherwise a uniformly random time up to
+    /// when it gave one (at least `first`, so that `Retry-After: 0` or a date past is not a
+    /// busy loop, and at most `max`), otherwise a uniformly random time up to
     /// `first * 2^(attempt - 1)`, capped at `max` (full jitter: many jobs failing at once do
     /// not retry in step).
     pub(crate) fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(asked) = retry_after {
-            return asked.min(self.max);
+            return asked.max(self.first).min(self.max);
         }
         let ceiling = self
             .first
@@ -86,6 +87,11 @@ mod tests {
         assert_eq!(
             backoff.wait(1, Some(Duration::from_secs(3600))),
             Duration::from_secs(60)
+        );
+        // A destination asking for no wait at all still gets the first wait.
+        assert_eq!(
+            backoff.wait(1, Some(Duration::ZERO)),
+            Duration::from_millis(100)
         );
     }
 

@@ -114,13 +114,15 @@ fn one_message<'a>(
     }
 }
 
-/// The records (lines) of a message's payload, as slices of it; an empty payload is one
-/// empty (unparseable) record.
+/// The records (lines) of a message's payload, as slices of it. A final line break ends the
+/// last line (NDJSON's convention) rather than starting an empty one; an empty payload, or
+/// an empty line between two, is one empty (unparseable) record.
 pub(crate) fn records(payload: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    let body = lines_of(payload);
     // SIMD search: a byte-by-byte scan was an eighth of the ingestor's CPU (a profile of
     // `loadbench --variants audit-nats --nats-ingest backlog`).
     let mut start = 0;
-    let mut ends = memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len()));
+    let mut ends = memchr::memchr_iter(b'\n', &payload[..body]).chain(std::iter::once(body));
     std::iter::from_fn(move || {
         let end = ends.next()?;
         let line = payload.slice(start..end);
@@ -129,9 +131,14 @@ pub(crate) fn records(payload: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
     })
 }
 
-/// How many records a message's payload carries.
+/// How many records a message's payload carries (as [`records`] splits it).
 pub(crate) fn count(payload: &[u8]) -> usize {
-    1 + memchr::memchr_iter(b'\n', payload).count()
+    1 + memchr::memchr_iter(b'\n', &payload[..lines_of(payload)]).count()
+}
+
+/// The length of `payload` without the line break that ends its last line, if any.
+fn lines_of(payload: &[u8]) -> usize {
+    payload.len() - usize::from(payload.last() == Some(&b'\n'))
 }
 
 #[cfg(test)]
@@ -252,10 +259,24 @@ mod tests {
 
     #[test]
     fn a_payload_splits_into_its_lines() {
-        let payload = Bytes::from_static(b"{\"a\":1}\n{\"b\":2}\n");
+        let payload = Bytes::from_static(b"{\"a\":1}\n{\"b\":2}");
         let lines: Vec<Bytes> = records(&payload).collect();
-        assert_eq!(lines, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..], &b""[..]]);
+        assert_eq!(lines, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+        assert_eq!(count(&payload), 2);
+        // A final line break ends the last line; it does not start an empty record.
+        let payload = Bytes::from_static(b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(records(&payload).collect::<Vec<_>>(), lines);
+        assert_eq!(count(&payload), 2);
+        // An empty line between two is a record of its own (unparseable), as is a lone one.
+        let payload = Bytes::from_static(b"{}\n\n{}");
+        assert_eq!(
+            records(&payload).collect::<Vec<_>>(),
+            [&b"{}"[..], &b""[..], &b"{}"[..]]
+        );
         assert_eq!(count(&payload), 3);
+        let payload = Bytes::from_static(b"\n");
+        assert_eq!(records(&payload).collect::<Vec<_>>(), [&b""[..]]);
+        assert_eq!(count(&payload), 1);
         let payload = Bytes::from_static(b"{}");
         assert_eq!(records(&payload).count(), 1);
         assert_eq!(count(&payload), 1);

@@ -31,7 +31,7 @@ pub(super) enum Stream {
     Csv,
 }
 
-/// The exports running, per account.
+/// The exports (or verifications) running, per account.
 pub(super) struct Exports {
     per_account: usize,
     running: Arc<Mutex<HashMap<String, usize>>>,
@@ -39,7 +39,7 @@ pub(super) struct Exports {
 
 /// One running export's place: given back when its stream is dropped (done, failed, or the
 /// client gone).
-struct ExportSlot {
+pub(super) struct ExportSlot {
     account_id: String,
     running: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -53,7 +53,7 @@ impl Exports {
     }
 
     /// A place for an export of `account_id`, if fewer than the cap are running.
-    fn enter(&self, account_id: &str) -> Option<ExportSlot> {
+    pub(super) fn enter(&self, account_id: &str) -> Option<ExportSlot> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let count = running.entry(account_id.to_owned()).or_default();
         if *count >= self.per_account {

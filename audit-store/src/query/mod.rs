@@ -8,14 +8,6 @@
 //!   matching record is streamed instead, one per line, page by page (for SIEM ingestion);
 //!   with `Accept: text/csv` or `format=csv`, as CSV (a header row, every cell quoted,
 //!   formulas defused).
-//!
-//! What one caller can make the server hold is bounded, whatever the records weigh: a page's
-//! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
-//! cursor to the rest; an export holds about a megabyte at a time, is read only as fast as
-//! the client takes it, and each account has at most [`AuditLogRouter::exports_per_account`]
-//! (2) running at once (a 429 beyond); every statement has a time limit
-//! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
-//! reach on a long range (a 422 that says which filter and how to narrow the query).
 //!   `product_category` (repeatable, any case) adds the products of a category to the
 //!   `resource_product` filter ([`AuditLogRouter::product_categories`]).
 //! - `GET /accounts/{account_id}/logs/audit/{id}` — one record.
@@ -43,6 +35,17 @@
 //! Every bad parameter is a 400 naming it. Access is decided by the app's [`Authorizer`]: a
 //! caller without access to the account gets a 404 (no hint the account exists), one without
 //! credentials a 401.
+//!
+//! What one caller can make the server hold is bounded, whatever the records weigh: a page's
+//! answer stops at a byte budget ([`AuditLogRouter::page_bytes`], 16 MiB) and then carries a
+//! cursor to the rest; an export holds about a megabyte at a time, is read only as fast as
+//! the client takes it, and each account has at most [`AuditLogRouter::exports_per_account`]
+//! (2) running at once (a 429 beyond); every statement has a time limit
+//! ([`AuditLogRouter::statement_timeout`], 2 s), which a filter the indexes cannot serve may
+//! reach on a long range (a 422 that says which filter and how to narrow the query); a
+//! verification runs one at a time per account and [`AuditLogRouter::verifications_at_once`]
+//! (2) in all, each within [`AuditLogRouter::verify_time_limit`] (60 s). No answer may be
+//! cached (`Cache-Control: no-store`).
 //!
 //! ```
 //! use audit_store::query::{Access, AuditLogRouter};
@@ -112,6 +115,10 @@ pub const DEFAULT_PAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_EXPORTS_PER_ACCOUNT: usize = 2;
 /// The default of [`AuditLogRouter::statement_timeout`].
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default of [`AuditLogRouter::verifications_at_once`].
+pub const DEFAULT_VERIFICATIONS_AT_ONCE: usize = 2;
+/// The default of [`AuditLogRouter::verify_time_limit`].
+pub const DEFAULT_VERIFY_TIME_LIMIT: Duration = Duration::from_secs(60);
 /// What a page's answer holds besides its records, at most: the envelope and two cursors.
 const ENVELOPE_BYTES: usize = 2048;
 
@@ -173,6 +180,10 @@ struct Shared<S> {
     page_bytes: usize,
     statement_timeout: Option<Duration>,
     exports: Exports,
+    /// Verifications running, per account (one each) and in all.
+    verifying: Exports,
+    verifications: Arc<tokio::sync::Semaphore>,
+    verify_time_limit: Option<Duration>,
     categories: ProductCategories,
 }
 
@@ -190,6 +201,9 @@ impl<S: ChainedStore> AuditLogRouter<S> {
                 page_bytes: DEFAULT_PAGE_BYTES,
                 statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
                 exports: Exports::new(DEFAULT_EXPORTS_PER_ACCOUNT),
+                verifying: Exports::new(1),
+                verifications: Arc::new(tokio::sync::Semaphore::new(DEFAULT_VERIFICATIONS_AT_ONCE)),
+                verify_time_limit: Some(DEFAULT_VERIFY_TIME_LIMIT),
                 categories: ProductCategories::new(),
             },
             prefix: String::new(),
@@ -307,6 +321,42 @@ impl<S: ChainedStore> AuditLogRouter<S> {
         self
     }
 
+    /// How many verifications (`…/verify`) may run at once, of all accounts together; one
+    /// account runs one at a time. Beyond, a 429 says to wait. A verification reads every
+    /// link of its range, holding a database connection while it does: this bound keeps
+    /// them from taking the connections every other read needs. Defaults to 2
+    /// ([`DEFAULT_VERIFICATIONS_AT_ONCE`]).
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .verifications_at_once(1);
+    /// # let _ = router; }
+    /// ```
+    pub fn verifications_at_once(mut self, verifications: usize) -> Self {
+        self.shared.verifications = Arc::new(tokio::sync::Semaphore::new(verifications));
+        self
+    }
+
+    /// How long one verification may run (`None`: no limit); past it, the answer is a 422
+    /// that says to verify a shorter range. Verifying a whole chain (no `since`/`before`)
+    /// reads all of the account's retained records. Defaults to 60 s
+    /// ([`DEFAULT_VERIFY_TIME_LIMIT`]).
+    ///
+    /// ```
+    /// # use audit_store::query::{Access, AuditLogRouter};
+    /// # use std::time::Duration;
+    /// # fn run(store: audit_store::SqliteStore) {
+    /// let router = AuditLogRouter::new(store, |_: &http::request::Parts, _: &str| Access::Allowed)
+    ///     .verify_time_limit(Some(Duration::from_secs(300)));
+    /// # let _ = router; }
+    /// ```
+    pub fn verify_time_limit(mut self, limit: Option<Duration>) -> Self {
+        self.shared.verify_time_limit = limit;
+        self
+    }
+
     /// What the verify endpoint trusts. Defaults, for a chained store, to the store's own
     /// keys (signatures and seals); give one with older public keys after a key rotation.
     pub fn verifier(mut self, verifier: Verifier) -> Self {
@@ -385,8 +435,25 @@ impl<S: ChainedStore> AuditLogRouter<S> {
             Some(viewer) => viewer.routes(router, &base),
             None => router,
         };
-        router.with_state(shared)
+        router
+            .layer(axum::middleware::map_response(private_answer))
+            .with_state(shared)
     }
+}
+
+/// Every answer of the router holds records or speaks of them (errors included): none is
+/// kept by a browser's cache (readable there after the session ended) or a shared one, nor
+/// sniffed as another type. The viewer's page and assets, which hold no records, say
+/// `no-cache` themselves and keep it.
+async fn private_answer(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// An error in the original API's envelope.
@@ -655,6 +722,21 @@ async fn verify<S: ChainedStore>(
             "this audit log is not chained: tamper evidence is not enabled on its store",
         );
     };
+    let busy = |message: &str| {
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, 10429, message);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        response
+    };
+    let Some(_running) = shared.verifying.enter(&account_id) else {
+        return busy(
+            "a verification of this account's audit log is already running: wait for its answer",
+        );
+    };
+    let Ok(_permit) = Arc::clone(&shared.verifications).try_acquire_owned() else {
+        return busy("too many audit log verifications at once: try again shortly");
+    };
     let external = match &shared.external {
         None => Vec::new(),
         Some(source) => match source.checkpoints(Some(&account_id)).await {
@@ -669,7 +751,24 @@ async fn verify<S: ChainedStore>(
             }
         },
     };
-    match crate::verify::verify(&shared.store, verifier, &account_id, span, &external).await {
+    let verified = crate::verify::verify(&shared.store, verifier, &account_id, span, &external);
+    let verified = match shared.verify_time_limit {
+        None => verified.await,
+        Some(limit) => match tokio::time::timeout(limit, verified).await {
+            Ok(verified) => verified,
+            Err(_) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    10422,
+                    &format!(
+                        "the verification stopped at its time limit of {limit:?}: verify a \
+                         shorter range with 'since' and 'before'"
+                    ),
+                );
+            }
+        },
+    };
+    match verified {
         Ok(report) => match serde_json::to_string(&report) {
             Ok(report) => json_response(format!(
                 r#"{{"success":true,"errors":[],"messages":[],"result":{report}}}"#

@@ -950,6 +950,7 @@ pub(crate) struct Reply {
     pub(crate) status: http::StatusCode,
     /// The `Content-Type` (empty when there is none).
     pub(crate) content_type: String,
+    pub(crate) headers: http::HeaderMap,
     pub(crate) body: bytes::Bytes,
 }
 
@@ -990,10 +991,12 @@ pub(crate) async fn get(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let headers = response.headers().clone();
     let body = response.into_body().collect().await?.to_bytes();
     Ok(Reply {
         status,
         content_type,
+        headers,
         body,
     })
 }

@@ -111,8 +111,14 @@ impl FileDestination {
             .append(true)
             .create(true)
             .open(&self.path)?;
-        file.write_all(lines)?;
-        file.sync_data()
+        let before = file.metadata()?.len();
+        let written = file.write_all(lines).and_then(|()| file.sync_data());
+        if written.is_err() {
+            // A batch half written (the disk filled) is cut off again, so that the retry
+            // starts on a line of its own rather than after a broken one.
+            let _ = file.set_len(before);
+        }
+        written
     }
 
     /// The active file.

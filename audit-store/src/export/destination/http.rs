@@ -248,8 +248,13 @@ impl HttpDestination {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let hint = if status.is_redirection() {
+            " (redirects are not followed: configure the URL it redirects to)"
+        } else {
+            ""
+        };
         Err(DeliveryError::new(format!(
-            "the HTTP destination {} answered {status}",
+            "the HTTP destination {} answered {status}{hint}",
             self.endpoint
         ))
         .retry_after(retry_after))
@@ -279,6 +284,10 @@ fn client(tls: Option<&TlsConfig>) -> Result<reqwest::Client, crate::export::Exp
     };
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
+        // A redirect is never followed: a 301/302/303 would turn the POST into a GET without
+        // its body (and a 2xx to that would count as delivered), and a 307/308 would resend
+        // the signed records to whatever host, scheme or address the answer names.
+        .redirect(reqwest::redirect::Policy::none())
         .tls_backend_preconfigured(config)
         .build()
         .map_err(|e| E::new(format!("cannot build the HTTP client: {}", e.without_url())))

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use rustls::pki_types::ServerName;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
@@ -26,8 +27,10 @@ use crate::export::tls::{TlsConfig, describe as describe_tls};
 /// severity: 6 (informational). The message is the record's line in the job's format. A
 /// batch is delivered once every message is written to the connection: TCP syslog has no
 /// acknowledgement, so a collector that crashes with messages in its buffers loses them (as
-/// for every TCP syslog sender). A failed write drops the connection; the next attempt
-/// connects again and sends the whole batch.
+/// for every TCP syslog sender). The connection is kept between batches; one the collector
+/// closed meanwhile (a restart, an idle timeout) is noticed before the next batch, which
+/// goes on a new one. A failed write drops the connection; the next attempt connects again
+/// and sends the whole batch.
 ///
 /// With [`tls`](Self::tls) the connection is TLS (RFC 5425, the same octet-counted frames),
 /// the collector's certificate checked against the configuration's certificate authorities
@@ -80,6 +83,30 @@ enum Connection {
 }
 
 impl Connection {
+    /// Whether the collector closed or reset the connection since the last batch. It never
+    /// sends anything, so a read that completes at once is an end of stream or an error;
+    /// one that would wait means the connection is open. The read does not wait. Over TLS
+    /// it takes the records the collector sent (session tickets), which yield no data.
+    ///
+    /// Without this check the first batch after a collector restart would be written into
+    /// the dead connection's send buffer, counted as delivered, and lost.
+    fn closed_by_peer(&mut self) -> bool {
+        let mut buf = [0u8; 512];
+        // Bounded: a collector that does send something is not read for ever.
+        for _ in 0..64 {
+            let read = match self {
+                Self::Plain(stream) => stream.read(&mut buf).now_or_never(),
+                Self::Tls(stream) => stream.read(&mut buf).now_or_never(),
+            };
+            match read {
+                None => return false,
+                Some(Ok(0) | Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+        false
+    }
+
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Self::Plain(stream) => {
@@ -253,6 +280,9 @@ impl SyslogDestination {
 
     async fn send(&self, frames: &[u8]) -> Result<(), DeliveryError> {
         let mut connection = self.connection.lock().await;
+        if connection.as_mut().is_some_and(Connection::closed_by_peer) {
+            *connection = None;
+        }
         if connection.is_none() {
             *connection = Some(self.connect().await?);
         }
@@ -290,6 +320,45 @@ impl Destination for SyslogDestination {
 mod tests {
     use super::*;
     use crate::export::Format;
+
+    fn batch(lines: &str) -> EncodedBatch {
+        EncodedBatch {
+            job: "j".into(),
+            account_id: "a".into(),
+            idempotency_key: "k".into(),
+            first: (0, uuid::Uuid::nil()),
+            last: (0, uuid::Uuid::nil()),
+            records: 1,
+            format: Format::Ndjson,
+            lines: format!("{lines}\n"),
+            positions: vec![(0, uuid::Uuid::nil())],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_after_the_collector_closed_the_connection_goes_on_a_new_one() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let destination = SyslogDestination::new(&address).unwrap();
+
+        destination.deliver(&batch("{\"n\":1}")).await.unwrap();
+        let (mut first, _) = listener.accept().await.unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = first.read(&mut got).await.unwrap();
+        assert!(String::from_utf8_lossy(&got[..n]).contains("{\"n\":1}"));
+        // The collector restarts: its end of the connection is closed.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        destination.deliver(&batch("{\"n\":2}")).await.unwrap();
+        let (mut second, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the second batch comes on a new connection")
+            .unwrap();
+        let n = second.read(&mut got).await.unwrap();
+        assert!(String::from_utf8_lossy(&got[..n]).contains("{\"n\":2}"));
+    }
 
     #[test]
     fn each_record_is_one_octet_counted_rfc_5424_message() {
