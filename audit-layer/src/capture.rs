@@ -185,8 +185,9 @@ impl ResponseCopy {
         }
     }
 
-    pub(crate) fn is_over_limit(&self) -> bool {
-        self.over_limit
+    /// Whether more of the body would be kept: it is recorded, and not past the limit.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.limit.is_some() && !self.over_limit
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {

@@ -3,24 +3,47 @@
 //! `X-Forwarded-For` and `Forwarded` are written by whoever sends the request, so they are
 //! believed only when the socket peer is a configured trusted proxy. The chain is then read from
 //! the right (the hop closest to us) and the first address that is not itself a trusted proxy is
-//! the client. `Forwarded` (RFC 7239) is preferred over `X-Forwarded-For` when both are present.
+//! the client. Only the header the proxies write ([`ForwardingHeader`]) is read: a proxy appends
+//! to its own header and passes the other through as the client sent it, so reading the other
+//! would let a client name its own address.
 
 use std::net::{IpAddr, SocketAddr};
 
 use http::{Extensions, HeaderMap};
 use ipnet::IpNet;
 
+/// Which header the trusted proxies write the client's address in (see
+/// [`AuditLayer::forwarding_header`](crate::AuditLayer::forwarding_header)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardingHeader {
+    /// `X-Forwarded-For`, as nginx, HAProxy, Envoy, Caddy, Traefik and the cloud load
+    /// balancers write it. The default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), its `for=` parameters.
+    Forwarded,
+}
+
 /// The proxies whose forwarding headers are believed.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ForwardingHeader,
 }
 
 impl TrustedProxies {
     pub(crate) fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
         Self {
             nets: nets.into_iter().collect(),
+            header: ForwardingHeader::default(),
         }
+    }
+
+    /// The same proxies, writing `header`.
+    pub(crate) fn writing(mut self, header: ForwardingHeader) -> Self {
+        self.header = header;
+        self
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -40,7 +63,7 @@ impl TrustedProxies {
         if self.nets.is_empty() || !self.trusts(peer) {
             return Some(peer);
         }
-        let mut hops = forwarded_for(headers);
+        let mut hops = forwarded_for(headers, self.header);
         // Right to left: skip our own proxies; the first other address is the client. An
         // unparseable hop ends the walk at the last trusted address: it cannot be verified.
         let mut client = peer;
@@ -79,13 +102,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The forwarded-for chain, left (original client) to right (nearest proxy). `None` marks a
-/// hop that is not an IP address (`unknown`, an obfuscated identifier, garbage).
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<_> = headers.get_all(http::header::FORWARDED).iter().collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .into_iter()
+/// The forwarded-for chain of `header`, left (original client) to right (nearest proxy).
+/// `None` marks a hop that is not an IP address (`unknown`, an obfuscated identifier,
+/// garbage).
+fn forwarded_for(headers: &HeaderMap, header: ForwardingHeader) -> Vec<Option<IpAddr>> {
+    match header {
+        ForwardingHeader::Forwarded => headers
+            .get_all(http::header::FORWARDED)
+            .iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .map(|element| {
                 element
@@ -96,14 +120,14 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                     })
                     .and_then(parse_forwarded_node)
             })
-            .collect();
+            .collect(),
+        ForwardingHeader::XForwardedFor => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(|hop| parse_node(hop.trim()))
+            .collect(),
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .map(|hop| parse_node(hop.trim()))
-        .collect()
 }
 
 /// A `for=` node of RFC 7239: `192.0.2.43`, `"[2001:db8::1]:4711"`, `"192.0.2.43:47011"`.
@@ -167,25 +191,58 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_preferred_and_parsed_per_rfc_7239() {
+    fn only_the_header_the_proxies_write_is_read() {
+        // The proxy appends to X-Forwarded-For and passes on the client's own `Forwarded`.
         let pairs = [
-            ("x-forwarded-for", "9.9.9.9"),
-            (
-                "forwarded",
-                r#"for="[2001:db8::1]:4711";proto=https, for=10.2.2.2"#,
-            ),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
         ];
-        assert_eq!(client("::1", &pairs), Some(ip("2001:db8::1")));
+        assert_eq!(client("10.0.0.1", &pairs), Some(ip("198.51.100.7")));
+        // A proxy that writes `Forwarded`: the client's own X-Forwarded-For is not read.
+        let rfc_7239 = proxies().writing(ForwardingHeader::Forwarded);
+        let pairs = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=198.51.100.7"),
+        ];
+        assert_eq!(
+            rfc_7239.client_ip(Some(ip("10.0.0.1")), &headers(&pairs)),
+            Some(ip("198.51.100.7"))
+        );
+        // Neither header of the kind read: the proxy itself.
+        let pairs = [("x-forwarded-for", "6.6.6.6")];
+        assert_eq!(
+            rfc_7239.client_ip(Some(ip("10.0.0.1")), &headers(&pairs)),
+            Some(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn forwarded_is_parsed_per_rfc_7239() {
+        let rfc_7239 = proxies().writing(ForwardingHeader::Forwarded);
+        let pairs = [(
+            "forwarded",
+            r#"for="[2001:db8::1]:4711";proto=https, for=10.2.2.2"#,
+        )];
+        assert_eq!(
+            rfc_7239.client_ip(Some(ip("::1")), &headers(&pairs)),
+            Some(ip("2001:db8::1"))
+        );
         let pairs = [("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")];
-        assert_eq!(client("10.0.0.1", &pairs), Some(ip("192.0.2.60")));
+        assert_eq!(
+            rfc_7239.client_ip(Some(ip("10.0.0.1")), &headers(&pairs)),
+            Some(ip("192.0.2.60"))
+        );
+        let pairs = [("forwarded", "for=unknown")];
+        assert_eq!(
+            rfc_7239.client_ip(Some(ip("10.0.0.1")), &headers(&pairs)),
+            Some(ip("10.0.0.1"))
+        );
     }
 
     #[test]
     fn an_unverifiable_hop_stops_at_the_last_trusted_address() {
         let pairs = [("x-forwarded-for", "1.1.1.1, garbage, 10.3.3.3")];
         assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.3.3.3")));
-        let pairs = [("forwarded", "for=unknown")];
-        assert_eq!(client("10.0.0.1", &pairs), Some(ip("10.0.0.1")));
     }
 
     #[test]

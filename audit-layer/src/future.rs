@@ -481,7 +481,8 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
     }
 
     /// Reads the held body into `frames`, copying data for the record, until it ends or passes
-    /// the body limit. A body that fails is recorded as abandoned.
+    /// the body limit; a body the record does not keep is not read at all. A body that fails
+    /// is recorded as abandoned.
     fn poll_read(&mut self, guard: &mut AuditGuard, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let Some(inner) = self.body.as_mut() else {
@@ -491,7 +492,10 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
                 self.body = None;
                 return Poll::Ready(());
             }
-            if guard.get_mut().is_some_and(|c| c.response.is_over_limit()) {
+            // Nothing more to keep (the body is not recorded, or past the limit): the rest
+            // streams after the commit. Reading on would hold a download, or a stream that
+            // never ends, in memory.
+            if !guard.get_mut().is_some_and(|c| c.response.wants_more()) {
                 return Poll::Ready(());
             }
             match ready!(poll_watched(guard, |cx| inner.as_mut().poll_frame(cx), cx)) {

@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use crate::ahead::{BodyBudget, DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 use crate::capture::RecordLimits;
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{ForwardingHeader, TrustedProxies};
 use crate::coalesce::{Coalescing, Rules};
 use crate::config::Config;
 use crate::correlation;
@@ -103,6 +103,7 @@ impl AuditLayer {
                 body_budget: Arc::new(BodyBudget::new(DEFAULT_BODY_BUDGET)),
                 detached: Arc::new(Detached::new(DEFAULT_DETACHED_TIMEOUT)),
                 trusted_proxies: TrustedProxies::default(),
+                forwarding_header: ForwardingHeader::default(),
                 request_id_header: DEFAULT_REQUEST_ID_HEADER,
                 strict: false,
                 record_limits: RecordLimits::default(),
@@ -231,12 +232,35 @@ impl AuditLayer {
         self
     }
 
-    /// The proxies whose `Forwarded` and `X-Forwarded-For` headers, and whose
-    /// [request id](Self::request_id_header), are believed. Defaults to none: the client IP is
-    /// the socket peer's (see [the client address](crate#the-client-address)), and every trace
-    /// id is generated.
+    /// The proxies whose forwarding header ([`forwarding_header`](Self::forwarding_header))
+    /// and whose [request id](Self::request_id_header) are believed. Defaults to none: the
+    /// client IP is the socket peer's (see [the client address](crate#the-client-address)),
+    /// and every trace id is generated.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
-        Arc::make_mut(&mut self.config).trusted_proxies = TrustedProxies::new(proxies);
+        let config = Arc::make_mut(&mut self.config);
+        let header = config.forwarding_header;
+        config.trusted_proxies = TrustedProxies::new(proxies).writing(header);
+        self
+    }
+
+    /// The header the [trusted proxies](Self::trusted_proxies) write the client's address in:
+    /// only that one is read. Defaults to [`ForwardingHeader::XForwardedFor`]. A proxy appends
+    /// to its own header and passes any other on as the client sent it, so a layer that read
+    /// both would record whatever address a client claimed.
+    ///
+    /// ```
+    /// use audit_layer::{AuditLayer, AuditPolicy, ForwardingHeader};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = AuditLayer::new(AuditPolicy::builder().build()?)
+    ///     .trusted_proxies(["10.0.0.0/8".parse()?])
+    ///     .forwarding_header(ForwardingHeader::Forwarded);
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    pub fn forwarding_header(mut self, header: ForwardingHeader) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.forwarding_header = header;
+        config.trusted_proxies = std::mem::take(&mut config.trusted_proxies).writing(header);
         self
     }
 

@@ -181,6 +181,13 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Behind a proxy, the peer is the proxy. Name your proxies with
+//! [`trusted_proxies`](AuditLayer::trusted_proxies): for a request from one of them the
+//! client is the nearest address in the forwarding header that is not a trusted proxy. Only
+//! the header your proxies write is read, `X-Forwarded-For` unless
+//! [`forwarding_header`](AuditLayer::forwarding_header) says `Forwarded`: a proxy passes the
+//! other header on as the client wrote it.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -219,6 +226,7 @@ mod tests;
 
 pub use ahead::{DEFAULT_BODY_BUDGET, DEFAULT_BODY_READ_TIMEOUT};
 pub use body::{AuditBody, AuditRequestBody};
+pub use client_ip::ForwardingHeader;
 pub use coalesce::{
     DEFAULT_FAILED_AUTH_RATE, DEFAULT_FAILED_AUTH_SOURCES, DEFAULT_FAILED_AUTH_WINDOW,
 };

@@ -744,6 +744,47 @@ async fn strict_mode_releases_the_response_only_after_the_commit() {
     assert_eq!(recorded_response(&record), Some(json!({})));
 }
 
+/// A download of 64 MiB in 64 KiB frames, then a stream that never ends (an SSE feed).
+struct Download {
+    frames_left: usize,
+}
+
+impl http_body::Body for Download {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.frames_left == 0 {
+            return std::task::Poll::Pending;
+        }
+        self.frames_left -= 1;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))))
+    }
+}
+
+#[tokio::test]
+async fn strict_mode_releases_a_response_whose_body_it_does_not_record_at_once() {
+    let sink = CommitSink::default();
+    sink.release.notify_one();
+    let download = service_fn(|_: Req| async {
+        Ok::<_, BoxError>(Response::new(Download { frames_left: 1024 }))
+    });
+    let svc = audited(strict_layer(&sink), download);
+    // A view's response body is not recorded: nothing of it is read before the commit.
+    let response = tokio::time::timeout(WAIT, svc.oneshot(get(POLICY_PATH)))
+        .await
+        .expect("the response is released without reading its body")
+        .expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(sink.records.len(), 1, "committed before the release");
+    let mut body = response.into_body();
+    let frame = body.frame().await.expect("a frame").expect("data");
+    assert_eq!(frame.data_ref().map(Bytes::len), Some(64 * 1024));
+}
+
 #[tokio::test]
 async fn strict_mode_fails_closed_before_the_handler_when_the_store_is_unavailable() {
     let sink = CommitSink::default();

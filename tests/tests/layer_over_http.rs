@@ -967,6 +967,27 @@ async fn a_trusted_proxy_forwarded_for_is_the_client_ip() {
     assert_eq!(json["actor"]["ip_address"], "203.0.113.7");
 }
 
+/// The proxy appends to X-Forwarded-For and passes the client's own `Forwarded` on: the
+/// client cannot name its address with it.
+#[tokio::test]
+async fn a_client_forwarded_header_behind_an_x_forwarded_for_proxy_is_not_read() {
+    let app = spawn_app(|layer| layer.trusted_proxies(["127.0.0.0/8".parse().unwrap()])).await;
+    let response = app
+        .send(
+            Method::GET,
+            "/user",
+            &[
+                ("forwarded", "for=6.6.6.6"),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let json = only_record(&app.sink).await;
+    assert_eq!(json["actor"]["ip_address"], "203.0.113.7");
+}
+
 #[tokio::test]
 async fn forwarding_headers_are_ignored_without_trusted_proxies() {
     let app = spawn_app(|layer| layer).await;
@@ -988,7 +1009,12 @@ async fn forwarding_headers_are_ignored_without_trusted_proxies() {
 
 #[tokio::test]
 async fn a_trusted_proxy_rfc7239_forwarded_ipv6_is_the_client_ip() {
-    let app = spawn_app(|layer| layer.trusted_proxies(["127.0.0.0/8".parse().unwrap()])).await;
+    let app = spawn_app(|layer| {
+        layer
+            .trusted_proxies(["127.0.0.0/8".parse().unwrap()])
+            .forwarding_header(audit_layer::ForwardingHeader::Forwarded)
+    })
+    .await;
     let response = app
         .send(
             Method::GET,
