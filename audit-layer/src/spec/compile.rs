@@ -336,7 +336,31 @@ impl<'d> Compiler<'d> {
     }
 
     /// Compiles one schema. `marked`: the property holding this value is marked auditable.
+    ///
+    /// A schema that describes a secret (`writeOnly`, `format: password`) keeps nothing: one
+    /// marked itself is refused by [`forbid_secret`], and one whose `$ref` or `allOf` parts
+    /// are marked (a reusable auditable type given to a password field) is refused here.
     fn schema(
+        &mut self,
+        schema: &'d Value,
+        ptr: &str,
+        marked: bool,
+        depth: usize,
+    ) -> Result<NodeId, PolicyError> {
+        let id = self.schema_parts(schema, ptr, marked, depth)?;
+        if is_secret(schema) && !matches!(self.arena.get(id), Node::Drop) {
+            return Err(spec_error(
+                ptr,
+                "this field is a secret (writeOnly or format: password), but the schemas it \
+                 is made of ($ref, allOf) are marked x-auditable: secrets are never auditable; \
+                 give it a schema that is not marked",
+            ));
+        }
+        Ok(id)
+    }
+
+    /// [`schema`](Self::schema) without the secret check.
+    fn schema_parts(
         &mut self,
         schema: &'d Value,
         ptr: &str,
@@ -588,6 +612,12 @@ fn mark(value: &Value, ptr: &str) -> Result<bool, PolicyError> {
             "x-auditable must be true or false",
         )),
     }
+}
+
+/// Whether a schema describes a secret: `writeOnly`, or `format: password`.
+fn is_secret(schema: &Value) -> bool {
+    schema.get("writeOnly") == Some(&Value::Bool(true))
+        || schema.get("format").and_then(Value::as_str) == Some("password")
 }
 
 /// A marked value that is a secret by its own description is a spec error.

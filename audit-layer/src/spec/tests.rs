@@ -298,6 +298,31 @@ fn spec_errors_name_the_pointer_and_the_fix() {
         compile_err(write_only)
             .contains("/schema/properties/key: x-auditable is set on a writeOnly field")
     );
+    // A reusable auditable type given to a secret field, by `$ref` with a `writeOnly`
+    // sibling (3.1) or through `allOf` with `format: password`: refused too.
+    let text = json!({"Text": {"type": "string", "x-auditable": true}});
+    let by_ref = doc_with(
+        json!({"type": "object", "properties": {"password": {"$ref": "#/components/schemas/Text", "writeOnly": true}}}),
+        text.clone(),
+    );
+    assert!(compile_err(by_ref).contains(
+        "/schema/properties/password: this field is a secret (writeOnly or format: password)"
+    ));
+    let by_all_of = doc_with(
+        json!({"type": "object", "properties": {"password": {"allOf": [{"$ref": "#/components/schemas/Text"}], "format": "password"}}}),
+        text.clone(),
+    );
+    assert!(compile_err(by_all_of).contains("/properties/password: this field is a secret"));
+    // A secret field with an unmarked schema compiles, and is dropped.
+    let unmarked = doc_with(
+        json!({"type": "object", "properties": {"password": {"type": "string", "writeOnly": true}, "name": {"$ref": "#/components/schemas/Text"}}}),
+        text,
+    );
+    let policy = compile(unmarked);
+    assert_eq!(
+        redact(&policy, json!({"password": "hunter2", "name": "n"})),
+        r#"{"name":"n"}"#
+    );
     let dangling = doc_with(json!({"$ref": "#/components/schemas/Missing"}), json!({}));
     assert!(
         compile_err(dangling).contains("/schema: dangling $ref \"#/components/schemas/Missing\"")
