@@ -434,6 +434,8 @@ pub(crate) struct Held<RB> {
     body: Option<Pin<Box<RB>>>,
     frames: VecDeque<Frame<Bytes>>,
     commit: Option<Commit>,
+    /// The body failed while it was read ahead: what was read of it is not released.
+    failed: bool,
 }
 
 impl<RB: Body<Data = Bytes>> Held<RB> {
@@ -444,6 +446,7 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
             body: Some(Box::pin(body)),
             frames: VecDeque::new(),
             commit: None,
+            failed: false,
         }
     }
 
@@ -474,6 +477,13 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
         if let Err(e) = committed {
             tracing::error!(target: "audit", "strict mode: {e}; answering 503");
             let refusal = layer_response(Refusal::Unavailable, AuditGuard::none(), ray_id.take());
+            return Poll::Ready(refusal);
+        }
+        if self.failed {
+            // Its head is not sent yet: a 500 rather than the part read, which would end as
+            // if it were whole (outside strict mode the connection is cut instead).
+            tracing::error!(target: "audit", "strict mode: the response body failed before it was released; answering 500");
+            let refusal = layer_response(Refusal::BodyFailed, AuditGuard::none(), ray_id.take());
             return Poll::Ready(refusal);
         }
         let body = AuditBody::replay(std::mem::take(&mut self.frames), self.body.take());
@@ -507,6 +517,8 @@ impl<RB: Body<Data = Bytes>> Held<RB> {
                 }
                 Some(Err(_)) => {
                     self.body = None;
+                    self.frames.clear();
+                    self.failed = true;
                     guard.finish(Ending::Abandoned);
                     return Poll::Ready(());
                 }
@@ -532,6 +544,8 @@ pub(crate) enum Refusal {
     OverBudget,
     /// Strict mode, and the sink cannot store records: `503`.
     Unavailable,
+    /// Strict mode, and the handler's response body failed before it was released: `500`.
+    BodyFailed,
 }
 
 impl Refusal {
@@ -541,6 +555,7 @@ impl Refusal {
             Self::Incomplete => StatusCode::BAD_REQUEST,
             Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
             Self::OverBudget | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyFailed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -551,6 +566,7 @@ impl Refusal {
             Self::TimedOut => "request body timed out",
             Self::OverBudget => "server busy: too many request bodies in flight",
             Self::Unavailable => "audit log unavailable",
+            Self::BodyFailed => "response body failed",
         }
     }
 }

@@ -272,7 +272,9 @@ impl AuditLayer {
     /// reports it cannot store records ([`is_available`](crate::AuditSink::is_available)), the
     /// request is answered `503 Service Unavailable` before the handler runs, and if the
     /// commit fails after the handler ran, the client gets a `503` instead of the response.
-    /// The response body is held (up to the body limit) until the commit.
+    /// A response body the record keeps is held (up to the body limit) until the commit; one
+    /// it does not keep is not read before the release. A body that fails while it is held
+    /// is answered `500` (its head was not sent yet) rather than cut short.
     pub fn strict(mut self, strict: bool) -> Self {
         Arc::make_mut(&mut self.config).strict = strict;
         self

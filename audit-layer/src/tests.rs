@@ -785,6 +785,48 @@ async fn strict_mode_releases_a_response_whose_body_it_does_not_record_at_once()
     assert_eq!(frame.data_ref().map(Bytes::len), Some(64 * 1024));
 }
 
+/// A response body that yields one frame and then fails.
+struct Failing {
+    sent: bool,
+}
+
+impl http_body::Body for Failing {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("backend gone"))));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{\"name\":")))))
+    }
+}
+
+#[tokio::test]
+async fn strict_mode_answers_500_for_a_held_body_that_fails_rather_than_cut_it_short() {
+    let sink = CommitSink::default();
+    sink.release.notify_one();
+    let failing = service_fn(|_: Req| async {
+        let mut response = Response::new(Failing { sent: false });
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        Ok::<_, BoxError>(response)
+    });
+    let svc = audited(strict_layer(&sink), failing);
+    // A PUT's response body is recorded, so it is held until the commit.
+    let response = tokio::time::timeout(WAIT, svc.oneshot(put("{}")))
+        .await
+        .expect("answered")
+        .expect("served");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body_of(response).await, "response body failed");
+}
+
 #[tokio::test]
 async fn strict_mode_fails_closed_before_the_handler_when_the_store_is_unavailable() {
     let sink = CommitSink::default();
