@@ -147,6 +147,19 @@ where
         Self::new(State::Calling { future }, guard, ray_id, detach)
     }
 
+    /// An exchange the policy does not audit: dropped, its handler is dropped too (nothing
+    /// to finish for a record).
+    pub(crate) fn passing(future: S::Future) -> Self {
+        Self {
+            state: State::Calling {
+                future: Box::pin(future),
+            },
+            guard: AuditGuard::none(),
+            ray_id: None,
+            detach: None,
+        }
+    }
+
     pub(crate) fn reading(
         read: ReadFuture,
         service: S,
@@ -218,7 +231,12 @@ where
                     call_with_body(&mut this.guard, outcome, service, parts)
                 }
                 State::Calling { future } => {
+                    // Taken while the handler is polled: one that panics (and a layer outside
+                    // catches it) is dropped with this future, never run on detached and
+                    // polled again.
+                    let detach = this.detach.take();
                     let polled = poll_watched(&mut this.guard, |cx| future.as_mut().poll(cx), cx);
+                    this.detach = detach;
                     let result = ready!(polled);
                     this.state = State::Done;
                     match result {

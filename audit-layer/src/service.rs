@@ -90,13 +90,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let detach = Detach::new::<ResBody, S::Error>(&self.config);
         let plan = plan_for(&self.config, &req);
         if plan.as_ref().is_some_and(|p| !p.audited) {
             let req = req.map(AuditRequestBody::streaming);
-            let future = self.inner.call(req);
-            return ResponseFuture::calling(future, AuditGuard::none(), None, detach);
+            return ResponseFuture::passing(self.inner.call(req));
         }
+        let detach = Detach::new::<ResBody, S::Error>(&self.config);
         let Begun {
             mut guard,
             ray_id,

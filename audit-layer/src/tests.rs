@@ -270,6 +270,75 @@ async fn a_handler_whose_client_left_finishes_and_is_recorded_with_its_outcome()
 }
 
 #[tokio::test]
+async fn an_unaudited_handler_whose_client_left_is_dropped_not_finished() {
+    let sink = MemorySink::new();
+    let ran_to_end = Arc::new(AtomicBool::new(false));
+    let svc = audited(
+        layer(&sink),
+        service_fn({
+            let ran_to_end = Arc::clone(&ran_to_end);
+            move |_req: Req| {
+                let ran_to_end = Arc::clone(&ran_to_end);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    ran_to_end.store(true, Ordering::SeqCst);
+                    Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                }
+            }
+        }),
+    );
+    // `/healthz` is not audited: nothing to finish for a record, and no work to multiply by
+    // asking and leaving.
+    let call = svc.oneshot(get("/healthz"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), call)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ran_to_end.load(Ordering::SeqCst));
+    assert!(sink.is_empty());
+}
+
+#[tokio::test]
+async fn a_handler_that_panicked_is_not_polled_again_when_its_future_is_dropped() {
+    let sink = MemorySink::new();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let svc = audited(
+        layer(&sink),
+        service_fn({
+            let polls = Arc::clone(&polls);
+            move |_req: Req| {
+                let polls = Arc::clone(&polls);
+                std::future::poll_fn(move |_| {
+                    polls.fetch_add(1, Ordering::SeqCst);
+                    panic!("handler bug");
+                    #[allow(unreachable_code)]
+                    std::task::Poll::Ready(Ok::<_, Infallible>(
+                        Response::new(Empty::<Bytes>::new()),
+                    ))
+                })
+            }
+        }),
+    );
+    // As a panic-catching layer outside does: the panic is caught, then the future dropped.
+    let mut call = Box::pin(svc.oneshot(put("{}")));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        for _ in 0..100 {
+            if call.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+        }
+    }));
+    assert!(caught.is_err(), "the handler panicked");
+    drop(call);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once, never again");
+}
+
+#[tokio::test]
 async fn the_flush_handle_waits_for_handlers_whose_clients_left() {
     let sink = MemorySink::new();
     let layer = layer(&sink);
