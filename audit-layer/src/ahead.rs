@@ -2,10 +2,12 @@
 //! and what bounds them: the body limit, a time limit for the whole body to arrive, and one
 //! byte budget shared by every request of a layer.
 //!
-//! The budget is charged before any byte is held: a body's declared `Content-Length` is
-//! reserved whole when reading starts, and a body without one is charged as its buffer grows.
-//! When the budget cannot cover a body, the request is refused (`503`) before the handler
-//! runs; the charge is returned as soon as the body is handed to the handler, or refused.
+//! The budget is charged with what is held, as it arrives: a body's buffer is charged before
+//! it grows. A declared `Content-Length` is not charged ahead: a client would otherwise hold
+//! the budget with requests that promise a megabyte and send nothing, shutting out every
+//! audited write for the read timeout at no cost. When the budget cannot cover a body, the
+//! request is refused (`503`) before the handler runs; the charge is returned as soon as the
+//! body is handed to the handler, or refused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -134,11 +136,6 @@ where
             budget: bounds.budget,
             bytes: 0,
         };
-        if let Some(declared) = bounds.declared
-            && !charge.cover(declared)
-        {
-            return BodyRead::OverBudget(charge.budget.limit());
-        }
         let timeout = bounds.timeout;
         let mut read = std::pin::pin!(collect(body, bounds.limit, bounds.declared, &mut charge));
         // Most bodies are whole at the first poll: they need no timer.
@@ -190,7 +187,10 @@ where
             continue;
         }
         if let Some(first) = first.take() {
-            joined.reserve(declared.unwrap_or(0).max(len));
+            // Room for what is here and as much again, up to the declared length: the buffer
+            // (and its charge) grows with what arrives, never ahead of it by more than double.
+            let room = declared.map_or(len * 2, |declared| declared.clamp(len, len * 2));
+            joined.reserve(room);
             joined.extend_from_slice(&first);
         }
         if !charge.cover(joined.capacity().max(len)) {
@@ -273,22 +273,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_declared_length_beyond_the_budget_is_refused_before_any_byte_is_read() {
+    async fn a_declared_length_is_not_charged_before_its_bytes_arrive() {
         let budget = Arc::new(BodyBudget::new(1000));
+        // Bodies that declare 1,000 bytes and send nothing hold nothing of the budget.
+        let mut stalled = Vec::new();
+        for _ in 0..5 {
+            let (tx, body) = chunks();
+            stalled.push((
+                tx,
+                tokio::spawn(read_ahead(body, bounds(&budget, Some(1000)))),
+            ));
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(budget.held(), 0);
+        let body = Full::new(Bytes::from_static(b"{}"));
+        let outcome = read_ahead(body, bounds(&budget, Some(2))).await;
+        assert!(
+            matches!(outcome, BodyRead::Complete(..)),
+            "a real body is read"
+        );
+        // What does arrive is charged: 600 bytes held, another 600 do not fit.
         let (held_tx, held) = chunks();
-        // One body holds 600 bytes of the budget while it waits for the rest.
-        let holding = tokio::spawn(read_ahead(held, bounds(&budget, Some(600))));
+        let holding = tokio::spawn(read_ahead(held, bounds(&budget, Some(1000))));
         held_tx
-            .send(Ok(Frame::data(Bytes::from(vec![b'x'; 100]))))
+            .send(Ok(Frame::data(Bytes::from(vec![b'x'; 600]))))
             .await
             .ok();
-        tokio::task::yield_now().await;
-        let (_tx, second) = chunks();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(budget.held(), 600);
+        let second = Full::new(Bytes::from(vec![b'y'; 600]));
         let outcome = read_ahead(second, bounds(&budget, Some(600))).await;
         assert!(matches!(outcome, BodyRead::OverBudget(1000)));
-        assert_eq!(budget.held(), 600, "the refused body charged nothing");
+        assert_eq!(budget.held(), 600, "the refused body's charge is returned");
         drop(held_tx);
         let _ = holding.await;
+        drop(stalled);
         assert_eq!(budget.held(), 0);
     }
 

@@ -398,8 +398,8 @@ impl RequestBody {
             Self::OverBudget(budget) => Some(marker(
                 "_truncated",
                 format!(
-                    "the request body was not read: the audit budget of {budget} bytes for \
-                     bodies read ahead of handlers was spent"
+                    "the request body was not read whole: the audit budget of {budget} bytes \
+                     for bodies read ahead of handlers was spent"
                 ),
             )),
         }

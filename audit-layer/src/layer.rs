@@ -206,8 +206,9 @@ impl AuditLayer {
     /// requests of this layer together. Defaults to 32 MiB
     /// ([`DEFAULT_BODY_BUDGET`](crate::DEFAULT_BODY_BUDGET)).
     ///
-    /// A body's declared `Content-Length` is charged whole when the layer starts reading it (a
-    /// body without one, as it arrives); the charge is returned when the body is handed to the
+    /// A body is charged with what it holds, as it arrives (never its declared
+    /// `Content-Length` ahead of its bytes: requests that declare a megabyte and send nothing
+    /// would hold the budget for free); the charge is returned when the body is handed to the
     /// handler, or refused. A request whose body the budget cannot cover is answered
     /// `503 Service Unavailable` (with `Retry-After: 1`) without running the handler, and
     /// recorded as a failure with a `_truncated` marker. See [Bounds](crate#bounds).

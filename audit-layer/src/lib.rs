@@ -93,7 +93,7 @@
 //! |---|---|---|
 //! | a request body read ahead of the handler (operations that record bodies) | the [body limit](AuditLayer::body_limit), 1 MiB | `413`, recorded |
 //! | the time it may take to arrive whole | the [read timeout](AuditLayer::body_read_timeout), 10 s from when reading starts | `408`, recorded |
-//! | the bytes all such bodies hold at once | the [budget](AuditLayer::body_budget), 32 MiB per layer: a declared `Content-Length` is charged whole when reading starts, other bodies as they grow; returned when the body reaches the handler | `503` with `Retry-After: 1`, recorded |
+//! | the bytes all such bodies hold at once | the [budget](AuditLayer::body_budget), 32 MiB per layer: each body charged with what it holds, as it arrives (not its declared length ahead of its bytes); returned when the body reaches the handler | `503` with `Retry-After: 1`, recorded |
 //! | records of failed authentication (`401`/`403`, no actor known) | [10](AuditLayer::failed_auth_rate) per source IP, account and [60 s window](AuditLayer::failed_auth_window), kept one by one | counted into one `summary` record per source, account and window |
 //! | the table of open windows | [10,000](AuditLayer::failed_auth_sources) (source, account) pairs, as many sources | counted by source alone, then in one window for everyone |
 //! | a handler whose client left | the [detached timeout](AuditLayer::detached_timeout), 30 s | dropped, recorded `499` |

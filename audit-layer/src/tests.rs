@@ -586,7 +586,7 @@ fn put_streamed() -> (ChunkSender, Request<Chunks>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let req = Request::put(POLICY_PATH)
-        .header("content-length", "100")
+        .header("content-length", "200")
         .body(body)
         .expect("valid request");
     (tx, req)
@@ -630,16 +630,25 @@ async fn a_body_that_stalls_before_its_end_is_answered_408_and_recorded() {
 async fn bodies_beyond_the_shared_budget_are_answered_503_and_recorded() {
     let sink = MemorySink::new();
     let svc = audited(
-        layer(&sink).body_budget(150),
+        layer(&sink).body_budget(250),
         service_fn(|_req: Request<AuditRequestBody<StreamBody<_>>>| async {
             Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
         }),
     );
-    // The first body holds 100 of the 150 bytes while it waits for its end.
+    // The first body holds 100 of the 250 bytes (what it sent of the 200 it declared) while
+    // it waits for its end; the second sends 160.
     let (first_tx, first) = put_streamed();
     let first = tokio::spawn(svc.clone().oneshot(first));
+    first_tx
+        .send(Ok(Frame::data(Bytes::from_static(&[b' '; 100]))))
+        .await
+        .expect("sent");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let (_second_tx, second) = put_streamed();
+    let (second_tx, second) = put_streamed();
+    second_tx
+        .send(Ok(Frame::data(Bytes::from_static(&[b' '; 160]))))
+        .await
+        .expect("sent");
     let response = svc.clone().oneshot(second).await.expect("served");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
@@ -656,7 +665,7 @@ async fn bodies_beyond_the_shared_budget_are_answered_503_and_recorded() {
     assert_eq!(
         recorded_request(&record),
         Some(
-            json!({"_truncated": "the request body was not read: the audit budget of 150 bytes for bodies read ahead of handlers was spent"})
+            json!({"_truncated": "the request body was not read whole: the audit budget of 250 bytes for bodies read ahead of handlers was spent"})
         )
     );
     // Once the first body arrives, its bytes go back to the budget.
@@ -669,10 +678,12 @@ async fn bodies_beyond_the_shared_budget_are_answered_503_and_recorded() {
     assert_eq!(response.status(), StatusCode::OK);
     drop(response);
     let (third_tx, third) = put_streamed();
-    third_tx
-        .send(Ok(Frame::data(Bytes::from_static(&[b' '; 100]))))
-        .await
-        .expect("sent");
+    for _ in 0..2 {
+        third_tx
+            .send(Ok(Frame::data(Bytes::from_static(&[b' '; 100]))))
+            .await
+            .expect("sent");
+    }
     drop(third_tx);
     let response = svc.oneshot(third).await.expect("served");
     assert_eq!(response.status(), StatusCode::OK, "the budget was returned");
