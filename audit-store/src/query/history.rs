@@ -161,20 +161,26 @@ pub(super) async fn history<S: ChainedStore>(
         _ => None,
     };
 
-    let mut entries = Vec::with_capacity(records.len());
-    let mut state = prior;
-    let in_time_order: Box<dyn Iterator<Item = &(PageRow, Value)>> = match query.direction {
-        Direction::Asc => Box::new(records.iter()),
-        Direction::Desc => Box::new(records.iter().rev()),
+    // Built within a bound of work: each entry holds the resource's whole value before and
+    // after, which PATCHes merged one into the next can make far larger than any record.
+    let work_limit = budget.saturating_mul(2);
+    let mut considered = records.len();
+    let mut prior = prior;
+    let mut entries = loop {
+        let (built, cut) = build(&records[..considered], query.direction, prior, work_limit);
+        if !cut {
+            break built;
+        }
+        more = true;
+        if query.direction == Direction::Asc {
+            // Built in the page's order: the first entries are the page.
+            break built;
+        }
+        // Newest first, built from the oldest: keep the newer half, starting from the value
+        // after the write just before it (as for a page's first write).
+        considered = (considered / 2).max(1);
+        prior = values(&records[considered].1, None).after.filter(small);
     };
-    for (row, record) in in_time_order {
-        let values = values(record, state.take());
-        state.clone_from(&values.after);
-        entries.push((row, entry(&row.record, &values), values.source));
-    }
-    if query.direction == Direction::Desc {
-        entries.reverse();
-    }
     let mut size = 0;
     let mut kept = 0;
     for (_, text, _) in &entries {
@@ -200,6 +206,48 @@ pub(super) async fn history<S: ChainedStore>(
         cursor,
         status,
     )
+}
+
+/// The largest value carried from one write to the next (JSON text); a larger one is not
+/// carried, and the next write's value before it is unknown.
+const MAX_STATE_BYTES: usize = 256 * 1024;
+
+/// Whether a value is small enough to carry to the next write.
+fn small(value: &Value) -> bool {
+    serde_json::to_string(value).is_ok_and(|text| text.len() <= MAX_STATE_BYTES)
+}
+
+/// The entries of `records` (in the page's order), each write's value before it being the
+/// value after the one before, from `prior` on; cut short (`true`) once their text passes
+/// `limit` bytes, with at least one built. Cut short, they are the oldest: in the page's order
+/// for `Asc`, in time order for `Desc`.
+fn build(
+    records: &[(PageRow, Value)],
+    direction: Direction,
+    prior: Option<Value>,
+    limit: usize,
+) -> (Vec<(&PageRow, String, Source)>, bool) {
+    let mut entries = Vec::with_capacity(records.len());
+    let mut state = prior;
+    let mut size = 0usize;
+    let in_time_order: Box<dyn Iterator<Item = &(PageRow, Value)>> = match direction {
+        Direction::Asc => Box::new(records.iter()),
+        Direction::Desc => Box::new(records.iter().rev()),
+    };
+    for (row, record) in in_time_order {
+        let values = values(record, state.take());
+        state = values.after.clone().filter(small);
+        let text = entry(&row.record, &values);
+        size = size.saturating_add(text.len());
+        if !entries.is_empty() && size > limit {
+            return (entries, true);
+        }
+        entries.push((row, text, values.source));
+    }
+    if direction == Direction::Desc {
+        entries.reverse();
+    }
+    (entries, false)
 }
 
 /// The filters of a resource's writes: its type and id, successful, not a view.
@@ -374,6 +422,53 @@ mod tests {
     fn write(kind: &str, method: &str, request: Value, response: Value) -> Value {
         json!({"action": {"type": kind}, "raw": {"method": method},
                "resource": {"request": request, "response": response}})
+    }
+
+    /// `n` PATCHes of one resource, each adding an 8 KiB label (a free-form object): the
+    /// value carried from write to write grows by 8 KiB each.
+    fn growing_patches(n: usize) -> Vec<(PageRow, Value)> {
+        (0..n)
+            .map(|i| {
+                let record = write(
+                    "update",
+                    "PATCH",
+                    json!({"labels": {format!("k{i}"): "x".repeat(8 * 1024)}}),
+                    Value::Null,
+                );
+                let row = PageRow {
+                    time_ms: i as i64,
+                    id: uuid::Uuid::now_v7(),
+                    record: record.to_string(),
+                };
+                (row, record)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_value_carried_between_writes_and_the_work_of_a_page_are_bounded() {
+        let records = growing_patches(200);
+        // Unbounded, entry i would hold 2 x 8 KiB x i: 320 MiB for the page.
+        let (entries, cut) = build(&records, Direction::Asc, None, usize::MAX);
+        assert!(!cut);
+        let largest = entries.iter().map(|(_, text, _)| text.len()).max().unwrap();
+        assert!(
+            largest < 3 * MAX_STATE_BYTES,
+            "an entry holds at most about two carried values and their patch: {largest}"
+        );
+        // Within a work limit: cut after the entry that passes it, in the page's order.
+        let limit = 4 * 1024 * 1024;
+        let (entries, cut) = build(&records, Direction::Asc, None, limit);
+        assert!(cut);
+        let size: usize = entries.iter().map(|(_, text, _)| text.len()).sum();
+        assert!(size <= limit, "{size}");
+        assert_eq!(entries[0].0.time_ms, 0, "the oldest first");
+        // A page newest first: what is built before the cut is its oldest, in time order.
+        let newest_first: Vec<_> = records.into_iter().rev().collect();
+        let (entries, cut) = build(&newest_first, Direction::Desc, None, limit);
+        assert!(cut);
+        assert_eq!(entries[0].0.time_ms, 0);
+        assert!(entries.windows(2).all(|w| w[0].0.time_ms < w[1].0.time_ms));
     }
 
     #[test]
