@@ -38,6 +38,9 @@ pub(crate) enum RequestBody {
     TimedOut(std::time::Duration),
     /// The byte budget for bodies read ahead of handlers (of this many bytes) was spent.
     OverBudget(usize),
+    /// Of a media type the operation describes but does not record (not JSON: an upload):
+    /// not read ahead, streamed to the handler.
+    NotRecorded,
 }
 
 /// The parts of a record known when the request arrives.
@@ -380,6 +383,7 @@ impl RequestBody {
             Self::Complete(bytes) => plan
                 .and_then(|p| p.request.redact(content_type, &bytes))
                 .map(into_body),
+            Self::NotRecorded => Some(into_body(crate::redact::not_recorded())),
             Self::OverLimit(limit) => Some(marker(
                 "_truncated",
                 format!("the request body exceeded the audit body limit of {limit} bytes"),

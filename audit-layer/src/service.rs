@@ -220,6 +220,15 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         && level.is_some_and(|level| level >= AuditLevel::Request);
     let records_response =
         records_bodies && level.is_some_and(|level| level >= AuditLevel::RequestResponse);
+    // A body of a media type the operation describes but does not record (an upload) is not
+    // read ahead: the record says what it was without it, and it streams to the handler
+    // whatever its size.
+    let content_type = req.headers().get(http::header::CONTENT_TYPE);
+    let unrecorded = records_bodies && plan.as_ref().is_some_and(|p| p.request.skips(content_type));
+    let empty = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
 
     let handle = AuditHandle::for_request(ray_id);
     req.extensions_mut().insert(handle.clone());
@@ -245,7 +254,11 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         method,
         action,
         handle,
-        request: RequestBody::NotCaptured,
+        request: if unrecorded && !empty {
+            RequestBody::NotRecorded
+        } else {
+            RequestBody::NotCaptured
+        },
         response_type: None,
         status: None,
         header_identity: None,
@@ -261,7 +274,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
     Begun {
         guard: AuditGuard::new(capture),
         ray_id: ray_id_header,
-        reads_body: records_bodies,
+        reads_body: records_bodies && !unrecorded,
     }
 }
 

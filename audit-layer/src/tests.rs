@@ -690,6 +690,72 @@ async fn bodies_beyond_the_shared_budget_are_answered_503_and_recorded() {
 }
 
 #[tokio::test]
+async fn an_upload_of_a_media_type_not_recorded_streams_to_the_handler_whatever_its_size() {
+    let document = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/accounts/{account_id}/files": {"post": {
+            "summary": "Upload a file",
+            "requestBody": {"content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "name": {"type": "string", "x-auditable": true}}}}
+            }},
+            "responses": {"200": {"description": "ok"}}
+        }}}
+    });
+    let served = |sink: &MemorySink| {
+        let policy = crate::spec::OpenApiDocument::from_value(document.clone())
+            .compile()
+            .expect("valid document");
+        audited(
+            AuditLayer::new(policy).sink(sink.clone()).body_limit(1024),
+            echo(Arc::default()),
+        )
+    };
+    let sink = MemorySink::new();
+    let svc = served(&sink);
+    // Twice the body limit: read ahead it would be refused 413.
+    let upload = Bytes::from(vec![7u8; 2048]);
+    let req = Request::post("/accounts/acc_1/files")
+        .header("content-type", "application/octet-stream")
+        .header("content-length", "2048")
+        .body(Full::new(upload.clone()))
+        .expect("valid request");
+    let response = svc.oneshot(req).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+        upload,
+        "the handler got the whole upload"
+    );
+    let record = only_record(&sink).await;
+    assert_eq!(
+        recorded_request(&record),
+        Some(json!({"_unparsed": "bodies of this content type are not recorded"}))
+    );
+    // A JSON body of the same operation is still read and redacted.
+    let sink = MemorySink::new();
+    let svc = served(&sink);
+    let req = Request::post("/accounts/acc_1/files")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"name":"a","secret":"s"}"#,
+        )))
+        .expect("valid request");
+    let response = svc.oneshot(req).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    let record = only_record(&sink).await;
+    assert_eq!(recorded_request(&record), Some(json!({"name": "a"})));
+}
+
+#[tokio::test]
 async fn undescribed_requests_still_produce_a_metadata_record() {
     let sink = MemorySink::new();
     let svc = audited(layer(&sink), echo(Arc::default()));

@@ -231,17 +231,49 @@ impl ContentPlans {
         })
     }
 
+    /// Whether a body of `content_type` is one whose bodies are not recorded (a described
+    /// media type that is not JSON: an upload): its record says so without reading it.
+    pub(crate) fn skips(&self, content_type: Option<&HeaderValue>) -> bool {
+        // The common case first, as in `redact_typed`: an exact, described media type.
+        let Some(content_type) = content_type.map(HeaderValue::as_bytes) else {
+            return false;
+        };
+        if let Some(((_, plan), _)) = self
+            .entries
+            .iter()
+            .zip(&self.exact)
+            .find(|((media, _), exact)| **exact && media.as_bytes() == content_type)
+        {
+            return plan.is_none();
+        }
+        let Some(essence) = essence(content_type) else {
+            return false;
+        };
+        self.entries
+            .iter()
+            .zip(&self.lowercase)
+            .find(|((media, _), lowercase)| {
+                **lowercase && **media == *essence || is_lowercase_of(media, essence)
+            })
+            .is_some_and(|((_, plan), _)| plan.is_none())
+    }
+
     /// The body by the plan of its media type (`None` for one whose bodies are not recorded).
     #[inline]
     fn redact_by(plan: Option<&RedactionPlan>, body: &[u8]) -> RecordedBody {
         match plan {
-            None => marker("_unparsed", "bodies of this content type are not recorded"),
+            None => not_recorded(),
             Some(plan) => match plan.redact_json(body) {
                 Ok(kept) => raw(kept),
                 Err(e) => marker("_unparsed", &e.to_string()),
             },
         }
     }
+}
+
+/// The marker of a body whose media type is described but not JSON.
+pub(crate) fn not_recorded() -> RecordedBody {
+    marker("_unparsed", "bodies of this content type are not recorded")
 }
 
 /// The media type of a `Content-Type` value: the text before any parameters, trimmed; `None`
