@@ -440,6 +440,12 @@
       }
     } catch (error) {
       if (mine !== generation) return;
+      if (error.status === 429) {
+        // Another check of this account runs (an earlier view's): try again once it is done.
+        node.textContent = 'Checking the chain for this range… (waiting for another check)';
+        setTimeout(() => { if (mine === generation) loadIntegrity(); }, 2000);
+        return;
+      }
       node.textContent = error.status === 501
         ? 'This log is not chained: tamper evidence is not enabled.'
         : 'Cannot verify the chain: ' + error.message;
