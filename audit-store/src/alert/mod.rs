@@ -350,6 +350,14 @@ fn event(notification: &Notification) -> AuditRecord {
 
 impl Destination for Alerts {
     async fn deliver(&self, batch: &EncodedBatch) -> Result<(), DeliveryError> {
+        if batch.format != crate::export::Format::Ndjson {
+            // The rules read stored records: another format would match nothing, silently.
+            return Err(DeliveryError::new(format!(
+                "alert rules read the records as stored: build the alerts' export job with \
+                 Format::Ndjson, not {:?}",
+                batch.format
+            )));
+        }
         self.count(batch);
         loop {
             let next = {
@@ -476,6 +484,15 @@ rules:
         let fired = fired(&alerts);
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert_eq!(fired[0].0, "acc_b");
+    }
+
+    #[tokio::test]
+    async fn a_batch_in_another_format_than_ndjson_is_refused_with_the_fix() {
+        let alerts = alerts();
+        let mut logpush = batch("acc_a", "l1", &[]);
+        logpush.format = Format::Logpush;
+        let refused = alerts.deliver(&logpush).await.expect_err("not read");
+        assert!(refused.to_string().contains("Format::Ndjson"), "{refused}");
     }
 
     #[test]
