@@ -434,15 +434,19 @@ impl<S: Destination> PipelineBuilder<S> {
             None => (None, None),
         };
         if let Some(mark) = crashed {
-            let lost = mark.in_memory + mark.arrivals;
+            // The mark is a file anyone with the spool directory can write: its numbers are
+            // read as hints, never trusted to be in range.
+            let lost = mark.in_memory.saturating_add(mark.arrivals);
+            let noted_ms = mark.noted_ms.clamp(0, crate::time::now_ms());
             tracing::error!(target: "audit_store", lost, "the last audit pipeline stopped without shutting down; a gap record reports what it held in memory");
             if lost > 0 {
-                let last = mark.noted_ms + i64::try_from(MARK_INTERVAL.as_millis()).unwrap_or(0);
+                let last =
+                    noted_ms.saturating_add(i64::try_from(MARK_INTERVAL.as_millis()).unwrap_or(0));
                 shared
                     .gaps
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .note_unattributed(lost, mark.noted_ms, last);
+                    .note_unattributed(lost, noted_ms, last);
             }
             Counters::add(&shared.counters.unclean_restarts, 1);
         }

@@ -150,7 +150,7 @@ impl Spool {
     ) -> Result<Self> {
         let dir = dir.into();
         let scan_dir = dir.clone();
-        let (segments, next_seq) = blocking(&dir, move || scan(&scan_dir)).await??;
+        let (segments, next_seq) = blocking(&dir, move || scan(&scan_dir, budget_bytes)).await??;
         let used_bytes = segments.values().sum();
         Ok(Self {
             dir,
@@ -323,7 +323,11 @@ impl Spool {
         let path = self.segment_path(seq);
         let read_path = path.clone();
         let key = self.key.clone();
-        blocking(&path, move || read_segment(&read_path, seq, key.as_ref())).await?
+        let max_bytes = self.budget_bytes;
+        blocking(&path, move || {
+            read_segment(&read_path, seq, key.as_ref(), max_bytes)
+        })
+        .await?
     }
 
     /// Deletes a replayed segment (after its records were committed). Removing a segment
@@ -388,9 +392,36 @@ fn parse_seq(name: &str, suffix: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The largest segment sequence number a spool takes as its own: one a batch, it would take
+/// millennia to reach. A file named with a larger one (which would exhaust the numbering) is
+/// moved aside.
+const MAX_SEQ: u64 = 1 << 48;
+
+/// The suffix a segment that cannot be replayed is renamed with: out of the spool, kept for
+/// whoever investigates.
+const UNREADABLE_SUFFIX: &str = ".unreadable";
+
+/// Moves a segment that can never be replayed out of the spool (renamed with
+/// [`UNREADABLE_SUFFIX`]), or removes it if it cannot be renamed, so that replay goes on
+/// past it.
+fn set_aside(path: &Path, why: &str) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(UNREADABLE_SUFFIX);
+    let moved = fs::rename(path, &aside).is_ok() || fs::remove_file(path).is_ok();
+    tracing::error!(
+        target: "audit_store",
+        path = %path.display(),
+        why,
+        moved,
+        "spool segment that cannot be replayed: set aside, its records counted as lost"
+    );
+}
+
 /// Opens the directory: creates it, lists its segments, deletes leftover temp files and
-/// checks that it is writable. Returns the segments and the next sequence number.
-fn scan(dir: &Path) -> Result<(BTreeMap<u64, u64>, u64)> {
+/// checks that it is writable. Returns the segments and the next sequence number. An entry
+/// named like a segment that is not a regular file, is larger than the whole spool's
+/// `budget_bytes`, or has an impossible number is set aside: none of the spool's own.
+fn scan(dir: &Path, budget_bytes: u64) -> Result<(BTreeMap<u64, u64>, u64)> {
     crate::private_files::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
     let mut segments = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(|e| spool_error(dir, e))? {
@@ -401,11 +432,16 @@ fn scan(dir: &Path) -> Result<(BTreeMap<u64, u64>, u64)> {
             continue;
         };
         if let Some(seq) = parse_seq(name, SEGMENT_SUFFIX) {
-            let meta = fs::metadata(&path).map_err(|e| spool_error(&path, e))?;
-            if meta.is_file() {
-                segments.insert(seq, meta.len());
+            // Not followed: a link is not one of the spool's files.
+            let meta = fs::symlink_metadata(&path).map_err(|e| spool_error(&path, e))?;
+            if !meta.is_file() {
+                set_aside(&path, "not a regular file");
+            } else if meta.len() > budget_bytes {
+                set_aside(&path, "larger than the whole spool's budget");
+            } else if seq > MAX_SEQ {
+                set_aside(&path, "its sequence number is not one the spool gives");
             } else {
-                tracing::warn!(path = %path.display(), "ignoring a spool entry that is not a file");
+                segments.insert(seq, meta.len());
             }
         } else if parse_seq(name, TEMP_SUFFIX).is_some() {
             match fs::remove_file(&path) {
@@ -491,8 +527,17 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Reads segment `seq`'s records, skipping (and logging) damaged lines and, with `key`, lines
 /// without a valid MAC; a vanished file has none. Returns the records and how many lines were
 /// refused.
-fn read_segment(path: &Path, seq: u64, key: Option<&SealKey>) -> Result<(Vec<String>, u64)> {
-    let bytes = match fs::read(path) {
+///
+/// A segment that can never be read (not a regular file any more, larger than `max_bytes`,
+/// the spool's budget, or refused by the file system's permissions) is set aside and counts
+/// as one refused record: replay goes on past it rather than stop at it for ever.
+fn read_segment(
+    path: &Path,
+    seq: u64,
+    key: Option<&SealKey>,
+    max_bytes: u64,
+) -> Result<(Vec<String>, u64)> {
+    let bytes = match read_capped(path, max_bytes) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::warn!(
@@ -500,6 +545,17 @@ fn read_segment(path: &Path, seq: u64, key: Option<&SealKey>) -> Result<(Vec<Str
                 "spool segment vanished before replay; nothing to replay from it"
             );
             return Ok((Vec::new(), 0));
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied
+                    | io::ErrorKind::IsADirectory
+                    | io::ErrorKind::InvalidData
+            ) =>
+        {
+            set_aside(path, &e.to_string());
+            return Ok((Vec::new(), 1));
         }
         Err(e) => return Err(spool_error(path, e)),
     };
@@ -567,6 +623,32 @@ fn read_segment(path: &Path, seq: u64, key: Option<&SealKey>) -> Result<(Vec<Str
         }
     }
     Ok((records, skipped))
+}
+
+/// The bytes of a segment file: a regular file (checked before it is opened, so that a FIFO
+/// put in its place cannot block the read, and again on the open file), of at most
+/// `max_bytes`. `InvalidData` for anything else.
+fn read_capped(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    if !fs::symlink_metadata(path)?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    if meta.len() > max_bytes {
+        return Err(invalid("larger than the whole spool's budget"));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(invalid("larger than the whole spool's budget"));
+    }
+    Ok(bytes)
 }
 
 /// The record text of an authenticated line of segment `seq` (`<MAC in hex> <JSON>`), if its
@@ -906,6 +988,56 @@ mod tests {
         }
         assert!(spool.is_empty());
         assert_eq!(spool.used_bytes(), 0);
+        Ok(())
+    }
+
+    /// Whatever stands where a segment should, replay goes on past it: a directory, a FIFO
+    /// (which would block a read for ever), a file larger than the whole spool (sparse), a
+    /// number that would exhaust the numbering. Each is set aside and counted.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_segment_that_cannot_be_replayed_is_set_aside_and_replay_goes_on() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let budget = 1 << 20;
+        {
+            let mut spool = Spool::open(tmp.path(), budget, None).await?;
+            for n in 0..4 {
+                spool.append(&batch(n..n + 1)).await?;
+            }
+        }
+        // Before the spool opens: a sparse file far over the budget, and a huge number.
+        fs::File::create(tmp.path().join(seg(1)))?.set_len(1 << 40)?;
+        fs::write(tmp.path().join(seg(u64::MAX - 1)), record(9))?;
+        let mut spool = Spool::open(tmp.path(), budget, None).await?;
+        assert!(spool.used_bytes() < budget, "{}", spool.used_bytes());
+        // After it opened: a directory and a FIFO in place of two segments.
+        fs::remove_file(tmp.path().join(seg(0)))?;
+        fs::create_dir(tmp.path().join(seg(0)))?;
+        fs::remove_file(tmp.path().join(seg(2)))?;
+        let status = std::process::Command::new("mkfifo")
+            .arg(tmp.path().join(seg(2)))
+            .status()?;
+        assert!(status.success());
+
+        let mut replayed = Vec::new();
+        let mut rejected = 0;
+        while let Some(oldest) = spool.oldest_batch(1, budget).await? {
+            replayed.extend(oldest.records);
+            rejected += oldest.rejected;
+            for id in oldest.ids {
+                spool.remove(id).await?;
+            }
+        }
+        assert_eq!(replayed, batch(3..4), "the readable segment is replayed");
+        assert_eq!(rejected, 2, "the directory and the FIFO");
+        assert!(spool.is_empty());
+        // The spool still stores, numbered after what it took as its own.
+        assert_eq!(spool.append(&batch(5..6)).await?, Appended::Stored);
+        let aside = fs::read_dir(tmp.path())?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(UNREADABLE_SUFFIX))
+            .count();
+        assert_eq!(aside, 4, "set aside, not deleted");
         Ok(())
     }
 
