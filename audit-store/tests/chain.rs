@@ -231,7 +231,8 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
 }
 
 /// The cases: each tampers with its own account's chain of 50 records, checkpointed at 40.
-const TAMPERED: [&str; 11] = [
+const TAMPERED: [&str; 12] = [
+    "t-unlinked",
     "t-body",
     "t-column",
     "t-delete",
@@ -294,6 +295,15 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
         new_id(Uuid::now_v7())
     ))
     .await?;
+    // A forged record inserted with no link at all (no sequence number, hash or seal): the
+    // chain's scans never read it, but the log serves it.
+    one(format!(
+        "INSERT INTO audit_logs (id, {copy_columns}, record) \
+         SELECT {}, {copy_columns}, replace(record, 'page me', 'forged') FROM audit_logs \
+         WHERE account_id = 't-unlinked' AND chain_seq = 50",
+        new_id(Uuid::now_v7())
+    ))
+    .await?;
     // Two records swapped.
     one("UPDATE audit_logs SET chain_seq = CASE chain_seq WHEN 5 THEN 6 ELSE 5 END WHERE account_id = 't-swap' AND chain_seq IN (5, 6)".into()).await?;
     // Record 20 deleted and every later one renumbered to close the gap.
@@ -332,7 +342,8 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
     ))
     .await?;
 
-    let expected: [(&str, i64, BreakKind); 11] = [
+    let expected: [(&str, i64, BreakKind); 12] = [
+        ("t-unlinked", 0, BreakKind::Unlinked),
         ("t-body", 17, BreakKind::Modified),
         ("t-column", 12, BreakKind::Modified),
         ("t-delete", 23, BreakKind::Missing),
@@ -354,7 +365,8 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
     }
     // Without the secret, the breaks are still found and located; a swap or an unlinked
     // forgery reads as a modification.
-    let public: [(&str, Option<(i64, BreakKind)>); 6] = [
+    let public: [(&str, Option<(i64, BreakKind)>); 7] = [
+        ("t-unlinked", Some((0, BreakKind::Unlinked))),
         ("t-body", Some((17, BreakKind::Modified))),
         ("t-delete", Some((23, BreakKind::Missing))),
         ("t-swap", Some((5, BreakKind::Modified))),
@@ -373,8 +385,19 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
             None => assert!(report.ok, "{report:?}"),
         }
     }
-    // The untampered remainder of the database still verifies: tampering is local.
+    // The untampered remainder of the database still verifies: tampering is local. A record
+    // older than its account's chain without a link (written before the store was chained)
+    // is not a break.
     fill(&store, Some("bystander"), 20, 20, BASE_MS).await?;
+    one(format!(
+        "INSERT INTO audit_logs (id, {copy_columns}, record) \
+         SELECT {}, {}, account_id, action_type, action_result, raw_ray_id, raw_method, \
+         raw_status_code, raw_uri, record FROM audit_logs \
+         WHERE account_id = 'bystander' AND chain_seq = 1",
+        new_id(Uuid::now_v7()),
+        BASE_MS - 60_000
+    ))
+    .await?;
     let bystander = check(&store, &keys().verifier(), "bystander").await?;
     assert!(bystander.broken.is_none(), "{bystander:?}");
     let all = check_all(&store, &keys().verifier(), &[]).await?;

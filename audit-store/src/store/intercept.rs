@@ -209,6 +209,14 @@ impl<S: ChainedStore, I: Interceptor> ChainedStore for Intercepted<S, I> {
         self.interceptor.chain_scan(&self.store, scope)
     }
 
+    async fn unlinked(&self, chain: &str, since_ms: i64, before_ms: i64) -> Result<u64> {
+        self.store.unlinked(chain, since_ms, before_ms).await
+    }
+
+    async fn chains_with_unlinked(&self) -> Result<Vec<String>> {
+        self.store.chains_with_unlinked().await
+    }
+
     async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.store.all_checkpoints().await
     }

@@ -168,6 +168,21 @@ pub trait ChainedStore: AuditStore {
     /// pool's connections until it ends. Dropping the stream stops it.
     fn chain_scan(&self, scope: ChainScope) -> LinkScan;
 
+    /// How many of `chain`'s records with a time in `[since_ms, before_ms)` carry no link
+    /// though they are no older than the chain's oldest linked record: rows written into the
+    /// table past the chain (a chained store links every record it writes), which
+    /// verification reports as [`BreakKind::Unlinked`](crate::verify::BreakKind::Unlinked).
+    fn unlinked(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The chains with any record that carries no link (of any time), read in one pass over
+    /// the table: where [`unlinked`](Self::unlinked) is worth asking.
+    fn chains_with_unlinked(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
     /// Every checkpoint and anchor stored, of every chain.
     fn all_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
 

@@ -288,6 +288,50 @@ where
         Ok(lo.zip(hi))
     }
 
+    /// How many of `chain`'s records in `[since_ms, before_ms)` carry no link (no sequence
+    /// number) though they are no older than its oldest linked record: written past the
+    /// chain, since a chained store links every record it writes. Records from before the
+    /// chain began (a store chained later) are older than its first link and not counted.
+    pub(super) async fn unlinked(&self, chain: &str, since_ms: i64, before_ms: i64) -> Result<u64> {
+        let logs = self.names.logs();
+        let first: Option<i64> = Self::of_chain(chain, |condition, _| {
+            format!("SELECT min(time_ms) FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL")
+        })
+        .fetch_one(self.pool)
+        .await?
+        .try_get(0)?;
+        let Some(first) = first else {
+            return Ok(0);
+        };
+        let row = Self::of_chain(chain, |condition, n| {
+            format!(
+                "SELECT count(*) FROM {logs} WHERE {condition} AND chain_seq IS NULL \
+                 AND time_ms >= {} AND time_ms < {}",
+                n.next(),
+                n.next()
+            )
+        })
+        .bind(since_ms.max(first))
+        .bind(before_ms)
+        .fetch_one(self.pool)
+        .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// The chains with any record that carries no link, in one pass over the table.
+    pub(super) async fn chains_with_unlinked(&self) -> Result<Vec<String>> {
+        let logs = self.names.logs();
+        let sql =
+            format!("SELECT DISTINCT COALESCE(account_id, '') FROM {logs} WHERE chain_seq IS NULL");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(Into::into))
+            .collect()
+    }
+
     pub(super) async fn chain_page(
         &self,
         chain: &str,
@@ -795,6 +839,14 @@ macro_rules! chained_reads {
             self.tables()
                 .chain_page(chain, span, after, direction, limit)
                 .await
+        }
+
+        async fn unlinked(&self, chain: &str, since_ms: i64, before_ms: i64) -> crate::Result<u64> {
+            self.tables().unlinked(chain, since_ms, before_ms).await
+        }
+
+        async fn chains_with_unlinked(&self) -> crate::Result<Vec<String>> {
+            self.tables().chains_with_unlinked().await
         }
 
         async fn all_checkpoints(&self) -> crate::Result<Vec<crate::model::Checkpoint>> {

@@ -84,6 +84,10 @@ pub enum BreakKind {
     /// The chain has records but no head row: it was deleted (the next write would start the
     /// chain over at 1).
     HeadMissing,
+    /// Records of the account carry no link at all (no sequence number, hash or seal) though
+    /// they are no older than its chain: rows written into the table past the chain, which
+    /// the log would serve as genuine. The break's `seq` is 0: they have none.
+    Unlinked,
 }
 
 impl BreakKind {
@@ -99,6 +103,7 @@ impl BreakKind {
             Self::BadCheckpoint => "bad_checkpoint",
             Self::CheckpointMismatch => "checkpoint_mismatch",
             Self::HeadMissing => "head_missing",
+            Self::Unlinked => "unlinked",
         }
     }
 }
@@ -261,7 +266,31 @@ pub async fn verify<S: ChainedStore>(
         let again = store.chain_head(chain).await?.map(|h| h.seq);
         check.head_looked_up(again);
     }
-    Ok(check.finish())
+    let (since_ms, before_ms) = (
+        span.since_ms.unwrap_or(i64::MIN),
+        span.before_ms.unwrap_or(i64::MAX),
+    );
+    let unlinked = store.unlinked(chain, since_ms, before_ms).await?;
+    Ok(with_unlinked(check.finish(), unlinked))
+}
+
+/// `report`, broken by `unlinked` records when it found nothing broken before them.
+fn with_unlinked(mut report: VerifyReport, unlinked: u64) -> VerifyReport {
+    if unlinked == 0 || report.broken.is_some() {
+        return report;
+    }
+    report.broken = Some(Break {
+        seq: 0,
+        kind: BreakKind::Unlinked,
+        detail: format!(
+            "{unlinked} record(s) of this account carry no chain link though they are no older \
+             than its chain: they were written into the table past the chain (the log serves \
+             them as genuine)"
+        ),
+    });
+    report.outcome = Outcome::Broken;
+    report.ok = false;
+    report
 }
 
 /// Verifies every chain of the store in one pass over its records in table order (one
@@ -359,7 +388,21 @@ pub async fn verify_all<S: ChainedStore>(
             check.head_looked_up(again.map(|h| h.seq));
         }
     }
-    let mut reports: Vec<VerifyReport> = checks.into_values().map(ChainCheck::finish).collect();
+    // Rows without a link are not in the scan: one more pass finds the chains that have any
+    // (none, as a rule), and those are counted precisely.
+    let unlinked_chains = store.chains_with_unlinked().await?;
+    let mut reports = Vec::with_capacity(checks.len());
+    for check in checks.into_values() {
+        let report = check.finish();
+        let unlinked = if unlinked_chains.contains(&report.account_id) {
+            store
+                .unlinked(&report.account_id, i64::MIN, i64::MAX)
+                .await?
+        } else {
+            0
+        };
+        reports.push(with_unlinked(report, unlinked));
+    }
     reports.sort_by(|a, b| a.account_id.cmp(&b.account_id));
     Ok(reports)
 }
