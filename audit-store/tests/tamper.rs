@@ -22,6 +22,7 @@ use common::*;
 
 backend_tests!(
     retention_refuses_a_prefix_whose_times_were_edited,
+    a_forged_anchor_does_not_stop_retention_unseen,
     retention_sends_its_anchor_to_the_checkpoint_sink,
     a_forged_spool_line_is_not_replayed,
     checkpoints_are_signed_at_start_up_and_after_n_records,
@@ -102,6 +103,34 @@ async fn retention_refuses_a_prefix_whose_times_were_edited<S: Chainable>(
         Err(StoreError::Tampered(refusal)) => assert_eq!(refusal.chain, "acc_demo"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    Ok(())
+}
+
+/// An anchor row nobody signed, claiming the chain starts far ahead, made retention skip
+/// the chain without a word. It is refused and reported now, and nothing is deleted under it.
+async fn a_forged_anchor_does_not_stop_retention_unseen<S: Chainable>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let store = fx.store.with_chain(keys());
+    fill(&store, "acc_anchor", 20, BASE_MS - 86_400_000).await?;
+    store.checkpoint(BASE_MS - 3_600_000).await?;
+    let forged = fx
+        .db
+        .exec(
+            "INSERT INTO audit_checkpoints (chain, seq, head, time_ms, kind, key_id, signature) \
+             SELECT chain, 1000000, head, time_ms, 'anchor', key_id, signature \
+             FROM audit_checkpoints WHERE chain = 'acc_anchor' AND kind = 'checkpoint'",
+        )
+        .await?;
+    assert_eq!(forged, 1);
+    let retention = store.retain(BASE_MS).await?;
+    assert_eq!(retention.refused.len(), 1, "{retention:?}");
+    assert_eq!(retention.refused[0].chain, "acc_anchor");
+    assert_eq!(
+        retention.deleted, 0,
+        "nothing deleted under a forged anchor"
+    );
+    assert!(retention.anchors.is_empty());
     Ok(())
 }
 

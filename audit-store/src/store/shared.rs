@@ -485,7 +485,15 @@ where
             refused: None,
         };
         let start = self.newest_anchor(chain).await?;
-        if start.as_ref().is_some_and(|a| a.seq >= last_pruned) || last_pruned == 0 {
+        // Nothing to prune past a valid anchor. An anchor row not signed by this store is no
+        // reason to stop quietly (a forged one with a huge sequence would halt retention of
+        // the chain unseen): the check below refuses it, and the refusal is reported.
+        let verifier = keys.verifier();
+        if last_pruned == 0
+            || start
+                .as_ref()
+                .is_some_and(|a| a.seq >= last_pruned && a.is_signed_for(&verifier))
+        {
             return Ok(pruned);
         }
         let hash = match self
