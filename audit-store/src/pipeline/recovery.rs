@@ -172,8 +172,23 @@ impl<S: Destination> Context<S> {
             // Held through the write only when it empties the spool.
             let mut held = oldest.all.then_some(guard);
             let mut rows = Vec::with_capacity(oldest.records.len());
+            // Older than the retention period: deleted already, or about to be. A segment
+            // copied out of the spool and put back after retention removed its records would
+            // otherwise chain them again, as new, after newer ones.
+            let retained_from = self
+                .retention
+                .filter(|_| self.store.keeps_records())
+                .map(|keep| {
+                    crate::time::now_ms()
+                        .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+                });
             for text in oldest.records {
                 match StoredRecord::from_json(text) {
+                    Ok(row) if retained_from.is_some_and(|from| row.time_ms < from) => {
+                        tracing::error!(target: "audit_store", id = %row.id, time_ms = row.time_ms, "a spooled record older than the retention period is not stored (a segment replayed after its records were deleted?), dropped");
+                        self.shared
+                            .drop_record(row.account_id.as_deref(), row.time_ms);
+                    }
                     Ok(row) => rows.push(row),
                     Err(e) => {
                         tracing::error!(target: "audit_store", "unreadable record in the audit spool, dropped: {e}");

@@ -584,6 +584,9 @@ pub(crate) fn spool_line_len(record: &AuditRecord) -> TestResult<u64> {
 /// A builder with test-speed timings: short flushes, quick retries and probes.
 pub(crate) fn fast<S: ChainedStore>(store: S) -> PipelineBuilder<S> {
     pipeline::builder(store)
+        // The tests' records are dated from `BASE_MS`, older than the default period by now:
+        // a test of retention sets its own.
+        .retention(None)
         .flush_interval(Duration::from_millis(5))
         .retry(3, Duration::from_millis(1), Duration::from_millis(4))
         .probe_interval(Duration::from_millis(10))
