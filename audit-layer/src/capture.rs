@@ -365,6 +365,7 @@ impl Capture {
             trace: capture.trace,
             service: capture.service,
         };
+        crate::record::cap_ids(&mut record);
         limits.fit(&mut record);
         record
     }

@@ -55,6 +55,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -63,10 +64,15 @@ use crate::context::AuditContext;
 use crate::escape;
 use crate::identity::Identity;
 use crate::record::{
-    Account, Action, ActionResult, ActionType, Actor, AuditRecord, InvalidRayId, Raw, Resource,
-    Timestamp, Token, Zone,
+    Account, Action, ActionResult, ActionType, Actor, AuditRecord, InvalidEventTime, InvalidRayId,
+    Raw, Resource, Timestamp, Token, Zone,
 };
 use crate::sink::{AuditSink, NotCommitted};
+
+/// How far back of now an event may be dated ([`AuditEvent::time`]).
+pub const MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 86_400);
+/// How far ahead of now an event may be dated ([`AuditEvent::time`]): clocks disagree a little.
+pub const MAX_EVENT_LEAD: Duration = Duration::from_secs(300);
 
 /// What an app emits events with: the layer's sink and record bounds. From
 /// [`AuditLayer::events`](crate::AuditLayer::events), or [`AuditEvents::new`] for a process
@@ -257,9 +263,28 @@ impl AuditEvent<'_> {
     }
 
     /// When it happened. Defaults to when the event was begun.
-    pub fn time(mut self, time: Timestamp) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// When `time` is more than [`MAX_EVENT_AGE`] (7 days) before now or more than
+    /// [`MAX_EVENT_LEAD`] (5 min) after it. An account's log is a chain in the order records
+    /// are written: a record far older than those before it reads as an edited time to
+    /// retention's check, and one far in the future sorts after everything to come.
+    pub fn time(mut self, time: Timestamp) -> Result<Self, InvalidEventTime> {
+        let now = Timestamp::now();
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let earliest = now.unix_millis().saturating_sub(millis(MAX_EVENT_AGE));
+        let latest = now.unix_millis().saturating_add(millis(MAX_EVENT_LEAD));
+        if !(earliest..=latest).contains(&time.unix_millis()) {
+            return Err(InvalidEventTime::new(
+                time,
+                now,
+                MAX_EVENT_AGE,
+                MAX_EVENT_LEAD,
+            ));
+        }
         self.record.action.time = time;
-        self
+        Ok(self)
     }
 
     /// `resource.scope`, e.g. `accounts` or `zones`.
@@ -299,10 +324,23 @@ impl AuditEvent<'_> {
         self
     }
 
-    /// `raw.uri`, for an event that stands for an exchange; without its query's secrets: it is
-    /// recorded as given (escaped and capped).
+    /// `raw.uri`, for an event that stands for an exchange. Its query is recorded as a
+    /// request's to an operation that declares no parameter: each `REDACTED=REDACTED`, so
+    /// that a token in it never reaches the record; the path is escaped and capped. A `uri`
+    /// that is not a URI reference keeps only what comes before its `?`.
     pub fn uri(mut self, uri: impl Into<String>) -> Self {
-        self.record.raw.uri = Some(uri.into());
+        let uri = uri.into();
+        let recorded = match uri.parse::<http::Uri>() {
+            Ok(parsed) => {
+                static NONE_AUDITABLE: std::sync::OnceLock<crate::redact::QueryPlan> =
+                    std::sync::OnceLock::new();
+                NONE_AUDITABLE
+                    .get_or_init(Default::default)
+                    .redact_uri(&parsed)
+            }
+            Err(_) => uri.split('?').next().unwrap_or_default().to_owned(),
+        };
+        self.record.raw.uri = Some(recorded);
         self
     }
 
@@ -366,6 +404,7 @@ impl AuditEvent<'_> {
             }
         }
         clean(&mut record, events.limits);
+        crate::record::cap_ids(&mut record);
         events.limits.fit(&mut record);
         record
     }
@@ -456,6 +495,85 @@ mod tests {
     fn events() -> (AuditEvents, MemorySink) {
         let sink = MemorySink::new();
         (AuditEvents::new(sink.clone()), sink)
+    }
+
+    #[test]
+    fn an_event_is_dated_within_a_week_back_and_minutes_ahead() {
+        let (events, sink) = events();
+        let now = Timestamp::now().unix_millis();
+        let yesterday = Timestamp::from_unix_millis(now - 86_400_000);
+        events
+            .event(ActionType::Update)
+            .time(yesterday)
+            .expect("a day back")
+            .emit();
+        assert_eq!(sink.records()[0].action.time, yesterday);
+        for (far, what) in [
+            (now - 31 * 86_400_000, "a month back"),
+            (now + 3_600_000, "an hour ahead"),
+            (i64::MAX, "year 10000 and on"),
+        ] {
+            let refused = events
+                .event(ActionType::Update)
+                .time(Timestamp::from_unix_millis(far))
+                .expect_err(what);
+            assert!(
+                refused
+                    .to_string()
+                    .contains("at most 7 days back and 300 s ahead"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_query_of_an_events_uri_is_redacted() {
+        let (events, sink) = events();
+        events
+            .event(ActionType::Create)
+            .uri("/hooks/stripe?token=s3cr3t&x=1")
+            .emit();
+        events
+            .event(ActionType::Create)
+            .uri("not a uri?token=s3cr3t")
+            .emit();
+        let records = sink.records();
+        assert_eq!(
+            records[0].raw.uri.as_deref(),
+            Some("/hooks/stripe?REDACTED=REDACTED&REDACTED=REDACTED")
+        );
+        assert_eq!(records[1].raw.uri.as_deref(), Some("not a uri"));
+    }
+
+    #[test]
+    fn any_timestamp_is_written_as_rfc_3339_and_read_back() {
+        for millis in [
+            i64::MIN,
+            -62_167_219_200_001,
+            0,
+            253_402_300_800_000,
+            i64::MAX,
+        ] {
+            let time = Timestamp::from_unix_millis(millis);
+            let text = serde_json::to_string(&time).expect("written, never a panic");
+            let back: Timestamp = serde_json::from_str(&text).expect("read back");
+            assert_eq!(back, time, "{text}");
+        }
+    }
+
+    #[test]
+    fn account_and_zone_ids_an_event_names_are_cut_as_path_ids_are() {
+        let (events, sink) = events();
+        events
+            .event(ActionType::Login)
+            .account("a".repeat(3000))
+            .zone("日".repeat(3000))
+            .emit();
+        let record = &sink.records()[0];
+        let account = record.account.as_ref().unwrap();
+        let zone = record.zone.as_ref().unwrap();
+        assert_eq!(account.id.chars().count(), crate::record::MAX_PATH_ID_CHARS);
+        assert_eq!(zone.id.chars().count(), crate::record::MAX_PATH_ID_CHARS);
     }
 
     #[test]
@@ -622,7 +740,7 @@ mod tests {
             .event(ActionType::Update)
             .resource_id(format!("id\u{1b}[31m{}", "x".repeat(10_000)))
             .description("evil\u{202e}text")
-            .uri("/hook?\n")
+            .uri("/ho\nok?q=1")
             .emit();
         let record = &sink.records()[0];
         let id = record.resource.id.as_deref().unwrap();
@@ -631,6 +749,7 @@ mod tests {
             record.action.description.as_deref(),
             Some(r"evil\u{202e}text")
         );
-        assert_eq!(record.raw.uri.as_deref(), Some(r"/hook?\x0a"));
+        // Not a URI: its query is dropped, and the rest escaped.
+        assert_eq!(record.raw.uri.as_deref(), Some(r"/ho\x0aok"));
     }
 }

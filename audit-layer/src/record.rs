@@ -957,6 +957,51 @@ pub(crate) fn is_valid_ray_id(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// An event time too far from now, given to an [event](crate::event::AuditEvent::time).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid event time {time}: an event may be dated at most {max_age_days} days back and \
+     {max_lead_secs} s ahead of now ({now})"
+)]
+pub struct InvalidEventTime {
+    time: Timestamp,
+    now: Timestamp,
+    max_age_days: u64,
+    max_lead_secs: u64,
+}
+
+impl InvalidEventTime {
+    pub(crate) fn new(
+        time: Timestamp,
+        now: Timestamp,
+        max_age: Duration,
+        max_lead: Duration,
+    ) -> Self {
+        Self {
+            time,
+            now,
+            max_age_days: max_age.as_secs() / 86_400,
+            max_lead_secs: max_lead.as_secs(),
+        }
+    }
+}
+
+/// Cuts the account and zone ids to [`MAX_PATH_ID_CHARS`] characters, as ids taken from a
+/// path are: whoever gave them (an event, the app's identity), the store indexes them.
+pub(crate) fn cap_ids(record: &mut AuditRecord) {
+    for id in [
+        record.account.as_mut().map(|a| &mut a.id),
+        record.zone.as_mut().map(|z| &mut z.id),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some((cut, _)) = id.char_indices().nth(MAX_PATH_ID_CHARS) {
+            id.truncate(cut);
+        }
+    }
+}
+
 /// A ray id that is not well-formed, given to an [event](crate::event) or an
 /// [`AuditContext`](crate::context::AuditContext).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -1180,7 +1225,9 @@ impl Timestamp {
 
     /// Milliseconds since the Unix epoch.
     pub fn from_unix_millis(millis: i64) -> Self {
-        Self(millis)
+        // Within what RFC 3339 writes (years 0000 to 9999): every timestamp can be written,
+        // and read back.
+        Self(millis.clamp(MIN_MILLIS, MAX_MILLIS))
     }
 
     /// Milliseconds since the Unix epoch.
@@ -1259,6 +1306,10 @@ impl Timestamp {
 }
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
+/// 0000-01-01T00:00:00.000Z.
+const MIN_MILLIS: i64 = -62_167_219_200_000;
+/// 9999-12-31T23:59:59.999Z.
+const MAX_MILLIS: i64 = 253_402_300_799_999;
 
 const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -1368,13 +1419,11 @@ mod tests {
             let t = Timestamp::from_unix_millis(millis);
             assert_eq!(Some(t.to_string()), formatted_by_time(t), "{millis}");
         }
-        // Outside years 0 to 9999, the slow path keeps the old behaviour.
+        // Outside years 0 to 9999, a time is taken at the nearest end: it can be written.
         let before_year_0 = Timestamp::from_unix_millis(-62_167_219_200_001);
-        assert_eq!(before_year_0.rfc3339(), None);
-        assert_eq!(
-            before_year_0.to_string(),
-            formatted_by_time(before_year_0).unwrap()
-        );
+        assert_eq!(before_year_0.to_string(), "0000-01-01T00:00:00.000Z");
+        let after_9999 = Timestamp::from_unix_millis(i64::MAX);
+        assert_eq!(after_9999.to_string(), "9999-12-31T23:59:59.999Z");
     }
 
     proptest::proptest! {

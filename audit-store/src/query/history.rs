@@ -272,18 +272,27 @@ fn time_ms(record: &Value) -> Option<i64> {
     crate::time::parse_time(time)
 }
 
-/// The record's `change`, when it has one.
+/// The record's `change`, when it has one whose values are values: a `before` or `after`
+/// that is a `_truncated` or `_unparsed` marker (the change was too large, or its type's
+/// schema could not be read) is no value, and the change is not used.
 fn change(record: &Value) -> Option<&Value> {
-    record.get("change").filter(|c| c.is_object())
+    record
+        .get("change")
+        .filter(|c| c.is_object())
+        .filter(|c| !is_marker(&c["before"]) && !is_marker(&c["after"]))
 }
 
 /// A recorded body that holds a value: not absent, not a `_truncated` or `_unparsed` marker.
 fn body(record: &Value, which: &str) -> Option<Value> {
     let body = record["resource"].get(which)?;
-    let marker = body.as_object().is_some_and(|o| {
+    (!is_marker(body) && !body.is_null()).then(|| body.clone())
+}
+
+/// Whether a recorded value is a marker saying why the value is missing.
+fn is_marker(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| {
         o.len() == 1 && (o.contains_key("_truncated") || o.contains_key("_unparsed"))
-    });
-    (!marker && !body.is_null()).then(|| body.clone())
+    })
 }
 
 /// A write's values, `before` being the value after the previous write (when known).
@@ -469,6 +478,17 @@ mod tests {
         assert!(cut);
         assert_eq!(entries[0].0.time_ms, 0);
         assert!(entries.windows(2).all(|w| w[0].0.time_ms < w[1].0.time_ms));
+    }
+
+    #[test]
+    fn a_change_whose_values_are_markers_is_not_taken_as_told() {
+        let dropped = json!({"change": {"before": {"_truncated": "too large"},
+                                        "after": {"_truncated": "too large"}},
+                             "action": {"type": "update"}, "raw": {"method": "PUT"},
+                             "resource": {"request": {"ttl": 5}}});
+        let v = values(&dropped, Some(json!({"ttl": 1})));
+        assert_eq!(v.source, Source::Bodies, "the bodies, not the markers");
+        assert_eq!(v.after, Some(json!({"ttl": 5})));
     }
 
     #[test]
