@@ -414,9 +414,23 @@
   // ----------------------------------------------------------------------------------------
   // Integrity.
 
-  async function loadIntegrity() {
+  // The range last verified (or being verified), and its check's number: verification does
+  // not depend on the filters, so only a new range is verified again (a preset range, once a
+  // minute at most, as it moves with the clock).
+  let integrityKey = null;
+  let integrityCheck = 0;
+
+  function loadIntegrity() {
+    const key = state.range
+      ? state.range + '@' + Math.floor(Date.now() / 60e3)
+      : range.since + '/' + range.before;
+    if (key === integrityKey) return;
+    integrityKey = key;
+    verifyRange(++integrityCheck);
+  }
+
+  async function verifyRange(mine) {
     const node = $('integrity');
-    const mine = generation;
     node.className = '';
     node.textContent = 'Checking the chain for this range…';
     const params = new URLSearchParams({
@@ -424,7 +438,7 @@
     });
     try {
       const report = (await api('/verify', params)).result;
-      if (mine !== generation) return;
+      if (mine !== integrityCheck) return;
       if (report.outcome === 'ok') {
         node.className = 'integrity-ok';
         node.textContent = '✓ Chain verified for this range: ' + report.records + ' records, '
@@ -439,13 +453,15 @@
           + '. Records may have been altered or deleted.';
       }
     } catch (error) {
-      if (mine !== generation) return;
+      if (mine !== integrityCheck) return;
       if (error.status === 429) {
-        // Another check of this account runs (an earlier view's): try again once it is done.
+        // Another check of this account runs (another view's): try again once it is done.
         node.textContent = 'Checking the chain for this range… (waiting for another check)';
-        setTimeout(() => { if (mine === generation) loadIntegrity(); }, 2000);
+        setTimeout(() => { if (mine === integrityCheck) verifyRange(mine); }, 2000);
         return;
       }
+      // Not verified: the next view of this range tries again.
+      integrityKey = null;
       node.textContent = error.status === 501
         ? 'This log is not chained: tamper evidence is not enabled.'
         : 'Cannot verify the chain: ' + error.message;
