@@ -46,6 +46,11 @@ impl TrustedProxies {
         self
     }
 
+    /// The header these proxies write.
+    pub(crate) fn header(&self) -> ForwardingHeader {
+        self.header
+    }
+
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|net| net.contains(&ip))

@@ -8,7 +8,7 @@ use http::HeaderName;
 
 use crate::ahead::BodyBudget;
 use crate::capture::RecordLimits;
-use crate::client_ip::{ForwardingHeader, TrustedProxies};
+use crate::client_ip::TrustedProxies;
 use crate::coalesce::{Coalescing, Rules};
 use crate::detach::Detached;
 use crate::policy::AuditPolicy;
@@ -30,7 +30,6 @@ pub(crate) struct Config {
     /// Handlers finishing on their own after their clients left.
     pub(crate) detached: Arc<Detached>,
     pub(crate) trusted_proxies: TrustedProxies,
-    pub(crate) forwarding_header: ForwardingHeader,
     pub(crate) request_id_header: HeaderName,
     pub(crate) strict: bool,
     // --- What a record holds (layer-content, issue 18) ---

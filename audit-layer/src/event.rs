@@ -331,13 +331,8 @@ impl AuditEvent<'_> {
     pub fn uri(mut self, uri: impl Into<String>) -> Self {
         let uri = uri.into();
         let recorded = match uri.parse::<http::Uri>() {
-            Ok(parsed) => {
-                static NONE_AUDITABLE: std::sync::OnceLock<crate::redact::QueryPlan> =
-                    std::sync::OnceLock::new();
-                NONE_AUDITABLE
-                    .get_or_init(Default::default)
-                    .redact_uri(&parsed)
-            }
+            // As the layer records a request no operation describes.
+            Ok(parsed) => crate::service::recorded_uri(None, &parsed),
             Err(_) => uri.split('?').next().unwrap_or_default().to_owned(),
         };
         self.record.raw.uri = Some(recorded);

@@ -103,7 +103,6 @@ impl AuditLayer {
                 body_budget: Arc::new(BodyBudget::new(DEFAULT_BODY_BUDGET)),
                 detached: Arc::new(Detached::new(DEFAULT_DETACHED_TIMEOUT)),
                 trusted_proxies: TrustedProxies::default(),
-                forwarding_header: ForwardingHeader::default(),
                 request_id_header: DEFAULT_REQUEST_ID_HEADER,
                 strict: false,
                 record_limits: RecordLimits::default(),
@@ -239,7 +238,7 @@ impl AuditLayer {
     /// and every trace id is generated.
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         let config = Arc::make_mut(&mut self.config);
-        let header = config.forwarding_header;
+        let header = config.trusted_proxies.header();
         config.trusted_proxies = TrustedProxies::new(proxies).writing(header);
         self
     }
@@ -260,7 +259,6 @@ impl AuditLayer {
     /// ```
     pub fn forwarding_header(mut self, header: ForwardingHeader) -> Self {
         let config = Arc::make_mut(&mut self.config);
-        config.forwarding_header = header;
         config.trusted_proxies = std::mem::take(&mut config.trusted_proxies).writing(header);
         self
     }

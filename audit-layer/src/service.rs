@@ -225,10 +225,12 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
     // whatever its size.
     let content_type = req.headers().get(http::header::CONTENT_TYPE);
     let unrecorded = records_bodies && plan.as_ref().is_some_and(|p| p.request.skips(content_type));
-    let empty = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0");
+    // Such a body is marked in the record unless it is declared empty.
+    let marked = unrecorded
+        && req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() != b"0");
 
     let handle = AuditHandle::for_request(ray_id);
     req.extensions_mut().insert(handle.clone());
@@ -254,7 +256,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
         method,
         action,
         handle,
-        request: if unrecorded && !empty {
+        request: if marked {
             RequestBody::NotRecorded
         } else {
             RequestBody::NotCaptured
@@ -280,7 +282,7 @@ fn begin<B>(config: &Config, plan: Option<Arc<OperationPlan>>, req: &mut Request
 
 /// `raw.uri`: the path and query, with the values of the parameters the operation does not
 /// mark auditable redacted.
-fn recorded_uri(plan: Option<&OperationPlan>, uri: &Uri) -> String {
+pub(crate) fn recorded_uri(plan: Option<&OperationPlan>, uri: &Uri) -> String {
     match plan {
         Some(plan) => plan.query.redact_uri(uri),
         // Undescribed and unmatched: no parameter is auditable. Built once, not per request.

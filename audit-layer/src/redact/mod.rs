@@ -190,22 +190,43 @@ impl ContentPlans {
                 Err(e) => marker("_unparsed", &e.to_string()),
             });
         }
+        Some(match self.choose(content_type) {
+            Choice::Plan(plan) => Self::redact_by(plan, body),
+            Choice::NoContentType => marker("_unparsed", "the body has no content type"),
+            Choice::NotDescribed => marker(
+                "_unparsed",
+                "the content type is not described for this operation",
+            ),
+        })
+    }
+
+    /// Whether a body of `content_type` is one whose bodies are not recorded (a described
+    /// media type that is not JSON: an upload): its record says so without reading it.
+    pub(crate) fn skips(&self, content_type: Option<&HeaderValue>) -> bool {
+        matches!(
+            self.choose(content_type.map(HeaderValue::as_bytes)),
+            Choice::Plan(None)
+        )
+    }
+
+    /// The plan a body of `content_type` is redacted by, or why there is none.
+    #[inline]
+    fn choose(&self, content_type: Option<&[u8]>) -> Choice<'_> {
         // The common case: the value is exactly a described media type. The slow path below
         // would pick the same entry: the value is then its own essence, all lowercase, so the
         // first entry it matches there is the first spelled like it.
         if let Some(content_type) = content_type
-            && let Some((_, plan)) = self
+            && let Some(((_, plan), _)) = self
                 .entries
                 .iter()
                 .zip(&self.exact)
                 .find(|((media, _), exact)| **exact && media.as_bytes() == content_type)
-                .map(|(entry, _)| entry)
         {
-            return Some(Self::redact_by(plan.as_ref(), body));
+            return Choice::Plan(plan.as_ref());
         }
         // Compared as if lowercased, without building the lowercase text.
         let Some(essence) = content_type.and_then(essence) else {
-            return Some(marker("_unparsed", "the body has no content type"));
+            return Choice::NoContentType;
         };
         let entry = self
             .entries
@@ -222,40 +243,10 @@ impl ContentPlans {
                     .flatten()
             })
             .or_else(|| self.entries.iter().find(|(media, _)| &**media == "*/*"));
-        Some(match entry {
-            None => marker(
-                "_unparsed",
-                "the content type is not described for this operation",
-            ),
-            Some((_, plan)) => Self::redact_by(plan.as_ref(), body),
-        })
-    }
-
-    /// Whether a body of `content_type` is one whose bodies are not recorded (a described
-    /// media type that is not JSON: an upload): its record says so without reading it.
-    pub(crate) fn skips(&self, content_type: Option<&HeaderValue>) -> bool {
-        // The common case first, as in `redact_typed`: an exact, described media type.
-        let Some(content_type) = content_type.map(HeaderValue::as_bytes) else {
-            return false;
-        };
-        if let Some(((_, plan), _)) = self
-            .entries
-            .iter()
-            .zip(&self.exact)
-            .find(|((media, _), exact)| **exact && media.as_bytes() == content_type)
-        {
-            return plan.is_none();
+        match entry {
+            None => Choice::NotDescribed,
+            Some((_, plan)) => Choice::Plan(plan.as_ref()),
         }
-        let Some(essence) = essence(content_type) else {
-            return false;
-        };
-        self.entries
-            .iter()
-            .zip(&self.lowercase)
-            .find(|((media, _), lowercase)| {
-                **lowercase && **media == *essence || is_lowercase_of(media, essence)
-            })
-            .is_some_and(|((_, plan), _)| plan.is_none())
     }
 
     /// The body by the plan of its media type (`None` for one whose bodies are not recorded).
@@ -269,6 +260,16 @@ impl ContentPlans {
             },
         }
     }
+}
+
+/// What [`ContentPlans`] picks for a body.
+enum Choice<'a> {
+    /// The plan of the body's media type (`None`: described, not recorded).
+    Plan(Option<&'a RedactionPlan>),
+    /// The body has no (readable) content type.
+    NoContentType,
+    /// Its content type is not one the operation describes.
+    NotDescribed,
 }
 
 /// The marker of a body whose media type is described but not JSON.

@@ -337,7 +337,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_after_the_collector_closed_the_connection_goes_on_a_new_one() {
-        use tokio::io::AsyncReadExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let destination = SyslogDestination::new(&address).unwrap();
@@ -367,18 +366,13 @@ mod tests {
             .hostname("web-1")
             .unwrap();
         let batch = EncodedBatch {
-            job: "j".into(),
-            account_id: "a".into(),
-            idempotency_key: "k".into(),
-            first: (0, uuid::Uuid::nil()),
             last: (1, uuid::Uuid::nil()),
             records: 2,
-            format: Format::Ndjson,
-            lines: "{\"a\":\"é\"}\n{}\n".into(),
             positions: vec![
                 (0, uuid::Uuid::nil()),
                 (1_700_000_000_123, uuid::Uuid::nil()),
             ],
+            ..batch("{\"a\":\"é\"}\n{}")
         };
         let frames = String::from_utf8(destination.frames(&batch)).unwrap();
         let pid = std::process::id();
