@@ -24,6 +24,10 @@ backend_tests!(
     a_job_of_one_account_with_a_filter_sends_only_its_matching_records,
     records_committed_less_than_the_settle_time_ago_wait,
     a_record_committed_an_hour_after_its_action_is_exported_after_the_job_passed_its_time,
+    a_refused_record_holds_back_only_its_own_account,
+    a_record_refused_alone_is_skipped_by_a_job_that_skips,
+    a_destination_refusing_everything_makes_nothing_skipped,
+    the_jobs_clock_is_the_one_that_stamps_commits,
 );
 
 /// What a destination got: every batch, in arrival order.
@@ -58,6 +62,8 @@ impl Received {
 /// A destination that keeps what it gets, after failing the first `fail` attempts (which it
 /// also keeps when `got_it`: the receiver had the batch, its answer was lost), hanging
 /// forever from attempt `hang_from` on, and answering `answer_after` after it kept a batch.
+/// It [refuses](DeliveryError::refused) every batch holding a record of `refuse` (every
+/// batch, with `refuse_all`), as a SIEM answers 413 to a record too large for it.
 #[derive(Clone, Default)]
 struct Recorder {
     received: Received,
@@ -66,6 +72,8 @@ struct Recorder {
     got_it: bool,
     hang_from: Option<u32>,
     answer_after: Duration,
+    refuse: Vec<Uuid>,
+    refuse_all: bool,
 }
 
 impl Destination for Recorder {
@@ -77,6 +85,14 @@ impl Destination for Recorder {
         };
         if self.hang_from.is_some_and(|from| attempt >= from) {
             std::future::pending::<()>().await;
+        }
+        if self.refuse_all
+            || batch
+                .positions
+                .iter()
+                .any(|(_, id)| self.refuse.contains(id))
+        {
+            return Err(DeliveryError::refused("413 Payload Too Large"));
         }
         if attempt <= self.fail && !self.got_it {
             return Err(DeliveryError::new("refused"));
@@ -620,5 +636,161 @@ async fn the_jobs_counters_reach_the_metrics_facade_labelled_with_its_name() -> 
     ] {
         assert_eq!(sample(series), Some(value), "{series} in:\n{text}");
     }
+    Ok(())
+}
+
+/// Three accounts of 250 records; the destination refuses acc_b's 131st record (at index
+/// 130) whatever batch holds it. Returns what was expected and that record's id.
+async fn seed_with_a_refused_record<S: ChainedStore>(
+    store: &S,
+) -> TestResult<(BTreeMap<String, Vec<Uuid>>, Uuid)> {
+    let expected = seed(store, &["acc_a", "acc_b", "acc_c"], 250).await?;
+    let refused = expected["acc_b"][130];
+    Ok((expected, refused))
+}
+
+/// The ids received per account, each once, in the order first received.
+fn first_seen(received: &Received) -> BTreeMap<String, Vec<Uuid>> {
+    let mut seen = received.ids();
+    for ids in seen.values_mut() {
+        let mut once = Vec::new();
+        for id in ids.iter() {
+            if !once.contains(id) {
+                once.push(*id);
+            }
+        }
+        *ids = once;
+    }
+    seen
+}
+
+async fn a_refused_record_holds_back_only_its_own_account<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let (expected, refused) = seed_with_a_refused_record(&fx.store).await?;
+    let recorder = Recorder {
+        refuse: vec![refused],
+        ..Recorder::default()
+    };
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?;
+    let status = job.status();
+    let held = status.clone();
+    // The other accounts whole, acc_b up to the refused record, and the record refused alone.
+    run_until(job, &received, move |r| {
+        let ids = r.ids();
+        ids.get("acc_a").map_or(0, Vec::len) == 250
+            && ids.get("acc_c").map_or(0, Vec::len) == 250
+            && ids.get("acc_b").map_or(0, Vec::len) == 130
+            && held.snapshot().held_accounts == 1
+    })
+    .await?;
+    let seen = first_seen(&received);
+    assert_eq!(seen["acc_a"], expected["acc_a"]);
+    assert_eq!(seen["acc_c"], expected["acc_c"]);
+    assert_eq!(
+        seen["acc_b"],
+        expected["acc_b"][..130],
+        "acc_b's records before the refused one, in order; none after it"
+    );
+    assert_eq!(received.ids(), seen, "nothing taken twice");
+    let metrics = status.snapshot();
+    assert!(
+        metrics.refused_attempts >= 2,
+        "the batch narrowed, then the record alone refused: {metrics:?}"
+    );
+    assert_eq!((metrics.skipped_records, metrics.held_accounts), (0, 1));
+    let positions = fx.store.export_positions("siem").await?;
+    let b = positions
+        .iter()
+        .find(|p| p.account_id == "acc_b")
+        .ok_or("no position of acc_b")?;
+    assert_eq!(b.delivered.map(|p| p.id), Some(expected["acc_b"][129]));
+    Ok(())
+}
+
+async fn a_record_refused_alone_is_skipped_by_a_job_that_skips<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let (expected, refused) = seed_with_a_refused_record(&fx.store).await?;
+    let recorder = Recorder {
+        refuse: vec![refused],
+        ..Recorder::default()
+    };
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?.skip_refused_after(2);
+    let status = job.status();
+    run_until(job, &received, |r| total(&r.ids()) >= 749).await?;
+    let mut without = expected.clone();
+    without
+        .get_mut("acc_b")
+        .ok_or("acc_b")?
+        .retain(|id| *id != refused);
+    assert_eq!(received.ids(), without, "everything else, once, in order");
+    let metrics = status.snapshot();
+    assert_eq!((metrics.skipped_records, metrics.held_accounts), (1, 0));
+    Ok(())
+}
+
+async fn a_destination_refusing_everything_makes_nothing_skipped<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    seed(&fx.store, &["acc_a", "acc_b"], 20).await?;
+    let recorder = Recorder {
+        refuse_all: true,
+        ..Recorder::default()
+    };
+    let received = recorder.received.clone();
+    let job = job(fx.store.clone(), recorder)?.skip_refused_after(1);
+    let status = job.status();
+    let watched = status.clone();
+    // Both accounts narrowed down to their first record and refused alone, again and again.
+    run_until(job, &received, move |_| {
+        watched.snapshot().refused_attempts >= 2 * (5 + 3)
+    })
+    .await?;
+    assert!(received.batches().is_empty());
+    let metrics = status.snapshot();
+    assert_eq!((metrics.skipped_records, metrics.held_accounts), (0, 2));
+    for position in fx.store.export_positions("siem").await? {
+        assert_eq!(position.delivered, None, "{position:?}");
+    }
+    Ok(())
+}
+
+/// The settle time is measured on the clock that stamps `committed_ms` (the database
+/// server's, for PostgreSQL), not the app's: it reads a moment after a fresh commit.
+async fn the_jobs_clock_is_the_one_that_stamps_commits<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let before = fx.store.clock_ms().await?;
+    let record = record(Some("acc_a"), BASE_MS);
+    fx.store
+        .insert(&rows(std::slice::from_ref(&record))?)
+        .await?;
+    let after = fx.store.clock_ms().await?;
+    let query = audit_store::model::CommitQuery {
+        account_id: "acc_a".into(),
+        since_ms: 0,
+        filters: Vec::new(),
+        after: None,
+        through: CommitPosition {
+            committed_ms: i64::MAX,
+            time_ms: i64::MAX,
+            id: Uuid::max(),
+        },
+        limit: 10,
+        max_bytes: None,
+    };
+    let page = fx.store.commit_page(&query).await?;
+    let committed = page
+        .first()
+        .ok_or("the record was not read")?
+        .at
+        .committed_ms;
+    assert!(
+        before <= committed && committed <= after,
+        "stamped {committed}, clock {before} then {after}"
+    );
     Ok(())
 }

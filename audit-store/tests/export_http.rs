@@ -374,3 +374,52 @@ async fn a_redirect_is_a_failed_delivery_never_followed() -> TestResult {
     );
     Ok(())
 }
+
+/// A 400, 413 or 422 refuses the batch itself (the job narrows that account's batches and goes
+/// on with the others); a 401, 404, 429 or 5xx says the destination takes nothing now.
+#[tokio::test]
+async fn an_answer_about_the_batch_refuses_it_and_others_fail_it() -> TestResult {
+    use audit_store::export::{Destination as _, EncodedBatch, Format};
+    use axum::http::StatusCode;
+
+    let answer = |status: u16| async move { StatusCode::from_u16(status).unwrap_or_default() };
+    let app = axum::Router::new().route(
+        "/{status}",
+        axum::routing::post(
+            move |axum::extract::Path(status): axum::extract::Path<u16>| answer(status),
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let batch = EncodedBatch {
+        job: "siem".into(),
+        account_id: "acc_1".into(),
+        idempotency_key: "key-1".into(),
+        first: (0, Uuid::nil()),
+        last: (0, Uuid::nil()),
+        records: 1,
+        format: Format::Ndjson,
+        lines: "{}\n".into(),
+        positions: vec![(0, Uuid::nil())],
+    };
+    for (status, refused) in [
+        (400, true),
+        (413, true),
+        (422, true),
+        (401, false),
+        (404, false),
+        (429, false),
+        (500, false),
+        (503, false),
+    ] {
+        let destination = HttpDestination::new(&format!("http://{addr}/{status}"))?;
+        let failed = destination
+            .deliver(&batch)
+            .await
+            .expect_err("an error status is not a delivery");
+        assert_eq!(failed.is_refused(), refused, "{status}: {failed}");
+        assert!(failed.to_string().contains(&status.to_string()), "{failed}");
+    }
+    Ok(())
+}

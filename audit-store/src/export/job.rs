@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::ExportConfigError;
 use super::batch::{EncodedBatch, idempotency_key};
-use super::destination::Destination;
+use super::destination::{DeliveryError, Destination};
 use super::format::Format;
+use super::hold::{Holds, Next};
 use super::metrics::ExportStatus;
 use super::retry::Backoff;
 use crate::model::{ColumnFilter, CommitPosition, CommitQuery, ExportPosition, LogPosition};
@@ -55,7 +56,15 @@ pub enum Scope {
 /// A record is read once its write began [`settle`](Self::settle) ago (5 s by default), so
 /// that a write still in its transaction when the job reads is not passed over: the settle
 /// time must exceed the longest write transaction (the pipeline's are milliseconds to
-/// a second).
+/// a second). The settle time is measured on the database's clock, which stamps the records
+/// (`ExportPositions::clock_ms`), so an app clock ahead of the database's skips nothing.
+///
+/// A batch the destination [refuses](DeliveryError::refused) for what it holds (an HTTP 413
+/// for a record too large, a 400 or 422) holds back only its own account: the job goes on
+/// with the others, and sends that account's batches halved after each refusal until the
+/// refused record goes alone, after the records before it. That record is then sent again
+/// after a backoff, like any failed batch, and the account's later records wait behind it
+/// (their order is kept), unless the job [skips](Self::skip_refused_after) it.
 #[derive(Debug)]
 pub struct ExportJob<S, D> {
     name: String,
@@ -72,6 +81,7 @@ pub struct ExportJob<S, D> {
     backoff: Backoff,
     read_time_limit: Duration,
     stop_grace: Duration,
+    skip_refused_after: u32,
     status: ExportStatus,
 }
 
@@ -103,6 +113,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             },
             read_time_limit: Duration::from_secs(10),
             stop_grace: DEFAULT_STOP_GRACE,
+            skip_refused_after: 0,
         })
     }
 
@@ -192,6 +203,22 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         self
     }
 
+    /// Skip a record that the destination [refused](DeliveryError::refused) alone `refusals`
+    /// times, if it took other batches (of this account, before the record, or of others)
+    /// since the account's first refusal: the job moves past it, counts it
+    /// (`skipped_records`) and logs its id at error level. The record stays in the store
+    /// (the query API and a later job still have it); only this destination goes without it.
+    /// Defaults to 0: never skip, and the account's export waits until the destination takes
+    /// the record (at least once, whatever the destination does), which also means that a
+    /// record one account can make the destination refuse holds back that account's later
+    /// records. A destination that refuses everything makes nothing skipped, and neither
+    /// does one that took nothing since (a refused record first in a one-account job's log).
+    #[must_use]
+    pub fn skip_refused_after(mut self, refusals: u32) -> Self {
+        self.skip_refused_after = refusals;
+        self
+    }
+
     /// Runs the job until `shutdown` completes.
     ///
     /// The job then stops at once, except that a delivery attempt in flight is given
@@ -207,9 +234,10 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         let Some(mut positions) = stop.unless(self.load_positions()).await else {
             return;
         };
+        let mut holds = Holds::default();
         let mut read_failures = 0u32;
         loop {
-            let wait = match self.pass(&mut positions, &mut stop).await {
+            let wait = match self.pass(&mut positions, &mut holds, &mut stop).await {
                 Ok(more) => {
                     read_failures = 0;
                     (!more).then_some(self.poll_interval)
@@ -265,6 +293,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
     async fn pass<F: Future<Output = ()>>(
         &self,
         positions: &mut HashMap<String, ExportPosition>,
+        holds: &mut Holds,
         stop: &mut Stop<'_, F>,
     ) -> crate::Result<bool> {
         let accounts = match &self.scope {
@@ -278,9 +307,12 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 chains
             }
         };
+        let Some(clock) = stop.unless(self.store.clock_ms()).await else {
+            return Ok(false);
+        };
         let now = now_ms();
         let settled = CommitPosition {
-            committed_ms: now
+            committed_ms: clock?
                 .saturating_sub(i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX)),
             time_ms: i64::MAX,
             id: uuid::Uuid::max(),
@@ -288,10 +320,14 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         let mut more = false;
         let mut lag = 0;
         for account in accounts {
+            if holds.waiting(&account, tokio::time::Instant::now()) {
+                continue;
+            }
+            let limit = holds.limit(&account, self.batch_records);
             let position = positions
                 .entry(account.clone())
                 .or_insert_with(|| ExportPosition::new(account));
-            let Some(read) = stop.unless(self.read_batch(position, settled)).await else {
+            let Some(read) = stop.unless(self.read_batch(position, settled, limit)).await else {
                 return Ok(false);
             };
             let Some((batch, last, full)) = read? else {
@@ -319,19 +355,65 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 };
                 saved?;
             }
-            if !self.deliver(&batch, stop).await {
-                return Ok(false);
+            match self.deliver(&batch, stop).await {
+                Delivery::Taken => holds.taken(&position.account_id, last),
+                Delivery::Stopped => return Ok(false),
+                Delivery::Refused(e) => {
+                    let next = holds.refused(
+                        &position.account_id,
+                        batch.records,
+                        last,
+                        self.skip_refused_after,
+                        |n| self.backoff.wait(n, e.asked_wait()),
+                    );
+                    self.status.set_held(holds.len());
+                    if next != Next::Skip {
+                        more |= next == Next::Narrowed;
+                        self.refused(&batch, &next, &e);
+                        continue;
+                    }
+                    self.skipped(&batch, &e);
+                }
             }
-            // Taken: its place is saved even when shutdown began during the attempt.
+            // Taken (or skipped): its place is saved even when shutdown began during the
+            // attempt.
             position.delivered = Some(last);
             position.pending = None;
             self.store
                 .save_export_position(&self.name, position)
                 .await?;
+            self.status.set_held(holds.len());
             more |= full;
         }
         self.status.set_lag(if more { lag } else { 0 });
         Ok(more)
+    }
+
+    fn refused(&self, batch: &EncodedBatch, next: &Next, e: &DeliveryError) {
+        let what = match next {
+            Next::Held(n) => format!("the record refused alone ({n} times) is held back"),
+            _ => "the next batch of the account is halved".to_owned(),
+        };
+        tracing::warn!(
+            target: "audit_store::export",
+            job = %self.name,
+            account = ?batch.account_id,
+            records = batch.records,
+            "export destination refused a batch ({e}): {what}; other accounts go on"
+        );
+    }
+
+    fn skipped(&self, batch: &EncodedBatch, e: &DeliveryError) {
+        self.status.skipped(batch.records);
+        tracing::error!(
+            target: "audit_store::export",
+            job = %self.name,
+            account = ?batch.account_id,
+            record = %batch.first.1,
+            refusals = self.skip_refused_after,
+            "export destination refused a record every time it went alone ({e}); \
+             skipped: the record stays in the store but this destination goes without it"
+        );
     }
 
     /// The next batch of `position`'s account (the pending one again, if a delivery was
@@ -341,6 +423,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         &self,
         position: &ExportPosition,
         settled: CommitPosition,
+        limit: u32,
     ) -> crate::Result<Option<(EncodedBatch, CommitPosition, bool)>> {
         let query = CommitQuery {
             account_id: position.account_id.clone(),
@@ -348,7 +431,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             filters: self.filters.clone(),
             after: position.delivered,
             through: position.pending.unwrap_or(settled),
-            limit: self.batch_records,
+            limit,
             max_bytes: Some(self.batch_bytes),
         };
         let rows = tokio::time::timeout(self.read_time_limit, self.store.commit_page(&query))
@@ -357,8 +440,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         // Full (more may follow: no sleep before the next pass) when the page reached its
         // record limit, or half its byte budget (it may have been cut by it).
         let bytes: usize = rows.iter().map(|r| r.row.record.len()).sum();
-        let mut full =
-            rows.len() == self.batch_records as usize || bytes.saturating_mul(2) > self.batch_bytes;
+        let mut full = rows.len() == limit as usize || bytes.saturating_mul(2) > self.batch_bytes;
         let mut lines = String::new();
         let mut span: Option<(LogPosition, LogPosition)> = None;
         let mut last = None;
@@ -401,13 +483,13 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         )))
     }
 
-    /// Delivers `batch`, trying again after each failure until it is taken (`true`) or
-    /// shutdown stops it (`false`; an attempt in flight is given the stop grace first).
+    /// Delivers `batch`, trying again after each failure until it is taken, refused, or
+    /// shutdown stops it (an attempt in flight is given the stop grace first).
     async fn deliver<F: Future<Output = ()>>(
         &self,
         batch: &EncodedBatch,
         stop: &mut Stop<'_, F>,
-    ) -> bool {
+    ) -> Delivery {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -417,13 +499,18 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 Some(outcome) => outcome,
                 None => match tokio::time::timeout(self.stop_grace, sending).await {
                     Ok(outcome) => outcome,
-                    Err(_) => return false,
+                    Err(_) => return Delivery::Stopped,
                 },
             };
             match outcome {
                 Ok(()) => {
                     self.status.delivered(batch.records, attempt, now_ms());
-                    return true;
+                    return Delivery::Taken;
+                }
+                Err(e) if e.is_refused() => {
+                    self.status.refused(&e.to_string());
+                    self.status.set_lag(now_ms() - batch.first.0);
+                    return Delivery::Refused(e);
                 }
                 Err(e) => {
                     self.status.failed(&e.to_string());
@@ -443,12 +530,22 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                             .await
                             .is_none()
                     {
-                        return false;
+                        return Delivery::Stopped;
                     }
                 }
             }
         }
     }
+}
+
+/// How one batch's delivery ended.
+enum Delivery {
+    /// The destination has it.
+    Taken,
+    /// The destination refused it for what it holds.
+    Refused(DeliveryError),
+    /// Shutdown began before it was taken.
+    Stopped,
 }
 
 /// The job's shutdown signal, awaited alongside its work; once it completed, `stopping`

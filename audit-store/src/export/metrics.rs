@@ -6,6 +6,9 @@
 //! | `audit_export_delivered_records_total` | counter | records delivered |
 //! | `audit_export_delivered_batches_total` | counter | batches delivered |
 //! | `audit_export_failed_attempts_total` | counter | delivery attempts that failed |
+//! | `audit_export_refused_attempts_total` | counter | of those, attempts the destination refused for what the batch held |
+//! | `audit_export_skipped_records_total` | counter | records refused alone and skipped ([`skip_refused_after`](crate::export::ExportJob::skip_refused_after)) |
+//! | `audit_export_held_accounts` | gauge | accounts whose export waits on a refused batch |
 //! | `audit_export_read_errors_total` | counter | reads of the store that failed |
 //! | `audit_export_consecutive_failures` | gauge | failed attempts since the last delivery |
 //! | `audit_export_lag_seconds` | gauge | age of the oldest record not yet delivered |
@@ -21,8 +24,11 @@ struct Facade {
     delivered_records: Counter,
     delivered_batches: Counter,
     failed_attempts: Counter,
+    refused_attempts: Counter,
+    skipped_records: Counter,
     read_errors: Counter,
     consecutive_failures: Gauge,
+    held_accounts: Gauge,
     lag_seconds: Gauge,
 }
 
@@ -32,8 +38,11 @@ impl Default for Facade {
             delivered_records: Counter::noop(),
             delivered_batches: Counter::noop(),
             failed_attempts: Counter::noop(),
+            refused_attempts: Counter::noop(),
+            skipped_records: Counter::noop(),
             read_errors: Counter::noop(),
             consecutive_failures: Gauge::noop(),
+            held_accounts: Gauge::noop(),
             lag_seconds: Gauge::noop(),
         }
     }
@@ -61,8 +70,11 @@ impl Facade {
             delivered_records: counter("audit_export_delivered_records_total"),
             delivered_batches: counter("audit_export_delivered_batches_total"),
             failed_attempts: counter("audit_export_failed_attempts_total"),
+            refused_attempts: counter("audit_export_refused_attempts_total"),
+            skipped_records: counter("audit_export_skipped_records_total"),
             read_errors: counter("audit_export_read_errors_total"),
             consecutive_failures: gauge("audit_export_consecutive_failures"),
+            held_accounts: gauge("audit_export_held_accounts"),
             lag_seconds: gauge("audit_export_lag_seconds"),
         }
     }
@@ -74,9 +86,12 @@ struct Counters {
     delivered_records: AtomicU64,
     delivered_batches: AtomicU64,
     failed_attempts: AtomicU64,
+    refused_attempts: AtomicU64,
+    skipped_records: AtomicU64,
     retried_batches: AtomicU64,
     read_errors: AtomicU64,
     consecutive_failures: AtomicU64,
+    held_accounts: AtomicU64,
     lag_ms: AtomicI64,
     last_delivery_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
@@ -105,6 +120,14 @@ pub struct ExportMetrics {
     pub delivered_batches: u64,
     /// Delivery attempts that failed.
     pub failed_attempts: u64,
+    /// Of those, the attempts the destination [refused](crate::export::DeliveryError::refused)
+    /// for what the batch held.
+    pub refused_attempts: u64,
+    /// Records the destination refused alone and the job skipped
+    /// ([`skip_refused_after`](crate::export::ExportJob::skip_refused_after)).
+    pub skipped_records: u64,
+    /// Accounts whose export waits on a refused batch (the others go on).
+    pub held_accounts: u64,
     /// Batches that needed more than one attempt.
     pub retried_batches: u64,
     /// Reads of the store that failed (retried after a backoff).
@@ -140,6 +163,9 @@ impl ExportStatus {
             delivered_records: get(&c.delivered_records),
             delivered_batches: get(&c.delivered_batches),
             failed_attempts: get(&c.failed_attempts),
+            refused_attempts: get(&c.refused_attempts),
+            skipped_records: get(&c.skipped_records),
+            held_accounts: get(&c.held_accounts),
             retried_batches: get(&c.retried_batches),
             read_errors: get(&c.read_errors),
             consecutive_failures: get(&c.consecutive_failures),
@@ -178,6 +204,27 @@ impl ExportStatus {
         *c.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
     }
 
+    pub(crate) fn refused(&self, error: &str) {
+        self.counters
+            .refused_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters.facade.refused_attempts.increment(1);
+        self.failed(error);
+    }
+
+    pub(crate) fn skipped(&self, records: usize) {
+        let c = &self.counters;
+        c.skipped_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+        c.facade.skipped_records.increment(records as u64);
+    }
+
+    pub(crate) fn set_held(&self, accounts: usize) {
+        let c = &self.counters;
+        c.held_accounts.store(accounts as u64, Ordering::Relaxed);
+        c.facade.held_accounts.set(accounts as f64);
+    }
+
     pub(crate) fn read_failed(&self, error: &str) {
         self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
         self.counters.facade.read_errors.increment(1);
@@ -212,7 +259,7 @@ impl ExportMetrics {
 type Value = fn(&ExportMetrics) -> String;
 
 /// Each metric: its name, kind, help and value in the text format.
-const METRICS: [(&str, &str, &str, Value); 6] = [
+const METRICS: [(&str, &str, &str, Value); 9] = [
     (
         "audit_export_delivered_records_total",
         "counter",
@@ -232,6 +279,18 @@ const METRICS: [(&str, &str, &str, Value); 6] = [
         |m| m.failed_attempts.to_string(),
     ),
     (
+        "audit_export_refused_attempts_total",
+        "counter",
+        "Delivery attempts the destination refused for what the batch held.",
+        |m| m.refused_attempts.to_string(),
+    ),
+    (
+        "audit_export_skipped_records_total",
+        "counter",
+        "Records the destination refused alone, skipped by the job.",
+        |m| m.skipped_records.to_string(),
+    ),
+    (
         "audit_export_read_errors_total",
         "counter",
         "Reads of the store that failed.",
@@ -242,6 +301,12 @@ const METRICS: [(&str, &str, &str, Value); 6] = [
         "gauge",
         "Failed attempts since the last delivery: above 0, the job is failing.",
         |m| m.consecutive_failures.to_string(),
+    ),
+    (
+        "audit_export_held_accounts",
+        "gauge",
+        "Accounts whose export waits on a refused batch.",
+        |m| m.held_accounts.to_string(),
     ),
     (
         "audit_export_lag_seconds",

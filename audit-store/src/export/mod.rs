@@ -33,6 +33,7 @@
 mod batch;
 mod destination;
 mod format;
+mod hold;
 mod job;
 mod metrics;
 mod retry;

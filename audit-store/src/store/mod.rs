@@ -271,6 +271,12 @@ pub trait ExportPositions: ChainedStore {
         position: &ExportPosition,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Now, in ms since the epoch, on the clock that stamps `committed_ms`: the database
+    /// server's for PostgreSQL (`statement_timestamp()`, whatever the writing app's clock),
+    /// the writing process's for SQLite (one machine). An export job's settle time is
+    /// measured on it.
+    fn clock_ms(&self) -> impl Future<Output = Result<i64>> + Send;
+
     /// The records of `query`, in commit order ([`CommitPosition`](crate::model::CommitPosition)):
     /// what an export job reads, so that a record committed late is read after its commit,
     /// not skipped.

@@ -154,6 +154,30 @@ where
     Ok(page)
 }
 
+/// Now on the clock that stamps `committed_ms` (see
+/// [`ExportPositions::clock_ms`](super::ExportPositions::clock_ms)).
+pub(super) async fn clock_ms<DB>(pool: &Pool<DB>) -> Result<i64>
+where
+    DB: Backend,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB> + Default,
+    usize: ColumnIndex<DB::Row>,
+    for<'t> i64: Decode<'t, DB> + Type<DB>,
+{
+    match DB::DIALECT {
+        // Written by this process's clock (`sqlite/write.rs`).
+        sql::Dialect::Sqlite => Ok(crate::time::now_ms()),
+        // The column's default, `statement_timestamp()`, is the server's clock.
+        sql::Dialect::Postgres => {
+            let row =
+                sqlx::query("SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint")
+                    .fetch_one(pool)
+                    .await?;
+            Ok(row.try_get(0)?)
+        }
+    }
+}
+
 /// [`ExportPositions`](super::ExportPositions) for a SQL store, from its `pool()`.
 macro_rules! export_positions {
     ($store:ty) => {
@@ -171,6 +195,10 @@ macro_rules! export_positions {
                 position: &crate::model::ExportPosition,
             ) -> crate::Result<()> {
                 super::positions::save(&self.pool, &self.names, job, position).await
+            }
+
+            async fn clock_ms(&self) -> crate::Result<i64> {
+                super::positions::clock_ms(&self.pool).await
             }
 
             async fn commit_page(

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{DeliveryError, Destination};
@@ -21,7 +22,8 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`secret`](Self::secret), `X-Audit-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 over
 /// "<t>." and the body as sent>`. A 2xx answer delivers the batch; anything else (an error
 /// status, a timeout, a reset connection) fails it, and a `Retry-After` in the answer sets
-/// the wait before the next attempt.
+/// the wait before the next attempt. A 400, 413 or 422 [refuses](super::DeliveryError::refused)
+/// the batch: the job narrows that account's batches instead of sending the same one again.
 ///
 /// `https://` URLs are checked against the platform's certificate authorities unless given a
 /// [`TlsConfig`](crate::export::TlsConfig) (a CA bundle, a client certificate); plain `http://`
@@ -253,11 +255,23 @@ impl HttpDestination {
         } else {
             ""
         };
-        Err(DeliveryError::new(format!(
+        let message = format!(
             "the HTTP destination {} answered {status}{hint}",
             self.endpoint
-        ))
-        .retry_after(retry_after))
+        );
+        // These answers are about the batch: another batch would be taken. Any other (a 401
+        // or 404 of a misconfigured job, a 429, a 5xx) says the destination takes nothing now.
+        let error = if matches!(
+            status,
+            StatusCode::BAD_REQUEST
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNPROCESSABLE_ENTITY
+        ) {
+            DeliveryError::refused(message)
+        } else {
+            DeliveryError::new(message)
+        };
+        Err(error.retry_after(retry_after))
     }
 }
 
