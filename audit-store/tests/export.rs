@@ -700,6 +700,7 @@ async fn a_refused_record_holds_back_only_its_own_account<S: ExportPositions>(
         "the batch narrowed, then the record alone refused: {metrics:?}"
     );
     assert_eq!((metrics.skipped_records, metrics.held_accounts), (0, 1));
+    assert!(metrics.lag_ms > 0, "behind since the refused record");
     let positions = fx.store.export_positions("siem").await?;
     let b = positions
         .iter()

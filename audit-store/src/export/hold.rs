@@ -36,6 +36,8 @@ struct Hold {
     taken_then: u64,
     /// No attempt before this.
     until: Option<Instant>,
+    /// The action time of the first record of the account's last refused batch.
+    first_ms: i64,
 }
 
 /// What the job does after a refusal.
@@ -69,6 +71,11 @@ impl Holds {
         self.held.len()
     }
 
+    /// The oldest action time of a held account's refused record: how far behind the job is.
+    pub(super) fn oldest_ms(&self) -> Option<i64> {
+        self.held.values().map(|h| h.first_ms).min()
+    }
+
     /// The destination took `account`'s batch ending at `last`.
     pub(super) fn taken(&mut self, account: &str, last: CommitPosition) {
         self.taken += 1;
@@ -77,7 +84,8 @@ impl Holds {
         }
     }
 
-    /// The destination refused `account`'s batch of `records` ending at `last`. `skip_after`:
+    /// The destination refused `account`'s batch of `records` from the action time `first_ms`
+    /// to the record at `last`. `skip_after`:
     /// the refusals of a record alone after which it is skipped (0: never); `wait`: the
     /// backoff after the `n`th refusal of it.
     pub(super) fn refused(
@@ -85,6 +93,7 @@ impl Holds {
         account: &str,
         records: usize,
         last: CommitPosition,
+        first_ms: i64,
         skip_after: u32,
         wait: impl FnOnce(u32) -> Duration,
     ) -> Next {
@@ -95,8 +104,10 @@ impl Holds {
             alone: 0,
             taken_then: taken,
             until: None,
+            first_ms,
         });
         hold.through = hold.through.max(last);
+        hold.first_ms = first_ms;
         if records > 1 {
             hold.limit = u32::try_from(records / 2).unwrap_or(u32::MAX).max(1);
             hold.until = None;
@@ -133,10 +144,16 @@ mod tests {
     fn a_refused_batch_is_halved_down_to_one_record_then_held() {
         let mut holds = Holds::default();
         assert_eq!(holds.limit("a", 500), 500);
-        assert_eq!(holds.refused("a", 500, at(500), 0, NO_WAIT), Next::Narrowed);
+        assert_eq!(
+            holds.refused("a", 500, at(500), 500, 0, NO_WAIT),
+            Next::Narrowed
+        );
         assert_eq!(holds.limit("a", 500), 250);
         assert_eq!(holds.limit("b", 500), 500, "other accounts whole");
-        assert_eq!(holds.refused("a", 250, at(250), 0, NO_WAIT), Next::Narrowed);
+        assert_eq!(
+            holds.refused("a", 250, at(250), 250, 0, NO_WAIT),
+            Next::Narrowed
+        );
         assert_eq!(holds.limit("a", 500), 125);
         holds.taken("a", at(100));
         assert_eq!(
@@ -144,9 +161,20 @@ mod tests {
             125,
             "still short of the refused batch's end"
         );
-        assert_eq!(holds.refused("a", 1, at(101), 0, NO_WAIT), Next::Held(1));
-        assert_eq!(holds.refused("a", 1, at(101), 0, NO_WAIT), Next::Held(2));
+        assert_eq!(
+            holds.refused("a", 1, at(101), 101, 0, NO_WAIT),
+            Next::Held(1)
+        );
+        assert_eq!(
+            holds.refused("a", 1, at(101), 101, 0, NO_WAIT),
+            Next::Held(2)
+        );
         assert_eq!(holds.limit("a", 500), 1);
+        assert_eq!(
+            holds.oldest_ms(),
+            Some(101),
+            "behind since the refused record"
+        );
         holds.taken("a", at(101));
         holds.taken("a", at(500));
         assert_eq!(
@@ -154,12 +182,13 @@ mod tests {
             (500, 0),
             "whole again"
         );
+        assert_eq!(holds.oldest_ms(), None);
     }
 
     #[test]
     fn a_held_record_waits_for_its_backoff() {
         let mut holds = Holds::default();
-        holds.refused("a", 1, at(1), 0, |_| Duration::from_secs(60));
+        holds.refused("a", 1, at(1), 1, 0, |_| Duration::from_secs(60));
         assert!(holds.waiting("a", Instant::now()));
         assert!(!holds.waiting("b", Instant::now()));
         assert!(!holds.waiting("a", Instant::now() + Duration::from_secs(61)));
@@ -169,13 +198,13 @@ mod tests {
     fn a_record_is_skipped_only_after_the_destination_took_another_batch() {
         let mut holds = Holds::default();
         for n in 1..=5 {
-            assert_eq!(holds.refused("a", 1, at(1), 2, NO_WAIT), Next::Held(n));
+            assert_eq!(holds.refused("a", 1, at(1), 1, 2, NO_WAIT), Next::Held(n));
         }
         holds.taken("b", at(7));
-        assert_eq!(holds.refused("a", 1, at(1), 2, NO_WAIT), Next::Skip);
+        assert_eq!(holds.refused("a", 1, at(1), 1, 2, NO_WAIT), Next::Skip);
         assert_eq!(holds.len(), 0);
         assert_eq!(
-            holds.refused("c", 1, at(1), 0, NO_WAIT),
+            holds.refused("c", 1, at(1), 1, 0, NO_WAIT),
             Next::Held(1),
             "never skipped when the job does not skip"
         );

@@ -363,6 +363,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                         &position.account_id,
                         batch.records,
                         last,
+                        batch.first.0,
                         self.skip_refused_after,
                         |n| self.backoff.wait(n, e.asked_wait()),
                     );
@@ -385,7 +386,9 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             self.status.set_held(holds.len());
             more |= full;
         }
-        self.status.set_lag(if more { lag } else { 0 });
+        // A held account is behind since its refused record's action.
+        let held = holds.oldest_ms().map_or(0, |oldest| now - oldest);
+        self.status.set_lag(if more { lag.max(held) } else { held });
         Ok(more)
     }
 
