@@ -52,6 +52,12 @@ mod usage;
 
 use std::process::ExitCode;
 
+/// With the `mimalloc` feature, every role of the binary (servers, driver, ingestor, the
+/// in-process baseline) allocates through mimalloc instead of the system's allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {

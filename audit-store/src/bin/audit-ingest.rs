@@ -27,6 +27,12 @@ use audit_store::store::{ChainedStore, TableNames};
 use audit_store::{PostgresStore, SqliteStore};
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: records are parsed on one thread and freed on
+/// another, which glibc's allocator made a fifth of the ingestor's CPU per row (`loadbench
+/// --variants bare,audit-nats --nats-ingest backlog`, with and without; BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ingests audit records from a NATS JetStream stream into the audit database.
 ///
 /// Run as many as the database absorbs: they share one durable consumer, each message goes
