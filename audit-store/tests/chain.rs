@@ -7,7 +7,7 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use audit_store::chain::{ChainKeys, ChainSecret, JsonLinesCheckpoints, Verifier};
 use audit_store::model::Checkpoint;
@@ -231,8 +231,9 @@ async fn an_untouched_chain_verifies_with_and_without_the_secret<S: Chainable>(
 }
 
 /// The cases: each tampers with its own account's chain of 50 records, checkpointed at 40.
-const TAMPERED: [&str; 12] = [
+const TAMPERED: [&str; 13] = [
     "t-unlinked",
+    "t-backdated",
     "t-body",
     "t-column",
     "t-delete",
@@ -304,6 +305,17 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
         new_id(Uuid::now_v7())
     ))
     .await?;
+    // The same, backdated a day before the chain's first record (as if from before the store
+    // was chained), its insert stamped with its commit time as every write since is.
+    let rest = copy_columns.trim_start_matches("time_ms, ");
+    one(format!(
+        "INSERT INTO audit_logs (id, time_ms, {rest}, record, committed_ms) \
+         SELECT {}, time_ms - 86400000, {rest}, replace(record, 'page me', 'backdated'), {} \
+         FROM audit_logs WHERE account_id = 't-backdated' AND chain_seq = 1",
+        new_id(Uuid::now_v7()),
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis()
+    ))
+    .await?;
     // Two records swapped.
     one("UPDATE audit_logs SET chain_seq = CASE chain_seq WHEN 5 THEN 6 ELSE 5 END WHERE account_id = 't-swap' AND chain_seq IN (5, 6)".into()).await?;
     // Record 20 deleted and every later one renumbered to close the gap.
@@ -342,8 +354,9 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
     ))
     .await?;
 
-    let expected: [(&str, i64, BreakKind); 12] = [
+    let expected: [(&str, i64, BreakKind); 13] = [
         ("t-unlinked", 0, BreakKind::Unlinked),
+        ("t-backdated", 0, BreakKind::Unlinked),
         ("t-body", 17, BreakKind::Modified),
         ("t-column", 12, BreakKind::Modified),
         ("t-delete", 23, BreakKind::Missing),
@@ -365,8 +378,9 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
     }
     // Without the secret, the breaks are still found and located; a swap or an unlinked
     // forgery reads as a modification.
-    let public: [(&str, Option<(i64, BreakKind)>); 7] = [
+    let public: [(&str, Option<(i64, BreakKind)>); 8] = [
         ("t-unlinked", Some((0, BreakKind::Unlinked))),
+        ("t-backdated", Some((0, BreakKind::Unlinked))),
         ("t-body", Some((17, BreakKind::Modified))),
         ("t-delete", Some((23, BreakKind::Missing))),
         ("t-swap", Some((5, BreakKind::Modified))),
@@ -386,13 +400,13 @@ async fn every_tamper_is_found_and_located<S: Chainable>(fx: &Fixture<S>) -> Tes
         }
     }
     // The untampered remainder of the database still verifies: tampering is local. A record
-    // older than its account's chain without a link (written before the store was chained)
-    // is not a break.
+    // older than its account's chain without a link (written and committed before the store
+    // was chained) is not a break.
     fill(&store, Some("bystander"), 20, 20, BASE_MS).await?;
     one(format!(
-        "INSERT INTO audit_logs (id, {copy_columns}, record) \
+        "INSERT INTO audit_logs (id, {copy_columns}, record, committed_ms) \
          SELECT {}, {}, account_id, action_type, action_result, raw_ray_id, raw_method, \
-         raw_status_code, raw_uri, record FROM audit_logs \
+         raw_status_code, raw_uri, record, 1 FROM audit_logs \
          WHERE account_id = 'bystander' AND chain_seq = 1",
         new_id(Uuid::now_v7()),
         BASE_MS - 60_000

@@ -169,9 +169,11 @@ pub trait ChainedStore: AuditStore {
     fn chain_scan(&self, scope: ChainScope) -> LinkScan;
 
     /// How many of `chain`'s records with a time in `[since_ms, before_ms)` carry no link
-    /// though they are no older than the chain's oldest linked record: rows written into the
-    /// table past the chain (a chained store links every record it writes), which
-    /// verification reports as [`BreakKind::Unlinked`](crate::verify::BreakKind::Unlinked).
+    /// though they are no older than the chain's oldest linked record, or were committed
+    /// after it (`committed_ms`: a forged record backdated below the chain's start): rows
+    /// written into the table past the chain (a chained store links every record it
+    /// writes), which verification reports as
+    /// [`BreakKind::Unlinked`](crate::verify::BreakKind::Unlinked).
     fn unlinked(
         &self,
         chain: &str,

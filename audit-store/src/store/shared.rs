@@ -289,30 +289,41 @@ where
     }
 
     /// How many of `chain`'s records in `[since_ms, before_ms)` carry no link (no sequence
-    /// number) though they are no older than its oldest linked record: written past the
-    /// chain, since a chained store links every record it writes. Records from before the
-    /// chain began (a store chained later) are older than its first link and not counted.
+    /// number) though they are no older than its oldest linked record, or were committed
+    /// after it (a forged record backdated below the chain, whose `committed_ms` is the
+    /// stamp of its insert): written past the chain, since a chained store links every
+    /// record it writes. Records from before the chain began (a store chained later) are
+    /// older than its first link and were committed before it (or before commit stamps, 0),
+    /// and are not counted.
     pub(super) async fn unlinked(&self, chain: &str, since_ms: i64, before_ms: i64) -> Result<u64> {
         let logs = self.names.logs();
-        let first: Option<i64> = Self::of_chain(chain, |condition, _| {
-            format!("SELECT min(time_ms) FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL")
+        let row = Self::of_chain(chain, |condition, _| {
+            format!(
+                "SELECT min(time_ms), min(CASE WHEN committed_ms > 0 THEN committed_ms END) \
+                 FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL"
+            )
         })
         .fetch_one(self.pool)
-        .await?
-        .try_get(0)?;
+        .await?;
+        let (first, first_committed): (Option<i64>, Option<i64>) =
+            (row.try_get(0)?, row.try_get(1)?);
         let Some(first) = first else {
             return Ok(0);
         };
         let row = Self::of_chain(chain, |condition, n| {
             format!(
                 "SELECT count(*) FROM {logs} WHERE {condition} AND chain_seq IS NULL \
-                 AND time_ms >= {} AND time_ms < {}",
+                 AND time_ms >= {} AND time_ms < {} AND (time_ms >= {} OR committed_ms >= {})",
+                n.next(),
+                n.next(),
                 n.next(),
                 n.next()
             )
         })
-        .bind(since_ms.max(first))
+        .bind(since_ms)
         .bind(before_ms)
+        .bind(first)
+        .bind(first_committed.unwrap_or(i64::MAX))
         .fetch_one(self.pool)
         .await?;
         let count: i64 = row.try_get(0)?;

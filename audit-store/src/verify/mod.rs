@@ -284,8 +284,8 @@ fn with_unlinked(mut report: VerifyReport, unlinked: u64) -> VerifyReport {
         kind: BreakKind::Unlinked,
         detail: format!(
             "{unlinked} record(s) of this account carry no chain link though they are no older \
-             than its chain: they were written into the table past the chain (the log serves \
-             them as genuine)"
+             than its chain or were committed after it began: they were written into the table \
+             past the chain (the log serves them as genuine)"
         ),
     });
     report.outcome = Outcome::Broken;
