@@ -651,6 +651,14 @@ async fn a_killed_pipeline_is_reported_at_the_next_start() -> TestResult {
         "{gap}"
     );
     assert!(!mark.exists());
+
+    // A mark that does not read as one (overwritten to hide what the process held) still
+    // says the process was killed.
+    std::fs::write(&mark, "not a mark")?;
+    let (sink, worker) = start(fast(fx.store.clone()).spool(dir.path(), 1 << 20)).await?;
+    let m = stop(&sink, worker).await?;
+    assert_eq!(m.unclean_restarts, 1, "{m:?}");
+    assert!(!mark.exists());
     fx.teardown().await
 }
 

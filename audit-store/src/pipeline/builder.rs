@@ -433,7 +433,11 @@ impl<S: Destination> PipelineBuilder<S> {
             }
             None => (None, None),
         };
-        if let Some(mark) = crashed {
+        if let Some(None) = crashed {
+            tracing::error!(target: "audit_store", "the last audit pipeline stopped without shutting down, and its running mark is unreadable: how many records it held in memory is unknown");
+            Counters::add(&shared.counters.unclean_restarts, 1);
+        }
+        if let Some(Some(mark)) = crashed {
             // The mark is a file anyone with the spool directory can write: its numbers are
             // read as hints, never trusted to be in range.
             let lost = mark.in_memory.saturating_add(mark.arrivals);

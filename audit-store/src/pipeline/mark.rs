@@ -28,12 +28,19 @@ pub(super) struct RunningMark {
 }
 
 impl RunningMark {
-    /// Reads a mark left by a process that did not shut down, and removes it.
-    pub(super) fn take(dir: &std::path::Path) -> Option<Self> {
+    /// Reads a mark left by a process that did not shut down, and removes it: `None` when
+    /// there is none, `Some(None)` when there is one that does not read as a mark (cut short,
+    /// or overwritten to hide what the last process held). It is written whole and renamed
+    /// into place, so a mark that is there always means an unclean stop.
+    pub(super) fn take(dir: &std::path::Path) -> Option<Option<Self>> {
         let path = dir.join(RUNNING_MARK);
-        let text = std::fs::read_to_string(&path).ok()?;
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => Vec::new(),
+        };
         let _ = std::fs::remove_file(&path);
-        serde_json::from_str(&text).ok()
+        Some(serde_json::from_slice(&text).ok())
     }
 }
 
