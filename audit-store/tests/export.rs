@@ -639,14 +639,19 @@ async fn the_jobs_counters_reach_the_metrics_facade_labelled_with_its_name() -> 
     Ok(())
 }
 
-/// Three accounts of 250 records; the destination refuses acc_b's 131st record (at index
-/// 130) whatever batch holds it. Returns what was expected and that record's id.
+/// Three accounts of 250 records, and a destination that refuses acc_b's 131st record (at
+/// index 130) whatever batch holds it. Returns what was expected, that record's id, and
+/// the destination.
 async fn seed_with_a_refused_record<S: ChainedStore>(
     store: &S,
-) -> TestResult<(BTreeMap<String, Vec<Uuid>>, Uuid)> {
+) -> TestResult<(BTreeMap<String, Vec<Uuid>>, Uuid, Recorder)> {
     let expected = seed(store, &["acc_a", "acc_b", "acc_c"], 250).await?;
     let refused = expected["acc_b"][130];
-    Ok((expected, refused))
+    let recorder = Recorder {
+        refuse: vec![refused],
+        ..Recorder::default()
+    };
+    Ok((expected, refused, recorder))
 }
 
 /// The ids received per account, each once, in the order first received.
@@ -667,11 +672,7 @@ fn first_seen(received: &Received) -> BTreeMap<String, Vec<Uuid>> {
 async fn a_refused_record_holds_back_only_its_own_account<S: ExportPositions>(
     fx: &Fixture<S>,
 ) -> TestResult {
-    let (expected, refused) = seed_with_a_refused_record(&fx.store).await?;
-    let recorder = Recorder {
-        refuse: vec![refused],
-        ..Recorder::default()
-    };
+    let (expected, _, recorder) = seed_with_a_refused_record(&fx.store).await?;
     let received = recorder.received.clone();
     let job = job(fx.store.clone(), recorder)?;
     let status = job.status();
@@ -713,11 +714,7 @@ async fn a_refused_record_holds_back_only_its_own_account<S: ExportPositions>(
 async fn a_record_refused_alone_is_skipped_by_a_job_that_skips<S: ExportPositions>(
     fx: &Fixture<S>,
 ) -> TestResult {
-    let (expected, refused) = seed_with_a_refused_record(&fx.store).await?;
-    let recorder = Recorder {
-        refuse: vec![refused],
-        ..Recorder::default()
-    };
+    let (expected, refused, recorder) = seed_with_a_refused_record(&fx.store).await?;
     let received = recorder.received.clone();
     let job = job(fx.store.clone(), recorder)?.skip_refused_after(2);
     let status = job.status();

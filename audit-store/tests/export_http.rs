@@ -291,7 +291,7 @@ async fn the_secret_and_tokens_never_reach_logs_errors_or_debug_output() -> Test
 async fn a_redirect_is_a_failed_delivery_never_followed() -> TestResult {
     use std::sync::atomic::AtomicU64;
 
-    use audit_store::export::{Destination as _, EncodedBatch, Format};
+    use audit_store::export::Destination as _;
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse as _;
 
@@ -342,17 +342,7 @@ async fn a_redirect_is_a_failed_delivery_never_followed() -> TestResult {
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, here).await });
 
-    let batch = EncodedBatch {
-        job: "siem".into(),
-        account_id: "acc_1".into(),
-        idempotency_key: "key-1".into(),
-        first: (0, Uuid::nil()),
-        last: (0, Uuid::nil()),
-        records: 1,
-        format: Format::Ndjson,
-        lines: "{}\n".into(),
-        positions: vec![(0, Uuid::nil())],
-    };
+    let batch = one_record_batch();
     for (path, status) in [
         ("moved", "301 Moved Permanently"),
         ("temporary", "307 Temporary Redirect"),
@@ -379,7 +369,7 @@ async fn a_redirect_is_a_failed_delivery_never_followed() -> TestResult {
 /// on with the others); a 401, 404, 429 or 5xx says the destination takes nothing now.
 #[tokio::test]
 async fn an_answer_about_the_batch_refuses_it_and_others_fail_it() -> TestResult {
-    use audit_store::export::{Destination as _, EncodedBatch, Format};
+    use audit_store::export::Destination as _;
     use axum::http::StatusCode;
 
     let answer = |status: u16| async move { StatusCode::from_u16(status).unwrap_or_default() };
@@ -392,17 +382,7 @@ async fn an_answer_about_the_batch_refuses_it_and_others_fail_it() -> TestResult
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let batch = EncodedBatch {
-        job: "siem".into(),
-        account_id: "acc_1".into(),
-        idempotency_key: "key-1".into(),
-        first: (0, Uuid::nil()),
-        last: (0, Uuid::nil()),
-        records: 1,
-        format: Format::Ndjson,
-        lines: "{}\n".into(),
-        positions: vec![(0, Uuid::nil())],
-    };
+    let batch = one_record_batch();
     for (status, refused) in [
         (400, true),
         (413, true),
@@ -422,4 +402,19 @@ async fn an_answer_about_the_batch_refuses_it_and_others_fail_it() -> TestResult
         assert!(failed.to_string().contains(&status.to_string()), "{failed}");
     }
     Ok(())
+}
+
+/// A batch of one empty record, for a destination's answer alone.
+fn one_record_batch() -> audit_store::export::EncodedBatch {
+    audit_store::export::EncodedBatch {
+        job: "siem".into(),
+        account_id: "acc_1".into(),
+        idempotency_key: "key-1".into(),
+        first: (0, Uuid::nil()),
+        last: (0, Uuid::nil()),
+        records: 1,
+        format: audit_store::export::Format::Ndjson,
+        lines: "{}\n".into(),
+        positions: vec![(0, Uuid::nil())],
+    }
 }
