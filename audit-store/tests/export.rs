@@ -28,6 +28,8 @@ backend_tests!(
     a_record_refused_alone_is_skipped_by_a_job_that_skips,
     a_destination_refusing_everything_makes_nothing_skipped,
     the_jobs_clock_is_the_one_that_stamps_commits,
+    the_settle_time_is_measured_on_the_stores_clock,
+    a_hold_whose_records_are_gone_is_forgotten,
 );
 
 /// What a destination got: every batch, in arrival order.
@@ -791,4 +793,82 @@ async fn the_jobs_clock_is_the_one_that_stamps_commits<S: ExportPositions>(
         "stamped {committed}, clock {before} then {after}"
     );
     Ok(())
+}
+
+/// A store whose commit clock runs an hour behind the app's (as a database server's may).
+#[derive(Clone)]
+struct ClockBehind;
+
+impl audit_store::store::intercept::Interceptor for ClockBehind {
+    async fn clock_ms<S: ExportPositions>(&self, inner: &S) -> audit_store::Result<i64> {
+        Ok(inner.clock_ms().await? - 3_600_000)
+    }
+}
+
+/// Records committed a moment ago on the store's clock wait out the settle time on that
+/// clock, whatever the app's clock says: a job with a settle time of a minute, over a store
+/// whose clock is an hour behind the app's, reads nothing of records committed now; the same
+/// job over the store's own clock reads them once they are a minute old.
+async fn the_settle_time_is_measured_on_the_stores_clock<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    use audit_store::store::intercept::Intercepted;
+
+    seed(&fx.store, &["acc_a"], 10).await?;
+    // The records' commits, an hour and a half ago on the app's clock: settled by an hour on
+    // the app's clock, not yet on the store's (then an hour behind).
+    fx.db
+        .exec("UPDATE audit_logs SET committed_ms = committed_ms - 5400000")
+        .await?;
+    let behind = Intercepted::new(fx.store.clone(), ClockBehind);
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = ExportJob::new("siem", behind, recorder)?
+        .settle(Duration::from_secs(3_600))
+        .poll_interval(Duration::from_millis(20));
+    let status = job.status();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(job.run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    task.await?;
+    assert!(
+        received.batches().is_empty(),
+        "read before they settled on the store's clock"
+    );
+    assert_eq!(status.snapshot().read_errors, 0);
+    // The same records and settle time over the store's own clock: settled.
+    let recorder = Recorder::default();
+    let received = recorder.received.clone();
+    let job = ExportJob::new("siem", fx.store.clone(), recorder)?
+        .settle(Duration::from_secs(3_600))
+        .poll_interval(Duration::from_millis(20));
+    run_until(job, &received, |r| total(&r.ids()) >= 10).await?;
+    Ok(())
+}
+
+/// A held account whose records are then deleted (retention, an operator) is no longer
+/// counted as held nor as behind.
+async fn a_hold_whose_records_are_gone_is_forgotten<S: ExportPositions>(
+    fx: &Fixture<S>,
+) -> TestResult {
+    let expected = seed(&fx.store, &["acc_a"], 20).await?;
+    let recorder = Recorder {
+        refuse: vec![expected["acc_a"][5]],
+        ..Recorder::default()
+    };
+    let running = common::RunningJob::spawn(job(fx.store.clone(), recorder)?);
+    let status = running.status.clone();
+    common::eventually("acc_a held", || status.snapshot().held_accounts == 1).await?;
+    fx.db
+        .exec("DELETE FROM audit_logs WHERE account_id = 'acc_a'")
+        .await?;
+    common::eventually("the hold forgotten", || {
+        let m = status.snapshot();
+        (m.held_accounts, m.lag_ms) == (0, 0)
+    })
+    .await?;
+    running.stop().await
 }

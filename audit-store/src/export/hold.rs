@@ -4,7 +4,10 @@
 //!
 //! A refusal is about what a batch holds, so one account's refused record (a record too
 //! large for the destination, one it cannot parse) must not stop the export of the others:
-//! otherwise one tenant could blind a SIEM to every tenant.
+//! otherwise one tenant could blind a SIEM to every tenant. Only a refusal the destination
+//! says is one (an HTTP 400, 413, 422) is taken so; any other failure of a batch (a WAF's
+//! 403, a parser's 500, a timeout) is the destination's, and the job retries that batch
+//! before any other.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,11 +79,32 @@ impl Holds {
         self.held.values().map(|h| h.first_ms).min()
     }
 
-    /// The destination took `account`'s batch ending at `last`.
+    /// The destination took `account`'s batch ending at `last`: past the refused range, the
+    /// account is whole again; within it, its batches widen again (doubled), and a record
+    /// refused alone after this one starts its own count and backoff.
     pub(super) fn taken(&mut self, account: &str, last: CommitPosition) {
         self.taken += 1;
-        if self.held.get(account).is_some_and(|h| h.through <= last) {
+        let Some(hold) = self.held.get_mut(account) else {
+            return;
+        };
+        if hold.through <= last {
             self.held.remove(account);
+            return;
+        }
+        hold.limit = hold.limit.saturating_mul(2);
+        hold.alone = 0;
+        hold.until = None;
+    }
+
+    /// Forgets `account`'s hold: its refused records are gone (retention, a changed filter).
+    pub(super) fn release(&mut self, account: &str) {
+        self.held.remove(account);
+    }
+
+    /// Forgets the holds of accounts no longer among `accounts` (their records are gone).
+    pub(super) fn keep_only(&mut self, accounts: &[String]) {
+        if !self.held.is_empty() {
+            self.held.retain(|account, _| accounts.contains(account));
         }
     }
 
@@ -158,8 +182,8 @@ mod tests {
         holds.taken("a", at(100));
         assert_eq!(
             holds.limit("a", 500),
-            125,
-            "still short of the refused batch's end"
+            250,
+            "widened again, but still short of the refused batch's end"
         );
         assert_eq!(
             holds.refused("a", 1, at(101), 101, 0, NO_WAIT),
@@ -183,6 +207,29 @@ mod tests {
             "whole again"
         );
         assert_eq!(holds.oldest_ms(), None);
+    }
+
+    #[test]
+    fn a_record_taken_after_refusals_leaves_the_next_one_its_own_count() {
+        let mut holds = Holds::default();
+        assert_eq!(holds.refused("a", 2, at(2), 1, 3, NO_WAIT), Next::Narrowed);
+        assert_eq!(holds.refused("a", 1, at(1), 1, 3, NO_WAIT), Next::Held(1));
+        assert_eq!(holds.refused("a", 1, at(1), 1, 3, NO_WAIT), Next::Held(2));
+        holds.taken("a", at(1));
+        assert_eq!(holds.limit("a", 500), 2, "widened again");
+        assert_eq!(holds.refused("a", 1, at(2), 2, 3, NO_WAIT), Next::Held(1));
+        assert!(!holds.waiting("a", Instant::now()));
+    }
+
+    #[test]
+    fn holds_of_accounts_whose_records_are_gone_are_forgotten() {
+        let mut holds = Holds::default();
+        holds.refused("a", 1, at(1), 1, 0, NO_WAIT);
+        holds.refused("b", 1, at(1), 1, 0, NO_WAIT);
+        holds.keep_only(&["b".to_owned()]);
+        assert_eq!(holds.len(), 1);
+        holds.release("b");
+        assert_eq!((holds.len(), holds.oldest_ms()), (0, None));
     }
 
     #[test]

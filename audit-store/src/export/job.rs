@@ -212,7 +212,9 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
     /// the record (at least once, whatever the destination does), which also means that a
     /// record one account can make the destination refuse holds back that account's later
     /// records. A destination that refuses everything makes nothing skipped, and neither
-    /// does one that took nothing since (a refused record first in a one-account job's log).
+    /// does one that took nothing since (a refused record first in a one-account job's log);
+    /// one that refuses every record of one account while it takes the others' makes each
+    /// of that account's records skipped in turn, after `refusals` attempts each.
     #[must_use]
     pub fn skip_refused_after(mut self, refusals: u32) -> Self {
         self.skip_refused_after = refusals;
@@ -304,12 +306,15 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 };
                 let mut chains = chains?;
                 chains.retain(|c| !c.is_empty());
+                holds.keep_only(&chains);
                 chains
             }
         };
-        let Some(clock) = stop.unless(self.store.clock_ms()).await else {
+        let clock = tokio::time::timeout(self.read_time_limit, self.store.clock_ms());
+        let Some(clock) = stop.unless(clock).await else {
             return Ok(false);
         };
+        let clock = clock.map_err(|_| crate::StoreError::StatementTimeout(self.read_time_limit))?;
         let now = now_ms();
         let settled = CommitPosition {
             committed_ms: clock?
@@ -331,6 +336,8 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 return Ok(false);
             };
             let Some((batch, last, full)) = read? else {
+                // Nothing to read: a held account's refused records are gone too.
+                holds.release(&position.account_id);
                 if let Some(pending) = position.pending.take() {
                     // The interrupted batch now reads as nothing (the job's filters or
                     // `since` changed, or retention removed its records): nothing to send
@@ -386,6 +393,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             self.status.set_held(holds.len());
             more |= full;
         }
+        self.status.set_held(holds.len());
         // A held account is behind since its refused record's action.
         let held = holds.oldest_ms().map_or(0, |oldest| now - oldest);
         self.status.set_lag(if more { lag.max(held) } else { held });

@@ -9,12 +9,12 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use super::{AuditStore, ChainedStore, LinkScan};
+use super::{AuditStore, ChainedStore, ExportPositions, LinkScan};
 use crate::Result;
 use crate::chain::ChainKeys;
 use crate::model::{
-    ChainHead, ChainRow, ChainScope, Checkpoint, Direction, Page, RecordQuery, Retention, Stats,
-    StatsQuery, StoredRecord, TimedLink,
+    ChainHead, ChainRow, ChainScope, Checkpoint, CommitQuery, CommittedRow, Direction,
+    ExportPosition, Page, RecordQuery, Retention, Stats, StatsQuery, StoredRecord, TimedLink,
 };
 
 /// What an [`Intercepted`] store does instead of its inner store's writes, pings and reads of
@@ -93,6 +93,11 @@ pub trait Interceptor: Clone + Send + Sync + 'static {
     /// Every link of `scope`, read through `inner`: see [`ChainedStore::chain_scan`].
     fn chain_scan<S: ChainedStore>(&self, inner: &S, scope: ChainScope) -> LinkScan {
         inner.chain_scan(scope)
+    }
+
+    /// The clock that stamps `inner`'s commits: see [`ExportPositions::clock_ms`].
+    fn clock_ms<S: ExportPositions>(&self, inner: &S) -> impl Future<Output = Result<i64>> + Send {
+        inner.clock_ms()
     }
 }
 
@@ -235,5 +240,23 @@ impl<S: ChainedStore, I: Interceptor> ChainedStore for Intercepted<S, I> {
 
     async fn checkpoint(&self, now_ms: i64) -> Result<Vec<Checkpoint>> {
         self.store.checkpoint(now_ms).await
+    }
+}
+
+impl<S: ExportPositions, I: Interceptor> ExportPositions for Intercepted<S, I> {
+    async fn export_positions(&self, job: &str) -> Result<Vec<ExportPosition>> {
+        self.store.export_positions(job).await
+    }
+
+    async fn save_export_position(&self, job: &str, position: &ExportPosition) -> Result<()> {
+        self.store.save_export_position(job, position).await
+    }
+
+    async fn clock_ms(&self) -> Result<i64> {
+        self.interceptor.clock_ms(&self.store).await
+    }
+
+    async fn commit_page(&self, query: &CommitQuery) -> Result<Vec<CommittedRow>> {
+        self.store.commit_page(query).await
     }
 }

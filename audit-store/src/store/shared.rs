@@ -297,35 +297,77 @@ where
     /// and are not counted.
     pub(super) async fn unlinked(&self, chain: &str, since_ms: i64, before_ms: i64) -> Result<u64> {
         let logs = self.names.logs();
-        let row = Self::of_chain(chain, |condition, _| {
-            format!(
-                "SELECT min(time_ms), min(CASE WHEN committed_ms > 0 THEN committed_ms END) \
-                 FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL"
-            )
+        let first: Option<i64> = Self::of_chain(chain, |condition, _| {
+            format!("SELECT min(time_ms) FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL")
         })
         .fetch_one(self.pool)
-        .await?;
-        let (first, first_committed): (Option<i64>, Option<i64>) =
-            (row.try_get(0)?, row.try_get(1)?);
+        .await?
+        .try_get(0)?;
         let Some(first) = first else {
             return Ok(0);
         };
-        let row = Self::of_chain(chain, |condition, n| {
+        // The first link's commit stamp, through the chain's index (the lowest sequence
+        // number was committed first); 0 (stored before commit stamps) says nothing.
+        let first_committed = Self::of_chain(chain, |condition, _| {
             format!(
-                "SELECT count(*) FROM {logs} WHERE {condition} AND chain_seq IS NULL \
-                 AND time_ms >= {} AND time_ms < {} AND (time_ms >= {} OR committed_ms >= {})",
-                n.next(),
-                n.next(),
-                n.next(),
-                n.next()
+                "SELECT committed_ms FROM {logs} WHERE {condition} AND chain_seq IS NOT NULL \
+                 ORDER BY chain_seq LIMIT 1"
             )
         })
+        .fetch_optional(self.pool)
+        .await?
+        .map(|row| row.try_get::<Option<i64>, _>(0))
+        .transpose()?
+        .flatten()
+        .filter(|committed| *committed > 0);
+        // Two ranges of the time index: no older than the first link, any commit; older,
+        // committed since the first link.
+        let mut count = self
+            .unlinked_in(chain, since_ms.max(first), before_ms, None)
+            .await?;
+        if let Some(committed) = first_committed
+            && since_ms < first
+        {
+            count += self
+                .unlinked_in(chain, since_ms, before_ms.min(first), Some(committed))
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// `chain`'s records without a link, of a time in `[since_ms, before_ms)`, committed at or
+    /// after `committed_ms` when given.
+    async fn unlinked_in(
+        &self,
+        chain: &str,
+        since_ms: i64,
+        before_ms: i64,
+        committed_ms: Option<i64>,
+    ) -> Result<u64> {
+        if since_ms >= before_ms {
+            return Ok(0);
+        }
+        let logs = self.names.logs();
+        // Placeholders numbered in the order they stand (SQLite's `?` are positional).
+        let query = Self::of_chain(chain, |condition, n| {
+            let mut sql = format!(
+                "SELECT count(*) FROM {logs} WHERE {condition} AND chain_seq IS NULL \
+                 AND time_ms >= {} AND time_ms < {}",
+                n.next(),
+                n.next()
+            );
+            if committed_ms.is_some() {
+                sql.push_str(&format!(" AND committed_ms >= {}", n.next()));
+            }
+            sql
+        })
         .bind(since_ms)
-        .bind(before_ms)
-        .bind(first)
-        .bind(first_committed.unwrap_or(i64::MAX))
-        .fetch_one(self.pool)
-        .await?;
+        .bind(before_ms);
+        let query = match committed_ms {
+            Some(committed) => query.bind(committed),
+            None => query,
+        };
+        let row = query.fetch_one(self.pool).await?;
         let count: i64 = row.try_get(0)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
