@@ -1,6 +1,6 @@
-//! A store wrapped to watch or change what its writes and chain reads do: what a benchmark
-//! that times commits, a test that makes the database fail or one that counts what
-//! verification reads needs. Every other method is forwarded here, once,
+//! A store wrapped to watch or change what its writes, chain reads and commit clock do: what
+//! a benchmark that times commits, a test that makes the database fail, one that counts what
+//! verification reads, or one whose clock is skewed needs. Every other method is forwarded here, once,
 //! so that a method added to [`AuditStore`] or [`ChainedStore`] is forwarded by every such
 //! wrapper at the same time (neither trait has defaults that would hide a method a wrapper
 //! forgot).
@@ -101,8 +101,8 @@ pub trait Interceptor: Clone + Send + Sync + 'static {
     }
 }
 
-/// A store whose writes, pings and reads of chain links go through an [`Interceptor`];
-/// everything else is the inner store's, unchanged.
+/// A store whose writes, pings, reads of chain links and commit clock go through an
+/// [`Interceptor`]; everything else is the inner store's, unchanged.
 #[derive(Clone, Debug)]
 pub struct Intercepted<S, I> {
     store: S,
