@@ -208,6 +208,85 @@ async fn a_failed_notification_is_retried_under_its_key_without_counting_twice()
     .await
 }
 
+/// A notification the webhook refuses for what it holds (a group value chosen by whoever
+/// made the records) is given up after a few refusals and recorded as failed; it does not
+/// hold back the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_notification_is_given_up_and_recorded_without_holding_back_others() -> TestResult
+{
+    time_limit(Duration::from_secs(20), async {
+        let dir = tempfile::tempdir()?;
+        let (store, shared, receiver, sink, worker) = start_all(dir.path()).await?;
+        shared.refuse("mallory@");
+        let now = Timestamp::now().unix_millis() - 60_000;
+        let mut records = Vec::new();
+        // mallory's group fires first, then dave's.
+        for email in ["mallory@evil.example", "dave@example.com"] {
+            for i in 0..5 {
+                records.push(failed_login(email, now + i)?);
+            }
+        }
+        store.insert(&common::rows(&records)?).await?;
+        let alerts = alerts(&receiver, &sink)?;
+        let job = ExportJob::new("alerts", store.clone(), alerts)?
+            .settle(Duration::ZERO)
+            .poll_interval(Duration::from_millis(20))
+            .backoff(Duration::from_millis(5), Duration::from_millis(20));
+        let job = RunningJob::spawn(job);
+        common::eventually("dave's notification", || !shared.deliveries().is_empty()).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        job.stop().await?;
+        stop(&sink, worker).await?;
+        receiver.stop().await;
+        let deliveries = shared.deliveries();
+        assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+        let notice: serde_json::Value = serde_json::from_str(&deliveries[0].lines[0])?;
+        assert_eq!(notice["group"], "dave@example.com");
+        let page = store
+            .page(&RecordQuery {
+                filters: vec![ColumnFilter {
+                    column: Column::ActorType,
+                    negated: false,
+                    values: vec![FilterValue::Text("system".into())],
+                }],
+                ..RecordQuery::new("acc_1", 0, i64::MAX, 100)
+            })
+            .await?;
+        let mut results: Vec<(String, String)> = page
+            .rows
+            .iter()
+            .map(|row| -> TestResult<(String, String)> {
+                let event: serde_json::Value = serde_json::from_str(&row.record)?;
+                Ok((
+                    event["resource"]["request"]["group"].to_string(),
+                    event["action"]["result"].to_string(),
+                ))
+            })
+            .collect::<TestResult<_>>()?;
+        results.sort();
+        assert_eq!(
+            results,
+            [
+                ("\"dave@example.com\"".into(), "\"success\"".into()),
+                ("\"mallory@evil.example\"".into(), "\"failure\"".into()),
+            ]
+        );
+        let given_up = page
+            .rows
+            .iter()
+            .find(|row| row.record.contains("mallory@"))
+            .ok_or("no record of the refused notification")?;
+        assert!(
+            given_up.record.contains("refused it 3 times"),
+            "{}",
+            given_up.record
+        );
+        assert!(given_up.record.contains("413"), "{}", given_up.record);
+        Ok(())
+    })
+    .await
+}
+
 /// Windows are over action times, records come in commit order: a failed login committed
 /// after the job read the others, whose time is older than theirs but within their window,
 /// completes it; one whose window has long passed (an hour old) does not.

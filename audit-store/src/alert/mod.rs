@@ -10,7 +10,11 @@
 //! HTTP export batch: `X-Audit-Signature`, `Idempotency-Key`), and the group is quiet for a
 //! window. A notification that fails is retried with the batch (its records are not counted
 //! twice). Once delivered, it is recorded through `events` (the pipeline's sink) as a
-//! `create` of an `audit_alerts` `notifications` resource by a `system` actor.
+//! `create` of an `audit_alerts` `notifications` resource by a `system` actor. One the
+//! webhook [refuses](crate::export::DeliveryError::refused) for what it holds (a 400, 413 or
+//! 422: a group value, chosen by whoever made the records, that the receiver cannot take) is
+//! given up after [`REFUSALS_BEFORE_GIVING_UP`] refusals and recorded the same way with the
+//! result `failure`: it does not hold back every other notification, of every account.
 //!
 //! Windows live in memory: after a restart, records before the job's place no longer count
 //! toward a window (a burst split by a restart may not fire). Windows are over the records'
@@ -96,7 +100,13 @@ struct State {
     newest: HashMap<String, i64>,
     /// Fired and not yet delivered.
     pending: Vec<Notification>,
+    /// Refusals of a pending notification by the webhook, by its key.
+    refusals: HashMap<String, u32>,
 }
+
+/// How many times the webhook may [refuse](crate::export::DeliveryError::refused) a
+/// notification before it is given up (recorded with the result `failure`).
+pub const REFUSALS_BEFORE_GIVING_UP: u32 = 3;
 
 /// Evaluates [`AlertRule`]s over the batches of an export job and notifies a webhook (see the
 /// module's docs).
@@ -130,6 +140,14 @@ impl Alerts {
             events,
             state: Mutex::default(),
         }
+    }
+
+    /// Counts one more refusal of the notification `key`: whether it is to be given up.
+    fn refused_enough(&self, key: &str) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let refusals = state.refusals.entry(key.to_owned()).or_default();
+        *refusals += 1;
+        *refusals >= REFUSALS_BEFORE_GIVING_UP
     }
 
     /// Counts `batch`'s records and queues the notifications of the rules they fire.
@@ -300,9 +318,17 @@ fn notification(
     }
 }
 
-/// The system event recording a delivered notification.
-fn event(notification: &Notification) -> AuditRecord {
+/// The system event recording a delivered notification, or (`refused` by the webhook, with
+/// its answer) one given up.
+fn event(notification: &Notification, refused: Option<&str>) -> AuditRecord {
     let id = Uuid::now_v7();
+    let description = match refused {
+        None => notification.description.clone(),
+        Some(answer) => format!(
+            "{}; not delivered: the webhook refused it {REFUSALS_BEFORE_GIVING_UP} times ({answer})",
+            notification.description
+        ),
+    };
     AuditRecord {
         id,
         account: Some(Account {
@@ -310,8 +336,12 @@ fn event(notification: &Notification) -> AuditRecord {
             name: None,
         }),
         action: Action {
-            description: Some(notification.description.as_str().into()),
-            result: ActionResult::Success,
+            description: Some(description.as_str().into()),
+            result: if refused.is_none() {
+                ActionResult::Success
+            } else {
+                ActionResult::Failure
+            },
             time: Timestamp::now(),
             kind: ActionType::Create,
         },
@@ -367,21 +397,40 @@ impl Destination for Alerts {
             let Some(notification) = next else {
                 return Ok(());
             };
-            self.webhook
+            let posted = self
+                .webhook
                 .post(
                     notification.body.clone().into_bytes(),
                     "application/json",
                     false,
                     &notification.key,
                 )
-                .await
-                .map_err(|e| DeliveryError::new(format!("alert notification failed: {e}")))?;
-            self.state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pending
-                .retain(|n| n.key != notification.key);
-            self.events.submit(event(&notification));
+                .await;
+            let refused = match posted {
+                Ok(()) => None,
+                Err(e) if e.is_refused() && self.refused_enough(&notification.key) => {
+                    tracing::error!(
+                        target: "audit_store::alert",
+                        account = ?notification.account_id,
+                        notification = %notification.key,
+                        "the alert webhook refused a notification {REFUSALS_BEFORE_GIVING_UP} times; \
+                         given up and recorded as failed: {e}"
+                    );
+                    Some(e.to_string())
+                }
+                // Retried with the batch, after the job's backoff.
+                Err(e) => {
+                    return Err(DeliveryError::new(format!(
+                        "alert notification failed: {e}"
+                    )));
+                }
+            };
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.pending.retain(|n| n.key != notification.key);
+                state.refusals.remove(&notification.key);
+            }
+            self.events.submit(event(&notification, refused.as_deref()));
         }
     }
 }
@@ -414,12 +463,15 @@ rules:
 
     /// A failed login of `email` into `account` at `time_ms`, as stored.
     fn failed_login(account: &str, email: &str, time_ms: i64) -> AuditRecord {
-        let mut record = event(&Notification {
-            key: "k".into(),
-            account_id: account.into(),
-            body: "{}".into(),
-            description: String::new(),
-        });
+        let mut record = event(
+            &Notification {
+                key: "k".into(),
+                account_id: account.into(),
+                body: "{}".into(),
+                description: String::new(),
+            },
+            None,
+        );
         record.action.kind = "login".parse().unwrap();
         record.action.result = ActionResult::Failure;
         record.action.time = Timestamp::from_unix_millis(time_ms);
@@ -498,12 +550,15 @@ rules:
     #[test]
     fn the_events_recording_notifications_are_not_counted() {
         let alerts = alerts();
-        let notice = event(&Notification {
-            key: "k".into(),
-            account_id: "acc_a".into(),
-            body: "{}".into(),
-            description: "failed-logins fired".into(),
-        });
+        let notice = event(
+            &Notification {
+                key: "k".into(),
+                account_id: "acc_a".into(),
+                body: "{}".into(),
+                description: "failed-logins fired".into(),
+            },
+            None,
+        );
         alerts.count(&batch("acc_a", "n1", std::slice::from_ref(&notice)));
         assert!(
             fired(&alerts).is_empty(),

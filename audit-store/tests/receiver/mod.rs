@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) requests: AtomicU64,
     /// TLS handshakes that failed (a TLS receiver only).
     pub(crate) handshakes_failed: AtomicU64,
+    /// A body holding this text is refused (413), keeping nothing: a record or group value
+    /// the receiver cannot take.
+    refuse: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -67,7 +70,13 @@ impl Shared {
             bad: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
+            refuse: Mutex::default(),
         })
+    }
+
+    /// Refuses (413) every body holding `text`.
+    pub(crate) fn refuse(&self, text: &str) {
+        *self.refuse.lock().unwrap_or_else(PoisonError::into_inner) = Some(text.to_owned());
     }
 
     pub(crate) fn set_mode(&self, mode: Mode) {
@@ -196,6 +205,15 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         shared.bad.fetch_add(1, Ordering::Relaxed);
         return close(StatusCode::BAD_REQUEST.into_response());
     };
+    let refused = shared
+        .refuse
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_deref()
+        .is_some_and(|marker| text.contains(marker));
+    if refused {
+        return close(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    }
     shared
         .kept
         .lock()
