@@ -60,6 +60,20 @@ async fn start_all(
     Ok((store, shared, receiver, sink, worker))
 }
 
+/// The system events in acc_1's log: the notifications recorded.
+async fn system_events(store: &SqliteStore) -> TestResult<audit_store::model::Page> {
+    Ok(store
+        .page(&RecordQuery {
+            filters: vec![ColumnFilter {
+                column: Column::ActorType,
+                negated: false,
+                values: vec![FilterValue::Text("system".into())],
+            }],
+            ..RecordQuery::new("acc_1", 0, i64::MAX, 100)
+        })
+        .await?)
+}
+
 /// The alerts of [`RULES`], notifying `receiver` (signed) and recording each notification
 /// through `sink`.
 fn alerts(receiver: &Receiver, sink: &IngestSink) -> TestResult<Alerts> {
@@ -143,16 +157,7 @@ async fn five_failed_logins_in_the_window_fire_once_four_never_and_the_notice_is
         assert_eq!(deliveries[0].idempotency_key, notice["notification_id"]);
 
         // In the account's log: one system event of the notification.
-        let page = store
-            .page(&RecordQuery {
-                filters: vec![ColumnFilter {
-                    column: Column::ActorType,
-                    negated: false,
-                    values: vec![FilterValue::Text("system".into())],
-                }],
-                ..RecordQuery::new("acc_1", 0, i64::MAX, 100)
-            })
-            .await?;
+        let page = system_events(&store).await?;
         assert_eq!(page.rows.len(), 1);
         let event: serde_json::Value = serde_json::from_str(&page.rows[0].record)?;
         assert_eq!(event["actor"]["type"], "system");
@@ -242,16 +247,7 @@ async fn a_refused_notification_is_given_up_and_recorded_without_holding_back_ot
         assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
         let notice: serde_json::Value = serde_json::from_str(&deliveries[0].lines[0])?;
         assert_eq!(notice["group"], "dave@example.com");
-        let page = store
-            .page(&RecordQuery {
-                filters: vec![ColumnFilter {
-                    column: Column::ActorType,
-                    negated: false,
-                    values: vec![FilterValue::Text("system".into())],
-                }],
-                ..RecordQuery::new("acc_1", 0, i64::MAX, 100)
-            })
-            .await?;
+        let page = system_events(&store).await?;
         let mut results: Vec<(String, String)> = page
             .rows
             .iter()

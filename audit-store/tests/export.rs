@@ -826,14 +826,10 @@ async fn the_settle_time_is_measured_on_the_stores_clock<S: ExportPositions>(
     let job = ExportJob::new("siem", behind, recorder)?
         .settle(Duration::from_secs(3_600))
         .poll_interval(Duration::from_millis(20));
-    let status = job.status();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(job.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = common::RunningJob::spawn(job);
+    let status = running.status.clone();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = stop.send(());
-    task.await?;
+    running.stop().await?;
     assert!(
         received.batches().is_empty(),
         "read before they settled on the store's clock"

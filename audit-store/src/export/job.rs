@@ -310,11 +310,9 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                 chains
             }
         };
-        let clock = tokio::time::timeout(self.read_time_limit, self.store.clock_ms());
-        let Some(clock) = stop.unless(clock).await else {
+        let Some(clock) = stop.unless(self.read_limited(self.store.clock_ms())).await else {
             return Ok(false);
         };
-        let clock = clock.map_err(|_| crate::StoreError::StatementTimeout(self.read_time_limit))?;
         let now = now_ms();
         let settled = CommitPosition {
             committed_ms: clock?
@@ -374,7 +372,6 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
                         self.skip_refused_after,
                         |n| self.backoff.wait(n, e.asked_wait()),
                     );
-                    self.status.set_held(holds.len());
                     if next != Next::Skip {
                         more |= next == Next::Narrowed;
                         self.refused(&batch, &next, &e);
@@ -390,7 +387,6 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             self.store
                 .save_export_position(&self.name, position)
                 .await?;
-            self.status.set_held(holds.len());
             more |= full;
         }
         self.status.set_held(holds.len());
@@ -427,6 +423,16 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
         );
     }
 
+    /// A read of the store, cut short at the job's read time limit.
+    async fn read_limited<T>(
+        &self,
+        read: impl Future<Output = crate::Result<T>>,
+    ) -> crate::Result<T> {
+        tokio::time::timeout(self.read_time_limit, read)
+            .await
+            .map_err(|_| crate::StoreError::StatementTimeout(self.read_time_limit))?
+    }
+
     /// The next batch of `position`'s account (the pending one again, if a delivery was
     /// interrupted) of the records committed through `settled`, its last record's place, and
     /// whether it was cut short by its bounds (more may follow).
@@ -445,9 +451,7 @@ impl<S: ExportPositions, D: Destination> ExportJob<S, D> {
             limit,
             max_bytes: Some(self.batch_bytes),
         };
-        let rows = tokio::time::timeout(self.read_time_limit, self.store.commit_page(&query))
-            .await
-            .map_err(|_| crate::StoreError::StatementTimeout(self.read_time_limit))??;
+        let rows = self.read_limited(self.store.commit_page(&query)).await?;
         // Full (more may follow: no sleep before the next pass) when the page reached its
         // record limit, or half its byte budget (it may have been cut by it).
         let bytes: usize = rows.iter().map(|r| r.row.record.len()).sum();
